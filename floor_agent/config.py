@@ -1,0 +1,643 @@
+"""Configuration layer: one YAML file per role, validated by strict pydantic models.
+
+Admins edit these files by hand on production floors, so every mistake must come back
+as ``file:line: field.path: what was expected (got ...)`` instead of a traceback or,
+worse, a silently ignored typo that leaves a security control at its default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+__all__ = [
+    "ROLES",
+    "ROLE_MODELS",
+    "AgentConfig",
+    "AuditClientConfig",
+    "CctvConfig",
+    "CollectorConfig",
+    "CollectorSection",
+    "ConfigError",
+    "ConfigIssue",
+    "DoorConfig",
+    "LogLevel",
+    "RoleConfig",
+    "WorkstationConfig",
+    "check_file",
+    "default_state_dir",
+    "load_config",
+]
+
+STATE_ROOT = Path("/var/lib/floor-agent")
+ROLES: tuple[str, ...] = ("collector", "workstation", "door", "cctv")
+AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_AGENT_ID_MAX = 64
+_DNS_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+def default_state_dir(role: str) -> Path:
+    """Per-role state directory, so agents sharing a host never share a spool or key."""
+    return STATE_ROOT / role
+
+
+# --------------------------------------------------------------------------- field types
+
+
+def _reject_empty_path(value: Any) -> Any:
+    """Path("") silently becomes ".", which would put keys in whatever the CWD is."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+ConfigPath = Annotated[Path, BeforeValidator(_reject_empty_path)]
+# Strict numbers: YAML 1.1 reads `on`/`yes` as true, which lax pydantic would turn into 1.
+StrictInt = Annotated[int, Field(strict=True)]
+StrictFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+def _check_server_name(value: str) -> str:
+    """Names go into the TLS certificate, so only valid DNS names or IP literals."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        return value
+    name = value[:-1] if value.endswith(".") else value
+    labels = name.split(".")
+    if (
+        not name
+        or len(name) > 253
+        or not all(_DNS_LABEL_RE.match(label) for label in labels)
+        or labels[-1].isdigit()  # "10.0.0.300" is a broken IP, not a host name
+    ):
+        raise ValueError("must be a DNS name (letters, digits, '-', dots) or an IP address")
+    return name
+
+
+ServerName = Annotated[str, Field(strict=True), AfterValidator(_check_server_name)]
+
+
+class _StrictModel(BaseModel):
+    """Unknown keys are errors: a typo must never silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class AuditClientConfig(_StrictModel):
+    """How an agent reaches the collector; shared by the workstation, door and cctv roles."""
+
+    agent_id: Annotated[str, Field(strict=True)] | None = None
+    state_dir: ConfigPath = STATE_ROOT / "agent"
+    collector_url: Annotated[str, Field(strict=True)] = "https://127.0.0.1:8443"
+    ca_cert: ConfigPath | None = None
+    batch_max_events: Annotated[StrictInt, Field(ge=1, le=5000)] = 500
+    heartbeat_seconds: Annotated[StrictFloat, Field(ge=1, le=60)] = 30
+    spool_max_events: Annotated[StrictInt, Field(ge=100)] = 1_000_000
+    spool_alarm_ratio: Annotated[StrictFloat, Field(ge=0.1, le=0.99)] = 0.8
+    backoff_initial_seconds: Annotated[StrictFloat, Field(gt=0)] = 0.5
+    backoff_max_seconds: StrictFloat = 30
+    request_timeout_seconds: Annotated[StrictFloat, Field(gt=0)] = 10
+
+    @field_validator("agent_id")
+    @classmethod
+    def _check_agent_id(cls, value: str | None) -> str | None:
+        """The id names the agent's chain on the collector, so keep it path- and log-safe."""
+        if value is not None and not AGENT_ID_RE.match(value):
+            raise ValueError(
+                "must be 1-64 characters of letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("collector_url")
+    @classmethod
+    def _check_collector_url(cls, value: str) -> str:
+        """Events only ever travel over TLS; a plain http:// URL is a configuration error."""
+        try:
+            parts = urlsplit(value.strip())
+            _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
+        except ValueError as exc:
+            raise ValueError(f"must be an https:// URL with a host ({exc})") from None
+        if parts.scheme.lower() != "https" or not parts.hostname:
+            raise ValueError("must be an https:// URL with a host, e.g. https://collector:8443")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must not contain credentials, a query or a fragment")
+        return urlunsplit(("https", parts.netloc, parts.path.rstrip("/"), "", ""))
+
+    @field_validator("backoff_max_seconds")
+    @classmethod
+    def _check_backoff_max(cls, value: float, info: ValidationInfo) -> float:
+        """Checked on the field (not the model) so the error points at this key's line."""
+        initial = info.data.get("backoff_initial_seconds")
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        if initial is not None and value < initial:
+            raise ValueError(f"must be >= backoff_initial_seconds ({initial:g})")
+        return value
+
+    def resolved_agent_id(self, role: str) -> str:
+        """Explicit agent_id, else "<hostname>-<role>" made to match AGENT_ID_RE."""
+        if self.agent_id is not None:
+            return self.agent_id
+        suffix = f"-{role}"
+        host = re.sub(r"[^A-Za-z0-9._-]+", "-", socket.gethostname())
+        host = re.sub(r"^[^A-Za-z0-9]+", "", host) or "host"
+        host = host[: max(1, _AGENT_ID_MAX - len(suffix))]
+        return (host + suffix)[:_AGENT_ID_MAX]
+
+    def ca_path(self) -> Path:
+        """Pinned collector CA: explicit path, else the copy kept in the state directory."""
+        return self.ca_cert if self.ca_cert is not None else self.state_dir / "collector-ca.pem"
+
+
+class CollectorSection(_StrictModel):
+    """Collector listener, storage and limits."""
+
+    listen_host: Annotated[str, Field(strict=True, min_length=1)] = "127.0.0.1"
+    listen_port: Annotated[StrictInt, Field(ge=1, le=65535)] = 8443
+    state_dir: ConfigPath = STATE_ROOT / "collector"
+    database_url: Annotated[str, Field(strict=True)] | None = None
+    server_names: Annotated[list[ServerName], Field(min_length=1)] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1"]
+    )
+    max_batch_events: Annotated[StrictInt, Field(ge=1, le=100_000)] = 5000
+    max_request_bytes: Annotated[StrictInt, Field(ge=1024)] = 16 * 1024 * 1024
+    stale_checkpoint_seconds: Annotated[StrictInt, Field(ge=60)] = 180
+    token_ttl_seconds: Annotated[StrictInt, Field(ge=60)] = 86400
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        """Only the two stores the collector implements; anything else would fail at runtime."""
+        if value is None:
+            return None
+        for prefix in ("sqlite:///", "postgresql://", "postgres://"):
+            if value.startswith(prefix) and len(value) > len(prefix):
+                return value
+        raise ValueError(
+            "must start with sqlite:/// or postgresql:// (or postgres://), "
+            "or be left out to use sqlite in state_dir"
+        )
+
+    def resolved_database_url(self) -> str:
+        """Explicit database_url, else a SQLite file next to the collector's other state."""
+        if self.database_url is not None:
+            return self.database_url
+        return f"sqlite:///{self.state_dir}/collector.db"
+
+
+# --------------------------------------------------------------------------- role models
+
+
+def _none_section_to_empty(data: Any, key: str) -> Any:
+    """`audit:` with every option commented out is YAML null; treat it as "all defaults"."""
+    if isinstance(data, dict) and key in data and data[key] is None:
+        data = {**data, key: {}}
+    return data
+
+
+class _AgentBase(_StrictModel):
+    """Shared wiring for agent roles: the audit state_dir default depends on the role."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _role_state_dir(cls, data: Any) -> Any:
+        data = _none_section_to_empty(data, "audit")
+        if not isinstance(data, dict):
+            return data
+        role = cls.model_fields["role"].default
+        audit = data.get("audit", {})
+        if isinstance(audit, dict) and "state_dir" not in audit:
+            data = {**data, "audit": {**audit, "state_dir": default_state_dir(role)}}
+        elif isinstance(audit, AuditClientConfig) and "state_dir" not in audit.model_fields_set:
+            updated = audit.model_copy(update={"state_dir": default_state_dir(role)})
+            data = {**data, "audit": updated}
+        return data
+
+
+class CollectorConfig(_StrictModel):
+    """collector.yaml: the central audit collector."""
+
+    role: Literal["collector"] = "collector"
+    log_level: LogLevel = "info"
+    collector: CollectorSection = Field(default_factory=CollectorSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_section(cls, data: Any) -> Any:
+        """Same "commented-out section means defaults" rule as the agent roles."""
+        return _none_section_to_empty(data, "collector")
+
+
+class WorkstationConfig(_AgentBase):
+    """workstation.yaml: USB guard and network lock agent on an operator workstation."""
+
+    role: Literal["workstation"] = "workstation"
+    log_level: LogLevel = "info"
+    audit: AuditClientConfig = Field(default_factory=AuditClientConfig)
+
+
+class DoorConfig(_AgentBase):
+    """door.yaml: door access controller agent."""
+
+    role: Literal["door"] = "door"
+    log_level: LogLevel = "info"
+    audit: AuditClientConfig = Field(default_factory=AuditClientConfig)
+
+
+class CctvConfig(_AgentBase):
+    """cctv.yaml: CCTV recorder agent."""
+
+    role: Literal["cctv"] = "cctv"
+    log_level: LogLevel = "info"
+    audit: AuditClientConfig = Field(default_factory=AuditClientConfig)
+
+
+AgentConfig = WorkstationConfig | DoorConfig | CctvConfig
+RoleConfig = CollectorConfig | AgentConfig
+ROLE_MODELS: dict[str, type[RoleConfig]] = {
+    "collector": CollectorConfig,
+    "workstation": WorkstationConfig,
+    "door": DoorConfig,
+    "cctv": CctvConfig,
+}
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a config file, kept structured so the CLI and tests can inspect it."""
+
+    file: str
+    line: int | None
+    column: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        if self.field:
+            return f"{where}: {self.field}: {self.message}"
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; str() is the admin-facing text, one issue per line."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(issue) for issue in issues))
+
+    @property
+    def path(self) -> str:
+        """The offending file, for callers that log it separately from the message."""
+        return self.issues[0].file if self.issues else ""
+
+
+def _error(
+    file: str, message: str, *, line: int | None = None, column: int | None = None, field: str = ""
+) -> ConfigError:
+    return ConfigError([ConfigIssue(file, line, column, field, message)])
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str | None:
+    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+def _read_text(path: Path, file: str) -> str:
+    """Read as UTF-8 ourselves so each OS-level failure gets a specific message."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise _error(file, "config file not found") from None
+    except IsADirectoryError:
+        raise _error(file, "is a directory, expected a YAML config file") from None
+    except PermissionError:
+        raise _error(file, "cannot read config file: permission denied") from None
+    except OSError as exc:
+        raise _error(file, f"cannot read config file: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        bad = raw[exc.start]
+        message = f"not valid UTF-8 (byte 0x{bad:02x} at offset {exc.start}); save it as UTF-8"
+        raise _error(file, message, line=line) from None
+
+
+def _yaml_error(file: str, text: str, exc: yaml.YAMLError) -> ConfigError:
+    if isinstance(exc, yaml.reader.ReaderError):
+        before = text[: exc.position]
+        line = before.count("\n") + 1
+        column = exc.position - (before.rfind("\n") + 1) + 1
+        return _error(
+            file,
+            f"invalid YAML: character #x{exc.character:04x} is not allowed",
+            line=line,
+            column=column,
+        )
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "syntax error"
+        message = f"invalid YAML: {problem}"
+        if exc.context and exc.problem:
+            message += f" ({exc.context}"
+            if exc.context_mark is not None:
+                message += f" started on line {exc.context_mark.line + 1}"
+            message += ")"
+        if "\\t" in problem or "\t" in problem:
+            message += "; indent with spaces, YAML does not allow tabs"
+        if mark is None:
+            return _error(file, message)
+        return _error(file, message, line=mark.line + 1, column=mark.column + 1)
+    return _error(file, f"invalid YAML: {exc}")
+
+
+def _find_duplicates(root: Node, file: str) -> list[ConfigIssue]:
+    """PyYAML keeps the last of two equal keys without a word; we refuse the file instead."""
+    issues: list[ConfigIssue] = []
+    seen_nodes: set[int] = set()
+
+    def walk(node: Node, path: list[str]) -> None:
+        if id(node) in seen_nodes:  # aliases (and recursive anchors) share node objects
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, MappingNode):
+            first_line: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, ScalarNode) or key_node.tag.endswith(":merge"):
+                    continue
+                key = key_node.value
+                line = key_node.start_mark.line + 1
+                if key in first_line:
+                    issues.append(
+                        ConfigIssue(
+                            file,
+                            line,
+                            None,
+                            ".".join([*path, key]),
+                            f"duplicate key (first set on line {first_line[key]}); "
+                            "remove one, YAML would silently keep only the last",
+                        )
+                    )
+                else:
+                    first_line[key] = line
+                walk(value_node, [*path, key])
+        elif isinstance(node, SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, [*path, str(index)])
+
+    walk(root, [])
+    return issues
+
+
+def _compose(text: str, file: str) -> tuple[Node | None, Any]:
+    """Compose (for line numbers) then construct (for values) from one parse."""
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(file, text, exc) from None
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        duplicates = _find_duplicates(node, file)
+        if duplicates:
+            raise ConfigError(duplicates)
+        return node, loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(file, text, exc) from None
+    finally:
+        loader.dispose()
+
+
+def _line(node: Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _walk(root: Node, loc: tuple[Any, ...]) -> tuple[Node, Node | None, bool]:
+    """Follow a pydantic loc through the YAML nodes: (deepest node, its key node, exact)."""
+    node, key_node = root, None
+    for part in loc:
+        child: tuple[Node, Node | None] | None = None
+        if isinstance(node, MappingNode):
+            for k, v in node.value:
+                if isinstance(k, ScalarNode) and k.value == str(part):
+                    child = (v, k)
+        elif isinstance(node, SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = (node.value[part], None)
+        if child is None:
+            return node, key_node, False
+        node, key_node = child
+    return node, key_node, True
+
+
+def _describe(node: Node, value: Any, *, wants_text: bool = False) -> str:
+    """Show the value as the admin wrote it, not as YAML or pydantic re-typed it."""
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    if isinstance(node, ScalarNode):
+        text = node.value
+        if node.style is None and text in ("", "~", "null", "Null", "NULL"):
+            return "an empty value"
+        if len(text) > 60:
+            text = text[:57] + "..."
+        shown = text if node.style is None and not isinstance(value, str) else repr(text)
+        if isinstance(value, bool) and text.lower() not in ("true", "false"):
+            shown += f", which YAML reads as {str(value).lower()}"
+            if wants_text:
+                shown += "; quote it to mean text"
+        return shown
+    return repr(value)
+
+
+def _section_model(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the mapping at loc, used for key suggestions."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _unknown_key_message(key: str, model: type[BaseModel] | None, present: set[str]) -> str:
+    message = f"unknown key {key!r}"
+    if model is None:
+        return message
+    unused = [name for name in model.model_fields if name not in present]
+    suggestion = _did_you_mean(key, unused)
+    if suggestion:
+        return f"{message}; did you mean {suggestion!r}?"
+    suggestion = _did_you_mean(key, list(model.model_fields))
+    if suggestion:
+        return f"{message}; did you mean {suggestion!r}? (it is also set in this section)"
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel) and key in sub.model_fields:
+            return f"{message}; it belongs under '{name}:'"
+    return f"{message}; expected one of: {', '.join(model.model_fields)}"
+
+
+_MESSAGE_REWRITES = {
+    "model_type": "expected a mapping of settings (indented 'key: value' lines)",
+    "dict_type": "expected a mapping of settings (indented 'key: value' lines)",
+    "missing": "missing required key",
+    "float_type": "Input should be a number",
+    "int_type": "Input should be a whole number",
+    "path_type": "Input should be a file system path",
+}
+
+
+def _issue_from_pydantic(err: Any, root: Node, model: type[BaseModel], file: str) -> ConfigIssue:
+    loc: tuple[Any, ...] = tuple(err["loc"])
+    kind: str = err["type"]
+    field = ".".join(str(part) for part in loc)
+    node, key_node, exact = _walk(root, loc)
+    if kind == "extra_forbidden" and exact:
+        parent, _, _ = _walk(root, loc[:-1])
+        present = set()
+        if isinstance(parent, MappingNode):
+            present = {k.value for k, _ in parent.value if isinstance(k, ScalarNode)}
+        message = _unknown_key_message(str(loc[-1]), _section_model(model, loc[:-1]), present)
+        line = _line(key_node) if key_node is not None else _line(node)
+        return ConfigIssue(file, line, None, field, message)
+    message = _MESSAGE_REWRITES.get(kind, err["msg"])
+    message = message.removeprefix("Value error, ")
+    value = err.get("input")
+    if exact and kind != "missing":
+        wants_text = kind in ("string_type", "literal_error")
+        message += f" (got {_describe(node, value, wants_text=wants_text)})"
+    if kind == "literal_error" and isinstance(value, str):
+        allowed = re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected", ""))
+        suggestion = _did_you_mean(value, allowed)
+        if suggestion:
+            message += f"; did you mean {suggestion!r}?"
+    return ConfigIssue(file, _line(node), None, field, message)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_config(path: str | Path, expected_role: str | None = None) -> RoleConfig:
+    """Load and validate one role's YAML file; raise ConfigError listing every problem."""
+    if expected_role is not None and expected_role not in ROLE_MODELS:
+        raise ValueError(f"expected_role must be one of {', '.join(ROLES)}, not {expected_role!r}")
+    file = str(path)
+    text = _read_text(Path(path), file)
+    root, data = _compose(text, file)
+    roles = ", ".join(ROLES)
+    if root is None or data is None:
+        raise _error(file, f"file is empty; expected at least 'role: <{' | '.join(ROLES)}>'")
+    if not isinstance(root, MappingNode) or not isinstance(data, dict):
+        raise _error(
+            file,
+            f"top level must be a mapping of settings starting with 'role:', "
+            f"got {_describe(root, data)}",
+            line=_line(root),
+        )
+    role_value, role_key, role_found = _walk(root, ("role",))
+    if not role_found:
+        raise _error(
+            file, f"missing required key; expected one of: {roles}", line=_line(root), field="role"
+        )
+    role = data.get("role")
+    if not isinstance(role, str) or role not in ROLE_MODELS:
+        message = f"unknown role {_describe(role_value, role)}; expected one of: {roles}"
+        suggestion = _did_you_mean(role, list(ROLES)) if isinstance(role, str) else None
+        if suggestion:
+            message += f"; did you mean {suggestion!r}?"
+        raise _error(file, message, line=_line(role_value), field="role")
+    if expected_role is not None and role != expected_role:
+        raise _error(
+            file,
+            f"this file configures the {role!r} role, but the {expected_role!r} role "
+            "was asked to load it; pass the matching file",
+            line=_line(role_value),
+            field="role",
+        )
+    model = ROLE_MODELS[role]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        issues = [_issue_from_pydantic(err, root, model, file) for err in exc.errors()]
+        issues.sort(key=lambda issue: issue.line or 0)
+        raise ConfigError(issues) from None
+
+
+def _redact_url(url: str) -> str:
+    """Keep database passwords out of terminal scrollback and support tickets."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_file(path: str | Path) -> str:
+    """One-paragraph summary for `floor-agent config check FILE`; raises ConfigError."""
+    config = load_config(path)
+    head = f"{path}: OK, role {config.role}, log level {config.log_level}."
+    if isinstance(config, CollectorConfig):
+        c = config.collector
+        return (
+            f"{head} Listening on {c.listen_host}:{c.listen_port} with a TLS certificate for "
+            f"{', '.join(c.server_names)}; state in {c.state_dir}; database "
+            f"{_redact_url(c.resolved_database_url())}; batches up to {c.max_batch_events} "
+            f"events and {c.max_request_bytes} bytes per request; an agent is stale after "
+            f"{c.stale_checkpoint_seconds} s without a checkpoint; tokens live "
+            f"{c.token_ttl_seconds} s."
+        )
+    a = config.audit
+    source = "" if a.agent_id is not None else " (from hostname)"
+    return (
+        f"{head} Agent id {a.resolved_agent_id(config.role)}{source}; reports to "
+        f"{a.collector_url} pinned to CA {a.ca_path()}; state in {a.state_dir}; heartbeat "
+        f"every {a.heartbeat_seconds:g} s; batches of up to {a.batch_max_events} events; "
+        f"spool holds {a.spool_max_events} events (alarm at {a.spool_alarm_ratio:.0%}); "
+        f"retry backoff {a.backoff_initial_seconds:g}-{a.backoff_max_seconds:g} s; "
+        f"request timeout {a.request_timeout_seconds:g} s."
+    )
