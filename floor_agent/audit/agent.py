@@ -1,0 +1,125 @@
+"""The audit side of every agent role: identity, spool and forwarder behind one emit().
+
+Capabilities (usb_guard, netlock, access, cctv) get an AuditAgent and call emit(); they never
+see keys, HTTP or SQLite.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from floor_agent.audit.event import AuditEvent
+from floor_agent.audit.forwarder import Forwarder, ForwarderSettings, pinned_client
+from floor_agent.audit.keys import load_private_key, public_key_b64, write_private_key
+from floor_agent.audit.spool import Spool
+from floor_agent.config import AuditClientConfig
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = "agent.key"
+SPOOL_FILE = "spool.db"
+
+
+def kernel_boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+class AuditAgent:
+    """One agent's audit trail. emit() is durable on return; forwarding runs in a thread."""
+
+    def __init__(self, audit: AuditClientConfig, role: str) -> None:
+        self.role = role
+        self.agent_id = audit.resolved_agent_id(role)
+        self.config = audit
+        self.stop_event = threading.Event()
+        self.key = load_private_key(audit.state_dir / KEY_FILE)
+        self.spool = Spool(audit.state_dir / SPOOL_FILE, self.agent_id, audit.spool_max_events,
+                           audit.spool_alarm_ratio)
+        self.client = pinned_client(audit.collector_url, audit.ca_path(),
+                                    audit.request_timeout_seconds)
+        self.forwarder = Forwarder(self.spool, self.key, self.client, ForwarderSettings(
+            audit.batch_max_events, audit.heartbeat_seconds, audit.backoff_initial_seconds,
+            audit.backoff_max_seconds), self.stop_event)
+
+    def start(self) -> None:
+        self.emit("agent.started", self.agent_id, "notice", role=self.role,
+                  kernel_boot_id=kernel_boot_id(), pending=self.spool.pending_count())
+        self.forwarder.start()
+
+    def emit(self, kind: str, subject: str, severity: str = "info",
+             **data: Any) -> AuditEvent | None:
+        """Record an event; returns once it is on disk (see Spool.emit)."""
+        event = self.spool.emit(kind, subject, severity, **data)
+        self.forwarder.wake.set()
+        return event
+
+    def healthy(self) -> bool:
+        """For the systemd watchdog: the forwarder thread is alive."""
+        thread = self.forwarder._thread
+        return thread is not None and thread.is_alive()
+
+    def stop(self, drain_seconds: float = 5.0, reason: str = "shutdown") -> None:
+        """Record the stop, give the forwarder a moment to deliver, then close."""
+        self.emit("agent.stopped", self.agent_id, "notice", reason=reason)
+        deadline = time.monotonic() + drain_seconds
+        while self.spool.pending_count() and time.monotonic() < deadline \
+                and self.forwarder.last_error is None:
+            self.forwarder.wake.set()
+            time.sleep(0.05)
+        self.stop_event.set()
+        self.forwarder.wake.set()
+        self.forwarder.join(timeout=self.config.request_timeout_seconds + 1)
+        self.client.close()
+        self.spool.close()
+
+
+class EnrollmentError(RuntimeError):
+    pass
+
+
+def enroll(audit: AuditClientConfig, role: str, token: str, ca_file: Path | None) -> str:
+    """Create the agent key (0600) and register it with the collector; returns the agent id."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    state = audit.state_dir
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ca_path = audit.ca_path()
+    if ca_file is not None and Path(ca_file).resolve() != ca_path.resolve():
+        shutil.copyfile(ca_file, ca_path)
+    if not ca_path.exists():
+        raise EnrollmentError(f"{ca_path}: no collector CA to pin; pass --ca with the file "
+                              f"'floor-agent collector init' created")
+    key_path = state / KEY_FILE
+    if key_path.exists():
+        key = load_private_key(key_path)
+    else:
+        key = Ed25519PrivateKey.generate()
+        write_private_key(key_path, key)
+    agent_id = audit.resolved_agent_id(role)
+    payload = {"token": token, "agent_id": agent_id, "role": role,
+               "public_key": public_key_b64(key), "hostname": socket.gethostname()}
+    try:
+        with pinned_client(audit.collector_url, ca_path, audit.request_timeout_seconds) as client:
+            response = client.post("/api/v1/enroll", json=payload)
+    except httpx.HTTPError as exc:
+        raise EnrollmentError(f"{audit.collector_url}: cannot reach the collector ({exc})"
+                              ) from None
+    if response.status_code != 201:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text[:200]
+        raise EnrollmentError(f"collector refused enrollment ({response.status_code}): {detail}")
+    log.info("enrolled as %s with %s", agent_id, audit.collector_url)
+    return agent_id

@@ -1,0 +1,143 @@
+"""The audit event: the one record every capability produces, and its canonical bytes.
+
+The canonical encoding is what the hash chain covers, so it must be byte-identical on every agent
+and on the collector: JSON, keys sorted, no insignificant whitespace, UTF-8 (orjson with
+OPT_SORT_KEYS gives exactly that). Floats are not allowed in `data` because their text form is a
+common source of cross-implementation drift; integers, strings, booleans, null, lists and objects
+are enough for audit facts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+SEVERITIES: tuple[str, ...] = ("debug", "info", "notice", "warning", "error", "critical")
+SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+KIND_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+
+MAX_SUBJECT_CHARS = 512
+MAX_DATA_BYTES = 64 * 1024
+MAX_INT = 2**63 - 1
+
+EVENT_FIELDS: tuple[str, ...] = (
+    "agent_id", "seq", "boot_id", "ts", "kind", "severity", "subject", "data",
+)
+
+
+class EventError(ValueError):
+    """An event that cannot be part of the chain; the message names the field and the reason."""
+
+
+def utc_timestamp(when: datetime | None = None) -> str:
+    """UTC time in the one textual form events use (sortable, microsecond precision)."""
+    when = when or datetime.now(UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(ts: str) -> datetime:
+    """The inverse of utc_timestamp; raises EventError on any other form."""
+    if not isinstance(ts, str) or not TS_RE.match(ts):
+        raise EventError(f"ts: expected YYYY-MM-DDTHH:MM:SS.ffffffZ in UTC, got {ts!r}")
+    try:
+        return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise EventError(f"ts: not a real date/time: {ts!r}") from exc
+
+
+def _check_json_value(value: Any, path: str) -> None:
+    """Only the JSON types whose canonical text is unambiguous across implementations."""
+    if value is None or isinstance(value, bool | str):
+        return
+    if isinstance(value, int):
+        if not -MAX_INT <= value <= MAX_INT:
+            raise EventError(f"{path}: integer out of the 64-bit range")
+        return
+    if isinstance(value, float):
+        raise EventError(f"{path}: floats are not allowed in audit data (use an integer or string)")
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_json_value(item, f"{path}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise EventError(f"{path}: object keys must be strings, got {type(key).__name__}")
+            _check_json_value(item, f"{path}.{key}")
+        return
+    raise EventError(f"{path}: {type(value).__name__} is not a JSON value")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One audit fact. `seq` grows by one per event of an agent, across restarts."""
+
+    agent_id: str
+    seq: int
+    boot_id: str
+    ts: str
+    kind: str
+    severity: str
+    subject: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> AuditEvent:
+        """Reject anything the collector would reject, before it is chained."""
+        if not isinstance(self.agent_id, str) or not AGENT_ID_RE.match(self.agent_id):
+            raise EventError(f"agent_id: expected 1-64 of [A-Za-z0-9._-], got {self.agent_id!r}")
+        if type(self.seq) is not int or not 1 <= self.seq <= MAX_INT:
+            raise EventError(f"seq: expected a positive integer, got {self.seq!r}")
+        if not isinstance(self.boot_id, str) or not 1 <= len(self.boot_id) <= 64:
+            raise EventError(f"boot_id: expected a string of 1-64 characters, got {self.boot_id!r}")
+        parse_timestamp(self.ts)
+        if not isinstance(self.kind, str) or not KIND_RE.match(self.kind) or len(self.kind) > 64:
+            raise EventError(f"kind: expected a dotted lower-case name like 'usb.blocked', "
+                             f"got {self.kind!r}")
+        if self.severity not in SEVERITY_RANK:
+            raise EventError(f"severity: expected one of {', '.join(SEVERITIES)}, "
+                             f"got {self.severity!r}")
+        if not isinstance(self.subject, str) or len(self.subject) > MAX_SUBJECT_CHARS:
+            raise EventError(f"subject: expected a string of at most {MAX_SUBJECT_CHARS} chars")
+        if not isinstance(self.data, dict):
+            raise EventError(f"data: expected an object, got {type(self.data).__name__}")
+        _check_json_value(self.data, "data")
+        if len(orjson.dumps(self.data)) > MAX_DATA_BYTES:
+            raise EventError(f"data: larger than {MAX_DATA_BYTES} bytes")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "agent_id": self.agent_id, "seq": self.seq, "boot_id": self.boot_id, "ts": self.ts,
+            "kind": self.kind, "severity": self.severity, "subject": self.subject,
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str = "event") -> AuditEvent:
+        """Build and validate from decoded JSON; errors name `where` and the field."""
+        if not isinstance(raw, dict):
+            raise EventError(f"{where}: expected an object, got {type(raw).__name__}")
+        missing = [name for name in EVENT_FIELDS if name not in raw]
+        if missing:
+            raise EventError(f"{where}: missing field(s) {', '.join(missing)}")
+        extra = sorted(set(raw) - set(EVENT_FIELDS))
+        if extra:
+            raise EventError(f"{where}: unknown field(s) {', '.join(extra)}")
+        try:
+            event = cls(**{name: raw[name] for name in EVENT_FIELDS})
+            return event.validate()
+        except EventError as exc:
+            raise EventError(f"{where}.{exc}") from None
+
+
+def canonical(event: AuditEvent | dict[str, Any]) -> bytes:
+    """The exact bytes the chain hashes: sorted keys, compact JSON, UTF-8."""
+    body = event.as_dict() if isinstance(event, AuditEvent) else event
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)

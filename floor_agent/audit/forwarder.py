@@ -1,0 +1,138 @@
+"""Ships spooled events to the collector and forgets only what it acknowledged.
+
+One thread per agent. Each batch ends with a freshly signed checkpoint; an idle agent sends a
+checkpoint alone every `heartbeat_seconds`. Failures back off exponentially with full jitter,
+so two hundred workstations coming back after a collector outage do not arrive in lockstep.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from floor_agent.audit.chain import Checkpoint
+from floor_agent.audit.spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+def pinned_client(collector_url: str, ca_path: Path, timeout: float) -> httpx.Client:
+    """HTTPS client that trusts only the collector's own CA (never the system store)."""
+    context = ssl.create_default_context(cafile=str(ca_path))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return httpx.Client(base_url=collector_url, verify=context, timeout=timeout,
+                        headers={"content-type": "application/json"})
+
+
+def batch_body(agent_id: str, prev_hash: bytes, events: list[tuple[bytes, bytes]],
+               checkpoint: Checkpoint) -> bytes:
+    """The ingest body, assembled from the spooled canonical bytes without re-encoding them."""
+    parts = [b'{"event":' + body + b',"hash":"' + digest.hex().encode() + b'"}'
+             for body, digest in events]
+    return (b'{"agent_id":' + orjson.dumps(agent_id) + b',"prev_hash":"'
+            + prev_hash.hex().encode() + b'","events":[' + b",".join(parts)
+            + b'],"checkpoint":' + orjson.dumps(checkpoint.to_wire()) + b"}")
+
+
+@dataclass
+class ForwarderSettings:
+    batch_max_events: int = 500
+    heartbeat_seconds: float = 30.0
+    backoff_initial_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
+
+
+class Forwarder:
+    """Sends the spool's pending events in order; sole writer of the spool's acked head."""
+
+    def __init__(self, spool: Spool, key: Ed25519PrivateKey, client: httpx.Client,
+                 settings: ForwarderSettings, stop: threading.Event,
+                 rng: Callable[[float, float], float] = random.uniform) -> None:
+        self.spool = spool
+        self.key = key
+        self.client = client
+        self.settings = settings
+        self.stop = stop
+        self.wake = threading.Event()
+        self._rng = rng
+        self._failures = 0
+        self._last_checkpoint = 0.0
+        self.last_error: str | None = None
+        self.last_success: float | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="audit-forwarder", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                delay = self.step()
+            except Exception as exc:  # keep forwarding whatever one failure was
+                log.exception("forwarder step failed")
+                delay = self._backoff(f"internal error: {exc}")
+            if delay > 0:
+                self.wake.wait(delay)
+                self.wake.clear()
+
+    def step(self) -> float:
+        """Send one batch (or a heartbeat when due); returns how long to wait before the next."""
+        acked, pending = self.spool.batch(self.settings.batch_max_events)
+        now = time.monotonic()
+        if not pending:
+            due = self._last_checkpoint + self.settings.heartbeat_seconds
+            if now < due:
+                return min(due - now, 1.0)
+            head = self.spool.head()
+            if head.seq != acked.seq:
+                return 0.0  # an event arrived between the two reads: send it first
+        last_seq = pending[-1].seq if pending else acked.seq
+        last_hash = pending[-1].hash if pending else acked.hash
+        checkpoint = Checkpoint(self.spool.agent_id, last_seq, last_hash,
+                                self.spool.next_checkpoint_ts(), self.spool.boot_id).sign(self.key)
+        body = batch_body(self.spool.agent_id, acked.hash,
+                          [(p.body, p.hash) for p in pending], checkpoint)
+        try:
+            response = self.client.post("/api/v1/ingest", content=body)
+        except httpx.HTTPError as exc:
+            return self._backoff(f"collector unreachable: {exc.__class__.__name__}: {exc}")
+        if response.status_code != 200:
+            detail = response.text[:300]
+            return self._backoff(f"collector refused batch ({response.status_code}): {detail}")
+        answer = response.json()
+        acked_seq = answer.get("acked_seq")
+        if acked_seq is not None and acked_seq > acked.seq:
+            self.spool.acknowledge(int(acked_seq))
+        self._last_checkpoint = now
+        if self._failures:
+            log.info("collector reachable again after %d failed attempt(s)", self._failures)
+        self._failures = 0
+        self.last_error = None
+        self.last_success = time.time()
+        return 0.0
+
+    def _backoff(self, reason: str) -> float:
+        """Exponential backoff with full jitter; the reason is logged once per change."""
+        if reason != self.last_error:
+            log.warning("%s; events stay in the spool (%d pending)", reason,
+                        self.spool.pending_count())
+        self.last_error = reason
+        self._failures += 1
+        ceiling = min(self.settings.backoff_max_seconds,
+                      self.settings.backoff_initial_seconds * 2 ** min(self._failures - 1, 30))
+        return self._rng(self.settings.backoff_initial_seconds / 2, ceiling)

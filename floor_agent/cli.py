@@ -1,0 +1,276 @@
+"""floor-agent <role|tool>: parse arguments, load config, call one module. Nothing else here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from floor_agent import __version__, service
+from floor_agent.config import (
+    AgentConfig,
+    CollectorConfig,
+    ConfigError,
+    check_file,
+    load_config,
+)
+
+log = logging.getLogger("floor_agent")
+DEFAULT_CONFIG = {
+    "collector": "/etc/floor-agent/collector.yaml",
+    "workstation": "/etc/floor-agent/workstation.yaml",
+    "door": "/etc/floor-agent/door.yaml",
+    "cctv": "/etc/floor-agent/cctv.yaml",
+}
+AGENT_ROLES = ("workstation", "door", "cctv")
+
+
+def _collector_config(args: argparse.Namespace) -> CollectorConfig:
+    config = load_config(args.config, "collector")
+    assert isinstance(config, CollectorConfig)
+    return config
+
+
+def _agent_config(args: argparse.Namespace, role: str | None = None) -> AgentConfig:
+    config = load_config(args.config, role)
+    if isinstance(config, CollectorConfig):
+        print(f"{args.config}: this is the collector's file; give an agent role's file "
+              f"({', '.join(AGENT_ROLES)})", file=sys.stderr)
+        raise SystemExit(2)
+    return config
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    print(check_file(args.file))
+    return 0
+
+
+def cmd_collector_init(args: argparse.Namespace) -> int:
+    from floor_agent.collector import server, tls
+
+    config = _collector_config(args)
+    files = server.init(config, force_certs=args.renew_certificate)
+    print(f"collector initialised in {config.collector.state_dir}")
+    print(f"CA certificate for agents: {files.ca_cert} ({tls.fingerprint(files.ca_cert)})")
+    return 0
+
+
+def cmd_collector_run(args: argparse.Namespace) -> int:
+    from floor_agent.collector import server
+
+    config = _collector_config(args)
+    service.setup_logging(config.log_level)
+    return server.run(config)
+
+
+def cmd_collector_token(args: argparse.Namespace) -> int:
+    from floor_agent.collector import core, server, tls
+
+    config = _collector_config(args)
+    store, _ = server.open_collector(config)
+    try:
+        ttl = args.ttl or config.collector.token_ttl_seconds
+        token = core.create_token(store, args.role, ttl)
+    finally:
+        store.close()
+    ca = tls.TlsFiles.in_dir(config.collector.state_dir).ca_cert
+    print(token)
+    print(f"# one-time token for a {args.role} agent, valid {ttl} s; give the agent the CA "
+          f"file {ca} too", file=sys.stderr)
+    return 0
+
+
+def cmd_collector_apikey(args: argparse.Namespace) -> int:
+    from floor_agent.collector import core, server
+
+    config = _collector_config(args)
+    store, _ = server.open_collector(config)
+    try:
+        print(core.create_api_key(store, args.name))
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_collector_verify(args: argparse.Namespace) -> int:
+    from floor_agent.collector import server
+    from floor_agent.collector.verify import verify_agent, verify_all
+
+    config = _collector_config(args)
+    store, _ = server.open_collector(config)
+    try:
+        results = [verify_agent(store, args.agent)] if args.agent else verify_all(store)
+    except KeyError:
+        print(f"agent {args.agent!r} is not enrolled", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    bad = 0
+    for result in results:
+        state = "intact" if result.ok else "BROKEN"
+        print(f"{result.agent_id}: {state}: {result.stored_events} events, signed checkpoint at "
+              f"seq {result.checkpoint_seq}")
+        for problem in result.report.problems:
+            print(f"  {problem.kind} at seq {problem.seq}: {problem.detail}")
+        bad += not result.ok
+    return 1 if bad else 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from floor_agent.audit.agent import EnrollmentError, enroll
+
+    config = _agent_config(args)
+    try:
+        agent_id = enroll(config.audit, config.role, args.token, args.ca)
+    except EnrollmentError as exc:
+        print(f"enroll: {exc}", file=sys.stderr)
+        return 1
+    print(f"enrolled {agent_id} ({config.role}) with {config.audit.collector_url}")
+    return 0
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    """Record one event in the agent's spool (the running agent forwards it)."""
+    from floor_agent.audit.event import EventError
+    from floor_agent.audit.spool import Spool
+
+    config = _agent_config(args)
+    try:
+        data: Any = orjson.loads(args.data) if args.data else {}
+    except orjson.JSONDecodeError as exc:
+        print(f"--data: not valid JSON ({exc})", file=sys.stderr)
+        return 2
+    if not isinstance(data, dict):
+        print("--data: expected a JSON object", file=sys.stderr)
+        return 2
+    audit = config.audit
+    spool = Spool(audit.state_dir / "spool.db", audit.resolved_agent_id(config.role),
+                  audit.spool_max_events, audit.spool_alarm_ratio)
+    try:
+        event = spool.emit(args.kind, args.subject, args.severity, **data)
+    except EventError as exc:
+        print(f"emit: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        spool.close()
+    print(f"seq {event.seq}" if event else "dropped: spool full and severity below warning")
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    """Run an agent role until SIGTERM/SIGINT."""
+    from floor_agent.audit.agent import AuditAgent
+    from floor_agent.audit.keys import KeyFileError
+
+    config = _agent_config(args, args.role)
+    service.setup_logging(config.log_level)
+    stop = threading.Event()
+    service.install_shutdown_handlers(stop)
+    try:
+        agent = AuditAgent(config.audit, config.role)
+    except (KeyFileError, OSError, ValueError) as exc:
+        log.error("%s agent cannot start: %s", config.role, exc)
+        return 2
+    agent.start()
+    watchdog = service.Watchdog(stop, agent.healthy)
+    service.ready(f"{config.role} agent {agent.agent_id} running")
+    watchdog.start()
+    log.info("%s agent %s started, reporting to %s", config.role, agent.agent_id,
+             config.audit.collector_url)
+    stop.wait()
+    service.stopping()
+    agent.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from floor_agent import demo
+
+    return demo.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="floor-agent", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"floor-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cfg = sub.add_parser("config", help="configuration tools").add_subparsers(dest="action",
+                                                                             required=True)
+    check = cfg.add_parser("check", help="validate a config file and summarise it")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=cmd_config_check)
+
+    col = sub.add_parser("collector", help="the central audit collector")
+    col_sub = col.add_subparsers(dest="action", required=True)
+
+    def with_config(p: argparse.ArgumentParser, role: str) -> argparse.ArgumentParser:
+        p.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG[role]),
+                       help=f"YAML file (default {DEFAULT_CONFIG[role]})")
+        return p
+
+    p = with_config(col_sub.add_parser("init", help="create CA, server certificate, store"),
+                    "collector")
+    p.add_argument("--renew-certificate", action="store_true",
+                   help="issue a new server certificate (the CA is kept)")
+    p.set_defaults(func=cmd_collector_init)
+    with_config(col_sub.add_parser("run", help="serve the API over HTTPS"),
+                "collector").set_defaults(func=cmd_collector_run)
+    token = col_sub.add_parser("token", help="enrollment tokens").add_subparsers(
+        dest="token_action", required=True)
+    p = with_config(token.add_parser("create", help="print a one-time enrollment token"),
+                    "collector")
+    p.add_argument("--role", required=True, choices=AGENT_ROLES)
+    p.add_argument("--ttl", type=int, default=None, help="seconds (default from config)")
+    p.set_defaults(func=cmd_collector_token)
+    apikey = col_sub.add_parser("apikey", help="API keys for reading the audit trail")
+    p = with_config(apikey.add_subparsers(dest="key_action", required=True).add_parser(
+        "create", help="print a new API key"), "collector")
+    p.add_argument("--name", required=True, help="who uses it (recorded on acknowledgements)")
+    p.set_defaults(func=cmd_collector_apikey)
+    p = with_config(col_sub.add_parser("verify", help="re-verify stored chains"), "collector")
+    p.add_argument("--agent", help="only this agent")
+    p.set_defaults(func=cmd_collector_verify)
+
+    p = sub.add_parser("enroll", help="register this agent with the collector")
+    p.add_argument("--config", type=Path, required=True, help="the agent role's YAML file")
+    p.add_argument("--token", required=True, help="from 'floor-agent collector token create'")
+    p.add_argument("--ca", type=Path, help="collector CA file to pin (copied into state_dir)")
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("emit", help="record one audit event in this agent's spool")
+    p.add_argument("--config", type=Path, required=True, help="the agent role's YAML file")
+    p.add_argument("--kind", required=True)
+    p.add_argument("--subject", required=True)
+    p.add_argument("--severity", default="info")
+    p.add_argument("--data", help="JSON object")
+    p.set_defaults(func=cmd_emit)
+
+    for role in AGENT_ROLES:
+        p = with_config(sub.add_parser(role, help=f"run the {role} agent"), role)
+        p.set_defaults(func=cmd_agent, role=role)
+
+    p = sub.add_parser("demo", help="the floor on simulated hardware, one command")
+    p.add_argument("--dir", type=Path, help="working directory (default: a fresh temp dir)")
+    p.add_argument("--port", type=int, default=8443)
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop by itself after this many seconds (default: until Ctrl-C)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

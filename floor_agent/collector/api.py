@@ -1,0 +1,208 @@
+"""The collector's HTTP API (FastAPI): enroll, ingest, query, alerts, metrics, health.
+
+Agents authenticate by signature (ingest) or one-time token (enroll); people and scripts that
+read the audit trail need an API key (`floor-agent collector apikey create`). Every bad request
+gets a 4xx naming what is wrong; nothing of a rejected batch is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from floor_agent import __version__
+from floor_agent.audit.event import SEVERITIES, TS_RE
+from floor_agent.audit.event import utc_timestamp as now_ts
+from floor_agent.collector.core import Collector, EnrollError, secret_hash
+from floor_agent.collector.metrics import render_metrics
+from floor_agent.collector.store import EventQuery
+
+log = logging.getLogger(__name__)
+bearer = HTTPBearer(auto_error=False, description="API key from `floor-agent collector apikey "
+                                                  "create`")
+
+
+class EnrollRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(max_length=200)
+    agent_id: str = Field(max_length=64)
+    role: str = Field(max_length=32)
+    public_key: str = Field(max_length=100, description="raw Ed25519 public key, base64")
+    hostname: str = Field(default="", max_length=253)
+
+
+class AckRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    comment: str = Field(min_length=1, max_length=2000)
+
+
+class IngestAnswer(BaseModel):
+    acked_seq: int | None
+    stored: int
+    message: str
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
+               stale_checkpoint_seconds: int = 180,
+               on_ready: Any = None) -> FastAPI:
+    """The ASGI app over one Collector. on_ready() runs once the app serves (sd_notify)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def watch_stale() -> None:
+            period = max(5.0, min(30.0, stale_checkpoint_seconds / 3))
+            while True:
+                await asyncio.sleep(period)
+                try:
+                    await run_in_threadpool(collector.flag_stale_checkpoints,
+                                            stale_checkpoint_seconds)
+                except Exception:  # a database hiccup must not end the watch
+                    log.exception("stale checkpoint check failed")
+
+        task = asyncio.create_task(watch_stale())
+        if on_ready is not None:
+            on_ready()
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    app = FastAPI(title="floor-agent collector", version=__version__, lifespan=lifespan,
+                  description="Central audit collector: signed, hash-chained events from every "
+                              "floor agent.")
+    store = collector.store
+
+    def api_user(creds: Annotated[HTTPAuthorizationCredentials | None,
+                                  Depends(bearer)]) -> str:
+        if creds is None:
+            raise HTTPException(401, "missing API key (Authorization: Bearer ...)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        name = store.api_key_name(secret_hash(creds.credentials))
+        if name is None:
+            raise HTTPException(401, "unknown or revoked API key",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return name
+
+    User = Annotated[str, Depends(api_user)]
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, Any]:
+        """Liveness and store reachability; no authentication, no data."""
+        store.stats()
+        return {"status": "ok", "version": __version__}
+
+    @app.post("/api/v1/enroll", status_code=201, tags=["agents"])
+    def enroll(body: EnrollRequest) -> dict[str, str]:
+        """Register an agent's public key with a one-time token."""
+        try:
+            collector.enroll(body.token, body.agent_id, body.role, body.public_key,
+                             body.hostname)
+        except EnrollError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        return {"agent_id": body.agent_id, "status": "enrolled"}
+
+    @app.post("/api/v1/ingest", tags=["agents"], response_model=IngestAnswer,
+              responses={400: {}, 401: {}, 409: {}, 413: {}, 422: {}})
+    async def ingest(request: Request) -> Response:
+        """One signed batch of chained events (see floor_agent/collector/ingest.py)."""
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit()
+                                     or int(declared) > max_request_bytes):
+            return _json({"detail": f"request larger than {max_request_bytes} bytes"}, 413)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_request_bytes:
+                return _json({"detail": f"request larger than {max_request_bytes} bytes"}, 413)
+            chunks.append(chunk)
+        result = await run_in_threadpool(collector.ingest, b"".join(chunks))
+        if result.status != 200:
+            return _json({"detail": result.message}, result.status)
+        return _json({"acked_seq": result.acked_seq, "stored": result.stored,
+                      "message": result.message})
+
+    @app.get("/api/v1/events", tags=["audit"])
+    def events(
+        _: User,
+        agent_id: str | None = None,
+        kind: str | None = Query(None, description="exact kind, e.g. usb.blocked"),
+        kind_prefix: str | None = Query(None, description="e.g. 'usb.' for every USB event"),
+        severity: list[str] = Query(default_factory=list, description="repeatable"),
+        since: str | None = Query(None, description="UTC, YYYY-MM-DDTHH:MM:SS.ffffffZ"),
+        until: str | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+        cursor: str | None = Query(None, description="next_cursor of the previous page"),
+    ) -> Response:
+        """Events, newest first, filtered; page with next_cursor."""
+        bad = [s for s in severity if s not in SEVERITIES]
+        if bad:
+            raise HTTPException(422, f"severity: unknown {bad}; expected {list(SEVERITIES)}")
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and not TS_RE.match(value):
+                raise HTTPException(422, f"{name}: expected YYYY-MM-DDTHH:MM:SS.ffffffZ")
+        parsed_cursor = None
+        if cursor:
+            ts, _, row_id = cursor.rpartition("|")
+            if not TS_RE.match(ts) or not row_id.isdigit():
+                raise HTTPException(422, "cursor: not a next_cursor this API gave out")
+            parsed_cursor = (ts, int(row_id))
+        page = store.query_events(EventQuery(agent_id, kind, kind_prefix, tuple(severity),
+                                             since, until, limit, parsed_cursor))
+        next_cursor = f"{page.next_cursor[0]}|{page.next_cursor[1]}" if page.next_cursor else None
+        return _json({"events": page.events, "next_cursor": next_cursor})
+
+    @app.get("/api/v1/agents", tags=["audit"])
+    def agents(_: User) -> Response:
+        """Enrolled agents with last seen, chain head and last checkpoint."""
+        items = store.list_agents()
+        open_alerts = store.list_alerts(open_only=True, limit=10_000)
+        for item in items:
+            kinds = sorted({a["kind"] for a in open_alerts if a["agent_id"] == item["agent_id"]})
+            item["open_alerts"] = kinds
+            chain_kinds = {"bad_signature", "altered_event", "fork", "gap", "replay",
+                           "rollback"}
+            item["chain_state"] = "broken" if chain_kinds & set(kinds) else (
+                "stale" if "stale_checkpoint" in kinds else "intact")
+        return _json({"agents": items})
+
+    @app.get("/api/v1/alerts", tags=["alerts"])
+    def alerts(_: User, open_only: bool = Query(False, alias="open"),
+               agent_id: str | None = None, kind: str | None = None,
+               limit: int = Query(100, ge=1, le=1000)) -> Response:
+        """Alerts, newest first."""
+        return _json({"alerts": store.list_alerts(open_only, agent_id, kind, limit)})
+
+    @app.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"])
+    def ack(alert_id: int, body: AckRequest, who: User) -> dict[str, Any]:
+        """Acknowledge an open alert with a comment; records who and when."""
+        if not store.ack_alert(alert_id, who, body.comment, now_ts()):
+            raise HTTPException(404, f"alert {alert_id}: no such open alert")
+        return {"id": alert_id, "acked_by": who}
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    def metrics(_: User) -> Response:
+        """Prometheus text format."""
+        body, content_type = render_metrics(collector)
+        return Response(body, media_type=content_type)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; see the collector log"}, 500)
+
+    return app

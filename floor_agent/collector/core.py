@@ -1,0 +1,146 @@
+"""The collector's work, apart from HTTP: enroll agents, ingest batches, raise alerts.
+
+api.py turns HTTP into calls here; the CLI calls the same functions for tokens and API keys,
+so the rules (one-time tokens, hashed secrets, per-agent serialisation of ingest) live once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from floor_agent.audit.event import AGENT_ID_RE, utc_timestamp
+from floor_agent.audit.keys import KeyFileError, public_key_from_b64
+from floor_agent.collector import ingest
+from floor_agent.collector.ingest import AlertDraft, BatchError
+from floor_agent.collector.store import Store
+
+log = logging.getLogger(__name__)
+
+AGENT_ROLES = ("workstation", "door", "cctv")
+TOKEN_PREFIX = "fa-enroll-"
+API_KEY_PREFIX = "fa-api-"
+
+
+def secret_hash(secret: str) -> bytes:
+    """Tokens and API keys are stored hashed: a stolen database opens nothing."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def create_token(store: Store, role: str, ttl_seconds: int) -> str:
+    if role not in AGENT_ROLES:
+        raise ValueError(f"role: expected one of {', '.join(AGENT_ROLES)}, got {role!r}")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(24)
+    now = datetime.now(UTC)
+    store.add_token(secret_hash(token), role, utc_timestamp(now),
+                    utc_timestamp(now + timedelta(seconds=ttl_seconds)))
+    return token
+
+
+def create_api_key(store: Store, name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}", name):
+        raise ValueError(f"name: expected 1-64 letters, digits, space or ._@-, got {name!r}")
+    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    store.add_api_key(secret_hash(key), name, utc_timestamp())
+    return key
+
+
+class EnrollError(ValueError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class IngestResult:
+    status: int
+    message: str
+    acked_seq: int | None = None
+    stored: int = 0
+
+
+class Collector:
+    """Ingest and enrollment over one store; safe to call from many threads."""
+
+    def __init__(self, store: Store, max_batch_events: int = 5000) -> None:
+        self.store = store
+        self.max_batch_events = max_batch_events
+        self._agent_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self.counters: Counter[str] = Counter()
+
+    def _lock_for(self, agent_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._agent_locks.setdefault(agent_id, threading.Lock())
+
+    def enroll(self, token: str, agent_id: str, role: str, public_key: str,
+               hostname: str) -> None:
+        """Register an agent's public key against a one-time token of the same role."""
+        if not isinstance(agent_id, str) or not AGENT_ID_RE.match(agent_id):
+            raise EnrollError(422, "agent_id: expected 1-64 of [A-Za-z0-9._-]")
+        if role not in AGENT_ROLES:
+            raise EnrollError(422, f"role: expected one of {', '.join(AGENT_ROLES)}")
+        try:
+            public_key_from_b64(public_key)
+        except KeyFileError as exc:
+            raise EnrollError(422, str(exc)) from None
+        now = utc_timestamp()
+        token_role = self.store.consume_token(secret_hash(token), now, agent_id)
+        if token_role is None:
+            self.store.add_alerts([AlertDraft("unknown_agent", "warning", agent_id,
+                                              "enrollment with an unknown, used or expired "
+                                              "token refused")], now)
+            raise EnrollError(401, "token: unknown, already used or expired")
+        if token_role != role:
+            raise EnrollError(403, f"token is for role {token_role!r}, not {role!r}")
+        if not self.store.add_agent(agent_id, role, public_key, hostname[:253], now):
+            raise EnrollError(409, f"agent_id {agent_id!r} is already enrolled; "
+                                   f"remove it before enrolling again")
+        log.info("enrolled agent %s (%s) from %s", agent_id, role, hostname)
+
+    def ingest(self, body: bytes) -> IngestResult:
+        """Verify and store one batch; every anomaly becomes a stored alert."""
+        now = utc_timestamp()
+        try:
+            batch = ingest.parse(body, self.max_batch_events)
+        except BatchError as exc:
+            self.counters["batch_malformed"] += 1
+            alert = ingest.alert_for_error(exc)
+            if alert is not None and self.store.get_agent(alert.agent_id) is not None:
+                self.store.add_alerts([alert], now)
+            return IngestResult(exc.status, str(exc))
+        with self._lock_for(batch.agent_id):
+            agent = self.store.get_agent(batch.agent_id)
+            stored = (self.store.stored_hashes(batch.agent_id, ingest.needed_seqs(batch))
+                      if agent is not None else {})
+            plan = ingest.plan(batch, agent, stored)
+            for alert in plan.alerts:
+                self.counters[f"alert_{alert.kind}"] += 1
+                log.warning("alert %s on %s: %s", alert.kind, alert.agent_id, alert.detail)
+            if not plan.accepted:
+                self.counters["batch_rejected"] += 1
+                self.store.add_alerts(plan.alerts, now)
+                return IngestResult(plan.status, plan.message)
+            self.store.commit_batch(batch.agent_id, plan.store, batch.checkpoint, plan.new_head,
+                                    plan.alerts, now)
+        self.counters["batch_accepted"] += 1
+        self.counters["events_stored"] += len(plan.store)
+        return IngestResult(200, plan.message, plan.acked_seq, len(plan.store))
+
+    def flag_stale_checkpoints(self, stale_seconds: int) -> list[str]:
+        """Raise stale_checkpoint for agents silent too long: their tail may be cut off."""
+        now = datetime.now(UTC)
+        older = utc_timestamp(now - timedelta(seconds=stale_seconds))
+        stale = self.store.agents_with_stale_checkpoint(older)
+        alerts = [AlertDraft("stale_checkpoint", "critical", agent_id,
+                             f"no signed checkpoint since {last or 'enrollment'} "
+                             f"(more than {stale_seconds} s): agent down, cut off, or its "
+                             f"tail withheld") for agent_id, last in stale]
+        self.store.add_alerts(alerts, utc_timestamp(now))
+        return [agent_id for agent_id, _ in stale]

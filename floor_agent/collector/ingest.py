@@ -1,0 +1,285 @@
+"""Ingest decisions, pure: parse a batch, verify it, and say what to store and what to alert.
+
+The wire format of one batch (POST /api/v1/ingest):
+
+    {"agent_id": "...", "prev_hash": "<hex of the hash before the first event>",
+     "events": [{"event": {<the 8 event fields>}, "hash": "<hex>"}, ...],
+     "checkpoint": {"agent_id", "seq", "hash", "ts", "boot_id", "signature": "<base64>"}}
+
+An empty `events` list is an idle agent's heartbeat checkpoint. The checkpoint's signature over
+the head hash authenticates every event in the batch through the chain, so one Ed25519
+verification covers the whole batch. Nothing here touches the store, the clock or the network:
+`plan()` gets the agent's record and the stored hashes it needs, and returns a Plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from floor_agent.audit.chain import GENESIS_HASH, Checkpoint, link
+from floor_agent.audit.event import AuditEvent, EventError
+from floor_agent.audit.keys import KeyFileError, public_key_from_b64
+
+# Alert kinds the collector raises; every anomaly becomes one of these, stored with the data.
+ALERT_KINDS = ("bad_signature", "altered_event", "fork", "gap", "replay", "stale_checkpoint",
+               "unknown_agent", "rollback", "malformed_batch")
+
+
+class BatchError(ValueError):
+    """A batch that cannot even be read; status is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, agent_id: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.agent_id = agent_id
+
+
+@dataclass(frozen=True, slots=True)
+class WireEvent:
+    event: AuditEvent
+    body: bytes  # canonical bytes, recomputed here: what was signed through the chain
+    claimed_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    agent_id: str
+    prev_hash: bytes
+    events: list[WireEvent]
+    checkpoint: Checkpoint
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    """What the collector knows of an enrolled agent and of its chain."""
+
+    agent_id: str
+    role: str
+    public_key: str
+    head_seq: int = 0
+    head_hash: bytes = GENESIS_HASH
+    checkpoint_seq: int | None = None
+    checkpoint_ts: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertDraft:
+    kind: str
+    severity: str
+    agent_id: str
+    detail: str
+    seq: int | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Same kind, agent and place: the same open alert, counted rather than repeated."""
+        return f"{self.kind}:{self.agent_id}:{self.seq if self.seq is not None else '-'}"
+
+
+@dataclass(slots=True)
+class Plan:
+    """What to do with a batch: the HTTP answer, the rows to store, the alerts to raise."""
+
+    status: int
+    message: str
+    store: list[WireEvent] = field(default_factory=list)
+    alerts: list[AlertDraft] = field(default_factory=list)
+    acked_seq: int | None = None
+    new_head: tuple[int, bytes] | None = None
+    accept_checkpoint: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == 200
+
+
+def parse(body: bytes, max_events: int) -> Batch:
+    """Decode and check the shape of a batch. Raises BatchError naming what is wrong."""
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BatchError(400, f"body is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise BatchError(422, "batch: expected a JSON object")
+    agent_id = raw.get("agent_id")
+    if not isinstance(agent_id, str):
+        raise BatchError(422, "batch.agent_id: expected a string")
+    events_raw = raw.get("events")
+    if not isinstance(events_raw, list):
+        raise BatchError(422, "batch.events: expected a list", agent_id)
+    if len(events_raw) > max_events:
+        raise BatchError(413, f"batch.events: {len(events_raw)} events, at most {max_events} "
+                              f"in one batch", agent_id)
+    try:
+        prev_hash = bytes.fromhex(raw.get("prev_hash", ""))
+    except (TypeError, ValueError):
+        prev_hash = b""
+    if len(prev_hash) != 32:
+        raise BatchError(422, "batch.prev_hash: expected 64 hex digits", agent_id)
+    try:
+        checkpoint = Checkpoint.from_wire(raw.get("checkpoint"))
+    except ValueError as exc:
+        raise BatchError(422, f"batch.{exc}", agent_id) from None
+    events: list[WireEvent] = []
+    for index, item in enumerate(events_raw):
+        where = f"batch.events[{index}]"
+        if not isinstance(item, dict):
+            raise BatchError(422, f"{where}: expected an object", agent_id)
+        try:
+            event = AuditEvent.from_dict(item.get("event"), f"{where}.event")
+            claimed = bytes.fromhex(item["hash"])
+        except EventError as exc:
+            raise BatchError(422, str(exc), agent_id) from None
+        except (KeyError, TypeError, ValueError):
+            raise BatchError(422, f"{where}.hash: expected 64 hex digits", agent_id) from None
+        if len(claimed) != 32:
+            raise BatchError(422, f"{where}.hash: expected 64 hex digits", agent_id)
+        body_bytes = orjson.dumps(item["event"], option=orjson.OPT_SORT_KEYS)
+        events.append(WireEvent(event, body_bytes, claimed))
+    return Batch(agent_id, prev_hash, events, checkpoint)
+
+
+def _reject(status: int, kind: str, severity: str, agent_id: str, detail: str,
+            seq: int | None = None) -> Plan:
+    return Plan(status, detail, alerts=[AlertDraft(kind, severity, agent_id, detail, seq)])
+
+
+def plan(batch: Batch, agent: AgentRecord | None, stored: Mapping[int, bytes]) -> Plan:
+    """Decide what happens to a parsed batch.
+
+    `stored` maps seq -> stored hash for every seq of the batch and for the seq just before its
+    first event (and for the checkpoint's seq, for a heartbeat). All-or-nothing: a batch is
+    either stored whole (duplicates skipped) or not at all, so nothing is stored partially.
+    """
+    cp = batch.checkpoint
+    if agent is None:
+        return _reject(401, "unknown_agent", "warning", batch.agent_id,
+                       f"agent {batch.agent_id!r} is not enrolled")
+    if cp.agent_id != agent.agent_id:
+        return _reject(401, "bad_signature", "critical", agent.agent_id,
+                       f"checkpoint names agent {cp.agent_id!r}, batch {agent.agent_id!r}")
+    try:
+        key = public_key_from_b64(agent.public_key)
+    except KeyFileError:
+        return _reject(500, "bad_signature", "critical", agent.agent_id,
+                       "stored public key of this agent is unusable")
+    if not cp.signature_valid(key):
+        return _reject(401, "bad_signature", "critical", agent.agent_id,
+                       f"checkpoint signature at seq {cp.seq} does not verify", cp.seq)
+    if agent.checkpoint_ts is not None and cp.ts <= agent.checkpoint_ts:
+        return _reject(409, "replay", "critical", agent.agent_id,
+                       f"checkpoint of {cp.ts} is not newer than the last accepted one "
+                       f"({agent.checkpoint_ts}): replayed batch", cp.seq)
+    for wire in batch.events:
+        if wire.event.agent_id != agent.agent_id:
+            return _reject(422, "replay", "critical", agent.agent_id,
+                           f"batch carries an event of agent {wire.event.agent_id!r} "
+                           f"(seq {wire.event.seq}): another agent's events replayed",
+                           wire.event.seq)
+    # The chain inside the batch, from prev_hash to the signed head.
+    current = batch.prev_hash
+    expected = batch.events[0].event.seq if batch.events else None
+    if batch.events and expected == 1 and batch.prev_hash != GENESIS_HASH:
+        return _reject(422, "altered_event", "critical", agent.agent_id,
+                       "first event of the chain does not start from the genesis hash", 1)
+    for wire in batch.events:
+        seq = wire.event.seq
+        if seq != expected:
+            return _reject(422, "altered_event", "critical", agent.agent_id,
+                           f"events out of order: expected seq {expected}, found {seq}", seq)
+        current = link(current, wire.body)
+        if current != wire.claimed_hash:
+            return _reject(422, "altered_event", "critical", agent.agent_id,
+                           f"event seq {seq} ({wire.event.kind}) does not hash to its chain "
+                           f"hash: altered", seq)
+        expected = seq + 1
+    last_seq = batch.events[-1].event.seq if batch.events else None
+    if batch.events and (cp.seq != last_seq or cp.hash != current):
+        return _reject(422, "altered_event", "critical", agent.agent_id,
+                       f"signed checkpoint (seq {cp.seq}) does not match the batch head "
+                       f"(seq {last_seq})", cp.seq)
+    if batch.events:
+        return _plan_events(batch, agent, stored)
+    return _plan_heartbeat(batch, agent, stored)
+
+
+def _plan_events(batch: Batch, agent: AgentRecord, stored: Mapping[int, bytes]) -> Plan:
+    cp = batch.checkpoint
+    first = batch.events[0].event.seq
+    before = stored.get(first - 1)
+    if before is not None and before != batch.prev_hash:
+        return _reject(409, "fork", "critical", agent.agent_id,
+                       f"batch chains on from a hash at seq {first - 1} that differs from the "
+                       f"stored one: fork", first - 1)
+    new: list[WireEvent] = []
+    for wire in batch.events:
+        have = stored.get(wire.event.seq)
+        if have is None:
+            new.append(wire)
+        elif have != wire.claimed_hash:
+            return _reject(409, "fork", "critical", agent.agent_id,
+                           f"seq {wire.event.seq} already stored with another hash: fork",
+                           wire.event.seq)
+    result = Plan(200, "stored", store=new, acked_seq=cp.seq, accept_checkpoint=True)
+    if cp.seq > agent.head_seq:
+        result.new_head = (cp.seq, cp.hash)
+        above = [w.event.seq for w in new if w.event.seq > agent.head_seq]
+        if above and above[0] > agent.head_seq + 1:
+            result.alerts.append(AlertDraft(
+                "gap", "critical", agent.agent_id,
+                f"events {agent.head_seq + 1}..{above[0] - 1} never arrived: "
+                f"removed from the agent's spool?", agent.head_seq + 1))
+    elif cp.seq < agent.head_seq:
+        result.alerts.append(_rollback(agent, cp.seq))
+    result.message = f"stored {len(new)}, duplicates {len(batch.events) - len(new)}"
+    return result
+
+
+def _plan_heartbeat(batch: Batch, agent: AgentRecord, stored: Mapping[int, bytes]) -> Plan:
+    cp = batch.checkpoint
+    result = Plan(200, "checkpoint", acked_seq=cp.seq, accept_checkpoint=True)
+    have = GENESIS_HASH if cp.seq == 0 else stored.get(cp.seq)
+    if have is not None and have != cp.hash:
+        return _reject(409, "fork", "critical", agent.agent_id,
+                       f"signed head at seq {cp.seq} differs from the stored event: fork", cp.seq)
+    if cp.seq > agent.head_seq:
+        result.alerts.append(AlertDraft(
+            "gap", "critical", agent.agent_id,
+            f"agent's signed head is seq {cp.seq} but events after {agent.head_seq} never "
+            f"arrived: tail lost or withheld", agent.head_seq + 1))
+    elif cp.seq < agent.head_seq:
+        result.alerts.append(_rollback(agent, cp.seq))
+    return result
+
+
+def _rollback(agent: AgentRecord, seq: int) -> AlertDraft:
+    return AlertDraft("rollback", "critical", agent.agent_id,
+                      f"agent signs a head at seq {seq}, behind the {agent.head_seq} events "
+                      f"already stored: its chain was truncated or restored", seq)
+
+
+def needed_seqs(batch: Batch) -> list[int]:
+    """The seqs whose stored hashes plan() needs to see."""
+    if batch.events:
+        first = batch.events[0].event.seq
+        return [first - 1] + [w.event.seq for w in batch.events]
+    return [batch.checkpoint.seq]
+
+
+def alert_for_error(error: BatchError) -> AlertDraft | None:
+    """A malformed batch from a known agent is worth an alert; anonymous garbage is not."""
+    if error.agent_id is None:
+        return None
+    return AlertDraft("malformed_batch", "warning", error.agent_id, str(error)[:500])
+
+
+def event_row(wire: WireEvent) -> dict[str, Any]:
+    """The stored columns of one event."""
+    e = wire.event
+    return {"agent_id": e.agent_id, "seq": e.seq, "boot_id": e.boot_id, "ts": e.ts,
+            "kind": e.kind, "severity": e.severity, "subject": e.subject,
+            "data": orjson.dumps(e.data).decode(), "hash": wire.claimed_hash}

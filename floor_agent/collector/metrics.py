@@ -1,0 +1,50 @@
+"""Prometheus metrics of the collector, rendered from its counters and the store."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector as MetricSource
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from floor_agent.collector.core import Collector
+
+
+class _CollectorMetrics(MetricSource):
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        counters = self.collector.counters
+        batches = CounterMetricFamily("floor_ingest_batches", "Ingest batches by result",
+                                      labels=["result"])
+        for result in ("accepted", "rejected", "malformed"):
+            batches.add_metric([result], counters.get(f"batch_{result}", 0))
+        yield batches
+        yield CounterMetricFamily("floor_ingest_events_stored", "Events stored by ingest",
+                                  value=counters.get("events_stored", 0))
+        raised = CounterMetricFamily("floor_alerts_raised", "Alerts raised by kind",
+                                     labels=["kind"])
+        for key, value in sorted(counters.items()):
+            if key.startswith("alert_"):
+                raised.add_metric([key.removeprefix("alert_")], value)
+        yield raised
+        stats = self.collector.store.stats()
+        yield GaugeMetricFamily("floor_agents_enrolled", "Enrolled agents", value=stats["agents"])
+        yield GaugeMetricFamily("floor_events_in_store", "Events in the store",
+                                value=stats["events"])
+        open_alerts = GaugeMetricFamily("floor_alerts_open", "Unacknowledged alerts by kind",
+                                        labels=["kind"])
+        for kind, count in sorted(stats["open_alerts"].items()):
+            open_alerts.add_metric([kind], count)
+        yield open_alerts
+
+
+def render_metrics(collector: Collector) -> tuple[bytes, str]:
+    registry = CollectorRegistry()
+    registry.register(_CollectorMetrics(collector))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,72 @@
+"""Run the collector: TLS files, store, uvicorn over HTTPS, sd_notify and the watchdog."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import uvicorn
+
+from floor_agent import service
+from floor_agent.collector import tls
+from floor_agent.collector.api import create_app
+from floor_agent.collector.core import Collector
+from floor_agent.collector.store import Store, open_store
+from floor_agent.config import CollectorConfig
+
+log = logging.getLogger(__name__)
+
+
+def init(config: CollectorConfig, force_certs: bool = False) -> tls.TlsFiles:
+    """Create the CA, the server certificate and the store schema (idempotent)."""
+    section = config.collector
+    files = tls.TlsFiles.in_dir(section.state_dir)
+    if force_certs or not files.exist():
+        tls.create(files, section.server_names, force=False)
+    open_store(section.resolved_database_url()).close()
+    return files
+
+
+def open_collector(config: CollectorConfig) -> tuple[Store, Collector]:
+    store = open_store(config.collector.resolved_database_url())
+    return store, Collector(store, config.collector.max_batch_events)
+
+
+def run(config: CollectorConfig) -> int:
+    """Serve until SIGTERM/SIGINT; READY=1 once the socket listens, then watchdog pings."""
+    section = config.collector
+    files = tls.TlsFiles.in_dir(section.state_dir)
+    if not files.exist():
+        log.error("no TLS files in %s: run 'floor-agent collector init' first",
+                  files.ca_cert.parent)
+        return 2
+    store, collector = open_collector(config)
+    stop = threading.Event()
+
+    def healthy() -> bool:
+        store.stats()
+        return True
+
+    watchdog = service.Watchdog(stop, healthy)
+
+    def on_ready() -> None:
+        service.ready(f"listening on https://{section.listen_host}:{section.listen_port}")
+        watchdog.start()
+        log.info("collector listening on https://%s:%d (store %s)", section.listen_host,
+                 section.listen_port, section.resolved_database_url().split("@")[-1])
+
+    app = create_app(collector, section.max_request_bytes, section.stale_checkpoint_seconds,
+                     on_ready)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=section.listen_host, port=section.listen_port,
+        ssl_certfile=str(files.server_cert), ssl_keyfile=str(files.server_key),
+        log_level=config.log_level, access_log=False, timeout_graceful_shutdown=10,
+        limit_concurrency=1024, backlog=512,
+    ))
+    try:
+        server.run()  # uvicorn handles SIGTERM/SIGINT itself and drains requests
+    finally:
+        stop.set()
+        service.stopping()
+        store.close()
+    return 0

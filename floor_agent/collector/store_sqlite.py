@@ -1,0 +1,151 @@
+"""SQLite store: the default, embedded, nothing to install.
+
+WAL with synchronous=FULL: an acknowledged batch survives a power cut, which is the promise the
+agents rely on when they delete what was acknowledged. One writer connection behind a lock
+(SQLite serialises writers anyway), one reader connection per thread so queries run beside
+ingest.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from floor_agent.collector.store import StoreError
+from floor_agent.collector.store_sql import SqlStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS agents (
+    agent_id TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    hostname TEXT NOT NULL DEFAULT '',
+    enrolled_at TEXT NOT NULL,
+    head_seq INTEGER NOT NULL DEFAULT 0,
+    head_hash BLOB NOT NULL,
+    checkpoint_seq INTEGER,
+    checkpoint_hash BLOB,
+    checkpoint_ts TEXT,
+    checkpoint_boot_id TEXT,
+    checkpoint_sig BLOB,
+    checkpoint_received_at TEXT,
+    last_seen_at TEXT,
+    events_total INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    boot_id TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    severity_rank INTEGER NOT NULL,
+    subject TEXT NOT NULL,
+    data TEXT NOT NULL,
+    hash BLOB NOT NULL,
+    received_at TEXT NOT NULL,
+    UNIQUE (agent_id, seq)
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts, id);
+CREATE INDEX IF NOT EXISTS events_agent_ts ON events (agent_id, ts, id);
+CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts, id);
+CREATE INDEX IF NOT EXISTS events_severity_ts ON events (severity, ts, id);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash BLOB PRIMARY KEY,
+    role TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    used_at TEXT,
+    used_by TEXT
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash BLOB PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    agent_id TEXT,
+    seq INTEGER,
+    detail TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    last_seen_at TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 1,
+    acked_at TEXT,
+    acked_by TEXT,
+    ack_comment TEXT
+);
+CREATE INDEX IF NOT EXISTS alerts_open ON alerts (fingerprint) WHERE acked_at IS NULL;
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection with the durability settings every collector connection must have."""
+    db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
+
+
+class SqliteStore(SqlStore):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        # sqlite:///relative.db or sqlite:////absolute/path.db, as SQLAlchemy spells them
+        self.path = Path(url.removeprefix("sqlite:///"))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = connect(self.path)
+            self._writer.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{self.path}: cannot open the SQLite store ({exc})") from None
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        with self._write_lock:
+            cur = self._writer.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+            finally:
+                cur.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = connect(self.path)
+            self._local.db = db
+            with self._readers_lock:
+                self._readers.append(db)
+        cur = db.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._writer.close()
+        with self._readers_lock:
+            for db in self._readers:
+                db.close()
+            self._readers.clear()

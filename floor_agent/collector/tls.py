@@ -1,0 +1,108 @@
+"""The collector's own small CA and its server certificate.
+
+The floor is offline and has no public PKI, so the collector makes a CA of its own at
+`floor-agent collector init`; agents pin that CA (they are given the CA file with their
+enrollment token), so nobody on the LAN can stand in for the collector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+
+    @classmethod
+    def in_dir(cls, state_dir: Path) -> TlsFiles:
+        tls = Path(state_dir) / "tls"
+        return cls(tls / "ca.pem", tls / "ca.key", tls / "server.pem", tls / "server.key")
+
+    def exist(self) -> bool:
+        return all(p.exists() for p in (self.ca_cert, self.server_cert, self.server_key))
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, mode)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _san(names: list[str]) -> x509.SubjectAlternativeName:
+    entries: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            entries.append(x509.DNSName(name))
+    return x509.SubjectAlternativeName(entries)
+
+
+def create(files: TlsFiles, server_names: list[str], organisation: str = "floor-agent",
+           days: int = 3650, force: bool = False) -> None:
+    """Make the CA (unless it exists) and a fresh server certificate for server_names."""
+    now = datetime.now(UTC)
+    if force or not files.ca_cert.exists() or not files.ca_key.exists():
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+                             x509.NameAttribute(NameOID.COMMON_NAME, "floor-agent collector CA")])
+        ca_cert = (
+            x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+            .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                         False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        _write(files.ca_key, _key_pem(ca_key), 0o600)
+        _write(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    ca_key_loaded = serialization.load_pem_private_key(files.ca_key.read_bytes(), None)
+    assert isinstance(ca_key_loaded, ec.EllipticCurvePrivateKey)
+    ca_cert_loaded = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_names[0])]))
+        .issuer_name(ca_cert_loaded.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=825))
+        .add_extension(_san(server_names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            ca_key_loaded.public_key()), critical=False)
+        .sign(ca_key_loaded, hashes.SHA256())
+    )
+    _write(files.server_key, _key_pem(key), 0o600)
+    _write(files.server_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def fingerprint(cert_path: Path) -> str:
+    """SHA-256 of the DER certificate, for admins to compare by eye when handing out the CA."""
+    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return "sha256:" + digest
