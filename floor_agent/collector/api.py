@@ -57,9 +57,8 @@ def _json(content: Any, status: int = 200) -> Response:
 
 
 def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
-               stale_checkpoint_seconds: int = 180,
-               on_ready: Any = None) -> FastAPI:
-    """The ASGI app over one Collector. on_ready() runs once the app serves (sd_notify)."""
+               stale_checkpoint_seconds: int = 180) -> FastAPI:
+    """The ASGI app over one Collector."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -74,8 +73,6 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
                     log.exception("stale checkpoint check failed")
 
         task = asyncio.create_task(watch_stale())
-        if on_ready is not None:
-            on_ready()
         try:
             yield
         finally:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+from collections.abc import Callable
 
 import uvicorn
 
@@ -15,6 +17,19 @@ from floor_agent.collector.store import Store, open_store
 from floor_agent.config import CollectorConfig
 
 log = logging.getLogger(__name__)
+
+
+class NotifyingServer(uvicorn.Server):
+    """uvicorn that says READY only once its socket really listens (not at app startup)."""
+
+    def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_listening = on_listening
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_listening()
 
 
 def init(config: CollectorConfig, force_certs: bool = False) -> tls.TlsFiles:
@@ -55,14 +70,13 @@ def run(config: CollectorConfig) -> int:
         log.info("collector listening on https://%s:%d (store %s)", section.listen_host,
                  section.listen_port, section.resolved_database_url().split("@")[-1])
 
-    app = create_app(collector, section.max_request_bytes, section.stale_checkpoint_seconds,
-                     on_ready)
-    server = uvicorn.Server(uvicorn.Config(
+    app = create_app(collector, section.max_request_bytes, section.stale_checkpoint_seconds)
+    server = NotifyingServer(uvicorn.Config(
         app, host=section.listen_host, port=section.listen_port,
         ssl_certfile=str(files.server_cert), ssl_keyfile=str(files.server_key),
         log_level=config.log_level, access_log=False, timeout_graceful_shutdown=10,
         limit_concurrency=1024, backlog=512,
-    ))
+    ), on_ready)
     try:
         server.run()  # uvicorn handles SIGTERM/SIGINT itself and drains requests
     finally:
