@@ -127,11 +127,14 @@ class Spool:
         Returns None only when the spool is full and the event is below `warning`: that drop
         is counted and reported in a critical event, never silent.
         """
-        written = self.emit_many([(kind, subject, severity, data)])
-        return written[0] if written else None
+        return self.emit_many([(kind, subject, severity, data)])[0]
 
-    def emit_many(self, items: list[tuple[str, str, str, dict[str, Any]]]) -> list[AuditEvent]:
-        """Chain and store several events in one durable transaction (one fsync)."""
+    def emit_many(self, items: list[tuple[str, str, str, dict[str, Any]]]
+                  ) -> list[AuditEvent | None]:
+        """Chain and store several events in one durable transaction (one fsync).
+
+        The result lines up with `items`: None where the full spool refused a low-severity one.
+        """
         if not items:
             return []
         with self._lock:
@@ -145,16 +148,17 @@ class Spool:
         return written
 
     def _append_locked(self, items: list[tuple[str, str, str, dict[str, Any]]]
-                       ) -> list[AuditEvent]:
+                       ) -> list[AuditEvent | None]:
         head = self.head()
-        count = self.pending_count()
+        count = head.seq - self.acked().seq
         seq, prev = head.seq, head.hash
-        written: list[AuditEvent] = []
+        written: list[AuditEvent | None] = []
         dropped = 0
         alarms: list[tuple[str, str, str, dict[str, Any]]] = []
         for kind, subject, severity, data in items:
             if count >= self.max_events and SEVERITY_RANK.get(severity, 99) < SECURITY_RANK:
                 dropped += 1
+                written.append(None)
                 continue
             event, prev = self._write_one(seq + 1, prev, kind, subject, severity, data)
             seq, count = seq + 1, count + 1
@@ -165,15 +169,16 @@ class Spool:
         if dropped:
             total = self.dropped_count() + dropped
             self._put_meta("dropped_low_severity", str(total))
-            alarms.append(("agent.spool_full", self.agent_id, "critical",
-                           {"pending": count, "max_events": self.max_events,
-                            "dropped_low_severity_total": total}))
             log.error("spool full (%d events): dropped %d low-severity event(s), %d in all",
                       count, dropped, total)
+            if self._meta("full_reported") != "1":  # one alarm per episode, not per drop
+                self._put_meta("full_reported", "1")
+                alarms.append(("agent.spool_full", self.agent_id, "critical",
+                               {"pending": count, "max_events": self.max_events,
+                                "dropped_low_severity_total": total}))
         for kind, subject, severity, data in alarms:
-            event, prev = self._write_one(seq + 1, prev, kind, subject, severity, data)
+            _, prev = self._write_one(seq + 1, prev, kind, subject, severity, data)
             seq += 1
-            written.append(event)
             log.critical("%s: %d events waiting for the collector", kind, count)
         self._put_meta("head_seq", str(seq))
         self._put_meta("head_hash", prev.hex())
@@ -216,6 +221,15 @@ class Spool:
                 gone = self._db.execute("DELETE FROM pending WHERE seq <= ?", (seq,)).rowcount
                 self._put_meta("acked_seq", str(seq))
                 self._put_meta("acked_hash", bytes(row[0]).hex())
+                if self._meta("full_reported") == "1" and self.pending_count() < self.alarm_at:
+                    self._put_meta("full_reported", "0")
+                    head = self.head()
+                    _, digest = self._write_one(
+                        head.seq + 1, head.hash, "agent.spool_recovered", self.agent_id,
+                        "warning", {"pending": self.pending_count(),
+                                    "dropped_low_severity_total": self.dropped_count()})
+                    self._put_meta("head_seq", str(head.seq + 1))
+                    self._put_meta("head_hash", digest.hex())
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

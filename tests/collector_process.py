@@ -1,0 +1,104 @@
+"""A real collector process on loopback HTTPS for integration tests, stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from floor_agent.audit.forwarder import pinned_client
+from floor_agent.collector import core, server
+from floor_agent.collector.store import Store, open_store
+from floor_agent.config import (
+    AuditClientConfig,
+    CollectorConfig,
+    CollectorSection,
+    WorkstationConfig,
+    load_config,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class CollectorProcess:
+    """`floor-agent collector run` in its own process, with its config, CA and store."""
+
+    def __init__(self, root: Path, database_url: str | None = None,
+                 stale_checkpoint_seconds: int = 180) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.config = CollectorConfig(collector=CollectorSection(
+            state_dir=root / "collector", listen_port=self.port, database_url=database_url,
+            stale_checkpoint_seconds=stale_checkpoint_seconds))
+        self.config_path = root / "collector.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config.model_dump(mode="json")))
+        assert isinstance(load_config(self.config_path, "collector"), CollectorConfig)
+        self.files = server.init(self.config)
+        self.ca = self.files.ca_cert
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = root / "collector.log"
+
+    def store(self) -> Store:
+        return open_store(self.config.collector.resolved_database_url())
+
+    def token(self, role: str = "workstation") -> str:
+        store = self.store()
+        try:
+            return core.create_token(store, role, 600)
+        finally:
+            store.close()
+
+    def api_key(self, name: str = "tests") -> str:
+        store = self.store()
+        try:
+            return core.create_api_key(store, name)
+        finally:
+            store.close()
+
+    def start(self, timeout: float = 30) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "floor_agent.cli", "collector", "run", "--config",
+             str(self.config_path)], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        with pinned_client(self.url, self.ca, 2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"collector exited: {self.log_path.read_text()[-2000:]}")
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+        raise RuntimeError("collector did not become healthy")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def agent_config(self, name: str, **audit: object) -> WorkstationConfig:
+        """A workstation config pointing at this collector, written to ROOT/NAME.yaml."""
+        settings = {"agent_id": name, "state_dir": self.root / name, "collector_url": self.url,
+                    "ca_cert": self.ca, "backoff_initial_seconds": 0.05,
+                    "backoff_max_seconds": 0.5, "heartbeat_seconds": 5.0} | audit
+        config = WorkstationConfig(audit=AuditClientConfig(**settings))
+        (self.root / f"{name}.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+        return config
