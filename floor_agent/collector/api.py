@@ -52,6 +52,22 @@ class IngestAnswer(BaseModel):
     message: str
 
 
+def api_user(request: Request,
+             creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+    """The name of the API key presented; 401 without a valid one."""
+    if creds is None:
+        raise HTTPException(401, "missing API key (Authorization: Bearer ...)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    name = request.app.state.store.api_key_name(secret_hash(creds.credentials))
+    if name is None:
+        raise HTTPException(401, "unknown or revoked API key",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return str(name)
+
+
+User = Annotated[str, Depends(api_user)]
+
+
 def _json(content: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json")
 
@@ -83,18 +99,7 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
                               "floor agent.")
     store = collector.store
 
-    def api_user(creds: Annotated[HTTPAuthorizationCredentials | None,
-                                  Depends(bearer)]) -> str:
-        if creds is None:
-            raise HTTPException(401, "missing API key (Authorization: Bearer ...)",
-                                headers={"WWW-Authenticate": "Bearer"})
-        name = store.api_key_name(secret_hash(creds.credentials))
-        if name is None:
-            raise HTTPException(401, "unknown or revoked API key",
-                                headers={"WWW-Authenticate": "Bearer"})
-        return name
-
-    User = Annotated[str, Depends(api_user)]
+    app.state.store = store
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:
