@@ -37,6 +37,7 @@ class CollectorProcess:
     def __init__(self, root: Path, database_url: str | None = None,
                  stale_checkpoint_seconds: int = 180) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.config = CollectorConfig(collector=CollectorSection(
