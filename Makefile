@@ -1,0 +1,17 @@
+# The two commands of the README, plus the benchmarks. Each installs what it needs first.
+.PHONY: demo test lint bench bootstrap
+
+bootstrap:
+	bash scripts/bootstrap.sh
+
+demo: bootstrap
+	.venv/bin/floor-agent demo
+
+lint: bootstrap
+	.venv/bin/ruff check floor_agent tests bench
+
+test: bootstrap lint
+	.venv/bin/pytest -q
+
+bench: bootstrap
+	.venv/bin/python bench/collector_ingest.py

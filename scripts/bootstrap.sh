@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install what floor-agent needs on Debian 12 (as root): Debian packages, a virtual
+# environment in .venv, and the package itself. Idempotent and quick when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: the Python toolchain for the venv, systemd-analyze for the unit tests,
+# PostgreSQL 15 for the store tests (the tests start their own throwaway server), sqlite3 and
+# curl for admins poking at the demo.
+PACKAGES=(python3 python3-venv python3-dev gcc systemd postgresql-15 sqlite3 curl ca-certificates)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "bootstrap: missing Debian packages (${missing[*]}); run as root" >&2
+    exit 1
+  fi
+  echo "bootstrap: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+"$PY" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
+  || { echo "bootstrap: Python 3.11 or newer needed" >&2; exit 1; }
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.floor-agent-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]'
+  echo "$want" > "$stamp"
+fi
