@@ -43,13 +43,13 @@ SAMPLES = (
 
 
 def free_port(preferred: int) -> int:
+    """The preferred port when it is free, else (or for 0) one the kernel picks."""
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", preferred))
-            return preferred
         except OSError:
             probe.bind(("127.0.0.1", 0))
-            return int(probe.getsockname()[1])
+        return int(probe.getsockname()[1])
 
 
 def write_yaml(path: Path, config: CollectorConfig | WorkstationConfig) -> None:
@@ -97,7 +97,9 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     service.install_shutdown_handlers(stop)
     proc = subprocess.Popen([sys.executable, "-m", "floor_agent.cli", "collector", "run",
-                             "--config", str(work / "collector.yaml")])
+                             "--config", str(work / "collector.yaml")],
+                            start_new_session=True)  # Ctrl-C reaches the demo, which stops
+    # the agent first (so its last events are delivered) and then the collector.
     agent: AuditAgent | None = None
     try:
         wait_healthy(url, files.ca_cert, proc, 30)

@@ -1,0 +1,93 @@
+"""The console script as an admin uses it: config check, emit, verify, and the demo."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from collector_process import CollectorProcess
+
+from floor_agent.audit.agent import enroll
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def floor_agent(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "floor_agent.cli", *args], text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def test_config_check_accepts_shipped_files_and_names_errors(tmp_path: Path) -> None:
+    for role in ("collector", "workstation", "door", "cctv"):
+        result = floor_agent("config", "check", str(ROOT / "config" / f"{role}.yaml"))
+        assert result.returncode == 0, result.stderr
+    bad = tmp_path / "workstation.yaml"
+    bad.write_text("role: workstation\naudit:\n  heartbeat_secs: 30\n")
+    result = floor_agent("config", "check", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}:3" in result.stderr and "heartbeat_seconds" in result.stderr
+    result = floor_agent("config", "check", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2 and "missing.yaml" in result.stderr
+
+
+def test_emit_then_verify_detects_tampering_in_the_store(collector: CollectorProcess) -> None:
+    config = collector.agent_config("ws-cli")
+    enroll(config.audit, "workstation", collector.token(), None)
+    config_file = str(collector.root / "ws-cli.yaml")
+    for n in range(3):
+        result = floor_agent("emit", "--config", config_file, "--kind", "usb.blocked",
+                             "--subject", f"stick {n}", "--severity", "warning",
+                             "--data", '{"port": "1-2"}')
+        assert result.stdout.strip() == f"seq {n + 1}", result.stderr
+    bad = floor_agent("emit", "--config", config_file, "--kind", "Bad Kind", "--subject", "x")
+    assert bad.returncode == 2 and "kind" in bad.stderr
+    agent = subprocess.Popen([sys.executable, "-m", "floor_agent.cli", "workstation",
+                              "--config", config_file], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        verify = floor_agent("collector", "verify", "--config", str(collector.config_path))
+        while "4 events" not in verify.stdout and time.monotonic() < deadline:
+            time.sleep(0.2)
+            verify = floor_agent("collector", "verify", "--config", str(collector.config_path))
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert "ws-cli: intact" in verify.stdout
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(30) == 0
+    db = sqlite3.connect(collector.config.collector.state_dir / "collector.db")
+    db.execute("UPDATE events SET subject = 'nothing happened' WHERE agent_id = 'ws-cli' "
+               "AND seq = 2")
+    db.commit()
+    db.close()
+    verify = floor_agent("collector", "verify", "--config", str(collector.config_path))
+    assert verify.returncode == 1
+    assert "ws-cli: BROKEN" in verify.stdout and "altered at seq 2" in verify.stdout
+
+
+def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    demo = subprocess.Popen([sys.executable, "-m", "floor_agent.cli", "demo", "--dir",
+                             str(tmp_path), "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert demo.stdout is not None
+    seen: list[str] = []
+    for line in demo.stdout:
+        seen.append(line)
+        if "Ctrl-C stops everything" in line:
+            break
+    text = "".join(seen)
+    assert "API key" in text and "https://127.0.0.1:" in text
+    time.sleep(5)  # a couple of sample events
+    demo.send_signal(signal.SIGINT)
+    rest = demo.communicate(timeout=60)[0]
+    assert demo.returncode == 0, rest
+    assert "demo stopped" in rest
+    verify = floor_agent("collector", "verify", "--config", str(tmp_path / "collector.yaml"))
+    assert verify.returncode == 0 and "demo-ws-01: intact" in verify.stdout
+    counts = sqlite3.connect(tmp_path / "collector" / "collector.db").execute(
+        "SELECT kind FROM events").fetchall()
+    kinds = {k for (k,) in counts}
+    assert {"agent.started", "usb.blocked", "agent.stopped"} <= kinds
