@@ -159,9 +159,10 @@ def plan(batch: Batch, agent: AgentRecord | None, stored: Mapping[int, bytes]) -
     if agent is None:
         return _reject(401, "unknown_agent", "warning", batch.agent_id,
                        f"agent {batch.agent_id!r} is not enrolled")
-    if cp.agent_id != agent.agent_id:
+    if cp.agent_id != agent.agent_id or batch.agent_id != agent.agent_id:
         return _reject(401, "bad_signature", "critical", agent.agent_id,
-                       f"checkpoint names agent {cp.agent_id!r}, batch {agent.agent_id!r}")
+                       f"checkpoint names agent {cp.agent_id!r}, batch {batch.agent_id!r}, "
+                       f"enrolled key {agent.agent_id!r}")
     try:
         key = public_key_from_b64(agent.public_key)
     except KeyFileError:
