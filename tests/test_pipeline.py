@@ -108,3 +108,29 @@ def test_sigkill_20_times_loses_nothing_emit_returned(collector: CollectorProces
         store.close()
     assert result.ok, result.report.problems
     assert alerts == []  # crashes are not attacks: no gap, fork or replay was raised
+
+
+def test_idle_agent_sends_signed_heartbeat_checkpoints(collector: CollectorProcess) -> None:
+    from floor_agent.audit.agent import AuditAgent
+
+    config = collector.agent_config("ws-idle", heartbeat_seconds=1.0)
+    enroll(config.audit, "workstation", collector.token(), None)
+    agent = AuditAgent(config.audit, "workstation")
+    agent.start()
+    seen: list[tuple[int, str]] = []
+    try:
+        deadline = time.monotonic() + 15
+        while len({ts for _, ts in seen}) < 3 and time.monotonic() < deadline:
+            store = collector.store()
+            try:
+                record = store.get_agent("ws-idle")
+            finally:
+                store.close()
+            assert record is not None
+            if record.checkpoint_ts is not None:
+                seen.append((record.head_seq, record.checkpoint_ts))
+            time.sleep(0.2)
+    finally:
+        agent.stop()
+    assert len({ts for _, ts in seen}) >= 3  # fresh checkpoints keep coming...
+    assert {seq for seq, _ in seen} == {1}  # ...while the only event is agent.started
