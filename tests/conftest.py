@@ -1,4 +1,4 @@
-"""Shared fixtures: a real collector process on loopback HTTPS."""
+"""Shared fixtures: a real collector process on loopback HTTPS, over each store."""
 
 from __future__ import annotations
 
@@ -7,10 +7,27 @@ from pathlib import Path
 
 import pytest
 from collector_process import CollectorProcess
+from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def collector(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CollectorProcess]:
+    """The collector process, once on SQLite and once on a real PostgreSQL 15."""
+    database_url = None
+    if request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        database_url = server.new_database()
+    proc = CollectorProcess(tmp_path, database_url)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture
-def collector(tmp_path: Path) -> Iterator[CollectorProcess]:
+def sqlite_collector(tmp_path: Path) -> Iterator[CollectorProcess]:
+    """For tests that open the SQLite file themselves (tampering with the store)."""
     proc = CollectorProcess(tmp_path)
     proc.start()
     try:

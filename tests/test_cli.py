@@ -34,7 +34,9 @@ def test_config_check_accepts_shipped_files_and_names_errors(tmp_path: Path) -> 
     assert result.returncode == 2 and "missing.yaml" in result.stderr
 
 
-def test_emit_then_verify_detects_tampering_in_the_store(collector: CollectorProcess) -> None:
+def test_emit_then_verify_detects_tampering_in_the_store(
+        sqlite_collector: CollectorProcess) -> None:
+    collector = sqlite_collector
     config = collector.agent_config("ws-cli")
     enroll(config.audit, "workstation", collector.token(), None)
     config_file = str(collector.root / "ws-cli.yaml")
