@@ -88,8 +88,8 @@ class Checkpoint:
             raise ValueError(f"checkpoint: missing field {exc.args[0]}") from None
         except (ValueError, TypeError) as exc:
             raise ValueError(f"checkpoint: hash or signature not hex/base64 ({exc})") from None
-        if not isinstance(agent_id, str) or not isinstance(ts, str) or not isinstance(boot_id, str):
-            raise ValueError("checkpoint: agent_id, ts and boot_id must be strings")
+        if not all(isinstance(v, str) and "\x00" not in v for v in (agent_id, ts, boot_id)):
+            raise ValueError("checkpoint: agent_id, ts and boot_id must be strings without NUL")
         if type(seq) is not int or seq < 0:
             raise ValueError("checkpoint: seq must be a non-negative integer")
         if len(digest) != 32 or len(signature) != 64:

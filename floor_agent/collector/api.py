@@ -32,18 +32,22 @@ bearer = HTTPBearer(auto_error=False, description="API key from `floor-agent col
                                                   "create`")
 
 
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: refuse it at the edge, not with a 500
+
+
 class EnrollRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    token: str = Field(max_length=200)
-    agent_id: str = Field(max_length=64)
-    role: str = Field(max_length=32)
-    public_key: str = Field(max_length=100, description="raw Ed25519 public key, base64")
-    hostname: str = Field(default="", max_length=253)
+    token: str = Field(max_length=200, pattern=NO_NUL)
+    agent_id: str = Field(max_length=64, pattern=NO_NUL)
+    role: str = Field(max_length=32, pattern=NO_NUL)
+    public_key: str = Field(max_length=100, pattern=NO_NUL,
+                            description="raw Ed25519 public key, base64")
+    hostname: str = Field(default="", max_length=253, pattern=NO_NUL)
 
 
 class AckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    comment: str = Field(min_length=1, max_length=2000)
+    comment: str = Field(min_length=1, max_length=2000, pattern=NO_NUL)
 
 
 class IngestAnswer(BaseModel):
@@ -151,6 +155,9 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
         cursor: str | None = Query(None, description="next_cursor of the previous page"),
     ) -> Response:
         """Events, newest first, filtered; page with next_cursor."""
+        for name, value in (("agent_id", agent_id), ("kind", kind), ("kind_prefix", kind_prefix)):
+            if value is not None and "\x00" in value:
+                raise HTTPException(422, f"{name}: NUL characters are not allowed")
         bad = [s for s in severity if s not in SEVERITIES]
         if bad:
             raise HTTPException(422, f"severity: unknown {bad}; expected {list(SEVERITIES)}")
@@ -184,7 +191,8 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
 
     @app.get("/api/v1/alerts", tags=["alerts"])
     def alerts(_: User, open_only: bool = Query(False, alias="open"),
-               agent_id: str | None = None, kind: str | None = None,
+               agent_id: str | None = Query(None, pattern=NO_NUL),
+               kind: str | None = Query(None, pattern=NO_NUL),
                limit: int = Query(100, ge=1, le=1000)) -> Response:
         """Alerts, newest first."""
         return _json({"alerts": store.list_alerts(open_only, agent_id, kind, limit)})
