@@ -18,7 +18,8 @@ import logging
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -94,14 +95,20 @@ class Spool:
                          "DO UPDATE SET value = excluded.value", (key, value))
 
     def _set_meta_now(self, key: str, value: str) -> None:
+        with self._transaction():
+            self._put_meta(key, value)
+
+    @contextmanager
+    def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+        """One transaction under the thread lock; IMMEDIATE takes SQLite's write lock first."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(begin)
             try:
-                self._put_meta(key, value)
-                self._db.execute("COMMIT")
+                yield
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._db.execute("COMMIT")
 
     def head(self) -> Head:
         return Head(int(self._meta("head_seq") or 0),
@@ -137,15 +144,8 @@ class Spool:
         """
         if not items:
             return []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                written = self._append_locked(items)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return written
+        with self._transaction():
+            return self._append_locked(items)
 
     def _append_locked(self, items: list[tuple[str, str, str, dict[str, Any]]]
                        ) -> list[AuditEvent | None]:
@@ -197,43 +197,31 @@ class Spool:
     # -- forwarding -----------------------------------------------------------------------
     def batch(self, limit: int) -> tuple[Head, list[PendingEvent]]:
         """The oldest unacknowledged events and the hash they chain on from."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                acked = self.acked()
-                rows = self._db.execute(
-                    "SELECT seq, body, hash FROM pending ORDER BY seq LIMIT ?", (limit,)
-                ).fetchall()
-            finally:
-                self._db.execute("COMMIT")
+        with self._transaction("BEGIN"):  # one snapshot: acked head and rows agree
+            acked = self.acked()
+            rows = self._db.execute(
+                "SELECT seq, body, hash FROM pending ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
         return acked, [PendingEvent(int(s), bytes(b), bytes(h)) for s, b, h in rows]
 
     def acknowledge(self, seq: int) -> int:
         """Forget events up to seq, which the collector has stored; returns how many went."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute("SELECT hash FROM pending WHERE seq = ?",
-                                       (seq,)).fetchone()
-                if row is None:
-                    self._db.execute("COMMIT")
-                    return 0
-                gone = self._db.execute("DELETE FROM pending WHERE seq <= ?", (seq,)).rowcount
-                self._put_meta("acked_seq", str(seq))
-                self._put_meta("acked_hash", bytes(row[0]).hex())
-                if self._meta("full_reported") == "1" and self.pending_count() < self.alarm_at:
-                    self._put_meta("full_reported", "0")
-                    head = self.head()
-                    _, digest = self._write_one(
-                        head.seq + 1, head.hash, "agent.spool_recovered", self.agent_id,
-                        "warning", {"pending": self.pending_count(),
-                                    "dropped_low_severity_total": self.dropped_count()})
-                    self._put_meta("head_seq", str(head.seq + 1))
-                    self._put_meta("head_hash", digest.hex())
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            row = self._db.execute("SELECT hash FROM pending WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                return 0
+            gone = self._db.execute("DELETE FROM pending WHERE seq <= ?", (seq,)).rowcount
+            self._put_meta("acked_seq", str(seq))
+            self._put_meta("acked_hash", bytes(row[0]).hex())
+            if self._meta("full_reported") == "1" and self.pending_count() < self.alarm_at:
+                self._put_meta("full_reported", "0")
+                head = self.head()
+                _, digest = self._write_one(
+                    head.seq + 1, head.hash, "agent.spool_recovered", self.agent_id,
+                    "warning", {"pending": self.pending_count(),
+                                "dropped_low_severity_total": self.dropped_count()})
+                self._put_meta("head_seq", str(head.seq + 1))
+                self._put_meta("head_hash", digest.hex())
         return gone
 
     def next_checkpoint_ts(self) -> str:
@@ -243,17 +231,11 @@ class Spool:
         how it recognises a replayed batch), so this must hold across restarts: it is stored.
         """
         now = self._clock()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                last = self._meta("last_checkpoint_ts")
-                if last is not None and now <= last:
-                    now = _after(last)
-                self._put_meta("last_checkpoint_ts", now)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            last = self._meta("last_checkpoint_ts")
+            if last is not None and now <= last:
+                now = _after(last)
+            self._put_meta("last_checkpoint_ts", now)
         return now
 
     def close(self) -> None:
