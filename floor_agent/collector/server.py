@@ -14,6 +14,7 @@ from floor_agent.collector import tls
 from floor_agent.collector.api import create_app
 from floor_agent.collector.core import Collector
 from floor_agent.collector.store import Store, open_store
+from floor_agent.collector.store_sqlite import SqliteStore
 from floor_agent.config import CollectorConfig
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,9 @@ def run(config: CollectorConfig) -> int:
         log.info("collector listening on https://%s:%d (store %s)", section.listen_host,
                  section.listen_port, section.resolved_database_url().split("@")[-1])
 
-    app = create_app(collector, section.max_request_bytes, section.stale_checkpoint_seconds)
+    # One ingest at a time on SQLite (see create_app); PostgreSQL overlaps round trips.
+    app = create_app(collector, section.max_request_bytes, section.stale_checkpoint_seconds,
+                     ingest_threads=1 if isinstance(store, SqliteStore) else None)
     server = NotifyingServer(uvicorn.Config(
         app, host=section.listen_host, port=section.listen_port,
         ssl_certfile=str(files.server_cert), ssl_keyfile=str(files.server_key),

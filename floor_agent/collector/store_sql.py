@@ -129,20 +129,32 @@ class SqlStore(Store):
     def commit_batch(self, agent_id: str, events: list[WireEvent], checkpoint: Checkpoint,
                      new_head: tuple[int, bytes] | None, alerts: list[AlertDraft],
                      received_at: str) -> None:
+        # Everything that needs no database is done before the write lock: ingest threads
+        # queue on that lock, so what it covers bounds the ingest rate.
+        rows = self._event_rows(events, received_at) if events else None
+        sets = ("checkpoint_seq = ?, checkpoint_hash = ?, checkpoint_ts = ?, checkpoint_sig = ?, "
+                "checkpoint_boot_id = ?, checkpoint_received_at = ?, last_seen_at = ?, "
+                "events_total = events_total + ?")
+        params: tuple[Any, ...] = (checkpoint.seq, checkpoint.hash, checkpoint.ts,
+                                   checkpoint.signature, checkpoint.boot_id, received_at,
+                                   received_at, len(events))
+        if new_head is not None:
+            sets += ", head_seq = ?, head_hash = ?"
+            params += (new_head[0], new_head[1])
         with self._write() as cur:
-            if events:
-                cur.executemany(self._q(INSERT_EVENT),
-                                [event_params(w, received_at) for w in events])
-            cur.execute(self._q(
-                "UPDATE agents SET checkpoint_seq = ?, checkpoint_hash = ?, checkpoint_ts = ?, "
-                "checkpoint_sig = ?, checkpoint_boot_id = ?, checkpoint_received_at = ?, "
-                "last_seen_at = ?, events_total = events_total + ? WHERE agent_id = ?"),
-                (checkpoint.seq, checkpoint.hash, checkpoint.ts, checkpoint.signature,
-                 checkpoint.boot_id, received_at, received_at, len(events), agent_id))
-            if new_head is not None:
-                cur.execute(self._q("UPDATE agents SET head_seq = ?, head_hash = ? "
-                                    "WHERE agent_id = ?"), (new_head[0], new_head[1], agent_id))
+            if rows is not None:
+                self._insert_events(cur, rows)
+            cur.execute(self._q(f"UPDATE agents SET {sets} WHERE agent_id = ?"),
+                        (*params, agent_id))
             self._upsert_alerts(cur, alerts, received_at)
+
+    def _event_rows(self, events: list[WireEvent], received_at: str) -> Any:
+        """What _insert_events() takes: computed before the write lock is taken."""
+        return [event_params(w, received_at) for w in events]
+
+    def _insert_events(self, cur: Any, rows: Any) -> None:
+        """Insert the _event_rows() in order, inside the caller's transaction."""
+        cur.executemany(self._q(INSERT_EVENT), rows)
 
     def add_alerts(self, alerts: list[AlertDraft], now: str) -> None:
         if alerts:
@@ -171,6 +183,15 @@ class SqlStore(Store):
 
     # -- queries -------------------------------------------------------------------------
     def query_events(self, query: EventQuery) -> EventPage:
+        """Events newest first, as one `... ORDER BY ts DESC, id DESC LIMIT n` would give them.
+
+        A B-tree on (column, ts, id) serves `column = v ORDER BY ts DESC` by walking backwards
+        and stopping after n rows, but not a set of values (several severities, or every kind
+        under a kind_prefix): SQLite then fetches and sorts every match, hundreds of thousands
+        of rows for 'net.' or 'warning or worse'. So a set of values is queried as one branch
+        per value, each walking its own index range for at most n rows, and the branches are
+        merged by (ts, id) in one UNION ALL statement: the same rows in the same order.
+        """
         where: list[str] = []
         params: list[Any] = []
         if query.agent_id:
@@ -182,9 +203,6 @@ class SqlStore(Store):
         if query.kind_prefix:
             where.append("kind >= ? AND kind < ?")
             params += [query.kind_prefix, query.kind_prefix + "\U0010ffff"]
-        if query.severities:
-            where.append(f"severity IN ({', '.join('?' for _ in query.severities)})")
-            params += list(query.severities)
         if query.since:
             where.append("ts >= ?")
             params.append(query.since)
@@ -192,21 +210,81 @@ class SqlStore(Store):
             where.append("ts < ?")
             params.append(query.until)
         if query.cursor:
-            where.append("(ts < ? OR (ts = ? AND id < ?))")
-            params += [query.cursor[0], query.cursor[0], query.cursor[1]]
-        sql = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
-        params.append(query.limit + 1)
+            # `ts <= ?` is implied by the OR; it is there so the index range starts at the
+            # cursor instead of at the newest row (deep pages would scan everything after it).
+            where.append("ts <= ? AND (ts < ? OR (ts = ? AND id < ?))")
+            params += [query.cursor[0], query.cursor[0], query.cursor[0], query.cursor[1]]
+        severities = list(dict.fromkeys(query.severities))
+        prefix = query.kind_prefix if query.kind_prefix and not query.kind else None
         with self._read() as cur:
-            cur.execute(self._q(sql), params)
-            rows = cur.fetchall()
+            kinds = self._kinds_between(cur, prefix, prefix + "\U0010ffff") if prefix else []
+            rows = self._newest(cur, where, params, kinds, severities, query.limit + 1)
+            if prefix and kinds and self._kinds_between(cur, prefix,
+                                                        prefix + "\U0010ffff") != kinds:
+                # A kind appeared between the two reads: ask again without branching on kind.
+                rows = self._newest(cur, where, params, [], severities, query.limit + 1)
         page = EventPage([_event_dict(row) for row in rows[: query.limit]])
         if len(rows) > query.limit and page.events:
             last = page.events[-1]
             page.next_cursor = (last["ts"], last["id"])
         return page
+
+    MAX_BRANCHES = 64
+
+    def _kinds_between(self, cur: Any, low: str, high: str) -> list[str]:
+        """Distinct stored kinds in [low, high): one index seek each, no scan.
+
+        [] when there are more than MAX_BRANCHES of them (the caller then does not branch).
+        """
+        kinds: list[str] = []
+        op, value = ">=", low
+        while True:
+            cur.execute(self._q(f"SELECT kind FROM events WHERE kind {op} ? AND kind < ? "
+                                "ORDER BY kind LIMIT 1"), (value, high))
+            row = cur.fetchone()
+            if row is None:
+                return kinds
+            if len(kinds) == self.MAX_BRANCHES:
+                return []
+            kinds.append(row[0])
+            op, value = ">", row[0]
+
+    def _newest(self, cur: Any, where: list[str], params: list[Any], kinds: list[str],
+                severities: list[str], limit: int) -> list[tuple[Any, ...]]:
+        """The newest `limit` rows matching where, one of kinds (if any), one of severities."""
+        kind_values: list[str | None] = list(kinds) or [None]
+        severity_values: list[str | None] = [None]
+        if len(severities) * len(kind_values) <= self.MAX_BRANCHES:
+            severity_values = list(severities) or [None]
+        columns = ", ".join(EVENT_COLUMNS)
+        branches: list[str] = []
+        all_params: list[Any] = []
+        for kind in kind_values:
+            for severity in severity_values:
+                terms, values = list(where), list(params)
+                if kind is not None:
+                    terms.append("kind = ?")
+                    values.append(kind)
+                if severity is not None:
+                    terms.append("severity = ?")
+                    values.append(severity)
+                elif severities:
+                    terms.append(f"severity IN ({', '.join('?' for _ in severities)})")
+                    values += severities
+                sql = f"SELECT {columns} FROM events"
+                if terms:
+                    sql += " WHERE " + " AND ".join(terms)
+                branches.append(sql + " ORDER BY ts DESC, id DESC LIMIT ?")
+                all_params += [*values, limit]
+        if len(branches) == 1:
+            sql = branches[0]
+        else:
+            sql = " UNION ALL ".join(f"SELECT * FROM ({branch}) AS b{i}"
+                                     for i, branch in enumerate(branches))
+            sql += " ORDER BY ts DESC, id DESC LIMIT ?"
+            all_params.append(limit)
+        cur.execute(self._q(sql), all_params)
+        return list(cur.fetchall())
 
     def chain_events(self, agent_id: str, from_seq: int, to_seq: int
                      ) -> list[tuple[dict[str, Any], bytes]]:

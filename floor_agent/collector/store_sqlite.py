@@ -12,11 +12,15 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from floor_agent.collector.ingest import WireEvent
 from floor_agent.collector.store import StoreError
-from floor_agent.collector.store_sql import SqlStore
+from floor_agent.collector.store_sql import INSERT_EVENT, SqlStore, event_params
+
+EVENT_PARAMS = INSERT_EVENT.count("?")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -88,6 +92,13 @@ CREATE INDEX IF NOT EXISTS alerts_open ON alerts (fingerprint) WHERE acked_at IS
 """
 
 
+@lru_cache(maxsize=16)
+def insert_events_sql(rows: int) -> str:
+    """INSERT_EVENT with `rows` rows of placeholders in its VALUES list."""
+    values = INSERT_EVENT[INSERT_EVENT.index("VALUES ") + len("VALUES "):]
+    return INSERT_EVENT + (", " + values) * (rows - 1)
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection with the durability settings every collector connection must have."""
     db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
@@ -108,6 +119,9 @@ class SqliteStore(SqlStore):
             self._writer.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{self.path}: cannot open the SQLite store ({exc})") from None
+        # Largest power of two of rows whose parameters fit in one statement.
+        limit = self._writer.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // EVENT_PARAMS
+        self._max_rows_per_insert = 1 << min(10, max(0, limit.bit_length() - 1))
         self._write_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -127,6 +141,31 @@ class SqliteStore(SqlStore):
                 cur.execute("COMMIT")
             finally:
                 cur.close()
+
+    def _event_rows(self, events: list[WireEvent], received_at: str
+                    ) -> list[tuple[str, list[Any]]]:
+        """The rows in order as multi-row INSERTs of power-of-two sizes (at most 11 shapes).
+
+        executemany() steps the statement once per row, and the sqlite3 module lets go of the
+        GIL around every step; while other ingest threads parse their batches, each take-back
+        waits (up to the switch interval), and all that time the write lock is held. One
+        statement per chunk lets go once while SQLite inserts the whole chunk. Same rows,
+        same order (so the same ids), same constraints, same transaction.
+        """
+        out: list[tuple[str, list[Any]]] = []
+        start, total, size = 0, len(events), self._max_rows_per_insert
+        while start < total:
+            while size > total - start:
+                size >>= 1
+            out.append((insert_events_sql(size),
+                        [value for wire in events[start:start + size]
+                         for value in event_params(wire, received_at)]))
+            start += size
+        return out
+
+    def _insert_events(self, cur: Any, rows: list[tuple[str, list[Any]]]) -> None:
+        for sql, params in rows:
+            cur.execute(sql, params)
 
     @contextmanager
     def _read(self) -> Iterator[Any]:
