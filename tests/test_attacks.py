@@ -185,6 +185,12 @@ def test_wrong_types_oversized_and_partial_batches_store_nothing(
     assert response.status_code == 413
     huge = b'{"agent_id": "ws-bad", "pad": "' + b"x" * (17 * 1024 * 1024) + b'"}'
     assert ingest(client, huge).status_code == 413
+    response = ingest(client, alter_event(maker.body(), 0, subject="stick\x00"))
+    assert response.status_code == 422 and "NUL" in response.json()["detail"]
+    payload = BatchMaker(tmp_path, "ws-nul").enroll_payload(collector.token())
+    response = client.post("/api/v1/enroll", json=payload | {"hostname": "host\x00"})
+    assert response.status_code == 422
+    assert api.get("/api/v1/events", params={"kind": "usb.\x00"}).status_code == 422
     assert stored_seqs(api, "ws-bad") == []
     assert ingest(client, maker.body()).status_code == 200  # and the collector still serves
     assert stored_seqs(api, "ws-bad") == [1, 2, 3, 4, 5]

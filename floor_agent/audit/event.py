@@ -121,7 +121,8 @@ class AuditEvent:
             raise EventError(f"agent_id: expected 1-64 of [A-Za-z0-9._-], got {self.agent_id!r}")
         if type(self.seq) is not int or not 1 <= self.seq <= MAX_INT:
             raise EventError(f"seq: expected a positive integer, got {self.seq!r}")
-        if not isinstance(self.boot_id, str) or not 1 <= len(self.boot_id) <= 64:
+        if not isinstance(self.boot_id, str) or not 1 <= len(self.boot_id) <= 64 \
+                or "\x00" in self.boot_id:
             raise EventError(f"boot_id: expected a string of 1-64 characters, got {self.boot_id!r}")
         parse_timestamp(self.ts)
         if not isinstance(self.kind, str) or not KIND_RE.match(self.kind) or len(self.kind) > 64:
@@ -132,6 +133,8 @@ class AuditEvent:
                              f"got {self.severity!r}")
         if not isinstance(self.subject, str) or len(self.subject) > MAX_SUBJECT_CHARS:
             raise EventError(f"subject: expected a string of at most {MAX_SUBJECT_CHARS} chars")
+        if "\x00" in self.subject:  # no text column (PostgreSQL's least of all) takes NUL
+            raise EventError("subject: NUL characters are not allowed")
         if not isinstance(self.data, dict):
             raise EventError(f"data: expected an object, got {type(self.data).__name__}")
         if not _is_flat_json(self.data):

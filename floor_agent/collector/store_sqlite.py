@@ -97,6 +97,7 @@ def insert_events_sql(rows: int) -> str:
     """INSERT_EVENT with `rows` rows of placeholders in its VALUES list."""
     values = INSERT_EVENT[INSERT_EVENT.index("VALUES ") + len("VALUES "):]
     return INSERT_EVENT + (", " + values) * (rows - 1)
+MAX_IDLE_READERS = 8
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -123,8 +124,9 @@ class SqliteStore(SqlStore):
         limit = self._writer.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // EVENT_PARAMS
         self._max_rows_per_insert = 1 << min(10, max(0, limit.bit_length() - 1))
         self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        # Idle reader connections, handed out per read and returned: the API's worker threads
+        # come and go, so a connection per thread would pile up open files over the days.
+        self._idle_readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
 
     @contextmanager
@@ -169,22 +171,26 @@ class SqliteStore(SqlStore):
 
     @contextmanager
     def _read(self) -> Iterator[Any]:
-        db = getattr(self._local, "db", None)
+        with self._readers_lock:
+            db = self._idle_readers.pop() if self._idle_readers else None
         if db is None:
             db = connect(self.path)
-            self._local.db = db
-            with self._readers_lock:
-                self._readers.append(db)
         cur = db.cursor()
         try:
             yield cur
         finally:
             cur.close()
+            with self._readers_lock:
+                keep = len(self._idle_readers) < MAX_IDLE_READERS
+                if keep:
+                    self._idle_readers.append(db)
+            if not keep:
+                db.close()
 
     def close(self) -> None:
         with self._write_lock:
             self._writer.close()
         with self._readers_lock:
-            for db in self._readers:
+            for db in self._idle_readers:
                 db.close()
-            self._readers.clear()
+            self._idle_readers.clear()
