@@ -192,6 +192,7 @@ class CollectorSection(_StrictModel):
     max_request_bytes: Annotated[StrictInt, Field(ge=1024)] = 16 * 1024 * 1024
     stale_checkpoint_seconds: Annotated[StrictInt, Field(ge=60)] = 180
     token_ttl_seconds: Annotated[StrictInt, Field(ge=60)] = 86400
+    ingest_processes: Annotated[StrictInt, Field(ge=0, le=16)] = 1
 
     @field_validator("database_url")
     @classmethod

@@ -21,9 +21,10 @@ def genuine(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, AgentRecor
     return maker.body(), AgentRecord("ws-01", "workstation", maker.public_key)
 
 
-def accepted_bodies(body: bytes, agent: AgentRecord) -> list[bytes] | None:
+def accepted_bodies(body: bytes, agent: AgentRecord) -> list[tuple] | None:
+    """The rows a batch would store, or None when it is refused."""
     try:
-        batch = ingest.parse(body, 100)
+        batch = ingest.prepare(body, 100, "2026-11-29T09:00:00.000000Z")
     except BatchError as exc:
         assert 400 <= exc.status < 500
         return None
@@ -31,7 +32,7 @@ def accepted_bodies(body: bytes, agent: AgentRecord) -> list[bytes] | None:
     if not plan.accepted:
         assert 400 <= plan.status < 500 and plan.alerts
         return None
-    return [w.body for w in plan.store]
+    return plan.store
 
 
 def test_genuine_batch_is_accepted(genuine: tuple[bytes, AgentRecord]) -> None:
@@ -89,6 +90,7 @@ def test_heartbeat_beyond_the_stored_head_is_a_gap(genuine: tuple[bytes, AgentRe
     body, agent = genuine
     batch = orjson.loads(body)
     batch["events"] = []
-    plan = ingest.plan(ingest.parse(orjson.dumps(batch), 100), agent, {0: bytes(32)})
+    prepared = ingest.prepare(orjson.dumps(batch), 100, "2026-11-29T09:00:00.000000Z")
+    plan = ingest.plan(prepared, agent, {0: bytes(32)})
     assert plan.accepted and plan.store == []
     assert [a.kind for a in plan.alerts] == ["gap"]

@@ -25,7 +25,7 @@ from floor_agent.audit.forwarder import batch_body
 from floor_agent.audit.keys import public_key_b64
 from floor_agent.audit.spool import Spool
 from floor_agent.collector.core import Collector, IngestResult, create_token
-from floor_agent.collector.ingest import AlertDraft, WireEvent
+from floor_agent.collector.ingest import AlertDraft, WireEvent, event_params
 from floor_agent.collector.store import EventQuery, Store, StoreError, open_store
 from floor_agent.collector.store_postgres import PostgresStore, describe
 from floor_agent.collector.store_sqlite import SqliteStore
@@ -77,11 +77,15 @@ def head_checkpoint(events: list[WireEvent], when: str) -> Checkpoint:
                       bytes(range(64)))
 
 
+def rows(events: list[WireEvent], received_at: str) -> list[tuple[Any, ...]]:
+    return [event_params(w, received_at) for w in events]
+
+
 def store_events(store: Store, agent_id: str, events: list[WireEvent], received_at: str,
                  alerts: list[AlertDraft] | None = None) -> Checkpoint:
     checkpoint = head_checkpoint(events, received_at)
-    store.commit_batch(agent_id, events, checkpoint, (checkpoint.seq, checkpoint.hash),
-                       alerts or [], received_at)
+    store.commit_batch(agent_id, rows(events, received_at), checkpoint,
+                       (checkpoint.seq, checkpoint.hash), alerts or [], received_at)
     return checkpoint
 
 
@@ -220,7 +224,7 @@ def event_log(store: Store) -> list[dict[str, Any]]:
         half = count // 2
         store_events(store, agent_id, events[:half], ts(50))
         checkpoint = head_checkpoint(events[half:], ts(51))
-        store.commit_batch(agent_id, events[half:], checkpoint,
+        store.commit_batch(agent_id, rows(events[half:], ts(51)), checkpoint,
                            (checkpoint.seq, checkpoint.hash), [], ts(51))
         expected += [{"agent_id": agent_id, "seq": w.event.seq, "ts": w.event.ts,
                       "kind": w.event.kind, "severity": w.event.severity} for w in events]

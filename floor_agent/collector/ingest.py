@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from floor_agent.audit.chain import GENESIS_HASH, Checkpoint, link
-from floor_agent.audit.event import AuditEvent, EventError
+from floor_agent.audit.event import SEVERITY_RANK, AuditEvent, EventError
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 
 # Alert kinds the collector raises; every anomaly becomes one of these, stored with the data.
@@ -86,7 +86,7 @@ class Plan:
 
     status: int
     message: str
-    store: list[WireEvent] = field(default_factory=list)
+    store: list[tuple[Any, ...]] = field(default_factory=list)  # rows, see event_params()
     alerts: list[AlertDraft] = field(default_factory=list)
     acked_seq: int | None = None
     new_head: tuple[int, bytes] | None = None
@@ -143,13 +143,79 @@ def parse(body: bytes, max_events: int) -> Batch:
     return Batch(agent_id, prev_hash, events, checkpoint)
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A parsed batch reduced to what the store side needs; cheap to pass between processes.
+
+    Everything that needs no database (parsing, validation, the links inside the batch, the
+    row values) is done by prepare(), which may run in another process; plan() then decides
+    against the agent's record and the stored hashes. `problem` is the first thing wrong
+    inside the batch, applied only after the signature and replay checks (status, alert kind,
+    detail, seq).
+    """
+
+    agent_id: str
+    prev_hash: bytes
+    checkpoint: Checkpoint
+    seqs: list[int]
+    hashes: list[bytes]
+    rows: list[tuple[Any, ...]]
+    problem: tuple[int, str, str, int | None] | None = None
+
+
+def event_params(wire: WireEvent, received_at: str) -> tuple[Any, ...]:
+    """The stored row of one event, in the column order of store_sql.INSERT_EVENT."""
+    e = wire.event
+    return (e.agent_id, e.seq, e.boot_id, e.ts, e.kind, e.severity, SEVERITY_RANK[e.severity],
+            e.subject, orjson.dumps(e.data).decode(), wire.claimed_hash, received_at)
+
+
+def prepare(body: bytes, max_events: int, received_at: str) -> Prepared:
+    """Parse and check a batch as far as it can be without the store. Raises BatchError."""
+    batch = parse(body, max_events)
+    return Prepared(batch.agent_id, batch.prev_hash, batch.checkpoint,
+                    [w.event.seq for w in batch.events], [w.claimed_hash for w in batch.events],
+                    [event_params(w, received_at) for w in batch.events], _chain_problem(batch))
+
+
+def _chain_problem(batch: Batch) -> tuple[int, str, str, int | None] | None:
+    """The first event of another agent, or break in the chain from prev_hash to the head."""
+    for wire in batch.events:
+        if wire.event.agent_id != batch.agent_id:
+            return (422, "replay", f"batch carries an event of agent {wire.event.agent_id!r} "
+                                   f"(seq {wire.event.seq}): another agent's events replayed",
+                    wire.event.seq)
+    if not batch.events:
+        return None
+    current = batch.prev_hash
+    expected = batch.events[0].event.seq
+    if expected == 1 and batch.prev_hash != GENESIS_HASH:
+        return (422, "altered_event",
+                "first event of the chain does not start from the genesis hash", 1)
+    for wire in batch.events:
+        seq = wire.event.seq
+        if seq != expected:
+            return (422, "altered_event",
+                    f"events out of order: expected seq {expected}, found {seq}", seq)
+        current = link(current, wire.body)
+        if current != wire.claimed_hash:
+            return (422, "altered_event", f"event seq {seq} ({wire.event.kind}) does not hash "
+                                          f"to its chain hash: altered", seq)
+        expected = seq + 1
+    cp = batch.checkpoint
+    if cp.seq != batch.events[-1].event.seq or cp.hash != current:
+        return (422, "altered_event", f"signed checkpoint (seq {cp.seq}) does not match the "
+                                      f"batch head (seq {batch.events[-1].event.seq})", cp.seq)
+    return None
+
+
 def _reject(status: int, kind: str, severity: str, agent_id: str, detail: str,
             seq: int | None = None) -> Plan:
     return Plan(status, detail, alerts=[AlertDraft(kind, severity, agent_id, detail, seq)])
 
 
-def plan(batch: Batch, agent: AgentRecord | None, stored: Mapping[int, bytes]) -> Plan:
-    """Decide what happens to a parsed batch.
+def plan(batch: Prepared, agent: AgentRecord | None, stored: Mapping[int, bytes]) -> Plan:
+    """Decide what happens to a prepared batch.
 
     `stored` maps seq -> stored hash for every seq of the batch and for the seq just before its
     first event (and for the checkpoint's seq, for a heartbeat). All-or-nothing: a batch is
@@ -175,60 +241,35 @@ def plan(batch: Batch, agent: AgentRecord | None, stored: Mapping[int, bytes]) -
         return _reject(409, "replay", "critical", agent.agent_id,
                        f"checkpoint of {cp.ts} is not newer than the last accepted one "
                        f"({agent.checkpoint_ts}): replayed batch", cp.seq)
-    for wire in batch.events:
-        if wire.event.agent_id != agent.agent_id:
-            return _reject(422, "replay", "critical", agent.agent_id,
-                           f"batch carries an event of agent {wire.event.agent_id!r} "
-                           f"(seq {wire.event.seq}): another agent's events replayed",
-                           wire.event.seq)
-    # The chain inside the batch, from prev_hash to the signed head.
-    current = batch.prev_hash
-    expected = batch.events[0].event.seq if batch.events else None
-    if batch.events and expected == 1 and batch.prev_hash != GENESIS_HASH:
-        return _reject(422, "altered_event", "critical", agent.agent_id,
-                       "first event of the chain does not start from the genesis hash", 1)
-    for wire in batch.events:
-        seq = wire.event.seq
-        if seq != expected:
-            return _reject(422, "altered_event", "critical", agent.agent_id,
-                           f"events out of order: expected seq {expected}, found {seq}", seq)
-        current = link(current, wire.body)
-        if current != wire.claimed_hash:
-            return _reject(422, "altered_event", "critical", agent.agent_id,
-                           f"event seq {seq} ({wire.event.kind}) does not hash to its chain "
-                           f"hash: altered", seq)
-        expected = seq + 1
-    last_seq = batch.events[-1].event.seq if batch.events else None
-    if batch.events and (cp.seq != last_seq or cp.hash != current):
-        return _reject(422, "altered_event", "critical", agent.agent_id,
-                       f"signed checkpoint (seq {cp.seq}) does not match the batch head "
-                       f"(seq {last_seq})", cp.seq)
-    if batch.events:
+    if batch.problem is not None:
+        status, kind, detail, seq = batch.problem
+        return _reject(status, kind, "critical", agent.agent_id, detail, seq)
+    if batch.seqs:
         return _plan_events(batch, agent, stored)
     return _plan_heartbeat(batch, agent, stored)
 
 
-def _plan_events(batch: Batch, agent: AgentRecord, stored: Mapping[int, bytes]) -> Plan:
+def _plan_events(batch: Prepared, agent: AgentRecord, stored: Mapping[int, bytes]) -> Plan:
     cp = batch.checkpoint
-    first = batch.events[0].event.seq
+    first = batch.seqs[0]
     before = stored.get(first - 1)
     if before is not None and before != batch.prev_hash:
         return _reject(409, "fork", "critical", agent.agent_id,
                        f"batch chains on from a hash at seq {first - 1} that differs from the "
                        f"stored one: fork", first - 1)
-    new: list[WireEvent] = []
-    for wire in batch.events:
-        have = stored.get(wire.event.seq)
+    new: list[int] = []
+    for index, (seq, claimed) in enumerate(zip(batch.seqs, batch.hashes, strict=True)):
+        have = stored.get(seq)
         if have is None:
-            new.append(wire)
-        elif have != wire.claimed_hash:
+            new.append(index)
+        elif have != claimed:
             return _reject(409, "fork", "critical", agent.agent_id,
-                           f"seq {wire.event.seq} already stored with another hash: fork",
-                           wire.event.seq)
-    result = Plan(200, "stored", store=new, acked_seq=cp.seq, accept_checkpoint=True)
+                           f"seq {seq} already stored with another hash: fork", seq)
+    rows = batch.rows if len(new) == len(batch.rows) else [batch.rows[i] for i in new]
+    result = Plan(200, "stored", store=rows, acked_seq=cp.seq, accept_checkpoint=True)
     if cp.seq > agent.head_seq:
         result.new_head = (cp.seq, cp.hash)
-        above = [w.event.seq for w in new if w.event.seq > agent.head_seq]
+        above = [batch.seqs[i] for i in new if batch.seqs[i] > agent.head_seq]
         if above and above[0] > agent.head_seq + 1:
             result.alerts.append(AlertDraft(
                 "gap", "critical", agent.agent_id,
@@ -236,11 +277,11 @@ def _plan_events(batch: Batch, agent: AgentRecord, stored: Mapping[int, bytes]) 
                 f"removed from the agent's spool?", agent.head_seq + 1))
     elif cp.seq < agent.head_seq:
         result.alerts.append(_rollback(agent, cp.seq))
-    result.message = f"stored {len(new)}, duplicates {len(batch.events) - len(new)}"
+    result.message = f"stored {len(new)}, duplicates {len(batch.seqs) - len(new)}"
     return result
 
 
-def _plan_heartbeat(batch: Batch, agent: AgentRecord, stored: Mapping[int, bytes]) -> Plan:
+def _plan_heartbeat(batch: Prepared, agent: AgentRecord, stored: Mapping[int, bytes]) -> Plan:
     cp = batch.checkpoint
     result = Plan(200, "checkpoint", acked_seq=cp.seq, accept_checkpoint=True)
     have = GENESIS_HASH if cp.seq == 0 else stored.get(cp.seq)
@@ -263,11 +304,10 @@ def _rollback(agent: AgentRecord, seq: int) -> AlertDraft:
                       f"already stored: its chain was truncated or restored", seq)
 
 
-def needed_seqs(batch: Batch) -> list[int]:
+def needed_seqs(batch: Prepared) -> list[int]:
     """The seqs whose stored hashes plan() needs to see."""
-    if batch.events:
-        first = batch.events[0].event.seq
-        return [first - 1] + [w.event.seq for w in batch.events]
+    if batch.seqs:
+        return [batch.seqs[0] - 1, *batch.seqs]
     return [batch.checkpoint.seq]
 
 
@@ -276,11 +316,3 @@ def alert_for_error(error: BatchError) -> AlertDraft | None:
     if error.agent_id is None:
         return None
     return AlertDraft("malformed_batch", "warning", error.agent_id, str(error)[:500])
-
-
-def event_row(wire: WireEvent) -> dict[str, Any]:
-    """The stored columns of one event."""
-    e = wire.event
-    return {"agent_id": e.agent_id, "seq": e.seq, "boot_id": e.boot_id, "ts": e.ts,
-            "kind": e.kind, "severity": e.severity, "subject": e.subject,
-            "data": orjson.dumps(e.data).decode(), "hash": wire.claimed_hash}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -45,7 +46,8 @@ def init(config: CollectorConfig, force_certs: bool = False) -> tls.TlsFiles:
 
 def open_collector(config: CollectorConfig) -> tuple[Store, Collector]:
     store = open_store(config.collector.resolved_database_url())
-    return store, Collector(store, config.collector.max_batch_events)
+    return store, Collector(store, config.collector.max_batch_events,
+                            config.collector.ingest_processes)
 
 
 def run(config: CollectorConfig) -> int:
@@ -71,19 +73,27 @@ def run(config: CollectorConfig) -> int:
         log.info("collector listening on https://%s:%d (store %s)", section.listen_host,
                  section.listen_port, section.resolved_database_url().split("@")[-1])
 
-    # One ingest at a time on SQLite (see create_app); PostgreSQL overlaps round trips.
+    # SQLite: one ingest thread when it parses in-process (see create_app); with worker
+    # processes a few, so one inserts while others wait for their batch to be parsed.
+    # PostgreSQL overlaps round trips.
+    threads = 1 + 2 * section.ingest_processes if isinstance(store, SqliteStore) else None
     app = create_app(collector, section.max_request_bytes, section.stale_checkpoint_seconds,
-                     ingest_threads=1 if isinstance(store, SqliteStore) else None)
+                     ingest_threads=threads)
     server = NotifyingServer(uvicorn.Config(
         app, host=section.listen_host, port=section.listen_port,
         ssl_certfile=str(files.server_cert), ssl_keyfile=str(files.server_key),
         log_level=config.log_level, access_log=False, timeout_graceful_shutdown=10,
         limit_concurrency=1024, backlog=512,
     ), on_ready)
+    # uvicorn handles SIGTERM/SIGINT itself, drains requests, then re-raises the signal to the
+    # handler that was there before it: make that a no-op, so the cleanup below runs.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     try:
-        server.run()  # uvicorn handles SIGTERM/SIGINT itself and drains requests
+        server.run()
     finally:
         stop.set()
         service.stopping()
+        collector.close()
         store.close()
     return 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from floor_agent.audit.chain import Checkpoint
-from floor_agent.collector.ingest import AgentRecord, AlertDraft, WireEvent
+from floor_agent.collector.ingest import AgentRecord, AlertDraft
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +77,11 @@ class Store(ABC):
     def stored_hashes(self, agent_id: str, seqs: list[int]) -> dict[int, bytes]: ...
 
     @abstractmethod
-    def commit_batch(self, agent_id: str, events: list[WireEvent], checkpoint: Checkpoint,
+    def commit_batch(self, agent_id: str, events: list[tuple[Any, ...]], checkpoint: Checkpoint,
                      new_head: tuple[int, bytes] | None, alerts: list[AlertDraft],
                      received_at: str) -> None:
-        """Store events, the accepted checkpoint, the new head and alerts in one transaction."""
+        """Store event rows (ingest.event_params), the accepted checkpoint, the new head and
+        alerts in one transaction."""
 
     @abstractmethod
     def add_alerts(self, alerts: list[AlertDraft], now: str) -> None:

@@ -13,23 +13,16 @@ from typing import Any
 import orjson
 
 from floor_agent.audit.chain import GENESIS_HASH, Checkpoint
-from floor_agent.audit.event import SEVERITY_RANK
-from floor_agent.collector.ingest import AgentRecord, AlertDraft, WireEvent
+from floor_agent.collector.ingest import AgentRecord, AlertDraft, event_params
 from floor_agent.collector.store import EventPage, EventQuery, Store
 
 EVENT_COLUMNS = ("id", "agent_id", "seq", "boot_id", "ts", "kind", "severity", "subject", "data",
                  "hash", "received_at")
 ALERT_COLUMNS = ("id", "kind", "severity", "agent_id", "seq", "detail", "created_at",
                  "last_seen_at", "count", "acked_at", "acked_by", "ack_comment")
+__all__ = ["INSERT_EVENT", "SqlStore", "event_params"]  # event_params: for the benchmark
 INSERT_EVENT = ("INSERT INTO events (agent_id, seq, boot_id, ts, kind, severity, severity_rank, "
                 "subject, data, hash, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-
-
-def event_params(wire: WireEvent, received_at: str) -> tuple[Any, ...]:
-    """The INSERT_EVENT parameters of one event (shared with the ingest benchmark)."""
-    e = wire.event
-    return (e.agent_id, e.seq, e.boot_id, e.ts, e.kind, e.severity, SEVERITY_RANK[e.severity],
-            e.subject, orjson.dumps(e.data).decode(), wire.claimed_hash, received_at)
 
 
 class SqlStore(Store):
@@ -126,12 +119,12 @@ class SqlStore(Store):
             found[0] = GENESIS_HASH
         return found
 
-    def commit_batch(self, agent_id: str, events: list[WireEvent], checkpoint: Checkpoint,
-                     new_head: tuple[int, bytes] | None, alerts: list[AlertDraft],
-                     received_at: str) -> None:
+    def commit_batch(self, agent_id: str, events: list[tuple[Any, ...]],
+                     checkpoint: Checkpoint, new_head: tuple[int, bytes] | None,
+                     alerts: list[AlertDraft], received_at: str) -> None:
         # Everything that needs no database is done before the write lock: ingest threads
         # queue on that lock, so what it covers bounds the ingest rate.
-        rows = self._event_rows(events, received_at) if events else None
+        rows = self._event_rows(events) if events else None
         sets = ("checkpoint_seq = ?, checkpoint_hash = ?, checkpoint_ts = ?, checkpoint_sig = ?, "
                 "checkpoint_boot_id = ?, checkpoint_received_at = ?, last_seen_at = ?, "
                 "events_total = events_total + ?")
@@ -148,9 +141,9 @@ class SqlStore(Store):
                         (*params, agent_id))
             self._upsert_alerts(cur, alerts, received_at)
 
-    def _event_rows(self, events: list[WireEvent], received_at: str) -> Any:
+    def _event_rows(self, events: list[tuple[Any, ...]]) -> Any:
         """What _insert_events() takes: computed before the write lock is taken."""
-        return [event_params(w, received_at) for w in events]
+        return events
 
     def _insert_events(self, cur: Any, rows: Any) -> None:
         """Insert the _event_rows() in order, inside the caller's transaction."""

@@ -16,9 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from floor_agent.collector.ingest import WireEvent
 from floor_agent.collector.store import StoreError
-from floor_agent.collector.store_sql import INSERT_EVENT, SqlStore, event_params
+from floor_agent.collector.store_sql import INSERT_EVENT, SqlStore
 
 EVENT_PARAMS = INSERT_EVENT.count("?")
 
@@ -144,15 +143,14 @@ class SqliteStore(SqlStore):
             finally:
                 cur.close()
 
-    def _event_rows(self, events: list[WireEvent], received_at: str
-                    ) -> list[tuple[str, list[Any]]]:
+    def _event_rows(self, events: list[tuple[Any, ...]]) -> list[tuple[str, list[Any]]]:
         """The rows in order as multi-row INSERTs of power-of-two sizes (at most 11 shapes).
 
         executemany() steps the statement once per row, and the sqlite3 module lets go of the
-        GIL around every step; while other ingest threads parse their batches, each take-back
-        waits (up to the switch interval), and all that time the write lock is held. One
-        statement per chunk lets go once while SQLite inserts the whole chunk. Same rows,
-        same order (so the same ids), same constraints, same transaction.
+        GIL around every step; while other ingest threads work, each take-back waits (up to the
+        switch interval), and all that time the write lock is held. One statement per chunk
+        lets go once while SQLite inserts the whole chunk. Same rows, same order (so the same
+        ids), same constraints, same transaction.
         """
         out: list[tuple[str, list[Any]]] = []
         start, total, size = 0, len(events), self._max_rows_per_insert
@@ -160,8 +158,7 @@ class SqliteStore(SqlStore):
             while size > total - start:
                 size >>= 1
             out.append((insert_events_sql(size),
-                        [value for wire in events[start:start + size]
-                         for value in event_params(wire, received_at)]))
+                        [value for row in events[start:start + size] for value in row]))
             start += size
         return out
 
