@@ -22,9 +22,9 @@ from psycopg import conninfo
 from psycopg.pq import TransactionStatus
 
 from floor_agent.collector.store import StoreError
-from floor_agent.collector.store_sql import INSERT_EVENT, SqlStore
+from floor_agent.collector.store_sql import EVENT_INDEXES, INSERT_EVENT, SqlStore
 
-SCHEMA = """
+TABLES = """
 CREATE TABLE IF NOT EXISTS agents (
     agent_id TEXT COLLATE "C" PRIMARY KEY,
     role TEXT COLLATE "C" NOT NULL,
@@ -57,10 +57,6 @@ CREATE TABLE IF NOT EXISTS events (
     received_at TEXT COLLATE "C" NOT NULL,
     UNIQUE (agent_id, seq)
 );
-CREATE INDEX IF NOT EXISTS events_ts ON events (ts, id);
-CREATE INDEX IF NOT EXISTS events_agent_ts ON events (agent_id, ts, id);
-CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts, id);
-CREATE INDEX IF NOT EXISTS events_severity_ts ON events (severity, ts, id);
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash BYTEA PRIMARY KEY,
     role TEXT COLLATE "C" NOT NULL,
@@ -92,6 +88,8 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (fingerprint) WHERE acked_at IS NULL;
 """
+SCHEMA = TABLES + EVENT_INDEXES
+
 
 # COPY takes the columns of INSERT_EVENT, in the order event_params() gives the values.
 COPY_EVENTS = ("COPY events (" + INSERT_EVENT[INSERT_EVENT.index("(") + 1:INSERT_EVENT.index(")")]

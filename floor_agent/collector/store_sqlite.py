@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from floor_agent.collector.store import StoreError
-from floor_agent.collector.store_sql import INSERT_EVENT, SqlStore
+from floor_agent.collector.store_sql import EVENT_INDEXES, INSERT_EVENT, SqlStore
 
 EVENT_PARAMS = INSERT_EVENT.count("?")
 
-SCHEMA = """
+TABLES = """
 CREATE TABLE IF NOT EXISTS agents (
     agent_id TEXT PRIMARY KEY,
     role TEXT NOT NULL,
@@ -54,10 +54,6 @@ CREATE TABLE IF NOT EXISTS events (
     received_at TEXT NOT NULL,
     UNIQUE (agent_id, seq)
 );
-CREATE INDEX IF NOT EXISTS events_ts ON events (ts, id);
-CREATE INDEX IF NOT EXISTS events_agent_ts ON events (agent_id, ts, id);
-CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts, id);
-CREATE INDEX IF NOT EXISTS events_severity_ts ON events (severity, ts, id);
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash BLOB PRIMARY KEY,
     role TEXT NOT NULL,
@@ -89,6 +85,8 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (fingerprint) WHERE acked_at IS NULL;
 """
+SCHEMA = TABLES + EVENT_INDEXES
+
 
 
 @lru_cache(maxsize=16)
