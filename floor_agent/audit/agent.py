@@ -66,8 +66,7 @@ class AuditAgent:
 
     def healthy(self) -> bool:
         """For the systemd watchdog: the forwarder thread is alive."""
-        thread = self.forwarder._thread
-        return thread is not None and thread.is_alive()
+        return self.forwarder.alive
 
     def stop(self, drain_seconds: float = 5.0, reason: str = "shutdown") -> None:
         """Record the stop, give the forwarder a moment to deliver, then close."""

@@ -75,6 +75,10 @@ class Forwarder:
         self._thread = threading.Thread(target=self._run, name="audit-forwarder", daemon=True)
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)

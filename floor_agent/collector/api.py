@@ -26,6 +26,7 @@ from floor_agent import __version__
 from floor_agent.audit.event import SEVERITIES, TS_RE
 from floor_agent.audit.event import utc_timestamp as now_ts
 from floor_agent.collector.core import Collector, EnrollError, secret_hash
+from floor_agent.collector.ingest import CHAIN_BREAKS
 from floor_agent.collector.metrics import render_metrics
 from floor_agent.collector.store import EventQuery
 
@@ -199,9 +200,7 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
         for item in items:
             kinds = sorted({a["kind"] for a in open_alerts if a["agent_id"] == item["agent_id"]})
             item["open_alerts"] = kinds
-            chain_kinds = {"bad_signature", "altered_event", "fork", "gap", "replay",
-                           "rollback"}
-            item["chain_state"] = "broken" if chain_kinds & set(kinds) else (
+            item["chain_state"] = "broken" if set(CHAIN_BREAKS) & set(kinds) else (
                 "stale" if "stale_checkpoint" in kinds else "intact")
         return _json({"agents": items})
 

@@ -25,8 +25,9 @@ from floor_agent.audit.event import SEVERITY_RANK, AuditEvent, EventError
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 
 # Alert kinds the collector raises; every anomaly becomes one of these, stored with the data.
-ALERT_KINDS = ("bad_signature", "altered_event", "fork", "gap", "replay", "stale_checkpoint",
-               "unknown_agent", "rollback", "malformed_batch")
+# The first group means an agent's record can no longer be trusted as complete and unaltered.
+CHAIN_BREAKS = ("bad_signature", "altered_event", "fork", "gap", "replay", "rollback")
+ALERT_KINDS = (*CHAIN_BREAKS, "stale_checkpoint", "unknown_agent", "malformed_batch")
 
 
 class BatchError(ValueError):
@@ -90,7 +91,6 @@ class Plan:
     alerts: list[AlertDraft] = field(default_factory=list)
     acked_seq: int | None = None
     new_head: tuple[int, bytes] | None = None
-    accept_checkpoint: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -266,7 +266,7 @@ def _plan_events(batch: Prepared, agent: AgentRecord, stored: Mapping[int, bytes
             return _reject(409, "fork", "critical", agent.agent_id,
                            f"seq {seq} already stored with another hash: fork", seq)
     rows = batch.rows if len(new) == len(batch.rows) else [batch.rows[i] for i in new]
-    result = Plan(200, "stored", store=rows, acked_seq=cp.seq, accept_checkpoint=True)
+    result = Plan(200, "stored", store=rows, acked_seq=cp.seq)
     if cp.seq > agent.head_seq:
         result.new_head = (cp.seq, cp.hash)
         above = [batch.seqs[i] for i in new if batch.seqs[i] > agent.head_seq]
@@ -283,7 +283,7 @@ def _plan_events(batch: Prepared, agent: AgentRecord, stored: Mapping[int, bytes
 
 def _plan_heartbeat(batch: Prepared, agent: AgentRecord, stored: Mapping[int, bytes]) -> Plan:
     cp = batch.checkpoint
-    result = Plan(200, "checkpoint", acked_seq=cp.seq, accept_checkpoint=True)
+    result = Plan(200, "checkpoint", acked_seq=cp.seq)
     have = GENESIS_HASH if cp.seq == 0 else stored.get(cp.seq)
     if have is not None and have != cp.hash:
         return _reject(409, "fork", "critical", agent.agent_id,
