@@ -35,14 +35,14 @@ class CollectorProcess:
     """`floor-agent collector run` in its own process, with its config, CA and store."""
 
     def __init__(self, root: Path, database_url: str | None = None,
-                 stale_checkpoint_seconds: int = 180) -> None:
+                 **section: object) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.config = CollectorConfig(collector=CollectorSection(
             state_dir=root / "collector", listen_port=self.port, database_url=database_url,
-            stale_checkpoint_seconds=stale_checkpoint_seconds))
+            **section))
         self.config_path = root / "collector.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config.model_dump(mode="json")))
         assert isinstance(load_config(self.config_path, "collector"), CollectorConfig)

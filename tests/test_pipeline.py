@@ -134,3 +134,17 @@ def test_idle_agent_sends_signed_heartbeat_checkpoints(collector: CollectorProce
         agent.stop()
     assert len({ts for _, ts in seen}) >= 3  # fresh checkpoints keep coming...
     assert {seq for seq, _ in seen} == {1}  # ...while the only event is agent.started
+
+
+def test_agent_adapts_to_a_collector_that_takes_smaller_batches(tmp_path: Path) -> None:
+    collector = CollectorProcess(tmp_path, max_batch_events=64)
+    collector.start()
+    try:
+        config = collector.agent_config("ws-small", batch_max_events=500)
+        enroll(config.audit, "workstation", collector.token(), None)
+        runner = start_runner(collector.root / "ws-small.yaml", "emit", "1000")
+        assert runner.wait(120) == 0
+        loads = [e for e in all_events(collector, "ws-small") if e["kind"] == "test.load"]
+        assert sorted(e["data"]["n"] for e in loads) == list(range(1000))
+    finally:
+        collector.stop()

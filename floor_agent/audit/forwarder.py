@@ -67,6 +67,7 @@ class Forwarder:
         self._rng = rng
         self._failures = 0
         self._last_checkpoint = 0.0
+        self.batch_limit = settings.batch_max_events
         self.last_error: str | None = None
         self.last_success: float | None = None
         self._thread: threading.Thread | None = None
@@ -96,7 +97,7 @@ class Forwarder:
 
     def step(self) -> float:
         """Send one batch (or a heartbeat when due); returns how long to wait before the next."""
-        acked, pending = self.spool.batch(self.settings.batch_max_events)
+        acked, pending = self.spool.batch(self.batch_limit)
         now = time.monotonic()
         if not pending:
             due = self._last_checkpoint + self.settings.heartbeat_seconds
@@ -115,6 +116,13 @@ class Forwarder:
             response = self.client.post("/api/v1/ingest", content=body)
         except httpx.HTTPError as exc:
             return self._backoff(f"collector unreachable: {exc.__class__.__name__}: {exc}")
+        if response.status_code == 413 and len(pending) > 1:
+            # The collector takes smaller batches than configured here: halve and go on,
+            # rather than retrying a batch that can never fit.
+            self.batch_limit = max(1, len(pending) // 2)
+            log.warning("collector refused a batch of %d events as too large; sending %d "
+                        "at a time", len(pending), self.batch_limit)
+            return 0.0
         if response.status_code != 200:
             detail = response.text[:300]
             return self._backoff(f"collector refused batch ({response.status_code}): {detail}")
