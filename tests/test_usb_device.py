@@ -61,10 +61,17 @@ RNDIS_MISC = UsbSpec(0x0525, 0xA4A2, b"RNDIS/Ethernet Gadget", b"Linux", b"",
                      extra_descriptors=association(0, 2, (0xEF, 0x04, 0x01)))
 NO_SERIAL = UsbSpec(0x0951, 0x1666, b"DataTraveler 3.0", b"Kingston", None,
                     ((0x08, 0x06, 0x50),), port=8, devnum=9)
-WELL_FORMED = (STICK, KEYBOARD, WACOM, COMPOSITE, PHONE_MTP, PHONE_RNDIS, RNDIS_MISC, NO_SERIAL)
+EXT_HUB = UsbSpec(0x05E3, 0x0610, b"USB2.0 Hub", b"GenesysLogic", None, ((0x09, 0x00, 0x00),),
+                  port=9, devnum=10, device_class=(0x09, 0x00, 0x01))
+BEHIND_HUB = dataclasses.replace(STICK, hub=EXT_HUB, port=3, devnum=11, serial=b"BEHIND0001",
+                                 connect_type=b"hardwired")
+WELL_FORMED = (STICK, KEYBOARD, WACOM, COMPOSITE, PHONE_MTP, PHONE_RNDIS, RNDIS_MISC, NO_SERIAL,
+               EXT_HUB, BEHIND_HUB)
 
 
 def make(spec: UsbSpec, parent_hash: str = ROOT_HUB_HASH) -> UsbDevice:
+    if spec.hub is not None:
+        parent_hash = make(spec.hub, parent_hash).hash
     return device_from_attributes(attributes(spec), descriptors(spec), parent_hash,
                                   sys_path="/sys" + spec.devpath,
                                   interface_attrs=interface_attributes(spec))
@@ -118,6 +125,12 @@ def test_device_classes(spec: UsbSpec, interfaces: tuple[str, ...], connect_type
     assert dev.connect_type == connect_type
     assert dev.problems == ()
     assert dev.id == f"{spec.vid:04x}:{spec.pid:04x}"
+
+
+def test_device_behind_an_external_hub() -> None:
+    dev = make(BEHIND_HUB)
+    assert (dev.port, dev.connect_type) == ("1-9.3", "hardwired")
+    assert dev.parent_hash == make(EXT_HUB).hash != ROOT_HUB_HASH
 
 
 def test_interfaces_come_from_descriptors_when_sysfs_has_none() -> None:
@@ -319,25 +332,45 @@ _RULE = re.compile(r'^allow id (\S+) serial "([^"]*)" name "([^"]*)" hash "([^"]
                    r'(\{ [^}]+ \}|\S+) with-connect-type "([^"]*)"$')
 
 
-def test_hashes_match_the_real_usbguard(tmp_path: Path) -> None:
-    """`usbguard generate-policy` reads the same fake sysfs through its own code."""
+def _usbguard_rules(tmp_path: Path, specs: tuple[UsbSpec, ...]) -> list[re.Match[str]]:
     bus = tmp_path / "bus.umockdev"
-    bus.write_text(umockdev_text(WELL_FORMED))
+    bus.write_text(umockdev_text(specs))
     out = subprocess.run(
         ["umockdev-run", "--device", str(bus), "--", "usbguard", "generate-policy"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout
     rules = [_RULE.match(line) for line in out.splitlines()]
-    assert all(rules) and len(rules) == len(WELL_FORMED) + 1, out
+    assert all(rules), out
+    return [m for m in rules if m is not None]
+
+
+def test_hashes_match_the_real_usbguard(tmp_path: Path) -> None:
+    """`usbguard generate-policy` reads the same fake sysfs through its own code."""
+    rules = _usbguard_rules(tmp_path, WELL_FORMED)
+    assert len(rules) == len(WELL_FORMED) + 1
     ours = {d.hash: d for d in (make(s) for s in WELL_FORMED)}
-    hub = [m for m in rules if m and m[1] == "1d6b:0002"]
+    hub = [m for m in rules if m[1] == "1d6b:0002"]
     assert [(m[4], m[5]) for m in hub] == [(ROOT_HUB_HASH, ROOT_HUB_PARENT_HASH)]
     for m in rules:
-        assert m is not None
         if m[1] == "1d6b:0002":
             continue
-        dev = ours[m[4]]
+        dev = ours.pop(m[4])
         interfaces = m[7].strip("{} ").split()
         assert (m[1], m[2], m[3], m[5], interfaces, m[8]) == (
             dev.id, dev.serial, dev.name, dev.parent_hash, list(dev.interfaces),
             dev.connect_type)
+        assert m[6] in (None, dev.port)
+    assert ours == {}
+
+
+def test_malformed_devices_against_the_real_usbguard(tmp_path: Path) -> None:
+    """USBGuard hashes a non-hex id and non-UTF-8 name as raw bytes, as we do; it rejects the
+    truncated descriptors outright, where we keep the device (with problems) for policy."""
+    rules = _usbguard_rules(tmp_path, MALFORMED)
+    theirs = {m[4]: m for m in rules if m[1] != "1d6b:0002"}
+    odd_stick, truncated = (make(s) for s in MALFORMED)
+    assert list(theirs) == [odd_stick.hash]
+    m = theirs[odd_stick.hash]
+    assert (m[1], m[3]) == ("zz81:5567", "Cruzer \\xff Blade")
+    assert odd_stick.name == "Cruzer \\xff Blade" and odd_stick.id == "????:5567"
+    assert truncated.problems and truncated.id == "046d:c31c"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 HCD = "/devices/pci0000:00/0000:00:14.0"
 HUB = HCD + "/usb1"
 HUB_INTERFACE = HUB + "/1-0:1.0"
-HUB_PORTS = 8
+HUB_PORTS = 10
 
 
 def device_descriptor(
@@ -78,10 +78,16 @@ class UsbSpec:
     extra_descriptors: bytes = b""  # appended inside the configuration (IAD, class-specific)
     overrides: dict[str, bytes] = field(default_factory=dict)  # raw sysfs values, e.g. bad ids
     raw_descriptors: bytes | None = None  # replaces the generated blob (truncated, garbage)
+    hub: UsbSpec | None = None  # the external hub it is plugged into; None: the root hub
+
+    @property
+    def sysname(self) -> str:
+        """The kernel's name, which USBGuard reports as the port: "1-2", "1-2.3"."""
+        return f"1-{self.port}" if self.hub is None else f"{self.hub.sysname}.{self.port}"
 
     @property
     def devpath(self) -> str:
-        return f"{HUB}/1-{self.port}"
+        return f"{HUB if self.hub is None else self.hub.devpath}/{self.sysname}"
 
 
 def descriptors(spec: UsbSpec) -> bytes:
@@ -154,22 +160,29 @@ def _strip(attrs: dict[str, bytes]) -> dict[str, bytes]:
     return {k: v[:-1] if v.endswith(b"\n") else v for k, v in attrs.items()}
 
 
-def _usb_device(spec: UsbSpec, devpath: str, sysname: str) -> str:
+def _usb_device(spec: UsbSpec, devpath: str, sysname: str, specs: Sequence[UsbSpec] = ()) -> str:
     attrs = _strip(attributes(spec))
     attrs.pop("port/connect_type", None)
     attrs["descriptors"] = descriptors(spec)
     props = [("SUBSYSTEM", "usb"), ("DEVTYPE", "usb_device"), ("DRIVER", "usb"),
              ("PRODUCT", f"{spec.vid:x}/{spec.pid:x}/{spec.bcd_device:x}"),
              ("BUSNUM", "001"), ("DEVNUM", f"{spec.devnum:03d}")]
-    links = [] if spec is ROOT_HUB else [("port", f"../1-0:1.0/usb1-port{spec.port}")]
+    links = []
+    if spec is not ROOT_HUB:
+        hub_if, hub_name = ("1-0:1.0", "usb1") if spec.hub is None else (
+            f"{spec.hub.sysname}:1.0", spec.hub.sysname)
+        links.append(("port", f"../{hub_if}/{hub_name}-port{spec.port}"))
     text = _block(devpath, props, attrs, links)
+    # an external hub's interface carries its ports, as the kernel lays them out
+    ports = {f"{sysname}-port{d.port}/connect_type": d.connect_type
+             for d in specs if d.hub is spec}
     for number, (c, s, p) in enumerate(spec.interfaces):
         text += _block(
             f"{devpath}/{sysname}:1.{number}",
             [("SUBSYSTEM", "usb"), ("DEVTYPE", "usb_interface"), ("INTERFACE", f"{c}/{s}/{p}")],
             {"bInterfaceClass": b"%02x" % c, "bInterfaceSubClass": b"%02x" % s,
              "bInterfaceProtocol": b"%02x" % p, "bInterfaceNumber": b"%02x" % number,
-             "authorized": b"1"},
+             "authorized": b"1", **(ports if number == 0 else {})},
         )
     return text
 
@@ -179,7 +192,7 @@ def umockdev_text(specs: Sequence[UsbSpec]) -> str:
     text = _block(HCD, [("SUBSYSTEM", "pci"), ("DRIVER", "xhci_hcd")],
                   {"class": b"0x0c0330", "vendor": b"0x8086"})
     text += _usb_device(ROOT_HUB, HUB, "1-0").split(f"P: {HUB}/1-0:1.0\n")[0]
-    by_port = {spec.port: spec.connect_type for spec in specs}
+    by_port = {spec.port: spec.connect_type for spec in specs if spec.hub is None}
     text += _block(
         HUB_INTERFACE,
         [("SUBSYSTEM", "usb"), ("DEVTYPE", "usb_interface"), ("INTERFACE", "9/0/0")],
@@ -187,6 +200,6 @@ def umockdev_text(specs: Sequence[UsbSpec]) -> str:
          **{f"usb1-port{n}/connect_type": by_port.get(n, b"hotplug")
             for n in range(1, HUB_PORTS + 1)}},
     )
-    for spec in specs:
-        text += _usb_device(spec, spec.devpath, f"1-{spec.port}")
+    for spec in specs:  # a hub must come before the devices plugged into it
+        text += _usb_device(spec, spec.devpath, spec.sysname, specs)
     return text

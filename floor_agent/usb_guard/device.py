@@ -206,16 +206,13 @@ def _read_sysfs(sys_path: str, name: str, limit: int) -> bytes | None:
 
 
 def _udev_attributes(device: pyudev.Device, names: Sequence[str]) -> dict[str, bytes]:
+    """Read the files themselves, as USBGuard does: libudev caches values and trims them its
+    own way, which would make the hash input differ from USBGuard's."""
     found: dict[str, bytes] = {}
     for name in names:
         value = _read_sysfs(device.sys_path, name, SYSFS_READ_MAX)
-        if value is None:
-            try:
-                value = device.attributes.get(name)
-            except (OSError, UnicodeError):
-                value = None
         if value is not None:
-            found[name] = bytes(value)
+            found[name] = value
     return found
 
 
@@ -229,16 +226,16 @@ def _parent_hash(device: pyudev.Device, depth: int) -> str:
         and parent.device_type == "usb_device"
         and depth < 16  # USB allows 7 tiers; a loop in a fake sysfs must not recurse forever
     ):
-        return _device_from_udev(parent, depth + 1).hash
+        return _device_from_udev(parent, depth + 1, with_interfaces=False).hash
     return root_hub_parent_hash(parent_devpath)
 
 
-def _device_from_udev(device: pyudev.Device, depth: int) -> UsbDevice:
+def _device_from_udev(device: pyudev.Device, depth: int, with_interfaces: bool) -> UsbDevice:
     attrs = _udev_attributes(device, IDENTITY_ATTRIBUTES)
     descriptors = _read_sysfs(device.sys_path, "descriptors", DESCRIPTORS_MAX + 1)
     interfaces = [
         _udev_attributes(child, _INTERFACE_ATTRIBUTES)
-        for child in device.children
+        for child in (device.children if with_interfaces else ())
         if child.device_type == "usb_interface" and child.parent == device
     ]
     return device_from_attributes(
@@ -252,4 +249,4 @@ def _device_from_udev(device: pyudev.Device, depth: int) -> UsbDevice:
 
 def device_from_udev(device: pyudev.Device) -> UsbDevice:
     """Identity of a pyudev `usb_device` (reads its sysfs attributes and `descriptors`)."""
-    return _device_from_udev(device, 0)
+    return _device_from_udev(device, 0, with_interfaces=True)
