@@ -239,6 +239,12 @@ def test_every_truncation_of_the_descriptors_is_evaluated() -> None:
     assert "interfaces: taken from sysfs, not from descriptors" in empty.problems
 
 
+def test_problems_are_bounded() -> None:
+    bad_nodes = [{"bInterfaceClass": b"zz"}] * 500
+    dev = device_from_attributes({}, b"\x00", "p", interface_attrs=bad_nodes)
+    assert len(dev.problems) == 33 and dev.problems[-1].endswith("more problems")
+
+
 def test_unreadable_and_oversized_descriptors() -> None:
     dev = device_from_attributes(attributes(STICK), None, "p")
     assert "descriptors: unreadable" in dev.problems and dev.interfaces == ()

@@ -30,6 +30,7 @@ ID_PLACEHOLDER = "????"  # a malformed id: matches no `id` rule except wildcards
 SYSFS_READ_MAX = 4096  # USBGuard reads one page of an attribute, so it hashes at most this
 STRING_MAX = 253  # USBGuard's limit for name/serial/connect-type (UINT8_MAX - 2)
 DESCRIPTORS_MAX = 64 * 1024  # far above any real device; bounds work on a hostile file
+PROBLEMS_MAX = 32  # problems go into audit events: a hostile device must not bloat them
 _HEX4 = re.compile(rb"[0-9a-fA-F]{4}")
 _HEX2 = re.compile(rb"[0-9a-fA-F]{1,2}")
 _TRIM = b"\x00\n\r\t\b"
@@ -177,7 +178,10 @@ def device_from_attributes(
         sys_path=sys_path,
         busnum=_decimal("busnum", _trim(attrs.get("busnum")), problems),
         devnum=_decimal("devnum", _trim(attrs.get("devnum")), problems),
-        problems=tuple(problems),
+        problems=tuple(problems[:PROBLEMS_MAX]) + (
+            (f"... {len(problems) - PROBLEMS_MAX} more problems",)
+            if len(problems) > PROBLEMS_MAX else ()
+        ),
     )
 
 
