@@ -1,0 +1,291 @@
+"""sysfs.py and monitor.py on the real stack: libudev/pyudev and file I/O under umockdev.
+
+Each test runs a scenario function of this module in a child process (the venv's python) whose
+/sys is a umockdev testbed. The testbed is owned by a parent under `umockdev-wrapper` running
+Debian's python3 with GObject (UMockdev.Testbed), so hot-plug uevents reach the child's
+pyudev.Monitor without PyGObject in the venv; the child asks the parent to plug, unplug or
+change devices over a pipe. Scenarios return plain data, the tests assert on it here.
+
+umockdev is a fake sysfs, not a kernel: writes land in plain files and read back, nothing more.
+So these tests prove which files the adapters touch, with which values, in which order, and how
+they report errors; not that the kernel then blocks a device. Where a test needs the kernel's
+side (a device plugged after lock down starts unauthorized and unconfigured, interfaces appear
+once it is authorized), the scenario plays it and says which kernel rule it models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from umockdev_bus import HUB, UsbSpec, umockdev_text
+
+from floor_agent.usb_guard import sysfs
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+
+STICK = UsbSpec(0x0781, 0x5567, b"Cruzer Blade", b"SanDisk", b"4C530001234567891234",
+                ((0x08, 0x06, 0x50),), port=1, devnum=2)
+KEYBOARD = UsbSpec(0x046D, 0xC31C, b"USB Keyboard", b"Logitech", b"", ((0x03, 0x01, 0x01),),
+                   port=2, devnum=3, bcd_device=0x6400)
+COMPOSITE = UsbSpec(0x1A2C, 0x2124, b"USB Keyboard + Disk", b"SEM", b"0123456789AB",
+                    ((0x03, 0x01, 0x01), (0x08, 0x06, 0x50)), port=4, devnum=5)
+EXT_HUB = UsbSpec(0x05E3, 0x0610, b"USB2.0 Hub", b"GenesysLogic", None, ((0x09, 0x00, 0x00),),
+                  port=9, devnum=10, device_class=(0x09, 0x00, 0x01))
+BEHIND_HUB = dataclasses.replace(STICK, hub=EXT_HUB, port=3, devnum=11, serial=b"BEHIND0001")
+SECOND_HUB = "/devices/pci0000:00/0000:00:1d.0/usb2"
+
+
+def bus_text(specs: tuple[UsbSpec, ...], second_hub: bool = False) -> str:
+    """umockdev_bus's bus, with the root hub attributes the kernel has and it lacks
+    (authorized_default, interface_authorized_default: 1 at boot), optionally a second
+    controller with its own root hub (usb2)."""
+    text = umockdev_text(specs)
+    hub_text = text[: text.index(f"P: {HUB}/")]  # controller, root hub: no interface, no device
+    if second_hub:
+        text += (hub_text.replace("0000:00:14.0", "0000:00:1d.0").replace("/usb1", "/usb2")
+                 .replace("BUSNUM=001", "BUSNUM=002").replace("A: busnum=1", "A: busnum=2"))
+    for hub in (HUB, SECOND_HUB):
+        text = text.replace(f"P: {hub}\n", f"P: {hub}\nA: authorized_default=1\n"
+                            "A: interface_authorized_default=1\nA: remove=\n", 1)
+    return text
+
+
+def device_text(spec: UsbSpec, interfaces: bool = True, authorized: int = 1) -> str:
+    """One device's paragraphs (as plugged later), optionally without its interfaces."""
+    text = umockdev_text((spec,))
+    text = text[text.index(f"P: {spec.devpath}\n"):]
+    if not interfaces:
+        text = text[: text.index(f"P: {spec.devpath}/")]
+    return text.replace("A: authorized=1\n", f"A: authorized={authorized}\n")
+
+
+# --- the harness: a testbed parent, a scenario child -----------------------------------------
+
+_PARENT = r"""
+import json, os, subprocess, sys
+import gi
+gi.require_version("UMockdev", "1.0")
+from gi.repository import UMockdev
+
+tb = UMockdev.Testbed.new()  # before any libudev user: the child inherits the preload
+with open(sys.argv[1]) as f:
+    tb.add_from_string(f.read())
+env = dict(os.environ, UMOCKDEV_DIR=tb.get_root_dir())  # g_setenv is not in os.environ
+assert os.path.isdir(tb.get_root_dir() + "/sys/bus/usb/devices")  # never the real /sys
+child = subprocess.Popen(sys.argv[2:], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                         text=True)
+for line in child.stdout:
+    op, args = json.loads(line)
+    reply = None
+    if op == "add":
+        tb.add_from_string(args[0])
+    elif op == "uevent":
+        tb.uevent(args[0], args[1])
+    elif op == "set":
+        tb.set_attribute(args[0], args[1], args[2])
+    elif op == "remove":
+        tb.remove_device(args[0])
+    elif op == "root":
+        reply = tb.get_root_dir()
+    child.stdin.write(json.dumps(reply) + "\n")
+    child.stdin.flush()
+sys.exit(child.wait())
+"""
+
+
+class BusHandle:
+    """The child's handle on the parent's UMockdev.Testbed (device paths start with /sys)."""
+
+    def _call(self, op: str, *args: str) -> Any:
+        sys.stdout.write(json.dumps([op, list(args)]) + "\n")
+        sys.stdout.flush()
+        return json.loads(sys.stdin.readline())
+
+    def add(self, text: str) -> None:
+        """Create devices; umockdev sends their 'add' uevents itself."""
+        self._call("add", text)
+
+    def uevent(self, sys_path: str, action: str) -> None:
+        self._call("uevent", sys_path, action)
+
+    def set_attribute(self, sys_path: str, name: str, value: str) -> None:
+        self._call("set", sys_path, name, value)
+
+    def unplug(self, sys_path: str, interfaces: tuple[str, ...] = ()) -> None:
+        """Interfaces first, as the kernel does (and umockdev does not recurse)."""
+        for path in (*interfaces, sys_path):
+            self.uevent(path, "remove")
+            self._call("remove", path)
+
+    def root(self) -> str:
+        return str(self._call("root"))
+
+
+def _child_main(scenario: str, result_path: str) -> None:
+    """Entry point in the child: run one scenario, write its result as JSON."""
+    result = globals()[scenario](BusHandle())
+    with open(result_path, "w") as f:
+        json.dump(result, f)
+
+
+def run_scenario(tmp_path: Path, scenario: Callable[[BusHandle], Any], bus: str,
+                 drop_dac_override: bool = False) -> Any:
+    """Run `scenario` in a child whose /sys is a umockdev testbed holding `bus`."""
+    (tmp_path / "bus.umockdev").write_text(bus)
+    (tmp_path / "parent.py").write_text(_PARENT)
+    result = tmp_path / "result.json"
+    child = [sys.executable, "-c", "import sys, test_usb_sysfs as t; t._child_main(*sys.argv[1:])",
+             scenario.__name__, str(result)]
+    if drop_dac_override:  # root without CAP_DAC_OVERRIDE: mode bits apply as on real sysfs
+        child = ["setpriv", "--inh-caps=-dac_override", "--bounding-set=-dac_override", *child]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]))
+    proc = subprocess.run(
+        ["umockdev-wrapper", "/usr/bin/python3", str(tmp_path / "parent.py"),
+         str(tmp_path / "bus.umockdev"), *child],
+        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(result.read_text())
+
+
+# --- scenarios (run in the child) ------------------------------------------------------------
+
+def _lock_down(tb: BusHandle) -> dict[str, Any]:
+    hubs = [str(p) for p in sysfs.root_hubs()]
+    first = sysfs.lock_down()
+    second = sysfs.lock_down()
+    values = {h: [sysfs.read_attribute(f"{h}/{a}") for a in
+                  ("authorized_default", "interface_authorized_default")] for h in hubs}
+    return {"hubs": hubs, "values": values,
+            "first": [first.changed, first.locked, first.ok],
+            "second": [second.changed, second.locked, second.ok]}
+
+
+def test_lock_down_sets_authorized_default_0_on_every_root_hub(tmp_path: Path) -> None:
+    out = run_scenario(tmp_path, _lock_down, bus_text((STICK,), second_hub=True))
+    usb1, usb2 = "/sys/bus/usb/devices/usb1", "/sys/bus/usb/devices/usb2"
+    assert out["hubs"] == [usb1, usb2]
+    assert out["values"] == {usb1: ["0", "0"], usb2: ["0", "0"]}
+    changed = [f"{h}/{a}" for h in (usb1, usb2)
+               for a in ("authorized_default", "interface_authorized_default")]
+    assert out["first"] == [changed, [usb1, usb2], True]
+    assert out["second"] == [[], [usb1, usb2], True]  # idempotent: nothing left to change
+
+
+def _lock_down_one_hub_fails(tb: BusHandle) -> dict[str, Any]:
+    os.chmod(tb.root() + "/sys" + SECOND_HUB + "/authorized_default", 0o444)
+    result = sysfs.lock_down()
+    return {"locked": result.locked, "ok": result.ok,
+            "failed": [[e.path, e.errno, str(e)] for e in result.failed],
+            "usb1": sysfs.read_attribute("/sys/bus/usb/devices/usb1/authorized_default"),
+            "usb2": sysfs.read_attribute("/sys/bus/usb/devices/usb2/authorized_default")}
+
+
+def test_lock_down_reports_a_failing_hub_and_still_locks_the_others(tmp_path: Path) -> None:
+    out = run_scenario(tmp_path, _lock_down_one_hub_fails, bus_text((), second_hub=True),
+                       drop_dac_override=True)
+    path = "/sys/bus/usb/devices/usb2/authorized_default"
+    assert out["locked"] == ["/sys/bus/usb/devices/usb1"]
+    assert out["ok"] is False
+    assert len(out["failed"]) == 1
+    assert out["failed"][0][:2] == [path, errno.EACCES]
+    assert path in out["failed"][0][2] and "EACCES" in out["failed"][0][2]
+    assert (out["usb1"], out["usb2"]) == ("0", "1")
+
+
+def test_lock_down_without_any_root_hub_is_not_ok(tmp_path: Path) -> None:
+    (tmp_path / "bus" / "usb" / "devices").mkdir(parents=True)
+    empty = sysfs.lock_down(tmp_path)
+    assert not empty.ok and empty.failed[0].errno == errno.ENOENT
+    missing = sysfs.lock_down(tmp_path / "nowhere")
+    assert not missing.ok and str(tmp_path / "nowhere") in str(missing.failed[0])
+
+
+def _authorize(tb: BusHandle) -> dict[str, Any]:
+    dev = "/sys" + COMPOSITE.devpath
+    hid, storage = f"{dev}/1-4:1.0", f"{dev}/1-4:1.1"
+    seen = []
+
+    def state() -> list[bool]:
+        return [sysfs.read_authorized(p) for p in (dev, hid, storage)]
+
+    seen.append(state())
+    sysfs.authorize_interface(storage, False)  # keep the keyboard, drop the disk
+    seen.append(state())
+    sysfs.authorize(dev, False)
+    seen.append(state())
+    sysfs.authorize(dev, True)
+    sysfs.authorize_interface(storage, True)
+    seen.append(state())
+    stick = "/sys" + STICK.devpath
+    rejected = [sysfs.reject(dev), sysfs.reject(stick)]
+    return {"seen": seen, "rejected": rejected,
+            "after_reject": [sysfs.read_authorized(dev), sysfs.read_authorized(stick),
+                             sysfs.read_attribute(dev + "/remove")]}
+
+
+def test_authorize_a_device_and_a_single_interface(tmp_path: Path) -> None:
+    bus = bus_text((STICK, COMPOSITE)).replace(
+        f"P: {COMPOSITE.devpath}\n", f"P: {COMPOSITE.devpath}\nA: remove=\n", 1)
+    out = run_scenario(tmp_path, _authorize, bus)
+    # each write touches its own file only (the kernel would also unbind drivers: not emulated)
+    assert out["seen"] == [[True, True, True], [True, True, False], [False, True, False],
+                           [True, True, True]]
+    # reject deauthorizes, then writes `remove` where the device has it
+    assert out["rejected"] == ["removed", "deauthorized"]
+    assert out["after_reject"] == [False, False, "1"]
+
+
+def _errors(tb: BusHandle) -> list[list[Any]]:
+    gone = "/sys" + STICK.devpath.replace("/1-1", "/1-7")
+    stick = "/sys" + STICK.devpath
+    os.chmod(tb.root() + stick + "/authorized", 0o444)  # as the kernel's read-only attributes
+    with open(tb.root() + stick + "/1-1:1.0/authorized", "w") as f:
+        f.write("yes\n")
+    calls: list[tuple[str, Callable[[], object]]] = [
+        ("authorize missing", lambda: sysfs.authorize(gone, True)),
+        ("interface missing", lambda: sysfs.authorize_interface(gone + "/1-7:1.0", False)),
+        ("read missing", lambda: sysfs.read_authorized(gone)),
+        ("reject missing", lambda: sysfs.reject(gone)),
+        ("authorize read-only", lambda: sysfs.authorize(stick, False)),
+        ("read garbage", lambda: sysfs.read_authorized(stick + "/1-1:1.0")),
+        ("root hubs missing", lambda: sysfs.root_hubs("/sys/nowhere")),
+    ]
+    out = []
+    for label, call in calls:
+        try:
+            call()
+            out.append([label, None, None, "no error"])
+        except sysfs.SysfsError as e:
+            out.append([label, e.path, e.errno, str(e)])
+    return out
+
+
+def test_errors_name_the_path_and_errno(tmp_path: Path) -> None:
+    out = run_scenario(tmp_path, _errors, bus_text((STICK,)), drop_dac_override=True)
+    gone = "/sys" + STICK.devpath.replace("/1-1", "/1-7")
+    stick = "/sys" + STICK.devpath
+    expected = {
+        "authorize missing": (gone + "/authorized", errno.ENOENT),
+        "interface missing": (gone + "/1-7:1.0/authorized", errno.ENOENT),
+        "read missing": (gone + "/authorized", errno.ENOENT),
+        "reject missing": (gone + "/authorized", errno.ENOENT),
+        "authorize read-only": (stick + "/authorized", errno.EACCES),
+        "read garbage": (stick + "/1-1:1.0/authorized", None),
+        "root hubs missing": ("/sys/nowhere/bus/usb/devices", errno.ENOENT),
+    }
+    assert {label: (path, err) for label, path, err, _ in out} == expected
+    for label, path, err, message in out:
+        assert path in message, label
+        if err is not None:
+            assert errno.errorcode[err] in message, label
+    assert "'yes'" in out[5][3]
