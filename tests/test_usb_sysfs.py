@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,17 @@ def bus_text(specs: tuple[UsbSpec, ...], second_hub: bool = False) -> str:
     return text
 
 
-def device_text(spec: UsbSpec, interfaces: bool = True, authorized: int = 1) -> str:
-    """One device's paragraphs (as plugged later), optionally without its interfaces."""
+def device_text(spec: UsbSpec, authorized: int = 1) -> str:
+    """One device's paragraph, as plugged later, without its interfaces."""
     text = umockdev_text((spec,))
-    text = text[text.index(f"P: {spec.devpath}\n"):]
-    if not interfaces:
-        text = text[: text.index(f"P: {spec.devpath}/")]
+    text = text[text.index(f"P: {spec.devpath}\n"):text.index(f"P: {spec.devpath}/")]
+    return text.replace("A: authorized=1\n", f"A: authorized={authorized}\n")
+
+
+def interfaces_text(spec: UsbSpec, authorized: int = 1) -> str:
+    """The paragraphs of a device's interfaces, as created when it is configured."""
+    text = umockdev_text((spec,))
+    text = text[text.index(f"P: {spec.devpath}/"):]
     return text.replace("A: authorized=1\n", f"A: authorized={authorized}\n")
 
 
@@ -289,3 +295,124 @@ def test_errors_name_the_path_and_errno(tmp_path: Path) -> None:
         if err is not None:
             assert errno.errorcode[err] in message, label
     assert "'yes'" in out[5][3]
+
+
+# --- monitor.py: hot-plug through libudev, present devices ---------------------------------
+
+def _hot_plug(tb: BusHandle) -> dict[str, Any]:
+    import queue
+    import threading
+
+    import pyudev
+
+    from floor_agent.usb_guard.device import device_from_udev
+    from floor_agent.usb_guard.monitor import UdevMonitor
+
+    assert sysfs.lock_down().ok
+    monitor = UdevMonitor(pyudev.Context())  # listening from here on
+    shutdown = threading.Event()
+    events: queue.Queue[tuple[str, pyudev.Device]] = queue.Queue()
+    log: list[list[Any]] = []
+
+    def handler(action: str, device: pyudev.Device) -> None:
+        events.put((action, device))
+        if action == "bind":
+            raise RuntimeError("a failing handler must not stop the monitor")
+
+    thread = monitor.start(handler, shutdown)
+
+    def wait(action: str, sys_path: str) -> pyudev.Device:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                got, device = events.get(timeout=deadline - time.monotonic())
+            except queue.Empty:
+                break
+            log.append([got, device.sys_path, device.device_type])
+            if (got, device.sys_path) == (action, sys_path):
+                return device
+        raise AssertionError(f"no {action} for {sys_path}; saw {log}")
+
+    dev = "/sys" + COMPOSITE.devpath
+    hid, storage = f"{dev}/1-4:1.0", f"{dev}/1-4:1.1"
+    # models the kernel after lock down: a new device starts with authorized = its root hub's
+    # authorized_default (0) and is not configured, so it has no interface nodes yet
+    default = sysfs.read_attribute("/sys/bus/usb/devices/usb1/authorized_default")
+    tb.add("P: /devices/virtual/misc/noise\nE: SUBSYSTEM=misc\n\n")  # filtered out
+    tb.add(device_text(COMPOSITE, authorized=int(default)))
+    added = wait("add", dev)
+    identity = device_from_udev(added)
+    before = sysfs.read_authorized(dev)
+    sysfs.authorize(dev, True)  # policy allowed the device
+    # models the kernel configuring the authorized device: interfaces appear, each with
+    # authorized = the root hub's interface_authorized_default (0 after lock down)
+    tb.add(interfaces_text(COMPOSITE, authorized=0))
+    hid_device = wait("add", hid)
+    wait("add", storage)
+    sysfs.authorize_interface(hid_device.sys_path, True)  # the keyboard, not the disk
+    tb.uevent(hid, "unbind")  # not an action the monitor passes on
+    tb.uevent(hid, "bind")  # the handler raises on it
+    wait("bind", hid)
+    interfaces = [sysfs.read_authorized(hid), sysfs.read_authorized(storage)]
+    tb.set_attribute(dev, "product", "Renamed")
+    tb.uevent(dev, "change")
+    changed_name = device_from_udev(wait("change", dev)).name
+    tb.unplug(dev, (hid, storage))
+    wait("remove", dev)
+    alive = thread.is_alive()
+    shutdown.set()
+    stop = time.monotonic()
+    thread.join(2)
+    return {
+        "log": log, "alive": alive, "joined_s": time.monotonic() - stop,
+        "stopped": not thread.is_alive(),
+        "identity": [identity.id, identity.interfaces, identity.port, identity.serial,
+                     identity.sys_path],
+        "before": before, "interfaces": interfaces, "changed_name": changed_name,
+        "final": [sysfs.read_attribute("/sys/bus/usb/devices/usb1/authorized_default")],
+    }
+
+
+def test_hot_plug_is_seen_with_its_action_and_identity(tmp_path: Path) -> None:
+    out = run_scenario(tmp_path, _hot_plug, bus_text((STICK,)))
+    dev = "/sys" + COMPOSITE.devpath
+    hid, storage = f"{dev}/1-4:1.0", f"{dev}/1-4:1.1"
+    assert out["log"] == [
+        ["add", dev, "usb_device"],
+        ["add", hid, "usb_interface"],
+        ["add", storage, "usb_interface"],
+        ["bind", hid, "usb_interface"],  # unbind and the misc device were filtered out
+        ["change", dev, "usb_device"],
+        ["remove", hid, "usb_interface"],
+        ["remove", storage, "usb_interface"],
+        ["remove", dev, "usb_device"],
+    ]
+    # identity of the unconfigured device comes from its descriptors
+    assert out["identity"] == ["1a2c:2124", ["03:01:01", "08:06:50"], "1-4", "0123456789AB",
+                               dev]
+    assert out["before"] is False
+    assert out["interfaces"] == [True, False]  # composite: keyboard on, disk stays off
+    assert out["changed_name"] == "Renamed"
+    assert out["alive"] and out["stopped"] and out["joined_s"] < 1.0
+    assert out["final"] == ["0"]  # nothing wrote authorized_default back to 1
+
+
+def _present(tb: BusHandle) -> list[list[str]]:
+    import pyudev
+
+    from floor_agent.usb_guard.monitor import present_devices
+
+    return [[d.sys_path, d.device_type] for d in present_devices(pyudev.Context())]
+
+
+def test_present_devices_lists_parents_before_children(tmp_path: Path) -> None:
+    out = run_scenario(tmp_path, _present,
+                       bus_text((EXT_HUB, BEHIND_HUB, STICK, KEYBOARD), second_hub=True))
+    paths = [p for p, _ in out]
+    assert {t for _, t in out} == {"usb_device"}
+    assert sorted(paths) == sorted("/sys" + p for p in (
+        HUB, SECOND_HUB, EXT_HUB.devpath, BEHIND_HUB.devpath, STICK.devpath, KEYBOARD.devpath))
+    for i, path in enumerate(paths):  # no device comes before a hub it is behind
+        assert not any(later != path and path.startswith(later + "/") for later in paths[i:])
+    assert paths[:2] == ["/sys" + HUB, "/sys" + SECOND_HUB]
+    assert paths.index("/sys" + EXT_HUB.devpath) < paths.index("/sys" + BEHIND_HUB.devpath)
