@@ -416,3 +416,27 @@ def test_present_devices_lists_parents_before_children(tmp_path: Path) -> None:
         assert not any(later != path and path.startswith(later + "/") for later in paths[i:])
     assert paths[:2] == ["/sys" + HUB, "/sys" + SECOND_HUB]
     assert paths.index("/sys" + EXT_HUB.devpath) < paths.index("/sys" + BEHIND_HUB.devpath)
+
+
+def _monitor_fails(tb: BusHandle) -> dict[str, Any]:
+    import threading
+
+    import pyudev
+
+    from floor_agent.usb_guard.monitor import UdevMonitor
+
+    monitor = UdevMonitor(pyudev.Context())
+    shutdown = threading.Event()
+    thread = monitor.start(lambda action, device: None, shutdown)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, monitor._monitor.fileno())  # the event source breaks under the thread
+    thread.join(3)
+    return {"stopped": not thread.is_alive(), "shutdown": shutdown.is_set(),
+            "error": type(monitor.error).__name__, "message": str(monitor.error)}
+
+
+def test_a_failing_event_source_shuts_the_agent_down(tmp_path: Path) -> None:
+    out = run_scenario(tmp_path, _monitor_fails, bus_text(()))
+    assert {k: out[k] for k in ("stopped", "shutdown", "error")} == {
+        "stopped": True, "shutdown": True, "error": "OSError"}
+    assert "non-socket" in out["message"]  # ENOTSOCK from the monitor's recvmsg

@@ -38,9 +38,11 @@ class UdevMonitor:
             log.warning("udev monitor: could not enlarge the receive buffer: %s", e)
         self._monitor.start()  # listen now, before present devices are enumerated
         self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None  # why the thread stopped, if not by shutdown
 
     def events(self, shutdown: threading.Event) -> Iterator[tuple[str, pyudev.Device]]:
-        """Yield events until `shutdown` is set (checked every POLL_SECONDS)."""
+        """Yield events until `shutdown` is set (checked every POLL_SECONDS). Raises OSError
+        when the socket fails, e.g. ENOBUFS: events were lost."""
         while not shutdown.is_set():
             device = self._monitor.poll(timeout=POLL_SECONDS)
             if device is None:
@@ -52,17 +54,25 @@ class UdevMonitor:
     def start(self, handler: Handler, shutdown: threading.Event) -> threading.Thread:
         """Run `handler` for every event in a thread until `shutdown` is set. A handler that
         raises is logged and the loop goes on: the device it was about stays as the kernel
-        left it (unauthorized after lock down), which is the fail-closed outcome."""
+        left it (unauthorized after lock down), which is the fail-closed outcome. If the event
+        source itself fails (events lost), the thread sets `shutdown` and keeps the error in
+        `error`: the agent stops and its restart re-evaluates the present devices, instead of
+        running on deaf."""
         if self._thread is not None:
             raise RuntimeError("UdevMonitor already started")
 
         def run() -> None:
-            for action, device in self.events(shutdown):
-                try:
-                    handler(action, device)
-                except Exception:
-                    log.exception("udev monitor: handler failed on %s %s", action,
-                                  device.sys_path)
+            try:
+                for action, device in self.events(shutdown):
+                    try:
+                        handler(action, device)
+                    except Exception:
+                        log.exception("udev monitor: handler failed on %s %s", action,
+                                      device.sys_path)
+            except Exception as e:
+                self.error = e
+                log.exception("udev monitor: event source failed, shutting down")
+                shutdown.set()
 
         self._thread = threading.Thread(target=run, name="usb-udev-monitor", daemon=True)
         self._thread.start()
