@@ -524,7 +524,7 @@ def rule_texts(draw: st.DrawFn) -> str:
         if kind == "delete":
             text = text[:pos] + text[pos + 1:]
         else:
-            ch = draw(st.sampled_from(list(' \t"{}()!#:*\\x0aF-')))
+            ch = draw(st.sampled_from([*' \t"{}()!#:*\\x0aF-', "block", "allow 1234:5678"]))
             text = text[:pos] + ch + text[pos:]
     return text
 
@@ -559,6 +559,10 @@ def test_differential_quirks_are_pinned() -> None:
         "allow if random(0.5x)": "allow if random(0.5x)",  # stod prefix parse
         "allow if true(x)": "allow if true",
         'allow label "a" label "b"': 'allow label { "a" "b" }',
+        # rules glued without a separator merge, the last target winning
+        'allow name "x"block': 'block name "x"',
+        "allow 1234:5678block 1111:2222": "block id 1111:2222",
+        'allow name "x" block': None,
     }
     for text, expected in cases.items():
         assert usbguard_canonical(text) == expected, text

@@ -391,6 +391,14 @@ class _LineParser:
         while self.pos < len(s):
             if self.peek() == "#":
                 break
+            glued = next((t for t in TARGETS if s.startswith(t, self.pos)), None)
+            if glued is not None:
+                # USBGuard 1.1.2 quirk: its grammar repeats `rule` with no separator, so
+                # `allow name "x"block` parses as one rule whose last target wins.
+                target = glued
+                self.pos += len(glued)
+                first = True
+                continue
             if self.blanks() == 0:
                 raise self.fail(f"expected whitespace, a comment or end of rule, found "
                                 f"{self.describe()}")
@@ -400,9 +408,15 @@ class _LineParser:
                 break
             if first:
                 first = False
+                dev_pos = self.pos
                 dev = self.try_device_id()
                 if dev is not None:
-                    attrs["id"] = ("equals", [dev])
+                    # The shorthand *sets* the id (a glued later rule replaces it in place).
+                    op, values = attrs.get("id", ("equals", []))
+                    if len(values) > 1:
+                        raise self.fail("id attribute already defined with several values",
+                                        dev_pos)
+                    attrs["id"] = (op, [dev])
                     continue
             self.attribute(attrs)
         ordered = tuple(
