@@ -13,11 +13,21 @@ from pathlib import Path
 
 import pytest
 from umockdev_bus import (
+    BEHIND_HUB,
+    COMPOSITE,
+    EXT_HUB,
     HCD,
     HUB,
+    KEYBOARD,
+    NO_SERIAL,
+    PHONE_MTP,
+    PHONE_RNDIS,
+    RNDIS_MISC,
     ROOT_HUB,
+    STICK,
+    WACOM,
+    WELL_FORMED,
     UsbSpec,
-    association,
     attributes,
     descriptors,
     interface_attributes,
@@ -39,35 +49,6 @@ from floor_agent.usb_guard.device import (
 ROOT_HUB_PARENT_HASH = "rV9bfLq7c2eA4tYjVjwO4bxhm+y6GgZpl9J60L0fBkY="
 ROOT_HUB_HASH = "eS4qZavZPoQWZl6KcqYoHFr4MU8JAU0oho6oYZvtC6k="
 STICK_HASH = "X7O4Nste5CvCu4cXlMyyhQJrnjCdVKS9Y2satSIw+RU="
-
-STICK = UsbSpec(0x0781, 0x5567, b"Cruzer Blade", b"SanDisk", b"4C530001234567891234",
-                ((0x08, 0x06, 0x50),), port=1, devnum=2)
-KEYBOARD = UsbSpec(0x046D, 0xC31C, b"USB Keyboard", b"Logitech", b"", ((0x03, 0x01, 0x01),),
-                   port=2, devnum=3, bcd_device=0x6400)
-WACOM = UsbSpec(0x056A, 0x0357, b"Intuos Pro M", b"Wacom Co.,Ltd.", b"8JQ00A1000123",
-                ((0x03, 0x00, 0x00), (0x03, 0x00, 0x00)), port=3, devnum=4)
-COMPOSITE = UsbSpec(0x1A2C, 0x2124, b"USB Keyboard + Disk", b"SEM", b"0123456789AB",
-                    ((0x03, 0x01, 0x01), (0x08, 0x06, 0x50)), port=4, devnum=5,
-                    connect_type=b"hardwired")
-PHONE_MTP = UsbSpec(0x18D1, 0x4EE2, b"Pixel 7", b"Google", b"27161FDH2001XY",
-                    ((0x06, 0x01, 0x01), (0xFF, 0x42, 0x01)), port=5, devnum=6)
-PHONE_RNDIS = UsbSpec(0x18D1, 0x4EE4, b"Pixel 7", b"Google", b"27161FDH2001XY",
-                      ((0xE0, 0x01, 0x03), (0x0A, 0x00, 0x00)), port=6, devnum=7,
-                      device_class=(0xEF, 0x02, 0x01),
-                      extra_descriptors=association(0, 2, (0xE0, 0x01, 0x03)))
-RNDIS_MISC = UsbSpec(0x0525, 0xA4A2, b"RNDIS/Ethernet Gadget", b"Linux", b"",
-                     ((0xEF, 0x04, 0x01), (0x0A, 0x00, 0x00)), port=7, devnum=8,
-                     device_class=(0xEF, 0x02, 0x01),
-                     extra_descriptors=association(0, 2, (0xEF, 0x04, 0x01)))
-NO_SERIAL = UsbSpec(0x0951, 0x1666, b"DataTraveler 3.0", b"Kingston", None,
-                    ((0x08, 0x06, 0x50),), port=8, devnum=9)
-EXT_HUB = UsbSpec(0x05E3, 0x0610, b"USB2.0 Hub", b"GenesysLogic", None, ((0x09, 0x00, 0x00),),
-                  port=9, devnum=10, device_class=(0x09, 0x00, 0x01))
-BEHIND_HUB = dataclasses.replace(STICK, hub=EXT_HUB, port=3, devnum=11, serial=b"BEHIND0001",
-                                 connect_type=b"hardwired")
-WELL_FORMED = (STICK, KEYBOARD, WACOM, COMPOSITE, PHONE_MTP, PHONE_RNDIS, RNDIS_MISC, NO_SERIAL,
-               EXT_HUB, BEHIND_HUB)
-
 
 def make(spec: UsbSpec, parent_hash: str = ROOT_HUB_HASH) -> UsbDevice:
     if spec.hub is not None:
