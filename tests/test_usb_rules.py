@@ -301,6 +301,8 @@ def test_conditions() -> None:
     # so such a range is refused unless it stays ordered; we evaluate what the admin meant.
     assert m("allow if localtime(00:00:10-12:00)", FLASH, noon)
     assert not m("allow if !localtime(08:00-17:00)", FLASH, noon)
+    with pytest.raises(ValueError, match="needs ConditionContext.now"):
+        m("allow if localtime(08:00-17:00)", FLASH, ConditionContext())
     low, high = ConditionContext(random=lambda: 0.1), ConditionContext(random=lambda: 0.9)
     assert m("allow if random(0.5)", FLASH, low) and not m("allow if random(0.5)", FLASH, high)
     assert m("allow if random", FLASH, low) and not m("allow if random", FLASH, high)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from datetime import time as dtime
 
@@ -153,7 +153,7 @@ def _never(rule: Rule) -> float | None:
     return None
 
 
-def _half(_: Rule | None = None) -> float:
+def _half() -> float:
     return 0.5
 
 
@@ -161,11 +161,14 @@ def _half(_: Rule | None = None) -> float:
 class ConditionContext:
     """Everything conditions may look at, passed in so matching stays pure and testable.
 
-    `rule_applied` / `rule_evaluated` give the seconds since that rule last applied / was
-    evaluated, or None if never. `random` returns a float in [0, 1).
+    `now` is the local time (required only by localtime() conditions, so a forgotten clock
+    fails loudly instead of deciding at some default hour). `rule_applied` / `rule_evaluated`
+    give the seconds since that rule last applied / was evaluated, or None if never.
+    `allowed_matches` answers whether an allowed device matches the query rule. `random`
+    returns a float in [0, 1).
     """
 
-    now: datetime | dtime = field(default_factory=lambda: dtime(12, 0))
+    now: datetime | dtime | None = None
     allowed_matches: Callable[[Rule], bool] = _never_allowed
     rule_applied: Callable[[Rule], float | None] = _never
     rule_evaluated: Callable[[Rule], float | None] = _never
@@ -763,6 +766,8 @@ def _condition_true(cond: Condition, rule: Rule, ctx: ConditionContext) -> bool:
         begin = _sane_daytime(begin_s)
         end = _sane_daytime(end_s) if end_s else begin
         now = ctx.now
+        if now is None:
+            raise ValueError("a localtime() condition needs ConditionContext.now")
         daytime = now.hour * 3600 + now.minute * 60 + now.second
         result = begin <= daytime <= end
     elif name in ("rule-applied", "rule-evaluated"):
