@@ -258,12 +258,21 @@ class CollectorConfig(_StrictModel):
         return _none_section_to_empty(data, "collector")
 
 
+class UsbGuardConfig(_StrictModel):
+    """The workstation's USB guard: which rules, and where sysfs is."""
+
+    enabled: Annotated[bool, Field(strict=True)] = True
+    rules_file: ConfigPath = Path("/etc/floor-agent/usb-rules.conf")
+    sys_root: ConfigPath = Path("/sys")
+
+
 class WorkstationConfig(_AgentBase):
     """workstation.yaml: USB guard and network lock agent on an operator workstation."""
 
     role: Literal["workstation"] = "workstation"
     log_level: LogLevel = "info"
     audit: AuditClientConfig = Field(default_factory=AuditClientConfig)
+    usb_guard: UsbGuardConfig = Field(default_factory=UsbGuardConfig)
 
 
 class DoorConfig(_AgentBase):

@@ -19,6 +19,7 @@ from floor_agent.config import (
     CollectorSection,
     ConfigError,
     DoorConfig,
+    UsbGuardConfig,
     WorkstationConfig,
     check_file,
     load_config,
@@ -64,6 +65,8 @@ def test_shipped_agent_files_list_every_option(role: str) -> None:
     data = yaml.safe_load((CONFIG_DIR / f"{role}.yaml").read_text())
     assert set(data) == set(ROLE_MODELS[role].model_fields)
     assert set(data["audit"]) == set(AuditClientConfig.model_fields)
+    if role == "workstation":
+        assert set(data["usb_guard"]) == set(UsbGuardConfig.model_fields)
 
 
 def test_shipped_collector_file_lists_every_option() -> None:
