@@ -1,0 +1,43 @@
+"""generate-policy and check-rules: our output parses in the real usbguard and matches back."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from umockdev_bus import COMPOSITE, KEYBOARD, NO_SERIAL, STICK, UsbSpec, attributes, descriptors
+
+from floor_agent.usb_guard.admin import check_rules, generate_policy, rule_for
+from floor_agent.usb_guard.device import UsbDevice, device_from_attributes
+from floor_agent.usb_guard.policy import decide
+from floor_agent.usb_guard.rules import RuleSyntaxError, format_rule
+
+PARENT = "eS4qZavZPoQWZl6KcqYoHFr4MU8JAU0oho6oYZvtC6k="
+
+
+def make(spec: UsbSpec) -> UsbDevice:
+    return device_from_attributes(attributes(spec), descriptors(spec), PARENT,
+                                  sys_path=f"/sys/devices/usb1/{spec.sysname}")
+
+
+def test_generated_policy_allows_exactly_those_devices_and_usbguard_agrees() -> None:
+    devices = [make(s) for s in (STICK, KEYBOARD, COMPOSITE, NO_SERIAL)]
+    text = generate_policy(devices)
+    rules = check_rules(text, "generated.conf")
+    assert len(rules) == 4
+    for device in devices:
+        assert decide(rules, device).target == "allow"
+    other = make(UsbSpec(0x0781, 0x5567, b"Cruzer Blade", b"SanDisk", b"OTHER-SERIAL",
+                         ((0x08, 0x06, 0x50),), port=7, devnum=9))
+    assert decide(rules, other).target == "block"  # same model, another stick: not allowed
+    assert 'via-port "1-8"' in format_rule(rule_for(devices[3]))  # no serial: pinned to port
+    for line in text.splitlines():
+        canonical = subprocess.run(["usbguard-rule-parser", line], capture_output=True,
+                                   text=True, check=True).stdout
+        assert line in canonical
+
+
+def test_check_rules_names_line_and_column() -> None:
+    with pytest.raises(RuleSyntaxError) as error:
+        check_rules("allow id 1234:5678\nallow nme \"x\"\n", "rules.conf")
+    assert str(error.value).startswith("rules.conf:2:")
