@@ -188,6 +188,71 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usb_check_rules(args: argparse.Namespace) -> int:
+    from floor_agent.usb_guard.admin import check_rules
+    from floor_agent.usb_guard.rules import RuleSyntaxError, format_rule
+
+    try:
+        rules = check_rules(Path(args.file).read_text(encoding="utf-8"), str(args.file))
+    except OSError as exc:
+        print(f"{args.file}: cannot read ({exc.strerror})", file=sys.stderr)
+        return 2
+    except (RuleSyntaxError, UnicodeDecodeError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(f"{args.file}: {len(rules)} rule(s), OK")
+    if args.verbose:
+        for rule in rules:
+            print(format_rule(rule))
+    return 0
+
+
+def _present_usb_devices() -> list[Any]:
+    import pyudev
+
+    from floor_agent.usb_guard.device import device_from_udev
+    from floor_agent.usb_guard.monitor import present_devices
+
+    return [device_from_udev(d) for d in present_devices(pyudev.Context())]
+
+
+def cmd_usb_generate_policy(args: argparse.Namespace) -> int:
+    from floor_agent.usb_guard.admin import generate_policy
+
+    sys.stdout.write(generate_policy(_present_usb_devices()))
+    return 0
+
+
+def cmd_usb_list(args: argparse.Namespace) -> int:
+    """Every USB device with its authorization and what the configured rules decide for it."""
+    from floor_agent.config import WorkstationConfig
+    from floor_agent.usb_guard import sysfs
+    from floor_agent.usb_guard.policy import decide
+    from floor_agent.usb_guard.rules import ConditionContext, RuleSyntaxError, parse_rules_file
+
+    config = load_config(args.config, "workstation")
+    assert isinstance(config, WorkstationConfig)
+    rules_file = config.usb_guard.rules_file
+    try:
+        rules = parse_rules_file(rules_file.read_text(encoding="utf-8"), str(rules_file))
+    except (OSError, RuleSyntaxError, UnicodeDecodeError) as exc:
+        print(f"{rules_file}: {exc}", file=sys.stderr)
+        return 2
+    from datetime import datetime
+
+    ctx = ConditionContext(now=datetime.now())
+    for device in _present_usb_devices():
+        try:
+            state = "authorized" if sysfs.read_authorized(device.sys_path) else "blocked"
+        except sysfs.SysfsError:
+            state = "unknown"
+        decision = decide(rules, device, ctx)
+        print(f"{device.port:<10} {device.id} {state:<10} {decision.target:<8} "
+              f"{device.manufacturer} {device.name} [{' '.join(device.interfaces)}]")
+        print(f"{'':<10} rule: {decision.rule}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from floor_agent import demo
 
@@ -253,6 +318,18 @@ def build_parser() -> argparse.ArgumentParser:
     for role in AGENT_ROLES:
         p = with_config(sub.add_parser(role, help=f"run the {role} agent"), role)
         p.set_defaults(func=cmd_agent, role=role)
+
+    usb = sub.add_parser("usb", help="USB guard tools").add_subparsers(dest="usb_action",
+                                                                        required=True)
+    p = usb.add_parser("check-rules", help="parse a rules file (USBGuard rule language)")
+    p.add_argument("file", type=Path)
+    p.add_argument("-v", "--verbose", action="store_true", help="print each rule canonically")
+    p.set_defaults(func=cmd_usb_check_rules)
+    usb.add_parser("generate-policy", help="allow rules for the devices present now"
+                   ).set_defaults(func=cmd_usb_generate_policy)
+    p = with_config(usb.add_parser("list", help="devices, their state and the deciding rule"),
+                    "workstation")
+    p.set_defaults(func=cmd_usb_list)
 
     p = sub.add_parser("demo", help="the floor on simulated hardware, one command")
     p.add_argument("--dir", type=Path, help="working directory (default: a fresh temp dir)")

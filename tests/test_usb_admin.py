@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from umockdev_bus import COMPOSITE, KEYBOARD, NO_SERIAL, STICK, UsbSpec, attributes, descriptors
+import yaml
+from umockdev_bus import (
+    COMPOSITE,
+    KEYBOARD,
+    NO_SERIAL,
+    STICK,
+    UsbSpec,
+    attributes,
+    descriptors,
+    umockdev_text,
+)
 
 from floor_agent.usb_guard.admin import check_rules, generate_policy, rule_for
 from floor_agent.usb_guard.device import UsbDevice, device_from_attributes
@@ -42,3 +54,26 @@ def test_check_rules_names_line_and_column() -> None:
     with pytest.raises(RuleSyntaxError) as error:
         check_rules("allow id 1234:5678\nallow nme \"x\"\n", "rules.conf")
     assert str(error.value).startswith("rules.conf:2:")
+
+
+def test_cli_generate_policy_and_list_on_a_simulated_bus(tmp_path: Path) -> None:
+    bus = tmp_path / "bus.umockdev"
+    bus.write_text(umockdev_text((STICK, KEYBOARD)))
+    cli = [sys.executable, "-m", "floor_agent.cli"]
+    ours = subprocess.run(["umockdev-run", "--device", str(bus), "--", *cli, "usb",
+                           "generate-policy"], capture_output=True, text=True, timeout=60,
+                          check=True).stdout
+    theirs = subprocess.run(["umockdev-run", "--device", str(bus), "--", "usbguard",
+                             "generate-policy"], capture_output=True, text=True, timeout=60,
+                            check=True).stdout
+    assert ours.splitlines() == theirs.splitlines()  # the very same policy as USBGuard's
+    config = tmp_path / "workstation.yaml"
+    rules = Path(__file__).resolve().parents[1] / "config" / "usb-rules.conf"
+    config.write_text(yaml.safe_dump({"role": "workstation",
+                                      "usb_guard": {"rules_file": str(rules)}}))
+    listing = subprocess.run(["umockdev-run", "--device", str(bus), "--", *cli, "usb", "list",
+                              "--config", str(config)], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+    assert "0781:5567 authorized block" in " ".join(listing.split())
+    assert "block with-interface one-of { 08:*:* }" in listing
+    assert "046d:c31c authorized allow" in " ".join(listing.split())
