@@ -1,37 +1,34 @@
 """sysfs.py and monitor.py on the real stack: libudev/pyudev and file I/O under umockdev.
 
-Each test runs a scenario function of this module in a child process (the venv's python) whose
-/sys is a umockdev testbed. The testbed is owned by a parent under `umockdev-wrapper` running
-Debian's python3 with GObject (UMockdev.Testbed), so hot-plug uevents reach the child's
-pyudev.Monitor without PyGObject in the venv; the child asks the parent to plug, unplug or
-change devices over a pipe. Scenarios return plain data, the tests assert on it here.
-
-umockdev is a fake sysfs, not a kernel: writes land in plain files and read back, nothing more.
-So these tests prove which files the adapters touch, with which values, in which order, and how
-they report errors; not that the kernel then blocks a device. Where a test needs the kernel's
-side (a device plugged after lock down starts unauthorized and unconfigured, interfaces appear
-once it is authorized), the scenario plays it and says which kernel rule it models.
+Each test runs a scenario function of this module in a child process whose /sys is a umockdev
+testbed (tests/umockdev_harness.py). umockdev is a fake sysfs, not a kernel: these tests prove
+which files the adapters touch, with which values, in which order, and how they report errors;
+not that the kernel then blocks a device. Where a test needs the kernel's side (a device plugged
+after lock down starts unauthorized and unconfigured, interfaces appear once it is authorized),
+the scenario plays it and says which kernel rule it models.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from umockdev_bus import HUB, UsbSpec, umockdev_text
+from umockdev_bus import HUB, UsbSpec
+from umockdev_harness import (
+    SECOND_HUB,
+    BusHandle,
+    bus_text,
+    device_text,
+    interfaces_text,
+    run_scenario,
+)
 
 from floor_agent.usb_guard import sysfs
-
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
 
 STICK = UsbSpec(0x0781, 0x5567, b"Cruzer Blade", b"SanDisk", b"4C530001234567891234",
                 ((0x08, 0x06, 0x50),), port=1, devnum=2)
@@ -42,125 +39,6 @@ COMPOSITE = UsbSpec(0x1A2C, 0x2124, b"USB Keyboard + Disk", b"SEM", b"0123456789
 EXT_HUB = UsbSpec(0x05E3, 0x0610, b"USB2.0 Hub", b"GenesysLogic", None, ((0x09, 0x00, 0x00),),
                   port=9, devnum=10, device_class=(0x09, 0x00, 0x01))
 BEHIND_HUB = dataclasses.replace(STICK, hub=EXT_HUB, port=3, devnum=11, serial=b"BEHIND0001")
-SECOND_HUB = "/devices/pci0000:00/0000:00:1d.0/usb2"
-
-
-def bus_text(specs: tuple[UsbSpec, ...], second_hub: bool = False) -> str:
-    """umockdev_bus's bus, with the root hub attributes the kernel has and it lacks
-    (authorized_default, interface_authorized_default: 1 at boot), optionally a second
-    controller with its own root hub (usb2)."""
-    text = umockdev_text(specs)
-    hub_text = text[: text.index(f"P: {HUB}/")]  # controller, root hub: no interface, no device
-    if second_hub:
-        text += (hub_text.replace("0000:00:14.0", "0000:00:1d.0").replace("/usb1", "/usb2")
-                 .replace("BUSNUM=001", "BUSNUM=002").replace("A: busnum=1", "A: busnum=2"))
-    for hub in (HUB, SECOND_HUB):
-        text = text.replace(f"P: {hub}\n", f"P: {hub}\nA: authorized_default=1\n"
-                            "A: interface_authorized_default=1\nA: remove=\n", 1)
-    return text
-
-
-def device_text(spec: UsbSpec, authorized: int = 1) -> str:
-    """One device's paragraph, as plugged later, without its interfaces."""
-    text = umockdev_text((spec,))
-    text = text[text.index(f"P: {spec.devpath}\n"):text.index(f"P: {spec.devpath}/")]
-    return text.replace("A: authorized=1\n", f"A: authorized={authorized}\n")
-
-
-def interfaces_text(spec: UsbSpec, authorized: int = 1) -> str:
-    """The paragraphs of a device's interfaces, as created when it is configured."""
-    text = umockdev_text((spec,))
-    text = text[text.index(f"P: {spec.devpath}/"):]
-    return text.replace("A: authorized=1\n", f"A: authorized={authorized}\n")
-
-
-# --- the harness: a testbed parent, a scenario child -----------------------------------------
-
-_PARENT = r"""
-import json, os, subprocess, sys
-import gi
-gi.require_version("UMockdev", "1.0")
-from gi.repository import UMockdev
-
-tb = UMockdev.Testbed.new()  # before any libudev user: the child inherits the preload
-with open(sys.argv[1]) as f:
-    tb.add_from_string(f.read())
-env = dict(os.environ, UMOCKDEV_DIR=tb.get_root_dir())  # g_setenv is not in os.environ
-assert os.path.isdir(tb.get_root_dir() + "/sys/bus/usb/devices")  # never the real /sys
-child = subprocess.Popen(sys.argv[2:], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-                         text=True)
-for line in child.stdout:
-    op, args = json.loads(line)
-    reply = None
-    if op == "add":
-        tb.add_from_string(args[0])
-    elif op == "uevent":
-        tb.uevent(args[0], args[1])
-    elif op == "set":
-        tb.set_attribute(args[0], args[1], args[2])
-    elif op == "remove":
-        tb.remove_device(args[0])
-    elif op == "root":
-        reply = tb.get_root_dir()
-    child.stdin.write(json.dumps(reply) + "\n")
-    child.stdin.flush()
-sys.exit(child.wait())
-"""
-
-
-class BusHandle:
-    """The child's handle on the parent's UMockdev.Testbed (device paths start with /sys)."""
-
-    def _call(self, op: str, *args: str) -> Any:
-        sys.stdout.write(json.dumps([op, list(args)]) + "\n")
-        sys.stdout.flush()
-        return json.loads(sys.stdin.readline())
-
-    def add(self, text: str) -> None:
-        """Create devices; umockdev sends their 'add' uevents itself."""
-        self._call("add", text)
-
-    def uevent(self, sys_path: str, action: str) -> None:
-        self._call("uevent", sys_path, action)
-
-    def set_attribute(self, sys_path: str, name: str, value: str) -> None:
-        self._call("set", sys_path, name, value)
-
-    def unplug(self, sys_path: str, interfaces: tuple[str, ...] = ()) -> None:
-        """Interfaces first, as the kernel does (and umockdev does not recurse)."""
-        for path in (*interfaces, sys_path):
-            self.uevent(path, "remove")
-            self._call("remove", path)
-
-    def root(self) -> str:
-        return str(self._call("root"))
-
-
-def _child_main(scenario: str, result_path: str) -> None:
-    """Entry point in the child: run one scenario, write its result as JSON."""
-    result = globals()[scenario](BusHandle())
-    with open(result_path, "w") as f:
-        json.dump(result, f)
-
-
-def run_scenario(tmp_path: Path, scenario: Callable[[BusHandle], Any], bus: str,
-                 drop_dac_override: bool = False) -> Any:
-    """Run `scenario` in a child whose /sys is a umockdev testbed holding `bus`."""
-    (tmp_path / "bus.umockdev").write_text(bus)
-    (tmp_path / "parent.py").write_text(_PARENT)
-    result = tmp_path / "result.json"
-    child = [sys.executable, "-c", "import sys, test_usb_sysfs as t; t._child_main(*sys.argv[1:])",
-             scenario.__name__, str(result)]
-    if drop_dac_override:  # root without CAP_DAC_OVERRIDE: mode bits apply as on real sysfs
-        child = ["setpriv", "--inh-caps=-dac_override", "--bounding-set=-dac_override", *child]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]))
-    proc = subprocess.run(
-        ["umockdev-wrapper", "/usr/bin/python3", str(tmp_path / "parent.py"),
-         str(tmp_path / "bus.umockdev"), *child],
-        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(result.read_text())
 
 
 # --- scenarios (run in the child) ------------------------------------------------------------
