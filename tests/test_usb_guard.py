@@ -186,6 +186,13 @@ def _default_rules_hot_plug(tb: BusHandle) -> dict[str, Any]:
     floor.wait("add", dev(STICK), count=2)
     out["repeat_events"] = len(floor.events) - before
     out["state"]["1-1 again"] = floor.state(STICK, configured=False)
+    # a missed remove and the stick back on (as from a hub that could not be locked): the same
+    # identity at the same path is judged again because its state is not what was decided
+    tb.set_attribute(dev(STICK), "authorized", "1")
+    tb.uevent(dev(STICK), "add")
+    floor.wait("add", dev(STICK), count=3)
+    out["back_on"] = [floor.state(STICK, configured=False)["authorized"],
+                      floor.kinds("1-1")]
     # a driver binding to the keyboard's interface again does not change it
     tb.uevent(ifaces(KEYBOARD)[0], "bind")
     floor.wait("bind", ifaces(KEYBOARD)[0])
@@ -228,7 +235,7 @@ def test_lock_down_first_and_root_hubs_stay_locked_after_stop(default_run: dict)
 def test_a_stick_plugged_after_start_stays_off_and_the_block_rule_is_named(
         default_run: dict) -> None:
     assert default_run["state"]["1-1"] == {"authorized": False, "remove": "", "interfaces": None}
-    [event] = _events_for(default_run, "1-1")
+    event = _events_for(default_run, "1-1")[0]  # (the second is the re-judged one, below)
     assert event["kind"] == "usb.blocked" and event["severity"] == "warning"
     assert event["subject"] == "usb 1-1 0781:5567 SanDisk Cruzer Blade"
     data = event["data"]
@@ -248,6 +255,10 @@ def test_a_stick_plugged_after_start_stays_off_and_the_block_rule_is_named(
 def test_a_repeated_add_changes_nothing_and_emits_nothing(default_run: dict) -> None:
     assert default_run["repeat_events"] == 0
     assert default_run["state"]["1-1 again"]["authorized"] is False
+
+
+def test_a_known_device_found_on_again_is_judged_again(default_run: dict) -> None:
+    assert default_run["back_on"] == [False, ["usb.blocked", "usb.blocked"]]
 
 
 def test_keyboard_and_tablet_are_authorized_with_their_interfaces(default_run: dict) -> None:

@@ -194,11 +194,14 @@ class UsbGuard:
         self.evaluate(device)  # add, and bind/change too: a missed add must not leave it unjudged
 
     def evaluate(self, udev_device: pyudev.Device) -> Enforced | None:
-        """Decide and enforce for one device; a repeated event for the same device (same
-        identity at the same path) changes nothing and emits nothing."""
+        """Decide and enforce for one device. A repeated event for the same device (same
+        identity at the same path, still in the state its decision left it) changes nothing and
+        emits nothing; if its state differs (a remove was missed and it came back authorized
+        from a hub that could not be locked), it is judged again."""
         device = device_from_udev(udev_device)
         known = self.decisions().get(device.sys_path)
-        if known is not None and known.device.hash == device.hash:
+        if known is not None and known.device.hash == device.hash \
+                and self._still_enforced(known):
             return None
         try:
             decision = decide(self.rules, device, ConditionContext(now=self.clock()))
@@ -212,6 +215,17 @@ class UsbGuard:
         return enforced
 
     # -- enforcement --
+
+    @staticmethod
+    def _still_enforced(known: Enforced) -> bool:
+        """Whether the device's `authorized` still reads as its decision left it."""
+        if known.action.startswith("failed"):
+            return True  # already alarmed; the next remove/add judges it again
+        try:
+            return sysfs.read_authorized(known.device.sys_path) == \
+                known.decision.authorize_device
+        except sysfs.SysfsError:
+            return known.action == "removed"  # gone, as the decision wanted
 
     def _enforce(self, device: UsbDevice, decision: Decision) -> Enforced:
         """Apply a decision and remember it, so later interface events of the device find it
