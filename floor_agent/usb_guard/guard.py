@@ -20,16 +20,15 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import pyudev
 
 from floor_agent.usb_guard import sysfs
 from floor_agent.usb_guard.device import UsbDevice, device_from_udev
 from floor_agent.usb_guard.monitor import UdevMonitor, present_devices
 from floor_agent.usb_guard.policy import IMPLICIT, Decision, decide
 from floor_agent.usb_guard.rules import ConditionContext, Rule
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    import pyudev
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +122,11 @@ class Enforced:
 
 
 class UsbGuard:
-    """Applies the rules to every USB device, present at start or plugged later."""
+    """Applies the rules to every USB device, present at start or plugged later.
+
+    `emit` has AuditAgent.emit's signature; `sys_root` is where lock down finds the root hubs
+    (device paths come from udev); `clock` gives the local time for localtime() conditions.
+    """
 
     def __init__(self, rules: list[Rule], emit: Emit, sys_root: str = sysfs.DEFAULT_SYS_ROOT,
                  context: pyudev.Context | None = None,
@@ -148,8 +151,6 @@ class UsbGuard:
         if self.monitor is not None:
             raise RuntimeError("UsbGuard already started")
         if self.context is None:
-            import pyudev
-
             self.context = pyudev.Context()
         self.monitor = UdevMonitor(self.context)  # first: nothing plugged from now is missed
         self.lockdown = sysfs.lock_down(self.sys_root)
