@@ -16,6 +16,7 @@ from floor_agent.config import (
     AgentConfig,
     CollectorConfig,
     ConfigError,
+    WorkstationConfig,
     check_file,
     load_config,
 )
@@ -170,20 +171,37 @@ def cmd_agent(args: argparse.Namespace) -> int:
     config = _agent_config(args, args.role)
     service.setup_logging(config.log_level)
     stop = threading.Event()
-    service.install_shutdown_handlers(stop)
+    signalled: list[int] = []
+    service.install_shutdown_handlers(stop, signalled.append)
     try:
         agent = AuditAgent(config.audit, config.role)
     except (KeyFileError, OSError, ValueError) as exc:
         log.error("%s agent cannot start: %s", config.role, exc)
         return 2
     agent.start()
-    watchdog = service.Watchdog(stop, agent.healthy)
+    checks = [agent.healthy]
+    if isinstance(config, WorkstationConfig) and config.usb_guard.enabled:
+        from floor_agent.usb_guard.runner import UsbGuardStartError, start_usb_guard
+
+        try:
+            guard = start_usb_guard(config.usb_guard, agent, stop)
+        except UsbGuardStartError as exc:
+            log.error("usb_guard refuses to start, the bus stays locked: %s", exc)
+            agent.stop(reason="usb_guard rules invalid")
+            return 2
+        checks.append(guard.healthy)
+    watchdog = service.Watchdog(stop, lambda: all(check() for check in checks))
     service.ready(f"{config.role} agent {agent.agent_id} running")
     watchdog.start()
     log.info("%s agent %s started, reporting to %s", config.role, agent.agent_id,
              config.audit.collector_url)
     stop.wait()
     service.stopping()
+    if not signalled:  # a component stopped us (e.g. udev events lost): exit non-zero so
+        # systemd restarts the agent, which locks down and re-evaluates every device
+        log.error("%s agent stopping because a component failed", config.role)
+        agent.stop(reason="a component failed")
+        return 1
     agent.stop()
     return 0
 
@@ -225,7 +243,6 @@ def cmd_usb_generate_policy(args: argparse.Namespace) -> int:
 
 def cmd_usb_list(args: argparse.Namespace) -> int:
     """Every USB device with its authorization and what the configured rules decide for it."""
-    from floor_agent.config import WorkstationConfig
     from floor_agent.usb_guard import sysfs
     from floor_agent.usb_guard.policy import decide
     from floor_agent.usb_guard.rules import ConditionContext, RuleSyntaxError, parse_rules_file

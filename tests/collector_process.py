@@ -20,6 +20,7 @@ from floor_agent.config import (
     AuditClientConfig,
     CollectorConfig,
     CollectorSection,
+    UsbGuardConfig,
     WorkstationConfig,
     load_config,
 )
@@ -100,6 +101,9 @@ class CollectorProcess:
         settings = {"agent_id": name, "state_dir": self.root / name, "collector_url": self.url,
                     "ca_cert": self.ca, "backoff_initial_seconds": 0.05,
                     "backoff_max_seconds": 0.5, "heartbeat_seconds": 5.0} | audit
-        config = WorkstationConfig(audit=AuditClientConfig(**settings))
+        # usb_guard stays off: these tests are about the audit path and must never touch the
+        # machine's real /sys (the usb_guard tests run it on a umockdev bus).
+        config = WorkstationConfig(audit=AuditClientConfig(**settings),
+                                   usb_guard=UsbGuardConfig(enabled=False))
         (self.root / f"{name}.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
         return config
