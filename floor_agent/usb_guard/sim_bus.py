@@ -236,3 +236,36 @@ BEHIND_HUB = dataclasses.replace(STICK, hub=EXT_HUB, port=3, devnum=11, serial=b
                                  connect_type=b"hardwired")
 WELL_FORMED = (STICK, KEYBOARD, WACOM, COMPOSITE, PHONE_MTP, PHONE_RNDIS, RNDIS_MISC, NO_SERIAL,
                EXT_HUB, BEHIND_HUB)
+
+
+# Buses and hot-plugged devices as the kernel shows them (see floor_agent/usb_guard/sim.py).
+SECOND_HUB = "/devices/pci0000:00/0000:00:1d.0/usb2"
+
+
+def bus_text(specs: tuple[UsbSpec, ...], second_hub: bool = False) -> str:
+    """umockdev_bus's bus, with the root hub attributes the kernel has and it lacks
+    (authorized_default, interface_authorized_default: 1 at boot), optionally a second
+    controller with its own root hub (usb2)."""
+    text = umockdev_text(specs)
+    hub_text = text[: text.index(f"P: {HUB}/")]  # controller, root hub: no interface, no device
+    if second_hub:
+        text += (hub_text.replace("0000:00:14.0", "0000:00:1d.0").replace("/usb1", "/usb2")
+                 .replace("BUSNUM=001", "BUSNUM=002").replace("A: busnum=1", "A: busnum=2"))
+    for hub in (HUB, SECOND_HUB):
+        text = text.replace(f"P: {hub}\n", f"P: {hub}\nA: authorized_default=1\n"
+                            "A: interface_authorized_default=1\nA: remove=\n", 1)
+    return text
+
+
+def device_text(spec: UsbSpec, authorized: int = 1) -> str:
+    """One device's paragraph, as plugged later, without its interfaces."""
+    text = umockdev_text((spec,))
+    text = text[text.index(f"P: {spec.devpath}\n"):text.index(f"P: {spec.devpath}/")]
+    return text.replace("A: authorized=1\n", f"A: authorized={authorized}\n")
+
+
+def interfaces_text(spec: UsbSpec, authorized: int = 1) -> str:
+    """The paragraphs of a device's interfaces, as created when it is configured."""
+    text = umockdev_text((spec,))
+    text = text[text.index(f"P: {spec.devpath}/"):]
+    return text.replace("A: authorized=1\n", f"A: authorized={authorized}\n")
