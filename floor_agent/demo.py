@@ -1,8 +1,10 @@
-"""`floor-agent demo`: a collector and a workstation agent on loopback, one command.
+"""`floor-agent demo`: the floor on simulated hardware, one command.
 
-The collector runs as its own process over real HTTPS, exactly as under systemd; the agent
-enrolls with a one-time token and reports sample events through the real spool and forwarder.
-Later capabilities add their simulated hardware here.
+The collector runs as its own process over real HTTPS, exactly as under systemd. The
+workstation agent runs as its own process too, usb_guard included, on a simulated USB bus
+(umockdev) where a stick and a phone get plugged and blocked. Capabilities not built yet are
+stood in for by a second agent sending labelled sample events. Later issues add their
+simulated hardware here.
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ from floor_agent.config import (
     AuditClientConfig,
     CollectorConfig,
     CollectorSection,
+    UsbGuardConfig,
     WorkstationConfig,
 )
+from floor_agent.usb_guard.sim import SimulatedUsbBus
+from floor_agent.usb_guard.sim_bus import KEYBOARD, PHONE_MTP, STICK, WACOM
 
+DEFAULT_USB_RULES = Path(__file__).resolve().parents[1] / "config" / "usb-rules.conf"
+PLUGS = ((STICK, "a SanDisk stick"), (PHONE_MTP, "a phone in MTP mode"))
 SAMPLES = (
-    ("usb.blocked", "usb 1-2 (0781:5567 SanDisk Cruzer)", "warning",
-     {"reason": "mass storage (08) is not allowed", "sample": True}),
     ("net.check", "egress", "info", {"result": "isolated", "sample": True}),
     ("door.granted", "door front", "info", {"person": "P-0042", "sample": True}),
     ("cctv.segment", "cam-1", "info", {"segment": "cam-1/2026-11-29/08/0001.mp4",
@@ -76,20 +81,30 @@ def main(args: argparse.Namespace) -> int:
     service.setup_logging("info")
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="floor-demo-"))
     work.mkdir(parents=True, exist_ok=True)
+    if not DEFAULT_USB_RULES.exists():
+        print(f"{DEFAULT_USB_RULES}: the shipped USB rules are missing; run the demo from a "
+              f"checkout of floor-agent", file=sys.stderr)
+        return 2
     port = free_port(args.port)
     url = f"https://127.0.0.1:{port}"
     collector_config = CollectorConfig(collector=CollectorSection(
         state_dir=work / "collector", listen_port=port))
-    workstation_config = WorkstationConfig(audit=AuditClientConfig(
-        agent_id="demo-ws-01", state_dir=work / "workstation", collector_url=url,
-        heartbeat_seconds=10))
+    # The workstation agent runs for real, usb_guard included, on a simulated USB bus.
+    workstation_config = WorkstationConfig(
+        audit=AuditClientConfig(agent_id="demo-ws-01", state_dir=work / "workstation",
+                                collector_url=url, heartbeat_seconds=10),
+        usb_guard=UsbGuardConfig(rules_file=DEFAULT_USB_RULES))
+    # The capabilities not built yet are stood in for by labelled sample events.
+    samples_config = WorkstationConfig(audit=AuditClientConfig(
+        agent_id="demo-samples", state_dir=work / "samples", collector_url=url,
+        heartbeat_seconds=10), usb_guard=UsbGuardConfig(enabled=False))
     write_yaml(work / "collector.yaml", collector_config)
     write_yaml(work / "workstation.yaml", workstation_config)
 
     files = server.init(collector_config)
     store, _ = server.open_collector(collector_config)
     try:
-        token = core.create_token(store, "workstation", 600)
+        tokens = [core.create_token(store, "workstation", 600) for _ in range(2)]
         api_key = core.create_api_key(store, "demo")
     finally:
         store.close()
@@ -99,23 +114,29 @@ def main(args: argparse.Namespace) -> int:
     proc = subprocess.Popen([sys.executable, "-m", "floor_agent.cli", "collector", "run",
                              "--config", str(work / "collector.yaml")],
                             start_new_session=True)  # Ctrl-C reaches the demo, which stops
-    # the agent first (so its last events are delivered) and then the collector.
-    agent: AuditAgent | None = None
+    # the agents first (so their last events are delivered) and then the collector.
+    bus = SimulatedUsbBus([KEYBOARD, WACOM], work / "usb-bus")
+    samples: AuditAgent | None = None
     try:
         wait_healthy(url, files.ca_cert, proc, 30)
-        if not (workstation_config.audit.state_dir / "agent.key").exists():
-            enroll(workstation_config.audit, "workstation", token, files.ca_cert)
-        agent = AuditAgent(workstation_config.audit, "workstation")
-        agent.start()
+        for config, token in zip((workstation_config, samples_config), tokens, strict=True):
+            if not (config.audit.state_dir / "agent.key").exists():
+                enroll(config.audit, "workstation", token, files.ca_cert)
+        bus.start([sys.executable, "-m", "floor_agent.cli", "workstation", "--config",
+                   str(work / "workstation.yaml")])
+        samples = AuditAgent(samples_config.audit, "workstation")
+        samples.start()
         print(f"""
 floor-agent demo is running (work dir {work})
   collector   {url}  (CA {files.ca_cert}, {tls.fingerprint(files.ca_cert)})
-  agent       demo-ws-01, emitting a sample event every 2 s
+  demo-ws-01  workstation agent with usb_guard on a simulated USB bus (keyboard, Wacom
+              tablet); a SanDisk stick and a phone are plugged in a few seconds: both blocked
+  demo-samples  sample events for the capabilities still to come (network, door, camera)
   API key     {api_key}
 
 Look at it:
   curl -s --cacert {files.ca_cert} -H 'Authorization: Bearer {api_key}' \\
-       '{url}/api/v1/events?limit=5'
+       '{url}/api/v1/events?kind_prefix=usb.&limit=5'
   curl -s --cacert {files.ca_cert} -H 'Authorization: Bearer {api_key}' {url}/api/v1/agents
   floor-agent collector verify --config {work / 'collector.yaml'}
   API document: {url}/docs
@@ -123,18 +144,28 @@ Look at it:
 Ctrl-C stops everything.
 """, flush=True)
         started = time.monotonic()
+        plugged: list[str] = []
         for kind, subject, severity, data in itertools.cycle(SAMPLES):
             if stop.wait(2.0):
                 break
-            if args.duration is not None and time.monotonic() - started > args.duration:
+            elapsed = time.monotonic() - started
+            if args.duration is not None and elapsed > args.duration:
                 break
-            agent.emit(kind, subject, severity, **data)
-            if proc.poll() is not None:
-                print(f"collector exited with {proc.returncode}", file=sys.stderr)
-                return 1
+            for spec, label in PLUGS:
+                if label not in plugged:
+                    print(f"demo: plugging {label} into demo-ws-01", flush=True)
+                    bus.plug(spec)
+                    plugged.append(label)
+                    break
+            samples.emit(kind, subject, severity, **data)
+            for name, child in (("collector", proc), ("workstation agent", bus.proc)):
+                if child is not None and child.poll() is not None:
+                    print(f"{name} exited with {child.returncode}", file=sys.stderr)
+                    return 1
     finally:
-        if agent is not None:
-            agent.stop(drain_seconds=5)
+        if samples is not None:
+            samples.stop(drain_seconds=5)
+        bus.stop()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -143,5 +174,3 @@ Ctrl-C stops everything.
                 proc.kill()
         print(f"demo stopped; data kept in {work}", flush=True)
     return 0
-
-

@@ -82,14 +82,18 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             break
     text = "".join(seen)
     assert "API key" in text and "https://127.0.0.1:" in text
-    time.sleep(5)  # a couple of sample events
+    time.sleep(7)  # the stick and the phone get plugged, a few sample events
     demo.send_signal(signal.SIGINT)
     rest = demo.communicate(timeout=60)[0]
     assert demo.returncode == 0, rest
     assert "demo stopped" in rest
     verify = floor_agent("collector", "verify", "--config", str(tmp_path / "collector.yaml"))
     assert verify.returncode == 0 and "demo-ws-01: intact" in verify.stdout
-    counts = sqlite3.connect(tmp_path / "collector" / "collector.db").execute(
-        "SELECT kind FROM events").fetchall()
-    kinds = {k for (k,) in counts}
-    assert {"agent.started", "usb.blocked", "agent.stopped"} <= kinds
+    assert "demo-samples: intact" in verify.stdout
+    rows = sqlite3.connect(tmp_path / "collector" / "collector.db").execute(
+        "SELECT agent_id, kind, subject FROM events").fetchall()
+    assert {"agent.started", "agent.stopped"} <= {kind for _, kind, _ in rows}
+    blocked = {subject for agent, kind, subject in rows
+               if agent == "demo-ws-01" and kind == "usb.blocked"}
+    assert blocked == {"usb 1-1 0781:5567 SanDisk Cruzer Blade",
+                       "usb 1-5 18d1:4ee2 Google Pixel 7"}  # the real usb_guard blocked both
