@@ -270,6 +270,38 @@ def cmd_usb_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usb_udev_rules(args: argparse.Namespace) -> int:
+    """The udev rules file that keeps forbidden classes off while the agent is not running."""
+    import os
+    import tempfile
+
+    from floor_agent.usb_guard.udev_rules import DEFAULT_FORBIDDEN, render_udev_rules
+
+    try:
+        text = render_udev_rules(args.forbid or DEFAULT_FORBIDDEN,
+                                 lock_root_hubs=not args.no_root_hub_lock)
+    except ValueError as exc:
+        print(f"--forbid {exc}", file=sys.stderr)
+        return 2
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.output)
+    try:  # atomic: udev must never read a half-written rules file
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except OSError as exc:
+        print(f"{out}: cannot write ({exc.strerror})", file=sys.stderr)
+        return 2
+    print(f"wrote {out}; apply with: udevadm control --reload", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from floor_agent import demo
 
@@ -347,6 +379,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(usb.add_parser("list", help="devices, their state and the deciding rule"),
                     "workstation")
     p.set_defaults(func=cmd_usb_list)
+    p = usb.add_parser("udev-rules", help="udev rules that keep forbidden interface classes off "
+                       "while the agent is not running (boot, crash)")
+    p.add_argument("--output", type=Path,
+                   help="write here (e.g. /etc/udev/rules.d/70-floor-agent-usb.rules) "
+                   "instead of stdout")
+    p.add_argument("--forbid", action="append", metavar="CC[:SS[:PP]]",
+                   help="interface class to block, hex, repeatable (default: 08 06 02 0a e0 "
+                   "ef:04:01); 03 (HID) and 09 (hub) are refused")
+    p.add_argument("--no-root-hub-lock", action="store_true",
+                   help="do not set authorized_default=0 on root hubs at boot")
+    p.set_defaults(func=cmd_usb_udev_rules)
 
     p = sub.add_parser("demo", help="the floor on simulated hardware, one command")
     p.add_argument("--dir", type=Path, help="working directory (default: a fresh temp dir)")
