@@ -270,6 +270,37 @@ def cmd_usb_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usb_manual(args: argparse.Namespace) -> int:
+    """allow|block one device by hand; audited in the agent's spool, undone by the guard's
+    next judgement of the device."""
+    import sqlite3
+
+    from floor_agent.audit.spool import Spool
+    from floor_agent.usb_guard.manual import ManualError, run_manual
+
+    config = load_config(args.config, "workstation")
+    assert isinstance(config, WorkstationConfig)
+    audit = config.audit
+    try:  # before touching sysfs: no manual change that cannot be recorded
+        spool = Spool(audit.state_dir / "spool.db", audit.resolved_agent_id(config.role),
+                      audit.spool_max_events, audit.spool_alarm_ratio)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"usb {args.usb_action}: cannot open the audit spool in {audit.state_dir} "
+              f"({exc}); nothing done", file=sys.stderr)
+        return 2
+    try:
+        result = run_manual(args.device, args.usb_action == "allow", args.reason,
+                            config.usb_guard.sys_root, spool.emit)
+    except ManualError as exc:
+        print(f"usb {args.usb_action}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        spool.close()
+    print(f"{result.device.port} {result.device.id} {result.action} ({result.kind} recorded); "
+          "temporary: the running guard judges it again on its next event", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
 def cmd_usb_udev_rules(args: argparse.Namespace) -> int:
     """The udev rules file that keeps forbidden classes off while the agent is not running."""
     import os
@@ -379,6 +410,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(usb.add_parser("list", help="devices, their state and the deciding rule"),
                     "workstation")
     p.set_defaults(func=cmd_usb_list)
+    for action, verb in (("allow", "authorize"), ("block", "deauthorize")):
+        p = with_config(usb.add_parser(
+            action, help=f"{verb} one device now, by hand (audited as usb.manual_{action})",
+            description=f"{verb.capitalize()} one USB device now and record a usb.manual_"
+            f"{action} warning event (who, why, the device) for the running agent to forward. "
+            "Temporary: the running guard judges the device again on its next udev event "
+            "(re-plug, reboot, agent restart) and its rules win; make it lasting with a rule."),
+            "workstation")
+        p.add_argument("device", metavar="DEVICE",
+                       help="sysfs name (1-2, 1-2.3) or path (/sys/bus/usb/devices/1-2)")
+        p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+        p.set_defaults(func=cmd_usb_manual)
     p = usb.add_parser("udev-rules", help="udev rules that keep forbidden interface classes off "
                        "while the agent is not running (boot, crash)")
     p.add_argument("--output", type=Path,
