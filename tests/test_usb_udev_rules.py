@@ -129,9 +129,14 @@ def interface_paths(spec: UsbSpec) -> list[str]:
 @pytest.mark.skipif(not (shutil.which("udevadm") and shutil.which("umockdev-run")
                          and shutil.which("unshare")),
                     reason="needs udevadm (Debian package udev), umockdev-run and unshare")
-def test_udevadm_applies_the_rules_on_a_simulated_bus(tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_system_rules", [False, True], ids=["alone", "with-debian-rules"])
+def test_udevadm_applies_the_rules_on_a_simulated_bus(tmp_path: Path,
+                                                     with_system_rules: bool) -> None:
     rules_dir = tmp_path / "rules.d"
     rules_dir.mkdir()
+    if with_system_rules:  # Debian's own rules beside ours: none of them undoes what we write
+        for rules in Path("/usr/lib/udev/rules.d").glob("*.rules"):
+            shutil.copy(rules, rules_dir)
     (rules_dir / RULES_NAME).write_text(render_udev_rules())
     (tmp_path / "bus.umockdev").write_text(bus_text(DEVICES))
     targets = [f"/sys{HUB}"] + [p for s in DEVICES for p in [f"/sys{s.devpath}",
@@ -164,6 +169,9 @@ def test_udevadm_applies_the_rules_on_a_simulated_bus(tmp_path: Path) -> None:
     assert f"Reading rules file: /usr/lib/udev/rules.d/{RULES_NAME}" in log
     assert not re.search(rf"{RULES_NAME}:\d+ .*(Invalid|ignoring|[Ee]rror)", log), log
     assert "FLOOR_AGENT_USB=root hub locked" in log
+    writes = re.findall(r"ATTR '([^']+)' writing '([^']*)'", log)
+    assert writes.count((f"/sys{HUB}/authorized_default", "0")) == 1  # root hub only
+    assert all(value == "0" for _, value in writes)  # no rule turns anything on
     for spec in DEVICES:
         assert after[f"/sys{spec.devpath}"] == "1", spec  # no device is deauthorized
         for path, cls in zip(interface_paths(spec), spec.interfaces, strict=True):
