@@ -22,7 +22,7 @@ from umockdev_bus import BEHIND_HUB, EXT_HUB, KEYBOARD, STICK
 from umockdev_harness import bus_text
 
 from floor_agent.cli import main
-from floor_agent.usb_guard.manual import ManualError, invoking_user, resolve_device
+from floor_agent.usb_guard.manual import ManualError, invoking_user, resolve_device, run_manual
 
 CLI = f"{sys.executable} -m floor_agent.cli"
 DEVICES = "/sys/bus/usb/devices"
@@ -171,3 +171,21 @@ def test_resolve_device_stays_under_sys_root(tmp_path: Path) -> None:
     outside.mkdir(parents=True)
     with pytest.raises(ManualError, match="not under"):
         resolve_device(str(outside), tmp_path)
+
+
+def test_a_failed_write_is_recorded_as_failed(tmp_path: Path) -> None:
+    """sysfs refuses (here: `authorized` is a directory, EISDIR): the attempt is still audited."""
+    device = tmp_path / "devices" / "pci0" / "usb1" / "1-4"
+    (device / "authorized").mkdir(parents=True)
+    (device / "idVendor").write_text("0781\n")
+    (tmp_path / "bus" / "usb" / "devices").mkdir(parents=True)
+    (tmp_path / "bus" / "usb" / "devices" / "1-4").symlink_to(device)
+    events: list[tuple[Any, ...]] = []
+    result = run_manual("1-4", False, "test", tmp_path,
+                        lambda *a, **kw: events.append((*a, kw)), env={"LOGNAME": "carol"},
+                        uid=1000)
+    assert not result.ok and result.action.startswith("failed: ")
+    kind, subject, severity, data = events[0]
+    assert (kind, severity, data["who"], data["uid"]) == ("usb.manual_block", "warning",
+                                                           "carol", 1000)
+    assert "EISDIR" in data["action"] and data["id"] == "0781:????"

@@ -27,7 +27,7 @@ from floor_agent.usb_guard.device import (
     device_from_attributes,
     root_hub_parent_hash,
 )
-from floor_agent.usb_guard.guard import INTERFACE_ATTRIBUTES, device_data, subject_of
+from floor_agent.usb_guard.guard import INTERFACE_ATTRIBUTES, Emit, device_data, subject_of
 
 DEVICE_NAME = re.compile(r"\d+-\d+(\.\d+)*")  # "1-2", "1-2.3": not interfaces ("1-2:1.0")
 ROOT_HUB_NAME = re.compile(r"usb\d+")
@@ -68,7 +68,7 @@ def resolve_device(device: str, sys_root: str | os.PathLike[str]) -> Path:
     real = Path(os.path.realpath(candidate))
     if not real.is_relative_to(root / "devices"):
         raise ManualError(f"{device}: not under {root}/devices")
-    if real.name != name or not (real / "authorized").is_file() \
+    if real.name != name or not (real / "authorized").exists() \
             or not (real / "idVendor").is_file():
         raise ManualError(f"{device}: no such USB device (`floor-agent usb list` shows them)")
     return real
@@ -155,7 +155,7 @@ def manual_event(device: UsbDevice, allow: bool, who: str, uid: int, reason: str
 
 
 def run_manual(device: str, allow: bool, reason: str, sys_root: str | os.PathLike[str],
-               emit: Any, env: Mapping[str, str] | None = None,
+               emit: Emit, env: Mapping[str, str] | None = None,
                uid: int | None = None) -> ManualResult:
     """Resolve, act, record. ManualError (nothing done, nothing recorded) when the device is
     not one; a failed sysfs write is recorded too, with ok False. `emit` is Spool.emit."""
