@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 # PostgreSQL 15 for the store tests (the tests start their own throwaway server), sqlite3 and
 # curl for admins poking at the demo; umockdev (a simulated udev/sysfs USB bus, driven from
 # Debian's python3-gi for hot-plug) and usbguard
-# (the reference: its rule parser and generate-policy) for the usb_guard tests.
+# (the reference: its rule parser and generate-policy), udev (udevadm test proves the generated
+# udev rules) and util-linux (unshare, setpriv) for the usb_guard tests.
 PACKAGES=(python3 python3-venv python3-dev gcc systemd postgresql-15 sqlite3 curl ca-certificates
-          umockdev gir1.2-umockdev-1.0 python3-gi usbguard)
+          umockdev gir1.2-umockdev-1.0 python3-gi usbguard udev util-linux)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
