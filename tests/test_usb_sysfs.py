@@ -10,7 +10,6 @@ the scenario plays it and says which kernel rule it models.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import time
@@ -18,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from umockdev_bus import HUB, UsbSpec
+from umockdev_bus import BEHIND_HUB, COMPOSITE, EXT_HUB, HUB, KEYBOARD, STICK
 from umockdev_harness import (
     SECOND_HUB,
     BusHandle,
@@ -29,17 +28,6 @@ from umockdev_harness import (
 )
 
 from floor_agent.usb_guard import sysfs
-
-STICK = UsbSpec(0x0781, 0x5567, b"Cruzer Blade", b"SanDisk", b"4C530001234567891234",
-                ((0x08, 0x06, 0x50),), port=1, devnum=2)
-KEYBOARD = UsbSpec(0x046D, 0xC31C, b"USB Keyboard", b"Logitech", b"", ((0x03, 0x01, 0x01),),
-                   port=2, devnum=3, bcd_device=0x6400)
-COMPOSITE = UsbSpec(0x1A2C, 0x2124, b"USB Keyboard + Disk", b"SEM", b"0123456789AB",
-                    ((0x03, 0x01, 0x01), (0x08, 0x06, 0x50)), port=4, devnum=5)
-EXT_HUB = UsbSpec(0x05E3, 0x0610, b"USB2.0 Hub", b"GenesysLogic", None, ((0x09, 0x00, 0x00),),
-                  port=9, devnum=10, device_class=(0x09, 0x00, 0x01))
-BEHIND_HUB = dataclasses.replace(STICK, hub=EXT_HUB, port=3, devnum=11, serial=b"BEHIND0001")
-
 
 # --- scenarios (run in the child) ------------------------------------------------------------
 
