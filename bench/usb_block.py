@@ -18,12 +18,14 @@ packages usbguard, umockdev, gir1.2-umockdev-1.0, python3-gi.
    same plug/unplug cycle and the same 0.5 ms poll of `authorized`, against our UsbGuard
    (default rules) in a child process, as tests/umockdev_harness.py runs it: the testbed parent
    is Debian's python3 under umockdev-wrapper, so umockdev's own uevents reach the guard's
-   pyudev monitor. The stick's device paragraph is added first (umockdev sends its 'add'
-   uevent at the end of that call, so the clock starts on its return, <= 0.1 ms after the
-   send) and its interface paragraph once it is blocked (a locked-down kernel would not
+   pyudev monitor. umockdev sends an 'add' uevent from inside add_from_string, at a moment
+   the caller cannot time, so the stick's device paragraph is added with a DEVTYPE the guard's
+   monitor filters out, then given DEVTYPE=usb_device, and the clock starts right before
+   Testbed.uevent(add) sends the real one (as run.py's clock starts right before its sendto).
+   Its interface paragraph follows once it is blocked (a locked-down kernel would not
    configure it at all). The details give the figure from the guard's receipt of the event
-   (child-side timestamp, same system-wide monotonic clock) and, conservatively, from the start
-   of add_from_string (which includes umockdev creating the nodes, ~5-10 ms here).
+   (child-side timestamp on the same system-wide monotonic clock) and from the start of
+   add_from_string (which includes umockdev creating the nodes, 10-20 ms here).
 3. rule_match_rate: policy.decide for that stick (device_from_attributes over its real
    descriptors) against 1,000 generated rules where only the last one matches, and against
    the default rules.
@@ -95,9 +97,13 @@ before, after, done, miss = [], [], [], 0
 for i in range(N):
     devpath, ifpath, text = descr.stick()
     cut = text.index("P: %s\n" % ifpath)
+    # the device's sysfs nodes; umockdev's implicit 'add' uevent carries a DEVTYPE the guard's
+    # monitor filters out, so the clock can start right before the real one goes out
     t_start = time.monotonic()
-    tb.add_from_string(text[:cut])  # the device's sysfs nodes, then its 'add' uevent (last)
+    tb.add_from_string(text[:cut].replace("E: DEVTYPE=usb_device\n", "E: DEVTYPE=hidden\n"))
+    tb.set_property("/sys" + devpath, "DEVTYPE", "usb_device")
     t_added = time.monotonic()
+    tb.uevent("/sys" + devpath, "add")
     t1 = wait_auth(devpath, "0", 2.0, t_added)
     if t1 is None:
         miss += 1
@@ -185,8 +191,8 @@ def run_usbguard(work: Path, plugs: int) -> list[float]:
 
 
 def run_ours(work: Path, plugs: int) -> dict[str, Any]:
-    """Our guard on the same bus: latency samples in ms from the return of add_from_string
-    ("after"), from its start ("before") and from the guard's receipt of the uevent
+    """Our guard on the same bus: latency samples in ms from the uevent's send ("after"),
+    from the start of add_from_string ("before") and from the guard's receipt of the uevent
     ("received"), the guard's event counts and the plugs not blocked within 2 s ("miss")."""
     (work / "ours_parent.py").write_text(_PARENT)
     env = dict(os.environ, PYTHONPATH=str(REPO))
