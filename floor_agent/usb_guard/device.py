@@ -234,23 +234,31 @@ def _parent_hash(device: pyudev.Device, depth: int) -> str:
     return root_hub_parent_hash(parent_devpath)
 
 
-def _device_from_udev(device: pyudev.Device, depth: int, with_interfaces: bool) -> UsbDevice:
+def _device_from_udev(device: pyudev.Device, depth: int, with_interfaces: bool,
+                      parent_hash: str | None = None) -> UsbDevice:
     attrs = _udev_attributes(device, IDENTITY_ATTRIBUTES)
     descriptors = _read_sysfs(device.sys_path, "descriptors", DESCRIPTORS_MAX + 1)
+    # The sysfs interface nodes are only the fallback when the descriptors list none, and
+    # listing them is a libudev scan: skip it on the hot path of every plug.
+    listed = bool(descriptors) and bool(parse_descriptors(descriptors[:DESCRIPTORS_MAX]).interfaces)
     interfaces = [
         _udev_attributes(child, _INTERFACE_ATTRIBUTES)
-        for child in (device.children if with_interfaces else ())
+        for child in (device.children if with_interfaces and not listed else ())
         if child.device_type == "usb_interface" and child.parent == device
     ]
     return device_from_attributes(
         attrs,
         descriptors,
-        _parent_hash(device, depth),
+        parent_hash if parent_hash is not None else _parent_hash(device, depth),
         sys_path=device.sys_path,
         interface_attrs=interfaces,
     )
 
 
-def device_from_udev(device: pyudev.Device) -> UsbDevice:
-    """Identity of a pyudev `usb_device` (reads its sysfs attributes and `descriptors`)."""
-    return _device_from_udev(device, 0, with_interfaces=True)
+def device_from_udev(device: pyudev.Device, parent_hash: str | None = None) -> UsbDevice:
+    """Identity of a pyudev `usb_device` (reads its sysfs attributes and `descriptors`).
+
+    `parent_hash`, when the caller already knows the parent hub's hash (the guard judged the
+    hub before its children), saves re-reading the whole chain of hubs on every plug.
+    """
+    return _device_from_udev(device, 0, with_interfaces=True, parent_hash=parent_hash)

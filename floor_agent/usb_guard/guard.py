@@ -199,8 +199,10 @@ class UsbGuard:
         identity at the same path, still in the state its decision left it) changes nothing and
         emits nothing; if its state differs (a remove was missed and it came back authorized
         from a hub that could not be locked), it is judged again."""
-        device = device_from_udev(udev_device)
-        known = self.decisions().get(device.sys_path)
+        decisions = self.decisions()
+        parent = decisions.get(os.path.dirname(udev_device.sys_path.rstrip("/")))
+        device = device_from_udev(udev_device, parent.device.hash if parent else None)
+        known = decisions.get(device.sys_path)
         if known is not None and known.device.hash == device.hash \
                 and self._still_enforced(known):
             return None
