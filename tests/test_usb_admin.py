@@ -14,22 +14,15 @@ from umockdev_bus import (
     NO_SERIAL,
     STICK,
     UsbSpec,
-    attributes,
-    descriptors,
+    device_of,
     umockdev_text,
 )
 
 from floor_agent.usb_guard.admin import check_rules, generate_policy, rule_for
-from floor_agent.usb_guard.device import UsbDevice, device_from_attributes
 from floor_agent.usb_guard.policy import decide
 from floor_agent.usb_guard.rules import RuleSyntaxError, format_rule
 
-PARENT = "eS4qZavZPoQWZl6KcqYoHFr4MU8JAU0oho6oYZvtC6k="
-
-
-def make(spec: UsbSpec) -> UsbDevice:
-    return device_from_attributes(attributes(spec), descriptors(spec), PARENT,
-                                  sys_path=f"/sys/devices/usb1/{spec.sysname}")
+make = device_of
 
 
 def test_generated_policy_allows_exactly_those_devices_and_usbguard_agrees() -> None:

@@ -24,12 +24,14 @@ from umockdev_bus import (
     PHONE_RNDIS,
     RNDIS_MISC,
     ROOT_HUB,
+    ROOT_HUB_HASH,
     STICK,
     WACOM,
     WELL_FORMED,
     UsbSpec,
     attributes,
     descriptors,
+    device_of,
     interface_attributes,
     root_hub_attributes,
     umockdev_text,
@@ -47,15 +49,9 @@ from floor_agent.usb_guard.device import (
 # Hashes printed by `usbguard generate-policy` (Debian usbguard 1.1.2) for these very specs on a
 # umockdev bus: they pin the algorithm even where the usbguard binary is not run.
 ROOT_HUB_PARENT_HASH = "rV9bfLq7c2eA4tYjVjwO4bxhm+y6GgZpl9J60L0fBkY="
-ROOT_HUB_HASH = "eS4qZavZPoQWZl6KcqYoHFr4MU8JAU0oho6oYZvtC6k="
 STICK_HASH = "X7O4Nste5CvCu4cXlMyyhQJrnjCdVKS9Y2satSIw+RU="
 
-def make(spec: UsbSpec, parent_hash: str = ROOT_HUB_HASH) -> UsbDevice:
-    if spec.hub is not None:
-        parent_hash = make(spec.hub, parent_hash).hash
-    return device_from_attributes(attributes(spec), descriptors(spec), parent_hash,
-                                  sys_path="/sys" + spec.devpath,
-                                  interface_attrs=interface_attributes(spec))
+make = device_of
 
 
 def test_stick_identity_matches_usbguard() -> None:

@@ -17,23 +17,17 @@ from umockdev_bus import (
     STICK,
     WACOM,
     UsbSpec,
-    attributes,
     descriptors,
+    device_of,
 )
 
-from floor_agent.usb_guard.device import UsbDevice, device_from_attributes
 from floor_agent.usb_guard.policy import IMPLICIT, decide
 from floor_agent.usb_guard.rules import parse_rule, parse_rules_file
 
 DEFAULT_RULES = parse_rules_file(
     (Path(__file__).resolve().parents[1] / "config" / "usb-rules.conf").read_text(),
     "config/usb-rules.conf")
-PARENT = "eS4qZavZPoQWZl6KcqYoHFr4MU8JAU0oho6oYZvtC6k="
-
-
-def make(spec: UsbSpec) -> UsbDevice:
-    return device_from_attributes(attributes(spec), descriptors(spec), PARENT,
-                                  sys_path=f"/sys/devices/usb1/{spec.sysname}")
+make = device_of
 
 
 KEYBOARD_AUDIO = UsbSpec(0x046D, 0x0A8F, b"G935 Gaming Headset + Keys", b"Logitech", b"",
