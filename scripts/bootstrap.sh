@@ -9,9 +9,12 @@ cd "$(dirname "$0")/.."
 # curl for admins poking at the demo; umockdev (a simulated udev/sysfs USB bus, driven from
 # Debian's python3-gi for hot-plug) and usbguard
 # (the reference: its rule parser and generate-policy), udev (udevadm test proves the generated
-# udev rules) and util-linux (unshare, setpriv) for the usb_guard tests.
+# udev rules) and util-linux (unshare, setpriv) for the usb_guard tests; nftables (netlock
+# enforces with `nft -f`), iproute2 (network namespaces for its tests) and dnsmasq-base (a real
+# resolver inside a test namespace).
 PACKAGES=(python3 python3-venv python3-dev gcc systemd postgresql-15 sqlite3 curl ca-certificates
-          umockdev gir1.2-umockdev-1.0 python3-gi usbguard udev util-linux)
+          umockdev gir1.2-umockdev-1.0 python3-gi usbguard udev util-linux
+          nftables iproute2 dnsmasq-base)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

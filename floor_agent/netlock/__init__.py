@@ -1,0 +1,7 @@
+"""netlock: proves, enforces and watches that a workstation cannot reach the internet.
+
+facts.py collects (thin adapters: netlink, psutil, nft, DNS, probes), checks.py judges (pure
+functions over the facts), firewall.py renders and loads the nftables ruleset, watch.py
+re-verifies on netlink events and on a timer, sim.py builds namespace topologies for tests and
+the demo.
+"""
