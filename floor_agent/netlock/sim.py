@@ -1,0 +1,445 @@
+"""A simulator twin of a production floor: real kernel namespaces, veth, routes, nftables and
+real servers, for the tests, the benchmark and the demo.
+
+    <prefix>-ws   workstation     eth0 10.77.1.2/24  fd77:1::2/64   (no default route: locked)
+    <prefix>-cen  central server  eth0 10.77.1.10/24 fd77:1::10/64  (+ .20/::20, the file server)
+    <prefix>-rt   floor router    br0  10.77.1.1/24  fd77:1::1/64   (bridge of ws0 and cen0)
+                                  wan0 10.77.9.1/24  fd77:9::1/64   (forwarding v4 and v6 on)
+    <prefix>-net  "internet" host eth0 10.77.9.9/24  fd77:9::9/64   (default route via rt)
+
+Only private addresses (RFC 1918, ULA) that exist inside these namespaces; nothing here changes
+the host's own interfaces, routes or ruleset: every command runs under `ip -n NS` or `ip netns
+exec NS`. Interfaces are named inside their namespace, so parallel runs only need a unique
+prefix. Servers (TCP banner/echo, UDP echo, dnsmasq) run as children under `ip netns exec`
+(Python 3.11 has no os.setns); `close()` stops them and deletes every namespace, also after a
+half-finished setup, and an atexit hook does the same if the caller forgot.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from floor_agent.config import NetlockConfig
+
+ROLES = ("ws", "rt", "cen", "net")
+WS_V4, WS_V6 = "10.77.1.2", "fd77:1::2"
+CENTRAL_V4, CENTRAL_V6 = "10.77.1.10", "fd77:1::10"
+FILES_V4, FILES_V6 = "10.77.1.20", "fd77:1::20"
+ROUTER_LAN_V4, ROUTER_LAN_V6 = "10.77.1.1", "fd77:1::1"
+ROUTER_WAN_V4, ROUTER_WAN_V6 = "10.77.9.1", "fd77:9::1"
+INTERNET_V4, INTERNET_V6 = "10.77.9.9", "fd77:9::9"
+LAN_V4, LAN_V6 = "10.77.1.0/24", "fd77:1::/64"
+WAN_V4, WAN_V6 = "10.77.9.0/24", "fd77:9::/64"
+CENTRAL_TCP = (8443, 445, 443, 80)
+INTERNET_TCP = (8443, 443, 80)
+UDP_PORTS = (443, 9999)
+LAN_DOMAIN = "floor.lan"
+PUBLIC_NAMES = ("example.com", "www.google.com", "cloudflare.com")
+READY_SECONDS = 5.0
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
+
+# The servers: one process, a thread per port, bound to :: (dual stack: v4 and v6). TCP sends
+# "<name> <port>\n" then echoes; UDP answers "<name> <port> <data>". Exits when its parent dies,
+# so a killed test run leaves no server behind in a namespace.
+ECHO_SERVER = r"""
+import os, socket, sys, threading, time
+name, tcp, udp = sys.argv[1], sys.argv[2], sys.argv[3]
+parent = os.getppid()
+
+def listener(kind, port):
+    s = socket.socket(socket.AF_INET6, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
+    if kind == socket.SOCK_STREAM:
+        s.listen(64)
+    return s
+
+def serve_tcp(s, port):
+    while True:
+        conn, _ = s.accept()
+        threading.Thread(target=echo, args=(conn, port), daemon=True).start()
+
+def echo(conn, port):
+    with conn:
+        conn.sendall(f"{name} {port}\n".encode())
+        while data := conn.recv(4096):
+            conn.sendall(data)
+
+def serve_udp(s, port):
+    while True:
+        data, peer = s.recvfrom(4096)
+        s.sendto(f"{name} {port} ".encode() + data, peer)
+
+ports = [(socket.SOCK_STREAM, int(p), serve_tcp) for p in tcp.split(",") if p]
+ports += [(socket.SOCK_DGRAM, int(p), serve_udp) for p in udp.split(",") if p]
+for kind, port, serve in [(k, p, f) for k, p, f in ports]:
+    threading.Thread(target=serve, args=(listener(kind, port), port), daemon=True).start()
+print("ready", flush=True)
+while os.getppid() == parent:
+    time.sleep(0.5)
+"""
+
+# Held by open_connection_to_internet: connect, say so, keep the socket until stdin closes.
+HOLD_CONNECTION = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+print(s.recv(100).decode().strip(), flush=True)
+sys.stdin.read()
+"""
+
+
+class TopologyError(RuntimeError):
+    """A setup step failed; carries the command and its stderr."""
+
+
+@dataclass
+class HeldConnection:
+    """An established TCP connection from the workstation, held by a child process."""
+
+    proc: subprocess.Popen[str]
+    address: str
+    port: int
+    banner: str
+
+    def close(self) -> None:
+        _stop(self.proc)
+
+    def __enter__(self) -> HeldConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Topology:
+    """The four namespaces and their servers; use as a context manager."""
+
+    def __init__(self, prefix: str | None = None, workdir: str | os.PathLike[str] | None = None
+                 ) -> None:
+        self.prefix = prefix or new_prefix()
+        if not _PREFIX_RE.match(self.prefix):
+            raise ValueError(f"prefix {self.prefix!r}: 1-16 lower-case letters and digits")
+        self.ns = {role: f"{self.prefix}-{role}" for role in ROLES}
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"floor-netlock-{self.prefix}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.resolv_path = self.workdir / "resolv.conf"
+        self.public_resolv_path = self.workdir / "resolv.public.conf"
+        self._created: list[str] = []
+        self._procs: dict[str, subprocess.Popen[str]] = {}
+        self._closed = False
+        atexit.register(self.close)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Topology:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Build namespaces, links, addresses, routes and servers; on failure undo it all."""
+        try:
+            self._build_network()
+            self._start_servers()
+            self.resolv_conf(self.resolv_path)
+            self.resolv_conf(self.public_resolv_path, public=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop every server, then delete every namespace this object created. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for proc in self._procs.values():
+            _stop(proc)
+        self._procs.clear()
+        for name in reversed(self._created):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+        self._created.clear()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        atexit.unregister(self.close)
+
+    def _build_network(self) -> None:
+        ws, rt, cen, net = (self.ns[r] for r in ROLES)
+        for name in (ws, rt, cen, net):
+            self._ip("netns", "add", name)
+            self._created.append(name)
+            # Addresses usable at once (no DAD wait), no router adverts learnt.
+            self.exec(name, ["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
+                             "net.ipv6.conf.default.accept_dad=0",
+                             "net.ipv6.conf.default.accept_ra=0"])
+            self._ip("-n", name, "link", "set", "lo", "up")
+        self.exec(rt, ["sysctl", "-qw", "net.ipv4.ip_forward=1",
+                       "net.ipv6.conf.all.forwarding=1"])
+        self._ip("-n", rt, "link", "add", "br0", "type", "bridge", "stp_state", "0")
+        for host, port in ((ws, "ws0"), (cen, "cen0")):
+            self._ip("-n", host, "link", "add", "eth0", "type", "veth", "peer", "name", port,
+                     "netns", rt)
+            self._ip("-n", rt, "link", "set", port, "master", "br0", "up")
+        self._ip("-n", net, "link", "add", "eth0", "type", "veth", "peer", "name", "wan0",
+                 "netns", rt)
+        self._address(rt, "br0", ROUTER_LAN_V4, 24, ROUTER_LAN_V6)
+        self._address(rt, "wan0", ROUTER_WAN_V4, 24, ROUTER_WAN_V6)
+        self._address(ws, "eth0", WS_V4, 24, WS_V6)
+        self._address(cen, "eth0", CENTRAL_V4, 24, CENTRAL_V6)
+        self._address(cen, "eth0", FILES_V4, 24, FILES_V6)
+        self._address(net, "eth0", INTERNET_V4, 24, INTERNET_V6)
+        for name, dev in ((rt, "br0"), (rt, "wan0"), (ws, "eth0"), (cen, "eth0"), (net, "eth0")):
+            self._ip("-n", name, "link", "set", dev, "up")
+        self._ip("-n", net, "route", "add", "default", "via", ROUTER_WAN_V4)
+        self._ip("-n", net, "-6", "route", "add", "default", "via", ROUTER_WAN_V6)
+
+    def _address(self, ns: str, dev: str, v4: str, plen: int, v6: str) -> None:
+        self._ip("-n", ns, "addr", "add", f"{v4}/{plen}", "dev", dev)
+        self._ip("-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
+
+    def _start_servers(self) -> None:
+        cen, net = self.ns["cen"], self.ns["net"]
+        self._echo("echo-cen", cen, "central", CENTRAL_TCP, UDP_PORTS)
+        self._echo("echo-net", net, "internet", INTERNET_TCP, UDP_PORTS)
+        self._dnsmasq("dns-cen", cen, (CENTRAL_V4, CENTRAL_V6), self._lan_answers())
+        self._dnsmasq("dns-net", net, (INTERNET_V4, INTERNET_V6),
+                      [f"--address=/#/{INTERNET_V4}", f"--address=/#/{INTERNET_V6}"])
+
+    def _lan_answers(self, public: bool = False) -> list[str]:
+        """The LAN resolver: floor.lan names only; NXDOMAIN for the rest unless `public`."""
+        answers = [f"--address=/central.{LAN_DOMAIN}/{CENTRAL_V4}",
+                   f"--address=/central.{LAN_DOMAIN}/{CENTRAL_V6}",
+                   f"--address=/files.{LAN_DOMAIN}/{FILES_V4}",
+                   f"--address=/files.{LAN_DOMAIN}/{FILES_V6}"]
+        if public:
+            return [*answers, f"--address=/#/{INTERNET_V4}", f"--address=/#/{INTERNET_V6}"]
+        return [*answers, "--address=/#/"]
+
+    def _echo(self, key: str, ns: str, name: str, tcp: tuple[int, ...],
+              udp: tuple[int, ...]) -> None:
+        proc = self.popen(ns, [sys.executable, "-c", ECHO_SERVER, name,
+                               ",".join(map(str, tcp)), ",".join(map(str, udp))],
+                          stdout=subprocess.PIPE)
+        self._procs[key] = proc
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise TopologyError(f"echo server in {ns} did not start (exit {proc.poll()})")
+
+    def _dnsmasq(self, key: str, ns: str, listen: tuple[str, str], answers: list[str]) -> None:
+        argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+                "--no-hosts", "--no-poll", "--bind-interfaces", "--pid-file=", "--user=root",
+                "--group=root", "--leasefile-ro", "--port=53",
+                *(f"--listen-address={a}" for a in listen), *answers]
+        proc = self.popen(ns, argv, stderr=subprocess.PIPE)
+        self._procs[key] = proc
+        deadline = time.monotonic() + READY_SECONDS
+        while not _listening_udp(proc.pid, 53):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
+                raise TopologyError(f"dnsmasq in {ns} did not start: {err.strip()}")
+            time.sleep(0.01)
+
+    # ------------------------------------------------------------------ running things
+
+    def exec(self, ns: str, argv: list[str], *, check: bool = True, timeout: float = 30,
+             **kw: Any) -> subprocess.CompletedProcess[str]:
+        """Run a command in a namespace (role "ws" or a full name); raises on failure unless
+        check=False."""
+        kw.setdefault("capture_output", True)
+        proc = subprocess.run(["ip", "netns", "exec", self._name(ns), *argv], text=True,
+                              timeout=timeout, check=False, **kw)
+        if check and proc.returncode != 0:
+            raise TopologyError(f"in {self._name(ns)}: {' '.join(argv)} exited "
+                                f"{proc.returncode}: {(proc.stderr or '').strip()}")
+        return proc
+
+    def popen(self, ns: str, argv: list[str], **kw: Any) -> subprocess.Popen[str]:
+        """Start a process in a namespace (its own session, so stopping it stops its children)."""
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.Popen(["ip", "netns", "exec", self._name(ns), *argv], text=True,
+                                start_new_session=True, **kw)
+
+    def python(self, ns: str, code: str, *args: str, input: str | None = None,
+               check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run Python code (this interpreter, so the project is importable) in a namespace."""
+        return self.exec(ns, [sys.executable, "-c", code, *args], input=input, check=check,
+                         timeout=timeout)
+
+    def nft(self, ns: str = "ws") -> list[str]:
+        """The nft command for a namespace, as `firewall.apply(nft=...)` takes it."""
+        return ["ip", "netns", "exec", self._name(ns), "nft"]
+
+    def list_ruleset(self, ns: str = "ws", *flags: str) -> str:
+        """`nft list ruleset` in a namespace; flags e.g. "-a" (handles), "-s" (no counters)."""
+        return self.exec(ns, ["nft", *flags, "list", "ruleset"]).stdout
+
+    def _name(self, ns: str) -> str:
+        return self.ns.get(ns, ns)
+
+    def _ip(self, *args: str) -> None:
+        proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30,
+                              check=False)
+        if proc.returncode != 0:
+            raise TopologyError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+
+    # ------------------------------------------------------------------ config and DNS
+
+    def resolv_conf(self, path: str | os.PathLike[str], public: bool = False) -> Path:
+        """A resolv.conf for the workstation: the central LAN resolver, or (public=True) the
+        internet host's resolver that answers every name."""
+        servers = (INTERNET_V4, INTERNET_V6) if public else (CENTRAL_V4, CENTRAL_V6)
+        text = "".join(f"nameserver {s}\n" for s in servers)
+        target = Path(path)
+        target.write_text(text + f"search {LAN_DOMAIN}\noptions timeout:1 attempts:1\n")
+        return target
+
+    def config(self, **overrides: Any) -> NetlockConfig:
+        """The netlock config of this floor: central (8443, its DNS) and the file server allowed,
+        the internet host as canary."""
+        data: dict[str, Any] = {
+            "enabled": True,
+            "allow": [
+                {"name": "central", "addresses": [CENTRAL_V4, CENTRAL_V6], "tcp": [8443, 53],
+                 "udp": [53], "must_reach": [8443]},
+                {"name": "files", "addresses": [FILES_V4, FILES_V6], "tcp": [445]},
+            ],
+            "networks": [LAN_V4, LAN_V6],
+            "canaries": [{"address": a, "tcp": list(INTERNET_TCP), "udp": list(UDP_PORTS)}
+                         for a in (INTERNET_V4, INTERNET_V6)],
+            "resolv_conf": str(self.resolv_path),
+            "public_names": list(PUBLIC_NAMES),
+        }
+        data.update(overrides)
+        return NetlockConfig.model_validate(data)
+
+    # ------------------------------------------------------------------ breaches (one each)
+
+    def add_default_route(self) -> None:
+        """Breach: a default route (v4 and v6) through the router, which forwards to the
+        internet host."""
+        ws = self.ns["ws"]
+        self._ip("-n", ws, "route", "replace", "default", "via", ROUTER_LAN_V4)
+        self._ip("-n", ws, "-6", "route", "replace", "default", "via", ROUTER_LAN_V6)
+
+    def remove_default_route(self) -> None:
+        ws = self.ns["ws"]
+        for family in ("-4", "-6"):
+            subprocess.run(["ip", "-n", ws, family, "route", "del", "default"],
+                           capture_output=True, check=False)
+
+    def add_tether_interface(self, name: str = "usb0") -> None:
+        """Breach: an interface named like a USB tether. A veth whose peer sits in the router
+        (the dummy driver is not always loadable in a container); no address, just there."""
+        self._ip("-n", self.ns["ws"], "link", "add", name, "type", "veth", "peer", "name",
+                 f"t{name}"[:15], "netns", self.ns["rt"])
+        self._ip("-n", self.ns["ws"], "link", "set", name, "up")
+
+    def flush_ruleset(self) -> None:
+        """Breach: the whole ruleset gone (`nft flush ruleset`)."""
+        self.exec("ws", ["nft", "flush", "ruleset"])
+
+    def set_output_policy_accept(self, table: str = "floor_netlock") -> None:
+        """Breach: the output chain's policy switched to accept."""
+        self.exec("ws", ["nft", f"chain inet {table} output {{ policy accept; }}"])
+
+    def open_connection_to_internet(self, table: str = "floor_netlock", port: int = 443
+                                    ) -> HeldConnection:
+        """Breach: an established TCP connection to the internet host. Opened through a
+        temporary host route and firewall hole that are removed again once it is up, so the
+        only trace left is the connection itself (conntrack keeps it flowing)."""
+        ws = self.ns["ws"]
+        self._ip("-n", ws, "route", "add", f"{INTERNET_V4}/32", "via", ROUTER_LAN_V4)
+        handle = None
+        try:
+            listed = self.exec("ws", ["nft", "list", "table", "inet", table], check=False)
+            if listed.returncode == 0:
+                out = self.exec("ws", ["nft", "--echo", "--handle", "insert", "rule", "inet",
+                                       table, "output", "ip", "daddr", INTERNET_V4, "tcp",
+                                       "dport", str(port), "accept"]).stdout
+                found = re.search(r"# handle (\d+)", out)
+                handle = found.group(1) if found else None
+            proc = self.popen("ws", [sys.executable, "-c", HOLD_CONNECTION, INTERNET_V4,
+                                     str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+            assert proc.stdout is not None
+            banner = proc.stdout.readline().strip()
+            if not banner:
+                err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
+                _stop(proc)
+                raise TopologyError(f"connection to {INTERNET_V4}:{port} failed: {err.strip()}")
+            return HeldConnection(proc, INTERNET_V4, port, banner)
+        finally:
+            if handle is not None:
+                self.exec("ws", ["nft", "delete", "rule", "inet", table, "output", "handle",
+                                 handle], check=False)
+            subprocess.run(["ip", "-n", ws, "route", "del", f"{INTERNET_V4}/32"],
+                           capture_output=True, check=False)
+
+    def answering_resolver(self, via: str = "central") -> None:
+        """Breach: a resolver the workstation uses answers public names. "central" restarts
+        the LAN resolver answering every name (reachable through the lock); "internet" points
+        the workstation's resolv.conf at the internet host's resolver."""
+        if via == "internet":
+            self.resolv_conf(self.resolv_path, public=True)
+            return
+        _stop(self._procs.pop("dns-cen"))
+        self._dnsmasq("dns-cen", self.ns["cen"], (CENTRAL_V4, CENTRAL_V6),
+                      self._lan_answers(public=True))
+
+
+def new_prefix() -> str:
+    """A short per-run namespace prefix: pid and randomness, so parallel runs never clash."""
+    return f"fl{os.getpid() % 100000}{secrets.token_hex(2)}"
+
+
+def namespaces(prefix: str) -> list[str]:
+    """Namespaces (from `ip netns list`) named `<prefix>-*`: what a run leaves behind."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                         check=False).stdout
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    return [n for n in names if n.startswith(f"{prefix}-")]
+
+
+def _listening_udp(pid: int, port: int) -> bool:
+    """Whether the process's network namespace has a UDP socket bound to `port` (read through
+    /proc/PID/net, which shows that process's namespace, not ours)."""
+    suffix = f":{port:04X}"
+    for table in ("udp", "udp6"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/net/{table}") as f:
+            next(f, None)  # header
+            if any(line.split()[1].endswith(suffix) for line in f if len(line.split()) > 1):
+                return True
+    return False
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM the process's session, SIGKILL after a second."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
