@@ -443,3 +443,18 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         if stream is not None:
             with contextlib.suppress(OSError):
                 stream.close()
+
+
+def main() -> None:
+    """`python -m floor_agent.netlock.sim`: bring a floor up for a demo until Ctrl-C."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # cleaned up on TERM too
+    with Topology() as topo:
+        for role, name in topo.ns.items():
+            print(f"{role:4} {name}")
+        print(f"resolv.conf {topo.resolv_path}; try: ip netns exec {topo.ns['ws']} bash")
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+
+
+if __name__ == "__main__":
+    main()
