@@ -132,22 +132,37 @@ received = []  # monotonic time (system-wide clock) each stick 'add' left pyudev
 
 
 class TimedGuard(UsbGuard):
-    def handle(self, action, device):
+    def handle(self, action, device, **kwargs):
         if action == "add" and device.sys_path.endswith("/usb1/1-1"):
             received.append(time.monotonic())
-        super().handle(action, device)
+        super().handle(action, device, **kwargs)
 
 
-guard = TimedGuard(parse_rules_file(open(sys.argv[1]).read()),
-                 lambda kind, subject, severity="info", **data: kinds.update([kind]))
+decided = []  # monotonic time each stick's decision event was emitted (after its own write)
+
+
+def emit(kind, subject, severity="info", **data):
+    kinds.update([kind])
+    if kind == "usb.blocked" and data.get("port") == "1-1":
+        decided.append(time.monotonic())
+
+
+guard = TimedGuard(parse_rules_file(open(sys.argv[1]).read()), emit)
 shutdown = threading.Event()
 thread = guard.start(shutdown)
 print("ready", flush=True)
 sys.stdin.read()
 shutdown.set()
 thread.join(2)
-print(json.dumps({"kinds": dict(kinds), "received": received}), flush=True)
+print(json.dumps({"kinds": dict(kinds), "received": received, "decided": decided}), flush=True)
 """
+
+
+# The process that plugs and watches `authorized` (run.py's loop on USBGuard's side, ours on
+# ours). By default it runs SCHED_FIFO with reset-on-fork, so the daemons it starts run as
+# normal processes: on a 2-core machine a normal-priority observer waits for a CPU behind the
+# daemon's own work after its write, and would time the scheduler instead of the daemon.
+OBSERVER: list[str] = ["chrt", "--fifo", "--reset-on-fork", "50"]
 
 
 def note(*args: object) -> None:
@@ -176,7 +191,8 @@ def run_usbguard(work: Path, plugs: int) -> list[float]:
     """run.py pidns N in the scratch copy; the latency samples in ms."""
     env = dict(os.environ, TMPDIR=str(work), UG_FLAGS="-k")
     env.pop("LD_PRELOAD", None)
-    proc = subprocess.run(["/usr/bin/python3", "run.py", "pidns", str(plugs)], cwd=work,
+    proc = subprocess.run([*OBSERVER, "/usr/bin/python3", "run.py", "pidns", str(plugs)],
+                          cwd=work,
                           env=env, capture_output=True, text=True, timeout=plugs * 2 + 120)
     bench = [line for line in proc.stdout.splitlines() if line.startswith("BENCH")]
     samples = [line for line in proc.stdout.splitlines() if line.startswith("samples_ms")]
@@ -197,8 +213,8 @@ def run_ours(work: Path, plugs: int) -> dict[str, Any]:
     (work / "ours_parent.py").write_text(_PARENT)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("LD_PRELOAD", None)
-    cmd = ["umockdev-wrapper", "/usr/bin/python3", str(work / "ours_parent.py"), str(plugs),
-           sys.executable, "-c", _CHILD, str(RULES)]
+    cmd = [*OBSERVER, "umockdev-wrapper", "/usr/bin/python3", str(work / "ours_parent.py"),
+           str(plugs), sys.executable, "-c", _CHILD, str(RULES)]
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
                           timeout=plugs * 2 + 120)
     if proc.returncode != 0 or not proc.stdout.strip():
@@ -207,6 +223,12 @@ def run_ours(work: Path, plugs: int) -> dict[str, Any]:
     child = json.loads(out["child"])
     out["kinds"] = child["kinds"]
     received = child["received"]
+    decided = child["decided"]
+    starts = [d - a / 1000 for d, a in zip(out["done"], out["after"], strict=True)]
+    if len(decided) == len(starts) and not out["miss"]:
+        out["decided"] = [(e - s) * 1000 for e, s in zip(decided, starts, strict=True)]
+    else:
+        out["decided"] = []
     if len(received) == len(out["done"]) and not out["miss"]:
         out["received"] = [(d - r) * 1000 for d, r in zip(out["done"], received, strict=True)]
     else:
@@ -272,7 +294,13 @@ def main() -> None:
     parser.add_argument("--skip-ours", action="store_true")
     parser.add_argument("--skip-rules", action="store_true")
     parser.add_argument("--rule-seconds", type=float, default=3.0)
+    parser.add_argument("--observer", choices=("realtime", "normal"), default="realtime",
+                        help="scheduling of the plugging/watching process on both sides "
+                             "(the daemons always run normal)")
     args = parser.parse_args()
+    if args.observer == "normal":
+        OBSERVER.clear()
+    note(f"observer: {args.observer} ({' '.join(OBSERVER) or 'no chrt'})")
 
     with tempfile.TemporaryDirectory(prefix="usb_block.") as tmp:
         work = Path(tmp)
@@ -294,6 +322,12 @@ def main() -> None:
                   flush=True)
             print(f"usb_block_p99_ours: {p99:.2f} ms (max {max(out['after']):.2f} ms; guard "
                   f"events {out['kinds']})", flush=True)
+            if out["decided"]:
+                d50, d99 = quantiles(out["decided"])
+                print(f"usb_block_decision_ours: p50 {d50:.2f} ms, p99 {d99:.2f} ms (from the "
+                      "uevent's send to the decision's audit event, after the decision's own "
+                      "write; the figures above end at the first write of 0, the hold)",
+                      flush=True)
         if not args.skip_usbguard:
             note(f"usbguard: {args.plugs} plugs (~{args.plugs * 0.17:.0f} s)")
             samples = run_usbguard(work, args.plugs)

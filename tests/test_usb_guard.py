@@ -95,9 +95,9 @@ class RecordingGuard(UsbGuard):
         super().__init__(*args, **kwargs)
         self.handled: list[tuple[str, str]] = []
 
-    def handle(self, action: str, device: Any) -> None:
+    def handle(self, action: str, device: Any, **kwargs: Any) -> None:
         try:
-            super().handle(action, device)
+            super().handle(action, device, **kwargs)
         finally:
             self.handled.append((action, device.sys_path))
 
@@ -356,6 +356,52 @@ def test_devices_present_at_start_are_evaluated_parents_first(tmp_path: Path) ->
     assert order.index(("usb.allowed", "usb1")) == 1
     assert order.index(("usb.allowed", "1-9")) < order.index(("usb.blocked", "1-9.3"))
     assert out["stop"]["defaults"] == {USB1: ["0", "0"]}
+
+
+def _unlocked_hub(tb: BusHandle) -> dict[str, Any]:
+    """A hub whose authorized_default is 1 after all (lock down failed, or an old kernel): a
+    new device arrives on. The guard must turn it off before it reads identity and rules."""
+    import floor_agent.usb_guard.guard as guard_module
+
+    steps: list[tuple[str, str, bool | None]] = []
+    real_authorize, real_decide = sysfs.authorize, guard_module.decide
+
+    def authorize(path: str, value: bool) -> None:
+        steps.append(("write", os.path.basename(path), value))
+        real_authorize(path, value)
+
+    def decide(rules: Any, device: Any, context: Any) -> Any:
+        steps.append(("decide", os.path.basename(device.sys_path), None))
+        return real_decide(rules, device, context)
+
+    sysfs.authorize, guard_module.decide = authorize, decide
+    floor = Floor(tb)
+    floor.start()
+    present = list(steps)
+    tb.set_attribute(USB1, "authorized_default", "1")  # the kernel's default is "on" again
+    steps.clear()
+    state = {spec.sysname: floor.plug(spec) for spec in (STICK, KEYBOARD)}
+    floor.stop()
+    return {"present": present, "steps": steps, "state": state,
+            "kinds": [e["kind"] for e in floor.events if e["data"].get("port") in ("1-1", "1-2")]}
+
+
+def test_a_device_arriving_on_is_turned_off_before_it_is_judged(tmp_path: Path) -> None:
+    out = run_scenario(tmp_path, _unlocked_hub, guard_bus((WACOM,)))
+    steps = [tuple(step) for step in out["steps"]]
+    # the stick: off at once, then judged (block), and the decision's own write
+    assert steps[:3] == [("write", "1-1", False), ("decide", "1-1", None),
+                         ("write", "1-1", False)]
+    # the keyboard: off at once, judged (allow), then on; its interface follows
+    assert steps[3:6] == [("write", "1-2", False), ("decide", "1-2", None),
+                          ("write", "1-2", True)]
+    assert out["state"]["1-1"]["authorized"] is False
+    assert out["state"]["1-2"] == {"authorized": True, "remove": "", "interfaces": [True]}
+    assert out["kinds"] == ["usb.blocked", "usb.allowed"]
+    # devices present at start are judged without being turned off first (a keyboard in use
+    # must not drop out whenever the agent restarts)
+    assert ("write", WACOM.sysname, False) not in [tuple(s) for s in out["present"]]
+    assert ("write", WACOM.sysname, True) in [tuple(s) for s in out["present"]]
 
 
 def _failures(tb: BusHandle) -> dict[str, Any]:

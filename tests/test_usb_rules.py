@@ -25,6 +25,7 @@ from floor_agent.usb_guard.rules import (
     RuleSyntaxError,
     evaluate,
     format_rule,
+    index_rules,
     matches,
     parse_rule,
     parse_rules_file,
@@ -604,3 +605,51 @@ def test_fuzz_bytes_never_crash(text: str) -> None:
 @given(rule_texts())
 def test_fuzz_rule_shaped_text_never_crashes_and_round_trips(text: str) -> None:
     _parse_all_ways(text)
+
+
+# --- the rule index: same first match as trying every rule -------------------------------------
+
+_IDS = ["0781:5567", "0781:5568", "046D:C52B", "046d:c52b", "0781:*", "*:*"]
+_HASHES = ["aGFzaDE=", "aGFzaDI=", "aGFzaDM="]
+_OPS = ["", "one-of ", "all-of ", "none-of ", "equals ", "equals-ordered ", "match-all "]
+
+
+@st.composite
+def _indexable_rule(draw: st.DrawFn) -> str:
+    parts = [draw(st.sampled_from(["allow", "block", "reject"]))]
+    if draw(st.booleans()):
+        op = draw(st.sampled_from(_OPS))
+        ids = draw(st.lists(st.sampled_from(_IDS), min_size=1, max_size=2))
+        parts.append(f"id {ids[0]}" if not op else f"id {op}{{ {' '.join(ids)} }}")
+    if draw(st.booleans()):
+        op = draw(st.sampled_from(_OPS))
+        hashes = draw(st.lists(st.sampled_from(_HASHES), min_size=1, max_size=2))
+        quoted = " ".join(f'"{h}"' for h in hashes)
+        parts.append(f'hash "{hashes[0]}"' if not op else f"hash {op}{{ {quoted} }}")
+    if draw(st.booleans()):
+        parts.append("with-interface " + draw(st.sampled_from(
+            ["08:06:50", "one-of { 03:*:* 08:*:* }", "none-of { 08:*:* }"])))
+    return " ".join(parts)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_indexable_rule(), max_size=12), st.sampled_from(_IDS[:4] + ["1234:abcd"]),
+       st.sampled_from([*_HASHES, None]), st.sampled_from([("08:06:50",), ("03:01:01",)]))
+def test_rule_index_decides_like_trying_every_rule(rule_texts: list[str], device_id: str,
+                                                    device_hash: str | None,
+                                                    interfaces: tuple[str, ...]) -> None:
+    rules = [parse_rule(text) for text in rule_texts]
+    device = DeviceAttributes(id=device_id, hash=device_hash, with_interface=interfaces)
+    assert evaluate(index_rules(rules), device) == evaluate(rules, device)
+
+
+def test_rule_index_tries_only_rules_that_can_match() -> None:
+    rules = [parse_rule(f'allow id 046d:{i:04x} serial "KB{i}"') for i in range(1000)]
+    rules += [parse_rule('allow id 0781:5567 hash "aGFzaDE="'),
+              parse_rule("block with-interface one-of { 08:*:* }")]
+    index = index_rules(rules)
+    stick = DeviceAttributes(id="0781:5567", hash="aGFzaDI=", with_interface=("08:06:50",))
+    assert index.candidates(stick) == [rules[-1]]  # the pinned hash differs, ids differ
+    keyboard = DeviceAttributes(id="046D:0007", serial="KB7")
+    assert index.candidates(keyboard) == [rules[7], rules[-1]]
+    assert evaluate(index, keyboard) == ("allow", rules[7])

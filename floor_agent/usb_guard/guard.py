@@ -28,7 +28,7 @@ from floor_agent.usb_guard import sysfs
 from floor_agent.usb_guard.device import UsbDevice, device_from_udev
 from floor_agent.usb_guard.monitor import UdevMonitor, present_devices
 from floor_agent.usb_guard.policy import IMPLICIT, Decision, decide
-from floor_agent.usb_guard.rules import ConditionContext, Rule
+from floor_agent.usb_guard.rules import ConditionContext, Rule, index_rules
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ class UsbGuard:
                  context: pyudev.Context | None = None,
                  clock: Callable[[], datetime] = datetime.now) -> None:
         self.rules = list(rules)
+        self._index = index_rules(self.rules)  # same decisions, fewer rules tried per device
         self.emit = emit
         self.sys_root = sys_root
         self.context = context
@@ -164,7 +165,7 @@ class UsbGuard:
                                 for e in self.lockdown.failed])
         for device in present_devices(self.context):  # parents before children
             try:
-                self.handle("add", device)
+                self.handle("add", device, present=True)
             except Exception:  # one odd device must not keep the others unevaluated
                 log.exception("usb guard: evaluating present device %s failed", device.sys_path)
         self.thread = self.monitor.start(self.handle, shutdown)
@@ -182,8 +183,8 @@ class UsbGuard:
 
     # -- events --
 
-    def handle(self, action: str, device: pyudev.Device) -> None:
-        """One udev event (also used for present devices, as "add")."""
+    def handle(self, action: str, device: pyudev.Device, *, present: bool = False) -> None:
+        """One udev event; present devices at start come as "add" with `present=True`."""
         if device.device_type == "usb_interface":
             if action in ("add", "bind"):
                 self._interface(device.sys_path)
@@ -192,7 +193,27 @@ class UsbGuard:
             with self._lock:
                 self._enforced.pop(device.sys_path, None)
             return
+        if action == "add" and not present:
+            self._hold(device.sys_path)
         self.evaluate(device)  # add, and bind/change too: a missed add must not leave it unjudged
+
+    def _hold(self, path: str) -> None:
+        """Deauthorize a newly plugged device before judging it: fail closed first, decide
+        after. Behind a locked hub the kernel has it off already and this write changes
+        nothing; behind a hub that could not be locked (or a kernel without
+        authorized_default) it closes the window in which the device would be on while its
+        identity is read and the rules are matched. An allowed device is turned on by its
+        decision right after. Root hubs are never held (that would cut every keyboard), nor
+        a device already judged at this path (a repeated add, e.g. seen present and added)."""
+        if sysfs.is_root_hub(path):
+            return
+        with self._lock:
+            if path in self._enforced:
+                return
+        try:
+            sysfs.authorize(path, False)
+        except sysfs.SysfsError as e:  # the decision's own write reports the failure
+            log.warning("usb guard: holding new device %s failed: %s", path, e)
 
     def evaluate(self, udev_device: pyudev.Device) -> Enforced | None:
         """Decide and enforce for one device. A repeated event for the same device (same
@@ -207,7 +228,7 @@ class UsbGuard:
                 and self._still_enforced(known):
             return None
         try:
-            decision = decide(self.rules, device, ConditionContext(now=self.clock()))
+            decision = decide(self._index, device, ConditionContext(now=self.clock()))
         except Exception as e:  # a rule that cannot be evaluated: fail closed
             log.exception("usb guard: deciding on %s failed", device.sys_path)
             decision = Decision("block", IMPLICIT, blocked_interfaces=device.interfaces,

@@ -20,6 +20,7 @@ from floor_agent.usb_guard.rules import (
     ConditionContext,
     DeviceAttributes,
     Rule,
+    RuleIndex,
     evaluate,
     format_rule,
 )
@@ -62,13 +63,15 @@ def _text(rule: Rule | None) -> str:
     return IMPLICIT if rule is None else format_rule(rule)
 
 
-def decide(rules: Sequence[Rule], device: UsbDevice,
+def decide(rules: Sequence[Rule] | RuleIndex, device: UsbDevice,
            ctx: ConditionContext | None = None) -> Decision:
-    """First matching rule for the device; on block, interface by interface."""
+    """First matching rule for the device; on block, interface by interface. `rules` may be
+    a RuleIndex (same decisions, fewer rules tried: the daemon builds one per policy load)."""
     ctx = ctx or ConditionContext()
     trouble = _descriptor_trouble(device)
     if trouble is not None:
-        pinned = [r for r in rules if r.get("hash") is not None]
+        listed = rules.rules if isinstance(rules, RuleIndex) else rules
+        pinned = [r for r in listed if r.get("hash") is not None]
         target, rule = evaluate(pinned, attributes_of(device), ctx)
         if target == "allow" and rule is not None:
             return Decision("allow", _text(rule), device.interfaces,

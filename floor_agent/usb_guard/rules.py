@@ -9,9 +9,10 @@ we accept is one the daemon accepts, and the reverse.
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import time as dtime
@@ -744,12 +745,15 @@ def _eq(a: str, b: str) -> bool:
     return a == b
 
 
+_ITEM_MATCHERS: dict[str, Callable[[str, str], bool]] = {
+    "id": _id_matches, "with-interface": _interface_matches}
+
+
 def _device_matches(rule: Rule, device: DeviceAttributes) -> bool:
     for name, attr in rule.attributes:
         if name in ("if", "label") or not attr.values:
             continue
-        item = {"id": _id_matches, "with-interface": _interface_matches}.get(name, _eq)
-        if not _set_applies(attr, _device_values(device, name), item):
+        if not _set_applies(attr, _device_values(device, name), _ITEM_MATCHERS.get(name, _eq)):
             return False
     return True
 
@@ -796,11 +800,74 @@ def matches(rule: Rule, device: DeviceAttributes, ctx: ConditionContext | None =
     return _device_matches(rule, device) and _conditions_hold(rule, ctx or ConditionContext())
 
 
+# Operators under which a rule can only match a single-valued attribute (id, hash) equal to
+# one of the rule's values; none-of and match-all can match other values too.
+_PINNING_OPERATORS = frozenset({"equals", "equals-ordered", "one-of", "all-of"})
+
+
+def _pinned_values(rule: Rule, name: str) -> tuple[str, ...] | None:
+    """The values a device's `name` must equal for the rule to match it, or None when the rule
+    does not pin that attribute (absent, empty, a wildcard id, or a non-pinning operator)."""
+    attr = rule.get(name)
+    if attr is None or not attr.values or attr.operator not in _PINNING_OPERATORS:
+        return None
+    values = tuple(str(v) for v in attr.values)
+    if name == "id":
+        if any("*" in v for v in values):
+            return None
+        values = tuple(v.lower() for v in values)
+    return values
+
+
+@dataclass(frozen=True)
+class RuleIndex:
+    """The rules in file order, with those pinned to an exact hash or id found by lookup, so a
+    generated policy of thousands of `allow id ... hash ...` lines costs a few rules per
+    decision. Only rules that cannot match a device are skipped: first match still wins."""
+
+    rules: tuple[Rule, ...]
+    generic: tuple[int, ...]  # positions of rules that must be tried for every device
+    by_hash: Mapping[str, tuple[int, ...]]
+    by_id: Mapping[str, tuple[int, ...]]
+
+    def candidates(self, device: DeviceAttributes) -> list[Rule]:
+        """The rules that may match `device`, in file order."""
+        lists = [self.generic]
+        if device.hash is not None:
+            lists.append(self.by_hash.get(device.hash, ()))
+        lists.append(self.by_id.get(device.id.lower(), ()))
+        return [self.rules[i] for i in heapq.merge(*lists)]
+
+
+def index_rules(rules: Iterable[Rule]) -> RuleIndex:
+    """Build the RuleIndex of a rule list (once per policy load)."""
+    ordered = tuple(rules)
+    generic: list[int] = []
+    by_hash: dict[str, list[int]] = {}
+    by_id: dict[str, list[int]] = {}
+    for position, rule in enumerate(ordered):
+        hashes = _pinned_values(rule, "hash")
+        ids = None if hashes is not None else _pinned_values(rule, "id")
+        if hashes is not None:
+            for value in dict.fromkeys(hashes):
+                by_hash.setdefault(value, []).append(position)
+        elif ids is not None:
+            for value in dict.fromkeys(ids):
+                by_id.setdefault(value, []).append(position)
+        else:
+            generic.append(position)
+    return RuleIndex(ordered, tuple(generic), {k: tuple(v) for k, v in by_hash.items()},
+                     {k: tuple(v) for k, v in by_id.items()})
+
+
 def evaluate(
-    rules: Iterable[Rule], device: DeviceAttributes, ctx: ConditionContext | None = None
+    rules: Iterable[Rule] | RuleIndex, device: DeviceAttributes,
+    ctx: ConditionContext | None = None,
 ) -> tuple[str, Rule | None]:
     """First matching allow/block/reject rule decides; none matching means implicit block."""
     ctx = ctx or ConditionContext()
+    if isinstance(rules, RuleIndex):
+        rules = rules.candidates(device)
     for rule in rules:
         if rule.target in ("allow", "block", "reject") and matches(rule, device, ctx):
             return rule.target, rule

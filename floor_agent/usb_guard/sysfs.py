@@ -57,6 +57,11 @@ class LockDown:
         return bool(self.locked) and not self.failed
 
 
+def is_root_hub(device_path: str | os.PathLike[str]) -> bool:
+    """Whether a device directory is a root hub ("usb1"), not a device on a port ("1-2")."""
+    return _ROOT_HUB.fullmatch(os.path.basename(os.fspath(device_path).rstrip("/"))) is not None
+
+
 def _write(path: Path | str, value: bytes) -> None:
     """Write without O_CREAT: a missing attribute is an error, never a new file."""
     try:
