@@ -1,0 +1,780 @@
+"""What the workstation's network looks like right now: plain data, and thin collectors for it.
+
+The checks judge these facts and never look at the system themselves, so they can be tested on
+hand-built facts. A collector never raises: when a fact cannot be had (nft missing, no
+permission, garbage output) it comes back as `Fact(None, why)`, and the check built on it says
+`unknown` with that reason instead of passing.
+
+`collect` is re-run often (every watcher poll, every netlink event), so it is cheap: one netlink
+session, one `nft` run, one psutil pass, and the slow parts (DNS queries, TCP and UDP probes)
+all in flight at once on non-blocking sockets in one selector loop, bounded by
+`probe_timeout_ms`, while the other collectors run alongside. Families are IP versions (4, 6).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import ipaddress
+import json
+import os
+import re
+import selectors
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
+
+from floor_agent.config import NetlockConfig
+from floor_agent.netlock.allowlist import Allowlist
+
+T = TypeVar("T")
+
+AREAS = frozenset({"routes", "links", "addresses", "stats", "ruleset", "sockets", "dns",
+                   "egress", "reach", "proxy"})
+NOT_COLLECTED = "not collected"
+NFT_TIMEOUT_S = 2.0
+
+# rtm_type numbers (linux/rtnetlink.h)
+ROUTE_TYPES = {0: "unspec", 1: "unicast", 2: "local", 3: "broadcast", 4: "anycast",
+               5: "multicast", 6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw",
+               10: "nat", 11: "xresolve"}
+IFF_UP = 0x1
+TABLE_LOCAL = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Fact(Generic[T]):
+    """One area of facts: its value, or why it could not be collected (never both None)."""
+
+    value: T | None
+    error: str | None = None
+    ms: float = 0.0  # time spent collecting it
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.value is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One route of any table. All tables and types are kept (the local table 255 too): the
+    checks decide which lead out (only `unicast` ones do). Multipath routes come as one Route
+    per next hop."""
+
+    family: int  # 4 or 6
+    dst: str  # CIDR, "0.0.0.0/0" / "::/0" for default
+    gateway: str | None
+    oif: str | None  # interface name (or "#index" when the link is unknown)
+    table: int
+    type: str  # unicast, local, broadcast, blackhole, unreachable, prohibit, ...
+
+    @property
+    def is_default(self) -> bool:
+        return self.dst in ("0.0.0.0/0", "::/0")
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    name: str
+    index: int
+    kind: str | None  # IFLA_INFO_KIND: veth, dummy, wireguard, tun, bridge, ...; None = hardware
+    up: bool
+    mac: str | None
+    wireless: bool
+    driver: str | None  # /sys/class/net/NAME/device/driver
+    bus: str | None = None  # usb, pci, ... (/sys/class/net/NAME/device/subsystem)
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    interface: str
+    family: int
+    address: str
+    prefixlen: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceStat:
+    name: str
+    up: bool
+    speed: int  # Mbit/s, 0 when unknown
+    mtu: int
+
+
+@dataclass(frozen=True, slots=True)
+class Socket:
+    proto: str  # tcp | udp
+    family: int
+    local: str  # "10.0.0.2:5123", "[fd00::2]:5123"
+    remote: str | None  # None when not connected
+    status: str  # ESTABLISHED, SYN_SENT, LISTEN, ... ; NONE for UDP
+    pid: int | None
+    process: str | None
+
+    @property
+    def remote_host(self) -> str | None:
+        return None if self.remote is None else split_endpoint(self.remote)[0]
+
+    @property
+    def remote_port(self) -> int | None:
+        return None if self.remote is None else split_endpoint(self.remote)[1]
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswer:
+    """What one resolver said about one public name (A and AAAA asked together)."""
+
+    resolver: str
+    name: str
+    answered: bool  # at least one address came back
+    addresses: tuple[str, ...]
+    error: str | None  # "A: NXDOMAIN; AAAA: timeout", ...
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    proto: str  # tcp | udp
+    address: str
+    port: int
+    reached: bool
+    detail: str  # connected, reply, refused, reset, unreachable, denied, timeout, error ...
+    ms: float
+
+    @property
+    def target(self) -> str:
+        return f"{self.proto} {join_endpoint(self.address, self.port)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySetting:
+    source: str  # "env", "/etc/environment:3", "/etc/apt/apt.conf.d/01proxy:1"
+    key: str  # https_proxy, Acquire::http::Proxy, ...
+    value: str
+    host: str | None  # None when the value names no host (unparseable)
+    port: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    routes: Fact[tuple[Route, ...]]
+    links: Fact[tuple[Link, ...]]
+    addresses: Fact[tuple[Address, ...]]
+    stats: Fact[tuple[InterfaceStat, ...]]
+    ruleset: Fact[dict[str, Any]]  # `nft -j list ruleset`, parsed
+    sockets: Fact[tuple[Socket, ...]]
+    dns: Fact[tuple[DnsAnswer, ...]]
+    egress: Fact[tuple[Probe, ...]]  # to the canaries: must all fail
+    reach: Fact[tuple[Probe, ...]]  # to the allowlist's must_reach ports: must all succeed
+    proxy: Fact[tuple[ProxySetting, ...]]
+    collected_at: float = 0.0  # time.time()
+    ms: float = 0.0  # the whole collection
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Facts:
+        """The inverse of as_dict (for facts collected elsewhere, e.g. in a namespace)."""
+        kinds: dict[str, type | None] = {
+            "routes": Route, "links": Link, "addresses": Address, "stats": InterfaceStat,
+            "ruleset": None, "sockets": Socket, "dns": DnsAnswer, "egress": Probe,
+            "reach": Probe, "proxy": ProxySetting}
+        out: dict[str, Any] = {}
+        for area, kind in kinds.items():
+            raw = data[area]
+            value = raw["value"]
+            if value is not None and kind is not None:
+                value = tuple(_from_dict(kind, item) for item in value)
+            out[area] = Fact(value, raw["error"], raw.get("ms", 0.0))
+        return cls(**out, collected_at=data.get("collected_at", 0.0), ms=data.get("ms", 0.0))
+
+
+def _from_dict(kind: type, item: Mapping[str, Any]) -> Any:
+    values = dict(item)
+    for f in dataclasses.fields(kind):
+        if isinstance(values.get(f.name), list):
+            values[f.name] = tuple(values[f.name])
+    return kind(**values)
+
+
+def not_collected() -> Fact[Any]:
+    return Fact(None, NOT_COLLECTED)
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+def join_endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def split_endpoint(text: str) -> tuple[str, int | None]:
+    """"[::1]:53" -> ("::1", 53); "10.0.0.1:80" -> ("10.0.0.1", 80)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = text.rpartition(":")
+        if not host:
+            host, port = port, ""
+    return host, int(port) if port.isdigit() else None
+
+
+# --------------------------------------------------------------------------- collect
+
+
+def collect(config: NetlockConfig, allowlist: Allowlist, areas: frozenset[str] | None = None,
+            *, root: Path = Path("/"), environ: Mapping[str, str] | None = None) -> Facts:
+    """The facts of the areas asked for (all by default); others are `Fact(None, "not
+    collected")`. `root` and `environ` are where the proxy settings and sysfs are read (tests)."""
+    wanted = AREAS if areas is None else frozenset(areas)
+    unknown = wanted - AREAS
+    if unknown:
+        raise ValueError(f"unknown fact areas: {', '.join(sorted(unknown))}")
+    started = time.perf_counter()
+    collected_at = time.time()
+    results: dict[str, Fact[Any]] = {area: not_collected() for area in AREAS}
+    timeout = config.probe_timeout_ms / 1000
+
+    # The network round trips go first, in a thread, so the local collectors overlap them.
+    jobs: list[_Job] = []
+    dns_error: str | None = None
+    if "dns" in wanted:
+        try:
+            resolvers = read_nameservers(_under(root, config.resolv_conf))
+            jobs += [_DnsJob(r, name, rdtype) for r in resolvers for name in config.public_names
+                     for rdtype in ("A", "AAAA")]
+        except OSError as e:
+            dns_error = f"resolv.conf: {config.resolv_conf}: {e.strerror or e}"
+    if "egress" in wanted:
+        jobs += [_ProbeJob("egress", proto, c.address, port)
+                 for c in config.canaries for proto, ports in (("tcp", c.tcp), ("udp", c.udp))
+                 for port in ports]
+    if "reach" in wanted:
+        jobs += [_ProbeJob("reach", "tcp", str(a), port) for d in allowlist.destinations
+                 for a in d.addresses() for port in d.must_reach]
+    own_targets = {(j.address, j.port) for j in jobs}
+    round_trips: dict[str, Fact[Any]] = {}
+    thread = None
+    if wanted & {"dns", "egress", "reach"}:
+        thread = threading.Thread(target=_round_trips_into,
+                                  args=(jobs, timeout, wanted, dns_error, round_trips),
+                                  name="netlock-probes", daemon=True)
+        thread.start()
+
+    sys_root = _under(root, Path("/sys"))
+    if wanted & {"routes", "links"}:
+        routes, links = _timed2(lambda: collect_netlink(sys_root))
+        if "routes" in wanted:
+            results["routes"] = routes
+        if "links" in wanted:
+            results["links"] = links
+    local = {"addresses": collect_addresses, "stats": collect_stats,
+             "ruleset": collect_ruleset,
+             "sockets": lambda: collect_sockets(own_pid=os.getpid(), own_targets=own_targets),
+             "proxy": lambda: collect_proxy(root, os.environ if environ is None else environ)}
+    for area, collector in local.items():
+        if area in wanted:
+            results[area] = _timed(area, collector)
+
+    if thread is not None:
+        thread.join(timeout + 5)
+        for area in ("dns", "egress", "reach"):
+            if area in wanted:
+                results[area] = round_trips.get(area, Fact(None, f"{area}: probe loop hung"))
+    return Facts(**results, collected_at=collected_at,
+                 ms=(time.perf_counter() - started) * 1000)
+
+
+def _under(root: Path, path: Path) -> Path:
+    return path if root == Path("/") else root / path.relative_to("/")
+
+
+def _timed(area: str, collector: Any) -> Fact[Any]:
+    started = time.perf_counter()
+    try:
+        value = collector()
+    except Exception as e:  # a collector never raises: the check says unknown, and why
+        return Fact(None, f"{area}: {_why(e)}", (time.perf_counter() - started) * 1000)
+    ms = (time.perf_counter() - started) * 1000
+    if isinstance(value, Fact):
+        return dataclasses.replace(value, ms=ms)
+    return Fact(value, None, ms)
+
+
+def _timed2(collector: Any) -> tuple[Fact[Any], Fact[Any]]:
+    started = time.perf_counter()
+    try:
+        a, b = collector()
+    except Exception as e:
+        ms = (time.perf_counter() - started) * 1000
+        return Fact(None, f"netlink: {_why(e)}", ms), Fact(None, f"netlink: {_why(e)}", ms)
+    ms = (time.perf_counter() - started) * 1000
+    return Fact(a, None, ms), Fact(b, None, ms)
+
+
+def _why(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text if isinstance(e, OSError) else f"{type(e).__name__}: {text}"
+
+
+# --------------------------------------------------------------------------- netlink
+
+
+def collect_netlink(sys_root: Path = Path("/sys")) -> tuple[tuple[Route, ...], tuple[Link, ...]]:
+    """Routes (IPv4 and IPv6, all tables) and links, in one netlink session."""
+    from pyroute2 import IPRoute  # imported here: the pure checks must not need it
+
+    with IPRoute() as ipr:
+        link_msgs = list(ipr.get_links())
+        route_msgs = list(ipr.get_routes(family=socket.AF_INET))
+        route_msgs += list(ipr.get_routes(family=socket.AF_INET6))
+    links = tuple(_link(msg, sys_root) for msg in link_msgs)
+    names = {link.index: link.name for link in links}
+    routes = tuple(r for msg in route_msgs for r in _routes(msg, names))
+    return routes, links
+
+
+def _link(msg: Any, sys_root: Path) -> Link:
+    name = msg.get_attr("IFLA_IFNAME") or f"#{msg['index']}"
+    info = msg.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    wireless, driver, bus = _sysfs(sys_root, name, msg["index"])
+    return Link(name=name, index=msg["index"], kind=kind, up=bool(msg["flags"] & IFF_UP),
+                mac=msg.get_attr("IFLA_ADDRESS"), wireless=wireless or kind == "wlan",
+                driver=driver, bus=bus)
+
+
+def _sysfs(sys_root: Path, name: str, index: int) -> tuple[bool, str | None, str | None]:
+    """Wireless, driver and bus from sysfs. sysfs shows the network namespace it was mounted
+    in, so a same-named interface elsewhere is ignored (its ifindex differs)."""
+    base = sys_root / "class" / "net" / name
+    try:
+        if int((base / "ifindex").read_text().strip()) != index:
+            return False, None, None
+    except (OSError, ValueError):
+        return False, None, None
+    wireless = (base / "wireless").exists() or (base / "phy80211").exists()
+    wireless = wireless or "DEVTYPE=wlan" in _read(base / "uevent").splitlines()
+    return wireless, _link_target(base / "device" / "driver"), _link_target(
+        base / "device" / "subsystem")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _link_target(path: Path) -> str | None:
+    try:
+        return os.path.basename(os.readlink(path))
+    except OSError:
+        return None
+
+
+def _routes(msg: Any, names: Mapping[int, str]) -> list[Route]:
+    family = 4 if msg["family"] == socket.AF_INET else 6
+    dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if family == 4 else "::")
+    cidr = f"{dst}/{msg['dst_len']}"
+    table = msg.get_attr("RTA_TABLE") or msg["table"]
+    rtype = ROUTE_TYPES.get(msg["type"], str(msg["type"]))
+    hops = msg.get_attr("RTA_MULTIPATH")
+    if hops:
+        return [Route(family, cidr, _gateway(hop), _ifname(hop["oif"], names), table, rtype)
+                for hop in hops]
+    return [Route(family, cidr, _gateway(msg), _ifname(msg.get_attr("RTA_OIF"), names), table,
+                  rtype)]
+
+
+def _gateway(msg: Any) -> str | None:
+    gateway = msg.get_attr("RTA_GATEWAY")
+    if gateway:
+        return str(gateway)
+    via = msg.get_attr("RTA_VIA")  # IPv4 route through an IPv6 next hop
+    if via:
+        return str(via.get("addr") if isinstance(via, Mapping) else via)
+    return None
+
+
+def _ifname(index: int | None, names: Mapping[int, str]) -> str | None:
+    if not index:
+        return None
+    return names.get(index, f"#{index}")
+
+
+# --------------------------------------------------------------------------- psutil
+
+
+def collect_addresses() -> tuple[Address, ...]:
+    import psutil
+
+    out = []
+    for name, addrs in psutil.net_if_addrs().items():
+        for a in addrs:
+            if a.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            out.append(Address(name, 4 if a.family == socket.AF_INET else 6,
+                               a.address.split("%", 1)[0], _prefixlen(a.netmask)))
+    return tuple(out)
+
+
+def _prefixlen(netmask: str | None) -> int | None:
+    if not netmask:
+        return None
+    try:
+        bits = int(ipaddress.ip_address(netmask))
+    except ValueError:
+        return None
+    width = 32 if "." in netmask else 128
+    ones = bin(bits).count("1")
+    return ones if bits == ((1 << ones) - 1) << (width - ones) else None
+
+
+def collect_stats() -> tuple[InterfaceStat, ...]:
+    import psutil
+
+    return tuple(InterfaceStat(name, s.isup, s.speed, s.mtu)
+                 for name, s in psutil.net_if_stats().items())
+
+
+def collect_sockets(own_pid: int | None = None,
+                    own_targets: Iterable[tuple[str, int]] = ()) -> tuple[Socket, ...]:
+    """TCP and UDP sockets over IPv4 and IPv6, minus this process's own probe sockets (which
+    are in flight while the sockets are read)."""
+    import psutil
+
+    targets = set(own_targets)
+    names: dict[int, str | None] = {}
+    out = []
+    for c in psutil.net_connections("inet"):
+        proto = "tcp" if c.type == socket.SOCK_STREAM else "udp"
+        family = 4 if c.family == socket.AF_INET else 6
+        remote = None
+        if c.raddr:
+            if c.pid == own_pid and (_plain(c.raddr.ip), c.raddr.port) in targets:
+                continue
+            remote = join_endpoint(_plain(c.raddr.ip), c.raddr.port)
+        local = join_endpoint(_plain(c.laddr.ip), c.laddr.port) if c.laddr else ""
+        process = None
+        if c.pid is not None and remote is not None:
+            if c.pid not in names:
+                try:
+                    names[c.pid] = psutil.Process(c.pid).name()
+                except psutil.Error:
+                    names[c.pid] = None
+            process = names[c.pid]
+        out.append(Socket(proto, family, local, remote, c.status, c.pid, process))
+    return tuple(out)
+
+
+def _plain(ip: str) -> str:
+    return ip.split("%", 1)[0]
+
+
+# --------------------------------------------------------------------------- nftables
+
+
+def collect_ruleset() -> Fact[dict[str, Any]]:
+    """`nft -j list ruleset`, parsed; any failure is the Fact's error."""
+    nft = shutil.which("nft")
+    if nft is None:
+        return Fact(None, "nft: command not found")
+    try:
+        proc = subprocess.run([nft, "-j", "list", "ruleset"], capture_output=True,
+                              timeout=NFT_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        return Fact(None, f"nft: no answer within {NFT_TIMEOUT_S:g} s")
+    except OSError as e:
+        return Fact(None, f"nft: {e}")
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        return Fact(None, f"nft: exit {proc.returncode}: {err[0] if err else 'no message'}")
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError as e:
+        return Fact(None, f"nft: output is not JSON ({e})")
+    if not isinstance(data, dict) or not isinstance(data.get("nftables"), list):
+        return Fact(None, "nft: output has no 'nftables' list")
+    return Fact(data)
+
+
+# --------------------------------------------------------------------------- proxy
+
+PROXY_KEYS = re.compile(r"^(?:http|https|ftp|all|socks|rsync)_proxy$", re.I)
+SHELL_PROXY = re.compile(r"^\s*(?:export\s+)?([A-Za-z]+_proxy)\s*=\s*(\S+)", re.I)
+APT_PROXY = re.compile(r"(Acquire::[\w:.-]*?Proxy(?:::[\w.-]+)?|\bProxy)\s+\"([^\"]*)\"", re.I)
+NO_PROXY_VALUES = {"", "direct", "false", "none"}
+
+
+def collect_proxy(root: Path = Path("/"),
+                  environ: Mapping[str, str] | None = None) -> tuple[ProxySetting, ...]:
+    """Proxy settings from this process's environment, /etc/environment, /etc/profile.d/* and
+    apt's configuration. Unreadable files are skipped: they configure nobody either."""
+    env = os.environ if environ is None else environ
+    out = [_setting("env", k, v) for k, v in sorted(env.items()) if PROXY_KEYS.match(k)]
+    etc = _under(root, Path("/etc"))
+    shell_files = [etc / "environment"] + _files(etc / "profile.d")
+    for path in shell_files:
+        for lineno, line in _lines(path):
+            m = SHELL_PROXY.match(line)
+            if m and PROXY_KEYS.match(m.group(1)):
+                out.append(_setting(f"{_shown(path, root)}:{lineno}", m.group(1),
+                                    m.group(2).strip("'\";")))
+    for path in [etc / "apt" / "apt.conf"] + _files(etc / "apt" / "apt.conf.d"):
+        for lineno, line in _lines(path):
+            if line.lstrip().startswith(("//", "#")):
+                continue
+            for m in APT_PROXY.finditer(line):
+                out.append(_setting(f"{_shown(path, root)}:{lineno}", m.group(1), m.group(2)))
+    return tuple(s for s in out if s.value.strip().lower() not in NO_PROXY_VALUES)
+
+
+def _files(directory: Path) -> list[Path]:
+    try:
+        return sorted(p for p in directory.iterdir() if p.is_file())
+    except OSError:
+        return []
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    try:
+        return list(enumerate(path.read_text(errors="replace").splitlines(), 1))
+    except OSError:
+        return []
+
+
+def _shown(path: Path, root: Path) -> str:
+    return str(path) if root == Path("/") else "/" + str(path.relative_to(root))
+
+
+def _setting(source: str, key: str, value: str) -> ProxySetting:
+    host, port = _proxy_host(value)
+    return ProxySetting(source, key, value, host, port)
+
+
+def _proxy_host(value: str) -> tuple[str | None, int | None]:
+    text = value.strip()
+    if not text:
+        return None, None
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        parts = urlsplit(text)
+        return parts.hostname, parts.port
+    except ValueError:
+        return None, None
+
+
+# --------------------------------------------------------------------------- DNS and probes
+
+
+def read_nameservers(path: Path) -> list[str]:
+    """The `nameserver` lines of a resolv.conf (port 53); none means 127.0.0.1, as in glibc."""
+    servers = []
+    for line in path.read_text(errors="replace").splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            servers.append(fields[1])
+    return servers or ["127.0.0.1"]
+
+
+class _Job:
+    """One socket in flight in the selector loop."""
+
+    address: str
+    port: int
+    sock: socket.socket | None = None
+    sockaddr: Any = None
+    done: bool = False
+    detail: str = "timeout"
+    ms: float = 0.0
+
+    def finish(self, detail: str, started: float) -> None:
+        self.done, self.detail = True, detail
+        self.ms = (time.perf_counter() - started) * 1000
+
+    def open(self, kind: int) -> socket.socket:
+        info = socket.getaddrinfo(self.address, self.port, type=kind,
+                                  flags=socket.AI_NUMERICHOST)[0]
+        self.sock = socket.socket(info[0], kind)
+        self.sock.setblocking(False)
+        self.sockaddr = info[4]
+        return self.sock
+
+
+class _ProbeJob(_Job):
+    def __init__(self, area: str, proto: str, address: str, port: int) -> None:
+        self.area, self.proto, self.address, self.port = area, proto, address, port
+
+    def probe(self) -> Probe:
+        reached = self.detail in ("connected", "reply")
+        return Probe(self.proto, self.address, self.port, reached, self.detail,
+                     round(self.ms, 2))
+
+
+class _DnsJob(_Job):
+    def __init__(self, resolver: str, name: str, rdtype: str) -> None:
+        self.resolver, self.name, self.rdtype = resolver, name, rdtype
+        self.address, self.port = resolver, 53
+        self.addresses: list[str] = []
+        self.query: Any = None
+
+
+# errno -> probe detail
+ERRNO_DETAIL = {
+    errno.ECONNREFUSED: "refused", errno.ECONNRESET: "reset",
+    errno.EHOSTUNREACH: "unreachable", errno.ENETUNREACH: "unreachable",
+    errno.EHOSTDOWN: "unreachable", errno.ENETDOWN: "unreachable",
+    errno.EADDRNOTAVAIL: "unreachable", errno.EPERM: "denied", errno.EACCES: "denied",
+    errno.ETIMEDOUT: "timeout",
+}
+
+
+def _detail(err: int) -> str:
+    return ERRNO_DETAIL.get(err, f"error {errno.errorcode.get(err, err)}")
+
+
+def udp_payload(port: int) -> bytes:
+    """A datagram a real service on that port answers, so "no reply" means "blocked" more
+    often than "ignored our garbage": DNS query, QUIC version probe, NTP request."""
+    if port == 53:
+        return bytes.fromhex("4e4c0100000100000000000007" "6578616d706c6503636f6d0000010001")
+    if port == 443:  # QUIC long header, reserved version: servers must answer with a VN
+        header = bytes([0xC0]) + bytes.fromhex("1a2a3a4a") + b"\x08" + b"netlock!" + b"\x00"
+        return header + bytes(1200 - len(header))
+    if port == 123:
+        return b"\x1b" + bytes(47)
+    return b"floor-netlock probe\n"
+
+
+def run_round_trips(jobs: list[_Job], timeout: float) -> None:
+    """All TCP connects, UDP probes and DNS queries at once, one selector, one deadline."""
+    import dns.message
+
+    started = time.perf_counter()
+    deadline = started + timeout
+    sel = selectors.DefaultSelector()
+    try:
+        for job in jobs:
+            try:
+                if isinstance(job, _ProbeJob) and job.proto == "tcp":
+                    sock = job.open(socket.SOCK_STREAM)
+                    err = sock.connect_ex(job.sockaddr)
+                    if err == 0:
+                        job.finish("connected", started)
+                    elif err == errno.EINPROGRESS:
+                        sel.register(sock, selectors.EVENT_WRITE, job)
+                    else:
+                        job.finish(_detail(err), started)
+                    continue
+                sock = job.open(socket.SOCK_DGRAM)
+                sock.connect(job.sockaddr)
+                if isinstance(job, _DnsJob):
+                    job.query = dns.message.make_query(job.name, job.rdtype)
+                    sock.send(job.query.to_wire())
+                else:
+                    sock.send(udp_payload(job.port))
+                sel.register(sock, selectors.EVENT_READ, job)
+            except socket.gaierror:
+                job.finish("bad address", started)
+            except OSError as e:
+                job.finish(_detail(e.errno) if e.errno else f"error {e}", started)
+        while sel.get_map():
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            for key, _ in sel.select(remaining):
+                job = key.data
+                try:
+                    _on_ready(job, started)
+                except OSError as e:
+                    job.finish(_detail(e.errno) if e.errno else f"error {e}", started)
+                if job.done:
+                    sel.unregister(key.fileobj)
+        for key in list(sel.get_map().values()):
+            key.data.finish("timeout", started)
+    finally:
+        sel.close()
+        for job in jobs:
+            if job.sock is not None:
+                job.sock.close()
+
+
+def _on_ready(job: _Job, started: float) -> None:
+    import dns.exception
+    import dns.message
+    import dns.rcode
+    import dns.rdatatype
+
+    assert job.sock is not None
+    if isinstance(job, _ProbeJob) and job.proto == "tcp":
+        err = job.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        job.finish("connected" if err == 0 else _detail(err), started)
+        return
+    data = job.sock.recv(65535)  # raises ECONNREFUSED etc. on an ICMP error
+    if isinstance(job, _ProbeJob):
+        job.finish("reply", started)
+        return
+    assert isinstance(job, _DnsJob)
+    try:
+        response = dns.message.from_wire(data)
+    except dns.exception.DNSException as e:
+        job.finish(f"garbage answer ({type(e).__name__})", started)
+        return
+    if not job.query.is_response(response):
+        return  # not ours: keep waiting
+    job.addresses = [rd.address for rrset in response.answer
+                     if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) for rd in rrset]
+    rcode = dns.rcode.to_text(response.rcode())
+    job.finish("answer" if job.addresses else ("no address" if rcode == "NOERROR" else rcode),
+               started)
+
+
+def _round_trips_into(jobs: list[_Job], timeout: float, wanted: frozenset[str],
+                      dns_error: str | None, out: dict[str, Fact[Any]]) -> None:
+    started = time.perf_counter()
+    try:
+        run_round_trips(jobs, timeout)
+    except Exception as e:
+        ms = (time.perf_counter() - started) * 1000
+        for area in ("dns", "egress", "reach"):
+            out[area] = Fact(None, f"{area}: {_why(e)}", ms)
+        return
+    ms = (time.perf_counter() - started) * 1000
+    if "dns" in wanted:
+        out["dns"] = Fact(None, dns_error, ms) if dns_error else Fact(_dns_answers(jobs), None, ms)
+    for area in ("egress", "reach"):
+        if area in wanted:
+            out[area] = Fact(tuple(j.probe() for j in jobs
+                                   if isinstance(j, _ProbeJob) and j.area == area), None, ms)
+
+
+def _dns_answers(jobs: list[_Job]) -> tuple[DnsAnswer, ...]:
+    grouped: dict[tuple[str, str], list[_DnsJob]] = {}
+    for job in jobs:
+        if isinstance(job, _DnsJob):
+            grouped.setdefault((job.resolver, job.name), []).append(job)
+    out = []
+    for (resolver, name), group in grouped.items():
+        addresses = tuple(dict.fromkeys(a for j in group for a in j.addresses))
+        errors = "; ".join(f"{j.rdtype}: {j.detail}" for j in group if not j.addresses)
+        out.append(DnsAnswer(resolver, name, bool(addresses), addresses, errors or None))
+    return tuple(out)
+
+
+__all__ = [
+    "AREAS", "Address", "DnsAnswer", "Fact", "Facts", "InterfaceStat", "Link", "Probe",
+    "ProxySetting", "Route", "Socket", "collect", "collect_addresses", "collect_netlink",
+    "collect_proxy", "collect_ruleset", "collect_sockets", "collect_stats", "join_endpoint",
+    "read_nameservers", "run_round_trips", "split_endpoint", "udp_payload",
+]
