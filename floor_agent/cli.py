@@ -190,6 +190,17 @@ def cmd_agent(args: argparse.Namespace) -> int:
             agent.stop(reason="usb_guard rules invalid")
             return 2
         checks.append(guard.healthy)
+    watcher = None
+    if isinstance(config, WorkstationConfig) and config.netlock.enabled:
+        from floor_agent.netlock.runner import NetlockStartError, start_netlock
+
+        try:
+            watcher = start_netlock(config.netlock, agent, stop, source=args.config)
+        except NetlockStartError as exc:
+            log.error("netlock refuses to start: %s", exc)
+            agent.stop(reason="netlock config invalid")
+            return 2
+        checks.append(watcher.healthy)
     watchdog = service.Watchdog(stop, lambda: all(check() for check in checks))
     service.ready(f"{config.role} agent {agent.agent_id} running")
     watchdog.start()
@@ -197,6 +208,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
              config.audit.collector_url)
     stop.wait()
     service.stopping()
+    if watcher is not None:
+        watcher.stop()
     if not signalled:  # a component stopped us (e.g. udev events lost): exit non-zero so
         # systemd restarts the agent, which locks down and re-evaluates every device
         log.error("%s agent stopping because a component failed", config.role)
@@ -267,6 +280,112 @@ def cmd_usb_list(args: argparse.Namespace) -> int:
         print(f"{device.port:<10} {device.id} {state:<10} {decision.target:<8} "
               f"{device.manufacturer} {device.name} [{' '.join(device.interfaces)}]")
         print(f"{'':<10} rule: {decision.rule}")
+    return 0
+
+
+def _netlock_setup(args: argparse.Namespace) -> tuple[Any, Any] | None:
+    """(netlock config, allowlist) of the workstation config, or None after printing why."""
+    from floor_agent.netlock.allowlist import AllowlistError, build
+
+    config = load_config(args.config, "workstation")
+    assert isinstance(config, WorkstationConfig)
+    try:
+        return config, build(config.netlock)
+    except AllowlistError as exc:
+        print(f"{args.config}: {exc}; nothing changed", file=sys.stderr)
+        return None
+
+
+def _print_verdicts(verdicts: list[Any]) -> None:
+    for v in verdicts:
+        print(f"{v.verdict.upper():<8} {v.id:<22} {v.summary}")
+        for line in v.evidence:
+            print(f"{'':<31} {line}")
+
+
+def _verdict_exit(verdicts: list[Any]) -> int:
+    """0 when every check passes; 1 when any fails or cannot be decided (never a pass)."""
+    return 0 if all(v.ok for v in verdicts) else 1
+
+
+def _verify_now(config: Any, allowlist: Any) -> tuple[list[Any], float]:
+    import time as _time
+
+    from floor_agent.netlock import checks, facts
+
+    started = _time.perf_counter()
+    collected = facts.collect(config, allowlist)
+    return checks.run(collected, config, allowlist), (_time.perf_counter() - started) * 1000
+
+
+def cmd_netlock_apply(args: argparse.Namespace) -> int:
+    """Load the ruleset (recorded in the agent's audit spool), then run every check."""
+    from floor_agent.audit.spool import Spool
+    from floor_agent.netlock.firewall import FirewallError
+    from floor_agent.netlock.runner import enforce
+
+    setup = _netlock_setup(args)
+    if setup is None:
+        return 2
+    config, allowlist = setup
+    audit = config.audit
+    spool = Spool(audit.state_dir / "spool.db", audit.resolved_agent_id(config.role),
+                  audit.spool_max_events, audit.spool_alarm_ratio)
+    try:
+        enforce(config.netlock, spool.emit, source=args.config)
+    except FirewallError as exc:  # recorded in the spool; the running ruleset is unchanged
+        print(f"netlock apply: {exc}", file=sys.stderr)
+        if exc.stderr:
+            print(exc.stderr.rstrip(), file=sys.stderr)
+        return 2
+    finally:
+        spool.close()
+    print(f"loaded table inet {config.netlock.table}; verifying", file=sys.stderr)
+    verdicts, ms = _verify_now(config.netlock, allowlist)
+    _print_verdicts(verdicts)
+    print(f"{len(verdicts)} checks in {ms:.0f} ms", file=sys.stderr)
+    return _verdict_exit(verdicts)
+
+
+def cmd_netlock_verify(args: argparse.Namespace) -> int:
+    setup = _netlock_setup(args)
+    if setup is None:
+        return 2
+    verdicts, ms = _verify_now(setup[0].netlock, setup[1])
+    if args.json:
+        from floor_agent.netlock.watch import verdict_data
+
+        print(orjson.dumps({"ms": round(ms, 1), "checks": [verdict_data(v) for v in verdicts]},
+                           option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_verdicts(verdicts)
+        print(f"{len(verdicts)} checks in {ms:.0f} ms", file=sys.stderr)
+    return _verdict_exit(verdicts)
+
+
+def cmd_netlock_status(args: argparse.Namespace) -> int:
+    setup = _netlock_setup(args)
+    if setup is None:
+        return 2
+    verdicts, ms = _verify_now(setup[0].netlock, setup[1])
+    failing = [v for v in verdicts if v.verdict == "fail"]
+    unknown = [v for v in verdicts if v.verdict == "unknown"]
+    breach = [v for v in failing if v.severity == "critical"]
+    state = "BREACH" if breach else "DEGRADED" if failing or unknown else "LOCKED"
+    passed = len(verdicts) - len(failing) - len(unknown)
+    detail = "; ".join(f"{v.id}: {v.summary}" for v in failing + unknown)
+    print(f"{state}: {passed}/{len(verdicts)} checks pass ({ms:.0f} ms)"
+          + (f"; {detail}" if detail else ""))
+    return _verdict_exit(verdicts)
+
+
+def cmd_netlock_render(args: argparse.Namespace) -> int:
+    from floor_agent.netlock import firewall
+
+    setup = _netlock_setup(args)
+    if setup is None:
+        return 2
+    sys.stdout.write(firewall.render(setup[0].netlock, setup[1], source=args.config))
     return 0
 
 
@@ -433,6 +552,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-root-hub-lock", action="store_true",
                    help="do not set authorized_default=0 on root hubs at boot")
     p.set_defaults(func=cmd_usb_udev_rules)
+
+    net = sub.add_parser("netlock", help="network lock tools").add_subparsers(
+        dest="net_action", required=True)
+    p = with_config(net.add_parser("apply", help="load the default-deny ruleset, then verify"),
+                    "workstation")
+    p.set_defaults(func=cmd_netlock_apply)
+    p = with_config(net.add_parser("verify", help="run every check and print its evidence"),
+                    "workstation")
+    p.add_argument("--json", action="store_true", help="verdicts as JSON")
+    p.set_defaults(func=cmd_netlock_verify)
+    p = with_config(net.add_parser("status", help="one line: locked or not, and why"),
+                    "workstation")
+    p.set_defaults(func=cmd_netlock_status)
+    p = with_config(net.add_parser("render", help="print the ruleset apply would load"),
+                    "workstation")
+    p.set_defaults(func=cmd_netlock_render)
 
     p = sub.add_parser("demo", help="the floor on simulated hardware, one command")
     p.add_argument("--dir", type=Path, help="working directory (default: a fresh temp dir)")

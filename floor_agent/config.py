@@ -316,8 +316,11 @@ class NetlockWatch(_StrictModel):
     """How often netlock looks again, besides the netlink events that trigger it at once."""
 
     full_interval_seconds: Annotated[StrictFloat, Field(ge=1, le=3600)] = 30
-    # Sockets and the nftables ruleset have no cheap change event here: polled this often.
+    # Sockets have no change event: their peers are polled this often (sock_diag, ~2 ms).
     poll_interval_seconds: Annotated[StrictFloat, Field(ge=0.05, le=5)] = 0.25
+    # A resolver that starts answering public names gives no local event either: the public
+    # names are asked again this often (a few small UDP queries to the LAN resolver).
+    dns_interval_seconds: Annotated[StrictFloat, Field(ge=0.1, le=60)] = 0.5
 
 
 class NetlockConfig(_StrictModel):
@@ -348,6 +351,9 @@ class NetlockConfig(_StrictModel):
     probe_timeout_ms: Annotated[StrictInt, Field(ge=5, le=5000)] = 50
     # The nftables table netlock owns (family inet); other tables are read, never changed.
     table: Annotated[str, Field(strict=True)] = "floor_netlock"
+    # Load the ruleset when the workstation agent starts (a reboot drops nftables rulesets);
+    # false = only prove and watch (e.g. when the site's own firewall tooling loads it).
+    enforce: Annotated[bool, Field(strict=True)] = True
     watch: NetlockWatch = Field(default_factory=NetlockWatch)
 
     @field_validator("gateways")

@@ -286,7 +286,8 @@ def setup_logging(level: str, stream: TextIO | None = None) -> logging.Handler:
     handler._floor_agent_service = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(levelno)
-    # HTTP client libraries log every request at INFO: one line per batch is noise, not audit.
-    for noisy in ("httpx", "httpcore"):
+    # HTTP client libraries log every request at INFO, pyroute2 every netlink message at DEBUG:
+    # noise, not audit.
+    for noisy in ("httpx", "httpcore", "pyroute2"):
         logging.getLogger(noisy).setLevel(max(levelno, logging.WARNING))
     return handler

@@ -9,8 +9,6 @@ remembers them so a last test can prove none is left.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,10 +20,6 @@ from floor_agent.config import NetlockConfig
 from floor_agent.netlock.sim import Topology
 
 PREFIXES: list[str] = []
-
-needs_netns = pytest.mark.skipif(
-    os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "nft", "dnsmasq")),
-    reason="needs root, iproute2, nftables and dnsmasq (network namespaces)")
 
 
 @contextmanager
@@ -40,8 +34,7 @@ def floor(workdir: Path) -> Iterator[Topology]:
 @pytest.fixture(name="topology")
 def topology_fixture(tmp_path: Path) -> Iterator[Topology]:
     """Workstation, router, central server and internet host in fresh namespaces."""
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+    # no skip: the suite runs as root with iproute2, nftables and dnsmasq (scripts/bootstrap.sh)
     with floor(tmp_path) as topo:
         yield topo
 

@@ -18,7 +18,6 @@ from netns_topology import (  # noqa: F401  (topology_fixture: the `topology` fi
     PREFIXES,
     apply_in,
     floor,
-    needs_netns,
     probe,
     topology_fixture,
 )
@@ -162,7 +161,6 @@ CENTRAL = [("tcp", sim.CENTRAL_V4, 8443), ("tcp", sim.CENTRAL_V6, 8443),
            ("tcp", sim.FILES_V6, 445)]
 
 
-@needs_netns
 def test_topology_reaches_the_internet_once_routed(topology: sim.Topology) -> None:
     """Without the lock the floor works end to end: the blocks below are the firewall's."""
     unrouted = probe(topology, INTERNET[:1], timeout=0.5)
@@ -174,7 +172,6 @@ def test_topology_reaches_the_internet_once_routed(topology: sim.Topology) -> No
     assert results[-3]["reply"] == "central 8443"
 
 
-@needs_netns
 def test_apply_locks_the_workstation(topology: sim.Topology) -> None:
     topology.add_default_route()  # a way out exists: only the firewall stands in it
     result = apply_in(topology, topology.config())
@@ -193,7 +190,6 @@ def test_apply_locks_the_workstation(topology: sim.Topology) -> None:
     assert [r["reply"] for r in allowed] == ["central 8443", "central 8443", "central 445"]
 
 
-@needs_netns
 def test_loaded_table_reads_back(topology: sim.Topology) -> None:
     config = topology.config()
     result = firewall.apply(config, nft=topology.nft())
@@ -205,7 +201,6 @@ def test_loaded_table_reads_back(topology: sim.Topology) -> None:
     assert "policy drop" in text
 
 
-@needs_netns
 @pytest.mark.parametrize("breach", ["flush_ruleset", "set_output_policy_accept"])
 def test_verify_notices_a_tampered_table(topology: sim.Topology, breach: str) -> None:
     config = topology.config()
@@ -234,7 +229,6 @@ BROKEN = {
 }
 
 
-@needs_netns
 def test_broken_configs_leave_the_running_ruleset_alone(topology: sim.Topology) -> None:
     good = topology.config()
     topology.exec("ws", ["nft", "add table inet admin; add chain inet admin out "
@@ -258,7 +252,6 @@ def test_broken_configs_leave_the_running_ruleset_alone(topology: sim.Topology) 
     assert not probe(topology, INTERNET[:1], timeout=0.5)[0]["ok"]
 
 
-@needs_netns
 def test_apply_replaces_its_table_and_remove_deletes_only_it(topology: sim.Topology) -> None:
     config = topology.config()
     topology.exec("ws", ["nft", "add table inet admin"])
@@ -274,7 +267,6 @@ def test_apply_replaces_its_table_and_remove_deletes_only_it(topology: sim.Topol
     assert topology.list_ruleset().strip() == "table inet admin {\n}"
 
 
-@needs_netns
 def test_resolvers_and_breach_helpers(topology: sim.Topology) -> None:
     lookup = ("import dns.resolver, sys\n"
               "r = dns.resolver.Resolver(filename=sys.argv[1])\n"
@@ -302,7 +294,6 @@ def test_resolvers_and_breach_helpers(topology: sim.Topology) -> None:
 # --------------------------------------------------------------------------- cleanup
 
 
-@needs_netns
 def test_namespaces_are_deleted_when_a_test_fails(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="test failed"), floor(tmp_path) as topo:
         assert len(sim.namespaces(topo.prefix)) == 4
@@ -310,7 +301,6 @@ def test_namespaces_are_deleted_when_a_test_fails(tmp_path: Path) -> None:
     assert sim.namespaces(topo.prefix) == []
 
 
-@needs_netns
 def test_namespaces_are_deleted_when_setup_fails_halfway(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(self: sim.Topology) -> None:
@@ -323,7 +313,6 @@ def test_namespaces_are_deleted_when_setup_fails_halfway(tmp_path: Path,
     assert sim.namespaces(topo.prefix) == []
 
 
-@needs_netns
 def test_no_namespace_is_left_behind() -> None:
     """Runs last in this file: every fixture's namespaces are gone, failed tests included."""
     assert PREFIXES

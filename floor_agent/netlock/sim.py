@@ -75,9 +75,12 @@ def serve_tcp(s, port):
 
 def echo(conn, port):
     with conn:
-        conn.sendall(f"{name} {port}\n".encode())
-        while data := conn.recv(4096):
-            conn.sendall(data)
+        try:
+            conn.sendall(f"{name} {port}\n".encode())
+            while data := conn.recv(4096):
+                conn.sendall(data)
+        except OSError:
+            pass  # a probe that connects and resets at once is the normal case
 
 def serve_udp(s, port):
     while True:
@@ -95,8 +98,11 @@ while os.getppid() == parent:
 
 # Held by open_connection_to_internet: connect, say so, keep the socket until stdin closes.
 HOLD_CONNECTION = r"""
-import socket, sys
+import socket, struct, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+# close with a reset: the route that carried it is gone, so a FIN could never be delivered and
+# the socket would linger in FIN_WAIT1 (still a live connection) for minutes
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 print(s.recv(100).decode().strip(), flush=True)
 sys.stdin.read()
 """
@@ -401,6 +407,14 @@ class Topology:
         _stop(self._procs.pop("dns-cen"))
         self._dnsmasq("dns-cen", self.ns["cen"], (CENTRAL_V4, CENTRAL_V6),
                       self._lan_answers(public=True))
+
+
+    def restore_resolver(self) -> None:
+        """Undo `answering_resolver`: the LAN resolver answers internal names only again, and
+        the workstation's resolv.conf points at it."""
+        self.resolv_conf(self.resolv_path)
+        _stop(self._procs.pop("dns-cen"))
+        self._dnsmasq("dns-cen", self.ns["cen"], (CENTRAL_V4, CENTRAL_V6), self._lan_answers())
 
 
 def new_prefix() -> str:

@@ -1,0 +1,68 @@
+"""Start netlock inside the workstation agent: enforce the ruleset, then watch.
+
+A config whose allowlist cannot be built (unknown host, bad network) stops the agent: it could
+neither enforce nor prove anything, and the refusal is a critical audit event. A ruleset that
+fails to load is a critical event too, but the watcher still runs: its checks then show the
+floor's real state, which is exactly what the security staff must see.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from floor_agent.audit.agent import AuditAgent
+from floor_agent.config import NetlockConfig
+from floor_agent.netlock import firewall
+from floor_agent.netlock.allowlist import AllowlistError, build
+from floor_agent.netlock.watch import SUBJECT, Emit, NetlockWatcher
+
+log = logging.getLogger(__name__)
+
+
+class NetlockStartError(RuntimeError):
+    """netlock cannot start; the message names the config entry."""
+
+
+def enforce(config: NetlockConfig, emit: Emit, *,
+            source: str | os.PathLike[str] | None = None) -> firewall.ApplyResult:
+    """Load the ruleset and record it (`net.enforced`); on failure record why
+    (`net.enforce_failed`, critical) and raise the FirewallError. Shared by the agent's start
+    and `floor-agent netlock apply`."""
+    try:
+        result = firewall.apply(config, source=source)
+    except firewall.FirewallError as e:
+        emit("net.enforce_failed", SUBJECT, "critical", error=str(e), where=e.where,
+             stderr=e.stderr[-2000:], table=config.table)
+        raise
+    emit("net.enforced", SUBJECT, "info", table=f"inet {config.table}",
+         chains=result.verified, previous_tables=_tables(result.previous),
+         source=None if source is None else os.fspath(source))
+    return result
+
+
+def _tables(ruleset: dict[str, Any]) -> list[str]:
+    return [f"{t['table']['family']} {t['table']['name']}"
+            for t in ruleset.get("nftables", []) if isinstance(t, dict) and "table" in t]
+
+
+def start_netlock(config: NetlockConfig, agent: AuditAgent, shutdown: threading.Event, *,
+                  source: str | os.PathLike[str] | None = None) -> NetlockWatcher:
+    try:
+        allowlist = build(config)
+    except AllowlistError as e:
+        agent.emit("net.config_invalid", SUBJECT, "critical", error=str(e), where=e.where)
+        raise NetlockStartError(str(e)) from None
+    if config.enforce:
+        try:
+            enforce(config, agent.emit, source=source)
+        except firewall.FirewallError as e:  # recorded; the checks will show what is open
+            log.error("netlock could not load its ruleset: %s", e)
+    watcher = NetlockWatcher(config, allowlist, agent.emit)
+    watcher.start(shutdown)
+    failing = [v.id for v in watcher.verdicts.values() if not v.ok]
+    log.info("netlock watching (%d checks, %s)", len(watcher.verdicts),
+             "failing: " + ", ".join(failing) if failing else "all pass")
+    return watcher

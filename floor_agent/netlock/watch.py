@@ -1,0 +1,301 @@
+"""Watching: verify again at once when the network changes, poll what has no change event, and
+turn changes of the verdicts into audit events.
+
+What triggers what (the issue's budget is one second from breach to `net.breach`):
+- links, addresses and routes: rtnetlink multicast (pyroute2) -> a full verification at once;
+- the nftables ruleset: `nft monitor` (the kernel's nftables notifications) -> a full
+  verification at once; if the monitor cannot run, the ruleset is polled instead;
+- sockets: no change event exists; their peers are polled over sock_diag every
+  `poll_interval_seconds` (a full collection names the process when one is outside);
+- DNS: a resolver that starts answering gives no local event: the public names are asked
+  again every `dns_interval_seconds`;
+- everything, probes included: every `full_interval_seconds`.
+
+`transitions` (pure) decides the events: `net.breach` (critical) when a critical check starts
+failing, naming the new ones and every failing one with its evidence; `net.recovered` when
+failing checks pass again; `net.warning` for non-critical failures and `net.unverifiable`
+when a check cannot be decided (unknown is never taken as pass).
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from floor_agent.config import NetlockConfig
+from floor_agent.netlock import checks as checks_module
+from floor_agent.netlock import facts as facts_module
+from floor_agent.netlock.allowlist import Allowlist
+from floor_agent.netlock.checks import Verdict
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[..., object]  # AuditAgent.emit(kind, subject, severity, **data)
+SUBJECT = "netlock"
+
+# Which checks a partial collection decides (the rest keep their last verdict).
+AREA_CHECKS: Mapping[str, tuple[str, ...]] = {
+    "sockets": ("sockets.allowlist",),
+    "dns": ("dns.public_names",),
+    "ruleset": ("firewall.input", "firewall.forward", "firewall.output", "firewall.table"),
+}
+MIN_GAP_SECONDS = 0.05  # a burst of netlink messages (one `ip link add`) is one verification
+
+
+# --- pure ----------------------------------------------------------------------------------
+
+def verdict_data(verdict: Verdict) -> dict[str, Any]:
+    """A verdict as event data: what failed, how bad, and the evidence an admin acts on."""
+    return {"id": verdict.id, "verdict": verdict.verdict, "severity": verdict.severity,
+            "summary": verdict.summary, "evidence": list(verdict.evidence)}
+
+
+def _ids(verdicts: Mapping[str, Verdict], verdict: str, critical: bool | None = None) -> set[str]:
+    return {i for i, v in verdicts.items() if v.verdict == verdict
+            and (critical is None or (v.severity == "critical") == critical)}
+
+
+def transitions(before: Mapping[str, Verdict],
+                after: Mapping[str, Verdict]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(kind, severity, data) of the events for a change of verdicts, in the order to emit."""
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    breached_before, breached = _ids(before, "fail", True), _ids(after, "fail", True)
+    new = breached - breached_before
+    if new:
+        events.append(("net.breach", "critical", {
+            "new": sorted(new),
+            "summary": "; ".join(after[i].summary for i in sorted(new)),
+            "failed": [verdict_data(after[i]) for i in sorted(breached)]}))
+    problems_before = breached_before | _ids(before, "fail", False) | _ids(before, "unknown")
+    recovered = sorted(i for i in problems_before if i in after and after[i].ok)
+    if recovered:
+        still = sorted(breached)
+        events.append(("net.recovered", "warning" if still else "notice", {
+            "recovered": recovered, "still_failing": still,
+            "checks": [verdict_data(after[i]) for i in recovered]}))
+    warned = _ids(after, "fail", False) - _ids(before, "fail", False)
+    if warned:
+        events.append(("net.warning", "warning", {
+            "new": sorted(warned), "summary": "; ".join(after[i].summary for i in sorted(warned)),
+            "checks": [verdict_data(after[i]) for i in sorted(warned)]}))
+    unknown = _ids(after, "unknown") - _ids(before, "unknown")
+    if unknown:
+        events.append(("net.unverifiable", "warning", {
+            "new": sorted(unknown),
+            "summary": "; ".join(after[i].summary for i in sorted(unknown)),
+            "checks": [verdict_data(after[i]) for i in sorted(unknown)]}))
+    return events
+
+
+def summary_data(verdicts: Iterable[Verdict], ms: float) -> dict[str, Any]:
+    """The `net.verified` data: counts, every verdict, how long the verification took."""
+    listed = list(verdicts)
+    counts = {k: sum(1 for v in listed if v.verdict == k) for k in ("pass", "fail", "unknown")}
+    return {**counts, "ms": int(round(ms)), "checks": [verdict_data(v) for v in listed]}
+
+
+# --- the imperative shell ---------------------------------------------------------------------
+
+class NetlockWatcher:
+    """Keeps the verdicts current and reports their changes through `emit`."""
+
+    def __init__(self, config: NetlockConfig, allowlist: Allowlist, emit: Emit, *,
+                 collect: Callable[..., facts_module.Facts] = facts_module.collect,
+                 nft: str = "nft") -> None:
+        self.config = config
+        self.allowlist = allowlist
+        self.emit = emit
+        self.collect = collect
+        self.nft = nft
+        self.verdicts: dict[str, Verdict] = {}
+        self.last_full: float | None = None  # monotonic time of the last full verification
+        self.last_ms: float = 0.0
+        self.error: BaseException | None = None
+        self._wake = threading.Event()
+        self._reasons: list[str] = []
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._monitor: subprocess.Popen[str] | None = None
+        self._peers: facts_module.SocketPeers | None = None
+        self._poll_ruleset = False  # set when `nft monitor` cannot run
+
+    # -- verification --
+
+    def verify(self, areas: frozenset[str] | None = None, reason: str = "") -> list[Verdict]:
+        """Collect, judge, merge and report. `areas` None means everything."""
+        started = time.perf_counter()
+        verdicts = self._judge(areas, fast=areas is not None)
+        if areas is not None and "sockets" in areas and any(
+                v.id == "sockets.allowlist" and not v.ok
+                and (self.verdicts.get(v.id) is None or self.verdicts[v.id].ok)
+                for v in verdicts):
+            verdicts = self._judge(areas, fast=False)  # psutil names the process (~10 ms)
+        ms = (time.perf_counter() - started) * 1000
+        with self._lock:
+            before = dict(self.verdicts)
+            self.verdicts.update({v.id: v for v in verdicts})
+            after = dict(self.verdicts)
+            if areas is None:
+                self.last_full, self.last_ms = time.monotonic(), ms
+        for kind, severity, data in transitions(before, after):
+            if reason:
+                data["trigger"] = reason
+            self.emit(kind, SUBJECT, severity, **data)
+        return verdicts
+
+    def _judge(self, areas: frozenset[str] | None, fast: bool) -> list[Verdict]:
+        facts = self.collect(self.config, self.allowlist, areas,
+                             peers=self._peers if fast else None)
+        only = None if areas is None else [c for a in areas for c in AREA_CHECKS.get(a, ())]
+        return checks_module.run(facts, self.config, self.allowlist, only=only)
+
+    def trigger(self, reason: str) -> None:
+        """Ask for a full verification as soon as possible (netlink, nft monitor)."""
+        with self._lock:
+            if len(self._reasons) < 20:
+                self._reasons.append(reason)
+        self._wake.set()
+
+    # -- lifecycle --
+
+    def start(self, shutdown: threading.Event) -> None:
+        """First full verification (reported as `net.verified`), then the event sources and the
+        loop, each in a thread, until `shutdown` is set."""
+        try:
+            self._peers = facts_module.SocketPeers()
+        except Exception as e:  # sock_diag unavailable: polls fall back to psutil
+            log.warning("netlock: sock_diag unavailable, polling sockets with psutil: %s", e)
+        verdicts = self.verify(reason="start")
+        self.emit("net.verified", SUBJECT, "info", **summary_data(verdicts, self.last_ms))
+        self._threads = [
+            threading.Thread(target=self._guarded, args=(self._netlink, shutdown),
+                             name="netlock-netlink", daemon=True),
+            threading.Thread(target=self._guarded, args=(self._nft_monitor, shutdown),
+                             name="netlock-nft-monitor", daemon=True),
+            threading.Thread(target=self._guarded, args=(self._loop, shutdown),
+                             name="netlock-watch", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def healthy(self) -> bool:
+        """For the watchdog: every thread runs and a full verification ran recently."""
+        if self.error is not None or not self._threads:
+            return False
+        if not all(t.is_alive() for t in self._threads):
+            return False
+        recent = self.config.watch.full_interval_seconds * 3 + 30
+        return self.last_full is not None and time.monotonic() - self.last_full < recent
+
+    def stop(self) -> None:
+        if self._monitor is not None and self._monitor.poll() is None:
+            self._monitor.terminate()
+        for thread in self._threads:
+            thread.join(2)
+        if self._peers is not None:
+            self._peers.close()
+
+    def _guarded(self, body: Callable[[threading.Event], None],
+                 shutdown: threading.Event) -> None:
+        """A thread that dies stops the agent (non-zero exit, systemd restarts it): a deaf
+        watcher must never look like a quiet network."""
+        try:
+            body(shutdown)
+        except Exception as e:
+            if shutdown.is_set():
+                return
+            self.error = e
+            log.exception("netlock: %s failed, stopping the agent",
+                          threading.current_thread().name)
+            self.emit("net.watch_failed", SUBJECT, "critical", error=f"{type(e).__name__}: {e}",
+                      thread=threading.current_thread().name)
+            shutdown.set()
+
+    def _loop(self, shutdown: threading.Event) -> None:
+        watch = self.config.watch
+        now = time.monotonic()
+        next_full = now + watch.full_interval_seconds
+        next_poll = now + watch.poll_interval_seconds
+        next_dns = now + watch.dns_interval_seconds
+        while not shutdown.is_set():
+            now = time.monotonic()
+            timeout = max(0.0, min(next_full, next_poll, next_dns) - now)
+            if self._wake.wait(timeout):
+                if shutdown.is_set():
+                    return
+                time.sleep(MIN_GAP_SECONDS)  # let the rest of a burst arrive
+                with self._lock:
+                    reasons, self._reasons = self._reasons, []
+                self._wake.clear()
+                self.verify(reason=", ".join(dict.fromkeys(reasons)) or "event")
+                next_full = time.monotonic() + watch.full_interval_seconds
+                continue
+            now = time.monotonic()
+            if now >= next_full:
+                self.verify(reason="periodic")
+                next_full = time.monotonic() + watch.full_interval_seconds
+                continue
+            areas = set()
+            if now >= next_poll:
+                areas.add("sockets")
+                if self._poll_ruleset:
+                    areas.add("ruleset")
+                next_poll = now + watch.poll_interval_seconds
+            if now >= next_dns:
+                areas.add("dns")
+                next_dns = now + watch.dns_interval_seconds
+            if areas:
+                self.verify(frozenset(areas), reason="poll")
+
+    def _netlink(self, shutdown: threading.Event) -> None:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.rtnl import (
+            RTMGRP_IPV4_IFADDR,
+            RTMGRP_IPV4_ROUTE,
+            RTMGRP_IPV6_IFADDR,
+            RTMGRP_IPV6_ROUTE,
+            RTMGRP_LINK,
+        )
+
+        groups = (RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE
+                  | RTMGRP_IPV6_ROUTE)
+        with IPRoute() as ipr:
+            ipr.bind(groups=groups)
+            while not shutdown.is_set():
+                readable, _, _ = select.select([ipr.fileno()], [], [], 0.2)
+                if not readable:
+                    continue
+                events = {str(m.get("event")) for m in ipr.get()}
+                self.trigger("netlink " + " ".join(sorted(events)))
+
+    def _nft_monitor(self, shutdown: threading.Event) -> None:
+        """`nft monitor` prints a line per ruleset change; any line triggers a verification.
+        If it cannot run or dies, the ruleset joins the fast poll instead."""
+        path = shutil.which(self.nft)
+        if path is None:
+            log.warning("netlock: %s not found; polling the ruleset", self.nft)
+            self._poll_ruleset = True
+            return
+        while not shutdown.is_set():
+            self._monitor = subprocess.Popen(
+                [path, "monitor", "ruleset"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, bufsize=1)
+            assert self._monitor.stdout is not None
+            self._poll_ruleset = False
+            for line in self._monitor.stdout:
+                if line.strip():
+                    self.trigger("nft " + line.strip()[:80])
+            self._monitor.wait()
+            if shutdown.is_set():
+                return
+            log.warning("netlock: nft monitor ended (%s); polling the ruleset",
+                        self._monitor.returncode)
+            self._poll_ruleset = True
+            self.trigger("nft monitor ended")
+            shutdown.wait(5)  # then try the monitor again
