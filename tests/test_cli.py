@@ -82,7 +82,12 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             break
     text = "".join(seen)
     assert "API key" in text and "https://127.0.0.1:" in text
-    time.sleep(7)  # the stick and the phone get plugged, a few sample events
+    # the stick and the phone get plugged, a phone tethers and is unplugged, sample events
+    for line in demo.stdout:
+        seen.append(line)
+        if "goes away" in line:
+            break
+    time.sleep(3)  # the recovery reaches the collector
     demo.send_signal(signal.SIGINT)
     rest = demo.communicate(timeout=60)[0]
     assert demo.returncode == 0, rest
@@ -97,3 +102,8 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
                if agent == "demo-ws-01" and kind == "usb.blocked"}
     assert blocked == {"usb 1-1 0781:5567 SanDisk Cruzer Blade",
                        "usb 1-5 18d1:4ee2 Google Pixel 7"}  # the real usb_guard blocked both
+    # the real netlock, in the workstation's namespace: loaded, verified, breach, recovery
+    net = [kind for agent, kind, _ in rows if agent == "demo-ws-01" and kind.startswith("net.")]
+    assert net == ["net.enforced", "net.verified", "net.breach", "net.recovered"], net
+    assert not [ns for ns in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                            text=True).stdout.split() if ns.endswith("-ws")]

@@ -8,7 +8,9 @@ turn into alerts without ever storing a rejected event.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -648,3 +650,39 @@ def test_postgres_store_recovers_when_the_server_drops_its_connections(
         store.close()
     with pytest.raises(StoreError, match="closed"):
         store.get_agent("ws-1")
+
+
+def test_ingest_worker_outlives_the_thread_that_spawned_it(tmp_path: Path) -> None:
+    """The pool spawns its worker from whichever request thread submits first; the server
+    retires idle request threads, and that must not kill the worker (it did, with
+    PR_SET_PDEATHSIG, which follows the spawning thread). A bad batch comes back from the
+    worker as the BatchError it is, and leaves the worker in place."""
+    from floor_agent.collector.ingest import BatchError
+
+    store = open_store(f"sqlite:///{tmp_path}/c.db")
+    collector = Collector(store, prepare_processes=1)
+    errors: list[BaseException] = []
+
+    def submit() -> None:
+        try:
+            collector._prepare(b'{"agent_id": "x"}', "now")
+        except BaseException as e:
+            errors.append(e)
+
+    try:
+        spawner = threading.Thread(target=submit)
+        spawner.start()
+        spawner.join()
+        [error] = errors
+        assert isinstance(error, BatchError) and error.status == 422, error
+        assert "batch.events" in str(error)
+        assert collector._pool is not None
+        [pid] = list(collector._pool._processes)  # type: ignore[attr-defined]
+        time.sleep(1.0)
+        with pytest.raises(BatchError):
+            collector._prepare(b'{"agent_id": "x"}', "now")
+        assert list(collector._pool._processes) == [pid]  # type: ignore[attr-defined]
+        os.kill(pid, 0)  # still alive
+    finally:
+        collector.close()
+        store.close()

@@ -6,12 +6,13 @@ so the rules (one-time tokens, hashed secrets, per-agent serialisation of ingest
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
+import os
 import re
 import secrets
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -70,14 +71,22 @@ class IngestResult:
 
 
 def _die_with_parent() -> None:
-    """In an ingest worker: end when the collector ends, however it ends (Linux prctl)."""
-    import ctypes
-    import signal
+    """In an ingest worker: end when the collector ends, however it ends.
 
-    pr_set_pdeathsig = 1
-    # Not Linux: the executor's own shutdown still applies.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    Not prctl(PR_SET_PDEATHSIG): that fires when the *thread* that spawned the worker ends,
+    and the pool spawns from whichever request thread submits first; the server retires idle
+    request threads, which killed healthy workers. A daemon thread watching the parent's pid
+    ends the worker within a second of the collector's death instead."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 class Collector:

@@ -38,6 +38,11 @@ class BatchError(ValueError):
         self.status = status
         self.agent_id = agent_id
 
+    def __reduce__(self) -> tuple[type[BatchError], tuple[int, str, str | None]]:
+        """Pickled whole: it travels back from the ingest worker process, and the default
+        (args only) could not be unpickled, which broke the worker pool on every bad batch."""
+        return BatchError, (self.status, str(self), self.agent_id)
+
 
 @dataclass(frozen=True, slots=True)
 class WireEvent:

@@ -20,13 +20,16 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import queue
 import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -472,3 +475,90 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class NamespaceRelay:
+    """A TCP port inside a namespace that leads to a TCP port in this process's namespace (the
+    host's): how the demo's workstation, locked inside its namespace with nothing but the
+    floor LAN, reaches the collector running on the host's loopback, through the address of
+    the central server. Bytes are relayed unchanged (TLS stays end to end).
+
+    The listening socket is made by a thread that has entered the namespace (setns is per
+    thread, and a socket keeps the namespace it was made in); the connections onward are made
+    by threads started from the caller's thread, which stay in the host's namespace."""
+
+    def __init__(self, netns: str, listen: tuple[str, int], target: tuple[str, int]) -> None:
+        self.netns, self.listen, self.target = netns, listen, target
+        self._server: socket.socket | None = None
+        self._ready = threading.Event()
+        self._accepted: queue.Queue[socket.socket | None] = queue.Queue()
+        self._error: BaseException | None = None
+
+    def start(self) -> NamespaceRelay:
+        threading.Thread(target=self._listen, name="relay-listen", daemon=True).start()
+        threading.Thread(target=self._dispatch, name="relay-dispatch", daemon=True).start()
+        if not self._ready.wait(5) or self._error is not None:
+            raise TopologyError(f"relay {self.netns} {self.listen}: {self._error}")
+        return self
+
+    def close(self) -> None:
+        if self._server is not None:
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)
+            self._server.close()
+        self._accepted.put(None)
+
+    def _listen(self) -> None:
+        from pyroute2.netns import setns
+
+        try:
+            setns(self.netns, flags=0)  # this thread only
+            family = socket.AF_INET6 if ":" in self.listen[0] else socket.AF_INET
+            server = socket.socket(family, socket.SOCK_STREAM)
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind(self.listen)
+            server.listen(32)
+            self._server = server
+        except BaseException as e:  # reported by start()
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return  # closed
+            self._accepted.put(conn)
+
+    def _dispatch(self) -> None:
+        while (conn := self._accepted.get()) is not None:
+            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+
+    def _relay(self, inside: socket.socket) -> None:
+        try:
+            outside = socket.create_connection(self.target, timeout=5)
+        except OSError:
+            inside.close()
+            return
+        outside.settimeout(None)
+        other = threading.Thread(target=_pump, args=(inside, outside), daemon=True)
+        other.start()
+        _pump(outside, inside)
+        other.join()
+        inside.close()
+        outside.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy one direction until it ends, then pass the end on."""
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(OSError):
+            source.shutdown(socket.SHUT_RD)
