@@ -1,0 +1,101 @@
+"""`floor-agent netlock apply|verify|status|render` as an admin runs them on the workstation,
+here inside the workstation namespace of the simulated floor."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from netns_topology import topology_fixture  # noqa: F401
+
+from floor_agent.config import NetlockConfig
+from floor_agent.netlock.checks import CHECK_IDS
+from floor_agent.netlock.sim import Topology
+
+
+def write_config(path: Path, netlock: NetlockConfig | dict[str, Any]) -> Path:
+    data = netlock if isinstance(netlock, dict) else json.loads(netlock.model_dump_json())
+    path.write_text(yaml.safe_dump({
+        "role": "workstation",
+        "audit": {"agent_id": "ws-cli", "state_dir": str(path.parent / "state")},
+        "usb_guard": {"enabled": False}, "netlock": data}))
+    return path
+
+
+def netlock(topo: Topology, *args: str) -> subprocess.CompletedProcess[str]:
+    return topo.exec("ws", [sys.executable, "-m", "floor_agent.cli", "netlock", *args],
+                     check=False)
+
+
+def test_apply_then_verify_and_status_on_a_locked_workstation(topology: Topology,
+                                                               tmp_path: Path) -> None:
+    config = write_config(tmp_path / "ws.yaml", topology.config())
+    applied = netlock(topology, "apply", "--config", str(config))
+    assert applied.returncode == 0, applied.stderr
+    assert "loaded table inet floor_netlock" in applied.stderr
+    verified = netlock(topology, "verify", "--json", "--config", str(config))
+    assert verified.returncode == 0, verified.stdout
+    checks = json.loads(verified.stdout)["checks"]
+    assert [c["id"] for c in checks] == list(CHECK_IDS)
+    assert {c["verdict"] for c in checks} == {"pass"}
+    status = netlock(topology, "status", "--config", str(config))
+    assert status.returncode == 0 and status.stdout.startswith("LOCKED: 13/13 checks pass")
+    # the load is an audit event in the agent's spool, with what was loaded
+    with sqlite3.connect(tmp_path / "state" / "spool.db") as db:
+        bodies = [json.loads(b) for (b,) in db.execute("SELECT body FROM pending")]
+    enforced = [e for e in bodies if e["kind"] == "net.enforced"]
+    assert len(enforced) == 1 and enforced[0]["data"]["table"] == "inet floor_netlock"
+    assert enforced[0]["data"]["source"] == str(config)
+
+    topology.add_default_route()
+    breach = netlock(topology, "status", "--config", str(config))
+    assert breach.returncode == 1
+    assert breach.stdout.startswith("BREACH: ") and "routes.default" in breach.stdout
+    text = netlock(topology, "verify", "--config", str(config))
+    assert text.returncode == 1
+    assert any(line.startswith("FAIL     routes.default") for line in text.stdout.splitlines())
+
+
+def test_a_broken_config_is_refused_and_the_running_ruleset_stays(topology: Topology,
+                                                                  tmp_path: Path) -> None:
+    good = write_config(tmp_path / "good.yaml", topology.config())
+    assert netlock(topology, "apply", "--config", str(good)).returncode == 0
+    before = topology.list_ruleset("ws", "-a", "-s")
+
+    data = json.loads(topology.config().model_dump_json())
+    unknown_host = json.loads(json.dumps(data))
+    unknown_host["allow"][1]["addresses"] = ["files.nowhere.invalid"]  # resolved in the ws
+    # namespace, which has no route to any resolver: the name cannot resolve
+    out = netlock(topology, "apply", "--config", str(write_config(tmp_path / "u.yaml",
+                                                                    unknown_host)))
+    assert out.returncode == 2
+    assert "netlock.allow[1].addresses[0]: unknown host 'files.nowhere.invalid'" in out.stderr
+    assert "nothing changed" in out.stderr
+
+    empty = dict(data, allow=[])
+    out = netlock(topology, "apply", "--config", str(write_config(tmp_path / "e.yaml", empty)))
+    assert out.returncode == 2 and "allow: must list at least the central server" in out.stderr
+
+    bad_cidr = dict(data, networks=["10.77.1.0/33"])
+    out = netlock(topology, "apply", "--config", str(write_config(tmp_path / "c.yaml",
+                                                                    bad_cidr)))
+    assert out.returncode == 2 and "'10.77.1.0/33' is not a network in CIDR form" in out.stderr
+    assert "c.yaml:" in out.stderr  # the file and line of the bad value
+
+    assert topology.list_ruleset("ws", "-a", "-s") == before
+
+
+def test_render_prints_the_ruleset_without_loading_it(topology: Topology,
+                                                       tmp_path: Path) -> None:
+    config = write_config(tmp_path / "ws.yaml", topology.config())
+    before = topology.list_ruleset("ws", "-a", "-s")
+    out = netlock(topology, "render", "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    assert "table inet floor_netlock" in out.stdout and "policy drop" in out.stdout
+    assert str(config) in out.stdout  # the header names the config it came from
+    assert topology.list_ruleset("ws", "-a", "-s") == before
