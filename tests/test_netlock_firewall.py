@@ -184,7 +184,7 @@ def test_apply_locks_the_workstation(topology: sim.Topology) -> None:
     for r in blocked:
         assert not r["ok"], r
         assert r["error"] in ("ECONNREFUSED", "EPERM", "EHOSTUNREACH"), r
-        assert r["ms"] < 500, r  # refused at once, not a timeout
+        assert r["ms"] < 1500, r  # refused, not the 2 s timeout
     allowed = probe(topology, CENTRAL)
     assert all(r["ok"] for r in allowed), allowed
     assert [r["reply"] for r in allowed] == ["central 8443", "central 8443", "central 445"]

@@ -270,3 +270,49 @@ def _wait_kinds(state: Path, wanted: set[str], timeout: float = 30) -> list[str]
                 return kinds
         time.sleep(0.1)
     pytest.fail(f"agent did not record {wanted}; recorded {kinds}")
+
+
+# --- the watcher's shell with a stand-in collector ----------------------------------------------
+
+def test_without_nft_the_ruleset_is_polled_and_the_watcher_stays_healthy() -> None:
+    """No `nft` for the monitor: the ruleset joins the fast poll; the thread stays up (the
+    watchdog counts it); facts that cannot be collected are reported, never taken as pass."""
+    from floor_agent.config import NetlockConfig
+    from floor_agent.netlock.allowlist import build
+    from floor_agent.netlock.facts import AREAS, Fact, Facts
+    from floor_agent.netlock.watch import NetlockWatcher
+
+    config = NetlockConfig.model_validate({
+        "enabled": True, "allow": [{"name": "central", "addresses": ["127.0.0.1"]}],
+        "watch": {"poll_interval_seconds": 0.05}})
+    asked: list[frozenset[str] | None] = []
+    events: list[tuple[str, str, dict[str, Any]]] = []
+
+    def collect(config: Any, allowlist: Any, areas: frozenset[str] | None = None,
+                peers: Any = None) -> Facts:
+        asked.append(areas)
+        return Facts(**{a: Fact(None, "cannot read it here") for a in AREAS})
+
+    watcher = NetlockWatcher(config, build(config),
+                             lambda kind, subject, severity, **data: events.append(
+                                 (kind, severity, data)),
+                             collect=collect, nft="no-such-nft-binary")
+    stop = threading.Event()
+    watcher.start(stop)
+    try:
+        deadline = time.monotonic() + 5
+        while not any(a and "ruleset" in a for a in asked) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert any(a and "ruleset" in a and "sockets" in a for a in asked), asked
+        assert watcher.healthy()
+    finally:
+        stop.set()
+        watcher.stop()
+    assert asked[0] is None  # the first verification is a full one
+    kinds = [k for k, _, _ in events]
+    assert kinds[:2] == ["net.unverifiable", "net.verified"]
+    unverifiable = events[0][2]
+    assert len(unverifiable["new"]) == 13
+    assert all("cannot read it here" in " ".join(c["evidence"]) + c["summary"]
+               for c in unverifiable["checks"])
+    assert "net.breach" not in kinds and "net.recovered" not in kinds

@@ -281,6 +281,7 @@ class NetlockWatcher:
         if path is None:
             log.warning("netlock: %s not found; polling the ruleset", self.nft)
             self._poll_ruleset = True
+            shutdown.wait()  # stays alive: healthy() counts this thread
             return
         while not shutdown.is_set():
             self._monitor = subprocess.Popen(
