@@ -1,0 +1,153 @@
+"""The plain data of access control, shared by every part of `access/`.
+
+Credentials (people, cards, access levels, holidays, sealed fingerprint templates) come from
+the collector and live in the controller's cache; requests (a card read, a fingerprint result)
+come from the drivers; `decision.evaluate` turns them into an Outcome. No biometric data and no
+card key ever appears here in clear: templates are `sealed` (AES-GCM under the site key, see
+templates.py) and card keys are derived on the controller when needed, never stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+
+# Weekdays as datetime.weekday(): Monday 0 .. Sunday 6.
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DIRECTIONS = ("in", "out")
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    person_id: str
+    name: str
+    active: bool = True
+    access_levels: tuple[str, ...] = ()
+    # fingers (ISO/IEC 19794 finger positions 1-10) whose match means "under duress": the door
+    # opens and a silent alarm goes out
+    duress_fingers: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    uid: str  # upper-case hex, as `FF CA 00 00 00` returns it (e.g. "04A224B2C35E80")
+    person_id: str
+    active: bool = True
+    valid_from: datetime | None = None  # aware datetimes (UTC)
+    valid_until: datetime | None = None
+    # the card carries a diversified key and must prove it (clone-resistant mode); a card
+    # without one opens no door where the site requires the proof
+    keyed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """Weekly window in the door's local time: days (0=Mon..6=Sun), start <= t < end."""
+
+    days: frozenset[int]
+    start: time
+    end: time
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLevel:
+    level_id: str
+    doors: frozenset[str]
+    windows: tuple[TimeWindow, ...]
+    on_holidays: bool = False  # holidays close the level unless this says otherwise
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """One enrolled finger of one person, sealed under the site key (never in clear here)."""
+
+    template_id: str
+    person_id: str
+    finger: int  # 1-10
+    sealed: bytes  # templates.seal(): nonce + AES-GCM ciphertext + tag
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A consistent snapshot of the controller's cache (what a decision is made from)."""
+
+    people: Mapping[str, Person]
+    cards: Mapping[str, Card]  # by uid
+    levels: Mapping[str, AccessLevel]
+    holidays: frozenset[date] = frozenset()
+    templates: Mapping[str, tuple[Template, ...]] = field(default_factory=dict)  # by person
+    version: int = 0  # the collector's credentials version this snapshot reflects
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class CardRead:
+    """A card presented at a reader. `proof`: "ok" the card proved its diversified key,
+    "failed" it answered but the proof did not hold (clone suspected), "none" it was not asked
+    or could not be (a UID-only read), "error" the exchange broke (bad APDU: no decision)."""
+
+    door_id: str
+    reader_id: str
+    direction: str  # in | out
+    uid: str
+    at: datetime  # aware, UTC
+    proof: str = "none"
+    detail: str = ""  # what the driver saw, for the audit trail (never key material)
+
+
+@dataclass(frozen=True, slots=True)
+class FingerResult:
+    """The fingerprint step after a card: which template of the card holder matched, if any.
+    `status`: match | no_match | timeout (no finger) | poor_image | sensor_error."""
+
+    status: str
+    at: datetime
+    person_id: str | None = None  # whose template matched
+    template_id: str | None = None
+    finger: int | None = None
+    score: int = 0
+    detail: str = ""
+
+
+# --- state kept between decisions (pure transitions in state.py) ---------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Lockout:
+    failures: tuple[datetime, ...] = ()  # recent failed attempts of one card
+    locked_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessState:
+    """Anti-passback positions and lockouts; replaced, never mutated."""
+
+    zone_of: Mapping[str, str] = field(default_factory=dict)  # person -> zone they are in
+    lockouts: Mapping[str, Lockout] = field(default_factory=dict)  # card uid -> lockout
+
+
+# --- outcome -----------------------------------------------------------------------------------
+
+# Why a decision came out as it did; every outcome carries exactly one.
+REASONS = (
+    "granted", "granted_duress",
+    "unknown_card", "card_inactive", "card_not_yet_valid", "card_expired", "card_not_keyed",
+    "clone_suspected", "card_error",
+    "person_inactive", "no_access_level", "outside_schedule", "holiday",
+    "no_template", "finger_mismatch", "finger_other_person", "finger_timeout",
+    "finger_poor_image", "finger_too_late", "sensor_unavailable",
+    "antipassback", "locked_out",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    granted: bool
+    reason: str  # one of REASONS
+    door_id: str
+    direction: str
+    uid: str
+    person_id: str | None = None
+    alarms: tuple[str, ...] = ()  # e.g. "duress", "clone_suspected", "lockout"
+    detail: str = ""
