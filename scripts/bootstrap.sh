@@ -11,10 +11,12 @@ cd "$(dirname "$0")/.."
 # (the reference: its rule parser and generate-policy), udev (udevadm test proves the generated
 # udev rules) and util-linux (unshare, setpriv) for the usb_guard tests; nftables (netlock
 # enforces with `nft -f`), iproute2 (network namespaces for its tests) and dnsmasq-base (a real
-# resolver inside a test namespace).
+# resolver inside a test namespace); pcscd, libpcsclite-dev (pyscard builds against it) and
+# vsmartcard-vpcd (a virtual smart-card reader a test's card thread plugs into) for access.
 PACKAGES=(python3 python3-venv python3-dev gcc systemd postgresql-15 sqlite3 curl ca-certificates
           umockdev gir1.2-umockdev-1.0 python3-gi usbguard udev util-linux
-          nftables iproute2 dnsmasq-base)
+          nftables iproute2 dnsmasq-base
+          pcscd libpcsclite-dev vsmartcard-vpcd)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
