@@ -1,16 +1,20 @@
 """The collector's store: one small interface, SQLite by default, PostgreSQL for larger sites.
 
 Everything the collector keeps goes through `Store`: enrolled agents and their chain heads,
-one-time enrollment tokens, API keys, events, and alerts. The SQL is shared (store_sql.py);
-the dialects differ only in connection handling and DDL. `open_store(url)` picks one.
+one-time enrollment tokens, API keys, events, alerts, and the door credentials (people, cards,
+access levels, holidays, sealed templates) under one version number the controllers sync by.
+The SQL is shared (store_sql.py); the dialects differ only in connection handling and DDL.
+`open_store(url)` picks one.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
+from floor_agent.access.model import AccessLevel, Card, Credentials, Person, Template
 from floor_agent.audit.chain import Checkpoint
 from floor_agent.collector.ingest import AgentRecord, AlertDraft
 
@@ -37,6 +41,26 @@ class EventPage:
 
 class StoreError(RuntimeError):
     """The database refused or is unreachable; the message says which and why."""
+
+
+class UnknownRecord(LookupError):
+    """A credential change names a record that does not exist; `field` says which name."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class RecordConflict(ValueError):
+    """A credential change clashes with what is stored (a taken id, a revoked person)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    person_id: str
+    version: int
+    cards_deactivated: int
+    templates_deleted: int
 
 
 class Store(ABC):
@@ -117,6 +141,48 @@ class Store(ABC):
     @abstractmethod
     def stats(self) -> dict[str, Any]:
         """Counts for /metrics: events, agents, open alerts by kind."""
+
+    # door credentials: every change bumps one version, in the change's own transaction,
+    # and is written to the credential log (who, what, which version; never template bytes)
+    @abstractmethod
+    def credentials_version(self) -> int: ...
+
+    @abstractmethod
+    def put_person(self, person: Person, actor: str, now: str) -> int:
+        """Add or update a person; returns the new version. UnknownRecord for an unknown
+        access level (add levels first)."""
+
+    @abstractmethod
+    def list_people(self) -> list[dict[str, Any]]:
+        """People with their card UIDs and template ids/fingers (never the sealed bytes)."""
+
+    @abstractmethod
+    def revoke_person(self, person_id: str, actor: str, now: str) -> Revocation | None:
+        """Deactivate the person and their cards and DELETE their templates (GDPR Art. 9:
+        the rows are gone, not flagged); None when the person is unknown."""
+
+    @abstractmethod
+    def put_card(self, card: Card, actor: str, now: str) -> int:
+        """Add or update a card (by uid); UnknownRecord for an unknown person."""
+
+    @abstractmethod
+    def put_level(self, level: AccessLevel, actor: str, now: str) -> int: ...
+
+    @abstractmethod
+    def put_holiday(self, day: date, name: str, actor: str, now: str) -> int: ...
+
+    @abstractmethod
+    def add_template(self, template: Template, actor: str, now: str) -> int:
+        """Store a sealed template; UnknownRecord for an unknown person, RecordConflict for a
+        taken template id or an inactive person."""
+
+    @abstractmethod
+    def credentials_snapshot(self) -> Credentials:
+        """Everything the controllers need, read consistently, with its version."""
+
+    @abstractmethod
+    def credential_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest credential changes first: ts, actor, action, subject, version, detail."""
 
 
 def open_store(url: str) -> Store:

@@ -88,7 +88,64 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (fingerprint) WHERE acked_at IS NULL;
 """
-SCHEMA = TABLES + EVENT_INDEXES
+# Door credentials (store_sql.CredentialSql); templates hold sealed bytes only.
+CREDENTIAL_TABLES = """
+CREATE TABLE IF NOT EXISTS credentials_meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version BIGINT NOT NULL
+);
+INSERT INTO credentials_meta (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS access_levels (
+    level_id TEXT COLLATE "C" PRIMARY KEY,
+    doors TEXT COLLATE "C" NOT NULL,
+    windows TEXT COLLATE "C" NOT NULL,
+    on_holidays INTEGER NOT NULL,
+    updated_at TEXT COLLATE "C" NOT NULL
+);
+CREATE TABLE IF NOT EXISTS people (
+    person_id TEXT COLLATE "C" PRIMARY KEY,
+    name TEXT COLLATE "C" NOT NULL,
+    active INTEGER NOT NULL,
+    access_levels TEXT COLLATE "C" NOT NULL,
+    duress_fingers TEXT COLLATE "C" NOT NULL,
+    created_at TEXT COLLATE "C" NOT NULL,
+    updated_at TEXT COLLATE "C" NOT NULL,
+    revoked_at TEXT COLLATE "C"
+);
+CREATE TABLE IF NOT EXISTS cards (
+    uid TEXT COLLATE "C" PRIMARY KEY,
+    person_id TEXT COLLATE "C" NOT NULL REFERENCES people (person_id),
+    active INTEGER NOT NULL,
+    valid_from TEXT COLLATE "C",
+    valid_until TEXT COLLATE "C",
+    keyed INTEGER NOT NULL,
+    updated_at TEXT COLLATE "C" NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cards_person ON cards (person_id);
+CREATE TABLE IF NOT EXISTS holidays (
+    day TEXT COLLATE "C" PRIMARY KEY,
+    name TEXT COLLATE "C" NOT NULL,
+    updated_at TEXT COLLATE "C" NOT NULL
+);
+CREATE TABLE IF NOT EXISTS templates (
+    template_id TEXT COLLATE "C" PRIMARY KEY,
+    person_id TEXT COLLATE "C" NOT NULL REFERENCES people (person_id),
+    finger INTEGER NOT NULL,
+    sealed BYTEA NOT NULL,
+    created_at TEXT COLLATE "C" NOT NULL
+);
+CREATE INDEX IF NOT EXISTS templates_person ON templates (person_id);
+CREATE TABLE IF NOT EXISTS credential_log (
+    id BIGSERIAL PRIMARY KEY,
+    ts TEXT COLLATE "C" NOT NULL,
+    actor TEXT COLLATE "C" NOT NULL,
+    action TEXT COLLATE "C" NOT NULL,
+    subject TEXT COLLATE "C" NOT NULL,
+    version BIGINT NOT NULL,
+    detail TEXT COLLATE "C" NOT NULL
+);
+"""
+SCHEMA = TABLES + EVENT_INDEXES + CREDENTIAL_TABLES
 
 
 # COPY takes the columns of INSERT_EVENT, in the order event_params() gives the values.
@@ -113,6 +170,7 @@ def describe(url: str) -> str:
 
 class PostgresStore(SqlStore):
     placeholder = "%s"
+    snapshot_begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
     def __init__(self, url: str, connect_timeout: int = 10, max_idle_readers: int = 16) -> None:
         self.url = url

@@ -7,14 +7,25 @@ Subclasses provide `_write()` (a cursor inside one write transaction, serialised
 from __future__ import annotations
 
 from abc import abstractmethod
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import date
 from typing import Any
 
 import orjson
 
+from floor_agent.access.model import AccessLevel, Card, Credentials, Person, Template
 from floor_agent.audit.chain import GENESIS_HASH, Checkpoint
+from floor_agent.collector import credentials as wire
 from floor_agent.collector.ingest import AgentRecord, AlertDraft, event_params
-from floor_agent.collector.store import EventPage, EventQuery, Store
+from floor_agent.collector.store import (
+    EventPage,
+    EventQuery,
+    RecordConflict,
+    Revocation,
+    Store,
+    UnknownRecord,
+)
 
 EVENT_COLUMNS = ("id", "agent_id", "seq", "boot_id", "ts", "kind", "severity", "subject", "data",
                  "hash", "received_at")
@@ -34,7 +45,212 @@ INSERT_EVENT = ("INSERT INTO events (agent_id, seq, boot_id, ts, kind, severity,
                 "subject, data, hash, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
-class SqlStore(Store):
+class CredentialSql:
+    """The door credentials part of SqlStore (mixed in): people, cards, access_levels,
+    holidays, templates, the version in credentials_meta and the credential_log.
+
+    Nested values (a person's levels, a level's windows) are stored as the API's JSON, so the
+    collector keeps exactly what credentials.py validated and sends it back unchanged.
+    """
+
+    # How a consistent read starts; PostgreSQL asks for a repeatable-read snapshot.
+    snapshot_begin = "BEGIN"
+
+    # provided by SqlStore
+    _q: Any
+    _write: Any
+    _read: Any
+
+    def _bump(self, cur: Any, actor: str, now: str, action: str, subject: str,
+              **detail: Any) -> int:
+        """Next version and its log line, inside the caller's transaction."""
+        cur.execute("UPDATE credentials_meta SET version = version + 1 WHERE id = 1")
+        cur.execute("SELECT version FROM credentials_meta WHERE id = 1")
+        version = int(cur.fetchone()[0])
+        cur.execute(self._q("INSERT INTO credential_log (ts, actor, action, subject, version, "
+                            "detail) VALUES (?, ?, ?, ?, ?, ?)"),
+                    (now, actor, action, subject, version, orjson.dumps(detail).decode()))
+        return version
+
+    @contextmanager
+    def _consistent_read(self) -> Iterator[Any]:
+        """Several SELECTs that see one committed state, without taking the write lock."""
+        with self._read() as cur:
+            cur.execute(self.snapshot_begin)
+            try:
+                yield cur
+            finally:
+                cur.execute("COMMIT")
+
+    def credentials_version(self) -> int:
+        with self._read() as cur:
+            cur.execute("SELECT version FROM credentials_meta WHERE id = 1")
+            return int(cur.fetchone()[0])
+
+    def put_person(self, person: Person, actor: str, now: str) -> int:
+        with self._write() as cur:
+            for i, level in enumerate(person.access_levels):
+                cur.execute(self._q("SELECT 1 FROM access_levels WHERE level_id = ?"), (level,))
+                if cur.fetchone() is None:
+                    raise UnknownRecord(f"access_levels[{i}]",
+                                        f"unknown access level {level!r}; add it first")
+            cur.execute(self._q(
+                "INSERT INTO people (person_id, name, active, access_levels, duress_fingers, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (person_id) DO UPDATE SET name = excluded.name, "
+                "active = excluded.active, access_levels = excluded.access_levels, "
+                "duress_fingers = excluded.duress_fingers, updated_at = excluded.updated_at, "
+                "revoked_at = CASE WHEN excluded.active = 1 THEN NULL "
+                "ELSE people.revoked_at END"),
+                (person.person_id, person.name, int(person.active),
+                 orjson.dumps(list(person.access_levels)).decode(),
+                 orjson.dumps(sorted(person.duress_fingers)).decode(), now, now))
+            return self._bump(cur, actor, now, "person.put", person.person_id,
+                              active=person.active, access_levels=list(person.access_levels))
+
+    def list_people(self) -> list[dict[str, Any]]:
+        with self._consistent_read() as cur:
+            cur.execute("SELECT person_id, name, active, access_levels, duress_fingers, "
+                        "created_at, updated_at, revoked_at FROM people ORDER BY person_id")
+            people = cur.fetchall()
+            cur.execute("SELECT uid, person_id, active FROM cards ORDER BY uid")
+            cards = cur.fetchall()
+            cur.execute("SELECT template_id, person_id, finger, created_at FROM templates "
+                        "ORDER BY template_id")
+            templates = cur.fetchall()
+        out = []
+        for row in people:
+            item = wire.person_to_json(_person(row))
+            item.update(created_at=row[5], updated_at=row[6], revoked_at=row[7],
+                        cards=[{"uid": c[0], "active": bool(c[2])} for c in cards
+                               if c[1] == row[0]],
+                        templates=[{"template_id": t[0], "finger": int(t[2]),
+                                    "created_at": t[3]} for t in templates if t[1] == row[0]])
+            out.append(item)
+        return out
+
+    def revoke_person(self, person_id: str, actor: str, now: str) -> Revocation | None:
+        with self._write() as cur:
+            cur.execute(self._q("UPDATE people SET active = 0, revoked_at = ?, updated_at = ? "
+                                "WHERE person_id = ?"), (now, now, person_id))
+            if not cur.rowcount:
+                return None
+            cur.execute(self._q("UPDATE cards SET active = 0, updated_at = ? "
+                                "WHERE person_id = ? AND active = 1"), (now, person_id))
+            cards = int(cur.rowcount)
+            cur.execute(self._q("DELETE FROM templates WHERE person_id = ?"), (person_id,))
+            templates = int(cur.rowcount)
+            version = self._bump(cur, actor, now, "person.revoked", person_id,
+                                 cards_deactivated=cards, templates_deleted=templates)
+        return Revocation(person_id, version, cards, templates)
+
+    def put_card(self, card: Card, actor: str, now: str) -> int:
+        with self._write() as cur:
+            cur.execute(self._q("SELECT 1 FROM people WHERE person_id = ?"), (card.person_id,))
+            if cur.fetchone() is None:
+                raise UnknownRecord("person_id", f"unknown person {card.person_id!r}")
+            data = wire.card_to_json(card)
+            cur.execute(self._q(
+                "INSERT INTO cards (uid, person_id, active, valid_from, valid_until, keyed, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uid) DO UPDATE SET "
+                "person_id = excluded.person_id, active = excluded.active, "
+                "valid_from = excluded.valid_from, valid_until = excluded.valid_until, "
+                "keyed = excluded.keyed, updated_at = excluded.updated_at"),
+                (card.uid, card.person_id, int(card.active), data["valid_from"],
+                 data["valid_until"], int(card.keyed), now))
+            return self._bump(cur, actor, now, "card.put", card.uid, person_id=card.person_id,
+                              active=card.active)
+
+    def put_level(self, level: AccessLevel, actor: str, now: str) -> int:
+        data = wire.level_to_json(level)
+        with self._write() as cur:
+            cur.execute(self._q(
+                "INSERT INTO access_levels (level_id, doors, windows, on_holidays, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (level_id) DO UPDATE SET "
+                "doors = excluded.doors, windows = excluded.windows, "
+                "on_holidays = excluded.on_holidays, updated_at = excluded.updated_at"),
+                (level.level_id, orjson.dumps(data["doors"]).decode(),
+                 orjson.dumps(data["windows"]).decode(), int(level.on_holidays), now))
+            return self._bump(cur, actor, now, "level.put", level.level_id,
+                              doors=data["doors"], windows=data["windows"])
+
+    def put_holiday(self, day: date, name: str, actor: str, now: str) -> int:
+        with self._write() as cur:
+            cur.execute(self._q("INSERT INTO holidays (day, name, updated_at) VALUES (?, ?, ?) "
+                                "ON CONFLICT (day) DO UPDATE SET name = excluded.name, "
+                                "updated_at = excluded.updated_at"), (day.isoformat(), name, now))
+            return self._bump(cur, actor, now, "holiday.put", day.isoformat(), name=name)
+
+    def add_template(self, template: Template, actor: str, now: str) -> int:
+        with self._write() as cur:
+            cur.execute(self._q("SELECT active FROM people WHERE person_id = ?"),
+                        (template.person_id,))
+            row = cur.fetchone()
+            if row is None:
+                raise UnknownRecord("person_id", f"unknown person {template.person_id!r}")
+            if not row[0]:
+                raise RecordConflict(f"person_id: {template.person_id!r} is revoked or "
+                                     "inactive; no template is kept for them")
+            cur.execute(self._q("SELECT 1 FROM templates WHERE template_id = ?"),
+                        (template.template_id,))
+            if cur.fetchone() is not None:
+                raise RecordConflict(f"template_id: {template.template_id!r} already exists")
+            cur.execute(self._q("INSERT INTO templates (template_id, person_id, finger, sealed, "
+                                "created_at) VALUES (?, ?, ?, ?, ?)"),
+                        (template.template_id, template.person_id, template.finger,
+                         template.sealed, now))
+            return self._bump(cur, actor, now, "template.added", template.person_id,
+                              template_id=template.template_id, finger=template.finger)
+
+    def credentials_snapshot(self) -> Credentials:
+        with self._consistent_read() as cur:
+            cur.execute("SELECT version FROM credentials_meta WHERE id = 1")
+            version = int(cur.fetchone()[0])
+            cur.execute("SELECT person_id, name, active, access_levels, duress_fingers "
+                        "FROM people")
+            people = [_person(row) for row in cur.fetchall()]
+            cur.execute("SELECT uid, person_id, active, valid_from, valid_until, keyed "
+                        "FROM cards")
+            cards = cur.fetchall()
+            cur.execute("SELECT level_id, doors, windows, on_holidays FROM access_levels")
+            levels = cur.fetchall()
+            cur.execute("SELECT day FROM holidays")
+            holidays = cur.fetchall()
+            cur.execute("SELECT template_id, person_id, finger, sealed FROM templates "
+                        "ORDER BY template_id")
+            templates = cur.fetchall()
+        by_person: dict[str, list[Template]] = {}
+        for template_id, person_id, finger, sealed in templates:
+            by_person.setdefault(person_id, []).append(
+                Template(template_id, person_id, int(finger), bytes(sealed)))
+        return Credentials(
+            people={p.person_id: p for p in people},
+            cards={row[0]: wire.card_from_json(dict(
+                uid=row[0], person_id=row[1], active=bool(row[2]), valid_from=row[3],
+                valid_until=row[4], keyed=bool(row[5]))) for row in cards},
+            levels={row[0]: wire.level_from_json(dict(
+                level_id=row[0], doors=orjson.loads(row[1]), windows=orjson.loads(row[2]),
+                on_holidays=bool(row[3]))) for row in levels},
+            holidays=frozenset(date.fromisoformat(row[0]) for row in holidays),
+            templates={k: tuple(v) for k, v in by_person.items()},
+            version=version)
+
+    def credential_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        cols = ("id", "ts", "actor", "action", "subject", "version", "detail")
+        with self._read() as cur:
+            cur.execute(self._q(f"SELECT {', '.join(cols)} FROM credential_log "
+                                "ORDER BY id DESC LIMIT ?"), (limit,))
+            rows = cur.fetchall()
+        return [dict(zip(cols, row, strict=True)) | {"detail": orjson.loads(row[6])}
+                for row in rows]
+
+
+def _person(row: tuple[Any, ...]) -> Person:
+    return Person(row[0], row[1], bool(row[2]), tuple(orjson.loads(row[3])),
+                  frozenset(orjson.loads(row[4])))
+
+
+class SqlStore(CredentialSql, Store):
     """Store over a DB-API connection; the dialect subclasses give connections and DDL."""
 
     placeholder = "?"

@@ -85,7 +85,64 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (fingerprint) WHERE acked_at IS NULL;
 """
-SCHEMA = TABLES + EVENT_INDEXES
+# Door credentials (store_sql.CredentialSql); templates hold sealed bytes only.
+CREDENTIAL_TABLES = """
+CREATE TABLE IF NOT EXISTS credentials_meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT INTO credentials_meta (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS access_levels (
+    level_id TEXT PRIMARY KEY,
+    doors TEXT NOT NULL,
+    windows TEXT NOT NULL,
+    on_holidays INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS people (
+    person_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    access_levels TEXT NOT NULL,
+    duress_fingers TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS cards (
+    uid TEXT PRIMARY KEY,
+    person_id TEXT NOT NULL REFERENCES people (person_id),
+    active INTEGER NOT NULL,
+    valid_from TEXT,
+    valid_until TEXT,
+    keyed INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cards_person ON cards (person_id);
+CREATE TABLE IF NOT EXISTS holidays (
+    day TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS templates (
+    template_id TEXT PRIMARY KEY,
+    person_id TEXT NOT NULL REFERENCES people (person_id),
+    finger INTEGER NOT NULL,
+    sealed BLOB NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS templates_person ON templates (person_id);
+CREATE TABLE IF NOT EXISTS credential_log (
+    id INTEGER PRIMARY KEY,
+    ts TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+SCHEMA = TABLES + EVENT_INDEXES + CREDENTIAL_TABLES
 
 
 
