@@ -353,7 +353,9 @@ class FingerprintModule:
 
     def enroll(self, capture_timeout: float, retries: int = 2) -> bytes:
         """Capture twice (buffers 1 and 2), RegModel, upload the template, wipe the module.
-        The caller seals the result (templates.seal) before it goes anywhere."""
+        The caller seals the result (templates.seal) before it goes anywhere. The second
+        capture does not wait for the finger to be lifted and placed again (the enrolment
+        station's prompt asks for that; the module only needs two images)."""
         touched = False
         try:
             self.verify_password()
