@@ -13,12 +13,16 @@ from floor_agent.config import (
     AGENT_ID_RE,
     ROLE_MODELS,
     ROLES,
+    AccessConfig,
+    AccessPolicyConfig,
     AuditClientConfig,
     CctvConfig,
     CollectorConfig,
     CollectorSection,
     ConfigError,
     DoorConfig,
+    NetlockConfig,
+    NetlockWatch,
     UsbGuardConfig,
     WorkstationConfig,
     check_file,
@@ -67,6 +71,11 @@ def test_shipped_agent_files_list_every_option(role: str) -> None:
     assert set(data["audit"]) == set(AuditClientConfig.model_fields)
     if role == "workstation":
         assert set(data["usb_guard"]) == set(UsbGuardConfig.model_fields)
+        assert set(data["netlock"]) == set(NetlockConfig.model_fields)
+        assert set(data["netlock"]["watch"]) == set(NetlockWatch.model_fields)
+    if role == "door":
+        assert set(data["access"]) == set(AccessConfig.model_fields)
+        assert set(data["access"]["policy"]) == set(AccessPolicyConfig.model_fields)
 
 
 def test_shipped_collector_file_lists_every_option() -> None:
@@ -577,7 +586,8 @@ def test_collector_section_in_agent_file(tmp_path: Path) -> None:
     path = write(tmp_path, "role: door\ncollector:\n  listen_port: 1\n")
     (only,) = lines_of(path)
     assert only == (
-        f"{path}:2: collector: unknown key 'collector'; expected one of: role, log_level, audit"
+        f"{path}:2: collector: unknown key 'collector'; expected one of: role, log_level, "
+        "audit, access"
     )
 
 
