@@ -517,6 +517,10 @@ def build_parser() -> argparse.ArgumentParser:
     for role in AGENT_ROLES:
         p = with_config(sub.add_parser(role, help=f"run the {role} agent"), role)
         p.set_defaults(func=cmd_agent, role=role)
+        if role == "door":  # `door --config X` runs the agent; `door people ...` administers
+            from floor_agent.access.admin import add_parsers
+
+            add_parsers(p.add_subparsers(dest="door_action", metavar="COMMAND"))
 
     usb = sub.add_parser("usb", help="USB guard tools").add_subparsers(dest="usb_action",
                                                                         required=True)

@@ -225,6 +225,11 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
         body, content_type = render_metrics(collector)
         return Response(body, media_type=content_type)
 
+    # -- door credentials: admin routes and controller sync (api_credentials.py) ------------
+    from floor_agent.collector.api_credentials import build_router
+
+    app.include_router(build_router(store, api_user))
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)

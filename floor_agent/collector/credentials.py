@@ -329,6 +329,8 @@ def decode_sealed(value: Any, field: str = "sealed") -> bytes:
         raise CredentialError(field, "not valid base64") from None
     if not raw:
         raise CredentialError(field, "empty")
+    if len(raw) > MAX_SEALED_BYTES:
+        raise CredentialError(field, f"larger than {MAX_SEALED_BYTES} bytes")
     return raw
 
 

@@ -1,0 +1,209 @@
+"""The collector's door-credential routes: admin changes (API key) and controller sync (agent).
+
+Admin (Authorization: Bearer <API key>), bodies as in credentials.py:
+  POST /api/v1/people                 person        -> 201 {"person": ..., "version": n}
+  GET  /api/v1/people                               -> {"people": [...], "version": n}
+  POST /api/v1/people/{id}/revoke                   -> {"person_id", "cards_deactivated",
+                                                        "templates_deleted", "version"}
+  POST /api/v1/cards                  card          -> 201 {"card": ..., "version": n}
+  POST /api/v1/levels                 level         -> 201 {"level": ..., "version": n}
+  POST /api/v1/holidays               holiday       -> 201 {"holiday": ..., "version": n}
+Door controllers (X-Floor-Agent signature of an enrolled agent of role "door", see
+request_auth.py; an API key is not accepted here):
+  GET  /api/v1/credentials[?since=n]  -> the snapshot (credentials.py), or 304 with no body
+                                         when n is the current version
+  POST /api/v1/templates              template      -> 201 {"template_id", "version"}
+
+Templates arrive sealed (templates.seal() under the site key, which the collector never has):
+the collector stores and serves opaque bytes. It cannot tell sealed bytes from clear ones, so
+the rule is the controller's: `door enroll` only ever uploads seal() output. Revoking a person
+deletes their template rows and the next snapshot no longer carries them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from floor_agent.audit.event import utc_timestamp
+from floor_agent.audit.keys import KeyFileError, public_key_from_b64
+from floor_agent.collector import credentials as wire
+from floor_agent.collector import request_auth
+from floor_agent.collector.store import RecordConflict, Store, UnknownRecord
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024  # the largest record (a level with many windows) is far smaller
+DOOR_ROLE = "door"
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+async def _body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise HTTPException(413, f"request larger than {MAX_BODY} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise HTTPException(413, f"request larger than {MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(body: bytes, parse: Callable[[Any], Any]) -> Any:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(400, f"body: not valid JSON ({exc})") from None
+    try:
+        return parse(value)
+    except wire.CredentialError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def _change(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except UnknownRecord as exc:
+        raise HTTPException(422, str(exc)) from None
+    except RecordConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
+class AgentAuth:
+    """Verifies X-Floor-Agent against the enrolled key; one replay memory per app."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.guard = request_auth.ReplayGuard()
+
+    def door(self, request: Request, body: bytes) -> str:
+        """The agent id of a verified door controller; 401/403 otherwise."""
+        try:
+            header = request_auth.parse_header(request.headers.get(request_auth.HEADER))
+            self.guard.check_fresh(header, int(time.time() * 1000))
+            agent = self.store.get_agent(header.agent_id)
+            if agent is None:
+                raise request_auth.RequestAuthError(f"agent {header.agent_id!r} is not enrolled")
+            try:
+                key = public_key_from_b64(agent.public_key)
+            except KeyFileError:
+                raise request_auth.RequestAuthError("the enrolled key is unusable") from None
+            # the path as sent (percent-encoding intact), as the agent signed it
+            raw_path = request.scope.get("raw_path")
+            target = raw_path.decode("latin-1") if raw_path else request.scope["path"]
+            if request.scope.get("query_string"):
+                target += "?" + request.scope["query_string"].decode("latin-1")
+            request_auth.verify(header, key, request.method, target, body)
+            self.guard.remember(header, int(time.time() * 1000))
+        except request_auth.RequestAuthError as exc:
+            log.warning("refused agent request %s %s: %s", request.method,
+                        request.scope["path"], exc)
+            raise HTTPException(401, str(exc)) from None
+        if agent.role != DOOR_ROLE:
+            raise HTTPException(403, f"agent {agent.agent_id!r} has role {agent.role!r}; only "
+                                     f"{DOOR_ROLE!r} agents may use this")
+        return agent.agent_id
+
+
+def build_router(store: Store, api_user: Callable[..., str]) -> APIRouter:
+    """The routes above, over one store; api_user is the API's API-key dependency."""
+    router = APIRouter(tags=["credentials"])
+    auth = AgentAuth(store)
+    User = Depends(api_user)
+
+    def now() -> str:
+        return utc_timestamp()
+
+    @router.post("/api/v1/people", status_code=201)
+    async def add_person(request: Request, who: str = User) -> Response:
+        """Add or update a person (credentials.py: person); their access levels must exist."""
+        person = _parse(await _body(request), wire.person_from_json)
+        version = await run_in_threadpool(_change, lambda: store.put_person(person, who, now()))
+        return _json({"person": wire.person_to_json(person), "version": version}, 201)
+
+    @router.get("/api/v1/people")
+    def list_people(_: str = User) -> Response:
+        """People with card UIDs and template ids (never template bytes)."""
+        return _json({"people": store.list_people(), "version": store.credentials_version()})
+
+    @router.post("/api/v1/people/{person_id}/revoke")
+    def revoke(person_id: str, who: str = User) -> Response:
+        """Deactivate the person and their cards; their templates are deleted (GDPR Art. 9)."""
+        try:
+            wire.check_id(person_id, "person_id")
+        except wire.CredentialError as exc:
+            raise HTTPException(422, str(exc)) from None
+        result = store.revoke_person(person_id, who, now())
+        if result is None:
+            raise HTTPException(404, f"person_id: no person {person_id!r}")
+        log.info("person %s revoked by %s: %d card(s) off, %d template(s) deleted", person_id,
+                 who, result.cards_deactivated, result.templates_deleted)
+        return _json({"person_id": person_id, "cards_deactivated": result.cards_deactivated,
+                      "templates_deleted": result.templates_deleted, "version": result.version})
+
+    @router.post("/api/v1/cards", status_code=201)
+    async def add_card(request: Request, who: str = User) -> Response:
+        """Add or update a card (credentials.py: card); its person must exist."""
+        card = _parse(await _body(request), wire.card_from_json)
+        version = await run_in_threadpool(_change, lambda: store.put_card(card, who, now()))
+        return _json({"card": wire.card_to_json(card), "version": version}, 201)
+
+    @router.post("/api/v1/levels", status_code=201)
+    async def add_level(request: Request, who: str = User) -> Response:
+        """Add or update an access level (credentials.py: level)."""
+        level = _parse(await _body(request), wire.level_from_json)
+        version = await run_in_threadpool(_change, lambda: store.put_level(level, who, now()))
+        return _json({"level": wire.level_to_json(level), "version": version}, 201)
+
+    @router.post("/api/v1/holidays", status_code=201)
+    async def add_holiday(request: Request, who: str = User) -> Response:
+        """Add or rename a holiday: {"date": "YYYY-MM-DD", "name": "..."}."""
+        day, name = _parse(await _body(request), wire.holiday_from_json)
+        version = await run_in_threadpool(
+            _change, lambda: store.put_holiday(day, name, who, now()))
+        return _json({"holiday": {"date": day.isoformat(), "name": name}, "version": version},
+                     201)
+
+    @router.get("/api/v1/credentials", responses={304: {}, 401: {}, 403: {}})
+    async def credentials(request: Request) -> Response:
+        """The full snapshot for a door controller; 304 when ?since= is the current version."""
+        agent_id = await run_in_threadpool(auth.door, request, b"")
+        since = request.query_params.get("since")
+        if since is not None and not since.isdigit():
+            raise HTTPException(422, "since: expected a version number")
+        if since is not None and int(since) == await run_in_threadpool(
+                store.credentials_version):
+            return Response(status_code=304)
+        snapshot = await run_in_threadpool(store.credentials_snapshot)
+        log.debug("credentials v%d to %s", snapshot.version, agent_id)
+        return Response(await run_in_threadpool(
+            lambda: orjson.dumps(wire.credentials_to_json(snapshot))),
+            media_type="application/json")
+
+    @router.post("/api/v1/templates", status_code=201, responses={401: {}, 403: {}, 409: {}})
+    async def add_template(request: Request) -> Response:
+        """A sealed template from `door enroll` (credentials.py: template); the collector
+        cannot read it and stores it as it came."""
+        body = await _body(request)
+        agent_id = await run_in_threadpool(auth.door, request, body)
+        template = _parse(body, wire.template_from_json)
+        version = await run_in_threadpool(
+            _change, lambda: store.add_template(template, agent_id, now()))
+        log.info("template %s (finger %d) of %s stored from %s", template.template_id,
+                 template.finger, template.person_id, agent_id)
+        return _json({"template_id": template.template_id, "version": version}, 201)
+
+    return router
