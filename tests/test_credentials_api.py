@@ -119,6 +119,9 @@ def test_admin_changes_reach_the_door_and_revoke_removes_templates(
         assert store.list_alerts() == []  # an admin action, not an alert
     finally:
         store.close()
+    log = admin.get("/api/v1/credentials/log", params={"limit": 2}).json()["log"]
+    assert [(e["action"], e["actor"], e["version"]) for e in log] == \
+        [("person.revoked", "admin", 7), ("template.added", "door-1", 6)]
     snap = door.fetch_credentials(since=6)
     assert snap is not None and snap.version == 7
     assert "p-ada" not in snap.templates
@@ -264,6 +267,34 @@ def test_sync_keeps_the_last_snapshot_through_an_outage(sqlite_collector: Collec
         door.close()
         cache.close()
     assert not sync.alive
+
+
+def test_a_snapshot_the_cache_refuses_is_fetched_again(sqlite_collector: CollectorProcess
+                                                       ) -> None:
+    collector = sqlite_collector
+    with pinned_client(collector.url, collector.ca, 10) as admin:
+        admin.headers["authorization"] = f"Bearer {collector.api_key('admin')}"
+        version = add_basics(admin)
+    config = door_config(collector, "door-2")
+    enroll(config.audit, "door", collector.token("door"), None)
+    events: list[str] = []
+    received: list[int] = []
+
+    def replace(credentials: Any) -> None:
+        if not received:
+            received.append(-1)
+            raise OSError("disk full")
+        received.append(credentials.version)
+
+    sync = CredentialSync.from_config(config, replace,
+                                      lambda kind, *_, **__: events.append(kind))
+    assert sync.interval == config.access.sync_interval_seconds
+    assert sync.step() is False and sync.version is None
+    assert "local cache refused the snapshot: disk full" in str(sync.last_error)
+    assert sync.step() is True and sync.version == version and received[-1] == version
+    assert sync.step() is True and received[-1] == version and len(received) == 2  # 304
+    assert events == ["door.sync_failed", "door.sync_recovered", "door.credentials_updated"]
+    sync.client.close()
 
 
 def test_admin_cli_round_trip(collector: CollectorProcess, tmp_path: Path,

@@ -28,7 +28,7 @@ from floor_agent.audit.forwarder import pinned_client
 from floor_agent.audit.keys import load_private_key
 from floor_agent.collector import credentials as wire
 from floor_agent.collector.request_auth import HEADER, sign_header
-from floor_agent.config import AuditClientConfig
+from floor_agent.config import AuditClientConfig, DoorConfig
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,14 @@ class CredentialSync:
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_config(cls, config: DoorConfig, replace: Callable[[Credentials], Any], emit: Emit,
+                    version: int | None = None) -> CredentialSync:
+        """The door agent's sync: its key and collector from `audit`, the interval from
+        `access.sync_interval_seconds`; version: what the cache holds (cache.version)."""
+        return cls(SignedClient.from_config(config.audit, config.role), replace, emit,
+                   config.access.sync_interval_seconds, version)
 
     def step(self) -> bool:
         """Fetch once; True when the collector answered and the cache is current."""

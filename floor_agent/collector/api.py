@@ -1,4 +1,5 @@
-"""The collector's HTTP API (FastAPI): enroll, ingest, query, alerts, metrics, health.
+"""The collector's HTTP API (FastAPI): enroll, ingest, query, alerts, metrics, health, and the
+door credentials (api_credentials.py).
 
 Agents authenticate by signature (ingest) or one-time token (enroll); people and scripts that
 read the audit trail need an API key (`floor-agent collector apikey create`). Every bad request

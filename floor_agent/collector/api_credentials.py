@@ -8,6 +8,9 @@ Admin (Authorization: Bearer <API key>), bodies as in credentials.py:
   POST /api/v1/cards                  card          -> 201 {"card": ..., "version": n}
   POST /api/v1/levels                 level         -> 201 {"level": ..., "version": n}
   POST /api/v1/holidays               holiday       -> 201 {"holiday": ..., "version": n}
+  GET  /api/v1/credentials/log?limit=n              -> {"log": [{"id", "ts", "actor",
+                                                        "action", "subject", "version",
+                                                        "detail"}]}, newest first
 Door controllers (X-Floor-Agent signature of an enrolled agent of role "door", see
 request_auth.py; an API key is not accepted here):
   GET  /api/v1/credentials[?since=n]  -> the snapshot (credentials.py), or 304 with no body
@@ -28,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
@@ -176,6 +179,11 @@ def build_router(store: Store, api_user: Callable[..., str]) -> APIRouter:
             _change, lambda: store.put_holiday(day, name, who, now()))
         return _json({"holiday": {"date": day.isoformat(), "name": name}, "version": version},
                      201)
+
+    @router.get("/api/v1/credentials/log")
+    def credential_log(_: str = User, limit: int = Query(100, ge=1, le=1000)) -> Response:
+        """Who changed which credential, when, and the version it made (newest first)."""
+        return _json({"log": store.credential_log(limit)})
 
     @router.get("/api/v1/credentials", responses={304: {}, 401: {}, 403: {}})
     async def credentials(request: Request) -> Response:
