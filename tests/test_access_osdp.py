@@ -192,6 +192,20 @@ def test_install_mode_hands_a_factory_fresh_reader_its_key(tmp_path: Path) -> No
     # next start: the key file is there, install mode is no longer needed
     again = reader_from_config("d1", cfg.model_copy(update={"osdp_install_mode": False}))
     assert again.scbk == reader.scbk and not again.install_mode
+    still = reader_from_config("d1", cfg)  # install mode left on: same key, nothing rewritten
+    assert still.scbk == reader.scbk and still.install_mode
+
+
+def test_install_mode_left_on_uses_the_key_a_reader_already_has() -> None:
+    p = Pair(KEY, KEY, install=True).start()
+    try:
+        p.expect("door.reader_online")
+        assert p.bus.secure("r1")
+        assert p.reader.wait_command("keyset", 0.5) is None  # the key matched: no KEYSET
+        p.reader.present_card(UID)
+        assert p.expect("card").uid == UID  # type: ignore[union-attr]
+    finally:
+        p.close()
 
 
 def test_no_key_and_no_install_mode_is_refused(tmp_path: Path) -> None:

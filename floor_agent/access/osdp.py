@@ -30,11 +30,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import osdp
 
 from floor_agent.access.model import CardRead
+
+if TYPE_CHECKING:
+    from floor_agent.config import DoorReader
 
 SCBK_BYTES = 16
 SOM = 0x53  # start of message
@@ -118,14 +121,19 @@ def install_scbk(path: Path) -> bytes:
     return key
 
 
-def reader_from_config(door_id: str, reader: Any) -> OsdpReader:
-    """An OsdpReader from a config.DoorReader: its key file, or install mode, or refused."""
+def reader_from_config(door_id: str, reader: DoorReader) -> OsdpReader:
+    """An OsdpReader from its config: the key file, or in install mode a new key written to
+    it, or refused. In install mode libosdp tries the key first and falls back to SCBK-D, so a
+    reader that missed its KEYSET last time gets it again; a bus in install mode hands the key
+    to anything answering with SCBK-D, hence only while an installer is at the door."""
     name = f"{door_id}/{reader.reader_id}"
-    path: Path | None = reader.osdp_scbk_file
+    path = reader.osdp_scbk_file
+    install = reader.osdp_install_mode
     if path is not None and path.exists():
         key = load_scbk(path)
-        return OsdpReader(door_id, reader.reader_id, reader.osdp_address, reader.direction, key)
-    if not reader.osdp_install_mode:
+        return OsdpReader(door_id, reader.reader_id, reader.osdp_address, reader.direction, key,
+                          install_mode=install)
+    if not install:
         raise OsdpError(f"{name}: no SCBK ({path or 'osdp_scbk_file not set'}) and install "
                         "mode off: reader refused")
     if path is None:
