@@ -15,6 +15,7 @@ or a row that cannot be read back, raises CacheError naming the file, the table 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -280,7 +281,7 @@ class CredentialsCache:
             "people", "person_id",
             "SELECT person_id, name, active, access_levels, duress_fingers FROM people",
             lambda r: Person(r[0], r[1], bool(r[2]), tuple(_strings(r[3])),
-                             frozenset(_ints(r[4])))))
+                             _fingers(r[4]))))
         cards = dict(self._rows(
             "cards", "uid", "SELECT uid, person_id, active, valid_from, valid_until, keyed "
             "FROM cards",
@@ -366,11 +367,17 @@ def _ints(text: str) -> list[int]:
     return value
 
 
+@functools.lru_cache(maxsize=1024)  # the same few sets repeat on thousands of rows
 def _days(text: str) -> frozenset[int]:
     days = frozenset(_ints(text))
     if not days <= frozenset(range(7)):
         raise ValueError("days must be 0 to 6")
     return days
+
+
+@functools.lru_cache(maxsize=1024)
+def _fingers(text: str) -> frozenset[int]:
+    return frozenset(_ints(text))
 
 
 def _when(text: str | None) -> datetime | None:

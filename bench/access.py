@@ -1,0 +1,210 @@
+"""Access: decision latency on the controller side, with 10,000 people in the cache.
+
+    .venv/bin/python bench/access.py                 # ~1 min
+    .venv/bin/python bench/access.py --people 1000 --requests 2000
+
+Prints one line per figure on stdout; progress goes to stderr.
+
+1. Builds the credentials cache on disk (a temporary directory, or --dir) with --people people
+   (10,000), each with one keyed card, their own access level for the door with 2 weekly
+   windows (a weekday day shift and a night window crossing midnight on some days) and 2
+   sealed templates of random bytes (540 bytes, the size of a sealed 512-byte ZFM template),
+   2 % of people inactive and 2 % of cards expired, 10 holidays: `access_cache_replace` is the
+   time of `CredentialsCache.replace` of all of it (one transaction).
+2. Closes it, opens it again as a restarted controller would, and times the first
+   `snapshot()` (read every row, build the in-memory snapshot): `access_snapshot_load`.
+3. Times --requests (10,000) decisions at the "lab" door, each from card data and a
+   fingerprint result in hand to the outcome the relay command is made from: `decision.evaluate`
+   + `state.after` (the new anti-passback positions and lockouts), with hard anti-passback and
+   card proof required, the state threaded from one request to the next. The requests are a
+   mix: 55 % the holder's own finger through the expected direction, 5 % the same direction
+   again (anti-passback), 10 % another person's finger, 8 % no match, 5 % a finger too late,
+   4 % no finger, 5 % an unknown card, 3 % a failed card proof, 5 % a duress finger; times are
+   over two weeks, 80 % in working hours (weekdays 09:00-16:00 in the door's zone) and 20 %
+   at any time, so schedules and holidays refuse some. `access_decision_p50/p99/max`
+   over all requests, with the reason counts.
+4. `access_state_save_p99`: `CredentialsCache.save_state` after each decision (only what
+   changed is written, synchronous=FULL). Not part of the decision: the controller persists
+   the state after it has driven the relay; reported so its cost is known.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from floor_agent.access import state as access_state
+from floor_agent.access.cache import CredentialsCache
+from floor_agent.access.decision import evaluate
+from floor_agent.access.model import (
+    AccessLevel,
+    AccessState,
+    Card,
+    CardRead,
+    Credentials,
+    FingerResult,
+    Person,
+    Template,
+    TimeWindow,
+)
+from floor_agent.config import AccessPolicyConfig, DoorReader, DoorSection
+
+TARGET_P99_MS = 50.0
+TZ = ZoneInfo("Europe/Berlin")
+DOOR = DoorSection(door_id="lab", name="Clean room", zone_inside="cleanroom",
+                   readers=[DoorReader(reader_id="lab-in", pcsc_reader="Virtual PCD 00 00"),
+                            DoorReader(reader_id="lab-out", direction="out",
+                                       pcsc_reader="Virtual PCD 00 01")])
+POLICY = AccessPolicyConfig()  # hard anti-passback, card proof required, 3 failures / 300 s
+START = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)  # a Monday
+SEALED_BYTES = 540
+
+
+def note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def build_credentials(people: int, rng: random.Random) -> Credentials:
+    weekdays = frozenset(range(5))
+    persons: dict[str, Person] = {}
+    cards: dict[str, Card] = {}
+    levels: dict[str, AccessLevel] = {}
+    templates: dict[str, tuple[Template, ...]] = {}
+    for n in range(people):
+        pid, uid, lid = f"p{n:05d}", f"04{n:010X}", f"l{n:05d}"
+        night_days = frozenset(rng.sample(range(7), rng.randint(1, 4)))
+        levels[lid] = AccessLevel(lid, frozenset({"lab", f"door{n % 50}"}), (
+            TimeWindow(weekdays, clock(rng.randint(5, 8)), clock(rng.randint(17, 20))),
+            TimeWindow(night_days, clock(22), clock(6))), on_holidays=n % 10 == 0)
+        persons[pid] = Person(pid, f"Person {n}", active=rng.random() > 0.02,
+                              access_levels=(lid,), duress_fingers=frozenset({4}))
+        expired = rng.random() < 0.02
+        cards[uid] = Card(uid, pid, valid_from=START - timedelta(days=400),
+                          valid_until=START - timedelta(days=1) if expired
+                          else START + timedelta(days=400))
+        templates[pid] = (Template(f"t{n:05d}a", pid, 2, os.urandom(SEALED_BYTES)),
+                          Template(f"t{n:05d}b", pid, 4, os.urandom(SEALED_BYTES)))
+    holidays = frozenset(date(2026, 12, d) for d in (1, 8, 24, 25, 26, 31)) | frozenset(
+        date(2027, 1, d) for d in (1, 6, 7, 8))
+    return Credentials(persons, cards, levels, holidays, templates, version=1)
+
+
+def make_request(creds: Credentials, state: AccessState, rng: random.Random,
+                 people: list[str]) -> tuple[CardRead, FingerResult, datetime]:
+    pid = rng.choice(people)
+    n = int(pid[1:])
+    uid = f"04{n:010X}"
+    if rng.random() < 0.8:  # most badges are shown in working hours
+        day = rng.choice([d for d in range(14) if d % 7 < 5])
+        local = datetime(2026, 11, 30, 9, tzinfo=TZ) + timedelta(
+            days=day, seconds=rng.randrange(7 * 3600))
+        now = local.astimezone(UTC)
+    else:
+        now = START + timedelta(seconds=rng.randrange(14 * 86400))
+    expected = "out" if state.zone_of.get(pid) == DOOR.zone_inside else "in"
+    direction, proof, finger_at = expected, "ok", now + timedelta(seconds=3)
+    status, who, template = "match", pid, f"t{n:05d}a"
+    kind = rng.random()
+    if kind < 0.55:
+        pass
+    elif kind < 0.60:
+        direction = "in" if expected == "out" else "out"
+    elif kind < 0.70:
+        other = rng.choice(people)
+        who, template = other, f"t{int(other[1:]):05d}a"
+    elif kind < 0.78:
+        status, who, template = "no_match", None, None
+    elif kind < 0.83:
+        finger_at = now + timedelta(seconds=POLICY.finger_window_seconds + 5)
+    elif kind < 0.87:
+        status, who, template = "timeout", None, None
+    elif kind < 0.92:
+        uid = f"FF{rng.randrange(1 << 40):010X}"
+    elif kind < 0.95:
+        proof = "failed"
+    else:
+        template = f"t{n:05d}b"  # the duress finger
+    read = CardRead(DOOR.door_id, f"lab-{direction}", direction, uid, now, proof)
+    finger = FingerResult(status, finger_at, who, template, score=80 if who else 0)
+    return read, finger, now
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--people", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dir", type=Path, default=None, help="where the cache file goes")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+
+    with tempfile.TemporaryDirectory(dir=args.dir) as work:
+        path = Path(work) / "credentials.db"
+        note(f"building {args.people} people ...")
+        creds = build_credentials(args.people, rng)
+        with CredentialsCache(path) as cache:
+            t0 = time.perf_counter()
+            cache.replace(creds)
+            replace_ms = (time.perf_counter() - t0) * 1000
+        size_mb = path.stat().st_size / 1e6
+        print(f"access_cache_replace: {replace_ms:.0f} ms ({args.people} people, cards, levels "
+              f"with 2 windows, {2 * args.people} sealed templates; file {size_mb:.1f} MB)")
+
+        with CredentialsCache(path) as cache:
+            t0 = time.perf_counter()
+            snapshot = cache.snapshot()
+            load_ms = (time.perf_counter() - t0) * 1000
+            print(f"access_snapshot_load: {load_ms:.0f} ms (first snapshot() after a restart, "
+                  f"{len(snapshot.people)} people; later calls are served from memory)")
+
+            people = sorted(snapshot.people)
+            state = cache.load_state()
+            latencies: list[float] = []
+            saves: list[float] = []
+            reasons: Counter[str] = Counter()
+            note(f"timing {args.requests} decisions ...")
+            for _ in range(args.requests):
+                read, finger, now = make_request(snapshot, state, rng, people)
+                t0 = time.perf_counter_ns()
+                outcome = evaluate(snapshot, read, finger, POLICY, state, now, TZ, door=DOOR)
+                state = access_state.after(state, outcome, POLICY, DOOR, now)
+                t1 = time.perf_counter_ns()
+                cache.save_state(state)
+                t2 = time.perf_counter_ns()
+                latencies.append((t1 - t0) / 1e6)
+                saves.append((t2 - t1) / 1e6)
+                reasons[outcome.reason] += 1
+
+    p50, p99, worst = percentile(latencies, 50), percentile(latencies, 99), max(latencies)
+    granted = reasons["granted"] + reasons["granted_duress"]
+    mix = ", ".join(f"{reason} {count}" for reason, count in reasons.most_common())
+    verdict = "met" if p99 <= TARGET_P99_MS else "NOT met"
+    print(f"access_decision_p50: {p50:.3f} ms (evaluate + state.after, {args.requests} requests, "
+          f"{args.people} people in the cache)")
+    print(f"access_decision_p99: {p99:.3f} ms (target <= {TARGET_P99_MS:g} ms: {verdict}; "
+          f"{granted} granted, {args.requests - granted} denied)")
+    print(f"access_decision_max: {worst:.3f} ms (mean {statistics.fmean(latencies):.3f} ms)")
+    print(f"access_decision_reasons: {mix}")
+    print(f"access_state_save_p99: {percentile(saves, 99):.2f} ms (p50 "
+          f"{percentile(saves, 50):.2f} ms, max {max(saves):.2f} ms; after the decision, not in "
+          f"it; {len(state.zone_of)} positions, {len(state.lockouts)} lockouts kept)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
