@@ -34,9 +34,6 @@ from floor_agent.config import DoorReader
 log = logging.getLogger(__name__)
 
 _COUNTER_SHIFT = 16  # pcsclite keeps a card event counter in the high 16 bits of the state
-_RECONNECT_ERRORS = {scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED,
-                     scard.SCARD_E_READER_UNAVAILABLE, scard.SCARD_E_UNKNOWN_READER,
-                     scard.SCARD_E_INVALID_HANDLE, scard.SCARD_E_NO_READERS_AVAILABLE}
 
 
 @dataclass(frozen=True, slots=True)
