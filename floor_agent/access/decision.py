@@ -220,7 +220,8 @@ def evaluate(creds: Credentials, read: CardRead, finger: FingerResult | None,
              door: DoorSection) -> Outcome:
     """The full decision: `check_card`, then the finger (None = no finger result, a timeout).
 
-    The finger must be a match of one of the card holder's own templates, at most
+    The finger must be a match of one of the card holder's own templates (by template id, as
+    enrolled in the snapshot; the driver's person_id, when given, must be the holder), at most
     policy.finger_window_seconds after read.at (and not before it). A match of a duress finger
     (person.duress_fingers) grants with reason granted_duress and alarm "duress"; in soft
     anti-passback mode a passage to where the person already is grants with alarm
