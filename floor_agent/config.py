@@ -456,6 +456,9 @@ class DoorIoConfig(_StrictModel):
 
     driver: Literal["gpiod", "simulated"] = "gpiod"
     chip: Annotated[str, Field(strict=True, min_length=1)] = "/dev/gpiochip0"
+    # driver "simulated" only: the Unix socket of a simulated door (its relay and switches),
+    # for tests and the demo; null = a door in memory
+    simulated_link: ConfigPath | None = None
     lock_line: Annotated[StrictInt, Field(ge=0)] = 0
     position_line: Annotated[StrictInt, Field(ge=0)] = 1
     rex_line: Annotated[StrictInt, Field(ge=0)] = 2

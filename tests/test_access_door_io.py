@@ -201,3 +201,19 @@ def test_sigkill_controller_drops_the_relay_to_its_unpowered_state(
             child.wait()
         if child.stdout is not None:
             child.stdout.close()
+
+
+def test_the_simulated_door_sends_its_switches_over_the_link(relay: SimulatedRelay) -> None:
+    """A controller in another process sees the door's switches as it would see GPIO edges."""
+    io = SimulatedDoorIo("secure", relay_path=relay.path)
+    assert relay.wait_for(False, WAIT, connected=True)
+    relay.open_door()
+    relay.press_rex()
+    relay.close_door()
+    seen = [io.next_change(WAIT) for _ in range(4)]
+    assert [(c.kind, c.value) for c in seen if c is not None] == [
+        ("position", True), ("rex", True), ("rex", False), ("position", False)]
+    io.close()
+    assert relay.wait_for(False, WAIT, connected=False)
+    with pytest.raises(DoorIoError, match="no controller on the link"):
+        relay.open_door()

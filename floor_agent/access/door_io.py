@@ -30,6 +30,10 @@ POSITION = "position"  # value True: the door is open
 REX = "rex"  # value True: the button is pressed
 RELAY_ON = b"1"
 RELAY_OFF = b"0"
+# what the simulated door sends back over the same link: its switches
+DOOR_OPENED = b"O"
+DOOR_CLOSED = b"C"
+REX_PRESSED = b"R"
 
 
 class DoorIoError(Exception):
@@ -128,9 +132,11 @@ class GpiodDoorIo:
 
 
 class SimulatedRelay:
-    """The lock relay as the hardware sees it: its coil is powered only while a controller holds
-    the link and last asked for power. Listens on a Unix socket; EOF (the controller closed it,
-    or died and the kernel closed it) means unpowered. Keeps the coil's history over time."""
+    """The simulated door as the hardware sees it: its lock relay's coil is powered only while a
+    controller holds the link and last asked for power. Listens on a Unix socket; EOF (the
+    controller closed it, or died and the kernel closed it) means unpowered. Keeps the coil's
+    history over time. Its switches (`open_door`, `close_door`, `press_rex`) are sent back over
+    the same link, so a controller in another process sees them as it would see GPIO edges."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -189,6 +195,22 @@ class SimulatedRelay:
                             self.garbage.append(f"byte 0x{byte:02x} on the relay link")
             self._set(False, connected=False)  # the controller is gone: no power
 
+    def _send(self, byte: bytes) -> None:
+        """A switch of the door changed: tell the controller (if one holds the link)."""
+        conn = self._conn
+        if conn is None or not self.connected:
+            raise DoorIoError(f"simulated door {self.path}: no controller on the link")
+        conn.sendall(byte)
+
+    def open_door(self) -> None:
+        self._send(DOOR_OPENED)
+
+    def close_door(self) -> None:
+        self._send(DOOR_CLOSED)
+
+    def press_rex(self) -> None:
+        self._send(REX_PRESSED)
+
     def wait_for(self, energised: bool, timeout: float, connected: bool | None = None) -> bool:
         """Wait until the coil is in that state (and, if given, the link is as said)."""
         def reached() -> bool:
@@ -235,7 +257,27 @@ class SimulatedDoorIo:
                 raise DoorIoError(f"connect relay link {relay_path}: "
                                   f"{e.strerror or e}") from None
             self._link = link
+            threading.Thread(target=self._listen, args=(link,), name="sim-door-link",
+                             daemon=True).start()
         self.set_lock(False)
+
+    def _listen(self, link: socket.socket) -> None:
+        """The door's switches, as the simulated door on the link reports them."""
+        while True:
+            try:
+                data = link.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            for byte in data:
+                b = bytes([byte])
+                if b == DOOR_OPENED:
+                    self.open_door()
+                elif b == DOOR_CLOSED:
+                    self.close_door()
+                elif b == REX_PRESSED:
+                    self.press_rex()
 
     @property
     def energised(self) -> bool:
@@ -303,5 +345,7 @@ class SimulatedDoorIo:
         self._drive(False)
         with self._lock:
             if self._link is not None:
+                with contextlib.suppress(OSError):  # wakes the link's reader thread too
+                    self._link.shutdown(socket.SHUT_RDWR)
                 self._link.close()
                 self._link = None

@@ -65,7 +65,7 @@ class Template:
     template_id: str
     person_id: str
     finger: int  # 1-10
-    sealed: bytes  # templates.seal(): nonce + AES-GCM ciphertext + tag
+    sealed: bytes = field(repr=False)  # templates.seal(): nonce + AES-GCM ciphertext + tag
 
 
 @dataclass(frozen=True, slots=True)
