@@ -16,6 +16,7 @@ from floor_agent.config import (
     AgentConfig,
     CollectorConfig,
     ConfigError,
+    DoorConfig,
     WorkstationConfig,
     check_file,
     load_config,
@@ -190,6 +191,17 @@ def cmd_agent(args: argparse.Namespace) -> int:
             agent.stop(reason="usb_guard rules invalid")
             return 2
         checks.append(guard.healthy)
+    access = None
+    if isinstance(config, DoorConfig) and config.access.doors:
+        from floor_agent.access.runner import AccessStartError, start_access
+
+        try:
+            access = start_access(config, agent, stop)
+        except AccessStartError as exc:
+            log.error("door controller refuses to start (doors stay locked): %s", exc)
+            agent.stop(reason="door controller config invalid")
+            return 2
+        checks.append(access.healthy)
     watcher = None
     if isinstance(config, WorkstationConfig) and config.netlock.enabled:
         from floor_agent.netlock.runner import NetlockStartError, start_netlock
@@ -210,6 +222,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
     service.stopping()
     if watcher is not None:
         watcher.stop()
+    if access is not None:
+        access.stop()
     if not signalled:  # a component stopped us (e.g. udev events lost): exit non-zero so
         # systemd restarts the agent, which locks down and re-evaluates every device
         log.error("%s agent stopping because a component failed", config.role)

@@ -249,8 +249,8 @@ def window_from_json(value: Any, field: str) -> TimeWindow:
     obj = _object(value, field, WINDOW_KEYS, WINDOW_KEYS)
     window = TimeWindow(_days(obj["days"], f"{field}.days"), _hhmm(obj["start"], f"{field}.start"),
                         _hhmm(obj["end"], f"{field}.end"))
-    if window.start == window.end:
-        raise CredentialError(f"{field}.end", "equals start: the window would be empty")
+    # end == start is a whole day from start (00:00-00:00: all day), as the door reads it
+    # (decision.window_allows); end before start runs past midnight into the next day.
     return window
 
 
