@@ -184,6 +184,9 @@ def add_parsers(door_sub: Any) -> None:
         p.set_defaults(func=func)
         return p
 
+    from floor_agent.access.enroll import add_parser as add_enroll
+
+    add_enroll(door_sub)
     people = door_sub.add_parser("people", help="people on the collector").add_subparsers(
         dest="people_action", required=True)
     p = leaf(people, "add", "add or update a person", cmd_people_add)
