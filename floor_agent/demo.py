@@ -6,8 +6,12 @@ where a stick and a phone get plugged and blocked, and with netlock inside a sim
 network (namespaces: workstation, router, central server, an "internet" host) whose firewall it
 loads and watches; a phone then starts USB tethering (usb0 appears) and is unplugged again:
 a breach and its recovery. The workstation reaches the collector through the central server's
-address, relayed to the host. Capabilities not built yet are stood in for by a second agent
-sending labelled sample events. Later issues add their simulated hardware here.
+address, relayed to the host. A door controller runs as its own process too (`floor-agent
+door`, enrolled with the collector) on the simulated door floor of access/sim.py: a real pcscd
+with virtual readers and cards, a fingerprint module simulator, a simulated door; Alice gets in
+with her card and finger, a clone of her card is refused with an alarm. Capabilities not built
+yet are stood in for by a second agent sending labelled sample events. Later issues add their
+simulated hardware here.
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import yaml
 
 from floor_agent import service
+from floor_agent.access.door_io import DoorIoError
+from floor_agent.access.sim import ALWAYS, WAIT, DoorFloor, DoorFloorError, Finger, Holder
 from floor_agent.audit.agent import AuditAgent, enroll
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector import core, server, tls
@@ -47,8 +54,10 @@ DEFAULT_USB_RULES = Path(__file__).resolve().parents[1] / "config" / "usb-rules.
 PLUGS = ((STICK, "a SanDisk stick"), (PHONE_MTP, "a phone in MTP mode"))
 COLLECTOR_ON_FLOOR = ("10.77.1.10", 9443)  # the central server's address, relayed to the host
 TETHER = "usb0"
+ALICE_UID = bytes.fromhex("04A224B2C35E80")
+ALICE = Holder("alice", "Alice", ALICE_UID, "always",
+               (Finger("alice-1", 1, b"demo: alice right index"),))
 SAMPLES = (
-    ("door.granted", "door front", "info", {"person": "P-0042", "sample": True}),
     ("cctv.segment", "cam-1", "info", {"segment": "cam-1/2026-11-29/08/0001.mp4",
                                         "sample": True}),
 )
@@ -82,6 +91,40 @@ def wait_healthy(url: str, ca: Path, proc: subprocess.Popen[bytes], seconds: flo
                 pass
             time.sleep(0.1)
     raise RuntimeError(f"collector not healthy within {seconds} s")
+
+
+def door_steps(door: DoorFloor) -> list[tuple[str, Callable[[], None]]]:
+    """Alice in with her card and finger, a clone of her card refused, Alice out again (so a
+    demo run again in the same directory finds her outside)."""
+
+    def show(uid: bytes, finger: str | None, reader: int, key: bool, walk_through: bool
+             ) -> None:
+        try:
+            event = door.present(uid, finger, reader=reader, key=key)
+            alarms = ", ".join(event["data"]["alarms"]) or "none"
+            print(f"demo:   {event['kind']} ({event['data']['reason']}; alarms: {alarms})",
+                  flush=True)
+            if walk_through and event["kind"] == "door.granted":
+                assert door.relay is not None
+                if not door.relay.wait_for(True, WAIT):
+                    raise DoorFloorError("granted, but the lock relay was never energised")
+                door.relay.open_door()
+                door.relay.close_door()
+                if not door.relay.wait_for(False, WAIT):
+                    raise DoorFloorError("the door closed, but the lock never relocked")
+                print("demo:   the lock opened, the door opened and closed, relocked", flush=True)
+        except (DoorFloorError, DoorIoError) as exc:
+            print(f"demo: the door did not answer as expected: {exc}", file=sys.stderr,
+                  flush=True)
+
+    return [
+        ("Alice shows her card and finger at the front door's entry reader (demo-door-01)",
+         lambda: show(ALICE_UID, "alice-1", 0, True, True)),
+        ("a clone of Alice's card (her UID, not the site's key) at the entry reader",
+         lambda: show(ALICE_UID, "alice-1", 0, False, False)),
+        ("Alice leaves: card and finger at the exit reader",
+         lambda: show(ALICE_UID, "alice-1", 1, True, True)),
+    ]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -126,6 +169,7 @@ def main(args: argparse.Namespace) -> int:
     store, _ = server.open_collector(collector_config)
     try:
         tokens = [core.create_token(store, "workstation", 600) for _ in range(2)]
+        door_token = core.create_token(store, "door", 600)
         api_key = core.create_api_key(store, "demo")
     finally:
         store.close()
@@ -138,6 +182,12 @@ def main(args: argparse.Namespace) -> int:
     # the agents first (so their last events are delivered) and then the collector.
     bus = SimulatedUsbBus([KEYBOARD, WACOM], work / "usb-bus")
     samples: AuditAgent | None = None
+    # The door: pcscd (started here unless one with the vpcd readers runs), the fingerprint
+    # module simulator, the simulated door and `floor-agent door`, enrolled with the collector.
+    door = DoorFloor(collector_url=url, ca=files.ca_cert, api_key=api_key,
+                     door_token=lambda: door_token, work=work / "door", holders=[ALICE],
+                     levels={"always": ALWAYS}, agent_id="demo-door-01", unlock_seconds=3.0,
+                     held_open_seconds=10.0, sync_interval_seconds=5.0, heartbeat_seconds=10.0)
     try:
         wait_healthy(url, files.ca_cert, proc, 30)
         relay = NamespaceRelay(network.ns["cen"], COLLECTOR_ON_FLOOR, ("127.0.0.1", port))
@@ -150,6 +200,9 @@ def main(args: argparse.Namespace) -> int:
                    "floor_agent.cli", "workstation", "--config", str(work / "workstation.yaml")])
         samples = AuditAgent(samples_config.audit, "workstation")
         samples.start()
+        door.__enter__()
+        pcscd = ("started by the demo" if door.pcscd.proc is not None
+                 else "already running, left running")
         print(f"""
 floor-agent demo is running (work dir {work})
   collector   {url}  (CA {files.ca_cert}, {tls.fingerprint(files.ca_cert)})
@@ -157,14 +210,25 @@ floor-agent demo is running (work dir {work})
               tablet); a SanDisk stick and a phone are plugged in a few seconds: both blocked;
               and netlock in namespace {network.ns["ws"]} (firewall loaded, every check
               verified); then a phone tethers (usb0 appears): net.breach, and is unplugged:
-              net.recovered. Try: ip netns exec {network.ns["ws"]} floor-agent netlock status \
+              net.recovered. Try: ip netns exec {network.ns["ws"]} floor-agent netlock status \\
               --config {work / 'workstation.yaml'}
-  demo-samples  sample events for the capabilities still to come (door, camera)
+  demo-door-01  door controller for door "front" (floor-agent door): entry and exit readers
+              on pcscd ({pcscd}) with virtual cards, a fingerprint module
+              simulator, a simulated door. Alice shows her card and finger at the entry:
+              door.granted, the lock relay unlocks, the door opens and closes; then a clone of
+              her card (her UID, not the site's key): door.denied clone_suspected and a
+              door.clone_suspected alarm; then she leaves by the exit. Config and log in
+              {door.root}.
+              Try: FLOOR_AGENT_API_KEY={api_key} floor-agent door people list \\
+              --config {door.config_path}
+  demo-samples  sample events for the capability still to come (camera)
   API key     {api_key}
 
 Look at it:
   curl -s --cacert {files.ca_cert} -H 'Authorization: Bearer {api_key}' \\
        '{url}/api/v1/events?kind_prefix=usb.&limit=5'
+  curl -s --cacert {files.ca_cert} -H 'Authorization: Bearer {api_key}' \\
+       '{url}/api/v1/events?agent_id=demo-door-01&kind_prefix=door.&limit=20'
   curl -s --cacert {files.ca_cert} -H 'Authorization: Bearer {api_key}' {url}/api/v1/agents
   floor-agent collector verify --config {work / 'collector.yaml'}
   API document: {url}/docs
@@ -174,6 +238,7 @@ Ctrl-C stops everything.
         started = time.monotonic()
         steps = [(f"plugging {label} into demo-ws-01", lambda spec=spec: bus.plug(spec))
                  for spec, label in PLUGS]
+        steps += door_steps(door)
         steps += [
             (f"a phone starts USB tethering on demo-ws-01 ({TETHER} appears)",
              lambda: network.add_tether_interface(TETHER)),
@@ -193,13 +258,15 @@ Ctrl-C stops everything.
                     print(f"demo: {label}", flush=True)
                 step()
             samples.emit(kind, subject, severity, **data)
-            for name, child in (("collector", proc), ("workstation agent", bus.proc)):
+            for name, child in (("collector", proc), ("workstation agent", bus.proc),
+                                ("door agent", door.agent)):
                 if child is not None and child.poll() is not None:
                     print(f"{name} exited with {child.returncode}", file=sys.stderr)
                     return 1
     finally:
         if samples is not None:
             samples.stop(drain_seconds=5)
+        door.close()  # the door agent (its last events delivered), the door, pcscd if ours
         bus.stop()
         if relay is not None:
             relay.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from collector_process import CollectorProcess
 
+from floor_agent.access.sim import pcsc_readers
 from floor_agent.audit.agent import enroll
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +73,7 @@ def test_emit_then_verify_detects_tampering_in_the_store(
 
 
 def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    pcscd_before = pcsc_readers() is not None
     demo = subprocess.Popen([sys.executable, "-m", "floor_agent.cli", "demo", "--dir",
                              str(tmp_path), "--port", "0"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -82,7 +85,8 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             break
     text = "".join(seen)
     assert "API key" in text and "https://127.0.0.1:" in text
-    # the stick and the phone get plugged, a phone tethers and is unplugged, sample events
+    # the stick and the phone get plugged, Alice and a clone of her card at the door, a phone
+    # tethers and is unplugged, sample events
     for line in demo.stdout:
         seen.append(line)
         if "goes away" in line:
@@ -94,9 +98,22 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert "demo stopped" in rest
     verify = floor_agent("collector", "verify", "--config", str(tmp_path / "collector.yaml"))
     assert verify.returncode == 0 and "demo-ws-01: intact" in verify.stdout
-    assert "demo-samples: intact" in verify.stdout
-    rows = sqlite3.connect(tmp_path / "collector" / "collector.db").execute(
-        "SELECT agent_id, kind, subject FROM events").fetchall()
+    assert "demo-samples: intact" in verify.stdout and "demo-door-01: intact" in verify.stdout
+    db = sqlite3.connect(tmp_path / "collector" / "collector.db")
+    rows = db.execute("SELECT agent_id, kind, subject FROM events").fetchall()
+    # the real door controller: Alice let in with card and finger, her cloned card refused
+    door = [(kind, json.loads(data)) for kind, data in db.execute(
+        "SELECT kind, data FROM events WHERE agent_id = 'demo-door-01' ORDER BY seq")]
+    decisions = [(kind, data["reason"], data["direction"]) for kind, data in door
+                 if kind in ("door.granted", "door.denied")]
+    assert decisions[:2] == [("door.granted", "granted", "in"),
+                             ("door.denied", "clone_suspected", "in")], decisions
+    assert {"door.clone_suspected", "door.unlocked", "door.opened", "door.relocked"} <= {
+        kind for kind, _ in door}
+    assert not [kind for agent, kind, _ in rows if agent == "demo-samples"
+                and kind.startswith("door.")]  # no sample stands in for the door any more
+    if not pcscd_before:
+        assert pcsc_readers() is None  # the pcscd the demo started is stopped
     assert {"agent.started", "agent.stopped"} <= {kind for _, kind, _ in rows}
     blocked = {subject for agent, kind, subject in rows
                if agent == "demo-ws-01" and kind == "usb.blocked"}

@@ -215,6 +215,8 @@ class DoorFloor:
             key_file = self.root / "site.key"
             self.site = sitekey.load(key_file) if key_file.exists() else sitekey.generate(key_file)
             self._api = pinned_client(self.collector_url, self.ca, 5.0)
+            # events of an earlier run in the same directory are not this floor's
+            self.seen.update(e["seq"] for e in self.events())
             self._credentials()
             self.config_path.write_text("# written by floor_agent.access.sim.DoorFloor\n"
                                         + yaml.safe_dump(config.model_dump(mode="json"),
@@ -257,11 +259,20 @@ class DoorFloor:
         """Each finger enrolled on the module, sealed under the site key, uploaded signed by the
         door agent (as an enrollment station does)."""
         assert self.module is not None and self.site is not None and self.config is not None
+        assert self._api is not None
+        response = self._api.get("/api/v1/people",
+                                 headers={"authorization": f"Bearer {self.api_key}"})
+        if response.status_code != 200:
+            raise DoorFloorError(f"GET /api/v1/people: {response.status_code} {response.text}")
+        uploaded = {t["template_id"] for person in response.json()["people"]
+                    for t in person["templates"]}  # by an earlier run in the same directory
         client = SignedClient.from_config(AuditClientConfig.model_validate(
             self.config.audit.model_dump()), "door")
         try:
             for holder in self.holders:
                 for finger in holder.fingers:
+                    if finger.template_id in uploaded:
+                        continue
                     self.module.place(finger.features)
                     with FingerprintModule(self.module.port, response_timeout=2.0) as sensor:
                         clear = sensor.enroll(capture_timeout=2.0)
