@@ -61,6 +61,7 @@ from floor_agent.netlock.sim import (
     INTERNET_V6,
     ROUTER_LAN_V4,
     ROUTER_LAN_V6,
+    WATCHER_SCRIPT,
     HeldConnection,
     Topology,
 )
@@ -108,25 +109,6 @@ for i in range(n + 1):
 print(json.dumps({"first_ms": first_ms, "runs": runs, "probes": probes}))
 """
 
-# The real watcher in the workstation (as tests/test_netlock_watch.py runs it).
-WATCHER = r"""
-import json, sys, threading, time
-from floor_agent.config import NetlockConfig
-from floor_agent.netlock.allowlist import build
-from floor_agent.netlock.watch import NetlockWatcher
-
-config = NetlockConfig.model_validate_json(sys.argv[1])
-def emit(kind, subject, severity="info", **data):
-    print(json.dumps({"t": time.monotonic(), "kind": kind, "severity": severity, "data": data}),
-          flush=True)
-watcher = NetlockWatcher(config, build(config), emit)
-stop = threading.Event()
-watcher.start(stop)
-print(json.dumps({"t": time.monotonic(), "kind": "ready", "data": {}}), flush=True)
-sys.stdin.read()
-stop.set()
-watcher.stop()
-"""
 
 
 def settle() -> None:
@@ -203,7 +185,8 @@ class Watcher:
     """The watcher process and a thread reading its JSON lines."""
 
     def __init__(self, topo: Topology, config: NetlockConfig) -> None:
-        self.proc = topo.popen("ws", [sys.executable, "-c", WATCHER, config.model_dump_json()],
+        self.proc = topo.popen("ws", [sys.executable, "-c", WATCHER_SCRIPT,
+                                      config.model_dump_json()],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()

@@ -291,3 +291,28 @@ def setup_logging(level: str, stream: TextIO | None = None) -> logging.Handler:
     for noisy in ("httpx", "httpcore", "pyroute2"):
         logging.getLogger(noisy).setLevel(max(levelno, logging.WARNING))
     return handler
+
+
+def guarded_thread(name: str, body: Callable[[threading.Event], None],
+                   shutdown: threading.Event,
+                   failed: Callable[[BaseException], None]) -> threading.Thread:
+    """A daemon thread running `body(shutdown)` whose failure stops the agent: `failed(e)`
+    records and reports it, then `shutdown` is set, so the agent exits non-zero and systemd
+    restarts it. A part that died silently (a deaf watcher, a door that no longer answers)
+    must never look like a quiet floor. An exception after shutdown was asked is the stop
+    itself, not a failure."""
+
+    def run() -> None:
+        try:
+            body(shutdown)
+        except Exception as e:
+            if shutdown.is_set():
+                return
+            logging.getLogger("floor_agent").exception("%s failed, stopping the agent", name)
+            try:
+                failed(e)
+            finally:
+                shutdown.set()
+
+    return threading.Thread(target=run, name=name, daemon=True)
+

@@ -10,13 +10,11 @@ from __future__ import annotations
 import os
 import queue
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from smartcard import scard
 
 from floor_agent.access import cardproof
 from floor_agent.access.cardproof import (
@@ -31,6 +29,7 @@ from floor_agent.access.cardproof import (
 )
 from floor_agent.access.model import CardRead
 from floor_agent.access.pcsc import CardRemoved, PcscCardReader, match_reader
+from floor_agent.access.sim import PcscDaemon, pcsc_readers
 from floor_agent.access.sitekey import SiteKey
 from floor_agent.access.virtual_card import CardLogic, Late, Reply, Silent, VirtualCard
 from floor_agent.config import DoorReader
@@ -190,44 +189,14 @@ def test_proof_errors_name_the_step_and_the_fault() -> None:
 
 # --- pcscd + vpcd + the virtual card -------------------------------------------------------------
 
-def _readers() -> list[str] | None:
-    """The readers pcscd lists, or None when no pcscd answers."""
-    hresult, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-    if hresult != scard.SCARD_S_SUCCESS:
-        return None
-    try:
-        hresult, readers = scard.SCardListReaders(ctx, [])
-        return list(readers) if hresult == scard.SCARD_S_SUCCESS else []
-    finally:
-        scard.SCardReleaseContext(ctx)
-
-
 @pytest.fixture(scope="module")
 def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    """A pcscd in the foreground with the vpcd readers, stopped by its PID at the end; one that
-    already runs (with the vpcd readers) is reused and left running."""
-    readers = _readers()
-    if readers is not None:
-        assert READER in readers, f"a running pcscd lacks the vpcd readers: {readers}"
+    """A pcscd in the foreground with the vpcd readers, stopped at the end; one that already
+    runs (with the vpcd readers) is reused and left running."""
+    with PcscDaemon(tmp_path_factory.mktemp("pcscd")) as daemon:
+        readers = pcsc_readers()
+        assert readers is not None and READER in readers, daemon.log_path
         yield readers
-        return
-    log_path = tmp_path_factory.mktemp("pcscd") / "pcscd.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(["pcscd", "--foreground"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while (readers := _readers()) is None or READER not in readers:
-            assert proc.poll() is None, f"pcscd exited: {log_path.read_text()}"
-            assert time.monotonic() < deadline, f"no vpcd readers: {log_path.read_text()}"
-            time.sleep(0.1)
-        yield readers
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Events:

@@ -28,7 +28,7 @@ from netns_topology import apply_in, topology_fixture  # noqa: F401
 from floor_agent.audit.keys import write_private_key
 from floor_agent.collector import tls
 from floor_agent.netlock.checks import Verdict
-from floor_agent.netlock.sim import Topology
+from floor_agent.netlock.sim import WATCHER_SCRIPT, Topology
 from floor_agent.netlock.watch import summary_data, transitions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,24 +91,6 @@ def test_first_verification_reports_what_already_fails() -> None:
 
 # --- on the namespace floor --------------------------------------------------------------------
 
-WATCHER = r"""
-import json, sys, threading, time
-from floor_agent.config import NetlockConfig
-from floor_agent.netlock.allowlist import build
-from floor_agent.netlock.watch import NetlockWatcher
-
-config = NetlockConfig.model_validate_json(sys.argv[1])
-def emit(kind, subject, severity="info", **data):
-    print(json.dumps({"t": time.monotonic(), "kind": kind, "severity": severity, "data": data}),
-          flush=True)
-watcher = NetlockWatcher(config, build(config), emit)
-stop = threading.Event()
-watcher.start(stop)
-print(json.dumps({"t": time.monotonic(), "kind": "ready", "data": {}}), flush=True)
-sys.stdin.read()
-stop.set()
-watcher.stop()
-"""
 
 
 class WatcherProcess:
@@ -116,7 +98,7 @@ class WatcherProcess:
     JSON lines read by a thread."""
 
     def __init__(self, topo: Topology, config_json: str) -> None:
-        self.proc = topo.popen("ws", [sys.executable, "-c", WATCHER, config_json],
+        self.proc = topo.popen("ws", [sys.executable, "-c", WATCHER_SCRIPT, config_json],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()

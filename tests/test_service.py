@@ -458,3 +458,27 @@ def test_setup_logging_defaults_to_stderr(
     assert re.fullmatch(
         ISO + r" WARNING floor_agent\.test: disk almost full\n", capsys.readouterr().err
     )
+
+
+def test_a_guarded_thread_that_fails_stops_the_agent_once_reported() -> None:
+    import threading
+
+    from floor_agent.service import guarded_thread
+
+    shutdown = threading.Event()
+    reported: list[BaseException] = []
+
+    def body(stop: threading.Event) -> None:
+        raise OSError("udev socket gone")
+
+    thread = guarded_thread("part", body, shutdown, reported.append)
+    thread.start()
+    thread.join(5)
+    assert shutdown.is_set() and [str(e) for e in reported] == ["udev socket gone"]
+
+    # failing after the stop was asked is the stop itself: nothing reported
+    reported.clear()
+    late = guarded_thread("part", body, shutdown, reported.append)
+    late.start()
+    late.join(5)
+    assert reported == []

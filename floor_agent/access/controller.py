@@ -31,6 +31,7 @@ from floor_agent.access.model import AccessState, CardRead, FingerResult, Outcom
 from floor_agent.access.sitekey import SiteKey
 from floor_agent.access.templates import TemplateError, unseal
 from floor_agent.config import AccessPolicyConfig, DoorSection
+from floor_agent.service import guarded_thread
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +126,8 @@ class DoorRunner:
         if self.io.read_position():  # open already: tell the machine, it judges
             self._step(lambda s, now: door.position(s, self.params, now, True))
         self._threads = [
-            threading.Thread(target=self._guarded, args=(self._worker, shutdown),
-                             name=f"door-{self.section.door_id}-requests", daemon=True),
-            threading.Thread(target=self._guarded, args=(self._door_loop, shutdown),
-                             name=f"door-{self.section.door_id}-io", daemon=True),
+            guarded_thread(f"door-{self.section.door_id}-{part}", body, shutdown, self._failed)
+            for part, body in (("requests", self._worker), ("io", self._door_loop))
         ]
         for thread in self._threads:
             thread.start()
@@ -143,19 +142,10 @@ class DoorRunner:
         return self.error is None and bool(self._threads) and all(
             t.is_alive() for t in self._threads)
 
-    def _guarded(self, body: Callable[[threading.Event], None],
-                 shutdown: threading.Event) -> None:
-        try:
-            body(shutdown)
-        except Exception as e:
-            if shutdown.is_set():
-                return
-            self.error = e
-            log.exception("%s: %s failed, stopping", self.subject,
-                          threading.current_thread().name)
-            self.c.emit("door.controller_failed", self.subject, "critical",
-                        error=f"{type(e).__name__}: {e}")
-            shutdown.set()
+    def _failed(self, e: BaseException) -> None:
+        self.error = e
+        self.c.emit("door.controller_failed", self.subject, "critical",
+                    error=f"{type(e).__name__}: {e}")
 
     # -- cards --
 

@@ -111,6 +111,29 @@ sys.stdin.read()
 """
 
 
+# The real NetlockWatcher run inside the workstation namespace (`python -c WATCHER_SCRIPT
+# CONFIG_JSON`), printing its events as JSON lines with CLOCK_MONOTONIC times (system-wide, so
+# they compare across namespaces) until its stdin closes: for the tests and the benchmark.
+WATCHER_SCRIPT = r"""
+import json, sys, threading, time
+from floor_agent.config import NetlockConfig
+from floor_agent.netlock.allowlist import build
+from floor_agent.netlock.watch import NetlockWatcher
+
+config = NetlockConfig.model_validate_json(sys.argv[1])
+def emit(kind, subject, severity="info", **data):
+    print(json.dumps({"t": time.monotonic(), "kind": kind, "severity": severity, "data": data}),
+          flush=True)
+watcher = NetlockWatcher(config, build(config), emit)
+stop = threading.Event()
+watcher.start(stop)
+print(json.dumps({"t": time.monotonic(), "kind": "ready", "data": {}}), flush=True)
+sys.stdin.read()
+stop.set()
+watcher.stop()
+"""
+
+
 class TopologyError(RuntimeError):
     """A setup step failed; carries the command and its stderr."""
 

@@ -33,6 +33,7 @@ from floor_agent.netlock import checks as checks_module
 from floor_agent.netlock import facts as facts_module
 from floor_agent.netlock.allowlist import Allowlist
 from floor_agent.netlock.checks import Verdict
+from floor_agent.service import guarded_thread
 
 log = logging.getLogger(__name__)
 
@@ -174,12 +175,10 @@ class NetlockWatcher:
         verdicts = self.verify(reason="start")
         self.emit("net.verified", SUBJECT, "info", **summary_data(verdicts, self.last_ms))
         self._threads = [
-            threading.Thread(target=self._guarded, args=(self._netlink, shutdown),
-                             name="netlock-netlink", daemon=True),
-            threading.Thread(target=self._guarded, args=(self._nft_monitor, shutdown),
-                             name="netlock-nft-monitor", daemon=True),
-            threading.Thread(target=self._guarded, args=(self._loop, shutdown),
-                             name="netlock-watch", daemon=True),
+            guarded_thread(name, body, shutdown, self._failed(name))
+            for name, body in (("netlock-netlink", self._netlink),
+                               ("netlock-nft-monitor", self._nft_monitor),
+                               ("netlock-watch", self._loop))
         ]
         for thread in self._threads:
             thread.start()
@@ -201,21 +200,12 @@ class NetlockWatcher:
         if self._peers is not None:
             self._peers.close()
 
-    def _guarded(self, body: Callable[[threading.Event], None],
-                 shutdown: threading.Event) -> None:
-        """A thread that dies stops the agent (non-zero exit, systemd restarts it): a deaf
-        watcher must never look like a quiet network."""
-        try:
-            body(shutdown)
-        except Exception as e:
-            if shutdown.is_set():
-                return
+    def _failed(self, thread: str) -> Callable[[BaseException], None]:
+        def failed(e: BaseException) -> None:
             self.error = e
-            log.exception("netlock: %s failed, stopping the agent",
-                          threading.current_thread().name)
             self.emit("net.watch_failed", SUBJECT, "critical", error=f"{type(e).__name__}: {e}",
-                      thread=threading.current_thread().name)
-            shutdown.set()
+                      thread=thread)
+        return failed
 
     def _loop(self, shutdown: threading.Event) -> None:
         watch = self.config.watch
