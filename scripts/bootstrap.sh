@@ -12,11 +12,16 @@ cd "$(dirname "$0")/.."
 # udev rules) and util-linux (unshare, setpriv) for the usb_guard tests; nftables (netlock
 # enforces with `nft -f`), iproute2 (network namespaces for its tests) and dnsmasq-base (a real
 # resolver inside a test namespace); pcscd, libpcsclite-dev (pyscard builds against it) and
-# vsmartcard-vpcd (a virtual smart-card reader a test's card thread plugs into) for access.
+# vsmartcard-vpcd (a virtual smart-card reader a test's card thread plugs into) for access;
+# GStreamer's RTSP server and plugins (a real RTSP camera in the tests), ffmpeg and
+# openssh-server (a real sshd on loopback for the SFTP offload tests) for cctv.
 PACKAGES=(python3 python3-venv python3-dev gcc systemd postgresql-15 sqlite3 curl ca-certificates
           umockdev gir1.2-umockdev-1.0 python3-gi usbguard udev util-linux
           nftables iproute2 dnsmasq-base
-          pcscd libpcsclite-dev vsmartcard-vpcd)
+          pcscd libpcsclite-dev vsmartcard-vpcd
+          gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-good
+          gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+          gstreamer1.0-tools ffmpeg openssh-server openssh-client)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
