@@ -17,12 +17,14 @@ from floor_agent.config import (
     AccessPolicyConfig,
     AuditClientConfig,
     CctvConfig,
+    CctvSection,
     CollectorConfig,
     CollectorSection,
     ConfigError,
     DoorConfig,
     NetlockConfig,
     NetlockWatch,
+    OffloadConfig,
     UsbGuardConfig,
     WorkstationConfig,
     check_file,
@@ -73,6 +75,9 @@ def test_shipped_agent_files_list_every_option(role: str) -> None:
         assert set(data["usb_guard"]) == set(UsbGuardConfig.model_fields)
         assert set(data["netlock"]) == set(NetlockConfig.model_fields)
         assert set(data["netlock"]["watch"]) == set(NetlockWatch.model_fields)
+    if role == "cctv":
+        assert set(data["cctv"]) == set(CctvSection.model_fields)
+        assert set(data["cctv"]["offload"]) == set(OffloadConfig.model_fields)
     if role == "door":
         assert set(data["access"]) == set(AccessConfig.model_fields)
         assert set(data["access"]["policy"]) == set(AccessPolicyConfig.model_fields)
