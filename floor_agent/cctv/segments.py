@@ -1,0 +1,296 @@
+"""Camera packets copied, unchanged, into MP4 segment files that form a per-camera hash chain.
+
+Never re-encoded: the camera's H.264/H.265 packets go into the file as they came (bit for bit),
+so the footage is the camera's own and costs almost no CPU. A segment is cut only on a key
+frame once `segment_seconds` have passed (so every segment plays on its own), and whenever the
+stream changes under us (a reconnect, a new resolution or codec).
+
+Container: MP4. Segments are written under a temporary name and renamed only when complete, so
+MP4's one weakness (a file cut off before its index is unreadable) never reaches a final name;
+in exchange MP4 has exact per-frame timestamps and durations, a small index for seeking and
+export, and plays in every player an investigator has. MPEG-TS would survive truncation we never
+keep, at 5-10 % more bytes.
+
+A packet that cannot be muxed (empty, not H.264/H.265-shaped, no timestamp, going backwards) is
+dropped and counted by reason (`dropped`), never a crash: a camera's bad bytes do not stop its
+recording. Reasons never contain footage bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from floor_agent.cctv.model import GENESIS_SHA256, Segment
+
+RECORDED_CODECS = ("h264", "hevc")
+
+
+def segment_relpath(camera_id: str, start: datetime, suffix: str = ".mp4") -> str:
+    """CAMERA/YYYY-MM-DD/HH/YYYYMMDDTHHMMSS.mmmZ.mp4, in UTC, relative to the storage dir."""
+    start = start.astimezone(UTC)
+    stamp = start.strftime("%Y%m%dT%H%M%S") + f".{start.microsecond // 1000:03d}Z"
+    return f"{camera_id}/{start:%Y-%m-%d}/{start:%H}/{stamp}{suffix}"
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def packet_shape_problem(data: bytes, extradata: bytes | None, codec: str) -> str | None:
+    """Why these bytes cannot be an H.264/H.265 access unit, or None. Annex B (start codes, as
+    RTSP delivers) or length-prefixed NAL units (as MP4 stores, sized by the extradata)."""
+    if not data:
+        return "empty packet"
+    if codec not in RECORDED_CODECS:
+        return None
+    if data.startswith(b"\x00\x00\x01") or data.startswith(b"\x00\x00\x00\x01"):
+        return None
+    if not extradata or extradata[0] != 1:
+        return "no start code in an Annex B stream"
+    index = 21 if codec == "hevc" else 4
+    if len(extradata) <= index:
+        return "extradata too short for the NAL length size"
+    size = (extradata[index] & 3) + 1
+    pos = 0
+    while pos < len(data):
+        if pos + size > len(data):
+            return f"truncated NAL length at byte {pos}"
+        nal = int.from_bytes(data[pos:pos + size], "big")
+        if nal == 0 or pos + size + nal > len(data):
+            return f"NAL unit length {nal} at byte {pos} runs past the packet ({len(data)} bytes)"
+        pos += size + nal
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamShape:
+    """What must stay the same within one segment file."""
+
+    codec: str
+    width: int
+    height: int
+    extradata: bytes
+
+    @staticmethod
+    def of(stream: av.video.stream.VideoStream) -> StreamShape:
+        ctx = stream.codec_context
+        return StreamShape(ctx.name, ctx.width, ctx.height, bytes(ctx.extradata or b""))
+
+
+class _OpenSegment:
+    """The segment being written: its temporary file and what the packets told us so far."""
+
+    def __init__(self, final: Path, start: datetime, in_stream: av.video.stream.VideoStream,
+                 shape: StreamShape, keyframe_start: bool) -> None:
+        self.final = final
+        self.temp = final.with_name("." + final.name + ".part")
+        self.start = start
+        self.shape = shape
+        self.in_stream = in_stream
+        self.time_base: Fraction = in_stream.time_base or Fraction(1, 90000)
+        self.keyframe_start = keyframe_start
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.container = av.open(str(self.temp), "w", format="mp4")
+        self.out_stream = self.container.add_stream_from_template(in_stream)
+        self.first_pts: int | None = None
+        self.first_dts: int | None = None
+        self.last_dts: int | None = None
+        self.end_pts: int = 0  # greatest pts + duration seen
+        self.frame_step: int = 0  # last positive pts step, for packets without a duration
+        self.packets = 0
+
+    def seconds_since_start(self, pts: int) -> float:
+        if self.first_pts is None:
+            return 0.0
+        return float((pts - self.first_pts) * self.time_base)
+
+    def duration(self) -> float:
+        if self.first_pts is None:
+            return 0.0
+        return float((self.end_pts - self.first_pts) * self.time_base)
+
+    def discard(self) -> None:
+        with contextlib.suppress(av.FFmpegError, OSError, ValueError):
+            self.container.close()
+        self.temp.unlink(missing_ok=True)
+
+
+class SegmentWriter:
+    """One camera's segments. Feed `write(packet)` with demuxed video packets (decode a packet
+    for motion BEFORE writing it: writing re-targets the packet at the segment's stream).
+
+    Constructed with the camera's last seq and sha256 so the chain continues across restarts;
+    every finished segment goes to `on_segment` as a `Segment`. `cut()` ends the current segment
+    (a reconnect: the next one starts at the next key frame); `close()` at shutdown."""
+
+    def __init__(self, camera_id: str, storage_dir: Path, on_segment: Callable[[Segment], None],
+                 *, segment_seconds: float = 10.0, last_seq: int = 0,
+                 last_sha256: str = GENESIS_SHA256,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.camera_id = camera_id
+        self.storage_dir = Path(storage_dir)
+        self.on_segment = on_segment
+        self.segment_seconds = segment_seconds
+        self.last_seq = last_seq
+        self.last_sha256 = last_sha256
+        self.clock = clock
+        self.dropped: Counter[str] = Counter()
+        self._seg: _OpenSegment | None = None
+        self._stream_key: int | None = None  # id() of the input stream being recorded
+        self._inferred_pts: int | None = None
+
+    # ----------------------------------------------------------------- feeding
+
+    def write(self, packet: av.Packet, at: datetime | None = None) -> bool:
+        """Copy one packet into the current segment (opening or cutting as needed). False when
+        the packet was dropped; the reason is counted in `dropped`."""
+        stream = packet.stream
+        if stream is None or stream.type != "video":
+            return self._drop("not a video packet")
+        try:
+            data = bytes(packet)
+        except (ValueError, av.FFmpegError):
+            return self._drop("unreadable packet")
+        shape = StreamShape.of(stream)
+        problem = packet_shape_problem(data, shape.extradata, shape.codec)
+        if problem is not None:
+            return self._drop(problem)
+        seg = self._seg
+        if seg is not None and (id(stream) != self._stream_key or shape != seg.shape):
+            self._finish()  # a new connection, resolution or codec: a new file
+            seg = None
+        pts = self._timestamp(packet, seg)
+        if pts is None:
+            return self._drop("no timestamp")
+        if seg is not None and packet.is_keyframe and \
+                seg.seconds_since_start(pts) >= self.segment_seconds:
+            self._finish()
+            seg = None
+        if seg is None:
+            if not packet.is_keyframe:
+                return self._drop("waiting for a key frame")
+            try:
+                seg = self._open(stream, shape, at or self.clock())
+            except (av.FFmpegError, OSError, ValueError) as exc:
+                return self._drop(f"cannot open a segment: {type(exc).__name__}")
+        return self._mux(seg, packet, pts)
+
+    def cut(self) -> Segment | None:
+        """End the current segment now (a discontinuity); the next starts on a key frame."""
+        self._inferred_pts = None
+        return self._finish()
+
+    def close(self) -> Segment | None:
+        return self.cut()
+
+    # ----------------------------------------------------------------- internals
+
+    def _drop(self, reason: str) -> bool:
+        self.dropped[reason] += 1
+        return False
+
+    def _timestamp(self, packet: av.Packet, seg: _OpenSegment | None) -> int | None:
+        """The packet's pts; RTSP leaves the first packets without one: follow the last."""
+        if packet.pts is not None:
+            return packet.pts
+        if packet.dts is not None:
+            return packet.dts
+        if seg is not None and seg.first_pts is not None:
+            step = packet.duration or seg.frame_step
+            return seg.end_pts if not step else max(seg.end_pts, (seg.last_dts or 0) + step)
+        return 0 if packet.is_keyframe else None
+
+    def _open(self, stream: av.video.stream.VideoStream, shape: StreamShape,
+              at: datetime) -> _OpenSegment:
+        at = at.astimezone(UTC)
+        rel = segment_relpath(self.camera_id, at)
+        final = self.storage_dir / rel
+        n = 1
+        while final.exists():  # two starts within a millisecond: keep both
+            n += 1
+            final = self.storage_dir / segment_relpath(self.camera_id, at, f"-{n}.mp4")
+        self._seg = _OpenSegment(final, at, stream, shape, keyframe_start=True)
+        self._stream_key = id(stream)
+        return self._seg
+
+    def _mux(self, seg: _OpenSegment, packet: av.Packet, pts: int) -> bool:
+        dts = packet.dts if packet.dts is not None else pts
+        if seg.last_dts is not None and dts <= seg.last_dts:
+            return self._drop("timestamps going backwards")
+        if seg.first_pts is None:
+            seg.first_pts, seg.first_dts = pts, dts
+        if pts < seg.first_pts:
+            return self._drop("timestamp before the segment start")
+        base = seg.first_dts if seg.first_dts is not None else seg.first_pts
+        base = min(base, seg.first_pts)
+        step = pts - (seg.last_dts if seg.last_dts is not None else pts)
+        duration = packet.duration or (step if step > 0 else seg.frame_step)
+        try:
+            packet.stream = seg.out_stream
+            packet.time_base = seg.time_base
+            packet.pts = pts - base
+            packet.dts = dts - base
+            if duration:
+                packet.duration = duration
+            seg.container.mux(packet)
+        except (av.FFmpegError, ValueError, OSError) as exc:
+            return self._drop(f"mux refused the packet: {type(exc).__name__}")
+        if step > 0:
+            seg.frame_step = step
+        seg.last_dts = dts
+        seg.end_pts = max(seg.end_pts, pts + (duration or 0))
+        seg.packets += 1
+        return True
+
+    def _finish(self) -> Segment | None:
+        seg, self._seg = self._seg, None
+        self._stream_key = None
+        if seg is None:
+            return None
+        if seg.packets == 0:
+            seg.discard()
+            return None
+        try:
+            seg.container.close()
+            with open(seg.temp, "rb+") as f:
+                os.fsync(f.fileno())
+            digest = file_sha256(seg.temp)
+            size = seg.temp.stat().st_size
+            os.replace(seg.temp, seg.final)
+            _fsync_dir(seg.final.parent)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            seg.discard()
+            self.dropped[f"segment could not be finished: {type(exc).__name__}"] += seg.packets
+            return None
+        self.last_seq += 1
+        record = Segment(
+            camera_id=self.camera_id, seq=self.last_seq,
+            path=seg.final.relative_to(self.storage_dir).as_posix(), start=seg.start,
+            duration=round(seg.duration(), 3), size=size, sha256=digest,
+            prev_sha256=self.last_sha256, packets=seg.packets, keyframe_start=seg.keyframe_start)
+        self.last_sha256 = digest
+        self.on_segment(record)
+        return record
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
