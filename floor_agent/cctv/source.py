@@ -1,0 +1,558 @@
+"""One camera's stream: demuxed packets for the recorder, small grey frames for motion and tamper.
+
+A `CameraSource` runs a thread that opens the camera with PyAV (rtsp:// over TCP with a socket
+timeout, http(s):// MPEG-TS, or a file), hands every video packet on unchanged, decodes only
+what analysis needs (keyframes alone when `analysis_fps` <= 1, else every packet but converted
+to a small grey frame only at `analysis_fps`, downscaled in the decoder), and reconnects with
+exponential backoff when the stream ends or fails. A watchdog thread marks the camera offline
+after `offline_after_seconds` without packets, wherever the reader is blocked.
+
+Everything is reported as typed events to one callback (`on_event`), called from the source's
+threads one at a time; nothing is raised out of a thread. Events, in the order a camera's life
+produces them:
+
+- `Connected` (stream opened: codec, size) / `ConnectFailed` (reason, attempt, retry delay)
+- `PacketEvent` (a video packet to record, with its arrival time) and `FrameEvent` (a
+  `SmallFrame` for motion/tamper)
+- `StreamLost` (the stream ended or failed, with the reason) and, after reconnecting,
+  `StreamRecovered` (with the gap in seconds: the hole in the footage, an audit event)
+- `CameraOffline` (no packets for `offline_after_seconds`) / `CameraOnline` (with the time
+  it was offline): cctv.camera_offline / cctv.camera_online
+- `BadInput` (a packet the decoder refused, a zero-size frame: counted, the camera goes on)
+- `SourceFinished` (a file source reached its end; files are not reopened)
+
+Reasons and events carry no credentials (URLs are shown without user:password) and no footage.
+`v4l2:///dev/videoN` and MJPEG sources are read through OpenCV: see `OpenCvSource`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import av
+
+from floor_agent.cctv.model import CameraHealth, SmallFrame
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    camera_id: str
+    stream: str  # "main" (recorded) or "detect" (analysis sub-stream)
+    url: str  # without credentials
+    codec: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFailed:
+    camera_id: str
+    stream: str
+    url: str
+    reason: str
+    attempt: int
+    retry_in: float
+
+
+@dataclass(frozen=True, slots=True)
+class PacketEvent:
+    """A demuxed video packet, unchanged. Whoever writes it takes it (the writer re-targets
+    it); the source has already decoded what it needed from it."""
+
+    camera_id: str
+    packet: av.Packet = field(repr=False)
+    at: datetime  # wall-clock arrival, UTC
+
+
+@dataclass(frozen=True, slots=True)
+class FrameEvent:
+    frame: SmallFrame = field(repr=False)
+
+    @property
+    def camera_id(self) -> str:
+        return self.frame.camera_id
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLost:
+    camera_id: str
+    stream: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecovered:
+    camera_id: str
+    stream: str
+    gap_seconds: float  # from the last packet before the loss to the first one after
+    lost_at: datetime
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CameraOffline:
+    camera_id: str
+    reason: str
+    since: datetime  # the last packet (or the start, when there never was one)
+
+
+@dataclass(frozen=True, slots=True)
+class CameraOnline:
+    camera_id: str
+    offline_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class BadInput:
+    camera_id: str
+    stream: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFinished:
+    camera_id: str
+    stream: str
+    reason: str
+
+
+SourceEvent = (Connected | ConnectFailed | PacketEvent | FrameEvent | StreamLost
+               | StreamRecovered | CameraOffline | CameraOnline | BadInput | SourceFinished)
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
+    """Delay before reconnect attempt `attempt` (1, 2, ...): doubling from initial up to max."""
+    return min(maximum, initial * (2 ** max(0, attempt - 1)))
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password, for events and logs."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def is_file_url(url: str) -> bool:
+    scheme = urlsplit(url).scheme
+    return scheme in ("", "file") or len(scheme) == 1  # a bare path (or a Windows drive)
+
+
+def open_options(url: str, timeout_seconds: float) -> dict[str, str]:
+    """PyAV/FFmpeg options for a camera URL (the notes' checked recipe for RTSP)."""
+    options = {"analyzeduration": "500000", "probesize": "500000"}
+    scheme = urlsplit(url).scheme
+    micros = str(int(timeout_seconds * 1_000_000))
+    if scheme in ("rtsp", "rtsps"):
+        options |= {"rtsp_transport": "tcp", "timeout": micros}
+    elif scheme in ("http", "https"):
+        options |= {"timeout": micros, "reconnect": "0"}
+    return options
+
+
+def error_reason(exc: BaseException) -> str:
+    """Words for a failure, without the URL (FFmpeg's messages quote the filename, which may
+    carry a password)."""
+    if isinstance(exc, av.FFmpegError):
+        return f"{type(exc).__name__}: {exc.strerror or 'FFmpeg error'}"
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror or 'OS error'}"
+    return type(exc).__name__
+
+
+def small_size(width: int, height: int, frame_height: int) -> tuple[int, int]:
+    """The analysis frame's size: `frame_height` high (never upscaled), even, aspect kept."""
+    h = min(frame_height, height)
+    w = max(2, round(width * h / height / 2) * 2)
+    return w, max(2, h - h % 2)
+
+
+@dataclass
+class HealthWindow:
+    """Packet arrivals over the last `window` seconds, for the dashboard's fps."""
+
+    window: float = 5.0
+    arrivals: deque[float] = field(default_factory=deque)
+
+    def add(self, now: float) -> None:
+        self.arrivals.append(now)
+        while self.arrivals and now - self.arrivals[0] > self.window:
+            self.arrivals.popleft()
+
+    def fps(self, now: float) -> float:
+        recent = [t for t in self.arrivals if now - t <= self.window]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+
+
+# --------------------------------------------------------------------------- the source
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    """What a source needs from the config (CctvSection + the camera's MotionConfig)."""
+
+    offline_after_seconds: float = 10.0
+    reconnect_initial_seconds: float = 1.0
+    reconnect_max_seconds: float = 30.0
+    timeout_seconds: float = 5.0  # socket timeout for rtsp/http
+    analysis_fps: float = 5.0
+    frame_height: int = 144
+    realtime_files: bool = False  # pace a file by its timestamps, as a live camera would
+
+    @staticmethod
+    def of(section: object, camera: object) -> SourceSettings:
+        """From a CctvSection and one of its CameraConfig."""
+        return SourceSettings(
+            offline_after_seconds=section.offline_after_seconds,  # type: ignore[attr-defined]
+            reconnect_initial_seconds=section.reconnect_initial_seconds,  # type: ignore[attr-defined]
+            reconnect_max_seconds=section.reconnect_max_seconds,  # type: ignore[attr-defined]
+            analysis_fps=camera.motion.analysis_fps,  # type: ignore[attr-defined]
+            frame_height=camera.motion.frame_height)  # type: ignore[attr-defined]
+
+
+class _Reader:
+    """One URL's loop: open, demux, decode what is asked, reconnect with backoff."""
+
+    def __init__(self, owner: CameraSource, url: str, stream: str, *, packets: bool,
+                 frames: bool) -> None:
+        self.owner = owner
+        self.url = url
+        self.stream = stream
+        self.packets = packets
+        self.frames = frames
+        self.shown_url = redact_url(url)
+        self.thread = threading.Thread(target=self._run, name=f"cctv-{owner.camera_id}-{stream}",
+                                       daemon=True)
+        self.t_offset = 0.0  # keeps SmallFrame.t monotonic across reconnects
+        self.last_t = 0.0
+        self.next_analysis_t = 0.0
+
+    def _run(self) -> None:
+        owner = self.owner
+        attempt = 0
+        lost_at: datetime | None = None
+        lost_mono = 0.0
+        while not owner.stopping.is_set():
+            try:
+                timeout = owner.settings.timeout_seconds
+                container = av.open(self.url, options=open_options(self.url, timeout),
+                                    timeout=timeout)
+            except (av.FFmpegError, OSError, ValueError) as exc:
+                attempt += 1
+                delay = backoff_delay(attempt, owner.settings.reconnect_initial_seconds,
+                                      owner.settings.reconnect_max_seconds)
+                reason = error_reason(exc)
+                owner.mark_reason(reason, self.stream)
+                owner.emit(ConnectFailed(owner.camera_id, self.stream, self.shown_url, reason,
+                                         attempt, delay))
+                owner.stopping.wait(delay)
+                continue
+            try:
+                reason = self._read(container, lost_at, lost_mono)
+            except Exception as exc:  # noqa: BLE001  (a bad stream must not end the thread)
+                reason = error_reason(exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    container.close()
+            if owner.stopping.is_set():
+                return
+            if reason is None:  # a file at its end
+                owner.emit(SourceFinished(owner.camera_id, self.stream, "end of file"))
+                owner.finished(self.stream)
+                return
+            attempt = 0 if self._got_packets else attempt + 1
+            if self._got_packets:  # the gap runs from the last packet we had
+                lost_at, lost_mono = self._last_packet_at, self._last_packet_mono
+            elif lost_at is None:
+                lost_at, lost_mono = owner.utcnow(), time.monotonic()
+            owner.mark_reason(reason, self.stream, lost=True)
+            owner.emit(StreamLost(owner.camera_id, self.stream, reason, owner.utcnow()))
+            delay = backoff_delay(max(1, attempt), owner.settings.reconnect_initial_seconds,
+                                  owner.settings.reconnect_max_seconds)
+            owner.stopping.wait(delay)
+
+    def _read(self, container: av.container.InputContainer, lost_at: datetime | None,
+              lost_mono: float) -> str | None:
+        """Demux until the stream ends; the reason it ended (None: a file at its end)."""
+        owner = self.owner
+        self._got_packets = False
+        self._last_packet_at = owner.utcnow()
+        self._last_packet_mono = time.monotonic()
+        if not container.streams.video:
+            return "no video stream"
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        if self.frames and owner.settings.analysis_fps <= 1.0:
+            ctx.skip_frame = "NONKEY"  # keyframes are enough: decode nothing else
+        owner.emit(Connected(owner.camera_id, self.stream, self.shown_url, ctx.name,
+                             ctx.width, ctx.height))
+        file_source = is_file_url(self.url)
+        started = time.monotonic()
+        first_pts: float | None = None
+        self.t_offset = self.last_t + (time.monotonic() - lost_mono if lost_at else 0.0)
+        conn_base: float | None = None
+        for packet in container.demux(stream):
+            if owner.stopping.is_set():
+                return "stopped"
+            if packet.size == 0 and packet.pts is None:
+                continue  # the demuxer's flush packet
+            now_mono = time.monotonic()
+            at = owner.utcnow()
+            pts_s = float(packet.pts * packet.time_base) if packet.pts is not None and \
+                packet.time_base else None
+            if file_source and owner.settings.realtime_files and pts_s is not None:
+                first_pts = pts_s if first_pts is None else first_pts
+                wait = (pts_s - first_pts) - (now_mono - started)
+                if wait > 0 and owner.stopping.wait(wait):
+                    return "stopped"
+                now_mono, at = time.monotonic(), owner.utcnow()
+            if not self._got_packets:
+                self._got_packets = True
+                if lost_at is not None:
+                    owner.emit(StreamRecovered(owner.camera_id, self.stream,
+                                               round(now_mono - lost_mono, 3), lost_at, at))
+            self._last_packet_at, self._last_packet_mono = at, now_mono
+            if self.frames:
+                if pts_s is not None and conn_base is None:
+                    conn_base = pts_s
+                t = self.t_offset + ((pts_s - conn_base) if pts_s is not None and
+                                     conn_base is not None else now_mono - started)
+                self._analyse(packet, t)
+            owner.packet_arrived(self.stream, at, now_mono)
+            if self.packets:
+                owner.emit(PacketEvent(owner.camera_id, packet, at))
+        return None if file_source else "stream ended"
+
+    def _analyse(self, packet: av.Packet, t: float) -> None:
+        """Decode the packet (always: later frames need it) and, at the analysis rate, hand
+        on a small grey frame scaled in the decoder."""
+        owner = self.owner
+        try:
+            decoded = packet.decode()
+        except (av.FFmpegError, ValueError) as exc:
+            owner.emit(BadInput(owner.camera_id, self.stream,
+                                f"undecodable packet: {error_reason(exc)}"))
+            return
+        for frame in decoded:
+            if t < self.next_analysis_t:
+                continue
+            if frame.width <= 0 or frame.height <= 0:
+                owner.emit(BadInput(owner.camera_id, self.stream, "zero-size frame"))
+                continue
+            w, h = small_size(frame.width, frame.height, owner.settings.frame_height)
+            try:
+                grey = frame.reformat(width=w, height=h, format="gray").to_ndarray()
+            except (av.FFmpegError, ValueError) as exc:
+                owner.emit(BadInput(owner.camera_id, self.stream,
+                                    f"frame not convertible: {error_reason(exc)}"))
+                continue
+            self.next_analysis_t = t + 1.0 / owner.settings.analysis_fps - 1e-6
+            self.last_t = max(self.last_t, t)
+            owner.emit(FrameEvent(SmallFrame(owner.camera_id, self.last_t, grey)))
+
+
+class CameraSource:
+    """One camera: packets from `url`, small frames from `detect_url` (or `url`), health, and
+    the offline watchdog. `start()` starts its threads, `stop()` ends them; `on_event` gets
+    every `SourceEvent` (one call at a time, from the source's threads)."""
+
+    def __init__(self, camera_id: str, url: str, on_event: Callable[[SourceEvent], None], *,
+                 detect_url: str | None = None, settings: SourceSettings = SourceSettings(),
+                 utcnow: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.camera_id = camera_id
+        self.settings = settings
+        self.utcnow = utcnow
+        self._on_event = on_event
+        self._emit_lock = threading.Lock()
+        self._state = threading.Lock()
+        self.stopping = threading.Event()
+        self.callback_errors = 0
+        self._window = HealthWindow()
+        self._online = False
+        self._offline_reported = False
+        self._went_offline_mono = 0.0
+        self._last_packet_mono: float | None = None
+        self._last_packet_at: datetime | None = None
+        self._started_mono = 0.0
+        self._started_at: datetime | None = None
+        self._stalls = 0
+        self._reason = "not started"
+        self._done: set[str] = set()
+        self._readers = [_Reader(self, url, "main", packets=True, frames=detect_url is None)]
+        if detect_url is not None:
+            self._readers.append(_Reader(self, detect_url, "detect", packets=False, frames=True))
+        self._watchdog = threading.Thread(target=self._watch, name=f"cctv-{camera_id}-watchdog",
+                                          daemon=True)
+
+    def __repr__(self) -> str:
+        return f"CameraSource({self.camera_id!r}, {self._readers[0].shown_url!r})"
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self._started_mono = time.monotonic()
+        self._started_at = self.utcnow()
+        self._reason = "connecting"
+        for reader in self._readers:
+            reader.thread.start()
+        self._watchdog.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        for reader in self._readers:
+            if reader.thread.is_alive():
+                reader.thread.join(timeout)
+        if self._watchdog.is_alive():
+            self._watchdog.join(timeout)
+
+    def __enter__(self) -> CameraSource:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------- health
+
+    def health(self) -> CameraHealth:
+        now = time.monotonic()
+        with self._state:
+            return CameraHealth(self.camera_id, self._online, round(self._window.fps(now), 2),
+                                self._last_packet_at, self._stalls,
+                                "" if self._online else self._reason)
+
+    # ----------------------------------------------------------------- for the readers
+
+    def emit(self, event: SourceEvent) -> None:
+        with self._emit_lock:
+            try:
+                self._on_event(event)
+            except Exception:  # noqa: BLE001  (the consumer's bug must not stop the camera)
+                self.callback_errors += 1
+
+    def mark_reason(self, reason: str, stream: str, *, lost: bool = False) -> None:
+        with self._state:
+            self._reason = reason if stream == "main" else f"detect stream: {reason}"
+            if lost and stream == "main":
+                self._stalls += 1
+
+    def packet_arrived(self, stream: str, at: datetime, now_mono: float) -> None:
+        if stream != "main":
+            return
+        with self._state:
+            self._window.add(now_mono)
+            self._last_packet_mono, self._last_packet_at = now_mono, at
+            back = self._offline_reported
+            offline_for = now_mono - self._went_offline_mono
+            self._online, self._offline_reported = True, False
+        if back:
+            self.emit(CameraOnline(self.camera_id, round(offline_for, 3)))
+
+    def finished(self, stream: str) -> None:
+        with self._state:
+            self._done.add(stream)
+            self._online = False
+            self._reason = "end of file"
+
+    def _watch(self) -> None:
+        """Offline after `offline_after_seconds` without packets, whatever the reader is
+        blocked in (opening, a hung socket, a backoff sleep)."""
+        limit = self.settings.offline_after_seconds
+        tick = min(0.25, limit / 4)
+        while not self.stopping.wait(tick):
+            now = time.monotonic()
+            with self._state:
+                if self._offline_reported or "main" in self._done:
+                    continue
+                last = self._last_packet_mono
+                silent = now - (last if last is not None else self._started_mono)
+                if silent < limit:
+                    continue
+                self._online, self._offline_reported = False, True
+                self._went_offline_mono = now - silent
+                since = self._last_packet_at or self._started_at or self.utcnow()
+                reason = f"no frames for {silent:.1f} s ({self._reason})"
+            self.emit(CameraOffline(self.camera_id, reason, since))
+
+
+# --------------------------------------------------------------------------- OpenCV fallback
+
+
+def is_opencv_url(url: str) -> bool:
+    """USB cameras (v4l2:///dev/videoN) go through OpenCV: they give MJPEG or raw frames,
+    never H.264 packets to copy."""
+    return urlsplit(url).scheme == "v4l2"
+
+
+def opencv_target(url: str) -> int | str:
+    """What cv2.VideoCapture opens for a v4l2:// URL (the device index) or another URL."""
+    parts = urlsplit(url)
+    if parts.scheme == "v4l2":
+        name = Path(parts.path).name
+        if not name.startswith("video") or not name[5:].isdigit():
+            raise ValueError(f"v4l2 URL must name /dev/videoN, got {parts.path!r}")
+        return int(name[5:])
+    return url
+
+
+class OpenCvSource:
+    """The one exception to "never re-encoded": a USB (V4L2/MJPEG) camera gives decoded
+    frames only, so they are re-encoded by OpenCV's VideoWriter (MJPEG in an AVI per segment,
+    which keeps the camera's own JPEG quality) by the recorder. Here: the frames, as BGR arrays
+    with their arrival time, and small grey frames at the analysis rate.
+
+    Thin on purpose: no USB camera exists on the test machine; it is exercised with an MJPEG
+    file through the same cv2.VideoCapture path."""
+
+    def __init__(self, camera_id: str, url: str, settings: SourceSettings = SourceSettings()
+                 ) -> None:
+        self.camera_id = camera_id
+        self.url = url
+        self.settings = settings
+
+    def frames(self) -> Iterator[tuple[object, SmallFrame | None]]:
+        """(BGR frame, SmallFrame at the analysis rate or None) until the source ends."""
+        import cv2
+
+        capture = cv2.VideoCapture(opencv_target(self.url))
+        if not capture.isOpened():
+            raise ConnectionError(f"camera {self.camera_id}: OpenCV cannot open "
+                                  f"{redact_url(self.url)}")
+        started = time.monotonic()
+        next_t = 0.0
+        try:
+            while True:
+                ok, bgr = capture.read()
+                if not ok or bgr is None or bgr.size == 0:
+                    return
+                pos = capture.get(cv2.CAP_PROP_POS_MSEC)
+                t = pos / 1000.0 if pos > 0 else time.monotonic() - started
+                small = None
+                if t >= next_t:
+                    h, w = bgr.shape[:2]
+                    sw, sh = small_size(w, h, self.settings.frame_height)
+                    grey = cv2.cvtColor(cv2.resize(bgr, (sw, sh), interpolation=cv2.INTER_AREA),
+                                        cv2.COLOR_BGR2GRAY)
+                    small = SmallFrame(self.camera_id, t, grey)
+                    next_t = t + 1.0 / self.settings.analysis_fps - 1e-6
+                yield bgr, small
+        finally:
+            capture.release()
