@@ -76,6 +76,18 @@ def test_a_light_change_recalibrates_instead_of_firing(name: str, lights: Lighti
     assert recall >= 0.95, name
 
 
+def test_a_light_ramping_up_over_frames_is_no_motion() -> None:
+    steps = 8  # from half the light to full over 0.8 s: no single jump reaches lighting_jump
+    ramp = tuple(Lighting(5 + i / FPS, 5 + (i + 1) / FPS, gain=0.5 + 0.5 * (i + 1) / (steps + 1),
+                          offset=0) for i in range(steps))
+    after = MovingObject("after", 8, 11, (-0.1, 0.5), (1.1, 0.5))
+    script = Script(12, (Lighting(0, 5, gain=0.5, offset=0), *ramp, after))
+    results = run(Scene(256, 144, FPS, 3).frames(script))
+    assert not any(r.motion or r.event for f, r in results if f.t < 8)
+    _, recall = precision_recall(results, CONFIG.min_area)
+    assert recall >= 0.95
+
+
 def test_masks_hide_motion_inside_them() -> None:
     inside = MovingObject("behind-the-mask", 1, 5, (0.1, 0.25), (0.4, 0.25), size=(0.1, 0.2))
     outside = MovingObject("in-the-open", 6, 10, (0.2, 0.75), (0.8, 0.75), size=(0.1, 0.2))

@@ -8,7 +8,9 @@ that moved update the background ten times slower, so an object crossing does no
 that reads as motion after it left, while one that stays is absorbed in the end.
 
 A sudden global brightness change (lights on, IR switch) moves every pixel at once: instead of
-firing, the background is reset to the new frame and nothing is reported for a short settle.
+firing, the background is reset to the new frame and nothing is reported for a short settle. A
+light that ramps over a few frames (no single jump reaching `lighting_jump`) is compared at the
+background's brightness (the frame scaled by the ratio of the means), so it does not fire either.
 
 Events: "motion_start" on the first frame with motion, "motion_end" once `end_after_seconds`
 passed without any. Masks (polygons in fractions of the frame) are rendered once per camera by
@@ -18,6 +20,7 @@ passed without any. Masks (polygons in fractions of the frame) are rendered once
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -53,7 +56,7 @@ def checked_grey(frame: SmallFrame, shape: tuple[int, int] | None, what: str) ->
     if grey.shape[0] > MAX_FRAME_HEIGHT:
         raise ValueError(f"{where}: grey is {grey.shape[1]}x{grey.shape[0]}, taller than "
                          f"{MAX_FRAME_HEIGHT} px: scale it down in the decoder")
-    if not isinstance(frame.t, int | float) or not math.isfinite(frame.t):
+    if not isinstance(frame.t, numbers.Real) or not math.isfinite(frame.t):
         raise ValueError(f"{where}: stream time is not a finite number")
     if shape is not None and grey.shape != shape:
         raise ValueError(f"{where}: resolution changed from {shape[1]}x{shape[0]} to "
@@ -143,6 +146,13 @@ def _regions(binary: np.ndarray, min_area: float) -> tuple[Region, ...]:
     return tuple(found)
 
 
+def _moving(frame: np.ndarray, background: np.ndarray, threshold: int,
+            mask: np.ndarray | None) -> np.ndarray:
+    """255 where the frame is further than the threshold off the background (and analysed)."""
+    binary = np.where(cv2.absdiff(frame, background) > threshold, np.uint8(255), np.uint8(0))
+    return binary if mask is None else cv2.bitwise_and(binary, mask)
+
+
 def _debounced(state: MotionState, t: float, motion: bool) -> tuple[MotionState, str | None]:
     """Motion starts on its first frame; every frame with motion moves last_motion_t."""
     if motion:
@@ -178,18 +188,20 @@ def step(state: MotionState, frame: SmallFrame, config: MotionConfig,
                         last_t=t, last_brightness=brightness)
         return fresh, MotionResult(motion=False, **common)
 
-    diff = cv2.absdiff(blurred, state.background)
-    binary = np.where(diff > threshold, np.uint8(255), np.uint8(0))
+    analysed = grey.size
     if mask is not None:
-        binary = cv2.bitwise_and(binary, mask)
         analysed = max(1, cv2.countNonZero(mask))
-    else:
-        analysed = binary.size
-    moving_fraction = cv2.countNonZero(binary) / analysed
     background_brightness = float(state.background.mean())
     shift = max(abs(brightness - state.last_brightness),
                 abs(brightness - background_brightness))
-    light = shift >= config.lighting_jump and moving_fraction >= GLOBAL_CHANGE_FRACTION
+    light = False
+    if shift >= config.lighting_jump:
+        raw = _moving(blurred, state.background, threshold, mask)
+        light = cv2.countNonZero(raw) / analysed >= GLOBAL_CHANGE_FRACTION
+    # a light that drifts or ramps over a few frames: compare at the background's brightness
+    gain = background_brightness / brightness if brightness >= 1.0 else 1.0
+    binary = _moving(blurred * np.float32(gain), state.background, threshold, mask)
+    moving_fraction = cv2.countNonZero(binary) / analysed
     base = replace(state, last_t=t, last_brightness=brightness)
 
     if light or t < state.settle_until:
