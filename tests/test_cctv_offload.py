@@ -202,21 +202,28 @@ def test_altered_remote_copy_is_detected_and_sent_again(
     assert [d["seq"] for d in events.of("cctv.offload_mismatch")] == [1, 2]
 
 
-def test_altered_local_footage_is_never_sent(sshd: SshdServer,
-                                             storage: tuple[Path, SegmentIndex],
-                                             tmp_path: Path) -> None:
+def test_altered_or_missing_local_footage_is_never_sent_nor_blocks_the_queue(
+        sshd: SshdServer, storage: tuple[Path, SegmentIndex], tmp_path: Path) -> None:
     footage, index = storage
     seg = add_segment(index, footage, "cam-a", 1, b"original footage")
     (footage / seg.path).write_bytes(b"doctored footage")
+    gone = add_segment(index, footage, "cam-a", 2, b"removed by hand", prev=seg.sha256)
+    (footage / gone.path).unlink()
+    good = add_segment(index, footage, "cam-b", 1, b"fine footage")
     events = Events()
     offloader = Offloader(config_for(sshd, tmp_path, "up6"), index, footage, events)
     result = offloader.run_once()
     offloader.run_once()  # reported once, not on every round
     offloader.close()
-    assert result.uploads == [] and "does not match its recorded SHA-256" in result.refused[0]
-    assert events.kinds() == ["cctv.offload_refused"]
-    assert events.items[0][2] == "critical"
-    assert not (sshd.home / "up6").exists() or not list((sshd.home / "up6").rglob("*.mp4"))
+    assert result.error is None
+    assert "seq 1" in result.refused[0] and "does not match its recorded SHA-256" in \
+        result.refused[0]
+    assert "seq 2" in result.refused[1] and "cannot read" in result.refused[1]
+    assert [(u.camera_id, u.seq) for u in result.uploads] == [("cam-b", 1)]
+    assert index.get(good.camera_id, 1).offloaded and not index.get("cam-a", 1).offloaded
+    assert events.kinds() == ["cctv.offload_refused", "cctv.offload_refused", "cctv.offloaded"]
+    assert {sev for _, _, sev, _ in events.items[:2]} == {"critical"}
+    assert not list((sshd.home / "up6").rglob("cam-a/**/*.mp4"))
     assert "doctored" not in str(events.items)
 
 

@@ -46,7 +46,8 @@ class OffloadError(Exception):
 
 
 class FootageAltered(OffloadError):
-    """The local file no longer matches its recorded hash: it is not sent."""
+    """The local file is gone or no longer matches its recorded hash: it is not sent (and an
+    unreadable file must not hold up the queue as if the server were down)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +193,7 @@ class Offloader:
         try:
             local_hash = file_sha256(local)
         except OSError as e:
-            raise OffloadError(f"{what}: cannot read {seg.path} ({e.strerror})") from None
+            raise FootageAltered(f"{what}: cannot read {seg.path} ({e.strerror})") from None
         if local_hash != seg.sha256:
             raise FootageAltered(f"{what}: {seg.path} does not match its recorded SHA-256; "
                                  "altered footage is not offloaded")
