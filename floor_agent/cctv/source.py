@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -305,7 +305,7 @@ class _Reader:
         owner.emit(Connected(owner.camera_id, self.stream, self.shown_url, ctx.name,
                              ctx.width, ctx.height))
         file_source = is_file_url(self.url)
-        started = time.monotonic()
+        started, opened_at = time.monotonic(), owner.utcnow()
         first_pts: float | None = None
         self.t_offset = self.last_t + (time.monotonic() - lost_mono if lost_at else 0.0)
         conn_base: float | None = None
@@ -318,18 +318,24 @@ class _Reader:
             at = owner.utcnow()
             pts_s = float(packet.pts * packet.time_base) if packet.pts is not None and \
                 packet.time_base else None
-            if file_source and owner.settings.realtime_files and pts_s is not None:
+            if file_source and pts_s is not None:
+                # a file has no arrival time: its packets are as late as their timestamps
                 first_pts = pts_s if first_pts is None else first_pts
+                at = opened_at + timedelta(seconds=pts_s - first_pts)
                 wait = (pts_s - first_pts) - (now_mono - started)
-                if wait > 0 and owner.stopping.wait(wait):
-                    return "stopped"
-                now_mono, at = time.monotonic(), owner.utcnow()
+                if owner.settings.realtime_files and wait > 0:
+                    if owner.stopping.wait(wait):
+                        return "stopped"
+                    now_mono = time.monotonic()
             if not self._got_packets:
                 self._got_packets = True
                 if lost_at is not None:
                     owner.emit(StreamRecovered(owner.camera_id, self.stream,
                                                round(now_mono - lost_mono, 3), lost_at, at))
             self._last_packet_at, self._last_packet_mono = at, now_mono
+            if packet.is_corrupt:  # the demuxer saw it damaged: recorded as it came, reported
+                where = f" at {pts_s:.2f} s" if pts_s is not None else ""
+                owner.emit(BadInput(owner.camera_id, self.stream, f"corrupt packet{where}"))
             if self.frames:
                 if pts_s is not None and conn_base is None:
                     conn_base = pts_s
