@@ -558,14 +558,15 @@ class MotionConfig(_StrictModel):
     min_area: Fraction = 0.002
     # background running-average weight per analysed frame
     background_alpha: Fraction = 0.05
-    # a change of mean brightness this large between two analysed frames (0-255) is the light
-    # (lights on, IR switch): recalibrate instead of reporting motion
+    # a change of mean brightness this large (0-255) between two analysed frames, or against
+    # the background when most of the frame changed (lights ramping up over a few frames), is
+    # the light (lights on, IR switch): recalibrate instead of reporting motion
     lighting_jump: Annotated[StrictInt, Field(ge=1, le=255)] = 40
     # motion ends after this long without motion
     end_after_seconds: Annotated[StrictFloat, Field(gt=0, le=600)] = 5.0
     # areas never analysed: polygons in fractions of the frame, [[x, y], ...]
-    masks: list[list[Annotated[list[Fraction], Field(min_length=2, max_length=2)]]] = Field(
-        default_factory=list)
+    masks: list[Annotated[list[Annotated[list[Fraction], Field(min_length=2, max_length=2)]],
+                          Field(min_length=3)]] = Field(default_factory=list)
 
 
 class TamperConfig(_StrictModel):
@@ -581,8 +582,9 @@ class TamperConfig(_StrictModel):
     blur_ratio: Fraction = 0.35
     # turned: similarity to the reference scene below this (0-1)
     scene_similarity: Fraction = 0.5
-    # frozen: this many seconds of identical frames while packets still arrive
-    frozen_seconds: Annotated[StrictFloat, Field(gt=0, le=600)] = 3.0
+    # frozen: this many seconds of identical frames while packets still arrive (the issue
+    # asks every tamper kind to alarm within 2 s)
+    frozen_seconds: Annotated[StrictFloat, Field(gt=0, le=600)] = 1.5
 
 
 class CameraConfig(_StrictModel):

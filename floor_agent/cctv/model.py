@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 GENESIS_SHA256 = "0" * 64  # the "previous hash" of a camera's first segment
@@ -39,7 +39,7 @@ class SmallFrame:
 
     camera_id: str
     t: float
-    grey: object  # numpy.ndarray[uint8], 2-D
+    grey: object = field(repr=False)  # numpy.ndarray[uint8], 2-D
     packets_alive: bool = True
 
 
