@@ -17,6 +17,7 @@ import pytest
 from floor_agent.cctv.chain import ALTERED, DELETED, INSERTED, verify
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
 from floor_agent.cctv.segments import (
+    FrameSegmentWriter,
     SegmentWriter,
     file_sha256,
     packet_shape_problem,
@@ -303,8 +304,22 @@ def test_an_mjpeg_camera_is_read_through_opencv(tmp_path: Path) -> None:
     out.release()
     got = list(OpenCvSource("usb1", str(path), fast(analysis_fps=2.0)).frames())
     assert len(got) == 20 and got[0][0].shape == (240, 320, 3)
-    smalls = [s for _, s in got if s is not None]
+    smalls = [s for _, _, s in got if s is not None]
     assert len(smalls) == 4 and smalls[0].grey.shape == (144, 192)
+    # re-encoded (the one exception) into the same kind of chained segments
+    segs: list[Segment] = []
+    writer = FrameSegmentWriter("usb1", tmp_path / "store", segs.append, segment_seconds=1.0,
+                                fps=FPS)
+    for bgr, t, _ in got:
+        assert writer.write_frame(bgr, t)
+    assert writer.write_frame(np.zeros((0, 0, 3), np.uint8), 2.0) is False
+    writer.close()
+    assert [(s.seq, s.duration, s.packets) for s in segs] == [(1, 1.0, 10), (2, 1.0, 10)]
+    assert segs[1].prev_sha256 == segs[0].sha256 == file_sha256(tmp_path / "store" / segs[0].path)
+    for seg in segs:
+        frames = decoded_frames(tmp_path / "store" / seg.path)
+        assert len(frames) == 10 and frames[0].width == 320
+    assert writer.dropped == {"not a BGR frame": 1}
 
 
 # --------------------------------------------------------------------------- over RTSP

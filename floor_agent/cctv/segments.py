@@ -218,12 +218,7 @@ class SegmentWriter:
     def _open(self, stream: av.video.stream.VideoStream, shape: StreamShape,
               at: datetime) -> _OpenSegment:
         at = at.astimezone(UTC)
-        rel = segment_relpath(self.camera_id, at)
-        final = self.storage_dir / rel
-        n = 1
-        while final.exists():  # two starts within a millisecond: keep both
-            n += 1
-            final = self.storage_dir / segment_relpath(self.camera_id, at, f"-{n}.mp4")
+        final = self._final_path(at)
         self._seg = _OpenSegment(final, at, stream, shape, keyframe_start=True)
         self._stream_key = id(stream)
         return self._seg
@@ -267,25 +262,103 @@ class SegmentWriter:
             return None
         try:
             seg.container.close()
-            with open(seg.temp, "rb+") as f:
-                os.fsync(f.fileno())
-            digest = file_sha256(seg.temp)
-            size = seg.temp.stat().st_size
-            os.replace(seg.temp, seg.final)
-            _fsync_dir(seg.final.parent)
         except (av.FFmpegError, OSError, ValueError) as exc:
             seg.discard()
             self.dropped[f"segment could not be finished: {type(exc).__name__}"] += seg.packets
             return None
+        return self._seal(seg.temp, seg.final, seg.start, seg.duration(), seg.packets,
+                          seg.keyframe_start)
+
+    def _seal(self, temp: Path, final: Path, start: datetime, duration: float, packets: int,
+              keyframe_start: bool) -> Segment | None:
+        """Hash the finished temporary file, rename it to its final name, link it in."""
+        try:
+            with open(temp, "rb+") as f:
+                os.fsync(f.fileno())
+            digest = file_sha256(temp)
+            size = temp.stat().st_size
+            os.replace(temp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            self.dropped[f"segment could not be finished: {type(exc).__name__}"] += packets
+            return None
         self.last_seq += 1
         record = Segment(
             camera_id=self.camera_id, seq=self.last_seq,
-            path=seg.final.relative_to(self.storage_dir).as_posix(), start=seg.start,
-            duration=round(seg.duration(), 3), size=size, sha256=digest,
-            prev_sha256=self.last_sha256, packets=seg.packets, keyframe_start=seg.keyframe_start)
+            path=final.relative_to(self.storage_dir).as_posix(), start=start,
+            duration=round(duration, 3), size=size, sha256=digest,
+            prev_sha256=self.last_sha256, packets=packets, keyframe_start=keyframe_start)
         self.last_sha256 = digest
         self.on_segment(record)
         return record
+
+    def _final_path(self, at: datetime) -> Path:
+        rel = segment_relpath(self.camera_id, at)
+        final = self.storage_dir / rel
+        n = 1
+        while final.exists():  # two starts within a millisecond: keep both
+            n += 1
+            final = self.storage_dir / segment_relpath(self.camera_id, at, f"-{n}.mp4")
+        return final
+
+
+class FrameSegmentWriter(SegmentWriter):
+    """The one exception to "never re-encoded": USB (V4L2/MJPEG) cameras give decoded frames,
+    not H.264 packets, so their frames are encoded by OpenCV's VideoWriter (MPEG-4 Part 2,
+    "mp4v", in MP4: what OpenCV's bundled FFmpeg always has) into the same kind of segments,
+    under the same names, in the same hash chain. Cut every `segment_seconds` of frame time."""
+
+    FOURCC = "mp4v"
+
+    def __init__(self, *args: object, fps: float = 10.0, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fps = fps
+        self._cv: object | None = None
+        self._cv_paths: tuple[Path, Path] | None = None
+        self._cv_first_t = 0.0
+        self._cv_last_t = 0.0
+        self._cv_start = datetime.now(UTC)
+        self._cv_size: tuple[int, int] = (0, 0)
+        self._cv_frames = 0
+
+    def write_frame(self, bgr: object, t: float, at: datetime | None = None) -> bool:
+        """One decoded BGR frame (numpy, h x w x 3) at stream time `t` seconds."""
+        import cv2
+        import numpy as np
+
+        if not isinstance(bgr, np.ndarray) or bgr.ndim != 3 or bgr.shape[2] != 3 \
+                or bgr.size == 0 or bgr.dtype != np.uint8:
+            return self._drop("not a BGR frame")
+        size = (bgr.shape[1], bgr.shape[0])
+        if self._cv is not None and (size != self._cv_size or t < self._cv_last_t
+                                     or t - self._cv_first_t >= self.segment_seconds):
+            self._finish()
+        if self._cv is None:
+            at = (at or self.clock()).astimezone(UTC)
+            final = self._final_path(at)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            temp = final.with_name("." + final.stem + ".part.mp4")
+            writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*self.FOURCC),
+                                     self.fps, size)
+            if not writer.isOpened():
+                return self._drop("OpenCV cannot open a segment for writing")
+            self._cv, self._cv_paths, self._cv_size = writer, (temp, final), size
+            self._cv_first_t, self._cv_start, self._cv_frames = t, at, 0
+        self._cv.write(bgr)  # type: ignore[attr-defined]
+        self._cv_last_t = t
+        self._cv_frames += 1
+        return True
+
+    def _finish(self) -> Segment | None:
+        if self._cv is None:
+            return super()._finish()
+        writer, self._cv = self._cv, None
+        writer.release()  # type: ignore[attr-defined]
+        assert self._cv_paths is not None
+        temp, final = self._cv_paths
+        return self._seal(temp, final, self._cv_start, self._cv_frames / self.fps,
+                          self._cv_frames, True)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -521,9 +521,9 @@ def opencv_target(url: str) -> int | str:
 
 class OpenCvSource:
     """The one exception to "never re-encoded": a USB (V4L2/MJPEG) camera gives decoded
-    frames only, so they are re-encoded by OpenCV's VideoWriter (MJPEG in an AVI per segment,
-    which keeps the camera's own JPEG quality) by the recorder. Here: the frames, as BGR arrays
-    with their arrival time, and small grey frames at the analysis rate.
+    frames only, so they are re-encoded by OpenCV's VideoWriter (`segments.FrameSegmentWriter`).
+    Here: the frames, as BGR arrays with their stream time, and small grey frames at the
+    analysis rate. A plain iterator, not a thread: the recorder runs it in its own.
 
     Thin on purpose: no USB camera exists on the test machine; it is exercised with an MJPEG
     file through the same cv2.VideoCapture path."""
@@ -534,8 +534,8 @@ class OpenCvSource:
         self.url = url
         self.settings = settings
 
-    def frames(self) -> Iterator[tuple[object, SmallFrame | None]]:
-        """(BGR frame, SmallFrame at the analysis rate or None) until the source ends."""
+    def frames(self) -> Iterator[tuple[object, float, SmallFrame | None]]:
+        """(BGR frame, t, SmallFrame at the analysis rate or None) until the source ends."""
         import cv2
 
         capture = cv2.VideoCapture(opencv_target(self.url))
@@ -543,14 +543,17 @@ class OpenCvSource:
             raise ConnectionError(f"camera {self.camera_id}: OpenCV cannot open "
                                   f"{redact_url(self.url)}")
         started = time.monotonic()
-        next_t = 0.0
+        next_t, last_pos, count = 0.0, -1.0, 0
         try:
             while True:
                 ok, bgr = capture.read()
                 if not ok or bgr is None or bgr.size == 0:
                     return
+                # the frame's own time where the backend knows it (files), else arrival time
                 pos = capture.get(cv2.CAP_PROP_POS_MSEC)
-                t = pos / 1000.0 if pos > 0 else time.monotonic() - started
+                t = pos / 1000.0 if pos > last_pos or (count == 0 and pos == 0) \
+                    else time.monotonic() - started
+                last_pos, count = max(pos, last_pos), count + 1
                 small = None
                 if t >= next_t:
                     h, w = bgr.shape[:2]
@@ -559,6 +562,6 @@ class OpenCvSource:
                                         cv2.COLOR_BGR2GRAY)
                     small = SmallFrame(self.camera_id, t, grey)
                     next_t = t + 1.0 / self.settings.analysis_fps - 1e-6
-                yield bgr, small
+                yield bgr, t, small
         finally:
             capture.release()
