@@ -16,6 +16,7 @@ import pytest
 
 from floor_agent.cctv.chain import ALTERED, DELETED, INSERTED, verify
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
+from floor_agent.cctv.scenes import MovingObject, Scene, Script
 from floor_agent.cctv.segments import (
     FrameSegmentWriter,
     SegmentWriter,
@@ -28,6 +29,7 @@ from floor_agent.cctv.sim import (
     SimpleScript,
     free_port,
     make_camera_file,
+    make_scene_file,
     simple_scene,
 )
 from floor_agent.cctv.source import (
@@ -56,14 +58,17 @@ FPS = 10
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Synthetic cameras: 5 s at 320x180 (key frame every second), 30 s for the RTSP server,
-    5 s at 640x360 (a camera reconfigured), and an MPEG-TS copy to corrupt."""
+    3 s at 640x360 (a camera reconfigured), and a scripted scene (a worker walking through)
+    in MPEG-TS to corrupt."""
     d = tmp_path_factory.mktemp("videos")
+    walk = Script(5.0, (MovingObject("worker", 0.5, 4.5, (-0.1, 0.5), (1.1, 0.5)),))
+    assert len(make_scene_file(d / "cam.ts", Scene(320, 180, FPS), walk)) == 5 * FPS
     return {
         "short": make_camera_file(d / "short.mp4", script=SimpleScript(seconds=5)),
         "long": make_camera_file(d / "long.mp4", script=SimpleScript(seconds=30)),
         "big": make_camera_file(d / "big.mp4", width=640, height=360,
                                 script=SimpleScript(seconds=3)),
-        "ts": make_camera_file(d / "cam.ts", script=SimpleScript(seconds=5, noise=2.0)),
+        "ts": d / "cam.ts",
     }
 
 

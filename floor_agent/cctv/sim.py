@@ -117,6 +117,20 @@ def make_camera_file(path: Path, *, width: int = 320, height: int = 180, fps: in
     return Path(path)
 
 
+def make_scene_file(path: Path, scene: object, script: object) -> list[object]:
+    """Encode a `scenes.Scene(...).frames(script)` (scripted, with ground truth) to H.264;
+    returns each frame's truth (`scenes.FrameTruth`), in order."""
+    truths: list[object] = []
+
+    def greys() -> Iterator[np.ndarray]:
+        for frame in scene.frames(script):  # type: ignore[attr-defined]
+            truths.append(frame.truth)
+            yield frame.grey
+
+    encode_h264(path, greys(), round(scene.fps))  # type: ignore[attr-defined]
+    return truths
+
+
 def make_benchmark_file(path: Path, seconds: float = 20.0) -> Path:
     """A realistic 1080p15 stream with sensor noise at about 4 Mbit/s, for bench/."""
     script = SimpleScript(seconds=seconds, noise=3.0)
