@@ -14,6 +14,7 @@ import orjson
 from floor_agent import __version__, service
 from floor_agent.config import (
     AgentConfig,
+    CctvConfig,
     CollectorConfig,
     ConfigError,
     DoorConfig,
@@ -202,6 +203,12 @@ def cmd_agent(args: argparse.Namespace) -> int:
             agent.stop(reason="door controller config invalid")
             return 2
         checks.append(access.healthy)
+    cctv = None
+    if isinstance(config, CctvConfig) and config.cctv.cameras:
+        from floor_agent.cctv.runner import start_cctv
+
+        cctv = start_cctv(config, agent, stop)
+        checks.append(cctv.healthy)
     watcher = None
     if isinstance(config, WorkstationConfig) and config.netlock.enabled:
         from floor_agent.netlock.runner import NetlockStartError, start_netlock
@@ -224,6 +231,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         watcher.stop()
     if access is not None:
         access.stop()
+    if cctv is not None:
+        cctv.stop()
     if not signalled:  # a component stopped us (e.g. udev events lost): exit non-zero so
         # systemd restarts the agent, which locks down and re-evaluates every device
         log.error("%s agent stopping because a component failed", config.role)
@@ -535,6 +544,10 @@ def build_parser() -> argparse.ArgumentParser:
             from floor_agent.access.admin import add_parsers
 
             add_parsers(p.add_subparsers(dest="door_action", metavar="COMMAND"))
+        if role == "cctv":  # `cctv --config X` runs the agent; `cctv verify|export` administer
+            from floor_agent.cctv.cli import add_parsers as add_cctv_parsers
+
+            add_cctv_parsers(p.add_subparsers(dest="cctv_action", metavar="COMMAND"))
 
     usb = sub.add_parser("usb", help="USB guard tools").add_subparsers(dest="usb_action",
                                                                         required=True)

@@ -1,0 +1,186 @@
+"""One camera's pipeline: source -> segments (packets copied) and small frames -> motion and
+tamper -> audit events; each completed segment -> the index and a `cctv.segment` event.
+
+The imperative shell around the pure parts (motion.py, tamper.py, chain.py). The source calls
+`on_event` from its threads (main and detect stream), so everything here runs under one lock,
+one event at a time. A camera that misbehaves (bad packets, bad frames, a lost stream) is
+reported and keeps recording what it can; it never stops another camera: each camera has its
+own recorder and source threads.
+
+Audit data has no floats (see audit/event.py): times are milliseconds, fractions are
+per-mille, measured values strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from floor_agent.cctv import motion, tamper
+from floor_agent.cctv.index import SegmentIndex
+from floor_agent.cctv.model import GENESIS_SHA256, Segment
+from floor_agent.cctv.segments import SegmentWriter
+from floor_agent.cctv.source import (
+    BadInput,
+    CameraOffline,
+    CameraOnline,
+    CameraSource,
+    FrameEvent,
+    PacketEvent,
+    SourceFinished,
+    SourceSettings,
+    StreamLost,
+    StreamRecovered,
+)
+from floor_agent.config import CameraConfig, CctvSection
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[..., object]  # AuditAgent.emit(kind, subject, severity, **data)
+BAD_INPUT_REPEAT_SECONDS = 60.0  # the same bad-input reason is reported at most this often
+
+
+def segment_event(segment: Segment) -> dict[str, Any]:
+    """A segment's `cctv.segment` data: enough to verify the chain from the audit trail."""
+    return {"camera_id": segment.camera_id, "seq": segment.seq, "path": segment.path,
+            "start": segment.start.isoformat(), "duration_ms": round(segment.duration * 1000),
+            "size": segment.size, "sha256": segment.sha256, "prev_sha256": segment.prev_sha256,
+            "packets": segment.packets, "keyframe_start": segment.keyframe_start,
+            "motion": segment.motion}
+
+
+def _plain(detail: Any) -> dict[str, str]:
+    """Measured values as short strings (audit data refuses floats)."""
+    return {str(k): (f"{v:.3f}" if isinstance(v, float) else str(v))
+            for k, v in dict(detail).items()}
+
+
+class CameraRecorder:
+    """Record one camera until stopped; report what happens to it."""
+
+    def __init__(self, camera: CameraConfig, section: CctvSection, index: SegmentIndex,
+                 emit: Emit, segment_done: Callable[[], None] | None = None) -> None:
+        self.camera = camera
+        self.index = index
+        self.emit = emit
+        self.segment_done = segment_done
+        self.subject = f"camera {camera.camera_id}"
+        last = index.last(camera.camera_id)
+        seq, sha = last if last is not None else (0, GENESIS_SHA256)
+        self.writer = SegmentWriter(camera.camera_id, section.storage_dir, self._segment,
+                                    segment_seconds=section.segment_seconds, last_seq=seq,
+                                    last_sha256=sha)
+        self.source = CameraSource(camera.camera_id, camera.url, self.on_event,
+                                   detect_url=camera.detect_url,
+                                   settings=SourceSettings.of(section, camera))
+        self._lock = threading.Lock()
+        self._motion = motion.MotionState()
+        self._tamper = tamper.TamperState()
+        self._mask: np.ndarray | None = None
+        self._mask_shape: tuple[int, int] | None = None
+        self._motion_in_segment = False
+        self._bad_reported: dict[str, float] = {}
+        self.segments = 0
+
+    def start(self) -> None:
+        self.source.start()
+
+    def stop(self) -> None:
+        self.source.stop()
+        with self._lock:
+            self.writer.close()
+
+    def healthy(self) -> bool:
+        return True  # an offline camera is an alarm, not a dead agent (the source retries)
+
+    # -- events from the source --
+
+    def on_event(self, event: object) -> None:
+        with self._lock:
+            self._handle(event)
+
+    def _handle(self, event: object) -> None:
+        if isinstance(event, PacketEvent):
+            self.writer.write(event.packet, event.at)
+        elif isinstance(event, FrameEvent):
+            self._frame(event)
+        elif isinstance(event, StreamLost):
+            if event.stream == "main":
+                self.writer.cut()
+            self.emit("cctv.stream_lost", self.subject, "warning",
+                      camera_id=self.camera.camera_id, stream=event.stream, reason=event.reason)
+        elif isinstance(event, StreamRecovered):
+            self.emit("cctv.stream_gap", self.subject, "warning",
+                      camera_id=self.camera.camera_id, stream=event.stream,
+                      gap_ms=round(event.gap_seconds * 1000),
+                      lost_at=event.lost_at.isoformat(), recovered_at=event.at.isoformat())
+        elif isinstance(event, CameraOffline):
+            self.emit("cctv.camera_offline", self.subject, "critical",
+                      camera_id=self.camera.camera_id, reason=event.reason,
+                      since=event.since.isoformat())
+        elif isinstance(event, CameraOnline):
+            self.emit("cctv.camera_online", self.subject, "notice",
+                      camera_id=self.camera.camera_id,
+                      offline_ms=round(event.offline_seconds * 1000))
+        elif isinstance(event, BadInput):
+            self._bad_input(event.stream, event.reason)
+        elif isinstance(event, SourceFinished) and event.stream == "main":
+            self.writer.close()
+
+    def _bad_input(self, stream: str, reason: str) -> None:
+        now = time.monotonic()
+        key = f"{stream}:{reason.split(':')[0]}"
+        if now - self._bad_reported.get(key, -BAD_INPUT_REPEAT_SECONDS) \
+                < BAD_INPUT_REPEAT_SECONDS:
+            return
+        self._bad_reported[key] = now
+        self.emit("cctv.bad_input", self.subject, "warning", camera_id=self.camera.camera_id,
+                  stream=stream, reason=reason)
+
+    def _frame(self, event: FrameEvent) -> None:
+        frame = event.frame
+        grey = frame.grey
+        shape = getattr(grey, "shape", None)
+        if shape is not None and len(shape) == 2 and shape != self._mask_shape:
+            if self._mask_shape is not None:  # the resolution changed: start over, say so
+                self._motion, self._tamper = motion.MotionState(), tamper.TamperState()
+            self._mask_shape = (int(shape[0]), int(shape[1]))
+            self._mask = motion.mask_for(self.camera.motion.masks, self._mask_shape)
+        try:
+            if self.camera.motion.enabled:
+                self._motion, result = motion.step(self._motion, frame, self.camera.motion,
+                                                   self._mask)
+                if result.motion:
+                    self._motion_in_segment = True
+                if result.event is not None:
+                    self.emit(f"cctv.{result.event}", self.subject, "info",
+                              camera_id=self.camera.camera_id, t_ms=round(result.t * 1000),
+                              regions=len(result.regions),
+                              moving_permille=round(result.moving_fraction * 1000))
+            if self.camera.tamper.enabled:
+                self._tamper, alarms = tamper.step(self._tamper, frame, self.camera.tamper)
+                for alarm in alarms:
+                    start = alarm.phase == "start"
+                    self.emit("cctv.tamper" if start else "cctv.tamper_cleared", self.subject,
+                              "critical" if start else "notice",
+                              camera_id=self.camera.camera_id, tamper=alarm.kind,
+                              t_ms=round(alarm.t * 1000), detail=_plain(alarm.detail))
+        except ValueError as e:  # a frame the analysis refuses: reported, recording goes on
+            self._bad_input("analysis", f"frame: {e}")
+
+    def _segment(self, segment: Segment) -> None:
+        """A completed segment (called by the writer, under our lock)."""
+        segment = dataclasses.replace(segment, motion=self._motion_in_segment)
+        self._motion_in_segment = self._motion.in_motion  # motion going on: the next too
+        self.index.add(segment)
+        self.segments += 1
+        self.emit("cctv.segment", self.subject, "info", **segment_event(segment))
+        if self.segment_done is not None:
+            self.segment_done()
+
