@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import sqlite3
 import threading
@@ -37,6 +36,7 @@ from floor_agent.access.model import (
     Template,
     TimeWindow,
 )
+from floor_agent.private_db import open_private_db
 
 SCHEMA_VERSION = 1
 _UID_RE = re.compile(r"[0-9A-F]{2,64}")
@@ -115,36 +115,8 @@ class CredentialsCache:
         self._lock = threading.Lock()
         self._snapshot: Credentials | None = None
         self._saved_state: AccessState | None = None
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-            for suffix in ("", "-wal", "-shm"):
-                side = Path(f"{self.path}{suffix}")
-                if side.exists():
-                    os.chmod(side, 0o600)
-        except OSError as e:
-            raise CacheError(f"{self.path}: cannot open the credentials cache ({e.strerror})") \
-                from None
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as e:
-            raise CacheError(f"{self.path}: cannot open the credentials cache ({e})") from None
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif row[0] != str(SCHEMA_VERSION):
-                raise CacheError(f"{self.path}: cache schema {row[0]!r}, expected "
-                                 f"{SCHEMA_VERSION}")
-        except sqlite3.Error as e:
-            self._db.close()
-            raise CacheError(f"{self.path}: not a credentials cache ({e})") from None
-        except CacheError:
-            self._db.close()
-            raise
+        self._db = open_private_db(self.path, _SCHEMA, SCHEMA_VERSION, "credentials cache",
+                                   CacheError)
 
     def close(self) -> None:
         with self._lock:

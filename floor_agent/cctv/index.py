@@ -11,7 +11,6 @@ the camera and the seq; the index never guesses.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
@@ -22,6 +21,7 @@ from types import TracebackType
 from typing import TypeVar
 
 from floor_agent.cctv.model import Segment
+from floor_agent.private_db import open_private_db
 
 SCHEMA_VERSION = 1
 RETIRE_REASONS = ("retention", "disk_low")
@@ -115,36 +115,8 @@ class SegmentIndex:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-            for suffix in ("", "-wal", "-shm"):
-                side = Path(f"{self.path}{suffix}")
-                if side.exists():
-                    os.chmod(side, 0o600)
-        except OSError as e:
-            raise IndexError_(f"{self.path}: cannot open the segment index ({e.strerror})") \
-                from None
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as e:
-            raise IndexError_(f"{self.path}: cannot open the segment index ({e})") from None
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif row[0] != str(SCHEMA_VERSION):
-                raise IndexError_(f"{self.path}: index schema {row[0]!r}, expected "
-                                  f"{SCHEMA_VERSION}")
-        except sqlite3.Error as e:
-            self._db.close()
-            raise IndexError_(f"{self.path}: not a segment index ({e})") from None
-        except IndexError_:
-            self._db.close()
-            raise
+        self._db = open_private_db(self.path, _SCHEMA, SCHEMA_VERSION, "segment index",
+                                   IndexError_)
 
     @classmethod
     def in_storage(cls, storage_dir: Path) -> SegmentIndex:
