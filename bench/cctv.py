@@ -42,7 +42,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,7 +56,8 @@ sys.path.insert(0, str(REPO))
 
 MAIN_BITRATE = 4_000_000
 SUB_BITRATE = 512_000
-NOISE = 3.0
+SIM_NOISE = 3.0  # what sim.make_benchmark_file uses
+CAMERA_NOISE = 6.0
 FPS = 15
 BOX_CORES = 2
 
@@ -68,16 +69,48 @@ def note(message: str) -> None:
 # --------------------------------------------------------------------------- the streams
 
 
-def make_streams(directory: Path, seconds: float) -> tuple[Path, Path]:
+def encode_camera_like(path: Path, width: int, height: int, seconds: float, bit_rate: int,
+                       noise: float) -> None:
+    """The simple scene encoded as IP cameras encode: H.264 High profile (CABAC, 8x8 transform,
+    deblocking; libx264 preset medium), no B-frames, a key frame every second, fixed bitrate."""
+    import av
+
     from floor_agent.cctv import sim
 
-    main = directory / "main_1080p15.mp4"
-    sub = directory / "sub_360p15.mp4"
+    script = sim.SimpleScript(seconds=seconds, noise=noise)
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.bit_rate = bit_rate
+        stream.codec_context.gop_size = FPS
+        stream.options = {"preset": "medium", "profile": "high",
+                          "x264-params": f"keyint={FPS}:min-keyint={FPS}:scenecut=0:bframes=0"}
+        for i, grey in enumerate(sim.simple_scene(width, height, FPS, script)):
+            frame = av.VideoFrame.from_ndarray(grey, format="gray").reformat(format="yuv420p")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+def make_streams(directory: Path, seconds: float, kind: str) -> tuple[Path, Path]:
+    """(main 1080p15, sub 640x360 15 fps) of one kind: "camera" (camera-like encoding, noise
+    std CAMERA_NOISE) or "sim" (sim.make_benchmark_file: baseline, ultrafast, noise std 3)."""
+    from floor_agent.cctv import sim
+
+    main = directory / f"{kind}_main_1080p15.mp4"
+    sub = directory / f"{kind}_sub_360p15.mp4"
     started = time.monotonic()
-    sim.make_benchmark_file(main, seconds)
-    script = sim.SimpleScript(seconds=seconds, noise=NOISE)
-    sim.encode_h264(sub, sim.simple_scene(640, 360, FPS, script), FPS, bit_rate=SUB_BITRATE)
-    note(f"streams made in {time.monotonic() - started:.1f} s")
+    if kind == "camera":
+        encode_camera_like(main, 1920, 1080, seconds, MAIN_BITRATE, CAMERA_NOISE)
+        encode_camera_like(sub, 640, 360, seconds, SUB_BITRATE, CAMERA_NOISE)
+    else:
+        sim.make_benchmark_file(main, seconds)
+        script = sim.SimpleScript(seconds=seconds, noise=SIM_NOISE)
+        sim.encode_h264(sub, sim.simple_scene(640, 360, FPS, script), FPS,
+                        bit_rate=SUB_BITRATE)
+    note(f"{kind} streams made in {time.monotonic() - started:.1f} s")
     return main, sub
 
 
@@ -204,6 +237,66 @@ def child_pipeline(main: str, detect: str | None, analysis_fps: float,
             "segments": recorder.segments}
 
 
+def child_stages(path: str, analysis_fps: float, storage: str) -> dict[str, Any]:
+    """The main-stream pipeline's work in one thread without the recorder around it, each
+    stage's CPU added up: demux, decode (all frames), downscale to the small grey frame at the
+    analysis rate (the source's own call), motion.step + tamper.step, SegmentWriter.write."""
+    import av
+
+    from floor_agent.cctv import motion, tamper
+    from floor_agent.cctv.model import SmallFrame
+    from floor_agent.cctv.segments import SegmentWriter
+    from floor_agent.cctv.source import small_size
+    from floor_agent.config import MotionConfig, TamperConfig
+
+    motion_config, tamper_config = MotionConfig(analysis_fps=analysis_fps), TamperConfig()
+    writer = SegmentWriter("bench", Path(storage), lambda segment: None, segment_seconds=10.0)
+    m_state, t_state = motion.MotionState(), tamper.TamperState()
+    mask = None
+    container = av.open(path)
+    stream = container.streams.video[0]
+    spent = dict.fromkeys(("demux", "decode", "downscale", "motion", "tamper", "segments"), 0.0)
+    clock = time.process_time
+    next_t, frames = 0.0, 0
+    cpu0 = last = clock()
+
+    def lap(stage: str) -> None:
+        nonlocal last
+        now = clock()
+        spent[stage] += now - last
+        last = now
+
+    for packet in container.demux(stream):
+        lap("demux")
+        if packet.size == 0 and packet.pts is None:
+            continue
+        t = float(packet.pts * packet.time_base)
+        decoded = packet.decode()
+        lap("decode")
+        for frame in decoded:
+            if t < next_t:
+                continue
+            w, h = small_size(frame.width, frame.height, motion_config.frame_height)
+            grey = frame.reformat(width=w, height=h, format="gray").to_ndarray()
+            small = SmallFrame("bench", t, grey)
+            next_t = t + 1.0 / analysis_fps - 1e-6
+            frames += 1
+            lap("downscale")
+            if mask is None:
+                mask = motion.mask_for(motion_config.masks, grey.shape)
+            m_state, _ = motion.step(m_state, small, motion_config, mask)
+            lap("motion")
+            t_state, _ = tamper.step(t_state, small, tamper_config)
+            lap("tamper")
+        writer.write(packet)
+        lap("segments")
+    writer.close()
+    lap("segments")
+    cpu = clock() - cpu0
+    container.close()
+    return {"cpu": cpu, "spent": spent, "frames": frames}
+
+
 def run_child(args: list[str]) -> dict[str, Any]:
     out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True,
                          text=True, timeout=900, check=False)
@@ -215,18 +308,12 @@ def run_child(args: list[str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the parent
 
 
-def median_run(name: str, args: list[str], repeat: int) -> dict[str, Any]:
-    runs = [run_child(args) for _ in range(repeat)]
-    cpus = [r["cpu"] for r in runs]
-    best = sorted(runs, key=lambda r: r["cpu"])[len(runs) // 2]  # the median run, whole
-    note(f"{name}: cpu {', '.join(f'{c:.2f}' for c in cpus)} s")
-    return best | {"cpus": cpus}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="stream length (20)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure, median (3)")
+    parser.add_argument("--streams", default="camera,sim",
+                        help="stream sets, comma-separated: camera, sim (both)")
     parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -236,6 +323,8 @@ def main() -> int:
             result = child_decode(rest[0], rest[1])
         elif kind == "copy":
             result = child_copy(rest[0], rest[1])
+        elif kind == "stages":
+            result = child_stages(rest[0], float(rest[1]), rest[2])
         else:
             result = child_pipeline(rest[0], None if rest[1] == "-" else rest[1],
                                     float(rest[2]), rest[3])
@@ -244,103 +333,104 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-cctv-", dir=args.dir) as tmp:
         work = Path(tmp)
-        main_file, sub_file = make_streams(work, args.seconds)
-        streams = {"main": describe(main_file), "sub": describe(sub_file)}
-        seconds = streams["main"]["seconds"]
-        sub_seconds = streams["sub"]["seconds"]
         import av
         import cv2
         import numpy
 
         print(f"cctv_machine: {os.cpu_count()} CPUs, {platform.platform()}, Python "
-              f"{platform.python_version()}, PyAV {av.__version__} (FFmpeg "
-              f"{'.'.join(map(str, av.library_versions['libavcodec']))} libavcodec), "
-              f"OpenCV {cv2.__version__}, numpy {numpy.__version__}, load "
-              f"{os.getloadavg()[0]:.2f}")
-        for name, s in streams.items():
-            print(f"cctv_stream_{name}: {s['width']}x{s['height']} {s['fps']:g} fps H.264 "
-                  f"{s['profile']}, {s['kbit_s']} kbit/s measured, {s['frames']} frames in "
-                  f"{s['seconds']:g} s, {s['keyframes']} key frames, sensor noise std "
-                  f"{NOISE:g}")
-
-        def storage(name: str) -> str:
-            path = work / name
-            path.mkdir(exist_ok=True)
-            return str(path)
-
-        def fresh(name: str) -> str:  # each pipeline run starts a new chain
-            import shutil
-
-            shutil.rmtree(work / name, ignore_errors=True)
-            return storage(name)
-
-        r = args.repeat
-        results: dict[str, dict[str, Any]] = {}
-        results["decode_main_default"] = median_run(
-            "decode_main_default", ["decode", str(main_file), "default"], r)
-        results["decode_main_1thread"] = median_run(
-            "decode_main_1thread", ["decode", str(main_file), "1thread"], r)
-        results["decode_sub_default"] = median_run(
-            "decode_sub_default", ["decode", str(sub_file), "default"], r)
-        results["decode_sub_1thread"] = median_run(
-            "decode_sub_1thread", ["decode", str(sub_file), "1thread"], r)
-        results["copy_main"] = median_run("copy_main", ["copy", str(main_file),
-                                                        fresh("copy")], r)
-        pipelines = {"pipeline_main_afps5": (str(main_file), "-", 5.0),
-                     "pipeline_main_afps15": (str(main_file), "-", 15.0),
-                     "pipeline_frigate": (str(main_file), str(sub_file), 5.0)}
-        for name, (m, d, fps) in pipelines.items():
-            runs = []
-            for _ in range(r):
-                runs.append(run_child(["pipeline", m, d, str(fps), fresh(name)]))
-            runs.sort(key=lambda x: x["cpu"])
-            note(f"{name}: cpu " + ", ".join(f"{x['cpu']:.2f}" for x in runs) + " s")
-            results[name] = runs[len(runs) // 2] | {"cpus": [x["cpu"] for x in runs]}
-
-        def per_s(name: str, length: float = seconds) -> float:
-            return results[name]["cpu"] / length
-
-        for name in ("decode_main_default", "decode_main_1thread"):
-            x = results[name]
-            print(f"cctv_{name}: {per_s(name):.4f} CPU-s per stream-s ("
-                  f"{x['frames'] / x['cpu']:.0f} frames per CPU-s, {x['frames']} frames, "
-                  f"{x['thread_type']} thread_count {x['thread_count']}, wall "
-                  f"{x['wall']:.2f} s, runs {_runs(x)})")
-        for name in ("decode_sub_default", "decode_sub_1thread"):
-            x = results[name]
-            print(f"cctv_{name}: {per_s(name, sub_seconds):.4f} CPU-s per stream-s ("
-                  f"{x['frames'] / x['cpu']:.0f} frames per CPU-s, {x['frames']} frames, "
-                  f"{x['thread_type']} thread_count {x['thread_count']}, runs {_runs(x)})")
-        x = results["copy_main"]
-        print(f"cctv_copy_main: {per_s('copy_main'):.4f} CPU-s per stream-s (demux + "
-              f"segments + hash, {x['packets']} packets, {x['segments']} segments, runs "
-              f"{_runs(x)})")
-        baselines = {"pipeline_main_afps5": ("decode_main_default", seconds),
-                     "pipeline_main_afps15": ("decode_main_default", seconds),
-                     "pipeline_frigate": ("decode_sub_default", sub_seconds)}
-        for name, (base, base_len) in baselines.items():
-            x = results[name]
-            cost = per_s(name)
-            ratio = cost / per_s(base, base_len)
-            ratio_1 = cost / per_s(base.replace("default", "1thread"), base_len)
-            spent = x["spent"]
-            rest = x["cpu"] - spent["packets"] - spent["frames"] - spent["other"]
-            print(f"cctv_{name}: {cost:.4f} CPU-s per camera-s = {100 * cost:.1f} % of a "
-                  f"core, {ratio:.2f}x bare decode of the stream motion reads ({base}; "
-                  f"{ratio_1:.2f}x its 1-thread decode), {BOX_CORES / cost:.1f} cameras per "
-                  f"{BOX_CORES}-core box (split: source demux/decode/downscale "
-                  f"{rest / seconds:.4f}, segments+hash+index {spent['packets'] / seconds:.4f}"
-                  f" for {x['counts']['packets']} packets, motion+tamper "
-                  f"{spent['frames'] / seconds:.4f} for {x['counts']['frames']} frames; "
-                  f"{x['segments']} segments, wall {x['wall']:.2f} s, runs {_runs(x)})")
-        frigate_with_sub = per_s("pipeline_frigate")
-        print(f"cctv_targets: main-stream pipeline {per_s('pipeline_main_afps5') / per_s('decode_main_default'):.2f}x "  # noqa: E501
-              f"bare decode (target <= 1.2x); Frigate layout "
-              f"{per_s('pipeline_frigate') / per_s('decode_sub_default', sub_seconds):.2f}x "
-              f"bare sub-stream decode (target <= 1.2x), "
-              f"{BOX_CORES / frigate_with_sub:.1f} cameras per 2-core box (target >= 25); "
-              f"main-stream only {BOX_CORES / per_s('pipeline_main_afps5'):.1f} cameras")
+              f"{platform.python_version()}, PyAV {av.__version__} (libavcodec "
+              f"{'.'.join(map(str, av.library_versions['libavcodec']))}), OpenCV "
+              f"{cv2.__version__}, numpy {numpy.__version__}, load {os.getloadavg()[0]:.2f}",
+              flush=True)
+        for kind in args.streams.split(","):
+            bench_streams(work, kind, args.seconds, args.repeat)
     return 0
+
+
+def bench_streams(work: Path, kind: str, seconds_wanted: float, r: int) -> None:
+    main_file, sub_file = make_streams(work, seconds_wanted, kind)
+    streams = {"main": describe(main_file), "sub": describe(sub_file)}
+    seconds = streams["main"]["seconds"]
+    sub_seconds = streams["sub"]["seconds"]
+    noise = CAMERA_NOISE if kind == "camera" else SIM_NOISE
+    how = ("libx264 preset medium, no B-frames" if kind == "camera" else
+           "sim.make_benchmark_file / sim.encode_h264: libx264 ultrafast zerolatency")
+    for name, s in streams.items():
+        print(f"cctv_{kind}_stream_{name}: {s['width']}x{s['height']} {s['fps']:g} fps H.264 "
+              f"{s['profile']} ({how}), {s['kbit_s']} kbit/s measured, {s['frames']} frames "
+              f"in {s['seconds']:g} s, {s['keyframes']} key frames, sensor noise std "
+              f"{noise:g} grey levels", flush=True)
+
+    def fresh(name: str) -> str:  # each run starts a new chain in an empty directory
+        path = work / f"{kind}_{name}"
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir()
+        return str(path)
+
+    results: dict[str, dict[str, Any]] = {}
+    plan: dict[str, list[str]] = {
+        "decode_main_default": ["decode", str(main_file), "default"],
+        "decode_main_1thread": ["decode", str(main_file), "1thread"],
+        "decode_sub_default": ["decode", str(sub_file), "default"],
+        "decode_sub_1thread": ["decode", str(sub_file), "1thread"],
+        "copy_main": ["copy", str(main_file), "@"],
+        "stages_main_afps5": ["stages", str(main_file), "5", "@"],
+        "pipeline_main_afps5": ["pipeline", str(main_file), "-", "5", "@"],
+        "pipeline_main_afps15": ["pipeline", str(main_file), "-", "15", "@"],
+        "pipeline_frigate": ["pipeline", str(main_file), str(sub_file), "5", "@"],
+    }
+    for name, child_args in plan.items():
+        runs = [run_child([fresh(name) if a == "@" else a for a in child_args])
+                for _ in range(r)]
+        runs.sort(key=lambda x: x["cpu"])
+        note(f"{kind} {name}: cpu " + ", ".join(f"{x['cpu']:.2f}" for x in runs) + " s")
+        results[name] = runs[len(runs) // 2] | {"cpus": [x["cpu"] for x in runs]}
+
+    def per_s(name: str) -> float:
+        return results[name]["cpu"] / (sub_seconds if "_sub_" in name else seconds)
+
+    p = f"cctv_{kind}_"
+    for name in ("decode_main_default", "decode_main_1thread", "decode_sub_default",
+                 "decode_sub_1thread"):
+        x = results[name]
+        print(f"{p}{name}: {per_s(name):.4f} CPU-s per stream-s ({x['frames'] / x['cpu']:.0f} "
+              f"frames per CPU-s, {x['frames']} frames, {x['thread_type']} thread_count "
+              f"{x['thread_count']}, wall {x['wall']:.2f} s, runs {_runs(x)})")
+    x = results["copy_main"]
+    print(f"{p}copy_main: {per_s('copy_main'):.4f} CPU-s per stream-s (demux + SegmentWriter: "
+          f"{x['packets']} packets copied into {x['segments']} segments, fsync, SHA-256; runs "
+          f"{_runs(x)})")
+    x = results["stages_main_afps5"]
+    split = ", ".join(f"{k} {v / seconds:.4f}" for k, v in x["spent"].items())
+    print(f"{p}stages_main_afps5: {per_s('stages_main_afps5'):.4f} CPU-s per stream-s, one "
+          f"thread, no recorder ({split}; {x['frames']} small frames; runs {_runs(x)})")
+    baselines = {"pipeline_main_afps5": "decode_main_default",
+                 "pipeline_main_afps15": "decode_main_default",
+                 "pipeline_frigate": "decode_sub_default"}
+    for name, base in baselines.items():
+        x = results[name]
+        cost = per_s(name)
+        spent = x["spent"]
+        rest = x["cpu"] - spent["packets"] - spent["frames"] - spent["other"]
+        print(f"{p}{name}: {cost:.4f} CPU-s per camera-s = {100 * cost:.1f} % of a core, "
+              f"{cost / per_s(base):.2f}x bare decode of the stream motion reads ({base}; "
+              f"{cost / per_s(base.replace('default', '1thread')):.2f}x its 1-thread decode), "
+              f"{BOX_CORES / cost:.1f} cameras per {BOX_CORES}-core box (split per camera-s: "
+              f"source demux + decode + downscale {rest / seconds:.4f}, recorder on packets "
+              f"(segments, hash, index) {spent['packets'] / seconds:.4f} for "
+              f"{x['counts']['packets']} packets, on frames (motion + tamper) "
+              f"{spent['frames'] / seconds:.4f} for {x['counts']['frames']} frames; "
+              f"{x['segments']} segments, wall {x['wall']:.2f} s, runs {_runs(x)})")
+    main_ratio = per_s("pipeline_main_afps5") / per_s("decode_main_default")
+    frigate_ratio = per_s("pipeline_frigate") / per_s("decode_sub_default")
+    frigate_cams = BOX_CORES / per_s("pipeline_frigate")
+    print(f"{p}targets: main-stream pipeline (analysis_fps 5) {main_ratio:.2f}x bare decode "
+          f"(target <= 1.2x: {'met' if main_ratio <= 1.2 else 'NOT met'}); Frigate layout "
+          f"{frigate_ratio:.2f}x bare sub-stream decode (target <= 1.2x: "
+          f"{'met' if frigate_ratio <= 1.2 else 'NOT met'}), {frigate_cams:.1f} cameras per "
+          f"2-core box (target >= 25: {'met' if frigate_cams >= 25 else 'NOT met'}); "
+          f"main-stream only {BOX_CORES / per_s('pipeline_main_afps5'):.1f} cameras "
+          f"(analysis_fps 15: {BOX_CORES / per_s('pipeline_main_afps15'):.1f})", flush=True)
 
 
 def _runs(x: dict[str, Any]) -> str:
