@@ -9,15 +9,16 @@ a breach and its recovery. The workstation reaches the collector through the cen
 address, relayed to the host. A door controller runs as its own process too (`floor-agent
 door`, enrolled with the collector) on the simulated door floor of access/sim.py: a real pcscd
 with virtual readers and cards, a fingerprint module simulator, a simulated door; Alice gets in
-with her card and finger, a clone of her card is refused with an alarm. Capabilities not built
-yet are stood in for by a second agent sending labelled sample events. Later issues add their
-simulated hardware here.
+with her card and finger, a clone of her card is refused with an alarm. A camera box runs as its
+own process too (`floor-agent cctv`, enrolled with the collector) recording a synthetic camera: a
+scripted scene (cctv.scenes: a worker walks across, the lens gets covered) encoded to H.264 and
+served by a real RTSP server (GStreamer); its footage, hash-chained segments, stays in the work
+dir. Every capability now runs for real: there is no sample-events agent any more.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import signal
 import socket
@@ -35,11 +36,15 @@ import yaml
 from floor_agent import service
 from floor_agent.access.door_io import DoorIoError
 from floor_agent.access.sim import ALWAYS, WAIT, DoorFloor, DoorFloorError, Finger, Holder
-from floor_agent.audit.agent import AuditAgent, enroll
+from floor_agent.audit.agent import enroll
 from floor_agent.audit.forwarder import pinned_client
+from floor_agent.cctv.scenes import Covered, MovingObject, Scene, Script
+from floor_agent.cctv.sim import RtspServer, make_scene_file
 from floor_agent.collector import core, server, tls
 from floor_agent.config import (
     AuditClientConfig,
+    CctvConfig,
+    CctvSection,
     CollectorConfig,
     CollectorSection,
     NetlockConfig,
@@ -57,10 +62,29 @@ TETHER = "usb0"
 ALICE_UID = bytes.fromhex("04A224B2C35E80")
 ALICE = Holder("alice", "Alice", ALICE_UID, "always",
                (Finger("alice-1", 1, b"demo: alice right index"),))
-SAMPLES = (
-    ("cctv.segment", "cam-1", "info", {"segment": "cam-1/2026-11-29/08/0001.mp4",
-                                        "sample": True}),
-)
+CAMERA_SIZE = (320, 180, 10)  # width, height, fps: a small camera, cheap on two cores
+CAMERA_SECONDS = 180.0  # the scripted scene's length; then the stream ends (the camera drops)
+
+
+def camera_script() -> Script:
+    """Every 30 s a worker walks across the floor (motion); at 10-14 s and again every minute
+    the lens is covered (cctv.tamper covered, then cleared)."""
+    walkers = tuple(MovingObject(f"worker-{n}", 30 * n + 2, 30 * n + 7, (-0.1, 0.6),
+                                 (1.1, 0.5)) for n in range(round(CAMERA_SECONDS / 30)))
+    covers = tuple(Covered(60 * n + 10, 60 * n + 14) for n in range(round(CAMERA_SECONDS / 60)))
+    return Script(CAMERA_SECONDS, walkers + covers)
+
+
+def camera_file(work: Path) -> Path:
+    """The synthetic camera's scene as H.264 (made once per work dir, a few seconds)."""
+    path = work / "camera" / "floor-a.mp4"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        width, height, fps = CAMERA_SIZE
+        make_scene_file(path.with_suffix(".tmp.mp4"), Scene(width, height, fps, seed=3),
+                        camera_script())
+        path.with_suffix(".tmp.mp4").rename(path)
+    return path
 
 
 def free_port(preferred: int) -> int:
@@ -73,7 +97,7 @@ def free_port(preferred: int) -> int:
         return int(probe.getsockname()[1])
 
 
-def write_yaml(path: Path, config: CollectorConfig | WorkstationConfig) -> None:
+def write_yaml(path: Path, config: CollectorConfig | WorkstationConfig | CctvConfig) -> None:
     path.write_text("# written by floor-agent demo\n"
                     + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
@@ -158,17 +182,28 @@ def main(args: argparse.Namespace) -> int:
                                 heartbeat_seconds=10),
         usb_guard=UsbGuardConfig(rules_file=DEFAULT_USB_RULES),
         netlock=NetlockConfig.model_validate(netlock))
-    # The capabilities not built yet are stood in for by labelled sample events.
-    samples_config = WorkstationConfig(audit=AuditClientConfig(
-        agent_id="demo-samples", state_dir=work / "samples", collector_url=url,
-        heartbeat_seconds=10), usb_guard=UsbGuardConfig(enabled=False))
+    # The camera box: a synthetic camera on a real RTSP server, recorded by `floor-agent cctv`.
+    camera = RtspServer({"floor-a": camera_file(work)})
+    cctv_config = CctvConfig(
+        audit=AuditClientConfig(agent_id="demo-cctv-01", state_dir=work / "cctv",
+                                collector_url=url, heartbeat_seconds=10),
+        cctv=CctvSection.model_validate({
+            "storage_dir": str(work / "cctv" / "footage"), "segment_seconds": 4.0,
+            "offline_after_seconds": 5.0, "reconnect_initial_seconds": 0.5,
+            "reconnect_max_seconds": 5.0, "sweep_interval_seconds": 60.0,
+            "min_free_bytes": 0, "min_free_percent": 1.0,
+            "cameras": [{"camera_id": "floor-a", "name": "Floor A (synthetic)",
+                         "url": camera.url("floor-a"),
+                         "motion": {"analysis_fps": 5.0, "end_after_seconds": 2.0}}]}))
     write_yaml(work / "collector.yaml", collector_config)
     write_yaml(work / "workstation.yaml", workstation_config)
+    write_yaml(work / "cctv.yaml", cctv_config)
 
     files = server.init(collector_config)
     store, _ = server.open_collector(collector_config)
     try:
-        tokens = [core.create_token(store, "workstation", 600) for _ in range(2)]
+        tokens = [core.create_token(store, "workstation", 600),
+                  core.create_token(store, "cctv", 600)]
         door_token = core.create_token(store, "door", 600)
         api_key = core.create_api_key(store, "demo")
     finally:
@@ -181,7 +216,7 @@ def main(args: argparse.Namespace) -> int:
                             start_new_session=True)  # Ctrl-C reaches the demo, which stops
     # the agents first (so their last events are delivered) and then the collector.
     bus = SimulatedUsbBus([KEYBOARD, WACOM], work / "usb-bus")
-    samples: AuditAgent | None = None
+    cctv: subprocess.Popen[bytes] | None = None
     # The door: pcscd (started here unless one with the vpcd readers runs), the fingerprint
     # module simulator, the simulated door and `floor-agent door`, enrolled with the collector.
     door = DoorFloor(collector_url=url, ca=files.ca_cert, api_key=api_key,
@@ -192,14 +227,19 @@ def main(args: argparse.Namespace) -> int:
         wait_healthy(url, files.ca_cert, proc, 30)
         relay = NamespaceRelay(network.ns["cen"], COLLECTOR_ON_FLOOR, ("127.0.0.1", port))
         relay.start()
-        for config, token in zip((workstation_config, samples_config), tokens, strict=True):
+        for config, role, token in zip((workstation_config, cctv_config),
+                                       ("workstation", "cctv"), tokens, strict=True):
             if not (config.audit.state_dir / "agent.key").exists():  # enrolled from the host
                 local = config.audit.model_copy(update={"collector_url": url})
-                enroll(local, "workstation", token, files.ca_cert)
+                enroll(local, role, token, files.ca_cert)
         bus.start(["ip", "netns", "exec", network.ns["ws"], sys.executable, "-m",
                    "floor_agent.cli", "workstation", "--config", str(work / "workstation.yaml")])
-        samples = AuditAgent(samples_config.audit, "workstation")
-        samples.start()
+        camera.start()
+        with (work / "cctv" / "agent.log").open("ab") as log:  # its own session, like the door
+            cctv = subprocess.Popen([sys.executable, "-m", "floor_agent.cli", "cctv",
+                                     "--config", str(work / "cctv.yaml")],
+                                    stdout=subprocess.DEVNULL, stderr=log,
+                                    start_new_session=True)
         door.__enter__()
         pcscd = ("started by the demo" if door.pcscd.proc is not None
                  else "already running, left running")
@@ -221,7 +261,16 @@ floor-agent demo is running (work dir {work})
               {door.root}.
               Try: FLOOR_AGENT_API_KEY={api_key} floor-agent door people list \\
               --config {door.config_path}
-  demo-samples  sample events for the capability still to come (camera)
+  demo-cctv-01  camera box (floor-agent cctv) recording camera "floor-a": a synthetic camera
+              on a real RTSP server ({camera.url("floor-a")}), a scripted {CAMERA_SECONDS:.0f} s
+              scene in H.264 ({CAMERA_SIZE[0]}x{CAMERA_SIZE[1]}, {CAMERA_SIZE[2]} fps). Packets
+              copied into 4 s hash-chained segments (cctv.segment); a worker walks across
+              every 30 s (cctv.motion_start/end) and the lens is covered at 0:10 and every
+              minute (cctv.tamper covered, then cleared); when the scene ends, so does the
+              stream: the agent reports it (cctv.stream_lost) and reconnects.
+              Footage in {work / 'cctv' / 'footage'}.
+              Try: floor-agent cctv verify --config {work / 'cctv.yaml'}
+  (no sample events any more: every capability above runs for real)
   API key     {api_key}
 
 Look at it:
@@ -229,6 +278,8 @@ Look at it:
        '{url}/api/v1/events?kind_prefix=usb.&limit=5'
   curl -s --cacert {files.ca_cert} -H 'Authorization: Bearer {api_key}' \\
        '{url}/api/v1/events?agent_id=demo-door-01&kind_prefix=door.&limit=20'
+  curl -s --cacert {files.ca_cert} -H 'Authorization: Bearer {api_key}' \\
+       '{url}/api/v1/events?agent_id=demo-cctv-01&kind_prefix=cctv.&limit=20'
   curl -s --cacert {files.ca_cert} -H 'Authorization: Bearer {api_key}' {url}/api/v1/agents
   floor-agent collector verify --config {work / 'collector.yaml'}
   API document: {url}/docs
@@ -246,9 +297,7 @@ Ctrl-C stops everything.
             (f"the tethering phone is unplugged ({TETHER} goes away)",
              lambda: network.exec("ws", ["ip", "link", "del", TETHER])),
         ]
-        for kind, subject, severity, data in itertools.cycle(SAMPLES):
-            if stop.wait(2.0):
-                break
+        while not stop.wait(2.0):
             elapsed = time.monotonic() - started
             if args.duration is not None and elapsed > args.duration:
                 break
@@ -257,15 +306,20 @@ Ctrl-C stops everything.
                 if label:
                     print(f"demo: {label}", flush=True)
                 step()
-            samples.emit(kind, subject, severity, **data)
             for name, child in (("collector", proc), ("workstation agent", bus.proc),
-                                ("door agent", door.agent)):
+                                ("door agent", door.agent), ("cctv agent", cctv)):
                 if child is not None and child.poll() is not None:
                     print(f"{name} exited with {child.returncode}", file=sys.stderr)
                     return 1
     finally:
-        if samples is not None:
-            samples.stop(drain_seconds=5)
+        if cctv is not None and cctv.poll() is None:  # its last events delivered
+            cctv.send_signal(signal.SIGTERM)
+            try:
+                cctv.wait(30)
+            except subprocess.TimeoutExpired:
+                cctv.kill()
+                cctv.wait()
+        camera.stop()
         door.close()  # the door agent (its last events delivered), the door, pcscd if ours
         bus.stop()
         if relay is not None:

@@ -86,7 +86,7 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     text = "".join(seen)
     assert "API key" in text and "https://127.0.0.1:" in text
     # the stick and the phone get plugged, Alice and a clone of her card at the door, a phone
-    # tethers and is unplugged, sample events
+    # tethers and is unplugged; the camera box records the synthetic camera all along
     for line in demo.stdout:
         seen.append(line)
         if "goes away" in line:
@@ -98,7 +98,8 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert "demo stopped" in rest
     verify = floor_agent("collector", "verify", "--config", str(tmp_path / "collector.yaml"))
     assert verify.returncode == 0 and "demo-ws-01: intact" in verify.stdout
-    assert "demo-samples: intact" in verify.stdout and "demo-door-01: intact" in verify.stdout
+    assert "demo-door-01: intact" in verify.stdout and "demo-cctv-01: intact" in verify.stdout
+    assert "demo-samples" not in verify.stdout  # no sample-events agent any more
     db = sqlite3.connect(tmp_path / "collector" / "collector.db")
     rows = db.execute("SELECT agent_id, kind, subject FROM events").fetchall()
     # the real door controller: Alice let in with card and finger, her cloned card refused
@@ -111,7 +112,20 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert {"door.clone_suspected", "door.unlocked", "door.opened", "door.relocked"} <= {
         kind for kind, _ in door}
     assert not [kind for agent, kind, _ in rows if agent == "demo-samples"
-                and kind.startswith("door.")]  # no sample stands in for the door any more
+                and kind.startswith(("door.", "cctv."))]  # no samples stand in any more
+    # the real camera box on the synthetic RTSP camera: chained segments, the worker walking
+    cctv = [(kind, json.loads(data)) for kind, data in db.execute(
+        "SELECT kind, data FROM events WHERE agent_id = 'demo-cctv-01' ORDER BY seq")]
+    segments = [data for kind, data in cctv if kind == "cctv.segment"]
+    assert segments and segments[0]["camera_id"] == "floor-a", [k for k, _ in cctv]
+    for previous, current in zip(segments, segments[1:], strict=False):
+        assert current["prev_sha256"] == previous["sha256"]
+    assert "cctv.motion_start" in {kind for kind, _ in cctv}, [k for k, _ in cctv]
+    # the lens covered 10 s into the scene (the demo above runs about 20 s)
+    assert ("cctv.tamper", "covered") in {(kind, data.get("tamper")) for kind, data in cctv}
+    cctv_verify = floor_agent("cctv", "verify", "--config", str(tmp_path / "cctv.yaml"))
+    assert cctv_verify.returncode == 0 and "floor-a: intact" in cctv_verify.stdout, \
+        cctv_verify.stdout + cctv_verify.stderr
     if not pcscd_before:
         assert pcsc_readers() is None  # the pcscd the demo started is stopped
     assert {"agent.started", "agent.stopped"} <= {kind for _, kind, _ in rows}
