@@ -63,7 +63,7 @@ ALICE_UID = bytes.fromhex("04A224B2C35E80")
 ALICE = Holder("alice", "Alice", ALICE_UID, "always",
                (Finger("alice-1", 1, b"demo: alice right index"),))
 CAMERA_SIZE = (320, 180, 10)  # width, height, fps: a small camera, cheap on two cores
-CAMERA_SECONDS = 180.0  # the scripted scene's length; then the stream ends (the camera drops)
+CAMERA_SECONDS = 180.0  # the scene's length; then the stream ends, a reconnect replays it
 
 
 def camera_script() -> Script:
@@ -267,7 +267,8 @@ floor-agent demo is running (work dir {work})
               copied into 4 s hash-chained segments (cctv.segment); a worker walks across
               every 30 s (cctv.motion_start/end) and the lens is covered at 0:10 and every
               minute (cctv.tamper covered, then cleared); when the scene ends, so does the
-              stream: the agent reports it (cctv.stream_lost) and reconnects.
+              stream: the agent reports it (cctv.stream_lost, cctv.stream_gap), reconnects
+              and the camera plays the scene again.
               Footage in {work / 'cctv' / 'footage'}.
               Try: floor-agent cctv verify --config {work / 'cctv.yaml'}
   (no sample events any more: every capability above runs for real)
