@@ -143,23 +143,50 @@ def describe(path: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- child work
 
 
+def warm_up(path: str) -> None:
+    """Pay the process's one-off library costs before the clock starts, as a long-running
+    agent has (swscale's first conversion alone costs ~0.1 CPU-s here, OpenCV's first calls
+    a few ms): decode a few frames, downscale them, run motion and tamper on them. Every
+    child does the same, baselines included."""
+    import av
+
+    from floor_agent.cctv import motion, tamper
+    from floor_agent.cctv.model import SmallFrame
+    from floor_agent.cctv.source import small_size
+    from floor_agent.config import MotionConfig, TamperConfig
+
+    m_state, t_state = motion.MotionState(), tamper.TamperState()
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        for i, frame in enumerate(container.decode(stream)):
+            w, h = small_size(frame.width, frame.height, 144)
+            grey = frame.reformat(width=w, height=h, format="gray").to_ndarray()
+            small = SmallFrame("warm", i / FPS, grey)
+            m_state, _ = motion.step(m_state, small, MotionConfig(),
+                                     motion.mask_for([], grey.shape))
+            t_state, _ = tamper.step(t_state, small, TamperConfig())
+            if i >= 4:
+                break
+
+
 def child_decode(path: str, threads: str) -> dict[str, Any]:
     import av
 
-    container = av.open(path)
+    from floor_agent.cctv.source import open_options
+
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    container = av.open(path, options=open_options(path, 5.0), timeout=5.0)  # as the source
     stream = container.streams.video[0]
     if threads == "1thread":
         stream.codec_context.thread_count = 1
-    elif threads == "auto":
-        stream.codec_context.thread_type = "AUTO"
+    opened = time.process_time() - cpu0
     frames = 0
-    cpu0, wall0 = time.process_time(), time.monotonic()
     for packet in container.demux(stream):
         for _ in packet.decode():
             frames += 1
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     container.close()
-    return {"cpu": cpu, "wall": wall, "frames": frames,
+    return {"cpu": cpu, "wall": wall, "frames": frames, "open": opened,
             "thread_type": str(stream.codec_context.thread_type),
             "thread_count": stream.codec_context.thread_count}
 
@@ -204,6 +231,7 @@ def child_pipeline(main: str, detect: str | None, analysis_fps: float,
     finished: set[str] = set()
     spent = {"packets": 0.0, "frames": 0.0, "other": 0.0}
     counts = {"packets": 0, "frames": 0}
+    readers: dict[str, float] = {}  # each reader thread's own CPU (FFmpeg's threads apart)
 
     class TimedRecorder(CameraRecorder):
         """The agent's recorder, with the CPU of each handled event added up per kind."""
@@ -216,7 +244,8 @@ def child_pipeline(main: str, detect: str | None, analysis_fps: float,
             spent[kind] += time.thread_time() - t0
             if kind in counts:
                 counts[kind] += 1
-            if isinstance(event, SourceFinished):
+            if isinstance(event, SourceFinished):  # called in that stream's reader thread
+                readers[event.stream] = time.thread_time()
                 finished.add(event.stream)
                 if finished >= expected:
                     done.set()
@@ -234,6 +263,7 @@ def child_pipeline(main: str, detect: str | None, analysis_fps: float,
     index.close()
     kinds = {k: events.count(k) for k in sorted(set(events))}
     return {"cpu": cpu, "wall": wall, "spent": spent, "counts": counts, "events": kinds,
+            "readers": readers,
             "segments": recorder.segments}
 
 
@@ -319,6 +349,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
+        warm_up(rest[0])
         if kind == "decode":
             result = child_decode(rest[0], rest[1])
         elif kind == "copy":
@@ -394,8 +425,9 @@ def bench_streams(work: Path, kind: str, seconds_wanted: float, r: int) -> None:
                  "decode_sub_1thread"):
         x = results[name]
         print(f"{p}{name}: {per_s(name):.4f} CPU-s per stream-s ({x['frames'] / x['cpu']:.0f} "
-              f"frames per CPU-s, {x['frames']} frames, {x['thread_type']} thread_count "
-              f"{x['thread_count']}, wall {x['wall']:.2f} s, runs {_runs(x)})")
+              f"frames per CPU-s, {x['frames']} frames, of which av.open {x['open']:.3f} CPU-s, "
+              f"{x['thread_type']} thread_count {x['thread_count']}, wall {x['wall']:.2f} s, "
+              f"runs {_runs(x)})")
     x = results["copy_main"]
     print(f"{p}copy_main: {per_s('copy_main'):.4f} CPU-s per stream-s (demux + SegmentWriter: "
           f"{x['packets']} packets copied into {x['segments']} segments, fsync, SHA-256; runs "
@@ -403,7 +435,8 @@ def bench_streams(work: Path, kind: str, seconds_wanted: float, r: int) -> None:
     x = results["stages_main_afps5"]
     split = ", ".join(f"{k} {v / seconds:.4f}" for k, v in x["spent"].items())
     print(f"{p}stages_main_afps5: {per_s('stages_main_afps5'):.4f} CPU-s per stream-s, one "
-          f"thread, no recorder ({split}; {x['frames']} small frames; runs {_runs(x)})")
+          f"thread, no recorder, opening not counted ({split}; {x['frames']} small frames; "
+          f"runs {_runs(x)})")
     baselines = {"pipeline_main_afps5": "decode_main_default",
                  "pipeline_main_afps15": "decode_main_default",
                  "pipeline_frigate": "decode_sub_default"}
@@ -412,6 +445,17 @@ def bench_streams(work: Path, kind: str, seconds_wanted: float, r: int) -> None:
         cost = per_s(name)
         spent = x["spent"]
         rest = x["cpu"] - spent["packets"] - spent["frames"] - spent["other"]
+        readers = ", ".join(f"{k} {v / seconds:.4f}" for k, v in sorted(x["readers"].items()))
+        others = x["cpu"] - sum(x["readers"].values())
+        opens = results["decode_main_default"]["open"] + (
+            results["decode_sub_default"]["open"] if "frigate" in name else 0.0)
+        steady = (x["cpu"] - opens) / seconds
+        base_len = sub_seconds if "_sub_" in base else seconds
+        steady_base = (results[base]["cpu"] - results[base]["open"]) / base_len
+        print(f"{p}{name}_steady: {steady:.4f} CPU-s per camera-s without the stream "
+              f"opening(s) ({opens:.3f} CPU-s, once per connection: av.open probes by "
+              f"decoding), {steady / steady_base:.2f}x bare decode without its opening, "
+              f"{BOX_CORES / steady:.1f} cameras per {BOX_CORES}-core box")
         print(f"{p}{name}: {cost:.4f} CPU-s per camera-s = {100 * cost:.1f} % of a core, "
               f"{cost / per_s(base):.2f}x bare decode of the stream motion reads ({base}; "
               f"{cost / per_s(base.replace('default', '1thread')):.2f}x its 1-thread decode), "
@@ -420,7 +464,9 @@ def bench_streams(work: Path, kind: str, seconds_wanted: float, r: int) -> None:
               f"(segments, hash, index) {spent['packets'] / seconds:.4f} for "
               f"{x['counts']['packets']} packets, on frames (motion + tamper) "
               f"{spent['frames'] / seconds:.4f} for {x['counts']['frames']} frames; "
-              f"{x['segments']} segments, wall {x['wall']:.2f} s, runs {_runs(x)})")
+              f"{x['segments']} segments, wall {x['wall']:.2f} s, runs {_runs(x)}; reader "
+              f"threads' own CPU {readers}, other threads (FFmpeg's decoder threads, "
+              f"watchdog, main) {others / seconds:.4f})")
     main_ratio = per_s("pipeline_main_afps5") / per_s("decode_main_default")
     frigate_ratio = per_s("pipeline_frigate") / per_s("decode_sub_default")
     frigate_cams = BOX_CORES / per_s("pipeline_frigate")
