@@ -177,12 +177,7 @@ WALKER = MovingObject("walker", 0.5, 14, (-0.1, 0.6), (1.1, 0.5))
 
 @pytest.mark.parametrize(("kind", "happening", "seed"), [
     ("defocused", Defocused(4, 9), 5),
-    pytest.param("frozen", Frozen(4, 9), 5, marks=pytest.mark.xfail(strict=True, reason=(
-        "tamper.FROZEN_TOLERANCE (0.1 grey levels between 64-px digests) is below what H.264 "
-        "leaves of a frozen image: each key frame re-encodes it, 0.1-0.65 apart at crf 28 "
-        "(sensor noise between live frames: 0.4-1.0), so the identical run restarts every "
-        "second and frozen_seconds 1.5 is never reached; bit-identical only at ~3 Mbit/s "
-        "for 256x144"))),
+    ("frozen", Frozen(4, 9), 5),
 ], ids=["defocused", "frozen"])
 def test_defocus_and_freeze_through_h264_alarm_within_2_s(tmp_path: Path, kind: str,
                                                           happening: Happening,

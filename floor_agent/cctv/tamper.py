@@ -33,6 +33,16 @@ REFERENCE_SECONDS = 2.0  # healthy frames the reference scene is built from
 REFRESH_SECONDS = 120.0  # time constant of the reference's slow refresh while healthy
 THUMB_WIDTH = 64  # the reference thumbnail's width (height follows the aspect ratio)
 FROZEN_TOLERANCE = 0.1  # mean absolute thumbnail difference (grey levels) still "identical"
+# A frozen image through a real encoder is identical between key frames, but each key frame
+# re-encodes it, and the P-frames after it refine it: small jumps (0.1-0.65 grey levels here
+# at crf 28) on up to half the pairs. A run of identical frames survives such jumps while they
+# stay below FROZEN_JUMP and are at most FROZEN_JUMP_SHARE of its pairs; live sensor noise
+# differs on every pair (0.4-1.0 here), so it never starts a run.
+FROZEN_JUMP = 2.0
+FROZEN_JUMP_SHARE = 1 / 2
+# ... and no thumbnail pixel may move more than this: re-encoding shifts every pixel a little
+# (at most 3 grey levels here), anything that moves in the picture shifts some a lot (30+).
+FROZEN_LOCAL_MAX = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +87,8 @@ class TamperState:
         default_factory=lambda: MappingProxyType({kind: Hold() for kind in KINDS}))
     last_digest: np.ndarray | None = field(default=None, repr=False)
     frozen_since: float | None = None  # the first frame of the current identical run
+    frozen_pairs: int = 0  # identical consecutive pairs in the run
+    frozen_jumps: int = 0  # key-frame-sized jumps the run survived
 
     @property
     def active(self) -> frozenset[str]:
@@ -161,17 +173,28 @@ def step(state: TamperState, frame: SmallFrame,
         defocused = ratio < config.blur_ratio
         turned = similarity < config.scene_similarity
 
-    identical = (state.last_digest is not None
-                 and float(np.mean(np.abs(m.digest - state.last_digest))) <= FROZEN_TOLERANCE)
-    frozen_since = state.frozen_since
+    change: float | None = None
+    local = False  # nothing moved anywhere in the picture
+    if state.last_digest is not None:
+        difference = np.abs(m.digest - state.last_digest)
+        change, local = float(np.mean(difference)), float(np.max(difference)) <= FROZEN_LOCAL_MAX
+    frozen_since, pairs, jumps = state.frozen_since, state.frozen_pairs, state.frozen_jumps
+    identical = change is not None and local and change <= FROZEN_TOLERANCE
+    survivable = (change is not None and local and frozen_since is not None
+                  and change <= FROZEN_JUMP
+                  and jumps + 1 <= FROZEN_JUMP_SHARE * (pairs + jumps + 1))
     frozen: bool | None
     if not frame.packets_alive:
         frozen, frozen_since = None, None  # a dead stream is the recorder's "offline"
-    elif identical and not covered:  # a uniform frame has nothing to freeze: covered says it
-        frozen_since = state.last_t if frozen_since is None else frozen_since
+        pairs = jumps = 0
+    elif (identical or survivable) and not covered:  # a uniform frame: covered says it
+        if frozen_since is None:
+            frozen_since, pairs, jumps = state.last_t, 0, 0
+        pairs, jumps = (pairs + 1, jumps) if identical else (pairs, jumps + 1)
         frozen = t - frozen_since >= config.frozen_seconds
     else:
         frozen, frozen_since = False, None
+        pairs = jumps = 0
     if frozen_since is not None:
         detail["frozen_seconds"] = round(t - frozen_since, 3)
 
@@ -190,7 +213,7 @@ def step(state: TamperState, frame: SmallFrame,
 
     new = replace(state, camera_id=frame.camera_id, shape=grey.shape, last_t=t,
                   holds=MappingProxyType(holds), last_digest=m.digest,
-                  frozen_since=frozen_since)
+                  frozen_since=frozen_since, frozen_pairs=pairs, frozen_jumps=jumps)
     healthy = not covered and not any(h.active or h.since is not None for h in holds.values())
     if reference is None and not covered:
         new = _build(new, m, t)
