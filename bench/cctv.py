@@ -1,17 +1,22 @@
 """CCTV recorder CPU cost: CPU-seconds per camera-second through the whole pipeline, against
 bare PyAV decode of the same streams, and cameras per 2-core box.
 
-    .venv/bin/python bench/cctv.py                  # ~2 min: 20 s streams, 3 runs of each
-    .venv/bin/python bench/cctv.py --seconds 10 --repeat 1   # quick look
+    .venv/bin/python bench/cctv.py                  # ~2 min: both stream sets, 3 runs each
+    .venv/bin/python bench/cctv.py --streams camera --repeat 1   # ~40 s
+    .venv/bin/python bench/cctv.py --seconds 5 --repeat 1 --streams sim   # quick look
 
 Prints one line per figure on stdout; progress goes to stderr.
 
-Streams (made with floor_agent.cctv.sim, described with their measured bitrate on stdout):
-- main: `sim.make_benchmark_file`: 1920x1080, 15 fps, H.264 baseline (libx264 ultrafast,
-  zerolatency), a key frame every second, the simple scene (textured wall, a moving bright
-  box) with Gaussian sensor noise (std dev 3 grey levels) at a 4 Mbit/s target.
-- sub: the same scene at 640x360, 15 fps, same noise, 512 kbit/s target (a camera's typical
-  sub-stream).
+Streams: the simple scene of floor_agent.cctv.sim (textured wall, a moving bright box) with
+Gaussian sensor noise, 15 fps, a key frame every second, `--seconds` long; a main stream at
+1920x1080 / 4 Mbit/s and a sub-stream at 640x360 / 512 kbit/s (a camera's typical one), in
+two sets (`--streams`), each described on stdout with its bitrate measured from the file:
+- camera: encoded as IP cameras do, H.264 High profile with CABAC and deblocking (libx264
+  preset medium, no B-frames), noise std 6 grey levels. Decodes at ~130-140 frames per
+  CPU-second at 1080p here, as the issue measured real noisy-to-clean streams (90-150).
+- sim: `sim.make_benchmark_file` unchanged (and `sim.encode_h264` for the sub-stream):
+  Baseline from libx264 ultrafast/zerolatency (no CABAC, no deblocking), noise std 3; it
+  decodes ~4x cheaper than a camera's stream, so it flatters the camera counts.
 
 Every measurement runs in its own child process (this script with `--child`); its CPU time
 (`time.process_time()`: all threads, user + system, FFmpeg's decoder threads included) is
@@ -33,7 +38,15 @@ camera): CPU-seconds per stream-second is the figure, the wall time is only repo
   Details split the pipeline's CPU: time inside the recorder's handler for packets (segment
   write, seal, hash, index) and for frames (motion + tamper), measured with
   `time.thread_time()` in the calling thread; the rest is demux + decode + downscale in the
-  source's threads (and FFmpeg's).
+  source's threads (and FFmpeg's); each reader thread's own CPU is taken when it reports
+  its end. `_steady` lines subtract the stream openings (av.open probes by decoding; once
+  per connection).
+- `stages_main_afps5`: the same work as the main-stream pipeline in one thread without the
+  recorder, each stage's CPU added up (demux, decode, downscale, motion, tamper, segments).
+
+Each child first warms itself up (a few frames decoded, downscaled, through motion and
+tamper) so one-off library costs (~0.1 CPU-s for swscale's first conversion) are not
+charged to the stream, as a long-running agent pays them once.
 """
 
 from __future__ import annotations
