@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import cv2
 import numpy as np
 
 from floor_agent.cctv import motion, tamper
@@ -66,6 +67,9 @@ class CameraRecorder:
 
     def __init__(self, camera: CameraConfig, section: CctvSection, index: SegmentIndex,
                  emit: Emit, segment_done: Callable[[], None] | None = None) -> None:
+        # motion and tamper work on frames of ~256x144: OpenCV's thread pool costs more than it
+        # saves there, for every camera of the process (bench/cctv.py)
+        cv2.setNumThreads(1)
         self.camera = camera
         self.index = index
         self.emit = emit

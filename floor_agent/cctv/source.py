@@ -300,6 +300,9 @@ class _Reader:
             return "no video stream"
         stream = container.streams.video[0]
         ctx = stream.codec_context
+        # one decoder thread per stream: FFmpeg's default starts several per stream, which on
+        # a box with dozens of cameras costs more than it gives (measured in bench/cctv.py)
+        ctx.thread_count = 1
         if self.frames and owner.settings.analysis_fps <= 1.0:
             ctx.skip_frame = "NONKEY"  # keyframes are enough: decode nothing else
         owner.emit(Connected(owner.camera_id, self.stream, self.shown_url, ctx.name,
@@ -365,7 +368,10 @@ class _Reader:
                 continue
             w, h = small_size(frame.width, frame.height, owner.settings.frame_height)
             try:
-                grey = frame.reformat(width=w, height=h, format="gray").to_ndarray()
+                # area averaging in the decoder's scaler: cheaper than the default bicubic
+                # for a large shrink, and the better filter for it (bench/cctv.py)
+                grey = frame.reformat(width=w, height=h, format="gray",
+                                      interpolation="AREA").to_ndarray()
             except (av.FFmpegError, ValueError) as exc:
                 owner.emit(BadInput(owner.camera_id, self.stream,
                                     f"frame not convertible: {error_reason(exc)}"))
