@@ -174,7 +174,8 @@ def main(args: argparse.Namespace) -> int:
     relay: NamespaceRelay | None = None
     # The workstation agent runs for real: usb_guard on a simulated USB bus, netlock in the
     # workstation's namespace, allowed to reach the central server (collector, DNS, 8443).
-    netlock = network.config().model_dump(mode="json")
+    # probes get 500 ms (not 50): the demo shares 2 cores with the whole floor
+    netlock = network.config(probe_timeout_ms=500).model_dump(mode="json")
     netlock["allow"][0]["tcp"].append(floor_port)
     workstation_config = WorkstationConfig(
         audit=AuditClientConfig(agent_id="demo-ws-01", state_dir=work / "workstation",

@@ -17,6 +17,10 @@ from floor_agent.config import NetlockConfig
 from floor_agent.netlock.checks import CHECK_IDS
 from floor_agent.netlock.sim import Topology
 
+# the allowed server must answer within this: generous, because a loaded CI box can stall a
+# namespace's first connection past the production default (50 ms), and a slow answer is
+# "blocked cannot be told from down", not what these tests are about
+PROBE_TIMEOUT_MS = 1000
 
 def write_config(path: Path, netlock: NetlockConfig | dict[str, Any]) -> Path:
     data = netlock if isinstance(netlock, dict) else json.loads(netlock.model_dump_json())
@@ -34,7 +38,7 @@ def netlock(topo: Topology, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_apply_then_verify_and_status_on_a_locked_workstation(topology: Topology,
                                                                tmp_path: Path) -> None:
-    config = write_config(tmp_path / "ws.yaml", topology.config())
+    config = write_config(tmp_path / "ws.yaml", topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS))
     applied = netlock(topology, "apply", "--config", str(config))
     assert applied.returncode == 0, applied.stderr
     assert "loaded table inet floor_netlock" in applied.stderr
@@ -63,11 +67,11 @@ def test_apply_then_verify_and_status_on_a_locked_workstation(topology: Topology
 
 def test_a_broken_config_is_refused_and_the_running_ruleset_stays(topology: Topology,
                                                                   tmp_path: Path) -> None:
-    good = write_config(tmp_path / "good.yaml", topology.config())
+    good = write_config(tmp_path / "good.yaml", topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS))
     assert netlock(topology, "apply", "--config", str(good)).returncode == 0
     before = topology.list_ruleset("ws", "-a", "-s")
 
-    data = json.loads(topology.config().model_dump_json())
+    data = json.loads(topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS).model_dump_json())
     unknown_host = json.loads(json.dumps(data))
     unknown_host["allow"][1]["addresses"] = ["files.nowhere.invalid"]  # resolved in the ws
     # namespace, which has no route to any resolver: the name cannot resolve
@@ -92,7 +96,7 @@ def test_a_broken_config_is_refused_and_the_running_ruleset_stays(topology: Topo
 
 def test_render_prints_the_ruleset_without_loading_it(topology: Topology,
                                                        tmp_path: Path) -> None:
-    config = write_config(tmp_path / "ws.yaml", topology.config())
+    config = write_config(tmp_path / "ws.yaml", topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS))
     before = topology.list_ruleset("ws", "-a", "-s")
     out = netlock(topology, "render", "--config", str(config))
     assert out.returncode == 0, out.stderr

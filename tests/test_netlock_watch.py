@@ -31,6 +31,11 @@ from floor_agent.netlock.checks import Verdict
 from floor_agent.netlock.sim import WATCHER_SCRIPT, Topology
 from floor_agent.netlock.watch import summary_data, transitions
 
+# the allowed server must answer within this: generous, because a loaded CI box can stall a
+# namespace's first connection past the production default (50 ms), and a slow answer is
+# "blocked cannot be told from down", not what these tests are about
+PROBE_TIMEOUT_MS = 1000
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -135,7 +140,7 @@ class WatcherProcess:
 
 
 def test_every_breach_is_caught_by_the_right_check_and_recovers(topology: Topology) -> None:
-    config = topology.config()
+    config = topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS)
     assert "error" not in apply_in(topology, config)
     watcher = WatcherProcess(topology, config.model_dump_json())
     try:
@@ -186,7 +191,7 @@ def test_every_breach_is_caught_by_the_right_check_and_recovers(topology: Topolo
 def test_the_workstation_agent_enforces_and_watches(topology: Topology, tmp_path: Path) -> None:
     """`floor-agent workstation` itself (no collector needed: events wait in its spool):
     loads the ruleset at start, verifies, reports a tether breach, stops on SIGTERM."""
-    config = topology.config()
+    config = topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS)
     topology.flush_ruleset()  # nothing loaded before the agent starts
     state = tmp_path / "state"
     workstation = {"role": "workstation",
