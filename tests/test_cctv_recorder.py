@@ -198,3 +198,35 @@ def _segments(state: Path) -> list[dict[str, Any]]:
         return [e["data"] for e in _events(state) if e["kind"] == "cctv.segment"]
     except sqlite3.OperationalError:
         return []
+
+
+def test_an_mjpeg_camera_is_recorded_through_opencv(tmp_path: Path) -> None:
+    """USB and MJPEG cameras give decoded frames only: the one re-encoding exception, through
+    OpenCV, into the same chained segments, with the same motion analysis."""
+    import cv2
+
+    from floor_agent.cctv.recorder import uses_opencv
+
+    path = tmp_path / "usb-camera.avi"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (256, 144))
+    script = Script(8.0, (MovingObject("worker", 2.0, 6.0, (-0.1, 0.55), (1.1, 0.45)),))
+    for frame in Scene(256, 144, FPS, seed=3).frames(script):
+        out.write(cv2.cvtColor(frame.grey, cv2.COLOR_GRAY2BGR))
+    out.release()
+    assert uses_opencv(str(path)) and uses_opencv("v4l2:///dev/video0")
+    assert not uses_opencv("rtsp://10.0.0.5/stream1")
+    config = section(tmp_path / "footage", str(path))
+    config.storage_dir.mkdir()
+    events: list[tuple[str, dict[str, Any]]] = []
+    with SegmentIndex.in_storage(config.storage_dir) as index:
+        recorder = CameraRecorder(config.cameras[0], config, index,
+                                  lambda kind, subject, severity="info", **data: events.append(
+                                      (kind, data)))
+        recorder.start()
+        assert recorder._thread is not None
+        recorder._thread.join(60)  # a file: played to its end
+        recorder.stop()
+    segments = [d for k, d in events if k == "cctv.segment"]
+    assert len(segments) == 4 and [s["seq"] for s in segments] == [1, 2, 3, 4]
+    assert any(k == "cctv.motion_start" for k, _ in events)
+    assert verify_storage(config).report.ok

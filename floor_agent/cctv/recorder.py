@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import cv2
@@ -26,13 +27,14 @@ import numpy as np
 from floor_agent.cctv import motion, tamper
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
-from floor_agent.cctv.segments import SegmentWriter
+from floor_agent.cctv.segments import FrameSegmentWriter, SegmentWriter
 from floor_agent.cctv.source import (
     BadInput,
     CameraOffline,
     CameraOnline,
     CameraSource,
     FrameEvent,
+    OpenCvSource,
     PacketEvent,
     SourceFinished,
     SourceSettings,
@@ -56,6 +58,16 @@ def segment_event(segment: Segment) -> dict[str, Any]:
             "motion": segment.motion}
 
 
+OPENCV_SUFFIXES = (".mjpg", ".mjpeg", ".avi")
+
+
+def uses_opencv(url: str) -> bool:
+    """USB cameras (v4l2://) and MJPEG sources give decoded frames only: read through OpenCV
+    and re-encoded (the one exception); everything else is demuxed and copied with PyAV."""
+    lowered = url.lower().split("?", 1)[0]
+    return lowered.startswith("v4l2://") or lowered.endswith(OPENCV_SUFFIXES)
+
+
 def _plain(detail: Any) -> dict[str, str]:
     """Measured values as short strings (audit data refuses floats)."""
     return {str(k): (f"{v:.3f}" if isinstance(v, float) else str(v))
@@ -77,12 +89,23 @@ class CameraRecorder:
         self.subject = f"camera {camera.camera_id}"
         last = index.last(camera.camera_id)
         seq, sha = last if last is not None else (0, GENESIS_SHA256)
-        self.writer = SegmentWriter(camera.camera_id, section.storage_dir, self._segment,
-                                    segment_seconds=section.segment_seconds, last_seq=seq,
-                                    last_sha256=sha)
-        self.source = CameraSource(camera.camera_id, camera.url, self.on_event,
-                                   detect_url=camera.detect_url,
-                                   settings=SourceSettings.of(section, camera))
+        settings = SourceSettings.of(section, camera)
+        self.section = section
+        self.opencv = uses_opencv(camera.url)
+        self.source: CameraSource | None = None
+        if self.opencv:  # the one re-encoding exception: decoded frames only (USB, MJPEG)
+            self.writer: SegmentWriter = FrameSegmentWriter(
+                camera.camera_id, section.storage_dir, self._segment,
+                segment_seconds=section.segment_seconds, last_seq=seq, last_sha256=sha)
+            self._frames = OpenCvSource(camera.camera_id, camera.url, settings)
+        else:
+            self.writer = SegmentWriter(camera.camera_id, section.storage_dir, self._segment,
+                                        segment_seconds=section.segment_seconds, last_seq=seq,
+                                        last_sha256=sha)
+            self.source = CameraSource(camera.camera_id, camera.url, self.on_event,
+                                       detect_url=camera.detect_url, settings=settings)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._motion = motion.MotionState()
         self._tamper = tamper.TamperState()
@@ -93,12 +116,56 @@ class CameraRecorder:
         self.segments = 0
 
     def start(self) -> None:
-        self.source.start()
+        if self.source is not None:
+            self.source.start()
+        else:
+            self._thread = threading.Thread(target=self._opencv_loop,
+                                            name=f"cctv-{self.camera.camera_id}", daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
-        self.source.stop()
+        self._stop.set()
+        if self.source is not None:
+            self.source.stop()
+        if self._thread is not None:
+            self._thread.join(10)
         with self._lock:
             self.writer.close()
+
+    def _opencv_loop(self) -> None:
+        """Frames from OpenCV (USB/MJPEG) into re-encoded segments and the analysis; a camera
+        that cannot be opened or ends is reported and retried with backoff (a file ends)."""
+        delay = self.section.reconnect_initial_seconds
+        offline = False
+        while not self._stop.is_set():
+            try:
+                for bgr, t, small in self._frames.frames():
+                    if offline:
+                        offline = False
+                        self.emit("cctv.camera_online", self.subject, "notice",
+                                  camera_id=self.camera.camera_id, offline_ms=0)
+                    delay = self.section.reconnect_initial_seconds
+                    with self._lock:
+                        self.writer.write_frame(bgr, t)
+                        if small is not None:
+                            self._frame(FrameEvent(small))
+                    if self._stop.is_set():
+                        return
+                with self._lock:
+                    self.writer.close()
+                if "://" not in self.camera.url:
+                    return  # a file: played to its end
+                reason = "stream ended"
+            except (ConnectionError, OSError, ValueError) as e:
+                reason = str(e)
+            if not offline:
+                offline = True
+                self.emit("cctv.camera_offline", self.subject, "critical",
+                          camera_id=self.camera.camera_id, reason=reason,
+                          since=datetime.now(UTC).isoformat())
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, self.section.reconnect_max_seconds)
 
     def healthy(self) -> bool:
         return True  # an offline camera is an alarm, not a dead agent (the source retries)
