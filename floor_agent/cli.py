@@ -355,7 +355,7 @@ def cmd_netlock_apply(args: argparse.Namespace) -> int:
     spool = Spool(audit.state_dir / "spool.db", audit.resolved_agent_id(config.role),
                   audit.spool_max_events, audit.spool_alarm_ratio)
     try:
-        enforce(config.netlock, spool.emit, source=args.config)
+        enforce(config.netlock, allowlist, spool.emit, source=args.config)
     except FirewallError as exc:  # recorded in the spool; the running ruleset is unchanged
         print(f"netlock apply: {exc}", file=sys.stderr)
         if exc.stderr:

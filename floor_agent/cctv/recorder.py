@@ -167,9 +167,6 @@ class CameraRecorder:
                 return
             delay = min(delay * 2, self.section.reconnect_max_seconds)
 
-    def healthy(self) -> bool:
-        return True  # an offline camera is an alarm, not a dead agent (the source retries)
-
     # -- events from the source --
 
     def on_event(self, event: object) -> None:

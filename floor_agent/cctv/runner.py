@@ -12,7 +12,6 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from floor_agent.audit.agent import AuditAgent
 from floor_agent.cctv import chain, retention
@@ -115,7 +114,3 @@ def verify_storage(section: CctvSection) -> VerifyResult:
         if problem.camera_id not in cameras:
             lines.append(f"  {problem.kind} {problem.path}: {problem.detail}")
     return VerifyResult(report, lines)
-
-
-def storage_of(config: CctvConfig) -> Path:
-    return config.cctv.storage_dir

@@ -16,7 +16,7 @@ from typing import Any
 from floor_agent.audit.agent import AuditAgent
 from floor_agent.config import NetlockConfig
 from floor_agent.netlock import firewall
-from floor_agent.netlock.allowlist import AllowlistError, build
+from floor_agent.netlock.allowlist import Allowlist, AllowlistError, build
 from floor_agent.netlock.watch import SUBJECT, Emit, NetlockWatcher
 
 log = logging.getLogger(__name__)
@@ -26,13 +26,14 @@ class NetlockStartError(RuntimeError):
     """netlock cannot start; the message names the config entry."""
 
 
-def enforce(config: NetlockConfig, emit: Emit, *,
+def enforce(config: NetlockConfig, allowlist: Allowlist, emit: Emit, *,
             source: str | os.PathLike[str] | None = None) -> firewall.ApplyResult:
     """Load the ruleset and record it (`net.enforced`); on failure record why
     (`net.enforce_failed`, critical) and raise the FirewallError. Shared by the agent's start
-    and `floor-agent netlock apply`."""
+    and `floor-agent netlock apply`, both of which have built the allowlist already (its host
+    names are resolved once)."""
     try:
-        result = firewall.apply(config, source=source)
+        result = firewall.apply(config, allowlist, source=source)
     except firewall.FirewallError as e:
         emit("net.enforce_failed", SUBJECT, "critical", error=str(e), where=e.where,
              stderr=e.stderr[-2000:], table=config.table)
@@ -57,7 +58,7 @@ def start_netlock(config: NetlockConfig, agent: AuditAgent, shutdown: threading.
         raise NetlockStartError(str(e)) from None
     if config.enforce:
         try:
-            enforce(config, agent.emit, source=source)
+            enforce(config, allowlist, agent.emit, source=source)
         except firewall.FirewallError as e:  # recorded; the checks will show what is open
             log.error("netlock could not load its ruleset: %s", e)
     watcher = NetlockWatcher(config, allowlist, agent.emit)
