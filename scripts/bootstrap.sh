@@ -14,14 +14,18 @@ cd "$(dirname "$0")/.."
 # resolver inside a test namespace); pcscd, libpcsclite-dev (pyscard builds against it) and
 # vsmartcard-vpcd (a virtual smart-card reader a test's card thread plugs into) for access;
 # GStreamer's RTSP server and plugins (a real RTSP camera in the tests), ffmpeg and
-# openssh-server (a real sshd on loopback for the SFTP offload tests) for cctv.
+# openssh-server (a real sshd on loopback for the SFTP offload tests) for cctv; chromium
+# (the dashboard's browser tests drive Debian's build, never a downloaded one), the Pango
+# libraries and a font WeasyPrint renders the TOM report's PDF with, and poppler-utils
+# (pdftoppm turns that PDF into PNG pages in the tests).
 PACKAGES=(python3 python3-venv python3-dev gcc systemd postgresql-15 sqlite3 curl ca-certificates
           umockdev gir1.2-umockdev-1.0 python3-gi usbguard udev util-linux
           nftables iproute2 dnsmasq-base
           pcscd libpcsclite-dev vsmartcard-vpcd
           gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-good
           gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-          gstreamer1.0-tools ffmpeg openssh-server openssh-client)
+          gstreamer1.0-tools ffmpeg openssh-server openssh-client
+          chromium libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core poppler-utils)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
