@@ -31,6 +31,8 @@ DEFAULT_CONFIG = {
     "cctv": "/etc/floor-agent/cctv.yaml",
 }
 AGENT_ROLES = ("workstation", "door", "cctv")
+# Roles a token can enroll: the agents, and `retention` (sweeps report their receipts).
+ENROLLABLE_ROLES = (*AGENT_ROLES, "retention")
 
 
 def _collector_config(args: argparse.Namespace) -> CollectorConfig:
@@ -511,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="token_action", required=True)
     p = with_config(token.add_parser("create", help="print a one-time enrollment token"),
                     "collector")
-    p.add_argument("--role", required=True, choices=AGENT_ROLES)
+    p.add_argument("--role", required=True, choices=ENROLLABLE_ROLES)
     p.add_argument("--ttl", type=int, default=None, help="seconds (default from config)")
     p.set_defaults(func=cmd_collector_token)
     apikey = col_sub.add_parser("apikey", help="API keys for reading the audit trail")

@@ -178,6 +178,24 @@ class AuditClientConfig(_StrictModel):
         return self.ca_cert if self.ca_cert is not None else self.state_dir / "collector-ca.pem"
 
 
+class DashboardSettings(_StrictModel):
+    """The security staff's dashboard: session lifetimes and the failed-login lockout."""
+
+    session_hours: Annotated[StrictInt, Field(ge=1, le=24)] = 8
+    idle_minutes: Annotated[StrictInt, Field(ge=1, le=24 * 60)] = 30
+    lockout_failures: Annotated[StrictInt, Field(ge=1, le=100)] = 5
+    lockout_minutes: Annotated[StrictInt, Field(ge=1, le=24 * 60)] = 15
+    # Cookies carry Secure: the collector only serves HTTPS; off only for a test on plain HTTP.
+    secure_cookies: Annotated[bool, Field(strict=True)] = True
+
+
+class BackupSettings(_StrictModel):
+    """`collector backup`: where verified backups of the store go and how many are kept."""
+
+    directory: ConfigPath = STATE_ROOT / "backups"
+    keep: Annotated[StrictInt, Field(ge=1, le=1000)] = 14
+
+
 class CollectorSection(_StrictModel):
     """Collector listener, storage and limits."""
 
@@ -193,6 +211,8 @@ class CollectorSection(_StrictModel):
     stale_checkpoint_seconds: Annotated[StrictInt, Field(ge=60)] = 180
     token_ttl_seconds: Annotated[StrictInt, Field(ge=60)] = 86400
     ingest_processes: Annotated[StrictInt, Field(ge=0, le=16)] = 1
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
 
     @field_validator("database_url")
     @classmethod

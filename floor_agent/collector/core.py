@@ -28,7 +28,7 @@ from floor_agent.collector.store import Store
 
 log = logging.getLogger(__name__)
 
-AGENT_ROLES = ("workstation", "door", "cctv")
+AGENT_ROLES = ("workstation", "door", "cctv", "retention")
 TOKEN_PREFIX = "fa-enroll-"
 API_KEY_PREFIX = "fa-api-"
 

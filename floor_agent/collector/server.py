@@ -11,7 +11,8 @@ from collections.abc import Callable
 import uvicorn
 
 from floor_agent import service
-from floor_agent.collector import tls
+from floor_agent.audit.agent import AuditAgent
+from floor_agent.collector import self_audit, tls
 from floor_agent.collector.api import create_app
 from floor_agent.collector.core import Collector
 from floor_agent.collector.store import Store, open_store
@@ -40,7 +41,11 @@ def init(config: CollectorConfig, force_certs: bool = False) -> tls.TlsFiles:
     files = tls.TlsFiles.in_dir(section.state_dir)
     if force_certs or not files.exist():
         tls.create(files, section.server_names, force=False)
-    open_store(section.resolved_database_url()).close()
+    store = open_store(section.resolved_database_url())
+    try:
+        self_audit.ensure_registered(store, config)
+    finally:
+        store.close()
     return files
 
 
@@ -59,6 +64,10 @@ def run(config: CollectorConfig) -> int:
                   files.ca_cert.parent)
         return 2
     store, collector = open_collector(config)
+    self_audit.ensure_registered(store, config)
+    # The collector's own events (acknowledgements, logins, footage views, backups): spooled
+    # from the start, delivered over its own listener once that listens.
+    own = AuditAgent(self_audit.self_audit_config(config), self_audit.ROLE)
     stop = threading.Event()
 
     def healthy() -> bool:
@@ -70,6 +79,7 @@ def run(config: CollectorConfig) -> int:
     def on_ready() -> None:
         service.ready(f"listening on https://{section.listen_host}:{section.listen_port}")
         watchdog.start()
+        own.start()
         log.info("collector listening on https://%s:%d (store %s)", section.listen_host,
                  section.listen_port, section.resolved_database_url().split("@")[-1])
 
@@ -79,6 +89,7 @@ def run(config: CollectorConfig) -> int:
     threads = 1 + 2 * section.ingest_processes if isinstance(store, SqliteStore) else None
     app = create_app(collector, section.max_request_bytes, section.stale_checkpoint_seconds,
                      ingest_threads=threads)
+    app.state.self_audit = own
     server = NotifyingServer(uvicorn.Config(
         app, host=section.listen_host, port=section.listen_port,
         ssl_certfile=str(files.server_cert), ssl_keyfile=str(files.server_key),
@@ -94,6 +105,11 @@ def run(config: CollectorConfig) -> int:
     finally:
         stop.set()
         service.stopping()
+        if own.forwarder.alive:
+            own.stop(drain_seconds=0, reason="shutdown")
+        else:
+            own.spool.close()
+            own.client.close()
         collector.close()
         store.close()
     return 0

@@ -1,0 +1,83 @@
+"""The collector's own audit trail: what people and timers do on the collector.
+
+Acknowledging an alert, logging in to the dashboard, viewing footage, a backup or a retention
+receipt recorded on this host: each is an audit event with who and when. The collector is an
+agent like any other for this (Ed25519 key, spool, hash chain, signed checkpoints), registered
+in its own store under role "collector" and delivered over its own HTTPS endpoint, so its
+events are verified by exactly the code that verifies everyone else's.
+
+`collector run` owns the forwarder (server.run); other processes on the host
+(`collector backup`, timers) only append to the same spool with `open_writer`, and the running
+collector delivers what they wrote. SQLite's write lock keeps the chain linear across processes.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from floor_agent.audit.agent import KEY_FILE, SPOOL_FILE
+from floor_agent.audit.event import utc_timestamp
+from floor_agent.audit.keys import load_private_key, public_key_b64, write_private_key
+from floor_agent.audit.spool import Spool
+from floor_agent.collector.store import Store
+from floor_agent.collector.tls import TlsFiles
+from floor_agent.config import AuditClientConfig, CollectorConfig
+
+ROLE = "collector"
+
+
+def self_audit_config(config: CollectorConfig) -> AuditClientConfig:
+    """Audit client settings pointing the collector's own agent at its own listener."""
+    section = config.collector
+    host = section.listen_host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1" if "127.0.0.1" in section.server_names else section.server_names[0]
+    if ":" in host:
+        host = f"[{host}]"
+    return AuditClientConfig(
+        state_dir=section.state_dir / "self-audit",
+        collector_url=f"https://{host}:{section.listen_port}",
+        ca_cert=TlsFiles.in_dir(section.state_dir).ca_cert,
+        heartbeat_seconds=5,
+    )
+
+
+def agent_id(config: CollectorConfig) -> str:
+    return self_audit_config(config).resolved_agent_id(ROLE)
+
+
+def ensure_registered(store: Store, config: CollectorConfig) -> str:
+    """Create the collector's key (0600) and register it in the store; idempotent.
+
+    Refuses to go on when the store holds a different key for this id: that is either a
+    restored store from another collector or a replaced key, and an auditor must see it.
+    """
+    audit = self_audit_config(config)
+    state: Path = audit.state_dir
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key_path = state / KEY_FILE
+    if key_path.exists():
+        key = load_private_key(key_path)
+    else:
+        key = Ed25519PrivateKey.generate()
+        write_private_key(key_path, key)
+    ident = audit.resolved_agent_id(ROLE)
+    public = public_key_b64(key)
+    known = store.get_agent(ident)
+    if known is None:
+        store.add_agent(ident, ROLE, public, socket.gethostname()[:253], utc_timestamp())
+    elif known.public_key != public:
+        raise RuntimeError(f"{key_path}: the store holds another public key for {ident!r}; "
+                           f"the collector's own audit key was replaced or the store belongs "
+                           f"to another collector")
+    return ident
+
+
+def open_writer(config: CollectorConfig) -> Spool:
+    """Append-only access for other processes on the collector host (backup, timers)."""
+    audit = self_audit_config(config)
+    return Spool(audit.state_dir / SPOOL_FILE, audit.resolved_agent_id(ROLE),
+                 audit.spool_max_events, audit.spool_alarm_ratio)
