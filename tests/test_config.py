@@ -20,11 +20,14 @@ from floor_agent.config import (
     CctvSection,
     CollectorConfig,
     CollectorSection,
+    CompletionMarker,
     ConfigError,
     DoorConfig,
     NetlockConfig,
     NetlockWatch,
     OffloadConfig,
+    RetentionSection,
+    RetentionServer,
     UsbGuardConfig,
     WorkstationConfig,
     check_file,
@@ -66,7 +69,7 @@ def test_shipped_file_shows_the_defaults(role: str) -> None:
     assert load_config(CONFIG_DIR / f"{role}.yaml") == ROLE_MODELS[role]()
 
 
-@pytest.mark.parametrize("role", ["workstation", "door", "cctv"])
+@pytest.mark.parametrize("role", ["workstation", "door", "cctv", "retention"])
 def test_shipped_agent_files_list_every_option(role: str) -> None:
     data = yaml.safe_load((CONFIG_DIR / f"{role}.yaml").read_text())
     assert set(data) == set(ROLE_MODELS[role].model_fields)
@@ -78,6 +81,11 @@ def test_shipped_agent_files_list_every_option(role: str) -> None:
     if role == "cctv":
         assert set(data["cctv"]) == set(CctvSection.model_fields)
         assert set(data["cctv"]["offload"]) == set(OffloadConfig.model_fields)
+    if role == "retention":
+        assert set(data["retention"]) == set(RetentionSection.model_fields)
+        for server in data["retention"]["servers"]:
+            assert set(server) == set(RetentionServer.model_fields)
+            assert set(server["completion"]) == set(CompletionMarker.model_fields)
     if role == "door":
         assert set(data["access"]) == set(AccessConfig.model_fields)
         assert set(data["access"]["policy"]) == set(AccessPolicyConfig.model_fields)
@@ -311,7 +319,8 @@ def test_empty_file(tmp_path: Path, text: str) -> None:
     path = tmp_path / "agent.yaml"
     path.write_text(text)
     assert str(error_of(path)) == (
-        f"{path}: file is empty; expected at least 'role: <collector | workstation | door | cctv>'"
+        f"{path}: file is empty; expected at least "
+        "'role: <collector | workstation | door | cctv | retention>'"
     )
 
 
@@ -331,7 +340,8 @@ def test_top_level_not_a_mapping(tmp_path: Path, text: str, got: str) -> None:
 def test_missing_role(tmp_path: Path) -> None:
     path = write(tmp_path, "log_level: info\naudit: {}\n")
     assert str(error_of(path)) == (
-        f"{path}:1: role: missing required key; expected one of: collector, workstation, door, cctv"
+        f"{path}:1: role: missing required key; expected one of: collector, workstation, door, "
+        "cctv, retention"
     )
 
 
@@ -339,14 +349,15 @@ def test_unknown_role_suggests(tmp_path: Path) -> None:
     path = write(tmp_path, "# header\nrole: workstaton\n")
     assert str(error_of(path)) == (
         f"{path}:2: role: unknown role 'workstaton'; expected one of: collector, workstation, "
-        "door, cctv; did you mean 'workstation'?"
+        "door, cctv, retention; did you mean 'workstation'?"
     )
 
 
 def test_role_of_wrong_type(tmp_path: Path) -> None:
     path = write(tmp_path, "role: [door]\n")
     assert str(error_of(path)) == (
-        f"{path}:1: role: unknown role a list; expected one of: collector, workstation, door, cctv"
+        f"{path}:1: role: unknown role a list; expected one of: collector, workstation, door, "
+        "cctv, retention"
     )
 
 

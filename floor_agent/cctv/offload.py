@@ -19,7 +19,6 @@ Events: `cctv.offloaded` (counts per round), `cctv.offload_failed` (once per out
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import posixpath
 import stat
@@ -34,6 +33,7 @@ import paramiko
 
 from floor_agent.cctv.index import IndexError_, SegmentIndex, SegmentRecord
 from floor_agent.config import OffloadConfig
+from floor_agent.sftp import SftpConnectError, close_quietly, connect_pinned
 
 Emit = Callable[..., object]  # AuditAgent.emit(kind, subject, severity, **data)
 Progress = Callable[[SegmentRecord, int], object]  # (segment, bytes on the server so far)
@@ -135,53 +135,18 @@ class Offloader:
         if self._sftp is not None:
             return self._sftp
         c = self.config
-        client = paramiko.SSHClient()
         try:
-            client.load_host_keys(str(c.known_hosts_file))
-        except (OSError, paramiko.SSHException) as e:
-            client.close()
-            raise OffloadError(f"{self.where}: cannot read the pinned host key from "
-                               f"{c.known_hosts_file} ({getattr(e, 'strerror', None) or e})"
-                               ) from None
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        try:
-            client.connect(c.host, port=c.port, username=c.user, key_filename=str(c.key_file),
-                           look_for_keys=False, allow_agent=False, timeout=c.timeout_seconds,
-                           banner_timeout=c.timeout_seconds, auth_timeout=c.timeout_seconds,
-                           channel_timeout=c.timeout_seconds)
-            sftp = client.open_sftp()
-            sftp.get_channel().settimeout(c.timeout_seconds)
-        except paramiko.BadHostKeyException as e:
-            client.close()
-            raise OffloadError(f"{self.where}: host key CHANGED: the server offered "
-                               f"{e.key.get_name()} {e.key.get_fingerprint().hex()}, not the key "
-                               f"pinned in {c.known_hosts_file}; refused") from None
-        except paramiko.AuthenticationException:
-            client.close()
-            raise OffloadError(f"{self.where}: the server refused our key ({c.key_file})") \
-                from None
-        except paramiko.SSHException as e:
-            client.close()
-            text = str(e)
-            if "not found in known_hosts" in text:
-                raise OffloadError(f"{self.where}: host key not pinned in "
-                                   f"{c.known_hosts_file}; an unknown host is refused") from None
-            raise OffloadError(f"{self.where}: SSH failed ({text})") from None
-        except (OSError, EOFError, ValueError) as e:
-            client.close()
-            raise OffloadError(f"{self.where}: cannot connect "
-                               f"({getattr(e, 'strerror', None) or e or type(e).__name__})"
-                               ) from None
+            client, sftp = connect_pinned(c.host, c.port, c.user, c.key_file,
+                                          c.known_hosts_file, c.timeout_seconds)
+        except SftpConnectError as e:
+            raise OffloadError(str(e)) from None
         self._client, self._sftp = client, sftp
         return sftp
 
     def close(self) -> None:
         sftp, client = self._sftp, self._client
         self._sftp = self._client = None
-        for thing in (sftp, client):
-            if thing is not None:
-                with contextlib.suppress(Exception):  # a dead connection may fail to close
-                    thing.close()
+        close_quietly(sftp, client)
 
     # --- one segment -----------------------------------------------------------------------------
 
