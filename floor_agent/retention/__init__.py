@@ -1,0 +1,1 @@
+"""Image retention: completed jobs lose their images over SFTP, with a signed receipt."""
