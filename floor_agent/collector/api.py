@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
@@ -30,6 +31,11 @@ from floor_agent.collector.core import Collector, EnrollError, secret_hash
 from floor_agent.collector.ingest import CHAIN_BREAKS
 from floor_agent.collector.metrics import render_metrics
 from floor_agent.collector.store import EventQuery
+from floor_agent.collector.web.acknowledge import acknowledge
+from floor_agent.collector.web.app import install as install_dashboard
+from floor_agent.collector.web.context import Dashboard, OwnAudit, utc_now
+from floor_agent.collector.web.live import Broadcaster
+from floor_agent.config import DashboardSettings
 
 log = logging.getLogger(__name__)
 bearer = HTTPBearer(auto_error=False, description="API key from `floor-agent collector apikey "
@@ -82,8 +88,14 @@ def _json(content: Any, status: int = 200) -> Response:
 
 def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
                stale_checkpoint_seconds: int = 180,
-               ingest_threads: int | None = None) -> FastAPI:
-    """The ASGI app over one Collector.
+               ingest_threads: int | None = None, *, self_audit: OwnAudit,
+               dashboard: DashboardSettings | None = None,
+               clock: Callable[[], datetime] = utc_now) -> FastAPI:
+    """The ASGI app over one Collector, with the security staff's dashboard at /.
+
+    self_audit: the collector's own audit trail (server.run gives its AuditAgent; a test may
+    give a Spool): acknowledgements, logins and footage views are recorded there, so it is
+    required. clock: the dashboard's time (session lifetimes, lockouts, heartbeat ages).
 
     ingest_threads: at most this many batches are verified and stored at once (None: as many
     as the thread pool runs). With SQLite, 1: the store takes one writer at a time and the GIL
@@ -116,6 +128,11 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
     store = collector.store
 
     app.state.store = store
+    app.state.self_audit = self_audit
+    broadcaster = Broadcaster()
+    collector.listeners.append(broadcaster.publish)
+    install_dashboard(app, Dashboard(store, dashboard or DashboardSettings(), self_audit,
+                                     broadcaster, stale_checkpoint_seconds, clock))
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:
@@ -215,8 +232,10 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
 
     @app.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"])
     def ack(alert_id: int, body: AckRequest, who: User) -> dict[str, Any]:
-        """Acknowledge an open alert with a comment; records who and when."""
-        if not store.ack_alert(alert_id, who, body.comment, now_ts()):
+        """Acknowledge an open alert with a comment; records who and when, and emits
+        `alert.acknowledged` on the collector's own audit trail."""
+        if not acknowledge(store, app.state.self_audit, alert_id, who, body.comment, now_ts(),
+                           via="api"):
             raise HTTPException(404, f"alert {alert_id}: no such open alert")
         return {"id": alert_id, "acked_by": who}
 

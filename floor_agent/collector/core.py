@@ -14,11 +14,13 @@ import secrets
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from multiprocessing import get_context
+from typing import Any
 
 from floor_agent.audit.event import AGENT_ID_RE, utc_timestamp
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
@@ -102,6 +104,9 @@ class Collector:
         self.prepare_processes = prepare_processes
         self._pool: ProcessPoolExecutor | None = None
         self._pool_guard = threading.Lock()
+        # Called after each committed batch with (agent_id, stored rows, received_at): the
+        # dashboard's live feed. A listener must be quick and must not raise into ingest.
+        self.listeners: list[Callable[[str, list[tuple[Any, ...]], str], None]] = []
 
     def _prepare(self, body: bytes, now: str) -> ingest.Prepared:
         """Parse and check a batch; in a worker process when configured.
@@ -190,6 +195,11 @@ class Collector:
                                     plan.alerts, now)
         self.counters["batch_accepted"] += 1
         self.counters["events_stored"] += len(plan.store)
+        for listener in self.listeners:
+            try:
+                listener(batch.agent_id, plan.store, now)
+            except Exception:  # the batch is stored and acknowledged whatever a viewer does
+                log.exception("ingest listener failed")
         return IngestResult(200, plan.message, plan.acked_seq, len(plan.store))
 
     def flag_stale_checkpoints(self, stale_seconds: int) -> list[str]:

@@ -88,8 +88,7 @@ def run(config: CollectorConfig) -> int:
     # PostgreSQL overlaps round trips.
     threads = 1 + 2 * section.ingest_processes if isinstance(store, SqliteStore) else None
     app = create_app(collector, section.max_request_bytes, section.stale_checkpoint_seconds,
-                     ingest_threads=threads)
-    app.state.self_audit = own
+                     ingest_threads=threads, self_audit=own, dashboard=section.dashboard)
     server = NotifyingServer(uvicorn.Config(
         app, host=section.listen_host, port=section.listen_port,
         ssl_certfile=str(files.server_cert), ssl_keyfile=str(files.server_key),

@@ -185,6 +185,72 @@ class Store(ABC):
         """The newest credential changes first: ts, actor, action, subject, version, detail."""
 
 
+    # the dashboard: users, sessions, overview state, camera snapshots, verification results
+    @abstractmethod
+    def add_user(self, username: str, role: str, password_hash: str, must_change: bool,
+                 now: str) -> bool:
+        """Create a dashboard user; False when the name is taken."""
+
+    @abstractmethod
+    def get_user(self, username: str) -> dict[str, Any] | None:
+        """username, role, password_hash, must_change, disabled, created_at, updated_at,
+        failures, locked_until."""
+
+    @abstractmethod
+    def list_users(self) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def update_user(self, username: str, now: str, **fields: Any) -> bool:
+        """Set some of role, password_hash, must_change, disabled, failures, locked_until."""
+
+    @abstractmethod
+    def add_session(self, id_hash: str, username: str, csrf: str, now: str) -> None: ...
+
+    @abstractmethod
+    def get_session(self, id_hash: str) -> dict[str, Any] | None:
+        """username, created_at, last_seen_at, csrf of a session (by the hash of its id)."""
+
+    @abstractmethod
+    def touch_session(self, id_hash: str, now: str) -> None: ...
+
+    @abstractmethod
+    def delete_session(self, id_hash: str) -> None: ...
+
+    @abstractmethod
+    def delete_sessions_of(self, username: str) -> int: ...
+
+    @abstractmethod
+    def latest_states(self, agent_id: str | None = None) -> list[dict[str, Any]]:
+        """The newest event per (agent, topic) (web/topics.py), kept at ingest."""
+
+    @abstractmethod
+    def get_alert(self, alert_id: int) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def alert_counts(self) -> dict[tuple[str | None, str], int]:
+        """(agent_id, kind) -> how many alerts ever (open or acknowledged)."""
+
+    @abstractmethod
+    def put_snapshot(self, agent_id: str, camera_id: str, jpeg: bytes, width: int, height: int,
+                     now: str) -> None:
+        """Keep a camera's latest snapshot (one per agent and camera)."""
+
+    @abstractmethod
+    def get_snapshot(self, agent_id: str, camera_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def list_snapshots(self) -> list[dict[str, Any]]:
+        """agent_id, camera_id, width, height, size, received_at (no image bytes)."""
+
+    @abstractmethod
+    def put_verification(self, agent_id: str, ok: bool, checkpoint_seq: int | None,
+                         stored_events: int, problems: list[str], by: str, now: str) -> None:
+        """Remember the last re-verification of an agent's chain (the integrity page)."""
+
+    @abstractmethod
+    def list_verifications(self) -> dict[str, dict[str, Any]]: ...
+
+
 def open_store(url: str) -> Store:
     """A store for `sqlite:///path` or `postgresql://...`; the schema is created if missing."""
     if url.startswith("sqlite:///"):

@@ -145,7 +145,59 @@ CREATE TABLE IF NOT EXISTS credential_log (
     detail TEXT COLLATE "C" NOT NULL
 );
 """
-SCHEMA = TABLES + EVENT_INDEXES + CREDENTIAL_TABLES
+# The dashboard (store_sql.DashboardSql): users, sessions (ids stored hashed), the newest
+# state event per (agent, topic) kept at ingest, camera snapshots, last verifications.
+DASHBOARD_TABLES = """
+CREATE TABLE IF NOT EXISTS users (
+    username TEXT COLLATE "C" PRIMARY KEY,
+    role TEXT COLLATE "C" NOT NULL,
+    password_hash TEXT COLLATE "C" NOT NULL,
+    must_change INTEGER NOT NULL,
+    disabled INTEGER NOT NULL,
+    created_at TEXT COLLATE "C" NOT NULL,
+    updated_at TEXT COLLATE "C" NOT NULL,
+    failures INTEGER NOT NULL,
+    locked_until TEXT COLLATE "C"
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash TEXT COLLATE "C" PRIMARY KEY,
+    username TEXT COLLATE "C" NOT NULL,
+    created_at TEXT COLLATE "C" NOT NULL,
+    last_seen_at TEXT COLLATE "C" NOT NULL,
+    csrf TEXT COLLATE "C" NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions (username);
+CREATE TABLE IF NOT EXISTS latest (
+    agent_id TEXT COLLATE "C" NOT NULL,
+    topic TEXT COLLATE "C" NOT NULL,
+    seq BIGINT NOT NULL,
+    ts TEXT COLLATE "C" NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL,
+    severity TEXT COLLATE "C" NOT NULL,
+    data TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (agent_id, topic)
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    agent_id TEXT COLLATE "C" NOT NULL,
+    camera_id TEXT COLLATE "C" NOT NULL,
+    jpeg BYTEA NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    received_at TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (agent_id, camera_id)
+);
+CREATE TABLE IF NOT EXISTS verifications (
+    agent_id TEXT COLLATE "C" PRIMARY KEY,
+    verified_at TEXT COLLATE "C" NOT NULL,
+    ok INTEGER NOT NULL,
+    checkpoint_seq BIGINT,
+    stored_events BIGINT NOT NULL,
+    problems TEXT COLLATE "C" NOT NULL,
+    by_user TEXT COLLATE "C" NOT NULL
+);
+"""
+SCHEMA = TABLES + EVENT_INDEXES + CREDENTIAL_TABLES + DASHBOARD_TABLES
 
 
 # COPY takes the columns of INSERT_EVENT, in the order event_params() gives the values.

@@ -26,6 +26,7 @@ from floor_agent.collector.store import (
     Store,
     UnknownRecord,
 )
+from floor_agent.collector.web.topics import latest_rows
 
 EVENT_COLUMNS = ("id", "agent_id", "seq", "boot_id", "ts", "kind", "severity", "subject", "data",
                  "hash", "received_at")
@@ -250,7 +251,178 @@ def _person(row: tuple[Any, ...]) -> Person:
                   frozenset(orjson.loads(row[4])))
 
 
-class SqlStore(CredentialSql, Store):
+USER_COLUMNS = ("username", "role", "password_hash", "must_change", "disabled", "created_at",
+                "updated_at", "failures", "locked_until")
+USER_FIELDS = frozenset(("role", "password_hash", "must_change", "disabled", "failures",
+                         "locked_until"))
+LATEST_COLUMNS = ("agent_id", "topic", "seq", "ts", "kind", "severity", "data")
+UPSERT_LATEST = (
+    "INSERT INTO latest (agent_id, topic, seq, ts, kind, severity, data) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id, topic) DO UPDATE SET "
+    "seq = excluded.seq, ts = excluded.ts, kind = excluded.kind, severity = excluded.severity, "
+    "data = excluded.data WHERE excluded.seq > latest.seq")
+
+
+class DashboardSql:
+    """The dashboard part of SqlStore (mixed in): users, sessions, the `latest` state table,
+    camera snapshots and the last verification per agent."""
+
+    _q: Any
+    _write: Any
+    _read: Any
+
+    def add_user(self, username: str, role: str, password_hash: str, must_change: bool,
+                 now: str) -> bool:
+        with self._write() as cur:
+            cur.execute(self._q("SELECT 1 FROM users WHERE username = ?"), (username,))
+            if cur.fetchone() is not None:
+                return False
+            cur.execute(self._q(
+                "INSERT INTO users (username, role, password_hash, must_change, disabled, "
+                "created_at, updated_at, failures) VALUES (?, ?, ?, ?, 0, ?, ?, 0)"),
+                (username, role, password_hash, int(must_change), now, now))
+            return True
+
+    def _user(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        item = dict(zip(USER_COLUMNS, row, strict=True))
+        item["must_change"] = bool(item["must_change"])
+        item["disabled"] = bool(item["disabled"])
+        item["failures"] = int(item["failures"])
+        return item
+
+    def get_user(self, username: str) -> dict[str, Any] | None:
+        with self._read() as cur:
+            cur.execute(self._q(f"SELECT {', '.join(USER_COLUMNS)} FROM users "
+                                "WHERE username = ?"), (username,))
+            row = cur.fetchone()
+        return None if row is None else self._user(row)
+
+    def list_users(self) -> list[dict[str, Any]]:
+        with self._read() as cur:
+            cur.execute(f"SELECT {', '.join(USER_COLUMNS)} FROM users ORDER BY username")
+            return [self._user(row) for row in cur.fetchall()]
+
+    def update_user(self, username: str, now: str, **fields: Any) -> bool:
+        unknown = set(fields) - USER_FIELDS
+        if unknown:
+            raise ValueError(f"update_user: unknown fields {sorted(unknown)}")
+        values = [int(v) if isinstance(v, bool) else v for v in fields.values()]
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        with self._write() as cur:
+            cur.execute(self._q(f"UPDATE users SET {sets}, updated_at = ? WHERE username = ?"),
+                        (*values, now, username))
+            return bool(cur.rowcount)
+
+    def add_session(self, id_hash: str, username: str, csrf: str, now: str) -> None:
+        with self._write() as cur:
+            cur.execute(self._q("INSERT INTO sessions (id_hash, username, created_at, "
+                                "last_seen_at, csrf) VALUES (?, ?, ?, ?, ?)"),
+                        (id_hash, username, now, now, csrf))
+
+    def get_session(self, id_hash: str) -> dict[str, Any] | None:
+        with self._read() as cur:
+            cur.execute(self._q("SELECT username, created_at, last_seen_at, csrf FROM sessions "
+                                "WHERE id_hash = ?"), (id_hash,))
+            row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip(("username", "created_at", "last_seen_at", "csrf"), row, strict=True))
+
+    def touch_session(self, id_hash: str, now: str) -> None:
+        with self._write() as cur:
+            cur.execute(self._q("UPDATE sessions SET last_seen_at = ? WHERE id_hash = ?"),
+                        (now, id_hash))
+
+    def delete_session(self, id_hash: str) -> None:
+        with self._write() as cur:
+            cur.execute(self._q("DELETE FROM sessions WHERE id_hash = ?"), (id_hash,))
+
+    def delete_sessions_of(self, username: str) -> int:
+        with self._write() as cur:
+            cur.execute(self._q("DELETE FROM sessions WHERE username = ?"), (username,))
+            return int(cur.rowcount)
+
+    def _upsert_latest(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            cur.executemany(self._q(UPSERT_LATEST), rows)
+
+    def latest_states(self, agent_id: str | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT {', '.join(LATEST_COLUMNS)} FROM latest"
+        params: tuple[Any, ...] = ()
+        if agent_id is not None:
+            sql += " WHERE agent_id = ?"
+            params = (agent_id,)
+        with self._read() as cur:
+            cur.execute(self._q(sql + " ORDER BY agent_id, topic"), params)
+            rows = cur.fetchall()
+        out = []
+        for row in rows:
+            item = dict(zip(LATEST_COLUMNS, row, strict=True))
+            item["data"] = orjson.loads(item["data"])
+            out.append(item)
+        return out
+
+    def alert_counts(self) -> dict[tuple[str | None, str], int]:
+        with self._read() as cur:
+            cur.execute("SELECT agent_id, kind, count(*) FROM alerts GROUP BY agent_id, kind")
+            return {(row[0], row[1]): int(row[2]) for row in cur.fetchall()}
+
+    def put_snapshot(self, agent_id: str, camera_id: str, jpeg: bytes, width: int, height: int,
+                     now: str) -> None:
+        with self._write() as cur:
+            cur.execute(self._q(
+                "INSERT INTO snapshots (agent_id, camera_id, jpeg, width, height, size, "
+                "received_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id, camera_id) "
+                "DO UPDATE SET jpeg = excluded.jpeg, width = excluded.width, "
+                "height = excluded.height, size = excluded.size, "
+                "received_at = excluded.received_at"),
+                (agent_id, camera_id, jpeg, width, height, len(jpeg), now))
+
+    def get_snapshot(self, agent_id: str, camera_id: str) -> dict[str, Any] | None:
+        with self._read() as cur:
+            cur.execute(self._q("SELECT jpeg, width, height, received_at FROM snapshots "
+                                "WHERE agent_id = ? AND camera_id = ?"), (agent_id, camera_id))
+            row = cur.fetchone()
+        if row is None:
+            return None
+        return {"jpeg": bytes(row[0]), "width": int(row[1]), "height": int(row[2]),
+                "received_at": row[3]}
+
+    def list_snapshots(self) -> list[dict[str, Any]]:
+        cols = ("agent_id", "camera_id", "width", "height", "size", "received_at")
+        with self._read() as cur:
+            cur.execute(f"SELECT {', '.join(cols)} FROM snapshots ORDER BY agent_id, camera_id")
+            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def put_verification(self, agent_id: str, ok: bool, checkpoint_seq: int | None,
+                         stored_events: int, problems: list[str], by: str, now: str) -> None:
+        with self._write() as cur:
+            cur.execute(self._q(
+                "INSERT INTO verifications (agent_id, verified_at, ok, checkpoint_seq, "
+                "stored_events, problems, by_user) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (agent_id) DO UPDATE SET verified_at = excluded.verified_at, "
+                "ok = excluded.ok, checkpoint_seq = excluded.checkpoint_seq, "
+                "stored_events = excluded.stored_events, problems = excluded.problems, "
+                "by_user = excluded.by_user"),
+                (agent_id, now, int(ok), checkpoint_seq, stored_events,
+                 orjson.dumps(problems).decode(), by))
+
+    def list_verifications(self) -> dict[str, dict[str, Any]]:
+        cols = ("agent_id", "verified_at", "ok", "checkpoint_seq", "stored_events", "problems",
+                "by_user")
+        with self._read() as cur:
+            cur.execute(f"SELECT {', '.join(cols)} FROM verifications")
+            rows = cur.fetchall()
+        out = {}
+        for row in rows:
+            item = dict(zip(cols, row, strict=True))
+            item["ok"] = bool(item["ok"])
+            item["problems"] = orjson.loads(item["problems"])
+            out[item["agent_id"]] = item
+        return out
+
+
+class SqlStore(DashboardSql, CredentialSql, Store):
     """Store over a DB-API connection; the dialect subclasses give connections and DDL."""
 
     placeholder = "?"
@@ -350,6 +522,7 @@ class SqlStore(CredentialSql, Store):
         # Everything that needs no database is done before the write lock: ingest threads
         # queue on that lock, so what it covers bounds the ingest rate.
         rows = self._event_rows(events) if events else None
+        latest = latest_rows(events) if events else []
         sets = ("checkpoint_seq = ?, checkpoint_hash = ?, checkpoint_ts = ?, checkpoint_sig = ?, "
                 "checkpoint_boot_id = ?, checkpoint_received_at = ?, last_seen_at = ?, "
                 "events_total = events_total + ?")
@@ -362,6 +535,7 @@ class SqlStore(CredentialSql, Store):
         with self._write() as cur:
             if rows is not None:
                 self._insert_events(cur, rows)
+                self._upsert_latest(cur, latest)
             cur.execute(self._q(f"UPDATE agents SET {sets} WHERE agent_id = ?"),
                         (*params, agent_id))
             self._upsert_alerts(cur, alerts, received_at)
@@ -543,6 +717,13 @@ class SqlStore(CredentialSql, Store):
         with self._read() as cur:
             cur.execute(self._q(sql), params)
             return [dict(zip(ALERT_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+
+    def get_alert(self, alert_id: int) -> dict[str, Any] | None:
+        with self._read() as cur:
+            cur.execute(self._q(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts WHERE id = ?"),
+                        (alert_id,))
+            row = cur.fetchone()
+        return None if row is None else dict(zip(ALERT_COLUMNS, row, strict=True))
 
     def ack_alert(self, alert_id: int, who: str, comment: str, now: str) -> bool:
         with self._write() as cur:

@@ -142,7 +142,59 @@ CREATE TABLE IF NOT EXISTS credential_log (
     detail TEXT NOT NULL
 );
 """
-SCHEMA = TABLES + EVENT_INDEXES + CREDENTIAL_TABLES
+# The dashboard (store_sql.DashboardSql): users, sessions (ids stored hashed), the newest
+# state event per (agent, topic) kept at ingest, camera snapshots, last verifications.
+DASHBOARD_TABLES = """
+CREATE TABLE IF NOT EXISTS users (
+    username TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    must_change INTEGER NOT NULL,
+    disabled INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    failures INTEGER NOT NULL,
+    locked_until TEXT
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    last_seen_at TEXT NOT NULL,
+    csrf TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions (username);
+CREATE TABLE IF NOT EXISTS latest (
+    agent_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    ts TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (agent_id, topic)
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    agent_id TEXT NOT NULL,
+    camera_id TEXT NOT NULL,
+    jpeg BLOB NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (agent_id, camera_id)
+);
+CREATE TABLE IF NOT EXISTS verifications (
+    agent_id TEXT PRIMARY KEY,
+    verified_at TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    checkpoint_seq BIGINT,
+    stored_events BIGINT NOT NULL,
+    problems TEXT NOT NULL,
+    by_user TEXT NOT NULL
+);
+"""
+SCHEMA = TABLES + EVENT_INDEXES + CREDENTIAL_TABLES + DASHBOARD_TABLES
 
 
 

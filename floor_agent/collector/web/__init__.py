@@ -1,0 +1,1 @@
+"""The security staff's dashboard, served by the collector (server-rendered, no build step)."""

@@ -1,0 +1,58 @@
+"""Mount the dashboard on the collector's FastAPI app: routes, static files, headers, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from floor_agent.collector.web import pages_auth, pages_events, pages_overview
+from floor_agent.collector.web.auth import (
+    PASSWORD_PATH,
+    Forbidden,
+    LoginRequired,
+    MustChangePassword,
+    login_url,
+    session_user,
+)
+from floor_agent.collector.web.context import DASHBOARD_DIR, Dashboard
+from floor_agent.collector.web.render import page
+
+CSP = ("default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; "
+       "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+
+
+def install(app: FastAPI, dashboard: Dashboard) -> None:
+    app.state.dashboard = dashboard
+    app.mount("/static", StaticFiles(directory=str(DASHBOARD_DIR / "static")), name="static")
+    for module in (pages_auth, pages_overview, pages_events):
+        app.include_router(module.router, include_in_schema=False)
+
+    @app.middleware("http")
+    async def security_headers(request: Request,
+                               call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        if exc.api:
+            return PlainTextResponse("not logged in", 401, headers={"Cache-Control": "no-store"})
+        return RedirectResponse(login_url(exc.next_path), 303)
+
+    @app.exception_handler(MustChangePassword)
+    async def must_change(request: Request, exc: MustChangePassword) -> Response:
+        return RedirectResponse(PASSWORD_PATH, 303)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        from fastapi.concurrency import run_in_threadpool
+
+        user = await run_in_threadpool(session_user, request)
+        return page(request, "error.html", user, 403, title="Forbidden", message=str(exc))

@@ -1,0 +1,46 @@
+"""What every dashboard route needs, in one object on app.state.dashboard."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+
+from floor_agent.collector.store import Store
+from floor_agent.collector.web.live import Broadcaster
+from floor_agent.config import DashboardSettings
+
+DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
+
+
+class OwnAudit(Protocol):
+    """The collector's own audit trail (AuditAgent or Spool): emit returns once durable."""
+
+    def emit(self, kind: str, subject: str, severity: str = "info", **data: Any) -> Any: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Dashboard:
+    store: Store
+    settings: DashboardSettings
+    own_audit: OwnAudit
+    broadcaster: Broadcaster
+    stale_seconds: int = 180
+    clock: Callable[[], datetime] = utc_now
+    templates: Jinja2Templates = field(
+        default_factory=lambda: Jinja2Templates(directory=str(DASHBOARD_DIR / "templates")))
+    # failed logins of names that do not exist, so they lock like real ones (no enumeration)
+    unknown_failures: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+
+
+def dashboard_of(request: Request) -> Dashboard:
+    return request.app.state.dashboard  # type: ignore[no-any-return]

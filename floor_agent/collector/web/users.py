@@ -1,0 +1,55 @@
+"""Dashboard users: roles, what each may do, and the lockout rule (pure)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from floor_agent.audit.event import utc_timestamp
+
+ROLES = ("viewer", "auditor", "admin")
+USERNAME_RE = re.compile(r"^[a-z][a-z0-9._-]{0,31}$")
+
+# What each role may do. viewer: the security staff on the floor (read, acknowledge);
+# auditor: reads everything, exports, re-verifies, sees the footage log, changes nothing;
+# admin: everything, plus users and the door people.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "viewer": frozenset({"read", "ack"}),
+    "auditor": frozenset({"read", "export", "verify", "footage_log"}),
+    "admin": frozenset({"read", "ack", "export", "verify", "footage_log", "users", "people"}),
+}
+
+
+def may(role: str, permission: str) -> bool:
+    return permission in PERMISSIONS.get(role, frozenset())
+
+
+def username_problem(username: str) -> str | None:
+    if not USERNAME_RE.match(username):
+        return "username: expected 1-32 of a-z 0-9 . _ - starting with a letter"
+    return None
+
+
+def role_problem(role: str) -> str | None:
+    if role not in ROLES:
+        return f"role: expected one of {', '.join(ROLES)}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Lockout:
+    failures: int
+    locked_until: str | None
+
+
+def after_failure(failures: int, now: datetime, max_failures: int, minutes: int) -> Lockout:
+    """The failure count and lock after one more failed login in a row."""
+    failures += 1
+    if failures >= max_failures:
+        return Lockout(0, utc_timestamp(now + timedelta(minutes=minutes)))
+    return Lockout(failures, None)
+
+
+def is_locked(locked_until: str | None, now: datetime) -> bool:
+    return locked_until is not None and locked_until > utc_timestamp(now)
