@@ -240,6 +240,10 @@ def plan(listing: Listing, policy: Policy, now: datetime, *, force: bool = False
             continue
         if job_entry is None or job_entry.kind != "dir" or not job_re.fullmatch(parts[1]):
             continue
+        parents = ["/".join(parts[:depth]) for depth in range(3, len(parts))]
+        if any(getattr(by_path.get(parent), "kind", None) != "dir" for parent in parents):
+            refusals.append(Refusal(path, "a folder above it was not listed as a directory"))
+            continue
         jobs.setdefault(job, []).append(entry)
 
     statuses: list[JobStatus] = []
