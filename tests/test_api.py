@@ -10,9 +10,11 @@ import httpx
 import pytest
 from batches import BatchMaker
 from collector_process import CollectorProcess
+from test_self_audit import wait_for_kind
 
 from floor_agent.audit.agent import EnrollmentError, enroll
 from floor_agent.audit.forwarder import pinned_client
+from floor_agent.collector import self_audit
 from floor_agent.collector.core import Collector
 
 
@@ -76,7 +78,8 @@ def test_event_filters_and_pagination(collector: CollectorProcess, client: httpx
         params = dict(params, limit=params.get("limit", 20))
         while True:
             page = client.get("/api/v1/events", params=params).json()
-            out += page["events"]
+            # the collector's own trail (agent.started, ...) is in the store too
+            out += [e for e in page["events"] if e["agent_id"] in makers]
             if not page["next_cursor"]:
                 return out
             params["cursor"] = page["next_cursor"]
@@ -120,6 +123,15 @@ def test_alerts_can_be_acknowledged_once_with_who_and_comment(
     assert acked["acked_by"] == "alice" and acked["ack_comment"] == "test rig"
     assert acked["acked_at"] is not None
     assert client.get("/api/v1/alerts", params={"open": "true"}).json()["alerts"] == []
+    # acknowledging is itself an audit event on the collector's own trail
+    store = collector.store()
+    try:
+        own = wait_for_kind(store, self_audit.agent_id(collector.config), "alert.acknowledged")
+    finally:
+        store.close()
+    assert own["data"]["alert_id"] == alert_id and own["data"]["who"] == "alice"
+    assert own["data"]["comment"] == "test rig" and own["data"]["alert_kind"] == "unknown_agent"
+    assert own["data"]["alert_agent"] == "ws-unknown" and own["data"]["via"] == "api"
 
 
 def test_metrics_in_prometheus_format(collector: CollectorProcess, client: httpx.Client,
@@ -128,11 +140,25 @@ def test_metrics_in_prometheus_format(collector: CollectorProcess, client: httpx
     maker = BatchMaker(tmp_path, "ws-m")
     client.post("/api/v1/enroll", json=maker.enroll_payload(collector.token()))
     maker.emit(7)
+    # the collector's own trail sends batches too: compare before and after, it adds >= 0
+    before = metric_values(client.get("/metrics").text)
     client.post("/api/v1/ingest", content=maker.body())
-    text = client.get("/metrics").text
-    assert 'floor_ingest_batches_total{result="accepted"} 1.0' in text
-    assert "floor_ingest_events_stored_total 7.0" in text
-    assert "floor_agents_enrolled 1.0" in text
+    after = metric_values(client.get("/metrics").text)
+    accepted = 'floor_ingest_batches_total{result="accepted"}'
+    assert after[accepted] - before.get(accepted, 0.0) >= 1.0
+    stored = "floor_ingest_events_stored_total"
+    assert after[stored] - before.get(stored, 0.0) >= 7.0
+    assert after["floor_agents_enrolled"] == 2.0  # ws-m and the collector itself
+
+
+def metric_values(text: str) -> dict[str, float]:
+    """Prometheus text format to {series: value}; every line must parse."""
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            values[series] = float(value)
+    return values
 
 
 def test_silent_agent_gets_a_stale_checkpoint_alert(collector: CollectorProcess,

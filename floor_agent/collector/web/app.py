@@ -8,7 +8,18 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from floor_agent.collector.web import pages_auth, pages_events, pages_overview
+from floor_agent.collector.web import (
+    pages_admin,
+    pages_alerts,
+    pages_auth,
+    pages_cameras,
+    pages_doors,
+    pages_events,
+    pages_integrity,
+    pages_overview,
+    pages_workstations,
+    snapshots_api,
+)
 from floor_agent.collector.web.auth import (
     PASSWORD_PATH,
     Forbidden,
@@ -27,8 +38,10 @@ CSP = ("default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self';
 def install(app: FastAPI, dashboard: Dashboard) -> None:
     app.state.dashboard = dashboard
     app.mount("/static", StaticFiles(directory=str(DASHBOARD_DIR / "static")), name="static")
-    for module in (pages_auth, pages_overview, pages_events):
+    for module in (pages_auth, pages_overview, pages_events, pages_alerts, pages_workstations,
+                   pages_doors, pages_cameras, pages_integrity, pages_admin):
         app.include_router(module.router, include_in_schema=False)
+    app.include_router(snapshots_api.router)
 
     @app.middleware("http")
     async def security_headers(request: Request,

@@ -1,0 +1,141 @@
+"""Cameras: status, the latest snapshot (viewing it is logged), recording gaps, motion, and the
+footage view/export log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from floor_agent.collector import self_audit
+from floor_agent.collector.store import EventQuery
+from floor_agent.collector.web import overview
+from floor_agent.collector.web.auth import User, require
+from floor_agent.collector.web.context import dashboard_of
+from floor_agent.collector.web.csv_export import csv_response
+from floor_agent.collector.web.pages_events import export_allowed
+from floor_agent.collector.web.render import csv_link, page
+from floor_agent.collector.web.tables import Cell, Table
+
+router = APIRouter()
+SCAN = 2000
+GAP_KINDS = ("cctv.camera_offline", "cctv.camera_online", "cctv.stream_lost", "cctv.stream_gap")
+MOTION_KINDS = ("cctv.motion_start", "cctv.motion_end", "cctv.tamper", "cctv.tamper_cleared")
+FOOTAGE_KINDS = ("cctv.view", "cctv.export")
+
+
+def _cameras(request: Request) -> list[overview.Camera]:
+    dash = dashboard_of(request)
+    store = dash.store
+    return overview.build(store.list_agents(), store.latest_states(),
+                          store.list_alerts(open_only=True, limit=100_000), dash.clock(),
+                          dash.stale_seconds).cameras
+
+
+@router.get("/cameras")
+def cameras(request: Request, user: Annotated[User, Depends(require("read"))],
+            format: str | None = None) -> Response:  # noqa: A002
+    dash = dashboard_of(request)
+    shots = {(s["agent_id"], s["camera_id"]): s for s in dash.store.list_snapshots()}
+    table = Table(["camera", "camera box", "state", "detail", "snapshot"], testid="cameras")
+    for c in _cameras(request):
+        shot = shots.get((c.agent_id, c.camera))
+        table.add([Cell(c.camera, link=f"/cameras/{c.agent_id}/{c.camera}"), c.agent_id,
+                   Cell(c.state, cls=c.cls, testid="camera-state"), c.detail,
+                   shot["received_at"][:19] if shot else ""],
+                  data_testid="camera-row", data_camera=c.camera, data_agent=c.agent_id)
+    if export_allowed(user, format):
+        return csv_response(table, "cameras")
+    return page(request, "list.html", user, title="Cameras", tables=[("", table)], fields=None,
+                form={}, csv_url=csv_link(request) if user.may("export") else None)
+
+
+def _of_camera(events: list[dict[str, Any]], camera: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["data"].get("camera_id") == camera]
+
+
+def _describe(e: dict[str, Any]) -> str:
+    d = {k: v for k, v in e["data"].items() if k != "camera_id"}
+    return " ".join(f"{k}={v}" for k, v in d.items())[:200]
+
+
+@router.get("/cameras/{agent_id}/{camera}")
+def camera_page(request: Request, agent_id: str, camera: str,
+                user: Annotated[User, Depends(require("read"))],
+                format: str | None = None) -> Response:  # noqa: A002
+    dash = dashboard_of(request)
+    store = dash.store
+    state = next((c for c in _cameras(request) if c.agent_id == agent_id and c.camera == camera),
+                 None)
+    events = _of_camera(store.query_events(EventQuery(agent_id=agent_id, kind_prefix="cctv.",
+                                                      limit=SCAN)).events, camera)
+    if state is None and not events and store.get_snapshot(agent_id, camera) is None:
+        return page(request, "error.html", user, 404, title="No such camera",
+                    message=f"nothing known about camera {camera!r} of {agent_id!r}")
+    gaps = Table(["time", "event", "detail"], testid="recording-gaps")
+    motion = Table(["time", "event", "detail"], testid="motion-events")
+    footage = Table(["time", "event", "who", "why", "detail"], testid="footage-log")
+    combined = Table(["time", "section", "event", "who", "detail"])
+    for e in events:
+        link = f"/events/{agent_id}/{e['seq']}"
+        if e["kind"] in GAP_KINDS:
+            gaps.add([Cell(e["ts"], link=link), e["kind"], _describe(e)], data_testid="gap-row")
+            combined.add([e["ts"], "gaps", e["kind"], "", _describe(e)])
+        elif e["kind"] in MOTION_KINDS:
+            motion.add([Cell(e["ts"], link=link), e["kind"], _describe(e)],
+                       data_testid="motion-row")
+            combined.add([e["ts"], "motion", e["kind"], "", _describe(e)])
+        elif e["kind"] in FOOTAGE_KINDS:
+            who, why = str(e["data"].get("who", "")), str(e["data"].get("why", ""))
+            footage.add([Cell(e["ts"], link=link), e["kind"], who, why, _describe(e)],
+                        data_testid="footage-row")
+            combined.add([e["ts"], "footage", e["kind"], who, _describe(e)])
+    if user.may("footage_log"):
+        own = self_audit_id(request)
+        if own:
+            views = store.query_events(EventQuery(agent_id=own, kind="footage.viewed",
+                                                  limit=SCAN)).events
+            for e in views:
+                d = e["data"]
+                if d.get("camera_id") == camera and d.get("camera_agent") == agent_id:
+                    footage.add([Cell(e["ts"], link=f"/events/{own}/{e['seq']}"), e["kind"],
+                                 str(d.get("who", "")), "dashboard snapshot",
+                                 f"snapshot of {d.get('snapshot_at', '')}"],
+                                data_testid="footage-row")
+                    combined.add([e["ts"], "footage", e["kind"], str(d.get("who", "")),
+                                  "dashboard snapshot"])
+        footage.rows.sort(key=lambda r: r.cells[0].text, reverse=True)
+    else:
+        combined.rows = [r for r in combined.rows if r.cells[1].text != "footage"]
+    if export_allowed(user, format):
+        combined.rows.sort(key=lambda r: r.cells[0].text, reverse=True)
+        return csv_response(combined, f"camera-{camera}")
+    shot = store.get_snapshot(agent_id, camera)
+    return page(request, "camera.html", user, agent_id=agent_id, camera=camera, state=state,
+                snapshot_at=shot["received_at"] if shot else None, gaps=gaps, motion=motion,
+                footage=footage if user.may("footage_log") else None,
+                csv_url=csv_link(request) if user.may("export") else None)
+
+
+def self_audit_id(request: Request) -> str | None:
+    """The collector's own agent id (its role is `collector`), where footage views go."""
+    for agent in dashboard_of(request).store.list_agents():
+        if agent["role"] == self_audit.ROLE:
+            return str(agent["agent_id"])
+    return None
+
+
+@router.get("/cameras/{agent_id}/{camera}/snapshot.jpg")
+def snapshot(request: Request, agent_id: str, camera: str,
+             user: Annotated[User, Depends(require("read"))]) -> Response:
+    dash = dashboard_of(request)
+    shot = dash.store.get_snapshot(agent_id, camera)
+    if shot is None:
+        return Response("no snapshot", 404, media_type="text/plain")
+    # footage leaves the camera box only as this picture: who looked is on the record
+    dash.own_audit.emit("footage.viewed", f"camera {camera}", "notice", who=user.username,
+                        role=user.role, camera_agent=agent_id, camera_id=camera,
+                        what="snapshot", snapshot_at=shot["received_at"])
+    return Response(shot["jpeg"], media_type="image/jpeg",
+                    headers={"Cache-Control": "no-store"})

@@ -1,0 +1,98 @@
+"""`POST /api/v1/snapshots/{camera}`: a cctv agent's latest frame of a camera, as a small JPEG.
+
+The collector keeps no footage; the dashboard shows each camera's latest picture. Requests are
+signed by the agent's enrolled key (request_auth.py, the X-Floor-Agent header, as the door
+controllers' sync), only `cctv` agents may upload, the body is image/jpeg of at most 512 KiB
+and must decode as a JPEG. Only the latest per (agent, camera) is kept.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import cv2
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from floor_agent.audit.event import utc_timestamp
+from floor_agent.audit.keys import KeyFileError, public_key_from_b64
+from floor_agent.collector import request_auth
+from floor_agent.collector.web.context import dashboard_of
+
+router = APIRouter(tags=["cameras"])
+MAX_BYTES = 512 * 1024
+CAMERA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CCTV_ROLE = "cctv"
+_guard = request_auth.ReplayGuard()
+
+
+def jpeg_problem(body: bytes) -> tuple[str | None, int, int]:
+    """(why the body is not a usable JPEG or None, width, height) (pure over bytes)."""
+    if not body.startswith(b"\xff\xd8\xff"):
+        return "body: not a JPEG (no SOI marker at the start)", 0, 0
+    image = cv2.imdecode(np.frombuffer(body, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return "body: the JPEG does not decode", 0, 0
+    return None, int(image.shape[1]), int(image.shape[0])
+
+
+async def _read(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BYTES):
+        raise HTTPException(413, f"snapshot larger than {MAX_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BYTES:
+            raise HTTPException(413, f"snapshot larger than {MAX_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def signed_agent(request: Request, body: bytes) -> tuple[str, str]:
+    """(agent_id, role) of a verified X-Floor-Agent request; 401 otherwise."""
+    store = dashboard_of(request).store
+    try:
+        header = request_auth.parse_header(request.headers.get(request_auth.HEADER))
+        _guard.check_fresh(header, int(time.time() * 1000))
+        agent = store.get_agent(header.agent_id)
+        if agent is None:
+            raise request_auth.RequestAuthError(f"agent {header.agent_id!r} is not enrolled")
+        try:
+            key = public_key_from_b64(agent.public_key)
+        except KeyFileError:
+            raise request_auth.RequestAuthError("the enrolled key is unusable") from None
+        raw_path = request.scope.get("raw_path")
+        target = raw_path.decode("latin-1") if raw_path else request.scope["path"]
+        if request.scope.get("query_string"):
+            target += "?" + request.scope["query_string"].decode("latin-1")
+        request_auth.verify(header, key, request.method, target, body)
+        _guard.remember(header, int(time.time() * 1000))
+    except request_auth.RequestAuthError as exc:
+        raise HTTPException(401, str(exc)) from None
+    return agent.agent_id, agent.role
+
+
+@router.post("/api/v1/snapshots/{camera}", status_code=201,
+             responses={401: {}, 403: {}, 413: {}, 415: {}, 422: {}})
+async def upload_snapshot(request: Request, camera: str) -> JSONResponse:
+    """Store a camera's latest snapshot (image/jpeg, <= 512 KiB), signed by a cctv agent."""
+    if not CAMERA_RE.match(camera):
+        raise HTTPException(422, "camera: expected 1-64 of [A-Za-z0-9._-]")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "image/jpeg":
+        raise HTTPException(415, f"content-type: expected image/jpeg, got {content_type!r}")
+    body = await _read(request)
+    agent_id, role = signed_agent(request, body)
+    if role != CCTV_ROLE:
+        raise HTTPException(403, f"agent {agent_id!r} has role {role!r}; only cctv agents "
+                                 f"upload snapshots")
+    problem, width, height = jpeg_problem(body)
+    if problem:
+        raise HTTPException(422, problem)
+    now = utc_timestamp()
+    dashboard_of(request).store.put_snapshot(agent_id, camera, body, width, height, now)
+    return JSONResponse({"agent_id": agent_id, "camera": camera, "width": width,
+                         "height": height, "received_at": now}, 201)

@@ -1,0 +1,125 @@
+"""`floor-agent collector user create|list|disable|enable|reset`: the first admin and recovery.
+
+There is no default user: `user create --role admin` prints a one-time password, once.
+Changes are recorded on the collector's own audit trail through its spool (delivered by the
+running collector), like any other change made on the collector host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from floor_agent.audit.event import utc_timestamp
+from floor_agent.collector import self_audit
+from floor_agent.collector.store import open_store
+from floor_agent.collector.web import user_admin
+from floor_agent.collector.web.users import ROLES
+from floor_agent.config import CollectorConfig, load_config
+
+DEFAULT_CONFIG = Path("/etc/floor-agent/collector.yaml")
+CLI_ACTOR = "cli"
+
+
+def _run(args: argparse.Namespace,
+         action: Callable[[argparse.Namespace, object, object, str], int]) -> int:
+    config = load_config(args.config, "collector")
+    assert isinstance(config, CollectorConfig)
+    store = open_store(config.collector.resolved_database_url())
+    try:
+        self_audit.ensure_registered(store, config)
+        own = self_audit.open_writer(config)
+        try:
+            return action(args, store, own, utc_timestamp())
+        except user_admin.UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            own.close()
+    finally:
+        store.close()
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
+        secret = user_admin.create(store, own, args.username, args.role,  # type: ignore[arg-type]
+                                   CLI_ACTOR, now)
+        print(f"created {args.role} {args.username}; one-time password (shown once, must be "
+              f"changed at first login):")
+        print(secret)
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
+        secret = user_admin.reset(store, own, args.username, CLI_ACTOR, now)  # type: ignore[arg-type]
+        print(f"reset {args.username}; one-time password (shown once):")
+        print(secret)
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_disable(args: argparse.Namespace) -> int:
+    def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
+        user_admin.set_disabled(store, own, args.username, True, CLI_ACTOR,  # type: ignore[arg-type]
+                                now)
+        print(f"disabled {args.username}; their sessions ended")
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_enable(args: argparse.Namespace) -> int:
+    def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
+        user_admin.set_disabled(store, own, args.username, False, CLI_ACTOR,  # type: ignore[arg-type]
+                                now)
+        print(f"enabled {args.username}")
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
+        users = store.list_users()  # type: ignore[attr-defined]
+        print(f"{'username':<24} {'role':<8} {'state':<10} created")
+        for user in users:
+            state = "disabled" if user["disabled"] else (
+                "must-change" if user["must_change"] else "active")
+            if user["locked_until"] and user["locked_until"] > now:
+                state = "locked"
+            print(f"{user['username']:<24} {user['role']:<8} {state:<10} {user['created_at']}")
+        return 0
+
+    return _run(args, action)
+
+
+def add_parsers(collector_subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]
+                default_config: Path = DEFAULT_CONFIG) -> None:
+    """Add `user ...` under `floor-agent collector`."""
+    user = collector_subparsers.add_parser("user", help="dashboard users")
+    actions = user.add_subparsers(dest="user_action", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", type=Path, default=default_config,
+                       help=f"YAML file (default {default_config})")
+        return p
+
+    p = with_config(actions.add_parser("create", help="create a user; prints a one-time "
+                                                      "password"))
+    p.add_argument("--username", required=True)
+    p.add_argument("--role", required=True, choices=ROLES)
+    p.set_defaults(func=cmd_create)
+    p = with_config(actions.add_parser("list", help="list users"))
+    p.set_defaults(func=cmd_list)
+    for name, func, text in (("disable", cmd_disable, "disable a user and end their sessions"),
+                             ("enable", cmd_enable, "enable a disabled user"),
+                             ("reset", cmd_reset, "new one-time password; lifts a lockout")):
+        p = with_config(actions.add_parser(name, help=text))
+        p.add_argument("--username", required=True)
+        p.set_defaults(func=func)
