@@ -164,16 +164,16 @@ def warm_up(path: str) -> None:
     import av
 
     from floor_agent.cctv import motion, tamper
+    from floor_agent.cctv.downscale import small_grey
     from floor_agent.cctv.model import SmallFrame
-    from floor_agent.cctv.source import small_size
     from floor_agent.config import MotionConfig, TamperConfig
 
     m_state, t_state = motion.MotionState(), tamper.TamperState()
     with av.open(path) as container:
         stream = container.streams.video[0]
         for i, frame in enumerate(container.decode(stream)):
-            w, h = small_size(frame.width, frame.height, 144)
-            grey = frame.reformat(width=w, height=h, format="gray").to_ndarray()
+            grey = small_grey(frame, 144)
+            frame.reformat(width=64, height=36, format="gray")  # the scaler's first use too
             small = SmallFrame("warm", i / FPS, grey)
             m_state, _ = motion.step(m_state, small, MotionConfig(),
                                      motion.mask_for([], grey.shape))
@@ -287,9 +287,9 @@ def child_stages(path: str, analysis_fps: float, storage: str) -> dict[str, Any]
     import av
 
     from floor_agent.cctv import motion, tamper
+    from floor_agent.cctv.downscale import small_grey
     from floor_agent.cctv.model import SmallFrame
     from floor_agent.cctv.segments import SegmentWriter
-    from floor_agent.cctv.source import small_size
     from floor_agent.config import MotionConfig, TamperConfig
 
     motion_config, tamper_config = MotionConfig(analysis_fps=analysis_fps), TamperConfig()
@@ -319,8 +319,7 @@ def child_stages(path: str, analysis_fps: float, storage: str) -> dict[str, Any]
         for frame in decoded:
             if t < next_t:
                 continue
-            w, h = small_size(frame.width, frame.height, motion_config.frame_height)
-            grey = frame.reformat(width=w, height=h, format="gray").to_ndarray()
+            grey = small_grey(frame, motion_config.frame_height)
             small = SmallFrame("bench", t, grey)
             next_t = t + 1.0 / analysis_fps - 1e-6
             frames += 1
