@@ -106,7 +106,7 @@ class Facts:
     site: str = ""
     collector_id: str = ""
     ca_fingerprint: str = ""
-    store: str = ""
+    store_name: str = ""
 
     def of(self, agent: str, *kinds: str) -> list[dict[str, Any]]:
         """Events of these kinds (from this agent, or ALL), newest first."""
@@ -151,7 +151,7 @@ def collect_evidence(store: Store, now: datetime, days: int = 30, *, site: str =
                      collector_id: str = "", ca_fingerprint: str = "",
                      store_name: str = "") -> TomEvidence:
     return evaluate(gather(store, now, days, site=site, collector_id=collector_id,
-                           ca_fingerprint=ca_fingerprint, store=store_name))
+                           ca_fingerprint=ca_fingerprint, store_name=store_name))
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -182,6 +182,10 @@ def age_text(delta: timedelta | None) -> str:
 
 def count(events: list[Any]) -> str:
     return f"≥ {CAP}" if len(events) >= CAP else str(len(events))
+
+
+def _bytes(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "-"
 
 
 def verdict_of(statuses: Iterable[str]) -> str:
@@ -424,14 +428,14 @@ def image_retention(facts: Facts) -> Measure:
             (when(event["ts"]), server, str(data.get("root", "")), kind,
              ", ".join(map(str, jobs[:12])) + (" ..." if len(jobs) > 12 else ""),
              str(data.get("file_count", data.get("count", "-"))),
-             str(data.get("total_bytes", "-")),
+             _bytes(data.get("total_bytes")),
              str(data.get("file_list_sha256", ""))[:16] or "-"), status))
     return Measure(
         "retention", 4, "Customer images: retention sweeps and their receipts",
         "Customer images are deleted from the file servers when their retention ends, and "
         "each sweep leaves a receipt (file count, bytes, a hash over the file list).",
         verdict_of(latest.values()),
-        (f"{len(latest)} servers swept, "
+        (f"{len(latest)} server(s) swept, "
          f"{sum(1 for s in latest.values() if s == OK)} clean on their latest sweep")
         if latest else "no retention sweep recorded in the period",
         ("Time", "Server", "Root", "Outcome", "Jobs (client/job codes)", "Files", "Bytes",
@@ -449,7 +453,7 @@ def backups(facts: Facts) -> Measure:
         rows.append(EvidenceRow(
             (when(event["ts"]), event["subject"], "verified" if ok else "FAILED",
              str(data.get("agents", "-")), str(data.get("events", "-")),
-             str(data.get("bytes", "-")), str(data.get("sha256", ""))[:16] or "-",
+             _bytes(data.get("bytes")), str(data.get("sha256", ""))[:16] or "-",
              str(data.get("reason", ""))[:160]), OK if ok else BAD))
     last = newest(events)
     if last is None:
@@ -536,7 +540,7 @@ def evaluate(facts: Facts) -> TomEvidence:
     """The verdicts and evidence rows of every measure (pure: facts in, report data out)."""
     measures = (workstations(facts), doors(facts), cameras(facts), image_retention(facts),
                 backups(facts), chains(facts), alerts(facts))
-    return TomEvidence(facts.site, facts.collector_id, facts.ca_fingerprint, facts.store,
+    return TomEvidence(facts.site, facts.collector_id, facts.ca_fingerprint, facts.store_name,
                        when(utc_timestamp(facts.since)), when(utc_timestamp(facts.now)),
                        facts.now.strftime("%Y-%m-%d %H:%M:%S UTC"), measures)
 
