@@ -385,7 +385,7 @@ def backup(config: CollectorConfig, now: datetime | None = None) -> BackupResult
     """Copy, verify, write the manifest, prune, and record the outcome as an audit event."""
     try:
         result = _backup(config, now or datetime.now(UTC))
-    except BackupError as exc:
+    except (BackupError, StoreError, OSError, sqlite3.Error) as exc:
         result = BackupResult(False, None, None, reason=str(exc))
     _record(config, "collector.backup", result.path.name if result.path else "backup",
             result.ok, store=store_kind(config.collector.resolved_database_url()),
@@ -497,8 +497,10 @@ def restore(config: CollectorConfig, backup_file: Path, force: bool = False) -> 
     result = RestoreResult(False, False, backup_file, redact_url(url))
     try:
         _restore(config, url, backup_file, force, result)
-    except BackupError as exc:
+    except (BackupError, StoreError) as exc:
         result.ok, result.refused, result.reason = False, True, str(exc)
+    except (OSError, sqlite3.Error) as exc:
+        result.ok, result.reason = False, f"{type(exc).__name__}: {exc}"
     _record(config, "collector.restore", backup_file.name, result.ok, refused=result.refused,
             target=result.target, agents=result.agents, events=result.events,
             forced=force, reason=result.reason)

@@ -31,10 +31,13 @@ def _write(path: Path, data: bytes) -> str:
 
 
 def who() -> str:
+    """The OS user, and who ran sudo when it was sudo: the person an auditor asks."""
     try:
-        return getpass.getuser()
+        user = getpass.getuser()
     except (KeyError, OSError):
-        return f"uid {os.getuid()}"
+        user = f"uid {os.getuid()}"
+    sudo = os.environ.get("SUDO_USER")
+    return f"{user} (sudo by {sudo})" if sudo and sudo != user else user
 
 
 def generate(config: CollectorConfig, out: Path, pdf: Path | None, days: int,
