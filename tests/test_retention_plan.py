@@ -158,12 +158,13 @@ layouts = st.builds(
         Entry(f"{client}/{code}/.done", marker, 0, ago(marker_age)),
         *[Entry(f"{client}/{code}/{name}", kind, 7, ago(1), target)
           for name, kind, target in files]],
-    st.sampled_from(["C0001", "C0002", "C9", "Mueller"]), st.sampled_from(["J0001", "J0002"]),
-    st.lists(st.sampled_from(["dir", "dir", "dir", "symlink", "file"]), min_size=2,
-             max_size=2),
-    st.sampled_from(["file", "file", "symlink", "dir"]), ages,
+    st.sampled_from(["C0001", "C0002", "C0003", "C9", "Mueller"]),
+    st.sampled_from(["J0001", "J0002", "J0003"]),
+    st.lists(st.sampled_from(["dir"] * 8 + ["symlink", "file"]), min_size=2, max_size=2),
+    st.sampled_from(["file"] * 6 + ["symlink", "dir"]), ages,
     st.lists(st.tuples(st.sampled_from(["a.jpg", "b.TIF", "sub/c.psd", "n.txt", "../d.jpg"]),
-                       kinds, targets), max_size=5))
+                       st.sampled_from(["file", "file", "file", "symlink", "other", "dir"]),
+                       targets), max_size=5))
 
 
 @settings(max_examples=400, deadline=None)
@@ -180,21 +181,22 @@ def test_property_nothing_outside_the_root_or_not_yet_due_is_planned(
         assert absolute(ROOT, d.path).startswith(ROOT + "/")
         entry = by_path[d.path]
         assert entry.kind == "file" and entry.error is None
-        marker = next(e for e in found if e.path == f"{d.job}/.done" and e.kind == "file")
+        marker = by_path[f"{d.job}/.done"]  # a path listed twice: the last one counts
         assert marker.kind == "file"
         assert datetime.fromtimestamp(marker.mtime, UTC) + timedelta(days=days) <= NOW
         for depth in range(1, d.path.count("/") + 1):  # no symlink on the way down
             assert by_path["/".join(d.path.split("/")[:depth])].kind == "dir"
-        PLANNED.append(d.path)
+    if p.deletions:
+        PLANNED.append(len(p.deletions))
     if p.blocked is None and not force:
         assert len(p.deletions) <= policy.max_share * max(p.total_files, 1)
 
 
-PLANNED: list[str] = []
+PLANNED: list[int] = []  # deletions per example that planned any
 
 
 def test_property_run_planned_deletions() -> None:
     """Guard against a vacuous property: the generated trees did plan deletions."""
     if not PLANNED:
         test_property_nothing_outside_the_root_or_not_yet_due_is_planned()
-    assert len(PLANNED) > 20
+    assert len(PLANNED) >= 5, PLANNED
