@@ -56,12 +56,14 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     config = section(root / "footage", str(video))
     config.storage_dir.mkdir()
     events: list[tuple[str, str, dict[str, Any]]] = []
+    snapshots: list[tuple[str, bytes]] = []
     index = SegmentIndex.in_storage(config.storage_dir)
     recorder = CameraRecorder(config.cameras[0], config, index,
                               # AuditAgent.emit's own signature: a data key named like
                               # a parameter would be a TypeError there
                               lambda kind, subject, severity="info", **data: events.append(
-                                  (kind, severity, data)))
+                                  (kind, severity, data)),
+                              snapshot_sink=lambda camera, jpeg: snapshots.append((camera, jpeg)))
     recorder.start()
     # a file plays as fast as it decodes; done when no segment came for a while
     deadline, last_count, quiet_since = time.monotonic() + 90, -1, time.monotonic()
@@ -73,7 +75,8 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         time.sleep(0.1)
     recorder.stop()
     index.close()
-    return {"config": config, "events": events, "segments": recorder.segments}
+    return {"config": config, "events": events, "segments": recorder.segments,
+            "snapshots": snapshots}
 
 
 def kinds(recorded: dict[str, Any], kind: str) -> list[dict[str, Any]]:
@@ -90,6 +93,19 @@ def test_segments_are_chained_indexed_and_reported(recorded: dict[str, Any]) -> 
     result = verify_storage(recorded["config"])
     assert result.report.ok, result.lines
     assert result.lines[0].startswith(f"cam1: intact: {len(segments)} segments checked")
+
+
+def test_a_snapshot_for_the_dashboard_every_ten_seconds(recorded: dict[str, Any]) -> None:
+    import cv2
+    import numpy as np
+
+    snapshots = recorded["snapshots"]
+    seconds = recorded["segments"] * 2  # 2 s segments
+    assert len(snapshots) == pytest.approx(seconds / 10, abs=1)
+    for camera, jpeg in snapshots:
+        assert camera == "cam1" and jpeg[:3] == b"\xff\xd8\xff"
+        picture = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert picture.shape == (144, 256, 3)  # the scene's own size: never upscaled
 
 
 def test_motion_for_the_worker_and_none_for_the_light(recorded: dict[str, Any]) -> None:

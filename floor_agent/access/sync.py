@@ -7,8 +7,8 @@ to `replace` (CredentialsCache.replace). When the collector is unreachable or an
 cache keeps the last snapshot and the doors keep deciding from it; the outage is logged once
 and recorded once (door.sync_failed), and its end too (door.sync_recovered).
 
-`SignedClient` is the agent-signed HTTP client (request_auth.py) shared with `door enroll`,
-which uploads sealed templates with it.
+`SignedClient` is the door's agent-signed HTTP client (audit/signed_client.py), shared with
+`door enroll`, which uploads sealed templates with it.
 """
 
 from __future__ import annotations
@@ -21,14 +21,11 @@ from typing import Any
 
 import httpx
 import orjson
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from floor_agent.access.model import Credentials, Template
-from floor_agent.audit.forwarder import pinned_client
-from floor_agent.audit.keys import load_private_key
+from floor_agent.audit.signed_client import AgentClient
 from floor_agent.collector import credentials as wire
-from floor_agent.collector.request_auth import HEADER, sign_header
-from floor_agent.config import AuditClientConfig, DoorConfig
+from floor_agent.config import DoorConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,35 +44,8 @@ def _detail(response: httpx.Response) -> str:
     return f"{response.status_code}: {detail}"
 
 
-class SignedClient:
-    """HTTPS to the collector (pinned CA), every request signed with the agent's key."""
-
-    def __init__(self, client: httpx.Client, key: Ed25519PrivateKey, agent_id: str) -> None:
-        self.client = client
-        self._key = key
-        self.agent_id = agent_id
-
-    def __repr__(self) -> str:
-        return f"SignedClient({self.agent_id!r}, {self.client.base_url})"
-
-    @classmethod
-    def from_config(cls, audit: AuditClientConfig, role: str = "door") -> SignedClient:
-        """The agent's key and pinned CA from its audit section (as `enroll` left them)."""
-        key = load_private_key(audit.state_dir / "agent.key")
-        client = pinned_client(audit.collector_url, audit.ca_path(),
-                               audit.request_timeout_seconds)
-        return cls(client, key, audit.resolved_agent_id(role))
-
-    def close(self) -> None:
-        self.client.close()
-
-    def request(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        """Send one signed request; raises httpx.HTTPError when the collector is unreachable."""
-        content = b"" if body is None else orjson.dumps(body)
-        request = self.client.build_request(method, path, content=content)
-        target = request.url.raw_path.decode("ascii")
-        request.headers[HEADER] = sign_header(self._key, self.agent_id, method, target, content)
-        return self.client.send(request)
+class SignedClient(AgentClient):
+    """The door controller's requests to the collector: credentials and sealed templates."""
 
     def fetch_credentials(self, since: int | None = None) -> Credentials | None:
         """The collector's snapshot, or None when `since` is still current (304)."""

@@ -28,6 +28,7 @@ from floor_agent.cctv import motion, tamper
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
 from floor_agent.cctv.segments import FrameSegmentWriter, SegmentWriter
+from floor_agent.cctv.snapshot import SNAPSHOT_SECONDS, SNAPSHOT_WIDTH, encode_jpeg
 from floor_agent.cctv.source import (
     BadInput,
     CameraOffline,
@@ -78,7 +79,8 @@ class CameraRecorder:
     """Record one camera until stopped; report what happens to it."""
 
     def __init__(self, camera: CameraConfig, section: CctvSection, index: SegmentIndex,
-                 emit: Emit, segment_done: Callable[[], None] | None = None) -> None:
+                 emit: Emit, segment_done: Callable[[], None] | None = None,
+                 snapshot_sink: Callable[[str, bytes], None] | None = None) -> None:
         # motion and tamper work on frames of ~256x144: OpenCV's thread pool costs more than it
         # saves there, for every camera of the process (bench/cctv.py)
         cv2.setNumThreads(1)
@@ -86,10 +88,14 @@ class CameraRecorder:
         self.index = index
         self.emit = emit
         self.segment_done = segment_done
+        self.snapshot_sink = snapshot_sink
         self.subject = f"camera {camera.camera_id}"
         last = index.last(camera.camera_id)
         seq, sha = last if last is not None else (0, GENESIS_SHA256)
         settings = SourceSettings.of(section, camera)
+        if snapshot_sink is not None:
+            settings = dataclasses.replace(settings, snapshot_seconds=SNAPSHOT_SECONDS)
+        self._next_snapshot_t = 0.0
         self.section = section
         self.opencv = uses_opencv(camera.url)
         self.source: CameraSource | None = None
@@ -148,7 +154,7 @@ class CameraRecorder:
                     with self._lock:
                         self.writer.write_frame(bgr, t)
                         if small is not None:
-                            self._frame(FrameEvent(small))
+                            self._frame(FrameEvent(small, self._opencv_snapshot(bgr, t)))
                     if self._stop.is_set():
                         return
                 with self._lock:
@@ -166,6 +172,16 @@ class CameraRecorder:
             if self._stop.wait(delay):
                 return
             delay = min(delay * 2, self.section.reconnect_max_seconds)
+
+    def _opencv_snapshot(self, bgr: np.ndarray, t: float) -> bytes | None:
+        if self.snapshot_sink is None or t < self._next_snapshot_t:
+            return None
+        self._next_snapshot_t = t + SNAPSHOT_SECONDS
+        h, w = bgr.shape[:2]
+        width = min(w, SNAPSHOT_WIDTH)
+        small = cv2.resize(bgr, (width, max(2, round(h * width / w))),
+                           interpolation=cv2.INTER_AREA)
+        return encode_jpeg(small)
 
     # -- events from the source --
 
@@ -212,6 +228,8 @@ class CameraRecorder:
                   stream=stream, reason=reason)
 
     def _frame(self, event: FrameEvent) -> None:
+        if event.snapshot is not None and self.snapshot_sink is not None:
+            self.snapshot_sink(self.camera.camera_id, event.snapshot)
         frame = event.frame
         grey = frame.grey
         shape = getattr(grey, "shape", None)

@@ -18,6 +18,7 @@ from floor_agent.cctv import chain, retention
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.recorder import CameraRecorder, Emit
 from floor_agent.cctv.segments import file_sha256
+from floor_agent.cctv.snapshot import SnapshotUploader
 from floor_agent.config import CctvConfig, CctvSection
 from floor_agent.service import guarded_thread
 
@@ -29,17 +30,21 @@ class RunningCctv:
     index: SegmentIndex
     recorders: dict[str, CameraRecorder]
     offloader: object | None = None
+    snapshots: SnapshotUploader | None = None
     threads: list[threading.Thread] = field(default_factory=list)
 
     def healthy(self) -> bool:
         offload_ok = self.offloader is None or bool(getattr(self.offloader, "alive", True))
-        return offload_ok and all(t.is_alive() for t in self.threads)
+        snapshots_ok = self.snapshots is None or self.snapshots.alive
+        return offload_ok and snapshots_ok and all(t.is_alive() for t in self.threads)
 
     def stop(self) -> None:
         for recorder in self.recorders.values():
             recorder.stop()
         if self.offloader is not None:
             self.offloader.stop()  # type: ignore[attr-defined]
+        if self.snapshots is not None:
+            self.snapshots.close()
         self.index.close()
 
 
@@ -62,10 +67,14 @@ def start_cctv(config: CctvConfig, agent: AuditAgent, shutdown: threading.Event)
         offloader.start()
         running.offloader = offloader
         wake = offloader.wake
+    # each camera's latest picture for the dashboard, sent as agent-signed requests
+    running.snapshots = SnapshotUploader.from_config(config.audit)
+    running.snapshots.start(shutdown)
     for camera in section.cameras:
         if camera.enabled:
             running.recorders[camera.camera_id] = CameraRecorder(
-                camera, section, index, agent.emit, segment_done=wake.set)
+                camera, section, index, agent.emit, segment_done=wake.set,
+                snapshot_sink=running.snapshots.offer)
     sweep_once(section, index, agent.emit)
 
     def sweeper(stop: threading.Event) -> None:

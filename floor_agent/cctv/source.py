@@ -42,6 +42,7 @@ import cv2
 
 from floor_agent.cctv.downscale import small_grey, small_size
 from floor_agent.cctv.model import CameraHealth, SmallFrame
+from floor_agent.cctv.snapshot import snapshot_jpeg
 
 # --------------------------------------------------------------------------- events
 
@@ -79,6 +80,7 @@ class PacketEvent:
 @dataclass(frozen=True, slots=True)
 class FrameEvent:
     frame: SmallFrame = field(repr=False)
+    snapshot: bytes | None = field(default=None, repr=False)  # JPEG, every SNAPSHOT_SECONDS
 
     @property
     def camera_id(self) -> str:
@@ -211,6 +213,7 @@ class SourceSettings:
     analysis_fps: float = 5.0
     frame_height: int = 144
     realtime_files: bool = False  # pace a file by its timestamps, as a live camera would
+    snapshot_seconds: float = 0.0  # a JPEG for the dashboard this often (0: none)
 
     @staticmethod
     def of(section: object, camera: object) -> SourceSettings:
@@ -239,6 +242,7 @@ class _Reader:
         self.t_offset = 0.0  # keeps SmallFrame.t monotonic across reconnects
         self.last_t = 0.0
         self.next_analysis_t = 0.0
+        self.next_snapshot_t = 0.0
 
     def _run(self) -> None:
         owner = self.owner
@@ -371,7 +375,15 @@ class _Reader:
                 continue
             self.next_analysis_t = t + 1.0 / owner.settings.analysis_fps - 1e-6
             self.last_t = max(self.last_t, t)
-            owner.emit(FrameEvent(SmallFrame(owner.camera_id, self.last_t, grey)))
+            snapshot = None
+            if owner.settings.snapshot_seconds > 0 and t >= self.next_snapshot_t:
+                self.next_snapshot_t = t + owner.settings.snapshot_seconds
+                try:
+                    snapshot = snapshot_jpeg(frame)
+                except (av.FFmpegError, ValueError, cv2.error) as exc:
+                    owner.emit(BadInput(owner.camera_id, self.stream,
+                                        f"snapshot not encodable: {error_reason(exc)}"))
+            owner.emit(FrameEvent(SmallFrame(owner.camera_id, self.last_t, grey), snapshot))
 
 
 class CameraSource:
