@@ -1,0 +1,335 @@
+"""The dashboard in a real browser: Debian's Chromium (Playwright) against a real collector.
+
+One collector process for the module, users made through `collector user create`, door events
+from a door controller's signed batches, and a real `floor-agent workstation` on a umockdev bus
+into which a stick is plugged while the browser watches. Screenshots of the main pages go to
+tests/artifacts/dashboard/ and to the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from browser import DESKTOP, WALL, chromium, new_context
+from collector_process import CollectorProcess
+from dashboard_fixtures import (
+    Access,
+    create_user,
+    door_controller,
+    first_login,
+    log_in,
+    screenshot,
+    send_access,
+    send_with_gap,
+    session_client,
+    usb_workstation,
+)
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from floor_agent.audit.forwarder import pinned_client
+from floor_agent.collector import self_audit
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "dashboard"
+PASSWORD = {"alice": "correct horse battery 1", "victor": "correct horse battery 2",
+            "otto": "correct horse battery 3"}
+ACCESSES = [
+    Access("P-0001", "04A1B2C3", "front", True, "granted"),
+    Access("P-0002", "04D4E5F6", "front", False, "no_access_level"),
+    Access("P-0002", "04D4E5F6", "cleanroom", True, "granted"),
+    Access("P-0003", "0411AA22", "cleanroom", False, "outside_schedule"),
+    Access("P-0002", "04D4E5F6", "store", False, "card_inactive"),
+    Access("=cmd|' /C calc'!A0", "04FFFFFF", "front", False, "unknown_card"),
+]
+WAIT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def floor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProcess]:
+    proc = CollectorProcess(tmp_path_factory.mktemp("dashboard"))
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def one_time(floor: CollectorProcess) -> dict[str, str]:
+    """alice the admin, victor the viewer, otto the auditor: their one-time passwords."""
+    return {name: create_user(floor, name, role)
+            for name, role in (("alice", "admin"), ("victor", "viewer"), ("otto", "auditor"))}
+
+
+@pytest.fixture(scope="module")
+def browser(floor: CollectorProcess) -> Iterator[Browser]:
+    with chromium(floor.files.server_cert) as launched:
+        yield launched
+
+
+def _session(browser: Browser, floor: CollectorProcess, one_time: dict[str, str], name: str,
+             **context_args: object) -> Iterator[Page]:
+    context = new_context(browser, **context_args)  # type: ignore[arg-type]
+    page = context.new_page()
+    first_login(page, floor.url, name, one_time[name], PASSWORD[name])
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def admin(browser: Browser, floor: CollectorProcess, one_time: dict[str, str]) -> Iterator[Page]:
+    yield from _session(browser, floor, one_time, "alice", downloads=True)
+
+
+@pytest.fixture(scope="module")
+def viewer(browser: Browser, floor: CollectorProcess, one_time: dict[str, str]) -> Iterator[Page]:
+    yield from _session(browser, floor, one_time, "victor")
+
+
+@pytest.fixture(scope="module")
+def doors(floor: CollectorProcess) -> list[Access]:
+    """The access log the door tests filter: one batch of a real door controller identity."""
+    send_access(floor, door_controller(floor, "door-ctl-1"), ACCESSES)
+    return ACCESSES
+
+
+def texts(page: Page, rows: str) -> list[list[str]]:
+    """The cell texts of the table rows matching `rows`."""
+    return page.eval_on_selector_all(
+        rows, "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText.trim()))")
+
+
+# --- logging in ------------------------------------------------------------------------------
+
+def test_pages_and_feeds_need_a_login(browser: Browser, floor: CollectorProcess) -> None:
+    context = new_context(browser)
+    try:
+        page = context.new_page()
+        response = page.goto(f"{floor.url}/events?kind=usb.")
+        assert response is not None and response.ok
+        assert "/login?next=" in page.url  # after the 303
+        expect(page.locator("form#login input[name=csrf_token]")).to_have_count(1)
+    finally:
+        context.close()
+    with pinned_client(floor.url, floor.ca, 15.0) as client:
+        assert client.get("/events/stream").status_code == 401
+        assert client.get("/events", params={"format": "csv"}).status_code == 401
+        assert client.get("/admin/users").status_code == 303
+
+
+def test_the_one_time_password_must_be_replaced_first(browser: Browser, floor: CollectorProcess,
+                                                      one_time: dict[str, str]) -> None:
+    context = new_context(browser)
+    try:
+        page = context.new_page()
+        log_in(page, floor.url, "otto", "not-the-password-at-all")
+        expect(page.get_by_test_id("login-error")).to_be_visible()
+        log_in(page, floor.url, "otto", one_time["otto"], next_path="/events")
+        assert page.url.endswith("/account/password"), page.url
+        page.goto(f"{floor.url}/events")  # any other page sends the user back
+        assert page.url.endswith("/account/password"), page.url
+        page.fill("input[name=current]", one_time["otto"])
+        page.fill("input[name=new]", PASSWORD["otto"])
+        page.fill("input[name=confirm]", PASSWORD["otto"])
+        with page.expect_navigation():
+            page.click("form#password button[type=submit]")
+        assert page.url.rstrip("/") == floor.url, page.url
+        expect(page.get_by_test_id("current-user")).to_contain_text("otto (auditor)")
+    finally:
+        context.close()
+    # and the one-time password is spent
+    context = new_context(browser)
+    try:
+        page = context.new_page()
+        log_in(page, floor.url, "otto", one_time["otto"])
+        expect(page.get_by_test_id("login-error")).to_be_visible()
+    finally:
+        context.close()
+
+
+# --- live: a stick plugged into a running workstation agent ----------------------------------
+
+def test_a_plugged_stick_appears_live_in_the_feed(admin: Page, floor: CollectorProcess,
+                                                  tmp_path: Path) -> None:
+    """usb.blocked raises no collector alert (ingest alerts only chain anomalies), so the live
+    event feed is what shows it; the page must not reload to show it."""
+    with usb_workstation(floor, "ws-usb-1", tmp_path / "bus") as station:
+        admin.goto(f"{floor.url}/events?kind=usb.")
+        expect(admin.get_by_test_id("live-status")).to_have_text("live", timeout=WAIT_MS)
+        admin.evaluate("window.__notReloaded = true")
+        station.plug_stick()
+        row = admin.locator('tr[data-testid=event-row][data-agent=ws-usb-1]'
+                            '[data-kind="usb.blocked"]')
+        expect(row).to_have_count(1, timeout=WAIT_MS)
+        assert admin.evaluate("window.__notReloaded === true"), "the page was reloaded"
+        assert row.get_attribute("data-severity") == "warning"
+        expect(row).to_contain_text("SanDisk")
+        result = station.stop()
+    assert result["stick_authorized"] == "0"  # and the stick stayed off
+    overview = admin.goto(f"{floor.url}/")
+    assert overview is not None and overview.status == 200
+    expect(admin.locator('tr[data-testid=workstation-row][data-agent=ws-usb-1]')).to_have_count(1)
+
+
+# --- alerts: appear without the user reloading, acknowledged with a comment ------------------
+
+def test_an_alert_appears_and_is_acknowledged(admin: Page, floor: CollectorProcess) -> None:
+    """The overview's open-alert counts follow the live stream (the page redraws itself; the
+    test does not navigate); the alert is then acknowledged on /alerts with a comment."""
+    admin.goto(f"{floor.url}/")
+    critical = admin.locator("[data-testid=alerts-by-severity] [data-severity=critical] .n")
+    before = int(critical.inner_text())
+    send_with_gap(floor, door_controller(floor, "door-ctl-gap"))
+    expect(critical).to_have_text(str(before + 1), timeout=WAIT_MS)
+    admin.goto(f"{floor.url}/alerts?state=open")
+    row = admin.locator("tr[data-testid=alert-row][data-state=open]",
+                        has_text="door-ctl-gap").first
+    alert_id = row.get_attribute("data-alert-id")
+    expect(row).to_contain_text("gap")
+    row.locator("form.ack textarea[name=comment]").fill("spool wiped by a technician; ticket 42")
+    with admin.expect_navigation():
+        row.get_by_test_id("ack-button").click()
+    done = admin.locator(f"tr[data-testid=alert-row][data-alert-id='{alert_id}']")
+    admin.goto(f"{floor.url}/alerts?state=all")
+    expect(done).to_have_attribute("data-state", "acknowledged")
+    expect(done).to_contain_text("alice")
+    expect(done).to_contain_text("ticket 42")
+    # ... and the acknowledgement is on the collector's own audit trail, with who
+    own = self_audit.agent_id(floor.config)
+    admin.goto(f"{floor.url}/events?agent={own}&kind=alert.")
+    acked = admin.locator('tr[data-testid=event-row][data-kind="alert.acknowledged"]')
+    for _ in range(40):  # delivered by the collector's own forwarder, like any agent's events
+        if acked.count():
+            break
+        admin.wait_for_timeout(500)
+        admin.reload()
+    expect(acked.first).to_contain_text("who=alice")
+    expect(acked.first).to_contain_text(f"alert_id={alert_id}")
+    expect(acked.first).to_contain_text("ticket 42")
+
+
+# --- the door log: filters and CSV -----------------------------------------------------------
+
+def test_the_door_log_filters_by_person_and_outcome(admin: Page, floor: CollectorProcess,
+                                                    doors: list[Access]) -> None:
+    admin.goto(f"{floor.url}/doors")
+    admin.fill("form#filters input[name=person]", "P-0002")
+    with admin.expect_navigation():
+        admin.click("form#filters button[type=submit]")
+    rows = texts(admin, "tr[data-testid=access-row]")
+    want = [a for a in reversed(doors) if a.person == "P-0002"]  # newest first
+    assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows] == [
+        (a.person, a.card, a.door, "granted" if a.granted else "denied", a.reason) for a in want]
+    admin.select_option("form#filters select[name=outcome]", "denied")
+    with admin.expect_navigation():
+        admin.click("form#filters button[type=submit]")
+    rows = texts(admin, "tr[data-testid=access-row]")
+    assert [(r[0], r[2], r[3]) for r in rows] == [
+        (a.person, a.door, "denied") for a in want if not a.granted]
+    assert "person=P-0002" in admin.url and "outcome=denied" in admin.url
+
+
+def test_csv_export_equals_the_filtered_table(admin: Page, floor: CollectorProcess,
+                                              doors: list[Access]) -> None:
+    admin.goto(f"{floor.url}/doors?outcome=denied")
+    shown = texts(admin, "tr[data-testid=access-row]")
+    assert len(shown) == sum(1 for a in doors if not a.granted)
+    link = admin.get_by_test_id("export-csv")
+    assert "format=csv" in (link.get_attribute("href") or "")
+    assert "outcome=denied" in (link.get_attribute("href") or "")
+    with admin.expect_download() as download:
+        link.click()
+    text = Path(download.value.path()).read_text(encoding="utf-8-sig")
+    parsed = list(csv.reader(io.StringIO(text)))
+    header = admin.eval_on_selector_all(
+        "[data-testid=access-log] thead th", "ths => ths.map(t => t.innerText.trim())")
+    assert [h.lower() for h in parsed[0]] == [h.lower() for h in header]
+    # CSV injection: a value starting with = is written with a leading '
+    assert parsed[1:] == [[("'" + c if c[:1] in "=+-@" else c) for c in row] for row in shown]
+    assert any(row[0].startswith("'=") for row in parsed[1:])
+
+
+# --- roles and CSRF --------------------------------------------------------------------------
+
+ADMIN_ONLY = ["/admin/users", "/doors/people"]
+AUDITOR_ONLY = ["/integrity", "/events?format=csv", "/doors?format=csv"]
+
+
+def test_a_viewer_gets_403_on_admin_pages_not_just_a_hidden_link(
+        viewer: Page, floor: CollectorProcess) -> None:
+    viewer.goto(f"{floor.url}/")
+    expect(viewer.locator("header nav a[href='/admin/users']")).to_have_count(0)
+    for path in ADMIN_ONLY + AUDITOR_ONLY:
+        response = viewer.goto(f"{floor.url}{path}")
+        assert response is not None and response.status == 403, path
+    with session_client(floor, viewer.context) as client:
+        for path in ADMIN_ONLY + AUDITOR_ONLY:
+            assert client.get(path).status_code == 403, path
+        assert client.get("/events").status_code == 200  # the cookie itself is good
+
+
+def test_posts_without_the_csrf_token_are_refused(admin: Page, floor: CollectorProcess) -> None:
+    send_with_gap(floor, door_controller(floor, "door-ctl-csrf"))
+    admin.goto(f"{floor.url}/alerts?state=open")
+    row = admin.locator("tr[data-testid=alert-row][data-state=open]",
+                        has_text="door-ctl-csrf").first
+    alert_id = row.get_attribute("data-alert-id")
+    with session_client(floor, admin.context) as client:
+        for path, form in ((f"/alerts/{alert_id}/ack", {"comment": "no token"}),
+                           ("/admin/users", {"username": "mallory", "role": "admin"}),
+                           ("/logout", {})):
+            for token in (None, "forged-token"):
+                data = form if token is None else {**form, "csrf_token": token}
+                answer = client.post(path, data=data)
+                assert answer.status_code == 403, (path, token, answer.status_code)
+                assert "csrf" in answer.text.lower(), answer.text[:300]
+        # nothing happened: the alert is still open, no user was made, the session still works
+        assert client.get("/alerts").status_code == 200
+    admin.goto(f"{floor.url}/alerts?state=open")
+    expect(admin.locator(f"tr[data-testid=alert-row][data-alert-id='{alert_id}']")
+           ).to_have_attribute("data-state", "open")
+    admin.goto(f"{floor.url}/admin/users")
+    expect(admin.locator("main")).not_to_contain_text("mallory")
+
+
+# --- how it looks ----------------------------------------------------------------------------
+
+PAGES = [("overview", "/"), ("events", "/events"), ("alerts", "/alerts"), ("doors", "/doors"),
+         ("cameras", "/cameras"), ("integrity", "/integrity"), ("admin-users", "/admin/users"),
+         ("workstations", "/workstations")]
+
+
+def test_main_pages_fit_1366_and_are_captured(admin: Page, floor: CollectorProcess,
+                                              doors: list[Access], tmp_path: Path) -> None:
+    admin.set_viewport_size(DESKTOP)
+    too_wide = {}
+    for name, path in PAGES:
+        response = admin.goto(f"{floor.url}{path}")
+        assert response is not None and response.status == 200, (path, response)
+        screenshot(admin, name, ARTIFACTS, tmp_path)
+        width = admin.evaluate("document.documentElement.scrollWidth")
+        if width > DESKTOP["width"]:
+            too_wide[path] = width
+    assert too_wide == {}, f"horizontal scrolling at 1366 px: {too_wide}"
+
+
+def test_wall_display_at_1920(browser: Browser, floor: CollectorProcess,
+                              one_time: dict[str, str], admin: Page, tmp_path: Path) -> None:
+    context: BrowserContext = new_context(browser, WALL)
+    try:
+        context.add_cookies(admin.context.cookies())
+        page = context.new_page()
+        response = page.goto(f"{floor.url}/?wall=1")
+        assert response is not None and response.status == 200
+        expect(page.locator("header nav")).to_have_count(0)  # no navigation on the wall
+        expect(page.get_by_test_id("workstations")).to_be_visible()
+        expect(page.get_by_test_id("live-status")).to_have_text("live", timeout=WAIT_MS)
+        screenshot(page, "wall-1920", ARTIFACTS, tmp_path)
+        assert page.evaluate("document.documentElement.scrollWidth") <= WALL["width"]
+    finally:
+        context.close()
