@@ -524,6 +524,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(col_sub.add_parser("verify", help="re-verify stored chains"), "collector")
     p.add_argument("--agent", help="only this agent")
     p.set_defaults(func=cmd_collector_verify)
+    from floor_agent.collector.backup_cli import add_parsers as add_backup_parsers
+    from floor_agent.collector.web.users_cli import add_parsers as add_user_parsers
+
+    add_user_parsers(col_sub)  # `collector user create|list|disable|enable|reset`
+    add_backup_parsers(col_sub)  # `collector backup`, `collector restore`
 
     p = sub.add_parser("enroll", help="register this agent with the collector")
     p.add_argument("--config", type=Path, required=True, help="the agent role's YAML file")
@@ -601,6 +606,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(net.add_parser("render", help="print the ruleset apply would load"),
                     "workstation")
     p.set_defaults(func=cmd_netlock_render)
+
+    from floor_agent import privacy
+    from floor_agent.report.cli import add_parsers as add_report_parsers
+    from floor_agent.retention.cli import add_parsers as add_retention_parsers
+
+    add_retention_parsers(sub)  # `retention sweep`
+    add_report_parsers(sub)  # `report tom`
+    privacy.add_parsers(sub)  # `privacy scan`
 
     p = sub.add_parser("demo", help="the floor on simulated hardware, one command")
     p.add_argument("--dir", type=Path, help="working directory (default: a fresh temp dir)")
