@@ -10,9 +10,9 @@ chains from the saved agent state.
     python bench/dashboard_data.py build  --config C.yaml --state agents.json [--events 1000000]
     python bench/dashboard_data.py report --state agents.json --url URL --ca CA [--rate 100]
 
-`report` is the "200 agents reporting": it runs until killed (SIGTERM), sending each agent's
-small batches in turn at --rate events/s overall over keep-alive HTTPS, and prints one line
-per minute of what it sent to stderr.
+`report` is the "200 agents reporting": it runs until SIGTERM, sending each agent's small
+batches in turn at --rate events/s overall over keep-alive HTTPS, prints one line per minute of
+what it sent to stderr, and on SIGTERM writes the chains' new heads back to --state.
 """
 
 from __future__ import annotations
@@ -294,9 +294,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    sent = report(load_state(args.state), args.url, args.ca, args.rate, stop)
+    agents = load_state(args.state)
+    sent = report(agents, args.url, args.ca, args.rate, stop)
     print(f"reported: {sent} events", flush=True)
-    return 0 if stop.is_set() else 1
+    if not stop.is_set():
+        return 1  # a refused batch: the saved heads would no longer match the store
+    save_state(args.state, agents)  # where the chains are now, for a later run on this store
+    return 0
 
 
 if __name__ == "__main__":

@@ -37,26 +37,11 @@ RULES = REPO / "config" / "usb-rules.conf"
 USB1 = "/sys/bus/usb/devices/usb1"
 SESSION_COOKIE = "floor_session"
 
-# `floor-agent collector user ...` as the CLI would run it; used only while cli.py does not
-# have the `user` command yet (users_cli.add_parsers is not wired in): the same module and
-# the same arguments, so nothing else changes once it is.
-_USERS_CLI = ("import argparse, sys\n"
-              "from floor_agent.collector.web import users_cli\n"
-              "parser = argparse.ArgumentParser(prog='floor-agent collector')\n"
-              "users_cli.add_parsers(parser.add_subparsers(required=True))\n"
-              "args = parser.parse_args(sys.argv[1:])\n"
-              "sys.exit(args.func(args))\n")
-
 
 def user_command(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`floor-agent collector user ARGS --config CONFIG`, through the real CLI when it has it."""
-    argv = ["user", *args, "--config", str(config)]
-    done = subprocess.run([sys.executable, "-m", "floor_agent.cli", "collector", *argv],
-                          capture_output=True, text=True, timeout=60)
-    if done.returncode == 2 and "invalid choice: 'user'" in done.stderr:
-        done = subprocess.run([sys.executable, "-c", _USERS_CLI, *argv], capture_output=True,
-                              text=True, timeout=60)
-    return done
+    """`floor-agent collector user ARGS --config CONFIG`, the real CLI in its own process."""
+    return subprocess.run([sys.executable, "-m", "floor_agent.cli", "collector", "user", *args,
+                           "--config", str(config)], capture_output=True, text=True, timeout=60)
 
 
 def create_user(collector: CollectorProcess, username: str, role: str) -> str:
