@@ -37,10 +37,13 @@ from floor_agent import service
 from floor_agent.access.door_io import DoorIoError
 from floor_agent.access.sim import ALWAYS, WAIT, DoorFloor, DoorFloorError, Finger, Holder
 from floor_agent.audit.agent import enroll
+from floor_agent.audit.event import utc_timestamp
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.cctv.scenes import Covered, MovingObject, Scene, Script
 from floor_agent.cctv.sim import RtspServer, make_scene_file
-from floor_agent.collector import core, server, tls
+from floor_agent.collector import core, self_audit, server, tls
+from floor_agent.collector.store import Store
+from floor_agent.collector.web import user_admin
 from floor_agent.config import (
     AuditClientConfig,
     CctvConfig,
@@ -59,6 +62,9 @@ DEFAULT_USB_RULES = Path(__file__).resolve().parents[1] / "config" / "usb-rules.
 PLUGS = ((STICK, "a SanDisk stick"), (PHONE_MTP, "a phone in MTP mode"))
 COLLECTOR_ON_FLOOR = ("10.77.1.10", 9443)  # the central server's address, relayed to the host
 TETHER = "usb0"
+DEMO_ADMIN = "admin"
+DEMO_CUSTOMERS = (("client_code", "customer_name"), ("C-1001", "Hochzeitsstudio Sonnenschein"),
+                  ("C-1002", "Meyer Portraitfotografie"), ("C-1003", "Alpenblick Hotels"))
 ALICE_UID = bytes.fromhex("04A224B2C35E80")
 ALICE = Holder("alice", "Alice", ALICE_UID, "always",
                (Finger("alice-1", 1, b"demo: alice right index"),))
@@ -117,6 +123,20 @@ def wait_healthy(url: str, ca: Path, proc: subprocess.Popen[bytes], seconds: flo
     raise RuntimeError(f"collector not healthy within {seconds} s")
 
 
+def dashboard_admin(store: Store, config: CollectorConfig) -> str:
+    """The dashboard's admin with a fresh one-time password (a demo run again in the same
+    directory resets it): there is no default password, not even in the demo."""
+    own = self_audit.open_writer(config)
+    try:
+        now = utc_timestamp()
+        try:
+            return user_admin.create(store, own, DEMO_ADMIN, "admin", "floor-agent demo", now)
+        except user_admin.UserError:
+            return user_admin.reset(store, own, DEMO_ADMIN, "floor-agent demo", now)
+    finally:
+        own.close()
+
+
 def door_steps(door: DoorFloor) -> list[tuple[str, Callable[[], None]]]:
     """Alice in with her card and finger, a clone of her card refused, Alice out again (so a
     demo run again in the same directory finds her outside)."""
@@ -141,6 +161,18 @@ def door_steps(door: DoorFloor) -> list[tuple[str, Callable[[], None]]]:
             print(f"demo: the door did not answer as expected: {exc}", file=sys.stderr,
                   flush=True)
 
+    def forced() -> None:
+        try:
+            assert door.relay is not None
+            door.relay.open_door()  # the lock is engaged: nobody was granted
+            event = door.wait_event("door.forced")
+            print(f"demo:   {event['kind']} ({event['severity']}): the door opened while "
+                  f"locked", flush=True)
+            door.relay.close_door()
+        except (DoorFloorError, DoorIoError) as exc:
+            print(f"demo: the door did not answer as expected: {exc}", file=sys.stderr,
+                  flush=True)
+
     return [
         ("Alice shows her card and finger at the front door's entry reader (demo-door-01)",
          lambda: show(ALICE_UID, "alice-1", 0, True, True)),
@@ -148,6 +180,7 @@ def door_steps(door: DoorFloor) -> list[tuple[str, Callable[[], None]]]:
          lambda: show(ALICE_UID, "alice-1", 0, False, False)),
         ("Alice leaves: card and finger at the exit reader",
          lambda: show(ALICE_UID, "alice-1", 1, True, True)),
+        ("someone forces the front door open: no card, the lock engaged", forced),
     ]
 
 
@@ -199,6 +232,11 @@ def main(args: argparse.Namespace) -> int:
     write_yaml(work / "collector.yaml", collector_config)
     write_yaml(work / "workstation.yaml", workstation_config)
     write_yaml(work / "cctv.yaml", cctv_config)
+    # the seed company's customer list, kept on the collector host only (0600): floor-side
+    # data carries the client codes, and `privacy scan` proves no name got into an event
+    customers = work / "customers.csv"
+    customers.write_text("".join(f"{code},{name}\n" for code, name in DEMO_CUSTOMERS))
+    customers.chmod(0o600)
 
     files = server.init(collector_config)
     store, _ = server.open_collector(collector_config)
@@ -207,6 +245,7 @@ def main(args: argparse.Namespace) -> int:
                   core.create_token(store, "cctv", 600)]
         door_token = core.create_token(store, "door", 600)
         api_key = core.create_api_key(store, "demo")
+        admin_password = dashboard_admin(store, collector_config)
     finally:
         store.close()
 
@@ -246,6 +285,9 @@ def main(args: argparse.Namespace) -> int:
                  else "already running, left running")
         print(f"""
 floor-agent demo is running (work dir {work})
+  dashboard   {url}/  user {DEMO_ADMIN}, one-time password {admin_password}
+              (set a new one at first login; the browser must trust the collector's CA
+              {files.ca_cert}, or accept its certificate once)
   collector   {url}  (CA {files.ca_cert}, {tls.fingerprint(files.ca_cert)})
   demo-ws-01  workstation agent with usb_guard on a simulated USB bus (keyboard, Wacom
               tablet); a SanDisk stick and a phone are plugged in a few seconds: both blocked;
@@ -284,6 +326,9 @@ Look at it:
        '{url}/api/v1/events?agent_id=demo-cctv-01&kind_prefix=cctv.&limit=20'
   curl -s --cacert {files.ca_cert} -H 'Authorization: Bearer {api_key}' {url}/api/v1/agents
   floor-agent collector verify --config {work / 'collector.yaml'}
+  floor-agent privacy scan --config {work / 'collector.yaml'} --customers {customers}
+  floor-agent report tom --config {work / 'collector.yaml'} --out {work / 'tom.html'} \
+       --pdf {work / 'tom.pdf'}
   API document: {url}/docs
 
 Ctrl-C stops everything.

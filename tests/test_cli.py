@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 from collector_process import CollectorProcess
 
 from floor_agent.access.sim import pcsc_readers
@@ -85,6 +88,19 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             break
     text = "".join(seen)
     assert "API key" in text and "https://127.0.0.1:" in text
+    # the dashboard's admin and its one-time password work, and must be changed first
+    found = re.search(r"dashboard\s+(https://127\.0\.0\.1:\d+)/\s+user admin, one-time "
+                      r"password (\S+)", text)
+    assert found, text
+    trust = ssl.create_default_context(cafile=tmp_path / "collector" / "tls" / "ca.pem")
+    with httpx.Client(base_url=found[1], verify=trust, timeout=10) as browser:
+        form = browser.get("/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert form.status_code == 200 and token
+        login = browser.post("/login", data={"username": "admin", "password": found[2],
+                                             "csrf_token": token[1], "next": "/"})
+        assert login.status_code == 303 and login.headers["location"].startswith(
+            "/account/password"), (login.status_code, login.headers)
     # the stick and the phone get plugged, Alice and a clone of her card at the door, a phone
     # tethers and is unplugged; the camera box records the synthetic camera all along
     for line in demo.stdout:
@@ -109,8 +125,8 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
                  if kind in ("door.granted", "door.denied")]
     assert decisions[:2] == [("door.granted", "granted", "in"),
                              ("door.denied", "clone_suspected", "in")], decisions
-    assert {"door.clone_suspected", "door.unlocked", "door.opened", "door.relocked"} <= {
-        kind for kind, _ in door}
+    assert {"door.clone_suspected", "door.unlocked", "door.opened", "door.relocked",
+            "door.forced"} <= {kind for kind, _ in door}
     assert not [kind for agent, kind, _ in rows if agent == "demo-samples"
                 and kind.startswith(("door.", "cctv."))]  # no samples stand in any more
     # the real camera box on the synthetic RTSP camera: chained segments, the worker walking
@@ -126,6 +142,12 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     cctv_verify = floor_agent("cctv", "verify", "--config", str(tmp_path / "cctv.yaml"))
     assert cctv_verify.returncode == 0 and "floor-a: intact" in cctv_verify.stdout, \
         cctv_verify.stdout + cctv_verify.stderr
+    # client codes only: no customer name of the configured list in any event of the demo
+    scan = floor_agent("privacy", "scan", "--config", str(tmp_path / "collector.yaml"),
+                       "--customers", str(tmp_path / "customers.csv"))
+    assert scan.returncode == 0, scan.stdout + scan.stderr
+    assert re.search(r"privacy scan: [1-9]\d* events, [1-9]\d* customers, 0 findings",
+                     scan.stderr), scan.stderr
     if not pcscd_before:
         assert pcsc_readers() is None  # the pcscd the demo started is stopped
     assert {"agent.started", "agent.stopped"} <= {kind for _, kind, _ in rows}
