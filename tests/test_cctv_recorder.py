@@ -195,6 +195,22 @@ def test_the_cctv_agent_records_an_rtsp_camera_and_admins_verify_and_export(
     exported = [e for e in _events(state) if e["kind"] == "cctv.export"]
     assert exported and exported[0]["data"]["why"] == "incident 42: check the door"
     assert exported[0]["data"]["who"]
+    # looking at footage on the box: the files only after the view is recorded
+    looked = _cli("cctv", "view", "cam1", "--config", str(config_path), "--from",
+                  start.isoformat(), "--to", (start + timedelta(seconds=3)).isoformat(),
+                  "--reason", "incident 42: who opened the door")
+    assert looked.returncode == 0, looked.stderr
+    files = [Path(line) for line in looked.stdout.splitlines()]
+    assert files and all(f.is_file() and f.suffix == ".mp4" for f in files)
+    viewed = [e for e in _events(state) if e["kind"] == "cctv.view"]
+    assert viewed and viewed[0]["data"]["why"] == "incident 42: who opened the door"
+    assert viewed[0]["data"]["segments"] == [s["seq"] for s in recorded_segments][
+        :len(files)]
+    nothing = _cli("cctv", "view", "cam1", "--config", str(config_path), "--from",
+                   "2020-01-01T00:00:00+00:00", "--to", "2020-01-01T00:01:00+00:00",
+                   "--reason", "curious")
+    assert nothing.returncode == 2 and "no footage" in nothing.stderr
+    assert len([e for e in _events(state) if e["kind"] == "cctv.view"]) == 1
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

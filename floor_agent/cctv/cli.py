@@ -1,4 +1,4 @@
-"""`floor-agent cctv verify` and `floor-agent cctv export`: the admin side of the recorder."""
+"""`floor-agent cctv verify`, `export` and `view`: the admin side of the recorder."""
 
 from __future__ import annotations
 
@@ -70,6 +70,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    """The segment files of a time range, after the view is recorded (who, why)."""
+    from floor_agent.audit.spool import Spool
+    from floor_agent.cctv.export import ExportError, view
+    from floor_agent.cctv.index import SegmentIndex
+
+    config = _config(args)
+    start, end = _when(args.start, "--from"), _when(args.end, "--to")
+    audit = config.audit
+    spool = Spool(audit.state_dir / "spool.db", audit.resolved_agent_id(config.role),
+                  audit.spool_max_events, audit.spool_alarm_ratio)
+    try:
+        with SegmentIndex.in_storage(config.cctv.storage_dir) as index:
+            paths = view(index, config.cctv.storage_dir, args.camera, start, end,
+                         who_runs_this(), args.reason, spool.emit)
+    except ExportError as e:
+        print(f"cctv view: {e}", file=sys.stderr)
+        return 2
+    finally:
+        spool.close()
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
 def add_parsers(cctv_sub: Any) -> None:
     p = cctv_sub.add_parser("verify", help="check every camera's segment hash chain")
     p.add_argument("--config", type=Path, default=argparse.SUPPRESS)
@@ -82,3 +106,10 @@ def add_parsers(cctv_sub: Any) -> None:
     p.add_argument("--reason", required=True, help="why (recorded with who asked)")
     p.add_argument("--out", type=Path, default=None)
     p.set_defaults(func=cmd_export)
+    p = cctv_sub.add_parser("view", help="the footage files of a time range (audited)")
+    p.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    p.add_argument("camera")
+    p.add_argument("--from", dest="start", required=True, help="ISO 8601 with time zone")
+    p.add_argument("--to", dest="end", required=True)
+    p.add_argument("--reason", required=True, help="why (recorded with who looked)")
+    p.set_defaults(func=cmd_view)

@@ -251,9 +251,22 @@ def export(index: SegmentIndex, storage_dir: Path, camera_id: str, start: dateti
     return ExportResult(out_path, proof_path, clip_sha, first, last, tuple(used), packets)
 
 
+def view(index: SegmentIndex, storage_dir: Path, camera_id: str, start: datetime,
+         end: datetime, who: str, why: str, emit: Emit) -> list[Path]:
+    """The verified segment files of a time range, handed out only after the view is recorded
+    (who, why, which segments): an admin opens them with any player on the camera box."""
+    who, why = _need(who, "who"), _need(why, "why")
+    if end <= start:
+        raise ExportError(f"--to ({end.isoformat()}) must be after --from "
+                          f"({start.isoformat()})")
+    checked, _ = _verified_sources(index, storage_dir, camera_id, start, end)
+    record_view(camera_id, [record for record, _ in checked], who, why, emit)
+    return [path for _, path in checked]
+
+
 def record_view(camera_id: str, segments: SegmentRecord | Sequence[SegmentRecord], who: str,
                 why: str, emit: Emit) -> None:
-    """Someone looked at footage (the dashboard calls this before it serves a segment)."""
+    """Someone looked at footage: recorded before any of it is handed out."""
     who = _need(who, "who")
     why = _need(why, "why")
     items = [segments] if isinstance(segments, SegmentRecord) else list(segments)
