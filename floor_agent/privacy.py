@@ -95,7 +95,8 @@ class NameMatcher:
                 self.codes.setdefault(key, []).append(customer.code)
         words = sorted(self.codes, key=len, reverse=True)
         alternatives = [r"\s+".join(re.escape(part) for part in key.split()) for key in words]
-        self.pattern = (re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)",
+        # Letters and digits make a longer word; '_' does not ("mueller_01.jpg" is flagged).
+        self.pattern = (re.compile(r"(?<![^\W_])(?:" + "|".join(alternatives) + r")(?![^\W_])",
                                    re.IGNORECASE) if alternatives else None)
 
     @staticmethod

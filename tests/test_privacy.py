@@ -48,6 +48,9 @@ def test_name_inside_a_longer_word_is_not_flagged() -> None:
     assert find_customer_names(events, CUSTOMERS) == []
     assert find_customer_names([event(3, note="anna, please")], CUSTOMERS) == [
         Finding("ws-01", 3, "data.note", "C0002")]
+    # in file names '_' separates words: a name joined by it is still the name
+    assert find_customer_names([event(4, file="C0002/J0001/anna_01.jpg")], CUSTOMERS) == [
+        Finding("ws-01", 4, "data.file", "C0002")]
 
 
 def test_subject_keys_and_punctuated_names_are_scanned() -> None:

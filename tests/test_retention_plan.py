@@ -14,6 +14,7 @@ from floor_agent.retention.plan import (
     Entry,
     Listing,
     absolute,
+    event_ref,
     file_list_sha256,
     is_plain_relative,
     link_leaves_root,
@@ -121,6 +122,16 @@ def test_file_list_hash_is_the_documented_canonical_form() -> None:
     assert file_list_sha256(files) == expected == file_list_sha256(reversed(files))
     p = plan(listing(job("C0001", "J0001", 20, "a.jpg")), policy_of(server()), NOW)
     assert p.file_list_sha256 == file_list_sha256([("C0001/J0001/a.jpg", 100)])
+
+
+def test_events_name_codes_only() -> None:
+    policy = policy_of(server())
+    assert event_ref("C0001/J0001", policy) == "C0001/J0001"
+    ref = event_ref("C0001/J0001/Mueller wedding.jpg", policy)
+    digest = hashlib.sha256(b"C0001/J0001/Mueller wedding.jpg").hexdigest()[:12]
+    assert ref == f"C0001/J0001/#{digest}"
+    assert event_ref("Mueller/J0001/a.jpg", policy).startswith("#")
+    assert event_ref("C0001/Mueller/a.jpg", policy).startswith("C0001/#")
 
 
 def test_paths_and_manifests_are_checked() -> None:

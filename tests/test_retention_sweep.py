@@ -35,7 +35,8 @@ from floor_agent.config import (
     RetentionSection,
     RetentionServer,
 )
-from floor_agent.retention.plan import file_list_sha256
+from floor_agent.privacy import Customer, find_customer_names
+from floor_agent.retention.plan import event_ref, file_list_sha256, policy_of
 from floor_agent.retention.sweep import resume_note_path, sweep_server
 
 NOW = datetime.now(UTC)
@@ -202,6 +203,10 @@ def test_dry_run_lists_and_deletes_nothing(site: Site) -> None:
 def test_sweep_removes_exactly_the_due_images_and_the_receipt_matches(site: Site) -> None:
     due_online = online_tree(site.online, site.outside)
     due_offline = offline_tree(site.offline)
+    # names that must never reach an event: a folder and a file named after the customer
+    write(site.online / "Mueller Studio" / "J0001" / "x.jpg", b"misfiled")
+    due_online["C0001/J0001/mueller_portrait.jpg"] = 3
+    write(site.online / "C0001/J0001/mueller_portrait.jpg", b"mmm")
     before = files_under(site.base)
     proc = site.run()
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -225,8 +230,11 @@ def test_sweep_removes_exactly_the_due_images_and_the_receipt_matches(site: Site
         assert data["residue_count"] == 0 and data["resumes"] is None
     refused = {e["data"]["server"]: e["data"] for e in site.events("retention.refused",
                                                                      count=2)}
+    policy = policy_of(site.config.retention.servers[0])
     left_alone = {item["path"] for item in refused["online"]["left_alone"]}
-    assert {"C0002/J0004/link.jpg", "C0002/J0004/album", "C0002/J0004/pipe.jpg"} <= left_alone
+    assert {event_ref(p, policy) for p in ("C0002/J0004/link.jpg", "C0002/J0004/album",
+                                           "C0002/J0004/pipe.jpg")} <= left_alone
+    assert refused["online"]["unexpected"] == [event_ref("Mueller Studio", policy)]
     assert any(item["path"] == "C0004/J0007" for item in refused["offline"]["left_alone"])
     started = site.events("retention.sweep_started", count=2)
     assert {e["data"]["sweep_id"] for e in started} == {
@@ -236,6 +244,15 @@ def test_sweep_removes_exactly_the_due_images_and_the_receipt_matches(site: Site
     assert again.returncode == 0, again.stderr
     latest = site.events("retention.receipt", count=4)[-2:]
     assert [e["data"]["file_count"] for e in latest] == [0, 0]
+
+    store = site.collector.store()
+    try:
+        events = store.query_events(EventQuery(agent_id=f"retention-{site.name}",
+                                               limit=1000)).events
+    finally:
+        store.close()
+    assert len(events) > 10
+    assert find_customer_names(events, [Customer("C0001", "Mueller")]) == []
 
 
 def test_share_guard_refuses_and_force_overrides(site: Site) -> None:
@@ -302,7 +319,8 @@ def test_undeletable_file_is_residue_and_alarms(site: Site) -> None:
     assert proc.returncode == 1 and "RESIDUE: 1 files" in proc.stderr
     residue = site.events("retention.residue")[-1]
     assert residue["severity"] == "critical"
-    assert residue["data"]["files"] == ["C0001/J0001/a.jpg"]
+    policy = policy_of(site.config.retention.servers[0])
+    assert residue["data"]["files"] == [event_ref("C0001/J0001/a.jpg", policy)]
     assert "the server refused (Permission denied)" in residue["data"]["errors"][0]
     receipt = site.events("retention.receipt")[-1]["data"]
     removed = {p: s for p, s in due.items() if p != "C0001/J0001/a.jpg"}

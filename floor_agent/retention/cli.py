@@ -21,6 +21,8 @@ def _summary(result: SweepResult) -> str:
     head = f"retention {result.server} (sweep {result.sweep_id})"
     if result.refused is not None:
         return f"{head}: REFUSED: {result.refused}"
+    if result.error is not None and p is None:
+        return f"{head}: FAILED: {result.error}"
     if result.error is not None:
         return (f"{head}: FAILED after removing {len(result.removed)} files: {result.error}; "
                 "run again to complete")

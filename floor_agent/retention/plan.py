@@ -125,6 +125,25 @@ def policy_of(server: RetentionServer) -> Policy:
                   max_share=server.max_share)
 
 
+def event_ref(path: str, policy: Policy) -> str:
+    """A path as it may appear in audit events: client and job codes kept, every other name
+    (file names, folders that are not codes, which might carry a customer's name) replaced
+    by "#" and the first 12 hex digits of SHA-256 over the whole relative path. `--dry-run`
+    prints the same reference next to each name, so staff on the host can find the file."""
+    parts = path.split("/")
+    shown: list[str] = []
+    for depth, part in enumerate(parts):
+        pattern = policy.client_pattern if depth == 0 else policy.job_pattern
+        if depth < 2 and re.fullmatch(pattern, part):
+            shown.append(part)
+        else:
+            break
+    if len(shown) == len(parts):
+        return path
+    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return "/".join([*shown, f"#{digest}"])
+
+
 def file_list_sha256(files: Iterable[tuple[str, int]]) -> str:
     """SHA-256 of "PATH\\tSIZE\\n" lines sorted by path (see the module docstring)."""
     digest = hashlib.sha256()

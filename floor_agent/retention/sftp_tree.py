@@ -14,7 +14,14 @@ from typing import Literal
 import paramiko
 
 from floor_agent.config import RetentionServer
-from floor_agent.retention.plan import Entry, EntryKind, Listing, absolute
+from floor_agent.retention.plan import (
+    Entry,
+    EntryKind,
+    Listing,
+    absolute,
+    event_ref,
+    policy_of,
+)
 from floor_agent.sftp import close_quietly, connect_pinned
 
 MANIFEST_MAX_BYTES = 1 << 20
@@ -29,7 +36,8 @@ class RootUnusable(Exception):
 
 
 class NotRemovable(Exception):
-    """The path is no longer a regular file, or the server refused to remove it."""
+    """The path is no longer a regular file, or the server refused to remove it; the text is
+    the reason only (the caller names the path in the form its output allows)."""
 
 
 def is_connection_loss(exc: BaseException) -> bool:
@@ -59,6 +67,7 @@ class SftpTree:
     def __init__(self, server: RetentionServer) -> None:
         self.server = server
         self.where = f"{server.user}@{server.host}:{server.port}"
+        self.policy = policy_of(server)
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
 
@@ -110,7 +119,7 @@ class SftpTree:
                 attrs = self.sftp.listdir_attr(path)
             except OSError as e:
                 if is_connection_loss(e):
-                    raise self._lost(f"listing {path}", e) from None
+                    raise self._lost(f"listing {self._dir_ref(rel_dir)}", e) from None
                 if not rel_dir:
                     raise RootUnusable(f"{self.where}: root {root} is unreadable "
                                        f"({_reason(e)})") from None
@@ -118,7 +127,7 @@ class SftpTree:
                 entries.append(Entry(rel_dir, "dir", error=f"cannot list: {_reason(e)}"))
                 continue
             except (EOFError, paramiko.SSHException) as e:
-                raise self._lost(f"listing {path}", e) from None
+                raise self._lost(f"listing {self._dir_ref(rel_dir)}", e) from None
             for attr in attrs:
                 rel = f"{rel_dir}/{attr.filename}" if rel_dir else attr.filename
                 kind = _kind(attr.st_mode or 0)
@@ -137,12 +146,15 @@ class SftpTree:
                 entries.append(entry)
         return Listing(root, tuple(entries), texts)
 
+    def _dir_ref(self, rel_dir: str) -> str:
+        return event_ref(rel_dir, self.policy) if rel_dir else self.server.root
+
     def _readlink(self, rel: str) -> str:
         try:
             return self.sftp.readlink(absolute(self.server.root, rel)) or ""
         except OSError as e:
             if is_connection_loss(e):
-                raise self._lost(f"reading the link {rel}", e) from None
+                raise self._lost(f"reading the link {event_ref(rel, self.policy)}", e) from None
             return f"<unreadable: {_reason(e)}>"
 
     def _read_text(self, rel: str) -> tuple[str | None, str | None]:
@@ -151,7 +163,7 @@ class SftpTree:
                 data = f.read(MANIFEST_MAX_BYTES + 1)
         except OSError as e:
             if is_connection_loss(e):
-                raise self._lost(f"reading {rel}", e) from None
+                raise self._lost(f"reading {event_ref(rel, self.policy)}", e) from None
             return None, _reason(e)
         if len(data) > MANIFEST_MAX_BYTES:
             return None, f"larger than {MANIFEST_MAX_BYTES} bytes"
@@ -166,16 +178,16 @@ class SftpTree:
         try:
             mode = self.sftp.lstat(path).st_mode or 0
             if not stat.S_ISREG(mode):
-                raise NotRemovable(f"{rel}: no longer a regular file ({_kind(mode)}), left alone")
+                raise NotRemovable(f"no longer a regular file ({_kind(mode)}), left alone")
             self.sftp.remove(path)
         except FileNotFoundError:
             return "absent"
         except OSError as e:
             if is_connection_loss(e):
-                raise self._lost(f"removing {rel}", e) from None
-            raise NotRemovable(f"{rel}: the server refused ({_reason(e)})") from None
+                raise self._lost(f"removing {event_ref(rel, self.policy)}", e) from None
+            raise NotRemovable(f"the server refused ({_reason(e)})") from None
         except (EOFError, paramiko.SSHException) as e:
-            raise self._lost(f"removing {rel}", e) from None
+            raise self._lost(f"removing {event_ref(rel, self.policy)}", e) from None
         return "removed"
 
     def present(self, rel: str) -> bool:
@@ -186,8 +198,8 @@ class SftpTree:
             return False
         except OSError as e:
             if is_connection_loss(e):
-                raise self._lost(f"re-checking {rel}", e) from None
+                raise self._lost(f"re-checking {event_ref(rel, self.policy)}", e) from None
             return True  # cannot prove it is gone: it counts as residue
         except (EOFError, paramiko.SSHException) as e:
-            raise self._lost(f"re-checking {rel}", e) from None
+            raise self._lost(f"re-checking {event_ref(rel, self.policy)}", e) from None
         return True

@@ -13,6 +13,9 @@ The audit trail an auditor follows, per server and run (all carry the same sweep
 - `retention.sweep_failed` (error): the connection failed or dropped; what was removed
   until then is in the event, and a resume note in state_dir links the next run to it.
 Dry runs print the plan and record nothing.
+
+Events name client and job codes, never file names or other folder names (which might carry
+a customer's name): those appear as `plan.event_ref` references, e.g. "C0001/J0001/#3f2a9c1e0b7d".
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from floor_agent.config import RetentionServer
-from floor_agent.retention.plan import Deletion, Plan, file_list_sha256, plan, policy_of
+from floor_agent.retention.plan import (
+    Deletion,
+    Plan,
+    Policy,
+    event_ref,
+    file_list_sha256,
+    plan,
+    policy_of,
+)
 from floor_agent.retention.sftp_tree import ConnectionLost, NotRemovable, RootUnusable, SftpTree
 from floor_agent.sftp import SftpConnectError
 
@@ -88,12 +99,14 @@ def _write_note(path: Path, sweep_id: str, p: Plan) -> None:
     os.replace(tmp, path)
 
 
-def _listed(deletions: list[Deletion]) -> list[str]:
-    return [d.path for d in deletions[:MAX_LISTED]]
+def _listed(deletions: list[Deletion], policy: Policy) -> list[str]:
+    return [event_ref(d.path, policy) for d in deletions[:MAX_LISTED]]
 
 
 def describe_plan(server: RetentionServer, p: Plan, out: TextIO) -> None:
-    """The dry-run report: what would go, what is kept and why."""
+    """The dry-run report: what would go, what is kept and why, with each path's event
+    reference (how events name it) in brackets."""
+    policy = policy_of(server)
     print(f"server {server.name} root {p.root}: {len(p.deletions)} of {p.total_files} files "
           f"would go ({p.total_bytes} bytes), file_list_sha256 {p.file_list_sha256}", file=out)
     if p.blocked:
@@ -103,11 +116,13 @@ def describe_plan(server: RetentionServer, p: Plan, out: TextIO) -> None:
         print(f"  job {job.job}: {job.state}{due}{': ' + job.reason if job.reason else ''}",
               file=out)
     for d in p.deletions:
-        print(f"  would delete {d.path} ({d.size} bytes)", file=out)
+        print(f"  would delete {d.path} ({d.size} bytes) [{event_ref(d.path, policy)}]",
+              file=out)
     for r in p.refusals:
-        print(f"  left alone {r.path}: {r.reason}", file=out)
+        print(f"  left alone {r.path} [{event_ref(r.path, policy)}]: {r.reason}", file=out)
     for path in p.unexpected:
-        print(f"  unexpected (not a client/job folder, left alone) {path}", file=out)
+        print(f"  unexpected (not a client/job folder, left alone) {path} "
+              f"[{event_ref(path, policy)}]", file=out)
 
 
 def sweep_server(server: RetentionServer, emit: Emit | None, state_dir: Path, *,
@@ -125,6 +140,7 @@ def sweep_server(server: RetentionServer, emit: Emit | None, state_dir: Path, *,
             emit(kind, subject, severity, **where, **data)
 
     tree = SftpTree(server)
+    policy = tree.policy
     try:
         try:
             tree.connect()
@@ -137,7 +153,7 @@ def sweep_server(server: RetentionServer, emit: Emit | None, state_dir: Path, *,
             result.refused = str(e)
             record("retention.refused", "error", reason=str(e))
             return result
-        p = plan(listing, policy_of(server), now or datetime.now(UTC), force=force)
+        p = plan(listing, policy, now or datetime.now(UTC), force=force)
         result.plan = p
         if dry_run:
             if out is not None:
@@ -153,9 +169,10 @@ def sweep_server(server: RetentionServer, emit: Emit | None, state_dir: Path, *,
             return result
         if p.refusals or p.unexpected:
             record("retention.refused", "warning", reason="entries left alone",
-                   left_alone=[{"path": r.path, "reason": r.reason}
+                   left_alone=[{"path": event_ref(r.path, policy), "reason": r.reason}
                                for r in p.refusals[:MAX_LISTED]],
-                   left_alone_count=len(p.refusals), unexpected=list(p.unexpected[:MAX_LISTED]),
+                   left_alone_count=len(p.refusals),
+                   unexpected=[event_ref(u, policy) for u in p.unexpected[:MAX_LISTED]],
                    unexpected_count=len(p.unexpected))
         note_path = resume_note_path(state_dir, server.name)
         previous = _read_note(note_path)
@@ -165,7 +182,7 @@ def sweep_server(server: RetentionServer, emit: Emit | None, state_dir: Path, *,
                file_list_sha256=p.file_list_sha256, total_files=p.total_files,
                retention_days=server.retention_days, force=force,
                resumes=previous.get("sweep_id") if previous else None, started=_ts(started))
-        _delete(tree, p, result, on_removed)
+        _delete(tree, p, result, on_removed, policy)
         if result.error is None:
             _recheck(tree, p, result)
         if result.error is not None:
@@ -181,7 +198,7 @@ def sweep_server(server: RetentionServer, emit: Emit | None, state_dir: Path, *,
                                                          started))
         if result.residue:
             record("retention.residue", "critical", count=len(result.residue),
-                   files=_listed(result.residue), errors=result.failed[:MAX_LISTED],
+                   files=_listed(result.residue, policy), errors=result.failed[:MAX_LISTED],
                    total_bytes=sum(d.size for d in result.residue))
         note_path.unlink(missing_ok=True)
         return result
@@ -189,12 +206,13 @@ def sweep_server(server: RetentionServer, emit: Emit | None, state_dir: Path, *,
         tree.close()
 
 
-def _delete(tree: SftpTree, p: Plan, result: SweepResult, on_removed: OnRemoved | None) -> None:
+def _delete(tree: SftpTree, p: Plan, result: SweepResult, on_removed: OnRemoved | None,
+            policy: Policy) -> None:
     for d in p.deletions:
         try:
             outcome = tree.remove(d.path)
         except NotRemovable as e:
-            result.failed.append(str(e))
+            result.failed.append(f"{event_ref(d.path, policy)}: {e}")
             continue
         except ConnectionLost as e:
             result.error = str(e)
