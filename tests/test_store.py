@@ -686,3 +686,79 @@ def test_ingest_worker_outlives_the_thread_that_spawned_it(tmp_path: Path) -> No
     finally:
         collector.close()
         store.close()
+
+
+# -- the dashboard ---------------------------------------------------------------------------
+
+def test_users_are_created_once_and_updated_by_field(store: Store) -> None:
+    assert store.add_user("ann", "viewer", "$argon2id$hash", True, ts(0))
+    assert not store.add_user("ann", "admin", "other", False, ts(1))
+    assert store.get_user("nobody") is None
+    assert store.update_user("ann", ts(2), role="auditor", must_change=False, failures=3,
+                             locked_until=ts(9))
+    assert store.get_user("ann") == {
+        "username": "ann", "role": "auditor", "password_hash": "$argon2id$hash",
+        "must_change": False, "disabled": False, "created_at": ts(0), "updated_at": ts(2),
+        "failures": 3, "locked_until": ts(9)}
+    assert not store.update_user("nobody", ts(3), disabled=True)
+    with pytest.raises(ValueError, match="unknown fields"):
+        store.update_user("ann", ts(3), created_at=ts(0))
+    store.add_user("Bob", "admin", "h", False, ts(4))
+    assert [u["username"] for u in store.list_users()] == ["Bob", "ann"]  # bytewise
+
+
+def test_sessions_by_hash_touched_and_deleted(store: Store) -> None:
+    store.add_session("h1", "ann", "csrf-1", ts(0))
+    store.add_session("h2", "ann", "csrf-2", ts(1))
+    store.add_session("h3", "bob", "csrf-3", ts(1))
+    store.touch_session("h1", ts(5))
+    assert store.get_session("h1") == {"username": "ann", "created_at": ts(0),
+                                       "last_seen_at": ts(5), "csrf": "csrf-1"}
+    store.delete_session("h1")
+    assert store.get_session("h1") is None
+    assert store.delete_sessions_of("ann") == 1
+    assert store.get_session("h2") is None and store.get_session("h3") is not None
+
+
+def test_ingest_keeps_the_newest_event_per_state_topic(store: Store) -> None:
+    store.add_agent("cam-box", "cctv", "key", "h", ts(0))
+    first = chained("cam-box", [
+        (ts(1), "cctv.motion_start", "info", "c", {"camera_id": "a"}),
+        (ts(2), "cctv.segment", "info", "c", {"camera_id": "a", "seq": 1}),
+        (ts(3), "test.other", "info", "c", {}),
+    ])
+    store_events(store, "cam-box", first, ts(3))
+    second = chained("cam-box", [(ts(4), "cctv.motion_end", "info", "c", {"camera_id": "a"})],
+                     start_seq=4, prev=first[-1].claimed_hash)
+    store_events(store, "cam-box", second, ts(4))
+    latest = {row["topic"]: (row["seq"], row["kind"], row["data"])
+              for row in store.latest_states()}
+    assert latest == {"cam:a:motion": (4, "cctv.motion_end", {"camera_id": "a"}),
+                      "cam:a:segment": (2, "cctv.segment", {"camera_id": "a", "seq": 1})}
+    assert store.latest_states("other") == []
+
+
+def test_snapshots_keep_the_latest_per_camera(store: Store) -> None:
+    store.put_snapshot("box", "cam1", b"\xff\xd8old", 4, 3, ts(0))
+    store.put_snapshot("box", "cam1", b"\xff\xd8new", 8, 6, ts(1))
+    store.put_snapshot("box", "cam2", b"\xff\xd8two", 2, 2, ts(2))
+    assert store.get_snapshot("box", "cam1") == {"jpeg": b"\xff\xd8new", "width": 8,
+                                                 "height": 6, "received_at": ts(1)}
+    assert store.get_snapshot("box", "cam9") is None
+    assert [(s["camera_id"], s["size"]) for s in store.list_snapshots()] == [("cam1", 5),
+                                                                            ("cam2", 5)]
+
+
+def test_verifications_and_alert_lookups(store: Store) -> None:
+    store.put_verification("ws-1", False, 7, 9, ["gap at 3: missing"], "audrey", ts(0))
+    store.put_verification("ws-1", True, 9, 9, [], "audrey", ts(1))
+    assert store.list_verifications() == {"ws-1": {
+        "agent_id": "ws-1", "verified_at": ts(1), "ok": True, "checkpoint_seq": 9,
+        "stored_events": 9, "problems": [], "by_user": "audrey"}}
+    store.add_alerts([AlertDraft("gap", "critical", "ws-1", "missing", 3),
+                      AlertDraft("gap", "critical", "ws-1", "missing", 5),
+                      AlertDraft("fork", "critical", "ws-2", "other hash", 2)], ts(2))
+    assert store.alert_counts() == {("ws-1", "gap"): 2, ("ws-2", "fork"): 1}
+    (fork,) = store.list_alerts(kind="fork")
+    assert store.get_alert(fork["id"]) == fork
+    assert store.get_alert(10**6) is None
