@@ -20,6 +20,7 @@ import orjson
 import pytest
 from batches import BatchMaker, alter_event
 from collector_process import CollectorProcess
+from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 from test_web_support import WebApp, csrf_of
 
 from floor_agent.collector import request_auth, self_audit
@@ -322,3 +323,23 @@ def test_live_feed_delivers_ingested_events_matching_its_filters(tmp_path: Path)
             assert client.get("/events/stream").status_code == 401
     finally:
         collector.stop()
+
+
+@pytest.mark.postgres
+def test_pages_on_postgresql(tmp_path: Path, postgres_server: PostgresServer) -> None:  # noqa: F811
+    web = WebApp(tmp_path, postgres_server.new_database())
+    web.now = datetime.now(UTC)
+    try:
+        floor(web)
+        client = web.logged_in("root", "admin")
+        html = client.get("/").text
+        assert 'data-agent="ws-1"' in html and 'data-door="lab"' in html
+        assert client.get("/events?kind=door.").text.count('data-testid="event-row"') == 3
+        assert "verified" in client.get("/events/ws-1/3").text
+        assert client.get("/doors?person=ann").text.count('data-testid="access-row"') == 1
+        assert len(rows_of(client.get("/events?format=csv"))) == 11
+        page = client.get("/integrity").text
+        assert "ws-1: verified" in client.post("/integrity/verify",
+                                               data={"csrf_token": csrf_of(page)}).text
+    finally:
+        web.close()
