@@ -769,8 +769,8 @@ class RetentionServer(_StrictModel):
     max_share: Annotated[StrictFloat, Field(gt=0, le=1)] = 0.5
     # folder names that are client codes and job codes; any other folder is left alone and
     # reported (a folder named after a customer must not exist)
-    client_pattern: Regex = r"^C[0-9]{3,8}$"
-    job_pattern: Regex = r"^J[0-9]{3,10}$"
+    client_pattern: Regex = r"^C-?[0-9]{3,8}$"
+    job_pattern: Regex = r"^J-?[0-9]{3,10}$"
     timeout_seconds: Annotated[StrictFloat, Field(gt=0, le=600)] = 30.0
 
     @field_validator("root")
