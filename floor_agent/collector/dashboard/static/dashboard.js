@@ -65,8 +65,9 @@
     if (feed) {
       prepend(JSON.parse(msg.data));
     } else if (!reloadTimer) {
-      // overview and wall display: redraw from the store once the burst settles
-      reloadTimer = window.setTimeout(function () { window.location.reload(); }, 1500);
+      // overview and wall display: redraw from the store (the wall soon, a desk less often)
+      var wait = document.body.dataset.wall ? 1500 : 10000;
+      reloadTimer = window.setTimeout(function () { window.location.reload(); }, wait);
     }
   });
   source.addEventListener("lagged", function () {
