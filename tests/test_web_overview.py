@@ -157,3 +157,15 @@ def test_latest_rows_keep_the_newest_per_topic_of_a_batch() -> None:
             row(4, "test.other", {})]
     kept = {r[1]: (r[2], r[4]) for r in topics.latest_rows(rows)}
     assert kept == {"cam:a:motion": (3, "cctv.motion_end"), "cam:a:segment": (2, "cctv.segment")}
+
+
+def test_workstations_with_problems_come_first() -> None:
+    agents = [agent("ws-a"), agent("ws-b", checkpoint_age=None), agent("ws-c")]
+    events = [latest(a, "usb.locked_down", {}) for a in ("ws-a", "ws-b", "ws-c")]
+    events += [latest(a, "net.verified", {"fail": 0, "unknown": 0, "checks": []})
+               for a in ("ws-a", "ws-b", "ws-c")]
+    events.append(latest("ws-c", "usb.lockdown_failed", {}, seq=2))
+    events = [e for e in events if not (e["agent_id"] == "ws-c" and e["seq"] == 1
+                                        and e["kind"] == "usb.locked_down")]
+    view = overview.build(agents, events, [], NOW, 180)
+    assert [w.agent_id for w in view.workstations] == ["ws-c", "ws-b", "ws-a"]

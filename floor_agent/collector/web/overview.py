@@ -165,6 +165,11 @@ def camera_state(topics: dict[str, dict[str, Any]], now: datetime,
     return "unknown", "no recent status"
 
 
+def _rank(w: Workstation) -> int:
+    states = {c.state for c in (w.usb, w.isolation, w.heartbeat, w.chain)}
+    return 0 if "bad" in states else 1 if "unknown" in states else 2
+
+
 def build(agents: list[dict[str, Any]], latest: list[dict[str, Any]],
           open_alerts: list[dict[str, Any]], now: datetime, stale_seconds: int) -> Overview:
     by_agent: dict[str, dict[str, dict[str, Any]]] = {}
@@ -186,6 +191,8 @@ def build(agents: list[dict[str, Any]], latest: list[dict[str, Any]],
             ident, agent.get("hostname") or "", usb_cell(topics.get("usb.lock")),
             isolation_cell(topics.get("net.state")), heartbeat,
             chain_cell(agent, open_kinds.get(ident, set()))))
+    # problems first: on a wall of 200 workstations the broken ones must be on screen
+    view.workstations.sort(key=lambda w: (_rank(w), w.agent_id))
     door_agents = {a["agent_id"] for a in agents if a["role"] == "door"}
     view.doors = door_rows([e for e in latest if e["agent_id"] in door_agents])
     cameras: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
