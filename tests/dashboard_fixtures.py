@@ -16,10 +16,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import cv2
 import httpx
+import numpy as np
 import yaml
 from batches import BatchMaker
 from collector_process import CollectorProcess
@@ -29,8 +32,12 @@ from umockdev_harness import BusHandle, bus_text, run_scenario
 
 from floor_agent.access.controller import outcome_event
 from floor_agent.access.model import Outcome
-from floor_agent.audit.agent import enroll
+from floor_agent.audit.agent import AuditAgent, enroll
 from floor_agent.audit.forwarder import pinned_client
+from floor_agent.cctv.model import GENESIS_SHA256, Segment
+from floor_agent.cctv.recorder import segment_event
+from floor_agent.cctv.snapshot import SnapshotUploader, encode_jpeg
+from floor_agent.config import AuditClientConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "config" / "usb-rules.conf"
@@ -134,6 +141,36 @@ def send_with_gap(collector: CollectorProcess, maker: BatchMaker, kind: str = "d
     maker.spool.acknowledge(pending[1].seq)  # as if the first two had been sent and lost
     answer = send_pending(collector, maker)
     assert answer["acked_seq"] == pending[-1].seq, answer
+
+
+# --- a camera box: its audit agent and its snapshot uploader ----------------------------------
+
+def camera_box(collector: CollectorProcess, name: str, camera: str) -> None:
+    """A cctv agent that reports its camera online and one recorded segment, and uploads the
+    camera's latest picture, through the real AuditAgent and SnapshotUploader."""
+    audit = AuditClientConfig(agent_id=name, state_dir=collector.root / name,
+                              collector_url=collector.url, ca_cert=collector.ca,
+                              backoff_initial_seconds=0.05, backoff_max_seconds=0.5)
+    enroll(audit, "cctv", collector.token("cctv"), collector.ca)
+    picture = np.full((180, 320, 3), 70, np.uint8)
+    cv2.rectangle(picture, (40, 40), (140, 120), (20, 200, 240), -1)
+    uploader = SnapshotUploader.from_config(audit)
+    try:
+        uploader.offer(camera, encode_jpeg(picture))
+        assert uploader.send_pending() == 1 and not uploader.failing
+    finally:
+        uploader.close()
+    agent = AuditAgent(audit, "cctv")
+    agent.start()
+    try:
+        agent.emit("cctv.camera_online", f"camera {camera}", "notice", camera_id=camera,
+                   offline_ms=0)
+        segment = Segment(camera, 1, f"{camera}/2026-11-29/08/seg.mp4",
+                          datetime.now(UTC), 10.0, 1_250_000, "ab" * 32, GENESIS_SHA256, 250)
+        agent.emit("cctv.segment", f"camera {camera}", "info", **segment_event(segment))
+        _wait_for(lambda: agent.spool.pending_count() == 0, 20, "the camera box's events sent")
+    finally:
+        agent.stop(drain_seconds=5)
 
 
 # --- a real workstation agent on a simulated USB bus -----------------------------------------

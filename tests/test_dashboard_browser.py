@@ -18,6 +18,7 @@ from browser import DESKTOP, WALL, chromium, new_context
 from collector_process import CollectorProcess
 from dashboard_fixtures import (
     Access,
+    camera_box,
     create_user,
     door_controller,
     first_login,
@@ -96,6 +97,13 @@ def doors(floor: CollectorProcess) -> list[Access]:
     """The access log the door tests filter: one batch of a real door controller identity."""
     send_access(floor, door_controller(floor, "door-ctl-1"), ACCESSES)
     return ACCESSES
+
+
+@pytest.fixture(scope="module")
+def camera(floor: CollectorProcess) -> tuple[str, str]:
+    """A camera box that reported its camera recording and uploaded its picture."""
+    camera_box(floor, "cctv-box-1", "cam-1")
+    return "cctv-box-1", "cam-1"
 
 
 def texts(page: Page, rows: str) -> list[list[str]]:
@@ -254,6 +262,27 @@ def test_csv_export_equals_the_filtered_table(admin: Page, floor: CollectorProce
     assert any(row[0].startswith("'=") for row in parsed[1:])
 
 
+# --- cameras: the latest picture, and who looked at it ---------------------------------------
+
+def test_a_snapshot_view_is_logged_with_who(admin: Page, floor: CollectorProcess,
+                                            camera: tuple[str, str]) -> None:
+    box, cam = camera
+    admin.goto(f"{floor.url}/")
+    row = admin.locator(f"tr[data-testid=camera-row][data-camera={cam}]")
+    expect(row.get_by_test_id("camera-state")).to_have_text("recording")
+    admin.goto(f"{floor.url}/cameras/{box}/{cam}")
+    shot = admin.get_by_test_id("snapshot")
+    expect(shot).to_be_visible()
+    assert admin.evaluate("img => img.complete && img.naturalWidth", shot.element_handle()) == 320
+    views = admin.locator("tr[data-testid=footage-row]", has_text="alice")
+    for _ in range(40):  # on the collector's own trail, delivered by its forwarder
+        if views.count():
+            break
+        admin.wait_for_timeout(500)
+        admin.reload()
+    expect(views.first).to_contain_text("footage.viewed")
+
+
 # --- roles and CSRF --------------------------------------------------------------------------
 
 ADMIN_ONLY = ["/admin/users", "/doors/people"]
@@ -301,11 +330,12 @@ def test_posts_without_the_csrf_token_are_refused(admin: Page, floor: CollectorP
 
 PAGES = [("overview", "/"), ("events", "/events"), ("alerts", "/alerts"), ("doors", "/doors"),
          ("cameras", "/cameras"), ("integrity", "/integrity"), ("admin-users", "/admin/users"),
-         ("workstations", "/workstations")]
+         ("workstations", "/workstations"), ("camera", "/cameras/cctv-box-1/cam-1")]
 
 
 def test_main_pages_fit_1366_and_are_captured(admin: Page, floor: CollectorProcess,
-                                              doors: list[Access], tmp_path: Path) -> None:
+                                              doors: list[Access], camera: tuple[str, str],
+                                              tmp_path: Path) -> None:
     admin.set_viewport_size(DESKTOP)
     too_wide = {}
     for name, path in PAGES:
