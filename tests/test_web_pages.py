@@ -325,6 +325,40 @@ def test_live_feed_delivers_ingested_events_matching_its_filters(tmp_path: Path)
         collector.stop()
 
 
+BIG = "9" * 30  # beyond any database integer
+
+
+def bad_input_answers(client: httpx.Client) -> list[str]:
+    """Inputs no column can hold, sent with a valid session and token: each must be a 4xx."""
+    token = csrf_of(client.get("/").text)
+    requests = [
+        ("POST", f"/alerts/{BIG}/ack", {"comment": "x", "csrf_token": token}),
+        ("POST", "/alerts/-1/ack", {"comment": "x", "csrf_token": token}),
+        ("GET", f"/events/nobody/{BIG}", None), ("GET", "/events/%00/5", None),
+        ("GET", "/events?since=2026-99-99T00:00:00Z", None), ("GET", "/events?kind=%00", None),
+        ("GET", "/events?agent=" + "x" * 5000, None), ("GET", "/cameras/%00/b", None),
+        ("GET", "/workstations/%00", None), ("GET", "/cameras/a/%00/snapshot.jpg", None),
+        ("POST", "/admin/users/%00/disable", {"csrf_token": token}),
+        ("POST", "/admin/users", {"username": "a\x00b", "role": "admin", "csrf_token": token}),
+        ("POST", "/integrity/verify", {"agent": "\x00", "csrf_token": token}),
+    ]
+    wrong = []
+    for method, path, form in requests:
+        status = client.request(method, path, data=form, follow_redirects=False).status_code
+        if not 300 <= status < 500:
+            wrong.append(f"{method} {path[:60]} -> {status}")
+    fresh = csrf_of(client.get("/login").text)
+    status = client.post("/login", data={"username": "a\x00b", "password": "x",
+                                         "csrf_token": fresh}).status_code
+    if status != 200:
+        wrong.append(f"login with a NUL in the name -> {status}")
+    return wrong
+
+
+def test_input_no_column_can_hold_is_a_4xx(web: WebApp) -> None:
+    assert bad_input_answers(web.logged_in("root", "admin")) == []
+
+
 @pytest.mark.postgres
 def test_pages_on_postgresql(tmp_path: Path, postgres_server: PostgresServer) -> None:  # noqa: F811
     web = WebApp(tmp_path, postgres_server.new_database())
@@ -341,5 +375,6 @@ def test_pages_on_postgresql(tmp_path: Path, postgres_server: PostgresServer) ->
         page = client.get("/integrity").text
         assert "ws-1: verified" in client.post("/integrity/verify",
                                                data={"csrf_token": csrf_of(page)}).text
+        assert bad_input_answers(client) == []  # PostgreSQL refuses NUL and big ints itself
     finally:
         web.close()

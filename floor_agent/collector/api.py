@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import anyio
 import anyio.to_thread
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -231,7 +231,8 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
         return _json({"alerts": store.list_alerts(open_only, agent_id, kind, limit)})
 
     @app.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"])
-    def ack(alert_id: int, body: AckRequest, who: User) -> dict[str, Any]:
+    def ack(alert_id: Annotated[int, Path(ge=1, le=2**63 - 1)], body: AckRequest,
+            who: User) -> dict[str, Any]:
         """Acknowledge an open alert with a comment; records who and when, and emits
         `alert.acknowledged` on the collector's own audit trail."""
         if not acknowledge(store, app.state.self_audit, alert_id, who, body.comment, now_ts(),

@@ -13,6 +13,7 @@ from floor_agent.collector.web.auth import User, check_csrf, require
 from floor_agent.collector.web.context import dashboard_of
 from floor_agent.collector.web.csv_export import csv_response
 from floor_agent.collector.web.pages_events import export_allowed
+from floor_agent.collector.web.paths import Username
 from floor_agent.collector.web.render import csv_link, page
 from floor_agent.collector.web.tables import Table
 from floor_agent.collector.web.users import ROLES
@@ -61,8 +62,8 @@ def create_user(request: Request, user: Admin, csrf_token: Csrf = "",
 
 
 @router.post("/admin/users/{username}/{action}")
-def change_user(request: Request, username: str, action: str, user: Admin, csrf_token: Csrf = "",
-                role: Annotated[str, Form(max_length=16)] = "") -> Response:
+def change_user(request: Request, username: Username, action: str, user: Admin,
+                csrf_token: Csrf = "", role: Annotated[str, Form(max_length=16)] = "") -> Response:
     check_csrf(user, csrf_token)
     dash = dashboard_of(request)
     now = utc_timestamp(dash.clock())

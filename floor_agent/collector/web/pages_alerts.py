@@ -14,6 +14,7 @@ from floor_agent.collector.web.auth import User, check_csrf, require
 from floor_agent.collector.web.context import dashboard_of
 from floor_agent.collector.web.csv_export import csv_response
 from floor_agent.collector.web.pages_events import export_allowed
+from floor_agent.collector.web.paths import RowId
 from floor_agent.collector.web.render import csv_link, page
 from floor_agent.collector.web.tables import Table
 
@@ -74,7 +75,7 @@ ACK_ERRORS = ("a comment is required to acknowledge",
 
 
 @router.post("/alerts/{alert_id}/ack")
-def ack(request: Request, alert_id: int, user: Annotated[User, Depends(require("ack"))],
+def ack(request: Request, alert_id: RowId, user: Annotated[User, Depends(require("ack"))],
         comment: Annotated[str, Form(max_length=2000)] = "",
         csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
     check_csrf(user, csrf_token)

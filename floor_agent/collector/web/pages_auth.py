@@ -63,7 +63,11 @@ def login(request: Request, username: Annotated[str, Form(max_length=200)] = "",
     now = dash.clock()
     stamp = utc_timestamp(now)
     settings = dash.settings
-    user = dash.store.get_user(username)
+    # a name no user can have (NUL, too long) is not looked up: a driver error is no answer;
+    # what was typed is recorded, shortened and with NUL shown as \0 (events refuse NUL)
+    shown = username[:64].replace("\x00", "\\0")
+    plausible = 0 < len(username) <= 64 and "\x00" not in username
+    user = dash.store.get_user(username) if plausible else None
     if user is None:
         failures, locked_until = dash.unknown_failures.get(username, (0, None))
     else:
@@ -73,8 +77,8 @@ def login(request: Request, username: Annotated[str, Form(max_length=200)] = "",
     ok = passwords.verify_password(user["password_hash"] if usable and user else None, password)
     if not ok:
         if locked:
-            dash.own_audit.emit("dashboard.login_failed", username[:64], "warning",
-                                username=username[:64], reason="locked")
+            dash.own_audit.emit("dashboard.login_failed", shown, "warning",
+                                username=shown, reason="locked")
             return login_form(request, next_path, _locked_message(dash))
         after = users.after_failure(failures, now, settings.lockout_failures,
                                     settings.lockout_minutes)
@@ -85,13 +89,13 @@ def login(request: Request, username: Annotated[str, Form(max_length=200)] = "",
         else:
             dash.store.update_user(username, stamp, failures=after.failures,
                                    locked_until=after.locked_until)
-        dash.own_audit.emit("dashboard.login_failed", username[:64], "warning",
-                            username=username[:64],
+        dash.own_audit.emit("dashboard.login_failed", shown, "warning",
+                            username=shown,
                             reason="disabled" if user and user["disabled"] else "password",
                             known_user=user is not None)
         if after.locked_until is not None:
-            dash.own_audit.emit("dashboard.locked", username[:64], "warning",
-                                username=username[:64], locked_until=after.locked_until,
+            dash.own_audit.emit("dashboard.locked", shown, "warning",
+                                username=shown, locked_until=after.locked_until,
                                 known_user=user is not None)
             return login_form(request, next_path, _locked_message(dash))
         return login_form(request, next_path, WRONG)

@@ -15,6 +15,7 @@ from floor_agent.collector.web.auth import User, require
 from floor_agent.collector.web.context import dashboard_of
 from floor_agent.collector.web.csv_export import csv_response
 from floor_agent.collector.web.pages_events import export_allowed
+from floor_agent.collector.web.paths import AgentId, CameraId
 from floor_agent.collector.web.render import csv_link, page
 from floor_agent.collector.web.tables import Cell, Table
 
@@ -61,7 +62,7 @@ def _describe(e: dict[str, Any]) -> str:
 
 
 @router.get("/cameras/{agent_id}/{camera}")
-def camera_page(request: Request, agent_id: str, camera: str,
+def camera_page(request: Request, agent_id: AgentId, camera: CameraId,
                 user: Annotated[User, Depends(require("read"))],
                 format: str | None = None) -> Response:  # noqa: A002
     dash = dashboard_of(request)
@@ -127,7 +128,7 @@ def self_audit_id(request: Request) -> str | None:
 
 
 @router.get("/cameras/{agent_id}/{camera}/snapshot.jpg")
-def snapshot(request: Request, agent_id: str, camera: str,
+def snapshot(request: Request, agent_id: AgentId, camera: CameraId,
              user: Annotated[User, Depends(require("read"))]) -> Response:
     dash = dashboard_of(request)
     shot = dash.store.get_snapshot(agent_id, camera)

@@ -13,6 +13,7 @@ from floor_agent.collector.web.auth import Forbidden, User, require
 from floor_agent.collector.web.context import dashboard_of
 from floor_agent.collector.web.csv_export import csv_response
 from floor_agent.collector.web.live import LiveFilter, sse
+from floor_agent.collector.web.paths import AgentId, Seq
 from floor_agent.collector.web.render import csv_link, page
 from floor_agent.collector.web.tables import Cell, Table
 
@@ -93,7 +94,7 @@ async def event_stream(request: Request, user: Annotated[User, Depends(require("
 
 @router.get("/events/{agent_id}/{seq}")
 def event_detail(request: Request, user: Annotated[User, Depends(require("read"))],
-                 agent_id: str, seq: int) -> Response:
+                 agent_id: AgentId, seq: Seq) -> Response:
     dash = dashboard_of(request)
     found = event_check.check(dash.store, agent_id, seq)
     if found is None:

@@ -14,6 +14,7 @@ from floor_agent.collector.web.auth import User, require
 from floor_agent.collector.web.context import dashboard_of
 from floor_agent.collector.web.csv_export import csv_response
 from floor_agent.collector.web.pages_events import export_allowed
+from floor_agent.collector.web.paths import AgentId
 from floor_agent.collector.web.render import csv_link, page
 from floor_agent.collector.web.tables import Cell, Table
 
@@ -57,7 +58,7 @@ def _device(e: dict[str, Any]) -> str:
 
 
 @router.get("/workstations/{agent_id}")
-def workstation(request: Request, agent_id: str,
+def workstation(request: Request, agent_id: AgentId,
                 user: Annotated[User, Depends(require("read"))],
                 format: str | None = None) -> Response:  # noqa: A002
     dash = dashboard_of(request)
