@@ -718,6 +718,11 @@ def test_sessions_by_hash_touched_and_deleted(store: Store) -> None:
     assert store.get_session("h1") is None
     assert store.delete_sessions_of("ann") == 1
     assert store.get_session("h2") is None and store.get_session("h3") is not None
+    store.add_session("h4", "cid", "csrf-4", ts(10))
+    store.touch_session("h3", ts(3))
+    assert store.prune_sessions(created_before=ts(1), seen_before=ts(4)) == 1  # h3: idle
+    assert store.get_session("h3") is None and store.get_session("h4") is not None
+    assert store.prune_sessions(created_before=ts(11), seen_before=ts(0)) == 1  # h4: too old
 
 
 def test_ingest_keeps_the_newest_event_per_state_topic(store: Store) -> None:

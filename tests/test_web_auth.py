@@ -235,6 +235,15 @@ def test_sessions_expire_when_idle(web: WebApp) -> None:
     assert client.get("/", follow_redirects=False).status_code == 303
 
 
+def test_a_login_sweeps_sessions_nobody_came_back_to(web: WebApp) -> None:
+    web.logged_in("ann", "viewer")
+    web.logged_in("bob", "viewer")
+    web.now += timedelta(minutes=31)
+    web.login(web.client(), "bob")
+    assert web.store.delete_sessions_of("ann") == 0  # swept at bob's login
+    assert web.store.delete_sessions_of("bob") == 1  # only the new one is left
+
+
 def test_sessions_expire_after_their_absolute_lifetime(web: WebApp) -> None:
     client = web.logged_in("ann", "viewer")
     for _ in range(23):  # busy all day, never idle

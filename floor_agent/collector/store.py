@@ -220,6 +220,10 @@ class Store(ABC):
     def delete_sessions_of(self, username: str) -> int: ...
 
     @abstractmethod
+    def prune_sessions(self, created_before: str, seen_before: str) -> int:
+        """Delete sessions past their lifetime or idle limit; how many."""
+
+    @abstractmethod
     def latest_states(self, agent_id: str | None = None) -> list[dict[str, Any]]:
         """The newest event per (agent, topic) (web/topics.py), kept at ingest."""
 

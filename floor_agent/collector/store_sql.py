@@ -342,6 +342,12 @@ class DashboardSql:
             cur.execute(self._q("DELETE FROM sessions WHERE username = ?"), (username,))
             return int(cur.rowcount)
 
+    def prune_sessions(self, created_before: str, seen_before: str) -> int:
+        with self._write() as cur:
+            cur.execute(self._q("DELETE FROM sessions WHERE created_at < ? OR last_seen_at < ?"),
+                        (created_before, seen_before))
+            return int(cur.rowcount)
+
     def _upsert_latest(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
         if rows:
             cur.executemany(self._q(UPSERT_LATEST), rows)

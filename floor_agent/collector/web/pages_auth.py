@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -104,6 +105,9 @@ def login(request: Request, username: Annotated[str, Form(max_length=200)] = "",
     old = request.cookies.get(sessions.COOKIE)
     if old:  # rotate: a session id planted before login is worth nothing after it
         dash.store.delete_session(sessions.id_hash(old))
+    # sessions nobody came back to would stay forever: each login sweeps the expired ones
+    dash.store.prune_sessions(utc_timestamp(now - timedelta(hours=settings.session_hours)),
+                              utc_timestamp(now - timedelta(minutes=settings.idle_minutes)))
     session_id = sessions.new_secret()
     dash.store.add_session(sessions.id_hash(session_id), username, sessions.new_secret(), stamp)
     dash.own_audit.emit("dashboard.login", username, "notice", username=username,
