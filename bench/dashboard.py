@@ -70,11 +70,13 @@ TARGET_LATENCY_MS = 1000.0
 USER, PASSWORD = "bench", "bench password 1234"
 PROBE = "bench-probe"
 
-# Records, in the page, when the overview's tables are all in the DOM (ms since navigation
-# start). Injected by Playwright before any page script runs (not subject to the page's CSP).
+# Records, in the page, when the overview's tables are all in the DOM, or /events' feed table
+# (ms since navigation start). Injected by Playwright before any page script runs (not subject
+# to the page's CSP).
 RENDER_PROBE = """
 (() => {
-  const wanted = ["workstations", "doors", "cameras"].map(t => `[data-testid=${t}]`);
+  const wanted = location.pathname === "/events" ? ["table#feed"]
+    : ["workstations", "doors", "cameras"].map(t => `[data-testid=${t}]`);
   const done = () => wanted.every(s => document.querySelector(s));
   const mark = () => { if (window.__tablesAt === undefined && done()) {
       window.__tablesAt = performance.now(); observer.disconnect(); } };
@@ -169,22 +171,22 @@ def log_in(page: Page, url: str) -> None:
         raise RuntimeError(f"login did not reach the overview: {page.url}")
 
 
-def render_ms(page: Page, url: str) -> float:
-    """One navigation to the overview: ms from navigation start to the tables in the DOM."""
-    page.goto(f"{url}/", wait_until="domcontentloaded")
+def render_ms(page: Page, url: str, path: str = "/") -> float:
+    """One navigation: ms from navigation start to the page's tables in the DOM."""
+    page.goto(f"{url}{path}", wait_until="domcontentloaded")
     page.wait_for_function("window.__tablesAt !== undefined", timeout=30_000)
     return float(page.evaluate("window.__tablesAt"))
 
 
-def overview_loads(browser: Browser, url: str, cookies: list[Any], loads: int
-                   ) -> tuple[list[float], list[float]]:
+def page_loads(browser: Browser, url: str, cookies: list[Any], loads: int, path: str = "/"
+               ) -> tuple[list[float], list[float]]:
     cold: list[float] = []
     for _ in range(loads):
         context = new_context(browser, DESKTOP)
         try:
             context.add_cookies(cookies)
             context.add_init_script(RENDER_PROBE)
-            cold.append(render_ms(context.new_page(), url))
+            cold.append(render_ms(context.new_page(), url, path))
         finally:
             context.close()
     warm: list[float] = []
@@ -193,12 +195,23 @@ def overview_loads(browser: Browser, url: str, cookies: list[Any], loads: int
         context.add_cookies(cookies)
         context.add_init_script(RENDER_PROBE)
         page = context.new_page()
-        render_ms(page, url)  # fills the cache and opens the connection
+        render_ms(page, url, path)  # fills the cache and opens the connection
         for _ in range(loads):
-            warm.append(render_ms(page, url))
+            warm.append(render_ms(page, url, path))
     finally:
         context.close()
     return cold, warm
+
+
+def self_reloads(context: BrowserContext, url: str, seconds: float) -> int:
+    """How often an open overview reloads itself (its live stream redraws the whole page)."""
+    loads: list[float] = []
+    context.expose_function("__loaded", lambda: loads.append(time.monotonic()))
+    context.add_init_script("window.__loaded();")
+    page = context.new_page()
+    page.goto(f"{url}/")
+    page.wait_for_timeout(seconds * 1000)
+    return len(loads) - 1
 
 
 def ingest_to_browser(context: BrowserContext, collector: CollectorProcess, probe: SimAgent,
@@ -271,12 +284,27 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, str]:
             log_in(page, collector.url)
             cookies = context.cookies()
             context.close()
-            cold, warm = overview_loads(browser, collector.url, cookies, args.loads)
+            cold, warm = page_loads(browser, collector.url, cookies, args.loads)
+            events_cold, events_warm = page_loads(browser, collector.url, cookies, args.loads,
+                                                  "/events")
             results["overview_first_render_cold"] = summary(cold)
             results["overview_first_render_warm"] = summary(warm)
             figure("overview_first_render_cold", results["overview_first_render_cold"]
                    + f" (target {TARGET_RENDER_MS:.0f} ms at p95)")
             figure("overview_first_render_warm", results["overview_first_render_warm"])
+            results["events_first_render_cold"] = summary(events_cold)
+            results["events_first_render_warm"] = summary(events_warm)
+            figure("events_first_render_cold", results["events_first_render_cold"])
+            figure("events_first_render_warm", results["events_first_render_warm"])
+            context = new_context(browser, DESKTOP)
+            try:
+                context.add_cookies(cookies)
+                reloads = self_reloads(context, collector.url, 30)
+            finally:
+                context.close()
+            results["overview_self_reloads"] = f"{reloads} in 30 s"
+            figure("overview_self_reloads", f"{reloads} full reloads in 30 s of an open overview "
+                                            f"(live stream at {args.rate:g} events/s)")
             context = new_context(browser, DESKTOP)
             try:
                 context.add_cookies(cookies)
@@ -324,6 +352,9 @@ def markdown(args: argparse.Namespace, results: dict[str, str]) -> str:
         f"| overview first render, cold (new context) | {results['overview_first_render_cold']} "
         f"| p95 <= {TARGET_RENDER_MS:.0f} ms |",
         f"| overview first render, warm (same tab) | {results['overview_first_render_warm']} | |",
+        f"| /events first render, cold | {results['events_first_render_cold']} | |",
+        f"| /events first render, warm | {results['events_first_render_warm']} | |",
+        f"| open overview reloading itself (live) | {results['overview_self_reloads']} | |",
         f"| ingest to browser (POST to row in /events) | {results['ingest_to_browser']} "
         f"| p95 <= {TARGET_LATENCY_MS:.0f} ms |",
         f"| of which POST to received_at | {results['ingest_part']} | |",
