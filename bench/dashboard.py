@@ -15,7 +15,9 @@
    (workstations, doors, cameras) are all in the DOM, recorded in the page by a
    MutationObserver (performance.now(), whose zero is the navigation start). cold: a fresh
    browser context per load (no cache, new TLS connection); warm: the same tab navigating again
-   (static files cached, connection kept). p50/p95 over --loads loads each.
+   (static files cached, connection kept). p50/p95 over --loads loads each. The same for
+   /events (its feed table in the DOM), and how many times an open overview reloads itself in
+   30 s (its script redraws the whole page after each burst of the live stream).
 4. ingest_to_browser: the /events page (no filters: it receives everything the 200 agents
    send) is open and live; a probe agent sends --probes single-event batches, one every
    --probe-interval s. For each: wall clock just before the POST, the collector's received_at,
