@@ -30,6 +30,7 @@ from floor_agent.collector.core import Collector, IngestResult, create_token
 from floor_agent.collector.ingest import AlertDraft, WireEvent, event_params
 from floor_agent.collector.store import EventQuery, Store, StoreError, open_store
 from floor_agent.collector.store_postgres import PostgresStore, describe
+from floor_agent.collector.store_sql import INSERT_EVENT
 from floor_agent.collector.store_sqlite import SqliteStore
 from floor_agent.collector.verify import verify_agent
 
@@ -767,3 +768,23 @@ def test_verifications_and_alert_lookups(store: Store) -> None:
     (fork,) = store.list_alerts(kind="fork")
     assert store.get_alert(fork["id"]) == fork
     assert store.get_alert(10**6) is None
+
+
+def test_latest_is_rebuilt_from_events_stored_before_the_dashboard(store: Store) -> None:
+    store.add_agent("box", "cctv", "key", "h", ts(0))
+    events = chained("box", [
+        (ts(1), "usb.locked_down", "info", "u", {}),
+        (ts(2), "cctv.tamper", "critical", "c", {"camera_id": "a"}),
+        (ts(3), "test.other", "info", "c", {}),
+        (ts(4), "cctv.tamper_cleared", "notice", "c", {"camera_id": "a"}),
+        (ts(5), "cctv.tamper", "critical", "c", {"camera_id": "b"}),
+    ])
+    with store._write() as cur:  # type: ignore[attr-defined]  # as an older collector wrote them
+        cur.executemany(store._q(INSERT_EVENT), rows(events, ts(5)))  # type: ignore[attr-defined]
+    assert store.latest_states() == []
+    assert store.rebuild_latest() == 3
+    latest = {r["topic"]: (r["seq"], r["kind"]) for r in store.latest_states()}
+    assert latest == {"usb.lock": (1, "usb.locked_down"),
+                      "cam:a:tamper": (4, "cctv.tamper_cleared"),
+                      "cam:b:tamper": (5, "cctv.tamper")}
+    assert store.rebuild_latest() == 3  # idempotent

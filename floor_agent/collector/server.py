@@ -51,6 +51,11 @@ def init(config: CollectorConfig, force_certs: bool = False) -> tls.TlsFiles:
 
 def open_collector(config: CollectorConfig) -> tuple[Store, Collector]:
     store = open_store(config.collector.resolved_database_url())
+    if not store.latest_states() and store.stats()["events"]:
+        # a store from before the dashboard: the overview's state comes from the newest state
+        # event per agent and topic, kept at ingest from now on; fill it once from the events
+        rows = store.rebuild_latest()
+        log.info("dashboard state rebuilt from the stored events: %d entries", rows)
     return store, Collector(store, config.collector.max_batch_events,
                             config.collector.ingest_processes)
 

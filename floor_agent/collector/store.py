@@ -224,6 +224,11 @@ class Store(ABC):
         """Delete sessions past their lifetime or idle limit; how many."""
 
     @abstractmethod
+    def rebuild_latest(self) -> int:
+        """Fill `latest` from the stored events (a store older than the dashboard, or events
+        written around commit_batch); returns how many (agent, topic) rows it holds."""
+
+    @abstractmethod
     def latest_states(self, agent_id: str | None = None) -> list[dict[str, Any]]:
         """The newest event per (agent, topic) (web/topics.py), kept at ingest."""
 

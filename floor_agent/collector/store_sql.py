@@ -26,7 +26,7 @@ from floor_agent.collector.store import (
     Store,
     UnknownRecord,
 )
-from floor_agent.collector.web.topics import latest_rows
+from floor_agent.collector.web.topics import FIXED_TOPICS, KEYED_TOPICS, latest_rows, topic_of
 
 EVENT_COLUMNS = ("id", "agent_id", "seq", "boot_id", "ts", "kind", "severity", "subject", "data",
                  "hash", "received_at")
@@ -351,6 +351,25 @@ class DashboardSql:
     def _upsert_latest(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
         if rows:
             cur.executemany(self._q(UPSERT_LATEST), rows)
+
+    def rebuild_latest(self) -> int:
+        newest: dict[tuple[str, str], tuple[Any, ...]] = {}
+        with self._read() as cur:
+            for kind in sorted(set(FIXED_TOPICS) | set(KEYED_TOPICS)):  # one index range each
+                cur.execute(self._q("SELECT agent_id, seq, ts, kind, severity, data FROM events "
+                                    "WHERE kind = ?"), (kind,))
+                while rows := cur.fetchmany(10_000):
+                    for agent_id, seq, ts, _, severity, data in rows:
+                        topic = topic_of(kind, data)
+                        if topic is None:
+                            continue
+                        held = newest.get((agent_id, topic))
+                        if held is None or held[2] < seq:
+                            newest[(agent_id, topic)] = (agent_id, topic, seq, ts, kind,
+                                                         severity, data)
+        with self._write() as cur:
+            self._upsert_latest(cur, list(newest.values()))
+        return len(newest)
 
     def latest_states(self, agent_id: str | None = None) -> list[dict[str, Any]]:
         sql = f"SELECT {', '.join(LATEST_COLUMNS)} FROM latest"
