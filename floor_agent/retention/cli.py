@@ -9,9 +9,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from floor_agent.config import ConfigError, RetentionConfig, load_config
-from floor_agent.retention.sweep import EXIT_REFUSED, SweepResult, sweep_server
+
+if TYPE_CHECKING:
+    from floor_agent.retention.sweep import SweepResult
+
+EXIT_REFUSED = 2  # sweep.EXIT_REFUSED; paramiko loads only when a sweep runs
 
 log = logging.getLogger("floor_agent.retention")
 
@@ -35,6 +40,8 @@ def _summary(result: SweepResult) -> str:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from floor_agent.retention.sweep import sweep_server
+
     try:
         config = load_config(args.config, "retention")
     except ConfigError as e:

@@ -12,12 +12,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from floor_agent.audit.event import utc_timestamp
-from floor_agent.collector import self_audit
-from floor_agent.collector.store import open_store
-from floor_agent.collector.web import user_admin
 from floor_agent.collector.web.users import ROLES
-from floor_agent.config import CollectorConfig, load_config
+
+# The store, the argon2 hasher and FastAPI load only when a user command runs: this module is
+# imported whenever `floor-agent` builds its parser, by every agent's start too.
 
 DEFAULT_CONFIG = Path("/etc/floor-agent/collector.yaml")
 CLI_ACTOR = "cli"
@@ -25,6 +23,12 @@ CLI_ACTOR = "cli"
 
 def _run(args: argparse.Namespace,
          action: Callable[[argparse.Namespace, object, object, str], int]) -> int:
+    from floor_agent.audit.event import utc_timestamp
+    from floor_agent.collector import self_audit
+    from floor_agent.collector.store import open_store
+    from floor_agent.collector.web import user_admin
+    from floor_agent.config import CollectorConfig, load_config
+
     config = load_config(args.config, "collector")
     assert isinstance(config, CollectorConfig)
     store = open_store(config.collector.resolved_database_url())
@@ -43,6 +47,8 @@ def _run(args: argparse.Namespace,
 
 
 def cmd_create(args: argparse.Namespace) -> int:
+    from floor_agent.collector.web import user_admin
+
     def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
         secret = user_admin.create(store, own, args.username, args.role,  # type: ignore[arg-type]
                                    CLI_ACTOR, now)
@@ -55,6 +61,8 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
+    from floor_agent.collector.web import user_admin
+
     def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
         secret = user_admin.reset(store, own, args.username, CLI_ACTOR, now)  # type: ignore[arg-type]
         print(f"reset {args.username}; one-time password (shown once):")
@@ -65,6 +73,8 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_disable(args: argparse.Namespace) -> int:
+    from floor_agent.collector.web import user_admin
+
     def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
         user_admin.set_disabled(store, own, args.username, True, CLI_ACTOR,  # type: ignore[arg-type]
                                 now)
@@ -75,6 +85,8 @@ def cmd_disable(args: argparse.Namespace) -> int:
 
 
 def cmd_enable(args: argparse.Namespace) -> int:
+    from floor_agent.collector.web import user_admin
+
     def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
         user_admin.set_disabled(store, own, args.username, False, CLI_ACTOR,  # type: ignore[arg-type]
                                 now)
