@@ -23,7 +23,7 @@ from schemathesis.core.failures import FailureGroup
 
 from floor_agent.audit.forwarder import pinned_client
 
-EXAMPLES_PER_OPERATION = 30
+EXAMPLES_PER_OPERATION = 100
 
 
 @pytest.fixture(scope="module")

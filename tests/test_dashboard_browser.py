@@ -161,6 +161,23 @@ def test_the_one_time_password_must_be_replaced_first(browser: Browser, floor: C
         context.close()
 
 
+def test_logging_out_ends_the_session_on_the_server(browser: Browser,
+                                                    floor: CollectorProcess) -> None:
+    context = new_context(browser)
+    try:
+        page = context.new_page()
+        secret = create_user(floor, "walter", "viewer")
+        first_login(page, floor.url, "walter", secret, "correct horse battery 4")
+        client = session_client(floor, context)  # the cookie as it was before logging out
+        with page.expect_navigation():
+            page.click("form#logout button[type=submit]")
+        assert "/login" in page.url
+        with client:
+            assert client.get("/events").status_code == 303  # the old cookie is worth nothing
+    finally:
+        context.close()
+
+
 # --- live: a stick plugged into a running workstation agent ----------------------------------
 
 def test_a_plugged_stick_appears_live_in_the_feed(admin: Page, floor: CollectorProcess,
@@ -377,14 +394,24 @@ def test_main_pages_fit_1366_and_are_captured(admin: Page, floor: CollectorProce
                                               tmp_path: Path) -> None:
     admin.set_viewport_size(DESKTOP)
     too_wide = {}
+    elsewhere: list[str] = []  # the floor is offline: nothing may come from another origin
+    console_errors: list[str] = []  # a CSP violation or a script error shows here
+    admin.on("request", lambda r: None if r.url.startswith(floor.url) else elsewhere.append(r.url))
+    admin.on("console", lambda m: console_errors.append(f"{admin.url}: {m.text}")
+             if m.type == "error" else None)
     for name, path in PAGES:
         response = admin.goto(f"{floor.url}{path}")
         assert response is not None and response.status == 200, (path, response)
+        headers = response.headers
+        assert "default-src 'self'" in headers.get("content-security-policy", ""), path
+        assert headers.get("x-frame-options") == "DENY", path
+        assert "no-store" in headers.get("cache-control", ""), path
         screenshot(admin, name, ARTIFACTS, tmp_path)
         width = admin.evaluate("document.documentElement.scrollWidth")
         if width > DESKTOP["width"]:
             too_wide[path] = width
     assert too_wide == {}, f"horizontal scrolling at 1366 px: {too_wide}"
+    assert elsewhere == [] and console_errors == [], (elsewhere, console_errors)
 
 
 def test_wall_display_at_1920(browser: Browser, floor: CollectorProcess,
