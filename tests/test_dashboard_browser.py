@@ -180,23 +180,38 @@ def test_logging_out_ends_the_session_on_the_server(browser: Browser,
 
 # --- live: a stick plugged into a running workstation agent ----------------------------------
 
-def test_a_plugged_stick_appears_live_in_the_feed(admin: Page, floor: CollectorProcess,
-                                                  tmp_path: Path) -> None:
-    """usb.blocked raises no collector alert (ingest alerts only chain anomalies), so the live
-    event feed is what shows it; the page must not reload to show it."""
+def test_a_plugged_stick_is_an_alert_live_and_in_the_feed(admin: Page,
+                                                          floor: CollectorProcess,
+                                                          tmp_path: Path) -> None:
+    """A blocked stick (usb.blocked, warning) is an alert: the overview open beside the live
+    feed counts it without anyone reloading, the feed shows the event without reloading the
+    page, and /alerts lists it for acknowledging."""
     with usb_workstation(floor, "ws-usb-1", tmp_path / "bus") as station:
-        admin.goto(f"{floor.url}/events?kind=usb.")
-        expect(admin.get_by_test_id("live-status")).to_have_text("live", timeout=WAIT_MS)
-        admin.evaluate("window.__notReloaded = true")
-        station.plug_stick()
-        row = admin.locator('tr[data-testid=event-row][data-agent=ws-usb-1]'
-                            '[data-kind="usb.blocked"]')
-        expect(row).to_have_count(1, timeout=WAIT_MS)
-        assert admin.evaluate("window.__notReloaded === true"), "the page was reloaded"
-        assert row.get_attribute("data-severity") == "warning"
-        expect(row).to_contain_text("SanDisk")
+        admin.goto(f"{floor.url}/")
+        warnings = admin.locator("[data-testid=alerts-by-severity] [data-severity=warning] .n")
+        before = int(warnings.inner_text())
+        feed = admin.context.new_page()
+        try:
+            feed.goto(f"{floor.url}/events?kind=usb.")
+            expect(feed.get_by_test_id("live-status")).to_have_text("live", timeout=WAIT_MS)
+            feed.evaluate("window.__notReloaded = true")
+            station.plug_stick()
+            row = feed.locator('tr[data-testid=event-row][data-agent=ws-usb-1]'
+                               '[data-kind="usb.blocked"]')
+            expect(row).to_have_count(1, timeout=WAIT_MS)
+            assert feed.evaluate("window.__notReloaded === true"), "the page was reloaded"
+            assert row.get_attribute("data-severity") == "warning"
+            expect(row).to_contain_text("SanDisk")
+        finally:
+            feed.close()
+        expect(warnings).to_have_text(str(before + 1), timeout=WAIT_MS)
         result = station.stop()
     assert result["stick_authorized"] == "0"  # and the stick stayed off
+    admin.goto(f"{floor.url}/alerts?state=open")
+    alert = admin.locator("tr[data-testid=alert-row][data-state=open]", has_text="ws-usb-1")
+    expect(alert).to_have_count(1)
+    expect(alert).to_contain_text("usb.blocked")
+    expect(alert.locator("form.ack textarea[name=comment]")).to_have_count(1)
     overview = admin.goto(f"{floor.url}/")
     assert overview is not None and overview.status == 200
     expect(admin.locator('tr[data-testid=workstation-row][data-agent=ws-usb-1]')).to_have_count(1)

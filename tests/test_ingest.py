@@ -94,3 +94,27 @@ def test_heartbeat_beyond_the_stored_head_is_a_gap(genuine: tuple[bytes, AgentRe
     plan = ingest.plan(prepared, agent, {0: bytes(32)})
     assert plan.accepted and plan.store == []
     assert [a.kind for a in plan.alerts] == ["gap"]
+
+
+def test_agents_warning_or_worse_events_are_alerts_counted_per_subject(tmp_path: Path) -> None:
+    """A blocked stick, a breach, a forced door: each an alert for security staff; the same
+    kind on the same subject again is the same open alert seen once more."""
+    maker = BatchMaker(tmp_path, "ws-02")
+    maker.spool.emit_many([
+        ("usb.blocked", "usb 1-2 SanDisk", "warning", {"n": 1}),
+        ("usb.allowed", "usb 1-1 keyboard", "info", {}),
+        ("usb.blocked", "usb 1-2 SanDisk", "warning", {"n": 2}),
+        ("usb.blocked", "usb 1-3 phone", "warning", {"n": 3}),
+        ("net.breach", "netlock", "critical", {"new": ["egress"]}),
+        ("door.denied", "door front", "notice", {}),
+    ])
+    batch = ingest.prepare(maker.body(), 100, "2026-11-29T09:00:00.000000Z")
+    plan = ingest.plan(batch, AgentRecord("ws-02", "workstation", maker.public_key),
+                       {0: bytes(32)})
+    assert plan.accepted
+    alerts = {(a.kind, a.severity, a.subject, a.count, a.seq) for a in plan.alerts}
+    assert alerts == {("usb.blocked", "warning", "usb 1-2 SanDisk", 2, 3),
+                      ("usb.blocked", "warning", "usb 1-3 phone", 1, 4),
+                      ("net.breach", "critical", "netlock", 1, 5)}
+    fingerprints = {a.fingerprint for a in plan.alerts}
+    assert len(fingerprints) == 3 and all(f.startswith(("usb.", "net.")) for f in fingerprints)

@@ -260,10 +260,15 @@ def test_report_verdicts_and_evidence_rows(site: CollectorProcess,
     assert set(chains) == set(expected)
     assert all(chains[a][2] == str(n) and chains[a][5] == "intact"
                for a, n in expected.items() if a != self_audit.agent_id(site.config))
-    # 7. the stranger's alert is open, a warning only
-    assert m["alerts"]["verdict"] == MET
-    assert [(st, c[0], c[1], c[2]) for st, c in m["alerts"]["rows"]] == [
-        ("warn", "warning", "unknown_agent", "ws-stranger")]
+    # 7. open alerts: the agents' own warning-or-worse events (the breach, the failed sweep,
+    # the stick blocked twice: one alert seen twice) and the stranger's; critical and error
+    # ones left open mean the measure is not met
+    assert m["alerts"]["verdict"] == NOT_MET
+    assert sorted((st, c[0], c[1], c[2], c[6]) for st, c in m["alerts"]["rows"]) == [
+        ("bad", "critical", "net.breach", "ws-02", "1"),
+        ("bad", "error", "retention.sweep_failed", "fs-retention", "1"),
+        ("warn", "warning", "unknown_agent", "ws-stranger", "1"),
+        ("warn", "warning", "usb.blocked", "ws-01", "2")]
 
 
 def test_report_header_privacy_and_self_containment(site: CollectorProcess,

@@ -15,7 +15,7 @@ verification covers the whole batch. Nothing here touches the store, the clock o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -24,6 +24,7 @@ from floor_agent.audit.chain import GENESIS_HASH, Checkpoint, link
 from floor_agent.audit.event import SEVERITY_RANK, AuditEvent, EventError
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 
+ALERT_RANK = SEVERITY_RANK["warning"]  # an agent's event this severe or worse is an alert
 # Alert kinds the collector raises; every anomaly becomes one of these, stored with the data.
 # The first group means an agent's record can no longer be trusted as complete and unaltered.
 CHAIN_BREAKS = ("bad_signature", "altered_event", "fork", "gap", "replay", "rollback")
@@ -79,10 +80,16 @@ class AlertDraft:
     agent_id: str
     detail: str
     seq: int | None = None
+    # an alert raised by an agent's own event: counted per (kind, agent, subject) while open,
+    # so a stick plugged ten times is one open alert seen ten times, not ten alerts
+    subject: str | None = None
+    count: int = 1  # times seen in this batch (one upsert per open alert, not per event)
 
     @property
     def fingerprint(self) -> str:
         """Same kind, agent and place: the same open alert, counted rather than repeated."""
+        if self.subject is not None:
+            return f"{self.kind}:{self.agent_id}:s:{self.subject}"
         return f"{self.kind}:{self.agent_id}:{self.seq if self.seq is not None else '-'}"
 
 
@@ -271,7 +278,7 @@ def _plan_events(batch: Prepared, agent: AgentRecord, stored: Mapping[int, bytes
             return _reject(409, "fork", "critical", agent.agent_id,
                            f"seq {seq} already stored with another hash: fork", seq)
     rows = batch.rows if len(new) == len(batch.rows) else [batch.rows[i] for i in new]
-    result = Plan(200, "stored", store=rows, acked_seq=cp.seq)
+    result = Plan(200, "stored", store=rows, acked_seq=cp.seq, alerts=event_alerts(rows))
     if cp.seq > agent.head_seq:
         result.new_head = (cp.seq, cp.hash)
         above = [batch.seqs[i] for i in new if batch.seqs[i] > agent.head_seq]
@@ -284,6 +291,22 @@ def _plan_events(batch: Prepared, agent: AgentRecord, stored: Mapping[int, bytes
         result.alerts.append(_rollback(agent, cp.seq))
     result.message = f"stored {len(new)}, duplicates {len(batch.seqs) - len(new)}"
     return result
+
+
+def event_alerts(rows: list[tuple[Any, ...]]) -> list[AlertDraft]:
+    """Agents' own events of severity warning or worse become alerts for security staff (a
+    blocked stick, a breach, a forced door, a covered lens), as they are stored."""
+    alerts: dict[str, AlertDraft] = {}
+    for row in rows:  # event_params' order
+        agent_id, seq, kind, severity, rank, subject = row[0], row[1], row[4], row[5], row[6], \
+            row[7]
+        if rank >= ALERT_RANK:
+            draft = AlertDraft(kind, severity, agent_id, f"{kind}: {subject}"[:500], seq,
+                               subject=subject[:200])
+            seen = alerts.get(draft.fingerprint)
+            alerts[draft.fingerprint] = draft if seen is None else replace(
+                draft, count=seen.count + 1)
+    return list(alerts.values())
 
 
 def _plan_heartbeat(batch: Prepared, agent: AgentRecord, stored: Mapping[int, bytes]) -> Plan:

@@ -584,14 +584,15 @@ class SqlStore(DashboardSql, CredentialSql, Store):
                         (alert.fingerprint,))
             row = cur.fetchone()
             if row is not None:
-                cur.execute(self._q("UPDATE alerts SET count = count + 1, last_seen_at = ?, "
-                                    "detail = ? WHERE id = ?"), (now, alert.detail, row[0]))
+                cur.execute(self._q("UPDATE alerts SET count = count + ?, last_seen_at = ?, "
+                                    "detail = ? WHERE id = ?"),
+                            (alert.count, now, alert.detail, row[0]))
             else:
                 cur.execute(self._q(
                     "INSERT INTO alerts (fingerprint, kind, severity, agent_id, seq, detail, "
-                    "created_at, last_seen_at, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)"),
+                    "created_at, last_seen_at, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                     (alert.fingerprint, alert.kind, alert.severity, alert.agent_id, alert.seq,
-                     alert.detail, now, now))
+                     alert.detail, now, now, alert.count))
 
     def touch_agent(self, agent_id: str, now: str) -> None:
         with self._write() as cur:
