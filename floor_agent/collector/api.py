@@ -60,6 +60,23 @@ class AckRequest(BaseModel):
     comment: str = Field(min_length=1, max_length=2000, pattern=NO_NUL)
 
 
+# The ingest body is read raw (it is verified byte for byte), so FastAPI cannot infer it: the
+# document declares it here, so clients and the fuzzer (tests/test_api_fuzz.py) know its shape.
+INGEST_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {
+        "type": "object", "required": ["agent_id", "events", "checkpoint"],
+        "properties": {
+            "agent_id": {"type": "string", "maxLength": 64},
+            "prev_hash": {"type": "string", "description": "hex SHA-256 before the first"},
+            "events": {"type": "array", "items": {
+                "type": "object", "properties": {
+                    "event": {"type": "object", "description": "the canonical event"},
+                    "hash": {"type": "string"}}}},
+            "checkpoint": {"type": "object", "properties": {
+                "seq": {"type": "integer"}, "hash": {"type": "string"},
+                "ts": {"type": "string"}, "signature": {"type": "string"}}}}}}}}}
+
+
 class IngestAnswer(BaseModel):
     acked_seq: int | None
     stored: int
@@ -131,6 +148,7 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
     app.state.self_audit = self_audit
     broadcaster = Broadcaster()
     collector.listeners.append(broadcaster.publish)
+    collector.alert_listeners.append(broadcaster.publish_alerts)
     install_dashboard(app, Dashboard(store, dashboard or DashboardSettings(), self_audit,
                                      broadcaster, stale_checkpoint_seconds, clock))
 
@@ -151,7 +169,8 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
         return {"agent_id": body.agent_id, "status": "enrolled"}
 
     @app.post("/api/v1/ingest", tags=["agents"], response_model=IngestAnswer,
-              responses={400: {}, 401: {}, 409: {}, 413: {}, 422: {}})
+              responses={400: {}, 401: {}, 409: {}, 413: {}, 422: {}},
+              openapi_extra=INGEST_BODY)
     async def ingest(request: Request) -> Response:
         """One signed batch of chained events (see floor_agent/collector/ingest.py)."""
         declared = request.headers.get("content-length")

@@ -121,6 +121,39 @@ class AgentAuth:
         return agent.agent_id
 
 
+def json_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """openapi_extra for a route that reads its JSON body raw: the document declares it, so
+    clients and the fuzzer (tests/test_api_fuzz.py) see its shape (credentials.py checks it)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "properties": properties, "required": required,
+        "additionalProperties": False}}}}}
+
+
+ID = {"type": "string", "maxLength": 64}
+PERSON_BODY = json_body({"person_id": ID, "name": {"type": "string", "maxLength": 200},
+                         "active": {"type": "boolean"},
+                         "access_levels": {"type": "array", "items": ID},
+                         "duress_fingers": {"type": "array", "items": {"type": "integer"}}},
+                        ["person_id", "name"])
+CARD_BODY = json_body({"uid": {"type": "string", "maxLength": 32}, "person_id": ID,
+                       "active": {"type": "boolean"},
+                       "valid_from": {"type": ["string", "null"]},
+                       "valid_until": {"type": ["string", "null"]},
+                       "keyed": {"type": "boolean"}}, ["uid", "person_id"])
+WINDOW = {"type": "object", "required": ["days", "start", "end"], "properties": {
+    "days": {"type": "array", "items": {"type": "string", "enum": list(wire.WEEKDAYS)}},
+    "start": {"type": "string", "example": "07:00"},
+    "end": {"type": "string", "example": "19:00"}}}
+LEVEL_BODY = json_body({"level_id": ID, "doors": {"type": "array", "items": ID},
+                        "windows": {"type": "array", "items": WINDOW},
+                        "on_holidays": {"type": "boolean"}}, ["level_id", "doors", "windows"])
+HOLIDAY_BODY = json_body({"date": {"type": "string", "format": "date"},
+                          "name": {"type": "string", "maxLength": 200}}, ["date"])
+TEMPLATE_BODY = json_body({"template_id": ID, "person_id": ID, "finger": {"type": "integer"},
+                           "sealed": {"type": "string", "description": "base64"}},
+                          list(wire.TEMPLATE_KEYS))
+
+
 def build_router(store: Store, api_user: Callable[..., str]) -> APIRouter:
     """The routes above, over one store; api_user is the API's API-key dependency."""
     router = APIRouter(tags=["credentials"])
@@ -130,7 +163,7 @@ def build_router(store: Store, api_user: Callable[..., str]) -> APIRouter:
     def now() -> str:
         return utc_timestamp()
 
-    @router.post("/api/v1/people", status_code=201)
+    @router.post("/api/v1/people", status_code=201, openapi_extra=PERSON_BODY)
     async def add_person(request: Request, who: str = User) -> Response:
         """Add or update a person (credentials.py: person); their access levels must exist."""
         person = _parse(await _body(request), wire.person_from_json)
@@ -157,21 +190,21 @@ def build_router(store: Store, api_user: Callable[..., str]) -> APIRouter:
         return _json({"person_id": person_id, "cards_deactivated": result.cards_deactivated,
                       "templates_deleted": result.templates_deleted, "version": result.version})
 
-    @router.post("/api/v1/cards", status_code=201)
+    @router.post("/api/v1/cards", status_code=201, openapi_extra=CARD_BODY)
     async def add_card(request: Request, who: str = User) -> Response:
         """Add or update a card (credentials.py: card); its person must exist."""
         card = _parse(await _body(request), wire.card_from_json)
         version = await run_in_threadpool(_change, lambda: store.put_card(card, who, now()))
         return _json({"card": wire.card_to_json(card), "version": version}, 201)
 
-    @router.post("/api/v1/levels", status_code=201)
+    @router.post("/api/v1/levels", status_code=201, openapi_extra=LEVEL_BODY)
     async def add_level(request: Request, who: str = User) -> Response:
         """Add or update an access level (credentials.py: level)."""
         level = _parse(await _body(request), wire.level_from_json)
         version = await run_in_threadpool(_change, lambda: store.put_level(level, who, now()))
         return _json({"level": wire.level_to_json(level), "version": version}, 201)
 
-    @router.post("/api/v1/holidays", status_code=201)
+    @router.post("/api/v1/holidays", status_code=201, openapi_extra=HOLIDAY_BODY)
     async def add_holiday(request: Request, who: str = User) -> Response:
         """Add or rename a holiday: {"date": "YYYY-MM-DD", "name": "..."}."""
         day, name = _parse(await _body(request), wire.holiday_from_json)
@@ -201,7 +234,8 @@ def build_router(store: Store, api_user: Callable[..., str]) -> APIRouter:
             lambda: orjson.dumps(wire.credentials_to_json(snapshot))),
             media_type="application/json")
 
-    @router.post("/api/v1/templates", status_code=201, responses={401: {}, 403: {}, 409: {}})
+    @router.post("/api/v1/templates", status_code=201, responses={401: {}, 403: {}, 409: {}},
+                 openapi_extra=TEMPLATE_BODY)
     async def add_template(request: Request) -> Response:
         """A sealed template from `door enroll` (credentials.py: template); the collector
         cannot read it and stores it as it came."""

@@ -107,6 +107,23 @@ class Collector:
         # Called after each committed batch with (agent_id, stored rows, received_at): the
         # dashboard's live feed. A listener must be quick and must not raise into ingest.
         self.listeners: list[Callable[[str, list[tuple[Any, ...]], str], None]] = []
+        # Called with (alerts, now) once alerts are stored, wherever they are raised (a batch,
+        # a refused batch, an enrollment, a stale checkpoint): the dashboard's live alerts.
+        self.alert_listeners: list[Callable[[list[AlertDraft], str], None]] = []
+
+    def _alerts_stored(self, alerts: list[AlertDraft], now: str) -> None:
+        """Tell the alert listeners; like listeners, they must be quick and never raise."""
+        if not alerts:
+            return
+        for listener in self.alert_listeners:
+            try:
+                listener(alerts, now)
+            except Exception:  # the alerts are stored whatever a viewer does
+                log.exception("alert listener failed")
+
+    def _add_alerts(self, alerts: list[AlertDraft], now: str) -> None:
+        self.store.add_alerts(alerts, now)
+        self._alerts_stored(alerts, now)
 
     def _prepare(self, body: bytes, now: str) -> ingest.Prepared:
         """Parse and check a batch; in a worker process when configured.
@@ -157,7 +174,7 @@ class Collector:
         now = utc_timestamp()
         token_role = self.store.consume_token(secret_hash(token), now, agent_id)
         if token_role is None:
-            self.store.add_alerts([AlertDraft("unknown_agent", "warning", agent_id,
+            self._add_alerts([AlertDraft("unknown_agent", "warning", agent_id,
                                               "enrollment with an unknown, used or expired "
                                               "token refused")], now)
             raise EnrollError(401, "token: unknown, already used or expired")
@@ -177,7 +194,7 @@ class Collector:
             self.counters["batch_malformed"] += 1
             alert = ingest.alert_for_error(exc)
             if alert is not None and self.store.get_agent(alert.agent_id) is not None:
-                self.store.add_alerts([alert], now)
+                self._add_alerts([alert], now)
             return IngestResult(exc.status, str(exc))
         with self._lock_for(batch.agent_id):
             agent = self.store.get_agent(batch.agent_id)
@@ -189,7 +206,7 @@ class Collector:
                 log.warning("alert %s on %s: %s", alert.kind, alert.agent_id, alert.detail)
             if not plan.accepted:
                 self.counters["batch_rejected"] += 1
-                self.store.add_alerts(plan.alerts, now)
+                self._add_alerts(plan.alerts, now)
                 return IngestResult(plan.status, plan.message)
             self.store.commit_batch(batch.agent_id, plan.store, batch.checkpoint, plan.new_head,
                                     plan.alerts, now)
@@ -200,6 +217,7 @@ class Collector:
                 listener(batch.agent_id, plan.store, now)
             except Exception:  # the batch is stored and acknowledged whatever a viewer does
                 log.exception("ingest listener failed")
+        self._alerts_stored(plan.alerts, now)
         return IngestResult(200, plan.message, plan.acked_seq, len(plan.store))
 
     def flag_stale_checkpoints(self, stale_seconds: int) -> list[str]:
@@ -211,5 +229,5 @@ class Collector:
                              f"no signed checkpoint since {last or 'enrollment'} "
                              f"(more than {stale_seconds} s): agent down, cut off, or its "
                              f"tail withheld") for agent_id, last in stale]
-        self.store.add_alerts(alerts, utc_timestamp(now))
+        self._add_alerts(alerts, utc_timestamp(now))
         return [agent_id for agent_id, _ in stale]

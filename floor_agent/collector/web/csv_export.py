@@ -23,7 +23,7 @@ def table_csv(table: Table) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([cell(c) for c in table.columns])
     for row in table.rows:
-        writer.writerow([cell(c.text) for c in row.cells])
+        writer.writerow([cell(c.title or c.text) for c in row.cells])
     return out.getvalue()
 
 

@@ -1,8 +1,13 @@
-"""The live event feed: ingest publishes each committed batch, every browser gets its matches.
+"""The live feeds: ingest publishes each committed batch and each stored alert; every browser
+gets what its page needs.
 
 Ingest threads call `Broadcaster.publish` after the batch's transaction committed (so a browser
-never sees an event the store does not hold). Each subscriber has a bounded queue in the event
-loop: a slow browser loses its oldest-unsent events (and is told how many) instead of slowing
+never sees an event the store does not hold), and `publish_alerts` once alerts are stored.
+Three channels: `events` (the /events feed: every matching event), `overview` (only a small
+`changed` note when a state topic (web/topics.py) or an alert moved: the overview refetches its
+fragment, throttled, instead of reloading on every event) and `alerts` (the /alerts page: one
+`alert` note per new or re-seen alert). Each subscriber has a bounded queue in the event loop:
+a slow browser loses its oldest-unsent messages (and is told how many) instead of slowing
 ingest, and publishing with nobody watching costs one empty-list check.
 """
 
@@ -17,9 +22,13 @@ from typing import Any
 import orjson
 
 from floor_agent.audit.event import SEVERITY_RANK
+from floor_agent.collector.ingest import AlertDraft
+from floor_agent.collector.web.topics import topic_of
 
 QUEUE_SIZE = 2000
 KEEPALIVE_SECONDS = 15.0
+CHANNELS = ("events", "overview", "alerts")
+Message = tuple[str, dict[str, Any]]  # (SSE event name, JSON payload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +40,7 @@ class LiveFilter:
     agent_id: str | None = None
     since: str | None = None
     until: str | None = None
+    channel: str = "events"
 
 
 def matches(live: LiveFilter, event: dict[str, Any]) -> bool:
@@ -46,6 +56,17 @@ def matches(live: LiveFilter, event: dict[str, Any]) -> bool:
     return not (live.until and event["ts"] >= live.until)
 
 
+def state_changes(rows: list[tuple[Any, ...]]) -> int:
+    """How many rows of a batch set a state the overview shows (pure; topics.topic_of)."""
+    return sum(1 for row in rows if topic_of(row[4], row[8]) is not None)
+
+
+def alert_note(alert: AlertDraft, at: str) -> dict[str, Any]:
+    """What the /alerts page is told of a stored alert (it reloads to see the row itself)."""
+    return {"kind": alert.kind, "severity": alert.severity, "agent_id": alert.agent_id,
+            "detail": alert.detail[:300], "at": at}
+
+
 def row_event(row: tuple[Any, ...]) -> dict[str, Any]:
     """A stored row (store_sql.INSERT_EVENT order) as the feed's JSON object."""
     return {"agent_id": row[0], "seq": row[1], "boot_id": row[2], "ts": row[3], "kind": row[4],
@@ -57,16 +78,24 @@ class Subscriber:
     def __init__(self, live: LiveFilter, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.filter = live
         self.loop = loop
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(size)
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(size)
         self.dropped = 0
 
-    def offer(self, events: list[dict[str, Any]]) -> None:
+    def offer(self, messages: list[Message]) -> None:
         """In the loop: queue what fits, count what does not."""
-        for event in events:
+        for message in messages:
             try:
-                self.queue.put_nowait(event)
+                self.queue.put_nowait(message)
             except asyncio.QueueFull:
                 self.dropped += 1
+
+    def send(self, messages: list[Message]) -> bool:
+        """From any thread; False when the subscriber's loop has closed (browser gone)."""
+        try:
+            self.loop.call_soon_threadsafe(self.offer, messages)
+        except RuntimeError:
+            return False
+        return True
 
 
 class Broadcaster:
@@ -96,26 +125,44 @@ class Broadcaster:
         subscribers = self._subscribers
         if not subscribers or not rows:
             return
-        events = [row_event(row) for row in rows]
+        feeds = [s for s in subscribers if s.filter.channel == "events"]
+        events = [row_event(row) for row in rows] if feeds else []
+        for sub in feeds:
+            wanted = [("audit", e) for e in events if matches(sub.filter, e)]
+            if wanted and not sub.send(wanted):
+                self.unsubscribe(sub)
+        overviews = [s for s in subscribers if s.filter.channel == "overview"]
+        changed = state_changes(rows) if overviews else 0
+        if changed:
+            self._send(overviews, [("changed", {"states": changed, "alerts": 0})])
+
+    def publish_alerts(self, alerts: list[AlertDraft], at: str) -> None:
+        """Called by the Collector once alerts are stored (ingest, enrollment, stale checks)."""
+        subscribers = self._subscribers
+        if not subscribers or not alerts:
+            return
+        self._send([s for s in subscribers if s.filter.channel == "overview"],
+                   [("changed", {"states": 0, "alerts": len(alerts)})])
+        self._send([s for s in subscribers if s.filter.channel == "alerts"],
+                   [("alert", alert_note(a, at)) for a in alerts])
+
+    def _send(self, subscribers: list[Subscriber], messages: list[Message]) -> None:
         for sub in subscribers:
-            wanted = [e for e in events if matches(sub.filter, e)]
-            if wanted:
-                try:
-                    sub.loop.call_soon_threadsafe(sub.offer, wanted)
-                except RuntimeError:  # its loop has closed: the browser is gone
-                    self.unsubscribe(sub)
+            if not sub.send(messages):
+                self.unsubscribe(sub)
 
 
 async def sse(broadcaster: Broadcaster, live: LiveFilter,
               keepalive: float = KEEPALIVE_SECONDS) -> AsyncIterator[bytes]:
-    """The text/event-stream body: `event: audit` per event, comments to keep it alive."""
+    """The text/event-stream body: one SSE event per message (`audit`, `changed` or
+    `alert`, by channel), `lagged` after dropped ones, comments to keep it alive."""
     sub = broadcaster.subscribe(live)
     try:
         yield b"retry: 2000\n: connected\n\n"
         reported = 0
         while True:
             try:
-                event = await asyncio.wait_for(sub.queue.get(), keepalive)
+                name, payload = await asyncio.wait_for(sub.queue.get(), keepalive)
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
@@ -123,6 +170,6 @@ async def sse(broadcaster: Broadcaster, live: LiveFilter,
                 yield b"event: lagged\ndata: " + orjson.dumps(
                     {"dropped": sub.dropped - reported}) + b"\n\n"
                 reported = sub.dropped
-            yield b"event: audit\ndata: " + orjson.dumps(event) + b"\n\n"
+            yield b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
     finally:
         broadcaster.unsubscribe(sub)

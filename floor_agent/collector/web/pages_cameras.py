@@ -12,16 +12,16 @@ from floor_agent.collector import self_audit
 from floor_agent.collector.store import EventQuery
 from floor_agent.collector.web import overview
 from floor_agent.collector.web.auth import User, require
+from floor_agent.collector.web.camera_gaps import recording_gaps
 from floor_agent.collector.web.context import dashboard_of
 from floor_agent.collector.web.csv_export import csv_response
 from floor_agent.collector.web.pages_events import export_allowed
 from floor_agent.collector.web.paths import AgentId, CameraId
 from floor_agent.collector.web.render import csv_link, page
-from floor_agent.collector.web.tables import Cell, Table
+from floor_agent.collector.web.tables import Cell, Table, short, time_cell
 
 router = APIRouter()
 SCAN = 2000
-GAP_KINDS = ("cctv.camera_offline", "cctv.camera_online", "cctv.stream_lost", "cctv.stream_gap")
 MOTION_KINDS = ("cctv.motion_start", "cctv.motion_end", "cctv.tamper", "cctv.tamper_cleared")
 FOOTAGE_KINDS = ("cctv.view", "cctv.export")
 
@@ -44,7 +44,7 @@ def cameras(request: Request, user: Annotated[User, Depends(require("read"))],
         shot = shots.get((c.agent_id, c.camera))
         table.add([Cell(c.camera, link=f"/cameras/{c.agent_id}/{c.camera}"), c.agent_id,
                    Cell(c.state, cls=c.cls, testid="camera-state"), c.detail,
-                   shot["received_at"][:19] if shot else ""],
+                   time_cell(shot["received_at"]) if shot else ""],
                   data_testid="camera-row", data_camera=c.camera, data_agent=c.agent_id)
     if export_allowed(user, format):
         return csv_response(table, "cameras")
@@ -74,22 +74,26 @@ def camera_page(request: Request, agent_id: AgentId, camera: CameraId,
     if state is None and not events and store.get_snapshot(agent_id, camera) is None:
         return page(request, "error.html", user, 404, title="No such camera",
                     message=f"nothing known about camera {camera!r} of {agent_id!r}")
-    gaps = Table(["time", "event", "detail"], testid="recording-gaps")
+    gaps = Table(["time", "event", "lasted", "detail"], testid="recording-gaps",
+                 empty="no recording gap")
     motion = Table(["time", "event", "detail"], testid="motion-events")
     footage = Table(["time", "event", "who", "why", "detail"], testid="footage-log")
     combined = Table(["time", "section", "event", "who", "detail"])
+    for e, lasted in recording_gaps(events):
+        link = f"/events/{agent_id}/{e['seq']}"
+        gaps.add([time_cell(e["ts"], link=link), short(e["kind"]), short(lasted), _describe(e)],
+                 data_testid="gap-row")
+        combined.add([e["ts"], "gaps", e["kind"], "", " ".join(filter(None, (lasted,
+                                                                            _describe(e))))])
     for e in events:
         link = f"/events/{agent_id}/{e['seq']}"
-        if e["kind"] in GAP_KINDS:
-            gaps.add([Cell(e["ts"], link=link), e["kind"], _describe(e)], data_testid="gap-row")
-            combined.add([e["ts"], "gaps", e["kind"], "", _describe(e)])
-        elif e["kind"] in MOTION_KINDS:
-            motion.add([Cell(e["ts"], link=link), e["kind"], _describe(e)],
+        if e["kind"] in MOTION_KINDS:
+            motion.add([time_cell(e["ts"], link=link), e["kind"], _describe(e)],
                        data_testid="motion-row")
             combined.add([e["ts"], "motion", e["kind"], "", _describe(e)])
         elif e["kind"] in FOOTAGE_KINDS:
             who, why = str(e["data"].get("who", "")), str(e["data"].get("why", ""))
-            footage.add([Cell(e["ts"], link=link), e["kind"], who, why, _describe(e)],
+            footage.add([time_cell(e["ts"], link=link), e["kind"], who, why, _describe(e)],
                         data_testid="footage-row")
             combined.add([e["ts"], "footage", e["kind"], who, _describe(e)])
     if user.may("footage_log"):
@@ -100,13 +104,13 @@ def camera_page(request: Request, agent_id: AgentId, camera: CameraId,
             for e in views:
                 d = e["data"]
                 if d.get("camera_id") == camera and d.get("camera_agent") == agent_id:
-                    footage.add([Cell(e["ts"], link=f"/events/{own}/{e['seq']}"), e["kind"],
+                    footage.add([time_cell(e["ts"], link=f"/events/{own}/{e['seq']}"), e["kind"],
                                  str(d.get("who", "")), "dashboard snapshot",
                                  f"snapshot of {d.get('snapshot_at', '')}"],
                                 data_testid="footage-row")
                     combined.add([e["ts"], "footage", e["kind"], str(d.get("who", "")),
                                   "dashboard snapshot"])
-        footage.rows.sort(key=lambda r: r.cells[0].text, reverse=True)
+        footage.rows.sort(key=lambda r: r.cells[0].title or r.cells[0].text, reverse=True)
     else:
         combined.rows = [r for r in combined.rows if r.cells[1].text != "footage"]
     if export_allowed(user, format):

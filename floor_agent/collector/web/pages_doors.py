@@ -15,7 +15,7 @@ from floor_agent.collector.web.context import dashboard_of
 from floor_agent.collector.web.csv_export import csv_response
 from floor_agent.collector.web.pages_events import export_allowed
 from floor_agent.collector.web.render import csv_link, page
-from floor_agent.collector.web.tables import Cell, Table
+from floor_agent.collector.web.tables import Table, short, time_cell
 
 router = APIRouter()
 SCAN = 5000  # newest access events read per outcome; person/card/door are matched on these
@@ -69,19 +69,19 @@ def doors(request: Request, user: Annotated[User, Depends(require("read"))],
     for e in found[:SHOWN]:
         d = e["data"]
         granted = e["kind"] == "door.granted"
-        table.add([str(d.get("person_id") or ""), str(d.get("uid") or ""),
-                   str(d.get("door_id") or ""),
-                   Cell("granted" if granted else "denied", cls="ok" if granted else "bad"),
+        table.add([str(d.get("person_id") or ""), short(str(d.get("uid") or "")),
+                   short(str(d.get("door_id") or "")),
+                   short("granted" if granted else "denied", cls="ok" if granted else "bad"),
                    str(d.get("reason") or ""),
-                   Cell(e["ts"], link=f"/events/{e['agent_id']}/{e['seq']}")],
+                   time_cell(e["ts"], link=f"/events/{e['agent_id']}/{e['seq']}")],
                   data_testid="access-row")
     if export_allowed(user, format):
         return csv_response(table, "access-log")
-    links = ' (people and access levels: /doors/people)' if user.may("people") else ""
+    links = [("/doors/people", "People and access levels")] if user.may("people") else []
     return page(request, "list.html", user, title="Doors: access log", tables=[("", table)],
-                fields=FIELDS, form=form, error=None,
+                fields=FIELDS, form=form, error=None, links=links,
                 intro=f"matches among the newest {SCAN} granted and {SCAN} denied access "
-                      f"events in the time range, newest first, at most {SHOWN}{links}",
+                      f"events in the time range, newest first, at most {SHOWN}",
                 csv_url=csv_link(request) if user.may("export") else None)
 
 

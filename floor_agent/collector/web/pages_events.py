@@ -15,7 +15,7 @@ from floor_agent.collector.web.csv_export import csv_response
 from floor_agent.collector.web.live import LiveFilter, sse
 from floor_agent.collector.web.paths import AgentId, Seq
 from floor_agent.collector.web.render import csv_link, page
-from floor_agent.collector.web.tables import Cell, Table
+from floor_agent.collector.web.tables import Cell, Table, short, time_cell
 
 router = APIRouter()
 PAGE_SIZE = 200
@@ -38,9 +38,10 @@ def data_text(data: dict[str, Any]) -> str:
 def events_table(events: list[dict[str, Any]]) -> Table:
     table = Table(COLUMNS, element_id="feed", empty="no events match")
     for e in events:
-        table.add([Cell(e["ts"], link=f"/events/{e['agent_id']}/{e['seq']}"), e["agent_id"],
-                   str(e["seq"]), e["kind"], Cell(e["severity"], cls=f"sev-{e['severity']}"),
-                   e["subject"], data_text(e["data"])],
+        table.add([time_cell(e["ts"], link=f"/events/{e['agent_id']}/{e['seq']}"),
+                   short(e["agent_id"]), short(str(e["seq"])), short(e["kind"]),
+                   short(e["severity"], cls=f"sev-{e['severity']}"),
+                   e["subject"], Cell(data_text(e["data"]), cls="data")],
                   data_testid="event-row", data_agent=e["agent_id"], data_seq=str(e["seq"]),
                   data_kind=e["kind"], data_severity=e["severity"])
     return table

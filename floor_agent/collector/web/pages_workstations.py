@@ -16,7 +16,7 @@ from floor_agent.collector.web.csv_export import csv_response
 from floor_agent.collector.web.pages_events import export_allowed
 from floor_agent.collector.web.paths import AgentId
 from floor_agent.collector.web.render import csv_link, page
-from floor_agent.collector.web.tables import Cell, Table
+from floor_agent.collector.web.tables import Cell, Table, time_cell
 
 router = APIRouter()
 LIMIT = 200
@@ -41,7 +41,7 @@ def workstations(request: Request, user: Annotated[User, Depends(require("read")
     for w in view.workstations:
         agent = info[w.agent_id]
         table.add([Cell(w.agent_id, link=f"/workstations/{w.agent_id}"), w.hostname,
-                   agent["enrolled_at"][:19], str(agent["events_total"]),
+                   time_cell(agent["enrolled_at"]), str(agent["events_total"]),
                    _cell(w.usb, "usb"), _cell(w.isolation, "isolation"),
                    _cell(w.heartbeat, "heartbeat"), _cell(w.chain, "chain")],
                   data_testid="workstation-row", data_agent=w.agent_id)
@@ -79,12 +79,13 @@ def workstation(request: Request, agent_id: AgentId,
         d = e["data"]
         link = f"/events/{agent_id}/{e['seq']}"
         if "id" in d or "name" in d:
-            devices.add([Cell(e["ts"], link=link), e["kind"], _device(e), str(d.get("serial", "")),
+            devices.add([time_cell(e["ts"], link=link), e["kind"], _device(e),
+                         str(d.get("serial", "")),
                          str(d.get("port", "")), str(d.get("rule", "")), str(d.get("action", ""))],
                         data_testid="device-row")
             combined.add([e["ts"], "devices", e["kind"], e["severity"], _device(e)])
         if e["kind"] in ("usb.blocked", "usb.rejected"):
-            blocked.add([Cell(e["ts"], link=link), e["kind"], _device(e),
+            blocked.add([time_cell(e["ts"], link=link), e["kind"], _device(e),
                          str(d.get("serial", "")), str(d.get("port", "")),
                          str(d.get("reason", ""))], data_testid="blocked-row")
             combined.add([e["ts"], "blocked", e["kind"], e["severity"], _device(e)])
@@ -92,7 +93,7 @@ def workstation(request: Request, agent_id: AgentId,
         d = e["data"]
         summary = d.get("summary") or ", ".join(
             f"{k}={d[k]}" for k in ("pass", "fail", "unknown", "error") if k in d)
-        checks.add([Cell(e["ts"], link=f"/events/{agent_id}/{e['seq']}"), e["kind"],
+        checks.add([time_cell(e["ts"], link=f"/events/{agent_id}/{e['seq']}"), e["kind"],
                     Cell(e["severity"], cls=f"sev-{e['severity']}"), str(summary)],
                    data_testid="isolation-row")
         combined.add([e["ts"], "isolation", e["kind"], e["severity"], str(summary)])

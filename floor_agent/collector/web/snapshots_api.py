@@ -76,7 +76,11 @@ def signed_agent(request: Request, body: bytes) -> tuple[str, str]:
 
 
 @router.post("/api/v1/snapshots/{camera}", status_code=201,
-             responses={401: {}, 403: {}, 413: {}, 415: {}, 422: {}})
+             responses={401: {}, 403: {}, 413: {}, 415: {}, 422: {}},
+             # read raw (it is signed byte for byte): declared so clients and the fuzzer see it
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "image/jpeg": {"schema": {"type": "string", "format": "binary",
+                                           "maxLength": MAX_BYTES}}}}})
 async def upload_snapshot(request: Request, camera: str) -> JSONResponse:
     """Store a camera's latest snapshot (image/jpeg, <= 512 KiB), signed by a cctv agent."""
     if not CAMERA_RE.match(camera):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from floor_agent.collector.web.timefmt import short_time
+
 
 @dataclass(frozen=True, slots=True)
 class Cell:
@@ -11,6 +13,20 @@ class Cell:
     link: str | None = None
     cls: str | None = None
     testid: str | None = None
+    title: str | None = None  # the full value: shown on hover, written by the CSV export
+
+
+NOWRAP = "nowrap"  # short cells (times, ids, kinds, states): never broken mid-word
+
+
+def short(text: str, cls: str | None = None, link: str | None = None) -> Cell:
+    """A short cell kept on one line."""
+    return Cell(text, link=link, cls=f"{cls} {NOWRAP}" if cls else NOWRAP)
+
+
+def time_cell(ts: str, link: str | None = None) -> Cell:
+    """A stored stamp shown compactly on one line, the full stamp in the title and exports."""
+    return Cell(short_time(ts), link=link, cls=NOWRAP, title=ts)
 
 
 @dataclass(slots=True)
