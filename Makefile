@@ -18,3 +18,5 @@ bench: bootstrap
 	.venv/bin/python bench/netlock.py
 	.venv/bin/python bench/access.py
 	.venv/bin/python bench/usb_block.py
+	.venv/bin/python bench/cctv.py
+	.venv/bin/python bench/dashboard.py
