@@ -73,8 +73,12 @@ def session_user(request: Request) -> User | None:
 
 
 def wants_api_answer(request: Request) -> bool:
-    return (request.url.path == "/events/stream"
-            or request.query_params.get("format") == "csv")
+    """Streams, fragments and CSV get a 401, not a redirect to the login form."""
+    return (request.url.path in API_PATHS or request.query_params.get("format") == "csv")
+
+
+# what scripts fetch (a login page in their place would be swapped into the page)
+API_PATHS = ("/events/stream", "/overview/stream", "/overview/state", "/alerts/stream")
 
 
 def require(permission: str = "read") -> Callable[[Request], User]:

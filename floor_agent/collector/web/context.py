@@ -12,7 +12,9 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
 from floor_agent.collector.store import Store
+from floor_agent.collector.web import overview
 from floor_agent.collector.web.live import Broadcaster
+from floor_agent.collector.web.timefmt import short_time
 from floor_agent.config import DashboardSettings
 
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
@@ -22,6 +24,14 @@ class OwnAudit(Protocol):
     """The collector's own audit trail (AuditAgent or Spool): emit returns once durable."""
 
     def emit(self, kind: str, subject: str, severity: str = "info", **data: Any) -> Any: ...
+
+
+def make_templates() -> Jinja2Templates:
+    """The dashboard's templates, with the helpers they share (compact times, wall tiles)."""
+    templates = Jinja2Templates(directory=str(DASHBOARD_DIR / "templates"))
+    templates.env.filters["short_time"] = short_time
+    templates.env.globals.update(worst=overview.worst, problems=overview.problems)
+    return templates
 
 
 def utc_now() -> datetime:
@@ -36,8 +46,7 @@ class Dashboard:
     broadcaster: Broadcaster
     stale_seconds: int = 180
     clock: Callable[[], datetime] = utc_now
-    templates: Jinja2Templates = field(
-        default_factory=lambda: Jinja2Templates(directory=str(DASHBOARD_DIR / "templates")))
+    templates: Jinja2Templates = field(default_factory=make_templates)
     # failed logins of names that do not exist, so they lock like real ones (no enumeration)
     unknown_failures: dict[str, tuple[int, str | None]] = field(default_factory=dict)
 

@@ -40,8 +40,9 @@ class Door:
     agent_id: str
     state: str
     cls: str
-    since: str
-    last_access: str
+    since: str  # the full stamp of the state's event ("" when none)
+    last_access: str  # "granted P-0001"
+    last_ts: str = ""  # the full stamp of that access
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +140,10 @@ def door_rows(latest: list[dict[str, Any]]) -> list[Door]:
         last_text = ""
         if last is not None:
             who = last["data"].get("person_id") or last["data"].get("uid") or "?"
-            last_text = f"{last['kind'].removeprefix('door.')} {who} {last['ts'][:19]}"
+            last_text = f"{last['kind'].removeprefix('door.')} {who}"
         agent = (event or last or {}).get("agent_id", "")
-        out.append(Door(name, agent, state, cls, event["ts"][:19] if event else "", last_text))
+        out.append(Door(name, agent, state, cls, event["ts"] if event else "", last_text,
+                        last["ts"] if last is not None else ""))
     return out
 
 
@@ -165,9 +167,21 @@ def camera_state(topics: dict[str, dict[str, Any]], now: datetime,
     return "unknown", "no recent status"
 
 
-def _rank(w: Workstation) -> int:
+def worst(w: Workstation) -> str:
+    """The workstation's tile colour on the wall: bad beats unknown beats ok."""
     states = {c.state for c in (w.usb, w.isolation, w.heartbeat, w.chain)}
-    return 0 if "bad" in states else 1 if "unknown" in states else 2
+    return "bad" if "bad" in states else "unknown" if "unknown" in states else "ok"
+
+
+def problems(w: Workstation) -> list[str]:
+    """What is not ok on a workstation, as the wall's tile says it ("usb: blocked")."""
+    cells = (("usb", w.usb), ("isolation", w.isolation), ("heartbeat", w.heartbeat),
+             ("chain", w.chain))
+    return [f"{name}: {cell.text}" for name, cell in cells if cell.state != "ok"]
+
+
+def _rank(w: Workstation) -> int:
+    return {"bad": 0, "unknown": 1}.get(worst(w), 2)
 
 
 def build(agents: list[dict[str, Any]], latest: list[dict[str, Any]],

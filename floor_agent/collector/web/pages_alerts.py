@@ -14,6 +14,7 @@ from floor_agent.collector.web.auth import User, check_csrf, require
 from floor_agent.collector.web.context import dashboard_of
 from floor_agent.collector.web.csv_export import csv_response
 from floor_agent.collector.web.pages_events import export_allowed
+from floor_agent.collector.web.pages_overview import stream
 from floor_agent.collector.web.paths import RowId
 from floor_agent.collector.web.render import csv_link, page
 from floor_agent.collector.web.tables import Table
@@ -68,6 +69,13 @@ def alerts_page(request: Request, user: Annotated[User, Depends(require("read"))
     return page(request, "alerts.html", user, alerts=found, form=form,
                 error=error if error in ACK_ERRORS else None,
                 csv_url=csv_link(request) if user.may("export") else None)
+
+
+@router.get("/alerts/stream")
+async def alerts_stream(request: Request,
+                        user: Annotated[User, Depends(require("read"))]) -> Response:
+    """`alert` notes as alerts are stored: the open /alerts page offers to reload."""
+    return stream(request, "alerts")
 
 
 ACK_ERRORS = ("a comment is required to acknowledge",
