@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from floor_agent.audit.event import utc_timestamp
-from floor_agent.collector.web import overview, topics
+from floor_agent.collector.web import camera_gaps, live, overview, timefmt, topics
 
 NOW = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 
@@ -169,3 +169,47 @@ def test_workstations_with_problems_come_first() -> None:
                                         and e["kind"] == "usb.locked_down")]
     view = overview.build(agents, events, [], NOW, 180)
     assert [w.agent_id for w in view.workstations] == ["ws-c", "ws-b", "ws-a"]
+
+
+def test_times_show_compactly_and_other_text_unchanged() -> None:
+    assert timefmt.short_time("2026-11-29T14:03:05.123456Z") == "11-29 14:03:05"
+    assert timefmt.short_time("yesterday") == "yesterday"
+    assert timefmt.short_time(None) == ""
+
+
+def test_doors_keep_the_full_stamps_for_the_title() -> None:
+    events = [latest("door-ctl", "door.relocked", {"door_id": "main"}, age=30, seq=4),
+              latest("door-ctl", "door.granted", {"door_id": "main", "person_id": "p-7"},
+                     age=10, seq=5)]
+    (door,) = overview.build([agent("door-ctl", "door")], events, [], NOW, 180).doors
+    assert (door.since, door.last_ts) == (ago(30), ago(10))
+    assert door.last_access == "granted p-7"
+
+
+def test_only_state_topics_count_as_overview_changes() -> None:
+    def row(kind: str, data: dict[str, Any]) -> tuple[Any, ...]:
+        return ("ws-1", 1, "boot", ago(1), kind, "info", 1, "s", orjson.dumps(data).decode(),
+                b"h", ago(0))
+
+    quiet = [row("usb.allowed", {"id": "k"}), row("agent.started", {}),
+             row("door.state", {"door_id": "front"})]
+    assert live.state_changes(quiet) == 0
+    moving = [*quiet, row("usb.locked_down", {}), row("door.forced", {"door_id": "lab"})]
+    assert live.state_changes(moving) == 2
+
+
+def cctv(kind: str, age: float, seq: int, **data: Any) -> dict[str, Any]:
+    return {"kind": kind, "ts": ago(age), "seq": seq, "data": {"camera_id": "cam1", **data}}
+
+
+def test_recording_gaps_are_only_real_gaps_with_how_long() -> None:
+    newest_first = [
+        cctv("cctv.camera_online", 10, 6, offline_ms=0),       # after the offline: 50 s
+        cctv("cctv.camera_offline", 60, 5, reason="timeout"),
+        cctv("cctv.stream_gap", 100, 4, gap_ms=900),
+        cctv("cctv.camera_online", 200, 3, offline_ms=125_000),
+        cctv("cctv.segment", 300, 2, path="seg-1.mp4"),
+        cctv("cctv.camera_online", 400, 1, offline_ms=0),      # the first start: no gap
+    ]
+    gaps = [(e["seq"], lasted) for e, lasted in camera_gaps.recording_gaps(newest_first)]
+    assert gaps == [(6, "50 s"), (5, ""), (4, "900 ms"), (3, "2 min 5 s")]

@@ -4,6 +4,7 @@ and the live feed over a real collector process."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import sqlite3
@@ -23,6 +24,7 @@ from collector_process import CollectorProcess
 from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 from test_web_support import WebApp, csrf_of
 
+from floor_agent.audit.event import TS_RE as TS
 from floor_agent.collector import request_auth, self_audit
 from floor_agent.collector.web import user_admin
 
@@ -162,6 +164,53 @@ def test_csv_exports_the_filtered_table_and_defuses_formulas(web: WebApp) -> Non
     assert any(r[4].startswith("'@x") for r in devices[1:])
 
 
+def test_short_cells_stay_on_one_line_and_times_are_compact(web: WebApp) -> None:
+    """time, agent, seq, kind and severity never wrap; the time shows as MM-DD HH:MM:SS with
+    the stored stamp in its title, and the CSV export keeps the stamp."""
+    floor(web)
+    client = web.logged_in("audrey", "auditor")
+    stamp = client.get("/events?kind=usb.blocked&format=csv").text.splitlines()[1][:27]
+    assert TS.match(stamp), stamp
+    html = client.get("/events?kind=usb.blocked").text
+    row = html[html.index('data-testid="event-row"'):]
+    cells = row[:row.index("</tr>")].split("<td")[1:]
+    assert f'class="nowrap" title="{stamp}"><a' in cells[0]
+    assert f">{stamp[5:10]} {stamp[11:19]}</a>" in cells[0]
+    assert all('class="nowrap"' in c or 'nowrap"' in c for c in cells[1:5]), cells[1:5]
+    assert 'class="data"' in cells[6] and "nowrap" not in cells[5] + cells[6]
+    overview = client.get("/").text
+    door = overview[overview.index('data-door="lab"'):]
+    assert 'class="nowrap" title="20' in door[:door.index("</tr>")]
+
+
+def test_doors_link_the_people_page_for_admins_only(web: WebApp) -> None:
+    floor(web)
+    assert '<a href="/doors/people"' in web.logged_in("root", "admin").get("/doors").text
+    viewer = web.logged_in("ann", "viewer").get("/doors").text
+    assert "/doors/people" not in viewer
+
+
+def test_recording_gaps_leave_out_a_camera_coming_online(web: WebApp) -> None:
+    """`camera_online offline_ms=0` (a start) is no gap; a stream gap and an offline spell are,
+    with how long they lasted."""
+    floor(web)
+    web.send("box-1", [
+        ("cctv.camera_online", "camera cam1", "notice", {"camera_id": "cam1", "offline_ms": 0}),
+        ("cctv.camera_offline", "camera cam1", "critical", {"camera_id": "cam1",
+                                                            "reason": "timeout"}),
+        ("cctv.camera_online", "camera cam1", "notice", {"camera_id": "cam1",
+                                                         "offline_ms": 65_000})])
+    html = web.logged_in("ann", "viewer").get("/cameras/box-1/cam1").text
+    gaps = html[html.index('data-testid="recording-gaps"'):]
+    gaps = gaps[:gaps.index("</table>")]
+    rows = [r[:r.index("</tr>")] for r in gaps.split('data-testid="gap-row"')[1:]]
+    assert len(rows) == 3, rows
+    assert "cctv.camera_online" in rows[0] and ">65 s<" in rows[0]
+    assert "cctv.camera_offline" in rows[1]
+    assert "cctv.stream_gap" in rows[2] and "900 ms" in rows[2]
+    assert "offline_ms=0" not in gaps
+
+
 def test_doors_access_log_filters(web: WebApp) -> None:
     floor(web)
     client = web.logged_in("ann", "viewer")
@@ -265,14 +314,17 @@ def test_admin_creates_changes_and_disables_users(web: WebApp) -> None:
         web.own_events())
 
 
-def read_audit_events(stream: Iterator[str], wanted: int, seconds: float) -> list[dict]:
+def read_sse(stream: Iterator[str], wanted: int, seconds: float,
+             name: str = "audit") -> list[dict]:
+    """The data of the first `wanted` SSE events; any other event name first fails."""
     found: list[dict] = []
     deadline = time.monotonic() + seconds
     event = None
     for line in stream:
         if line.startswith("event: "):
             event = line[7:]
-        elif line.startswith("data: ") and event == "audit":
+            assert event == name, f"{event!r} before the {wanted} {name!r} wanted"
+        elif line.startswith("data: ") and event == name:
             found.append(orjson.loads(line[6:]))
             if len(found) == wanted:
                 return found
@@ -280,8 +332,12 @@ def read_audit_events(stream: Iterator[str], wanted: int, seconds: float) -> lis
     return found
 
 
-def test_live_feed_delivers_ingested_events_matching_its_filters(tmp_path: Path) -> None:
-    collector = CollectorProcess(tmp_path)
+def read_audit_events(stream: Iterator[str], wanted: int, seconds: float) -> list[dict]:
+    return read_sse(stream, wanted, seconds)
+
+
+def live_viewer(collector: CollectorProcess, tmp_path: Path) -> None:
+    """ann the viewer, made the way the CLI makes users (before the collector starts)."""
     store = collector.store()
     own = self_audit.open_writer(collector.config)
     try:
@@ -289,19 +345,31 @@ def test_live_feed_delivers_ingested_events_matching_its_filters(tmp_path: Path)
     finally:
         own.close()
         store.close()
+    (tmp_path / "ann.secret").write_text(secret)
+
+
+def browser_client(collector: CollectorProcess, tmp_path: Path) -> httpx.Client:
+    """A browser's client logged in as ann: forms as forms (pinned_client sends JSON)."""
+    secret = (tmp_path / "ann.secret").read_text()
+    browser = ssl.create_default_context(cafile=str(collector.ca))
+    client = httpx.Client(base_url=collector.url, verify=browser, timeout=10)
+    login = client.get("/login")
+    client.post("/login", data={"username": "ann", "password": secret,
+                                "csrf_token": csrf_of(login.text)})
+    form = client.get("/account/password")
+    client.post("/account/password", data={
+        "current": secret, "new": "a long new password", "confirm":
+        "a long new password", "csrf_token": csrf_of(form.text)})
+    assert client.get("/").status_code == 200
+    return client
+
+
+def test_live_feed_delivers_ingested_events_matching_its_filters(tmp_path: Path) -> None:
+    collector = CollectorProcess(tmp_path)
+    live_viewer(collector, tmp_path)
     collector.start()
     try:
-        # a browser's client: forms as forms (pinned_client sends JSON content-type by default)
-        browser = ssl.create_default_context(cafile=str(collector.ca))
-        with httpx.Client(base_url=collector.url, verify=browser, timeout=10) as client:
-            login = client.get("/login")
-            client.post("/login", data={"username": "ann", "password": secret,
-                                        "csrf_token": csrf_of(login.text)})
-            form = client.get("/account/password")
-            client.post("/account/password", data={
-                "current": secret, "new": "a long new password", "confirm":
-                "a long new password", "csrf_token": csrf_of(form.text)})
-            assert client.get("/").status_code == 200
+        with contextlib.closing(browser_client(collector, tmp_path)) as client:
             maker = BatchMaker(tmp_path, "ws-live")
             assert client.post("/api/v1/enroll", json=maker.enroll_payload(collector.token())
                                ).status_code == 201
@@ -321,6 +389,51 @@ def test_live_feed_delivers_ingested_events_matching_its_filters(tmp_path: Path)
             assert event["data"] == {"id": "x"} and event["ingested_at"].endswith("Z")
             client.cookies.clear()
             assert client.get("/events/stream").status_code == 401
+    finally:
+        collector.stop()
+
+
+def test_overview_and_alerts_streams_carry_only_what_moved(tmp_path: Path) -> None:
+    """The overview's stream says `changed` only for a state topic or a stored alert (a batch
+    of neither says nothing: the next note is the alert's), and /alerts' stream names each
+    stored alert, an agent's warning (a blocked stick) included."""
+    collector = CollectorProcess(tmp_path)
+    live_viewer(collector, tmp_path)
+    collector.start()
+    try:
+        with contextlib.closing(browser_client(collector, tmp_path)) as client:
+            maker = BatchMaker(tmp_path, "ws-live")
+            assert client.post("/api/v1/enroll", json=maker.enroll_payload(collector.token())
+                               ).status_code == 201
+
+            def send(*events: tuple[str, str, str, dict]) -> None:
+                maker.spool.emit_many(list(events))
+                answer = client.post("/api/v1/ingest", content=maker.body())
+                assert answer.status_code == 200, answer.text
+                maker.ack(answer.json()["acked_seq"])
+
+            with client.stream("GET", "/overview/stream") as overview, \
+                    client.stream("GET", "/alerts/stream") as alerts:
+                o_lines, a_lines = overview.iter_lines(), alerts.iter_lines()
+                assert next(o_lines).startswith("retry:") and next(a_lines).startswith("retry:")
+                send(("usb.allowed", "usb 1-1", "info", {"id": "046d:c31c"}),
+                     ("agent.started", "agent", "notice", {"version": "1"}))
+                send(("usb.blocked", "usb 1-2", "warning", {"id": "0781:5567"}))
+                (first,) = read_sse(o_lines, 1, 10, "changed")
+                assert first == {"states": 0, "alerts": 1}  # not the quiet batch's
+                (alert,) = read_sse(a_lines, 1, 10, "alert")
+                assert (alert["kind"], alert["severity"], alert["agent_id"]) == (
+                    "usb.blocked", "warning", "ws-live")
+                send(("usb.locked_down", "usb", "info", {"hubs": ["usb1"]}))
+                (second,) = read_sse(o_lines, 1, 10, "changed")
+                assert second == {"states": 1, "alerts": 0}
+            fragment = client.get("/overview/state")
+            assert fragment.status_code == 200 and "<html" not in fragment.text
+            row = fragment.text[fragment.text.index('data-agent="ws-live"'):]
+            assert '<td data-testid="usb" class="ok">locked</td>' in row[:row.index("</tr>")]
+            client.cookies.clear()
+            for path in ("/overview/stream", "/alerts/stream", "/overview/state"):
+                assert client.get(path).status_code == 401, path  # not a login page
     finally:
         collector.stop()
 
