@@ -40,6 +40,10 @@ from floor_agent.cctv.snapshot import SnapshotUploader, encode_jpeg
 from floor_agent.config import AuditClientConfig
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))  # the benchmark's reporting agents, reused
+
+from dashboard_data import enroll_all, floor_agents, report  # noqa: E402
+
 RULES = REPO / "config" / "usb-rules.conf"
 USB1 = "/sys/bus/usb/devices/usb1"
 SESSION_COOKIE = "floor_session"
@@ -278,6 +282,34 @@ def usb_workstation(collector: CollectorProcess, name: str, root: Path
         yield station
     finally:
         station.stop()
+
+
+@contextlib.contextmanager
+def reporting_agents(collector: CollectorProcess, rate: float, workstations: int = 12
+                     ) -> Iterator[list[str]]:
+    """Some of the benchmark's agents (bench/dashboard_data.py: workstations and a camera box;
+    no door controller, whose people would show in the door tests' log) sending their real
+    mix of events at `rate` events/s overall, over HTTPS, until the block ends; yields their
+    ids. Enrolled straight into the store, as the benchmark does."""
+    everyone = floor_agents()
+    agents = ([a for a in everyone if a.role == "workstation"][:workstations]
+              + [next(a for a in everyone if a.role == "cctv")])
+    store = collector.store()
+    try:
+        enroll_all(store, agents)
+    finally:
+        store.close()
+    stop = threading.Event()
+    sent: list[int] = []
+    thread = threading.Thread(target=lambda: sent.append(
+        report(agents, collector.url, collector.ca, rate, stop)), daemon=True)
+    thread.start()
+    try:
+        yield [a.agent_id for a in agents]
+    finally:
+        stop.set()
+        thread.join(30)
+    assert sent and sent[0] > 0, "the reporting agents sent nothing"
 
 
 def screenshot(page: Page, name: str, *dirs: Path) -> list[Path]:

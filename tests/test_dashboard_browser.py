@@ -24,6 +24,7 @@ from dashboard_fixtures import (
     door_controller,
     first_login,
     log_in,
+    reporting_agents,
     screenshot,
     send_access,
     send_with_gap,
@@ -111,6 +112,24 @@ def texts(page: Page, rows: str) -> list[list[str]]:
     """The cell texts of the table rows matching `rows`."""
     return page.eval_on_selector_all(
         rows, "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText.trim()))")
+
+
+def full_values(page: Page, rows: str) -> list[list[str]]:
+    """The cells' full values: the title where the cell shows a compact form (times)."""
+    return page.eval_on_selector_all(
+        rows, "rows => rows.map(r => Array.from(r.cells).map(c => c.title || "
+              "c.innerText.trim()))")
+
+
+# Cells meant to stay on one line (class nowrap) whose text takes more than one line.
+WRAPPED_SHORT_CELLS = """
+() => Array.from(document.querySelectorAll("td.nowrap, th")).filter(cell => {
+  const range = document.createRange();
+  range.selectNodeContents(cell);
+  const tops = new Set(Array.from(range.getClientRects()).map(r => Math.round(r.top)));
+  return tops.size > 1;
+}).map(cell => cell.innerText.trim())
+"""
 
 
 # --- logging in ------------------------------------------------------------------------------
@@ -254,7 +273,68 @@ def test_an_alert_appears_and_is_acknowledged(admin: Page, floor: CollectorProce
     expect(acked.first).to_contain_text("ticket 42")
 
 
+def test_new_alerts_are_announced_live_on_the_alerts_page(admin: Page,
+                                                           floor: CollectorProcess) -> None:
+    """/alerts open: an alert raised at ingest shows a banner naming it, without anyone
+    reloading; its reload link then lists the alert."""
+    admin.goto(f"{floor.url}/alerts?state=open")
+    expect(admin.get_by_test_id("live-status")).to_have_text("live", timeout=WAIT_MS)
+    banner = admin.get_by_test_id("new-alerts")
+    expect(banner).to_be_hidden()
+    admin.evaluate("window.__notReloaded = true")
+    send_with_gap(floor, door_controller(floor, "door-ctl-live"))
+    expect(banner).to_be_visible(timeout=WAIT_MS)
+    expect(banner).to_contain_text("door-ctl-live")
+    assert admin.evaluate("window.__notReloaded === true"), "the page was reloaded"
+    with admin.expect_navigation():
+        banner.get_by_test_id("new-alerts-reload").click()
+    assert "state=open" in admin.url
+    expect(admin.locator("tr[data-testid=alert-row][data-state=open]",
+                         has_text="door-ctl-live")).not_to_have_count(0)
+
+
+def test_an_open_overview_redraws_its_tables_not_the_page(browser: Browser,
+                                                          floor: CollectorProcess,
+                                                          admin: Page) -> None:
+    """Agents report 100 events/s (the benchmark's reporters and their real mix: blocked
+    sticks, isolation checks, camera segments and motion). An open overview in 30 s: no full
+    reload, and its tables refetched at most once per 5 s (plus the periodic one), at least
+    once."""
+    context = new_context(browser)
+    try:
+        context.add_cookies(admin.context.cookies())
+        page = context.new_page()
+        page.goto(f"{floor.url}/")
+        expect(page.get_by_test_id("live-status")).to_have_text("live", timeout=WAIT_MS)
+        loads: list[str] = []
+        fragments: list[str] = []
+        page.on("framenavigated", lambda f: loads.append(f.url) if f == page.main_frame else None)
+        page.on("request", lambda r: fragments.append(r.url)
+                if "/overview/state" in r.url else None)
+        with reporting_agents(floor, 100.0) as agents:
+            page.wait_for_timeout(30_000)
+        assert loads == [], f"the overview reloaded itself {len(loads)} times"
+        assert 1 <= len(fragments) <= 8, f"{len(fragments)} redraws in 30 s"
+        # the redrawn tables hold the reporting workstations
+        expect(page.locator(f"tr[data-testid=workstation-row][data-agent={agents[0]}]")
+               ).to_have_count(1, timeout=WAIT_MS)
+    finally:
+        context.close()
+
+
 # --- the door log: filters and CSV -----------------------------------------------------------
+
+def test_the_door_log_links_the_people_page_for_admins(admin: Page, viewer: Page,
+                                                       floor: CollectorProcess) -> None:
+    admin.goto(f"{floor.url}/doors")
+    with admin.expect_navigation():
+        admin.locator("main a[href='/doors/people']").click()
+    assert admin.url.endswith("/doors/people")
+    expect(admin.get_by_test_id("people")).to_have_count(1)
+    viewer.goto(f"{floor.url}/doors")
+    expect(viewer.locator("main a[href='/doors/people']")).to_have_count(0)
+    expect(viewer.locator("main")).not_to_contain_text("/doors/people")
+
 
 def test_the_door_log_filters_by_person_and_outcome(admin: Page, floor: CollectorProcess,
                                                     doors: list[Access]) -> None:
@@ -278,7 +358,7 @@ def test_the_door_log_filters_by_person_and_outcome(admin: Page, floor: Collecto
 def test_csv_export_equals_the_filtered_table(admin: Page, floor: CollectorProcess,
                                               doors: list[Access]) -> None:
     admin.goto(f"{floor.url}/doors?outcome=denied")
-    shown = texts(admin, "tr[data-testid=access-row]")
+    shown = full_values(admin, "tr[data-testid=access-row]")  # the export has full times
     assert len(shown) == sum(1 for a in doors if not a.granted)
     link = admin.get_by_test_id("export-csv")
     assert "format=csv" in (link.get_attribute("href") or "")
@@ -314,6 +394,9 @@ def test_a_snapshot_view_is_logged_with_who(admin: Page, floor: CollectorProcess
         admin.wait_for_timeout(500)
         admin.reload()
     expect(views.first).to_contain_text("footage.viewed")
+    # the box reported its camera online (offline_ms=0) at start: that is no recording gap
+    expect(admin.get_by_test_id("recording-gaps").locator("tr.empty")).to_have_count(1)
+    expect(admin.locator("tr[data-testid=gap-row]")).to_have_count(0)
 
 
 # --- roles and CSRF --------------------------------------------------------------------------
@@ -409,6 +492,7 @@ def test_main_pages_fit_1366_and_are_captured(admin: Page, floor: CollectorProce
                                               tmp_path: Path) -> None:
     admin.set_viewport_size(DESKTOP)
     too_wide = {}
+    wrapped: dict[str, list[str]] = {}
     elsewhere: list[str] = []  # the floor is offline: nothing may come from another origin
     console_errors: list[str] = []  # a CSP violation or a script error shows here
     admin.on("request", lambda r: None if r.url.startswith(floor.url) else elsewhere.append(r.url))
@@ -425,7 +509,11 @@ def test_main_pages_fit_1366_and_are_captured(admin: Page, floor: CollectorProce
         width = admin.evaluate("document.documentElement.scrollWidth")
         if width > DESKTOP["width"]:
             too_wide[path] = width
+        broken = admin.evaluate(WRAPPED_SHORT_CELLS)
+        if broken:
+            wrapped[path] = broken[:5]
     assert too_wide == {}, f"horizontal scrolling at 1366 px: {too_wide}"
+    assert wrapped == {}, f"short cells on more than one line at 1366 px: {wrapped}"
     assert elsewhere == [] and console_errors == [], (elsewhere, console_errors)
 
 
@@ -442,5 +530,11 @@ def test_wall_display_at_1920(browser: Browser, floor: CollectorProcess,
         expect(page.get_by_test_id("live-status")).to_have_text("live", timeout=WAIT_MS)
         screenshot(page, "wall-1920", ARTIFACTS, tmp_path)
         assert page.evaluate("document.documentElement.scrollWidth") <= WALL["width"]
+        # read from across the room: big counts and names, states as full-width tiles
+        size = "s => parseFloat(getComputedStyle(document.querySelector(s)).fontSize)"
+        assert page.evaluate(size, "[data-testid=alerts-by-severity] .n") >= 48
+        assert page.evaluate(size, "[data-testid=workstation-row] .name") >= 24
+        tiles = page.get_by_test_id("workstations").bounding_box()
+        assert tiles is not None and tiles["width"] >= 0.9 * WALL["width"] - 100
     finally:
         context.close()

@@ -19,6 +19,7 @@ from floor_agent.collector.web.pages_events import export_allowed
 from floor_agent.collector.web.paths import AgentId, CameraId
 from floor_agent.collector.web.render import csv_link, page
 from floor_agent.collector.web.tables import Cell, Table, short, time_cell
+from floor_agent.collector.web.timefmt import short_time
 
 router = APIRouter()
 SCAN = 2000
@@ -106,7 +107,7 @@ def camera_page(request: Request, agent_id: AgentId, camera: CameraId,
                 if d.get("camera_id") == camera and d.get("camera_agent") == agent_id:
                     footage.add([time_cell(e["ts"], link=f"/events/{own}/{e['seq']}"), e["kind"],
                                  str(d.get("who", "")), "dashboard snapshot",
-                                 f"snapshot of {d.get('snapshot_at', '')}"],
+                                 f"snapshot of {short_time(d.get('snapshot_at', ''))}"],
                                 data_testid="footage-row")
                     combined.add([e["ts"], "footage", e["kind"], str(d.get("who", "")),
                                   "dashboard snapshot"])
