@@ -211,7 +211,8 @@ def self_reloads(context: BrowserContext, url: str, seconds: float) -> tuple[int
     loads: list[float] = []
     redraws: list[str] = []
     context.expose_function("__loaded", lambda: loads.append(time.monotonic()))
-    context.add_init_script("window.__loaded();")
+    # a new page's first document is about:blank: only the dashboard's own loads count
+    context.add_init_script("if (location.protocol === 'https:') window.__loaded();")
     page = context.new_page()
     page.on("request", lambda r: redraws.append(r.url) if "/overview/state" in r.url else None)
     page.goto(f"{url}/")
