@@ -3,7 +3,11 @@
 Everything lives in a temp dir: a fresh ed25519 host key, a client key whose public half is the
 only authorized key, the config, the pid file and the home dir the SFTP subsystem starts in
 (`internal-sftp -d`, no chroot). As root: StrictModes off (the temp dir is not root's home),
-UsePAM off, only public-key login for the current user. sshd and the session children it forks
+UsePAM off, only public-key login for the current user, or with `login_user` for another
+local user (e.g. "nobody"), so a test meets the server's real permission errors: root reads
+and deletes everything. sshd reads authorized_keys as the login user, so the temp dir then
+opens for traversal (0711; the private keys stay 0600) and the SFTP home belongs to that user;
+`give()` hands a test's tree to it. sshd and the session children it forks
 run in their own process group, so `stop()` takes down live uploads too: a server going away
 mid-transfer. `start()` again brings it back on the same port with the same keys.
 """
@@ -62,17 +66,23 @@ def make_key(path: Path) -> Path:
 class SshdServer:
     """A throwaway sshd; use as a context manager or start()/stop()/close()."""
 
-    def __init__(self, start_timeout: float = 10.0) -> None:
+    def __init__(self, start_timeout: float = 10.0, login_user: str | None = None) -> None:
         self.start_timeout = start_timeout
         self.dir = Path(tempfile.mkdtemp(prefix="floor-sshd-"))
         self.home = self.dir / "home"
         self.home.mkdir()
-        self.user = pwd.getpwuid(os.geteuid()).pw_name
+        account = pwd.getpwnam(login_user) if login_user else pwd.getpwuid(os.geteuid())
+        self.user = account.pw_name
+        self.uid, self.gid = account.pw_uid, account.pw_gid
         self.port = _free_port()
         self.host_key = make_key(self.dir / "host_ed25519")
         self.client_key = make_key(self.dir / "client_ed25519")
-        (self.dir / "authorized_keys").write_text(
-            Path(f"{self.client_key}.pub").read_text())
+        authorized = self.dir / "authorized_keys"
+        authorized.write_text(Path(f"{self.client_key}.pub").read_text())
+        if self.uid != os.geteuid():
+            self.dir.chmod(0o711)
+            authorized.chmod(0o644)
+            os.chown(self.home, self.uid, self.gid)
         self.config = self.dir / "sshd_config"
         self.config.write_text("\n".join([
             "ListenAddress 127.0.0.1",
@@ -94,6 +104,13 @@ class SshdServer:
         ]))
         self.log = self.dir / "sshd.log"
         self._proc: subprocess.Popen[bytes] | None = None
+
+    def give(self, path: Path) -> Path:
+        """Make `path` and everything under it the login user's (symlinks themselves, never
+        their targets), as the files of a share the SFTP account owns would be."""
+        for item in [path, *path.rglob("*")]:
+            os.lchown(item, self.uid, self.gid)
+        return path
 
     @property
     def known_hosts_line(self) -> str:

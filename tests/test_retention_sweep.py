@@ -3,10 +3,10 @@
 Roots are generated per test under the sshd's home: jobs of known ages on an online root
 (15 days, `.done` marker mtime) and an offline root (30 days, job.json manifest), symlinks to
 a file and a directory outside the root, a FIFO named like an image, a file the server cannot
-remove (chattr +i: as root, the only way to make sshd fail to delete), and a server that goes
-away mid-sweep. "Unreadable" in the permission sense cannot be simulated here: the sshd
-fixture logs in as root, who reads everything; unreadable listings are covered by the plan
-tests on plain data.
+remove (chattr +i: root deletes everything else), and a server that goes away mid-sweep.
+Unreadable entries in the permission sense need an account that root's rights do not cover:
+that test runs its own sshd logging the SFTP session in as `nobody`, over a tree nobody owns
+except for the folders and files root keeps to itself.
 """
 
 from __future__ import annotations
@@ -379,3 +379,82 @@ def test_server_gone_mid_sweep_then_resumed_sweep_completes(
             "file_list_sha256": file_list_sha256((p, due[p]) for p in removed_before_drop)}
         started = site.events("retention.sweep_started", count=2)
         assert started[-1]["data"]["resumes"] == first.sweep_id
+
+
+def test_unreadable_entries_are_reported_and_everything_else_due_goes(
+        collector: CollectorProcess, tmp_path: Path) -> None:
+    with SshdServer(login_user="nobody") as own:
+        site = Site("unreadable", own, collector, tmp_path)
+        on, off = site.online, site.offline
+        marker_job(on, "C0001/J0001", 20, {"a.jpg": b"a" * 100, "b.TIF": b"b" * 200,
+                                           "notes.txt": b"keep", "retouch/r.jpg": b"r" * 5})
+        marker_job(on, "C0001/J0002", 10, {"c.jpg": b"c" * 300})
+        marker_job(on, "C0002/J0004", 16, {"h.png": b"h" * 7, "raw/g.cr2": b"g" * 400,
+                                           "locked.jpg": b"L" * 11})
+        marker_job(on, "C0003/J0005", 40, {"hidden.jpg": b"x" * 13})
+        marker_job(on, "C0003/J0006", 2, {"k1.jpg": b"k", "k2.jpg": b"k", "k3.jpg": b"k"})
+        manifest_job(off, "C0001/J0001", 31, {"a.jpg": b"A" * 11, "b.jpg": b"B" * 12})
+        manifest_job(off, "C0004/J0006", 40, {"d.jpg": b"D" * 14})
+        manifest_job(off, "C0005/J0009", 29, {"e.jpg": b"E" * 15, "f.jpg": b"F" * 16})
+        own.give(site.base)
+        # (a) a job folder root keeps to itself, and a folder inside a due job nobody may list
+        os.chown(on / "C0003/J0005", 0, 0)
+        (on / "C0003/J0005").chmod(0o700)
+        (on / "C0001/J0001/retouch").chmod(0o000)
+        # (b) a due image nobody can neither read nor delete: root's file in a shared sticky
+        # folder, next to nobody's own files, which it may delete
+        os.chown(on / "C0002/J0004", 0, 0)
+        (on / "C0002/J0004").chmod(0o1777)
+        os.chown(on / "C0002/J0004/locked.jpg", 0, 0)
+        (on / "C0002/J0004/locked.jpg").chmod(0o600)
+        # and a manifest nobody cannot read: the job's age is unknown, so nothing of it goes
+        os.chown(off / "C0004/J0006/job.json", 0, 0)
+        (off / "C0004/J0006/job.json").chmod(0o600)
+        sizes = {str(p.relative_to(site.base)): p.lstat().st_size
+                 for p in site.base.rglob("*") if p.is_file()}
+        before = files_under(site.base)
+
+        proc = site.run()
+        after = files_under(site.base)
+
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "RESIDUE: 1 files" in proc.stderr
+    gone = before - after
+    assert gone == {"online/C0001/J0001/a.jpg", "online/C0001/J0001/b.TIF",
+                    "online/C0002/J0004/h.png", "online/C0002/J0004/raw/g.cr2",
+                    "offline/C0001/J0001/a.jpg", "offline/C0001/J0001/b.jpg"}
+    assert {"online/C0002/J0004/locked.jpg", "online/C0003/J0005/hidden.jpg",
+            "online/C0001/J0001/retouch/r.jpg", "offline/C0004/J0006/d.jpg"} <= after
+
+    online, offline = site.config.retention.servers
+    receipts = {e["data"]["server"]: e["data"] for e in site.events("retention.receipt",
+                                                                     count=2)}
+    for server in (online, offline):
+        really_gone = {p.removeprefix(f"{server.name}/"): sizes[p] for p in gone
+                       if p.startswith(f"{server.name}/")}
+        receipt = receipts[server.name]
+        assert receipt["file_count"] == len(really_gone)
+        assert receipt["total_bytes"] == sum(really_gone.values())
+        assert receipt["file_list_sha256"] == file_list_sha256(really_gone.items())
+    assert receipts["online"]["planned_file_count"] == 5
+    assert receipts["online"]["residue_count"] == 1 and receipts["offline"]["residue_count"] == 0
+
+    residue = site.events("retention.residue")
+    assert [e["data"]["server"] for e in residue] == ["online"]
+    assert residue[0]["severity"] == "critical"
+    assert residue[0]["data"]["files"] == [event_ref("C0002/J0004/locked.jpg",
+                                                     policy_of(online))]
+    assert "the server refused (Permission denied)" in residue[0]["data"]["errors"][0]
+
+    refused = {e["data"]["server"]: e for e in site.events("retention.refused", count=2)}
+    assert {e["severity"] for e in refused.values()} == {"warning"}
+    left_online = {item["path"]: item["reason"] for item in refused["online"]["data"]["left_alone"]}
+    assert left_online == {
+        "C0003/J0005": "unreadable (cannot list: Permission denied)",
+        event_ref("C0001/J0001/retouch", policy_of(online)):
+            "unreadable (cannot list: Permission denied)"}
+    left_offline = {item["path"]: item["reason"]
+                    for item in refused["offline"]["data"]["left_alone"]}
+    assert left_offline == {
+        event_ref("C0004/J0006/job.json", policy_of(offline)): "unreadable (Permission denied)",
+        "C0004/J0006": "completion marker job.json unreadable (Permission denied)"}
