@@ -142,7 +142,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_emit(args: argparse.Namespace) -> int:
     """Record one event in the agent's spool (the running agent forwards it)."""
     from floor_agent.audit.event import EventError
-    from floor_agent.audit.spool import Spool
+    from floor_agent.audit.spool import open_spool
 
     config = _agent_config(args)
     try:
@@ -153,9 +153,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
     if not isinstance(data, dict):
         print("--data: expected a JSON object", file=sys.stderr)
         return 2
-    audit = config.audit
-    spool = Spool(audit.state_dir / "spool.db", audit.resolved_agent_id(config.role),
-                  audit.spool_max_events, audit.spool_alarm_ratio)
+    spool = open_spool(config.audit, config.role)
     try:
         event = spool.emit(args.kind, args.subject, args.severity, **data)
     except EventError as exc:
@@ -345,7 +343,7 @@ def _verify_now(config: Any, allowlist: Any) -> tuple[list[Any], float]:
 
 def cmd_netlock_apply(args: argparse.Namespace) -> int:
     """Load the ruleset (recorded in the agent's audit spool), then run every check."""
-    from floor_agent.audit.spool import Spool
+    from floor_agent.audit.spool import open_spool
     from floor_agent.netlock.firewall import FirewallError
     from floor_agent.netlock.runner import enforce
 
@@ -353,9 +351,7 @@ def cmd_netlock_apply(args: argparse.Namespace) -> int:
     if setup is None:
         return 2
     config, allowlist = setup
-    audit = config.audit
-    spool = Spool(audit.state_dir / "spool.db", audit.resolved_agent_id(config.role),
-                  audit.spool_max_events, audit.spool_alarm_ratio)
+    spool = open_spool(config.audit, config.role)
     try:
         enforce(config.netlock, allowlist, spool.emit, source=args.config)
     except FirewallError as exc:  # recorded in the spool; the running ruleset is unchanged
@@ -419,15 +415,14 @@ def cmd_usb_manual(args: argparse.Namespace) -> int:
     next judgement of the device."""
     import sqlite3
 
-    from floor_agent.audit.spool import Spool
+    from floor_agent.audit.spool import open_spool
     from floor_agent.usb_guard.manual import ManualError, run_manual
 
     config = load_config(args.config, "workstation")
     assert isinstance(config, WorkstationConfig)
     audit = config.audit
     try:  # before touching sysfs: no manual change that cannot be recorded
-        spool = Spool(audit.state_dir / "spool.db", audit.resolved_agent_id(config.role),
-                      audit.spool_max_events, audit.spool_alarm_ratio)
+        spool = open_spool(audit, config.role)
     except (OSError, sqlite3.Error) as exc:
         print(f"usb {args.usb_action}: cannot open the audit spool in {audit.state_dir} "
               f"({exc}); nothing done", file=sys.stderr)

@@ -134,7 +134,7 @@ def enroll_finger(config: DoorConfig, person_id: str, finger: int, door_id: str 
 
 
 def cmd_door_enroll(args: argparse.Namespace) -> int:
-    from floor_agent.audit.spool import Spool
+    from floor_agent.audit.spool import open_spool
     from floor_agent.config import load_config
 
     config = load_config(args.config, "door")
@@ -145,9 +145,7 @@ def cmd_door_enroll(args: argparse.Namespace) -> int:
     except EnrollError as e:
         print(f"door enroll: {e}", file=sys.stderr)
         return 2
-    audit = config.audit
-    spool = Spool(audit.state_dir / "spool.db", audit.resolved_agent_id(config.role),
-                  audit.spool_max_events, audit.spool_alarm_ratio)
+    spool = open_spool(config.audit, config.role)
     try:
         spool.emit("door.template_enrolled", f"person {done.person_id}", "notice",
                    person_id=done.person_id, finger=done.finger, template_id=done.template_id,

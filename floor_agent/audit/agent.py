@@ -19,13 +19,12 @@ import httpx
 from floor_agent.audit.event import AuditEvent
 from floor_agent.audit.forwarder import Forwarder, ForwarderSettings, pinned_client
 from floor_agent.audit.keys import load_private_key, public_key_b64, write_private_key
-from floor_agent.audit.spool import Spool
+from floor_agent.audit.spool import open_spool
 from floor_agent.config import AuditClientConfig
 
 log = logging.getLogger(__name__)
 
 KEY_FILE = "agent.key"
-SPOOL_FILE = "spool.db"
 
 
 def kernel_boot_id() -> str:
@@ -44,8 +43,7 @@ class AuditAgent:
         self.config = audit
         self.stop_event = threading.Event()
         self.key = load_private_key(audit.state_dir / KEY_FILE)
-        self.spool = Spool(audit.state_dir / SPOOL_FILE, self.agent_id, audit.spool_max_events,
-                           audit.spool_alarm_ratio)
+        self.spool = open_spool(audit, role)
         self.client = pinned_client(audit.collector_url, audit.ca_path(),
                                     audit.request_timeout_seconds)
         self.forwarder = Forwarder(self.spool, self.key, self.client, ForwarderSettings(

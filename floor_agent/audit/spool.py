@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from floor_agent.audit.chain import GENESIS_HASH, link
 from floor_agent.audit.event import (
@@ -34,7 +34,12 @@ from floor_agent.audit.event import (
     utc_timestamp,
 )
 
+if TYPE_CHECKING:
+    from floor_agent.config import AuditClientConfig
+
 log = logging.getLogger(__name__)
+
+SPOOL_FILE = "spool.db"  # in the agent's audit state_dir
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -246,3 +251,10 @@ class Spool:
 def _after(ts: str) -> str:
     """The timestamp one microsecond after ts (same textual form)."""
     return utc_timestamp(parse_timestamp(ts) + timedelta(microseconds=1))
+
+
+def open_spool(audit: AuditClientConfig, role: str) -> Spool:
+    """The spool of the agent an audit section describes (its state_dir, id and limits): the
+    agent itself, and commands that record an event for the running agent to deliver."""
+    return Spool(audit.state_dir / SPOOL_FILE, audit.resolved_agent_id(role),
+                 audit.spool_max_events, audit.spool_alarm_ratio)

@@ -46,16 +46,14 @@ def who_runs_this() -> str:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """A clip with its hash proof; recorded (who, why) in the agent's audit spool."""
-    from floor_agent.audit.spool import Spool
+    from floor_agent.audit.spool import open_spool
     from floor_agent.cctv.export import ExportError, export
     from floor_agent.cctv.index import SegmentIndex
 
     config = _config(args)
     start, end = _when(args.start, "--from"), _when(args.end, "--to")
     out = args.out or Path(f"{args.camera}-{start:%Y%m%dT%H%M%S}.mp4")
-    audit = config.audit
-    spool = Spool(audit.state_dir / "spool.db", audit.resolved_agent_id(config.role),
-                  audit.spool_max_events, audit.spool_alarm_ratio)
+    spool = open_spool(config.audit, config.role)
     try:
         with SegmentIndex.in_storage(config.cctv.storage_dir) as index:
             result = export(index, config.cctv.storage_dir, args.camera, start, end,
@@ -72,15 +70,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_view(args: argparse.Namespace) -> int:
     """The segment files of a time range, after the view is recorded (who, why)."""
-    from floor_agent.audit.spool import Spool
+    from floor_agent.audit.spool import open_spool
     from floor_agent.cctv.export import ExportError, view
     from floor_agent.cctv.index import SegmentIndex
 
     config = _config(args)
     start, end = _when(args.start, "--from"), _when(args.end, "--to")
-    audit = config.audit
-    spool = Spool(audit.state_dir / "spool.db", audit.resolved_agent_id(config.role),
-                  audit.spool_max_events, audit.spool_alarm_ratio)
+    spool = open_spool(config.audit, config.role)
     try:
         with SegmentIndex.in_storage(config.cctv.storage_dir) as index:
             paths = view(index, config.cctv.storage_dir, args.camera, start, end,

@@ -78,9 +78,9 @@ def small_grey(frame: av.VideoFrame, frame_height: int) -> np.ndarray:
         kept = cv2.resize(kept[:rows, :cols], (cols // average, rows // average),
                           interpolation=cv2.INTER_AREA)
     else:
-        kept = np.ascontiguousarray(kept)
+        kept = kept.copy()  # own the pixels: the decoder reuses its buffer
     if frame.format.name in FULL_RANGE_FORMATS or _full_range(frame):
-        return kept if kept.base is None or average > 1 else kept.copy()
+        return kept
     return cv2.convertScaleAbs(kept, alpha=VIDEO_RANGE_GAIN, beta=VIDEO_RANGE_OFFSET)
 
 

@@ -28,7 +28,7 @@ from floor_agent.cctv import motion, tamper
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
 from floor_agent.cctv.segments import FrameSegmentWriter, SegmentWriter
-from floor_agent.cctv.snapshot import SNAPSHOT_SECONDS, SNAPSHOT_WIDTH, encode_jpeg
+from floor_agent.cctv.snapshot import SNAPSHOT_SECONDS, bgr_snapshot_jpeg
 from floor_agent.cctv.source import (
     BadInput,
     CameraOffline,
@@ -177,11 +177,7 @@ class CameraRecorder:
         if self.snapshot_sink is None or t < self._next_snapshot_t:
             return None
         self._next_snapshot_t = t + SNAPSHOT_SECONDS
-        h, w = bgr.shape[:2]
-        width = min(w, SNAPSHOT_WIDTH)
-        small = cv2.resize(bgr, (width, max(2, round(h * width / w))),
-                           interpolation=cv2.INTER_AREA)
-        return encode_jpeg(small)
+        return bgr_snapshot_jpeg(bgr)
 
     # -- events from the source --
 

@@ -42,6 +42,14 @@ def snapshot_jpeg(frame: av.VideoFrame, width: int = SNAPSHOT_WIDTH,
     return encode_jpeg(bgr, quality)
 
 
+def bgr_snapshot_jpeg(bgr: np.ndarray, width: int = SNAPSHOT_WIDTH) -> bytes:
+    """The same for a BGR array (the OpenCV sources: USB and MJPEG cameras)."""
+    h, w = bgr.shape[:2]
+    width = min(w, width)
+    small = cv2.resize(bgr, (width, max(2, round(h * width / w))), interpolation=cv2.INTER_AREA)
+    return encode_jpeg(small)
+
+
 def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:

@@ -266,9 +266,12 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
         return Response(body, media_type=content_type)
 
     # -- door credentials: admin routes and controller sync (api_credentials.py) ------------
-    from floor_agent.collector.api_credentials import build_router
+    from floor_agent.collector.api_credentials import AgentAuth, build_router
 
-    app.include_router(build_router(store, api_user))
+    # agent-signed requests (door sync, templates, camera snapshots): one verifier, one replay
+    # memory for every route that takes them
+    app.state.agent_auth = AgentAuth(store)
+    app.include_router(build_router(store, api_user, app.state.agent_auth))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

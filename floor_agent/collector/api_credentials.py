@@ -39,6 +39,7 @@ from floor_agent.audit.event import utc_timestamp
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 from floor_agent.collector import credentials as wire
 from floor_agent.collector import request_auth
+from floor_agent.collector.ingest import AgentRecord
 from floor_agent.collector.store import RecordConflict, Store, UnknownRecord
 
 log = logging.getLogger(__name__)
@@ -51,16 +52,17 @@ def _json(content: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json")
 
 
-async def _body(request: Request) -> bytes:
+async def read_body(request: Request, limit: int = MAX_BODY, what: str = "request") -> bytes:
+    """The raw body (signed requests are verified byte for byte), 413 past `limit`."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-        raise HTTPException(413, f"request larger than {MAX_BODY} bytes")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise HTTPException(413, f"{what} larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY:
-            raise HTTPException(413, f"request larger than {MAX_BODY} bytes")
+        if size > limit:
+            raise HTTPException(413, f"{what} larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -92,8 +94,8 @@ class AgentAuth:
         self.store = store
         self.guard = request_auth.ReplayGuard()
 
-    def door(self, request: Request, body: bytes) -> str:
-        """The agent id of a verified door controller; 401/403 otherwise."""
+    def verified(self, request: Request, body: bytes) -> AgentRecord:
+        """The enrolled agent that signed exactly this request, now; 401 otherwise."""
         try:
             header = request_auth.parse_header(request.headers.get(request_auth.HEADER))
             self.guard.check_fresh(header, int(time.time() * 1000))
@@ -115,6 +117,11 @@ class AgentAuth:
             log.warning("refused agent request %s %s: %s", request.method,
                         request.scope["path"], exc)
             raise HTTPException(401, str(exc)) from None
+        return agent
+
+    def door(self, request: Request, body: bytes) -> str:
+        """The agent id of a verified door controller; 401/403 otherwise."""
+        agent = self.verified(request, body)
         if agent.role != DOOR_ROLE:
             raise HTTPException(403, f"agent {agent.agent_id!r} has role {agent.role!r}; only "
                                      f"{DOOR_ROLE!r} agents may use this")
@@ -154,10 +161,10 @@ TEMPLATE_BODY = json_body({"template_id": ID, "person_id": ID, "finger": {"type"
                           list(wire.TEMPLATE_KEYS))
 
 
-def build_router(store: Store, api_user: Callable[..., str]) -> APIRouter:
-    """The routes above, over one store; api_user is the API's API-key dependency."""
+def build_router(store: Store, api_user: Callable[..., str], auth: AgentAuth) -> APIRouter:
+    """The routes above, over one store; api_user is the API's API-key dependency, auth the
+    app's one verifier of agent-signed requests (one replay memory for every route)."""
     router = APIRouter(tags=["credentials"])
-    auth = AgentAuth(store)
     User = Depends(api_user)
 
     def now() -> str:
@@ -166,7 +173,7 @@ def build_router(store: Store, api_user: Callable[..., str]) -> APIRouter:
     @router.post("/api/v1/people", status_code=201, openapi_extra=PERSON_BODY)
     async def add_person(request: Request, who: str = User) -> Response:
         """Add or update a person (credentials.py: person); their access levels must exist."""
-        person = _parse(await _body(request), wire.person_from_json)
+        person = _parse(await read_body(request), wire.person_from_json)
         version = await run_in_threadpool(_change, lambda: store.put_person(person, who, now()))
         return _json({"person": wire.person_to_json(person), "version": version}, 201)
 
@@ -193,21 +200,21 @@ def build_router(store: Store, api_user: Callable[..., str]) -> APIRouter:
     @router.post("/api/v1/cards", status_code=201, openapi_extra=CARD_BODY)
     async def add_card(request: Request, who: str = User) -> Response:
         """Add or update a card (credentials.py: card); its person must exist."""
-        card = _parse(await _body(request), wire.card_from_json)
+        card = _parse(await read_body(request), wire.card_from_json)
         version = await run_in_threadpool(_change, lambda: store.put_card(card, who, now()))
         return _json({"card": wire.card_to_json(card), "version": version}, 201)
 
     @router.post("/api/v1/levels", status_code=201, openapi_extra=LEVEL_BODY)
     async def add_level(request: Request, who: str = User) -> Response:
         """Add or update an access level (credentials.py: level)."""
-        level = _parse(await _body(request), wire.level_from_json)
+        level = _parse(await read_body(request), wire.level_from_json)
         version = await run_in_threadpool(_change, lambda: store.put_level(level, who, now()))
         return _json({"level": wire.level_to_json(level), "version": version}, 201)
 
     @router.post("/api/v1/holidays", status_code=201, openapi_extra=HOLIDAY_BODY)
     async def add_holiday(request: Request, who: str = User) -> Response:
         """Add or rename a holiday: {"date": "YYYY-MM-DD", "name": "..."}."""
-        day, name = _parse(await _body(request), wire.holiday_from_json)
+        day, name = _parse(await read_body(request), wire.holiday_from_json)
         version = await run_in_threadpool(
             _change, lambda: store.put_holiday(day, name, who, now()))
         return _json({"holiday": {"date": day.isoformat(), "name": name}, "version": version},
@@ -239,7 +246,7 @@ def build_router(store: Store, api_user: Callable[..., str]) -> APIRouter:
     async def add_template(request: Request) -> Response:
         """A sealed template from `door enroll` (credentials.py: template); the collector
         cannot read it and stores it as it came."""
-        body = await _body(request)
+        body = await read_body(request)
         agent_id = await run_in_threadpool(auth.door, request, body)
         template = _parse(body, wire.template_from_json)
         version = await run_in_threadpool(

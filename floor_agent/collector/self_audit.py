@@ -18,10 +18,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from floor_agent.audit.agent import KEY_FILE, SPOOL_FILE
+from floor_agent.audit.agent import KEY_FILE
 from floor_agent.audit.event import utc_timestamp
 from floor_agent.audit.keys import load_private_key, public_key_b64, write_private_key
-from floor_agent.audit.spool import Spool
+from floor_agent.audit.spool import Spool, open_spool
 from floor_agent.collector.store import Store
 from floor_agent.collector.tls import TlsFiles
 from floor_agent.config import AuditClientConfig, CollectorConfig
@@ -78,6 +78,4 @@ def ensure_registered(store: Store, config: CollectorConfig) -> str:
 
 def open_writer(config: CollectorConfig) -> Spool:
     """Append-only access for other processes on the collector host (backup, timers)."""
-    audit = self_audit_config(config)
-    return Spool(audit.state_dir / SPOOL_FILE, audit.resolved_agent_id(ROLE),
-                 audit.spool_max_events, audit.spool_alarm_ratio)
+    return open_spool(self_audit_config(config), ROLE)

@@ -9,7 +9,6 @@ and must decode as a JPEG. Only the latest per (agent, camera) is kept.
 from __future__ import annotations
 
 import re
-import time
 
 import cv2
 import numpy as np
@@ -17,15 +16,13 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from floor_agent.audit.event import utc_timestamp
-from floor_agent.audit.keys import KeyFileError, public_key_from_b64
-from floor_agent.collector import request_auth
+from floor_agent.collector.api_credentials import read_body
 from floor_agent.collector.web.context import dashboard_of
 
 router = APIRouter(tags=["cameras"])
 MAX_BYTES = 512 * 1024
 CAMERA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CCTV_ROLE = "cctv"
-_guard = request_auth.ReplayGuard()
 
 
 def jpeg_problem(body: bytes) -> tuple[str | None, int, int]:
@@ -36,43 +33,6 @@ def jpeg_problem(body: bytes) -> tuple[str | None, int, int]:
     if image is None:
         return "body: the JPEG does not decode", 0, 0
     return None, int(image.shape[1]), int(image.shape[0])
-
-
-async def _read(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BYTES):
-        raise HTTPException(413, f"snapshot larger than {MAX_BYTES} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BYTES:
-            raise HTTPException(413, f"snapshot larger than {MAX_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def signed_agent(request: Request, body: bytes) -> tuple[str, str]:
-    """(agent_id, role) of a verified X-Floor-Agent request; 401 otherwise."""
-    store = dashboard_of(request).store
-    try:
-        header = request_auth.parse_header(request.headers.get(request_auth.HEADER))
-        _guard.check_fresh(header, int(time.time() * 1000))
-        agent = store.get_agent(header.agent_id)
-        if agent is None:
-            raise request_auth.RequestAuthError(f"agent {header.agent_id!r} is not enrolled")
-        try:
-            key = public_key_from_b64(agent.public_key)
-        except KeyFileError:
-            raise request_auth.RequestAuthError("the enrolled key is unusable") from None
-        raw_path = request.scope.get("raw_path")
-        target = raw_path.decode("latin-1") if raw_path else request.scope["path"]
-        if request.scope.get("query_string"):
-            target += "?" + request.scope["query_string"].decode("latin-1")
-        request_auth.verify(header, key, request.method, target, body)
-        _guard.remember(header, int(time.time() * 1000))
-    except request_auth.RequestAuthError as exc:
-        raise HTTPException(401, str(exc)) from None
-    return agent.agent_id, agent.role
 
 
 @router.post("/api/v1/snapshots/{camera}", status_code=201,
@@ -88,8 +48,9 @@ async def upload_snapshot(request: Request, camera: str) -> JSONResponse:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "image/jpeg":
         raise HTTPException(415, f"content-type: expected image/jpeg, got {content_type!r}")
-    body = await _read(request)
-    agent_id, role = signed_agent(request, body)
+    body = await read_body(request, MAX_BYTES, "snapshot")
+    agent = request.app.state.agent_auth.verified(request, body)
+    agent_id, role = agent.agent_id, agent.role
     if role != CCTV_ROLE:
         raise HTTPException(403, f"agent {agent_id!r} has role {role!r}; only cctv agents "
                                  f"upload snapshots")
