@@ -130,10 +130,10 @@ class MotionState:
     last_motion_t: float | None = None
 
 
-def _regions(binary: np.ndarray, min_area: float) -> tuple[Region, ...]:
-    height, width = binary.shape
+def _regions(grown: np.ndarray, min_area: float) -> tuple[Region, ...]:
+    """The moving regions of the dilated moving-pixel map, largest first."""
+    height, width = grown.shape
     total = float(height * width)
-    grown = cv2.dilate(binary, DILATE_KERNEL, iterations=2)
     contours, _ = cv2.findContours(grown, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     found: list[Region] = []
     for contour in contours:
@@ -149,17 +149,23 @@ def _regions(binary: np.ndarray, min_area: float) -> tuple[Region, ...]:
 def _moving(frame: np.ndarray, background: np.ndarray, threshold: int,
             mask: np.ndarray | None) -> np.ndarray:
     """255 where the frame is further than the threshold off the background (and analysed)."""
-    binary = np.where(cv2.absdiff(frame, background) > threshold, np.uint8(255), np.uint8(0))
+    binary = cv2.compare(cv2.absdiff(frame, background), float(threshold), cv2.CMP_GT)
     return binary if mask is None else cv2.bitwise_and(binary, mask)
 
 
-def _debounced(state: MotionState, t: float, motion: bool) -> tuple[MotionState, str | None]:
-    """Motion starts on its first frame; every frame with motion moves last_motion_t."""
+def _happening(state: MotionState, t: float, motion: bool | None,
+               config: MotionConfig) -> tuple[dict[str, object], str | None]:
+    """The debounced happening as field changes: motion starts on its first frame, every frame
+    with motion moves last_motion_t, and it ends once end_after_seconds passed without any.
+    `motion` None: nothing can be judged (the light settles), only an end is possible."""
     if motion:
         if state.in_motion:
-            return replace(state, last_motion_t=t), None
-        return replace(state, in_motion=True, since=t, last_motion_t=t), "motion_start"
-    return state, None
+            return {"last_motion_t": t}, None
+        return {"in_motion": True, "since": t, "last_motion_t": t}, "motion_start"
+    if (state.in_motion and state.last_motion_t is not None
+            and t - state.last_motion_t >= config.end_after_seconds):
+        return {"in_motion": False, "since": None}, "motion_end"
+    return {}, None
 
 
 def step(state: MotionState, frame: SmallFrame, config: MotionConfig,
@@ -179,7 +185,7 @@ def step(state: MotionState, frame: SmallFrame, config: MotionConfig,
         raise ValueError(f"{where}: mask is {mask.dtype} {mask.shape}, expected uint8 "
                          f"{grey.shape} (mask_for the frame's shape)")
     blurred = cv2.GaussianBlur(grey, BLUR_KERNEL, 0).astype(np.float32)
-    brightness = float(blurred.mean())
+    brightness = cv2.mean(blurred)[0]
     night = brightness < config.night_below
     threshold = config.night_threshold if night else config.threshold
     common = dict(t=t, brightness=brightness, threshold=threshold, night=night)
@@ -191,7 +197,7 @@ def step(state: MotionState, frame: SmallFrame, config: MotionConfig,
     analysed = grey.size
     if mask is not None:
         analysed = max(1, cv2.countNonZero(mask))
-    background_brightness = float(state.background.mean())
+    background_brightness = cv2.mean(state.background)[0]
     shift = max(abs(brightness - state.last_brightness),
                 abs(brightness - background_brightness))
     light = False
@@ -200,37 +206,29 @@ def step(state: MotionState, frame: SmallFrame, config: MotionConfig,
         light = cv2.countNonZero(raw) / analysed >= GLOBAL_CHANGE_FRACTION
     # a light that drifts or ramps over a few frames: compare at the background's brightness
     gain = background_brightness / brightness if brightness >= 1.0 else 1.0
-    binary = _moving(blurred * np.float32(gain), state.background, threshold, mask)
+    compared = blurred if gain == 1.0 else blurred * np.float32(gain)
+    binary = _moving(compared, state.background, threshold, mask)
     moving_fraction = cv2.countNonZero(binary) / analysed
-    base = replace(state, last_t=t, last_brightness=brightness)
-
     if light or t < state.settle_until:
         # the light changed (or is settling): the new frame is the background, nothing moves
         settle_until = t + SETTLE_SECONDS if light else state.settle_until
-        new, event = _ended(replace(base, background=blurred, settle_until=settle_until),
-                            t, config)
+        changes, event = _happening(state, t, None, config)
+        new = replace(state, last_t=t, last_brightness=brightness, background=blurred,
+                      settle_until=settle_until, **changes)  # type: ignore[arg-type]
         return new, MotionResult(motion=False, moving_fraction=moving_fraction,
                                  recalibrated=light, settling=True, in_motion=new.in_motion,
                                  event=event, **common)
 
-    regions = _regions(binary, config.min_area)
+    moving = cv2.dilate(binary, DILATE_KERNEL, iterations=2)
+    regions = _regions(moving, config.min_area)
     motion = bool(regions)
     background = state.background.copy()
-    moving = cv2.dilate(binary, DILATE_KERNEL, iterations=2)
     still = cv2.bitwise_not(moving)
     cv2.accumulateWeighted(blurred, background, config.background_alpha, still)
     cv2.accumulateWeighted(blurred, background,
                            config.background_alpha * FOREGROUND_ALPHA_FACTOR, moving)
-    new, event = _debounced(replace(base, background=background), t, motion)
-    if not motion:
-        new, event = _ended(new, t, config)
+    changes, event = _happening(state, t, motion, config)
+    new = replace(state, last_t=t, last_brightness=brightness, background=background,
+                  **changes)  # type: ignore[arg-type]
     return new, MotionResult(motion=motion, regions=regions, moving_fraction=moving_fraction,
                              in_motion=new.in_motion, event=event, **common)
-
-
-def _ended(state: MotionState, t: float, config: MotionConfig) -> tuple[MotionState, str | None]:
-    """Motion ends once end_after_seconds passed since the last frame with motion."""
-    if (state.in_motion and state.last_motion_t is not None
-            and t - state.last_motion_t >= config.end_after_seconds):
-        return replace(state, in_motion=False, since=None), "motion_end"
-    return state, None

@@ -311,6 +311,8 @@ class _Reader:
         first_pts: float | None = None
         self.t_offset = self.last_t + (time.monotonic() - lost_mono if lost_at else 0.0)
         conn_base: float | None = None
+        # a float once per connection: Fraction arithmetic on every packet costs more
+        seconds_per_tick = float(stream.time_base) if stream.time_base else 0.0
         for packet in container.demux(stream):
             if owner.stopping.is_set():
                 return "stopped"
@@ -318,8 +320,8 @@ class _Reader:
                 continue  # the demuxer's flush packet
             now_mono = time.monotonic()
             at = owner.utcnow()
-            pts_s = float(packet.pts * packet.time_base) if packet.pts is not None and \
-                packet.time_base else None
+            pts_s = packet.pts * seconds_per_tick if packet.pts is not None and \
+                seconds_per_tick else None
             if file_source and pts_s is not None:
                 # a file has no arrival time: its packets are as late as their timestamps
                 first_pts = pts_s if first_pts is None else first_pts
