@@ -1,10 +1,11 @@
-"""Synthetic cameras: scripted scenes encoded to H.264 with PyAV, served by a real RTSP server.
+"""Synthetic cameras: scripted scenes encoded to H.264 or H.265 with PyAV, served by a real RTSP
+server.
 
 Tests and the demo need cameras that behave like the floor's: H.264 with a key frame every
 second, a stream that can drop and come back, several cameras at once. The scene here is a
 simple one of our own (a moving bright box, optional light switch, covered lens, frozen image);
 `cctv/scenes.py` gives richer scripted scenes with ground truth, and any iterable of grey frames
-can be encoded with `encode_h264`.
+can be encoded with `encode_video`.
 
 `RtspServer` runs GStreamer's gst-rtsp-server (Debian's python3-gi, so /usr/bin/python3 as a
 child process: the venv has no gi) on 127.0.0.1, one mount per camera; `stop()` and `start()`
@@ -73,10 +74,27 @@ def simple_scene(width: int, height: int, fps: int,
         yield out
 
 
-def encode_h264(path: Path, frames: Iterable[np.ndarray], fps: int, *,
-                gop_seconds: float = 1.0, bit_rate: int | None = None) -> int:
-    """Encode grey (or BGR) frames to H.264 baseline, a key frame every `gop_seconds`, into an
-    MP4 or MPEG-TS file (by suffix). Returns the number of frames written."""
+# the codecs the synthetic cameras send, and the encoder each is made with
+ENCODERS = {"h264": "libx264", "hevc": "libx265"}
+
+
+def _encoder_options(codec: str, gop: int) -> dict[str, str]:
+    """A camera's encoder settings: no B-frames, a key frame every `gop` frames, low latency."""
+    key = f"keyint={gop}:min-keyint=1:scenecut=0"
+    if codec == "hevc":
+        return {"preset": "ultrafast", "tune": "zerolatency",
+                "x265-params": f"{key}:log-level=error"}
+    return {"profile": "baseline", "preset": "ultrafast", "tune": "zerolatency",
+            "x264-params": key}
+
+
+def encode_video(path: Path, frames: Iterable[np.ndarray], fps: int, *, codec: str = "h264",
+                 gop_seconds: float = 1.0, bit_rate: int | None = None) -> int:
+    """Encode grey (or BGR) frames as a camera does, H.264 (baseline) or H.265 (`codec`
+    "hevc"), a key frame every `gop_seconds`, into an MP4 or MPEG-TS file (by suffix).
+    Returns the number of frames written."""
+    if codec not in ENCODERS:
+        raise ValueError(f"codec {codec!r}: the synthetic cameras encode {sorted(ENCODERS)}")
     path = Path(path)
     fmt = "mpegts" if path.suffix in (".ts", ".m2ts") else "mp4"
     count = 0
@@ -85,13 +103,12 @@ def encode_h264(path: Path, frames: Iterable[np.ndarray], fps: int, *,
         for frame in frames:
             if stream is None:
                 height, width = frame.shape[:2]
-                stream = out.add_stream("libx264", rate=fps)
+                stream = out.add_stream(ENCODERS[codec], rate=fps)
                 stream.width, stream.height = width, height
                 stream.pix_fmt = "yuv420p"
-                stream.codec_context.gop_size = max(1, round(fps * gop_seconds))
-                options = {"profile": "baseline", "preset": "ultrafast", "tune": "zerolatency",
-                           "x264-params": f"keyint={max(1, round(fps * gop_seconds))}"
-                                          ":min-keyint=1:scenecut=0"}
+                gop = max(1, round(fps * gop_seconds))
+                stream.codec_context.gop_size = gop
+                options = _encoder_options(codec, gop)
                 if bit_rate:
                     stream.bit_rate = bit_rate
                 else:
@@ -110,16 +127,23 @@ def encode_h264(path: Path, frames: Iterable[np.ndarray], fps: int, *,
     return count
 
 
+def encode_h264(path: Path, frames: Iterable[np.ndarray], fps: int, *,
+                gop_seconds: float = 1.0, bit_rate: int | None = None) -> int:
+    """`encode_video` in H.264, what most of the floor's cameras send."""
+    return encode_video(path, frames, fps, gop_seconds=gop_seconds, bit_rate=bit_rate)
+
+
 def make_camera_file(path: Path, *, width: int = 320, height: int = 180, fps: int = 10,
-                     script: SimpleScript = SimpleScript()) -> Path:
+                     script: SimpleScript = SimpleScript(), codec: str = "h264") -> Path:
     """A small synthetic camera recording (the simple scene), for tests."""
-    encode_h264(path, simple_scene(width, height, fps, script), fps)
+    encode_video(path, simple_scene(width, height, fps, script), fps, codec=codec)
     return Path(path)
 
 
-def make_scene_file(path: Path, scene: object, script: object) -> list[object]:
-    """Encode a `scenes.Scene(...).frames(script)` (scripted, with ground truth) to H.264;
-    returns each frame's truth (`scenes.FrameTruth`), in order."""
+def make_scene_file(path: Path, scene: object, script: object, *,
+                    codec: str = "h264") -> list[object]:
+    """Encode a `scenes.Scene(...).frames(script)` (scripted, with ground truth) to H.264 (or
+    H.265); returns each frame's truth (`scenes.FrameTruth`), in order."""
     truths: list[object] = []
 
     def greys() -> Iterator[np.ndarray]:
@@ -127,7 +151,7 @@ def make_scene_file(path: Path, scene: object, script: object) -> list[object]:
             truths.append(frame.truth)
             yield frame.grey
 
-    encode_h264(path, greys(), round(scene.fps))  # type: ignore[attr-defined]
+    encode_video(path, greys(), round(scene.fps), codec=codec)  # type: ignore[attr-defined]
     return truths
 
 
@@ -172,9 +196,15 @@ GLib.MainLoop().run()
 
 
 def file_launch(path: Path) -> str:
-    """The gst-rtsp-server pipeline that serves an MP4 H.264 file without re-encoding."""
-    return (f"( filesrc location={Path(path).resolve()} ! qtdemux ! h264parse ! "
-            "rtph264pay name=pay0 pt=96 config-interval=1 )")
+    """The gst-rtsp-server pipeline that serves an MP4 H.264 or H.265 file without
+    re-encoding (the codec read from the file)."""
+    with av.open(str(path)) as container:
+        codec = container.streams.video[0].codec_context.name
+    if codec not in ENCODERS:
+        raise ValueError(f"{path}: {codec} video; the RTSP server sends {sorted(ENCODERS)}")
+    h = "h265" if codec == "hevc" else "h264"
+    return (f"( filesrc location={Path(path).resolve()} ! qtdemux ! {h}parse ! "
+            f"rtp{h}pay name=pay0 pt=96 config-interval=1 )")
 
 
 def live_launch(width: int = 320, height: int = 180, fps: int = 10) -> str:
