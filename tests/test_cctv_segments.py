@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import av
@@ -355,6 +356,70 @@ def test_rtsp_packets_are_recorded_unchanged(videos: dict[str, Path], rtsp: Rtsp
     got = coded_slices(recorded)
     start = sent.index(got[0])
     assert got == sent[start:start + len(got)]
+
+
+class TsCamera(ThreadingHTTPServer):
+    """An HTTP MPEG-TS camera on loopback: every GET streams the file as a live camera does
+    (no length, in 188-byte TS packets, about real time) and then drops the connection."""
+
+    daemon_threads = True
+
+    def __init__(self, video: Path, seconds: float) -> None:
+        data = video.read_bytes()
+        self.gets = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(handler) -> None:  # noqa: N805  (the server's handler, not self)
+                self.gets += 1
+                handler.send_response(200)
+                handler.send_header("Content-Type", "video/mp2t")
+                handler.end_headers()
+                chunk = 188 * 50
+                pause = seconds * chunk / len(data)
+                for i in range(0, len(data), chunk):
+                    try:
+                        handler.wfile.write(data[i:i + chunk])
+                        handler.wfile.flush()
+                    except OSError:
+                        return
+                    time.sleep(pause)
+
+            def log_message(handler, *args: object) -> None:  # noqa: N805
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/cam.ts"
+
+
+def test_an_http_mpegts_camera_is_recorded_unchanged_and_reconnected(
+        videos: dict[str, Path], tmp_path: Path) -> None:
+    camera = TsCamera(videos["ts"], seconds=2.5)
+    serving = threading.Thread(target=camera.serve_forever, daemon=True)
+    serving.start()
+    rec = Recorder("cam-ts", tmp_path)
+    try:
+        with CameraSource("cam-ts", camera.url, rec, settings=fast()):
+            wait_for(lambda: rec.of(StreamRecovered) and camera.gets >= 2)
+    finally:
+        camera.shutdown()
+        camera.server_close()
+    rec.writer.close()
+    assert rec.of(Connected)[0].codec == "h264" and rec.of(Connected)[0].width == 320
+    # the camera hung up (FFmpeg's HTTP reader says EIO when a stream without a length ends):
+    # reported, reconnected, and the gap reported
+    assert rec.of(StreamLost)[0].reason in ("stream ended", "OSError: Input/output error")
+    assert rec.of(StreamRecovered)[0].lost_at <= rec.of(StreamLost)[0].at
+    assert rec.of(FrameEvent), "no small frames for motion from the HTTP stream"
+    first_pass = [s for s in rec.segments if s.start < rec.of(StreamLost)[0].at]
+    recorded = [p for s in first_pass for p in demuxed(tmp_path / s.path)]
+    assert sum(s.duration for s in first_pass) >= 4.0
+    for seg in first_pass:
+        assert len(decoded_frames(tmp_path / seg.path)) == seg.packets
+    # the camera's own coded slices, from its first key frame on, none re-encoded
+    sent = coded_slices(demuxed(videos["ts"]))
+    got = coded_slices(recorded)
+    assert got == sent[:len(got)] and len(got) >= 40
+    assert not rec.writer.dropped
 
 
 def test_a_dropped_stream_reconnects_and_reports_the_gap(videos: dict[str, Path],
