@@ -15,7 +15,7 @@ import yaml
 
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector import core, server
-from floor_agent.collector.store import Store, open_store
+from floor_agent.collector.store import EventQuery, Store, open_store
 from floor_agent.config import (
     AuditClientConfig,
     CollectorConfig,
@@ -30,6 +30,17 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def wait_for_kind(store: Store, agent: str, kind: str, seconds: float = 20) -> dict:
+    """The newest `kind` event of `agent` in the store, waiting for it to be delivered."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        page = store.query_events(EventQuery(agent_id=agent, kind=kind, limit=5))
+        if page.events:
+            return page.events[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no {kind} from {agent} within {seconds} s")
 
 
 class CollectorProcess:

@@ -9,8 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from batches import BatchMaker
-from collector_process import CollectorProcess
-from test_self_audit import wait_for_kind
+from collector_process import CollectorProcess, wait_for_kind
 
 from floor_agent.audit.agent import EnrollmentError, enroll
 from floor_agent.audit.forwarder import pinned_client

@@ -10,20 +10,19 @@ import json
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_process import CollectorProcess
+from collector_process import CollectorProcess, wait_for_kind
 from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 
 from floor_agent.audit.agent import enroll
 from floor_agent.audit.spool import Spool
 from floor_agent.collector import backup, backup_cli, self_audit
-from floor_agent.collector.store import EventQuery, Store
+from floor_agent.collector.store import Store
 
 RUNNER = str(Path(__file__).with_name("agent_runner.py"))
 
@@ -54,16 +53,6 @@ def own_events(collector: CollectorProcess, kind: str) -> list[dict[str, Any]]:
     finally:
         spool.close()
     return [b for b in bodies if b["kind"] == kind]
-
-
-def wait_for_kind(store: Store, agent: str, kind: str, seconds: float = 20) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        page = store.query_events(EventQuery(agent_id=agent, kind=kind, limit=5))
-        if page.events:
-            return page.events[0]
-        time.sleep(0.2)
-    raise AssertionError(f"no {kind} from {agent} within {seconds} s")
 
 
 def fill(collector: CollectorProcess, name: str, count: int) -> None:

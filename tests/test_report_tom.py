@@ -9,7 +9,6 @@ import getpass
 import hashlib
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -21,12 +20,11 @@ import httpx
 import numpy as np
 import pytest
 from batches import BatchMaker
-from collector_process import CollectorProcess
+from collector_process import CollectorProcess, wait_for_kind
 
 from floor_agent.audit.event import utc_timestamp
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector import backup, self_audit, tls
-from floor_agent.collector.store import EventQuery
 from floor_agent.collector.verify import verify_all
 from floor_agent.report import cli as report_cli
 from floor_agent.report.tom import (
@@ -103,19 +101,13 @@ def segment(camera: str, seq: int) -> tuple[str, str, str, dict[str, Any]]:
         "keyframe_start": True, "motion": False})
 
 
-def wait_for_kind(site: CollectorProcess, kind: str, seconds: float = 20) -> dict[str, Any]:
+def wait_for_own(site: CollectorProcess, kind: str) -> dict[str, Any]:
+    """The collector's own `kind` event, once delivered into its store."""
     store = site.store()
     try:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            page = store.query_events(EventQuery(agent_id=self_audit.agent_id(site.config),
-                                                 kind=kind, limit=1))
-            if page.events:
-                return page.events[0]
-            time.sleep(0.2)
+        return wait_for_kind(store, self_audit.agent_id(site.config), kind)
     finally:
         store.close()
-    raise AssertionError(f"no {kind} within {seconds} s")
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +182,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProcess]
             assert client.post("/api/v1/ingest", content=stranger.body()).status_code == 401
         made = backup.backup(site.config)
         assert made.ok, made.reason
-        wait_for_kind(site, "collector.backup")
+        wait_for_own(site, "collector.backup")
         yield site
     finally:
         site.stop()
@@ -285,7 +277,7 @@ def test_report_header_privacy_and_self_containment(site: CollectorProcess,
 def test_generating_the_report_is_an_audit_event(site: CollectorProcess,
                                                  rendered: tuple[Path, Path, int]) -> None:
     html, pdf, _ = rendered
-    event = wait_for_kind(site, "report.generated")
+    event = wait_for_own(site, "report.generated")
     assert event["data"]["who"] == report_cli.who() and getpass.getuser() in event["data"]["who"]
     assert event["data"]["files"] == {
         "report.html": hashlib.sha256(html.read_bytes()).hexdigest(),

@@ -5,25 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from collector_process import CollectorProcess
+from collector_process import CollectorProcess, wait_for_kind
 
 from floor_agent.collector import self_audit
-from floor_agent.collector.store import EventQuery, Store
 from floor_agent.config import CollectorConfig
-
-
-def wait_for_kind(store: Store, agent: str, kind: str, seconds: float = 20) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        page = store.query_events(EventQuery(agent_id=agent, kind=kind, limit=5))
-        if page.events:
-            return page.events[0]
-        time.sleep(0.2)
-    raise AssertionError(f"no {kind} from {agent} within {seconds} s")
 
 
 def test_own_events_are_delivered_and_verify(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import httpx
 
 from floor_agent.audit.event import AuditEvent
 from floor_agent.audit.forwarder import Forwarder, ForwarderSettings, pinned_client
-from floor_agent.audit.keys import load_private_key, public_key_b64, write_private_key
+from floor_agent.audit.keys import load_or_create_private_key, load_private_key, public_key_b64
 from floor_agent.audit.spool import open_spool
 from floor_agent.config import AuditClientConfig
 
@@ -87,8 +87,6 @@ class EnrollmentError(RuntimeError):
 
 def enroll(audit: AuditClientConfig, role: str, token: str, ca_file: Path | None) -> str:
     """Create the agent key (0600) and register it with the collector; returns the agent id."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     state = audit.state_dir
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     ca_path = audit.ca_path()
@@ -97,12 +95,7 @@ def enroll(audit: AuditClientConfig, role: str, token: str, ca_file: Path | None
     if not ca_path.exists():
         raise EnrollmentError(f"{ca_path}: no collector CA to pin; pass --ca with the file "
                               f"'floor-agent collector init' created")
-    key_path = state / KEY_FILE
-    if key_path.exists():
-        key = load_private_key(key_path)
-    else:
-        key = Ed25519PrivateKey.generate()
-        write_private_key(key_path, key)
+    key = load_or_create_private_key(state / KEY_FILE)
     agent_id = audit.resolved_agent_id(role)
     payload = {"token": token, "agent_id": agent_id, "role": role,
                "public_key": public_key_b64(key), "hostname": socket.gethostname()}

@@ -48,6 +48,16 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def load_or_create_private_key(path: Path) -> Ed25519PrivateKey:
+    """The key at `path`, or a new one written there (0600): an identity is made once and kept
+    (a re-run of enrollment or of the collector's start keeps the key the store knows)."""
+    if path.exists():
+        return load_private_key(path)
+    key = Ed25519PrivateKey.generate()
+    write_private_key(path, key)
+    return key
+
+
 def public_key_b64(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
     """The raw 32-byte public key, base64: the form enrollment sends and the collector stores."""
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key

@@ -127,12 +127,6 @@ def encode_video(path: Path, frames: Iterable[np.ndarray], fps: int, *, codec: s
     return count
 
 
-def encode_h264(path: Path, frames: Iterable[np.ndarray], fps: int, *,
-                gop_seconds: float = 1.0, bit_rate: int | None = None) -> int:
-    """`encode_video` in H.264, what most of the floor's cameras send."""
-    return encode_video(path, frames, fps, gop_seconds=gop_seconds, bit_rate=bit_rate)
-
-
 def make_camera_file(path: Path, *, width: int = 320, height: int = 180, fps: int = 10,
                      script: SimpleScript = SimpleScript(), codec: str = "h264") -> Path:
     """A small synthetic camera recording (the simple scene), for tests."""
@@ -158,7 +152,7 @@ def make_scene_file(path: Path, scene: object, script: object, *,
 def make_benchmark_file(path: Path, seconds: float = 20.0) -> Path:
     """A realistic 1080p15 stream with sensor noise at about 4 Mbit/s, for bench/."""
     script = SimpleScript(seconds=seconds, noise=3.0)
-    encode_h264(path, simple_scene(1920, 1080, 15, script), 15, bit_rate=4_000_000)
+    encode_video(path, simple_scene(1920, 1080, 15, script), 15, bit_rate=4_000_000)
     return Path(path)
 
 

@@ -16,11 +16,9 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from floor_agent.audit.agent import KEY_FILE
 from floor_agent.audit.event import utc_timestamp
-from floor_agent.audit.keys import load_private_key, public_key_b64, write_private_key
+from floor_agent.audit.keys import load_or_create_private_key, public_key_b64
 from floor_agent.audit.spool import Spool, open_spool
 from floor_agent.collector.store import Store
 from floor_agent.collector.tls import TlsFiles
@@ -59,11 +57,7 @@ def ensure_registered(store: Store, config: CollectorConfig) -> str:
     state: Path = audit.state_dir
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     key_path = state / KEY_FILE
-    if key_path.exists():
-        key = load_private_key(key_path)
-    else:
-        key = Ed25519PrivateKey.generate()
-        write_private_key(key_path, key)
+    key = load_or_create_private_key(key_path)
     ident = audit.resolved_agent_id(ROLE)
     public = public_key_b64(key)
     known = store.get_agent(ident)
