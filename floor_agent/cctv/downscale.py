@@ -5,9 +5,13 @@ format="gray", interpolation="AREA")`) averages every pixel of a 1080p frame for
 0.9 ms a frame here, as much as motion and tamper together (bench/cctv.py). The luma plane is
 already the grey picture, so it is read in place (no copy), every s-th pixel of every s-th row
 is taken and pairs of those are averaged (OpenCV's integer 2x area path): 0.07 ms, and the
-sensor noise the analysis sees is halved by the average, as a proper area filter would. Video
-range luma (16-235) is stretched to 0-255 as the scaler does, so thresholds mean the same grey
-levels on every path. Anything that is not 8-bit planar luma goes through the scaler.
+sensor noise the analysis sees is halved by the average, as a proper area filter would. A
+factor of 3 (a 640x360 sub-stream for a 144-row frame: 213x120, not 320x180) has no integer
+fast path in OpenCV (its 3x area average costs 0.1 ms): the 2x average, then a bilinear step
+on the small frame, 0.03 ms; motion and tamper on the 120-row frame cost ~0.11 ms less than on
+180 rows (bench/cctv.py). Video range luma (16-235) is stretched to 0-255 as the scaler does,
+so thresholds mean the same grey levels on every path. Anything that is not 8-bit planar luma
+goes through the scaler.
 """
 
 from __future__ import annotations
@@ -33,13 +37,18 @@ def small_size(width: int, height: int, frame_height: int) -> tuple[int, int]:
     return w, max(2, h - h % 2)
 
 
-def reduction(height: int, frame_height: int) -> tuple[int, int]:
-    """(stride, average): rows and columns kept 1 in `stride`, then `average` x `average` of
-    those averaged, so the result is about `frame_height` high (never upscaled)."""
-    factor = max(1, round(height / frame_height))
+def reduction(height: int, frame_height: int) -> tuple[int, int, int]:
+    """(stride, average, factor): rows and columns kept 1 in `stride`, then `average` x
+    `average` of those averaged; when stride x average falls short of `factor`, the rest is a
+    bilinear step to 1/factor of the size. The result is about `frame_height` high (the
+    nearest whole factor, halves rounded up; never upscaled)."""
+    factor = int(height / frame_height + 0.5)
     if factor < 2:
-        return 1, 1
-    return max(1, round(factor / 2)), 2
+        return 1, 1, 1
+    if factor == 3:
+        return 1, 2, 3
+    stride = max(1, round(factor / 2))
+    return stride, 2, 2 * stride
 
 
 def luma_plane(frame: av.VideoFrame) -> np.ndarray | None:
@@ -68,15 +77,18 @@ def small_grey(frame: av.VideoFrame, frame_height: int) -> np.ndarray:
         w, h = small_size(frame.width, frame.height, frame_height)
         return frame.reformat(width=w, height=h, format="gray",
                               interpolation="AREA").to_ndarray()
-    stride, average = reduction(frame.height, frame_height)
+    stride, average, factor = reduction(frame.height, frame_height)
     kept = luma[::stride, ::stride]
     if average > 1:
         rows = kept.shape[0] // average * average
         cols = kept.shape[1] // average * average
-        if rows == 0 or cols == 0:
+        if rows == 0 or cols == 0 or frame.height < factor or frame.width < factor:
             raise ValueError(f"frame {frame.width}x{frame.height} too small to reduce")
         kept = cv2.resize(kept[:rows, :cols], (cols // average, rows // average),
                           interpolation=cv2.INTER_AREA)
+        if stride * average < factor:
+            kept = cv2.resize(kept, (frame.width // factor, frame.height // factor),
+                              interpolation=cv2.INTER_LINEAR)
     else:
         kept = kept.copy()  # own the pixels: the decoder reuses its buffer
     if frame.format.name in FULL_RANGE_FORMATS or _full_range(frame):
