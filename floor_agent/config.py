@@ -573,6 +573,11 @@ class MotionConfig(_StrictModel):
     # frames per second analysed (the rest are demuxed and recorded, not decoded for motion
     # where the codec allows skipping them)
     analysis_fps: Annotated[StrictFloat, Field(gt=0, le=30)] = 5.0
+    # the analysis decoder skips H.264/H.265's in-loop deblocking filter on frames that are
+    # not intra-coded: ~16 % of a sub-stream's decode CPU, and the small frame moves by under
+    # a grey level on average (bench/cctv.py, tests). Recording copies packets and is never
+    # touched; dashboard snapshots, taken from these frames, can show faint block edges.
+    skip_deblocking: Annotated[bool, Field(strict=True)] = True
     # a pixel differs from the background when its grey level is this far off (0-255)
     threshold: Annotated[StrictInt, Field(ge=1, le=255)] = 25
     night_threshold: Annotated[StrictInt, Field(ge=1, le=255)] = 15

@@ -158,6 +158,30 @@ def is_file_url(url: str) -> bool:
     return scheme in ("", "file") or len(scheme) == 1  # a bare path (or a Windows drive)
 
 
+# Opening a stream probes it by decoding its first frames (FFmpeg decodes seven of an H.264
+# stream to guess its delay): 45 ms of CPU on a 1080p stream at every (re)connection. A stream
+# that is only copied needs its size and codec, which the demuxer and parser give: its probe
+# decodes nothing (one options dict per stream, a camera's audio included).
+PROBE_UNDECODED = [{"skip_frame": "all"}] * 8
+
+
+def decode_for_analysis(ctx: av.codec.context.CodecContext, *, skip_deblocking: bool,
+                        keyframes_only: bool = False) -> None:
+    """Set up a stream's decoder (before its first packet) as the source decodes for motion
+    and tamper, whose frames never reach the recording:
+    - one thread: FFmpeg's default starts several per stream, which on a box with dozens of
+      cameras costs more than it gives (bench/cctv.py);
+    - `skip_deblocking`: no in-loop deblocking filter on frames that are not intra, ~16 % of
+      the decode for a fraction of a grey level on the small frame (its drift ends at each
+      intra frame; tests/test_cctv_analysis_decode.py);
+    - `keyframes_only` (analysis at 1 fps or less): nothing else is decoded."""
+    ctx.thread_count = 1
+    if skip_deblocking:
+        ctx.options = {"skip_loop_filter": "nointra"}
+    if keyframes_only:
+        ctx.skip_frame = "NONKEY"
+
+
 def open_options(url: str, timeout_seconds: float) -> dict[str, str]:
     """PyAV/FFmpeg options for a camera URL (the notes' checked recipe for RTSP)."""
     options = {"analyzeduration": "500000", "probesize": "500000"}
@@ -212,6 +236,7 @@ class SourceSettings:
     timeout_seconds: float = 5.0  # socket timeout for rtsp/http
     analysis_fps: float = 5.0
     frame_height: int = 144
+    skip_deblocking: bool = True  # in the analysis decoder, on frames that are not intra
     realtime_files: bool = False  # pace a file by its timestamps, as a live camera would
     snapshot_seconds: float = 0.0  # a JPEG for the dashboard this often (0: none)
 
@@ -223,7 +248,8 @@ class SourceSettings:
             reconnect_initial_seconds=section.reconnect_initial_seconds,  # type: ignore[attr-defined]
             reconnect_max_seconds=section.reconnect_max_seconds,  # type: ignore[attr-defined]
             analysis_fps=camera.motion.analysis_fps,  # type: ignore[attr-defined]
-            frame_height=camera.motion.frame_height)  # type: ignore[attr-defined]
+            frame_height=camera.motion.frame_height,  # type: ignore[attr-defined]
+            skip_deblocking=camera.motion.skip_deblocking)  # type: ignore[attr-defined]
 
 
 class _Reader:
@@ -253,6 +279,7 @@ class _Reader:
             try:
                 timeout = owner.settings.timeout_seconds
                 container = av.open(self.url, options=open_options(self.url, timeout),
+                                    stream_options=None if self.frames else PROBE_UNDECODED,
                                     timeout=timeout)
             except (av.FFmpegError, OSError, ValueError) as exc:
                 attempt += 1
@@ -299,11 +326,9 @@ class _Reader:
             return "no video stream"
         stream = container.streams.video[0]
         ctx = stream.codec_context
-        # one decoder thread per stream: FFmpeg's default starts several per stream, which on
-        # a box with dozens of cameras costs more than it gives (measured in bench/cctv.py)
-        ctx.thread_count = 1
-        if self.frames and owner.settings.analysis_fps <= 1.0:
-            ctx.skip_frame = "NONKEY"  # keyframes are enough: decode nothing else
+        if self.frames:
+            decode_for_analysis(ctx, skip_deblocking=owner.settings.skip_deblocking,
+                                keyframes_only=owner.settings.analysis_fps <= 1.0)
         owner.emit(Connected(owner.camera_id, self.stream, self.shown_url, ctx.name,
                              ctx.width, ctx.height))
         file_source = is_file_url(self.url)
