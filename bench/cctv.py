@@ -29,8 +29,13 @@ camera): CPU-seconds per stream-second is the figure, the wall time is only repo
   `codec_context.thread_count = 1`, which is how the pipeline's source decodes (one decoder
   thread per stream: with many cameras on a box, FFmpeg's extra threads cost more than they
   give). Ratios are judged against the cheaper of the two (`baseline` in the lines).
-- `copy_main`: demux + `SegmentWriter` only (packets copied into chained MP4 segments,
-  fsync, SHA-256 of each segment): the recording part alone.
+  `analysis` is the source's own decoder (`source.decode_for_analysis`: one thread, and no
+  deblocking filter on frames that are not intra, which the analysis does not need): not a
+  baseline, since it skips work; each pipeline line also gives its ratio to it, the
+  pipeline's cost over the decode it actually does.
+- `copy_main`: av.open as the source opens a stream it only copies (the probe decodes
+  nothing) + demux + `SegmentWriter` (packets copied into chained MP4 segments, fsync,
+  SHA-256 of each segment): the recording part alone.
 - `pipeline_*`: `CameraRecorder` (the agent's own: CameraSource -> SegmentWriter, small grey
   frames -> motion.step + tamper.step, SegmentIndex, events to an in-memory emitter instead of
   the audit agent) on files, from start until every stream reported its end.
@@ -41,10 +46,12 @@ camera): CPU-seconds per stream-second is the figure, the wall time is only repo
   write, seal, hash, index) and for frames (motion + tamper), measured with
   `time.thread_time()` in the calling thread; the rest is demux + decode + downscale in the
   source's threads (and FFmpeg's); each reader thread's own CPU is taken when it reports
-  its end. `_steady` lines subtract the stream openings (av.open probes by decoding; once
-  per connection).
+  its end. `_steady` lines subtract the stream openings (once per connection: av.open
+  probes the stream motion reads by decoding its first frames, as the bare decode's opening
+  measured; the Frigate layout's copied main stream is opened as copy_main opened it).
 - `stages_main_afps5`: the same work as the main-stream pipeline in one thread without the
-  recorder, each stage's CPU added up (demux, decode, downscale, motion, tamper, segments).
+  recorder, decoding as the source does, each stage's CPU added up (demux, decode,
+  downscale, motion, tamper, segments).
 
 Each child first warms itself up (a few frames decoded, downscaled, through motion and
 tamper) so one-off library costs (~0.1 CPU-s for swscale's first conversion) are not
@@ -88,25 +95,11 @@ def encode_camera_like(path: Path, width: int, height: int, seconds: float, bit_
                        noise: float) -> None:
     """The simple scene encoded as IP cameras encode: H.264 High profile (CABAC, 8x8 transform,
     deblocking; libx264 preset medium), no B-frames, a key frame every second, fixed bitrate."""
-    import av
-
     from floor_agent.cctv import sim
 
     script = sim.SimpleScript(seconds=seconds, noise=noise)
-    with av.open(str(path), "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.bit_rate = bit_rate
-        stream.codec_context.gop_size = FPS
-        stream.options = {"preset": "medium", "profile": "high",
-                          "x264-params": f"keyint={FPS}:min-keyint={FPS}:scenecut=0:bframes=0"}
-        for i, grey in enumerate(sim.simple_scene(width, height, FPS, script)):
-            frame = av.VideoFrame.from_ndarray(grey, format="gray").reformat(format="yuv420p")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+    sim.encode_video(path, sim.simple_scene(width, height, FPS, script), FPS,
+                     bit_rate=bit_rate, preset="medium")
 
 
 def make_streams(directory: Path, seconds: float, kind: str) -> tuple[Path, Path]:
@@ -187,13 +180,15 @@ def warm_up(path: str) -> None:
 def child_decode(path: str, threads: str) -> dict[str, Any]:
     import av
 
-    from floor_agent.cctv.source import open_options
+    from floor_agent.cctv.source import decode_for_analysis, open_options
 
     cpu0, wall0 = time.process_time(), time.monotonic()
     container = av.open(path, options=open_options(path, 5.0), timeout=5.0)  # as the source
     stream = container.streams.video[0]
     if threads == "1thread":
         stream.codec_context.thread_count = 1
+    elif threads == "analysis":  # the source's own decoder (not a baseline: it skips work)
+        decode_for_analysis(stream.codec_context, skip_deblocking=True)
     opened = time.process_time() - cpu0
     frames = 0
     for packet in container.demux(stream):
@@ -210,13 +205,17 @@ def child_copy(path: str, storage: str) -> dict[str, Any]:
     import av
 
     from floor_agent.cctv.segments import SegmentWriter
+    from floor_agent.cctv.source import PROBE_UNDECODED, open_options
 
     segments: list[object] = []
     writer = SegmentWriter("bench", Path(storage), segments.append, segment_seconds=10.0)
-    container = av.open(path)
-    stream = container.streams.video[0]
-    packets = 0
     cpu0, wall0 = time.process_time(), time.monotonic()
+    # opened as the source opens a stream it only copies: the probe decodes nothing
+    container = av.open(path, options=open_options(path, 5.0), stream_options=PROBE_UNDECODED,
+                        timeout=5.0)
+    stream = container.streams.video[0]
+    opened = time.process_time() - cpu0
+    packets = 0
     for packet in container.demux(stream):
         if packet.size == 0 and packet.pts is None:
             continue
@@ -226,6 +225,7 @@ def child_copy(path: str, storage: str) -> dict[str, Any]:
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     container.close()
     return {"cpu": cpu, "wall": wall, "packets": packets, "segments": len(segments),
+            "open": opened,
             "dropped": dict(writer.dropped) if hasattr(writer, "dropped") else {}}
 
 
@@ -292,6 +292,7 @@ def child_stages(path: str, analysis_fps: float, storage: str) -> dict[str, Any]
     from floor_agent.cctv.downscale import small_grey
     from floor_agent.cctv.model import SmallFrame
     from floor_agent.cctv.segments import SegmentWriter
+    from floor_agent.cctv.source import decode_for_analysis
     from floor_agent.config import MotionConfig, TamperConfig
 
     motion_config, tamper_config = MotionConfig(analysis_fps=analysis_fps), TamperConfig()
@@ -300,6 +301,7 @@ def child_stages(path: str, analysis_fps: float, storage: str) -> dict[str, Any]
     mask = None
     container = av.open(path)
     stream = container.streams.video[0]
+    decode_for_analysis(stream.codec_context, skip_deblocking=motion_config.skip_deblocking)
     spent = dict.fromkeys(("demux", "decode", "downscale", "motion", "tamper", "segments"), 0.0)
     clock = time.process_time
     next_t, frames = 0.0, 0
@@ -418,6 +420,8 @@ def bench_streams(work: Path, kind: str, seconds_wanted: float, r: int) -> None:
         "decode_main_1thread": ["decode", str(main_file), "1thread"],
         "decode_sub_default": ["decode", str(sub_file), "default"],
         "decode_sub_1thread": ["decode", str(sub_file), "1thread"],
+        "decode_main_analysis": ["decode", str(main_file), "analysis"],
+        "decode_sub_analysis": ["decode", str(sub_file), "analysis"],
         "copy_main": ["copy", str(main_file), "@"],
         "stages_main_afps5": ["stages", str(main_file), "5", "@"],
         "pipeline_main_afps5": ["pipeline", str(main_file), "-", "5", "@"],
@@ -435,8 +439,8 @@ def bench_streams(work: Path, kind: str, seconds_wanted: float, r: int) -> None:
         return results[name]["cpu"] / (sub_seconds if "_sub_" in name else seconds)
 
     p = f"cctv_{kind}_"
-    for name in ("decode_main_default", "decode_main_1thread", "decode_sub_default",
-                 "decode_sub_1thread"):
+    for name in ("decode_main_default", "decode_main_1thread", "decode_main_analysis",
+                 "decode_sub_default", "decode_sub_1thread", "decode_sub_analysis"):
         x = results[name]
         print(f"{p}{name}: {per_s(name):.4f} CPU-s per stream-s ({x['frames'] / x['cpu']:.0f} "
               f"frames per CPU-s, {x['frames']} frames, of which av.open {x['open']:.3f} CPU-s, "
@@ -444,8 +448,8 @@ def bench_streams(work: Path, kind: str, seconds_wanted: float, r: int) -> None:
               f"runs {_runs(x)})")
     x = results["copy_main"]
     print(f"{p}copy_main: {per_s('copy_main'):.4f} CPU-s per stream-s (demux + SegmentWriter: "
-          f"{x['packets']} packets copied into {x['segments']} segments, fsync, SHA-256; runs "
-          f"{_runs(x)})")
+          f"{x['packets']} packets copied into {x['segments']} segments, fsync, SHA-256; "
+          f"av.open {x['open']:.4f} CPU-s, its probe decoding nothing; runs {_runs(x)})")
     x = results["stages_main_afps5"]
     split = ", ".join(f"{k} {v / seconds:.4f}" for k, v in x["spent"].items())
     print(f"{p}stages_main_afps5: {per_s('stages_main_afps5'):.4f} CPU-s per stream-s, one "
@@ -457,9 +461,12 @@ def bench_streams(work: Path, kind: str, seconds_wanted: float, r: int) -> None:
         return min((f"decode_{stream}_default", f"decode_{stream}_1thread"), key=per_s)
 
     def opens(name: str) -> float:
-        """CPU of a pipeline's stream openings (av.open, as the bare decode measured it)."""
-        streams = ("main", "sub") if "frigate" in name else ("main",)
-        return sum(results[baseline(stream)]["open"] for stream in streams)
+        """CPU of a pipeline's stream openings: the stream motion reads as the bare decode
+        opened it, and in the Frigate layout the main stream as copy_main opened it (copied
+        only: its probe decodes nothing)."""
+        if "frigate" in name:
+            return results[baseline("sub")]["open"] + results["copy_main"]["open"]
+        return results[baseline("main")]["open"]
 
     def steady_per_s(name: str) -> float:
         """Per camera-second without the stream openings (once per connection: a camera is
@@ -486,9 +493,12 @@ def bench_streams(work: Path, kind: str, seconds_wanted: float, r: int) -> None:
               f"(baseline {base}), {BOX_CORES / steady:.1f} cameras per {BOX_CORES}-core box")
         others_base = next(n for n in (f"decode_{stream}_default", f"decode_{stream}_1thread")
                            if n != base)
+        own = f"decode_{stream}_analysis"
         print(f"{p}{name}: {cost:.4f} CPU-s per camera-s = {100 * cost:.1f} % of a core, "
               f"{cost / per_s(base):.2f}x bare decode of the stream motion reads (baseline "
-              f"{base}; {cost / per_s(others_base):.2f}x {others_base}), "
+              f"{base}; {cost / per_s(others_base):.2f}x {others_base}; "
+              f"{cost / per_s(own):.2f}x {own}, the source's own decoder settings, which skip "
+              f"deblocking: the pipeline's cost over the decode it does), "
               f"{BOX_CORES / cost:.1f} cameras per {BOX_CORES}-core box (split per camera-s: "
               f"source demux + decode + downscale {rest / seconds:.4f}, recorder on packets "
               f"(segments, hash, index) {spent['packets'] / seconds:.4f} for "

@@ -153,12 +153,22 @@ def test_an_unreachable_camera_is_offline_while_the_good_one_records(tmp_path: P
     assert result.report.ok and result.lines[0].startswith("good: intact"), result.lines
 
 
-def record_scene(tmp_path: Path, script: Script, seed: int, size: tuple[int, int] = (256, 144)
+# How the scene reaches the analysis: a 256x144 stream from the encoder's fastest settings
+# (no deblocking in the bitstream, no downscale), and a 640x360 sub-stream encoded as cameras
+# do (High profile, deblocking, which the analysis decoder skips on frames that are not intra;
+# reduced by 3 to 213x120).
+ENCODINGS = [pytest.param((256, 144), None, id="fastest-256x144"),
+             pytest.param((640, 360), "veryfast", id="camera-640x360")]
+
+
+def record_scene(tmp_path: Path, script: Script, seed: int, size: tuple[int, int] = (256, 144),
+                 preset: str | None = None
                  ) -> tuple[WatchedRecorder, list[Event], list[FrameTruth]]:
-    """Encode the scripted scene to H.264 and record it as a camera; the recorder, its
-    events and each encoded frame's truth."""
+    """Encode the scripted scene to H.264 (at `preset`: see sim.encode_video) and record it as
+    a camera; the recorder, its events and each encoded frame's truth."""
     video = tmp_path / "scene.mp4"
-    truths = make_scene_file(video, Scene(size[0], size[1], FPS, seed=seed), script)
+    truths = make_scene_file(video, Scene(size[0], size[1], FPS, seed=seed), script,
+                             preset=preset)
     events: list[Event] = []
     config = section(tmp_path / "footage", ("cam1", str(video)))
     with SegmentIndex.in_storage(config.storage_dir) as index:
@@ -179,10 +189,12 @@ WALKER = MovingObject("walker", 0.5, 14, (-0.1, 0.6), (1.1, 0.5))
     ("defocused", Defocused(4, 9), 5),
     ("frozen", Frozen(4, 9), 5),
 ], ids=["defocused", "frozen"])
-def test_defocus_and_freeze_through_h264_alarm_within_2_s(tmp_path: Path, kind: str,
-                                                          happening: Happening,
-                                                          seed: int) -> None:
-    recorder, events, _ = record_scene(tmp_path, Script(14, (WALKER, happening)), seed)
+@pytest.mark.parametrize(("size", "preset"), ENCODINGS)
+def test_defocus_and_freeze_through_h264_alarm_within_2_s(
+        tmp_path: Path, kind: str, happening: Happening, seed: int, size: tuple[int, int],
+        preset: str | None) -> None:
+    recorder, events, _ = record_scene(tmp_path, Script(14, (WALKER, happening)), seed, size,
+                                       preset)
     alarms = of_kind(events, "cctv.tamper")
     assert [a["tamper"] for a in alarms] == [kind], alarms
     after = alarms[0]["t_ms"] / 1000 - happening.start
@@ -200,10 +212,14 @@ CROSSINGS = (
 )
 
 
-def test_motion_precision_and_recall_through_the_decode_path(tmp_path: Path) -> None:
-    recorder, events, truths = record_scene(tmp_path, Script(26, CROSSINGS), seed=7)
+@pytest.mark.parametrize(("size", "preset"), ENCODINGS)
+def test_motion_precision_and_recall_through_the_decode_path(
+        tmp_path: Path, size: tuple[int, int], preset: str | None) -> None:
+    recorder, events, truths = record_scene(tmp_path, Script(26, CROSSINGS), 7, size, preset)
     camera = recorder.camera
     assert len(recorder.frames) >= len(truths) - 2
+    assert {frame.grey.shape for frame in recorder.frames} == {
+        (144, 256) if size == (256, 144) else (120, 213)}
     state = motion.MotionState()
     tp = fp = fn = 0
     for frame in recorder.frames:  # the decoder's small grey frames, stream time from pts

@@ -78,21 +78,31 @@ def simple_scene(width: int, height: int, fps: int,
 ENCODERS = {"h264": "libx264", "hevc": "libx265"}
 
 
-def _encoder_options(codec: str, gop: int) -> dict[str, str]:
-    """A camera's encoder settings: no B-frames, a key frame every `gop` frames, low latency."""
-    key = f"keyint={gop}:min-keyint=1:scenecut=0"
+def _encoder_options(codec: str, gop: int, preset: str | None) -> dict[str, str]:
+    """A camera's encoder settings: no B-frames, a key frame every `gop` frames. Without a
+    `preset`: x264/x265's fastest (ultrafast, zerolatency: H.264 baseline without the in-loop
+    deblocking filter), cheap for tests. With one: as IP cameras encode (H.264 High profile:
+    CABAC, 8x8 transform, deblocking; H.265 with its deblocking and SAO), at that preset."""
+    if preset is None:
+        key = f"keyint={gop}:min-keyint=1:scenecut=0"
+        if codec == "hevc":
+            return {"preset": "ultrafast", "tune": "zerolatency",
+                    "x265-params": f"{key}:log-level=error"}
+        return {"profile": "baseline", "preset": "ultrafast", "tune": "zerolatency",
+                "x264-params": key}
+    key = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0"
     if codec == "hevc":
-        return {"preset": "ultrafast", "tune": "zerolatency",
-                "x265-params": f"{key}:log-level=error"}
-    return {"profile": "baseline", "preset": "ultrafast", "tune": "zerolatency",
-            "x264-params": key}
+        return {"preset": preset, "x265-params": f"{key}:log-level=error"}
+    return {"preset": preset, "profile": "high", "x264-params": key}
 
 
 def encode_video(path: Path, frames: Iterable[np.ndarray], fps: int, *, codec: str = "h264",
-                 gop_seconds: float = 1.0, bit_rate: int | None = None) -> int:
-    """Encode grey (or BGR) frames as a camera does, H.264 (baseline) or H.265 (`codec`
-    "hevc"), a key frame every `gop_seconds`, into an MP4 or MPEG-TS file (by suffix).
-    Returns the number of frames written."""
+                 gop_seconds: float = 1.0, bit_rate: int | None = None,
+                 preset: str | None = None) -> int:
+    """Encode grey (or BGR) frames as a camera does, H.264 or H.265 (`codec` "hevc"), a key
+    frame every `gop_seconds`, into an MP4 or MPEG-TS file (by suffix): the encoder's fastest
+    settings, or a camera's own at `preset` (`_encoder_options`). Returns the number of frames
+    written."""
     if codec not in ENCODERS:
         raise ValueError(f"codec {codec!r}: the synthetic cameras encode {sorted(ENCODERS)}")
     path = Path(path)
@@ -108,7 +118,7 @@ def encode_video(path: Path, frames: Iterable[np.ndarray], fps: int, *, codec: s
                 stream.pix_fmt = "yuv420p"
                 gop = max(1, round(fps * gop_seconds))
                 stream.codec_context.gop_size = gop
-                options = _encoder_options(codec, gop)
+                options = _encoder_options(codec, gop, preset)
                 if bit_rate:
                     stream.bit_rate = bit_rate
                 else:
@@ -135,9 +145,10 @@ def make_camera_file(path: Path, *, width: int = 320, height: int = 180, fps: in
 
 
 def make_scene_file(path: Path, scene: object, script: object, *,
-                    codec: str = "h264") -> list[object]:
+                    codec: str = "h264", preset: str | None = None) -> list[object]:
     """Encode a `scenes.Scene(...).frames(script)` (scripted, with ground truth) to H.264 (or
-    H.265); returns each frame's truth (`scenes.FrameTruth`), in order."""
+    H.265; as a camera encodes at `preset`, see `encode_video`); returns each frame's truth
+    (`scenes.FrameTruth`), in order."""
     truths: list[object] = []
 
     def greys() -> Iterator[np.ndarray]:
@@ -145,7 +156,8 @@ def make_scene_file(path: Path, scene: object, script: object, *,
             truths.append(frame.truth)
             yield frame.grey
 
-    encode_video(path, greys(), round(scene.fps), codec=codec)  # type: ignore[attr-defined]
+    encode_video(path, greys(), round(scene.fps), codec=codec,  # type: ignore[attr-defined]
+                 preset=preset)
     return truths
 
 
