@@ -1,7 +1,7 @@
 """CCTV recorder CPU cost: CPU-seconds per camera-second through the whole pipeline, against
 bare PyAV decode of the same streams, and cameras per 2-core box.
 
-    .venv/bin/python bench/cctv.py                  # ~2 min: both stream sets, 3 runs each
+    .venv/bin/python bench/cctv.py                  # ~4 min: both stream sets, 5 rounds
     .venv/bin/python bench/cctv.py --streams camera --repeat 1   # ~40 s
     .venv/bin/python bench/cctv.py --seconds 5 --repeat 1 --streams sim   # quick look
 
@@ -357,7 +357,8 @@ def run_child(args: list[str]) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="stream length (20)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per figure, median (3)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="rounds (every figure once per round), medians (5)")
     parser.add_argument("--streams", default="camera,sim",
                         help="stream sets, comma-separated: camera, sim (both)")
     parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
@@ -428,11 +429,17 @@ def bench_streams(work: Path, kind: str, seconds_wanted: float, r: int) -> None:
         "pipeline_main_afps15": ["pipeline", str(main_file), "-", "15", "@"],
         "pipeline_frigate": ["pipeline", str(main_file), str(sub_file), "5", "@"],
     }
-    for name, child_args in plan.items():
-        runs = [run_child([fresh(name) if a == "@" else a for a in child_args])
-                for _ in range(r)]
+    # rounds: every figure once per round, so a slow spell of the machine (a neighbour on the
+    # host, seen here as 1.5x on everything for a minute) lands on all figures alike, not on
+    # one figure's runs in a row
+    all_runs: dict[str, list[dict[str, Any]]] = {name: [] for name in plan}
+    for round_ in range(r):
+        for name, child_args in plan.items():
+            run = run_child([fresh(name) if a == "@" else a for a in child_args])
+            all_runs[name].append(run)
+            note(f"{kind} round {round_ + 1}/{r} {name}: cpu {run['cpu']:.2f} s")
+    for name, runs in all_runs.items():
         runs.sort(key=lambda x: x["cpu"])
-        note(f"{kind} {name}: cpu " + ", ".join(f"{x['cpu']:.2f}" for x in runs) + " s")
         results[name] = runs[len(runs) // 2] | {"cpus": [x["cpu"] for x in runs]}
 
     def per_s(name: str) -> float:
