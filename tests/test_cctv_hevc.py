@@ -5,27 +5,23 @@ verified and a clip exported without re-encoding."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import av
 import pytest
+from cctv_recording import FPS, of_kind, record_scene, wait_for
 
 from floor_agent.cctv.export import export
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import Segment
-from floor_agent.cctv.recorder import CameraRecorder
 from floor_agent.cctv.runner import verify_storage
-from floor_agent.cctv.scenes import Covered, MovingObject, Scene, Script
+from floor_agent.cctv.scenes import Covered, MovingObject, Script
 from floor_agent.cctv.segments import SegmentWriter, packet_shape_problem
-from floor_agent.cctv.sim import RtspServer, file_launch, make_camera_file, make_scene_file
+from floor_agent.cctv.sim import RtspServer, file_launch, make_camera_file
 from floor_agent.cctv.source import CameraSource, PacketEvent, SourceSettings, StreamLost
-from floor_agent.config import CctvSection
 
-FPS = 10
 SCRIPT = Script(12.0, (
     MovingObject("worker", 1.0, 5.0, (-0.1, 0.55), (1.1, 0.45)),
     Covered(7.0, 10.0),
@@ -65,47 +61,20 @@ def vcl_units(packets: list[av.Packet]) -> list[bytes]:
     return units
 
 
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """An H.265 camera file (a worker walks through, then the lens is covered) through the
-    agent's own recorder."""
+    agent's own recorder, in 2 s segments."""
     root = tmp_path_factory.mktemp("hevc")
-    video = root / "scene.mp4"
-    make_scene_file(video, Scene(256, 144, FPS, seed=11), SCRIPT, codec="hevc")
-    assert codec_of(video) == "hevc"
-    config = CctvSection.model_validate({
-        "storage_dir": str(root / "footage"), "segment_seconds": 2.0,
-        "cameras": [{"camera_id": "cam1", "name": "Retouch floor", "url": str(video),
-                     "motion": {"analysis_fps": 10.0}}]})
-    config.storage_dir.mkdir()
-    events: list[tuple[str, str, dict[str, Any]]] = []
-    index = SegmentIndex.in_storage(config.storage_dir)
-    recorder = CameraRecorder(config.cameras[0], config, index,
-                              lambda kind, subject, severity="info", **data: events.append(
-                                  (kind, severity, data)))
-    recorder.start()
-    # 12 s in 2 s segments; a file plays as fast as it decodes and its end closes the last
-    wait_for(lambda: recorder.segments >= 6, 90, "six segments")
-    recorder.stop()
-    index.close()
-    return {"config": config, "video": video, "events": events}
-
-
-def of_kind(recorded: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [data for k, _, data in recorded["events"] if k == kind]
+    recorder, events, _ = record_scene(root, SCRIPT, 11, codec="hevc")
+    assert codec_of(root / "scene.mp4") == "hevc"
+    return {"config": recorder.section, "video": root / "scene.mp4", "events": events}
 
 
 def test_h265_packets_are_copied_bit_for_bit_into_playable_chained_segments(
         recorded: dict[str, Any]) -> None:
     storage = recorded["config"].storage_dir
-    segments = of_kind(recorded, "cctv.segment")
+    segments = of_kind(recorded["events"], "cctv.segment")
     assert [s["seq"] for s in segments] == list(range(1, len(segments) + 1))
     copied: list[av.Packet] = []
     for segment in segments:
@@ -121,12 +90,12 @@ def test_h265_packets_are_copied_bit_for_bit_into_playable_chained_segments(
 
 
 def test_motion_and_tamper_read_through_the_hevc_decoder(recorded: dict[str, Any]) -> None:
-    starts = [e["t_ms"] / 1000 for e in of_kind(recorded, "cctv.motion_start")]
+    starts = [e["t_ms"] / 1000 for e in of_kind(recorded["events"], "cctv.motion_start")]
     assert any(0.9 <= t <= 1.8 for t in starts), starts
-    covered = [e["t_ms"] / 1000 for e in of_kind(recorded, "cctv.tamper")
+    covered = [e["t_ms"] / 1000 for e in of_kind(recorded["events"], "cctv.tamper")
                if e["tamper"] == "covered"]
     assert covered and 7.0 <= min(covered) <= 9.0, covered
-    assert not of_kind(recorded, "cctv.bad_input")
+    assert not of_kind(recorded["events"], "cctv.bad_input")
 
 
 def test_an_h265_clip_is_exported_without_re_encoding(recorded: dict[str, Any],

@@ -7,77 +7,31 @@ motion measured frame by frame against a scripted scene's truth after the real d
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cctv_recording import (
+    FPS,
+    Event,
+    WatchedRecorder,
+    of_kind,
+    record_scene,
+    section,
+    wait_for,
+)
 
 from floor_agent.cctv import motion
 from floor_agent.cctv.index import SegmentIndex
-from floor_agent.cctv.model import SmallFrame
-from floor_agent.cctv.recorder import CameraRecorder
 from floor_agent.cctv.runner import verify_storage
 from floor_agent.cctv.scenes import (
     Defocused,
-    FrameTruth,
     Frozen,
     Happening,
     MovingObject,
-    Scene,
     Script,
 )
-from floor_agent.cctv.sim import RtspServer, free_port, live_launch, make_scene_file
-from floor_agent.cctv.source import FrameEvent, SourceFinished
-from floor_agent.config import CctvSection
-
-FPS = 10
-Event = tuple[str, str, dict[str, Any]]  # kind, severity, data
-
-
-def section(storage: Path, *cameras: tuple[str, str]) -> CctvSection:
-    config = CctvSection.model_validate({
-        "storage_dir": str(storage), "segment_seconds": 2.0, "offline_after_seconds": 2.0,
-        "reconnect_initial_seconds": 0.2, "reconnect_max_seconds": 0.5,
-        "cameras": [{"camera_id": camera_id, "name": f"Floor {camera_id}", "url": url,
-                     "motion": {"analysis_fps": float(FPS)}} for camera_id, url in cameras]})
-    config.storage_dir.mkdir(parents=True, exist_ok=True)
-    return config
-
-
-class WatchedRecorder(CameraRecorder):
-    """The real recorder; it also keeps the small frames the source hands it and says when a
-    file has played to its end."""
-
-    def __init__(self, config: CctvSection, camera: int, index: SegmentIndex,
-                 events: list[Event]) -> None:
-        super().__init__(config.cameras[camera], config, index,
-                         lambda kind, subject, severity="info", **data: events.append(
-                             (kind, severity, data)))
-        self.frames: list[SmallFrame] = []
-        self.finished = threading.Event()
-
-    def on_event(self, event: object) -> None:
-        if isinstance(event, FrameEvent):
-            self.frames.append(event.frame)
-        super().on_event(event)
-        if isinstance(event, SourceFinished) and event.stream == "main":
-            self.finished.set()
-
-
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
-        time.sleep(0.1)
-
-
-def of_kind(events: list[Event], kind: str, camera_id: str | None = None
-            ) -> list[dict[str, Any]]:
-    return [data for k, _, data in list(events)
-            if k == kind and (camera_id is None or data["camera_id"] == camera_id)]
+from floor_agent.cctv.sim import RtspServer, free_port, live_launch
 
 
 def test_a_dropped_stream_reconnects_reports_the_gap_and_records_on(tmp_path: Path) -> None:
@@ -159,27 +113,6 @@ def test_an_unreachable_camera_is_offline_while_the_good_one_records(tmp_path: P
 # reduced by 3 to 213x120).
 ENCODINGS = [pytest.param((256, 144), None, id="fastest-256x144"),
              pytest.param((640, 360), "veryfast", id="camera-640x360")]
-
-
-def record_scene(tmp_path: Path, script: Script, seed: int, size: tuple[int, int] = (256, 144),
-                 preset: str | None = None
-                 ) -> tuple[WatchedRecorder, list[Event], list[FrameTruth]]:
-    """Encode the scripted scene to H.264 (at `preset`: see sim.encode_video) and record it as
-    a camera; the recorder, its events and each encoded frame's truth."""
-    video = tmp_path / "scene.mp4"
-    truths = make_scene_file(video, Scene(size[0], size[1], FPS, seed=seed), script,
-                             preset=preset)
-    events: list[Event] = []
-    config = section(tmp_path / "footage", ("cam1", str(video)))
-    with SegmentIndex.in_storage(config.storage_dir) as index:
-        recorder = WatchedRecorder(config, 0, index, events)
-        recorder.start()
-        try:
-            assert recorder.finished.wait(60), "the scene file never played to its end"
-        finally:
-            recorder.stop()
-    assert verify_storage(config).report.ok
-    return recorder, events, truths  # type: ignore[return-value]
 
 
 WALKER = MovingObject("walker", 0.5, 14, (-0.1, 0.6), (1.1, 0.5))

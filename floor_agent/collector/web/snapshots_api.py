@@ -13,6 +13,7 @@ import re
 import cv2
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from floor_agent.audit.event import utc_timestamp
@@ -49,15 +50,20 @@ async def upload_snapshot(request: Request, camera: str) -> JSONResponse:
     if content_type != "image/jpeg":
         raise HTTPException(415, f"content-type: expected image/jpeg, got {content_type!r}")
     body = await read_body(request, MAX_BYTES, "snapshot")
+    # the key lookup, the JPEG decode and the write block: off the event loop, as the door's
+    # signed routes run theirs
+    return await run_in_threadpool(_store_snapshot, request, camera, body)
+
+
+def _store_snapshot(request: Request, camera: str, body: bytes) -> JSONResponse:
     agent = request.app.state.agent_auth.verified(request, body)
-    agent_id, role = agent.agent_id, agent.role
-    if role != CCTV_ROLE:
-        raise HTTPException(403, f"agent {agent_id!r} has role {role!r}; only cctv agents "
-                                 f"upload snapshots")
+    if agent.role != CCTV_ROLE:
+        raise HTTPException(403, f"agent {agent.agent_id!r} has role {agent.role!r}; only "
+                                 f"cctv agents upload snapshots")
     problem, width, height = jpeg_problem(body)
     if problem:
         raise HTTPException(422, problem)
     now = utc_timestamp()
-    dashboard_of(request).store.put_snapshot(agent_id, camera, body, width, height, now)
-    return JSONResponse({"agent_id": agent_id, "camera": camera, "width": width,
+    dashboard_of(request).store.put_snapshot(agent.agent_id, camera, body, width, height, now)
+    return JSONResponse({"agent_id": agent.agent_id, "camera": camera, "width": width,
                          "height": height, "received_at": now}, 201)

@@ -1,0 +1,88 @@
+"""Recording a camera in-process through the agent's own CameraRecorder, for the cctv tests:
+a CctvSection for test cameras, a recorder that also keeps its small frames and says when a
+file ended, a scripted scene encoded and recorded to its end, and waiting on a condition."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from floor_agent.cctv.index import SegmentIndex
+from floor_agent.cctv.model import SmallFrame
+from floor_agent.cctv.recorder import CameraRecorder
+from floor_agent.cctv.runner import verify_storage
+from floor_agent.cctv.scenes import FrameTruth, Scene, Script
+from floor_agent.cctv.sim import make_scene_file
+from floor_agent.cctv.source import FrameEvent, SourceFinished
+from floor_agent.config import CctvSection
+
+FPS = 10
+Event = tuple[str, str, dict[str, Any]]  # kind, severity, data
+
+
+def section(storage: Path, *cameras: tuple[str, str]) -> CctvSection:
+    config = CctvSection.model_validate({
+        "storage_dir": str(storage), "segment_seconds": 2.0, "offline_after_seconds": 2.0,
+        "reconnect_initial_seconds": 0.2, "reconnect_max_seconds": 0.5,
+        "cameras": [{"camera_id": camera_id, "name": f"Floor {camera_id}", "url": url,
+                     "motion": {"analysis_fps": float(FPS)}} for camera_id, url in cameras]})
+    config.storage_dir.mkdir(parents=True, exist_ok=True)
+    return config
+
+
+class WatchedRecorder(CameraRecorder):
+    """The real recorder; it also keeps the small frames the source hands it and says when a
+    file has played to its end."""
+
+    def __init__(self, config: CctvSection, camera: int, index: SegmentIndex,
+                 events: list[Event]) -> None:
+        super().__init__(config.cameras[camera], config, index,
+                         lambda kind, subject, severity="info", **data: events.append(
+                             (kind, severity, data)))
+        self.frames: list[SmallFrame] = []
+        self.finished = threading.Event()
+
+    def on_event(self, event: object) -> None:
+        if isinstance(event, FrameEvent):
+            self.frames.append(event.frame)
+        super().on_event(event)
+        if isinstance(event, SourceFinished) and event.stream == "main":
+            self.finished.set()
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        time.sleep(0.1)
+
+
+def of_kind(events: list[Event], kind: str, camera_id: str | None = None
+            ) -> list[dict[str, Any]]:
+    return [data for k, _, data in list(events)
+            if k == kind and (camera_id is None or data["camera_id"] == camera_id)]
+
+
+def record_scene(tmp_path: Path, script: Script, seed: int, size: tuple[int, int] = (256, 144),
+                 preset: str | None = None, codec: str = "h264"
+                 ) -> tuple[WatchedRecorder, list[Event], list[FrameTruth]]:
+    """Encode the scripted scene (`tmp_path`/scene.mp4: H.264 or H.265, at `preset`: see
+    sim.encode_video) and record it as a camera into `tmp_path`/footage, to the file's end;
+    the recorder, its events and each encoded frame's truth."""
+    video = tmp_path / "scene.mp4"
+    truths = make_scene_file(video, Scene(size[0], size[1], FPS, seed=seed), script,
+                             codec=codec, preset=preset)
+    events: list[Event] = []
+    config = section(tmp_path / "footage", ("cam1", str(video)))
+    with SegmentIndex.in_storage(config.storage_dir) as index:
+        recorder = WatchedRecorder(config, 0, index, events)
+        recorder.start()
+        try:
+            assert recorder.finished.wait(60), "the scene file never played to its end"
+        finally:
+            recorder.stop()
+    assert verify_storage(config).report.ok
+    return recorder, events, truths  # type: ignore[return-value]
