@@ -22,7 +22,13 @@ from psycopg import conninfo
 from psycopg.pq import TransactionStatus
 
 from floor_agent.collector.store import StoreError
-from floor_agent.collector.store_sql import EVENT_INDEXES, INSERT_EVENT, SqlStore
+from floor_agent.collector.store_sql import (
+    ADDED_COLUMNS,
+    EVENT_INDEXES,
+    INSERT_EVENT,
+    SqlStore,
+    missing_columns,
+)
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -220,6 +226,18 @@ def describe(url: str) -> str:
     return f"{user}@{host}:{params.get('port') or 5432}/{params.get('dbname') or user}"
 
 
+def add_missing_columns(db: psycopg.Connection[Any]) -> None:
+    """Columns a newer release added (store_sql.ADDED_COLUMNS), on a store made before it."""
+    present: dict[str, set[str]] = {table: set() for table, _, _ in ADDED_COLUMNS}
+    rows = db.execute("SELECT table_name, column_name FROM information_schema.columns "
+                      "WHERE table_schema = current_schema()").fetchall()
+    for table, column in rows:
+        if table in present:
+            present[table].add(column)
+    for statement in missing_columns({t: c for t, c in present.items() if c}):
+        db.execute(statement)
+
+
 class PostgresStore(SqlStore):
     placeholder = "%s"
     snapshot_begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
@@ -243,6 +261,7 @@ class PostgresStore(SqlStore):
             with self._writer.transaction():
                 self._writer.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
                 self._writer.execute(SCHEMA)
+                add_missing_columns(self._writer)
         except psycopg.Error as exc:
             self._writer.close()
             raise StoreError(f"{self.where}: cannot create the schema "

@@ -447,6 +447,19 @@ class DashboardSql:
         return out
 
 
+# Columns added to tables after their first release: (table, column, type and default, in
+# SQL both dialects take). A store opened by an older release gets them at open
+# (add_missing_columns); a new store has them from the same list. Append, never edit a line.
+ADDED_COLUMNS: list[tuple[str, str, str]] = []
+
+
+def missing_columns(present: dict[str, set[str]]) -> list[str]:
+    """The ALTER TABLE statements that bring tables with `present` columns up to date (pure)."""
+    return [f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"
+            for table, column, ddl in ADDED_COLUMNS
+            if table in present and column not in present[table]]
+
+
 class SqlStore(DashboardSql, CredentialSql, Store):
     """Store over a DB-API connection; the dialect subclasses give connections and DDL."""
 

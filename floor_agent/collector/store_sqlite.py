@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from floor_agent.collector.store import StoreError
-from floor_agent.collector.store_sql import EVENT_INDEXES, INSERT_EVENT, SqlStore
+from floor_agent.collector.store_sql import (
+    ADDED_COLUMNS,
+    EVENT_INDEXES,
+    INSERT_EVENT,
+    SqlStore,
+    missing_columns,
+)
 
 EVENT_PARAMS = INSERT_EVENT.count("?")
 
@@ -215,6 +221,15 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+def add_missing_columns(db: sqlite3.Connection) -> None:
+    """Columns a newer release added (store_sql.ADDED_COLUMNS), on a store made before it."""
+    tables = {table for table, _, _ in ADDED_COLUMNS}
+    present = {table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+               for table in tables}
+    for statement in missing_columns(present):
+        db.execute(statement)
+
+
 class SqliteStore(SqlStore):
     def __init__(self, url: str) -> None:
         self.url = url
@@ -224,6 +239,7 @@ class SqliteStore(SqlStore):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = connect(self.path)
             self._writer.executescript(SCHEMA)
+            add_missing_columns(self._writer)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{self.path}: cannot open the SQLite store ({exc})") from None
         # Largest power of two of rows whose parameters fit in one statement.
