@@ -146,9 +146,11 @@ def test_udevadm_applies_the_rules_on_a_simulated_bus(tmp_path: Path,
         + [f'echo "{p} $(cat {p}/authorized)"' for p in targets[1:]]
         + [f'echo "hub $(cat /sys{HUB}/authorized_default)"'])
     (tmp_path / "run.sh").write_text(script + "\n")
-    # our file is the only rules file udev sees; /etc/udev and /run/udev are private too
+    # our file is the only rules file udev sees; /etc/udev and /run/udev are private too. A
+    # fresh tmpfs on /run (inside this mount namespace only) gives /run/udev even on a machine
+    # where udev never ran and so never made it.
     isolate = (f"mount --bind {rules_dir} /usr/lib/udev/rules.d && mount -t tmpfs none /etc/udev"
-               " && mount -t tmpfs none /run/udev && "
+               " && mount -t tmpfs none /run && mkdir /run/udev && "
                f"umockdev-run --device {tmp_path}/bus.umockdev -- sh {tmp_path}/run.sh")
     done = subprocess.run(["unshare", "-m", "sh", "-c", isolate], capture_output=True,
                           text=True, timeout=240, cwd=tmp_path)
