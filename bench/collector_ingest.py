@@ -359,7 +359,10 @@ def ingest_once(root: Path, n_agents: int, total: int, batch: int, profile: str 
     finally:
         collector.stop()
     db = sqlite3.connect(collector.db_path)
-    stored = db.execute("SELECT count(*) FROM events").fetchone()[0]
+    # the bench agents' events only: the collector's own audit trail (its start, say) is
+    # stored in the same table
+    stored = db.execute("SELECT count(*) FROM events WHERE agent_id LIKE 'bench-ws-%'"
+                        ).fetchone()[0]
     db.close()
     if acked != total or stored != total:
         raise SystemExit(f"acked {acked}, stored {stored}, expected {total}")

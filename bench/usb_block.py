@@ -6,7 +6,7 @@
 Prints one line per figure on stdout; progress goes to stderr. Needs root and the Debian
 packages usbguard, umockdev, gir1.2-umockdev-1.0, python3-gi.
 
-1. usb_block_*_usbguard: the company's side-by-side tool /work/shared/tools/usbguard-sidebyside
+1. usb_block_*_usbguard: the company's side-by-side tool ../shared/tools/usbguard-sidebyside
    (run.py, descr.py, its usbguard-daemon.conf), run unchanged from a scratch copy, as its
    measure.sh does, with two differences: the rules file is our config/usb-rules.conf (USBGuard
    rule language, so both sides judge by the same rules), and the copied rules.conf is made
@@ -47,7 +47,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path("/work/shared/tools/usbguard-sidebyside")
+# shared/ sits beside the repository (../shared from its root); FLOOR_AGENT_SHARED names
+# another place
+SHARED = Path(os.environ.get("FLOOR_AGENT_SHARED", REPO.parent / "shared")
+              ) / "tools" / "usbguard-sidebyside"
 RULES = REPO / "config" / "usb-rules.conf"
 
 # Ours: the testbed parent (Debian python3 with GObject, under umockdev-wrapper). Its plug,
