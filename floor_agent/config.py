@@ -189,6 +189,13 @@ class DashboardSettings(_StrictModel):
     idle_minutes: Annotated[StrictInt, Field(ge=1, le=24 * 60)] = 30
     lockout_failures: Annotated[StrictInt, Field(ge=1, le=100)] = 5
     lockout_minutes: Annotated[StrictInt, Field(ge=1, le=24 * 60)] = 15
+    # Failed logins from one source address (an IPv6 /64) within address_minutes before that
+    # address is answered 429 with Retry-After, without any password hashing.
+    address_failures: Annotated[StrictInt, Field(ge=1, le=1000)] = 20
+    address_minutes: Annotated[StrictInt, Field(ge=1, le=24 * 60)] = 15
+    # How long a login waits for one of the 2 password hashing slots before a 503 with
+    # Retry-After (hashing is bounded to 2 x 64 MiB, however many logins arrive).
+    login_wait_seconds: Annotated[StrictFloat, Field(gt=0, le=60)] = 3.0
     # Cookies carry Secure: the collector only serves HTTPS; off only for a test on plain HTTP.
     secure_cookies: Annotated[bool, Field(strict=True)] = True
 
@@ -198,6 +205,45 @@ class BackupSettings(_StrictModel):
 
     directory: ConfigPath = STATE_ROOT / "backups"
     keep: Annotated[StrictInt, Field(ge=1, le=1000)] = 14
+
+
+class EdgeSettings(_StrictModel):
+    """What one connection or one address may hold of the listener (collector/edge.py): the
+    collector is on the floor LAN, where anyone can open connections and send slowly."""
+
+    # Connections open at once, all addresses together; when full, the oldest connection that
+    # is not in a request, of the address holding the most, makes room for an address with fewer.
+    max_connections: Annotated[StrictInt, Field(ge=16, le=60_000)] = 512
+    # Connections one source address may hold (refused at accept, before the TLS handshake).
+    max_connections_per_address: Annotated[StrictInt, Field(ge=2, le=10_000)] = 64
+    # Seconds for the TLS handshake, then for a request's line and headers (from the
+    # connection's start or the request's first byte).
+    tls_handshake_timeout_seconds: Annotated[StrictInt, Field(ge=1, le=120)] = 10
+    header_timeout_seconds: Annotated[StrictInt, Field(ge=1, le=120)] = 10
+    # A body must arrive within body_timeout_seconds plus one second per body_min_rate_bytes.
+    body_timeout_seconds: Annotated[StrictInt, Field(ge=1, le=600)] = 20
+    body_min_rate_bytes: Annotated[StrictInt, Field(ge=1024)] = 32 * 1024
+    # Seconds a kept-alive connection may wait for its next request.
+    idle_timeout_seconds: Annotated[StrictInt, Field(ge=1, le=300)] = 5
+    # Request line plus headers, in bytes (431 past it).
+    max_header_bytes: Annotated[StrictInt, Field(ge=4096, le=1024 * 1024)] = 32 * 1024
+    # Body limits: enrollment and login; other forms and API calls (ingest has
+    # max_request_bytes, the snapshot upload its own 512 KiB).
+    small_body_bytes: Annotated[StrictInt, Field(ge=1024, le=1024 * 1024)] = 4096
+    form_body_bytes: Annotated[StrictInt, Field(ge=4096, le=16 * 1024 * 1024)] = 64 * 1024
+    # Request-body bytes held at once by the whole process and by one address (503 past it);
+    # per address must fit one ingest body (max_request_bytes).
+    body_budget_bytes: Annotated[StrictInt, Field(ge=1024 * 1024)] = 64 * 1024 * 1024
+    body_budget_per_address_bytes: Annotated[StrictInt, Field(ge=1024 * 1024)] = 20 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _caps_nest(self) -> EdgeSettings:
+        if self.max_connections_per_address * 2 > self.max_connections:
+            raise ValueError("max_connections_per_address: must be at most half of "
+                             "max_connections, so one address cannot take the listener")
+        if self.body_budget_per_address_bytes > self.body_budget_bytes:
+            raise ValueError("body_budget_per_address_bytes: must be <= body_budget_bytes")
+        return self
 
 
 class CollectorSection(_StrictModel):
@@ -217,6 +263,14 @@ class CollectorSection(_StrictModel):
     ingest_processes: Annotated[StrictInt, Field(ge=0, le=16)] = 1
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
+    # The trust anchor (collector/anchor.py): an Ed25519 key outside the store that endorses
+    # every enrolled agent key and signs every backup manifest. Its directory (0700; key 0600,
+    # public half anchor.pub); null = "anchor" in state_dir, beside the TLS files.
+    anchor_dir: ConfigPath | None = None
+    # The anchor public key verify/restore trust, pinned outside the collector's files: base64
+    # (from 'collector anchor show') or a file holding it. null = anchor.pub in anchor_dir.
+    anchor_public_key: Annotated[str, Field(strict=True, min_length=1)] | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -231,6 +285,14 @@ class CollectorSection(_StrictModel):
             "must start with sqlite:/// or postgresql:// (or postgres://), "
             "or be left out to use sqlite in state_dir"
         )
+
+    @model_validator(mode="after")
+    def _ingest_fits_budget(self) -> CollectorSection:
+        """One genuine ingest body must fit what one address may hold, or it is never taken."""
+        if self.edge.body_budget_per_address_bytes < self.max_request_bytes:
+            raise ValueError("edge.body_budget_per_address_bytes: must be >= max_request_bytes "
+                             f"({self.max_request_bytes})")
+        return self
 
     def resolved_database_url(self) -> str:
         """Explicit database_url, else a SQLite file next to the collector's other state."""

@@ -224,6 +224,26 @@ class Store(ABC):
         """Delete sessions past their lifetime or idle limit; how many."""
 
     @abstractmethod
+    def count_login_failure(self, username: str, known: bool, now: str, max_failures: int,
+                            lock_until: str) -> tuple[int, str | None] | None:
+        """One more failed login of a user (known) or of a name no user has, counted and the
+        lock decided atomically: (failures, locked_until) after it, or None when the name
+        was already locked (nothing counted)."""
+
+    @abstractmethod
+    def login_locked_until(self, username: str) -> str | None:
+        """Until when a name no user has is locked (None: not locked, or never failed)."""
+
+    @abstractmethod
+    def count_login_success(self, username: str, now: str) -> bool:
+        """Clear the user's failures; False when the user was locked or disabled meanwhile
+        (the login is then refused)."""
+
+    @abstractmethod
+    def prune_login_failures(self, before: str) -> int:
+        """Forget unknown names whose last failure is older than `before` and not locked."""
+
+    @abstractmethod
     def rebuild_latest(self) -> int:
         """Fill `latest` from the stored events (a store older than the dashboard, or events
         written around commit_batch); returns how many (agent, topic) rows it holds."""
@@ -258,6 +278,23 @@ class Store(ABC):
 
     @abstractmethod
     def list_verifications(self) -> dict[str, dict[str, Any]]: ...
+
+    # the trust anchor (collector/anchor.py) and the verifier (collector/verify.py)
+    @abstractmethod
+    def agent_identity(self, agent_id: str) -> dict[str, Any] | None:
+        """What the anchor endorses of an agent: agent_id, role, public_key, enrolled_at, and
+        endorsement (base64, None in a store from before the anchor)."""
+
+    @abstractmethod
+    def set_endorsement(self, agent_id: str, endorsement: str) -> bool: ...
+
+    @abstractmethod
+    def event_extent(self, agent_id: str) -> tuple[int, int, int] | None:
+        """(lowest seq, highest seq, rows) stored for an agent, whatever its head says."""
+
+    @abstractmethod
+    def orphan_events(self) -> list[tuple[str, int, int, int]]:
+        """(agent_id, lowest seq, highest seq, rows) of event rows naming no enrolled agent."""
 
 
 def open_store(url: str) -> Store:

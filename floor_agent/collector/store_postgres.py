@@ -173,6 +173,13 @@ CREATE TABLE IF NOT EXISTS sessions (
     csrf TEXT COLLATE "C" NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions (username);
+-- failed logins of names no user has: they lock like real ones (no enumeration)
+CREATE TABLE IF NOT EXISTS login_failures (
+    username TEXT COLLATE "C" PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    locked_until TEXT COLLATE "C",
+    updated_at TEXT COLLATE "C" NOT NULL
+);
 CREATE TABLE IF NOT EXISTS latest (
     agent_id TEXT COLLATE "C" NOT NULL,
     topic TEXT COLLATE "C" NOT NULL,

@@ -348,6 +348,55 @@ class DashboardSql:
                         (created_before, seen_before))
             return int(cur.rowcount)
 
+    # A failed login is counted, and the lock decided, by one statement: parallel guesses each
+    # add one (never N reads of the same count), and a guess at a locked name counts nothing.
+    _FAILURE_SET = ("failures = CASE WHEN {t}.failures + 1 >= ? THEN 0 "
+                    "ELSE {t}.failures + 1 END, "
+                    "locked_until = CASE WHEN {t}.failures + 1 >= ? THEN ? "
+                    "ELSE {t}.locked_until END, updated_at = ?")
+
+    def count_login_failure(self, username: str, known: bool, now: str, max_failures: int,
+                            lock_until: str) -> tuple[int, str | None] | None:
+        with self._write() as cur:
+            sets = self._FAILURE_SET.format(t="users" if known else "login_failures")
+            params = (max_failures, max_failures, lock_until, now)
+            if known:
+                cur.execute(self._q(f"UPDATE users SET {sets} WHERE username = ? AND "
+                                    "(locked_until IS NULL OR locked_until <= ?) "
+                                    "RETURNING failures, locked_until"),
+                            (*params, username, now))
+            else:
+                first = (0, lock_until) if max_failures <= 1 else (1, None)
+                cur.execute(self._q(
+                    "INSERT INTO login_failures (username, failures, locked_until, updated_at) "
+                    f"VALUES (?, ?, ?, ?) ON CONFLICT (username) DO UPDATE SET {sets} "
+                    "WHERE login_failures.locked_until IS NULL "
+                    "OR login_failures.locked_until <= ? RETURNING failures, locked_until"),
+                    (username, *first, now, *params, now))
+            row = cur.fetchone()
+        return None if row is None else (int(row[0]), row[1])
+
+    def login_locked_until(self, username: str) -> str | None:
+        with self._read() as cur:
+            cur.execute(self._q("SELECT locked_until FROM login_failures WHERE username = ?"),
+                        (username,))
+            row = cur.fetchone()
+        return None if row is None else row[0]
+
+    def count_login_success(self, username: str, now: str) -> bool:
+        with self._write() as cur:
+            cur.execute(self._q("UPDATE users SET failures = 0, locked_until = NULL, "
+                                "updated_at = ? WHERE username = ? AND disabled = 0 AND "
+                                "(locked_until IS NULL OR locked_until <= ?)"),
+                        (now, username, now))
+            return bool(cur.rowcount)
+
+    def prune_login_failures(self, before: str) -> int:
+        with self._write() as cur:
+            cur.execute(self._q("DELETE FROM login_failures WHERE updated_at < ? AND "
+                                "(locked_until IS NULL OR locked_until < ?)"), (before, before))
+            return int(cur.rowcount)
+
     def _upsert_latest(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
         if rows:
             cur.executemany(self._q(UPSERT_LATEST), rows)
@@ -450,7 +499,10 @@ class DashboardSql:
 # Columns added to tables after their first release: (table, column, type and default, in
 # SQL both dialects take). A store opened by an older release gets them at open
 # (add_missing_columns); a new store has them from the same list. Append, never edit a line.
-ADDED_COLUMNS: list[tuple[str, str, str]] = []
+ADDED_COLUMNS: list[tuple[str, str, str]] = [
+    # the trust anchor's endorsement of the agent's key (collector/anchor.py), base64
+    ("agents", "anchor_endorsement", "TEXT"),
+]
 
 
 def missing_columns(present: dict[str, set[str]]) -> list[str]:
@@ -786,6 +838,38 @@ class SqlStore(DashboardSql, CredentialSql, Store):
                                 "coalesce(checkpoint_received_at, enrolled_at) < ?"),
                         (older_than,))
             return [(row[0], row[1]) for row in cur.fetchall()]
+
+    # -- the trust anchor and the verifier -------------------------------------------------
+    def agent_identity(self, agent_id: str) -> dict[str, Any] | None:
+        with self._read() as cur:
+            cur.execute(self._q("SELECT agent_id, role, public_key, enrolled_at, "
+                                "anchor_endorsement FROM agents WHERE agent_id = ?"),
+                        (agent_id,))
+            row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip(("agent_id", "role", "public_key", "enrolled_at", "endorsement"), row,
+                        strict=True))
+
+    def set_endorsement(self, agent_id: str, endorsement: str) -> bool:
+        with self._write() as cur:
+            cur.execute(self._q("UPDATE agents SET anchor_endorsement = ? WHERE agent_id = ?"),
+                        (endorsement, agent_id))
+            return bool(cur.rowcount)
+
+    def event_extent(self, agent_id: str) -> tuple[int, int, int] | None:
+        with self._read() as cur:
+            cur.execute(self._q("SELECT min(seq), max(seq), count(*) FROM events "
+                                "WHERE agent_id = ?"), (agent_id,))
+            low, high, rows = cur.fetchone()
+        return None if not rows else (int(low), int(high), int(rows))
+
+    def orphan_events(self) -> list[tuple[str, int, int, int]]:
+        with self._read() as cur:
+            cur.execute("SELECT agent_id, min(seq), max(seq), count(*) FROM events "
+                        "WHERE agent_id NOT IN (SELECT agent_id FROM agents) "
+                        "GROUP BY agent_id ORDER BY agent_id")
+            return [(str(a), int(low), int(high), int(n)) for a, low, high, n in cur.fetchall()]
 
 
 def _event_dict(row: tuple[Any, ...]) -> dict[str, Any]:

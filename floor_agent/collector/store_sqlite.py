@@ -170,6 +170,13 @@ CREATE TABLE IF NOT EXISTS sessions (
     csrf TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions (username);
+-- failed logins of names no user has: they lock like real ones (no enumeration)
+CREATE TABLE IF NOT EXISTS login_failures (
+    username TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    locked_until TEXT,
+    updated_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS latest (
     agent_id TEXT NOT NULL,
     topic TEXT NOT NULL,

@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 from floor_agent.collector.store import Store
 from floor_agent.collector.web import overview
 from floor_agent.collector.web.live import Broadcaster
+from floor_agent.collector.web.login_limits import AddressThrottle, HashAdmission, LoginLimits
 from floor_agent.collector.web.timefmt import short_time
 from floor_agent.config import DashboardSettings
 
@@ -47,8 +48,13 @@ class Dashboard:
     stale_seconds: int = 180
     clock: Callable[[], datetime] = utc_now
     templates: Jinja2Templates = field(default_factory=make_templates)
-    # failed logins of names that do not exist, so they lock like real ones (no enumeration)
-    unknown_failures: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    # failed logins per source address and the hashing admission (login_limits.py)
+    limits: LoginLimits = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limits = LoginLimits(
+            AddressThrottle(self.settings.address_failures, self.settings.address_minutes * 60),
+            HashAdmission(), self.settings.login_wait_seconds)
 
 
 def dashboard_of(request: Request) -> Dashboard:

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from floor_agent.audit.event import utc_timestamp
-from floor_agent.collector.web import passwords, sessions, users
+from floor_agent.collector.web import login_limits, passwords, sessions, users
 from floor_agent.collector.web.auth import PASSWORD_PATH, Forbidden, User, check_csrf, require
 from floor_agent.collector.web.context import Dashboard, dashboard_of
 from floor_agent.collector.web.render import page
 
 router = APIRouter()
 WRONG = "wrong user name or password"
-MAX_UNKNOWN_NAMES = 10_000
 
 
 def safe_next(target: str | None) -> str:
@@ -32,11 +33,12 @@ def set_session_cookie(response: Response, dash: Dashboard, session_id: str) -> 
 
 
 def login_form(request: Request, next_path: str, error: str | None = None,
-               status: int = 200) -> Response:
+               status: int = 200, headers: dict[str, str] | None = None) -> Response:
     dash = dashboard_of(request)
     token = sessions.new_secret()
     response = page(request, "login.html", None, status, csrf=token, next_path=next_path,
                     error=error)
+    response.headers.update(headers or {})
     response.set_cookie(sessions.LOGIN_COOKIE, token, httponly=True,
                         secure=dash.settings.secure_cookies, samesite="strict", path="/login")
     return response
@@ -52,15 +54,29 @@ def _locked_message(dash: Dashboard) -> str:
             f"{dash.settings.lockout_minutes} minutes")
 
 
-@router.post("/login")
-def login(request: Request, username: Annotated[str, Form(max_length=200)] = "",
-          password: Annotated[str, Form(max_length=1000)] = "",
-          csrf_token: Annotated[str, Form(max_length=200)] = "",
-          next: Annotated[str, Form(max_length=2000)] = "/") -> Response:  # noqa: A002
-    dash = dashboard_of(request)
-    if not sessions.same(request.cookies.get(sessions.LOGIN_COOKIE), csrf_token):
-        raise Forbidden("CSRF token missing or wrong: reload the login page and try again")
-    next_path = safe_next(next)
+THROTTLED = "too many failed logins from this address: try again in {minutes} minute(s)"
+BUSY = "the collector is busy checking other logins: try again in a few seconds"
+BUSY_RETRY_SECONDS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one checked login came to: a session (success) or the error to show."""
+
+    session_id: str | None = None
+    must_change: bool = False
+    error: str | None = None
+    busy: bool = False  # no hashing slot: nothing was checked, nothing counted
+
+
+def check_login(dash: Dashboard, username: str, password: str) -> Outcome:
+    """The login decision and its writes, in a worker thread, holding a hashing slot.
+
+    Order matters: a locked name (user or not) is refused before any hashing; a failure is
+    counted and the lock decided by one statement (store.count_login_failure); a right
+    password is only accepted when clearing the failures finds the user still unlocked, so
+    a guess hashed in parallel with the one that locked the account cannot log in.
+    """
     now = dash.clock()
     stamp = utc_timestamp(now)
     settings = dash.settings
@@ -69,51 +85,110 @@ def login(request: Request, username: Annotated[str, Form(max_length=200)] = "",
     shown = username[:64].replace("\x00", "\\0")
     plausible = 0 < len(username) <= 64 and "\x00" not in username
     user = dash.store.get_user(username) if plausible else None
-    if user is None:
-        failures, locked_until = dash.unknown_failures.get(username, (0, None))
+    if user is not None:
+        locked_until = user["locked_until"]
     else:
-        failures, locked_until = user["failures"], user["locked_until"]
-    locked = users.is_locked(locked_until, now)
-    usable = user is not None and not user["disabled"] and not locked
-    ok = passwords.verify_password(user["password_hash"] if usable and user else None, password)
-    if not ok:
-        if locked:
-            dash.own_audit.emit("dashboard.login_failed", shown, "warning",
-                                username=shown, reason="locked")
-            return login_form(request, next_path, _locked_message(dash))
-        after = users.after_failure(failures, now, settings.lockout_failures,
-                                    settings.lockout_minutes)
-        if user is None:
-            if len(dash.unknown_failures) >= MAX_UNKNOWN_NAMES:
-                dash.unknown_failures.clear()
-            dash.unknown_failures[username] = (after.failures, after.locked_until)
-        else:
-            dash.store.update_user(username, stamp, failures=after.failures,
-                                   locked_until=after.locked_until)
-        dash.own_audit.emit("dashboard.login_failed", shown, "warning",
-                            username=shown,
-                            reason="disabled" if user and user["disabled"] else "password",
-                            known_user=user is not None)
-        if after.locked_until is not None:
-            dash.own_audit.emit("dashboard.locked", shown, "warning",
-                                username=shown, locked_until=after.locked_until,
-                                known_user=user is not None)
-            return login_form(request, next_path, _locked_message(dash))
-        return login_form(request, next_path, WRONG)
-    assert user is not None
-    dash.store.update_user(username, stamp, failures=0, locked_until=None)
-    old = request.cookies.get(sessions.COOKIE)
-    if old:  # rotate: a session id planted before login is worth nothing after it
-        dash.store.delete_session(sessions.id_hash(old))
-    # sessions nobody came back to would stay forever: each login sweeps the expired ones
+        locked_until = dash.store.login_locked_until(username) if plausible else None
+
+    def refused(reason: str) -> None:
+        dash.own_audit.emit("dashboard.login_failed", shown, "warning", username=shown,
+                            reason=reason, known_user=user is not None)
+
+    if users.is_locked(locked_until, now):
+        refused("locked")
+        return Outcome(error=_locked_message(dash))
+    usable = user is not None and not user["disabled"]
+    try:
+        ok = passwords.verify_password(user["password_hash"] if usable and user else None,
+                                       password, dash.limits.wait_seconds)
+    except passwords.HashBusy:
+        return Outcome(error=BUSY, busy=True)
+    if ok and user is not None:
+        if not dash.store.count_login_success(username, stamp):
+            refused("locked")
+            return Outcome(error=_locked_message(dash))
+        return Outcome(session_id=_open_session(dash, user, stamp), must_change=user["must_change"])
+    lock_until = utc_timestamp(now + timedelta(minutes=settings.lockout_minutes))
+    counted = (dash.store.count_login_failure(username, user is not None, stamp,
+                                              settings.lockout_failures, lock_until)
+               if plausible else (1, None))
+    if counted is None:  # locked by a parallel guess while this one was hashed
+        refused("locked")
+        return Outcome(error=_locked_message(dash))
+    refused("disabled" if user and user["disabled"] else "password")
+    if counted[1] is not None:
+        dash.own_audit.emit("dashboard.locked", shown, "warning", username=shown,
+                            locked_until=counted[1], known_user=user is not None)
+        return Outcome(error=_locked_message(dash))
+    return Outcome(error=WRONG)
+
+
+def _open_session(dash: Dashboard, user: dict[str, Any], stamp: str) -> str:
+    """A new session for a user whose password was right; sweeps what expired meanwhile."""
+    now = dash.clock()
+    settings = dash.settings
+    # sessions nobody came back to would stay forever: each login sweeps the expired ones,
+    # and the failures of unknown names whose last try is past the lockout
     dash.store.prune_sessions(utc_timestamp(now - timedelta(hours=settings.session_hours)),
                               utc_timestamp(now - timedelta(minutes=settings.idle_minutes)))
+    dash.store.prune_login_failures(
+        utc_timestamp(now - timedelta(minutes=settings.lockout_minutes)))
     session_id = sessions.new_secret()
-    dash.store.add_session(sessions.id_hash(session_id), username, sessions.new_secret(), stamp)
-    dash.own_audit.emit("dashboard.login", username, "notice", username=username,
-                        role=user["role"])
-    response = RedirectResponse(PASSWORD_PATH if user["must_change"] else next_path, 303)
-    set_session_cookie(response, dash, session_id)
+    dash.store.add_session(sessions.id_hash(session_id), user["username"],
+                           sessions.new_secret(), stamp)
+    dash.own_audit.emit("dashboard.login", user["username"], "notice",
+                        username=user["username"], role=user["role"])
+    return session_id
+
+
+def _throttled(dash: Dashboard, verdict: login_limits.Verdict) -> None:
+    """Recorded once per address and window, when the throttle first engages."""
+    dash.own_audit.emit("dashboard.login_throttled", verdict.key, "warning", address=verdict.key,
+                        failures=dash.settings.address_failures,
+                        window_minutes=dash.settings.address_minutes,
+                        retry_after=verdict.retry_after)
+
+
+@router.post("/login")
+async def login(request: Request, username: Annotated[str, Form(max_length=200)] = "",
+                password: Annotated[str, Form(max_length=1000)] = "",
+                csrf_token: Annotated[str, Form(max_length=200)] = "",
+                next: Annotated[str, Form(max_length=2000)] = "/") -> Response:  # noqa: A002
+    """Throttled per source address before anything else, then admitted to one of the
+    hashing slots (waited for here, in the loop), then checked in a worker thread."""
+    dash = dashboard_of(request)
+    if not sessions.same(request.cookies.get(sessions.LOGIN_COOKIE), csrf_token):
+        raise Forbidden("CSRF token missing or wrong: reload the login page and try again")
+    next_path = safe_next(next)
+    limits = dash.limits
+    verdict = limits.addresses.begin(request.client.host if request.client else None,
+                                     dash.clock().timestamp())
+    if verdict.retry_after:
+        if verdict.first_refusal:
+            await run_in_threadpool(_throttled, dash, verdict)
+        message = THROTTLED.format(minutes=-(-verdict.retry_after // 60))
+        return login_form(request, next_path, message, 429,
+                          {"Retry-After": str(verdict.retry_after)})
+    if not await limits.hashing.acquire(limits.wait_seconds):
+        limits.addresses.refund(verdict)
+        return login_form(request, next_path, BUSY, 503,
+                          {"Retry-After": str(BUSY_RETRY_SECONDS)})
+    try:
+        outcome = await run_in_threadpool(check_login, dash, username, password)
+    finally:
+        limits.hashing.release()
+    if outcome.session_id is None:
+        if outcome.busy:
+            limits.addresses.refund(verdict)
+            return login_form(request, next_path, BUSY, 503,
+                              {"Retry-After": str(BUSY_RETRY_SECONDS)})
+        return login_form(request, next_path, outcome.error)
+    limits.addresses.refund(verdict)
+    old = request.cookies.get(sessions.COOKIE)
+    if old:  # rotate: a session id planted before login is worth nothing after it
+        await run_in_threadpool(dash.store.delete_session, sessions.id_hash(old))
+    response = RedirectResponse(PASSWORD_PATH if outcome.must_change else next_path, 303)
+    set_session_cookie(response, dash, outcome.session_id)
     response.delete_cookie(sessions.LOGIN_COOKIE, path="/login")
     return response
 
@@ -149,14 +224,20 @@ def change_password(request: Request, user: Annotated[User, Depends(_password_us
     dash = dashboard_of(request)
     record = dash.store.get_user(user.username)
     assert record is not None
-    if not passwords.verify_password(record["password_hash"], current):
-        return page(request, "password.html", user, 400, error="the current password is wrong")
-    problem = passwords.password_problem(new, confirm, current, user.username)
-    if problem:
-        return page(request, "password.html", user, 400, error=problem)
+    try:
+        if not passwords.verify_password(record["password_hash"], current):
+            return page(request, "password.html", user, 400,
+                        error="the current password is wrong")
+        problem = passwords.password_problem(new, confirm, current, user.username)
+        if problem:
+            return page(request, "password.html", user, 400, error=problem)
+        new_hash = passwords.hash_password(new)
+    except passwords.HashBusy:
+        response = page(request, "password.html", user, 503, error=BUSY)
+        response.headers["Retry-After"] = str(BUSY_RETRY_SECONDS)
+        return response
     stamp = utc_timestamp(dash.clock())
-    dash.store.update_user(user.username, stamp, password_hash=passwords.hash_password(new),
-                           must_change=False)
+    dash.store.update_user(user.username, stamp, password_hash=new_hash, must_change=False)
     # every other session of this user ends; this one is replaced by a fresh id
     dash.store.delete_sessions_of(user.username)
     session_id = sessions.new_secret()

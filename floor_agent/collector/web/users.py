@@ -1,10 +1,12 @@
-"""Dashboard users: roles, what each may do, and the lockout rule (pure)."""
+"""Dashboard users: roles, what each may do, and whether a lock holds (pure).
+
+The lockout itself is counted and decided in the store, by one statement per failed login
+(store.count_login_failure), so parallel guesses cannot read the same count."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from floor_agent.audit.event import utc_timestamp
 
@@ -35,20 +37,6 @@ def role_problem(role: str) -> str | None:
     if role not in ROLES:
         return f"role: expected one of {', '.join(ROLES)}"
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class Lockout:
-    failures: int
-    locked_until: str | None
-
-
-def after_failure(failures: int, now: datetime, max_failures: int, minutes: int) -> Lockout:
-    """The failure count and lock after one more failed login in a row."""
-    failures += 1
-    if failures >= max_failures:
-        return Lockout(0, utc_timestamp(now + timedelta(minutes=minutes)))
-    return Lockout(failures, None)
 
 
 def is_locked(locked_until: str | None, now: datetime) -> bool:
