@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import quote
 
 from fastapi import Request
 
 from floor_agent.audit.event import utc_timestamp
 from floor_agent.collector.web import sessions
-from floor_agent.collector.web.context import dashboard_of
+from floor_agent.collector.web.context import Dashboard, dashboard_of
 from floor_agent.collector.web.users import may
 
 PASSWORD_PATH = "/account/password"
@@ -70,6 +71,24 @@ def session_user(request: Request) -> User | None:
     if sessions.needs_touch(found["last_seen_at"], now):
         dash.store.touch_session(hashed, utc_timestamp(now))
     return User(user["username"], user["role"], found["csrf"], hashed, user["must_change"])
+
+
+def session_allows(dash: Dashboard, session_hash: str, permission: str) -> bool:
+    """Whether a session still exists, is within its lifetimes, and its user is enabled and
+    may `permission`. Reads only: an open live feed is no activity, so a page left alone
+    still reaches the idle limit (and its feed ends then)."""
+    found = dash.store.get_session(session_hash)
+    if found is None or sessions.expiry(found["created_at"], found["last_seen_at"],
+                                        dash.clock(), dash.settings.session_hours,
+                                        dash.settings.idle_minutes):
+        return False
+    user = dash.store.get_user(found["username"])
+    return user is not None and not user["disabled"] and may(user["role"], permission)
+
+
+def stream_guard(request: Request, user: User, permission: str = "read") -> Callable[[], bool]:
+    """For live.sse(allowed=...): ends a feed when its session no longer allows it."""
+    return partial(session_allows, dashboard_of(request), user.session_hash, permission)
 
 
 def wants_api_answer(request: Request) -> bool:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from fastapi.concurrency import run_in_threadpool
 
 from floor_agent.audit.event import SEVERITY_RANK
 from floor_agent.collector.ingest import AlertDraft
@@ -27,6 +28,9 @@ from floor_agent.collector.web.topics import topic_of
 
 QUEUE_SIZE = 2000
 KEEPALIVE_SECONDS = 15.0
+# An open feed re-checks its viewer's session this often: logout, expiry, a disabled user or
+# a role that lost the permission ends the stream within about this many seconds.
+RECHECK_SECONDS = 2.0
 CHANNELS = ("events", "overview", "alerts")
 Message = tuple[str, dict[str, Any]]  # (SSE event name, JSON payload)
 
@@ -153,19 +157,46 @@ class Broadcaster:
 
 
 async def sse(broadcaster: Broadcaster, live: LiveFilter,
-              keepalive: float = KEEPALIVE_SECONDS) -> AsyncIterator[bytes]:
+              keepalive: float = KEEPALIVE_SECONDS,
+              allowed: Callable[[], bool] | None = None,
+              recheck: float = RECHECK_SECONDS) -> AsyncIterator[bytes]:
     """The text/event-stream body: one SSE event per message (`audit`, `changed` or
-    `alert`, by channel), `lagged` after dropped ones, comments to keep it alive."""
+    `alert`, by channel), `lagged` after dropped ones, comments to keep it alive.
+
+    allowed: whether the viewer may still see this feed (auth.stream_guard: the session
+    exists, is within its lifetimes, its user enabled and permitted). Asked in a worker
+    thread at least every `recheck` seconds, also while nothing is published, and before
+    sending whenever the last answer is older than that; the stream ends on the first no.
+    """
     sub = broadcaster.subscribe(live)
+    loop = asyncio.get_running_loop()
+    checked = loop.time()
+
+    async def still_allowed() -> bool:
+        nonlocal checked
+        if allowed is None or loop.time() - checked < recheck:
+            return True
+        checked = loop.time()
+        return await run_in_threadpool(allowed)
+
     try:
         yield b"retry: 2000\n: connected\n\n"
         reported = 0
+        quiet_since = loop.time()
         while True:
+            wait = keepalive if allowed is None else min(keepalive, recheck)
             try:
-                name, payload = await asyncio.wait_for(sub.queue.get(), keepalive)
+                name, payload = await asyncio.wait_for(sub.queue.get(), wait)
             except TimeoutError:
-                yield b": keep-alive\n\n"
+                if not await still_allowed():
+                    return
+                if loop.time() - quiet_since >= keepalive:
+                    quiet_since = loop.time()
+                    yield b": keep-alive\n\n"
                 continue
+            if not await still_allowed():
+                return
+            quiet_since = loop.time()
             if sub.dropped != reported:
                 yield b"event: lagged\ndata: " + orjson.dumps(
                     {"dropped": sub.dropped - reported}) + b"\n\n"

@@ -75,7 +75,7 @@ def alerts_page(request: Request, user: Annotated[User, Depends(require("read"))
 async def alerts_stream(request: Request,
                         user: Annotated[User, Depends(require("read"))]) -> Response:
     """`alert` notes as alerts are stored: the open /alerts page offers to reload."""
-    return stream(request, "alerts")
+    return stream(request, user, "alerts")
 
 
 ACK_ERRORS = ("a comment is required to acknowledge",

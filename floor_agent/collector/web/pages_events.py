@@ -9,7 +9,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from floor_agent.collector.store import EventQuery
 from floor_agent.collector.web import event_check, filters
-from floor_agent.collector.web.auth import Forbidden, User, require
+from floor_agent.collector.web.auth import Forbidden, User, require, stream_guard
 from floor_agent.collector.web.context import dashboard_of
 from floor_agent.collector.web.csv_export import csv_response
 from floor_agent.collector.web.live import LiveFilter, sse
@@ -88,7 +88,8 @@ async def event_stream(request: Request, user: Annotated[User, Depends(require("
         live = live_filter(kind, severity, agent, since, until)
     except filters.FilterError as exc:
         raise HTTPException(422, str(exc)) from None
-    return StreamingResponse(sse(dashboard_of(request).broadcaster, live),
+    return StreamingResponse(sse(dashboard_of(request).broadcaster, live,
+                                 allowed=stream_guard(request, user, "read")),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 

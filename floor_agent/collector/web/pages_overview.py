@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
 from floor_agent.collector.web import overview
-from floor_agent.collector.web.auth import User, require
+from floor_agent.collector.web.auth import User, require, stream_guard
 from floor_agent.collector.web.context import dashboard_of
 from floor_agent.collector.web.live import LiveFilter, sse
 from floor_agent.collector.web.render import page
@@ -46,8 +46,10 @@ def overview_state(request: Request, user: Annotated[User, Depends(require("read
     return page(request, "overview_state.html", user, view=_view(request), wall=_wall(wall))
 
 
-def stream(request: Request, channel: str) -> Response:
-    return StreamingResponse(sse(dashboard_of(request).broadcaster, LiveFilter(channel=channel)),
+def stream(request: Request, user: User, channel: str) -> Response:
+    """The live feed of a channel; it ends once the viewer's session no longer allows it."""
+    return StreamingResponse(sse(dashboard_of(request).broadcaster, LiveFilter(channel=channel),
+                                 allowed=stream_guard(request, user, "read")),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
@@ -55,4 +57,4 @@ def stream(request: Request, channel: str) -> Response:
 @router.get("/overview/stream")
 async def overview_stream(request: Request,
                           user: Annotated[User, Depends(require("read"))]) -> Response:
-    return stream(request, "overview")
+    return stream(request, user, "overview")
