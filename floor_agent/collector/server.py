@@ -2,48 +2,110 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
+import os
 import signal
 import socket
+import ssl
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from floor_agent import service
 from floor_agent.audit.agent import AuditAgent
-from floor_agent.collector import self_audit, tls
+from floor_agent.audit.forwarder import pinned_client
+from floor_agent.collector import anchor, edge, self_audit, tls
 from floor_agent.collector.api import create_app
 from floor_agent.collector.core import Collector
 from floor_agent.collector.store import Store, open_store
 from floor_agent.collector.store_sqlite import SqliteStore
-from floor_agent.config import CollectorConfig
+from floor_agent.collector.web.snapshots_api import MAX_BYTES as SNAPSHOT_MAX_BYTES
+from floor_agent.config import CollectorConfig, CollectorSection
 
 log = logging.getLogger(__name__)
 
 
-class NotifyingServer(uvicorn.Server):
-    """uvicorn that says READY only once its socket really listens (not at app startup)."""
+class EdgeServer(uvicorn.Server):
+    """uvicorn behind the edge (edge.py): its own accept loop admits per address before the
+    TLS handshake and its protocol puts deadlines on the client; says READY only once the
+    socket really listens (not at app startup)."""
 
-    def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, limits: edge.EdgeLimits,
+                 context: ssl.SSLContext, on_listening: Callable[[], None]) -> None:
         super().__init__(config)
+        self._limits = limits
+        self._context = context
         self._on_listening = on_listening
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            self._on_listening()
+        # uvicorn's own startup, with EdgeListener in place of loop.create_server
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            sys.exit(STARTUP_FAILURE)
+        config = self.config
+        try:
+            sock = edge.listen_socket(str(config.host), config.port, config.backlog)
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
+            await self.lifespan.shutdown()
+            sys.exit(STARTUP_FAILURE)
+        protocol = functools.partial(edge.EdgeProtocol, config=config,
+                                     server_state=self.server_state,
+                                     app_state=self.lifespan.state)
+        listener = edge.EdgeListener(sock, self._context, self._limits, protocol)
+        listener.start()
+        self.servers = [listener]  # type: ignore[list-item]  # close/wait_closed as a Server
+        self.started = True
+        self._on_listening()
+
+
+def health_url(section: CollectorSection) -> str:
+    """The listener as seen from this host: loopback when it listens on every address."""
+    host = section.listen_host
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None and address.is_unspecified:
+        host = "::1" if address.version == 6 else "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"https://{host}:{section.listen_port}"
+
+
+def listener_healthy(url: str, ca: Path, server_name: str, timeout: float = 5.0) -> bool:
+    """One real request to the collector's own listener, over TLS pinned to its CA: true only
+    when the listener admits, handshakes and answers /healthz (which reaches the store) in
+    time, so a collector that serves nobody (a wedged loop, a saturated listener) is not
+    called healthy. server_name: a name the certificate carries (the URL may be loopback)."""
+    try:
+        with pinned_client(url, ca, timeout) as client:
+            answer = client.get("/healthz", extensions={"sni_hostname": server_name})
+            return answer.status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def init(config: CollectorConfig, force_certs: bool = False) -> tls.TlsFiles:
     """Create the CA, the server certificate and the store schema (idempotent)."""
     section = config.collector
+    section.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(section.state_dir, 0o700)  # the CA key and (by default) the store live here
     files = tls.TlsFiles.in_dir(section.state_dir)
     if force_certs or not files.exist():
         tls.create(files, section.server_names, force=False)
+    signer = anchor.create(config)  # the trust anchor, outside the store (collector/anchor.py)
     store = open_store(section.resolved_database_url())
     try:
         self_audit.ensure_registered(store, config)
+        signer.endorse_own(store, config)
     finally:
         store.close()
     return files
@@ -68,16 +130,23 @@ def run(config: CollectorConfig) -> int:
         log.error("no TLS files in %s: run 'floor-agent collector init' first",
                   files.ca_cert.parent)
         return 2
+    try:
+        signer = anchor.load(config)
+    except anchor.AnchorError as exc:
+        log.error("%s", exc)
+        return 2
     store, collector = open_collector(config)
     self_audit.ensure_registered(store, config)
+    collector.anchor = signer.endorse_own(store, config)
     # The collector's own events (acknowledgements, logins, footage views, backups): spooled
     # from the start, delivered over its own listener once that listens.
     own = AuditAgent(self_audit.self_audit_config(config), self_audit.ROLE)
     stop = threading.Event()
 
+    url = health_url(section)
+
     def healthy() -> bool:
-        store.stats()
-        return True
+        return listener_healthy(url, files.ca_cert, section.server_names[0])
 
     watchdog = service.Watchdog(stop, healthy)
 
@@ -94,12 +163,16 @@ def run(config: CollectorConfig) -> int:
     threads = 1 + 2 * section.ingest_processes if isinstance(store, SqliteStore) else None
     app = create_app(collector, section.max_request_bytes, section.stale_checkpoint_seconds,
                      ingest_threads=threads, self_audit=own, dashboard=section.dashboard)
-    server = NotifyingServer(uvicorn.Config(
-        app, host=section.listen_host, port=section.listen_port,
-        ssl_certfile=str(files.server_cert), ssl_keyfile=str(files.server_key),
+    limits = edge.EdgeLimits.of(section, SNAPSHOT_MAX_BYTES)
+    # every connection is a file descriptor; the store, spool and workers need some more
+    edge.raise_open_files_limit(limits.max_connections + 256)
+    # No limit_concurrency: the edge bounds connections per address and in all (uvicorn's
+    # single process-wide limit let idle connections answer everyone 503).
+    server = EdgeServer(uvicorn.Config(
+        edge.BodyGuard(app, limits), host=section.listen_host, port=section.listen_port,
         log_level=config.log_level, access_log=False, timeout_graceful_shutdown=10,
-        limit_concurrency=1024, backlog=512,
-    ), on_ready)
+        timeout_keep_alive=section.edge.idle_timeout_seconds, backlog=512,
+    ), limits, tls.server_context(files), on_ready)
     # uvicorn handles SIGTERM/SIGINT itself, drains requests, then re-raises the signal to the
     # handler that was there before it: make that a no-op, so the cleanup below runs.
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,8 +37,26 @@ class TlsFiles:
         return all(p.exists() for p in (self.ca_cert, self.server_cert, self.server_key))
 
 
+# TLS 1.2 only with forward secrecy and an AEAD cipher (no CBC, no RSA key exchange); TLS 1.3's
+# suites are all AEAD and are not affected by this string.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+def server_context(files: TlsFiles) -> ssl.SSLContext:
+    """The listener's TLS: 1.2 with ECDHE AEAD suites or 1.3, no compression, no renegotiation."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= (ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+                        | ssl.OP_NO_RENEGOTIATION)
+    context.load_cert_chain(str(files.server_cert), str(files.server_key))
+    return context
+
+
 def _write(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write with `mode` from the start; the tls directory is 0700 (it holds the CA key)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from floor_agent.collector.edge import HSTS
 from floor_agent.collector.web import (
     pages_admin,
     pages_alerts,
@@ -51,6 +52,7 @@ def install(app: FastAPI, dashboard: Dashboard) -> None:
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Strict-Transport-Security", HSTS)  # API and pages alike
         return response
 
     @app.exception_handler(LoginRequired)

@@ -1,0 +1,499 @@
+"""The collector's edge: what a connection or a source address may hold of the listener.
+
+The collector sits on the floor LAN, where anyone who plugs in a laptop can open connections.
+uvicorn alone gives a connection that never sends a request no deadline at all, and counts
+every open connection against one process-wide limit, so ~1,000 idle TLS connections left
+nobody served. Here:
+
+- EdgeListener accepts the sockets itself and decides before the TLS handshake: at most
+  `max_connections_per_address` per source address, `max_connections` in all (when full, the
+  oldest connection not in a request, of the address holding the most, is closed to make room
+  for an address holding fewer); admitted sockets get the handshake under a deadline.
+- EdgeProtocol (uvicorn's httptools protocol) puts deadlines on the phases a client controls:
+  request line and headers (and their size), the body (a grace period plus a minimum rate),
+  and the idle wait between kept-alive requests. The application's own time (a live feed)
+  has none.
+- BodyGuard (ASGI) reads each request's body before the application runs, under a per-route
+  limit (413 as soon as it is passed, or at once from Content-Length) and a budget of body
+  bytes held by the whole process and by one address (503 past it): the application never
+  sees a partial body, and the bytes held at once are bounded.
+
+The decisions are pure functions over plain data (admission, victim, route limit, deadlines);
+the classes are the thin adapters to asyncio and uvicorn. EdgeProtocol depends on uvicorn's
+HttpToolsProtocol hooks, hence the version range pinned in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import resource
+import socket
+import ssl
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from floor_agent.config import CollectorSection
+
+log = logging.getLogger(__name__)
+
+ASGIApp = Callable[[dict[str, Any], Callable[[], Any], Callable[[dict[str, Any]], Any]], Any]
+
+# Sent on every response: browsers and clients that saw the collector over HTTPS once never
+# try it over plain HTTP (a LAN attacker's downgrade) for a year.
+HSTS = "max-age=31536000"
+SNAPSHOT_PATH = "/api/v1/snapshots/"
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """The listener's limits in plain numbers (from CollectorSection.edge)."""
+
+    max_connections: int
+    per_address: int
+    handshake_timeout: float
+    header_timeout: float
+    body_timeout: float
+    body_min_rate: int
+    idle_timeout: float
+    max_header_bytes: int
+    small_body: int
+    form_body: int
+    ingest_body: int
+    snapshot_body: int
+    body_budget: int
+    body_budget_per_address: int
+
+    @classmethod
+    def of(cls, section: CollectorSection, snapshot_body: int) -> EdgeLimits:
+        edge = section.edge
+        return cls(edge.max_connections, edge.max_connections_per_address,
+                   edge.tls_handshake_timeout_seconds, edge.header_timeout_seconds,
+                   edge.body_timeout_seconds, edge.body_min_rate_bytes,
+                   edge.idle_timeout_seconds, edge.max_header_bytes, edge.small_body_bytes,
+                   edge.form_body_bytes, section.max_request_bytes, snapshot_body,
+                   edge.body_budget_bytes, edge.body_budget_per_address_bytes)
+
+
+# --------------------------------------------------------------------------- pure decisions
+
+
+@dataclass(eq=False)
+class Connection:
+    """One accepted socket, from accept to close."""
+
+    address: str
+    opened: float
+    busy: bool = False  # between a request's headers and its response: never evicted
+    close: Callable[[], None] = field(default=lambda: None, repr=False)
+
+
+def admission(per_address: Mapping[str, int], total: int, address: str,
+              limits: EdgeLimits) -> str:
+    """"admit", "address_full" (this address holds its share) or "full" (all taken)."""
+    if per_address.get(address, 0) >= limits.per_address:
+        return "address_full"
+    if total >= limits.max_connections:
+        return "full"
+    return "admit"
+
+
+def eviction_victim(connections: Iterable[Connection], per_address: Mapping[str, int],
+                    newcomer: str) -> Connection | None:
+    """When all connections are taken: the oldest one not in a request, of the address that
+    holds the most, if that address holds more than the newcomer's would after admission.
+    So an address with few connections always gets in while another hoards idle ones."""
+    floor = per_address.get(newcomer, 0) + 1
+    best: Connection | None = None
+    for conn in connections:
+        if conn.busy or per_address.get(conn.address, 0) <= floor:
+            continue
+        if best is None or (per_address[conn.address], -conn.opened) > (
+                per_address[best.address], -best.opened):
+            best = conn
+    return best
+
+
+def body_limit(method: str, path: str, limits: EdgeLimits) -> int:
+    """The largest body a route takes: a few KiB for enrollment and login, the batch limit
+    for ingest, the snapshot's own, a small one for every other form or API call."""
+    if method != "POST":
+        return limits.small_body
+    if path == "/api/v1/ingest":
+        return limits.ingest_body
+    if path.startswith(SNAPSHOT_PATH):
+        return limits.snapshot_body
+    if path in ("/api/v1/enroll", "/login"):
+        return limits.small_body
+    return limits.form_body
+
+
+def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """Content-Length as sent, -1 when it is not a number, None when absent."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else -1
+    return None
+
+
+def body_deadline(started: float, received: int, limits: EdgeLimits) -> float:
+    """When a body still incomplete is given up: a grace period, plus a second per
+    body_min_rate bytes already received (a client that keeps the rate keeps going)."""
+    return started + limits.body_timeout + received / limits.body_min_rate
+
+
+@dataclass
+class BodyBudget:
+    """Request-body bytes held at once, in all and per source address."""
+
+    total: int
+    per_address: int
+    held: int = 0
+    by_address: dict[str, int] = field(default_factory=dict)
+
+    def take(self, address: str, size: int) -> bool:
+        mine = self.by_address.get(address, 0)
+        if self.held + size > self.total or mine + size > self.per_address:
+            return False
+        self.held += size
+        self.by_address[address] = mine + size
+        return True
+
+    def give(self, address: str, size: int) -> None:
+        self.held -= size
+        left = self.by_address.get(address, 0) - size
+        if left > 0:
+            self.by_address[address] = left
+        else:
+            self.by_address.pop(address, None)
+
+
+# --------------------------------------------------------------------------- the body guard
+
+
+class BodyGuard:
+    """ASGI middleware: the whole body is read, within its route's limit and the budget,
+    before the application is called; it is then replayed to it chunk by chunk."""
+
+    def __init__(self, app: ASGIApp, limits: EdgeLimits) -> None:
+        self.app = app
+        self.limits = limits
+        self.budget = BodyBudget(limits.body_budget, limits.body_budget_per_address)
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any],
+                       send: Callable[[dict[str, Any]], Any]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        address = (scope.get("client") or ("?", 0))[0]
+        limit = body_limit(scope["method"], scope["path"], self.limits)
+        declared = declared_length(scope["headers"])
+        if declared is not None and (declared < 0 or declared > limit):
+            await refuse(send, 413, f"request body larger than {limit} bytes")
+            return
+        chunks: deque[bytes] = deque()
+        held = 0
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away (or a deadline closed it): nobody to answer
+                body = message.get("body", b"")
+                if held + len(body) > limit:
+                    await refuse(send, 413, f"request body larger than {limit} bytes")
+                    return
+                if not self.budget.take(address, len(body)):
+                    await refuse(send, 503, "too many request bodies in flight; retry later")
+                    return
+                held += len(body)
+                if body:
+                    chunks.append(body)
+                if not message.get("more_body", False):
+                    break
+
+            if not chunks:
+                chunks.append(b"")
+
+            async def replay() -> Any:
+                """The body read above, then the client's own (its disconnect)."""
+                if chunks:
+                    return {"type": "http.request", "body": chunks.popleft(),
+                            "more_body": bool(chunks)}
+                return await receive()
+
+            await self.app(scope, replay, with_hsts(send))
+        finally:
+            self.budget.give(address, held)
+
+
+def with_hsts(send: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+    """`send` that adds Strict-Transport-Security to a response that does not carry one."""
+
+    async def wrapped(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if not any(name.lower() == b"strict-transport-security" for name, _ in headers):
+                headers.append((b"strict-transport-security", HSTS.encode()))
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
+
+
+async def refuse(send: Callable[[dict[str, Any]], Any], status: int, detail: str) -> None:
+    """Answer and close the connection (the rest of the body is not read)."""
+    body = orjson.dumps({"detail": detail})
+    headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
+               (b"content-length", str(len(body)).encode()),
+               (b"strict-transport-security", HSTS.encode())]
+    if status == 503:
+        headers.append((b"retry-after", b"5"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# --------------------------------------------------------------------------- the protocol
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol with deadlines on what the client controls.
+
+    Phases: "headers" (from the connection's start, or a kept-alive request's first byte, to
+    the end of its headers), "body" (to the end of the body), "app" (the application's time,
+    no deadline), "idle" (between requests: uvicorn's keep-alive timeout)."""
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None, *, connection: Connection,
+                 limits: EdgeLimits, closed: Callable[[Connection], None]) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.edge = connection
+        self.limits = limits
+        self.closed = closed
+        self.phase = "headers"
+        self.timer: asyncio.TimerHandle | None = None
+        self.header_bytes = 0
+        self.body_started = 0.0
+        self.body_bytes = 0
+
+    def _arm(self, delay: float, check: Callable[[], None]) -> None:
+        self._disarm()
+        self.timer = self.loop.call_later(delay, check)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _give_up(self, why: str) -> None:
+        log.debug("closing a connection from %s: %s", self.edge.address, why)
+        self.transport.abort()
+
+    def _headers_late(self) -> None:
+        self.timer = None
+        if self.phase == "headers":
+            self._give_up("request headers not complete in time")
+
+    def _body_late(self) -> None:
+        self.timer = None
+        if self.phase != "body":
+            return
+        now = self.loop.time()
+        deadline = body_deadline(self.body_started, self.body_bytes, self.limits)
+        if self.flow.read_paused:  # the application is behind, not the client
+            self._arm(1.0, self._body_late)
+        elif now < deadline:
+            self._arm(deadline - now, self._body_late)
+        else:
+            self._give_up("request body too slow")
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.edge.close = transport.abort
+        self._arm(self.limits.header_timeout, self._headers_late)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        try:
+            super().connection_lost(exc)
+        finally:
+            self.closed(self.edge)
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase == "idle":  # a kept-alive connection's next request begins
+            self.phase = "headers"
+            self.header_bytes = 0
+            self._arm(self.limits.header_timeout, self._headers_late)
+        if self.phase == "headers":
+            self.header_bytes += len(data)
+        super().data_received(data)
+        if self.phase == "headers" and self.header_bytes > self.limits.max_header_bytes \
+                and not self.transport.is_closing():
+            self._too_large_headers()
+
+    def _too_large_headers(self) -> None:
+        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                             b"content-length: 0\r\nconnection: close\r\n"
+                             b"strict-transport-security: " + HSTS.encode() + b"\r\n\r\n")
+        self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        self.phase = "body"
+        self.edge.busy = True
+        self.body_started = self.loop.time()
+        self.body_bytes = 0
+        self._arm(self.limits.body_timeout, self._body_late)
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.phase == "body":
+            self.phase = "app"
+            self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        self.phase = "idle"
+        self.edge.busy = False
+        self._disarm()
+        super().on_response_complete()
+
+
+# --------------------------------------------------------------------------- the listener
+
+
+class EdgeListener:
+    """Accepts on `sock` and admits per address before the TLS handshake (asyncio.Server's
+    close/wait_closed, so uvicorn's shutdown stops it like its own)."""
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext, limits: EdgeLimits,
+                 protocol: Callable[..., asyncio.Protocol]) -> None:
+        self.sock = sock
+        self.context = context
+        self.limits = limits
+        self.protocol = protocol
+        self.connections: set[Connection] = set()
+        self.per_address: dict[str, int] = {}
+        self.refused = 0
+        self.evicted = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.sock.setblocking(False)
+        self._accepting = asyncio.get_running_loop().create_task(self._accept_loop())
+
+    def close(self) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+        self.sock.close()
+
+    async def wait_closed(self) -> None:
+        if self._accepting is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, peer = await loop.sock_accept(self.sock)
+            except OSError as exc:  # EMFILE and the like: wait for connections to close
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            self._admit(sock, str(peer[0]))
+
+    def _admit(self, sock: socket.socket, address: str) -> None:
+        verdict = admission(self.per_address, len(self.connections), address, self.limits)
+        if verdict == "full":
+            victim = eviction_victim(self.connections, self.per_address, address)
+            if victim is not None:
+                self.evicted += 1
+                self._closed(victim)  # its slot now, whenever its close completes
+                victim.close()
+                verdict = "admit"
+        if verdict != "admit":
+            self.refused += 1
+            if self.refused % 1000 == 1:
+                log.warning("connection from %s refused (%s); %d refused so far", address,
+                            verdict, self.refused)
+            reset(sock)
+            return
+        conn = Connection(address, time.monotonic())
+        self.connections.add(conn)
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+        task = asyncio.get_running_loop().create_task(self._open(sock, conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _open(self, sock: socket.socket, conn: Connection) -> None:
+        current = asyncio.current_task()
+        conn.close = current.cancel if current is not None else conn.close
+        factory = functools.partial(self.protocol, connection=conn, limits=self.limits,
+                                    closed=self._closed)
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                factory, sock, ssl=self.context,
+                ssl_handshake_timeout=self.limits.handshake_timeout,
+                ssl_shutdown_timeout=min(5.0, self.limits.handshake_timeout))
+        except (Exception, asyncio.CancelledError):  # handshake failed, timed out or evicted
+            self._closed(conn)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _closed(self, conn: Connection) -> None:
+        """Give the connection's slot back (once, whichever way it ended)."""
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        left = self.per_address.get(conn.address, 0) - 1
+        if left > 0:
+            self.per_address[conn.address] = left
+        else:
+            self.per_address.pop(conn.address, None)
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a RST: nothing is kept for a refused peer (no TIME_WAIT, no TLS)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def listen_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """The listening socket (IPv4 or IPv6 by the host's form), SO_REUSEADDR as uvicorn's."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    return sock
+
+
+def raise_open_files_limit(needed: int) -> int:
+    """RLIMIT_NOFILE's soft limit up to its hard one (systemd's default soft 1024 is below what
+    max_connections needs); returns the soft limit now in force, warns when still short."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit to %s: %s", target, exc)
+    if soft < needed:
+        log.warning("open-files limit %d is below the %d the connection caps need; raise "
+                    "LimitNOFILE", soft, needed)
+    return soft
