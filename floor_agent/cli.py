@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
@@ -620,6 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Files and directories this process makes are its own alone (keys, stores, spools,
+    # footage), whether or not systemd's UMask=0077 applies: run from a shell, umask is 022.
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

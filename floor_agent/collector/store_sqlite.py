@@ -8,6 +8,7 @@ ingest.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -206,6 +207,23 @@ CREATE TABLE IF NOT EXISTS verifications (
     problems TEXT NOT NULL,
     by_user TEXT NOT NULL
 );
+-- rows found in the events table above an agent's signed head that contradict what the
+-- agent then signed: moved here by ingest (kept as evidence, never served as events)
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    boot_id TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    data TEXT NOT NULL,
+    hash BLOB NOT NULL,
+    received_at TEXT NOT NULL,
+    quarantined_at TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
 """
 SCHEMA = TABLES + EVENT_INDEXES + CREDENTIAL_TABLES + DASHBOARD_TABLES
 
@@ -217,6 +235,16 @@ def insert_events_sql(rows: int) -> str:
     values = INSERT_EVENT[INSERT_EVENT.index("VALUES ") + len("VALUES "):]
     return INSERT_EVENT + (", " + values) * (rows - 1)
 MAX_IDLE_READERS = 8
+
+
+def private_file(path: Path) -> None:
+    """The database file 0600 (its -wal and -shm take its mode), its directory 0700 when made
+    here: audit events and password hashes are nobody else's to read, whatever the umask."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+        os.chmod(path.parent, 0o700)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -243,7 +271,7 @@ class SqliteStore(SqlStore):
         # sqlite:///relative.db or sqlite:////absolute/path.db, as SQLAlchemy spells them
         self.path = Path(url.removeprefix("sqlite:///"))
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)
             self._writer = connect(self.path)
             self._writer.executescript(SCHEMA)
             add_missing_columns(self._writer)

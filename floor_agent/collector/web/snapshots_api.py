@@ -24,12 +24,49 @@ router = APIRouter(tags=["cameras"])
 MAX_BYTES = 512 * 1024
 CAMERA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CCTV_ROLE = "cctv"
+# A 4K frame fits with room; decoding one this size takes 48 MiB. A JPEG is small for its
+# pixels (505 KiB can say 11500x11500: 400 MB decoded), so the header is read first.
+MAX_PIXELS = 4096 * 4096
+# start-of-frame markers (C4 DHT, C8 JPG and CC DAC share the range but are not frames)
+SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_size(body: bytes) -> tuple[int, int] | None:
+    """(width, height) from the frame header, walking the segments without decoding; None when
+    there is no frame header before the scan (pure over bytes)."""
+    i = 2  # after SOI
+    while i + 4 <= len(body):
+        if body[i] != 0xFF:
+            return None
+        marker = body[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image or start of scan: no frame header before
+            return None
+        if marker in SOF_MARKERS:
+            if i + 9 > len(body):
+                return None
+            return (int.from_bytes(body[i + 7:i + 9], "big"),
+                    int.from_bytes(body[i + 5:i + 7], "big"))
+        i += 2 + int.from_bytes(body[i + 2:i + 4], "big")
+    return None
 
 
 def jpeg_problem(body: bytes) -> tuple[str | None, int, int]:
-    """(why the body is not a usable JPEG or None, width, height) (pure over bytes)."""
+    """(why the body is not a usable JPEG or None, width, height) (pure over bytes): the
+    frame header's size is checked before anything is decoded."""
     if not body.startswith(b"\xff\xd8\xff"):
         return "body: not a JPEG (no SOI marker at the start)", 0, 0
+    size = jpeg_size(body)
+    if size is None:
+        return "body: not a JPEG (no frame header)", 0, 0
+    if size[0] * size[1] > MAX_PIXELS or 0 in size:
+        return (f"body: a {size[0]}x{size[1]} JPEG; at most {MAX_PIXELS} pixels are taken "
+                f"(send the camera's snapshot size)", 0, 0)
     image = cv2.imdecode(np.frombuffer(body, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         return "body: the JPEG does not decode", 0, 0
