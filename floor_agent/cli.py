@@ -57,12 +57,15 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_collector_init(args: argparse.Namespace) -> int:
-    from floor_agent.collector import server, tls
+    from floor_agent.collector import anchor, server, tls
 
     config = _collector_config(args)
     files = server.init(config, force_certs=args.renew_certificate)
     print(f"collector initialised in {config.collector.state_dir}")
     print(f"CA certificate for agents: {files.ca_cert} ({tls.fingerprint(files.ca_cert)})")
+    trusted = anchor.trusted_key(config)
+    print(f"trust anchor {trusted.key_id}: {trusted.source} (pin its key elsewhere: "
+          f"'floor-agent collector anchor show'; keep anchor.key offline too)")
     return 0
 
 
@@ -91,40 +94,57 @@ def cmd_collector_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_collector_apikey(args: argparse.Namespace) -> int:
-    from floor_agent.collector import core, server
-
-    config = _collector_config(args)
-    store, _ = server.open_collector(config)
-    try:
-        print(core.create_api_key(store, args.name))
-    finally:
-        store.close()
-    return 0
-
-
 def cmd_collector_verify(args: argparse.Namespace) -> int:
-    from floor_agent.collector import server
-    from floor_agent.collector.verify import verify_agent, verify_all
+    """Every chain and agent key against the anchor public key from outside the store; the
+    outcome is stored (integrity page, chain_state) and recorded on the own audit trail."""
+    from floor_agent.audit.event import utc_timestamp
+    from floor_agent.collector import anchor, self_audit, server
+    from floor_agent.collector.verify import (
+        StoreVerification,
+        record,
+        verify_agent,
+        verify_store,
+    )
 
     config = _collector_config(args)
+    try:
+        trusted = anchor.trusted_key(config, args.anchor_key)
+    except anchor.AnchorError as exc:
+        print(f"verify: {exc}", file=sys.stderr)
+        return 2
     store, _ = server.open_collector(config)
     try:
-        results = [verify_agent(store, args.agent)] if args.agent else verify_all(store)
+        if args.agent:
+            result = StoreVerification([verify_agent(store, args.agent, trusted.key)], [],
+                                       trusted.key_id)
+        else:
+            result = verify_store(store, trusted.key)
+        record(store, result, "collector verify", utc_timestamp())
     except KeyError:
         print(f"agent {args.agent!r} is not enrolled", file=sys.stderr)
         return 2
     finally:
         store.close()
-    bad = 0
-    for result in results:
-        state = "intact" if result.ok else "BROKEN"
-        print(f"{result.agent_id}: {state}: {result.stored_events} events, signed checkpoint at "
-              f"seq {result.checkpoint_seq}")
-        for problem in result.report.problems:
-            print(f"  {problem.kind} at seq {problem.seq}: {problem.detail}")
-        bad += not result.ok
-    return 1 if bad else 0
+    print(f"agent keys checked against anchor {trusted.key_id} from {trusted.source}")
+    for item in result.agents:
+        kinds = {p.kind for p in item.report.problems}
+        state = "intact" if item.ok else "UNENDORSED" if kinds == {"unendorsed"} else "BROKEN"
+        print(f"{item.agent_id}: {state}: {item.stored_events} events, signed checkpoint at "
+              f"seq {item.checkpoint_seq}, key endorsement {item.endorsement}")
+        for problem in item.report.problems:
+            where = f" at seq {problem.seq}" if problem.seq is not None else ""
+            print(f"  {problem.kind}{where}: {problem.detail}")
+    for orphan in result.orphans:
+        print(f"{orphan.agent_id}: ORPHAN: {orphan.line().split(': ', 1)[1]}")
+    writer = self_audit.open_writer(config)
+    try:
+        writer.emit("integrity.verified", "audit chains", "notice" if result.ok else "warning",
+                    who="collector verify", agents=len(result.agents), anchor=trusted.key_id,
+                    failed=[a.agent_id for a in result.agents if not a.ok],
+                    orphans=[o.agent_id for o in result.orphans])
+    finally:
+        writer.close()
+    return 0 if result.ok else 1
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -512,18 +532,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", required=True, choices=ENROLLABLE_ROLES)
     p.add_argument("--ttl", type=int, default=None, help="seconds (default from config)")
     p.set_defaults(func=cmd_collector_token)
-    apikey = col_sub.add_parser("apikey", help="API keys for reading the audit trail")
-    p = with_config(apikey.add_subparsers(dest="key_action", required=True).add_parser(
-        "create", help="print a new API key"), "collector")
-    p.add_argument("--name", required=True, help="who uses it (recorded on acknowledgements)")
-    p.set_defaults(func=cmd_collector_apikey)
-    p = with_config(col_sub.add_parser("verify", help="re-verify stored chains"), "collector")
+    p = with_config(col_sub.add_parser(
+        "verify", help="re-verify stored chains and agent keys against the anchor"), "collector")
     p.add_argument("--agent", help="only this agent")
+    p.add_argument("--anchor-key", metavar="KEY_OR_FILE",
+                   help="anchor public key to trust (base64 or a file); default: config "
+                        "anchor_public_key, else anchor.pub beside the anchor key")
     p.set_defaults(func=cmd_collector_verify)
+    from floor_agent.collector.apikeys_cli import add_parsers as add_apikey_parsers
     from floor_agent.collector.backup_cli import add_parsers as add_backup_parsers
     from floor_agent.collector.web.users_cli import add_parsers as add_user_parsers
 
     add_user_parsers(col_sub)  # `collector user create|list|disable|enable|reset`
+    add_apikey_parsers(col_sub)  # `collector apikey create|list|revoke`
     add_backup_parsers(col_sub)  # `collector backup`, `collector restore`
 
     p = sub.add_parser("enroll", help="register this agent with the collector")

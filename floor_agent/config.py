@@ -261,6 +261,10 @@ class CollectorSection(_StrictModel):
     stale_checkpoint_seconds: Annotated[StrictInt, Field(ge=60)] = 180
     token_ttl_seconds: Annotated[StrictInt, Field(ge=60)] = 86400
     ingest_processes: Annotated[StrictInt, Field(ge=0, le=16)] = 1
+    # How far an agent's signed timestamps may run ahead of the collector's clock: a checkpoint
+    # further in the future is refused (clock_skew alert; the agent keeps its events), events
+    # further off are stored and flagged (clock_skew alert).
+    max_clock_skew_seconds: Annotated[StrictInt, Field(ge=5, le=86_400)] = 300
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     edge: EdgeSettings = Field(default_factory=EdgeSettings)

@@ -21,7 +21,7 @@ from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixt
 
 from floor_agent.audit.agent import enroll
 from floor_agent.audit.spool import Spool
-from floor_agent.collector import backup, backup_cli, self_audit
+from floor_agent.collector import anchor, backup, backup_cli, self_audit
 from floor_agent.collector.store import Store
 
 RUNNER = str(Path(__file__).with_name("agent_runner.py"))
@@ -41,6 +41,11 @@ def chains(store: Store, heads: dict[str, Any]) -> dict[str, list[tuple[dict, by
         rows = store.chain_events(agent, 1, int(head["head_seq"]))
         out[agent] = rows
     return out
+
+
+def same_anchor(collector: CollectorProcess) -> Path:
+    """The trust anchor's directory of a collector, for another to restore its backups."""
+    return anchor.anchor_dir(collector.config.collector)
 
 
 def own_events(collector: CollectorProcess, kind: str) -> list[dict[str, Any]]:
@@ -114,8 +119,9 @@ def test_online_backup_while_ingesting_restores_identical_chains(
     finally:
         live.close()
 
-    # restore into another, freshly initialised (empty) collector
-    other = CollectorProcess(tmp_path / "restored")
+    # restore into another, freshly initialised (empty) collector, given the first one's trust
+    # anchor (anchor.key is restored before the store, as on a replacement host)
+    other = CollectorProcess(tmp_path / "restored", anchor_dir=str(same_anchor(running)))
     assert run_cli("restore", "--config", str(other.config_path), "--from",
                    str(results[1].path)) == 0
     restored = other.store()
@@ -165,7 +171,7 @@ def test_corrupted_backup_fails_verification_and_is_reported(running: CollectorP
     result = backup.backup(running.config)
     assert result.ok and result.path is not None
     running.stop()
-    target = CollectorProcess(tmp_path / "target")
+    target = CollectorProcess(tmp_path / "target", anchor_dir=str(same_anchor(running)))
     pristine = result.path.read_bytes()
 
     # 1. bytes changed on disk: the sha256 no longer matches the manifest
@@ -258,7 +264,8 @@ def test_postgresql_round_trip_with_pg_dump(postgres_server: PostgresServer,  # 
         names = [r[0] for r in conn.execute("SELECT datname FROM pg_database")]
     assert not [n for n in names if n.startswith("floor_verify_")]
 
-    target = CollectorProcess(tmp_path / "pg-target", postgres_server.new_database())
+    target = CollectorProcess(tmp_path / "pg-target", postgres_server.new_database(),
+                              anchor_dir=str(same_anchor(source)))
     assert run_cli("restore", "--config", str(target.config_path), "--from",
                    str(result.path)) == 0
     before, after = source.store(), target.store()

@@ -6,14 +6,18 @@ consistent snapshot while `collector run` keeps writing; `pg_dump --format=custo
 PostgreSQL), restores the copy into a scratch store (a temp SQLite file, or a scratch PostgreSQL
 database created and dropped), re-verifies every agent's chain there with verify.py, checks that
 the copy is a prefix of the live chains, and writes a JSON manifest beside it (sha256, size,
-per-agent heads). The outcome, good or bad, is a `collector.backup` event on the collector's own
-audit trail.
+per-agent heads), signed by the collector's trust anchor (collector/anchor.py). The outcome, good
+or bad, is a `collector.backup` event on the collector's own audit trail.
 
-`restore()` checks the file against its manifest (sha256, then chains and heads in a scratch
-store) before it touches the target, refuses a target that holds events unless forced, and
-refuses while the collector runs. "Runs" means: something accepts TCP connections on the
-collector's listen port (the port is what `collector run` holds for as long as it lives; a lock
-file would outlive a crashed process). Its outcome is a `collector.restore` event.
+`restore()` checks the manifest's anchor signature against the anchor public key from outside
+the backup (--anchor-key, the pinned config key, anchor.pub), the file against the manifest
+(sha256), then chains, heads and every agent key's endorsement in a scratch store, before it
+touches the target. A backup from before the anchor (unsigned manifest, unendorsed keys) is
+refused unless `--allow-unanchored` says the admin accepts it (recorded). It refuses a target
+that holds events unless forced, and refuses while the collector runs. "Runs" means: something
+accepts TCP connections on the collector's listen port (the port is what `collector run` holds
+for as long as it lives; a lock file would outlive a crashed process). Its outcome is a
+`collector.restore` event.
 
 The decisions (names, manifests, head comparison, what to prune) are pure functions below; the
 I/O is in the functions after them.
@@ -38,9 +42,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from floor_agent.collector import self_audit
+from floor_agent.audit.event import utc_timestamp
+from floor_agent.collector import anchor, self_audit
 from floor_agent.collector.store import Store, StoreError, open_store
-from floor_agent.collector.verify import AgentVerification, verify_all
+from floor_agent.collector.verify import (
+    KEY_PROBLEMS,
+    AgentVerification,
+    StoreVerification,
+    record,
+    verify_store,
+)
 from floor_agent.config import CollectorConfig
 
 FORMAT = "floor-agent-collector-backup/1"
@@ -61,6 +72,7 @@ class Contents:
 
     heads: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    unendorsed: list[str] = field(default_factory=list)  # agents whose keys the anchor never saw
 
     @property
     def agents(self) -> int:
@@ -94,6 +106,8 @@ class RestoreResult:
     agents: int = 0
     events: int = 0
     reason: str = ""
+    problems: list[str] = field(default_factory=list)
+    anchor: str = ""  # which anchor key the backup was checked against, and from where
 
 
 # --------------------------------------------------------------------------- pure decisions
@@ -118,20 +132,27 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
-def contents_of(verifications: Iterable[AgentVerification],
-                agents: Iterable[Mapping[str, Any]]) -> Contents:
-    """Heads and problems of a verified store, from verify_all() and list_agents()."""
+def contents_of(verification: StoreVerification, agents: Iterable[Mapping[str, Any]],
+                allow_unendorsed: bool = False) -> Contents:
+    """Heads and problems of a verified store, from verify_store() and list_agents().
+
+    An agent that never reported has no chain to check, but its key is checked all the same;
+    `allow_unendorsed` (a backup from before the anchor, accepted by the admin) lists keys
+    without endorsement apart instead of as problems. A bad endorsement is always a problem."""
     out = Contents()
     by_id = {item["agent_id"]: item for item in agents}
-    for result in verifications:
+    for result in verification.agents:
         item = by_id[result.agent_id]
         out.heads[result.agent_id] = {"head_seq": int(item["head_seq"]),
                                       "head_hash": item["head_hash"],
                                       "events": result.stored_events}
-        if never_reported(result, int(item["head_seq"])):
-            continue
-        out.problems += [f"{result.agent_id}: {p.kind} at seq {p.seq}: {p.detail}"
-                         for p in result.report.problems]
+        quiet = never_reported(result, int(item["head_seq"]))
+        for problem, line in zip(result.report.problems, result.problem_lines(), strict=True):
+            if problem.kind == "unendorsed" and allow_unendorsed:
+                out.unendorsed.append(result.agent_id)
+            elif not quiet or problem.kind in KEY_PROBLEMS:
+                out.problems.append(line)
+    out.problems += [o.line() for o in verification.orphans]
     return out
 
 
@@ -262,11 +283,21 @@ def sqlite_copy(source: Path, dest: Path) -> None:
         src.close()
 
 
-def _verify_store(store: Store) -> Contents:
-    return contents_of(verify_all(store), store.list_agents())
+@dataclass(frozen=True)
+class Check:
+    """How a store is checked: against which anchor key, and whether keys without any
+    endorsement (a store from before the anchor) are accepted."""
+
+    anchor: anchor.TrustedKey
+    allow_unendorsed: bool = False
 
 
-def _verify_sqlite_file(path: Path, scratch_dir: Path) -> tuple[Contents, Path]:
+def _verify_store(store: Store, check: Check) -> Contents:
+    return contents_of(verify_store(store, check.anchor.key), store.list_agents(),
+                       check.allow_unendorsed)
+
+
+def _verify_sqlite_file(path: Path, scratch_dir: Path, check: Check) -> tuple[Contents, Path]:
     """Copy to a scratch file, open it as a store, verify; the verified scratch file stays."""
     scratch = scratch_dir / f".verify-{uuid.uuid4().hex}.sqlite3"
     shutil.copyfile(path, scratch)
@@ -276,7 +307,7 @@ def _verify_sqlite_file(path: Path, scratch_dir: Path) -> tuple[Contents, Path]:
     except StoreError as exc:
         return Contents(problems=[f"not a readable store: {exc}"]), scratch
     try:
-        return _verify_store(store), scratch
+        return _verify_store(store, check), scratch
     except Exception as exc:  # noqa: BLE001  (a damaged file fails in many ways)
         return Contents(problems=[f"not a readable store: {type(exc).__name__}: {exc}"]), scratch
     finally:
@@ -347,7 +378,7 @@ def pg_restore(url: str, dump: Path) -> None:
              "--exit-on-error", str(dump)], url)
 
 
-def _verify_pg_dump(url: str, dump: Path) -> Contents:
+def _verify_pg_dump(url: str, dump: Path, check: Check) -> Contents:
     """Restore into a scratch database on the same server, verify, drop it."""
     scratch = f"floor_verify_{uuid.uuid4().hex[:16]}"
     _pg_admin(url, f'CREATE DATABASE "{scratch}"')
@@ -359,7 +390,7 @@ def _verify_pg_dump(url: str, dump: Path) -> Contents:
             return Contents(problems=[f"pg_restore into a scratch database failed: {exc}"])
         store = open_store(scratch_url)
         try:
-            return _verify_store(store)
+            return _verify_store(store, check)
         finally:
             store.close()
     finally:
@@ -385,7 +416,7 @@ def backup(config: CollectorConfig, now: datetime | None = None) -> BackupResult
     """Copy, verify, write the manifest, prune, and record the outcome as an audit event."""
     try:
         result = _backup(config, now or datetime.now(UTC))
-    except (BackupError, StoreError, OSError, sqlite3.Error) as exc:
+    except (BackupError, StoreError, anchor.AnchorError, OSError, sqlite3.Error) as exc:
         result = BackupResult(False, None, None, reason=str(exc))
     _record(config, "collector.backup", result.path.name if result.path else "backup",
             result.ok, store=store_kind(config.collector.resolved_database_url()),
@@ -399,6 +430,8 @@ def _backup(config: CollectorConfig, now: datetime) -> BackupResult:
     url = config.collector.resolved_database_url()
     kind = store_kind(url)
     directory = config.collector.backup.directory
+    signer = anchor.load(config)  # no anchor, no backup: an unsigned one could not be told
+    check = Check(anchor.trusted_key(config))  # from a forged one at restore
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)
@@ -416,13 +449,13 @@ def _backup(config: CollectorConfig, now: datetime) -> BackupResult:
                 sqlite_copy(_sqlite_path(url), partial)
             except sqlite3.Error as exc:
                 raise BackupError(f"{_sqlite_path(url)}: backup failed ({exc})") from None
-            contents, scratch = _verify_sqlite_file(partial, directory)
+            contents, scratch = _verify_sqlite_file(partial, directory, check)
         else:
             try:
                 tool = pg_dump(url, partial)
             except RuntimeError as exc:
                 raise BackupError(str(exc)) from None
-            contents = _verify_pg_dump(url, partial)
+            contents = _verify_pg_dump(url, partial, check)
         if not contents.problems:
             store = open_store(url)
             try:
@@ -432,8 +465,9 @@ def _backup(config: CollectorConfig, now: datetime) -> BackupResult:
         sha256, size = file_sha256(partial), partial.stat().st_size
         verified = not contents.problems
         os.replace(partial, path)
-        _write_private(manifest_path(path), json.dumps(
-            manifest_data(kind, url, name, sha256, size, created, contents, verified, tool),
+        _write_private(manifest_path(path), json.dumps(anchor.sign_manifest(
+            signer.key,
+            manifest_data(kind, url, name, sha256, size, created, contents, verified, tool)),
             indent=1, sort_keys=True) + "\n")
     finally:
         partial.unlink(missing_ok=True)
@@ -455,26 +489,43 @@ def prune(directory: Path, keep: int) -> list[str]:
 
 # --------------------------------------------------------------------------- verify and restore
 
-def verify_backup(backup_file: Path, scratch_dir: Path, url_for_pg: str | None = None
+def manifest_problems(manifest: Mapping[str, Any], check: Check) -> list[str]:
+    """The manifest's anchor signature against the trusted key: a forged or foreign manifest
+    is a problem; an unsigned one (made before the anchor) only when not allowed (pure)."""
+    status, words = anchor.check_manifest(check.anchor.key, manifest)
+    if status == anchor.VALID or (status == anchor.MISSING and check.allow_unendorsed):
+        return []
+    hint = (" (a backup from before the anchor: --allow-unanchored accepts it)"
+            if status == anchor.MISSING else "")
+    return [f"{manifest.get('file', 'manifest')}: {words}{hint}"]
+
+
+def verify_backup(backup_file: Path, scratch_dir: Path, check: Check,
+                  url_for_pg: str | None = None
                   ) -> tuple[dict[str, Any], Contents, Path | None]:
-    """Check a backup file against its manifest: sha256, then chains and heads in a scratch
-    store. Returns (manifest, contents, verified scratch SQLite file or None)."""
+    """Check a backup file: the manifest's anchor signature, the file's sha256 against it,
+    then chains, heads and agent key endorsements in a scratch store. Returns (manifest,
+    contents, verified scratch SQLite file or None). Every problem found is listed, so a
+    forged backup is refused naming the agent whose key was swapped, not only the manifest."""
     if not backup_file.is_file():
         raise BackupError(f"{backup_file}: no such backup file")
     manifest = read_manifest(backup_file)
+    signature = manifest_problems(manifest, check)
     actual = file_sha256(backup_file)
     if actual != manifest["sha256"]:
         return manifest, Contents(problems=[f"{backup_file.name}: sha256 {actual} does not "
-                                            f"match the manifest's {manifest['sha256']}"]), None
+                                            f"match the manifest's {manifest['sha256']}",
+                                            *signature]), None
     if manifest["store"] == "sqlite":
-        contents, scratch = _verify_sqlite_file(backup_file, scratch_dir)
+        contents, scratch = _verify_sqlite_file(backup_file, scratch_dir, check)
     else:
         if url_for_pg is None or store_kind(url_for_pg) != "postgresql":
             raise BackupError(f"{backup_file.name}: a PostgreSQL dump restores into a "
                               f"PostgreSQL store only (database_url)")
-        contents, scratch = _verify_pg_dump(url_for_pg, backup_file), None
+        contents, scratch = _verify_pg_dump(url_for_pg, backup_file, check), None
     if not contents.problems:
         contents.problems += head_mismatches(manifest["agents"], contents.heads)
+    contents.problems += signature
     return manifest, contents, scratch
 
 
@@ -491,36 +542,46 @@ def collector_listening(config: CollectorConfig) -> bool:
         return False
 
 
-def restore(config: CollectorConfig, backup_file: Path, force: bool = False) -> RestoreResult:
-    """Verify, then replace the store with the backup; records `collector.restore`."""
+def restore(config: CollectorConfig, backup_file: Path, force: bool = False,
+            anchor_key: str | None = None, allow_unanchored: bool = False) -> RestoreResult:
+    """Verify, then replace the store with the backup; records `collector.restore`.
+
+    `anchor_key` (--anchor-key) overrides the trusted anchor public key; `allow_unanchored`
+    accepts a backup from before the anchor (unsigned manifest, keys without endorsement)."""
     url = config.collector.resolved_database_url()
     result = RestoreResult(False, False, backup_file, redact_url(url))
     try:
-        _restore(config, url, backup_file, force, result)
-    except (BackupError, StoreError) as exc:
+        check = Check(anchor.trusted_key(config, anchor_key), allow_unanchored)
+        result.anchor = f"anchor {check.anchor.key_id} from {check.anchor.source}"
+        _restore(config, url, backup_file, force, result, check)
+    except (BackupError, StoreError, anchor.AnchorError) as exc:
         result.ok, result.refused, result.reason = False, True, str(exc)
     except (OSError, sqlite3.Error) as exc:
         result.ok, result.reason = False, f"{type(exc).__name__}: {exc}"
+    if result.reason and not result.problems:
+        result.problems = [result.reason]
     _record(config, "collector.restore", backup_file.name, result.ok, refused=result.refused,
             target=result.target, agents=result.agents, events=result.events,
-            forced=force, reason=result.reason)
+            forced=force, reason=result.reason, anchor=result.anchor,
+            allow_unanchored=allow_unanchored, problems=result.problems[:50])
     return result
 
 
 def _restore(config: CollectorConfig, url: str, backup_file: Path, force: bool,
-             result: RestoreResult) -> None:
+             result: RestoreResult, check: Check) -> None:
     if collector_listening(config):
         raise BackupError(f"the collector is running (port {config.collector.listen_port} "
                           f"answers): stop it before restoring")
     kind = store_kind(url)
     target_dir = _sqlite_path(url).parent if kind == "sqlite" else Path(tempfile.gettempdir())
     target_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    manifest, contents, scratch = verify_backup(backup_file, target_dir, url)
+    manifest, contents, scratch = verify_backup(backup_file, target_dir, check, url)
     try:
         if manifest["store"] != kind:
             raise BackupError(f"{backup_file.name}: a {manifest['store']} backup cannot be "
                               f"restored into a {kind} store")
         if contents.problems:
+            result.problems = contents.problems
             result.reason = "; ".join(contents.problems[:5])
             return
         held = _events_in(url)
@@ -545,12 +606,15 @@ def _restore(config: CollectorConfig, url: str, backup_file: Path, force: bool,
                 return
         store = open_store(url)
         try:
-            after = _verify_store(store)
+            checked = verify_store(store, check.anchor.key)
+            after = contents_of(checked, store.list_agents(), check.allow_unendorsed)
+            record(store, checked, "collector restore", utc_timestamp())
         finally:
             store.close()
         problems = after.problems + head_mismatches(manifest["agents"], after.heads)
         result.agents, result.events = after.agents, after.events
         result.ok = not problems
+        result.problems = problems
         result.reason = "; ".join(problems[:5])
     finally:
         if scratch is not None:

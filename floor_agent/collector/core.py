@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -24,7 +24,7 @@ from typing import Any
 
 from floor_agent.audit.event import AGENT_ID_RE, utc_timestamp
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
-from floor_agent.collector import ingest
+from floor_agent.collector import api_keys, ingest
 from floor_agent.collector.ingest import AlertDraft, BatchError
 from floor_agent.collector.store import Store
 
@@ -50,11 +50,20 @@ def create_token(store: Store, role: str, ttl_seconds: int) -> str:
     return token
 
 
-def create_api_key(store: Store, name: str) -> str:
+def create_api_key(store: Store, name: str, scopes: Iterable[str] = api_keys.SCOPES,
+                   expires_at: str | None = None) -> str:
+    """A new key with these scopes (api_keys.py), valid until expires_at (None: no expiry);
+    shown once, stored hashed. Names are unique among unrevoked keys (revoke goes by name)."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}", name):
         raise ValueError(f"name: expected 1-64 letters, digits, space or ._@-, got {name!r}")
+    problem = api_keys.scopes_problem(scopes)
+    if problem:
+        raise ValueError(problem)
     key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    store.add_api_key(secret_hash(key), name, utc_timestamp())
+    if not store.add_api_key(secret_hash(key), name, utc_timestamp(),
+                             api_keys.stored_scopes(scopes), expires_at):
+        raise ValueError(f"name: an unrevoked API key is named {name!r}; revoke it first or "
+                         f"choose another name")
     return key
 
 
@@ -95,9 +104,12 @@ class Collector:
     """Ingest and enrollment over one store; safe to call from many threads."""
 
     def __init__(self, store: Store, max_batch_events: int = 5000,
-                 prepare_processes: int = 0) -> None:
+                 prepare_processes: int = 0, max_clock_skew_seconds: int = 300) -> None:
         self.store = store
         self.max_batch_events = max_batch_events
+        # how far an agent's signed times may run ahead of ours (collector.max_clock_skew_seconds)
+        self.max_clock_skew = timedelta(seconds=max_clock_skew_seconds)
+        self._noise_logged: dict[str, float] = {}  # fingerprint -> when it was last logged
         self._agent_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.counters: Counter[str] = Counter()
@@ -110,6 +122,7 @@ class Collector:
         # Called with (alerts, now) once alerts are stored, wherever they are raised (a batch,
         # a refused batch, an enrollment, a stale checkpoint): the dashboard's live alerts.
         self.alert_listeners: list[Callable[[list[AlertDraft], str], None]] = []
+        self.anchor: Any = None  # collector/anchor.Anchor: endorses enrolled keys (server.run)
 
     def _alerts_stored(self, alerts: list[AlertDraft], now: str) -> None:
         """Tell the alert listeners; like listeners, they must be quick and never raise."""
@@ -181,26 +194,59 @@ class Collector:
         if token_role != role:
             raise EnrollError(403, f"token is for role {token_role!r}, not {role!r}")
         if not self.store.add_agent(agent_id, role, public_key, hostname[:253], now):
-            raise EnrollError(409, f"agent_id {agent_id!r} is already enrolled; "
+            # taken, or a look-alike of a taken id (RT-WS-01 / rt-ws-01): one host, one id
+            existing = self.store.enrolled_id_like(agent_id) or agent_id
+            raise EnrollError(409, f"agent_id {agent_id!r} is already enrolled as "
+                                   f"{existing!r} (ids differing only in case are one id); "
                                    f"remove it before enrolling again")
+        if self.anchor is not None:  # the key, as registered, signed from outside the store
+            self.anchor.endorse_enrolled(self.store, agent_id, role, public_key, now)
         log.info("enrolled agent %s (%s) from %s", agent_id, role, hostname)
 
-    def ingest(self, body: bytes) -> IngestResult:
-        """Verify and store one batch; every anomaly becomes a stored alert."""
-        now = utc_timestamp()
+    def _noise(self, kind: str, source: str, claimed: str | None, reason: str,
+               now: str) -> None:
+        """Count an unauthenticated failure against its source address: one open alert per
+        (kind, address) whose count grows, never an agent's alert or state. Logged at most
+        once a minute per alert, so a flood cannot fill the log either."""
+        alert = ingest.noise_alert(kind, source, claimed, reason)
+        self.counters[f"alert_{kind}"] += 1
+        self._add_alerts([alert], now)
+        moment = time.monotonic()
+        if moment - self._noise_logged.get(alert.fingerprint, -60.0) >= 60.0:
+            if len(self._noise_logged) > 4 * ingest.MAX_NOISE_SOURCES:
+                self._noise_logged.clear()
+            self._noise_logged[alert.fingerprint] = moment
+            log.warning("alert %s (unauthenticated, counted per address): %s", kind,
+                        alert.detail)
+
+    def ingest(self, body: bytes, source: str = "local") -> IngestResult:
+        """Verify and store one batch; every anomaly becomes a stored alert.
+
+        source: the client's address. What fails before the batch is authenticated (it cannot
+        be read, names no enrolled agent, or its signature does not verify) is counted against
+        it and changes nothing of any agent.
+        """
+        moment = datetime.now(UTC)
+        now = utc_timestamp(moment)
         try:
             batch = self._prepare(body, now)
         except BatchError as exc:
             self.counters["batch_malformed"] += 1
-            alert = ingest.alert_for_error(exc)
-            if alert is not None and self.store.get_agent(alert.agent_id) is not None:
-                self._add_alerts([alert], now)
+            self._noise("malformed_batch", source, exc.agent_id, ingest.error_reason(exc), now)
             return IngestResult(exc.status, str(exc))
         with self._lock_for(batch.agent_id):
             agent = self.store.get_agent(batch.agent_id)
-            stored = (self.store.stored_hashes(batch.agent_id, ingest.needed_seqs(batch))
-                      if agent is not None else {})
-            plan = ingest.plan(batch, agent, stored)
+            stored: dict[int, bytes] = {}
+            last_stored = None
+            if agent is not None:
+                stored = self.store.stored_hashes(batch.agent_id, ingest.needed_seqs(batch))
+                last_stored = self.store.last_stored_seq(batch.agent_id, agent.head_seq)
+            plan = ingest.plan(batch, agent, stored, last_stored=last_stored,
+                               clock=ingest.Clock(moment, self.max_clock_skew))
+            if plan.noise is not None:
+                self.counters["batch_rejected"] += 1
+                self._noise(plan.noise, source, batch.agent_id, plan.message, now)
+                return IngestResult(plan.status, plan.message)
             for alert in plan.alerts:
                 self.counters[f"alert_{alert.kind}"] += 1
                 log.warning("alert %s on %s: %s", alert.kind, alert.agent_id, alert.detail)
@@ -209,7 +255,7 @@ class Collector:
                 self._add_alerts(plan.alerts, now)
                 return IngestResult(plan.status, plan.message)
             self.store.commit_batch(batch.agent_id, plan.store, batch.checkpoint, plan.new_head,
-                                    plan.alerts, now)
+                                    plan.alerts, now, quarantine=plan.quarantine)
         self.counters["batch_accepted"] += 1
         self.counters["events_stored"] += len(plan.store)
         for listener in self.listeners:

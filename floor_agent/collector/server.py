@@ -119,7 +119,8 @@ def open_collector(config: CollectorConfig) -> tuple[Store, Collector]:
         rows = store.rebuild_latest()
         log.info("dashboard state rebuilt from the stored events: %d entries", rows)
     return store, Collector(store, config.collector.max_batch_events,
-                            config.collector.ingest_processes)
+                            config.collector.ingest_processes,
+                            config.collector.max_clock_skew_seconds)
 
 
 def run(config: CollectorConfig) -> int:

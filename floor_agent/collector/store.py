@@ -10,6 +10,7 @@ The SQL is shared (store_sql.py); the dialects differ only in connection handlin
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -88,24 +89,56 @@ class Store(ABC):
     def get_agent(self, agent_id: str) -> AgentRecord | None: ...
 
     @abstractmethod
+    def enrolled_id_like(self, agent_id: str) -> str | None:
+        """The enrolled id equal to agent_id ignoring case, if any (add_agent refuses it)."""
+
+    @abstractmethod
     def list_agents(self) -> list[dict[str, Any]]: ...
 
     @abstractmethod
-    def add_api_key(self, key_hash: bytes, name: str, created_at: str) -> None: ...
+    def add_api_key(self, key_hash: bytes, name: str, created_at: str,
+                    scopes: str | None = None, expires_at: str | None = None) -> bool:
+        """Store a key's hash; False when an unrevoked key has that name. scopes: the
+        space-separated api_keys.SCOPES (None: a legacy key, as releases before scopes)."""
 
     @abstractmethod
     def api_key_name(self, key_hash: bytes) -> str | None: ...
+
+    @abstractmethod
+    def get_api_key(self, key_hash: bytes) -> dict[str, Any] | None:
+        """name, scopes, created_at, expires_at, last_used_at, revoked_at of a key."""
+
+    @abstractmethod
+    def list_api_keys(self) -> list[dict[str, Any]]:
+        """Every key (revoked ones too) as get_api_key gives it, by name."""
+
+    @abstractmethod
+    def revoke_api_key(self, name: str, now: str) -> int:
+        """Revoke the unrevoked keys of that name; how many."""
+
+    @abstractmethod
+    def touch_api_key(self, key_hash: bytes, now: str) -> None:
+        """Record the key's last use."""
 
     # ingest
     @abstractmethod
     def stored_hashes(self, agent_id: str, seqs: list[int]) -> dict[int, bytes]: ...
 
     @abstractmethod
+    def last_stored_seq(self, agent_id: str, at_most: int) -> int | None:
+        """The highest seq stored for the agent at or below at_most (None: none)."""
+
+    @abstractmethod
     def commit_batch(self, agent_id: str, events: list[tuple[Any, ...]], checkpoint: Checkpoint,
                      new_head: tuple[int, bytes] | None, alerts: list[AlertDraft],
-                     received_at: str) -> None:
+                     received_at: str, quarantine: Sequence[int] = ()) -> None:
         """Store event rows (ingest.event_params), the accepted checkpoint, the new head and
-        alerts in one transaction."""
+        alerts in one transaction; first move the stored rows at the `quarantine` seqs (forged,
+        above the head) into the quarantine table."""
+
+    @abstractmethod
+    def list_quarantine(self, agent_id: str | None = None) -> list[dict[str, Any]]:
+        """Rows moved out of the events as forged (evidence, never served as events)."""
 
     @abstractmethod
     def add_alerts(self, alerts: list[AlertDraft], now: str) -> None:

@@ -7,7 +7,7 @@ Subclasses provide `_write()` (a cursor inside one write transaction, serialised
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date
 from typing import Any
@@ -17,7 +17,12 @@ import orjson
 from floor_agent.access.model import AccessLevel, Card, Credentials, Person, Template
 from floor_agent.audit.chain import GENESIS_HASH, Checkpoint
 from floor_agent.collector import credentials as wire
-from floor_agent.collector.ingest import AgentRecord, AlertDraft, event_params
+from floor_agent.collector.ingest import (
+    MAX_NOISE_SOURCES,
+    AgentRecord,
+    AlertDraft,
+    event_params,
+)
 from floor_agent.collector.store import (
     EventPage,
     EventQuery,
@@ -31,7 +36,16 @@ from floor_agent.collector.web.topics import FIXED_TOPICS, KEYED_TOPICS, latest_
 EVENT_COLUMNS = ("id", "agent_id", "seq", "boot_id", "ts", "kind", "severity", "subject", "data",
                  "hash", "received_at")
 ALERT_COLUMNS = ("id", "kind", "severity", "agent_id", "seq", "detail", "created_at",
-                 "last_seen_at", "count", "acked_at", "acked_by", "ack_comment")
+                 "last_seen_at", "count", "acked_at", "acked_by", "ack_comment", "source")
+# Alert lists: open first, then the most severe, then genuine before per-address noise (an
+# unauthenticated failure, counted per source), then the newest: a genuine critical alert is
+# on the first screen however much noise arrives.
+ALERT_ORDER = ("ORDER BY CASE WHEN acked_at IS NULL THEN 0 ELSE 1 END, CASE severity "
+               "WHEN 'critical' THEN 0 WHEN 'error' THEN 1 WHEN 'warning' THEN 2 "
+               "WHEN 'notice' THEN 3 WHEN 'info' THEN 4 ELSE 5 END, "
+               "CASE WHEN source IS NULL THEN 0 ELSE 1 END, id DESC")
+QUARANTINE_COLUMNS = ("agent_id", "seq", "boot_id", "ts", "kind", "severity", "subject", "data",
+                      "hash", "received_at")
 # event_params lives in ingest.py; re-exported here for the benchmark.
 __all__ = ["EVENT_INDEXES", "INSERT_EVENT", "SqlStore", "event_params"]
 # The event indexes both dialects create: each query shape of query_events() walks one of
@@ -251,6 +265,7 @@ def _person(row: tuple[Any, ...]) -> Person:
                   frozenset(orjson.loads(row[4])))
 
 
+API_KEY_COLUMNS = ("name", "scopes", "created_at", "expires_at", "last_used_at", "revoked_at")
 USER_COLUMNS = ("username", "role", "password_hash", "must_change", "disabled", "created_at",
                 "updated_at", "failures", "locked_until")
 USER_FIELDS = frozenset(("role", "password_hash", "must_change", "disabled", "failures",
@@ -500,8 +515,14 @@ class DashboardSql:
 # SQL both dialects take). A store opened by an older release gets them at open
 # (add_missing_columns); a new store has them from the same list. Append, never edit a line.
 ADDED_COLUMNS: list[tuple[str, str, str]] = [
+    # API key scopes (space-separated, api_keys.SCOPES; NULL: a legacy key), expiry, last use
+    ("api_keys", "scopes", "TEXT"),
+    ("api_keys", "expires_at", "TEXT"),
+    ("api_keys", "last_used_at", "TEXT"),
     # the trust anchor's endorsement of the agent's key (collector/anchor.py), base64
     ("agents", "anchor_endorsement", "TEXT"),
+    # the client address an unauthenticated failure's alert is counted against (ingest.py)
+    ("alerts", "source", "TEXT"),
 ]
 
 
@@ -546,7 +567,9 @@ class SqlStore(DashboardSql, CredentialSql, Store):
     def add_agent(self, agent_id: str, role: str, public_key: str, hostname: str,
                   enrolled_at: str) -> bool:
         with self._write() as cur:
-            cur.execute(self._q("SELECT 1 FROM agents WHERE agent_id = ?"), (agent_id,))
+            # ids are ASCII (AGENT_ID_RE): lower() is the same in both dialects
+            cur.execute(self._q("SELECT 1 FROM agents WHERE lower(agent_id) = lower(?)"),
+                        (agent_id,))
             if cur.fetchone() is not None:
                 return False
             cur.execute(self._q(
@@ -554,6 +577,14 @@ class SqlStore(DashboardSql, CredentialSql, Store):
                 "head_hash) VALUES (?, ?, ?, ?, ?, 0, ?)"),
                 (agent_id, role, public_key, hostname, enrolled_at, GENESIS_HASH))
             return True
+
+    def enrolled_id_like(self, agent_id: str) -> str | None:
+        """The enrolled id equal to agent_id ignoring case (RT-WS-01 for rt-ws-01), if any."""
+        with self._read() as cur:
+            cur.execute(self._q("SELECT agent_id FROM agents WHERE lower(agent_id) = lower(?) "
+                                "ORDER BY agent_id LIMIT 1"), (agent_id,))
+            row = cur.fetchone()
+        return None if row is None else str(row[0])
 
     def get_agent(self, agent_id: str) -> AgentRecord | None:
         with self._read() as cur:
@@ -581,10 +612,17 @@ class SqlStore(DashboardSql, CredentialSql, Store):
             out.append(item)
         return out
 
-    def add_api_key(self, key_hash: bytes, name: str, created_at: str) -> None:
+    def add_api_key(self, key_hash: bytes, name: str, created_at: str,
+                    scopes: str | None = None, expires_at: str | None = None) -> bool:
         with self._write() as cur:
-            cur.execute(self._q("INSERT INTO api_keys (key_hash, name, created_at) "
-                                "VALUES (?, ?, ?)"), (key_hash, name, created_at))
+            cur.execute(self._q("SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NULL"),
+                        (name,))
+            if cur.fetchone() is not None:
+                return False
+            cur.execute(self._q("INSERT INTO api_keys (key_hash, name, created_at, scopes, "
+                                "expires_at) VALUES (?, ?, ?, ?, ?)"),
+                        (key_hash, name, created_at, scopes, expires_at))
+            return True
 
     def api_key_name(self, key_hash: bytes) -> str | None:
         with self._read() as cur:
@@ -592,6 +630,30 @@ class SqlStore(DashboardSql, CredentialSql, Store):
                                 "AND revoked_at IS NULL"), (key_hash,))
             row = cur.fetchone()
         return None if row is None else str(row[0])
+
+    def get_api_key(self, key_hash: bytes) -> dict[str, Any] | None:
+        with self._read() as cur:
+            cur.execute(self._q(f"SELECT {', '.join(API_KEY_COLUMNS)} FROM api_keys "
+                                "WHERE key_hash = ?"), (key_hash,))
+            row = cur.fetchone()
+        return None if row is None else dict(zip(API_KEY_COLUMNS, row, strict=True))
+
+    def list_api_keys(self) -> list[dict[str, Any]]:
+        with self._read() as cur:
+            cur.execute(f"SELECT {', '.join(API_KEY_COLUMNS)} FROM api_keys "
+                        "ORDER BY name, created_at")
+            return [dict(zip(API_KEY_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+
+    def revoke_api_key(self, name: str, now: str) -> int:
+        with self._write() as cur:
+            cur.execute(self._q("UPDATE api_keys SET revoked_at = ? WHERE name = ? "
+                                "AND revoked_at IS NULL"), (now, name))
+            return int(cur.rowcount)
+
+    def touch_api_key(self, key_hash: bytes, now: str) -> None:
+        with self._write() as cur:
+            cur.execute(self._q("UPDATE api_keys SET last_used_at = ? WHERE key_hash = ?"),
+                        (now, key_hash))
 
     # -- ingest --------------------------------------------------------------------------
     def stored_hashes(self, agent_id: str, seqs: list[int]) -> dict[int, bytes]:
@@ -606,9 +668,18 @@ class SqlStore(DashboardSql, CredentialSql, Store):
             found[0] = GENESIS_HASH
         return found
 
+    def last_stored_seq(self, agent_id: str, at_most: int) -> int | None:
+        """The highest seq stored for the agent at or below at_most (one index seek)."""
+        with self._read() as cur:
+            cur.execute(self._q("SELECT max(seq) FROM events WHERE agent_id = ? AND seq <= ?"),
+                        (agent_id, at_most))
+            row = cur.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def commit_batch(self, agent_id: str, events: list[tuple[Any, ...]],
                      checkpoint: Checkpoint, new_head: tuple[int, bytes] | None,
-                     alerts: list[AlertDraft], received_at: str) -> None:
+                     alerts: list[AlertDraft], received_at: str,
+                     quarantine: Sequence[int] = ()) -> None:
         # Everything that needs no database is done before the write lock: ingest threads
         # queue on that lock, so what it covers bounds the ingest rate.
         rows = self._event_rows(events) if events else None
@@ -623,12 +694,45 @@ class SqlStore(DashboardSql, CredentialSql, Store):
             sets += ", head_seq = ?, head_hash = ?"
             params += (new_head[0], new_head[1])
         with self._write() as cur:
+            if quarantine:
+                self._quarantine(cur, agent_id, quarantine, received_at)
             if rows is not None:
                 self._insert_events(cur, rows)
                 self._upsert_latest(cur, latest)
             cur.execute(self._q(f"UPDATE agents SET {sets} WHERE agent_id = ?"),
                         (*params, agent_id))
             self._upsert_alerts(cur, alerts, received_at)
+
+    def _quarantine(self, cur: Any, agent_id: str, seqs: Sequence[int], now: str) -> None:
+        """Move stored rows the agent's signed batch contradicts out of `events` (above its
+        head: never covered by a checkpoint), inside the caller's transaction."""
+        columns = ", ".join(QUARANTINE_COLUMNS)
+        for seq in seqs:
+            cur.execute(self._q(
+                f"INSERT INTO quarantine ({columns}, quarantined_at, reason) "
+                f"SELECT {columns}, ?, ? FROM events WHERE agent_id = ? AND seq = ?"),
+                (now, "above the signed head, contradicted by the agent's signed batch",
+                 agent_id, seq))
+            cur.execute(self._q("DELETE FROM events WHERE agent_id = ? AND seq = ?"),
+                        (agent_id, seq))
+
+    def list_quarantine(self, agent_id: str | None = None) -> list[dict[str, Any]]:
+        """Quarantined rows (evidence of a forged store), oldest first."""
+        columns = ("id", *QUARANTINE_COLUMNS, "quarantined_at", "reason")
+        sql = f"SELECT {', '.join(columns)} FROM quarantine"
+        params: tuple[Any, ...] = ()
+        if agent_id is not None:
+            sql += " WHERE agent_id = ?"
+            params = (agent_id,)
+        with self._read() as cur:
+            cur.execute(self._q(sql + " ORDER BY id"), params)
+            rows = cur.fetchall()
+        out = []
+        for row in rows:
+            item = dict(zip(columns, row, strict=True))
+            item["hash"] = bytes(item["hash"]).hex()
+            out.append(item)
+        return out
 
     def _event_rows(self, events: list[tuple[Any, ...]]) -> Any:
         """What _insert_events() takes: computed before the write lock is taken."""
@@ -645,9 +749,22 @@ class SqlStore(DashboardSql, CredentialSql, Store):
 
     def _upsert_alerts(self, cur: Any, alerts: list[AlertDraft], now: str) -> None:
         for alert in alerts:
+            fingerprint, source = alert.fingerprint, alert.source
             cur.execute(self._q("SELECT id FROM alerts WHERE fingerprint = ? AND acked_at IS NULL"),
-                        (alert.fingerprint,))
+                        (fingerprint,))
             row = cur.fetchone()
+            if row is None and source is not None:
+                # a bounded number of open rows per noise kind: past it, addresses share one
+                prefix = f"src:{alert.kind}:"  # the open-alerts index, one range of it
+                cur.execute(self._q("SELECT count(*) FROM alerts WHERE fingerprint >= ? AND "
+                                    "fingerprint < ? AND acked_at IS NULL"),
+                            (prefix, prefix[:-1] + ";"))
+                if int(cur.fetchone()[0]) >= MAX_NOISE_SOURCES:
+                    source = "other addresses"
+                    fingerprint = f"src:{alert.kind}:*"
+                    cur.execute(self._q("SELECT id FROM alerts WHERE fingerprint = ? "
+                                        "AND acked_at IS NULL"), (fingerprint,))
+                    row = cur.fetchone()
             if row is not None:
                 cur.execute(self._q("UPDATE alerts SET count = count + ?, last_seen_at = ?, "
                                     "detail = ? WHERE id = ?"),
@@ -655,9 +772,10 @@ class SqlStore(DashboardSql, CredentialSql, Store):
             else:
                 cur.execute(self._q(
                     "INSERT INTO alerts (fingerprint, kind, severity, agent_id, seq, detail, "
-                    "created_at, last_seen_at, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                    (alert.fingerprint, alert.kind, alert.severity, alert.agent_id, alert.seq,
-                     alert.detail, now, now, alert.count))
+                    "created_at, last_seen_at, count, source) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                    (fingerprint, alert.kind, alert.severity, alert.agent_id, alert.seq,
+                     alert.detail, now, now, alert.count, source))
 
     def touch_agent(self, agent_id: str, now: str) -> None:
         with self._write() as cur:
@@ -803,7 +921,7 @@ class SqlStore(DashboardSql, CredentialSql, Store):
         sql = f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
+        sql += f" {ALERT_ORDER} LIMIT ?"
         params.append(limit)
         with self._read() as cur:
             cur.execute(self._q(sql), params)

@@ -1,19 +1,38 @@
 """Re-verify every stored chain against its last signed checkpoint (`collector verify`).
 
 Ingest verifies each batch as it arrives; this proves later that nothing in the store was
-altered, removed or inserted since: the auditor's question, answered from the data alone.
+altered, removed or inserted since: the auditor's question, answered from the data alone, with
+one thing from outside it: the anchor public key (collector/anchor.py). Without it the check
+would trust the agent keys stored in the very file it checks, and a key replaced there together
+with a re-signed checkpoint would verify. So, per enrolled agent:
+
+- the agent's key must carry the anchor's endorsement (`unendorsed` in a store from before the
+  anchor, `endorsement` when it does not verify: the key was replaced);
+- the rows up to the signed checkpoint must chain to it (chain.verify);
+- every stored row of the agent is read, not only those up to its head: rows past the signed
+  checkpoint are `unsigned`, rows past the stored head too are `inserted` (ingest only ever
+  raises the head to a signed checkpoint's seq);
+
+and rows naming an agent id that never enrolled are `orphan` rows. Each finding names the agent
+and the seqs. The result can be stored (put_verification) for the dashboard and the API.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from floor_agent.audit import chain
 from floor_agent.audit.event import AuditEvent
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
+from floor_agent.collector import anchor as trust
 from floor_agent.collector.store import Store
 
 PAGE = 10_000
+UNCHECKED = "unchecked"  # no anchor key was given: the endorsement was not looked at
+KEY_PROBLEMS = ("unendorsed", "endorsement")
 
 
 @dataclass
@@ -22,51 +41,243 @@ class AgentVerification:
     checkpoint_seq: int | None
     stored_events: int
     report: chain.Report
+    endorsement: str = UNCHECKED  # anchor.VALID | MISSING | INVALID | UNCHECKED
 
     @property
     def ok(self) -> bool:
         return self.report.ok
 
+    def problem_lines(self) -> list[str]:
+        return [f"{self.agent_id}: {p.kind}" + (f" at seq {p.seq}" if p.seq is not None else "")
+                + f": {p.detail}" for p in self.report.problems]
 
-def verify_agent(store: Store, agent_id: str) -> AgentVerification:
+
+@dataclass(frozen=True)
+class Orphan:
+    """Event rows under an agent id that never enrolled: nobody's key covers them."""
+
+    agent_id: str
+    first_seq: int
+    last_seq: int
+    rows: int
+
+    def line(self) -> str:
+        return (f"{self.agent_id}: orphan rows at seq {self.first_seq}..{self.last_seq} "
+                f"({self.rows} rows): no enrolled agent has this id, nothing signs them")
+
+
+@dataclass
+class StoreVerification:
+    agents: list[AgentVerification] = field(default_factory=list)
+    orphans: list[Orphan] = field(default_factory=list)
+    anchor_id: str | None = None  # the anchor key the endorsements were checked against
+
+    @property
+    def ok(self) -> bool:
+        return not self.orphans and all(a.ok for a in self.agents)
+
+    def problem_lines(self) -> list[str]:
+        return [line for a in self.agents for line in a.problem_lines()] + \
+            [o.line() for o in self.orphans]
+
+
+# --------------------------------------------------------------------------- pure
+
+def seq_runs(seqs: Iterable[int]) -> list[tuple[int, int, int]]:
+    """Sorted seqs as (first, last, count) of consecutive runs: 'seq 5..9 (5 rows)'."""
+    runs: list[tuple[int, int, int]] = []
+    for seq in sorted(seqs):
+        if runs and seq == runs[-1][1] + 1:
+            first, _, count = runs[-1]
+            runs[-1] = (first, seq, count + 1)
+        else:
+            runs.append((seq, seq, 1))
+    return runs
+
+
+def _span(first: int, last: int, count: int) -> str:
+    return f"seq {first}" if first == last else f"seq {first}..{last} ({count} rows)"
+
+
+def beyond_head(seqs: Sequence[int], checkpoint_seq: int | None, head_seq: int
+                ) -> list[chain.Problem]:
+    """Rows no signature in the store covers: below seq 1, past the signed checkpoint, and
+    past the stored head as well. Ingest raises the head only to a signed checkpoint's seq, so
+    a row past both was never acknowledged by the agent: it was put there."""
+    signed = checkpoint_seq or 0
+    top = max(signed, head_seq)
+    problems = [chain.Problem("inserted", first, f"{_span(first, last, n)} below seq 1: "
+                                                 f"no chain has such rows")
+                for first, last, n in seq_runs(s for s in seqs if s < 1)]
+    problems += [chain.Problem("unsigned", first,
+                               f"{_span(first, last, n)} past the last signed checkpoint "
+                               f"(seq {signed}), up to the stored head (seq {head_seq}): no "
+                               f"signature in the store covers them (the agent rolled back, "
+                               f"or they were inserted with a raised head)")
+                 for first, last, n in seq_runs(s for s in seqs if signed < s <= top)]
+    problems += [chain.Problem("inserted", first,
+                               f"{_span(first, last, n)} past the signed head (seq {signed}) "
+                               f"and the stored head (seq {head_seq}): never acknowledged by "
+                               f"the agent, inserted")
+                 for first, last, n in seq_runs(s for s in seqs if s > top)]
+    return problems
+
+
+def endorsement_problem(status: str, key_id: str) -> chain.Problem | None:
+    if status == trust.MISSING:
+        return chain.Problem("unendorsed", None,
+                             "public key carries no endorsement by the collector's anchor (a "
+                             "store from before the anchor: verify the chains, then run "
+                             "'floor-agent collector anchor endorse-existing' once)")
+    if status == trust.INVALID:
+        return chain.Problem("endorsement", None,
+                             f"public key is not the one anchor {key_id} endorsed: the key "
+                             f"was replaced in the store, or the store belongs to another "
+                             f"collector")
+    return None
+
+
+# --------------------------------------------------------------------------- store readers
+
+def _rows(store: Store, agent_id: str, low: int, high: int
+          ) -> tuple[list[AuditEvent], list[bytes]]:
+    events: list[AuditEvent] = []
+    hashes: list[bytes] = []
+    start = low
+    while start <= high:
+        for row, digest in store.chain_events(agent_id, start, min(high, start + PAGE - 1)):
+            events.append(AuditEvent(row["agent_id"], row["seq"], row["boot_id"], row["ts"],
+                                     row["kind"], row["severity"], row["subject"], row["data"]))
+            hashes.append(digest)
+        start += PAGE
+    return events, hashes
+
+
+def verify_agent(store: Store, agent_id: str, anchor: Ed25519PublicKey | None = None
+                 ) -> AgentVerification:
+    """One agent's chain, every stored row of it, and (given the anchor key) its key."""
     record = store.get_agent(agent_id)
-    if record is None:
+    identity = store.agent_identity(agent_id)
+    if record is None or identity is None:
         raise KeyError(agent_id)
     checkpoint = store.checkpoint_of(agent_id)
     try:
         key = public_key_from_b64(record.public_key)
     except KeyFileError:
         key = None
+    extent = store.event_extent(agent_id)
     upto = max(record.head_seq, checkpoint.seq if checkpoint else 0)
-    events: list[AuditEvent] = []
-    hashes: list[bytes] = []
-    start = 1
-    while start <= upto:
-        rows = store.chain_events(agent_id, start, min(upto, start + PAGE - 1))
-        for row, digest in rows:
-            events.append(AuditEvent(row["agent_id"], row["seq"], row["boot_id"], row["ts"],
-                                     row["kind"], row["severity"], row["subject"], row["data"]))
-            hashes.append(digest)
-        start += PAGE
-    anchored = [e for e in events if checkpoint is None or e.seq <= checkpoint.seq]
-    report = chain.verify(anchored, checkpoint, key, chain.GENESIS_HASH, hashes[:len(anchored)])
+    events, hashes = _rows(store, agent_id, min(1, extent[0]), extent[1]) if extent else ([], [])
+    # Rows committed while this ran come with a newer signed checkpoint: not judged this time.
+    fresh = store.checkpoint_of(agent_id)
+    if extent and extent[1] > upto and fresh is not None and fresh.seq > upto and \
+            key is not None and fresh.signature_valid(key):
+        keep = [i for i, e in enumerate(events) if not upto < e.seq <= fresh.seq]
+        events, hashes = [events[i] for i in keep], [hashes[i] for i in keep]
+    stray = beyond_head([e.seq for e in events], checkpoint.seq if checkpoint else None,
+                        record.head_seq)
+    valid = [i for i, e in enumerate(events) if e.seq >= 1]
+    chained = [events[i] for i in valid]
+    chained_hashes = [hashes[i] for i in valid]
+    anchored = [e for e in chained if checkpoint is not None and e.seq <= checkpoint.seq]
+    if checkpoint is None:
+        anchored = [e for e in chained if e.seq <= upto]
+    report = chain.verify(anchored, checkpoint, key, chain.GENESIS_HASH,
+                          chained_hashes[:len(anchored)])
     if anchored and anchored[0].seq != 1:
         report.problems.insert(0, chain.Problem("gap", 1, f"events 1..{anchored[0].seq - 1} "
                                                           f"are missing from the store"))
     if checkpoint is not None and checkpoint.seq > 0 and not anchored:
         report.problems.append(chain.Problem("gap", 1, "no stored events under the checkpoint"))
-    # Events past the last checkpoint cannot be anchored yet, but must still link up.
-    tail = events[len(anchored):]
-    if tail:
-        prev = hashes[len(anchored) - 1] if anchored else chain.GENESIS_HASH
-        for event, digest in zip(tail, hashes[len(anchored):], strict=True):
-            if chain.event_hash(prev, event) != digest:
-                report.problems.append(chain.Problem("altered", event.seq,
-                                                     "unanchored event does not link"))
-            prev = digest
+    # Rows past the checkpoint cannot be anchored, but must still link up.
+    prev = chained_hashes[len(anchored) - 1] if anchored else chain.GENESIS_HASH
+    for event, digest in zip(chained[len(anchored):], chained_hashes[len(anchored):],
+                             strict=True):
+        if chain.event_hash(prev, event) != digest:
+            report.problems.append(chain.Problem("altered", event.seq,
+                                                 "unanchored event does not link"))
+        prev = digest
+    report.problems += stray
+    status = UNCHECKED
+    if anchor is not None:
+        status = trust.check_endorsement(anchor, identity)
+        problem = endorsement_problem(status, trust.key_id(anchor))
+        if problem is not None:
+            report.problems.insert(0, problem)
+    if report.problems:
+        report.verified = 0
     return AgentVerification(agent_id, checkpoint.seq if checkpoint else None, len(events),
-                             report)
+                             report, status)
 
 
-def verify_all(store: Store) -> list[AgentVerification]:
-    return [verify_agent(store, item["agent_id"]) for item in store.list_agents()]
+def verify_all(store: Store, anchor: Ed25519PublicKey | None = None
+               ) -> list[AgentVerification]:
+    return [verify_agent(store, item["agent_id"], anchor) for item in store.list_agents()]
+
+
+def find_orphans(store: Store) -> list[Orphan]:
+    return [Orphan(*row) for row in store.orphan_events()]
+
+
+def verify_store(store: Store, anchor: Ed25519PublicKey | None = None) -> StoreVerification:
+    """Every enrolled agent, and the rows of agents that never enrolled."""
+    return StoreVerification(verify_all(store, anchor), find_orphans(store),
+                             trust.key_id(anchor) if anchor is not None else None)
+
+
+def record(store: Store, result: StoreVerification, by: str, now: str) -> None:
+    """Keep the outcome per agent id (orphans too) for the integrity page and chain_state."""
+    for item in result.agents:
+        store.put_verification(item.agent_id, item.ok, item.checkpoint_seq, item.stored_events,
+                               [line.split(": ", 1)[1] for line in item.problem_lines()], by,
+                               now)
+    for orphan in result.orphans:
+        store.put_verification(orphan.agent_id, False, None, orphan.rows,
+                               [orphan.line().split(": ", 1)[1]], by, now)
+
+
+# --------------------------------------------------------------------------- the upgrade step
+
+@dataclass
+class Endorsing:
+    """What `collector anchor endorse-existing` did, or why it refused to."""
+
+    endorsed: list[dict[str, str]] = field(default_factory=list)  # agent_id, role, public_key
+    refused: list[str] = field(default_factory=list)
+
+
+def blocks_endorsing(item: AgentVerification) -> list[str]:
+    """Findings that forbid endorsing anything: every chain must verify first. An agent that
+    never reported has no chain; its missing checkpoint is not a finding (pure)."""
+    quiet = item.stored_events == 0 and item.checkpoint_seq is None
+    return [line for problem, line in zip(item.report.problems, item.problem_lines(),
+                                          strict=True)
+            if problem.kind != "unendorsed" and not (quiet and problem.kind == "checkpoint")]
+
+
+def endorse_existing(store: Store, signer: trust.Anchor, trusted: Ed25519PublicKey
+                     ) -> Endorsing:
+    """The one-time upgrade of a store from before the anchor: verify every chain, and only if
+    all verify (no orphans, no key with a bad endorsement), endorse each key that has none.
+
+    This is trust on first use: it vouches for the keys the store holds now. A key already
+    endorsed, or endorsed wrongly, is never signed over."""
+    if trust.key_id(signer.key) != trust.key_id(trusted):
+        return Endorsing(refused=[f"anchor key {signer.key_id} ({signer.path}) is not the "
+                                  f"trusted anchor {trust.key_id(trusted)}"])
+    result = verify_store(store, trusted)
+    refused = [line for item in result.agents for line in blocks_endorsing(item)]
+    refused += [o.line() for o in result.orphans]
+    if refused:
+        return Endorsing(refused=refused)
+    out = Endorsing()
+    for item in result.agents:
+        if item.endorsement != trust.MISSING:
+            continue
+        identity = store.agent_identity(item.agent_id)
+        assert identity is not None
+        store.set_endorsement(item.agent_id, signer.endorse(
+            identity["agent_id"], identity["role"], identity["public_key"],
+            identity["enrolled_at"]))
+        out.endorsed.append({k: identity[k] for k in ("agent_id", "role", "public_key")})
+    return out
