@@ -14,7 +14,7 @@ import httpx
 import yaml
 
 from floor_agent.audit.forwarder import pinned_client
-from floor_agent.collector import core, server
+from floor_agent.collector import api_keys, core, server
 from floor_agent.collector.store import EventQuery, Store, open_store
 from floor_agent.config import (
     AuditClientConfig,
@@ -73,10 +73,19 @@ class CollectorProcess:
         finally:
             store.close()
 
-    def api_key(self, name: str = "tests") -> str:
+    def api_key(self, name: str = "tests", scopes: tuple[str, ...] = api_keys.SCOPES,
+                expires_at: str | None = None) -> str:
+        """A new key (every scope unless told); a name already in use gets a -2, -3... suffix
+        (names are unique among unrevoked keys, and tests ask for "tests" more than once)."""
         store = self.store()
         try:
-            return core.create_api_key(store, name)
+            taken = {row["name"] for row in store.list_api_keys() if row["revoked_at"] is None}
+            unique = name
+            for n in range(2, 1000):
+                if unique not in taken:
+                    break
+                unique = f"{name}-{n}"
+            return core.create_api_key(store, unique, scopes, expires_at)
         finally:
             store.close()
 

@@ -27,14 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from floor_agent import __version__
 from floor_agent.audit.event import SEVERITIES, TS_RE
 from floor_agent.audit.event import utc_timestamp as now_ts
+from floor_agent.collector import api_keys
 from floor_agent.collector.core import Collector, EnrollError, secret_hash
-from floor_agent.collector.ingest import CHAIN_BREAKS
 from floor_agent.collector.metrics import render_metrics
 from floor_agent.collector.store import EventQuery
 from floor_agent.collector.web.acknowledge import acknowledge
 from floor_agent.collector.web.app import install as install_dashboard
 from floor_agent.collector.web.context import Dashboard, OwnAudit, utc_now
 from floor_agent.collector.web.live import Broadcaster
+from floor_agent.collector.web.overview import chain_state
 from floor_agent.config import DashboardSettings
 
 log = logging.getLogger(__name__)
@@ -83,20 +84,36 @@ class IngestAnswer(BaseModel):
     message: str
 
 
-def api_user(request: Request,
-             creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
-    """The name of the API key presented; 401 without a valid one."""
-    if creds is None:
-        raise HTTPException(401, "missing API key (Authorization: Bearer ...)",
-                            headers={"WWW-Authenticate": "Bearer"})
-    name = request.app.state.store.api_key_name(secret_hash(creds.credentials))
-    if name is None:
-        raise HTTPException(401, "unknown or revoked API key",
-                            headers={"WWW-Authenticate": "Bearer"})
-    return str(name)
+def api_user(scope: str) -> Callable[..., str]:
+    """A dependency giving the name of the API key presented, if it may use `scope`
+    (api_keys.SCOPES): 401 without a valid, unexpired, unrevoked key, 403 naming the scope
+    the key lacks. The key's last use is recorded, at most once a minute."""
+
+    def dependency(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None,
+                                                       Depends(bearer)]) -> str:
+        if creds is None:
+            raise HTTPException(401, "missing API key (Authorization: Bearer ...)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        store = request.app.state.store
+        key_hash = secret_hash(creds.credentials)
+        row = store.get_api_key(key_hash)
+        key = None if row is None else api_keys.record(row)
+        now = utc_now()
+        refused = api_keys.refusal(key, scope, now_ts(now))
+        if refused is not None or key is None:
+            status, reason = refused or (401, "unknown API key")
+            raise HTTPException(status, reason, headers={"WWW-Authenticate": "Bearer"}
+                                if status == 401 else None)
+        if api_keys.needs_touch(key, now):
+            store.touch_api_key(key_hash, now_ts(now))
+        return key.name
+
+    return dependency
 
 
-User = Annotated[str, Depends(api_user)]
+Reader = Annotated[str, Depends(api_user("read"))]
+Acker = Annotated[str, Depends(api_user("ack"))]
+MetricsReader = Annotated[str, Depends(api_user("metrics"))]
 
 
 def _json(content: Any, status: int = 200) -> Response:
@@ -184,12 +201,14 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
             if size > max_request_bytes:
                 return _json({"detail": f"request larger than {max_request_bytes} bytes"}, 413)
             chunks.append(chunk)
+        # the address unauthenticated failures are counted against (ingest.noise_alert)
+        source = request.client.host if request.client else "unknown"
         if ingest_threads is None:
-            result = await run_in_threadpool(collector.ingest, b"".join(chunks))
+            result = await run_in_threadpool(collector.ingest, b"".join(chunks), source)
         else:
             if not ingest_limiter:
                 ingest_limiter.append(anyio.CapacityLimiter(ingest_threads))
-            result = await anyio.to_thread.run_sync(collector.ingest, b"".join(chunks),
+            result = await anyio.to_thread.run_sync(collector.ingest, b"".join(chunks), source,
                                                     limiter=ingest_limiter[0])
         if result.status != 200:
             return _json({"detail": result.message}, result.status)
@@ -198,7 +217,7 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
 
     @app.get("/api/v1/events", tags=["audit"])
     def events(
-        _: User,
+        _: Reader,
         agent_id: str | None = None,
         kind: str | None = Query(None, description="exact kind, e.g. usb.blocked"),
         kind_prefix: str | None = Query(None, description="e.g. 'usb.' for every USB event"),
@@ -230,28 +249,32 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
         return _json({"events": page.events, "next_cursor": next_cursor})
 
     @app.get("/api/v1/agents", tags=["audit"])
-    def agents(_: User) -> Response:
-        """Enrolled agents with last seen, chain head and last checkpoint."""
+    def agents(_: Reader) -> Response:
+        """Enrolled agents with last seen, chain head, last checkpoint, open alert kinds, the
+        last re-verification and the chain state both decide (overview.chain_state)."""
         items = store.list_agents()
-        open_alerts = store.list_alerts(open_only=True, limit=10_000)
+        open_alerts = store.list_alerts(open_only=True, limit=100_000)
+        verifications = store.list_verifications()
         for item in items:
             kinds = sorted({a["kind"] for a in open_alerts if a["agent_id"] == item["agent_id"]})
+            check = verifications.get(item["agent_id"])
             item["open_alerts"] = kinds
-            item["chain_state"] = "broken" if set(CHAIN_BREAKS) & set(kinds) else (
-                "stale" if "stale_checkpoint" in kinds else "intact")
+            item["last_verification"] = check
+            item["chain_state"] = chain_state(set(kinds), check)
         return _json({"agents": items})
 
     @app.get("/api/v1/alerts", tags=["alerts"])
-    def alerts(_: User, open_only: bool = Query(False, alias="open"),
+    def alerts(_: Reader, open_only: bool = Query(False, alias="open"),
                agent_id: str | None = Query(None, pattern=NO_NUL),
                kind: str | None = Query(None, pattern=NO_NUL),
                limit: int = Query(100, ge=1, le=1000)) -> Response:
-        """Alerts, newest first."""
+        """Alerts: open first, then by severity, genuine before per-address noise, newest
+        first within that (a genuine critical alert is on the first page whatever the noise)."""
         return _json({"alerts": store.list_alerts(open_only, agent_id, kind, limit)})
 
     @app.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"])
     def ack(alert_id: Annotated[int, Path(ge=1, le=2**63 - 1)], body: AckRequest,
-            who: User) -> dict[str, Any]:
+            who: Acker) -> dict[str, Any]:
         """Acknowledge an open alert with a comment; records who and when, and emits
         `alert.acknowledged` on the collector's own audit trail."""
         if not acknowledge(store, app.state.self_audit, alert_id, who, body.comment, now_ts(),
@@ -260,7 +283,7 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
         return {"id": alert_id, "acked_by": who}
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    def metrics(_: User) -> Response:
+    def metrics(_: MetricsReader) -> Response:
         """Prometheus text format."""
         body, content_type = render_metrics(collector)
         return Response(body, media_type=content_type)

@@ -1,6 +1,7 @@
 """The collector's door-credential routes: admin changes (API key) and controller sync (agent).
 
-Admin (Authorization: Bearer <API key>), bodies as in credentials.py:
+Admin (Authorization: Bearer <API key> with the `credentials` scope; 403 without it), bodies
+as in credentials.py:
   POST /api/v1/people                 person        -> 201 {"person": ..., "version": n}
   GET  /api/v1/people                               -> {"people": [...], "version": n}
   POST /api/v1/people/{id}/revoke                   -> {"person_id", "cards_deactivated",
@@ -161,11 +162,13 @@ TEMPLATE_BODY = json_body({"template_id": ID, "person_id": ID, "finger": {"type"
                           list(wire.TEMPLATE_KEYS))
 
 
-def build_router(store: Store, api_user: Callable[..., str], auth: AgentAuth) -> APIRouter:
-    """The routes above, over one store; api_user is the API's API-key dependency, auth the
-    app's one verifier of agent-signed requests (one replay memory for every route)."""
+def build_router(store: Store, api_user: Callable[[str], Callable[..., str]],
+                 auth: AgentAuth) -> APIRouter:
+    """The routes above, over one store; api_user(scope) is the API's API-key dependency (the
+    admin routes need the `credentials` scope), auth the app's one verifier of agent-signed
+    requests (one replay memory for every route)."""
     router = APIRouter(tags=["credentials"])
-    User = Depends(api_user)
+    User = Depends(api_user("credentials"))
 
     def now() -> str:
         return utc_timestamp()

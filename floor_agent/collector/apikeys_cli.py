@@ -1,0 +1,141 @@
+"""`floor-agent collector apikey create|list|revoke`: scoped, expiring API keys.
+
+Every create and revoke is an event on the collector's own audit trail (`apikey.created`,
+`apikey.revoked`: name, scopes, expiry, by whom; never the key), written through its spool
+like `collector user` changes and delivered by the running collector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from floor_agent.collector.api_keys import SCOPE_HELP, SCOPES
+
+DEFAULT_CONFIG = Path("/etc/floor-agent/collector.yaml")
+CLI_ACTOR = "cli"
+DEFAULT_EXPIRY_DAYS = 90
+
+
+def _days(value: str) -> int:
+    """--expires-days: 1 to 3650."""
+    days = int(value)
+    if not 1 <= days <= 3650:
+        raise argparse.ArgumentTypeError("expected 1 to 3650 days")
+    return days
+
+
+def _run(args: argparse.Namespace, action: Callable[[Any, Any, datetime], int]) -> int:
+    """Open the store and the collector's own trail, run action(store, own, now)."""
+    from floor_agent.collector import self_audit
+    from floor_agent.collector.store import open_store
+    from floor_agent.config import CollectorConfig, load_config
+
+    config = load_config(args.config, "collector")
+    assert isinstance(config, CollectorConfig)
+    store = open_store(config.collector.resolved_database_url())
+    try:
+        self_audit.ensure_registered(store, config)
+        own = self_audit.open_writer(config)
+        try:
+            return action(store, own, datetime.now(UTC))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            own.close()
+    finally:
+        store.close()
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from floor_agent.audit.event import utc_timestamp
+    from floor_agent.collector import api_keys, core
+
+    scopes = [s for s in SCOPES if s in set(args.scope)]
+    if args.never_expires and args.expires_days is not None:
+        print("error: --never-expires and --expires-days exclude each other", file=sys.stderr)
+        return 2
+    days = None if args.never_expires else (args.expires_days or DEFAULT_EXPIRY_DAYS)
+
+    def action(store: Any, own: Any, now: datetime) -> int:
+        expires_at = None if days is None else utc_timestamp(now + timedelta(days=days))
+        key = core.create_api_key(store, args.name, scopes, expires_at)
+        own.emit("apikey.created", args.name, "notice", name=args.name, scopes=scopes,
+                 expires_at=expires_at, by=CLI_ACTOR)
+        print(key)
+        print(f"# API key {args.name!r}: scopes {api_keys.stored_scopes(scopes)}, expires "
+              f"{expires_at or 'never'}; shown once, stored only hashed", file=sys.stderr)
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from floor_agent.audit.event import utc_timestamp
+    from floor_agent.collector import api_keys
+
+    def action(store: Any, own: Any, now: datetime) -> int:
+        stamp = utc_timestamp(now)
+        lines = [api_keys.list_line(api_keys.record(row), stamp)
+                 for row in store.list_api_keys()]
+        header = {"name": "name", "scopes": "scopes", "state": "state", "created": "created",
+                  "expires": "expires", "last_used": "last used", "revoked": "revoked"}
+        widths = {col: max(len(line[col]) for line in [header, *lines]) for col in header}
+        for line in [header, *lines]:
+            print("  ".join(line[col].ljust(widths[col]) for col in header).rstrip())
+        if any(line["scopes"].startswith("legacy") for line in lines):
+            print("# legacy: made before scopes, it keeps every scope; replace it with a "
+                  "scoped key and revoke it", file=sys.stderr)
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from floor_agent.audit.event import utc_timestamp
+
+    def action(store: Any, own: Any, now: datetime) -> int:
+        revoked = store.revoke_api_key(args.name, utc_timestamp(now))
+        if not revoked:
+            raise ValueError(f"name: no unrevoked API key named {args.name!r}")
+        own.emit("apikey.revoked", args.name, "notice", name=args.name, keys=revoked,
+                 by=CLI_ACTOR)
+        print(f"revoked API key {args.name!r}; it is refused from now on")
+        return 0
+
+    return _run(args, action)
+
+
+def add_parsers(collector_subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]
+                default_config: Path = DEFAULT_CONFIG) -> None:
+    """Add `apikey ...` under `floor-agent collector`."""
+    apikey = collector_subparsers.add_parser("apikey", help="API keys for scripts and "
+                                                            "integrations")
+    actions = apikey.add_subparsers(dest="key_action", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", type=Path, default=default_config,
+                       help=f"YAML file (default {default_config})")
+        return p
+
+    p = with_config(actions.add_parser("create", help="print a new API key (shown once)"))
+    p.add_argument("--name", required=True,
+                   help="who uses it (recorded on acknowledgements); unique among unrevoked "
+                        "keys")
+    p.add_argument("--scope", action="append", required=True, choices=SCOPES,
+                   help="repeatable: " + "; ".join(f"{s}: {h}" for s, h in SCOPE_HELP.items()))
+    p.add_argument("--expires-days", type=_days, default=None,
+                   help=f"valid for this many days (default {DEFAULT_EXPIRY_DAYS})")
+    p.add_argument("--never-expires", action="store_true", help="no expiry (not advised)")
+    p.set_defaults(func=cmd_create)
+    p = with_config(actions.add_parser("list", help="name, scopes, created, expires, last "
+                                                    "used, revoked (never the key)"))
+    p.set_defaults(func=cmd_list)
+    p = with_config(actions.add_parser("revoke", help="refuse a key from now on"))
+    p.add_argument("name", help="the key's name")
+    p.set_defaults(func=cmd_revoke)
