@@ -130,7 +130,8 @@ def test_alerts_can_be_acknowledged_once_with_who_and_comment(
         store.close()
     assert own["data"]["alert_id"] == alert_id and own["data"]["who"] == "alice"
     assert own["data"]["comment"] == "test rig" and own["data"]["alert_kind"] == "unknown_agent"
-    assert own["data"]["alert_agent"] == "ws-unknown" and own["data"]["via"] == "api"
+    # issue 15: an unenrolled id's batches are counted per sending address, not per agent
+    assert own["data"]["alert_agent"] is None and own["data"]["via"] == "api"
 
 
 def test_metrics_in_prometheus_format(collector: CollectorProcess, client: httpx.Client,

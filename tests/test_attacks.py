@@ -54,6 +54,13 @@ def alert_kinds(api: httpx.Client, agent_id: str) -> list[str]:
             ["alerts"]]
 
 
+def source_alerts(api: httpx.Client, kind: str) -> list[tuple[str | None, str | None]]:
+    """(agent_id, source) of the `kind` alerts: issue 15 counts what fails before
+    authentication against the sender's address, never against the agent a batch names."""
+    return [(a["agent_id"], a["source"]) for a in api.get(
+        "/api/v1/alerts", params={"kind": kind}).json()["alerts"]]
+
+
 def stored_seqs(api: httpx.Client, agent_id: str) -> list[int]:
     events = api.get("/api/v1/events", params={"agent_id": agent_id, "limit": 1000}).json()
     return sorted(e["seq"] for e in events["events"])
@@ -67,7 +74,8 @@ def test_forged_signature_rejected_and_flagged(collector: CollectorProcess, clie
     response = ingest(client, maker.body(key=Ed25519PrivateKey.generate()))
     assert response.status_code == 401
     assert "signature" in response.json()["detail"]
-    assert alert_kinds(api, "ws-forge") == ["bad_signature"]
+    assert alert_kinds(api, "ws-forge") == []  # issue 15: not the agent's alert...
+    assert source_alerts(api, "bad_signature") == [(None, "127.0.0.1")]  # ...the sender's
     assert stored_seqs(api, "ws-forge") == [1, 2, 3]  # good data before it kept...
     send_good(client, maker, 1)  # ...and good data after it still stored
     assert stored_seqs(api, "ws-forge") == [1, 2, 3, 4, 5, 6]
@@ -125,7 +133,7 @@ def test_unenrolled_agent_refused(collector: CollectorProcess, client: httpx.Cli
     response = ingest(client, stranger.body())
     assert response.status_code == 401
     assert "not enrolled" in response.json()["detail"]
-    assert alert_kinds(api, "ws-stranger") == ["unknown_agent"]
+    assert source_alerts(api, "unknown_agent") == [(None, "127.0.0.1")]  # issue 15
     assert stored_seqs(api, "ws-stranger") == []
 
 

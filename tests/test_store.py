@@ -562,7 +562,11 @@ def test_ingest_attack_is_refused_alerted_and_ingest_goes_on(
     assert result.stored == 0
     assert kinds_of_alerts(store) == [alert]
     (raised,) = store.list_alerts(open_only=True)
-    assert raised["agent_id"] == ("ghost-7" if alert == "unknown_agent" else "ws-1")
+    # issue 15: what fails before authentication is counted against the sender's address,
+    # never attributed to the agent the batch names
+    unauthenticated = alert in ("bad_signature", "unknown_agent")
+    assert raised["agent_id"] == (None if unauthenticated else "ws-1")
+    assert raised["source"] == ("local" if unauthenticated else None)
     assert store.stats()["events"] == before + (2 if alert == "replay" else 0)
     assert store.get_agent("ghost-7") is None
 

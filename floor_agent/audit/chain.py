@@ -18,7 +18,15 @@ import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from floor_agent.audit.event import AuditEvent, canonical
+from floor_agent.audit.event import (
+    AGENT_ID_RE,
+    MAX_INT,
+    AuditEvent,
+    EventError,
+    canonical,
+    check_timestamp,
+    shown,
+)
 
 EVENT_DOMAIN = b"floor-agent/event/v1\x00"
 CHECKPOINT_DOMAIN = b"floor-agent/checkpoint/v1\x00"
@@ -77,24 +85,53 @@ class Checkpoint:
 
     @classmethod
     def from_wire(cls, raw: Any) -> Checkpoint:
-        """Parse a checkpoint from JSON; ValueError names the bad field."""
+        """Parse a checkpoint from JSON; ValueError names the bad field (`checkpoint.<field>`).
+
+        Every field is bounded here, before anything else looks at it: the id by the agent id
+        pattern, seq to 0..2**63-1 (a store's integer), ts to the one timestamp form events
+        use (a real date), boot_id to 1-64 characters; errors quote at most a short prefix.
+        """
         if not isinstance(raw, dict):
             raise ValueError("checkpoint: expected an object")
+        missing = [name for name in CHECKPOINT_FIELDS if name not in raw]
+        if missing:
+            raise ValueError(f"checkpoint: missing field {missing[0]}")
+        agent_id, seq, ts, boot_id = raw["agent_id"], raw["seq"], raw["ts"], raw["boot_id"]
+        if not isinstance(agent_id, str) or not AGENT_ID_RE.match(agent_id):
+            raise ValueError(f"checkpoint.agent_id: expected 1-64 of [A-Za-z0-9._-], "
+                             f"got {shown(agent_id)}")
+        if type(seq) is not int or not 0 <= seq <= MAX_INT:
+            raise ValueError(f"checkpoint.seq: expected an integer 0..{MAX_INT}, "
+                             f"got {shown(seq)}")
         try:
-            agent_id, seq, ts, boot_id = raw["agent_id"], raw["seq"], raw["ts"], raw["boot_id"]
-            digest = bytes.fromhex(raw["hash"])
-            signature = base64.b64decode(raw["signature"], validate=True)
-        except KeyError as exc:
-            raise ValueError(f"checkpoint: missing field {exc.args[0]}") from None
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"checkpoint: hash or signature not hex/base64 ({exc})") from None
-        if not all(isinstance(v, str) and "\x00" not in v for v in (agent_id, ts, boot_id)):
-            raise ValueError("checkpoint: agent_id, ts and boot_id must be strings without NUL")
-        if type(seq) is not int or seq < 0:
-            raise ValueError("checkpoint: seq must be a non-negative integer")
-        if len(digest) != 32 or len(signature) != 64:
-            raise ValueError("checkpoint: hash must be 32 bytes and signature 64 bytes")
-        return cls(agent_id, seq, digest, ts, boot_id, signature)
+            check_timestamp(ts)
+        except EventError as exc:
+            raise ValueError(f"checkpoint.{exc}") from None
+        if not isinstance(boot_id, str) or not 1 <= len(boot_id) <= 64 or "\x00" in boot_id:
+            raise ValueError(f"checkpoint.boot_id: expected 1-64 characters without NUL, "
+                             f"got {shown(boot_id)}")
+        for name, size, decode in (("hash", 32, bytes.fromhex), ("signature", 64, _b64)):
+            value = raw[name]
+            if not isinstance(value, str) or len(value) > 2 * size + 4:
+                raise ValueError(f"checkpoint.{name}: expected {size} bytes as "
+                                 f"{'hex' if name == 'hash' else 'base64'}")
+            try:
+                decoded = decode(value)
+            except ValueError:
+                decoded = b""
+            if len(decoded) != size:
+                raise ValueError(f"checkpoint.{name}: expected {size} bytes as "
+                                 f"{'hex' if name == 'hash' else 'base64'}")
+        return cls(agent_id, seq, bytes.fromhex(raw["hash"]), ts, boot_id,
+                   _b64(raw["signature"]))
+
+
+CHECKPOINT_FIELDS = ("agent_id", "seq", "hash", "ts", "boot_id", "signature")
+
+
+def _b64(text: str) -> bytes:
+    """Strict base64 (ValueError on anything else, binascii.Error being one)."""
+    return base64.b64decode(text, validate=True)
 
 
 @dataclass(frozen=True, slots=True)

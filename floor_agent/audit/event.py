@@ -34,8 +34,32 @@ EVENT_FIELDS: tuple[str, ...] = (
 _EVENT_FIELD_SET = frozenset(EVENT_FIELDS)
 
 
+MAX_ERROR_CHARS = 300
+
+
 class EventError(ValueError):
-    """An event that cannot be part of the chain; the message names the field and the reason."""
+    """An event that cannot be part of the chain; the message names the field and the reason.
+
+    The message is cut to MAX_ERROR_CHARS: it is answered, logged and may be stored in an
+    alert, and field names or values in it come from whoever sent the batch."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message if len(message) <= MAX_ERROR_CHARS
+                         else message[:MAX_ERROR_CHARS] + "...")
+
+
+SHOWN_CHARS = 80  # an error quotes at most this much of the value it refuses
+
+
+def shown(value: Any) -> str:
+    """repr() of a refused value, cut short: an error message (stored in an alert, logged,
+    sent back) must not grow with what an attacker sends (a 4 MiB agent_id)."""
+    if isinstance(value, int) and not -MAX_INT - 1 <= value <= MAX_INT:
+        return "an integer outside the 64-bit range"
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        value = value[:SHOWN_CHARS]
+    text = repr(value) if isinstance(value, str | int | bool | None) else type(value).__name__
+    return text if len(text) <= SHOWN_CHARS + 2 else text[:SHOWN_CHARS] + "..."
 
 
 def utc_timestamp(when: datetime | None = None) -> str:
@@ -47,7 +71,7 @@ def utc_timestamp(when: datetime | None = None) -> str:
 def parse_timestamp(ts: str) -> datetime:
     """The inverse of utc_timestamp; raises EventError on any other form."""
     if not isinstance(ts, str) or not TS_RE.match(ts):
-        raise EventError(f"ts: expected YYYY-MM-DDTHH:MM:SS.ffffffZ in UTC, got {ts!r}")
+        raise EventError(f"ts: expected YYYY-MM-DDTHH:MM:SS.ffffffZ in UTC, got {shown(ts)}")
     try:
         if len(ts) == 27 and ts.isascii():
             # TS_RE fixed every field's place, so this is what strptime computes (and refuses:
@@ -58,7 +82,7 @@ def parse_timestamp(ts: str) -> datetime:
                             int(ts[14:16]), int(ts[17:19]), int(ts[20:26]), tzinfo=UTC)
         return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     except ValueError as exc:
-        raise EventError(f"ts: not a real date/time: {ts!r}") from exc
+        raise EventError(f"ts: not a real date/time: {shown(ts)}") from exc
 
 
 @lru_cache(maxsize=1024)
@@ -143,19 +167,21 @@ class AuditEvent:
     def validate(self) -> AuditEvent:
         """Reject anything the collector would reject, before it is chained."""
         if not isinstance(self.agent_id, str) or not AGENT_ID_RE.match(self.agent_id):
-            raise EventError(f"agent_id: expected 1-64 of [A-Za-z0-9._-], got {self.agent_id!r}")
+            raise EventError(f"agent_id: expected 1-64 of [A-Za-z0-9._-], "
+                             f"got {shown(self.agent_id)}")
         if type(self.seq) is not int or not 1 <= self.seq <= MAX_INT:
-            raise EventError(f"seq: expected a positive integer, got {self.seq!r}")
+            raise EventError(f"seq: expected a positive integer, got {shown(self.seq)}")
         if not isinstance(self.boot_id, str) or not 1 <= len(self.boot_id) <= 64 \
                 or "\x00" in self.boot_id:
-            raise EventError(f"boot_id: expected a string of 1-64 characters, got {self.boot_id!r}")
+            raise EventError(f"boot_id: expected a string of 1-64 characters, "
+                             f"got {shown(self.boot_id)}")
         check_timestamp(self.ts)
         if not isinstance(self.kind, str) or not KIND_RE.match(self.kind) or len(self.kind) > 64:
             raise EventError(f"kind: expected a dotted lower-case name like 'usb.blocked', "
-                             f"got {self.kind!r}")
+                             f"got {shown(self.kind)}")
         if self.severity not in SEVERITY_RANK:
             raise EventError(f"severity: expected one of {', '.join(SEVERITIES)}, "
-                             f"got {self.severity!r}")
+                             f"got {shown(self.severity)}")
         if not isinstance(self.subject, str) or len(self.subject) > MAX_SUBJECT_CHARS:
             raise EventError(f"subject: expected a string of at most {MAX_SUBJECT_CHARS} chars")
         if "\x00" in self.subject:  # no text column (PostgreSQL's least of all) takes NUL

@@ -16,26 +16,41 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
 from floor_agent.audit.chain import GENESIS_HASH, Checkpoint, link
-from floor_agent.audit.event import SEVERITY_RANK, AuditEvent, EventError
+from floor_agent.audit.event import (
+    AGENT_ID_RE,
+    SEVERITY_RANK,
+    AuditEvent,
+    EventError,
+    parse_timestamp,
+    utc_timestamp,
+)
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 
 ALERT_RANK = SEVERITY_RANK["warning"]  # an agent's event this severe or worse is an alert
 # Alert kinds the collector raises; every anomaly becomes one of these, stored with the data.
 # The first group means an agent's record can no longer be trusted as complete and unaltered.
 CHAIN_BREAKS = ("bad_signature", "altered_event", "fork", "gap", "replay", "rollback")
-ALERT_KINDS = (*CHAIN_BREAKS, "stale_checkpoint", "unknown_agent", "malformed_batch")
+ALERT_KINDS = (*CHAIN_BREAKS, "stale_checkpoint", "unknown_agent", "malformed_batch",
+               "clock_skew", "forged_rows")
+# What fails before a batch is authenticated (nothing proves who sent it): counted per source
+# address and kind on one open alert, never attributed to the agent the batch names.
+UNAUTHENTICATED = ("unknown_agent", "bad_signature", "malformed_batch")
+NOISE_SEVERITY = "warning"  # below every critical: noise never pushes a genuine one down
+MAX_NOISE_SOURCES = 64  # open noise alerts per kind; further addresses share one row
+MAX_DETAIL_CHARS = 500
 
 
 class BatchError(ValueError):
     """A batch that cannot even be read; status is the HTTP status to answer with."""
 
     def __init__(self, status: int, message: str, agent_id: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message[:MAX_DETAIL_CHARS])
         self.status = status
         self.agent_id = agent_id
 
@@ -77,17 +92,21 @@ class AgentRecord:
 class AlertDraft:
     kind: str
     severity: str
-    agent_id: str
+    agent_id: str | None  # None: not attributable to an agent (see `source`)
     detail: str
     seq: int | None = None
     # an alert raised by an agent's own event: counted per (kind, agent, subject) while open,
     # so a stick plugged ten times is one open alert seen ten times, not ten alerts
     subject: str | None = None
     count: int = 1  # times seen in this batch (one upsert per open alert, not per event)
+    # the client address of an unauthenticated failure: counted per (kind, source) while open
+    source: str | None = None
 
     @property
     def fingerprint(self) -> str:
         """Same kind, agent and place: the same open alert, counted rather than repeated."""
+        if self.source is not None:
+            return f"src:{self.kind}:{self.source}"
         if self.subject is not None:
             return f"{self.kind}:{self.agent_id}:s:{self.subject}"
         return f"{self.kind}:{self.agent_id}:{self.seq if self.seq is not None else '-'}"
@@ -103,6 +122,10 @@ class Plan:
     alerts: list[AlertDraft] = field(default_factory=list)
     acked_seq: int | None = None
     new_head: tuple[int, bytes] | None = None
+    # stored rows above the agent's head that its signed batch contradicts: moved aside
+    quarantine: list[int] = field(default_factory=list)
+    # set when refused before authentication: the alert kind to count against the source
+    noise: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -120,6 +143,8 @@ def parse(body: bytes, max_events: int) -> Batch:
     agent_id = raw.get("agent_id")
     if not isinstance(agent_id, str):
         raise BatchError(422, "batch.agent_id: expected a string")
+    if not AGENT_ID_RE.match(agent_id):  # before it is quoted, looked up, logged or stored
+        raise BatchError(422, "batch.agent_id: expected 1-64 of [A-Za-z0-9._-]")
     events_raw = raw.get("events")
     if not isinstance(events_raw, list):
         raise BatchError(422, "batch.events: expected a list", agent_id)
@@ -127,7 +152,8 @@ def parse(body: bytes, max_events: int) -> Batch:
         raise BatchError(413, f"batch.events: {len(events_raw)} events, at most {max_events} "
                               f"in one batch", agent_id)
     try:
-        prev_hash = bytes.fromhex(raw.get("prev_hash", ""))
+        prev_text = raw.get("prev_hash", "")
+        prev_hash = bytes.fromhex(prev_text) if len(prev_text) == 64 else b""
     except (TypeError, ValueError):
         prev_hash = b""
     if len(prev_hash) != 32:
@@ -143,7 +169,7 @@ def parse(body: bytes, max_events: int) -> Batch:
             raise BatchError(422, f"{where}: expected an object", agent_id)
         try:
             event = AuditEvent.from_dict(item.get("event"), f"{where}.event")
-            claimed = bytes.fromhex(item["hash"])
+            claimed = bytes.fromhex(item["hash"]) if len(item["hash"]) == 64 else b""
         except EventError as exc:
             raise BatchError(422, str(exc), agent_id) from None
         except (KeyError, TypeError, ValueError):
@@ -222,63 +248,207 @@ def _chain_problem(batch: Batch) -> tuple[int, str, str, int | None] | None:
 
 
 def _reject(status: int, kind: str, severity: str, agent_id: str, detail: str,
-            seq: int | None = None) -> Plan:
-    return Plan(status, detail, alerts=[AlertDraft(kind, severity, agent_id, detail, seq)])
+            seq: int | None = None, subject: str | None = None) -> Plan:
+    return Plan(status, detail, alerts=[AlertDraft(kind, severity, agent_id, detail, seq,
+                                                   subject=subject)])
 
 
-def plan(batch: Prepared, agent: AgentRecord | None, stored: Mapping[int, bytes]) -> Plan:
+def _unauthenticated(status: int, kind: str, claimed: str, detail: str) -> Plan:
+    """A refusal before the batch is authenticated: nothing here is attributed to an agent;
+    the caller counts it against the sending address (noise_alert with its real source)."""
+    return Plan(status, detail, alerts=[noise_alert(kind, "unknown", claimed, detail)],
+                noise=kind)
+
+
+def noise_alert(kind: str, source: str, claimed: str | None, reason: str) -> AlertDraft:
+    """The per-address alert of an unauthenticated failure; every part of it is bounded.
+
+    `claimed` is the agent id the batch named (already checked against the id pattern, or
+    None), kept in the words only: anyone can name any agent.
+    """
+    named = f"; last one named agent {claimed!r}" if claimed else ""
+    detail = f"{kind} from {source[:64]}: {reason}"[:MAX_DETAIL_CHARS - 100] + named
+    return AlertDraft(kind, NOISE_SEVERITY, None, detail, source=source[:64])
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """The collector's time and how far an agent's may be from it (collector config
+    max_clock_skew_seconds)."""
+
+    now: datetime
+    max_skew: timedelta
+
+    def offset(self, ts: str) -> str:
+        """How far ts is from now, in words ("3 days 2:00:00 ahead", "25 years behind")."""
+        delta = parse_timestamp(ts) - self.now
+        ahead = delta >= timedelta(0)
+        span = abs(delta)
+        text = f"{span.days // 365} years" if span.days >= 730 else str(span).split(".")[0]
+        return f"{text} {'ahead of' if ahead else 'behind'} the collector's clock"
+
+
+def plan(batch: Prepared, agent: AgentRecord | None, stored: Mapping[int, bytes], *,
+         clock: Clock | None = None, last_stored: int | None = None) -> Plan:
     """Decide what happens to a prepared batch.
 
     `stored` maps seq -> stored hash for every seq of the batch and for the seq just before its
-    first event (and for the checkpoint's seq, for a heartbeat). All-or-nothing: a batch is
-    either stored whole (duplicates skipped) or not at all, so nothing is stored partially.
+    first event (and for the checkpoint's seq, for a heartbeat); `last_stored` is the highest
+    seq stored for the agent at or below its head (None: unknown), which names the range of
+    deleted rows. Without a clock, timestamps are only checked for their form.
+    All-or-nothing: a batch is either stored whole (duplicates skipped) or not at all.
     """
     cp = batch.checkpoint
     if agent is None:
-        return _reject(401, "unknown_agent", "warning", batch.agent_id,
-                       f"agent {batch.agent_id!r} is not enrolled")
+        return _unauthenticated(401, "unknown_agent", batch.agent_id,
+                                f"agent {batch.agent_id!r} is not enrolled")
     if cp.agent_id != agent.agent_id or batch.agent_id != agent.agent_id:
-        return _reject(401, "bad_signature", "critical", agent.agent_id,
-                       f"checkpoint names agent {cp.agent_id!r}, batch {batch.agent_id!r}, "
-                       f"enrolled key {agent.agent_id!r}")
+        return _unauthenticated(401, "bad_signature", batch.agent_id,
+                                f"checkpoint names agent {cp.agent_id!r}, batch "
+                                f"{batch.agent_id!r}: not signed by that agent")
     try:
         key = public_key_from_b64(agent.public_key)
     except KeyFileError:
         return _reject(500, "bad_signature", "critical", agent.agent_id,
                        "stored public key of this agent is unusable")
     if not cp.signature_valid(key):
-        return _reject(401, "bad_signature", "critical", agent.agent_id,
-                       f"checkpoint signature at seq {cp.seq} does not verify", cp.seq)
-    if agent.checkpoint_ts is not None and cp.ts <= agent.checkpoint_ts:
+        return _unauthenticated(401, "bad_signature", batch.agent_id,
+                                f"checkpoint signature at seq {cp.seq} does not verify "
+                                f"with the key of {agent.agent_id!r}")
+    # From here the batch is the agent's own (its key signed it): what is wrong is its doing.
+    if clock is not None and cp.ts > utc_timestamp(clock.now + clock.max_skew):
+        return _reject(409, "clock_skew", "warning", agent.agent_id,
+                       f"signed checkpoint stamped {cp.ts}, {clock.offset(cp.ts)} (more than "
+                       f"{int(clock.max_skew.total_seconds())} s): refused, the agent keeps its "
+                       f"events until its clock is right", cp.seq, subject="checkpoint")
+    if _replayed(cp, agent, clock):
         return _reject(409, "replay", "critical", agent.agent_id,
                        f"checkpoint of {cp.ts} is not newer than the last accepted one "
                        f"({agent.checkpoint_ts}): replayed batch", cp.seq)
     if batch.problem is not None:
         status, kind, detail, seq = batch.problem
         return _reject(status, kind, "critical", agent.agent_id, detail, seq)
-    if batch.seqs:
-        return _plan_events(batch, agent, stored)
-    return _plan_heartbeat(batch, agent, stored)
+    result = (_plan_events(batch, agent, stored, last_stored) if batch.seqs
+              else _plan_heartbeat(batch, agent, stored, last_stored))
+    if result.accepted and clock is not None and result.store:
+        skewed = _skewed_events(result.store, agent, clock)
+        if skewed is not None:
+            result.alerts.append(skewed)
+    return result
 
 
-def _plan_events(batch: Prepared, agent: AgentRecord, stored: Mapping[int, bytes]) -> Plan:
+def _trusted_mark(agent: AgentRecord, clock: Clock | None) -> str | None:
+    """The last accepted checkpoint's ts, unless it cannot be right: not a timestamp, or
+    beyond the allowed skew (a store written before these checks): then it decides nothing."""
+    mark = agent.checkpoint_ts
+    if mark is None:
+        return None
+    try:
+        parse_timestamp(mark)
+    except EventError:
+        return None
+    if clock is not None and mark > utc_timestamp(clock.now + clock.max_skew):
+        return None
+    return mark
+
+
+def _replayed(cp: Checkpoint, agent: AgentRecord, clock: Clock | None) -> bool:
+    """A batch seen before: its checkpoint is not newer than the last accepted one and it
+    covers no seq beyond what the store already has. A checkpoint on new ground (a seq past
+    both the stored head and the last checkpoint) was never sent before whatever its ts says,
+    so one bad timestamp cannot block an agent; and a mark that cannot be right (see
+    _trusted_mark) is not compared with at all: then a checkpoint behind the last one is the
+    replay."""
+    known = max(agent.checkpoint_seq or 0, agent.head_seq)
+    mark = _trusted_mark(agent, clock)
+    if mark is None:
+        return agent.checkpoint_ts is not None and cp.seq < known
+    return cp.ts <= mark and cp.seq <= known
+
+
+def _skewed_events(rows: list[tuple[Any, ...]], agent: AgentRecord,
+                   clock: Clock) -> AlertDraft | None:
+    """A clock_skew alert for the events of an accepted batch stamped beyond the skew: in the
+    future of the collector's clock, or before the agent's previous checkpoint (an event after
+    a checkpoint was written after it). They are stored all the same: signed and genuine."""
+    future = utc_timestamp(clock.now + clock.max_skew)
+    mark = _trusted_mark(agent, clock)
+    past = utc_timestamp(parse_timestamp(mark) - clock.max_skew) if mark else None
+    after = agent.checkpoint_seq or 0
+    off = [(row[1], row[3]) for row in rows  # event_params' order: seq 1, ts 3
+           if row[3] > future or (past is not None and row[1] > after and row[3] < past)]
+    if not off:
+        return None
+    worst = max(off, key=lambda item: abs(parse_timestamp(item[1]) - clock.now))
+    seqs = _ranges([seq for seq, _ in off])
+    return AlertDraft("clock_skew", "warning", agent.agent_id,
+                      f"{len(off)} event(s) of {agent.agent_id} (seq {seqs}) stamped off the "
+                      f"collector's clock by more than {int(clock.max_skew.total_seconds())} s: "
+                      f"seq {worst[0]} at {worst[1]}, {clock.offset(worst[1])}; stored with "
+                      f"their received time"[:MAX_DETAIL_CHARS], off[0][0], subject="events")
+
+
+def _ranges(seqs: list[int], most: int = 8) -> str:
+    """'3..7, 9' for [3, 4, 5, 6, 7, 9]: seqs in words, at most `most` runs."""
+    runs: list[list[int]] = []
+    for seq in sorted(seqs):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+    words = [f"{a}..{b}" if a != b else str(a) for a, b in runs[:most]]
+    return ", ".join(words) + (f" and {len(runs) - most} more" if len(runs) > most else "")
+
+
+def _deleted(agent: AgentRecord, missing: int, last_stored: int | None) -> AlertDraft:
+    """A stored predecessor missing at or below the signed head: rows deleted from the store."""
+    low = last_stored + 1 if last_stored is not None and last_stored < missing else missing
+    return AlertDraft("gap", "critical", agent.agent_id,
+                      f"stored events {low}..{agent.head_seq} of {agent.agent_id} are missing "
+                      f"at or below its signed head ({agent.head_seq}; seq {missing} at least): "
+                      f"deleted from the store", low)
+
+
+def _forged(agent: AgentRecord, seqs: list[int]) -> AlertDraft:
+    return AlertDraft("forged_rows", "critical", agent.agent_id,
+                      f"stored rows of {agent.agent_id} at seq {_ranges(seqs)}, above its signed "
+                      f"head ({agent.head_seq}), differ from what the agent signed: written into "
+                      f"the store, never sent by the agent; moved to quarantine", seqs[0])
+
+
+def _plan_events(batch: Prepared, agent: AgentRecord, stored: Mapping[int, bytes],
+                 last_stored: int | None) -> Plan:
     cp = batch.checkpoint
     first = batch.seqs[0]
+    forged: list[int] = []  # stored rows above the head that the signed batch contradicts
+    deleted: AlertDraft | None = None
     before = stored.get(first - 1)
     if before is not None and before != batch.prev_hash:
-        return _reject(409, "fork", "critical", agent.agent_id,
-                       f"batch chains on from a hash at seq {first - 1} that differs from the "
-                       f"stored one: fork", first - 1)
+        if first - 1 <= agent.head_seq:
+            return _reject(409, "fork", "critical", agent.agent_id,
+                           f"batch chains on from a hash at seq {first - 1} that differs from "
+                           f"the stored one: fork", first - 1)
+        forged.append(first - 1)  # never covered by a signed checkpoint: not the agent's
+    elif before is None and 0 < first - 1 <= agent.head_seq:
+        deleted = _deleted(agent, first - 1, last_stored)
     new: list[int] = []
     for index, (seq, claimed) in enumerate(zip(batch.seqs, batch.hashes, strict=True)):
         have = stored.get(seq)
         if have is None:
             new.append(index)
         elif have != claimed:
-            return _reject(409, "fork", "critical", agent.agent_id,
-                           f"seq {seq} already stored with another hash: fork", seq)
+            if seq <= agent.head_seq:
+                return _reject(409, "fork", "critical", agent.agent_id,
+                               f"seq {seq} already stored with another hash: fork", seq)
+            forged.append(seq)
+            new.append(index)
     rows = batch.rows if len(new) == len(batch.rows) else [batch.rows[i] for i in new]
-    result = Plan(200, "stored", store=rows, acked_seq=cp.seq, alerts=event_alerts(rows))
+    result = Plan(200, "stored", store=rows, acked_seq=cp.seq, alerts=event_alerts(rows),
+                  quarantine=forged)
+    if forged:
+        result.alerts.append(_forged(agent, forged))
+    if deleted is not None:
+        result.alerts.append(deleted)
     if cp.seq > agent.head_seq:
         result.new_head = (cp.seq, cp.hash)
         above = [batch.seqs[i] for i in new if batch.seqs[i] > agent.head_seq]
@@ -309,13 +479,20 @@ def event_alerts(rows: list[tuple[Any, ...]]) -> list[AlertDraft]:
     return list(alerts.values())
 
 
-def _plan_heartbeat(batch: Prepared, agent: AgentRecord, stored: Mapping[int, bytes]) -> Plan:
+def _plan_heartbeat(batch: Prepared, agent: AgentRecord, stored: Mapping[int, bytes],
+                    last_stored: int | None) -> Plan:
     cp = batch.checkpoint
     result = Plan(200, "checkpoint", acked_seq=cp.seq)
     have = GENESIS_HASH if cp.seq == 0 else stored.get(cp.seq)
     if have is not None and have != cp.hash:
-        return _reject(409, "fork", "critical", agent.agent_id,
-                       f"signed head at seq {cp.seq} differs from the stored event: fork", cp.seq)
+        if cp.seq <= agent.head_seq:
+            return _reject(409, "fork", "critical", agent.agent_id,
+                           f"signed head at seq {cp.seq} differs from the stored event: fork",
+                           cp.seq)
+        result.quarantine = [cp.seq]
+        result.alerts.append(_forged(agent, [cp.seq]))
+    elif have is None and cp.seq <= agent.head_seq:
+        result.alerts.append(_deleted(agent, cp.seq, last_stored))
     if cp.seq > agent.head_seq:
         result.alerts.append(AlertDraft(
             "gap", "critical", agent.agent_id,
@@ -339,8 +516,6 @@ def needed_seqs(batch: Prepared) -> list[int]:
     return [batch.checkpoint.seq]
 
 
-def alert_for_error(error: BatchError) -> AlertDraft | None:
-    """A malformed batch from a known agent is worth an alert; anonymous garbage is not."""
-    if error.agent_id is None:
-        return None
-    return AlertDraft("malformed_batch", "warning", error.agent_id, str(error)[:500])
+def error_reason(error: BatchError) -> str:
+    """What a malformed batch's noise alert says (bounded: BatchError cuts its message)."""
+    return f"malformed batch refused ({error.status}): {error}"

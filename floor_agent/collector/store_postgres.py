@@ -209,6 +209,23 @@ CREATE TABLE IF NOT EXISTS verifications (
     problems TEXT COLLATE "C" NOT NULL,
     by_user TEXT COLLATE "C" NOT NULL
 );
+-- rows found in the events table above an agent's signed head that contradict what the
+-- agent then signed: moved here by ingest (kept as evidence, never served as events)
+CREATE TABLE IF NOT EXISTS quarantine (
+    id BIGSERIAL PRIMARY KEY,
+    agent_id TEXT COLLATE "C" NOT NULL,
+    seq BIGINT NOT NULL,
+    boot_id TEXT COLLATE "C" NOT NULL,
+    ts TEXT COLLATE "C" NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL,
+    severity TEXT COLLATE "C" NOT NULL,
+    subject TEXT COLLATE "C" NOT NULL,
+    data TEXT COLLATE "C" NOT NULL,
+    hash BYTEA NOT NULL,
+    received_at TEXT COLLATE "C" NOT NULL,
+    quarantined_at TEXT COLLATE "C" NOT NULL,
+    reason TEXT COLLATE "C" NOT NULL
+);
 """
 SCHEMA = TABLES + EVENT_INDEXES + CREDENTIAL_TABLES + DASHBOARD_TABLES
 

@@ -108,8 +108,20 @@ def heartbeat_cell(agent: dict[str, Any], now: datetime, stale_seconds: int) -> 
     return Cell("ok", f"{seconds} s ago")
 
 
-def chain_cell(agent: dict[str, Any], open_kinds: set[str]) -> Cell:
+def chain_state(open_kinds: set[str], verification: dict[str, Any] | None) -> str:
+    """broken | stale | intact: broken by an open chain-break alert or by the last
+    re-verification of the stored chain (`collector verify`, the integrity page) failing; an
+    alert acknowledged does not make a failed verification pass, only a new one that passes."""
+    if open_kinds & set(CHAIN_BREAKS) or (verification is not None and not verification["ok"]):
+        return "broken"
+    return "stale" if "stale_checkpoint" in open_kinds else "intact"
+
+
+def chain_cell(agent: dict[str, Any], open_kinds: set[str],
+               verification: dict[str, Any] | None = None) -> Cell:
     breaks = sorted(open_kinds & set(CHAIN_BREAKS))
+    if verification is not None and not verification["ok"]:
+        breaks.append(f"verification failed {str(verification['verified_at'])[:19]}")
     if breaks:
         return Cell("bad", ", ".join(breaks))
     if agent.get("checkpoint_seq") is None:
@@ -185,7 +197,9 @@ def _rank(w: Workstation) -> int:
 
 
 def build(agents: list[dict[str, Any]], latest: list[dict[str, Any]],
-          open_alerts: list[dict[str, Any]], now: datetime, stale_seconds: int) -> Overview:
+          open_alerts: list[dict[str, Any]], now: datetime, stale_seconds: int,
+          verifications: dict[str, dict[str, Any]] | None = None) -> Overview:
+    """verifications: the last re-verification per agent (store.list_verifications)."""
     by_agent: dict[str, dict[str, dict[str, Any]]] = {}
     for event in latest:
         by_agent.setdefault(event["agent_id"], {})[event["topic"]] = event
@@ -204,7 +218,8 @@ def build(agents: list[dict[str, Any]], latest: list[dict[str, Any]],
         view.workstations.append(Workstation(
             ident, agent.get("hostname") or "", usb_cell(topics.get("usb.lock")),
             isolation_cell(topics.get("net.state")), heartbeat,
-            chain_cell(agent, open_kinds.get(ident, set()))))
+            chain_cell(agent, open_kinds.get(ident, set()),
+                       (verifications or {}).get(ident))))
     # problems first: on a wall of 200 workstations the broken ones must be on screen
     view.workstations.sort(key=lambda w: (_rank(w), w.agent_id))
     door_agents = {a["agent_id"] for a in agents if a["role"] == "door"}

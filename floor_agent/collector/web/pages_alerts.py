@@ -1,4 +1,9 @@
-"""Alerts (`/alerts`): open and acknowledged, and acknowledging with a comment."""
+"""Alerts (`/alerts`): open and acknowledged, and acknowledging with a comment.
+
+Listed as the store orders them (store_sql.ALERT_ORDER): open first, the most severe first,
+genuine before per-address noise, then newest: a genuine critical alert heads the page
+however many junk batches were counted.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from floor_agent.collector.web.tables import Table
 router = APIRouter()
 LIMIT = 1000
 COLUMNS = ["id", "created", "last seen", "count", "kind", "severity", "agent", "detail", "state",
-           "acknowledged by", "acknowledged at", "comment"]
+           "acknowledged by", "acknowledged at", "comment", "source"]
 STATES = ("open", "acknowledged", "all")
 
 
@@ -32,7 +37,7 @@ def alerts_table(alerts: list[dict[str, Any]]) -> Table:
         table.add([str(a["id"]), a["created_at"], a["last_seen_at"], str(a["count"]), a["kind"],
                    a["severity"], a["agent_id"] or "", a["detail"],
                    "acknowledged" if a["acked_at"] else "open", a["acked_by"] or "",
-                   a["acked_at"] or "", a["ack_comment"] or ""])
+                   a["acked_at"] or "", a["ack_comment"] or "", a.get("source") or ""])
     return table
 
 

@@ -26,7 +26,7 @@ def _view(request: Request) -> overview.Overview:
     store = dash.store
     return overview.build(store.list_agents(), store.latest_states(),
                           store.list_alerts(open_only=True, limit=100_000), dash.clock(),
-                          dash.stale_seconds)
+                          dash.stale_seconds, store.list_verifications())
 
 
 def _wall(wall: str | None) -> bool:

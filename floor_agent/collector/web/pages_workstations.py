@@ -34,7 +34,7 @@ def workstations(request: Request, user: Annotated[User, Depends(require("read")
     agents = store.list_agents()
     view = overview.build(agents, store.latest_states(),
                           store.list_alerts(open_only=True, limit=100_000), dash.clock(),
-                          dash.stale_seconds)
+                          dash.stale_seconds, store.list_verifications())
     info = {a["agent_id"]: a for a in agents}
     table = Table(["workstation", "hostname", "enrolled", "events", "USB", "isolation",
                    "heartbeat", "chain"], testid="workstations")
