@@ -137,6 +137,12 @@ def body_limit(method: str, path: str, limits: EdgeLimits) -> int:
     return limits.form_body
 
 
+def header_size(scope: Mapping[str, Any]) -> int:
+    """Bytes of the request line's target and the headers, as received (near enough)."""
+    return (len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            + sum(len(name) + len(value) + 4 for name, value in scope["headers"]))
+
+
 def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
     """Content-Length as sent, -1 when it is not a number, None when absent."""
     for name, value in headers:
@@ -195,6 +201,11 @@ class BodyGuard:
             await self.app(scope, receive, send)
             return
         address = (scope.get("client") or ("?", 0))[0]
+        if header_size(scope) > self.limits.max_header_bytes:
+            # (headers that never end are cut by EdgeProtocol; these ended in one read)
+            await refuse(send, 431, f"request headers larger than "
+                                    f"{self.limits.max_header_bytes} bytes")
+            return
         limit = body_limit(scope["method"], scope["path"], self.limits)
         declared = declared_length(scope["headers"])
         if declared is not None and (declared < 0 or declared > limit):
