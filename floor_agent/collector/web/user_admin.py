@@ -16,13 +16,21 @@ class UserError(ValueError):
     """A refused user change; the message says why."""
 
 
+def _hashed(secret: str) -> str:
+    """The argon2 hash, or a UserError while every hashing slot stays busy (under attack)."""
+    try:
+        return passwords.hash_password(secret)
+    except passwords.HashBusy as exc:
+        raise UserError(f"{exc}: try again in a moment") from None
+
+
 def create(store: Store, own: OwnAudit, username: str, role: str, by: str, now: str) -> str:
     """The new user's one-time password (shown once, stored only as its argon2 hash)."""
     problem = username_problem(username) or role_problem(role)
     if problem:
         raise UserError(problem)
     secret = passwords.one_time_password()
-    if not store.add_user(username, role, passwords.hash_password(secret), True, now):
+    if not store.add_user(username, role, _hashed(secret), True, now):
         raise UserError(f"username: {username!r} exists already")
     own.emit("dashboard.user_created", username, "notice", username=username, role=role, by=by)
     return secret
@@ -39,8 +47,8 @@ def reset(store: Store, own: OwnAudit, username: str, by: str, now: str) -> str:
     """A new one-time password; the user's sessions end, a lockout is lifted."""
     _existing(store, username)
     secret = passwords.one_time_password()
-    store.update_user(username, now, password_hash=passwords.hash_password(secret),
-                      must_change=True, failures=0, locked_until=None)
+    store.update_user(username, now, password_hash=_hashed(secret), must_change=True,
+                      failures=0, locked_until=None)
     store.delete_sessions_of(username)
     own.emit("dashboard.user_reset", username, "notice", username=username, by=by)
     return secret
