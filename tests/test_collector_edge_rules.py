@@ -1,0 +1,90 @@
+"""The edge's decisions as pure functions (collector/edge.py, the snapshot's JPEG header): who
+is admitted, who makes room, which body limit a route has, when a slow body is given up."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from floor_agent.collector.edge import (
+    BodyBudget,
+    Connection,
+    EdgeLimits,
+    admission,
+    body_deadline,
+    body_limit,
+    declared_length,
+    eviction_victim,
+)
+from floor_agent.collector.web.snapshots_api import MAX_BYTES, jpeg_problem, jpeg_size
+from floor_agent.config import CollectorSection
+
+LIMITS = EdgeLimits.of(CollectorSection(), MAX_BYTES)
+
+
+def test_admission_per_address_then_in_all() -> None:
+    small = EdgeLimits.of(CollectorSection(edge={"max_connections": 16,
+                                                 "max_connections_per_address": 4}), MAX_BYTES)
+    assert admission({"a": 3}, 3, "a", small) == "admit"
+    assert admission({"a": 4}, 4, "a", small) == "address_full"
+    assert admission({"a": 4, "b": 4, "c": 4, "d": 4}, 16, "e", small) == "full"
+
+
+def test_the_victim_is_the_oldest_idle_connection_of_the_address_holding_most() -> None:
+    conns = [Connection("a", 1.0), Connection("a", 2.0), Connection("a", 3.0),
+             Connection("b", 0.5), Connection("b", 0.7)]
+    counts = {"a": 3, "b": 2}
+    assert eviction_victim(conns, counts, "new") is conns[0]
+    conns[0].busy = True  # a connection in a request is never taken
+    assert eviction_victim(conns, counts, "new") is conns[1]
+    # an address is not evicted in favour of one that would then hold as many
+    assert eviction_victim(conns, counts, "b") is None
+    # equal holdings: the oldest idle one of either
+    assert eviction_victim(conns, {"a": 3, "b": 3}, "c") is conns[3]
+
+
+def test_body_limits_per_route() -> None:
+    assert body_limit("POST", "/api/v1/enroll", LIMITS) == 4096
+    assert body_limit("POST", "/login", LIMITS) == 4096
+    assert body_limit("POST", "/api/v1/ingest", LIMITS) == 16 * 1024 * 1024
+    assert body_limit("POST", "/api/v1/snapshots/cam1", LIMITS) == MAX_BYTES
+    assert body_limit("POST", "/admin/users", LIMITS) == 64 * 1024
+    assert body_limit("GET", "/api/v1/ingest", LIMITS) == 4096
+    assert declared_length([(b"content-length", b"12")]) == 12
+    assert declared_length([(b"content-length", b"-1")]) == -1
+    assert declared_length([(b"host", b"x")]) is None
+
+
+def test_a_body_keeping_the_minimum_rate_keeps_going() -> None:
+    assert body_deadline(100.0, 0, LIMITS) == 100.0 + LIMITS.body_timeout
+    assert body_deadline(100.0, 10 * LIMITS.body_min_rate, LIMITS) == (
+        100.0 + LIMITS.body_timeout + 10)
+
+
+def test_the_budget_holds_per_address_and_in_all() -> None:
+    budget = BodyBudget(total=10, per_address=6)
+    assert budget.take("a", 6) and not budget.take("a", 1)
+    assert budget.take("b", 4) and not budget.take("c", 1)
+    budget.give("a", 6)
+    assert budget.take("c", 5) and budget.by_address == {"b": 4, "c": 5}
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_jpeg_size_from_the_frame_header(progressive: bool) -> None:
+    ok, data = cv2.imencode(".jpg", np.zeros((360, 640, 3), np.uint8),
+                            [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)])
+    assert ok
+    body = data.tobytes()
+    assert jpeg_size(body) == (640, 360)
+    assert jpeg_problem(body) == (None, 640, 360)
+    # fill bytes before a marker are allowed
+    assert jpeg_size(body[:2] + b"\xff\xff" + body[2:]) == (640, 360)
+    # no frame header before the scan, or cut short
+    sof = body.index(b"\xff\xc0" if not progressive else b"\xff\xc2")
+    assert jpeg_size(body[:sof]) is None
+    assert jpeg_size(body[:sof + 6]) is None
+    huge = bytearray(body)
+    huge[sof + 5:sof + 9] = (11500).to_bytes(2, "big") * 2
+    problem, _, _ = jpeg_problem(bytes(huge))
+    assert problem is not None and "11500x11500" in problem
