@@ -149,7 +149,8 @@ def test_csv_exports_the_filtered_table_and_defuses_formulas(web: WebApp) -> Non
     page = client.get("/events?kind=usb.blocked").text
     assert 'data-testid="export-csv" href="/events?kind=usb.blocked&amp;format=csv"' in page
     rows = rows_of(client.get("/events?kind=usb.blocked&format=csv"))
-    assert rows[0] == ["time", "agent", "seq", "kind", "severity", "subject", "data"]
+    # issue 15: the collector's received time beside the agent's own stamp
+    assert rows[0] == ["time", "agent", "seq", "kind", "severity", "subject", "data", "received"]
     assert len(rows) == 2 and rows[1][3] == "usb.blocked"
     assert "serial='=HYPERLINK" not in rows[1][6] and "=HYPERLINK" in rows[1][6]
     access = rows_of(client.get("/doors?outcome=denied&format=csv"))

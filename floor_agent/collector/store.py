@@ -32,6 +32,10 @@ class EventQuery:
     until: str | None = None
     limit: int = 100
     cursor: tuple[str, int] | None = None  # (ts, id) of the last row of the previous page
+    # newest *received* first (the order the live feed shows them in), not by the agent's
+    # stamp: an event stamped 2099 cannot pin itself on top nor one stamped 2001 sink out of
+    # sight; without a cursor (one page)
+    by_received: bool = False
 
 
 @dataclass(slots=True)

@@ -816,6 +816,8 @@ class SqlStore(DashboardSql, CredentialSql, Store):
             where.append("ts <= ? AND (ts < ? OR (ts = ? AND id < ?))")
             params += [query.cursor[0], query.cursor[0], query.cursor[0], query.cursor[1]]
         severities = list(dict.fromkeys(query.severities))
+        if query.by_received:
+            return self._received_page(where, params, severities, query)
         prefix = query.kind_prefix if query.kind_prefix and not query.kind else None
         with self._read() as cur:
             kinds = self._kinds_between(cur, prefix, prefix + "\U0010ffff") if prefix else []
@@ -829,6 +831,25 @@ class SqlStore(DashboardSql, CredentialSql, Store):
             last = page.events[-1]
             page.next_cursor = (last["ts"], last["id"])
         return page
+
+    def _received_page(self, where: list[str], params: list[Any], severities: list[str],
+                       query: EventQuery) -> EventPage:
+        """One page newest received first: by id (ids grow in commit order), or for one
+        agent by seq on its (agent_id, seq) key, the same order without a sort."""
+        if query.cursor:
+            raise ValueError("by_received pages have no cursor")
+        terms, values = list(where), list(params)
+        if severities:
+            terms.append(f"severity IN ({', '.join('?' for _ in severities)})")
+            values += severities
+        sql = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
+        if terms:
+            sql += " WHERE " + " AND ".join(terms)
+        sql += " ORDER BY seq DESC" if query.agent_id else " ORDER BY id DESC"
+        with self._read() as cur:
+            cur.execute(self._q(sql + " LIMIT ?"), [*values, query.limit])
+            rows = cur.fetchall()
+        return EventPage([_event_dict(row) for row in rows])
 
     MAX_BRANCHES = 64
 

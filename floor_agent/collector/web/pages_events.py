@@ -20,7 +20,10 @@ from floor_agent.collector.web.tables import Cell, Table, short, time_cell
 router = APIRouter()
 PAGE_SIZE = 200
 CSV_LIMIT = 10_000
-COLUMNS = ["time", "agent", "seq", "kind", "severity", "subject", "data"]
+# "time" is the agent's own (signed) stamp, "received" the collector's: the list is in
+# received order (newest first), as the live feed adds rows, so a wrong agent clock can
+# neither pin an event on top nor bury one (issue 15)
+COLUMNS = ["time", "agent", "seq", "kind", "severity", "subject", "data", "received"]
 
 
 def live_filter(kind: str | None, severity: str | None, agent: str | None, since: str | None,
@@ -41,7 +44,8 @@ def events_table(events: list[dict[str, Any]]) -> Table:
         table.add([time_cell(e["ts"], link=f"/events/{e['agent_id']}/{e['seq']}"),
                    short(e["agent_id"]), short(str(e["seq"])), short(e["kind"]),
                    short(e["severity"], cls=f"sev-{e['severity']}"),
-                   e["subject"], Cell(data_text(e["data"]), cls="data")],
+                   e["subject"], Cell(data_text(e["data"]), cls="data"),
+                   time_cell(e["received_at"])],
                   data_testid="event-row", data_agent=e["agent_id"], data_seq=str(e["seq"]),
                   data_kind=e["kind"], data_severity=e["severity"])
     return table
@@ -71,7 +75,8 @@ def events_page(request: Request, user: Annotated[User, Depends(require("read"))
     csv = export_allowed(user, format)
     query = EventQuery(agent_id=live.agent_id, kind_prefix=live.kind_prefix,
                        severities=filters.at_least(live.min_severity), since=live.since,
-                       until=live.until, limit=CSV_LIMIT if csv else PAGE_SIZE)
+                       until=live.until, limit=CSV_LIMIT if csv else PAGE_SIZE,
+                       by_received=True)
     table = events_table(dash.store.query_events(query).events)
     if csv:
         return csv_response(table, "events")

@@ -68,6 +68,7 @@
     cell(row, e.severity, "sev-" + e.severity + " nowrap");
     cell(row, e.subject);
     cell(row, dataText(e.data), "data");
+    cell(row, shortTime(e.ingested_at), "nowrap", null, e.ingested_at);  // received
     feed.insertBefore(row, feed.firstChild);
     while (feed.rows.length > MAX_ROWS) { feed.deleteRow(feed.rows.length - 1); }
   }
