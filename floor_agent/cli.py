@@ -644,13 +644,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # Files and directories this process makes are its own alone (keys, stores, spools,
     # footage), whether or not systemd's UMask=0077 applies: run from a shell, umask is 022.
-    os.umask(0o077)
-    args = build_parser().parse_args(argv)
+    # (Restored on return, for a caller that runs main in its own process, as the tests do.)
+    previous = os.umask(0o077)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    finally:
+        os.umask(previous)
 
 
 if __name__ == "__main__":
