@@ -96,21 +96,23 @@ class Forwarder:
                 self.wake.clear()
 
     def step(self) -> float:
-        """Send one batch (or a heartbeat when due); returns how long to wait before the next."""
-        acked, pending = self.spool.batch(self.batch_limit)
+        """Send one batch (or a heartbeat when due); returns how long to wait before the next.
+
+        Returns 0 only after progress (a batch acknowledged, or a smaller batch size to try):
+        with nothing deliverable it waits for the next heartbeat or a wake-up, so no spool
+        content, a damaged one least of all, can make it spin or stop its heartbeats.
+        """
+        start, pending = self.spool.batch(self.batch_limit)  # damage is set aside first
         now = time.monotonic()
         if not pending:
             due = self._last_checkpoint + self.settings.heartbeat_seconds
             if now < due:
                 return min(due - now, 1.0)
-            head = self.spool.head()
-            if head.seq != acked.seq:
-                return 0.0  # an event arrived between the two reads: send it first
-        last_seq = pending[-1].seq if pending else acked.seq
-        last_hash = pending[-1].hash if pending else acked.hash
+        last_seq = pending[-1].seq if pending else start.seq
+        last_hash = pending[-1].hash if pending else start.hash
         checkpoint = Checkpoint(self.spool.agent_id, last_seq, last_hash,
                                 self.spool.next_checkpoint_ts(), self.spool.boot_id).sign(self.key)
-        body = batch_body(self.spool.agent_id, acked.hash,
+        body = batch_body(self.spool.agent_id, start.hash,
                           [(p.body, p.hash) for p in pending], checkpoint)
         try:
             response = self.client.post("/api/v1/ingest", content=body)
@@ -126,17 +128,19 @@ class Forwarder:
         if response.status_code != 200:
             detail = response.text[:300]
             return self._backoff(f"collector refused batch ({response.status_code}): {detail}")
-        answer = response.json()
-        acked_seq = answer.get("acked_seq")
-        if acked_seq is not None and acked_seq > acked.seq:
-            self.spool.acknowledge(int(acked_seq))
+        acked_seq = _acked_seq(response)
+        if pending and (acked_seq is None or acked_seq < last_seq):
+            return self._backoff(f"collector answered 200 but acknowledged seq {acked_seq}, "
+                                 f"not {last_seq}")
+        if acked_seq is not None and acked_seq > start.seq:
+            self.spool.acknowledge(acked_seq)
         self._last_checkpoint = now
         if self._failures:
             log.info("collector reachable again after %d failed attempt(s)", self._failures)
         self._failures = 0
         self.last_error = None
         self.last_success = time.time()
-        return 0.0
+        return 0.0 if pending else min(self.settings.heartbeat_seconds, 1.0)
 
     def _backoff(self, reason: str) -> float:
         """Exponential backoff with full jitter; the reason is logged once per change."""
@@ -148,3 +152,13 @@ class Forwarder:
         ceiling = min(self.settings.backoff_max_seconds,
                       self.settings.backoff_initial_seconds * 2 ** min(self._failures - 1, 30))
         return self._rng(self.settings.backoff_initial_seconds / 2, ceiling)
+
+
+def _acked_seq(response: httpx.Response) -> int | None:
+    """The seq the collector says it stored up to, or None when its answer does not say."""
+    try:
+        answer = response.json()
+    except ValueError:
+        return None
+    seq = answer.get("acked_seq") if isinstance(answer, dict) else None
+    return seq if type(seq) is int else None

@@ -10,25 +10,38 @@ Capacity: past `alarm_ratio` of `max_events` the spool records one critical `age
 event; at `max_events` it stops accepting events below `warning` (counted, and the count is
 recorded in a critical `agent.spool_full` event), while security events of severity warning and
 above are always written: nothing that matters is dropped, silently or otherwise.
+
+Damage: someone with the file can edit or delete spooled rows. Every row records the hash it
+chains on from beside its own, and the head (seq, hash) is kept in `meta`, which deleting a row
+does not change. Before anything is sent, `inspect()` recomputes each row's hash from that
+predecessor and its canonical body and looks for missing seqs; what is damaged is moved aside
+(table `damaged_rows`, for an investigator), recorded (`spool_damage`) and reported in a
+critical, chained and signed `audit.spool_damaged` event, and the genuine rows after it are
+delivered with their original hashes, so the collector sees a hole (a `gap` alert naming the
+range), never a fork, and nothing genuine waits behind the damage.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from floor_agent.audit.chain import GENESIS_HASH, link
 from floor_agent.audit.event import (
     SEVERITY_RANK,
     AuditEvent,
+    EventError,
     canonical,
     parse_timestamp,
     utc_timestamp,
@@ -40,6 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SPOOL_FILE = "spool.db"  # in the agent's audit state_dir
+FILE_MODE = 0o600  # the spool and its -wal/-shm: events, hashes and the chain head
+DIR_MODE = 0o700
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,8 +63,31 @@ CREATE TABLE IF NOT EXISTS pending (
     body BLOB NOT NULL,      -- canonical bytes of the event, exactly as hashed
     hash BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS spool_damage (   -- every damaged range found, kept for the record
+    id INTEGER PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    problem TEXT NOT NULL,   -- altered | missing
+    detail TEXT NOT NULL,
+    found_at TEXT NOT NULL,
+    reported_seq INTEGER NOT NULL   -- the audit.spool_damaged event that said so
+);
+CREATE INDEX IF NOT EXISTS spool_damage_last ON spool_damage (last_seq);
+CREATE TABLE IF NOT EXISTS damaged_rows (   -- altered rows, moved aside as they were found
+    seq INTEGER NOT NULL,
+    body BLOB,
+    hash BLOB,
+    prev BLOB,
+    found_at TEXT NOT NULL
+);
 """
+# Columns a newer release adds to a spool an older one made (added at open, never by editing
+# the CREATE TABLE above): the hash each row chains on from, so the row after a deleted one
+# can still be delivered with its original chain hash.
+ADDED_COLUMNS = (("pending", "prev", "BLOB"),)
 SECURITY_RANK = SEVERITY_RANK["warning"]
+DAMAGE_KIND = "audit.spool_damaged"
+MAX_REPORTED_RANGES = 50  # per audit.spool_damaged event; the totals are always exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +103,199 @@ class Head:
     hash: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class SpooledRow:
+    """One pending row as read from disk, not yet trusted."""
+
+    seq: int
+    body: bytes
+    hash: bytes
+    prev: bytes | None  # the hash it chains on from; None in a row an older release wrote
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """A range of seqs that cannot be delivered, and why."""
+
+    first_seq: int
+    last_seq: int
+    problem: str  # altered: rows there but not what was chained | missing: rows gone
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """What a window of the spool holds: the run to send now and any new damage."""
+
+    start: Head  # the run's first event chains on from start.hash (start.seq = its seq - 1)
+    run: list[PendingEvent]
+    damage: list[Damage]
+    altered: list[int]  # seqs of the rows to move aside
+
+
+# -- the decisions, pure -----------------------------------------------------------------------
+def body_fault(agent_id: str, seq: int, body: bytes) -> str | None:
+    """Why these bytes are not an event the collector would take at seq, or None.
+
+    The collector re-validates every event and re-encodes it canonically before hashing; a row
+    it would refuse would block every later batch, so it is caught here, before sending.
+    """
+    try:
+        event = AuditEvent.from_dict(orjson.loads(body))
+    except (orjson.JSONDecodeError, EventError) as exc:
+        return f"not a valid event ({str(exc)[:120]})"
+    if event.agent_id != agent_id:
+        return "an event of another agent"
+    if event.seq != seq:
+        return f"the event inside says seq {event.seq}"
+    if canonical(event) != body:
+        return "not in canonical form"
+    return None
+
+
+def _row_fault(agent_id: str, row: SpooledRow, prev: bytes | None, after: SpooledRow | None,
+               acked: Head, head: Head) -> str | None:
+    """Why one row cannot be delivered, judged from its predecessor's hash, its own bytes,
+    its successor's record of it, and the delivered and recorded heads."""
+    if row.seq <= acked.seq:
+        return "at or below the delivered head"
+    if row.seq > head.seq:
+        return f"beyond the spool's recorded head (seq {head.seq})"
+    if prev is None:
+        return "the hash it chains on from is not recorded"
+    if link(prev, row.body) != row.hash:
+        return "does not hash to its chain hash"
+    if row.seq == acked.seq + 1 and prev != acked.hash:
+        return "does not chain on from the delivered head"
+    if row.seq == head.seq and row.hash != head.hash:
+        return "is not the spool's recorded head"
+    if after is not None and after.prev is not None and after.prev != row.hash:
+        return "the next event does not chain on from it"
+    return body_fault(agent_id, row.seq, row.body)
+
+
+def _uncovered(first: int, last: int, known: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of first..last not inside any known range (known sorted by first seq)."""
+    out: list[tuple[int, int]] = []
+    at = first
+    for lo, hi in known:
+        if hi < at or lo > last:
+            continue
+        if lo > at:
+            out.append((at, lo - 1))
+        at = max(at, hi + 1)
+        if at > last:
+            return out
+    if at <= last:
+        out.append((at, last))
+    return out
+
+
+def _ranges(seqs: list[int]) -> list[tuple[int, int]]:
+    """Sorted seqs as contiguous (first, last) ranges."""
+    out: list[tuple[int, int]] = []
+    for seq in seqs:
+        if out and out[-1][1] == seq - 1:
+            out[-1] = (out[-1][0], seq)
+        else:
+            out.append((seq, seq))
+    return out
+
+
+def inspect(agent_id: str, acked: Head, head: Head, rows: Sequence[SpooledRow],
+            complete: bool, known: Sequence[tuple[int, int]] = ()) -> Inspection:
+    """Check a window of pending rows (oldest first) before any of it is sent.
+
+    `complete` says the window reaches the newest row, so seqs between its last row and the
+    recorded head are missing; `known` are the damaged ranges already reported. The run is
+    contiguous and every row of it was checked against its successor too, so an incomplete
+    window gives at most all its rows but the last.
+    """
+    faults: dict[int, str] = {}
+    prevs: list[bytes | None] = []
+    for index, row in enumerate(rows):
+        before = rows[index - 1] if index and rows[index - 1].seq == row.seq - 1 else None
+        after = rows[index + 1] if index + 1 < len(rows) \
+            and rows[index + 1].seq == row.seq + 1 else None
+        prev = row.prev
+        if prev is None:  # a row of an older release: its predecessor's hash is its prev
+            prev = before.hash if before else acked.hash if row.seq == acked.seq + 1 else None
+        prevs.append(prev)
+        fault = _row_fault(agent_id, row, prev, after, acked, head)
+        if fault is not None:
+            faults[row.seq] = fault
+    damage: list[Damage] = []
+    for first, last in _ranges(sorted(faults)):
+        details = sorted({faults[s] for s in range(first, last + 1)})
+        damage.append(Damage(first, last, "altered", "; ".join(details)[:500]))
+    holes: list[tuple[int, int]] = []
+    expected = acked.seq + 1
+    for row in rows:
+        if acked.seq < row.seq <= head.seq:
+            if row.seq > expected:
+                holes.append((expected, row.seq - 1))
+            expected = row.seq + 1
+    if complete and expected <= head.seq:
+        holes.append((expected, head.seq))
+    for first, last in holes:
+        for lo, hi in _uncovered(first, last, known):
+            damage.append(Damage(lo, hi, "missing", "rows deleted from the spool"))
+    damage.sort(key=lambda d: d.first_seq)
+    run: list[PendingEvent] = []
+    start = acked
+    checked = rows if complete else rows[:-1]  # the last row's successor is not in the window
+    for row, prev in zip(checked, prevs, strict=False):
+        if row.seq in faults:  # set aside in the same transaction as the run is taken
+            if run:
+                break
+            continue
+        if run and row.seq != run[-1].seq + 1:
+            break  # a hole already reported: the next batch starts after it
+        if not run:
+            assert prev is not None  # else it is a fault
+            start = Head(row.seq - 1, prev)
+        run.append(PendingEvent(row.seq, row.body, row.hash))
+    return Inspection(start, run, damage, sorted(faults))
+
+
+def damage_report(damage: Sequence[Damage], spool_path: Path) -> tuple[str, dict[str, Any]]:
+    """Subject and data of the audit.spool_damaged event that reports `damage`."""
+    first, last = damage[0].first_seq, max(d.last_seq for d in damage)
+    if len(damage) == 1:
+        subject = f"seq {first}..{last} {damage[0].problem}"
+    else:
+        subject = f"seq {first}..{last}: {len(damage)} damaged ranges"
+    counts = {p: sum(d.last_seq - d.first_seq + 1 for d in damage if d.problem == p)
+              for p in ("altered", "missing")}
+    ranges = [{"first_seq": d.first_seq, "last_seq": d.last_seq, "problem": d.problem,
+               "detail": d.detail} for d in damage[:MAX_REPORTED_RANGES]]
+    return subject, {"first_seq": first, "last_seq": last, "ranges": ranges,
+                     "ranges_total": len(damage), "altered_events": counts["altered"],
+                     "missing_events": counts["missing"],
+                     "kept_in": f"{spool_path} (tables damaged_rows, spool_damage)"}
+
+
+# -- the file ----------------------------------------------------------------------------------
+def _tighten(path: Path, mode: int) -> None:
+    """chmod to `mode` when the file is more open (a umask of 022, an older release's file)."""
+    try:
+        current = path.stat().st_mode & 0o777
+        if current & ~mode:
+            os.chmod(path, mode)
+    except FileNotFoundError:
+        return
+    except PermissionError as exc:  # not ours: whoever owns it decides, but say so
+        log.warning("%s: mode %o, cannot make it %o (%s)", path, current, mode, exc.strerror)
+
+
+def _private_file(path: Path) -> None:
+    """The spool's directory 0700 and its file 0600, whatever umask started the process."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    _tighten(path.parent, DIR_MODE)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+    _tighten(path, FILE_MODE)
+
+
 class Spool:
     """One agent's chain head plus the events the collector has not acknowledged yet."""
 
@@ -78,17 +309,38 @@ class Spool:
         self.boot_id = boot_id or uuid.uuid4().hex
         self._clock = clock
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(self.path)
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                    check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        for suffix in ("-wal", "-shm"):  # SQLite gives them the file's mode; make sure
+            _tighten(self.path.with_name(self.path.name + suffix), FILE_MODE)
+        self._add_columns()
         stored = self._meta("agent_id")
         if stored is None:
             self._set_meta_now("agent_id", agent_id)
         elif stored != agent_id:
             raise ValueError(f"{self.path}: spool belongs to agent {stored!r}, not {agent_id!r}")
+
+    def _add_columns(self) -> None:
+        """Columns of ADDED_COLUMNS a spool of an older release lacks; its rows' prev is filled
+        from their predecessors (and the delivered head) while they are still whole."""
+        with self._transaction():
+            for table, column, kind in ADDED_COLUMNS:
+                have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                    if (table, column) == ("pending", "prev"):
+                        self._fill_prev_locked()
+
+    def _fill_prev_locked(self) -> None:
+        acked = self.acked()
+        self._db.execute("UPDATE pending SET prev = ? WHERE seq = ?",
+                         (acked.hash, acked.seq + 1))
+        self._db.execute("UPDATE pending SET prev = (SELECT p.hash FROM pending p "
+                         "WHERE p.seq = pending.seq - 1) WHERE prev IS NULL")
 
     # -- metadata -------------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
@@ -116,6 +368,7 @@ class Spool:
             self._db.execute("COMMIT")
 
     def head(self) -> Head:
+        """The newest event written: kept in meta, so deleting its row does not move it."""
         return Head(int(self._meta("head_seq") or 0),
                     bytes.fromhex(self._meta("head_hash") or GENESIS_HASH.hex()))
 
@@ -155,6 +408,14 @@ class Spool:
     def _append_locked(self, items: list[tuple[str, str, str, dict[str, Any]]]
                        ) -> list[AuditEvent | None]:
         head = self.head()
+        stray = [int(r[0]) for r in self._db.execute(
+            "SELECT seq FROM pending WHERE seq > ? ORDER BY seq", (head.seq,))]
+        if stray:  # rows put past the head would take the next seqs: set aside, reported
+            damage = [Damage(a, b, "altered", f"beyond the spool's recorded head (seq "
+                                              f"{head.seq})") for a, b in _ranges(stray)]
+            self._set_aside_locked(stray)
+            self._report_locked(damage, head)
+            head = self.head()
         count = head.seq - self.acked().seq
         seq, prev = head.seq, head.hash
         written: list[AuditEvent | None] = []
@@ -195,19 +456,74 @@ class Spool:
                            subject, data).validate()
         body = canonical(event)
         digest = link(prev, body)
-        self._db.execute("INSERT INTO pending (seq, body, hash) VALUES (?, ?, ?)",
-                         (seq, body, digest))
+        self._db.execute("INSERT INTO pending (seq, body, hash, prev) VALUES (?, ?, ?, ?)",
+                         (seq, body, digest, prev))
         return event, digest
 
+    # -- damage ---------------------------------------------------------------------------
+    def _set_aside_locked(self, seqs: Sequence[int]) -> None:
+        """Move rows out of pending into damaged_rows, as they are, for an investigator."""
+        now = self._clock()
+        for seq in seqs:
+            self._db.execute("INSERT INTO damaged_rows (seq, body, hash, prev, found_at) "
+                             "SELECT seq, body, hash, prev, ? FROM pending WHERE seq = ?",
+                             (now, seq))
+            self._db.execute("DELETE FROM pending WHERE seq = ?", (seq,))
+
+    def _report_locked(self, damage: Sequence[Damage], head: Head) -> None:
+        """Record the ranges and say so in a critical, chained event at the head."""
+        subject, data = damage_report(damage, self.path)
+        event, digest = self._write_one(head.seq + 1, head.hash, DAMAGE_KIND, subject,
+                                        "critical", data)
+        self._put_meta("head_seq", str(event.seq))
+        self._put_meta("head_hash", digest.hex())
+        now = self._clock()
+        self._db.executemany(
+            "INSERT INTO spool_damage (first_seq, last_seq, problem, detail, found_at, "
+            "reported_seq) VALUES (?, ?, ?, ?, ?, ?)",
+            [(d.first_seq, d.last_seq, d.problem, d.detail, now, event.seq) for d in damage])
+        for d in damage:
+            log.critical("spool %s: seq %d..%d %s (%s); reported as seq %d, the rest is "
+                         "delivered", self.path, d.first_seq, d.last_seq, d.problem, d.detail,
+                         event.seq)
+
+    def damage_log(self) -> list[dict[str, Any]]:
+        """Every damaged range found in this spool, oldest first (for an investigator)."""
+        rows = self._db.execute("SELECT first_seq, last_seq, problem, detail, found_at, "
+                                "reported_seq FROM spool_damage ORDER BY id").fetchall()
+        names = ("first_seq", "last_seq", "problem", "detail", "found_at", "reported_seq")
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
     # -- forwarding -----------------------------------------------------------------------
+    def _window_locked(self, limit: int) -> Inspection:
+        acked, head = self.acked(), self.head()
+        rows = [SpooledRow(int(s), _blob(b) or b"", _blob(h) or b"", _blob(p))
+                for s, b, h, p in self._db.execute(
+                    "SELECT seq, body, hash, prev FROM pending ORDER BY seq LIMIT ?",
+                    (limit + 1,))]
+        complete = len(rows) <= limit
+        upto = head.seq if complete else rows[-1].seq
+        known = [(int(a), int(b)) for a, b in self._db.execute(
+            "SELECT first_seq, last_seq FROM spool_damage WHERE last_seq > ? AND first_seq <= ? "
+            "ORDER BY first_seq", (acked.seq, upto))]
+        return inspect(self.agent_id, acked, head, rows, complete, known)
+
     def batch(self, limit: int) -> tuple[Head, list[PendingEvent]]:
-        """The oldest unacknowledged events and the hash they chain on from."""
-        with self._transaction("BEGIN"):  # one snapshot: acked head and rows agree
-            acked = self.acked()
-            rows = self._db.execute(
-                "SELECT seq, body, hash FROM pending ORDER BY seq LIMIT ?", (limit,)
-            ).fetchall()
-        return acked, [PendingEvent(int(s), bytes(b), bytes(h)) for s, b, h in rows]
+        """The oldest deliverable events and the (seq, hash) they chain on from.
+
+        Normally that is the acked head and the events after it. Damage found on the way is
+        set aside and reported first; the run then starts after the hole, from the hash its
+        first event was chained on from (recorded beside it), so it is delivered as it was.
+        """
+        with self._transaction("BEGIN"):  # one snapshot: heads and rows agree
+            found = self._window_locked(limit)
+        if found.damage:
+            with self._transaction():  # again under the write lock, and act on it
+                found = self._window_locked(limit)
+                if found.damage:
+                    self._set_aside_locked(found.altered)
+                    self._report_locked(found.damage, self.head())
+        return found.start, found.run
 
     def acknowledge(self, seq: int) -> int:
         """Forget events up to seq, which the collector has stored; returns how many went."""
@@ -246,6 +562,15 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _blob(value: object) -> bytes | None:
+    """A column as bytes whatever type an edit left in it (sqlite3's replace() gives text)."""
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    return str(value).encode()
 
 
 def _after(ts: str) -> str:
