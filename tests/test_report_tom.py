@@ -259,7 +259,7 @@ def test_report_verdicts_and_evidence_rows(site: CollectorProcess,
     assert sorted((st, c[0], c[1], c[2], c[6]) for st, c in m["alerts"]["rows"]) == [
         ("bad", "critical", "net.breach", "ws-02", "1"),
         ("bad", "error", "retention.sweep_failed", "fs-retention", "1"),
-        ("warn", "warning", "unknown_agent", "ws-stranger", "1"),
+        ("warn", "warning", "unknown_agent", "-", "1"),  # issue 15: per sender, no agent
         ("warn", "warning", "usb.blocked", "ws-01", "2")]
 
 
