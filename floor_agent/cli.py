@@ -60,7 +60,11 @@ def cmd_collector_init(args: argparse.Namespace) -> int:
     from floor_agent.collector import anchor, server, tls
 
     config = _collector_config(args)
-    files = server.init(config, force_certs=args.renew_certificate)
+    try:
+        files = server.init(config, force_certs=args.renew_certificate)
+    except anchor.AnchorError as exc:  # e.g. anchor.key is not the pinned anchor_public_key
+        print(f"init: {exc}", file=sys.stderr)
+        return 2
     print(f"collector initialised in {config.collector.state_dir}")
     print(f"CA certificate for agents: {files.ca_cert} ({tls.fingerprint(files.ca_cert)})")
     trusted = anchor.trusted_key(config)
@@ -112,20 +116,30 @@ def cmd_collector_verify(args: argparse.Namespace) -> int:
     except anchor.AnchorError as exc:
         print(f"verify: {exc}", file=sys.stderr)
         return 2
+    seal = anchor.read_seal(config)
     store, _ = server.open_collector(config)
     try:
         if args.agent:
             result = StoreVerification([verify_agent(store, args.agent, trusted.key)], [],
                                        trusted.key_id)
         else:
-            result = verify_store(store, trusted.key)
-        record(store, result, "collector verify", utc_timestamp())
+            result = verify_store(store, trusted.key, seal)
+        now = utc_timestamp()
+        record(store, result, "collector verify", now)
     except KeyError:
         print(f"agent {args.agent!r} is not enrolled", file=sys.stderr)
         return 2
     finally:
         store.close()
-    print(f"agent keys checked against anchor {trusted.key_id} from {trusted.source}")
+    print(f"agent keys checked against anchor {trusted.key_id} from {trusted.source}; "
+          + (f"heads against the seal of {seal.get('sealed_at')}" if seal and not args.agent
+             else "no head seal yet" if not args.agent else "heads not checked (--agent)"))
+    try:  # on the collector host: seal the heads that verified, for the next run
+        signer = anchor.load(config)
+        if signer.key_id == trusted.key_id and result.verified_heads():
+            anchor.write_seal(config, signer, result.verified_heads(), now, "collector verify")
+    except (anchor.AnchorError, OSError) as exc:
+        print(f"heads not sealed: {exc}", file=sys.stderr)
     for item in result.agents:
         kinds = {p.kind for p in item.report.problems}
         state = "intact" if item.ok else "UNENDORSED" if kinds == {"unendorsed"} else "BROKEN"
@@ -136,6 +150,8 @@ def cmd_collector_verify(args: argparse.Namespace) -> int:
             print(f"  {problem.kind}{where}: {problem.detail}")
     for orphan in result.orphans:
         print(f"{orphan.agent_id}: ORPHAN: {orphan.line().split(': ', 1)[1]}")
+    for line in result.findings:
+        print(f"STORE: {line}")
     writer = self_audit.open_writer(config)
     try:
         writer.emit("integrity.verified", "audit chains", "notice" if result.ok else "warning",

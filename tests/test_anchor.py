@@ -367,3 +367,64 @@ def test_verify_reports_rows_past_the_head_and_orphans(
     assert stored["ghost-01"]["ok"] is False
     assert [o.agent_id for o in checked.orphans] == ["ghost-01"]
     assert {a.agent_id: a.endorsement for a in checked.agents}["ws-a"] == anchor.VALID
+
+
+def test_newest_rows_deleted_with_their_checkpoint_show_against_the_seal(
+        collector: CollectorProcess, client: httpx.Client, tmp_path: Path) -> None:
+    maker = enrolled(collector, client, tmp_path, "ws-cut", 5)
+    enrolled(collector, client, tmp_path, "ws-gone", 2)
+    store = collector.store()
+    try:
+        older = store.checkpoint_of("ws-cut")  # what an attacker watching the file keeps
+        older_head = store.get_agent("ws-cut")
+    finally:
+        store.close()
+    assert older is not None and older_head is not None
+    maker.emit(5)
+    response = client.post("/api/v1/ingest", content=maker.body())
+    assert response.status_code == 200 and response.json()["acked_seq"] == 10
+    result = cli(collector.config_path, "verify")  # seals the heads it verified
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ws-cut: intact: 10 events" in result.stdout
+    collector.stop()
+
+    # the attack: rows 6..10 deleted, the older checkpoint and head put back; another agent
+    # removed with all its rows
+    store = collector.store()
+    try:
+        with store._write() as cur:
+            cur.execute(store._q("DELETE FROM events WHERE agent_id = ? AND seq > 5"),
+                        ("ws-cut",))
+            cur.execute(store._q(
+                "UPDATE agents SET head_seq = ?, head_hash = ?, checkpoint_seq = ?, "
+                "checkpoint_hash = ?, checkpoint_ts = ?, checkpoint_boot_id = ?, "
+                "checkpoint_sig = ? WHERE agent_id = ?"),
+                (older_head.head_seq, older_head.head_hash, older.seq, older.hash, older.ts,
+                 older.boot_id, older.signature, "ws-cut"))
+            for table in ("events", "agents"):
+                cur.execute(store._q(f"DELETE FROM {table} WHERE agent_id = ?"), ("ws-gone",))
+        # what the checks from before the seal say: a shorter chain, intact
+        assert verify_agent(store, "ws-cut", anchor.trusted_key(collector.config).key).ok
+    finally:
+        store.close()
+    result = cli(collector.config_path, "verify")
+    assert result.returncode == 1
+    assert "ws-cut: BROKEN" in result.stdout and "rollback at seq 10" in result.stdout
+    assert "holds head seq 5" in result.stdout
+    assert "STORE: ws-gone: sealed at seq 2" in result.stdout
+    # a forged seal is no way out
+    path = anchor.anchor_dir(collector.config.collector) / anchor.SEAL_FILE
+    seal = json.loads(path.read_text())
+    seal["heads"]["ws-cut"]["head_seq"] = 5
+    path.write_text(json.dumps(seal))
+    result = cli(collector.config_path, "verify")
+    assert result.returncode == 1 and "head seal signature does not verify" in result.stdout
+
+
+def test_the_seal_only_moves_forward() -> None:
+    old = {"a": {"head_seq": 10, "head_hash": "aa"}, "b": {"head_seq": 3, "head_hash": "bb"}}
+    new = {"a": {"head_seq": 4, "head_hash": "a4"}, "b": {"head_seq": 7, "head_hash": "b7"},
+           "c": {"head_seq": 1, "head_hash": "c1"}}
+    assert anchor.merge_heads(old, new) == {"a": {"head_seq": 10, "head_hash": "aa"},
+                                            "b": {"head_seq": 7, "head_hash": "b7"},
+                                            "c": {"head_seq": 1, "head_hash": "c1"}}

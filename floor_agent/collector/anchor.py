@@ -52,9 +52,11 @@ from floor_agent.config import CollectorConfig, CollectorSection
 
 ENDORSEMENT_DOMAIN = b"floor-agent/anchor/endorsement/v1\x00"
 MANIFEST_DOMAIN = b"floor-agent/anchor/manifest/v1\x00"
+SEAL_DOMAIN = b"floor-agent/anchor/heads/v1\x00"
 KEY_FILE = "anchor.key"
 PUBLIC_FILE = "anchor.pub"
-MANIFEST_FIELD = "anchor"  # {"key_id", "signature"} in a backup manifest
+SEAL_FILE = "heads.seal.json"  # the last verified head of every agent, signed
+MANIFEST_FIELD = "anchor"  # {"key_id", "signature"} in a backup manifest and in the seal
 
 # What a signature check found: the outcome names, used in reports and tests.
 VALID, MISSING, INVALID = "valid", "missing", "invalid"
@@ -93,34 +95,48 @@ def check_endorsement(anchor: Ed25519PublicKey, identity: Mapping[str, Any]) -> 
     return VALID
 
 
-def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
-    """Everything in the manifest but its anchor signature, canonical (keys sorted at depth)."""
+def manifest_bytes(manifest: Mapping[str, Any], domain: bytes = MANIFEST_DOMAIN) -> bytes:
+    """Everything in the document but its anchor signature, canonical (keys sorted at depth)."""
     body = {k: v for k, v in manifest.items() if k != MANIFEST_FIELD}
-    return MANIFEST_DOMAIN + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    return domain + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
-def sign_manifest(key: Ed25519PrivateKey, manifest: Mapping[str, Any]) -> dict[str, Any]:
-    signature = base64.b64encode(key.sign(manifest_bytes(manifest))).decode()
+def sign_manifest(key: Ed25519PrivateKey, manifest: Mapping[str, Any],
+                  domain: bytes = MANIFEST_DOMAIN) -> dict[str, Any]:
+    signature = base64.b64encode(key.sign(manifest_bytes(manifest, domain))).decode()
     return {**manifest, MANIFEST_FIELD: {"key_id": key_id(key), "signature": signature}}
 
 
-def check_manifest(anchor: Ed25519PublicKey, manifest: Mapping[str, Any]) -> tuple[str, str]:
-    """(VALID | MISSING | INVALID, words for the admin) for a manifest read from disk."""
+def check_manifest(anchor: Ed25519PublicKey, manifest: Mapping[str, Any],
+                   domain: bytes = MANIFEST_DOMAIN, what: str = "manifest") -> tuple[str, str]:
+    """(VALID | MISSING | INVALID, words for the admin) for a manifest (or the head seal,
+    with its domain) read from disk."""
     block = manifest.get(MANIFEST_FIELD)
     if block is None:
-        return MISSING, ("manifest is not signed by the collector's anchor (made before the "
-                         "anchor existed, or its signature was removed)")
+        return MISSING, (f"{what} is not signed by the collector's anchor (made before the "
+                         f"anchor existed, or its signature was removed)")
     want = key_id(anchor)
     signer = block.get("key_id") if isinstance(block, dict) else None
     try:
         signature = base64.b64decode(block["signature"], validate=True)
-        anchor.verify(signature, manifest_bytes(manifest))
+        anchor.verify(signature, manifest_bytes(manifest, domain))
     except (KeyError, TypeError, ValueError, InvalidSignature):
         who = (f"it names anchor {signer}, the trusted anchor is {want}" if signer != want
                else f"anchor {want}")
-        return INVALID, (f"manifest signature does not verify ({who}): the manifest or the "
-                         f"backup was altered, or it was made by another collector")
-    return VALID, f"manifest signed by anchor {want}"
+        return INVALID, (f"{what} signature does not verify ({who}): the {what} or what it "
+                         f"covers was altered, or it was made by another collector")
+    return VALID, f"{what} signed by anchor {want}"
+
+
+def merge_heads(old: Mapping[str, Mapping[str, Any]], new: Mapping[str, Mapping[str, Any]]
+                ) -> dict[str, dict[str, Any]]:
+    """The seal's heads only move forward: per agent the higher of the old and the new head
+    (lowering one is exactly what deleting the newest rows would want)."""
+    out = {agent: dict(head) for agent, head in old.items()}
+    for agent, head in new.items():
+        if agent not in out or int(head["head_seq"]) >= int(out[agent]["head_seq"]):
+            out[agent] = dict(head)
+    return out
 
 
 def parse_public_key(text: str) -> Ed25519PublicKey:
@@ -208,6 +224,42 @@ class Anchor:
                                                       identity["public_key"],
                                                       identity["enrolled_at"]))
         return self
+
+
+def read_seal(config: CollectorConfig) -> dict[str, Any] | None:
+    """The head seal as written (check it with check_manifest(..., SEAL_DOMAIN)); None when
+    there is none yet. An unreadable seal is returned as an empty unsigned document, so the
+    check reports it instead of skipping it."""
+    path = anchor_dir(config.collector) / SEAL_FILE
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, orjson.JSONDecodeError):
+        return {"heads": {}}
+    return data if isinstance(data, dict) else {"heads": {}}
+
+
+def write_seal(config: CollectorConfig, signer: Anchor, heads: Mapping[str, Mapping[str, Any]],
+               sealed_at: str, by: str, replace: bool = False) -> dict[str, Any]:
+    """Sign and write the verified heads, merged forward with the last valid seal (`replace`:
+    a restore, which the admin chose to go back to, starts the seal afresh)."""
+    old = read_seal(config)
+    before: Mapping[str, Mapping[str, Any]] = {}
+    if old is not None and not replace and \
+            check_manifest(signer.key.public_key(), old, SEAL_DOMAIN)[0] == VALID:
+        before = old.get("heads", {})
+    doc = sign_manifest(signer.key, {"format": "floor-agent-head-seal/1", "sealed_at": sealed_at,
+                                     "by": by, "heads": merge_heads(before, heads)}, SEAL_DOMAIN)
+    path = anchor_dir(config.collector) / SEAL_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return doc
 
 
 def create(config: CollectorConfig) -> Anchor:

@@ -290,11 +290,20 @@ class Check:
 
     anchor: anchor.TrustedKey
     allow_unendorsed: bool = False
+    seal: dict[str, Any] | None = None  # the head seal the copy must not fall below (backup)
 
 
 def _verify_store(store: Store, check: Check) -> Contents:
-    return contents_of(verify_store(store, check.anchor.key), store.list_agents(),
-                       check.allow_unendorsed)
+    verification = verify_store(store, check.anchor.key, check.seal)
+    contents = contents_of(verification, store.list_agents(), check.allow_unendorsed)
+    contents.problems += verification.findings
+    return contents
+
+
+def sealable(contents: Contents) -> dict[str, dict[str, Any]]:
+    """The heads of a verified copy, for the head seal (agents that reported anything)."""
+    return {agent: {"head_seq": int(head["head_seq"]), "head_hash": head["head_hash"]}
+            for agent, head in contents.heads.items() if int(head["head_seq"]) > 0}
 
 
 def _verify_sqlite_file(path: Path, scratch_dir: Path, check: Check) -> tuple[Contents, Path]:
@@ -431,7 +440,7 @@ def _backup(config: CollectorConfig, now: datetime) -> BackupResult:
     kind = store_kind(url)
     directory = config.collector.backup.directory
     signer = anchor.load(config)  # no anchor, no backup: an unsigned one could not be told
-    check = Check(anchor.trusted_key(config))  # from a forged one at restore
+    check = Check(anchor.trusted_key(config), seal=anchor.read_seal(config))  # from a forgery
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)
@@ -473,6 +482,8 @@ def _backup(config: CollectorConfig, now: datetime) -> BackupResult:
         partial.unlink(missing_ok=True)
         if scratch is not None:
             scratch.unlink(missing_ok=True)
+    if verified:
+        anchor.write_seal(config, signer, sealable(contents), created, f"collector backup {name}")
     pruned = prune(directory, config.collector.backup.keep)
     reason = "; ".join(contents.problems[:5]) if contents.problems else ""
     return BackupResult(verified, path, manifest_path(path), sha256, size, contents.agents,
@@ -616,9 +627,25 @@ def _restore(config: CollectorConfig, url: str, backup_file: Path, force: bool,
         result.ok = not problems
         result.problems = problems
         result.reason = "; ".join(problems[:5])
+        if result.ok:
+            _reseal(config, check, after, backup_file.name)
     finally:
         if scratch is not None:
             scratch.unlink(missing_ok=True)
+
+
+def _reseal(config: CollectorConfig, check: Check, contents: Contents, name: str) -> None:
+    """After a restore the store is meant to be back at the backup's heads: the head seal
+    starts again from them (the restore itself is on the audit trail). Without the anchor key
+    (a check elsewhere with --anchor-key) the old seal stays, and verify says the store went
+    back below it, which is then the truth."""
+    try:
+        signer = anchor.load(config)
+    except anchor.AnchorError:
+        return
+    if signer.key_id == check.anchor.key_id:
+        anchor.write_seal(config, signer, sealable(contents), utc_timestamp(),
+                          f"collector restore {name}", replace=True)
 
 
 def _events_in(url: str) -> int:

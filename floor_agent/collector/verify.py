@@ -15,6 +15,13 @@ with a re-signed checkpoint would verify. So, per enrolled agent:
 
 and rows naming an agent id that never enrolled are `orphan` rows. Each finding names the agent
 and the seqs. The result can be stored (put_verification) for the dashboard and the API.
+
+Deleting an agent's newest rows together with its checkpoint (an older checkpoint put back)
+leaves a chain that verifies. So each verification on the collector host seals the heads it
+verified into a file beside the anchor key (anchor.SEAL_FILE, signed by the anchor, heads only
+moving forward); the next one reports a head below its seal as `rollback`, and a sealed agent
+gone from the store. This is RFC 5848's signature block and journald's seal in spirit: the
+verifier keeps a signed high-water mark outside the store, so truncation shows.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ class AgentVerification:
     stored_events: int
     report: chain.Report
     endorsement: str = UNCHECKED  # anchor.VALID | MISSING | INVALID | UNCHECKED
+    head: dict[str, object] | None = None  # head_seq, head_hash (hex) when it verified
 
     @property
     def ok(self) -> bool:
@@ -71,14 +79,19 @@ class StoreVerification:
     agents: list[AgentVerification] = field(default_factory=list)
     orphans: list[Orphan] = field(default_factory=list)
     anchor_id: str | None = None  # the anchor key the endorsements were checked against
+    findings: list[str] = field(default_factory=list)  # store-wide: seal, vanished agents
 
     @property
     def ok(self) -> bool:
-        return not self.orphans and all(a.ok for a in self.agents)
+        return not self.orphans and not self.findings and all(a.ok for a in self.agents)
 
     def problem_lines(self) -> list[str]:
         return [line for a in self.agents for line in a.problem_lines()] + \
-            [o.line() for o in self.orphans]
+            [o.line() for o in self.orphans] + self.findings
+
+    def verified_heads(self) -> dict[str, dict[str, object]]:
+        """What a seal may vouch for: the heads of the agents that verified."""
+        return {a.agent_id: a.head for a in self.agents if a.ok and a.head is not None}
 
 
 # --------------------------------------------------------------------------- pure
@@ -121,6 +134,32 @@ def beyond_head(seqs: Sequence[int], checkpoint_seq: int | None, head_seq: int
                                f"the agent, inserted")
                  for first, last, n in seq_runs(s for s in seqs if s > top)]
     return problems
+
+
+def rollback_problems(sealed: dict[str, dict[str, object]], sealed_at: str,
+                      live_heads: dict[str, int], hash_at_sealed: dict[str, bytes | None]
+                      ) -> tuple[dict[str, chain.Problem], list[str]]:
+    """Heads below the seal, and sealed agents gone: (problem per agent, store findings).
+
+    `live_heads`: agent -> stored head seq; `hash_at_sealed`: agent -> the stored hash at the
+    sealed seq (None when no row is there)."""
+    per_agent: dict[str, chain.Problem] = {}
+    gone: list[str] = []
+    for agent, head in sorted(sealed.items()):
+        seq, digest = int(str(head["head_seq"])), str(head["head_hash"])
+        if agent not in live_heads:
+            gone.append(f"{agent}: sealed at seq {seq} on {sealed_at}, now gone from the store "
+                        f"(agent and its rows deleted)")
+        elif live_heads[agent] < seq or hash_at_sealed.get(agent) is None:
+            per_agent[agent] = chain.Problem(
+                "rollback", seq, f"the anchor sealed head seq {seq} on {sealed_at}; the store "
+                                 f"holds head seq {live_heads[agent]}: its newest rows were "
+                                 f"deleted together with their checkpoint")
+        elif (found := hash_at_sealed[agent]) is not None and found.hex() != digest:
+            per_agent[agent] = chain.Problem(
+                "rollback", seq, f"the row at the sealed head seq {seq} differs from the one "
+                                 f"sealed on {sealed_at}: the history was rewritten")
+    return per_agent, gone
 
 
 def endorsement_problem(status: str, key_id: str) -> chain.Problem | None:
@@ -206,8 +245,11 @@ def verify_agent(store: Store, agent_id: str, anchor: Ed25519PublicKey | None = 
             report.problems.insert(0, problem)
     if report.problems:
         report.verified = 0
+    head = None
+    if report.ok and checkpoint is not None and anchored:
+        head = {"head_seq": checkpoint.seq, "head_hash": chained_hashes[len(anchored) - 1].hex()}
     return AgentVerification(agent_id, checkpoint.seq if checkpoint else None, len(events),
-                             report, status)
+                             report, status, head)
 
 
 def verify_all(store: Store, anchor: Ed25519PublicKey | None = None
@@ -219,10 +261,38 @@ def find_orphans(store: Store) -> list[Orphan]:
     return [Orphan(*row) for row in store.orphan_events()]
 
 
-def verify_store(store: Store, anchor: Ed25519PublicKey | None = None) -> StoreVerification:
-    """Every enrolled agent, and the rows of agents that never enrolled."""
-    return StoreVerification(verify_all(store, anchor), find_orphans(store),
-                             trust.key_id(anchor) if anchor is not None else None)
+def verify_store(store: Store, anchor: Ed25519PublicKey | None = None,
+                 seal: dict[str, object] | None = None) -> StoreVerification:
+    """Every enrolled agent, the rows of agents that never enrolled, and (given the seal as
+    read from beside the anchor key) heads that went back below it."""
+    result = StoreVerification(verify_all(store, anchor), find_orphans(store),
+                               trust.key_id(anchor) if anchor is not None else None)
+    if seal is not None and anchor is not None:
+        apply_seal(store, result, anchor, seal)
+    return result
+
+
+def apply_seal(store: Store, result: StoreVerification, anchor: Ed25519PublicKey,
+               seal: dict[str, object]) -> None:
+    status, words = trust.check_manifest(anchor, seal, trust.SEAL_DOMAIN, "head seal")
+    if status != trust.VALID:
+        result.findings.append(f"{trust.SEAL_FILE}: {words}")
+        return
+    sealed = seal.get("heads")
+    assert isinstance(sealed, dict)
+    live = {item["agent_id"]: int(item["head_seq"]) for item in store.list_agents()}
+    at: dict[str, bytes | None] = {}
+    for agent, head in sealed.items():
+        seq = int(head["head_seq"])
+        rows = store.chain_events(agent, seq, seq) if agent in live else []
+        at[agent] = rows[0][1] if rows else None
+    per_agent, gone = rollback_problems(sealed, str(seal.get("sealed_at")), live, at)
+    for item in result.agents:
+        if item.agent_id in per_agent:
+            item.report.problems.append(per_agent[item.agent_id])
+            item.report.verified = 0
+            item.head = None
+    result.findings += gone
 
 
 def record(store: Store, result: StoreVerification, by: str, now: str) -> None:
