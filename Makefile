@@ -20,3 +20,4 @@ bench: bootstrap
 	.venv/bin/python bench/usb_block.py
 	.venv/bin/python bench/cctv.py
 	.venv/bin/python bench/dashboard.py
+	.venv/bin/python bench/collector_attack.py

@@ -210,6 +210,7 @@ class Attack:
         self.login_ms: list[float] = []
         self.groups = address_groups(plan.addresses)
         self._turn: Counter[str] = Counter()
+        self.stopping = False  # set at the end: no task starts another round
         self.handshakes = asyncio.Semaphore(256)  # a ramp, not all 1,000 handshakes at once
 
     def address(self, what: str) -> str:
@@ -232,8 +233,8 @@ class Attack:
         return streams
 
     async def keep(self, what: str, task: Callable[[], Awaitable[None]]) -> None:
-        """Run task again and again (a reconnecting attacker) until cancelled."""
-        while True:
+        """Run task again and again (a reconnecting attacker) until stopped."""
+        while not self.stopping:
             try:
                 await task()
             except Exception as exc:  # a reset, a timeout, a garbled answer: go again
@@ -265,7 +266,8 @@ class Attack:
         what = f"slow{route}"
         reader, writer = await self.connect(what)
         try:
-            writer.write(self.head(route, 1 << 20, "application/json"))
+            writer.write(self.head(route, 1 << 20, "application/x-www-form-urlencoded"
+                                   if route == "/login" else "application/json"))
             response = asyncio.create_task(reader.read(4096))
             while not response.done():
                 writer.write(b"a" * self.plan.slow_bytes_per_s)
@@ -319,7 +321,7 @@ class Attack:
     async def junk(self, pace: asyncio.Queue[None]) -> None:
         reader, writer = await self.connect("junk")
         try:
-            while True:
+            while not self.stopping:
                 await pace.get()
                 body = self.junk_body()
                 writer.write(self.head("/api/v1/ingest", len(body), "application/json") + body)
@@ -335,7 +337,7 @@ class Attack:
         """Tokens at junk_rate; unused ones do not pile up beyond one second's worth."""
         started = time.monotonic()
         issued = 0
-        while True:
+        while not self.stopping:
             due = int((time.monotonic() - started) * self.plan.junk_rate)
             while issued < due:
                 issued += 1
@@ -348,7 +350,7 @@ class Attack:
         what = "login_known" if known else "login_unknown"
         reader, writer = await self.connect(what)
         try:
-            while True:
+            while not self.stopping:
                 writer.write(f"GET /login HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
                 await writer.drain()
                 status, headers, body = await read_response(reader)
@@ -435,7 +437,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, 
     return status, headers, body
 
 
-async def attack_main(url: str, plan: AttackPlan, seconds: float) -> Attack:
+async def attack_main(url: str, plan: AttackPlan, seconds: float, out: Path) -> None:
     attack = Attack(url, plan)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -445,22 +447,26 @@ async def attack_main(url: str, plan: AttackPlan, seconds: float) -> Attack:
     print(f"attack: {len(running)} tasks", flush=True)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+    print("attack: stopping", flush=True)
+    attack.stopping = True
     for task in running:
         task.cancel()
-    await asyncio.wait(running, timeout=10)
-    return attack
+    _, pending = await asyncio.wait(running, timeout=10)
+    print(f"attack: stopped ({len(pending)} tasks did not end)", flush=True)
+    ms = sorted(attack.login_ms)
+    out.write_bytes(orjson.dumps({
+        "plan": asdict(plan), "counts": dict(sorted(attack.counts.items())),
+        "tasks_not_ended": len(pending), "logins_answered": len(ms),
+        "login_p50_ms": ms[len(ms) // 2] if ms else None,
+        "login_max_ms": ms[-1] if ms else None}, option=orjson.OPT_NON_STR_KEYS))
+    if pending:  # the counters are written; do not wait on what ignores its cancellation
+        os._exit(0)
 
 
 def run_attack(args: argparse.Namespace) -> int:
     raw = orjson.loads(args.plan.read_bytes())
     plan = AttackPlan(**{**raw, "junk_agent_ids": tuple(raw.get("junk_agent_ids", ()))})
-    attack = asyncio.run(attack_main(args.url, plan, args.seconds))
-    ms = sorted(attack.login_ms)
-    args.out.write_bytes(orjson.dumps({
-        "plan": asdict(plan), "counts": dict(sorted(attack.counts.items())),
-        "logins_answered": len(ms),
-        "login_p50_ms": ms[len(ms) // 2] if ms else None,
-        "login_max_ms": ms[-1] if ms else None}, option=orjson.OPT_NON_STR_KEYS))
+    asyncio.run(attack_main(args.url, plan, args.seconds, args.out))
     return 0
 
 
