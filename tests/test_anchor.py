@@ -19,6 +19,7 @@ import pytest
 from batches import BatchMaker
 from collector_process import CollectorProcess
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from dashboard_clients import add_user, browser, csrf_of, login
 from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 
 from floor_agent.audit import chain
@@ -428,3 +429,27 @@ def test_the_seal_only_moves_forward() -> None:
     assert anchor.merge_heads(old, new) == {"a": {"head_seq": 10, "head_hash": "aa"},
                                             "b": {"head_seq": 7, "head_hash": "b7"},
                                             "c": {"head_seq": 1, "head_hash": "c1"}}
+
+
+def test_dashboard_reverify_checks_keys_against_the_anchor(
+        collector: CollectorProcess, client: httpx.Client, tmp_path: Path) -> None:
+    enrolled(collector, client, tmp_path, "ws-swapped", 6)
+    store = collector.store()
+    try:  # the key swapped while the collector runs: the stored chain still verifies with it
+        forge(store, "ws-swapped", 2)
+    finally:
+        store.close()
+    add_user(collector, "audrey", "auditor")
+    with browser(collector) as web:
+        assert login(web, "audrey").status_code == 303
+        page = web.get("/integrity")
+        done = web.post("/integrity/verify", data={"csrf_token": csrf_of(page.text),
+                                                   "agent": "ws-swapped"})
+    assert done.status_code == 200
+    store = collector.store()
+    try:
+        stored = store.list_verifications()["ws-swapped"]
+    finally:
+        store.close()
+    assert stored["ok"] is False and stored["by_user"] == "audrey"
+    assert "endorsement" in stored["problems"][0]

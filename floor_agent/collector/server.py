@@ -164,6 +164,7 @@ def run(config: CollectorConfig) -> int:
     threads = 1 + 2 * section.ingest_processes if isinstance(store, SqliteStore) else None
     app = create_app(collector, section.max_request_bytes, section.stale_checkpoint_seconds,
                      ingest_threads=threads, self_audit=own, dashboard=section.dashboard)
+    app.state.anchor_key = signer.key.public_key()  # the integrity page checks keys with it
     limits = edge.EdgeLimits.of(section, SNAPSHOT_MAX_BYTES)
     # every connection is a file descriptor; the store, spool and workers need some more
     edge.raise_open_files_limit(limits.max_connections + 256)

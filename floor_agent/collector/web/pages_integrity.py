@@ -90,7 +90,8 @@ def verify(request: Request, user: Annotated[User, Depends(require("verify"))],
         agents = [agent]
     results = []
     for ident in agents:
-        checked = verify_agent(store, ident)
+        # agent keys against the trust anchor (set by server.run; absent: not checked)
+        checked = verify_agent(store, ident, getattr(request.app.state, "anchor_key", None))
         problems = [f"{p.kind} at {p.seq}: {p.detail}" for p in checked.report.problems]
         store.put_verification(ident, checked.ok, checked.checkpoint_seq, checked.stored_events,
                                problems, user.username, utc_timestamp(dash.clock()))
