@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -156,15 +157,22 @@ def stream_until_answer(sock: socket.socket, total: int, chunk: int = 16 * 1024)
 
 
 def start(root: Path, env: dict[str, str] | None = None, **section: object) -> CollectorProcess:
+    """A collector started with `env` added and systemd's default open-files soft limit."""
     proc = CollectorProcess(root, **section)
     saved = dict(os.environ)
     os.environ.update(env or {})
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(SOFT_FILES, limits[1]), limits[1]))
     try:
         proc.start()
     finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
         os.environ.clear()
         os.environ.update(saved)
     return proc
+
+
+SOFT_FILES = 1024
 
 
 class Notifications:
@@ -574,3 +582,13 @@ def test_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
             assert mode(path) & 0o077 == 0, path
         elif path.suffix not in (".pem", ".pub"):
             assert mode(path) & 0o077 == 0, (path, oct(mode(path)))
+
+
+def test_the_open_files_limit_is_raised_to_its_hard_limit(strict: CollectorProcess) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard <= SOFT_FILES:
+        pytest.skip("the hard open-files limit leaves nothing to raise")
+    text = Path(f"/proc/{strict.proc.pid}/limits").read_text()  # type: ignore[union-attr]
+    (line,) = [row for row in text.splitlines() if row.startswith("Max open files")]
+    soft, hard_seen = line.split()[3:5]
+    assert int(soft) == int(hard_seen) == (hard if hard != resource.RLIM_INFINITY else int(soft))

@@ -375,8 +375,9 @@ class EdgeProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        self.phase = "idle"
-        self.edge.busy = False
+        pipelined = bool(self.pipeline)  # the next request's headers are in: it runs now
+        self.phase = "app" if pipelined else "idle"
+        self.edge.busy = pipelined
         self._disarm()
         super().on_response_complete()
 
@@ -432,6 +433,9 @@ class EdgeListener:
             victim = eviction_victim(self.connections, self.per_address, address)
             if victim is not None:
                 self.evicted += 1
+                if self.evicted % 1000 == 1:
+                    log.warning("listener full: closed an idle connection of %s for one from "
+                                "%s; %d so far", victim.address, address, self.evicted)
                 self._closed(victim)  # its slot now, whenever its close completes
                 victim.close()
                 verdict = "admit"
