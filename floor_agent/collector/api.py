@@ -201,14 +201,16 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
             if size > max_request_bytes:
                 return _json({"detail": f"request larger than {max_request_bytes} bytes"}, 413)
             chunks.append(chunk)
+        body = b"".join(chunks)
+        chunks.clear()  # the body once, not twice, while it is verified and stored
         # the address unauthenticated failures are counted against (ingest.noise_alert)
         source = request.client.host if request.client else "unknown"
         if ingest_threads is None:
-            result = await run_in_threadpool(collector.ingest, b"".join(chunks), source)
+            result = await run_in_threadpool(collector.ingest, body, source)
         else:
             if not ingest_limiter:
                 ingest_limiter.append(anyio.CapacityLimiter(ingest_threads))
-            result = await anyio.to_thread.run_sync(collector.ingest, b"".join(chunks), source,
+            result = await anyio.to_thread.run_sync(collector.ingest, body, source,
                                                     limiter=ingest_limiter[0])
         if result.status != 200:
             return _json({"detail": result.message}, result.status)
