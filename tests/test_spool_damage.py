@@ -207,6 +207,16 @@ def test_a_row_rewritten_with_a_recomputed_hash_is_caught_at_the_break(tmp_path:
         == [(3, 3, "altered")]
 
 
+def test_an_edited_prev_column_alone_damages_nothing(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db", "ws-01")
+    for n in range(3):
+        spool.emit("test.event", f"item {n}")
+    with sqlite3.connect(tmp_path / "s.db") as db:  # the event and its hash are intact
+        db.execute("UPDATE pending SET prev = zeroblob(32) WHERE seq = 2")
+    assert deliver_all(spool) == [1, 2, 3]
+    assert reports(spool) == []
+
+
 def test_a_column_left_as_text_by_an_edit_is_damage_not_a_crash(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s.db", "ws-01")
     for n in range(3):

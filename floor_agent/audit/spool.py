@@ -153,10 +153,23 @@ def body_fault(agent_id: str, seq: int, body: bytes) -> str | None:
     return None
 
 
-def _row_fault(agent_id: str, row: SpooledRow, prev: bytes | None, after: SpooledRow | None,
+def _chained_from(row: SpooledRow, before: SpooledRow | None, acked: Head) -> bytes | None:
+    """The hash a row chains on from: its recorded prev, or its predecessor's hash (the
+    predecessor row, or the delivered head) when that is what its bytes link to; so an edited
+    prev column alone damages nothing, and a row of an older release (no prev) still has one."""
+    candidates = [row.prev]
+    if before is not None and before.seq == row.seq - 1:
+        candidates.append(before.hash)
+    if row.seq == acked.seq + 1:
+        candidates.append(acked.hash)
+    known = [c for c in candidates if c is not None]
+    return next((c for c in known if link(c, row.body) == row.hash), known[0] if known else None)
+
+
+def _row_fault(agent_id: str, row: SpooledRow, prev: bytes | None, after_prev: bytes | None,
                acked: Head, head: Head) -> str | None:
-    """Why one row cannot be delivered, judged from its predecessor's hash, its own bytes,
-    its successor's record of it, and the delivered and recorded heads."""
+    """Why one row cannot be delivered, judged from the hash it chains on from, its own
+    bytes, what the next row chains on from, and the delivered and recorded heads."""
     if row.seq <= acked.seq:
         return "at or below the delivered head"
     if row.seq > head.seq:
@@ -169,7 +182,7 @@ def _row_fault(agent_id: str, row: SpooledRow, prev: bytes | None, after: Spoole
         return "does not chain on from the delivered head"
     if row.seq == head.seq and row.hash != head.hash:
         return "is not the spool's recorded head"
-    if after is not None and after.prev is not None and after.prev != row.hash:
+    if after_prev is not None and after_prev != row.hash:
         return "the next event does not chain on from it"
     return body_fault(agent_id, row.seq, row.body)
 
@@ -211,17 +224,13 @@ def inspect(agent_id: str, acked: Head, head: Head, rows: Sequence[SpooledRow],
     contiguous and every row of it was checked against its successor too, so an incomplete
     window gives at most all its rows but the last.
     """
+    prevs = [_chained_from(row, rows[index - 1] if index else None, acked)
+             for index, row in enumerate(rows)]
     faults: dict[int, str] = {}
-    prevs: list[bytes | None] = []
     for index, row in enumerate(rows):
-        before = rows[index - 1] if index and rows[index - 1].seq == row.seq - 1 else None
-        after = rows[index + 1] if index + 1 < len(rows) \
-            and rows[index + 1].seq == row.seq + 1 else None
-        prev = row.prev
-        if prev is None:  # a row of an older release: its predecessor's hash is its prev
-            prev = before.hash if before else acked.hash if row.seq == acked.seq + 1 else None
-        prevs.append(prev)
-        fault = _row_fault(agent_id, row, prev, after, acked, head)
+        after = index + 1 < len(rows) and rows[index + 1].seq == row.seq + 1
+        fault = _row_fault(agent_id, row, prevs[index], prevs[index + 1] if after else None,
+                           acked, head)
         if fault is not None:
             faults[row.seq] = fault
     damage: list[Damage] = []
