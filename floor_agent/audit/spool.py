@@ -491,10 +491,9 @@ class Spool:
             "INSERT INTO spool_damage (first_seq, last_seq, problem, detail, found_at, "
             "reported_seq) VALUES (?, ?, ?, ?, ?, ?)",
             [(d.first_seq, d.last_seq, d.problem, d.detail, now, event.seq) for d in damage])
-        for d in damage:
-            log.critical("spool %s: seq %d..%d %s (%s); reported as seq %d, the rest is "
-                         "delivered", self.path, d.first_seq, d.last_seq, d.problem, d.detail,
-                         event.seq)
+        log.critical("spool %s damaged: %s (%s); reported as seq %d, set aside in "
+                     "damaged_rows, every other event is delivered", self.path, subject,
+                     damage[0].detail, event.seq)
 
     def damage_log(self) -> list[dict[str, Any]]:
         """Every damaged range found in this spool, oldest first (for an investigator)."""
