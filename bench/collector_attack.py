@@ -591,7 +591,8 @@ def markdown(args: argparse.Namespace, r: dict[str, Any], commit: str) -> str:
         f"attack: {r['ingest']['failed_batches_under_attack'] or 'none'}. Genuine agents shown "
         f"`broken` afterwards: {len(r['genuine_agents_shown_broken'])}. CPU quiet "
         f"{r['cpu']['quiet']}, under attack {r['cpu']['attack']} (2 cores, shared). "
-        f"Most alert rows: {r['alert_rows']}.",
+        f"Most alert rows: {r['alert_rows']}."
+        + ("" if r["collector_alive_at_end"] else " The collector process EXITED during the run."),
     ])
 
 
@@ -640,8 +641,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.addresses <= 249:
         parser.error("--addresses: 1 to 249 (127.0.0.2 ... 127.0.0.250)")
-    # SIGTERM ends the run as Ctrl-C does: through the finally blocks that clean up
-    signal.signal(signal.SIGTERM, interrupted)
+    # SIGTERM ends the run as Ctrl-C does, through the finally blocks that clean up; SIGINT
+    # too when a shell started this in the background with SIGINT ignored
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, interrupted)
     work = Path(tempfile.mkdtemp(prefix="attackbench-", dir=args.dir))
     postgres = None
     try:
