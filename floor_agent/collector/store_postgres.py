@@ -258,7 +258,8 @@ def add_missing_columns(db: psycopg.Connection[Any]) -> None:
     for table, column in rows:
         if table in present:
             present[table].add(column)
-    for statement in missing_columns({t: c for t, c in present.items() if c}):
+    for statement in missing_columns({t: c for t, c in present.items() if c},
+                                     text='TEXT COLLATE "C"'):
         db.execute(statement)
 
 

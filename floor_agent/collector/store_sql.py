@@ -526,9 +526,13 @@ ADDED_COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 
-def missing_columns(present: dict[str, set[str]]) -> list[str]:
-    """The ALTER TABLE statements that bring tables with `present` columns up to date (pure)."""
-    return [f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"
+def missing_columns(present: dict[str, set[str]], text: str = "TEXT") -> list[str]:
+    """The ALTER TABLE statements that bring tables with `present` columns up to date (pure).
+
+    text: the dialect's spelling of a TEXT column (PostgreSQL's compare bytewise, COLLATE "C",
+    as every column its schema creates; SQLite knows no collation "C")."""
+    return [f"ALTER TABLE {table} ADD COLUMN {column} "
+            f"{text + ddl[4:] if ddl.startswith('TEXT') else ddl}"
             for table, column, ddl in ADDED_COLUMNS
             if table in present and column not in present[table]]
 
