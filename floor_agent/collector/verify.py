@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -35,6 +36,7 @@ from floor_agent.audit import chain
 from floor_agent.audit.event import AuditEvent
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 from floor_agent.collector import anchor as trust
+from floor_agent.collector.ingest import AgentRecord
 from floor_agent.collector.store import Store
 
 PAGE = 10_000
@@ -192,46 +194,67 @@ def _rows(store: Store, agent_id: str, low: int, high: int
     return events, hashes
 
 
-def verify_agent(store: Store, agent_id: str, anchor: Ed25519PublicKey | None = None
-                 ) -> AgentVerification:
-    """One agent's chain, every stored row of it, and (given the anchor key) its key."""
+@dataclass
+class StoredAgent:
+    """Everything the verdict on one agent needs, as read from the store."""
+
+    record: AgentRecord
+    identity: dict[str, Any]
+    checkpoint: chain.Checkpoint | None
+    events: list[AuditEvent]
+    hashes: list[bytes]
+
+
+def read_agent(store: Store, agent_id: str) -> StoredAgent:
+    """Every stored row of the agent, whatever its head says. Rows committed while this reads
+    arrive with a newer signed checkpoint: they are left for the next run, not called
+    inserted. KeyError for an agent that is not enrolled."""
     record = store.get_agent(agent_id)
     identity = store.agent_identity(agent_id)
     if record is None or identity is None:
         raise KeyError(agent_id)
     checkpoint = store.checkpoint_of(agent_id)
-    try:
-        key = public_key_from_b64(record.public_key)
-    except KeyFileError:
-        key = None
     extent = store.event_extent(agent_id)
-    upto = max(record.head_seq, checkpoint.seq if checkpoint else 0)
     events, hashes = _rows(store, agent_id, min(1, extent[0]), extent[1]) if extent else ([], [])
-    # Rows committed while this ran come with a newer signed checkpoint: not judged this time.
+    upto = max(record.head_seq, checkpoint.seq if checkpoint else 0)
     fresh = store.checkpoint_of(agent_id)
+    key = _key(record.public_key)
     if extent and extent[1] > upto and fresh is not None and fresh.seq > upto and \
             key is not None and fresh.signature_valid(key):
         keep = [i for i, e in enumerate(events) if not upto < e.seq <= fresh.seq]
         events, hashes = [events[i] for i in keep], [hashes[i] for i in keep]
-    stray = beyond_head([e.seq for e in events], checkpoint.seq if checkpoint else None,
+    return StoredAgent(record, identity, checkpoint, events, hashes)
+
+
+def _key(text: str) -> Ed25519PublicKey | None:
+    try:
+        return public_key_from_b64(text)
+    except KeyFileError:
+        return None
+
+
+def judge_agent(stored: StoredAgent, anchor: Ed25519PublicKey | None = None
+                ) -> AgentVerification:
+    """The verdict on one agent's rows and key (pure): the chain up to the signed checkpoint,
+    rows past it and past the head, and the key's endorsement when the anchor key is given."""
+    record, checkpoint = stored.record, stored.checkpoint
+    stray = beyond_head([e.seq for e in stored.events], checkpoint.seq if checkpoint else None,
                         record.head_seq)
-    valid = [i for i, e in enumerate(events) if e.seq >= 1]
-    chained = [events[i] for i in valid]
-    chained_hashes = [hashes[i] for i in valid]
-    anchored = [e for e in chained if checkpoint is not None and e.seq <= checkpoint.seq]
-    if checkpoint is None:
-        anchored = [e for e in chained if e.seq <= upto]
-    report = chain.verify(anchored, checkpoint, key, chain.GENESIS_HASH,
-                          chained_hashes[:len(anchored)])
+    valid = [i for i, e in enumerate(stored.events) if e.seq >= 1]
+    chained = [stored.events[i] for i in valid]
+    hashes = [stored.hashes[i] for i in valid]
+    limit = checkpoint.seq if checkpoint else record.head_seq
+    anchored = [e for e in chained if e.seq <= limit]  # rows are in seq order: a prefix
+    report = chain.verify(anchored, checkpoint, _key(record.public_key), chain.GENESIS_HASH,
+                          hashes[:len(anchored)])
     if anchored and anchored[0].seq != 1:
         report.problems.insert(0, chain.Problem("gap", 1, f"events 1..{anchored[0].seq - 1} "
                                                           f"are missing from the store"))
     if checkpoint is not None and checkpoint.seq > 0 and not anchored:
         report.problems.append(chain.Problem("gap", 1, "no stored events under the checkpoint"))
     # Rows past the checkpoint cannot be anchored, but must still link up.
-    prev = chained_hashes[len(anchored) - 1] if anchored else chain.GENESIS_HASH
-    for event, digest in zip(chained[len(anchored):], chained_hashes[len(anchored):],
-                             strict=True):
+    prev = hashes[len(anchored) - 1] if anchored else chain.GENESIS_HASH
+    for event, digest in zip(chained[len(anchored):], hashes[len(anchored):], strict=True):
         if chain.event_hash(prev, event) != digest:
             report.problems.append(chain.Problem("altered", event.seq,
                                                  "unanchored event does not link"))
@@ -239,7 +262,7 @@ def verify_agent(store: Store, agent_id: str, anchor: Ed25519PublicKey | None = 
     report.problems += stray
     status = UNCHECKED
     if anchor is not None:
-        status = trust.check_endorsement(anchor, identity)
+        status = trust.check_endorsement(anchor, stored.identity)
         problem = endorsement_problem(status, trust.key_id(anchor))
         if problem is not None:
             report.problems.insert(0, problem)
@@ -247,9 +270,15 @@ def verify_agent(store: Store, agent_id: str, anchor: Ed25519PublicKey | None = 
         report.verified = 0
     head = None
     if report.ok and checkpoint is not None and anchored:
-        head = {"head_seq": checkpoint.seq, "head_hash": chained_hashes[len(anchored) - 1].hex()}
-    return AgentVerification(agent_id, checkpoint.seq if checkpoint else None, len(events),
-                             report, status, head)
+        head = {"head_seq": checkpoint.seq, "head_hash": hashes[len(anchored) - 1].hex()}
+    return AgentVerification(record.agent_id, checkpoint.seq if checkpoint else None,
+                             len(stored.events), report, status, head)
+
+
+def verify_agent(store: Store, agent_id: str, anchor: Ed25519PublicKey | None = None
+                 ) -> AgentVerification:
+    """One agent's chain, every stored row of it, and (given the anchor key) its key."""
+    return judge_agent(read_agent(store, agent_id), anchor)
 
 
 def verify_all(store: Store, anchor: Ed25519PublicKey | None = None
