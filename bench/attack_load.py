@@ -162,6 +162,7 @@ class AttackPlan:
     half_line: int = 200  # TLS connections that send half a request line, then nothing
     slow_per_route: int = 20  # bodies trickled at slow_bytes_per_s to enroll, login, ingest
     slow_bytes_per_s: int = 4
+    slow_length: int = 2048  # declared: within every route's limit, so it is not refused at once
     oversize_mib: int = 128  # bodies of this size sent at full speed to enroll and login
     oversize_streams: int = 2  # per route, one after the other
     stalled_ingest: int = 40  # ingest bodies sent up to the last KiB of the limit, then held
@@ -266,7 +267,7 @@ class Attack:
         what = f"slow{route}"
         reader, writer = await self.connect(what)
         try:
-            writer.write(self.head(route, 1 << 20, "application/x-www-form-urlencoded"
+            writer.write(self.head(route, self.plan.slow_length, "application/x-www-form-urlencoded"
                                    if route == "/login" else "application/json"))
             response = asyncio.create_task(reader.read(4096))
             while not response.done():

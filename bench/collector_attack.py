@@ -18,7 +18,8 @@ over HTTPS on loopback, with its default limits:
 3. Quiet phase (--quiet s), then the attack phase (--attack s) with the same genuine load, and
    concurrently from 127.0.0.2 ... 127.0.0.(1 + --addresses) (bench/attack_load.py attack):
    --idle TLS connections that send nothing and --half-line that send half a request line;
-   --slow-per-route bodies trickled at a few bytes a second to enroll, POST /login and ingest;
+   --slow-per-route bodies (--slow-length 2 KiB declared, within every route's limit) trickled
+   at a few bytes a second to enroll, POST /login and ingest;
    --oversize-mib bodies at full speed to enroll and POST /login; --stalled-ingest ingest
    bodies sent up to the last KiB of the ingest limit and held; junk batches (random
    signatures naming the real agents' ids) at --junk-rate per second; --logins parallel login
@@ -429,6 +430,7 @@ def chain_states(collector: CollectorProcess, api_key: str) -> dict[str, str]:
 def attack_plan(args: argparse.Namespace, agent_ids: list[str]) -> AttackPlan:
     return AttackPlan(addresses=args.addresses, idle=args.idle, half_line=args.half_line,
                       slow_per_route=args.slow_per_route, slow_bytes_per_s=args.slow_bytes,
+                      slow_length=args.slow_length,
                       oversize_mib=args.oversize_mib, oversize_streams=args.oversize_streams,
                       stalled_ingest=args.stalled_ingest, junk_rate=args.junk_rate,
                       junk_connections=args.junk_connections,
@@ -627,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     add("--half-line", type=int, default=200, help="connections sending half a request line")
     add("--slow-per-route", type=int, default=20, help="slow bodies per route (20)")
     add("--slow-bytes", type=int, default=4, help="slow body bytes per second (4)")
+    add("--slow-length", type=int, default=2048, help="slow body declared length (2048)")
     add("--oversize-mib", type=int, default=128, help="oversized body size, MiB (128)")
     add("--oversize-streams", type=int, default=2, help="oversized bodies at once per route")
     add("--stalled-ingest", type=int, default=40, help="stalled 16 MiB ingest bodies (40)")
