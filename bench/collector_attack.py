@@ -503,9 +503,11 @@ def run(args: argparse.Namespace, work: Path, database_url: str | None) -> dict[
                     if (work / "attack.json").exists() else {})
         alive = collector.proc.poll() is None
         states = chain_states(collector, api_key) if alive else {}
+        everyone = [*sent["agents"], {"agent_id": DOOR, "emitted": door.seq,
+                                      "acked": door.seq if critical.acked_at else 0}]
         store = collector.store()
         try:
-            stored = stored_seqs(store, sent["agents"])
+            stored = stored_seqs(store, everyone)
             alert_rows = store.alert_counts()
         finally:
             store.close()
@@ -539,7 +541,7 @@ def run(args: argparse.Namespace, work: Path, database_url: str | None) -> dict[
                                                                               attack_start),
                    "attack_peak_mib": sampler.peak(attack_start, attack_end + 5),
                    "samples": len(sampler.samples), "aborted": aborted},
-        "events": lost_events(sent["agents"], stored),
+        "events": lost_events(everyone, stored),
         "critical_alert": {**alert, "ack_after_s": (
             None if critical.acked_at is None or critical.sent_at is None
             else round(critical.acked_at - critical.sent_at, 2)),
