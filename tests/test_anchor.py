@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -453,3 +454,37 @@ def test_dashboard_reverify_checks_keys_against_the_anchor(
         store.close()
     assert stored["ok"] is False and stored["by_user"] == "audrey"
     assert "endorsement" in stored["problems"][0]
+
+
+def test_backup_from_before_the_anchor_restores_only_when_accepted(tmp_path: Path) -> None:
+    source = CollectorProcess(tmp_path / "site", backup={"directory": str(tmp_path / "bk")})
+    source.start()
+    try:
+        with pinned_client(source.url, source.ca, 10) as client:
+            enrolled(source, client, tmp_path, "ws-was", 4)
+        made = backup.backup(source.config)
+    finally:
+        source.stop()
+    assert made.ok and made.path is not None, made.reason
+    # what the release before the anchor wrote: no endorsements, an unsigned manifest
+    db = sqlite3.connect(made.path)
+    db.execute("UPDATE agents SET anchor_endorsement = NULL")
+    db.commit()
+    db.close()
+    path = backup.manifest_path(made.path)
+    manifest = json.loads(path.read_text())
+    del manifest[anchor.MANIFEST_FIELD]
+    manifest["sha256"] = backup.file_sha256(made.path)
+    path.write_text(json.dumps(manifest))
+
+    target = CollectorProcess(tmp_path / "target",
+                              anchor_dir=str(anchor.anchor_dir(source.config.collector)))
+    result = cli(target.config_path, "restore", "--from", str(made.path))
+    assert result.returncode == 1 and "--allow-unanchored" in result.stderr
+    result = cli(target.config_path, "restore", "--from", str(made.path), "--allow-unanchored")
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = cli(target.config_path, "verify")  # restored, but not vouched for
+    assert result.returncode == 1 and "ws-was: UNENDORSED" in result.stdout
+    assert cli(target.config_path, "anchor", "endorse-existing").returncode == 0
+    result = cli(target.config_path, "verify")
+    assert "ws-was: intact" in result.stdout, result.stdout
