@@ -176,11 +176,11 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
         return {"status": "ok", "version": __version__}
 
     @app.post("/api/v1/enroll", status_code=201, tags=["agents"])
-    def enroll(body: EnrollRequest) -> dict[str, str]:
+    def enroll(body: EnrollRequest, request: Request) -> dict[str, str]:
         """Register an agent's public key with a one-time token."""
         try:
             collector.enroll(body.token, body.agent_id, body.role, body.public_key,
-                             body.hostname)
+                             body.hostname, request.client.host if request.client else "unknown")
         except EnrollError as exc:
             raise HTTPException(exc.status, str(exc)) from None
         return {"agent_id": body.agent_id, "status": "enrolled"}
@@ -254,6 +254,7 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
     def agents(_: Reader) -> Response:
         """Enrolled agents with last seen, chain head, last checkpoint, open alert kinds, the
         last re-verification and the chain state both decide (overview.chain_state)."""
+        collector.flush_noise()
         items = store.list_agents()
         open_alerts = store.list_alerts(open_only=True, limit=100_000)
         verifications = store.list_verifications()
@@ -272,6 +273,7 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
                limit: int = Query(100, ge=1, le=1000)) -> Response:
         """Alerts: open first, then by severity, genuine before per-address noise, newest
         first within that (a genuine critical alert is on the first page whatever the noise)."""
+        collector.flush_noise()  # per-address counts held in memory, so the list is exact
         return _json({"alerts": store.list_alerts(open_only, agent_id, kind, limit)})
 
     @app.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"])

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from multiprocessing import get_context
 from typing import Any
@@ -67,6 +67,12 @@ def create_api_key(store: Store, name: str, scopes: Iterable[str] = api_keys.SCO
     return key
 
 
+# A per-address noise alert is stored at once, then its further counts at most this often
+# (the API flushes before it lists alerts); at most this many addresses held in memory.
+NOISE_FLUSH_SECONDS = 0.5
+MAX_NOISE_PENDING = 1024
+
+
 class EnrollError(ValueError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -110,6 +116,12 @@ class Collector:
         # how far an agent's signed times may run ahead of ours (collector.max_clock_skew_seconds)
         self.max_clock_skew = timedelta(seconds=max_clock_skew_seconds)
         self._noise_logged: dict[str, float] = {}  # fingerprint -> when it was last logged
+        # per-address noise counted in memory between writes (see _noise): a flood of junk
+        # batches costs a signature check each, not a write transaction each
+        self._noise_guard = threading.Lock()
+        self._noise_pending: dict[str, AlertDraft] = {}
+        self._noise_written: dict[str, float] = {}  # fingerprint -> when it was last stored
+        self._noise_timer: threading.Timer | None = None
         self._agent_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.counters: Counter[str] = Counter()
@@ -164,6 +176,7 @@ class Collector:
             return ingest.prepare(body, self.max_batch_events, now)
 
     def close(self) -> None:
+        self.flush_noise()
         with self._pool_guard:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
@@ -174,8 +187,10 @@ class Collector:
             return self._agent_locks.setdefault(agent_id, threading.Lock())
 
     def enroll(self, token: str, agent_id: str, role: str, public_key: str,
-               hostname: str) -> None:
-        """Register an agent's public key against a one-time token of the same role."""
+               hostname: str, source: str = "local") -> None:
+        """Register an agent's public key against a one-time token of the same role.
+
+        source: the client's address, which a refused token is counted against."""
         if not isinstance(agent_id, str) or not AGENT_ID_RE.match(agent_id):
             raise EnrollError(422, "agent_id: expected 1-64 of [A-Za-z0-9._-]")
         if role not in AGENT_ROLES:
@@ -186,10 +201,9 @@ class Collector:
             raise EnrollError(422, str(exc)) from None
         now = utc_timestamp()
         token_role = self.store.consume_token(secret_hash(token), now, agent_id)
-        if token_role is None:
-            self._add_alerts([AlertDraft("unknown_agent", "warning", agent_id,
-                                              "enrollment with an unknown, used or expired "
-                                              "token refused")], now)
+        if token_role is None:  # anyone can name any id: counted against the sender
+            self._noise("unknown_agent", source, agent_id, "enrollment with an unknown, used "
+                        "or expired token refused", now)
             raise EnrollError(401, "token: unknown, already used or expired")
         if token_role != role:
             raise EnrollError(403, f"token is for role {token_role!r}, not {role!r}")
@@ -210,14 +224,48 @@ class Collector:
         once a minute per alert, so a flood cannot fill the log either."""
         alert = ingest.noise_alert(kind, source, claimed, reason)
         self.counters[f"alert_{kind}"] += 1
-        self._add_alerts([alert], now)
         moment = time.monotonic()
+        key = alert.fingerprint
+        store_now = True
+        with self._noise_guard:
+            held = self._noise_pending.pop(key, None)
+            if held is not None:
+                alert = replace(alert, count=held.count + 1)
+            if (moment - self._noise_written.get(key, float("-inf")) < NOISE_FLUSH_SECONDS
+                    and len(self._noise_pending) < MAX_NOISE_PENDING):
+                # stored moments ago: count it here, stored within NOISE_FLUSH_SECONDS
+                self._noise_pending[key] = alert
+                if self._noise_timer is None:
+                    self._noise_timer = threading.Timer(NOISE_FLUSH_SECONDS, self.flush_noise)
+                    self._noise_timer.daemon = True
+                    self._noise_timer.start()
+                store_now = False
+            else:
+                if len(self._noise_written) >= MAX_NOISE_PENDING:
+                    self._noise_written.clear()
+                self._noise_written[key] = moment
+        if store_now:
+            self._add_alerts([alert], now)
         if moment - self._noise_logged.get(alert.fingerprint, -60.0) >= 60.0:
             if len(self._noise_logged) > 4 * ingest.MAX_NOISE_SOURCES:
                 self._noise_logged.clear()
             self._noise_logged[alert.fingerprint] = moment
             log.warning("alert %s (unauthenticated, counted per address): %s", kind,
                         alert.detail)
+
+    def flush_noise(self) -> None:
+        """Store the per-address counts held in memory (timer, readers of alerts, close)."""
+        with self._noise_guard:
+            pending = list(self._noise_pending.values())
+            self._noise_pending.clear()
+            if self._noise_timer is not None:
+                self._noise_timer.cancel()
+                self._noise_timer = None
+            moment = time.monotonic()
+            for alert in pending:
+                self._noise_written[alert.fingerprint] = moment
+        if pending:
+            self._add_alerts(pending, utc_timestamp())
 
     def ingest(self, body: bytes, source: str = "local") -> IngestResult:
         """Verify and store one batch; every anomaly becomes a stored alert.
