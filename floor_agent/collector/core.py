@@ -71,6 +71,7 @@ def create_api_key(store: Store, name: str, scopes: Iterable[str] = api_keys.SCO
 # (the API flushes before it lists alerts); at most this many addresses held in memory.
 NOISE_FLUSH_SECONDS = 0.5
 MAX_NOISE_PENDING = 1024
+AGENT_LOCKS = 64
 
 
 class EnrollError(ValueError):
@@ -122,8 +123,9 @@ class Collector:
         self._noise_pending: dict[str, AlertDraft] = {}
         self._noise_written: dict[str, float] = {}  # fingerprint -> when it was last stored
         self._noise_timer: threading.Timer | None = None
-        self._agent_locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        # one agent's batches are decided one at a time; a fixed set of locks (by hash of the
+        # id), so ids named by junk batches cannot grow memory
+        self._agent_locks = [threading.Lock() for _ in range(AGENT_LOCKS)]
         self.counters: Counter[str] = Counter()
         self.prepare_processes = prepare_processes
         self._pool: ProcessPoolExecutor | None = None
@@ -183,8 +185,7 @@ class Collector:
                 self._pool = None
 
     def _lock_for(self, agent_id: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._agent_locks.setdefault(agent_id, threading.Lock())
+        return self._agent_locks[hash(agent_id) % AGENT_LOCKS]
 
     def enroll(self, token: str, agent_id: str, role: str, public_key: str,
                hostname: str, source: str = "local") -> None:
