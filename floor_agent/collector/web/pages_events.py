@@ -22,7 +22,7 @@ PAGE_SIZE = 200
 CSV_LIMIT = 10_000
 # "time" is the agent's own (signed) stamp, "received" the collector's: the list is in
 # received order (newest first), as the live feed adds rows, so a wrong agent clock can
-# neither pin an event on top nor bury one (issue 15)
+# neither pin an event on top nor bury one (issue 15); with since/until, by the agents' time
 COLUMNS = ["time", "agent", "seq", "kind", "severity", "subject", "data", "received"]
 
 
@@ -76,7 +76,8 @@ def events_page(request: Request, user: Annotated[User, Depends(require("read"))
     query = EventQuery(agent_id=live.agent_id, kind_prefix=live.kind_prefix,
                        severities=filters.at_least(live.min_severity), since=live.since,
                        until=live.until, limit=CSV_LIMIT if csv else PAGE_SIZE,
-                       by_received=True)
+                       # a time window asked for is the agents' time, walked on its index
+                       by_received=not (live.since or live.until))
     table = events_table(dash.store.query_events(query).events)
     if csv:
         return csv_response(table, "events")
