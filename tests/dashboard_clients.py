@@ -3,27 +3,21 @@ addresses (127.0.0.x, so per-address limits can be told apart), and its own audi
 
 from __future__ import annotations
 
-import re
 import ssl
 import time
 from typing import Any
 
 import httpx
 from collector_process import CollectorProcess
+from test_web_support import PASSWORD, csrf_of
 
 from floor_agent.audit.event import utc_timestamp
 from floor_agent.collector import self_audit
 from floor_agent.collector.store import EventQuery
 from floor_agent.collector.web import passwords
 
-PASSWORD = "correct horse battery staple"
-CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-def csrf_of(html: str) -> str:
-    match = CSRF_RE.search(html)
-    assert match, "no csrf_token in the page"
-    return match[1]
+__all__ = ["PASSWORD", "add_user", "browser", "csrf_of", "login", "login_form", "own_events",
+           "post_login"]
 
 
 def add_user(collector: CollectorProcess, name: str, role: str,

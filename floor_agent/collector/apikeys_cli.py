@@ -2,19 +2,19 @@
 
 Every create and revoke is an event on the collector's own audit trail (`apikey.created`,
 `apikey.revoked`: name, scopes, expiry, by whom; never the key), written through its spool
-like `collector user` changes and delivered by the running collector.
+like `collector user` changes (users_cli.run_audited) and delivered by the running collector.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from floor_agent.collector.api_keys import SCOPE_HELP, SCOPES
+from floor_agent.collector.web.users_cli import run_audited
 
 DEFAULT_CONFIG = Path("/etc/floor-agent/collector.yaml")
 CLI_ACTOR = "cli"
@@ -29,31 +29,8 @@ def _days(value: str) -> int:
     return days
 
 
-def _run(args: argparse.Namespace, action: Callable[[Any, Any, datetime], int]) -> int:
-    """Open the store and the collector's own trail, run action(store, own, now)."""
-    from floor_agent.collector import self_audit
-    from floor_agent.collector.store import open_store
-    from floor_agent.config import CollectorConfig, load_config
-
-    config = load_config(args.config, "collector")
-    assert isinstance(config, CollectorConfig)
-    store = open_store(config.collector.resolved_database_url())
-    try:
-        self_audit.ensure_registered(store, config)
-        own = self_audit.open_writer(config)
-        try:
-            return action(store, own, datetime.now(UTC))
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        finally:
-            own.close()
-    finally:
-        store.close()
-
-
 def cmd_create(args: argparse.Namespace) -> int:
-    from floor_agent.audit.event import utc_timestamp
+    from floor_agent.audit.event import parse_timestamp, utc_timestamp
     from floor_agent.collector import api_keys, core
 
     scopes = [s for s in SCOPES if s in set(args.scope)]
@@ -62,8 +39,9 @@ def cmd_create(args: argparse.Namespace) -> int:
         return 2
     days = None if args.never_expires else (args.expires_days or DEFAULT_EXPIRY_DAYS)
 
-    def action(store: Any, own: Any, now: datetime) -> int:
-        expires_at = None if days is None else utc_timestamp(now + timedelta(days=days))
+    def action(args: argparse.Namespace, store: Any, own: Any, now: str) -> int:
+        expires_at = None if days is None else utc_timestamp(
+            parse_timestamp(now) + timedelta(days=days))
         key = core.create_api_key(store, args.name, scopes, expires_at)
         own.emit("apikey.created", args.name, "notice", name=args.name, scopes=scopes,
                  expires_at=expires_at, by=CLI_ACTOR)
@@ -72,16 +50,14 @@ def cmd_create(args: argparse.Namespace) -> int:
               f"{expires_at or 'never'}; shown once, stored only hashed", file=sys.stderr)
         return 0
 
-    return _run(args, action)
+    return run_audited(args, action)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from floor_agent.audit.event import utc_timestamp
     from floor_agent.collector import api_keys
 
-    def action(store: Any, own: Any, now: datetime) -> int:
-        stamp = utc_timestamp(now)
-        lines = [api_keys.list_line(api_keys.record(row), stamp)
+    def action(args: argparse.Namespace, store: Any, own: Any, now: str) -> int:
+        lines = [api_keys.list_line(api_keys.record(row), now)
                  for row in store.list_api_keys()]
         header = {"name": "name", "scopes": "scopes", "state": "state", "created": "created",
                   "expires": "expires", "last_used": "last used", "revoked": "revoked"}
@@ -93,14 +69,12 @@ def cmd_list(args: argparse.Namespace) -> int:
                   "scoped key and revoke it", file=sys.stderr)
         return 0
 
-    return _run(args, action)
+    return run_audited(args, action)
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from floor_agent.audit.event import utc_timestamp
-
-    def action(store: Any, own: Any, now: datetime) -> int:
-        revoked = store.revoke_api_key(args.name, utc_timestamp(now))
+    def action(args: argparse.Namespace, store: Any, own: Any, now: str) -> int:
+        revoked = store.revoke_api_key(args.name, now)
         if not revoked:
             raise ValueError(f"name: no unrevoked API key named {args.name!r}")
         own.emit("apikey.revoked", args.name, "notice", name=args.name, keys=revoked,
@@ -108,7 +82,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         print(f"revoked API key {args.name!r}; it is refused from now on")
         return 0
 
-    return _run(args, action)
+    return run_audited(args, action)
 
 
 def add_parsers(collector_subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]

@@ -21,12 +21,13 @@ DEFAULT_CONFIG = Path("/etc/floor-agent/collector.yaml")
 CLI_ACTOR = "cli"
 
 
-def _run(args: argparse.Namespace,
+def run_audited(args: argparse.Namespace,
          action: Callable[[argparse.Namespace, object, object, str], int]) -> int:
+    """Open the store and the collector's own trail, run action(args, store, own, now); a
+    refused change (ValueError) is an error message and exit status 2."""
     from floor_agent.audit.event import utc_timestamp
     from floor_agent.collector import self_audit
     from floor_agent.collector.store import open_store
-    from floor_agent.collector.web import user_admin
     from floor_agent.config import CollectorConfig, load_config
 
     config = load_config(args.config, "collector")
@@ -37,7 +38,7 @@ def _run(args: argparse.Namespace,
         own = self_audit.open_writer(config)
         try:
             return action(args, store, own, utc_timestamp())
-        except user_admin.UserError as exc:
+        except ValueError as exc:  # user_admin.UserError, a refused API key change
             print(f"error: {exc}", file=sys.stderr)
             return 2
         finally:
@@ -57,7 +58,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         print(secret)
         return 0
 
-    return _run(args, action)
+    return run_audited(args, action)
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
@@ -69,7 +70,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
         print(secret)
         return 0
 
-    return _run(args, action)
+    return run_audited(args, action)
 
 
 def cmd_disable(args: argparse.Namespace) -> int:
@@ -81,7 +82,7 @@ def cmd_disable(args: argparse.Namespace) -> int:
         print(f"disabled {args.username}; their sessions ended")
         return 0
 
-    return _run(args, action)
+    return run_audited(args, action)
 
 
 def cmd_enable(args: argparse.Namespace) -> int:
@@ -93,7 +94,7 @@ def cmd_enable(args: argparse.Namespace) -> int:
         print(f"enabled {args.username}")
         return 0
 
-    return _run(args, action)
+    return run_audited(args, action)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -108,7 +109,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{user['username']:<24} {user['role']:<8} {state:<10} {user['created_at']}")
         return 0
 
-    return _run(args, action)
+    return run_audited(args, action)
 
 
 def add_parsers(collector_subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]
