@@ -170,7 +170,7 @@ def test_junk_batches_are_counted_per_sender_and_change_no_agent(
 def test_noise_rows_are_bounded_however_many_addresses(
         collector: CollectorProcess, api: httpx.Client) -> None:
     for n in range(70):  # more addresses than MAX_NOISE_SOURCES open rows per kind
-        with browser(collector, f"127.0.1.{n + 1}") as attacker:
+        with browser(collector, f"127.0.0.{100 + n}") as attacker:
             assert attacker.post(INGEST, content=junk_heartbeat(f"ghost-{n}", 1)
                                  ).status_code == 401
     rows = alerts(api, kind="unknown_agent", open="true", limit=1000)
