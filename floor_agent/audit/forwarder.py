@@ -127,6 +127,10 @@ class Forwarder:
             return 0.0
         if response.status_code != 200:
             detail = response.text[:300]
+            if response.status_code == 409 and _problem(response) == "clock_skew":
+                # our checkpoint was stamped in the future: stamp the next one by the clock
+                # again, or a clock that once ran ahead would be refused for ever
+                self.spool.restart_checkpoint_clock()
             return self._backoff(f"collector refused batch ({response.status_code}): {detail}")
         acked_seq = _acked_seq(response)
         if pending and (acked_seq is None or acked_seq < last_seq):
@@ -162,3 +166,13 @@ def _acked_seq(response: httpx.Response) -> int | None:
         return None
     seq = answer.get("acked_seq") if isinstance(answer, dict) else None
     return seq if type(seq) is int else None
+
+
+def _problem(response: httpx.Response) -> str | None:
+    """The alert kind the collector names for a refused batch, or None."""
+    try:
+        answer = response.json()
+    except ValueError:
+        return None
+    problem = answer.get("problem") if isinstance(answer, dict) else None
+    return problem if isinstance(problem, str) else None

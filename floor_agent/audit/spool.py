@@ -567,6 +567,17 @@ class Spool:
             self._put_meta("last_checkpoint_ts", now)
         return now
 
+    def restart_checkpoint_clock(self) -> None:
+        """Stamp the next checkpoint by the clock again, whatever was stored.
+
+        For when the collector refused a checkpoint as stamped in the future: the clock ran
+        ahead once, and going on strictly after that stamp would sign future checkpoints for
+        ever, even with the clock put right. Only the collector can tell this apart from a
+        clock stepped back (where going on after the stored stamp is what keeps it accepted).
+        """
+        with self._transaction():
+            self._db.execute("DELETE FROM meta WHERE key = 'last_checkpoint_ts'")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

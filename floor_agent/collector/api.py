@@ -213,7 +213,10 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
             result = await anyio.to_thread.run_sync(collector.ingest, body, source,
                                                     limiter=ingest_limiter[0])
         if result.status != 200:
-            return _json({"detail": result.message}, result.status)
+            answer: dict[str, Any] = {"detail": result.message}
+            if result.problem is not None:
+                answer["problem"] = result.problem
+            return _json(answer, result.status)
         return _json({"acked_seq": result.acked_seq, "stored": result.stored,
                       "message": result.message})
 

@@ -86,6 +86,9 @@ class IngestResult:
     message: str
     acked_seq: int | None = None
     stored: int = 0
+    # why an authenticated batch was refused (its alert kind), for the agent to act on: a
+    # `clock_skew` refusal makes it stamp its next checkpoint by its clock again
+    problem: str | None = None
 
 
 def _die_with_parent() -> None:
@@ -302,7 +305,8 @@ class Collector:
             if not plan.accepted:
                 self.counters["batch_rejected"] += 1
                 self._add_alerts(plan.alerts, now)
-                return IngestResult(plan.status, plan.message)
+                return IngestResult(plan.status, plan.message,
+                                    problem=plan.alerts[0].kind if plan.alerts else None)
             self.store.commit_batch(batch.agent_id, plan.store, batch.checkpoint, plan.new_head,
                                     plan.alerts, now, quarantine=plan.quarantine)
         self.counters["batch_accepted"] += 1
