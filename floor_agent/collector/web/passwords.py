@@ -55,17 +55,19 @@ class HashGate:
 GATE = HashGate(HASH_SLOTS)
 
 
-def hash_password(password: str, wait: float = HASH_WAIT_SECONDS) -> str:
-    with GATE.slot(wait):
+def hash_password(password: str, wait: float | None = None) -> str:
+    """The argon2 hash; HashBusy when no slot is free within wait (HASH_WAIT_SECONDS)."""
+    with GATE.slot(HASH_WAIT_SECONDS if wait is None else wait):
         return _hasher.hash(password)
 
 
 def verify_password(stored_hash: str | None, password: str,
-                    wait: float = HASH_WAIT_SECONDS) -> bool:
+                    wait: float | None = None) -> bool:
     """True when password matches; always does one argon2 verification, even without a hash.
 
-    HashBusy when no slot is free within `wait` seconds (nothing was checked then)."""
-    with GATE.slot(wait):
+    HashBusy when no slot is free within `wait` seconds (HASH_WAIT_SECONDS; nothing was
+    checked then)."""
+    with GATE.slot(HASH_WAIT_SECONDS if wait is None else wait):
         try:
             return _hasher.verify(stored_hash or _DUMMY, password) and stored_hash is not None
         except (VerificationError, InvalidHashError):
