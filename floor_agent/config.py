@@ -235,6 +235,17 @@ class EdgeSettings(_StrictModel):
     # per address must fit one ingest body (max_request_bytes).
     body_budget_bytes: Annotated[StrictInt, Field(ge=1024 * 1024)] = 64 * 1024 * 1024
     body_budget_per_address_bytes: Annotated[StrictInt, Field(ge=1024 * 1024)] = 20 * 1024 * 1024
+    # An address that offends this often within offence_window_seconds (requests refused as
+    # unauthenticated, malformed, oversized or throttled; handshakes, headers or bodies not
+    # finished in time) is shut out at accept, before any TLS work, for shut_out_seconds,
+    # doubled for each repeat up to max_shut_out_seconds. 0 turns it off.
+    offences_to_shut_out: Annotated[StrictInt, Field(ge=0, le=100_000)] = 30
+    offence_window_seconds: Annotated[StrictInt, Field(ge=1, le=3600)] = 60
+    shut_out_seconds: Annotated[StrictInt, Field(ge=1, le=86_400)] = 60
+    max_shut_out_seconds: Annotated[StrictInt, Field(ge=1, le=7 * 86_400)] = 3600
+    # Never shut out (the collector's own host: its watchdog check and local admin tools).
+    trusted_addresses: list[Annotated[str, Field(strict=True, min_length=1)]] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"])
 
     @model_validator(mode="after")
     def _caps_nest(self) -> EdgeSettings:
@@ -243,6 +254,14 @@ class EdgeSettings(_StrictModel):
                              "max_connections, so one address cannot take the listener")
         if self.body_budget_per_address_bytes > self.body_budget_bytes:
             raise ValueError("body_budget_per_address_bytes: must be <= body_budget_bytes")
+        if self.max_shut_out_seconds < self.shut_out_seconds:
+            raise ValueError("max_shut_out_seconds: must be >= shut_out_seconds")
+        for address in self.trusted_addresses:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"trusted_addresses: {address!r} is not an IP address"
+                                 ) from None
         return self
 
 

@@ -29,6 +29,7 @@ from collector_process import CollectorProcess
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector import request_auth
 from floor_agent.collector.server import listener_healthy
+from floor_agent.collector.store import EventQuery
 from floor_agent.config import CollectorConfig, CollectorSection
 
 MiB = 1024 * 1024
@@ -592,3 +593,44 @@ def test_the_open_files_limit_is_raised_to_its_hard_limit(strict: CollectorProce
     (line,) = [row for row in text.splitlines() if row.startswith("Max open files")]
     soft, hard_seen = line.split()[3:5]
     assert int(soft) == int(hard_seen) == (hard if hard != resource.RLIM_INFINITY else int(soft))
+
+
+def shut_out_events(proc: CollectorProcess) -> list[dict]:
+    store = proc.store()
+    try:
+        return store.query_events(EventQuery(kind="collector.shut_out", limit=100)).events
+    finally:
+        store.close()
+
+
+def test_a_persistent_offender_is_shut_out_before_tls_and_the_own_host_never(
+        strict: CollectorProcess) -> None:
+    maker = genuine_agent(strict, "ws-edge-shut")
+    context = client_context(strict.ca)
+    junk = b'{"agent_id": "ws-edge-shut", "events": [], "checkpoint": {}}'
+    # the collector's own host sends junk as often as it likes: never shut out
+    with pinned_client(strict.url, strict.ca, 10) as client:
+        for _ in range(45):
+            assert client.post("/api/v1/ingest", content=junk).status_code == 422
+    genuine_served(strict, maker)
+    # attack: another address sends the same junk; 30 refusals within a minute shut it out
+    answers: list[int] = []
+    with httpx.Client(base_url=strict.url, verify=context, timeout=10,
+                      transport=httpx.HTTPTransport(verify=context,
+                                                    local_address="127.0.0.41")) as attacker:
+        for _ in range(45):
+            try:
+                answers.append(attacker.post("/api/v1/ingest", content=junk).status_code)
+            except httpx.HTTPError:
+                answers.append(0)  # its connection closed, or refused at accept
+    assert answers[:30] == [422] * 30 and set(answers[30:]) == {0}, answers
+    # expectation: refused at accept, before any TLS work; others and the own host served
+    assert open_tls(strict.port, "127.0.0.41", context) is None
+    assert open_tls(strict.port, "127.0.0.42", context) is not None
+    genuine_served(strict, maker)
+    # ... and recorded on the collector's own trail with what it was shut out for
+    assert eventually(lambda: bool(shut_out_events(strict)))
+    (event,) = shut_out_events(strict)
+    assert event["subject"] == "127.0.0.41" and event["severity"] == "info"
+    assert event["data"]["offences"] == {"http_422": 30}
+    assert event["data"]["seconds"] == 60

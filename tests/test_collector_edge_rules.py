@@ -11,16 +11,19 @@ from floor_agent.collector.edge import (
     BodyBudget,
     Connection,
     EdgeLimits,
+    Offences,
     admission,
     body_deadline,
     body_limit,
     declared_length,
     eviction_victim,
+    offender,
 )
 from floor_agent.collector.web.snapshots_api import MAX_BYTES, jpeg_problem, jpeg_size
 from floor_agent.config import CollectorSection
 
 LIMITS = EdgeLimits.of(CollectorSection(), MAX_BYTES)
+MiB = 1024 * 1024
 
 
 def test_admission_per_address_then_in_all() -> None:
@@ -88,3 +91,60 @@ def test_jpeg_size_from_the_frame_header(progressive: bool) -> None:
     huge[sof + 5:sof + 9] = (11500).to_bytes(2, "big") * 2
     problem, _, _ = jpeg_problem(bytes(huge))
     assert problem is not None and "11500x11500" in problem
+
+
+def test_a_stalled_body_is_given_up_soon_after_its_last_byte() -> None:
+    # most of a large body at once earns minutes of rate credit; a stall still ends it
+    received = 16 * 1024 * 1024
+    assert body_deadline(100.0, received, LIMITS, last_byte=101.0) == (
+        101.0 + LIMITS.body_timeout)
+    # a body that keeps coming is judged by its rate alone
+    assert body_deadline(100.0, 0, LIMITS, last_byte=100.0) == 100.0 + LIMITS.body_timeout
+
+
+def test_an_address_is_shut_out_after_its_offences_and_longer_each_time() -> None:
+    offences = Offences(limit=3, window=10.0, base=60.0, most=200.0,
+                        trusted=frozenset({"127.0.0.1"}))
+    assert offences.offend("10.0.0.9", "http_401", 0.0) is None
+    assert offences.offend("10.0.0.9", "http_401", 1.0) is None
+    assert offences.offend("10.0.0.9", "http_413", 2.0) == 60.0
+    assert offences.shut_out("10.0.0.9", 61.0) and not offences.shut_out("10.0.0.9", 62.1)
+    assert offences.reasons_of("10.0.0.9") == {"http_401": 2, "http_413": 1}
+    # offences spread wider than the window never add up
+    for moment in (100.0, 111.0, 122.0, 133.0):
+        assert offences.offend("10.0.0.9", "http_401", moment) is None
+    # a repeat offender is shut out twice as long, up to the most
+    for moment in (150.0, 151.0):
+        offences.offend("10.0.0.9", "http_401", moment)
+    assert offences.offend("10.0.0.9", "http_401", 152.0) == 120.0
+    for moment in (300.0, 301.0):
+        offences.offend("10.0.0.9", "http_401", moment)
+    assert offences.offend("10.0.0.9", "http_401", 302.0) == 200.0
+    # the collector's own host never is; other addresses are counted apart
+    for moment in range(10):
+        assert offences.offend("127.0.0.1", "http_401", float(moment)) is None
+        assert not offences.shut_out("10.0.0.10", float(moment))
+
+
+def test_an_ipv6_host_is_one_offender_per_prefix_and_memory_is_bounded() -> None:
+    assert offender("2001:db8:1:2::5") == offender("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert offender("::ffff:10.0.0.9") == "10.0.0.9"
+    offences = Offences(limit=2, window=10.0, base=60.0, most=60.0, tracked=100)
+    for n in range(1000):  # one offence each from many addresses: none remembered past 100
+        offences.offend(f"10.1.{n // 250}.{n % 250}", "http_401", 1.0)
+    assert len(offences.seen) == 100 and len(offences.reasons) == 100
+    assert offences.offend("10.1.3.249", "http_401", 2.0) == 60.0  # the newest still counted
+    off = Offences(limit=0, window=10.0, base=60.0, most=60.0)  # 0: never shut out
+    assert all(off.offend("10.0.0.1", "x", float(t)) is None for t in range(100))
+
+
+def test_large_bodies_leave_a_quarter_of_the_budget_to_small_ones() -> None:
+    budget = BodyBudget(total=16 * MiB, per_address=8 * MiB)
+    # stalling clients' large bodies fill what they may: three quarters
+    assert budget.take("a", 6 * MiB, 6 * MiB) and budget.take("b", 6 * MiB, 6 * MiB)
+    assert not budget.take("c", 2 * MiB, 2 * MiB)  # 12 MiB held: large ones stop here
+    # ... a genuine agent's small batch still gets in
+    assert budget.take("agent", 100 * 1024, 100 * 1024)
+    # a request growing past the small size chunk by chunk counts as large from there
+    assert budget.take("d", 512 * 1024, 512 * 1024)
+    assert not budget.take("d", 600 * 1024, 1112 * 1024)

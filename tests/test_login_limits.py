@@ -89,3 +89,20 @@ def test_a_saturated_gate_is_busy_not_a_queue_and_not_a_500(
         assert web.login(client, "ann").status_code == 429
     finally:
         web.close()
+
+
+def test_password_hashing_runs_at_a_lower_cpu_priority() -> None:
+    """A flood of logins takes what ingest leaves of the CPU: the hashing threads are niced."""
+    import os
+    import threading
+
+    from floor_agent.collector.web import passwords
+
+    assert not passwords.verify_password(None, "not the password")
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    hashing = [t for t in threading.enumerate() if t.name.startswith("argon2")]
+    assert hashing
+    for thread in hashing:
+        assert thread.native_id is not None
+        assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == min(
+            19, mine + passwords.HASH_NICE)

@@ -17,6 +17,12 @@ nobody served. Here:
   limit (413 as soon as it is passed, or at once from Content-Length) and a budget of body
   bytes held by the whole process and by one address (503 past it): the application never
   sees a partial body, and the bytes held at once are bounded.
+- Offences (fail2ban's idea, inside the collector): an address whose requests keep being
+  refused (unauthenticated, malformed, oversized, throttled) or whose handshakes, headers or
+  bodies keep running out of time is shut out at accept, before any TLS work, for a while that
+  doubles with each repeat. A caps-and-deadlines edge still pays a handshake and a request for
+  every try; shutting the persistent offender out is what keeps the collector's one event
+  loop for the agents and the dashboard.
 
 The decisions are pure functions over plain data (admission, victim, route limit, deadlines);
 the classes are the thin adapters to asyncio and uvicorn. EdgeProtocol depends on uvicorn's
@@ -28,13 +34,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import resource
 import socket
 import ssl
 import struct
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +49,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from floor_agent.config import CollectorSection
+from floor_agent.config import CollectorSection, EdgeSettings
 
 log = logging.getLogger(__name__)
 
@@ -151,24 +158,43 @@ def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
-def body_deadline(started: float, received: int, limits: EdgeLimits) -> float:
+def body_deadline(started: float, received: int, limits: EdgeLimits,
+                  last_byte: float | None = None) -> float:
     """When a body still incomplete is given up: a grace period, plus a second per
-    body_min_rate bytes already received (a client that keeps the rate keeps going)."""
-    return started + limits.body_timeout + received / limits.body_min_rate
+    body_min_rate bytes already received (a client that keeps the rate keeps going), but never
+    later than the grace period after its last byte (a client that sent most of a large body
+    at once and then stalls would otherwise hold it, and the body budget, for minutes)."""
+    deadline = started + limits.body_timeout + received / limits.body_min_rate
+    if last_byte is not None:
+        deadline = min(deadline, last_byte + limits.body_timeout)
+    return deadline
+
+
+# A body up to this size is "small" (every agent batch of ordinary size, every form): a
+# quarter of the budget is kept for such bodies, so a few large bodies held by stalling
+# clients cannot leave a genuine agent's next batch without room.
+SMALL_BODY_BYTES = 1024 * 1024
 
 
 @dataclass
 class BodyBudget:
-    """Request-body bytes held at once, in all and per source address."""
+    """Request-body bytes held at once, in all and per source address; a request past
+    SMALL_BODY_BYTES may use only the part of the total not kept for small bodies."""
 
     total: int
     per_address: int
     held: int = 0
     by_address: dict[str, int] = field(default_factory=dict)
 
-    def take(self, address: str, size: int) -> bool:
+    @property
+    def for_large(self) -> int:
+        return self.total - self.total // 4
+
+    def take(self, address: str, size: int, request_total: int = 0) -> bool:
+        """Take `size` more bytes for a request that then holds `request_total` (0: size)."""
         mine = self.by_address.get(address, 0)
-        if self.held + size > self.total or mine + size > self.per_address:
+        cap = self.total if max(size, request_total) <= SMALL_BODY_BYTES else self.for_large
+        if self.held + size > cap or mine + size > self.per_address:
             return False
         self.held += size
         self.by_address[address] = mine + size
@@ -183,6 +209,135 @@ class BodyBudget:
             self.by_address.pop(address, None)
 
 
+# Answers that mean the client did something wrong: unreadable, unauthenticated, unknown,
+# oversized, throttled. A genuine agent or browser meets them now and then, never dozens a
+# minute (agents back off exponentially).
+OFFENCE_STATUSES = frozenset({400, 401, 404, 405, 413, 422, 429, 431})
+
+
+def offender(address: str) -> str:
+    """Whom an offence counts against: the address, an IPv6 client by its /64 (one host
+    picks new addresses inside its prefix at will)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(parsed)
+
+
+@dataclass
+class Offences:
+    """Offences per source address, and the addresses shut out for them (pure: the caller
+    gives the time).
+
+    `limit` offences within `window` seconds shut an address out for `base` seconds, doubled
+    for each shut-out already served (up to `most`); trusted addresses never are. At most
+    `tracked` addresses are remembered (the stalest is forgotten first), so an attacker with
+    many addresses cannot grow the collector's memory through it.
+    """
+
+    limit: int
+    window: float
+    base: float
+    most: float
+    trusted: frozenset[str] = frozenset()
+    tracked: int = 10_000
+    seen: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
+    until: dict[str, float] = field(default_factory=dict)
+    strikes: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+    shut_outs: int = 0
+
+    @classmethod
+    def of(cls, settings: EdgeSettings) -> Offences:
+        return cls(settings.offences_to_shut_out, settings.offence_window_seconds,
+                   settings.shut_out_seconds, settings.max_shut_out_seconds,
+                   frozenset(offender(a) for a in settings.trusted_addresses))
+
+    def shut_out(self, address: str, now: float) -> bool:
+        """Whether connections from `address` are refused at `now`."""
+        key = offender(address)
+        until = self.until.get(key)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        del self.until[key]
+        return False
+
+    def offend(self, address: str, reason: str, now: float) -> float | None:
+        """Count one offence; the seconds `address` is now shut out for when this one tipped
+        it over, else None."""
+        key = offender(address)
+        if self.limit <= 0 or key in self.trusted or self.shut_out(key, now):
+            return None
+        times = self.seen.pop(key, None) or deque()
+        self.seen[key] = times  # most recently offending last
+        times.append(now)
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        counts = self.reasons.setdefault(key, {})
+        counts[reason] = counts.get(reason, 0) + 1
+        while len(self.seen) > self.tracked:
+            stale, _ = self.seen.popitem(last=False)
+            self.reasons.pop(stale, None)
+            if stale not in self.until:
+                self.strikes.pop(stale, None)
+        if len(times) < self.limit:
+            return None
+        strikes = self.strikes.get(key, 0)
+        seconds = min(self.most, self.base * (2 ** min(strikes, 30)))
+        self.strikes[key] = strikes + 1
+        self.until[key] = now + seconds
+        times.clear()
+        self.shut_outs += 1
+        return seconds
+
+    def reasons_of(self, address: str) -> dict[str, int]:
+        """What an address was counted for since it was last shut out (for the record)."""
+        return self.reasons.pop(offender(address), {})
+
+
+class Warden:
+    """Offences on the monotonic clock, with what a shut-out does: a log line, the record
+    (`on_shut_out(address, seconds, reasons)`, e.g. an event on the collector's own trail) and
+    the address's idle connections closed (`close_idle`, set by the listener)."""
+
+    def __init__(self, offences: Offences,
+                 on_shut_out: Callable[[str, float, dict[str, int]], None] | None = None,
+                 ) -> None:
+        self.offences = offences
+        self.on_shut_out = on_shut_out
+        self.close_idle: Callable[[str], None] = lambda key: None
+
+    def shut_out(self, address: str) -> bool:
+        return self.offences.shut_out(address, time.monotonic())
+
+    def offend(self, address: str, reason: str) -> None:
+        seconds = self.offences.offend(address, reason, time.monotonic())
+        if seconds is None:
+            return
+        reasons = self.offences.reasons_of(address)
+        log.warning("%s shut out for %d s after %d offences within %d s (%s)", offender(address),
+                    seconds, self.offences.limit, self.offences.window,
+                    ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
+        self.close_idle(offender(address))
+        if self.on_shut_out is not None:
+            try:
+                self.on_shut_out(address, seconds, reasons)
+            except Exception:  # the shut-out holds whatever its record does
+                log.exception("recording a shut-out failed")
+
+
+def no_warden() -> Warden:
+    """A warden that shuts nobody out (for callers that give none)."""
+    return Warden(Offences(0, 1, 1, 1))
+
+
 # --------------------------------------------------------------------------- the body guard
 
 
@@ -190,10 +345,11 @@ class BodyGuard:
     """ASGI middleware: the whole body is read, within its route's limit and the budget,
     before the application is called; it is then replayed to it chunk by chunk."""
 
-    def __init__(self, app: ASGIApp, limits: EdgeLimits) -> None:
+    def __init__(self, app: ASGIApp, limits: EdgeLimits, warden: Warden | None = None) -> None:
         self.app = app
         self.limits = limits
         self.budget = BodyBudget(limits.body_budget, limits.body_budget_per_address)
+        self.warden = warden or no_warden()
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any],
                        send: Callable[[dict[str, Any]], Any]) -> None:
@@ -201,6 +357,7 @@ class BodyGuard:
             await self.app(scope, receive, send)
             return
         address = (scope.get("client") or ("?", 0))[0]
+        send = self._watching(address, send)
         if header_size(scope) > self.limits.max_header_bytes:
             # (headers that never end are cut by EdgeProtocol; these ended in one read)
             await refuse(send, 431, f"request headers larger than "
@@ -222,8 +379,11 @@ class BodyGuard:
                 if held + len(body) > limit:
                     await refuse(send, 413, f"request body larger than {limit} bytes")
                     return
-                if not self.budget.take(address, len(body)):
+                if not self.budget.take(address, len(body), held + len(body)):
                     await refuse(send, 503, "too many request bodies in flight; retry later")
+                    # a genuine batch of ordinary size fits in the part kept for small bodies,
+                    # and an agent backs off: an address that keeps hitting this hoards
+                    self.warden.offend(address, "body_budget")
                     return
                 held += len(body)
                 if body:
@@ -244,6 +404,19 @@ class BodyGuard:
             await self.app(scope, replay, with_hsts(send))
         finally:
             self.budget.give(address, held)
+
+    def _watching(self, address: str, send: Callable[[dict[str, Any]], Any]
+                  ) -> Callable[[dict[str, Any]], Any]:
+        """`send` that counts an answer of OFFENCE_STATUSES against the client's address."""
+        warden = self.warden
+
+        async def watched(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and \
+                    message["status"] in OFFENCE_STATUSES:
+                warden.offend(address, f"http_{message['status']}")
+            await send(message)
+
+        return watched
 
 
 def with_hsts(send: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
@@ -284,16 +457,19 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None, *, connection: Connection,
-                 limits: EdgeLimits, closed: Callable[[Connection], None]) -> None:
+                 limits: EdgeLimits, closed: Callable[[Connection], None],
+                 warden: Warden | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.edge = connection
         self.limits = limits
         self.closed = closed
+        self.warden = warden or no_warden()
         self.phase = "headers"
         self.timer: asyncio.TimerHandle | None = None
         self.header_bytes = 0
         self.body_started = 0.0
         self.body_bytes = 0
+        self.last_byte = 0.0
 
     def _arm(self, delay: float, check: Callable[[], None]) -> None:
         self._disarm()
@@ -307,6 +483,7 @@ class EdgeProtocol(HttpToolsProtocol):
     def _give_up(self, why: str) -> None:
         log.debug("closing a connection from %s: %s", self.edge.address, why)
         self.transport.abort()
+        self.warden.offend(self.edge.address, why.replace(" ", "_"))
 
     def _headers_late(self) -> None:
         self.timer = None
@@ -318,7 +495,8 @@ class EdgeProtocol(HttpToolsProtocol):
         if self.phase != "body":
             return
         now = self.loop.time()
-        deadline = body_deadline(self.body_started, self.body_bytes, self.limits)
+        deadline = body_deadline(self.body_started, self.body_bytes, self.limits,
+                                 self.last_byte)
         if self.flow.read_paused:  # the application is behind, not the client
             self._arm(1.0, self._body_late)
         elif now < deadline:
@@ -355,17 +533,20 @@ class EdgeProtocol(HttpToolsProtocol):
                              b"content-length: 0\r\nconnection: close\r\n"
                              b"strict-transport-security: " + HSTS.encode() + b"\r\n\r\n")
         self.transport.close()
+        self.warden.offend(self.edge.address, "headers_too_large")
 
     def on_headers_complete(self) -> None:
         self.phase = "body"
         self.edge.busy = True
         self.body_started = self.loop.time()
+        self.last_byte = self.body_started
         self.body_bytes = 0
         self._arm(self.limits.body_timeout, self._body_late)
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
+        self.last_byte = self.loop.time()
         super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -380,6 +561,8 @@ class EdgeProtocol(HttpToolsProtocol):
         self.edge.busy = pipelined
         self._disarm()
         super().on_response_complete()
+        if self.warden.shut_out(self.edge.address) and not self.transport.is_closing():
+            self.transport.close()  # shut out while this request ran: no next one
 
 
 # --------------------------------------------------------------------------- the listener
@@ -390,11 +573,15 @@ class EdgeListener:
     close/wait_closed, so uvicorn's shutdown stops it like its own)."""
 
     def __init__(self, sock: socket.socket, context: ssl.SSLContext, limits: EdgeLimits,
-                 protocol: Callable[..., asyncio.Protocol]) -> None:
+                 protocol: Callable[..., asyncio.Protocol], warden: Warden | None = None
+                 ) -> None:
         self.sock = sock
         self.context = context
         self.limits = limits
         self.protocol = protocol
+        self.warden = warden or no_warden()
+        self.warden.close_idle = self._close_idle
+        self.shut_out = 0
         self.connections: set[Connection] = set()
         self.per_address: dict[str, int] = {}
         self.refused = 0
@@ -428,6 +615,10 @@ class EdgeListener:
             self._admit(sock, str(peer[0]))
 
     def _admit(self, sock: socket.socket, address: str) -> None:
+        if self.warden.shut_out(address):
+            self.shut_out += 1
+            reset(sock)
+            return
         verdict = admission(self.per_address, len(self.connections), address, self.limits)
         if verdict == "full":
             victim = eviction_victim(self.connections, self.per_address, address)
@@ -457,16 +648,29 @@ class EdgeListener:
         current = asyncio.current_task()
         conn.close = current.cancel if current is not None else conn.close
         factory = functools.partial(self.protocol, connection=conn, limits=self.limits,
-                                    closed=self._closed)
+                                    closed=self._closed, warden=self.warden)
         try:
             await asyncio.get_running_loop().connect_accepted_socket(
                 factory, sock, ssl=self.context,
                 ssl_handshake_timeout=self.limits.handshake_timeout,
                 ssl_shutdown_timeout=min(5.0, self.limits.handshake_timeout))
-        except (Exception, asyncio.CancelledError):  # handshake failed, timed out or evicted
+        except asyncio.CancelledError:  # evicted, or shut out, during its handshake
             self._closed(conn)
             with contextlib.suppress(OSError):
                 sock.close()
+        except Exception:  # the handshake failed or timed out: the client's doing
+            self._closed(conn)
+            with contextlib.suppress(OSError):
+                sock.close()
+            self.warden.offend(conn.address, "tls_handshake_failed")
+
+    def _close_idle(self, key: str) -> None:
+        """Close the connections of a just shut-out address that are not in a request (those
+        that are close once their response is out: EdgeProtocol.on_response_complete)."""
+        for conn in list(self.connections):
+            if not conn.busy and offender(conn.address) == key:
+                self._closed(conn)
+                conn.close()
 
     def _closed(self, conn: Connection) -> None:
         """Give the connection's slot back (once, whichever way it ended)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import logging
@@ -38,11 +39,13 @@ class EdgeServer(uvicorn.Server):
     socket really listens (not at app startup)."""
 
     def __init__(self, config: uvicorn.Config, limits: edge.EdgeLimits,
-                 context: ssl.SSLContext, on_listening: Callable[[], None]) -> None:
+                 context: ssl.SSLContext, on_listening: Callable[[], None],
+                 warden: edge.Warden | None = None) -> None:
         super().__init__(config)
         self._limits = limits
         self._context = context
         self._on_listening = on_listening
+        self._warden = warden
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         # uvicorn's own startup, with EdgeListener in place of loop.create_server
@@ -59,7 +62,7 @@ class EdgeServer(uvicorn.Server):
         protocol = functools.partial(edge.EdgeProtocol, config=config,
                                      server_state=self.server_state,
                                      app_state=self.lifespan.state)
-        listener = edge.EdgeListener(sock, self._context, self._limits, protocol)
+        listener = edge.EdgeListener(sock, self._context, self._limits, protocol, self._warden)
         listener.start()
         self.servers = [listener]  # type: ignore[list-item]  # close/wait_closed as a Server
         self.started = True
@@ -91,6 +94,20 @@ def listener_healthy(url: str, ca: Path, server_name: str, timeout: float = 5.0)
             return answer.status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def shut_out_recorder(own: AuditAgent) -> Callable[[str, float, dict[str, int]], None]:
+    """An address shut out by the edge, as a `collector.shut_out` event on the collector's own
+    trail (info: the per-address alerts of what it sent already tell staff; this is the
+    record of what the collector did about it). Written off the event loop: emit waits for
+    the spool's disk write."""
+
+    def record(address: str, seconds: float, reasons: dict[str, int]) -> None:
+        asyncio.get_running_loop().run_in_executor(None, functools.partial(
+            own.emit, "collector.shut_out", edge.offender(address), "info",
+            address=address, seconds=int(seconds), offences=reasons))
+
+    return record
 
 
 def init(config: CollectorConfig, force_certs: bool = False) -> tls.TlsFiles:
@@ -168,13 +185,15 @@ def run(config: CollectorConfig) -> int:
     limits = edge.EdgeLimits.of(section, SNAPSHOT_MAX_BYTES)
     # every connection is a file descriptor; the store, spool and workers need some more
     edge.raise_open_files_limit(limits.max_connections + 256)
+    warden = edge.Warden(edge.Offences.of(section.edge), shut_out_recorder(own))
     # No limit_concurrency: the edge bounds connections per address and in all (uvicorn's
     # single process-wide limit let idle connections answer everyone 503).
     server = EdgeServer(uvicorn.Config(
-        edge.BodyGuard(app, limits), host=section.listen_host, port=section.listen_port,
-        log_level=config.log_level, access_log=False, timeout_graceful_shutdown=10,
-        timeout_keep_alive=section.edge.idle_timeout_seconds, backlog=512,
-    ), limits, tls.server_context(files), on_ready)
+        edge.BodyGuard(app, limits, warden), host=section.listen_host,
+        port=section.listen_port, log_level=config.log_level, access_log=False,
+        timeout_graceful_shutdown=10, timeout_keep_alive=section.edge.idle_timeout_seconds,
+        backlog=512,
+    ), limits, tls.server_context(files), on_ready, warden)
     # uvicorn handles SIGTERM/SIGINT itself, drains requests, then re-raises the signal to the
     # handler that was there before it: make that a no-op, so the cleanup below runs.
     for signum in (signal.SIGTERM, signal.SIGINT):
