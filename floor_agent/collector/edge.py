@@ -587,32 +587,45 @@ class EdgeListener:
         self.refused = 0
         self.evicted = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._accepting: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # Connections taken from the kernel's queue per wake-up (asyncio's own server takes up to
+    # its backlog): one accept per loop iteration let a flood of connection attempts queue a
+    # genuine client's connection behind thousands in the kernel's backlog.
+    ACCEPT_BATCH = 128
 
     def start(self) -> None:
         self.sock.setblocking(False)
-        self._accepting = asyncio.get_running_loop().create_task(self._accept_loop())
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), self._accept_ready)
 
     def close(self) -> None:
-        if self._accepting is not None:
-            self._accepting.cancel()
+        if self._loop is not None and self.sock.fileno() >= 0:
+            self._loop.remove_reader(self.sock.fileno())
         self.sock.close()
 
     async def wait_closed(self) -> None:
-        if self._accepting is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._accepting
+        """Nothing to wait for: no new connection is accepted once close() returns."""
 
-    async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
+    def _accept_ready(self) -> None:
+        """Accept what the kernel has queued (up to ACCEPT_BATCH), admitting each."""
+        for _ in range(self.ACCEPT_BATCH):
             try:
-                sock, peer = await loop.sock_accept(self.sock)
-            except OSError as exc:  # EMFILE and the like: wait for connections to close
+                sock, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: pause, let connections close
                 log.warning("accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
+                assert self._loop is not None
+                self._loop.remove_reader(self.sock.fileno())
+                self._loop.call_later(0.1, self._resume)
+                return
+            sock.setblocking(False)
             self._admit(sock, str(peer[0]))
+
+    def _resume(self) -> None:
+        if self._loop is not None and self.sock.fileno() >= 0:
+            self._loop.add_reader(self.sock.fileno(), self._accept_ready)
 
     def _admit(self, sock: socket.socket, address: str) -> None:
         if self.warden.shut_out(address):
