@@ -148,3 +148,10 @@ def test_large_bodies_leave_a_quarter_of_the_budget_to_small_ones() -> None:
     # a request growing past the small size chunk by chunk counts as large from there
     assert budget.take("d", 512 * 1024, 512 * 1024)
     assert not budget.take("d", 600 * 1024, 1112 * 1024)
+
+
+def test_an_offence_that_cost_much_weighs_more() -> None:
+    offences = Offences(limit=30, window=60.0, base=60.0, most=60.0)
+    assert offences.offend("10.0.0.7", "body_budget", 1.0, weight=16) is None
+    assert offences.offend("10.0.0.7", "body_budget", 2.0, weight=16) == 60.0
+    assert offences.reasons_of("10.0.0.7") == {"body_budget": 32}

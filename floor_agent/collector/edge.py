@@ -269,19 +269,20 @@ class Offences:
         del self.until[key]
         return False
 
-    def offend(self, address: str, reason: str, now: float) -> float | None:
-        """Count one offence; the seconds `address` is now shut out for when this one tipped
-        it over, else None."""
+    def offend(self, address: str, reason: str, now: float, weight: int = 1) -> float | None:
+        """Count an offence (as `weight` of them: one that cost the collector much, such as a
+        large body read for nothing); the seconds `address` is now shut out for when this one
+        tipped it over, else None."""
         key = offender(address)
         if self.limit <= 0 or key in self.trusted or self.shut_out(key, now):
             return None
         times = self.seen.pop(key, None) or deque()
         self.seen[key] = times  # most recently offending last
-        times.append(now)
+        times.extend([now] * max(1, min(weight, self.limit)))
         while times and times[0] <= now - self.window:
             times.popleft()
         counts = self.reasons.setdefault(key, {})
-        counts[reason] = counts.get(reason, 0) + 1
+        counts[reason] = counts.get(reason, 0) + max(1, weight)
         while len(self.seen) > self.tracked:
             stale, _ = self.seen.popitem(last=False)
             self.reasons.pop(stale, None)
@@ -317,8 +318,8 @@ class Warden:
     def shut_out(self, address: str) -> bool:
         return self.offences.shut_out(address, time.monotonic())
 
-    def offend(self, address: str, reason: str) -> None:
-        seconds = self.offences.offend(address, reason, time.monotonic())
+    def offend(self, address: str, reason: str, weight: int = 1) -> None:
+        seconds = self.offences.offend(address, reason, time.monotonic(), weight)
         if seconds is None:
             return
         reasons = self.offences.reasons_of(address)
@@ -377,13 +378,17 @@ class BodyGuard:
                     return  # the client went away (or a deadline closed it): nobody to answer
                 body = message.get("body", b"")
                 if held + len(body) > limit:
+                    # counted once by its status, and once per further MiB read for nothing
+                    if held >= SMALL_BODY_BYTES:
+                        self.warden.offend(address, "body_too_large", held // SMALL_BODY_BYTES)
                     await refuse(send, 413, f"request body larger than {limit} bytes")
                     return
                 if not self.budget.take(address, len(body), held + len(body)):
                     await refuse(send, 503, "too many request bodies in flight; retry later")
                     # a genuine batch of ordinary size fits in the part kept for small bodies,
-                    # and an agent backs off: an address that keeps hitting this hoards
-                    self.warden.offend(address, "body_budget")
+                    # and an agent backs off: an address that keeps hitting this hoards (an
+                    # offence per MiB it made the collector read for nothing)
+                    self.warden.offend(address, "body_budget", 1 + held // SMALL_BODY_BYTES)
                     return
                 held += len(body)
                 if body:
