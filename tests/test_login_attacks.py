@@ -194,6 +194,6 @@ def test_forty_parallel_logins_hash_two_at_a_time(tmp_path: Path, database: str)
     assert {r.status_code for r in answers} <= {200, 503}
     assert all(r.headers.get("retry-after") for r in answers if r.status_code == 503)
     assert any(r.status_code == 200 for r in answers)
-    # 2 hashing slots: 128 MiB; 40 at once would be 2.5 GiB. Generous room for the rest.
+    # 1 hashing slot: 64 MiB; 40 at once would be 2.5 GiB. Generous room for the rest.
     assert grown_mib < 512, f"peak resident memory grew {grown_mib:.0f} MiB"
 

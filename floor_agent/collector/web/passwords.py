@@ -5,8 +5,8 @@ a random one-time password the user must change at first login.
 
 Each argon2 call takes 64 MiB (memory_cost) for its duration, and the C code runs beside the
 GIL: 40 parallel logins once held 3.3 GB. Every hash and verification in the process goes
-through GATE, HASH_SLOTS at a time, so hashing never holds more than HASH_SLOTS x 64 MiB
-(128 MiB); a caller that gets no slot within its wait gets HashBusy (the login answers 503 with
+through GATE, HASH_SLOTS (1) at a time, so hashing never holds more than HASH_SLOTS x 64 MiB
+(64 MiB); a caller that gets no slot within its wait gets HashBusy (the login answers 503 with
 Retry-After) instead of queueing without end.
 
 The hashing itself runs on HASH_SLOTS threads of their own at a lower CPU priority (nice
@@ -29,7 +29,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 MIN_LENGTH = 12
 ONE_TIME_BYTES = 18  # 24 URL-safe characters
-HASH_SLOTS = 2  # argon2 calls at once in this process
+# argon2 calls at once in this process: one. Each is a deliberate ~0.1 s of CPU; on a 2-core
+# collector two at once took a core from ingest under a login flood (bench/collector_attack.py
+# --logins 40: ingest at 62 % of quiet).
+HASH_SLOTS = 1
 HASH_WAIT_SECONDS = 10.0  # how long a caller outside the login form waits for a slot
 _hasher = PasswordHasher()
 HASH_MEMORY_BYTES = _hasher.memory_cost * 1024  # per call: 64 MiB
