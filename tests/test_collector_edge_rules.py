@@ -37,14 +37,19 @@ def test_admission_per_address_then_in_all() -> None:
 def test_the_victim_is_the_oldest_idle_connection_of_the_address_holding_most() -> None:
     conns = [Connection("a", 1.0), Connection("a", 2.0), Connection("a", 3.0),
              Connection("b", 0.5), Connection("b", 0.7)]
+    by_address = {"a": conns[:3], "b": conns[3:]}
     counts = {"a": 3, "b": 2}
-    assert eviction_victim(conns, counts, "new") is conns[0]
+    assert eviction_victim(by_address, counts, "new") is conns[0]
     conns[0].busy = True  # a connection in a request is never taken
-    assert eviction_victim(conns, counts, "new") is conns[1]
+    assert eviction_victim(by_address, counts, "new") is conns[1]
     # an address is not evicted in favour of one that would then hold as many
-    assert eviction_victim(conns, counts, "b") is None
+    assert eviction_victim(by_address, counts, "b") is None
     # equal holdings: the oldest idle one of either
-    assert eviction_victim(conns, {"a": 3, "b": 3}, "c") is conns[3]
+    assert eviction_victim(by_address, {"a": 3, "b": 3}, "c") is conns[3]
+    # the address holding most has nothing idle: the next one gives way
+    for conn in conns[:3]:
+        conn.busy = True
+    assert eviction_victim(by_address, {"a": 3, "b": 2}, "new") is conns[3]
 
 
 def test_body_limits_per_route() -> None:

@@ -114,20 +114,29 @@ def admission(per_address: Mapping[str, int], total: int, address: str,
     return "admit"
 
 
-def eviction_victim(connections: Iterable[Connection], per_address: Mapping[str, int],
-                    newcomer: str) -> Connection | None:
+def eviction_victim(by_address: Mapping[str, Iterable[Connection]],
+                    per_address: Mapping[str, int], newcomer: str) -> Connection | None:
     """When all connections are taken: the oldest one not in a request, of the address that
     holds the most, if that address holds more than the newcomer's would after admission.
-    So an address with few connections always gets in while another hoards idle ones."""
+    So an address with few connections always gets in while another hoards idle ones.
+
+    by_address: each address's connections, oldest first. Looks at addresses, not at every
+    connection: it runs for each attempt while the listener is full, which under a flood is
+    thousands a second."""
     floor = per_address.get(newcomer, 0) + 1
-    best: Connection | None = None
-    for conn in connections:
-        if conn.busy or per_address.get(conn.address, 0) <= floor:
-            continue
-        if best is None or (per_address[conn.address], -conn.opened) > (
-                per_address[best.address], -best.opened):
-            best = conn
-    return best
+    holding: dict[int, list[str]] = {}
+    for address, count in per_address.items():
+        if count > floor:
+            holding.setdefault(count, []).append(address)
+    for count in sorted(holding, reverse=True):
+        best: Connection | None = None
+        for address in holding[count]:
+            oldest_idle = next((c for c in by_address.get(address, ()) if not c.busy), None)
+            if oldest_idle is not None and (best is None or oldest_idle.opened < best.opened):
+                best = oldest_idle
+        if best is not None:
+            return best
+    return None
 
 
 def body_limit(method: str, path: str, limits: EdgeLimits) -> int:
@@ -215,6 +224,7 @@ class BodyBudget:
 OFFENCE_STATUSES = frozenset({400, 401, 404, 405, 413, 422, 429, 431})
 
 
+@functools.lru_cache(maxsize=65_536)
 def offender(address: str) -> str:
     """Whom an offence counts against: the address, an IPv6 client by its /64 (one host
     picks new addresses inside its prefix at will)."""
@@ -588,6 +598,7 @@ class EdgeListener:
         self.warden.close_idle = self._close_idle
         self.shut_out = 0
         self.connections: set[Connection] = set()
+        self.by_address: dict[str, dict[Connection, None]] = {}  # oldest first
         self.per_address: dict[str, int] = {}
         self.refused = 0
         self.evicted = 0
@@ -639,7 +650,7 @@ class EdgeListener:
             return
         verdict = admission(self.per_address, len(self.connections), address, self.limits)
         if verdict == "full":
-            victim = eviction_victim(self.connections, self.per_address, address)
+            victim = eviction_victim(self.by_address, self.per_address, address)
             if victim is not None:
                 self.evicted += 1
                 if self.evicted % 1000 == 1:
@@ -657,6 +668,7 @@ class EdgeListener:
             return
         conn = Connection(address, time.monotonic())
         self.connections.add(conn)
+        self.by_address.setdefault(address, {})[conn] = None
         self.per_address[address] = self.per_address.get(address, 0) + 1
         task = asyncio.get_running_loop().create_task(self._open(sock, conn))
         self._tasks.add(task)
@@ -685,8 +697,9 @@ class EdgeListener:
     def _close_idle(self, key: str) -> None:
         """Close the connections of a just shut-out address that are not in a request (those
         that are close once their response is out: EdgeProtocol.on_response_complete)."""
-        for conn in list(self.connections):
-            if not conn.busy and offender(conn.address) == key:
+        addresses = [a for a in self.by_address if offender(a) == key]
+        for conn in [c for a in addresses for c in self.by_address.get(a, {})]:
+            if not conn.busy:
                 self._closed(conn)
                 conn.close()
 
@@ -695,6 +708,11 @@ class EdgeListener:
         if conn not in self.connections:
             return
         self.connections.discard(conn)
+        mine = self.by_address.get(conn.address)
+        if mine is not None:
+            mine.pop(conn, None)
+            if not mine:
+                del self.by_address[conn.address]
         left = self.per_address.get(conn.address, 0) - 1
         if left > 0:
             self.per_address[conn.address] = left
