@@ -9,6 +9,9 @@ import pytest
 from collector_process import CollectorProcess
 from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 
+# `client` and `api` (pinned HTTPS clients of the `collector` fixture) for the attack tests
+pytest_plugins = ["attack_clients"]
+
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def collector(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CollectorProcess]:

@@ -11,13 +11,12 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from batches import BatchMaker
+from attack_clients import enrolled
 from collector_process import CollectorProcess
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dashboard_clients import add_user, browser, csrf_of, login
@@ -40,19 +39,6 @@ def cli(config: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "floor_agent.cli", "collector", *argv,
                            "--config", str(config)], capture_output=True, text=True,
                           timeout=120)
-
-
-def enrolled(collector: CollectorProcess, client: httpx.Client, tmp_path: Path,
-             agent_id: str, events: int) -> BatchMaker:
-    """An agent enrolled over HTTPS that has delivered `events` events."""
-    maker = BatchMaker(tmp_path, agent_id)
-    response = client.post("/api/v1/enroll", json=maker.enroll_payload(collector.token()))
-    assert response.status_code == 201, response.text
-    maker.emit(events)
-    response = client.post("/api/v1/ingest", content=maker.body())
-    assert response.status_code == 200, response.text
-    maker.ack(response.json()["acked_seq"])
-    return maker
 
 
 def events_of(store: Store, agent_id: str) -> list[tuple[AuditEvent, bytes]]:
@@ -115,12 +101,6 @@ def fix_manifest(backup_file: Path, agent_id: str, head_hash: str) -> dict[str, 
     manifest["agents"][agent_id]["head_hash"] = head_hash
     path.write_text(json.dumps(manifest))
     return manifest
-
-
-@pytest.fixture
-def client(collector: CollectorProcess) -> Iterator[httpx.Client]:
-    with pinned_client(collector.url, collector.ca, 10) as c:
-        yield c
 
 
 # --------------------------------------------------------------------------- item 9: forgeries

@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
+from attack_clients import enrolled
 from batches import BatchMaker, alter_event
 from collector_process import CollectorProcess
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from floor_agent.audit.forwarder import pinned_client
-
-
-@pytest.fixture
-def client(collector: CollectorProcess) -> Iterator[httpx.Client]:
-    with pinned_client(collector.url, collector.ca, 10) as c:
-        yield c
-
-
-@pytest.fixture
-def api(collector: CollectorProcess) -> Iterator[httpx.Client]:
-    with pinned_client(collector.url, collector.ca, 10) as c:
-        c.headers["authorization"] = f"Bearer {collector.api_key('auditor')}"
-        yield c
-
-
-def enrolled(collector: CollectorProcess, client: httpx.Client, tmp_path: Path,
-             agent_id: str) -> BatchMaker:
-    maker = BatchMaker(tmp_path, agent_id)
-    response = client.post("/api/v1/enroll", json=maker.enroll_payload(collector.token()))
-    assert response.status_code == 201, response.text
-    return maker
 
 
 def ingest(client: httpx.Client, body: bytes) -> httpx.Response:
