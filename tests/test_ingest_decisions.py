@@ -18,14 +18,27 @@ from floor_agent.audit.forwarder import batch_body
 from floor_agent.collector import ingest
 from floor_agent.collector.ingest import AgentRecord, BatchError, Clock
 
+# The collector's clock in these tests: set afresh for each test (autouse fixture below), as
+# the agents' spools stamp with the real clock; a value from import time fell minutes behind
+# when the suite ran long.
 NOW = datetime.now(UTC)
 CLOCK = Clock(NOW, timedelta(seconds=300))
+_THE_CLOCK = object()
+
+
+@pytest.fixture(autouse=True)
+def collector_clock_now() -> None:
+    global NOW, CLOCK
+    NOW = datetime.now(UTC)
+    CLOCK = Clock(NOW, timedelta(seconds=300))
 
 
 def decide(body: bytes, agent: AgentRecord, stored: dict[int, bytes] | None = None,
-           clock: Clock | None = CLOCK) -> ingest.Plan:
+           clock: Clock | None | object = _THE_CLOCK) -> ingest.Plan:
     batch = ingest.prepare(body, 100, utc_timestamp(NOW))
-    return ingest.plan(batch, agent, stored or {0: bytes(32)}, clock=clock)
+    chosen = CLOCK if clock is _THE_CLOCK else clock
+    assert chosen is None or isinstance(chosen, Clock)
+    return ingest.plan(batch, agent, stored or {0: bytes(32)}, clock=chosen)
 
 
 def heartbeat(maker: BatchMaker, seq: int, digest: bytes, ts: str) -> bytes:

@@ -26,6 +26,7 @@ from floor_agent.audit.event import AuditEvent, canonical
 from floor_agent.audit.forwarder import batch_body
 from floor_agent.audit.keys import public_key_b64
 from floor_agent.audit.spool import Spool
+from floor_agent.collector import store_postgres
 from floor_agent.collector.core import Collector, IngestResult, create_token
 from floor_agent.collector.ingest import AlertDraft, WireEvent, event_params
 from floor_agent.collector.store import EventQuery, Store, StoreError, open_store
@@ -628,6 +629,33 @@ def test_postgres_schema_is_created_once_and_reopened(
                                ).fetchone()
     assert collations and {c for _, _, c in collations} == {"C"}
     assert partial is not None and "WHERE (acked_at IS NULL)" in partial[0]
+
+
+@pytest.mark.postgres
+def test_opening_a_current_postgres_store_beside_a_writer_takes_no_ddl_lock(
+        postgres_server: PostgresServer) -> None:  # noqa: F811
+    """A second opener (an admin command, a test) beside a collector mid-write: the schema's
+    CREATE INDEX IF NOT EXISTS took a share lock on tables the writer held, and deadlocked
+    with it. A store whose schema mark is this release's runs no DDL."""
+    url = postgres_server.new_database()
+    PostgresStore(url).close()
+    with psycopg.connect(url) as writer:  # a collector's write transaction, held open
+        writer.execute("LOCK TABLE events, alerts, agents, sessions, users IN ROW EXCLUSIVE "
+                       "MODE")
+        opened: list[PostgresStore] = []
+        opener = threading.Thread(target=lambda: opened.append(PostgresStore(url)))
+        opener.start()
+        opener.join(10)
+        assert opened, "opening the store waited on the writer's locks"
+        writer.rollback()
+    opened[0].close()
+    # a store whose mark is another release's (an upgrade) gets the DDL again, and the mark
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("UPDATE schema_mark SET digest = 'older release'")
+    PostgresStore(url).close()
+    with psycopg.connect(url) as check:
+        (digest,) = check.execute("SELECT digest FROM schema_mark").fetchone() or ("",)
+    assert digest == store_postgres.SCHEMA_DIGEST
 
 
 @pytest.mark.postgres

@@ -12,6 +12,7 @@ SQLite, whatever locale the database was created with.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -263,6 +264,28 @@ def add_missing_columns(db: psycopg.Connection[Any]) -> None:
         db.execute(statement)
 
 
+# What this release's schema is (its DDL and the columns it adds): stored once it is in place.
+# Opening a store whose mark matches runs no DDL at all: CREATE INDEX IF NOT EXISTS takes a
+# share lock on its table even when the index exists, and a second opener (an admin command,
+# a test) running it beside a collector's write transaction deadlocked with it.
+SCHEMA_DIGEST = hashlib.sha256((SCHEMA + repr(ADDED_COLUMNS)).encode()).hexdigest()
+SCHEMA_MARK_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_mark (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    digest TEXT COLLATE "C" NOT NULL
+)"""
+SCHEMA_MARK = ("INSERT INTO schema_mark (id, digest) VALUES (1, %s) "
+               "ON CONFLICT (id) DO UPDATE SET digest = excluded.digest")
+
+
+def schema_current(db: psycopg.Connection[Any]) -> bool:
+    """Whether the store's schema is this release's (read only: takes no lock DDL would)."""
+    if db.execute("SELECT to_regclass('schema_mark')").fetchone() == (None,):
+        return False
+    row = db.execute("SELECT digest FROM schema_mark WHERE id = 1").fetchone()
+    return row is not None and row[0] == SCHEMA_DIGEST
+
+
 class PostgresStore(SqlStore):
     placeholder = "%s"
     snapshot_begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
@@ -283,10 +306,13 @@ class PostgresStore(SqlStore):
                 raise StoreError(f"{self.where}: the database encoding is "
                                  f"{encoding}, the collector needs UTF8 "
                                  f"(CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)")
-            with self._writer.transaction():
-                self._writer.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
-                self._writer.execute(SCHEMA)
-                add_missing_columns(self._writer)
+            if not schema_current(self._writer):
+                with self._writer.transaction():
+                    self._writer.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
+                    self._writer.execute(SCHEMA)
+                    add_missing_columns(self._writer)
+                    self._writer.execute(SCHEMA_MARK_TABLE)
+                    self._writer.execute(SCHEMA_MARK, (SCHEMA_DIGEST,))
         except psycopg.Error as exc:
             self._writer.close()
             raise StoreError(f"{self.where}: cannot create the schema "
