@@ -41,6 +41,21 @@ def cli(config: Path, *argv: str) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
+def backed_up_site(tmp_path: Path, agent_id: str, events: int
+                   ) -> tuple[CollectorProcess, backup.BackupResult]:
+    """A collector (stopped again) with one agent that delivered `events`, and its backup."""
+    source = CollectorProcess(tmp_path / "site", backup={"directory": str(tmp_path / "bk")})
+    source.start()
+    try:
+        with pinned_client(source.url, source.ca, 10) as client:
+            enrolled(source, client, tmp_path, agent_id, events)
+        made = backup.backup(source.config)
+    finally:
+        source.stop()
+    assert made.ok and made.path is not None, made.reason
+    return source, made
+
+
 def events_of(store: Store, agent_id: str) -> list[tuple[AuditEvent, bytes]]:
     return [(AuditEvent(r["agent_id"], r["seq"], r["boot_id"], r["ts"], r["kind"],
                         r["severity"], r["subject"], r["data"]), digest)
@@ -130,15 +145,7 @@ def test_forged_live_store_fails_verify_naming_the_agent(
 
 
 def test_forged_sqlite_backup_is_refused_naming_the_agent(tmp_path: Path) -> None:
-    source = CollectorProcess(tmp_path / "site", backup={"directory": str(tmp_path / "bk")})
-    source.start()
-    try:
-        with pinned_client(source.url, source.ca, 10) as client:
-            enrolled(source, client, tmp_path, "ws-forged", 12)
-        made = backup.backup(source.config)
-    finally:
-        source.stop()
-    assert made.ok and made.path is not None, made.reason
+    source, made = backed_up_site(tmp_path, "ws-forged", 12)
     # the attack, on a copy the attacker can write: edit, re-chain, new key, manifest fixed
     work = tmp_path / "work.sqlite3"
     shutil.copyfile(made.path, work)
@@ -437,15 +444,7 @@ def test_dashboard_reverify_checks_keys_against_the_anchor(
 
 
 def test_backup_from_before_the_anchor_restores_only_when_accepted(tmp_path: Path) -> None:
-    source = CollectorProcess(tmp_path / "site", backup={"directory": str(tmp_path / "bk")})
-    source.start()
-    try:
-        with pinned_client(source.url, source.ca, 10) as client:
-            enrolled(source, client, tmp_path, "ws-was", 4)
-        made = backup.backup(source.config)
-    finally:
-        source.stop()
-    assert made.ok and made.path is not None, made.reason
+    source, made = backed_up_site(tmp_path, "ws-was", 4)
     # what the release before the anchor wrote: no endorsements, an unsigned manifest
     db = sqlite3.connect(made.path)
     db.execute("UPDATE agents SET anchor_endorsement = NULL")

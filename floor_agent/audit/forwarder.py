@@ -158,21 +158,22 @@ class Forwarder:
         return self._rng(self.settings.backoff_initial_seconds / 2, ceiling)
 
 
-def _acked_seq(response: httpx.Response) -> int | None:
-    """The seq the collector says it stored up to, or None when its answer does not say."""
+def _answer(response: httpx.Response, name: str) -> object:
+    """Field `name` of the collector's JSON answer, or None when it has no such field."""
     try:
         answer = response.json()
     except ValueError:
         return None
-    seq = answer.get("acked_seq") if isinstance(answer, dict) else None
+    return answer.get(name) if isinstance(answer, dict) else None
+
+
+def _acked_seq(response: httpx.Response) -> int | None:
+    """The seq the collector says it stored up to, or None when its answer does not say."""
+    seq = _answer(response, "acked_seq")
     return seq if type(seq) is int else None
 
 
 def _problem(response: httpx.Response) -> str | None:
     """The alert kind the collector names for a refused batch, or None."""
-    try:
-        answer = response.json()
-    except ValueError:
-        return None
-    problem = answer.get("problem") if isinstance(answer, dict) else None
+    problem = _answer(response, "problem")
     return problem if isinstance(problem, str) else None
