@@ -279,11 +279,18 @@ SCHEMA_MARK = ("INSERT INTO schema_mark (id, digest) VALUES (1, %s) "
 
 
 def schema_current(db: psycopg.Connection[Any]) -> bool:
-    """Whether the store's schema is this release's (read only: takes no lock DDL would)."""
+    """Whether the store's schema is this release's: its mark, and every added column there
+    (a store restored or edited by other means may carry a mark but lack one). Reads the
+    catalogs only: takes no lock that DDL would."""
     if db.execute("SELECT to_regclass('schema_mark')").fetchone() == (None,):
         return False
     row = db.execute("SELECT digest FROM schema_mark WHERE id = 1").fetchone()
-    return row is not None and row[0] == SCHEMA_DIGEST
+    if row is None or row[0] != SCHEMA_DIGEST:
+        return False
+    present = {(table, column) for table, column in db.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema()").fetchall()}
+    return all((table, column) in present for table, column, _ in ADDED_COLUMNS)
 
 
 class PostgresStore(SqlStore):
