@@ -226,16 +226,17 @@ OFFENCE_STATUSES = frozenset({400, 401, 404, 405, 413, 422, 429, 431})
 
 @functools.lru_cache(maxsize=65_536)
 def offender(address: str) -> str:
-    """Whom an offence counts against: the address, an IPv6 client by its /64 (one host
-    picks new addresses inside its prefix at will)."""
+    """The unit a client is counted as (offences here, failed logins in web/login_limits.py):
+    its address, an IPv6 client by its /64 (one host picks new addresses inside its prefix at
+    will), an IPv4-mapped one as IPv4; anything else as given, cut to 64 characters."""
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
-        return address
+        return address[:64]
     if isinstance(parsed, ipaddress.IPv6Address):
         if parsed.ipv4_mapped is not None:
             return str(parsed.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
     return str(parsed)
 
 
@@ -416,36 +417,27 @@ class BodyGuard:
                             "more_body": bool(chunks)}
                 return await receive()
 
-            await self.app(scope, replay, with_hsts(send))
+            await self.app(scope, replay, send)
         finally:
             self.budget.give(address, held)
 
     def _watching(self, address: str, send: Callable[[dict[str, Any]], Any]
                   ) -> Callable[[dict[str, Any]], Any]:
-        """`send` that counts an answer of OFFENCE_STATUSES against the client's address."""
+        """`send` that counts an answer of OFFENCE_STATUSES against the client's address and
+        adds Strict-Transport-Security to a response that does not carry it."""
         warden = self.warden
 
         async def watched(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start" and \
-                    message["status"] in OFFENCE_STATUSES:
-                warden.offend(address, f"http_{message['status']}")
+            if message["type"] == "http.response.start":
+                if message["status"] in OFFENCE_STATUSES:
+                    warden.offend(address, f"http_{message['status']}")
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"strict-transport-security" for name, _ in headers):
+                    headers.append((b"strict-transport-security", HSTS.encode()))
+                    message = {**message, "headers": headers}
             await send(message)
 
         return watched
-
-
-def with_hsts(send: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
-    """`send` that adds Strict-Transport-Security to a response that does not carry one."""
-
-    async def wrapped(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            headers = list(message.get("headers", []))
-            if not any(name.lower() == b"strict-transport-security" for name, _ in headers):
-                headers.append((b"strict-transport-security", HSTS.encode()))
-                message = {**message, "headers": headers}
-        await send(message)
-
-    return wrapped
 
 
 async def refuse(send: Callable[[dict[str, Any]], Any], status: int, detail: str) -> None:

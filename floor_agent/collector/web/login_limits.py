@@ -13,13 +13,13 @@ so N parallel guesses from one address are N attempts, not N reads of the same c
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import threading
 from dataclasses import dataclass, replace
 
 import anyio
 
+from floor_agent.collector.edge import offender
 from floor_agent.collector.web import passwords
 
 MAX_ADDRESSES = 10_000  # tracked windows; past that, new addresses share one window
@@ -28,17 +28,7 @@ OVERFLOW = "*overflow*"
 
 def address_key(host: str | None) -> str:
     """The throttled unit of a client address: an IPv4 address, an IPv6 /64 (pure)."""
-    if not host:
-        return "unknown"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host[:64]
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
+    return offender(host) if host else "unknown"
 
 
 @dataclass(frozen=True, slots=True)
