@@ -75,8 +75,18 @@ def test_emit_then_verify_detects_tampering_in_the_store(
     assert "ws-cli: BROKEN" in verify.stdout and "altered at seq 2" in verify.stdout
 
 
+def _workstation_namespaces() -> list[str]:
+    """The simulated workstations' network namespaces on this machine (`ip netns list`)."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines()
+            if line.strip() and line.split()[0].endswith("-ws")]
+
+
 def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     pcscd_before = pcsc_readers() is not None
+    # another run on this machine (or one killed before it cleaned up) may own namespaces too:
+    # the demo answers only for the ones it creates
+    namespaces_before = set(_workstation_namespaces())
     demo = subprocess.Popen([sys.executable, "-m", "floor_agent.cli", "demo", "--dir",
                              str(tmp_path), "--port", "0"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -158,5 +168,4 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     # the real netlock, in the workstation's namespace: loaded, verified, breach, recovery
     net = [kind for agent, kind, _ in rows if agent == "demo-ws-01" and kind.startswith("net.")]
     assert net == ["net.enforced", "net.verified", "net.breach", "net.recovered"], net
-    assert not [ns for ns in subprocess.run(["ip", "netns", "list"], capture_output=True,
-                                            text=True).stdout.split() if ns.endswith("-ws")]
+    assert not set(_workstation_namespaces()) - namespaces_before
