@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from audit_events import note_stored_kinds
 
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector import api_keys, core, server
@@ -108,6 +109,8 @@ class CollectorProcess:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            note_stored_kinds(self.config.collector.state_dir / "collector.db",
+                              self.config.collector.database_url)
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(20)

@@ -10,7 +10,8 @@ from collector_process import CollectorProcess
 from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 
 # `client` and `api` (pinned HTTPS clients of the `collector` fixture) for the attack tests
-pytest_plugins = ["attack_clients"]
+# `audit_events` (AuditRecorder, and the record of every kind emitted, see test_event_kinds)
+pytest_plugins = ["attack_clients", "audit_events"]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from audit_events import AuditRecorder
 from sshd_server import SshdServer, make_key
 
 from floor_agent.cctv.index import SegmentIndex
@@ -17,20 +18,6 @@ from floor_agent.cctv.offload import Offloader, backoff_delay, remote_path_of
 from floor_agent.config import OffloadConfig
 
 T0 = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
-
-
-class Events:
-    def __init__(self) -> None:
-        self.items: list[tuple[str, str, str, dict]] = []
-
-    def __call__(self, kind: str, subject: str, severity: str = "info", **data: object) -> None:
-        self.items.append((kind, subject, severity, data))
-
-    def kinds(self) -> list[str]:
-        return [k for k, *_ in self.items]
-
-    def of(self, kind: str) -> list[dict]:
-        return [d for k, _, _, d in self.items if k == kind]
 
 
 def add_segment(index: SegmentIndex, storage: Path, camera: str, seq: int, data: bytes,
@@ -75,7 +62,7 @@ def test_segments_arrive_hashed_and_marked(sshd: SshdServer, storage: tuple[Path
     footage, index = storage
     first = add_segment(index, footage, "cam-a", 1, os.urandom(300_000))
     second = add_segment(index, footage, "cam-b", 1, os.urandom(1000))
-    events = Events()
+    events = AuditRecorder()
     offloader = Offloader(config_for(sshd, tmp_path, "up1"), index, footage, events)
     result = offloader.run_once()
     offloader.close()
@@ -106,7 +93,7 @@ def test_changed_or_unknown_host_key_is_refused(sshd: SshdServer,
     (tmp_path / "empty").write_text("")
     for known, words in ((tmp_path / "changed", "host key CHANGED"),
                          (tmp_path / "empty", "not pinned")):
-        events = Events()
+        events = AuditRecorder()
         config = config_for(sshd, tmp_path, "up2").model_copy(update={"known_hosts_file": known})
         offloader = Offloader(config, index, footage, events)
         result = offloader.run_once()
@@ -122,7 +109,7 @@ def test_wrong_client_key_is_refused(sshd: SshdServer, storage: tuple[Path, Segm
     footage, index = storage
     add_segment(index, footage, "cam-a", 1, b"footage")
     stranger = make_key(tmp_path / "stranger")
-    events = Events()
+    events = AuditRecorder()
     offloader = Offloader(config_for(sshd, tmp_path, "up3", key_file=stranger), index, footage,
                           events)
     result = offloader.run_once()
@@ -136,7 +123,7 @@ def test_server_gone_mid_upload_resumes_from_the_part(storage: tuple[Path, Segme
     footage, index = storage
     data = os.urandom(6 * 1024 * 1024)
     seg = add_segment(index, footage, "cam-a", 1, data)
-    events = Events()
+    events = AuditRecorder()
     with SshdServer() as server:
         stopped: list[int] = []
 
@@ -191,7 +178,7 @@ def test_altered_remote_copy_is_detected_and_sent_again(
     remote2.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{remote2}.part").write_bytes(os.urandom(50_000))
 
-    events = Events()
+    events = AuditRecorder()
     offloader = Offloader(config_for(sshd, tmp_path, "up5"), index, footage, events)
     result = offloader.run_once()
     offloader.close()
@@ -210,7 +197,7 @@ def test_altered_or_missing_local_footage_is_never_sent_nor_blocks_the_queue(
     gone = add_segment(index, footage, "cam-a", 2, b"removed by hand", prev=seg.sha256)
     (footage / gone.path).unlink()
     good = add_segment(index, footage, "cam-b", 1, b"fine footage")
-    events = Events()
+    events = AuditRecorder()
     offloader = Offloader(config_for(sshd, tmp_path, "up6"), index, footage, events)
     result = offloader.run_once()
     offloader.run_once()  # reported once, not on every round
@@ -231,7 +218,7 @@ def test_thread_uploads_what_arrives_and_stops(sshd: SshdServer,
                                                storage: tuple[Path, SegmentIndex],
                                                tmp_path: Path) -> None:
     footage, index = storage
-    events = Events()
+    events = AuditRecorder()
     offloader = Offloader(config_for(sshd, tmp_path, "up7"), index, footage, events,
                           idle_seconds=30.0)
     offloader.start()

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from audit_events import spooled
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from floor_agent.audit.keys import write_private_key
@@ -61,8 +62,8 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     recorder = CameraRecorder(config.cameras[0], config, index,
                               # AuditAgent.emit's own signature: a data key named like
                               # a parameter would be a TypeError there
-                              lambda kind, subject, severity="info", **data: events.append(
-                                  (kind, severity, data)),
+                              spooled(lambda kind, subject, severity="info", **data:
+                                      events.append((kind, severity, data))),
                               snapshot_sink=lambda camera, jpeg: snapshots.append((camera, jpeg)))
     recorder.start()
     # a file plays as fast as it decodes; done when no segment came for a while
@@ -252,8 +253,8 @@ def test_an_mjpeg_camera_is_recorded_through_opencv(tmp_path: Path) -> None:
     events: list[tuple[str, dict[str, Any]]] = []
     with SegmentIndex.in_storage(config.storage_dir) as index:
         recorder = CameraRecorder(config.cameras[0], config, index,
-                                  lambda kind, subject, severity="info", **data: events.append(
-                                      (kind, data)))
+                                  spooled(lambda kind, subject, severity="info", **data:
+                                          events.append((kind, data))))
         recorder.start()
         assert recorder._thread is not None
         recorder._thread.join(60)  # a file: played to its end

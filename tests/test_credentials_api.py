@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from audit_events import spooled
 from collector_process import CollectorProcess
 
 from floor_agent import cli
@@ -231,8 +232,8 @@ def test_sync_keeps_the_last_snapshot_through_an_outage(sqlite_collector: Collec
     events: list[tuple[str, str, dict[str, Any]]] = []
     cache = CredentialsCache(tmp_path / "credentials.db")
     sync = CredentialSync(door, cache.replace,
-                          lambda kind, subject, severity, **data: events.append(
-                              (kind, severity, data)),
+                          spooled(lambda kind, subject, severity, **data: events.append(
+                              (kind, severity, data))),
                           interval=0.1, version=cache.version)
     sync.start()
     try:
@@ -287,7 +288,7 @@ def test_a_snapshot_the_cache_refuses_is_fetched_again(sqlite_collector: Collect
         received.append(credentials.version)
 
     sync = CredentialSync.from_config(config, replace,
-                                      lambda kind, *_, **__: events.append(kind))
+                                      spooled(lambda kind, *_, **__: events.append(kind)))
     assert sync.interval == config.access.sync_interval_seconds
     assert sync.step() is False and sync.version is None
     assert "local cache refused the snapshot: disk full" in str(sync.last_error)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from audit_events import AuditRecorder
 from umockdev_bus import (
     COMPOSITE,
     EXT_HUB,
@@ -110,11 +111,13 @@ class Floor:
 
         self.tb = tb
         self.events: list[dict[str, Any]] = []
+        self.spool = AuditRecorder()
         self.shutdown = threading.Event()
         self.guard = RecordingGuard(parse_rules_file(rules_text), self.emit,
                                     context=pyudev.Context())
 
     def emit(self, kind: str, subject: str, severity: str = "info", **data: Any) -> None:
+        self.spool(kind, subject, severity, **data)  # refused here as the audit chain would
         self.events.append({"kind": kind, "subject": subject, "severity": severity,
                             "data": data})
 

@@ -118,7 +118,7 @@ class CredentialSync:
             outage = time.monotonic() - self._outage_since
             log.warning("credentials sync recovered after %.0f s", outage)
             self.emit("door.sync_recovered", self.client.agent_id, "notice",
-                      outage_seconds=round(outage, 1),
+                      outage_seconds=round(outage),  # whole seconds: no floats in audit data
                       version=credentials.version if credentials else self.version)
         self._outage_since = None
         self.last_error = None

@@ -282,7 +282,7 @@ class Offloader:
         elif result.uploads and self.outage_since is not None:
             self.emit("cctv.offload_recovered", SUBJECT, "notice", host=self.config.host,
                       port=self.config.port, failed_attempts=self.failures,
-                      outage_seconds=round(time.monotonic() - self.outage_since, 1))
+                      outage_seconds=round(time.monotonic() - self.outage_since))  # int: no floats
             self.failures = 0
             self.outage_since = None
             self.last_error = None

@@ -1,0 +1,72 @@
+"""Every event kind the code can emit is built at least once by a test through a real Spool.
+
+The kinds are read from the source (a string constant that looks like `<capability>.<name>`),
+so a new `emit("door.something", ...)` joins the list by itself; topic names and file names
+that look alike are not kinds. The check needs the whole suite in one session: run alone, or
+with a selection, it skips and says why.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+from audit_events import EMITTED, AuditRecorder, collected_modules
+
+from floor_agent.audit.event import EventError
+from floor_agent.collector.web.topics import FIXED_TOPICS
+
+ROOT = Path(__file__).resolve().parent.parent
+# the prefixes of event kinds: the agents' capabilities and the collector's own agent
+CAPABILITIES = ("agent", "audit", "usb", "net", "door", "cctv", "retention", "dashboard",
+                "collector", "apikey", "alert", "footage", "integrity", "report")
+KIND = re.compile(rf"^(?:{'|'.join(CAPABILITIES)})\.[a-z][a-z0-9_]*$")
+FILE_SUFFIXES = (".yaml", ".sock", ".db", ".log", ".key", ".pem", ".html", ".conf", ".pub")
+
+
+def emittable_kinds() -> set[str]:
+    """String constants in floor_agent/ shaped like an event kind, less topics and files."""
+    topics = set(FIXED_TOPICS.values())
+    kinds: set[str] = set()
+    for path in (ROOT / "floor_agent").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and KIND.match(node.value) and node.value not in topics \
+                    and not node.value.endswith(FILE_SUFFIXES):
+                kinds.add(node.value)
+    return kinds
+
+
+def test_the_source_scan_finds_kinds_and_leaves_topics_and_files() -> None:
+    kinds = emittable_kinds()
+    assert {"door.sync_recovered", "cctv.offload_recovered", "net.breach", "usb.blocked",
+            "agent.started", "dashboard.login"} <= kinds
+    assert not {"door.sync", "net.state", "usb.lock", "door.yaml", "collector.yaml"} & kinds
+
+
+def test_the_recorder_refuses_what_the_chain_refuses(tmp_path: Path) -> None:
+    recorder = AuditRecorder(tmp_path)
+    try:
+        with pytest.raises(EventError, match="floats are not allowed"):
+            recorder("door.sync_recovered", "door-1", "notice", outage_seconds=1.5)
+        assert recorder.kinds() == []  # nothing kept that the chain would not hold
+        recorder("door.sync_recovered", "door-1", "notice", outage_seconds=2)
+        assert recorder.of("door.sync_recovered") == [{"outage_seconds": 2}]
+        assert recorder.spool.head().seq == 1
+    finally:
+        recorder.close()
+
+
+@pytest.mark.after_all_tests
+def test_every_event_kind_was_emitted_through_a_spool(request: pytest.FixtureRequest) -> None:
+    modules = {path.name for path in (ROOT / "tests").glob("test_*.py")}
+    option = request.config.option
+    if collected_modules(request.config) != modules or option.keyword or option.markexpr \
+            or option.lf or option.deselect:
+        pytest.skip("the event-kind coverage needs the whole suite in one session")
+    missing = sorted(emittable_kinds() - EMITTED)
+    assert not missing, (
+        f"{len(missing)} event kind(s) never went through a real Spool in any test (a test "
+        f"double that only appends to a list accepts data the audit chain refuses): {missing}")
