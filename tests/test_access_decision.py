@@ -22,6 +22,7 @@ from floor_agent.access.model import (
     CardRead,
     Credentials,
     FingerResult,
+    FingerSearch,
     Lockout,
     Outcome,
     Person,
@@ -200,6 +201,63 @@ def test_another_persons_finger_is_refused() -> None:
     outcome = decide(finger=finger_of("bob", "b-thumb"))
     assert (outcome.granted, outcome.reason, outcome.person_id) == (
         False, "finger_other_person", "alice")
+
+
+def no_match(search: FingerSearch | None) -> FingerResult:
+    """Alice's card, a finger that is not hers (1:1), and what the 1:N search made of it."""
+    return dataclasses.replace(finger_of(None, None, status="no_match"), search=search)
+
+
+def test_card_of_one_person_with_the_finger_of_another_is_card_sharing() -> None:
+    outcome = decide(finger=no_match(FingerSearch("found", "bob", "b-thumb", 200)))
+    assert (outcome.granted, outcome.reason, outcome.alarms) == (
+        False, "finger_other_person", ("card_shared",))
+    assert (outcome.person_id, outcome.finger_person_id) == ("alice", "bob")
+    assert "bob" in outcome.detail and "Bob" not in repr(outcome)  # ids, never names
+
+
+def test_a_match_of_another_person_from_the_driver_is_card_sharing_too() -> None:
+    outcome = decide(finger=finger_of("bob", "b-thumb"))
+    assert (outcome.reason, outcome.alarms, outcome.finger_person_id) == (
+        "finger_other_person", ("card_shared",), "bob")
+
+
+@pytest.mark.parametrize(("search", "detail"), [
+    (None, ""),  # no search ran: today's mismatch
+    (FingerSearch("not_found"), "no other enrolled finger matches either"),
+    (FingerSearch("failed", detail="Search: no answer within 2 s"),
+     "search of the other enrolled fingers failed: Search: no answer within 2 s"),
+    (FingerSearch("failed"), "search of the other enrolled fingers failed"),
+    (FingerSearch("bogus"), "search of the other enrolled fingers failed"),
+], ids=["no-search", "not-found", "timed-out", "failed", "unknown-status"])
+def test_a_finger_the_search_does_not_attribute_is_a_plain_mismatch(
+        search: FingerSearch | None, detail: str) -> None:
+    outcome = decide(finger=no_match(search))
+    assert (outcome.granted, outcome.reason, outcome.alarms, outcome.detail) == (
+        False, "finger_mismatch", (), detail)
+    assert outcome.finger_person_id is None
+
+
+@pytest.mark.parametrize("claim", [
+    FingerSearch("found", "bob", "a-index"),  # Bob never enrolled that template
+    FingerSearch("found", "mallory", "m-1"),  # nobody the credentials know
+    FingerSearch("found", "alice", "a-index"),  # the holder herself: the 1:1 said no
+    FingerSearch("found", None, "b-thumb"),
+], ids=["template-of-another", "unknown-person", "the-holder", "nobody"])
+def test_a_search_claim_the_credentials_do_not_confirm_names_nobody(claim: FingerSearch) -> None:
+    outcome = decide(finger=no_match(claim))
+    assert (outcome.granted, outcome.reason, outcome.alarms) == (False, "finger_mismatch", ())
+    assert outcome.finger_person_id is None
+    assert "do not confirm" in outcome.detail
+
+
+def test_card_sharing_counts_towards_a_lockout_and_keeps_both_ids() -> None:
+    failures = (MONDAY_10 - timedelta(seconds=60), MONDAY_10 - timedelta(seconds=30))
+    state = AccessState(lockouts={"04A1": Lockout(failures)})
+    outcome = decide(finger=no_match(FingerSearch("found", "bob", "b-thumb", 200)),
+                     state=state)
+    assert outcome.alarms == ("card_shared", "lockout")
+    assert (outcome.person_id, outcome.finger_person_id) == ("alice", "bob")
 
 
 def test_a_match_reported_for_the_holder_with_someone_elses_template_is_refused() -> None:
@@ -409,11 +467,14 @@ def test_hard_antipassback_refuses_a_second_entry_at_the_card() -> None:
     outcome = check_card(credentials(), card_read(), POLICY, inside, MONDAY_10, BERLIN, door=LAB)
     assert outcome is not None
     assert (outcome.granted, outcome.reason) == (False, "antipassback")
+    assert outcome.alarms == ("antipassback",)  # the refusal raises the alarm, as soft mode does
 
 
 def test_hard_antipassback_refuses_an_exit_by_someone_already_outside() -> None:
     outside = AccessState(zone_of={"alice": "outside"})
-    assert decide(read=card_read(direction="out"), state=outside).reason == "antipassback"
+    outcome = decide(read=card_read(direction="out"), state=outside)
+    assert (outcome.granted, outcome.reason, outcome.alarms) == (
+        False, "antipassback", ("antipassback",))
 
 
 def test_hard_antipassback_lets_the_expected_passage_through() -> None:
@@ -501,10 +562,13 @@ def worlds(draw: st.DrawFn) -> tuple[Credentials, CardRead, FingerResult, Access
     else:
         matched_person = draw(st.sampled_from(PEOPLE + (None,)))
         matched_template = draw(st.sampled_from(TEMPLATE_IDS + (None,)))
+    search = draw(st.none() | st.builds(
+        FingerSearch, st.sampled_from(("found", "not_found", "failed", "bogus")),
+        st.sampled_from(PEOPLE + (None, "ghost")), st.sampled_from(TEMPLATE_IDS + (None,))))
     finger = FingerResult(
         draw(mostly("match", "no_match", "timeout", "poor_image", "sensor_error", "bogus")),
         read_at + timedelta(seconds=draw(mostly(5, -1, 0, 15, 16))), matched_person,
-        matched_template)
+        matched_template, search=search)
     policy = AccessPolicyConfig(require_card_proof=draw(st.booleans()),
                                 antipassback=draw(st.sampled_from(("hard", "soft", "off"))))
     zone_of = {pid: zone for pid in PEOPLE
@@ -571,6 +635,12 @@ def test_granted_exactly_when_every_condition_holds(world: tuple) -> None:
         template = next(t for t in creds.templates[person.person_id]
                         if t.template_id == finger.template_id)
         assert (outcome.reason == "granted_duress") == (template.finger in person.duress_fingers)
+    if outcome.reason == "antipassback" or (outcome.granted and "antipassback" in outcome.alarms):
+        assert policy.antipassback in ("hard", "soft") and "antipassback" in outcome.alarms
+    if outcome.finger_person_id is not None:  # card sharing names a confirmed other person
+        assert outcome.reason == "finger_other_person" and "card_shared" in outcome.alarms
+        assert outcome.finger_person_id != outcome.person_id
+        assert outcome.finger_person_id in creds.templates
     early = check_card(creds, read, policy, state, now, tz, door=LAB)
     assert early is None or early == outcome  # the card stage never changes its mind
     assert access_state.after(state, outcome, policy, LAB, now) is not None

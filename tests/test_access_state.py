@@ -127,7 +127,7 @@ def test_three_failures_within_the_window_lock_the_card_then_it_is_released() ->
     third, state = attempt(state, T0 + timedelta(seconds=120), finger="none")
     assert [o.reason for o in (first, second, third)] == [
         "finger_mismatch", "finger_other_person", "finger_mismatch"]
-    assert [o.alarms for o in (first, second, third)] == [(), (), ("lockout",)]
+    assert [o.alarms for o in (first, second, third)] == [(), ("card_shared",), ("lockout",)]
     locked_at = T0 + timedelta(seconds=120)
     assert state.lockouts["04A1"] == Lockout((), locked_at + timedelta(seconds=600))
 

@@ -24,9 +24,14 @@ The card stage stops at the first of these that fails:
   holiday          a level's window would allow now, but today is a holiday that closes it
   outside_schedule no window of a level for this door allows now
   antipassback     hard mode: the passage leads where the person already is (an "in" while
-                   inside the door's zone, an "out" while already outside it); soft mode lets
-                   the card on and the grant carries alarm "antipassback"
+                   inside the door's zone, an "out" while already outside it): denied with
+                   alarm "antipassback"; soft mode lets the card on and the grant carries the
+                   same alarm
   no_template      the person has no enrolled finger: no finger can ever match
+
+The finger stage (`evaluate`) then gives finger_timeout, finger_poor_image, sensor_unavailable,
+finger_other_person (the finger is another enrolled person's: alarm "card_shared", and the
+outcome names that person in finger_person_id), finger_mismatch or finger_too_late.
 
 Any outcome whose reason counts towards a lockout (state.COUNTED_FAILURES) and reaches
 policy.lockout_failures carries alarm "lockout".
@@ -34,6 +39,7 @@ policy.lockout_failures carries alarm "lockout".
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, datetime, tzinfo
 
 from floor_agent.access import state as access_state
@@ -45,6 +51,7 @@ from floor_agent.access.model import (
     CardRead,
     Credentials,
     FingerResult,
+    FingerSearch,
     Outcome,
     Person,
     Template,
@@ -139,7 +146,8 @@ def _person_problem(person: Person, creds: Credentials, read: CardRead, door: Do
     if verdict is not None:
         return _deny(read, verdict, pid)
     if policy.antipassback == "hard" and _passback(pid, read, door, policy, state):
-        return _deny(read, "antipassback", pid, f"already in {state.zone_of.get(pid)}")
+        return _deny(read, "antipassback", pid, f"already in {state.zone_of.get(pid)}",
+                     ("antipassback",))
     if not creds.templates.get(pid):
         return _deny(read, "no_template", pid)
     return None
@@ -150,8 +158,7 @@ def _with_lockout_alarm(outcome: Outcome, policy: AccessPolicyConfig, state: Acc
     if outcome.person_id is None or not access_state.trips_lockout(
             state, outcome.uid, outcome.reason, policy, now):
         return outcome
-    return Outcome(outcome.granted, outcome.reason, outcome.door_id, outcome.direction,
-                   outcome.uid, outcome.person_id, outcome.alarms + ("lockout",), outcome.detail)
+    return dataclasses.replace(outcome, alarms=outcome.alarms + ("lockout",))
 
 
 def check_card(creds: Credentials, read: CardRead, policy: AccessPolicyConfig,
@@ -187,6 +194,34 @@ def _holder_template(templates: tuple[Template, ...], template_id: str | None) -
     return None
 
 
+def _other_person(creds: Credentials, read: CardRead, pid: str, other: str | None,
+                  template_id: str | None) -> Outcome:
+    """The finger is `other`'s enrolled `template_id`, not the card holder's: the card is being
+    shared (lent, or taken by a colleague). Only a claim the snapshot confirms (that person
+    enrolled that template) names anyone; any other claim is a plain mismatch."""
+    if other is None or other == pid or other not in creds.people \
+            or _holder_template(creds.templates.get(other, ()), template_id) is None:
+        return _deny(read, "finger_mismatch", pid,
+                     "the finger was attributed to a template the credentials do not confirm")
+    return Outcome(False, "finger_other_person", read.door_id, read.direction, read.uid, pid,
+                   ("card_shared",), f"finger of enrolled person {other}", other)
+
+
+def _no_match(creds: Credentials, read: CardRead, pid: str,
+              search: FingerSearch | None) -> Outcome:
+    """Not the holder's finger: whose, as far as the 1:N search over the other enrolled fingers
+    knows. A search that failed or timed out proves nothing: a mismatch, saying so."""
+    if search is None:
+        return _deny(read, "finger_mismatch", pid)
+    if search.status == "found":
+        return _other_person(creds, read, pid, search.person_id, search.template_id)
+    if search.status == "not_found":
+        return _deny(read, "finger_mismatch", pid, "no other enrolled finger matches either")
+    detail = f": {search.detail}" if search.detail else ""
+    return _deny(read, "finger_mismatch", pid,
+                 f"search of the other enrolled fingers failed{detail}")
+
+
 def _finger_verdict(creds: Credentials, read: CardRead, finger: FingerResult | None,
                     person: Person, policy: AccessPolicyConfig) -> Outcome | Template:
     """The denial for this finger, or the holder's template it matched."""
@@ -199,14 +234,13 @@ def _finger_verdict(creds: Credentials, read: CardRead, finger: FingerResult | N
         return _deny(read, "sensor_unavailable", pid)
     if finger.status not in ("match", "no_match"):
         return _deny(read, "sensor_unavailable", pid, "unknown fingerprint status")
-    if finger.status == "match" and finger.person_id not in (None, pid):
-        return _deny(read, "finger_other_person", pid, "finger of another enrolled person")
-    template = None
-    if finger.status == "match":
-        template = _holder_template(creds.templates.get(pid, ()), finger.template_id)
+    if finger.status == "no_match":
+        return _no_match(creds, read, pid, finger.search)
+    if finger.person_id not in (None, pid):
+        return _other_person(creds, read, pid, finger.person_id, finger.template_id)
+    template = _holder_template(creds.templates.get(pid, ()), finger.template_id)
     if template is None:
-        detail = "" if finger.status == "no_match" else "matched template is not the holder's"
-        return _deny(read, "finger_mismatch", pid, detail)
+        return _deny(read, "finger_mismatch", pid, "matched template is not the holder's")
     delay = (finger.at - read.at).total_seconds()
     if delay < 0 or delay > policy.finger_window_seconds:
         detail = "finger before the card" if delay < 0 else \
@@ -222,7 +256,9 @@ def evaluate(creds: Credentials, read: CardRead, finger: FingerResult | None,
 
     The finger must be a match of one of the card holder's own templates (by template id, as
     enrolled in the snapshot; the driver's person_id, when given, must be the holder), at most
-    policy.finger_window_seconds after read.at (and not before it). A match of a duress finger
+    policy.finger_window_seconds after read.at (and not before it). A no_match whose 1:N search
+    (finger.search) found another person's enrolled finger is finger_other_person with alarm
+    "card_shared"; a failed search leaves it a finger_mismatch. A match of a duress finger
     (person.duress_fingers) grants with reason granted_duress and alarm "duress"; in soft
     anti-passback mode a passage to where the person already is grants with alarm
     "antipassback".

@@ -98,6 +98,20 @@ class CardRead:
 
 
 @dataclass(frozen=True, slots=True)
+class FingerSearch:
+    """The 1:N search of the other enrolled fingers after the finger failed its 1:1 match, so
+    that the card of one person with the finger of another is told from an unknown finger.
+    `status`: found (person_id's template_id matched) | not_found | failed (the search broke
+    or timed out: nothing is known about the finger)."""
+
+    status: str
+    person_id: str | None = None
+    template_id: str | None = None
+    score: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class FingerResult:
     """The fingerprint step after a card: which template of the card holder matched, if any.
     `status`: match | no_match | timeout (no finger) | poor_image | sensor_error."""
@@ -109,6 +123,7 @@ class FingerResult:
     finger: int | None = None
     score: int = 0
     detail: str = ""
+    search: FingerSearch | None = None  # after a no_match, when the other fingers were searched
 
 
 # --- state kept between decisions (pure transitions in state.py) ---------------------------------
@@ -151,3 +166,5 @@ class Outcome:
     person_id: str | None = None
     alarms: tuple[str, ...] = ()  # e.g. "duress", "clone_suspected", "lockout"
     detail: str = ""
+    # finger_other_person: whose enrolled finger was presented with this card (an id, no name)
+    finger_person_id: str | None = None
