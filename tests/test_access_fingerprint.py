@@ -11,8 +11,8 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from floor_agent.access import zfm
-from floor_agent.access.fingerprint import FingerprintError, FingerprintModule
-from floor_agent.access.model import FingerResult
+from floor_agent.access.fingerprint import Candidate, FingerprintError, FingerprintModule
+from floor_agent.access.model import FingerResult, FingerSearch
 from floor_agent.access.templates import TemplateError, seal, unseal
 from floor_agent.access.zfm_sim import SimulatedModule, char_file
 
@@ -146,6 +146,156 @@ def test_password_is_verified_and_a_wrong_one_refused() -> None:
     assert result.status == "sensor_error"
     assert result.detail == "VfyPwd: wrong password (0x13)"
     assert module.commands[-1] == zfm.VFY_PWD  # nothing else was tried
+
+
+# --- 1:N: whose finger it is when it is not the card holder's ----------------------------------
+
+MALLORY = b"mallory/right-index"  # enrolled nowhere
+CAROL_INDEX = b"carol/right-index"
+OTHERS: list[Candidate] = [("carol", "t-carol-1", 1, char_file(CAROL_INDEX, 10**6)),
+                           ("bob", "t-bob-1", 1, char_file(BOB_INDEX, 10**6))]
+
+
+def verify_with_others(fp: FingerprintModule, others: list[Candidate] = OTHERS,
+                       called: list[list[Candidate]] | None = None) -> FingerResult:
+    def give() -> list[Candidate]:
+        candidates = list(others)
+        if called is not None:
+            called.append(candidates)
+        return candidates
+    return fp.verify(ALICE_TEMPLATES, THRESHOLD, CAPTURE_TIMEOUT, 2, person_id="alice",
+                     others=give)
+
+
+def test_the_module_searches_its_library_as_the_manual_says(
+        sim: SimulatedModule, fp: FingerprintModule) -> None:
+    sim.place(BOB_INDEX)
+    fp.verify_password()
+    assert fp.capture(CAPTURE_TIMEOUT, 0).status == "ok"
+    assert fp.search(1, 0, 200) is None  # an empty library finds nothing
+    sim.store(3, char_file(CAROL_INDEX, 1))
+    sim.store(5, char_file(BOB_INDEX, 1))
+    sim.store(9, char_file(BOB_INDEX, 2))
+    page, score = fp.search(1, 0, 200) or (None, 0)
+    assert page == 5 and score >= 248  # the first enrolled page at the module's level
+    assert fp.search(1, 6, 10) == (9, score_of(sim, 9))
+    assert fp.search(1, 0, 5) is None  # only the pages asked for
+    sim.place(MALLORY)
+    assert fp.capture(CAPTURE_TIMEOUT, 0).status == "ok"
+    assert fp.search(1, 0, 200) is None
+    assert sim.problems == []
+
+
+def score_of(sim: SimulatedModule, page: int) -> int:
+    return sum(a == b for a, b in zip(sim.buffer(1), sim.library()[page], strict=True)) // 2
+
+
+def test_an_empty_library_is_not_found_even_by_a_lax_module() -> None:
+    with SimulatedModule(security_score=0) as lax, \
+            FingerprintModule(lax.port, response_timeout=RESPONSE_TIMEOUT) as driver:
+        lax.place(BOB_INDEX)
+        driver.verify_password()
+        assert driver.capture(CAPTURE_TIMEOUT, 0).status == "ok"
+        assert driver.search(1, 0, 200) is None  # no page 0 "match" of nothing
+
+
+def test_the_finger_of_another_enrolled_person_is_found_and_named(
+        sim: SimulatedModule, fp: FingerprintModule) -> None:
+    sim.place(BOB_INDEX)
+    called: list[list[Candidate]] = []
+    result = verify_with_others(fp, called=called)
+    assert result.status == "no_match"  # not Alice's: the 1:1 answer stands
+    assert result.search is not None
+    assert (result.search.status, result.search.person_id, result.search.template_id) == (
+        "found", "bob", "t-bob-1")
+    assert result.search.score >= THRESHOLD
+    assert sim.commands.count(zfm.STORE) == 2 and sim.commands.count(zfm.SEARCH) == 1
+    assert called == [[]]  # the clear templates were dropped after the search
+    assert not sim.holds_template()  # the library the search used is emptied
+    assert sim.problems == []
+
+
+def test_an_unknown_finger_is_searched_and_not_found(
+        sim: SimulatedModule, fp: FingerprintModule) -> None:
+    sim.place(MALLORY)
+    result = verify_with_others(fp)
+    assert result.search == FingerSearch("not_found",
+                                         detail="2 other enrolled template(s) searched")
+    assert not sim.holds_template()
+
+
+def test_the_holders_own_finger_never_reaches_the_search(
+        sim: SimulatedModule, fp: FingerprintModule) -> None:
+    sim.place(ALICE_INDEX)
+    called: list[list[Candidate]] = []
+    result = verify_with_others(fp, called=called)
+    assert (result.status, result.search) == ("match", None)
+    assert called == [] and zfm.SEARCH not in sim.commands  # nothing else unsealed or sent
+
+
+def test_a_lax_module_reporting_low_pages_first_does_not_hide_the_real_one() -> None:
+    # security_score 0: the module reports the first stored page whatever its score; the
+    # driver passes over pages below its threshold and searches on after them
+    others = [("carol", "t-carol-1", 1, char_file(CAROL_INDEX, 10**6)),
+              ("dave", "t-dave-1", 1, char_file(b"dave/right-index", 10**6)),
+              ("bob", "t-bob-1", 1, char_file(BOB_INDEX, 10**6))]
+    with SimulatedModule(security_score=0) as lax, \
+            FingerprintModule(lax.port, response_timeout=RESPONSE_TIMEOUT) as driver:
+        lax.place(BOB_INDEX)
+        result = verify_with_others(driver, others)
+        assert lax.commands.count(zfm.SEARCH) == 3
+        assert not lax.holds_template()
+    assert result.search is not None
+    assert (result.search.status, result.search.person_id) == ("found", "bob")
+    lax_unknown = SimulatedModule(security_score=0)
+    with lax_unknown, FingerprintModule(lax_unknown.port,
+                                        response_timeout=RESPONSE_TIMEOUT) as driver:
+        lax_unknown.place(MALLORY)
+        assert verify_with_others(driver, others).search == FingerSearch(
+            "not_found", detail="3 other enrolled template(s) searched")
+
+
+def test_more_candidates_than_library_pages_are_searched_in_rounds(sim: SimulatedModule) -> None:
+    others = [(f"p{i}", f"t-p{i}", 1, char_file(f"p{i}/index".encode(), 10**6))
+              for i in range(4)] + [("bob", "t-bob-1", 1, char_file(BOB_INDEX, 10**6))]
+    sim.place(BOB_INDEX)
+    with FingerprintModule(sim.port, response_timeout=RESPONSE_TIMEOUT,
+                           library_pages=2) as driver:
+        result = verify_with_others(driver, others)
+    assert result.search is not None
+    assert (result.search.status, result.search.person_id) == ("found", "bob")
+    assert sim.commands.count(zfm.SEARCH) == 3  # pages 0-1, 0-1 again, then 0
+    assert sim.commands.count(zfm.STORE) == 5
+    assert not sim.holds_template()
+
+
+@pytest.mark.parametrize(("kind", "on", "detail"), [
+    ("silent", zfm.SEARCH, "Search: no answer within 0.3 s"),
+    ("bad_checksum", zfm.SEARCH, "Search: corrupted reply after 3 tries (bad checksum"),
+    ("garbage", zfm.STORE, "template 't-carol-1': Store: no answer within 0.3 s"),
+    ("wrong_packet_id", zfm.STORE, "template 't-carol-1': Store: corrupted reply after 3 tries"),
+], ids=["search-silent", "search-checksum", "store-garbage", "store-packet-id"])
+def test_a_search_that_fails_says_so_and_never_names_anyone(
+        sim: SimulatedModule, fp: FingerprintModule, kind: str, on: int, detail: str) -> None:
+    sim.place(BOB_INDEX)
+    sim.misbehave(kind, on=on)
+    result = verify_with_others(fp)
+    assert result.status == "no_match"
+    assert result.search is not None
+    assert (result.search.status, result.search.person_id) == ("failed", None)
+    assert result.search.detail.startswith(detail)
+    assert not sim.holds_template()  # the wipe after it still went through
+
+
+def test_a_library_smaller_than_library_pages_is_a_failed_search() -> None:
+    with SimulatedModule(library_size=1) as small, \
+            FingerprintModule(small.port, response_timeout=RESPONSE_TIMEOUT) as driver:
+        small.place(BOB_INDEX)
+        result = verify_with_others(driver)  # two candidates, one flash page
+    assert result.search is not None
+    assert result.search.status == "failed"
+    assert result.search.detail == (
+        "template 't-bob-1': Store: page id beyond the finger library (0x0B)")
 
 
 # --- a module that is missing, silent or corrupt -------------------------------------------------

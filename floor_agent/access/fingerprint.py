@@ -3,7 +3,10 @@
 The module is a 1:1 comparator here, never a store: templates live sealed in the controller's
 cache (templates.py). To verify, the driver captures the finger into CharBuffer1, downloads
 each of the card holder's templates into CharBuffer2 and asks for a Match score; the best score
-at or above the configured threshold is a match. To enroll, it captures twice, combines
+at or above the configured threshold is a match. When none is, and the caller gives the other
+enrolled fingers, it finds whose finger it is (1:N, `identify`): they go into the flash library
+for the length of one Search (the module compares in flash only) and are emptied with the rest
+at the end. To enroll, it captures twice, combines
 (RegModel) and uploads the template. Either way it then overwrites both char buffers with zeros
 and empties the flash library, so no template stays on a module someone could unscrew.
 
@@ -27,7 +30,7 @@ from typing import TYPE_CHECKING
 import serial
 
 from floor_agent.access import zfm
-from floor_agent.access.model import FingerResult
+from floor_agent.access.model import FingerResult, FingerSearch
 
 if TYPE_CHECKING:
     from floor_agent.config import FingerprintConfig
@@ -36,6 +39,11 @@ POLL_INTERVAL = 0.05  # between GenImg calls while no finger is on the glass
 READ_SLICE = 0.02  # serial read timeout; the response deadline is kept by the driver
 POOR_CODES = (zfm.IMAGE_MESSY, zfm.TOO_FEW_FEATURES, zfm.NO_VALID_IMAGE)
 MAX_UPLOAD_BYTES = 4 * zfm.TEMPLATE_BYTES  # a longer upload is a runaway line, not a template
+# flash pages one 1:N search fills at a time: below the library of every module family named
+# above (the smallest, the ZFM-20, holds 162); more candidates are searched in several rounds
+LIBRARY_PAGES = 100
+
+Candidate = tuple[str, str, int, bytes]  # (person_id, template_id, finger, clear template)
 
 
 class FingerprintError(Exception):
@@ -67,9 +75,13 @@ class FingerprintModule:
     def __init__(self, port: str, baud: int = 57600, address: int = zfm.DEFAULT_ADDRESS,
                  password: int = 0, response_timeout: float = 2.0,
                  packet_size: int = zfm.DEFAULT_DATA_PACKET_SIZE, command_retries: int = 2,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+                 clock: Callable[[], datetime] = _utcnow,
+                 library_pages: int = LIBRARY_PAGES) -> None:
         if packet_size not in zfm.DATA_PACKET_SIZES:
             raise ValueError(f"packet_size {packet_size} not one of {zfm.DATA_PACKET_SIZES}")
+        if library_pages < 1:
+            raise ValueError(f"library_pages {library_pages} must be at least 1")
+        self.library_pages = library_pages
         self.port = port
         self.baud = baud
         self.address = address
@@ -286,6 +298,67 @@ class FingerprintModule:
                                f"{zfm.TEMPLATE_BYTES}")
         return bytes(data)
 
+    def store(self, buffer: int, page: int) -> None:
+        """Store: a char buffer's template into flash page `page`."""
+        if buffer not in zfm.CHAR_BUFFERS:
+            raise ValueError(f"char buffer {buffer} not one of {zfm.CHAR_BUFFERS}")
+        self._expect_ok(zfm.STORE, bytes([buffer]) + page.to_bytes(2, "big"))
+
+    def search(self, buffer: int, start: int, count: int) -> tuple[int, int] | None:
+        """Search: flash pages start..start+count-1 against a char buffer. (page, score) of the
+        page the module reports, None when it reports none; a page outside the range asked is
+        a broken answer, not a match."""
+        if buffer not in zfm.CHAR_BUFFERS:
+            raise ValueError(f"char buffer {buffer} not one of {zfm.CHAR_BUFFERS}")
+        confirmation, rest = self._transact(
+            zfm.SEARCH, bytes([buffer]) + start.to_bytes(2, "big") + count.to_bytes(2, "big"))
+        if confirmation == zfm.NOT_FOUND:
+            return None
+        if confirmation != zfm.OK:
+            raise FingerprintError(f"Search: {zfm.describe(confirmation)}", code=confirmation)
+        if len(rest) != 4:
+            raise FingerprintError(f"Search: ack with {len(rest)} bytes after the code, "
+                                   "expected a 2-byte page and a 2-byte score")
+        page, score = int.from_bytes(rest[:2], "big"), int.from_bytes(rest[2:], "big")
+        if not start <= page < start + count:
+            raise FingerprintError(f"Search: page {page} is outside the pages searched "
+                                   f"({start}..{start + count - 1})")
+        return page, score
+
+    def identify(self, candidates: Sequence[Candidate], threshold: int) -> FingerSearch:
+        """1:N: which of `candidates` is the finger already captured in CharBuffer1.
+
+        They go into flash `library_pages` at a time (DownChar into CharBuffer2, Store), and
+        the module Searches them. A reported page scoring below `threshold` is passed over and
+        the search goes on after it: the module's own security level may be lower than ours,
+        and a module may report the first page over its level rather than the best. Leaves
+        templates in flash: the caller wipes (verify does). Any failure, timeout included, is
+        status "failed" with the reason: it tells nothing about the finger."""
+        try:
+            for first in range(0, len(candidates), self.library_pages):
+                batch = candidates[first:first + self.library_pages]
+                for page, (_, template_id, _, clear) in enumerate(batch):
+                    try:
+                        self.download_template(2, clear)
+                        self.store(2, page)
+                    except FingerprintError as e:
+                        raise FingerprintError(f"template {template_id!r}: {e}",
+                                               e.reason, e.code) from None
+                start = 0
+                while start < len(batch):
+                    found = self.search(1, start, len(batch) - start)
+                    if found is None:
+                        break
+                    page, score = found
+                    if score >= threshold:
+                        person_id, template_id, _, _ = batch[page]
+                        return FingerSearch("found", person_id, template_id, score)
+                    start = page + 1
+        except FingerprintError as e:
+            return FingerSearch("failed", detail=str(e))
+        return FingerSearch("not_found",
+                            detail=f"{len(candidates)} other enrolled template(s) searched")
+
     def delete(self, page: int, count: int = 1) -> None:
         """DeleteChar: `count` templates from flash page `page`."""
         self._expect_ok(zfm.DELETE_CHAR, page.to_bytes(2, "big") + count.to_bytes(2, "big"))
@@ -305,10 +378,13 @@ class FingerprintModule:
     # --- what the controller uses -------------------------------------------------------------
 
     def verify(self, templates: Sequence[tuple[str, int, bytes]], threshold: int,
-               capture_timeout: float, retries: int,
-               person_id: str | None = None) -> FingerResult:
+               capture_timeout: float, retries: int, person_id: str | None = None,
+               others: Callable[[], list[Candidate]] | None = None) -> FingerResult:
         """1:1 against the card holder's templates [(template_id, finger, clear bytes)]: one
-        capture, each template matched, best score wins if it reaches `threshold`."""
+        capture, each template matched, best score wins if it reaches `threshold`. Below it,
+        `others` (called only then, so the other templates are unsealed only then) gives the
+        other enrolled fingers for a 1:N search of the same capture: its result is the
+        no_match's `search`."""
         if not templates:
             return FingerResult("no_match", self._clock(), person_id=None,
                                 detail="no enrolled template to compare")
@@ -337,8 +413,16 @@ class FingerprintModule:
                     result = FingerResult("match", self._clock(), person_id=person_id,
                                           template_id=template_id, finger=finger, score=score)
                 else:
+                    search = None
+                    if others is not None:
+                        candidates = others()
+                        try:
+                            search = self.identify(candidates, threshold)
+                        finally:
+                            candidates.clear()
                     result = FingerResult("no_match", self._clock(), score=score,
-                                          detail=f"best score {score} below {threshold}")
+                                          detail=f"best score {score} below {threshold}",
+                                          search=search)
         except FingerprintError as e:
             result = FingerResult("sensor_error", self._clock(), detail=str(e))
         if touched:

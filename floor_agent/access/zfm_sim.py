@@ -18,6 +18,14 @@ OK with the score when it reaches `security_score` (the module's own threshold),
 match" with the score. RegModel refuses (0x0A) two char files scoring below 128, and keeps the
 first one as the template, in both buffers.
 
+Search (BufferID, StartPage, PageNum) compares the buffer with the enrolled pages StartPage ..
+StartPage+PageNum-1 in page order and answers OK with the first page scoring at least
+`security_score`, and that score; else 0x09 "not found" with page and score 0 (ZFM-70 manual
+6.3.20, R503 manual "Search"). The manuals do not say whether a module returns the first such
+page or the best one: the simulator takes the first, the case a driver with a threshold above
+the module's must handle (search again after that page). An empty page is never a match, and
+a range past the library is searched up to its end.
+
 It misbehaves on demand (`misbehave`): bad checksum, truncated reply, garbage instead of a
 reply, noise before a good reply, another module's address, a wrong packet id, or silence.
 `holds_template()` says whether any template or char file is left on it, so tests can prove the
@@ -311,13 +319,13 @@ class SimulatedModule:
         return self._ack(zfm.OK)
 
     def _search(self, buf: int, start: int, count: int) -> list[bytes]:
-        best = (0, 0)
         for page in range(start, min(start + count, self.library_size)):
-            if page in self._library:
-                best = max(best, (score(self._buffers[buf], self._library[page]), page))
-        if best[0] < self.security_score:
-            return self._ack(zfm.NOT_FOUND, bytes(4))
-        return self._ack(zfm.OK, best[1].to_bytes(2, "big") + best[0].to_bytes(2, "big"))
+            if page not in self._library:
+                continue
+            s = score(self._buffers[buf], self._library[page])
+            if s >= self.security_score:
+                return self._ack(zfm.OK, page.to_bytes(2, "big") + s.to_bytes(2, "big"))
+        return self._ack(zfm.NOT_FOUND, bytes(4))
 
     # --- the wire -----------------------------------------------------------------------------
 
