@@ -622,6 +622,14 @@ class AccessConfig(_StrictModel):
     # is unreachable. null = credentials.db in the audit state_dir.
     cache_file: ConfigPath | None = None
     sync_interval_seconds: Annotated[StrictFloat, Field(ge=1, le=3600)] = 30.0
+    # credentials not verified current for longer than this (counted on the boot clock, not
+    # the wall clock) fail secure: every card is denied but the emergency list's
+    max_credential_age_seconds: Annotated[StrictFloat, Field(ge=60, le=30 * 86400)] = 86400.0
+    # card UIDs (upper-case hex) still decided normally while the credentials are stale
+    emergency_uids: list[Annotated[str, Field(strict=True, pattern=r"^[0-9A-F]{2,64}$")]] = \
+        Field(default_factory=list)
+    # the clock offset to the collector that raises door.clock_skew
+    clock_skew_alarm_seconds: Annotated[StrictFloat, Field(ge=1, le=3600)] = 10.0
 
     @field_validator("doors")
     @classmethod

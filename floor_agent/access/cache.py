@@ -26,6 +26,7 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
+from floor_agent.access.freshness import SyncMark
 from floor_agent.access.model import (
     AccessLevel,
     AccessState,
@@ -221,6 +222,32 @@ class CredentialsCache:
                                                 if k != person_id}),
                     version=old.version)
             return removed
+
+    # --- sync mark (freshness.py) -----------------------------------------------------------
+
+    def sync_mark(self) -> SyncMark | None:
+        """When the credentials were last verified current (None: never)."""
+        with self._lock:
+            try:
+                row = self._db.execute("SELECT value FROM meta WHERE key = 'sync_mark'"
+                                       ).fetchone()
+            except sqlite3.Error as e:
+                raise CacheError(f"{self.path}: cannot read meta ({e})") from None
+        if row is None:
+            return None
+        try:
+            value = json.loads(row[0])
+            return SyncMark(str(value["boot_id"]), float(value["boottime"]),
+                            float(value["age"]), float(value["wall"]))
+        except (ValueError, TypeError, KeyError):
+            raise CacheError(f"{self.path}: meta key 'sync_mark': unreadable row") from None
+
+    def save_sync_mark(self, mark: SyncMark) -> None:
+        text = json.dumps({"boot_id": mark.boot_id, "boottime": mark.boottime, "age": mark.age,
+                           "wall": mark.wall})
+        with self._lock:
+            self._transaction(lambda db: db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('sync_mark', ?)", (text,)))
 
     def _rows(self, table: str, key: str, query: str,
               build: Callable[[tuple[Any, ...]], T]) -> Iterable[tuple[Any, T]]:

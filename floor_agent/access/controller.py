@@ -27,6 +27,7 @@ from floor_agent.access import decision, door, state
 from floor_agent.access.cache import CredentialsCache
 from floor_agent.access.door_io import POSITION, DoorIo
 from floor_agent.access.fingerprint import FingerprintModule
+from floor_agent.access.freshness import Freshness
 from floor_agent.access.model import AccessState, CardRead, FingerResult, Outcome
 from floor_agent.access.sitekey import SiteKey
 from floor_agent.access.templates import TemplateError, unseal
@@ -79,6 +80,8 @@ class AccessController:
         self.emit = emit
         self.tz = tz
         self.clock = clock
+        # freshness.py's gate: stale credentials deny all but the emergency cards (None: off)
+        self.freshness: Freshness | None = None
         self._state_lock = threading.Lock()
         self._state: AccessState = cache.load_state()
         self.doors: dict[str, DoorRunner] = {}
@@ -171,8 +174,9 @@ class DoorRunner:
         c = self.c
         creds = c.cache.snapshot()
         now = c.clock()
-        outcome = decision.check_card(creds, read, c.policy, c.access_state, now, c.tz,
-                                      door=self.section)
+        outcome = None if c.freshness is None else c.freshness.gate(read)
+        outcome = outcome or decision.check_card(creds, read, c.policy, c.access_state, now,
+                                                 c.tz, door=self.section)
         if outcome is None:
             finger = self._verify_finger(creds, read)
             outcome = decision.evaluate(creds, read, finger, c.policy, c.access_state,
