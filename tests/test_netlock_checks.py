@@ -416,11 +416,26 @@ def test_canaries_blocked_pass_with_every_probe_as_evidence() -> None:
     assert len(v.evidence) == 4
 
 
-def test_ipv4_only_canaries_say_ipv6_is_untested() -> None:
-    egress = Fact((Probe("tcp", "192.0.2.10", 443, False, "denied", 0.1),))
+def test_untested_ip_version_or_protocol_is_unknown_never_pass() -> None:
+    """Issue 16 item 3: IPv4 canaries only, IPv6 open: "untested" must not read as locked."""
+    egress = Fact((Probe("tcp", "192.0.2.10", 443, False, "denied", 0.1),
+                   Probe("udp", "192.0.2.10", 53, False, "denied", 0.1)))
     v = verdict("probes.egress", good_facts(egress=egress))
-    assert v.verdict == "pass"
-    assert "no IPv6 canary configured: IPv6 egress untested" in v.evidence
+    assert (v.verdict, v.severity) == ("unknown", "critical")
+    assert v.summary == "egress untested for IPv6 TCP, IPv6 UDP"
+    assert "no IPv6 TCP canary probe: IPv6 TCP egress untested" in v.evidence
+    # one protocol missing in one family is enough
+    tcp_only = Fact(tuple(p for p in good_facts().egress.value or () if p.proto == "tcp"))
+    v = verdict("probes.egress", good_facts(egress=tcp_only))
+    assert v.verdict == "unknown" and v.summary == "egress untested for IPv4 UDP, IPv6 UDP"
+    # a probe that got through still fails, and the untested ways are named with it
+    through = Fact(egress.value + (Probe("tcp", "192.0.2.10", 80, True, "connected", 1.0),))
+    v = verdict("probes.egress", good_facts(egress=through))
+    assert v.verdict == "fail"
+    assert v.evidence[0] == "tcp 192.0.2.10:80 connected (1 ms)"
+    assert "no IPv6 UDP canary probe: IPv6 UDP egress untested" in v.evidence
+    # and the whole verification is then not "all pass" (what `netlock status` calls LOCKED)
+    assert not all(c.ok for c in run(good_facts(egress=egress), CONFIG, ALLOW))
 
 
 def test_egress_unknown_without_probes() -> None:

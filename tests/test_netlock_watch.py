@@ -28,7 +28,7 @@ from netns_topology import apply_in, topology_fixture  # noqa: F401
 from floor_agent.audit.keys import write_private_key
 from floor_agent.collector import tls
 from floor_agent.netlock.checks import Verdict
-from floor_agent.netlock.sim import WATCHER_SCRIPT, Topology
+from floor_agent.netlock.sim import ROUTER_LAN_V4, WATCHER_SCRIPT, Topology
 from floor_agent.netlock.watch import summary_data, transitions
 
 # the allowed server must answer within this: generous, because a loaded CI box can stall a
@@ -94,6 +94,51 @@ def test_first_verification_reports_what_already_fails() -> None:
     assert (summary["pass"], summary["fail"], summary["unknown"], summary["ms"]) == (1, 1, 0, 42)
 
 
+def test_a_new_failing_fact_under_an_already_failing_check_is_a_breach() -> None:
+    """Issue 16 item 2: a second route out while routes.allowlist already fails."""
+    one = Verdict("routes.allowlist", "fail", "critical", "1 route(s)",
+                  ("IPv4 10.77.50.0/24 via 10.77.1.1 dev eth0 table main",))
+    two = Verdict("routes.allowlist", "fail", "critical", "2 route(s)",
+                  one.evidence + ("IPv4 8.8.8.0/24 via 10.77.1.1 dev eth0 table main",))
+    [(kind, severity, data)] = transitions(states(one), states(two))
+    assert (kind, severity) == ("net.breach", "critical")
+    assert (data["new"], data["worse"]) == ([], ["routes.allowlist"])
+    assert data["new_evidence"] == {
+        "routes.allowlist": ["IPv4 8.8.8.0/24 via 10.77.1.1 dev eth0 table main"]}
+    assert "8.8.8.0/24" in data["summary"]
+    # fewer failing facts is no breach; the same again is no event
+    assert transitions(states(two), states(one)) == []
+    assert transitions(states(two), states(two)) == []
+
+
+def test_changing_detail_of_the_same_failing_fact_is_not_a_new_breach() -> None:
+    """Keys identify a fact whose line changes between rounds (the fast socket poll cannot
+    name the process a full collection named; a probe's time varies)."""
+    full = Verdict("sockets.allowlist", "fail", "critical", "1",
+                   ("10.77.9.9:443 pid 42 curl (tcp ESTABLISHED from 10.77.1.2:5000)",),
+                   ("tcp 10.77.1.2:5000 10.77.9.9:443",))
+    fast = Verdict("sockets.allowlist", "fail", "critical", "1",
+                   ("10.77.9.9:443 pid ? (tcp ESTABLISHED from 10.77.1.2:5000)",),
+                   ("tcp 10.77.1.2:5000 10.77.9.9:443",))
+    assert transitions(states(full), states(fast)) == []
+    other = Verdict("sockets.allowlist", "fail", "critical", "2",
+                    fast.evidence + ("10.77.9.9:80 pid ? (tcp SYN_SENT from 10.77.1.2:5001)",),
+                    fast.keys + ("tcp 10.77.1.2:5001 10.77.9.9:80",))
+    [(kind, _, data)] = transitions(states(fast), states(other))
+    assert kind == "net.breach"
+    assert data["new_evidence"]["sockets.allowlist"] == [
+        "10.77.9.9:80 pid ? (tcp SYN_SENT from 10.77.1.2:5001)"]
+
+
+def test_a_new_failing_fact_under_a_failing_warning_check_is_a_warning() -> None:
+    one = Verdict("probes.allowed", "fail", "warning", "1", ("tcp 10.0.0.1:443 timeout",))
+    two = Verdict("probes.allowed", "fail", "warning", "2",
+                  one.evidence + ("tcp 10.0.0.2:443 refused",))
+    [(kind, _, data)] = transitions(states(one), states(two))
+    assert kind == "net.warning" and data["worse"] == ["probes.allowed"]
+    assert data["new_evidence"] == {"probes.allowed": ["tcp 10.0.0.2:443 refused"]}
+
+
 # --- on the namespace floor --------------------------------------------------------------------
 
 
@@ -125,7 +170,8 @@ class WatcherProcess:
                                      f"{[(e['kind'], e['data'].get('new')) for e in self.seen]}"
                                      ) from None
             self.seen.append(event)
-            ids = event["data"].get("new", []) + event["data"].get("recovered", [])
+            ids = (event["data"].get("new", []) + event["data"].get("worse", [])
+                   + event["data"].get("recovered", []))
             if event["kind"] == kind and (check is None or check in ids):
                 return event
 
@@ -183,6 +229,28 @@ def test_every_breach_is_caught_by_the_right_check_and_recovers(topology: Topolo
         dns = breach("dns.public_names", topology.answering_resolver,
                      topology.restore_resolver, "poll")
         assert any("example.com" in line for line in dns["evidence"])
+    finally:
+        stderr = watcher.stop()
+    assert "Traceback" not in stderr, stderr
+
+
+def test_a_second_route_out_under_a_failing_check_is_its_own_breach(topology: Topology) -> None:
+    """Issue 16 item 2 on the floor: routes.allowlist already fails for one route; a second
+    route out is a new `net.breach` naming that route (it used to pass unreported)."""
+    config = topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS)
+    assert "error" not in apply_in(topology, config)
+    watcher = WatcherProcess(topology, config.model_dump_json())
+    try:
+        watcher.wait("ready", timeout=30)
+        topology.exec("ws", ["ip", "route", "add", "10.77.50.0/24", "via", ROUTER_LAN_V4])
+        first = watcher.wait("net.breach", "routes.allowlist")
+        assert first["data"]["new"] == ["routes.allowlist"]
+        topology.exec("ws", ["ip", "route", "add", "10.77.51.0/24", "via", ROUTER_LAN_V4])
+        second = watcher.wait("net.breach", "routes.allowlist")
+        assert (second["data"]["new"], second["data"]["worse"]) == ([], ["routes.allowlist"])
+        assert second["data"]["new_evidence"] == {"routes.allowlist": [
+            f"IPv4 10.77.51.0/24 via {ROUTER_LAN_V4} dev eth0 table main"]}
+        assert second["data"]["trigger"].startswith("netlink RTM_NEWROUTE"), second["data"]
     finally:
         stderr = watcher.stop()
     assert "Traceback" not in stderr, stderr

@@ -55,6 +55,17 @@ class Verdict:
     severity: str  # critical | warning: what a fail (or unknown) of this check means
     summary: str
     evidence: tuple[str, ...] = ()
+    # A stable identity per evidence line, for lines that carry changing detail (a probe's
+    # time, a socket's process known only in a full collection): the watcher compares these
+    # between rounds to tell a new failing fact from the same one seen again. Empty: each line
+    # is its own identity.
+    keys: tuple[str, ...] = ()
+
+    def items(self) -> dict[str, str]:
+        """Evidence by identity (see `keys`)."""
+        if len(self.keys) == len(self.evidence):
+            return dict(zip(self.keys, self.evidence, strict=True))
+        return {line: line for line in self.evidence}
 
     @property
     def ok(self) -> bool:
@@ -71,9 +82,9 @@ def _unknown(check_id: str, severity: str, *facts: Fact[Any]) -> Verdict | None:
 
 
 def _verdict(check_id: str, severity: str, bad: Sequence[str], good: str, bad_summary: str,
-             context: Iterable[str] = ()) -> Verdict:
+             context: Iterable[str] = (), keys: Sequence[str] = ()) -> Verdict:
     if bad:
-        return Verdict(check_id, FAIL, severity, bad_summary, tuple(bad))
+        return Verdict(check_id, FAIL, severity, bad_summary, tuple(bad), tuple(keys))
     return Verdict(check_id, PASS, severity, good, tuple(context))
 
 
@@ -310,7 +321,8 @@ def describe_probe(probe: Probe) -> str:
 
 
 def check_probes_egress(facts: Facts, config: NetlockConfig, allowlist: Allowlist) -> Verdict:
-    """No TCP or UDP probe to a canary gets through."""
+    """No TCP or UDP probe to a canary gets through, and each of IPv4 and IPv6 was probed
+    over TCP and UDP: an IP version or protocol nobody probed is `unknown`, never a pass."""
     cid = "probes.egress"
     if (u := _unknown(cid, CRITICAL, facts.egress)) is not None:
         return u
@@ -318,13 +330,19 @@ def check_probes_egress(facts: Facts, config: NetlockConfig, allowlist: Allowlis
     if not probes:
         return Verdict(cid, UNKNOWN, CRITICAL, "no canary probes configured",
                        ("netlock.canaries is empty",))
-    bad = [describe_probe(p) for p in probes if p.reached]
+    reached = [p for p in probes if p.reached]
     context = [describe_probe(p) for p in probes if not p.reached]
-    for version in (4, 6):
-        if not any(_version(p.address) == version for p in probes):
-            context.append(f"no IPv{version} canary configured: IPv{version} egress untested")
-    return _verdict(cid, CRITICAL, bad, "no canary answered",
-                    f"{len(bad)} canary probe(s) got through", context)
+    untested = [f"IPv{version} {proto.upper()}" for version in (4, 6) for proto in ("tcp", "udp")
+                if not any(_version(p.address) == version and p.proto == proto for p in probes)]
+    notes = [f"no {what} canary probe: {what} egress untested" for what in untested]
+    if reached:
+        return Verdict(cid, FAIL, CRITICAL, f"{len(reached)} canary probe(s) got through",
+                       tuple(describe_probe(p) for p in reached) + tuple(notes),
+                       tuple(p.target for p in reached) + tuple(notes))
+    if untested:  # a way out nobody tried is not a closed one
+        return Verdict(cid, UNKNOWN, CRITICAL, f"egress untested for {', '.join(untested)}",
+                       tuple(notes + context))
+    return Verdict(cid, PASS, CRITICAL, "no canary answered", tuple(context))
 
 
 def check_probes_allowed(facts: Facts, config: NetlockConfig, allowlist: Allowlist) -> Verdict:
@@ -341,10 +359,11 @@ def check_probes_allowed(facts: Facts, config: NetlockConfig, allowlist: Allowli
     def named(p: Probe) -> str:
         d = allowlist.destination_of(p.address)
         return describe_probe(p) + (f" [{d.name}]" if d else "")
-    bad = [named(p) for p in probes if not p.reached]
-    return _verdict(cid, WARNING, bad, "every allowed server answered",
-                    f"{len(bad)} allowed server probe(s) failed: blocked cannot be told "
-                    "from down", [named(p) for p in probes if p.reached])
+    failed = [p for p in probes if not p.reached]
+    return _verdict(cid, WARNING, [named(p) for p in failed], "every allowed server answered",
+                    f"{len(failed)} allowed server probe(s) failed: blocked cannot be told "
+                    "from down", [named(p) for p in probes if p.reached],
+                    keys=[f"{p.target} {p.detail}" for p in failed])
 
 
 def _version(address: str) -> int | None:
@@ -421,7 +440,8 @@ def check_sockets_allowlist(facts: Facts, config: NetlockConfig,
     cid = "sockets.allowlist"
     if (u := _unknown(cid, CRITICAL, facts.sockets)) is not None:
         return u
-    bad = []
+    bad: list[str] = []
+    keys: list[str] = []
     for s in facts.sockets.value or ():
         if s.remote is None or (s.proto == "tcp" and s.status not in LIVE_TCP):
             continue
@@ -430,8 +450,9 @@ def check_sockets_allowlist(facts: Facts, config: NetlockConfig,
             continue
         if host is None or not allowlist.covers_address(host):
             bad.append(describe_socket(s))
+            keys.append(f"{s.proto} {s.local} {s.remote}")
     return _verdict(cid, CRITICAL, bad, "no connection outside the allowlist",
-                    f"{len(bad)} connection(s) to addresses outside the allowlist")
+                    f"{len(bad)} connection(s) to addresses outside the allowlist", keys=keys)
 
 
 # --------------------------------------------------------------------------- proxy

@@ -62,16 +62,34 @@ def _ids(verdicts: Mapping[str, Verdict], verdict: str, critical: bool | None = 
             and (critical is None or (v.severity == "critical") == critical)}
 
 
+def new_evidence(before: Verdict | None, after: Verdict) -> list[str]:
+    """The evidence lines of a failing check that were not failing evidence before: a second
+    route out under a `routes.allowlist` that already failed is a new breach, not old news."""
+    if after.verdict != "fail":
+        return []
+    seen = before.items() if before is not None and before.verdict == "fail" else {}
+    return [line for key, line in after.items().items() if key not in seen]
+
+
 def transitions(before: Mapping[str, Verdict],
                 after: Mapping[str, Verdict]) -> list[tuple[str, str, dict[str, Any]]]:
-    """(kind, severity, data) of the events for a change of verdicts, in the order to emit."""
+    """(kind, severity, data) of the events for a change of verdicts, in the order to emit.
+
+    A check that starts failing, and a failing check with new evidence (a new failing fact:
+    another route, connection, interface), each make a `net.breach` (critical checks) or
+    `net.warning`; `new` lists the first, `worse` the second, `new_evidence` what is new in
+    each of them."""
     events: list[tuple[str, str, dict[str, Any]]] = []
     breached_before, breached = _ids(before, "fail", True), _ids(after, "fail", True)
     new = breached - breached_before
-    if new:
+    worse = {i for i in breached & breached_before if new_evidence(before.get(i), after[i])}
+    if new or worse:
         events.append(("net.breach", "critical", {
-            "new": sorted(new),
-            "summary": "; ".join(after[i].summary for i in sorted(new)),
+            "new": sorted(new), "worse": sorted(worse),
+            "summary": "; ".join(_change_summary(before.get(i), after[i])
+                                 for i in sorted(new | worse)),
+            "new_evidence": {i: new_evidence(before.get(i), after[i])
+                             for i in sorted(new | worse)},
             "failed": [verdict_data(after[i]) for i in sorted(breached)]}))
     problems_before = breached_before | _ids(before, "fail", False) | _ids(before, "unknown")
     recovered = sorted(i for i in problems_before if i in after and after[i].ok)
@@ -80,11 +98,17 @@ def transitions(before: Mapping[str, Verdict],
         events.append(("net.recovered", "warning" if still else "notice", {
             "recovered": recovered, "still_failing": still,
             "checks": [verdict_data(after[i]) for i in recovered]}))
-    warned = _ids(after, "fail", False) - _ids(before, "fail", False)
-    if warned:
+    warned_before = _ids(before, "fail", False)
+    warned = _ids(after, "fail", False) - warned_before
+    warned_worse = {i for i in _ids(after, "fail", False) & warned_before
+                    if new_evidence(before.get(i), after[i])}
+    if warned or warned_worse:
+        changed = sorted(warned | warned_worse)
         events.append(("net.warning", "warning", {
-            "new": sorted(warned), "summary": "; ".join(after[i].summary for i in sorted(warned)),
-            "checks": [verdict_data(after[i]) for i in sorted(warned)]}))
+            "new": sorted(warned), "worse": sorted(warned_worse),
+            "summary": "; ".join(_change_summary(before.get(i), after[i]) for i in changed),
+            "new_evidence": {i: new_evidence(before.get(i), after[i]) for i in changed},
+            "checks": [verdict_data(after[i]) for i in changed]}))
     unknown = _ids(after, "unknown") - _ids(before, "unknown")
     if unknown:
         events.append(("net.unverifiable", "warning", {
@@ -92,6 +116,12 @@ def transitions(before: Mapping[str, Verdict],
             "summary": "; ".join(after[i].summary for i in sorted(unknown)),
             "checks": [verdict_data(after[i]) for i in sorted(unknown)]}))
     return events
+
+
+def _change_summary(before: Verdict | None, after: Verdict) -> str:
+    if before is None or before.verdict != "fail":
+        return after.summary
+    return f"{after.id}: new: " + "; ".join(new_evidence(before, after))
 
 
 def summary_data(verdicts: Iterable[Verdict], ms: float) -> dict[str, Any]:
