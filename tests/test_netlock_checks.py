@@ -59,7 +59,7 @@ RULESETS = {
 		oif "lo" accept
 		ct state established,related accept
 		ip daddr 10.99.0.5 tcp dport 443 counter accept
-		ip6 daddr fd00::5 tcp dport 443 accept
+		ip6 daddr fd00:99::5 tcp dport 443 accept
 		reject with icmpx admin-prohibited
 	}
 }

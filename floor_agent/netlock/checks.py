@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from floor_agent.config import NetlockConfig
+from floor_agent.netlock import ruleset as nft_meaning
 from floor_agent.netlock.allowlist import Allowlist
 from floor_agent.netlock.facts import Fact, Facts, Link, Probe, Route, Socket, join_endpoint
 
@@ -201,25 +202,66 @@ def unconditional_accept(expr: Sequence[dict[str, Any]]) -> bool:
             and all(len(e) == 1 and next(iter(e)) in NON_MATCHING for e in expr))
 
 
-def hook_coverage(chains: Iterable[Chain], hook: str) -> tuple[dict[int, list[Chain]],
-                                                              list[Chain], list[Chain]]:
-    """For one hook: the drop-policy filter chains covering IPv4 and IPv6, the covering chains
-    defeated by an unconditional accept, and every chain seen at the hook (any family)."""
-    covering: dict[int, list[Chain]] = {4: [], 6: []}
-    defeated: list[Chain] = []
-    seen: list[Chain] = []
-    for chain in chains:
-        if chain.hook != hook:
+@dataclass(frozen=True, slots=True)
+class HookJudgement:
+    """What the ruleset evaluator found at one hook: the IP versions through which new
+    connections outside the allowlist may pass, and the evidence naming the rules."""
+
+    hook: str
+    open_versions: tuple[int, ...]
+    bad: tuple[str, ...]
+
+    @property
+    def closed(self) -> bool:
+        return not self.open_versions
+
+
+def judge_hook(data: dict[str, Any] | nft_meaning.Ruleset, hook: str, allowlist: Allowlist,
+               limit: int = 20) -> HookJudgement:
+    """Evaluate the ruleset's meaning at a hook for IPv4 and IPv6 (floor_agent.netlock.ruleset)
+    and compare the accepted region with the allowlist. Evidence: rules that accept a match-free
+    packet first (they defeat the policy), versions with no drop-policy chain, then each rule
+    (or policy) through which something outside the allowlist passes, then what the evaluator
+    could not read (which may make the fail a false alarm, never a pass a false one)."""
+    rs = data if isinstance(data, nft_meaning.Ruleset) else nft_meaning.parse(data)
+    exprs = {(c.family, c.table, c.name, r.handle): r.expr
+             for c in rs.chains.values() for r in c.rules}
+    defeated: dict[str, None] = {}
+    no_drop: list[str] = []
+    lines: list[str] = []
+    notes: dict[str, None] = {}
+    open_versions = []
+    for version in (4, 6):
+        result = nft_meaning.evaluate(rs, hook, version)
+        outside = nft_meaning.outside(result, allowlist)
+        if not outside:
             continue
-        seen.append(chain)
-        if chain.family not in HOOK_FAMILIES or chain.type != "filter" or chain.policy != "drop":
-            continue
-        if any(unconditional_accept(rule) for rule in chain.rules):
-            defeated.append(chain)
-            continue
-        for version in HOOK_FAMILIES[chain.family]:
-            covering[version].append(chain)
-    return covering, defeated, seen
+        open_versions.append(version)
+        notes.update(dict.fromkeys(result.notes))
+        if not any(c.type == "filter" and c.policy == "drop" for c in result.chains):
+            no_drop.append(f"IPv{version} {hook}: no drop-policy filter chain in an inet or "
+                           f"ip{'' if version == 4 else '6'} table")
+        groups: dict[tuple[nft_meaning.Source, ...], list[nft_meaning.Box]] = {}
+        for box in outside:
+            groups.setdefault(box.via, []).append(box)
+        for via, boxes in groups.items():
+            for src in via:
+                chain = rs.chains.get((src.family, src.table, src.chain))
+                if (chain is not None and chain.hook == hook and chain.policy == "drop"
+                        and unconditional_accept(exprs.get((src.family, src.table, src.chain,
+                                                            src.handle), ()))):
+                    defeated[f"{chain.describe()}: unconditional accept rule defeats the "
+                             "drop policy"] = None
+            path = " then ".join(s.describe() for s in via) or "no base chain at this hook"
+            shown = "; ".join(nft_meaning.describe_box(b, result) for b in boxes[:3])
+            more = f" (and {len(boxes) - 3} more regions)" if len(boxes) > 3 else ""
+            lines.append(f"IPv{version} {hook}: {path}: lets through new {shown}{more}, "
+                         "outside the allowlist")
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {len(lines) - limit} more"]
+    bad = [*defeated, *no_drop, *lines,
+           *(f"evaluator: {n}" for n in list(notes)[:limit])]
+    return HookJudgement(hook, tuple(open_versions), tuple(bad))
 
 
 def check_firewall_hook(hook: str) -> Callable[[Facts, NetlockConfig, Allowlist], Verdict]:
@@ -227,27 +269,22 @@ def check_firewall_hook(hook: str) -> Callable[[Facts, NetlockConfig, Allowlist]
         cid = f"firewall.{hook}"
         if (u := _unknown(cid, CRITICAL, facts.ruleset)) is not None:
             return u
-        covering, defeated, seen = hook_coverage(chains_of(facts.ruleset.value or {}), hook)
-        bad = [f"{c.describe()}: unconditional accept rule defeats the drop policy"
-               for c in defeated]
-        for version in (4, 6):
-            if not covering[version]:
-                bad.append(f"IPv{version} {hook}: no drop-policy filter chain in an inet or "
-                           f"ip{'' if version == 4 else '6'} table")
+        data = facts.ruleset.value or {}
+        judged = judge_hook(data, hook, allowlist)
         others = [c.describe() + ("" if c.family in HOOK_FAMILIES else
                                   " (does not filter this host's IP traffic)")
-                  for c in seen if c not in defeated]
-        if bad:
-            open_for = [f"IPv{v}" for v in (4, 6) if not covering[v]]
-            summary = f"{hook} hook open for {' and '.join(open_for)}" if open_for else (
-                f"{hook} hook: drop policy defeated by an unconditional accept")
+                  for c in chains_of(data) if c.hook == hook]
+        if not judged.closed:
+            summary = (f"{hook} hook open for "
+                       f"{' and '.join(f'IPv{v}' for v in judged.open_versions)}")
             return Verdict(cid, FAIL, CRITICAL, summary,
-                           tuple(bad + [f"seen: {c}" for c in others]))
+                           judged.bad + tuple(f"seen: {c}" for c in others))
         return Verdict(cid, PASS, CRITICAL, f"{hook} hook drops by default for IPv4 and IPv6",
                        tuple(others))
     check.__name__ = f"check_firewall_{hook}"
-    check.__doc__ = (f"The {hook} hook drops by default for IPv4 and IPv6 (an inet chain, or ip "
-                     f"+ ip6 chains; bridge/arp/netdev chains do not count).")
+    check.__doc__ = (f"What the {hook} hook accepts for new connections (every base chain of "
+                     f"the inet/ip/ip6 tables, evaluated by netlock.ruleset) lies inside the "
+                     f"allowlist, for IPv4 and IPv6; bridge/arp/netdev chains do not count.")
     return check
 
 
@@ -268,8 +305,8 @@ def check_firewall_table(facts: Facts, config: NetlockConfig, allowlist: Allowli
     if ("inet", config.table) in tables:
         return Verdict(cid, PASS, CRITICAL, f"table inet {config.table} is loaded",
                        tuple(present))
-    chains = chains_of(ruleset)
-    closed = all(all(hook_coverage(chains, hook)[0].values())
+    parsed = nft_meaning.parse(ruleset)
+    closed = all(judge_hook(parsed, hook, allowlist).closed
                  for hook in ("input", "forward", "output"))
     evidence = (f"table inet {config.table} not loaded",
                 "tables: " + (", ".join(present) or "none"))
