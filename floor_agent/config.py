@@ -404,12 +404,21 @@ class NetlockDestination(_StrictModel):
         return sorted(set(value))
 
 
+# Ports every canary is probed on by default: web (TCP 80/443, QUIC UDP 443), DNS (53 over UDP
+# and TCP) and encrypted DNS (DNS over TLS, TCP 853; DNS over QUIC, UDP 853).
+NETLOCK_CANARY_TCP = [80, 443, 53, 853]
+NETLOCK_CANARY_UDP = [53, 443, 853]
+# Shipped canaries: public anycast resolvers, one per IP version, that answer on every port
+# above when reachable; probes.egress is unknown for an IP version or protocol without one.
+NETLOCK_CANARIES = ["1.1.1.1", "2606:4700:4700::1111"]
+
+
 class NetlockCanary(_StrictModel):
     """An internet address that must NOT answer: TCP and UDP probes to it must fail."""
 
     address: Annotated[str, Field(strict=True, min_length=1)]
-    tcp: list[Port] = Field(default_factory=lambda: [443, 80])
-    udp: list[Port] = Field(default_factory=lambda: [53, 443])
+    tcp: list[Port] = Field(default_factory=lambda: list(NETLOCK_CANARY_TCP))
+    udp: list[Port] = Field(default_factory=lambda: list(NETLOCK_CANARY_UDP))
 
     @field_validator("address")
     @classmethod
@@ -455,8 +464,10 @@ class NetlockConfig(_StrictModel):
     public_names: list[Annotated[str, Field(strict=True, min_length=1)]] = Field(
         default_factory=lambda: ["example.com", "www.google.com", "cloudflare.com"])
     resolv_conf: ConfigPath = Path("/etc/resolv.conf")
-    # Internet addresses that must not answer (TCP and UDP, IPv4 and IPv6).
-    canaries: list[NetlockCanary] = Field(default_factory=list)
+    # Internet addresses that must not answer (TCP and UDP, IPv4 and IPv6); an IP version or
+    # protocol without a canary probe leaves probes.egress unknown (never a pass).
+    canaries: list[NetlockCanary] = Field(default_factory=lambda: [
+        NetlockCanary(address=a) for a in NETLOCK_CANARIES])
     probe_timeout_ms: Annotated[StrictInt, Field(ge=5, le=5000)] = 50
     # The nftables table netlock owns (family inet); other tables are read, never changed.
     table: Annotated[str, Field(strict=True)] = "floor_netlock"

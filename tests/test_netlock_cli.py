@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from netns_topology import topology_fixture  # noqa: F401
+from netns_topology import probe, topology_fixture  # noqa: F401
 
 from floor_agent.config import NetlockConfig
 from floor_agent.netlock.checks import CHECK_IDS
-from floor_agent.netlock.sim import Topology
+from floor_agent.netlock.sim import INTERNET_V6, ROUTER_LAN_V6, Topology
 
 # the allowed server must answer within this: generous, because a loaded CI box can stall a
 # namespace's first connection past the production default (50 ms), and a slow answer is
@@ -63,6 +63,32 @@ def test_apply_then_verify_and_status_on_a_locked_workstation(topology: Topology
     text = netlock(topology, "verify", "--config", str(config))
     assert text.returncode == 1
     assert any(line.startswith("FAIL     routes.default") for line in text.stdout.splitlines())
+
+
+def test_ipv6_egress_without_an_ipv6_canary_is_not_locked(topology: Topology,
+                                                          tmp_path: Path) -> None:
+    """Issue 16 item 3: IPv4 canaries only, and the workstation reaches the internet host over
+    IPv6 (a default route via the floor router, listed as a gateway, and an IPv6 hole in the
+    output chain). "IPv6 untested" used to read as LOCKED 13/13."""
+    data = json.loads(topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS).model_dump_json())
+    data["canaries"] = [c for c in data["canaries"] if ":" not in c["address"]]
+    data["gateways"] = [ROUTER_LAN_V6]
+    config = write_config(tmp_path / "ws.yaml", data)
+    applied = netlock(topology, "apply", "--config", str(config))
+    assert "loaded table inet floor_netlock" in applied.stderr, applied.stderr
+    assert applied.returncode == 1  # loaded, but IPv6 egress is untested from the start
+    topology.exec("ws", ["nft", "insert", "rule", "inet", "floor_netlock", "output",
+                         "meta", "nfproto", "ipv6", "accept"])
+    topology.exec("ws", ["ip", "-6", "route", "add", "default", "via", ROUTER_LAN_V6])
+    [through] = probe(topology, [("tcp", INTERNET_V6, 443)])
+    assert through["ok"], through  # the internet host answers over IPv6
+    status = netlock(topology, "status", "--config", str(config))
+    assert status.returncode == 1, status.stdout
+    assert not status.stdout.startswith("LOCKED"), status.stdout
+    assert "probes.egress: egress untested for IPv6 TCP, IPv6 UDP" in status.stdout
+    verified = netlock(topology, "verify", "--json", "--config", str(config))
+    egress = next(c for c in json.loads(verified.stdout)["checks"] if c["id"] == "probes.egress")
+    assert egress["verdict"] == "unknown", egress
 
 
 def test_a_broken_config_is_refused_and_the_running_ruleset_stays(topology: Topology,

@@ -47,8 +47,12 @@ INTERNET_V4, INTERNET_V6 = "10.77.9.9", "fd77:9::9"
 LAN_V4, LAN_V6 = "10.77.1.0/24", "fd77:1::/64"
 WAN_V4, WAN_V6 = "10.77.9.0/24", "fd77:9::/64"
 CENTRAL_TCP = (8443, 445, 443, 80)
-INTERNET_TCP = (8443, 443, 80)
+INTERNET_TCP = (8443, 443, 80, 853)
 UDP_PORTS = (443, 9999)
+INTERNET_UDP = (*UDP_PORTS, 853)
+# The canary ports: the internet host's servers plus DNS (53, its dnsmasq), over TCP and UDP.
+CANARY_TCP = (*INTERNET_TCP, 53)
+CANARY_UDP = (*INTERNET_UDP, 53)
 LAN_DOMAIN = "floor.lan"
 PUBLIC_NAMES = ("example.com", "www.google.com", "cloudflare.com")
 READY_SECONDS = 5.0
@@ -248,7 +252,7 @@ class Topology:
     def _start_servers(self) -> None:
         cen, net = self.ns["cen"], self.ns["net"]
         self._echo("echo-cen", cen, "central", CENTRAL_TCP, UDP_PORTS)
-        self._echo("echo-net", net, "internet", INTERNET_TCP, UDP_PORTS)
+        self._echo("echo-net", net, "internet", INTERNET_TCP, INTERNET_UDP)
         self._dnsmasq("dns-cen", cen, (CENTRAL_V4, CENTRAL_V6), self._lan_answers())
         self._dnsmasq("dns-net", net, (INTERNET_V4, INTERNET_V6),
                       [f"--address=/#/{INTERNET_V4}", f"--address=/#/{INTERNET_V6}"])
@@ -343,7 +347,7 @@ class Topology:
 
     def config(self, **overrides: Any) -> NetlockConfig:
         """The netlock config of this floor: central (8443, its DNS) and the file server allowed,
-        the internet host as canary."""
+        the internet host as canary over IPv4 and IPv6, TCP and UDP (web, 53 and 853)."""
         data: dict[str, Any] = {
             "enabled": True,
             "allow": [
@@ -352,7 +356,7 @@ class Topology:
                 {"name": "files", "addresses": [FILES_V4, FILES_V6], "tcp": [445]},
             ],
             "networks": [LAN_V4, LAN_V6],
-            "canaries": [{"address": a, "tcp": list(INTERNET_TCP), "udp": list(UDP_PORTS)}
+            "canaries": [{"address": a, "tcp": list(CANARY_TCP), "udp": list(CANARY_UDP)}
                          for a in (INTERNET_V4, INTERNET_V6)],
             "resolv_conf": str(self.resolv_path),
             "public_names": list(PUBLIC_NAMES),
