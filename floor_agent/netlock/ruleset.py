@@ -537,6 +537,12 @@ class Evaluator:
                 vmap = value
             elif key in VERDICTS:
                 verdict = {key: value}
+                kind = value.get("type") if isinstance(value, dict) else None
+                if key == "reject" and kind in ("icmp", "icmpv6") and (
+                        (kind == "icmp") != (self.space.version == 4)):
+                    # `meta nfproto ipv6 reject` lists as `reject with icmpv6 ...`: nft hides
+                    # the family match the kernel still applies
+                    cond = Match([], [])
             else:
                 unknown_effects.append(_render_stmt(e))
         if unknown_matches:
@@ -962,3 +968,18 @@ def _describe_ivs(values: Ivs, limit: int) -> str:
     if len(parts) > limit:
         return ", ".join(parts[:limit]) + f" and {len(parts) - limit} more"
     return ", ".join(parts)
+
+
+def admits(result: Result, proto: int, address: str, port: int, interface: str = "",
+           state: str = "new") -> bool:
+    """Whether one packet (no IPv6 extension headers) may open a connection through the hook:
+    a point query on the accepted region, for tests and for explaining a verdict."""
+    ip = ipaddress.ip_address(address)
+    if ip.version != result.version:
+        return False
+    names = result.interfaces
+    iface = names.index(interface) if interface in names else len(names) - 1
+    point = (proto, int(ip), port, iface, CT_STATES.index(state))
+    return any(all(any(lo <= x <= hi for lo, hi in dim) for x, dim in zip(point, box.dims,
+                                                                          strict=True))
+               for box in result.accepted)
