@@ -29,7 +29,7 @@ from floor_agent.audit.keys import write_private_key
 from floor_agent.collector import tls
 from floor_agent.netlock.checks import Verdict
 from floor_agent.netlock.sim import ROUTER_LAN_V4, WATCHER_SCRIPT, Topology
-from floor_agent.netlock.watch import summary_data, transitions
+from floor_agent.netlock.watch import Cause, attribute, event_checks, summary_data, transitions
 
 # the allowed server must answer within this: generous, because a loaded CI box can stall a
 # namespace's first connection past the production default (50 ms), and a slow answer is
@@ -139,6 +139,19 @@ def test_a_new_failing_fact_under_a_failing_warning_check_is_a_warning() -> None
     assert data["new_evidence"] == {"probes.allowed": ["tcp 10.0.0.2:443 refused"]}
 
 
+def test_an_event_names_the_messages_of_its_own_checks_in_arrival_order() -> None:
+    causes = [Cause("netlink RTM_DELROUTE 10.77.50.0/24", "routes"),
+              Cause("netlink RTM_NEWLINK tun0", "links"),
+              Cause("netlink RTM_NEWLINK tun0", "links"),
+              Cause("nft add rule inet floor_netlock output accept", "ruleset")]
+    assert attribute(causes, ["interfaces.unexpected"]) == "netlink RTM_NEWLINK tun0"
+    assert attribute(causes, ["routes.allowlist"]) == "netlink RTM_DELROUTE 10.77.50.0/24"
+    assert attribute(causes, ["firewall.output", "routes.default"]) == (
+        "netlink RTM_DELROUTE 10.77.50.0/24, nft add rule inet floor_netlock output accept")
+    # nothing of the checks' topics: every message, so the trigger is never empty
+    assert attribute(causes[:1], ["sockets.allowlist"]) == "netlink RTM_DELROUTE 10.77.50.0/24"
+
+
 # --- on the namespace floor --------------------------------------------------------------------
 
 
@@ -174,6 +187,25 @@ class WatcherProcess:
                    + event["data"].get("recovered", []))
             if event["kind"] == kind and (check is None or check in ids):
                 return event
+
+    def wait_each(self, *wanted: tuple[str, str], timeout: float = 10) -> list[dict[str, Any]]:
+        """The first event of each (kind, check), in whatever order they come (two changes
+        of one command may fall into one round or two)."""
+        deadline = time.monotonic() + timeout
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        while len(found) < len(wanted):
+            try:
+                event = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"not all of {wanted} within {timeout} s; seen: "
+                                     f"{[(e['kind'], e['data'].get('new')) for e in self.seen]}"
+                                     ) from None
+            self.seen.append(event)
+            for kind, check in wanted:
+                if (kind, check) not in found and event["kind"] == kind and check in (
+                        event_checks(event["data"])):
+                    found[(kind, check)] = event
+        return [found[w] for w in wanted]
 
     def stop(self) -> str:
         assert self.proc.stdin is not None
@@ -251,6 +283,30 @@ def test_a_second_route_out_under_a_failing_check_is_its_own_breach(topology: To
         assert second["data"]["new_evidence"] == {"routes.allowlist": [
             f"IPv4 10.77.51.0/24 via {ROUTER_LAN_V4} dev eth0 table main"]}
         assert second["data"]["trigger"].startswith("netlink RTM_NEWROUTE"), second["data"]
+    finally:
+        stderr = watcher.stop()
+    assert "Traceback" not in stderr, stderr
+
+
+def test_each_event_names_the_message_that_caused_it(topology: Topology) -> None:
+    """Issue 16 item 5: a new tun device was reported as RTM_DELROUTE (every message type of
+    the round, sorted). A route deleted and a tun device added in one round: the breach names
+    RTM_NEWLINK tun0, the recovery RTM_DELROUTE and the route."""
+    config = topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS)
+    assert "error" not in apply_in(topology, config)
+    watcher = WatcherProcess(topology, config.model_dump_json())
+    try:
+        watcher.wait("ready", timeout=30)
+        topology.exec("ws", ["ip", "route", "add", "10.77.50.0/24", "via", ROUTER_LAN_V4])
+        route = watcher.wait("net.breach", "routes.allowlist")
+        assert route["data"]["trigger"] == "netlink RTM_NEWROUTE 10.77.50.0/24", route["data"]
+        topology.exec("ws", ["sh", "-c", "ip route del 10.77.50.0/24 && "
+                                         "ip tuntap add mode tun tun0"])
+        tun, recovered = watcher.wait_each(("net.breach", "interfaces.unexpected"),
+                                           ("net.recovered", "routes.allowlist"))
+        assert tun["data"]["trigger"] == "netlink RTM_NEWLINK tun0", tun["data"]
+        assert recovered["data"]["trigger"] == "netlink RTM_DELROUTE 10.77.50.0/24", (
+            recovered["data"])
     finally:
         stderr = watcher.stop()
     assert "Traceback" not in stderr, stderr

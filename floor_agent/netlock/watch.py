@@ -25,7 +25,8 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from floor_agent.config import NetlockConfig
@@ -47,6 +48,31 @@ AREA_CHECKS: Mapping[str, tuple[str, ...]] = {
     "ruleset": ("firewall.input", "firewall.forward", "firewall.output", "firewall.table"),
 }
 MIN_GAP_SECONDS = 0.05  # a burst of netlink messages (one `ip link add`) is one verification
+MAX_CAUSES = 50  # change messages kept per round (a flood of them is still one round)
+# What each check's verdict depends on, as the topics of the change messages: a verdict change
+# is attributed to the messages of its topic (a new tun device to RTM_NEWLINK tun0, not to a
+# route message that happened to arrive in the same batch).
+CHECK_TOPICS: Mapping[str, frozenset[str]] = {
+    "routes": frozenset({"routes"}), "interfaces": frozenset({"links"}),
+    "firewall": frozenset({"ruleset"}), "sockets": frozenset({"sockets"}),
+    "dns": frozenset({"dns"}), "probes": frozenset({"routes", "ruleset", "links"}),
+}
+# Topics whose changes always come with a message (rtnetlink, nft monitor), and the checks that
+# change only with them: such a verdict change waits briefly for its message. (Probes can
+# change with nothing local changing: they never wait.)
+WAITABLE_TOPICS = frozenset({"links", "routes", "ruleset"})
+WAITING_CHECKS = frozenset({"routes", "interfaces", "firewall"})
+SETTLE_SECONDS = 0.2
+# rtnetlink message -> topic (RTM_NEWLINK -> links, ...)
+NETLINK_TOPICS = {"LINK": "links", "ROUTE": "routes", "ADDR": "addresses"}
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """One change message that woke the watcher: its text and what it is about."""
+
+    text: str  # "netlink RTM_NEWLINK tun0", "nft add chain inet floor_netlock output ..."
+    topic: str  # links, routes, addresses, ruleset, sockets, dns, other
 
 
 # --- pure ----------------------------------------------------------------------------------
@@ -124,6 +150,47 @@ def _change_summary(before: Verdict | None, after: Verdict) -> str:
     return f"{after.id}: new: " + "; ".join(new_evidence(before, after))
 
 
+def attribute(causes: Sequence[Cause], check_ids: Iterable[str], limit: int = 3) -> str:
+    """The `trigger` of an event about `check_ids`: the change messages of their topics, in
+    the order they arrived, or every message when none is of those topics."""
+    topics = _topics(check_ids)
+    texts = list(dict.fromkeys(c.text for c in causes if c.topic in topics)) or list(
+        dict.fromkeys(c.text for c in causes))
+    if len(texts) > limit:
+        return ", ".join(texts[:limit]) + f" (+{len(texts) - limit} more)"
+    return ", ".join(texts)
+
+
+def _topics(check_ids: Iterable[str]) -> frozenset[str]:
+    return frozenset().union(*(CHECK_TOPICS.get(i.split(".", 1)[0], frozenset())
+                               for i in check_ids))
+
+
+def event_checks(data: Mapping[str, Any]) -> list[str]:
+    """The check ids an event from `transitions` is about."""
+    return [*data.get("new", ()), *data.get("worse", ()), *data.get("recovered", ())]
+
+
+def describe_netlink(message: Any) -> Cause:
+    """An rtnetlink message as a Cause naming its subject: the link, route or address."""
+    event = str(message.get("event"))
+    kind = event.removeprefix("RTM_NEW").removeprefix("RTM_DEL")
+    topic = NETLINK_TOPICS.get(kind, "other")
+    subject = ""
+    try:
+        if kind == "LINK":
+            subject = message.get_attr("IFLA_IFNAME") or f"#{message['index']}"
+        elif kind == "ROUTE":
+            dst = message.get_attr("RTA_DST") or "default"
+            subject = dst if dst == "default" else f"{dst}/{message['dst_len']}"
+        elif kind == "ADDR":
+            subject = (f"{message.get_attr('IFA_ADDRESS')}/{message['prefixlen']} "
+                       f"#{message['index']}")
+    except (KeyError, TypeError, AttributeError):
+        subject = ""
+    return Cause(f"netlink {event} {subject}".rstrip(), topic)
+
+
 def summary_data(verdicts: Iterable[Verdict], ms: float) -> dict[str, Any]:
     """The `net.verified` data: counts, every verdict, how long the verification took."""
     listed = list(verdicts)
@@ -149,7 +216,7 @@ class NetlockWatcher:
         self.last_ms: float = 0.0
         self.error: BaseException | None = None
         self._wake = threading.Event()
-        self._reasons: list[str] = []
+        self._causes: list[Cause] = []
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._monitor: subprocess.Popen[str] | None = None
@@ -158,8 +225,11 @@ class NetlockWatcher:
 
     # -- verification --
 
-    def verify(self, areas: frozenset[str] | None = None, reason: str = "") -> list[Verdict]:
-        """Collect, judge, merge and report. `areas` None means everything."""
+    def verify(self, areas: frozenset[str] | None = None, reason: str = "",
+               causes: Sequence[Cause] = ()) -> list[Verdict]:
+        """Collect, judge, merge and report. `areas` None means everything. Each event's
+        `trigger` names the change messages of this round that concern its checks (`causes`,
+        else `reason`: start, poll, periodic)."""
         started = time.perf_counter()
         verdicts = self._judge(areas, fast=areas is not None)
         if areas is not None and "sockets" in areas and any(
@@ -174,11 +244,40 @@ class NetlockWatcher:
             after = dict(self.verdicts)
             if areas is None:
                 self.last_full, self.last_ms = time.monotonic(), ms
-        for kind, severity, data in transitions(before, after):
-            if reason:
-                data["trigger"] = reason
+            # messages that arrived while collecting describe changes it may have seen: they
+            # may name this round's change (they also wake the next round)
+            candidates = [*causes, *self._causes]
+        events = transitions(before, after)
+        if events and areas is None and reason != "start":
+            candidates = self._settle(causes, candidates,
+                                      [i for _, _, data in events for i in event_checks(data)])
+        for kind, severity, data in events:
+            ids = event_checks(data)
+            own = [c for c in candidates if c.topic in _topics(ids)]
+            trigger = attribute(own or (causes if causes else ()), ids)
+            if trigger or reason:
+                data["trigger"] = trigger or reason
             self.emit(kind, SUBJECT, severity, **data)
         return verdicts
+
+    def _settle(self, causes: Sequence[Cause], candidates: list[Cause],
+                ids: Iterable[str]) -> list[Cause]:
+        """The change messages that may have caused this round's changes, waiting up to
+        SETTLE_SECONDS for the message of a change the collection already saw: the kernel
+        queues it before the change is visible, but our reading thread may not have had the
+        CPU yet (a tun device created just after a route message woke the round)."""
+        wanted = _topics(i for i in ids if i.split(".", 1)[0] in WAITING_CHECKS) & (
+            WAITABLE_TOPICS)
+        if self._poll_ruleset:
+            wanted -= {"ruleset"}  # no nft monitor: no ruleset messages to wait for
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while wanted and not any(c.topic in wanted for c in candidates):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+            with self._lock:
+                candidates = [*causes, *self._causes]
+        return candidates
 
     def _judge(self, areas: frozenset[str] | None, fast: bool) -> list[Verdict]:
         facts = self.collect(self.config, self.allowlist, areas,
@@ -186,12 +285,14 @@ class NetlockWatcher:
         only = None if areas is None else [c for a in areas for c in AREA_CHECKS.get(a, ())]
         return checks_module.run(facts, self.config, self.allowlist, only=only)
 
-    def trigger(self, reason: str) -> None:
+    def trigger(self, cause: Cause | str) -> None:
         """Ask for a full verification as soon as possible (netlink, nft monitor)."""
+        if isinstance(cause, str):
+            cause = Cause(cause, "other")
         with self._lock:
-            if len(self._reasons) < 20:
-                self._reasons.append(reason)
-        self._wake.set()
+            if len(self._causes) < MAX_CAUSES:
+                self._causes.append(cause)
+            self._wake.set()  # under the lock: the loop clears it and takes the causes at once
 
     # -- lifecycle --
 
@@ -250,10 +351,12 @@ class NetlockWatcher:
                 if shutdown.is_set():
                     return
                 time.sleep(MIN_GAP_SECONDS)  # let the rest of a burst arrive
-                with self._lock:
-                    reasons, self._reasons = self._reasons, []
-                self._wake.clear()
-                self.verify(reason=", ".join(dict.fromkeys(reasons)) or "event")
+                with self._lock:  # a cause added after this wakes the next round
+                    causes, self._causes = self._causes, []
+                    self._wake.clear()
+                if not causes:
+                    continue
+                self.verify(causes=causes)
                 next_full = time.monotonic() + watch.full_interval_seconds
                 continue
             now = time.monotonic()
@@ -291,8 +394,8 @@ class NetlockWatcher:
                 readable, _, _ = select.select([ipr.fileno()], [], [], 0.2)
                 if not readable:
                     continue
-                events = {str(m.get("event")) for m in ipr.get()}
-                self.trigger("netlink " + " ".join(sorted(events)))
+                for message in ipr.get():  # in the order the kernel sent them
+                    self.trigger(describe_netlink(message))
 
     def _nft_monitor(self, shutdown: threading.Event) -> None:
         """`nft monitor` prints a line per ruleset change; any line triggers a verification.
@@ -311,12 +414,12 @@ class NetlockWatcher:
             self._poll_ruleset = False
             for line in self._monitor.stdout:
                 if line.strip():
-                    self.trigger("nft " + line.strip()[:80])
+                    self.trigger(Cause("nft " + line.strip()[:120], "ruleset"))
             self._monitor.wait()
             if shutdown.is_set():
                 return
             log.warning("netlock: nft monitor ended (%s); polling the ruleset",
                         self._monitor.returncode)
             self._poll_ruleset = True
-            self.trigger("nft monitor ended")
+            self.trigger(Cause("nft monitor ended", "ruleset"))
             shutdown.wait(5)  # then try the monitor again
