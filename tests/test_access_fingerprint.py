@@ -174,11 +174,12 @@ def test_the_module_searches_its_library_as_the_manual_says(
     assert fp.capture(CAPTURE_TIMEOUT, 0).status == "ok"
     assert fp.search(1, 0, 200) is None  # an empty library finds nothing
     sim.store(3, char_file(CAROL_INDEX, 1))
-    sim.store(5, char_file(BOB_INDEX, 1))
-    sim.store(9, char_file(BOB_INDEX, 2))
+    sim.store(5, char_file(BOB_INDEX, 10**6))  # another capture of the finger: a few bytes off
+    sim.store(9, sim.buffer(1))  # this very capture: the best score there is
     page, score = fp.search(1, 0, 200) or (None, 0)
-    assert page == 5 and score >= 248  # the first enrolled page at the module's level
-    assert fp.search(1, 6, 10) == (9, score_of(sim, 9))
+    assert (page, score) == (5, score_of(sim, 5))  # the first enrolled page at its level ...
+    assert 248 <= score < 256  # ... not the best one
+    assert fp.search(1, 6, 10) == (9, 256)
     assert fp.search(1, 0, 5) is None  # only the pages asked for
     sim.place(MALLORY)
     assert fp.capture(CAPTURE_TIMEOUT, 0).status == "ok"
@@ -285,6 +286,18 @@ def test_a_search_that_fails_says_so_and_never_names_anyone(
     assert (result.search.status, result.search.person_id) == ("failed", None)
     assert result.search.detail.startswith(detail)
     assert not sim.holds_template()  # the wipe after it still went through
+
+
+def test_other_templates_that_cannot_be_given_are_a_failed_search_and_a_wipe(
+        sim: SimulatedModule, fp: FingerprintModule) -> None:
+    def broken() -> list[Candidate]:
+        raise RuntimeError("cache gone")
+    sim.place(BOB_INDEX)
+    result = fp.verify(ALICE_TEMPLATES, THRESHOLD, CAPTURE_TIMEOUT, 2, person_id="alice",
+                       others=broken)
+    assert (result.status, result.search) == (
+        "no_match", FingerSearch("failed", detail="the other templates: RuntimeError"))
+    assert not sim.holds_template()
 
 
 def test_a_library_smaller_than_library_pages_is_a_failed_search() -> None:

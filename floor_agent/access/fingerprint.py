@@ -359,6 +359,19 @@ class FingerprintModule:
         return FingerSearch("not_found",
                             detail=f"{len(candidates)} other enrolled template(s) searched")
 
+    def _identify_others(self, others: Callable[[], list[Candidate]],
+                         threshold: int) -> FingerSearch:
+        """`identify` over what `others` gives, dropped right after. Whatever goes wrong while
+        making the list is a failed search too: the module must still be wiped."""
+        try:
+            candidates = others()
+        except Exception as e:  # fail closed: a plain mismatch, and verify goes on to the wipe
+            return FingerSearch("failed", detail=f"the other templates: {type(e).__name__}")
+        try:
+            return self.identify(candidates, threshold)
+        finally:
+            candidates.clear()
+
     def delete(self, page: int, count: int = 1) -> None:
         """DeleteChar: `count` templates from flash page `page`."""
         self._expect_ok(zfm.DELETE_CHAR, page.to_bytes(2, "big") + count.to_bytes(2, "big"))
@@ -413,13 +426,8 @@ class FingerprintModule:
                     result = FingerResult("match", self._clock(), person_id=person_id,
                                           template_id=template_id, finger=finger, score=score)
                 else:
-                    search = None
-                    if others is not None:
-                        candidates = others()
-                        try:
-                            search = self.identify(candidates, threshold)
-                        finally:
-                            candidates.clear()
+                    search = None if others is None else self._identify_others(others,
+                                                                               threshold)
                     result = FingerResult("no_match", self._clock(), score=score,
                                           detail=f"best score {score} below {threshold}",
                                           search=search)
