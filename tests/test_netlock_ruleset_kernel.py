@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from floor_agent.netlock import ruleset
 from floor_agent.netlock.sim import new_prefix
 
-EXAMPLES = 400
+EXAMPLES = 600
 SND_V4, RCV_V4 = "10.200.0.1", "10.200.0.2"
 SND_V6, RCV_V6 = "fd54::1", "fd54::2"
 RCV_MAC = "02:00:00:00:00:02"
@@ -200,6 +200,13 @@ class Gen:
                          + ", ".join(self.v6_items(r.randint(1, 3))) + " } }")
         lines.append("  set ps { type inet_service; flags interval; elements = { "
                      + ", ".join(self.port_items(r.randint(1, 3))) + " } }")
+        lines.append("  map vm { type inet_service : verdict; flags interval; elements = { "
+                     + ", ".join(f"{p} : {r.choice(['accept', 'drop'])}"
+                                 for p in self.port_items(r.randint(1, 3))) + " } }")
+        if family in ("inet", "ip"):
+            pairs = {f"{a} . {p}" for a in r.sample(V4_HOSTS, 2) for p in r.sample(PORTS, 2)}
+            lines.append("  set cc { type ipv4_addr . inet_service; elements = { "
+                         + ", ".join(sorted(pairs)) + " } }")
         for i, chain in enumerate(regular):
             lines.append(f"  chain {chain} {{")
             lines += [f"    {self.rule(family, regular[i + 1:], base=False)}"
@@ -208,8 +215,11 @@ class Gen:
         for j in range(r.choice([1, 1, 2])):
             prio = r.choice([-10, 0, 10])
             policy = r.choice(["accept", "drop"])
+            # now and then a nat chain: it sees only the first packet of a tracked flow
+            nat = family != "ip6" and r.random() < 0.15
             lines.append(f"  chain out{j} {{")
-            lines.append(f"    type filter hook output priority {prio}; policy {policy};")
+            lines.append(f"    type {'nat' if nat else 'filter'} hook output priority {prio}; "
+                         f"policy {policy};")
             lines += [f"    {self.rule(family, regular, base=True)}"
                       for _ in range(r.randint(0, 6))]
             lines.append("  }")
@@ -223,7 +233,7 @@ class Gen:
         proto: str | None = None
         for _ in range(r.choice([0, 1, 1, 2, 2, 3])):
             kind = r.choice(["nfproto", "l4proto", "ipproto", "daddr", "daddr", "dport",
-                             "dport", "oif", "ct"])
+                             "dport", "oif", "ct", "concat"])
             if kind == "nfproto" and family == "inet" and flavor is None:
                 flavor = r.choice([4, 6])
                 conds.append(f"meta nfproto {'ipv4' if flavor == 4 else 'ipv6'}")
@@ -246,9 +256,16 @@ class Gen:
                 if which != "th" and proto is None:
                     proto = which
                 conds.append(f"{which} dport {r.choice(['', '!= '])}{self.ports()}")
+            elif kind == "concat" and flavor == 4 and proto in (None, "tcp"):
+                proto = "tcp"
+                if r.random() < 0.5:
+                    conds.append(f"ip daddr . tcp dport {r.choice(['', '!= '])}@cc")
+                else:
+                    pairs = [f"{a} . {p}" for a in r.sample(V4_HOSTS, 2) for p in (22, 80)]
+                    conds.append(f"ip daddr . tcp dport {{ {', '.join(pairs)} }}")
             elif kind == "oif":
                 conds.append(r.choice(['oifname "eth0"', 'oifname != "eth0"', 'oif "lo"',
-                                       'oifname "dummy9"', 'oif != "lo"']))
+                                       'oifname "dummy9"', 'oif != "lo"', 'oif "eth0"']))
             elif kind == "ct":
                 conds.append("ct state " + r.choice(["new", "established,related",
                                                      "!= established", "{ new, untracked }",
@@ -269,6 +286,8 @@ class Gen:
             return f"{v} {r.choice(targets)}"
         if v == "vmap":
             simple = ["accept", "drop"] + ([f"jump {t}" for t in targets] if targets else [])
+            if proto in (None, "tcp", "udp") and r.random() < 0.2:
+                return f"{proto or r.choice(['tcp', 'udp'])} dport vmap @vm"
             if proto in (None, "tcp", "udp") and r.random() < 0.6:
                 which = proto or r.choice(["tcp", "udp"])
                 keys = r.sample(["22", "53", "80-100", "443", "1000-2000", "8080"], r.randint(1, 3))

@@ -77,6 +77,8 @@ ND_MLD_TYPES = (130, 131, 132, 133, 134, 135, 136, 137, 143)
 HARMLESS = frozenset({"counter", "log", "comment", "mangle_mark", "meter_noop"})
 VERDICTS = frozenset({"accept", "drop", "reject", "return", "jump", "goto", "continue",
                       "queue", "snat", "masquerade", "dnat", "redirect", "tproxy"})
+NAT_KEYS = frozenset({"ct", "snat", "dnat", "masquerade", "redirect", "ct helper",
+                      "ct timeout", "ct expectation", "ct count", "tproxy"})
 IFACE_KEYS = ("oif", "oifname", "iif", "iifname")
 MAX_DEPTH = 16  # the kernel's jump stack
 
@@ -147,6 +149,7 @@ class Source:
     chain: str
     handle: int | None
     text: str
+    rewrites: bool = False  # a dnat/redirect or unknown statement: the packet may go anywhere
 
     def describe(self) -> str:
         where = f"{self.family} {self.table} {self.chain}"
@@ -258,6 +261,7 @@ class Ruleset:
     chains: dict[tuple[str, str, str], Chain]
     sets: dict[tuple[str, str, str], dict[str, Any]]
     interfaces: tuple[str, ...]  # index 0 is lo; the last index stands for every other name
+    tracked: frozenset[int] = frozenset()  # IP versions conntrack surely runs for
 
     def base_chains(self, hook: str) -> list[Chain]:
         return [c for c in self.chains.values() if c.hook == hook and c.type is not None]
@@ -270,6 +274,7 @@ def parse(data: dict[str, Any]) -> Ruleset:
     rules: dict[tuple[str, str, str], list[Rule]] = {}
     sets: dict[tuple[str, str, str], dict[str, Any]] = {}
     names: set[str] = set()
+    tracked: set[int] = set()
     for item in items:
         if not isinstance(item, dict):
             continue
@@ -286,11 +291,13 @@ def parse(data: dict[str, Any]) -> Ruleset:
             rules.setdefault((r.get("family"), r.get("table"), r.get("chain")), []).append(
                 Rule(r.get("handle"), expr))
             names.update(_interface_names(expr))
+            if _starts_conntrack(expr):
+                tracked.update(FAMILY_VERSIONS.get(r.get("family"), ()))
     names.discard("lo")
     built = {key: Chain(key[0], key[1], key[2], c.get("type"), c.get("hook"), _prio(c.get("prio")),
                         c.get("policy"), tuple(rules.get(key, ())))
              for key, c in chains.items()}
-    return Ruleset(built, sets, ("lo", *sorted(names), "*other*"))
+    return Ruleset(built, sets, ("lo", *sorted(names), "*other*"), frozenset(tracked))
 
 
 def _prio(value: Any) -> int:
@@ -324,6 +331,18 @@ def _interface_names(expr: Iterable[dict[str, Any]]) -> set[str]:
                                                                "iifname"):
             walk(v.get("data"))
     return found
+
+
+def _starts_conntrack(expr: Iterable[dict[str, Any]]) -> bool:
+    """Whether a rule makes the kernel track connections in its table's family: any ct
+    expression or nat statement does (loading it takes a reference on conntrack)."""
+    def walk(x: Any) -> bool:
+        if isinstance(x, dict):
+            return any(k in NAT_KEYS or walk(v) for k, v in x.items())
+        if isinstance(x, list):
+            return any(walk(v) for v in x)
+        return False
+    return any(walk(e) for e in expr)
 
 
 def _meta_key(left: Any) -> str | None:
@@ -480,12 +499,20 @@ class Evaluator:
     def hook(self, chains: list[Chain]) -> Region:
         region: Region = [Box(self.space.start())]
         for chain in chains:
-            if chain.type == "nat":  # consulted for the first packet of a tracked flow only
+            passing: Region = []
+            if chain.type == "nat":
+                # consulted for the first packet of a tracked flow only, and only while
+                # conntrack runs in the namespace: a nat chain alone does not start it (seen in
+                # the differential test), a ct expression or nat statement does. Without one
+                # its drops are not counted; where it sends packets (dnat) always is.
                 new = [self.space.only(CT, ivs((0, 0)))]
+                if self.space.version not in self.rs.tracked:
+                    accepted, _ = self.chain(chain, intersect(region, new), 0, chain)
+                    region = coalesce(region + [b for b in accepted
+                                                if b.via and b.via[-1].rewrites])
+                    continue
                 passing = subtract(region, new)
                 region = intersect(region, new)
-            else:
-                passing = []
             accepted, returned = self.chain(chain, region, 0, chain)
             if chain.policy != "drop":
                 pol = Source(chain.family, chain.table, chain.name, None,
@@ -553,7 +580,8 @@ class Evaluator:
             self.notes.append(f"{src.describe()}: statement not understood: "
                               f"{'; '.join(unknown_effects)} -- counted as sending the packets "
                               "it may match anywhere")
-            accepted += [Box(self._anywhere(b.dims), b.via + (src,))
+            moved = Source(src.family, src.table, src.chain, src.handle, src.text, True)
+            accepted += [Box(self._anywhere(b.dims), b.via + (moved,))
                          for b in intersect(region, cond.over)]
         if vmap is not None:
             for key_cond, v in self.vmap_entries(vmap, base, src):
@@ -584,7 +612,8 @@ class Evaluator:
             accepted += [Box(b.dims, b.via + (src,)) for b in hit]
             return subtract(region, cond.under)
         if name in ("dnat", "redirect", "tproxy"):  # rewritten: may now go anywhere
-            accepted += [Box(self._anywhere(b.dims), b.via + (src,)) for b in hit]
+            moved = Source(src.family, src.table, src.chain, src.handle, src.text, True)
+            accepted += [Box(self._anywhere(b.dims), b.via + (moved,)) for b in hit]
             return subtract(region, cond.under)
         if name in ("drop", "reject"):
             return subtract(region, cond.under)
