@@ -12,12 +12,16 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from collector_process import CollectorProcess
 
+from floor_agent.access import zfm
+from floor_agent.access.controller import outcome_event
+from floor_agent.access.model import Outcome
 from floor_agent.access.sim import (
     ALWAYS,
     EVERY_DAY,
@@ -28,11 +32,14 @@ from floor_agent.access.sim import (
     Holder,
 )
 from floor_agent.access.virtual_card import VirtualCard
+from floor_agent.audit.event import AuditEvent, utc_timestamp
 
 ALICE_UID, BOB_UID, CAROL_UID = (bytes.fromhex(h) for h in (
     "04A224B2C35E80", "04B1C2D3E4F501", "04C0FFEE123456"))
 FINGERS = {"alice-1": b"alice right index", "alice-2": b"alice right middle (duress)",
            "bob-1": b"bob right index"}
+MALLORY = b"mallory right index"  # a finger enrolled nowhere
+NAMES = ("Alice", "Bob", "Carol")
 WAIT = 20.0
 HELD_OPEN = 1.0
 
@@ -86,9 +93,46 @@ def test_right_card_and_right_finger_open_and_the_door_relocks(floor: Floor) -> 
         assert secret not in text  # no biometric data or key material in events
 
 
-def test_right_card_with_another_persons_finger_is_denied(floor: Floor) -> None:
+def present_features(floor: Floor, uid: bytes, features: bytes, reader: int = 0
+                     ) -> dict[str, Any]:
+    """A card with a finger that is nobody's enrolled one (Floor.present knows only those)."""
+    assert floor.module is not None
+    floor.module.place(features)
+    try:
+        with floor.card(uid, reader=reader):
+            return floor.decision(uid)
+    finally:
+        floor.module.place(None)
+
+
+def test_right_card_with_another_persons_finger_is_card_sharing(floor: Floor) -> None:
     event = floor.present(BOB_UID, "alice-1")
+    assert (event["kind"], event["data"]["reason"]) == ("door.denied", "finger_other_person")
+    assert (event["data"]["person_id"], event["data"]["finger_person_id"]) == ("bob", "alice")
+    assert event["data"]["alarms"] == ["card_shared"]
+    alarm = floor.wait_event("door.card_shared")
+    assert alarm["severity"] == "critical"
+    assert (alarm["data"]["person_id"], alarm["data"]["finger_person_id"],
+            alarm["data"]["uid"]) == ("bob", "alice", BOB_UID.hex().upper())
+    assert not any(name in str(e) for e in (event, alarm) for name in NAMES)  # ids, no names
+    assert not floor.relay.energised
+
+
+def test_a_search_that_times_out_is_a_mismatch_that_says_so(floor: Floor) -> None:
+    # Alice (inside since the first test) leaves with Bob's finger while the module's Search
+    # stays silent: nothing is known about the finger, so no one is named
+    assert floor.module is not None
+    floor.module.misbehave("silent", on=zfm.SEARCH)
+    try:
+        event = floor.present(ALICE_UID, "bob-1", reader=1)
+    finally:
+        floor.module.misbehave(None)
     assert (event["kind"], event["data"]["reason"]) == ("door.denied", "finger_mismatch")
+    assert event["data"]["detail"].startswith(
+        "search of the other enrolled fingers failed: Search: no answer within")
+    assert event["data"]["alarms"] == [] and "finger_person_id" not in event["data"]
+    assert not [e for e in floor.events("door.card_shared") if e["data"]["person_id"] == "alice"]
+    assert not floor.module.holds_template()
     assert not floor.relay.energised
 
 
@@ -110,6 +154,10 @@ def test_outside_the_schedule_is_denied_without_asking_the_finger(floor: Floor) 
 def test_anti_passback_refuses_a_second_entry_until_an_exit(floor: Floor) -> None:
     again = floor.present(ALICE_UID, "alice-1")  # Alice is inside since the first test
     assert (again["kind"], again["data"]["reason"]) == ("door.denied", "antipassback")
+    assert again["data"]["alarms"] == ["antipassback"]
+    alarm = floor.wait_event("door.antipassback")  # hard mode: the refusal raises the alarm
+    assert (alarm["severity"], alarm["data"]["person_id"], alarm["data"]["reason"]) == (
+        "warning", "alice", "antipassback")
     out = floor.present(ALICE_UID, "alice-1", reader=1)
     assert (out["kind"], out["data"]["direction"]) == ("door.granted", "out")
     assert floor.relay.wait_for(True, WAIT)
@@ -117,15 +165,30 @@ def test_anti_passback_refuses_a_second_entry_until_an_exit(floor: Floor) -> Non
 
 
 def test_three_failures_lock_the_card_out(floor: Floor) -> None:
-    # Bob failed once already (other person's finger); two more lock him out
-    second = floor.present(BOB_UID, "alice-2")
+    # Bob failed once already (Alice's finger); a finger enrolled nowhere, then Alice's again
+    second = present_features(floor, BOB_UID, MALLORY)
     third = floor.present(BOB_UID, "alice-1")
     assert (second["data"]["reason"], third["data"]["reason"]) == (
-        "finger_mismatch", "finger_mismatch")
-    assert "lockout" in third["data"]["alarms"]
+        "finger_mismatch", "finger_other_person")
+    assert second["data"]["detail"] == "no other enrolled finger matches either"
+    assert second["data"]["alarms"] == []  # nobody to name: no card-sharing alarm
+    assert third["data"]["alarms"] == ["card_shared", "lockout"]
+    floor.wait_event("door.card_shared", lambda e: e["data"]["finger_person_id"] == "alice")
     floor.wait_event("door.lockout")
     locked = floor.present(BOB_UID, "bob-1")  # now even his own finger is refused
     assert (locked["kind"], locked["data"]["reason"]) == ("door.denied", "locked_out")
+
+
+def test_the_card_sharing_events_pass_the_audit_validation() -> None:
+    """What the controller emits for card sharing is what the audit chain accepts (no float,
+    only JSON values), checked here without the floor; the floor's events above went through
+    the agent's spool and the collector for real."""
+    outcome = Outcome(False, "finger_other_person", "front", "in", "04B1C2D3E4F501", "bob",
+                      ("card_shared", "lockout"), "finger of enrolled person alice", "alice")
+    kind, severity, data = outcome_event(outcome, "front-in")
+    assert data["finger_person_id"] == "alice"
+    AuditEvent("door-front", 1, "boot", utc_timestamp(datetime.now(UTC)), kind, severity,
+               "door front", data).validate()
 
 
 def test_duress_finger_opens_and_raises_a_silent_alarm(floor: Floor) -> None:

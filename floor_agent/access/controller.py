@@ -26,7 +26,7 @@ from typing import Any
 from floor_agent.access import decision, door, state
 from floor_agent.access.cache import CredentialsCache
 from floor_agent.access.door_io import POSITION, DoorIo
-from floor_agent.access.fingerprint import FingerprintModule
+from floor_agent.access.fingerprint import Candidate, FingerprintModule
 from floor_agent.access.freshness import Freshness
 from floor_agent.access.model import AccessState, CardRead, FingerResult, Outcome
 from floor_agent.access.sitekey import SiteKey
@@ -45,6 +45,8 @@ ALARM_EVENTS = {
     "clone_suspected": ("door.clone_suspected", "critical"),
     "lockout": ("door.lockout", "warning"),
     "antipassback": ("door.antipassback", "warning"),
+    # a card presented with another enrolled person's finger: lent, or taken by a colleague
+    "card_shared": ("door.card_shared", "critical"),
 }
 IDLE_TICK_SECONDS = 0.1  # how often the door loop looks at its timers when nothing happens
 
@@ -63,10 +65,29 @@ def outcome_event(outcome: Outcome, reader_id: str) -> tuple[str, str, dict[str,
     data = {"door_id": outcome.door_id, "reader_id": reader_id, "direction": outcome.direction,
             "uid": outcome.uid, "person_id": outcome.person_id, "reason": outcome.reason,
             "alarms": list(outcome.alarms), "detail": outcome.detail}
+    if outcome.finger_person_id is not None:  # whose finger came with the card (an id, no name)
+        data["finger_person_id"] = outcome.finger_person_id
     if "duress" in outcome.alarms:
         # a silent alarm: the granted event looks like any other; the alarm event says it
         data["alarms"] = [a for a in outcome.alarms if a != "duress"]
     return kind, severity, data
+
+
+def _other_fingers(creds: Any, holder: str, key: bytes) -> list[Candidate]:
+    """Every enrolled finger but the card holder's, unsealed for the 1:N search that follows a
+    failed 1:1 match only (the driver drops them after it). One that cannot be unsealed is left
+    out: its owner's own door attempts report it (door.template_invalid)."""
+    clear: list[Candidate] = []
+    for person, templates in creds.templates.items():
+        if person == holder:
+            continue
+        for template in templates:
+            try:
+                clear.append((person, template.template_id, template.finger,
+                              unseal(key, person, template.template_id, template.sealed)))
+            except TemplateError:
+                continue
+    return clear
 
 
 class AccessController:
@@ -188,9 +209,11 @@ class DoorRunner:
         for alarm in outcome.alarms:
             if alarm in ALARM_EVENTS:
                 alarm_kind, alarm_severity = ALARM_EVENTS[alarm]
+                other = {} if outcome.finger_person_id is None else {
+                    "finger_person_id": outcome.finger_person_id}
                 c.emit(alarm_kind, self.subject, alarm_severity, door_id=outcome.door_id,
                        reader_id=read.reader_id, uid=outcome.uid, person_id=outcome.person_id,
-                       reason=outcome.reason)
+                       reason=outcome.reason, **other)
         if outcome.granted:
             self._step(lambda s, now: door.grant(s, self.params, now))
         if self.feedback is not None:
@@ -222,7 +245,8 @@ class DoorRunner:
         fp = self.section.fingerprint
         try:
             return self.finger.verify(clear, fp.threshold, fp.capture_timeout_seconds,
-                                      fp.retries, person_id=person)
+                                      fp.retries, person_id=person,
+                                      others=lambda: _other_fingers(creds, person, key))
         finally:
             clear.clear()
 
