@@ -16,6 +16,8 @@ from floor_agent.netlock import checks
 from floor_agent.netlock.allowlist import Allowlist, build
 from floor_agent.netlock.checks import CHECK_IDS, Verdict, run, unconditional_accept
 from floor_agent.netlock.facts import (
+    CLOSED,
+    PROBE_MARK,
     DnsAnswer,
     Fact,
     Facts,
@@ -532,6 +534,45 @@ def test_connections_inside_the_allowlist_pass() -> None:
         Socket("tcp", 6, "[fd00:99::2]:443", "[::ffff:10.99.0.5]:50000", "ESTABLISHED", 5, "x"),
         Socket("udp", 4, "10.99.0.2:6000", "10.99.0.6:445", "NONE", 7, "smbd")))
     assert verdict("sockets.allowlist", good_facts(sockets=sockets)).verdict == "pass"
+
+
+def test_probe_sockets_are_left_out_only_when_marked_and_to_a_probe_target() -> None:
+    """Issue 16 item 5: `netlock verify` run during a breach (or any netlock process) must not
+    show up as its own probe sockets; a socket that merely goes to a canary, or is marked but
+    goes elsewhere, is counted."""
+    mark = PROBE_MARK
+    probe = Socket("tcp", 4, "10.99.0.2:40001", "192.0.2.10:443", "ESTABLISHED", None, None, mark)
+    dns = Socket("tcp", 4, "10.99.0.2:40002", "203.0.113.53:53", "ESTABLISHED", None, None, mark)
+    unmarked = dataclasses.replace(probe, local="10.99.0.2:40003", mark=None)
+    other_mark = dataclasses.replace(probe, local="10.99.0.2:40004", mark=0x1)
+    elsewhere = dataclasses.replace(probe, local="10.99.0.2:40005", remote="192.0.2.10:8080")
+    sockets = Fact(good_facts().sockets.value + (probe, dns, unmarked, other_mark, elsewhere))
+    v = verdict("sockets.allowlist", good_facts(sockets=sockets))
+    assert v.verdict == "fail"
+    assert [e.split(" (")[1] for e in v.evidence] == [
+        "tcp ESTABLISHED from 10.99.0.2:40003)", "tcp ESTABLISHED from 10.99.0.2:40004)",
+        "tcp ESTABLISHED from 10.99.0.2:40005)"]
+    only_probes = Fact(good_facts().sockets.value + (probe, dns))
+    assert verdict("sockets.allowlist", good_facts(sockets=only_probes)).verdict == "pass"
+
+
+def test_a_connection_that_ended_between_polls_fails_naming_its_owner() -> None:
+    """Issue 16 item 4: a short DNS-over-TCP connection reported at its end by the kernel."""
+    closed = Socket("tcp", 4, "10.99.0.2:40010", "203.0.113.53:53", CLOSED, None, "uid 1000")
+    v = verdict("sockets.allowlist", good_facts(sockets=Fact((closed,))))
+    assert v.verdict == "fail"
+    assert v.evidence == ("203.0.113.53:53 uid 1000 (tcp from 10.99.0.2:40010, ended between "
+                          "two polls: seen as the kernel destroyed it)",)
+    assert v.keys == ("tcp 10.99.0.2:40010 203.0.113.53:53",)
+
+
+def test_public_name_answered_over_tcp_only_fails() -> None:
+    """Issue 16 item 4: the resolver ignores UDP but answers over TCP (options use-vc)."""
+    dns = Fact((DnsAnswer("10.99.0.53", "example.com", False, (), "A: timeout; AAAA: timeout"),
+                DnsAnswer("10.99.0.53", "example.com", True, ("93.184.216.34",), None, "tcp")))
+    v = verdict("dns.public_names", good_facts(dns=dns))
+    assert v.verdict == "fail"
+    assert v.evidence == ("resolver 10.99.0.53 over TCP: example.com -> 93.184.216.34",)
 
 
 def test_sockets_unknown_when_psutil_failed() -> None:

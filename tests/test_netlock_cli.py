@@ -15,7 +15,13 @@ from netns_topology import probe, topology_fixture  # noqa: F401
 
 from floor_agent.config import NetlockConfig
 from floor_agent.netlock.checks import CHECK_IDS
-from floor_agent.netlock.sim import INTERNET_V6, ROUTER_LAN_V6, Topology
+from floor_agent.netlock.sim import (
+    CENTRAL_V4,
+    INTERNET_V4,
+    INTERNET_V6,
+    ROUTER_LAN_V6,
+    Topology,
+)
 
 # the allowed server must answer within this: generous, because a loaded CI box can stall a
 # namespace's first connection past the production default (50 ms), and a slow answer is
@@ -89,6 +95,27 @@ def test_ipv6_egress_without_an_ipv6_canary_is_not_locked(topology: Topology,
     verified = netlock(topology, "verify", "--json", "--config", str(config))
     egress = next(c for c in json.loads(verified.stdout)["checks"] if c["id"] == "probes.egress")
     assert egress["verdict"] == "unknown", egress
+
+
+def test_a_resolver_answering_only_over_tcp_is_caught(topology: Topology,
+                                                     tmp_path: Path) -> None:
+    """Issue 16 item 4: the LAN resolver answers public names, but UDP to it is dropped on the
+    way (a site table of its own): glibc with `options use-vc` resolves over TCP. Asked over
+    UDP only, dns.public_names passed."""
+    config = write_config(tmp_path / "ws.yaml", topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS))
+    assert netlock(topology, "apply", "--config", str(config)).returncode == 0
+    topology.answering_resolver("central")
+    topology.exec("ws", ["nft", "add table inet site; add chain inet site out { type filter "
+                         "hook output priority -10; policy accept; }; "
+                         "add rule inet site out udp dport 53 drop"])
+    topology.resolv_path.write_text(topology.resolv_path.read_text() + "options use-vc\n")
+    verified = netlock(topology, "verify", "--json", "--config", str(config))
+    dns = next(c for c in json.loads(verified.stdout)["checks"] if c["id"] == "dns.public_names")
+    assert dns["verdict"] == "fail", dns
+    assert (f"resolver {CENTRAL_V4} over TCP: example.com -> {INTERNET_V4}, {INTERNET_V6}"
+            in dns["evidence"])
+    # over UDP the same resolver says nothing: the TCP answers alone failed the check
+    assert all(" over TCP: " in line for line in dns["evidence"]), dns["evidence"]
 
 
 def test_a_broken_config_is_refused_and_the_running_ruleset_stays(topology: Topology,

@@ -205,6 +205,12 @@ def test_dns_answers_from_each_nameserver(namespace_run: dict[str, Any]) -> None
     assert (a.answered, a.addresses) == (True, ("10.99.0.7",))
     b = answers[("::1", "example.com")]  # nothing listens on [::1]:53
     assert (b.answered, b.error) == (False, "A: refused; AAAA: refused")
+    # each resolver is asked over UDP and over TCP (one connection for A and AAAA)
+    by_transport = {(a.resolver, a.name, a.transport): a for a in facts.dns.value}
+    assert len(by_transport) == len(facts.dns.value) == 12
+    tcp = by_transport[("127.0.0.1", "example.com", "tcp")]
+    assert (tcp.answered, tcp.addresses) == (True, ("10.99.0.7",))
+    assert by_transport[("::1", "example.com", "tcp")].error == "A: refused; AAAA: refused"
 
 
 def test_routes_links_and_addresses_from_netlink(namespace_run: dict[str, Any]) -> None:

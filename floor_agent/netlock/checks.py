@@ -17,7 +17,18 @@ from typing import Any
 from floor_agent.config import NetlockConfig
 from floor_agent.netlock import ruleset as nft_meaning
 from floor_agent.netlock.allowlist import Allowlist
-from floor_agent.netlock.facts import Fact, Facts, Link, Probe, Route, Socket, join_endpoint
+from floor_agent.netlock.facts import (
+    CLOSED,
+    PROBE_MARK,
+    DnsAnswer,
+    Fact,
+    Facts,
+    Link,
+    Probe,
+    Route,
+    Socket,
+    join_endpoint,
+)
 
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 CRITICAL, WARNING = "critical", "warning"
@@ -321,7 +332,8 @@ def check_firewall_table(facts: Facts, config: NetlockConfig, allowlist: Allowli
 
 def check_dns_public_names(facts: Facts, config: NetlockConfig,
                            allowlist: Allowlist) -> Verdict:
-    """Public names do not resolve through the configured resolvers. An answer of only
+    """Public names do not resolve through the configured resolvers, asked over UDP and over
+    TCP (`options use-vc`, or a resolver reachable only over TCP). An answer of only
     0.0.0.0/:: is a sinkhole, not a resolution."""
     cid = "dns.public_names"
     if (u := _unknown(cid, CRITICAL, facts.dns)) is not None:
@@ -334,13 +346,18 @@ def check_dns_public_names(facts: Facts, config: NetlockConfig,
     for a in answers:
         real = [x for x in a.addresses if not _unspecified(x)]
         if real:
-            bad.append(f"resolver {a.resolver}: {a.name} -> {', '.join(real)}")
+            bad.append(f"resolver {_over(a)}: {a.name} -> {', '.join(real)}")
         else:
-            context.append(f"resolver {a.resolver}: {a.name}: "
+            context.append(f"resolver {_over(a)}: {a.name}: "
                            + (f"sinkholed to {', '.join(a.addresses)}" if a.addresses
                               else a.error or "no answer"))
     return _verdict(cid, CRITICAL, bad, "public names do not resolve",
                     f"{len(bad)} public name lookup(s) answered", context)
+
+
+def _over(answer: DnsAnswer) -> str:
+    """The resolver, and "over TCP" when asked over TCP (UDP is the usual way, unmarked)."""
+    return answer.resolver + (" over TCP" if answer.transport == "tcp" else "")
 
 
 def _unspecified(address: str) -> bool:
@@ -467,20 +484,50 @@ def unexpected_reason(link: Link, config: NetlockConfig) -> str | None:
 
 
 def describe_socket(s: Socket) -> str:
+    if s.status == CLOSED:
+        return (f"{s.remote} {s.process or 'uid ?'} ({s.proto} from {s.local}, ended between "
+                "two polls: seen as the kernel destroyed it)")
     who = f"pid {s.pid} {s.process or '?'}" if s.pid is not None else "pid ?"
     return f"{s.remote} {who} ({s.proto} {s.status} from {s.local})"
 
 
+def probe_targets(config: NetlockConfig, allowlist: Allowlist) -> frozenset[tuple[str, str, int]]:
+    """(proto, address, port) netlock's probes go to: the canaries' ports, the must_reach
+    ports, and DNS (53, UDP and TCP) on any resolver (resolv.conf is read at collection)."""
+    out = {(proto, c.address, port) for c in config.canaries
+           for proto, ports in (("tcp", c.tcp), ("udp", c.udp)) for port in ports}
+    out |= {("tcp", str(a), port) for d in allowlist.destinations for a in d.addresses()
+            for port in d.must_reach}
+    return frozenset(out)
+
+
+def is_probe_socket(s: Socket, targets: frozenset[tuple[str, str, int]]) -> bool:
+    """A netlock probe: marked PROBE_MARK (only a process with CAP_NET_ADMIN/CAP_NET_RAW can
+    set a mark) AND to a probe target. A privileged process marking its own sockets can hide
+    only connections to those targets, whose reachability the probes themselves report."""
+    if s.mark != PROBE_MARK or s.remote is None:
+        return False
+    host, port = _ip_text(s.remote_host or ""), s.remote_port
+    return port == 53 or (s.proto, host, port) in targets
+
+
 def check_sockets_allowlist(facts: Facts, config: NetlockConfig,
                             allowlist: Allowlist) -> Verdict:
-    """No live TCP connection and no connected UDP socket to a peer outside the allowlist."""
+    """No live TCP connection, no connected UDP socket, and no TCP connection that carried
+    data and ended between two polls (CLOSED) to a peer outside the allowlist. netlock's own
+    probe sockets (any netlock process) are left out: marked PROBE_MARK and to a target the
+    probes test (see `is_probe_socket`)."""
     cid = "sockets.allowlist"
     if (u := _unknown(cid, CRITICAL, facts.sockets)) is not None:
         return u
     bad: list[str] = []
     keys: list[str] = []
+    targets = probe_targets(config, allowlist)
     for s in facts.sockets.value or ():
-        if s.remote is None or (s.proto == "tcp" and s.status not in LIVE_TCP):
+        if s.remote is None or (s.proto == "tcp" and s.status not in LIVE_TCP
+                                and s.status != CLOSED):
+            continue
+        if is_probe_socket(s, targets):
             continue
         host = s.remote_host
         if host and _unspecified(host):

@@ -23,6 +23,7 @@ import selectors
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -47,6 +48,15 @@ ROUTE_TYPES = {0: "unspec", 1: "unicast", 2: "local", 3: "broadcast", 4: "anycas
                10: "nat", 11: "xresolve"}
 IFF_UP = 0x1
 TABLE_LOCAL = 255
+# SO_MARK of every probe and DNS socket netlock opens (`verify`, the watcher, any netlock
+# process), read back over sock_diag so the sockets check can leave them out. Setting a mark
+# needs CAP_NET_ADMIN or CAP_NET_RAW: an unprivileged process cannot pretend to be a probe.
+# A value no routing rule or nftables rule is expected to match ("NLK!"): a mark that did
+# would send the probes another way than the traffic they stand for.
+PROBE_MARK = 0x4E4C4B21
+# A TCP connection that ended between two polls, reported by the kernel as it was destroyed
+# (sock_diag destroy multicast) after data flowed: Socket.status of such a fact.
+CLOSED = "CLOSED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +124,10 @@ class Socket:
     family: int
     local: str  # "10.0.0.2:5123", "[fd00::2]:5123"
     remote: str | None  # None when not connected
-    status: str  # ESTABLISHED, SYN_SENT, LISTEN, ... ; NONE for UDP
+    status: str  # ESTABLISHED, SYN_SENT, LISTEN, ... ; NONE for UDP; CLOSED (see CLOSED)
     pid: int | None
-    process: str | None
+    process: str | None  # for a CLOSED one, its owner's uid ("uid 1000"): the pid is gone
+    mark: int | None = None  # SO_MARK over sock_diag; None when read without sock_diag
 
     @property
     def remote_host(self) -> str | None:
@@ -136,6 +147,7 @@ class DnsAnswer:
     answered: bool  # at least one address came back
     addresses: tuple[str, ...]
     error: str | None  # "A: NXDOMAIN; AAAA: timeout", ...
+    transport: str = "udp"  # udp | tcp: a resolver may answer over one and not the other
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,8 +264,12 @@ def collect(config: NetlockConfig, allowlist: Allowlist, areas: frozenset[str] |
     if "dns" in wanted:
         try:
             resolvers = read_nameservers(_under(root, config.resolv_conf))
-            jobs += [_DnsJob(r, name, rdtype) for r in resolvers for name in config.public_names
-                     for rdtype in ("A", "AAAA")]
+            # over UDP one query a socket; over TCP (what `options use-vc`, a DNS-over-TCP
+            # forwarder or a resolver that drops UDP leave open) A and AAAA on one connection
+            jobs += [_DnsJob(r, name, (rdtype,), "udp") for r in resolvers
+                     for name in config.public_names for rdtype in ("A", "AAAA")]
+            jobs += [_DnsJob(r, name, ("A", "AAAA"), "tcp") for r in resolvers
+                     for name in config.public_names]
         except OSError as e:
             dns_error = f"resolv.conf: {config.resolv_conf}: {e.strerror or e}"
     if "egress" in wanted:
@@ -281,7 +297,8 @@ def collect(config: NetlockConfig, allowlist: Allowlist, areas: frozenset[str] |
             results["links"] = links
     local = {"addresses": collect_addresses, "stats": collect_stats,
              "ruleset": collect_ruleset,
-             "sockets": (lambda: collect_sockets(own_pid=os.getpid(), own_targets=own_targets))
+             "sockets": (lambda: collect_sockets_named(own_pid=os.getpid(),
+                                                       own_targets=own_targets))
              if peers is None else peers.poll,
              "proxy": lambda: collect_proxy(root, os.environ if environ is None else environ)}
     for area, collector in local.items():
@@ -485,17 +502,96 @@ TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5:
               11: "CLOSING", 12: "NEW_SYN_RECV"}
 
 
-def diag_socket(message: Mapping[str, Any], proto: str, family: int) -> Socket:
+def diag_socket(message: Mapping[str, Any], proto: str, family: int,
+                mark: int | None = None) -> Socket:
     """One sock_diag answer as a Socket (pure). No pid or process: mapping sockets to
     processes means reading every process's fds, which the fast poll cannot afford; a full
-    collection (psutil) names them when a check fails."""
+    collection names them (`socket_owners`)."""
     state = int(message.get("idiag_state", 0))
     src, dst = _plain(str(message["idiag_src"])), _plain(str(message["idiag_dst"]))
     dport = int(message.get("idiag_dport", 0))
     connected = dport != 0
     status = TCP_STATES.get(state, f"STATE_{state}") if proto == "tcp" else "NONE"
     return Socket(proto, family, join_endpoint(src, int(message.get("idiag_sport", 0))),
-                  join_endpoint(dst, dport) if connected else None, status, None, None)
+                  join_endpoint(dst, dport) if connected else None, status, None, None,
+                  mark)
+
+
+def diag_mark(raw: Any) -> int | None:
+    """INET_DIAG_MARK as pyroute2 gives it ("21:4b:4c:4e", the u32's bytes in host order);
+    None when absent (the kernel sends it only to a reader with CAP_NET_ADMIN)."""
+    if raw is None:
+        return None
+    if isinstance(raw, int):
+        return raw
+    try:
+        return int.from_bytes(bytes.fromhex(str(raw).replace(":", "")), sys.byteorder)
+    except ValueError:
+        return None
+
+
+def _diag_dump(diag: Any) -> list[tuple[Socket, int]]:
+    out = []
+    for family, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
+        for proto, number in (("tcp", socket.IPPROTO_TCP), ("udp", socket.IPPROTO_UDP)):
+            for message in diag.get_sock_stats(family=af, protocol=number):
+                mark = diag_mark(message.get_attr("INET_DIAG_MARK"))
+                out.append((diag_socket(message, proto, family, mark),
+                            int(message.get("idiag_inode", 0))))
+    return out
+
+
+def socket_owners(inodes: Iterable[int], proc: Path = Path("/proc")
+                  ) -> dict[int, tuple[int, str | None]]:
+    """inode -> (pid, command name) of the processes holding these sockets (one pass over
+    /proc/*/fd, as psutil does; a process that exits meanwhile is skipped)."""
+    wanted = {f"socket:[{i}]": i for i in inodes if i}
+    owners: dict[int, tuple[int, str | None]] = {}
+    if not wanted:
+        return owners
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target in wanted and wanted[target] not in owners:
+                owners[wanted[target]] = (int(entry.name), _read(entry / "comm").strip() or None)
+    return owners
+
+
+def collect_sockets_named(own_pid: int | None = None,
+                          own_targets: Iterable[tuple[str, int]] = ()) -> tuple[Socket, ...]:
+    """The full collection: every socket over sock_diag with its mark (so probe sockets of
+    any netlock process can be told), the connected ones named by their process. Without
+    sock_diag, psutil (no marks: only this process's probes are left out)."""
+    try:
+        from pyroute2 import DiagSocket
+
+        diag = DiagSocket()
+        try:
+            diag.bind()
+            dumped = _diag_dump(diag)
+        finally:
+            diag.close()
+    except Exception:  # no sock_diag here: psutil reads /proc/net instead
+        return collect_sockets(own_pid, own_targets)
+    targets = set(own_targets)
+    owners = socket_owners(inode for s, inode in dumped if s.remote is not None)
+    out = []
+    for s, inode in dumped:
+        pid, process = owners.get(inode, (None, None))
+        if (pid is not None and pid == own_pid and s.remote is not None
+                and (s.remote_host, s.remote_port) in targets):
+            continue
+        out.append(dataclasses.replace(s, pid=pid, process=process))
+    return tuple(out)
 
 
 class SocketPeers:
@@ -511,12 +607,7 @@ class SocketPeers:
         self._diag.bind()
 
     def poll(self) -> tuple[Socket, ...]:
-        out: list[Socket] = []
-        for family, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
-            for proto, number in (("tcp", socket.IPPROTO_TCP), ("udp", socket.IPPROTO_UDP)):
-                for message in self._diag.get_sock_stats(family=af, protocol=number):
-                    out.append(diag_socket(message, proto, family))
-        return tuple(out)
+        return tuple(s for s, _ in _diag_dump(self._diag))
 
     def close(self) -> None:
         self._diag.close()
@@ -653,8 +744,20 @@ class _Job:
                                   flags=socket.AI_NUMERICHOST)[0]
         self.sock = socket.socket(info[0], kind)
         self.sock.setblocking(False)
+        mark_probe(self.sock)
         self.sockaddr = info[4]
         return self.sock
+
+
+def mark_probe(sock: socket.socket) -> bool:
+    """Give a probe socket netlock's mark (PROBE_MARK), so a watcher in any netlock process
+    leaves it out of `sockets.allowlist`. Without the privilege it stays unmarked, and is then
+    counted like any other socket (the safe way round)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, PROBE_MARK)
+    except OSError:
+        return False
+    return True
 
 
 class _ProbeJob(_Job):
@@ -668,11 +771,56 @@ class _ProbeJob(_Job):
 
 
 class _DnsJob(_Job):
-    def __init__(self, resolver: str, name: str, rdtype: str) -> None:
-        self.resolver, self.name, self.rdtype = resolver, name, rdtype
+    """Queries for one name to one resolver: one type over UDP, or several over one TCP
+    connection (each length-prefixed, RFC 1035 4.2.2)."""
+
+    def __init__(self, resolver: str, name: str, rdtypes: tuple[str, ...],
+                 transport: str) -> None:
+        self.resolver, self.name, self.rdtypes, self.transport = resolver, name, rdtypes, transport
         self.address, self.port = resolver, 53
-        self.addresses: list[str] = []
-        self.query: Any = None
+        self.addresses: dict[str, list[str]] = {}
+        self.details: dict[str, str] = {}  # per type, once answered
+        self.queries: list[Any] = []
+        self.sent = False
+        self.buffer = b""
+
+    def make_queries(self) -> bytes:
+        import dns.message
+
+        self.queries = [dns.message.make_query(self.name, t) for t in self.rdtypes]
+        wires = [q.to_wire() for q in self.queries]
+        if self.transport == "udp":
+            return wires[0]
+        return b"".join(len(w).to_bytes(2, "big") + w for w in wires)
+
+    def take(self, data: bytes, started: float) -> None:
+        """One answer (UDP datagram or TCP message): recorded for the query it answers; the
+        job is done when every type has its answer."""
+        import dns.exception
+        import dns.message
+        import dns.rcode
+        import dns.rdatatype
+
+        try:
+            response = dns.message.from_wire(data)
+        except dns.exception.DNSException as e:
+            self.finish(f"garbage answer ({type(e).__name__})", started)
+            return
+        for query, rdtype in zip(self.queries, self.rdtypes, strict=True):
+            if rdtype in self.details or not query.is_response(response):
+                continue
+            found = [rd.address for rrset in response.answer
+                     if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) for rd in rrset]
+            self.addresses[rdtype] = found
+            rcode = dns.rcode.to_text(response.rcode())
+            self.details[rdtype] = "answer" if found else (
+                "no address" if rcode == "NOERROR" else rcode)
+            break  # not ours otherwise: keep waiting
+        if len(self.details) == len(self.rdtypes):
+            self.finish("answer", started)
+
+    def detail_of(self, rdtype: str) -> str:
+        return self.details.get(rdtype, self.detail)
 
 
 # errno -> probe detail
@@ -704,7 +852,6 @@ def udp_payload(port: int) -> bytes:
 
 def run_round_trips(jobs: list[_Job], timeout: float) -> None:
     """All TCP connects, UDP probes and DNS queries at once, one selector, one deadline."""
-    import dns.message
 
     started = time.perf_counter()
     deadline = started + timeout
@@ -722,11 +869,18 @@ def run_round_trips(jobs: list[_Job], timeout: float) -> None:
                     else:
                         job.finish(_detail(err), started)
                     continue
+                if isinstance(job, _DnsJob) and job.transport == "tcp":
+                    sock = job.open(socket.SOCK_STREAM)
+                    err = sock.connect_ex(job.sockaddr)
+                    if err in (0, errno.EINPROGRESS):
+                        sel.register(sock, selectors.EVENT_WRITE, job)
+                    else:
+                        job.finish(_detail(err), started)
+                    continue
                 sock = job.open(socket.SOCK_DGRAM)
                 sock.connect(job.sockaddr)
                 if isinstance(job, _DnsJob):
-                    job.query = dns.message.make_query(job.name, job.rdtype)
-                    sock.send(job.query.to_wire())
+                    sock.send(job.make_queries())
                 else:
                     sock.send(udp_payload(job.port))
                 sel.register(sock, selectors.EVENT_READ, job)
@@ -746,6 +900,8 @@ def run_round_trips(jobs: list[_Job], timeout: float) -> None:
                     job.finish(_detail(e.errno) if e.errno else f"error {e}", started)
                 if job.done:
                     sel.unregister(key.fileobj)
+                elif key.events == selectors.EVENT_WRITE and getattr(job, "sent", False):
+                    sel.modify(key.fileobj, selectors.EVENT_READ, job)  # TCP query sent
         for key in list(sel.get_map().values()):
             key.data.finish("timeout", started)
     finally:
@@ -756,33 +912,44 @@ def run_round_trips(jobs: list[_Job], timeout: float) -> None:
 
 
 def _on_ready(job: _Job, started: float) -> None:
-    import dns.exception
-    import dns.message
-    import dns.rcode
-    import dns.rdatatype
-
     assert job.sock is not None
     if isinstance(job, _ProbeJob) and job.proto == "tcp":
         err = job.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         job.finish("connected" if err == 0 else _detail(err), started)
+        return
+    if isinstance(job, _DnsJob) and job.transport == "tcp":
+        _on_ready_dns_tcp(job, started)
         return
     data = job.sock.recv(65535)  # raises ECONNREFUSED etc. on an ICMP error
     if isinstance(job, _ProbeJob):
         job.finish("reply", started)
         return
     assert isinstance(job, _DnsJob)
-    try:
-        response = dns.message.from_wire(data)
-    except dns.exception.DNSException as e:
-        job.finish(f"garbage answer ({type(e).__name__})", started)
+    job.take(data, started)
+
+
+def _on_ready_dns_tcp(job: _DnsJob, started: float) -> None:
+    """Connected: send the queries; readable: read what came, take each whole message."""
+    assert job.sock is not None
+    if not job.sent:
+        err = job.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            job.finish(_detail(err), started)
+            return
+        job.sock.sendall(job.make_queries())  # two small messages: the buffer takes them
+        job.sent = True
         return
-    if not job.query.is_response(response):
-        return  # not ours: keep waiting
-    job.addresses = [rd.address for rrset in response.answer
-                     if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) for rd in rrset]
-    rcode = dns.rcode.to_text(response.rcode())
-    job.finish("answer" if job.addresses else ("no address" if rcode == "NOERROR" else rcode),
-               started)
+    data = job.sock.recv(65535)
+    if not data:
+        job.finish("closed without an answer", started)
+        return
+    job.buffer += data
+    while len(job.buffer) >= 2 and not job.done:
+        size = int.from_bytes(job.buffer[:2], "big")
+        if len(job.buffer) < 2 + size:
+            break
+        message, job.buffer = job.buffer[2:2 + size], job.buffer[2 + size:]
+        job.take(message, started)
 
 
 def _round_trips_into(jobs: list[_Job], timeout: float, wanted: frozenset[str],
@@ -805,15 +972,18 @@ def _round_trips_into(jobs: list[_Job], timeout: float, wanted: frozenset[str],
 
 
 def _dns_answers(jobs: list[_Job]) -> tuple[DnsAnswer, ...]:
-    grouped: dict[tuple[str, str], list[_DnsJob]] = {}
+    grouped: dict[tuple[str, str, str], list[_DnsJob]] = {}
     for job in jobs:
         if isinstance(job, _DnsJob):
-            grouped.setdefault((job.resolver, job.name), []).append(job)
+            grouped.setdefault((job.resolver, job.name, job.transport), []).append(job)
     out = []
-    for (resolver, name), group in grouped.items():
-        addresses = tuple(dict.fromkeys(a for j in group for a in j.addresses))
-        errors = "; ".join(f"{j.rdtype}: {j.detail}" for j in group if not j.addresses)
-        out.append(DnsAnswer(resolver, name, bool(addresses), addresses, errors or None))
+    for (resolver, name, transport), group in grouped.items():
+        addresses = tuple(dict.fromkeys(a for j in group for t in j.rdtypes
+                                        for a in j.addresses.get(t, ())))
+        errors = "; ".join(f"{t}: {j.detail_of(t)}" for j in group for t in j.rdtypes
+                           if not j.addresses.get(t))
+        out.append(DnsAnswer(resolver, name, bool(addresses), addresses, errors or None,
+                             transport))
     return tuple(out)
 
 

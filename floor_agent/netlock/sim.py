@@ -390,6 +390,11 @@ class Topology:
         """Breach: the whole ruleset gone (`nft flush ruleset`)."""
         self.exec("ws", ["nft", "flush", "ruleset"])
 
+    def open_output_chain(self, table: str = "floor_netlock") -> None:
+        """Breach: an unconditional accept inserted first in the output chain (the policy
+        alone is no hole: netlock's chain ends in reject rules, the policy is a backstop)."""
+        self.exec("ws", ["nft", f"insert rule inet {table} output counter accept"])
+
     def set_output_policy_accept(self, table: str = "floor_netlock") -> None:
         """Breach: the output chain's policy switched to accept."""
         self.exec("ws", ["nft", f"chain inet {table} output {{ policy accept; }}"])
