@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,35 +102,52 @@ def normalize(pairs: Iterable[Interval]) -> Ivs:
 
 
 def iv_and(a: Ivs, b: Ivs) -> Ivs:
-    out, i, j = [], 0, 0
-    while i < len(a) and j < len(b):
-        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
-        if lo <= hi:
-            out.append((lo, hi))
-        if a[i][1] < b[j][1]:
+    if len(a) < len(b):
+        a, b = b, a
+    if len(b) == 1 and b[0][0] <= a[0][0] and a[-1][1] <= b[0][1]:
+        return a  # b covers a: the common case of a full dimension
+    out: list[Interval] = []
+    for lo, hi in b:  # b is the short side: find its overlaps in a by bisection
+        i = bisect_left(a, lo, key=_hi)
+        while i < len(a) and a[i][0] <= hi:
+            x, y = max(a[i][0], lo), min(a[i][1], hi)
+            if x <= y:
+                out.append((x, y))
             i += 1
-        else:
-            j += 1
     return tuple(out)
 
 
 def iv_sub(a: Ivs, b: Ivs) -> Ivs:
-    out = []
-    for lo, hi in a:
-        for blo, bhi in b:
-            if bhi < lo or blo > hi:
-                continue
-            if blo > lo:
-                out.append((lo, blo - 1))
-            lo = bhi + 1
-            if lo > hi:
-                break
-        if lo <= hi:
-            out.append((lo, hi))
-    return tuple(out)
+    out = a
+    for blo, bhi in b:
+        i = bisect_left(out, blo, key=_hi)  # first interval reaching blo
+        j = bisect_right(out, bhi, key=_lo)  # first interval starting after bhi
+        if i >= j:
+            continue
+        pieces = []
+        if out[i][0] < blo:
+            pieces.append((out[i][0], blo - 1))
+        if out[j - 1][1] > bhi:
+            pieces.append((bhi + 1, out[j - 1][1]))
+        out = out[:i] + tuple(pieces) + out[j:]
+    return out
+
+
+def _lo(iv: Interval) -> int:
+    return iv[0]
+
+
+def _hi(iv: Interval) -> int:
+    return iv[1]
 
 
 def iv_or(a: Ivs, b: Ivs) -> Ivs:
+    if not a or not b:
+        return a or b
+    if a[-1][1] + 1 < b[0][0]:  # the usual case when merging boxes in order: no overlap
+        return a + b
+    if b[-1][1] + 1 < a[0][0]:
+        return b + a
     return normalize(a + b)
 
 
@@ -174,8 +192,14 @@ Cond = list[Dims]  # a union of constraint boxes
 
 
 def cut(a: Dims, b: Dims) -> Dims | None:
-    dims = tuple(iv_and(x, y) for x, y in zip(a, b, strict=True))
-    return None if any(not d for d in dims) else dims  # type: ignore[return-value]
+    """a & b, or None when empty (found at the first empty dimension)."""
+    dims = []
+    for x, y in zip(a, b, strict=True):
+        d = x if x is y else iv_and(x, y)
+        if not d:
+            return None
+        dims.append(d)
+    return tuple(dims)  # type: ignore[return-value]
 
 
 def minus(a: Dims, b: Dims) -> list[Dims]:
@@ -439,10 +463,9 @@ class Space:
     version: int
     interfaces: tuple[str, ...]
 
-    @property
-    def full(self) -> Dims:
-        return (ivs((0, 511 if self.version == 6 else 255)), ivs((0, self.addr_max)),
-                ivs((0, 65535)), ivs((0, len(self.interfaces) - 1)), ivs((0, 4)))
+    def __post_init__(self) -> None:
+        self.full: Dims = (ivs((0, 511 if self.version == 6 else 255)), ivs((0, self.addr_max)),
+                           ivs((0, 65535)), ivs((0, len(self.interfaces) - 1)), ivs((0, 4)))
 
     @property
     def addr_max(self) -> int:
@@ -526,11 +549,14 @@ class Evaluator:
         """(accepted, returned) for the packets entering `chain`."""
         accepted: Region = []
         returned: Region = []
+        limit = 8
         for rule in chain.rules:
             if not region:
                 break
             region = self.rule(chain, rule, region, accepted, returned, depth, base)
-            region = coalesce(region)
+            if len(region) > limit:  # merging costs: only once the region has grown
+                region = coalesce(region)
+                limit = 2 * len(region) + 8
         return accepted, returned + region
 
     def rule(self, chain: Chain, rule: Rule, region: Region, accepted: Region,
@@ -938,8 +964,8 @@ def allowed(allowlist: Allowlist, hook: str, version: int, interfaces: tuple[str
 
 def outside(result: Result, allowlist: Allowlist) -> Region:
     """The part of the accepted region the allowlist does not permit."""
-    return region_minus(result.accepted,
-                        allowed(allowlist, result.hook, result.version, result.interfaces))
+    permitted = coalesce(allowed(allowlist, result.hook, result.version, result.interfaces))
+    return region_minus(result.accepted, permitted)
 
 
 def describe_box(box: Box, result: Result) -> str:
