@@ -260,6 +260,8 @@ def test_sync_keeps_the_last_snapshot_through_an_outage(sqlite_collector: Collec
         collector.start()
         wait_for(lambda: cache.version == revoked.version)
         assert not cache.snapshot().people["p-ada"].active
+        # the events follow the cache update (the snapshot is in before it is recorded)
+        wait_for(lambda: "door.credentials_updated" in [e[0] for e in events[1:]])
         kinds = [e[0] for e in events]
         assert kinds.count("door.sync_recovered") == 1 and kinds.count("door.sync_failed") == 1
         assert kinds.index("door.sync_recovered") > kinds.index("door.sync_failed")

@@ -4,6 +4,11 @@ What cannot work is refused before any door is touched, with the reason (exit 2:
 cannot fix it): an unreadable site key, a cache that cannot be opened, a door I/O that cannot
 be opened. Readers and the fingerprint module may be missing at start: their absence is an
 alarm and means no decision (never a grant), and the door stays locked.
+
+Time: decisions read the controller's clock corrected by the offset the signed client measured
+against the collector (audit/signed_client.py), so schedules and card validity follow the
+collector's clock when this one is off; until the first answer the offset is unknown and the
+host's clock is used as it is. The credentials' age (freshness.py) never reads either.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -21,9 +27,11 @@ from floor_agent.access.cache import CacheError, CredentialsCache
 from floor_agent.access.controller import AccessController, DoorRunner
 from floor_agent.access.door_io import DoorIo, DoorIoError, GpiodDoorIo, SimulatedDoorIo
 from floor_agent.access.fingerprint import FingerprintModule
+from floor_agent.access.freshness import Freshness
 from floor_agent.access.model import CardRead
 from floor_agent.access.sync import CredentialSync
 from floor_agent.audit.agent import AuditAgent
+from floor_agent.audit.signed_client import AgentClient
 from floor_agent.config import DoorConfig, DoorSection
 
 log = logging.getLogger(__name__)
@@ -73,6 +81,11 @@ def schedule_zone(name: str | None) -> tzinfo:
             from None
 
 
+def corrected_clock(client: AgentClient) -> Callable[[], datetime]:
+    """The decisions' clock: this host's, corrected by the offset measured to the collector."""
+    return lambda: datetime.fromtimestamp(client.corrected_time(), UTC)
+
+
 def open_door_io(section: DoorSection) -> DoorIo:
     io = section.io
     try:
@@ -97,8 +110,19 @@ def start_access(config: DoorConfig, agent: AuditAgent,
         cache = CredentialsCache(cache_path)
     except (CacheError, OSError) as e:
         raise AccessStartError(f"{cache_path}: {e}") from None
-    controller = AccessController(access.policy, key, cache, agent.emit, tz)
     sync = CredentialSync.from_config(config, cache.replace, agent.emit, cache.version)
+    client = sync.client
+    try:
+        freshness = Freshness(cache, access.max_credential_age_seconds, agent.emit,
+                              client.agent_id, access.emergency_uids,
+                              version=lambda: cache.version)
+    except CacheError as e:
+        cache.close()
+        raise AccessStartError(f"{cache_path}: {e}") from None
+    sync.on_synced, sync.on_tick = freshness.synced, freshness.tick
+    controller = AccessController(access.policy, key, cache, agent.emit, tz,
+                                  clock=corrected_clock(client))
+    controller.freshness = freshness
     running = RunningAccess(controller, cache, sync)
     try:
         for section in access.doors:

@@ -16,6 +16,13 @@ Door controllers (X-Floor-Agent signature of an enrolled agent of role "door", s
 request_auth.py; an API key is not accepted here):
   GET  /api/v1/credentials[?since=n]  -> the snapshot (credentials.py), or 304 with no body
                                          when n is the current version
+  GET  /api/v1/credentials/watch?since=n[&wait=s]
+                                      -> {"version": v, "changed": v != n}, as soon as the
+                                         version is not n, or after `wait` seconds (25,
+                                         at most 60) with changed false: the long poll a
+                                         controller holds open so a revoke reaches it at once
+Answers to door controllers carry the collector's clock (request_auth.TIME_HEADER), 401
+refusals too, so a controller whose clock is off can correct the time it signs with.
   POST /api/v1/templates              template      -> 201 {"template_id", "version"}
 
 Templates arrive sealed (templates.seal() under the site key, which the collector never has):
@@ -26,6 +33,7 @@ deletes their template rows and the next snapshot no longer carries them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -47,6 +55,67 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024  # the largest record (a level with many windows) is far smaller
 DOOR_ROLE = "door"
+WATCH_DEFAULT_SECONDS = 25.0
+WATCH_MAX_SECONDS = 60.0
+WATCH_POLL_SECONDS = 0.2  # how often the one watcher task reads the version (any store,
+                          # any number of collector processes: the store is the truth)
+
+
+def time_header() -> dict[str, str]:
+    """The collector's clock for an agent's answer (request_auth.TIME_HEADER)."""
+    return {request_auth.TIME_HEADER: str(int(time.time() * 1000))}
+
+
+class VersionWatch:
+    """Long polls of the credentials version: one task reads the store every
+    WATCH_POLL_SECONDS while anybody waits, and wakes every waiter whose version is old."""
+
+    def __init__(self, read_version: Callable[[], int],
+                 period: float = WATCH_POLL_SECONDS) -> None:
+        self._read = read_version
+        self.period = period
+        self._cond: asyncio.Condition | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._waiters = 0
+        self._version: int | None = None
+        self._round = 0  # polls done; a waiter only trusts polls after it arrived
+
+    async def wait(self, since: int, timeout: float) -> int:
+        """The version as soon as it is not `since`, or the current one after `timeout`."""
+        current = await run_in_threadpool(self._read)
+        if current != since or timeout <= 0:
+            return current
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        cond = self._cond
+        arrived = self._round
+        self._waiters += 1
+        try:
+            if self._task is None or self._task.done():
+                self._task = asyncio.create_task(self._poll())
+            async with cond:
+                await asyncio.wait_for(cond.wait_for(
+                    lambda: self._round > arrived and self._version != since), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters -= 1
+        return self._version if self._version is not None and self._round > arrived \
+            else current
+
+    async def _poll(self) -> None:
+        assert self._cond is not None
+        while self._waiters > 0:
+            try:
+                version = await run_in_threadpool(self._read)
+            except Exception:  # the store hiccupped: the waiters time out, nothing else
+                log.exception("credentials version watch: store read failed")
+            else:
+                async with self._cond:
+                    self._version = version
+                    self._round += 1
+                    self._cond.notify_all()
+            await asyncio.sleep(self.period)
 
 
 def _json(content: Any, status: int = 200) -> Response:
@@ -117,7 +186,7 @@ class AgentAuth:
         except request_auth.RequestAuthError as exc:
             log.warning("refused agent request %s %s: %s", request.method,
                         request.scope["path"], exc)
-            raise HTTPException(401, str(exc)) from None
+            raise HTTPException(401, str(exc), headers=time_header()) from None
         return agent
 
     def door(self, request: Request, body: bytes) -> str:
@@ -169,6 +238,7 @@ def build_router(store: Store, api_user: Callable[[str], Callable[..., str]],
     requests (one replay memory for every route)."""
     router = APIRouter(tags=["credentials"])
     User = Depends(api_user("credentials"))
+    watch = VersionWatch(store.credentials_version)
 
     def now() -> str:
         return utc_timestamp()
@@ -237,12 +307,24 @@ def build_router(store: Store, api_user: Callable[[str], Callable[..., str]],
             raise HTTPException(422, "since: expected a version number")
         if since is not None and int(since) == await run_in_threadpool(
                 store.credentials_version):
-            return Response(status_code=304)
+            return Response(status_code=304, headers=time_header())
         snapshot = await run_in_threadpool(store.credentials_snapshot)
         log.debug("credentials v%d to %s", snapshot.version, agent_id)
         return Response(await run_in_threadpool(
             lambda: orjson.dumps(wire.credentials_to_json(snapshot))),
-            media_type="application/json")
+            media_type="application/json", headers=time_header())
+
+    @router.get("/api/v1/credentials/watch", responses={401: {}, 403: {}})
+    async def credentials_watch(
+            request: Request, since: int = Query(..., ge=0),
+            wait: float = Query(WATCH_DEFAULT_SECONDS, ge=0, le=WATCH_MAX_SECONDS)
+    ) -> Response:
+        """Answers when the credentials version is no longer `since` (then fetch the
+        snapshot), or after `wait` seconds unchanged."""
+        await run_in_threadpool(auth.door, request, b"")
+        version = await watch.wait(since, wait)
+        return Response(orjson.dumps({"version": version, "changed": version != since}),
+                        media_type="application/json", headers=time_header())
 
     @router.post("/api/v1/templates", status_code=201, responses={401: {}, 403: {}, 409: {}},
                  openapi_extra=TEMPLATE_BODY)

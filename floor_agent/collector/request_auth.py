@@ -18,6 +18,10 @@ The collector accepts it when the agent is enrolled, the signature verifies agai
 key, ts is within FRESH_MS of the collector's clock (old and future requests are refused), and
 that signature has not been seen within the window (a replay is refused). The seen-signature
 memory is per collector process: a restart forgets it, which is why the window is short.
+
+Every answer to an agent request, a refusal too, carries the collector's clock in TIME_HEADER,
+so an agent whose clock is off can measure the offset and sign the next request (a new
+signature) with the collector's time; the window and the replay memory stay as they are.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 HEADER = "X-Floor-Agent"
+# the collector's clock (Unix ms) on its answers to agent requests, refusals included: an
+# agent whose clock is off measures the offset from it and signs with corrected time
+TIME_HEADER = "X-Floor-Time"
 PREFIX = b"floor-agent-request/v1"
 FRESH_MS = 60_000
 HEADER_RE = re.compile(r"^agent_id=([A-Za-z0-9][A-Za-z0-9._-]{0,63});ts=(\d{1,16});"
