@@ -348,3 +348,27 @@ def test_interval_operations_agree_with_sets(a: ruleset.Ivs, b: ruleset.Ivs) -> 
                       (ruleset.iv_or(a, b), points(a) | points(b))):
         assert points(got) == want
         assert got == ruleset.normalize(got)
+
+
+def _chain_json(policy: str, *rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"nftables": [
+        {"table": {"family": "ip", "name": "filter"}},
+        {"chain": {"family": "ip", "table": "filter", "name": "OUTPUT", "type": "filter",
+                   "hook": "output", "prio": 0, "policy": policy}},
+        *({"rule": {"family": "ip", "table": "filter", "chain": "OUTPUT", "handle": i + 2,
+                    "expr": expr}} for i, expr in enumerate(rules))]}
+
+
+def test_iptables_nft_matches_and_targets_stay_on_the_safe_side() -> None:
+    """iptables-nft lists its matches and targets as `xt` (no iptables-nft here to make one:
+    the JSON is nft's form for `-m owner --uid-owner 0 -j ACCEPT` and `-j LOG`)."""
+    owner = {"xt": {"type": "match", "name": "owner"}}
+    data = _chain_json("drop", [owner, {"accept": None}])
+    assert admits(evaluate(data, "output", 4), 6, "192.0.2.1", 80, "eth0")
+    data = _chain_json("accept", [owner, {"drop": None}])
+    assert admits(evaluate(data, "output", 4), 6, "192.0.2.1", 80, "eth0")
+    log = {"xt": {"type": "target", "name": "LOG"}}
+    data = _chain_json("drop", [log])
+    result = evaluate(data, "output", 4)
+    assert admits(result, 6, "192.0.2.1", 80, "eth0")
+    assert any("statement not understood" in n for n in result.notes)

@@ -576,6 +576,9 @@ class Evaluator:
                     unknown_matches.append(f"{_render_stmt(e)} ({why})")
                     m = Match([], [self.space.full])
                 cond = Match(_and(cond.under, m.under), _and(cond.over, m.over))
+            elif key == "xt" and isinstance(value, dict) and value.get("type") == "match":
+                unknown_matches.append(f"{_render_stmt(e)} (an iptables-nft match)")
+                cond = Match([], cond.over)
             elif key in ("limit", "quota", "meter"):
                 unknown_matches.append(f"{_render_stmt(e)} (a rate or quota decides)")
                 cond = Match([], cond.over)
