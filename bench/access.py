@@ -4,6 +4,7 @@ end-to-end time on the simulated stack.
     .venv/bin/python bench/access.py                 # ~1 min
     .venv/bin/python bench/access.py --people 1000 --requests 2000 --presentations 10
     .venv/bin/python bench/access.py --skip-decision  # the end-to-end part only
+    .venv/bin/python bench/access.py --skip-decision --skip-end-to-end  # revoke latency only
 
 Prints one line per figure on stdout; progress goes to stderr.
 
@@ -42,6 +43,14 @@ Prints one line per figure on stdout; progress goes to stderr.
    notices the card, the controller's reader thread connects), until the sensor is woken
    (card proof: the DESFire authentication), until the relay (fingerprint capture and match,
    decision, relay command).
+6. `access_revoke_to_door_p50/max`: how long a revoke takes to close a connected door. A real
+   collector process; a door controller's sync as `floor-agent door` runs it (SignedClient of
+   an enrolled door agent, CredentialSync thread with the default 30 s interval, so its long
+   poll is what carries the change; the SQLite credentials cache). --revokes (10) times: a
+   person with a card and a template is added by the admin API and reaches the door, then,
+   after a random 0-1 s pause (the door sits in its long poll), the clock runs from the admin's
+   POST /api/v1/people/{id}/revoke until the door's card stage (decision.check_card over the
+   cache's snapshot, asked every millisecond) denies that card. Target <= 2 s.
 """
 
 from __future__ import annotations
@@ -61,7 +70,7 @@ from zoneinfo import ZoneInfo
 
 from floor_agent.access import state as access_state
 from floor_agent.access.cache import CredentialsCache
-from floor_agent.access.decision import evaluate
+from floor_agent.access.decision import check_card, evaluate
 from floor_agent.access.model import (
     AccessLevel,
     AccessState,
@@ -69,6 +78,7 @@ from floor_agent.access.model import (
     CardRead,
     Credentials,
     FingerResult,
+    Outcome,
     Person,
     Template,
     TimeWindow,
@@ -79,6 +89,7 @@ from floor_agent.collector.store import open_store
 from floor_agent.config import AccessPolicyConfig, DoorReader, DoorSection
 
 TARGET_P99_MS = 50.0
+TARGET_REVOKE_S = 2.0
 TZ = ZoneInfo("Europe/Berlin")
 DOOR = DoorSection(door_id="lab", name="Clean room", zone_inside="cleanroom",
                    readers=[DoorReader(reader_id="lab-in", pcsc_reader="Virtual PCD 00 00"),
@@ -250,6 +261,8 @@ def main() -> int:
                         help="end to end: card presentations on the simulated stack")
     parser.add_argument("--skip-decision", action="store_true", help="skip parts 1-4")
     parser.add_argument("--skip-end-to-end", action="store_true", help="skip part 5")
+    parser.add_argument("--revokes", type=int, default=10,
+                        help="revoke to door: revokes timed (0 skips part 6)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", type=Path, default=None, help="where the work files go")
     args = parser.parse_args()
@@ -258,7 +271,102 @@ def main() -> int:
     if not args.skip_end_to_end:
         with tempfile.TemporaryDirectory(dir=args.dir) as work:
             end_to_end(args.presentations, Path(work), random.Random(args.seed))
+    if args.revokes > 0:
+        with tempfile.TemporaryDirectory(dir=args.dir) as work:
+            revoke_to_door(args.revokes, Path(work), random.Random(args.seed))
     return 0
+
+
+def revoke_to_door(revokes: int, work: Path, rng: random.Random) -> None:
+    """Section 6 of the docstring: admin revoke call to the door denying the card."""
+    import httpx
+    from collector_ingest import CollectorProcess
+
+    from floor_agent.access import templates as sealing
+    from floor_agent.access.model import AccessState as State
+    from floor_agent.access.sitekey import SiteKey
+    from floor_agent.access.sync import CredentialSync, SignedClient
+    from floor_agent.audit.agent import enroll
+    from floor_agent.audit.forwarder import pinned_client
+    from floor_agent.collector import credentials as wire
+    from floor_agent.config import AuditClientConfig, DoorConfig
+
+    collector = CollectorProcess(work / "central")
+    store = open_store(collector.config.collector.resolved_database_url())
+    try:
+        api_key = core.create_api_key(store, "bench")
+        token = core.create_token(store, "door", 600)
+    finally:
+        store.close()
+    collector.start()
+    site = SiteKey(os.urandom(32))
+    door = DoorSection(door_id="lab", name="Lab", zone_inside="lab",
+                       readers=[DoorReader(reader_id="lab-in", pcsc_reader="Virtual PCD 00 00")])
+    policy = AccessPolicyConfig(require_card_proof=False)
+    config = DoorConfig(audit=AuditClientConfig(
+        agent_id="bench-door", state_dir=work / "door", collector_url=collector.url,
+        ca_cert=collector.files.ca_cert))
+    latencies: list[float] = []
+    try:
+        enroll(config.audit, "door", token, None)
+        client = SignedClient.from_config(config.audit)
+        cache = CredentialsCache(work / "credentials.db")
+        sync = CredentialSync(client, cache.replace, lambda *_, **__: None,
+                              config.access.sync_interval_seconds, cache.version)
+        sync.start()
+        admin = pinned_client(collector.url, collector.files.ca_cert, 10)
+        admin.headers["authorization"] = f"Bearer {api_key}"
+
+        def post(path: str, body: object = None) -> httpx.Response:
+            response = admin.post(path, json=body)
+            if response.status_code not in (200, 201):
+                raise RuntimeError(f"{path}: {response.status_code} {response.text}")
+            return response
+
+        def card_stage(uid: str) -> Outcome | None:
+            now = datetime.now(UTC)
+            read = CardRead("lab", "lab-in", "in", uid, now)
+            return check_card(cache.snapshot(), read, policy, State(), now, TZ, door=door)
+
+        post("/api/v1/levels", {"level_id": "always", "doors": ["lab"], "on_holidays": True,
+                                "windows": [{"days": list(wire.WEEKDAYS), "start": "00:00",
+                                             "end": "00:00"}]})
+        note(f"timing {revokes} revokes to the door ...")
+        for n in range(revokes):
+            pid, uid, tid = f"p-rev-{n}", f"04BE{n:010X}", f"t-rev-{n}"
+            post("/api/v1/people", {"person_id": pid, "name": f"Revoked {n}",
+                                    "access_levels": ["always"]})
+            post("/api/v1/cards", {"uid": uid, "person_id": pid, "keyed": False})
+            client.upload_template(Template(tid, pid, 1, sealing.seal(
+                site.template_key(), pid, tid, bytes(512))))
+            deadline = time.monotonic() + WAIT
+            while card_stage(uid) is not None:  # the door has the new person
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{pid} did not reach the door: {card_stage(uid)}")
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0, 1))
+            t0 = time.monotonic()
+            post(f"/api/v1/people/{pid}/revoke")
+            while (outcome := card_stage(uid)) is None:
+                if time.monotonic() - t0 > WAIT:
+                    raise RuntimeError(f"revoke {n}: the door still lets {uid} on")
+                time.sleep(0.001)
+            latencies.append(time.monotonic() - t0)
+            if outcome.reason != "card_inactive":
+                raise RuntimeError(f"revoke {n}: denied for {outcome.reason}")
+        sync.stop(5)
+        client.close()
+        cache.close()
+        admin.close()
+    finally:
+        collector.stop()
+    p50, worst = percentile(latencies, 50), max(latencies)
+    verdict = "met" if worst <= TARGET_REVOKE_S else "NOT met"
+    print(f"access_revoke_to_door_p50: {p50 * 1000:.0f} ms (admin revoke call to the door's "
+          f"card stage denying the card, {revokes} revokes, sync interval "
+          f"{config.access.sync_interval_seconds:g} s, long poll)")
+    print(f"access_revoke_to_door_max: {worst * 1000:.0f} ms (target <= {TARGET_REVOKE_S:g} s: "
+          f"{verdict}; min {min(latencies) * 1000:.0f} ms)")
 
 
 def decision_latency(args: argparse.Namespace) -> None:
