@@ -28,7 +28,14 @@ from netns_topology import apply_in, topology_fixture  # noqa: F401
 from floor_agent.audit.keys import write_private_key
 from floor_agent.collector import tls
 from floor_agent.netlock.checks import Verdict
-from floor_agent.netlock.sim import ROUTER_LAN_V4, WATCHER_SCRIPT, Topology
+from floor_agent.netlock.sim import (
+    INTERNET_V4,
+    INTERNET_V6,
+    ROUTER_LAN_V4,
+    WATCHER_SCRIPT,
+    WS_V4,
+    Topology,
+)
 from floor_agent.netlock.watch import Cause, attribute, event_checks, summary_data, transitions
 
 # the allowed server must answer within this: generous, because a loaded CI box can stall a
@@ -188,6 +195,15 @@ class WatcherProcess:
             if event["kind"] == kind and (check is None or check in ids):
                 return event
 
+    def drain(self) -> list[dict[str, Any]]:
+        """Every event emitted so far (and already read), without waiting."""
+        time.sleep(0.2)  # let the reader thread pass on what the watcher printed
+        while True:
+            try:
+                self.seen.append(self.events.get_nowait())
+            except queue.Empty:
+                return list(self.seen)
+
     def wait_each(self, *wanted: tuple[str, str], timeout: float = 10) -> list[dict[str, Any]]:
         """The first event of each (kind, check), in whatever order they come (two changes
         of one command may fall into one round or two)."""
@@ -310,6 +326,88 @@ def test_each_event_names_the_message_that_caused_it(topology: Topology) -> None
     finally:
         stderr = watcher.stop()
     assert "Traceback" not in stderr, stderr
+
+
+DNS_OVER_TCP = r"""
+import sys, dns.message, dns.query
+answer = dns.query.tcp(dns.message.make_query("example.com", "A"), sys.argv[1], timeout=3)
+print(answer.answer[0][0].address)
+"""
+
+
+def test_a_short_dns_over_tcp_connection_outside_is_seen(topology: Topology) -> None:
+    """Issue 16 item 4: a DNS-over-TCP query to a resolver outside the allowlist lasts a few
+    milliseconds; the socket poll (here every 5 s) cannot see it, the kernel's destroy
+    notification does. The breach names the peer and says the connection had ended."""
+    canaries = [{"address": a, "tcp": [443, 80, 853], "udp": [53, 443, 853]}
+                for a in (INTERNET_V4, INTERNET_V6)]  # tcp 53 is the user's, not a probe's
+    config = topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS, canaries=canaries,
+                             watch={"poll_interval_seconds": 5})
+    assert "error" not in apply_in(topology, config)
+    watcher = WatcherProcess(topology, config.model_dump_json())
+    try:
+        watcher.wait("ready", timeout=30)
+        # a way out for TCP 53 to the internet host only: a host route and a firewall hole
+        topology.exec("ws", ["ip", "route", "add", f"{INTERNET_V4}/32", "via", ROUTER_LAN_V4])
+        topology.exec("ws", ["nft", "insert", "rule", "inet", "floor_netlock", "output", "ip",
+                             "daddr", INTERNET_V4, "tcp", "dport", "53", "accept"])
+        watcher.wait_each(("net.breach", "routes.allowlist"), ("net.breach", "firewall.output"))
+        started = time.monotonic()
+        answered = topology.python("ws", DNS_OVER_TCP, INTERNET_V4)
+        assert answered.stdout.strip() == INTERNET_V4  # the query went through, and is over
+        breach = watcher.wait("net.breach", "sockets.allowlist", timeout=4)
+        assert time.monotonic() - started < 4  # long before the 5 s poll
+        assert breach["data"]["trigger"].startswith("sock_diag tcp "), breach["data"]
+        [line] = breach["data"]["new_evidence"]["sockets.allowlist"]
+        assert line.startswith(f"{INTERNET_V4}:53 uid 0 (tcp from {WS_V4}:"), line
+        assert "ended between two polls" in line
+        watcher.wait("net.recovered", "sockets.allowlist")  # it is over: the next round passes
+    finally:
+        stderr = watcher.stop()
+    assert "Traceback" not in stderr, stderr
+
+
+def test_verify_run_during_a_breach_is_not_counted_as_a_connection(topology: Topology,
+                                                                  tmp_path: Path) -> None:
+    """Issue 16 item 5: an admin runs `netlock verify` while the floor is open: its probes
+    connect to the canaries and stay open until its slowest probe times out. They are not a
+    sockets.allowlist breach (marked, to probe targets); a user's connection still is."""
+    config = topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS)
+    assert "error" not in apply_in(topology, config)
+    # one canary port that never answers keeps verify's connected probes open for its timeout
+    topology.exec("net", ["nft", "add table inet slow; add chain inet slow in { type filter "
+                          "hook input priority 0; policy accept; }; "
+                          "add rule inet slow in tcp dport 853 drop"])
+    path = tmp_path / "ws.yaml"
+    path.write_text(yaml.safe_dump({
+        "role": "workstation", "audit": {"agent_id": "ws-cli", "state_dir": str(tmp_path / "s")},
+        "usb_guard": {"enabled": False}, "netlock": json.loads(config.model_dump_json())}))
+    watcher = WatcherProcess(topology, config.model_dump_json())
+    try:
+        watcher.wait("ready", timeout=30)
+        topology.add_default_route()
+        topology.open_output_chain()
+        watcher.wait_each(("net.breach", "routes.default"), ("net.breach", "firewall.output"))
+        for _ in range(2):
+            out = topology.exec("ws", [sys.executable, "-m", "floor_agent.cli", "netlock",
+                                       "verify", "--json", "--config", str(path)], check=False)
+            egress = next(c for c in json.loads(out.stdout)["checks"]
+                          if c["id"] == "probes.egress")
+            assert egress["verdict"] == "fail"  # verify's probes did get through
+        time.sleep(2 * config.watch.poll_interval_seconds)  # polls after the last verify
+        so_far = watcher.drain()
+        counted = [e["data"] for e in so_far if "sockets.allowlist" in event_checks(e["data"])]
+        assert counted == [], counted
+        # the control: a user's connection to the same host is a breach
+        with topology.open_connection_to_internet() as held:
+            user = watcher.wait("net.breach", "sockets.allowlist")
+            pid = held.proc.pid
+    finally:
+        stderr = watcher.stop()
+    assert "Traceback" not in stderr, stderr
+    [line] = user["data"]["new_evidence"]["sockets.allowlist"]
+    assert line.startswith(f"{INTERNET_V4}:443 pid "), line
+    assert f" pid {pid} " in line, (pid, line)  # the user's process, named
 
 
 def test_the_workstation_agent_enforces_and_watches(topology: Topology, tmp_path: Path) -> None:

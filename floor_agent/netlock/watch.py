@@ -19,6 +19,7 @@ when a check cannot be decided (unknown is never taken as pass).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import select
 import shutil
@@ -161,6 +162,11 @@ def attribute(causes: Sequence[Cause], check_ids: Iterable[str], limit: int = 3)
     return ", ".join(texts)
 
 
+def socket_key(s: Any) -> str:
+    """The identity of a connection across rounds (the sockets check's evidence key)."""
+    return f"{s.proto} {s.local} {s.remote}"
+
+
 def _topics(check_ids: Iterable[str]) -> frozenset[str]:
     return frozenset().union(*(CHECK_TOPICS.get(i.split(".", 1)[0], frozenset())
                                for i in check_ids))
@@ -222,6 +228,10 @@ class NetlockWatcher:
         self._monitor: subprocess.Popen[str] | None = None
         self._peers: facts_module.SocketPeers | None = None
         self._poll_ruleset = False  # set when `nft monitor` cannot run
+        # TCP connections outside the allowlist that ended between two polls (sock_diag destroy
+        # notifications), waiting to be judged by the next round
+        self._closed: list[facts_module.Socket] = []
+        self._probe_targets = checks_module.probe_targets(config, allowlist)
 
     # -- verification --
 
@@ -231,12 +241,14 @@ class NetlockWatcher:
         `trigger` names the change messages of this round that concern its checks (`causes`,
         else `reason`: start, poll, periodic)."""
         started = time.perf_counter()
-        verdicts = self._judge(areas, fast=areas is not None)
+        closed = self._take_closed() if areas is None or "sockets" in areas else []
+        verdicts = self._judge(areas, fast=areas is not None, closed=closed)
         if areas is not None and "sockets" in areas and any(
                 v.id == "sockets.allowlist" and not v.ok
                 and (self.verdicts.get(v.id) is None or self.verdicts[v.id].ok)
                 for v in verdicts):
-            verdicts = self._judge(areas, fast=False)  # psutil names the process (~10 ms)
+            # the full collection names the process (~10 ms)
+            verdicts = self._judge(areas, fast=False, closed=closed)
         ms = (time.perf_counter() - started) * 1000
         with self._lock:
             before = dict(self.verdicts)
@@ -279,11 +291,47 @@ class NetlockWatcher:
                 candidates = [*causes, *self._causes]
         return candidates
 
-    def _judge(self, areas: frozenset[str] | None, fast: bool) -> list[Verdict]:
+    def _judge(self, areas: frozenset[str] | None, fast: bool,
+               closed: Sequence[facts_module.Socket] = ()) -> list[Verdict]:
         facts = self.collect(self.config, self.allowlist, areas,
                              peers=self._peers if fast else None)
+        if closed and facts.sockets.ok:
+            facts = dataclasses.replace(facts, sockets=dataclasses.replace(
+                facts.sockets, value=(*(facts.sockets.value or ()), *closed)))
         only = None if areas is None else [c for a in areas for c in AREA_CHECKS.get(a, ())]
         return checks_module.run(facts, self.config, self.allowlist, only=only)
+
+    def _take_closed(self) -> list[facts_module.Socket]:
+        """The ended connections waiting, minus those a poll already saw alive (their breach
+        was reported then)."""
+        with self._lock:
+            closed, self._closed = self._closed, []
+            previous = self.verdicts.get("sockets.allowlist")
+        seen = set(previous.items()) if previous is not None else set()
+        return [s for s in closed if socket_key(s) not in seen]
+
+    def closed_connections(self, sockets: Iterable[facts_module.Socket]) -> None:
+        """Ended TCP connections from sock_diag: those to a peer outside the allowlist (and
+        not to a probe target: netlock's own probes, of any netlock process, end there) are
+        kept for the next round, which is asked for at once."""
+        for s in sockets:
+            host = s.remote_host
+            if host is None or self.allowlist.covers_address(host):
+                continue
+            if (s.proto, host, s.remote_port) in self._probe_targets or (
+                    s.remote_port == 53 and host in self._resolvers()):
+                continue
+            with self._lock:
+                if len(self._closed) < MAX_CAUSES:
+                    self._closed.append(s)
+            self.trigger(Cause(f"sock_diag tcp {s.local} -> {s.remote} ended", "sockets"))
+
+    def _resolvers(self) -> set[str]:
+        """The resolvers netlock asks over TCP (its own DNS probes end there too)."""
+        try:
+            return set(facts_module.read_nameservers(self.config.resolv_conf))
+        except OSError:
+            return set()
 
     def trigger(self, cause: Cause | str) -> None:
         """Ask for a full verification as soon as possible (netlink, nft monitor)."""
@@ -309,6 +357,7 @@ class NetlockWatcher:
             guarded_thread(name, body, shutdown, self._failed(name))
             for name, body in (("netlock-netlink", self._netlink),
                                ("netlock-nft-monitor", self._nft_monitor),
+                               ("netlock-sock-destroy", self._destroyed),
                                ("netlock-watch", self._loop))
         ]
         for thread in self._threads:
@@ -396,6 +445,32 @@ class NetlockWatcher:
                     continue
                 for message in ipr.get():  # in the order the kernel sent them
                     self.trigger(describe_netlink(message))
+
+    def _destroyed(self, shutdown: threading.Event) -> None:
+        """TCP connections as the kernel destroys them (sock_diag destroy multicast): one that
+        lived between two socket polls is still judged. Without the privilege to listen, only
+        the poll remains, and the log says so."""
+        try:
+            source = facts_module.DestroyedConnections()
+        except OSError as e:
+            log.warning("netlock: no sock_diag destroy notifications (%s): connections "
+                        "shorter than the %g s poll can go unseen", e,
+                        self.config.watch.poll_interval_seconds)
+            shutdown.wait()  # stays alive: healthy() counts this thread
+            return
+        try:
+            while not shutdown.is_set():
+                readable, _, _ = select.select([source.fileno()], [], [], 0.2)
+                if not readable:
+                    continue
+                try:
+                    self.closed_connections(source.read())
+                except OSError as e:  # ENOBUFS: notifications were lost
+                    self.emit("net.unverifiable", SUBJECT, "warning", new=["sockets.allowlist"],
+                              summary=f"ended connections may have been missed: {e}",
+                              checks=[], trigger="sock_diag")
+        finally:
+            source.close()
 
     def _nft_monitor(self, shutdown: threading.Event) -> None:
         """`nft monitor` prints a line per ruleset change; any line triggers a verification.
