@@ -372,3 +372,15 @@ def test_iptables_nft_matches_and_targets_stay_on_the_safe_side() -> None:
     result = evaluate(data, "output", 4)
     assert admits(result, 6, "192.0.2.1", 80, "eth0")
     assert any("statement not understood" in n for n in result.notes)
+
+
+def test_a_verdict_map_whose_elements_expire_may_accept_anything() -> None:
+    """Elements with a timeout come and go (the packet path can add them back): the map's
+    listing at one moment says nothing about the next."""
+    head = ("table inet fw {\n map dyn { type ipv4_addr : verdict; flags timeout; elements = "
+            "{ 192.0.2.1 timeout 1h : accept } }\n"
+            " chain output {\n  type filter hook output priority 0; policy drop;\n")
+    data = output("  ip daddr vmap @dyn\n", head=head)
+    result = out(data)
+    assert admits(result, 6, "203.0.113.9", 80, "eth0")
+    assert any("verdict map not understood" in n for n in result.notes)

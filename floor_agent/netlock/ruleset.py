@@ -74,10 +74,10 @@ ICMPV6_TYPES = {"destination-unreachable": 1, "packet-too-big": 2, "time-exceede
 # Link-scope ICMPv6 (neighbour discovery, MLD) that the project's own ruleset lets through to
 # and from anywhere: it keeps the LAN working and carries no connection.
 ND_MLD_TYPES = (130, 131, 132, 133, 134, 135, 136, 137, 143)
-# Statements that neither decide nor change what the packet is, for our dimensions.
-HARMLESS = frozenset({"counter", "log", "comment", "mangle_mark", "meter_noop"})
+# Statements that end (or may end) the packet's walk through the chain.
 VERDICTS = frozenset({"accept", "drop", "reject", "return", "jump", "goto", "continue",
                       "queue", "snat", "masquerade", "dnat", "redirect", "tproxy"})
+# Expressions whose loading makes the kernel track connections in the table's family.
 NAT_KEYS = frozenset({"ct", "snat", "dnat", "masquerade", "redirect", "ct helper",
                       "ct timeout", "ct expectation", "ct count", "tproxy"})
 IFACE_KEYS = ("oif", "oifname", "iif", "iifname")
@@ -613,7 +613,14 @@ class Evaluator:
             accepted += [Box(self._anywhere(b.dims), b.via + (moved,))
                          for b in intersect(region, cond.over)]
         if vmap is not None:
-            for key_cond, v in self.vmap_entries(vmap, base, src):
+            try:
+                entries = self.vmap_entries(vmap, base, src)
+            except Unknown as why:  # elements unknown: any of them may accept, or none match
+                self.notes.append(f"{src.describe()}: verdict map not understood ({why}) -- "
+                                  "counted as possibly accepting and possibly not matching")
+                accepted += [Box(b.dims, b.via + (src,)) for b in intersect(region, cond.over)]
+                return region
+            for key_cond, v in entries:
                 sub = Match(_and(cond.under, key_cond.under), _and(cond.over, key_cond.over))
                 region = self.act(v, sub, region, accepted, returned, depth, base, src)
             return region
@@ -676,8 +683,8 @@ class Evaluator:
         out = []
         for element in elements:
             if not (isinstance(element, list) and len(element) == 2 and
-                    isinstance(element[1], dict)):
-                continue
+                    isinstance(element[1], dict) and len(element[1]) == 1):
+                raise Unknown(f"element {_render_value(element)}")
             key, verdict = element
             try:
                 m = self.match({"op": "==", "left": vmap.get("key"), "right": key}, base)
