@@ -232,8 +232,10 @@ def test_a_corrected_clock_that_steps_back_never_signs_the_same_message_twice() 
     stamps: list[int] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
-        stamps.append(parse_header(request.headers[HEADER]).ts_ms)
-        return httpx.Response(200, headers={TIME_HEADER: str(collector_ms[0])})
+        ts_ms = parse_header(request.headers[HEADER]).ts_ms
+        stamps.append(ts_ms)
+        fresh = abs(ts_ms - collector_ms[0]) <= 60_000
+        return httpx.Response(200 if fresh else 401, headers={TIME_HEADER: str(collector_ms[0])})
 
     wall = [1_780_000_000.000]
     client = SignedClient(httpx.Client(transport=httpx.MockTransport(answer),
@@ -244,4 +246,9 @@ def test_a_corrected_clock_that_steps_back_never_signs_the_same_message_twice() 
     client.request("GET", "/api/v1/credentials?since=1")
     client.request("GET", "/api/v1/credentials?since=1")  # same wall time, offset -5 ms
     assert stamps == sorted(set(stamps)) and len(stamps) == 3
+    # the collector's own clock is set back 5 minutes: refused as from the future once, then
+    # signed on its time (the floor does not hold the door in the collector's future)
+    collector_ms[0] -= 300_000
+    assert client.request("GET", "/api/v1/credentials?since=1").status_code == 200
+    assert len(stamps) == 5 and abs(stamps[-1] - collector_ms[0]) < 1000
     client.close()

@@ -91,6 +91,7 @@ class AgentClient:
                     abs(collector_ms - ts_ms) <= FRESH_MS * 3 // 4:
                 self._last_ts_ms = max(self._last_ts_ms, ts_ms)
                 return response  # not refused for its time: no second try
+            self._last_ts_ms = 0  # the collector's clock went back past our floor: drop it
         assert response is not None
         return response
 
