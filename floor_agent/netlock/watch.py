@@ -5,16 +5,22 @@ What triggers what (the issue's budget is one second from breach to `net.breach`
 - links, addresses and routes: rtnetlink multicast (pyroute2) -> a full verification at once;
 - the nftables ruleset: `nft monitor` (the kernel's nftables notifications) -> a full
   verification at once; if the monitor cannot run, the ruleset is polled instead;
-- sockets: no change event exists; their peers are polled over sock_diag every
-  `poll_interval_seconds` (a full collection names the process when one is outside);
+- sockets: live ones have no change event: their peers are polled over sock_diag every
+  `poll_interval_seconds` (a full collection names the process when one is outside); a TCP
+  connection that ends between two polls is reported by the kernel as it is destroyed
+  (sock_diag destroy multicast) -> a verification at once, with that connection as a fact;
 - DNS: a resolver that starts answering gives no local event: the public names are asked
-  again every `dns_interval_seconds`;
+  again, over UDP and TCP, every `dns_interval_seconds`;
 - everything, probes included: every `full_interval_seconds`.
 
 `transitions` (pure) decides the events: `net.breach` (critical) when a critical check starts
-failing, naming the new ones and every failing one with its evidence; `net.recovered` when
-failing checks pass again; `net.warning` for non-critical failures and `net.unverifiable`
-when a check cannot be decided (unknown is never taken as pass).
+failing or a failing one has a new failing fact (another route, connection, interface: its
+evidence compared by stable keys), naming what is new and every failing check with its
+evidence; `net.recovered` when failing checks pass again; `net.warning` likewise for
+non-critical failures and `net.unverifiable` when a check cannot be decided (unknown is never
+taken as pass). Each event's `trigger` names the change messages that concern its own checks,
+in the order they arrived (`attribute`), or says what woke the round when the change had no
+message of its own.
 """
 
 from __future__ import annotations
@@ -153,13 +159,16 @@ def _change_summary(before: Verdict | None, after: Verdict) -> str:
 
 def attribute(causes: Sequence[Cause], check_ids: Iterable[str], limit: int = 3) -> str:
     """The `trigger` of an event about `check_ids`: the change messages of their topics, in
-    the order they arrived, or every message when none is of those topics."""
+    the order they arrived. When none is of those topics the change had no message of its
+    own (a resolver that starts answering): "woken by" the messages that ran the round."""
     topics = _topics(check_ids)
-    texts = list(dict.fromkeys(c.text for c in causes if c.topic in topics)) or list(
-        dict.fromkeys(c.text for c in causes))
+    texts = list(dict.fromkeys(c.text for c in causes if c.topic in topics))
+    prefix = ""
+    if not texts:
+        texts, prefix = list(dict.fromkeys(c.text for c in causes)), "woken by "
     if len(texts) > limit:
-        return ", ".join(texts[:limit]) + f" (+{len(texts) - limit} more)"
-    return ", ".join(texts)
+        return prefix + ", ".join(texts[:limit]) + f" (+{len(texts) - limit} more)"
+    return prefix + ", ".join(texts)
 
 
 def socket_key(s: Any) -> str:
@@ -266,7 +275,7 @@ class NetlockWatcher:
         for kind, severity, data in events:
             ids = event_checks(data)
             own = [c for c in candidates if c.topic in _topics(ids)]
-            trigger = attribute(own or (causes if causes else ()), ids)
+            trigger = attribute(own or causes, ids)
             if trigger or reason:
                 data["trigger"] = trigger or reason
             self.emit(kind, SUBJECT, severity, **data)
