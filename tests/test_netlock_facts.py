@@ -370,3 +370,52 @@ def test_proxy_settings_from_files_and_environment(tmp_path: Path) -> None:
         ("/etc/profile.d/proxy.sh:2", "ftp_proxy", "ftp.proxy.example", 21),
         ("/etc/apt/apt.conf.d/90proxy:3", "Proxy", "10.99.0.9", 3142),
     ]
+
+
+# --------------------------------------------------------------------------- sock_diag
+
+
+def destroy_message(family: int, src: str, sport: int, dst: str, dport: int, uid: int,
+                    acked: int, received: int) -> bytes:
+    """One SOCK_DIAG_BY_FAMILY destroy notification as the kernel sends it (inet_diag_msg,
+    then INET_DIAG_INFO carrying tcp_info)."""
+    import socket
+    import struct
+
+    def addr(text: str) -> bytes:
+        return socket.inet_pton(family, text).ljust(16, b"\0")
+
+    body = struct.pack("=BBBB", family, 7, 0, 0) + sport.to_bytes(2, "big") + \
+        dport.to_bytes(2, "big") + addr(src) + addr(dst) + struct.pack("=I", 0) + bytes(8) + \
+        struct.pack("=IIIII", 0, 0, 0, uid, 0)
+    assert len(body) == 72
+    info = bytearray(232)
+    struct.pack_into("=QQ", info, 120, acked, received)
+    attr = struct.pack("=HH", 4 + len(info), 2) + bytes(info)
+    payload = body + attr
+    return struct.pack("=IHHII", 16 + len(payload), 20, 0, 0, 0) + payload
+
+
+def test_destroy_notifications_give_the_connections_that_carried_something() -> None:
+    import socket
+
+    from floor_agent.netlock.facts import CLOSED, parse_destroyed
+
+    batch = (destroy_message(socket.AF_INET, "10.77.1.2", 40000, "10.77.9.9", 53, 1000, 2, 61)
+             + destroy_message(socket.AF_INET, "10.77.1.2", 40001, "10.77.9.9", 0, 1000, 0, 0)
+             + destroy_message(socket.AF_INET6, "fd77:1::2", 40002, "fd77:9::9", 443, 0, 1, 0))
+    closed = parse_destroyed(batch)
+    assert [(s.family, s.local, s.remote, s.status, s.process) for s in closed] == [
+        (4, "10.77.1.2:40000", "10.77.9.9:53", CLOSED, "uid 1000"),
+        (6, "[fd77:1::2]:40002", "[fd77:9::9]:443", CLOSED, "uid 0")]  # the refused one: none
+    assert parse_destroyed(batch[:30]) == []  # a truncated batch is not misread
+
+
+def test_the_mark_is_read_as_the_kernel_sends_it() -> None:
+    import sys
+
+    from floor_agent.netlock.facts import PROBE_MARK, diag_mark
+
+    raw = ":".join(f"{b:02x}" for b in PROBE_MARK.to_bytes(4, sys.byteorder))
+    assert diag_mark(raw) == PROBE_MARK
+    assert diag_mark(None) is None and diag_mark("zz") is None

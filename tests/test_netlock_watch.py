@@ -529,3 +529,55 @@ def test_without_nft_the_ruleset_is_polled_and_the_watcher_stays_healthy() -> No
     assert all("cannot read it here" in " ".join(c["evidence"]) + c["summary"]
                for c in unverifiable["checks"])
     assert "net.breach" not in kinds and "net.recovered" not in kinds
+
+
+def test_a_cause_arriving_while_the_loop_takes_the_last_ones_is_not_lost() -> None:
+    """The flake under load: a message that came between the loop taking the pending causes
+    and clearing its wake-up flag had its wake-up cleared, and waited for the 30 s full round
+    (the test waits 10 s). Forced here: the message arrives exactly then, from another thread."""
+    from floor_agent.config import NetlockConfig
+    from floor_agent.netlock.allowlist import build
+    from floor_agent.netlock.facts import AREAS, Fact, Facts
+    from floor_agent.netlock.watch import NetlockWatcher
+
+    config = NetlockConfig.model_validate({
+        "enabled": True, "allow": [{"name": "central", "addresses": ["127.0.0.1"]}],
+        "watch": {"full_interval_seconds": 3600, "poll_interval_seconds": 5,
+                  "dns_interval_seconds": 60}})
+    rounds: list[float] = []
+
+    def collect(config: Any, allowlist: Any, areas: frozenset[str] | None = None,
+                peers: Any = None) -> Facts:
+        if areas is None:
+            rounds.append(time.monotonic())
+        return Facts(**{a: Fact(None, "stand-in") for a in AREAS})
+
+    watcher = NetlockWatcher(config, build(config), lambda *a, **k: None, collect=collect,
+                             nft="no-such-nft-binary")
+
+    class RacingWake(threading.Event):
+        raced = False
+
+        def clear(self) -> None:
+            if not self.raced:  # the next message arrives right now, on its own thread
+                self.raced = True
+                late = threading.Thread(target=watcher.trigger, args=("late message",))
+                late.start()
+                late.join(0.2)  # done, unless the loop rightly holds the lock meanwhile
+            super().clear()
+
+    watcher._wake = RacingWake()
+    stop = threading.Event()
+    loop = threading.Thread(target=watcher._loop, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        watcher.trigger("first message")
+        deadline = time.monotonic() + 3
+        while len(rounds) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        watcher._wake.set()
+        loop.join(2)
+    assert watcher._wake.raced
+    assert len(rounds) == 2, "the late message's round never ran"
