@@ -4,13 +4,14 @@ JSON is exactly what the kernel holds), and the firewall checks built on it."""
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import tempfile
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from floor_agent.config import NetlockConfig
@@ -384,3 +385,44 @@ def test_a_verdict_map_whose_elements_expire_may_accept_anything() -> None:
     result = out(data)
     assert admits(result, 6, "203.0.113.9", 80, "eth0")
     assert any("verdict map not understood" in n for n in result.notes)
+
+
+JUNK: list[Any] = [None, 1, "x", [], {}, {"a": 1}, [1, 2], {"set": 5}, {"range": [1]},
+                   {"prefix": {}}, "@nope", -1, True, {"concat": [1]}]
+
+
+def _mutate(x: Any, rnd: Any) -> None:
+    if isinstance(x, dict) and x:
+        key = rnd.choice(sorted(x))
+        if rnd.random() < 0.3:
+            x[key] = copy.deepcopy(rnd.choice(JUNK))
+        else:
+            _mutate(x[key], rnd)
+    elif isinstance(x, list) and x:
+        i = rnd.randrange(len(x))
+        if rnd.random() < 0.3:
+            x[i] = copy.deepcopy(rnd.choice(JUNK))
+        else:
+            _mutate(x[i], rnd)
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, Any]:
+    return listing(firewall.render(CONFIG, ALLOW) + HEAD + "  ip daddr @s accept\n"
+                   "  ip daddr vmap { 1.2.3.4 : accept }\n  tcp dport vmap { 22 : jump sub }\n"
+                   " }\n chain sub {\n  ip daddr . tcp dport { 1.2.3.4 . 22 } return\n }\n"
+                   " set s { type ipv4_addr; elements = { 1.2.3.4 } }\n}\n")
+
+
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rnd=st.randoms(use_true_random=False), times=st.integers(1, 4))
+def test_damaged_json_never_breaks_the_checks(rendered: dict[str, Any], rnd: Any,
+                                              times: int) -> None:
+    """The checks read JSON from another program: whatever shape it takes they answer, and a
+    rule they cannot read is on the safe side, never an exception."""
+    data = copy.deepcopy(rendered)
+    for _ in range(times):
+        _mutate(data, rnd)
+    for hook in ("input", "forward", "output"):
+        judge_hook(data, hook, ALLOW)

@@ -293,7 +293,9 @@ class Ruleset:
 
 def parse(data: dict[str, Any]) -> Ruleset:
     """The chains, rules and sets of `nft -j list ruleset` output, in ruleset order."""
-    items = data.get("nftables", []) if isinstance(data, dict) else []
+    items = data.get("nftables") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        items = []
     chains: dict[tuple[str, str, str], dict[str, Any]] = {}
     rules: dict[tuple[str, str, str], list[Rule]] = {}
     sets: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -305,23 +307,34 @@ def parse(data: dict[str, Any]) -> Ruleset:
         for kind in ("set", "map"):
             if isinstance(item.get(kind), dict):
                 s = item[kind]
-                sets[(s.get("family", "?"), s.get("table", "?"), s.get("name", "?"))] = s
+                sets[_key(s, "name")] = s
         if isinstance(item.get("chain"), dict):
             c = item["chain"]
-            chains[(c.get("family", "?"), c.get("table", "?"), c.get("name", "?"))] = c
+            chains[_key(c, "name")] = c
         elif isinstance(item.get("rule"), dict):
             r = item["rule"]
-            expr = tuple(e for e in r.get("expr") or () if isinstance(e, dict))
-            rules.setdefault((r.get("family"), r.get("table"), r.get("chain")), []).append(
-                Rule(r.get("handle"), expr))
+            listed = r.get("expr") if isinstance(r.get("expr"), list) else []
+            # an expression of another shape than {key: value} is kept: it will be unknown
+            expr = tuple(e if isinstance(e, dict) else {"?": e} for e in listed)
+            handle = r.get("handle") if isinstance(r.get("handle"), int) else None
+            rules.setdefault(_key(r, "chain"), []).append(Rule(handle, expr))
             names.update(_interface_names(expr))
             if _starts_conntrack(expr):
-                tracked.update(FAMILY_VERSIONS.get(r.get("family"), ()))
+                tracked.update(FAMILY_VERSIONS.get(_key(r, "chain")[0], ()))
     names.discard("lo")
-    built = {key: Chain(key[0], key[1], key[2], c.get("type"), c.get("hook"), _prio(c.get("prio")),
-                        c.get("policy"), tuple(rules.get(key, ())))
+    built = {key: Chain(key[0], key[1], key[2], _text(c.get("type")), _text(c.get("hook")),
+                        _prio(c.get("prio")), _text(c.get("policy")), tuple(rules.get(key, ())))
              for key, c in chains.items()}
     return Ruleset(built, sets, ("lo", *sorted(names), "*other*"), frozenset(tracked))
+
+
+def _key(item: dict[str, Any], name: str) -> tuple[str, str, str]:
+    """(family, table, name) of a listed object, as text whatever the JSON held."""
+    return (str(item.get("family", "?")), str(item.get("table", "?")), str(item.get(name, "?")))
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _prio(value: Any) -> int:
@@ -380,7 +393,10 @@ def _meta_key(left: Any) -> str | None:
 
 def render_rule(expr: Sequence[dict[str, Any]]) -> str:
     """A readable nft-like rendering of a rule's JSON expressions."""
-    return " ".join(_render_stmt(e) for e in expr)
+    try:
+        return " ".join(_render_stmt(e) for e in expr)
+    except (TypeError, AttributeError, KeyError, ValueError, IndexError):
+        return json.dumps(list(expr), separators=(",", ":"), default=str)
 
 
 def _render_stmt(e: dict[str, Any]) -> str:
@@ -561,6 +577,21 @@ class Evaluator:
 
     def rule(self, chain: Chain, rule: Rule, region: Region, accepted: Region,
              returned: Region, depth: int, base: Chain) -> Region:
+        """The packets that go on past this rule; adds to accepted/returned what it ends."""
+        try:
+            return self._rule(chain, rule, region, accepted, returned, depth, base)
+        except (TypeError, AttributeError, KeyError, ValueError, IndexError) as e:
+            # JSON of a shape this code has never seen: the rule may do anything
+            where = f"{chain.family} {chain.table} {chain.name} handle {rule.handle}"
+            self.notes.append(f"{where}: rule not understood ({type(e).__name__}: {e}) -- "
+                              "counted as sending the packets it may match anywhere")
+            src = Source(chain.family, chain.table, chain.name, rule.handle,
+                         "(rule not understood)", True)
+            accepted += [Box(self._anywhere(b.dims), b.via + (src,)) for b in region]
+            return region
+
+    def _rule(self, chain: Chain, rule: Rule, region: Region, accepted: Region,
+              returned: Region, depth: int, base: Chain) -> Region:
         src = Source(chain.family, chain.table, chain.name, rule.handle, render_rule(rule.expr))
         cond = Match([self.space.full], [self.space.full])
         verdict: dict[str, Any] | None = None
