@@ -252,3 +252,29 @@ def test_a_corrected_clock_that_steps_back_never_signs_the_same_message_twice() 
     assert client.request("GET", "/api/v1/credentials?since=1").status_code == 200
     assert len(stamps) == 5 and abs(stamps[-1] - collector_ms[0]) < 1000
     client.close()
+
+
+def test_without_the_time_header_the_http_date_gives_the_offset() -> None:
+    """An older collector (no X-Floor-Time) still says its time in the Date header: to the
+    second, so the offset is known within about a second; a 5xx (a proxy's page) is not used."""
+    import email.utils
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    collector_s = 1_780_007_200.0  # the controller is 2 h behind
+    status = [200]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status[0], headers={
+            "date": email.utils.formatdate(collector_s, usegmt=True)})
+
+    client = SignedClient(httpx.Client(transport=httpx.MockTransport(answer),
+                                       base_url="https://collector"),
+                          Ed25519PrivateKey.generate(), "door-1", wall=lambda: 1_780_000_000.0)
+    status[0] = 502
+    client.request("GET", "/api/v1/credentials")
+    assert client.offset_ms is None
+    status[0] = 200
+    client.request("GET", "/api/v1/credentials")
+    assert client.offset_ms is not None and abs(client.offset_ms - 7_200_000) <= 1000
+    client.close()
