@@ -165,6 +165,8 @@ def attribute(causes: Sequence[Cause], check_ids: Iterable[str], limit: int = 3)
     texts = list(dict.fromkeys(c.text for c in causes if c.topic in topics))
     prefix = ""
     if not texts:
+        if not causes:
+            return ""  # no message at all: the caller names the round (poll, periodic)
         texts, prefix = list(dict.fromkeys(c.text for c in causes)), "woken by "
     if len(texts) > limit:
         return prefix + ", ".join(texts[:limit]) + f" (+{len(texts) - limit} more)"
