@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import select
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from floor_agent.netlock import ruleset
-from floor_agent.netlock.sim import new_prefix
+from floor_agent.netlock.sim import namespaces, new_prefix
 
 EXAMPLES = 600
 SND_V4, RCV_V4 = "10.200.0.1", "10.200.0.2"
@@ -117,11 +118,21 @@ class Pair:
         assert self.sender.stdin and self.sender.stdout and self.receiver.stdout
         self.sender.stdin.write(json.dumps({"nft": text, "probes": probes}) + "\n")
         self.sender.stdin.flush()
-        answer = json.loads(self.sender.stdout.readline())
+        answer = json.loads(_line(self.sender))
         if "error" in answer:
             raise AssertionError(f"nft refused a generated ruleset:\n{text}\n{answer['error']}")
-        arrived = {tuple(x) for x in json.loads(self.receiver.stdout.readline())}
+        arrived = {tuple(x) for x in json.loads(_line(self.receiver))}
         return answer["listing"], arrived  # type: ignore[return-value]
+
+
+def _line(proc: subprocess.Popen[str], seconds: float = 20) -> str:
+    """The next line a helper prints; a helper that hangs or died fails the test, not the run."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], seconds)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        raise AssertionError(f"helper silent for {seconds} s or gone (exit {proc.poll()})")
+    return line
 
 
 def _ip(*args: str) -> None:
@@ -157,7 +168,7 @@ def pair() -> Iterator[Pair]:
             ["ip", "netns", "exec", rcv, sys.executable, "-c", RECEIVER, *map(str, MARKER)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
         procs.append(receiver)
-        assert receiver.stdout and receiver.stdout.readline().strip() == "ready"
+        assert _line(receiver).strip() == "ready"
         sender = subprocess.Popen(
             ["ip", "netns", "exec", snd, sys.executable, "-c", SENDER, *map(str, MARKER)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -169,6 +180,7 @@ def pair() -> Iterator[Pair]:
             proc.wait(timeout=10)
         for ns in reversed(made):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+    assert not namespaces(prefix), f"left behind: {namespaces(prefix)}"
 
 
 # --------------------------------------------------------------------------- the generator
