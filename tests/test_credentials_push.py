@@ -64,14 +64,22 @@ def card_stage(cache: CredentialsCache, uid: str, now: datetime) -> Outcome | No
 
 
 def test_a_revoke_reaches_a_connected_door_within_two_seconds(
-        sqlite_collector: CollectorProcess, admin: httpx.Client, tmp_path: Path) -> None:
+        collector: CollectorProcess, tmp_path: Path) -> None:
+    """On SQLite and on PostgreSQL (the watch reads the version from the store)."""
+    with pinned_client(collector.url, collector.ca, 10) as admin:
+        admin.headers["authorization"] = f"Bearer {collector.api_key('admin')}"
+        revoke_while_connected(collector, admin, tmp_path)
+
+
+def revoke_while_connected(collector: CollectorProcess, admin: httpx.Client,
+                           tmp_path: Path) -> None:
     assert admin.post("/api/v1/levels", json=ANYTIME).status_code == 201
     add_basics(admin)
     assert admin.post("/api/v1/people", json={
         "person_id": "p-ada", "name": "Ada Lovelace", "access_levels": ["anytime"]}
                       ).status_code == 201
-    version = with_template(sqlite_collector, "p-ada")
-    door = enrolled_door(sqlite_collector)
+    version = with_template(collector, "p-ada")
+    door = enrolled_door(collector)
     events = AuditRecorder(tmp_path / "events")
     cache = CredentialsCache(tmp_path / "credentials.db")
     # a sync interval far longer than the budget: only the push can make it
