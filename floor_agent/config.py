@@ -612,7 +612,7 @@ class AccessPolicyConfig(_StrictModel):
     finger_window_seconds: Annotated[StrictFloat, Field(gt=0, le=120)] = 15.0
     # clone-resistant mode: a card must prove its diversified key; a UID alone opens nothing
     require_card_proof: Annotated[bool, Field(strict=True)] = True
-    # hard: refuse a second entry without an exit; soft: allow and alarm; off
+    # hard: refuse a second entry without an exit, with an alarm; soft: allow and alarm; off
     antipassback: Literal["hard", "soft", "off"] = "hard"
     lockout_failures: Annotated[StrictInt, Field(ge=1, le=100)] = 3
     lockout_window_seconds: Annotated[StrictFloat, Field(gt=0)] = 300.0
