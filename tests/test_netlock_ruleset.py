@@ -426,3 +426,20 @@ def test_damaged_json_never_breaks_the_checks(rendered: dict[str, Any], rnd: Any
         _mutate(data, rnd)
     for hook in ("input", "forward", "output"):
         judge_hook(data, hook, ALLOW)
+
+
+def test_interface_wildcards_match_every_name_with_the_prefix() -> None:
+    data = output('  oifname "wg*" accept\n  oifname "wg0" drop\n')
+    r = out(data)
+    assert admits(r, 17, "192.0.2.1", 51820, "wg7")
+    assert admits(r, 17, "192.0.2.1", 51820, "wg0")  # the accept came first
+    assert not admits(r, 17, "192.0.2.1", 51820, "eth0")
+    data = listing("table inet fw {\n chain output {\n  type filter hook output priority 0; "
+                   'policy accept;\n  oifname != "e*" drop\n  oifname "eth1" drop\n }\n}\n')
+    r = out(data)
+    assert admits(r, 6, "192.0.2.1", 80, "eth0")
+    assert admits(r, 6, "192.0.2.1", 80, "enp3s0")
+    assert not admits(r, 6, "192.0.2.1", 80, "eth1")
+    assert not admits(r, 6, "192.0.2.1", 80, "wlan0")
+    v = firewall_output(data)
+    assert any("via any other e* interface" in e for e in v.evidence), v.evidence

@@ -277,7 +277,9 @@ class Gen:
                     conds.append(f"ip daddr . tcp dport {{ {', '.join(pairs)} }}")
             elif kind == "oif":
                 conds.append(r.choice(['oifname "eth0"', 'oifname != "eth0"', 'oif "lo"',
-                                       'oifname "dummy9"', 'oif != "lo"', 'oif "eth0"']))
+                                       'oifname "dummy9"', 'oif != "lo"', 'oif "eth0"',
+                                       'oifname "eth*"', 'oifname != "et*"', 'oifname "e*"',
+                                       'oifname { "veth*", "lo" }']))
             elif kind == "ct":
                 conds.append("ct state " + r.choice(["new", "established,related",
                                                      "!= established", "{ new, untracked }",

@@ -80,6 +80,8 @@ VERDICTS = frozenset({"accept", "drop", "reject", "return", "jump", "goto", "con
 # Expressions whose loading makes the kernel track connections in the table's family.
 NAT_KEYS = frozenset({"ct", "snat", "dnat", "masquerade", "redirect", "ct helper",
                       "ct timeout", "ct expectation", "ct count", "tproxy"})
+OTHER = "*other*"  # the interface slot of every name no rule mentions
+WILDCARD = "\0"
 IFACE_KEYS = ("oif", "oifname", "iif", "iifname")
 MAX_DEPTH = 16  # the kernel's jump stack
 
@@ -325,7 +327,7 @@ def parse(data: dict[str, Any]) -> Ruleset:
     built = {key: Chain(key[0], key[1], key[2], _text(c.get("type")), _text(c.get("hook")),
                         _prio(c.get("prio")), _text(c.get("policy")), tuple(rules.get(key, ())))
              for key, c in chains.items()}
-    return Ruleset(built, sets, ("lo", *sorted(names), "*other*"), frozenset(tracked))
+    return Ruleset(built, sets, ("lo", *sorted(names), OTHER), frozenset(tracked))
 
 
 def _key(item: dict[str, Any], name: str) -> tuple[str, str, str]:
@@ -356,8 +358,10 @@ def _interface_names(expr: Iterable[dict[str, Any]]) -> set[str]:
         elif isinstance(x, list):
             for v in x:
                 walk(v)
-        elif isinstance(x, str) and not x.endswith("*"):
-            found.add(x)
+        elif isinstance(x, str):
+            # a wildcard `eth*` gets a slot for the names it matches that no rule names:
+            # "eth" + NUL stands for them (no real name holds a NUL)
+            found.add(x[:-1] + WILDCARD if _wildcard(x) else x)
     for e in expr:
         m = e.get("match")
         if isinstance(m, dict) and _meta_key(m.get("left")) in ("oif", "oifname", "iif",
@@ -380,6 +384,11 @@ def _starts_conntrack(expr: Iterable[dict[str, Any]]) -> bool:
             return any(walk(v) for v in x)
         return False
     return any(walk(e) for e in expr)
+
+
+def _wildcard(name: str) -> bool:
+    """nft's `eth*` (a trailing unescaped star) matches every name starting with `eth`."""
+    return name.endswith("*") and not name.endswith("\\*")
 
 
 def _meta_key(left: Any) -> str | None:
@@ -854,10 +863,17 @@ class Evaluator:
                 raise Unknown(f"ct state {v}")
             return normalize((CT_STATES.index(s), CT_STATES.index(s)) for s in states)
         if kind == "iface":
-            names = [x for x in _flat(v)]
-            if not all(isinstance(n, str) and not n.endswith("*") for n in names):
-                raise Unknown(f"interface {v} (a wildcard or an index)")
-            return normalize((self.space.interfaces.index(n),) * 2 for n in names)
+            slots = self.space.interfaces
+            out: list[Interval] = []
+            for n in _flat(v):
+                if not isinstance(n, str):
+                    raise Unknown(f"interface {n!r} (an index)")
+                if _wildcard(n):  # every slot whose names start so; never the unnamed rest
+                    out += [(i, i) for i, name in enumerate(slots)
+                            if name.startswith(n[:-1]) and (name != OTHER or n == "*")]
+                else:
+                    out.append((slots.index(n),) * 2)
+            return normalize(out)
         raise Unknown(kind)
 
     def _number(self, x: Any, names: dict[str, int]) -> int:
@@ -1018,11 +1034,13 @@ def describe_box(box: Box, result: Result) -> str:
     numbers = {p % EXT for lo, hi in proto for p in range(lo, min(hi, lo + 600) + 1)}
     if port != space.full[PORT]:
         label = "type" if numbers <= {ICMP, ICMPV6} else "port"
-        text += f" {label} " + _describe_ivs(port, 3)
+        shown = iv_and(port, ivs((0, 255))) if label == "type" else port
+        text += f" {label} " + _describe_ivs(shown, 3)
     if iface != space.start()[IFACE]:
         names = [result.interfaces[i] for lo, hi in iface for i in range(lo, hi + 1)]
-        text += " via " + ", ".join("any other interface" if n == "*other*" else n
-                                    for n in names)
+        text += " via " + ", ".join(
+            "any other interface" if n == OTHER else
+            f"any other {n[:-1]}* interface" if n.endswith(WILDCARD) else n for n in names)
     if ct != space.start()[CT]:
         text += " ct state " + ",".join(CT_STATES[i] for lo, hi in ct for i in range(lo, hi + 1))
     return text
@@ -1066,6 +1084,16 @@ def _describe_ivs(values: Ivs, limit: int) -> str:
     return ", ".join(parts)
 
 
+def slot(interfaces: tuple[str, ...], name: str) -> int:
+    """The interface slot a real interface name falls in: its own, else that of the longest
+    wildcard matching it, else the slot of every other name."""
+    if name in interfaces:
+        return interfaces.index(name)
+    best = max(((len(n), i) for i, n in enumerate(interfaces)
+                if n.endswith(WILDCARD) and name.startswith(n[:-1])), default=None)
+    return interfaces.index(OTHER) if best is None else best[1]
+
+
 def admits(result: Result, proto: int, address: str, port: int, interface: str = "",
            state: str = "new") -> bool:
     """Whether one packet (no IPv6 extension headers) may open a connection through the hook:
@@ -1073,8 +1101,7 @@ def admits(result: Result, proto: int, address: str, port: int, interface: str =
     ip = ipaddress.ip_address(address)
     if ip.version != result.version:
         return False
-    names = result.interfaces
-    iface = names.index(interface) if interface in names else len(names) - 1
+    iface = slot(result.interfaces, interface)
     point = (proto, int(ip), port, iface, CT_STATES.index(state))
     return any(all(any(lo <= x <= hi for lo, hi in dim) for x, dim in zip(point, box.dims,
                                                                           strict=True))
