@@ -20,7 +20,10 @@ explain.
 
 Packets that conntrack files as established or related only continue flows some hook let
 start, so the evaluation starts from the states that can begin one: new, invalid, untracked.
-Loopback traffic (`oif lo` / `iif lo`) is the machine itself and is left out.
+Loopback traffic (`oif lo` / `iif lo`) is the machine itself and is left out. A nat chain sees
+only the first packet of a tracked flow and, as the kernel test showed, drops nothing unless a
+ct expression or nat statement has started conntrack; a dnat in it may send a packet anywhere.
+`tests/test_netlock_ruleset_kernel.py` holds the evaluator to what the kernel does.
 """
 
 from __future__ import annotations
