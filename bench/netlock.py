@@ -269,7 +269,7 @@ def detection(topo: Topology, config: NetlockConfig, script: Path, repeat: int) 
          topo.remove_default_route, False),
         ("tether_usb0", "interfaces.unexpected", topo.add_tether_interface,
          lambda: subprocess.run(["ip", "-n", ws, "link", "del", "usb0"], check=True), False),
-        ("output_policy_accept", "firewall.output", topo.set_output_policy_accept, reload,
+        ("output_chain_opened", "firewall.output", topo.open_output_chain, reload,
          False),
         ("ruleset_flushed", "firewall.input", topo.flush_ruleset, reload, False),
         ("connection_internet", "sockets.allowlist", connect, lambda: held.pop().close(), True),

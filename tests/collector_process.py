@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import yaml
-from audit_events import note_stored_kinds
 
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector import api_keys, core, server
@@ -109,6 +108,8 @@ class CollectorProcess:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            from audit_events import note_stored_kinds  # the plugin's own import, not before
+
             note_stored_kinds(self.config.collector.state_dir / "collector.db",
                               self.config.collector.database_url)
             os.kill(self.proc.pid, signal.SIGTERM)

@@ -64,7 +64,7 @@ def test_every_event_kind_was_emitted_through_a_spool(request: pytest.FixtureReq
     modules = {path.name for path in (ROOT / "tests").glob("test_*.py")}
     option = request.config.option
     if collected_modules(request.config) != modules or option.keyword or option.markexpr \
-            or option.lf or option.deselect:
+            or getattr(option, "lf", False) or option.deselect:
         pytest.skip("the event-kind coverage needs the whole suite in one session")
     missing = sorted(emittable_kinds() - EMITTED)
     assert not missing, (
