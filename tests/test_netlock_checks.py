@@ -319,7 +319,7 @@ def test_unconditional_accept_defeats_the_drop_policy() -> None:
 def test_unconditional_accept_recognises_only_match_free_rules() -> None:
     chains = checks.chains_of(ruleset("accept_first"))
     output = next(c for c in chains if c.name == "output")
-    assert [unconditional_accept(r) for r in output.rules] == [True, False]
+    assert [unconditional_accept(r.expr) for r in output.rules] == [True, False]
     assert unconditional_accept(({"accept": None},))
     assert not unconditional_accept(({"counter": {"packets": 0, "bytes": 0}}, {"drop": None}))
     assert not unconditional_accept(())

@@ -164,41 +164,10 @@ def _ip_text(text: str) -> str:
 # --------------------------------------------------------------------------- firewall
 
 
-@dataclass(frozen=True, slots=True)
-class Chain:
-    family: str
-    table: str
-    name: str
-    type: str | None
-    hook: str | None
-    prio: Any
-    policy: str | None
-    rules: tuple[tuple[dict[str, Any], ...], ...]  # each rule's expr list
-
-    def describe(self) -> str:
-        hook = "" if self.hook in (None, self.name) else f" (hook {self.hook})"
-        return f"{self.family} {self.table} {self.name}{hook} policy {self.policy or 'none'}"
-
-
-def chains_of(ruleset: dict[str, Any]) -> list[Chain]:
-    """The chains of `nft -j list ruleset` output with their rules, in ruleset order."""
-    items = ruleset.get("nftables", []) if isinstance(ruleset, dict) else []
-    rules: dict[tuple[str, str, str], list[tuple[dict[str, Any], ...]]] = {}
-    chains = []
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        if isinstance(item.get("chain"), dict):
-            chains.append(item["chain"])
-        elif isinstance(item.get("rule"), dict):
-            r = item["rule"]
-            expr = r.get("expr") if isinstance(r.get("expr"), list) else []
-            rules.setdefault((r.get("family"), r.get("table"), r.get("chain")), []).append(
-                tuple(e for e in expr if isinstance(e, dict)))
-    return [Chain(c.get("family", "?"), c.get("table", "?"), c.get("name", "?"), c.get("type"),
-                  c.get("hook"), c.get("prio"), c.get("policy"),
-                  tuple(rules.get((c.get("family"), c.get("table"), c.get("name")), ())))
-            for c in chains]
+def chains_of(ruleset: dict[str, Any]) -> list[nft_meaning.Chain]:
+    """The chains of `nft -j list ruleset` output with their rules, in ruleset order (as the
+    evaluator reads them: one parser)."""
+    return list(nft_meaning.parse(ruleset).chains.values())
 
 
 def tables_of(ruleset: dict[str, Any]) -> list[tuple[str, str]]:
