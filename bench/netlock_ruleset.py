@@ -29,10 +29,11 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from typing import Any
+
+from netlock import note, p95  # bench/netlock.py: the same report helpers
 
 from floor_agent.config import NetlockConfig
 from floor_agent.netlock import ruleset
@@ -40,16 +41,6 @@ from floor_agent.netlock.allowlist import Allowlist, build
 from floor_agent.netlock.checks import judge_hook
 
 HOLE = "tcp dport 53 accept"
-
-
-def note(*args: object) -> None:
-    print(*args, file=sys.stderr, flush=True)
-
-
-def p95(samples: list[float]) -> float:
-    if len(samples) < 2:
-        return samples[0]
-    return statistics.quantiles(sorted(samples), n=20, method="inclusive")[18]
 
 
 def v4(i: int) -> str:
