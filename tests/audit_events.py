@@ -16,6 +16,7 @@ shipped with float fields and failed only in production. So:
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import tempfile
 from collections.abc import Callable
@@ -41,6 +42,25 @@ def _noting_write_one(self: Spool, seq: int, prev: bytes, kind: str, subject: st
 Spool._write_one = _noting_write_one  # type: ignore[method-assign]
 
 
+def note_files_under(root: Path) -> None:
+    """Add the kinds in every agent spool and collector store under `root` (the session's
+    temporary directory): agents that ran as processes wrote them through their own Spool."""
+    for path in root.rglob("spool.db"):
+        _note_sqlite(path, "SELECT body FROM pending", from_body=True)
+    for path in root.rglob("collector.db"):
+        note_stored_kinds(path, None)
+
+
+def _note_sqlite(path: Path, query: str, from_body: bool = False) -> None:
+    with contextlib.suppress(Exception):  # a file a test damaged on purpose adds nothing
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            for (value,) in db.execute(query):
+                EMITTED.add(json.loads(value)["kind"] if from_body else value)
+        finally:
+            db.close()
+
+
 def note_stored_kinds(sqlite_path: Path, database_url: str | None) -> None:
     """Add the kinds a collector stored (its SQLite file, or its PostgreSQL database)."""
     query = "SELECT DISTINCT kind FROM events"
@@ -51,11 +71,7 @@ def note_stored_kinds(sqlite_path: Path, database_url: str | None) -> None:
             with psycopg.connect(database_url, connect_timeout=5) as db:
                 EMITTED.update(row[0] for row in db.execute(query))
         elif sqlite_path.exists():
-            db = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True, timeout=5)
-            try:
-                EMITTED.update(row[0] for row in db.execute(query))
-            finally:
-                db.close()
+            _note_sqlite(sqlite_path, query)
 
 
 class AuditRecorder:

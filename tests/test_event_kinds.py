@@ -9,11 +9,12 @@ with a selection, it skips and says why.
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 
 import pytest
-from audit_events import EMITTED, AuditRecorder, collected_modules
+from audit_events import EMITTED, AuditRecorder, collected_modules, note_files_under
 
 from floor_agent.audit.event import EventError
 from floor_agent.collector.web.topics import FIXED_TOPICS
@@ -60,13 +61,19 @@ def test_the_recorder_refuses_what_the_chain_refuses(tmp_path: Path) -> None:
 
 
 @pytest.mark.after_all_tests
-def test_every_event_kind_was_emitted_through_a_spool(request: pytest.FixtureRequest) -> None:
+def test_every_event_kind_was_emitted_through_a_spool(request: pytest.FixtureRequest,
+                                                      tmp_path_factory: pytest.TempPathFactory
+                                                      ) -> None:
+    """EVENT_KINDS_ONLY=usb. (a prefix) checks that capability's kinds after a selection of
+    tests (its own test files), for working on one capability without the whole suite."""
+    only = os.environ.get("EVENT_KINDS_ONLY")
     modules = {path.name for path in (ROOT / "tests").glob("test_*.py")}
     option = request.config.option
-    if collected_modules(request.config) != modules or option.keyword or option.markexpr \
-            or getattr(option, "lf", False) or option.deselect:
+    if not only and (collected_modules(request.config) != modules or option.keyword
+                     or option.markexpr or getattr(option, "lf", False) or option.deselect):
         pytest.skip("the event-kind coverage needs the whole suite in one session")
-    missing = sorted(emittable_kinds() - EMITTED)
+    note_files_under(tmp_path_factory.getbasetemp())
+    missing = sorted(k for k in emittable_kinds() - EMITTED if k.startswith(only or ""))
     assert not missing, (
         f"{len(missing)} event kind(s) never went through a real Spool in any test (a test "
         f"double that only appends to a list accepts data the audit chain refuses): {missing}")

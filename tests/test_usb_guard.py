@@ -111,7 +111,9 @@ class Floor:
 
         self.tb = tb
         self.events: list[dict[str, Any]] = []
-        self.spool = AuditRecorder()
+        # scenarios run in a child whose working directory is the test's tmp_path: the spool
+        # stays there, where the event-kind coverage (tests/audit_events.py) reads it
+        self.spool = AuditRecorder(Path.cwd() / "audit-events")
         self.shutdown = threading.Event()
         self.guard = RecordingGuard(parse_rules_file(rules_text), self.emit,
                                     context=pyudev.Context())
