@@ -254,6 +254,7 @@ def collect(config: NetlockConfig, allowlist: Allowlist, areas: frozenset[str] |
     unknown = wanted - AREAS
     if unknown:
         raise ValueError(f"unknown fact areas: {', '.join(sorted(unknown))}")
+    warm_up()  # before the clock and the probes start (a no-op once imported)
     started = time.perf_counter()
     collected_at = time.time()
     results: dict[str, Fact[Any]] = {area: not_collected() for area in AREAS}
@@ -565,6 +566,18 @@ def socket_owners(inodes: Iterable[int], proc: Path = Path("/proc")
             if target in wanted and wanted[target] not in owners:
                 owners[wanted[target]] = (int(entry.name), _read(entry / "comm").strip() or None)
     return owners
+
+
+def warm_up() -> None:
+    """Import what the collectors import lazily, before a collection whose probes have a
+    deadline: the first collection in a process imported pyroute2's sock_diag and dnspython
+    on threads while the probes ran, and the allowed server's 50 ms probe timed out."""
+    import dns.exception  # noqa: F401
+    import dns.message  # noqa: F401
+    import dns.rcode  # noqa: F401
+    import dns.rdatatype  # noqa: F401
+    import psutil  # noqa: F401
+    from pyroute2 import DiagSocket, IPRoute  # noqa: F401
 
 
 def collect_sockets_named(own_pid: int | None = None,

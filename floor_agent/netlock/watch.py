@@ -294,7 +294,9 @@ class NetlockWatcher:
         if self._poll_ruleset:
             wanted -= {"ruleset"}  # no nft monitor: no ruleset messages to wait for
         deadline = time.monotonic() + SETTLE_SECONDS
-        while wanted and not any(c.topic in wanted for c in candidates):
+        # every topic with a change must have its message (a route message already there
+        # says nothing about the tun device the same round saw)
+        while wanted - {c.topic for c in candidates}:
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.01)
