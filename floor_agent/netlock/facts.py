@@ -597,7 +597,10 @@ def collect_sockets_named(own_pid: int | None = None,
     except Exception:  # no sock_diag here: psutil reads /proc/net instead
         return collect_sockets(own_pid, own_targets)
     targets = set(own_targets)
-    owners = socket_owners(inode for s, inode in dumped if s.remote is not None)
+    # marked sockets are netlock's probes (or root's): naming them would walk every process's
+    # file descriptors while the probes of the same collection wait for their deadline
+    owners = socket_owners(inode for s, inode in dumped
+                           if s.remote is not None and s.mark != PROBE_MARK)
     out = []
     for s, inode in dumped:
         pid, process = owners.get(inode, (None, None))
