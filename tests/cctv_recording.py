@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from audit_events import AuditRecorder
+
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import SmallFrame
 from floor_agent.cctv.recorder import CameraRecorder
@@ -35,15 +37,25 @@ def section(storage: Path, *cameras: tuple[str, str]) -> CctvSection:
 
 class WatchedRecorder(CameraRecorder):
     """The real recorder; it also keeps the small frames the source hands it and says when a
-    file has played to its end."""
+    file has played to its end. Its events go through a real audit Spool (next to the
+    storage) before they reach `events`: what the chain would refuse fails the test."""
 
     def __init__(self, config: CctvSection, camera: int, index: SegmentIndex,
                  events: list[Event]) -> None:
-        super().__init__(config.cameras[camera], config, index,
-                         lambda kind, subject, severity="info", **data: events.append(
-                             (kind, severity, data)))
+        spool_dir = config.storage_dir.parent / f"audit-{config.cameras[camera].camera_id}"
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        self.audit = AuditRecorder(spool_dir, then=lambda kind, subject, severity="info",
+                                   **data: events.append((kind, severity, data)))
+        self._audit_closed = False
+        super().__init__(config.cameras[camera], config, index, self.audit)
         self.frames: list[SmallFrame] = []
         self.finished = threading.Event()
+
+    def stop(self) -> None:
+        super().stop()
+        if not self._audit_closed:  # stop() may be called again; the spool closes once
+            self._audit_closed = True
+            self.audit.close()
 
     def on_event(self, event: object) -> None:
         if isinstance(event, FrameEvent):

@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from audit_events import spooled
 
 from floor_agent.cctv.export import ExportError, export, record_view
 from floor_agent.cctv.index import SegmentIndex
@@ -23,8 +24,17 @@ SECONDS = 3
 
 
 class Events(list):
+    """The emit callable: each event is first built, validated and chained by a real audit
+    Spool (what production would refuse fails here), then kept as (kind, subject, severity,
+    data)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.audit = spooled(lambda kind, subject, severity="info", **data: self.append(
+            (kind, subject, severity, data)))
+
     def __call__(self, kind: str, subject: str, severity: str = "info", **data: object) -> None:
-        self.append((kind, subject, severity, data))
+        self.audit(kind, subject, severity, **data)
 
 
 def encode(path: Path, first_frame: int, frames: int = FPS * SECONDS) -> None:

@@ -29,9 +29,10 @@ from floor_agent.cctv.scenes import (
     Frozen,
     Happening,
     MovingObject,
+    Scene,
     Script,
 )
-from floor_agent.cctv.sim import RtspServer, free_port, live_launch
+from floor_agent.cctv.sim import RtspServer, free_port, live_launch, make_scene_file
 
 
 def test_a_dropped_stream_reconnects_reports_the_gap_and_records_on(tmp_path: Path) -> None:
@@ -57,6 +58,9 @@ def test_a_dropped_stream_reconnects_reports_the_gap_and_records_on(tmp_path: Pa
                                          "cctv.camera_online", "cctv.stream_gap")}
     assert order["cctv.stream_lost"] < order["cctv.camera_offline"] < order["cctv.stream_gap"]
     assert order["cctv.camera_offline"] < order["cctv.camera_online"]
+    lost = of_kind(events, "cctv.stream_lost")[0]
+    assert (lost["camera_id"], lost["stream"]) == ("cam1", "main") and lost["reason"], lost
+    assert severities_of(events, "cctv.stream_lost") == {"warning"}
     gap = of_kind(events, "cctv.stream_gap")[0]
     assert gap["stream"] == "main" and gap["gap_ms"] >= 2000, gap  # offline came first
     offline = of_kind(events, "cctv.camera_offline")[0]
@@ -74,6 +78,43 @@ def test_a_dropped_stream_reconnects_reports_the_gap_and_records_on(tmp_path: Pa
     result = verify_storage(config)
     assert result.report.ok, result.lines
     assert result.lines[0].startswith(f"cam1: intact: {len(segments)} segments checked")
+
+
+def severities_of(events: list[Event], kind: str) -> set[str]:
+    return {s for k, s, _ in events if k == kind}
+
+
+def test_a_stream_damaged_on_the_wire_is_reported_and_recorded_on(tmp_path: Path) -> None:
+    """An MPEG-TS camera whose packets arrive damaged (TS packets lost, bytes flipped): the
+    agent's recorder reports the corrupt input as `cctv.bad_input`, once per reason within the
+    repeat window, and keeps recording an intact chain."""
+    clean = tmp_path / "clean.ts"
+    walk = Script(5.0, (MovingObject("worker", 0.5, 4.5, (-0.1, 0.5), (1.1, 0.5)),))
+    make_scene_file(clean, Scene(320, 180, FPS), walk)
+    data = clean.read_bytes()
+    ts = [bytearray(data[i:i + 188]) for i in range(0, len(data), 188)]
+    video = [i for i, p in enumerate(ts) if ((p[1] & 0x1F) << 8 | p[2]) == 0x100]
+    lost = set(video[len(video) // 2:len(video) // 2 + 2])
+    for i in video[len(video) // 4:len(video) // 3]:
+        ts[i][100] ^= 0x5A
+    damaged = tmp_path / "damaged.ts"
+    damaged.write_bytes(b"".join(p for i, p in enumerate(ts) if i not in lost))
+    events: list[Event] = []
+    config = section(tmp_path / "footage", ("cam1", str(damaged)))
+    with SegmentIndex.in_storage(config.storage_dir) as index:
+        recorder = WatchedRecorder(config, 0, index, events)
+        recorder.start()
+        try:
+            assert recorder.finished.wait(60), "the damaged file never played to its end"
+        finally:
+            recorder.stop()
+    bad = of_kind(events, "cctv.bad_input")
+    assert bad, [k for k, _, _ in events]
+    assert {(b["camera_id"], b["stream"]) for b in bad} == {("cam1", "main")}, bad
+    assert bad[0]["reason"].startswith("corrupt packet at "), bad
+    assert severities_of(events, "cctv.bad_input") == {"warning"}
+    assert of_kind(events, "cctv.segment"), "recording stopped at the damage"
+    assert verify_storage(config).report.ok
 
 
 def _position(events: list[Event], data: dict[str, Any]) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -27,7 +28,7 @@ from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.recorder import CameraRecorder
 from floor_agent.cctv.runner import verify_storage
 from floor_agent.cctv.scenes import Covered, Lighting, MovingObject, Scene, Script, Turned
-from floor_agent.cctv.sim import RtspServer, make_camera_file, make_scene_file
+from floor_agent.cctv.sim import RtspServer, free_port, make_camera_file, make_scene_file
 from floor_agent.collector import tls
 from floor_agent.config import CctvSection
 
@@ -263,3 +264,48 @@ def test_an_mjpeg_camera_is_recorded_through_opencv(tmp_path: Path) -> None:
     assert len(segments) == 4 and [s["seq"] for s in segments] == [1, 2, 3, 4]
     assert any(k == "cctv.motion_start" for k, _ in events)
     assert verify_storage(config).report.ok
+
+
+def test_a_sweep_that_fails_is_a_critical_event_and_stops_the_agent(tmp_path: Path) -> None:
+    """The footage directory vanishes under the running agent (its disk unmounted or pulled):
+    the periodic retention sweep raises, which is recorded as `cctv.sweep_failed` (critical)
+    in the agent's own spool, and the agent exits non-zero so systemd restarts it, rather than
+    recording on with no retention (a silently full disk)."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    write_private_key(state / "agent.key", Ed25519PrivateKey.generate())
+    files = tls.TlsFiles.in_dir(tmp_path)
+    tls.create(files, ["127.0.0.1"])
+    (state / "collector-ca.pem").write_bytes(files.ca_cert.read_bytes())
+    footage = tmp_path / "footage"
+    cctv = json.loads(section(footage, f"rtsp://127.0.0.1:{free_port()}/cam1")
+                      .model_dump_json())
+    cctv["sweep_interval_seconds"] = 1.0
+    config_path = tmp_path / "cctv.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "role": "cctv",
+        "audit": {"agent_id": "cctv-sweep", "state_dir": str(state),
+                  "collector_url": "https://127.0.0.1:9"},  # no collector: the spool holds
+        "cctv": cctv}))
+    agent = subprocess.Popen([sys.executable, "-m", "floor_agent.cli", "cctv", "--config",
+                              str(config_path)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (footage / "index.db").exists():
+            time.sleep(0.1)
+        time.sleep(1.5)  # the first periodic sweeps run on the intact directory
+        assert agent.poll() is None, agent.communicate()[1].decode()[-2000:]
+        assert not [e for e in _events(state) if e["kind"] == "cctv.sweep_failed"]
+        shutil.rmtree(footage)  # the footage disk is gone
+        _, err = agent.communicate(timeout=30)  # the agent stops by itself
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+    assert agent.returncode not in (0, None), err.decode()[-2000:]
+    failed = [e for e in _events(state) if e["kind"] == "cctv.sweep_failed"]
+    assert len(failed) == 1, [e["kind"] for e in _events(state)]
+    assert (failed[0]["subject"], failed[0]["severity"]) == ("cctv storage", "critical")
+    assert failed[0]["data"]["error"].startswith("FileNotFoundError: "), failed[0]["data"]
+    assert str(footage) in failed[0]["data"]["error"]
+    assert b"cctv-sweep failed, stopping the agent" in err, err.decode()[-2000:]
