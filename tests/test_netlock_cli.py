@@ -156,3 +156,29 @@ def test_render_prints_the_ruleset_without_loading_it(topology: Topology,
     assert "table inet floor_netlock" in out.stdout and "policy drop" in out.stdout
     assert str(config) in out.stdout  # the header names the config it came from
     assert topology.list_ruleset("ws", "-a", "-s") == before
+
+
+def test_apply_without_the_privilege_to_load_is_a_recorded_failure(topology: Topology,
+                                                                   tmp_path: Path) -> None:
+    """`netlock apply` run without CAP_NET_ADMIN (a unit whose CapabilityBoundingSet lacks it,
+    an admin shell without it): nft itself refuses. The refusal is a critical
+    `net.enforce_failed` in the agent's spool with nft's own words, nothing is reported as
+    loaded, and the running ruleset is untouched."""
+    config = write_config(tmp_path / "ws.yaml", topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS))
+    before = topology.list_ruleset("ws", "-a", "-s")
+    out = topology.exec("ws", ["setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin",
+                               sys.executable, "-m", "floor_agent.cli", "netlock", "apply",
+                               "--config", str(config)], check=False)
+    assert out.returncode == 2, out.stderr
+    assert "Operation not permitted" in out.stderr, out.stderr
+    assert "loaded table" not in out.stderr
+    with sqlite3.connect(tmp_path / "state" / "spool.db") as db:
+        bodies = [json.loads(b) for (b,) in db.execute("SELECT body FROM pending ORDER BY seq")]
+    assert [e["kind"] for e in bodies if e["kind"].startswith("net.")] == ["net.enforce_failed"]
+    [failed] = [e for e in bodies if e["kind"] == "net.enforce_failed"]
+    assert (failed["subject"], failed["severity"]) == ("netlock", "critical")
+    data = failed["data"]
+    assert data["table"] == "floor_netlock" and data["where"] is None, data
+    assert "Operation not permitted" in data["error"], data
+    assert "Operation not permitted" in data["stderr"], data  # nft's own message, kept
+    assert topology.list_ruleset("ws", "-a", "-s") == before

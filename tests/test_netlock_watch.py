@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from audit_events import AuditRecorder
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from netns_topology import apply_in, topology_fixture  # noqa: F401
 
@@ -36,7 +37,14 @@ from floor_agent.netlock.sim import (
     WS_V4,
     Topology,
 )
-from floor_agent.netlock.watch import Cause, attribute, event_checks, summary_data, transitions
+from floor_agent.netlock.watch import (
+    SUBJECT,
+    Cause,
+    attribute,
+    event_checks,
+    summary_data,
+    transitions,
+)
 
 # the allowed server must answer within this: generous, because a loaded CI box can stall a
 # namespace's first connection past the production default (50 ms), and a slow answer is
@@ -167,20 +175,31 @@ def test_an_event_names_the_messages_of_its_own_checks_in_arrival_order() -> Non
 
 class WatcherProcess:
     """The real NetlockWatcher in a process inside the workstation namespace; its events are
-    JSON lines read by a thread."""
+    JSON lines read by a thread, each written to a real audit Spool (in the topology's
+    directory) before a test sees it: an event the chain would refuse fails the test at stop()
+    (JSON keeps what the Spool checks: floats, strings, sizes)."""
 
     def __init__(self, topo: Topology, config_json: str) -> None:
+        self.audit = AuditRecorder(topo.workdir, agent_id="ws-watcher")
+        self.refused: list[str] = []
         self.proc = topo.popen("ws", [sys.executable, "-c", WATCHER_SCRIPT, config_json],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.events.put(json.loads(line))
+            event = json.loads(line)
+            if event["kind"] != "ready":  # the script's own marker, not an audit event
+                try:
+                    self.audit(event["kind"], SUBJECT, event["severity"], **event["data"])
+                except Exception as e:  # refused by the chain: the test fails at stop()
+                    self.refused.append(f"{event['kind']}: {type(e).__name__}: {e}")
+            self.events.put(event)
 
     def wait(self, kind: str, check: str | None = None, timeout: float = 10) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -232,7 +251,11 @@ class WatcherProcess:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        return self.proc.stderr.read() if self.proc.stderr else ""
+        stderr = self.proc.stderr.read() if self.proc.stderr else ""
+        self._reader.join(5)
+        self.audit.close()
+        assert not self.refused, f"events the audit chain refuses: {self.refused}"
+        return stderr
 
 
 def test_every_breach_is_caught_by_the_right_check_and_recovers(topology: Topology) -> None:
@@ -286,6 +309,39 @@ def test_every_breach_is_caught_by_the_right_check_and_recovers(topology: Topolo
     finally:
         stderr = watcher.stop()
     assert "Traceback" not in stderr, stderr
+
+
+def test_an_allowed_server_that_stops_answering_is_a_warning_then_recovers(
+        topology: Topology) -> None:
+    """A site table on the workstation drops TCP to the central server's must_reach port: the
+    lock is intact, but blocked can no longer be told from down, so `probes.allowed` fails as
+    a warning (`net.warning`, woken by the nftables message), not as a breach; removing the
+    table is `net.recovered`. The full round every 5 s also finds it if the change came
+    before `nft monitor` listened (a loaded box: the monitor starts after "ready")."""
+    config = topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS,
+                             watch={"full_interval_seconds": 5})
+    assert "error" not in apply_in(topology, config)
+    watcher = WatcherProcess(topology, config.model_dump_json())
+    try:
+        verified = watcher.wait("net.verified", timeout=30)
+        assert verified["data"]["fail"] == 0 and verified["data"]["unknown"] == 0, verified
+        watcher.wait("ready")
+        topology.exec("ws", ["nft", "add table inet site; add chain inet site out { type filter "
+                             "hook output priority -10; policy accept; }; "
+                             "add rule inet site out tcp dport 8443 drop"])
+        warning = watcher.wait("net.warning", "probes.allowed", timeout=20)
+        assert warning["severity"] == "warning"
+        assert warning["data"]["new"] == ["probes.allowed"], warning["data"]
+        assert warning["data"]["trigger"].startswith(("nft", "periodic")), warning["data"]
+        [check] = warning["data"]["checks"]
+        assert check["id"] == "probes.allowed" and check["verdict"] == "fail", check
+        assert any("8443" in line and "[central]" in line for line in check["evidence"]), check
+        topology.exec("ws", ["nft", "delete table inet site"])
+        recovered = watcher.wait("net.recovered", "probes.allowed", timeout=20)
+        assert recovered["severity"] == "notice" and recovered["data"]["still_failing"] == []
+    finally:
+        stderr = watcher.stop()
+    assert not [e for e in watcher.seen if e["kind"] == "net.breach"], (watcher.seen, stderr)
 
 
 def test_a_second_route_out_under_a_failing_check_is_its_own_breach(topology: Topology) -> None:
@@ -422,20 +478,7 @@ def test_the_workstation_agent_enforces_and_watches(topology: Topology, tmp_path
     config = topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS)
     topology.flush_ruleset()  # nothing loaded before the agent starts
     state = tmp_path / "state"
-    workstation = {"role": "workstation",
-                   "audit": {"agent_id": "ws-netlock", "state_dir": str(state),
-                             "collector_url": "https://10.77.1.10:8443"},
-                   "usb_guard": {"enabled": False},
-                   "netlock": json.loads(config.model_dump_json())}
-    path = tmp_path / "workstation.yaml"
-    path.write_text(yaml.safe_dump(workstation))
-    # an enrolled agent's state, without a collector: its key, and a CA to pin (the forwarder
-    # then retries against nothing while the events wait in the spool)
-    state.mkdir(mode=0o700)
-    write_private_key(state / "agent.key", Ed25519PrivateKey.generate())
-    files = tls.TlsFiles.in_dir(tmp_path)
-    tls.create(files, ["10.77.1.10"])
-    (state / "collector-ca.pem").write_bytes(files.ca_cert.read_bytes())
+    path = _workstation_config(tmp_path, state, json.loads(config.model_dump_json()))
     agent = topology.popen("ws", [str(REPO / ".venv/bin/floor-agent"), "workstation",
                                   "--config", str(path)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -460,6 +503,57 @@ def test_the_workstation_agent_enforces_and_watches(topology: Topology, tmp_path
     assert "enx0a1b2c" in " ".join(breach["failed"][0]["evidence"])
     listed = topology.exec("ws", ["nft", "list", "table", "inet", config.table]).stdout
     assert "policy drop" in listed  # the ruleset stays loaded after the agent stops
+
+
+def test_a_config_whose_allowlist_cannot_be_built_stops_the_workstation_agent(
+        topology: Topology, tmp_path: Path) -> None:
+    """`floor-agent workstation` with an allow entry naming a host that does not resolve (a
+    typo, or DNS down at boot): netlock can neither enforce nor prove anything, so the agent
+    records a critical `net.config_invalid` naming the entry and exits non-zero (systemd
+    retries); no ruleset is loaded."""
+    data = json.loads(topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS).model_dump_json())
+    data["allow"][1]["addresses"] = ["files.nowhere.invalid"]  # the ws namespace has no
+    # route to any resolver: the name cannot resolve
+    topology.flush_ruleset()
+    state = tmp_path / "state"
+    path = _workstation_config(tmp_path, state, data)
+    agent = topology.popen("ws", [str(REPO / ".venv/bin/floor-agent"), "workstation",
+                                  "--config", str(path)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        agent.wait(30)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait()
+    stderr = agent.stderr.read() if agent.stderr else ""
+    assert agent.returncode == 2, stderr
+    assert "netlock refuses to start" in stderr, stderr
+    rows = _events(state)
+    net = [(k, s, d) for k, s, d in rows if k.startswith("net.")]
+    assert [k for k, _, _ in net] == ["net.config_invalid"], rows
+    _, severity, invalid = net[0]
+    assert severity == "critical"
+    assert invalid["where"] == "netlock.allow[1].addresses[0]", invalid
+    assert "unknown host 'files.nowhere.invalid'" in invalid["error"], invalid
+    listed = topology.exec("ws", ["nft", "list", "tables"]).stdout
+    assert data["table"] not in listed  # nothing was loaded
+
+
+def _workstation_config(tmp_path: Path, state: Path, netlock: dict[str, Any]) -> Path:
+    """An enrolled workstation agent's config and state, without a collector: its key and a
+    CA to pin (the forwarder retries against nothing while the events wait in the spool)."""
+    workstation = {"role": "workstation",
+                   "audit": {"agent_id": "ws-netlock", "state_dir": str(state),
+                             "collector_url": "https://10.77.1.10:8443"},
+                   "usb_guard": {"enabled": False}, "netlock": netlock}
+    path = tmp_path / "workstation.yaml"
+    path.write_text(yaml.safe_dump(workstation))
+    state.mkdir(mode=0o700)
+    write_private_key(state / "agent.key", Ed25519PrivateKey.generate())
+    files = tls.TlsFiles.in_dir(tmp_path)
+    tls.create(files, ["10.77.1.10"])
+    (state / "collector-ca.pem").write_bytes(files.ca_cert.read_bytes())
+    return path
 
 
 def _events(state: Path) -> list[tuple[str, str, dict[str, Any]]]:
@@ -489,7 +583,7 @@ def _wait_kinds(state: Path, wanted: set[str], timeout: float = 30) -> list[str]
 
 # --- the watcher's shell with a stand-in collector ----------------------------------------------
 
-def test_without_nft_the_ruleset_is_polled_and_the_watcher_stays_healthy() -> None:
+def test_without_nft_the_ruleset_is_polled_and_the_watcher_stays_healthy(tmp_path: Path) -> None:
     """No `nft` for the monitor: the ruleset joins the fast poll; the thread stays up (the
     watchdog counts it); facts that cannot be collected are reported, never taken as pass."""
     from floor_agent.config import NetlockConfig
@@ -508,10 +602,10 @@ def test_without_nft_the_ruleset_is_polled_and_the_watcher_stays_healthy() -> No
         asked.append(areas)
         return Facts(**{a: Fact(None, "cannot read it here") for a in AREAS})
 
-    watcher = NetlockWatcher(config, build(config),
-                             lambda kind, subject, severity, **data: events.append(
-                                 (kind, severity, data)),
-                             collect=collect, nft="no-such-nft-binary")
+    audit = AuditRecorder(tmp_path, then=lambda kind, subject, severity, **data: events.append(
+        (kind, severity, data)))  # each event through a real Spool first
+    watcher = NetlockWatcher(config, build(config), audit, collect=collect,
+                             nft="no-such-nft-binary")
     stop = threading.Event()
     watcher.start(stop)
     try:
@@ -523,14 +617,60 @@ def test_without_nft_the_ruleset_is_polled_and_the_watcher_stays_healthy() -> No
     finally:
         stop.set()
         watcher.stop()
+        audit.close()
     assert asked[0] is None  # the first verification is a full one
     kinds = [k for k, _, _ in events]
     assert kinds[:2] == ["net.unverifiable", "net.verified"]
+    assert events[0][1] == "warning" and events[0][2]["trigger"] == "start"
     unverifiable = events[0][2]
     assert len(unverifiable["new"]) == 13
     assert all("cannot read it here" in " ".join(c["evidence"]) + c["summary"]
                for c in unverifiable["checks"])
     assert "net.breach" not in kinds and "net.recovered" not in kinds
+
+
+def test_a_watcher_thread_that_dies_is_a_critical_event_and_stops_the_agent(
+        tmp_path: Path) -> None:
+    """A round that raises (here the fact collection, on the first periodic round after a
+    good start) kills the watch loop: that is `net.watch_failed` (critical, naming the thread
+    and the error), the watcher is no longer healthy, and the agent's shutdown is set so
+    systemd restarts it. A deaf watcher must never look like a quiet floor."""
+    from floor_agent.config import NetlockConfig
+    from floor_agent.netlock.allowlist import build
+    from floor_agent.netlock.facts import AREAS, Fact, Facts
+    from floor_agent.netlock.watch import NetlockWatcher
+
+    config = NetlockConfig.model_validate({
+        "enabled": True, "allow": [{"name": "central", "addresses": ["127.0.0.1"]}],
+        "watch": {"full_interval_seconds": 1, "poll_interval_seconds": 5,
+                  "dns_interval_seconds": 60}})
+    rounds: list[frozenset[str] | None] = []
+
+    def collect(config: Any, allowlist: Any, areas: frozenset[str] | None = None,
+                peers: Any = None) -> Facts:
+        rounds.append(areas)
+        if len(rounds) > 1:
+            raise PermissionError(13, "Permission denied", "/proc/net/tcp")
+        return Facts(**{a: Fact(None, "stand-in") for a in AREAS})
+
+    audit = AuditRecorder(tmp_path)
+    watcher = NetlockWatcher(config, build(config), audit, collect=collect,
+                             nft="no-such-nft-binary")
+    shutdown = threading.Event()
+    watcher.start(shutdown)
+    try:
+        assert shutdown.wait(10), f"the agent was not stopped; events: {audit.kinds()}"
+        assert not watcher.healthy()
+    finally:
+        shutdown.set()
+        watcher.stop()
+        audit.close()
+    [failed] = audit.of("net.watch_failed")
+    assert failed == {"thread": "netlock-watch",
+                      "error": "PermissionError: [Errno 13] Permission denied: '/proc/net/tcp'"}
+    assert [s for k, _, s, _ in audit.items if k == "net.watch_failed"] == ["critical"]
+    assert audit.kinds().index("net.verified") < audit.kinds().index("net.watch_failed")
+    assert isinstance(watcher.error, PermissionError)
 
 
 def test_a_cause_arriving_while_the_loop_takes_the_last_ones_is_not_lost() -> None:
