@@ -131,6 +131,23 @@ def test_relay_link_carries_the_coil_state(relay: SimulatedRelay) -> None:
     assert relay.garbage == []
 
 
+def test_a_broken_relay_link_is_an_error_to_drive_and_none_to_close(
+        relay: SimulatedRelay) -> None:
+    """Driving the lock over a cut link fails loudly; stopping the door does not: the relay
+    lost the link, so its coil is unpowered already (a stop that raised left the rest of the
+    agent's shutdown undone)."""
+    io = SimulatedDoorIo("secure", relay_path=relay.path)
+    assert relay.wait_for(False, WAIT, connected=True)
+    io.set_lock(True)
+    assert relay.wait_for(True, WAIT)
+    relay.close()  # the cable pulled
+    assert relay.wait_for(False, WAIT, connected=False)
+    with pytest.raises(DoorIoError, match="relay link: Broken pipe"):
+        io.set_lock(False)
+    io.close()
+    assert relay.history[-1][1] is False
+
+
 def test_relay_link_to_nowhere_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DoorIoError, match="connect relay link .*nowhere.sock"):
         SimulatedDoorIo("secure", relay_path=tmp_path / "nowhere.sock")

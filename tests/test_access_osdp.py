@@ -1,6 +1,10 @@
 """access OSDP: our Control Panel (libosdp) against a simulated reader (a libosdp Peripheral
 Device) over a socketpair, secure channel on. Each test builds its own pair: a wrong key puts
-a reader offline for 300 s inside that Control Panel, so no Control Panel is ever reused."""
+a reader offline for 300 s inside that Control Panel, so no Control Panel is ever reused.
+
+Every reader event the bus hands over is emitted as the door agent's OSDP pump emits it
+(runner._start_osdp_bus), through a real Spool (AuditRecorder): an event the audit chain
+would refuse fails here, not at the door."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pathlib import Path
 
 import osdp as libosdp
 import pytest
+from audit_events import AuditRecorder
 
 from floor_agent.access.model import CardRead
 from floor_agent.access.osdp import (
@@ -50,6 +55,13 @@ class Pair:
                            online_grace_seconds=grace)
         self.reader = SimulatedReader(self.pd_sock, 0, pd_key)
         self.seen: list[CardRead | ReaderEvent] = []
+        self.events = AuditRecorder()
+
+    def keep(self, item: CardRead | ReaderEvent) -> None:
+        """Keep an item the bus handed over; a reader event also goes into the audit trail."""
+        self.seen.append(item)
+        if isinstance(item, ReaderEvent):
+            emit_reader_event(self.events, item)
 
     def start(self) -> Pair:
         self.reader.start()
@@ -61,6 +73,7 @@ class Pair:
         self.bus.stop()
         self.cp_sock.close()
         self.pd_sock.close()
+        self.events.close()
 
     def expect(self, kind: str, timeout: float = WAIT) -> CardRead | ReaderEvent:
         """Items until one of `kind` (an event kind, or "card"); all are kept in `seen`."""
@@ -71,7 +84,7 @@ class Pair:
             item = self.bus.next_item(left)
             if item is None:
                 break
-            self.seen.append(item)
+            self.keep(item)
             if (kind == "card" and isinstance(item, CardRead)) or (
                     isinstance(item, ReaderEvent) and item.kind == kind):
                 return item
@@ -81,8 +94,14 @@ class Pair:
         items = []
         while (item := self.bus.next_item(seconds)) is not None:
             items.append(item)
-        self.seen += items
+            self.keep(item)
         return items
+
+
+def emit_reader_event(emit: AuditRecorder, item: ReaderEvent) -> None:
+    """The door agent's OSDP pump (runner._start_osdp_bus): a reader event as an audit event."""
+    emit(item.kind, f"door {item.door_id}", item.severity, door_id=item.door_id,
+         reader_id=item.reader_id, detail=item.detail)
 
 
 @pytest.fixture
@@ -129,6 +148,9 @@ def test_tamper_is_a_critical_alarm_and_its_end_is_reported(pair: Pair) -> None:
     pair.reader.tamper(False)
     cleared = pair.expect("door.reader_tamper_cleared")
     assert cleared.severity == "info"  # type: ignore[union-attr]
+    assert pair.events.kinds()[-2:] == ["door.reader_tamper", "door.reader_tamper_cleared"]
+    assert pair.events.items[-1] == ("door.reader_tamper_cleared", "door d1", "info", {
+        "door_id": "d1", "reader_id": "r1", "detail": "test-bus: tamper cleared"})
 
 
 def test_garbage_on_the_bus_is_dropped_reported_and_never_a_card(pair: Pair) -> None:
@@ -139,6 +161,11 @@ def test_garbage_on_the_bus_is_dropped_reported_and_never_a_card(pair: Pair) -> 
     event = pair.expect("door.reader_garbage")
     assert event.severity == "warning"  # type: ignore[union-attr]
     assert "test-bus: dropped malformed data" in event.detail  # type: ignore[union-attr]
+    # a bus event, no reader named: spooled with an empty reader id, the bytes never in it
+    garbage = pair.events.of("door.reader_garbage")
+    assert len(garbage) == 1 and garbage[0]["door_id"] == "d1" and garbage[0]["reader_id"] == ""
+    assert garbage[0]["detail"] == event.detail  # type: ignore[union-attr]
+    assert POLL_REPLY.hex() not in str(garbage) and bytes(forged).hex() not in str(garbage)
     assert not any(isinstance(item, CardRead) for item in pair.seen)
     # the guard kept libosdp's receive ring from overflowing: the reader stays usable
     pair.reader.present_card(UID)
@@ -296,10 +323,14 @@ NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
      "bit length 'x'"),
     ({"event": libosdp.Event.CardRead, "format": 77, "data": b"\x01"}, "unknown format 77"),
 ])
-def test_malformed_card_reads_are_errors_not_cards(event: dict[str, object], why: str) -> None:
+def test_malformed_card_reads_are_errors_not_cards(event: dict[str, object], why: str,
+                                                   audit_events: AuditRecorder) -> None:
     item = card_read_of(READER, event, NOW, "bus0")
     assert isinstance(item, ReaderEvent) and item.kind == "door.reader_error"
     assert why in item.detail and "bus0" in item.detail
+    emit_reader_event(audit_events, item)
+    assert audit_events.items == [("door.reader_error", "door d1", "warning", {
+        "door_id": "d1", "reader_id": "r1", "detail": item.detail})]
 
 
 def test_card_read_takes_only_the_bits_it_declares() -> None:
@@ -316,3 +347,4 @@ def test_unreadable_events_from_libosdp_never_raise(pair: Pair) -> None:
     items = pair.drain(0.3)
     assert not any(isinstance(i, CardRead) for i in items)
     assert sum(getattr(i, "kind", "") == "door.reader_error" for i in items) == 5
+    assert len(pair.events.of("door.reader_error")) == 5  # each one spooled
