@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from floor_agent.audit.event import AuditEvent
 from floor_agent.audit.spool import Spool
@@ -109,6 +110,21 @@ class AuditRecorder:
 def spooled(record: Callable[..., Any]) -> AuditRecorder:
     """A test's own emit double, behind a real Spool: `record` sees only what the chain took."""
     return AuditRecorder(then=record)
+
+
+def enrolled_offline(state: Path, collector_host: str) -> Path:
+    """An enrolled agent's state with no collector to reach: its key, and a CA to pin (made
+    in state's parent for `collector_host`). The agent runs, its forwarder retries against
+    nothing, and its events wait in state/spool.db for the test (and the coverage) to read."""
+    from floor_agent.audit.keys import write_private_key
+    from floor_agent.collector import tls
+
+    state.mkdir(mode=0o700)
+    write_private_key(state / "agent.key", Ed25519PrivateKey.generate())
+    files = tls.TlsFiles.in_dir(state.parent)
+    tls.create(files, [collector_host])
+    (state / "collector-ca.pem").write_bytes(files.ca_cert.read_bytes())
+    return state
 
 
 @pytest.fixture

@@ -23,8 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from audit_events import AuditRecorder
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from audit_events import AuditRecorder, enrolled_offline
 
 from floor_agent.access import templates
 from floor_agent.access.cache import CredentialsCache
@@ -43,8 +42,6 @@ from floor_agent.access.model import (
 from floor_agent.access.runner import open_door_io
 from floor_agent.access.sitekey import SiteKey
 from floor_agent.access.zfm_sim import SimulatedModule, char_file
-from floor_agent.audit.keys import write_private_key
-from floor_agent.collector import tls
 from floor_agent.config import AccessPolicyConfig, DoorSection
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,12 +203,7 @@ def test_a_door_yaml_naming_a_site_key_others_can_read_is_refused_with_an_event(
     """`floor-agent door` with a door.yaml whose site key file is world-readable (a copy made
     with the wrong umask): the controller refuses to start (exit 2, doors locked) and the
     refusal is an audit event in the agent's spool, waiting for the collector."""
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    write_private_key(state / "agent.key", Ed25519PrivateKey.generate())
-    files = tls.TlsFiles.in_dir(tmp_path)
-    tls.create(files, ["127.0.0.1"])
-    (state / "collector-ca.pem").write_bytes(files.ca_cert.read_bytes())
+    state = enrolled_offline(tmp_path / "state", "127.0.0.1")
     key_file = tmp_path / "site.key"
     key_file.write_text(SITE.secret.hex() + "\n")
     key_file.chmod(0o644)

@@ -20,16 +20,13 @@ from typing import Any
 
 import pytest
 import yaml
-from audit_events import spooled
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from audit_events import enrolled_offline, spooled
 
-from floor_agent.audit.keys import write_private_key
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.recorder import CameraRecorder
 from floor_agent.cctv.runner import verify_storage
 from floor_agent.cctv.scenes import Covered, Lighting, MovingObject, Scene, Script, Turned
 from floor_agent.cctv.sim import RtspServer, free_port, make_camera_file, make_scene_file
-from floor_agent.collector import tls
 from floor_agent.config import CctvSection
 
 FPS = 10
@@ -159,12 +156,7 @@ def test_the_cctv_agent_records_an_rtsp_camera_and_admins_verify_and_export(
         tmp_path: Path) -> None:
     video = make_camera_file(tmp_path / "live.mp4")
     with RtspServer({"cam1": video}) as server:
-        state = tmp_path / "state"
-        state.mkdir(mode=0o700)
-        write_private_key(state / "agent.key", Ed25519PrivateKey.generate())
-        files = tls.TlsFiles.in_dir(tmp_path)
-        tls.create(files, ["127.0.0.1"])
-        (state / "collector-ca.pem").write_bytes(files.ca_cert.read_bytes())
+        state = enrolled_offline(tmp_path / "state", "127.0.0.1")
         config_path = tmp_path / "cctv.yaml"
         config_path.write_text(yaml.safe_dump({
             "role": "cctv",
@@ -271,12 +263,7 @@ def test_a_sweep_that_fails_is_a_critical_event_and_stops_the_agent(tmp_path: Pa
     the periodic retention sweep raises, which is recorded as `cctv.sweep_failed` (critical)
     in the agent's own spool, and the agent exits non-zero so systemd restarts it, rather than
     recording on with no retention (a silently full disk)."""
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    write_private_key(state / "agent.key", Ed25519PrivateKey.generate())
-    files = tls.TlsFiles.in_dir(tmp_path)
-    tls.create(files, ["127.0.0.1"])
-    (state / "collector-ca.pem").write_bytes(files.ca_cert.read_bytes())
+    state = enrolled_offline(tmp_path / "state", "127.0.0.1")
     footage = tmp_path / "footage"
     cctv = json.loads(section(footage, f"rtsp://127.0.0.1:{free_port()}/cam1")
                       .model_dump_json())

@@ -22,12 +22,9 @@ from typing import Any
 
 import pytest
 import yaml
-from audit_events import AuditRecorder
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from audit_events import AuditRecorder, enrolled_offline
 from netns_topology import apply_in, topology_fixture  # noqa: F401
 
-from floor_agent.audit.keys import write_private_key
-from floor_agent.collector import tls
 from floor_agent.netlock.checks import Verdict
 from floor_agent.netlock.sim import (
     INTERNET_V4,
@@ -548,11 +545,7 @@ def _workstation_config(tmp_path: Path, state: Path, netlock: dict[str, Any]) ->
                    "usb_guard": {"enabled": False}, "netlock": netlock}
     path = tmp_path / "workstation.yaml"
     path.write_text(yaml.safe_dump(workstation))
-    state.mkdir(mode=0o700)
-    write_private_key(state / "agent.key", Ed25519PrivateKey.generate())
-    files = tls.TlsFiles.in_dir(tmp_path)
-    tls.create(files, ["10.77.1.10"])
-    (state / "collector-ca.pem").write_bytes(files.ca_cert.read_bytes())
+    enrolled_offline(state, "10.77.1.10")
     return path
 
 
