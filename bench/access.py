@@ -66,6 +66,7 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from floor_agent.access import state as access_state
@@ -87,6 +88,9 @@ from floor_agent.access.sim import ALWAYS, WAIT, DoorFloor, Finger, Holder
 from floor_agent.collector import core
 from floor_agent.collector.store import open_store
 from floor_agent.config import AccessPolicyConfig, DoorReader, DoorSection
+
+if TYPE_CHECKING:  # bench/collector_ingest.py, imported where it runs
+    from collector_ingest import CollectorProcess
 
 TARGET_P99_MS = 50.0
 TARGET_REVOKE_S = 2.0
@@ -178,8 +182,8 @@ E2E_HOLDER = Holder("alice", "Alice", bytes.fromhex("04A224B2C35E80"), "always",
                     (Finger("alice-1", 1, b"bench: alice right index"),))
 
 
-def end_to_end(presentations: int, work: Path, rng: random.Random) -> None:
-    """Section 5 of the docstring: card inserted to relay energised, on the simulated stack."""
+def started_collector(work: Path) -> tuple[CollectorProcess, str, str]:
+    """A collector process under work/central, an admin API key and a door enrollment token."""
     from collector_ingest import CollectorProcess  # bench/ is on sys.path as the script's dir
 
     collector = CollectorProcess(work / "central")
@@ -190,6 +194,13 @@ def end_to_end(presentations: int, work: Path, rng: random.Random) -> None:
     finally:
         store.close()
     collector.start()
+    return collector, api_key, token
+
+
+def end_to_end(presentations: int, work: Path, rng: random.Random) -> None:
+    """Section 5 of the docstring: card inserted to relay energised, on the simulated stack."""
+
+    collector, api_key, token = started_collector(work)
     totals: list[float] = []
     stages: list[tuple[float, float, float]] = []
     try:
@@ -280,7 +291,6 @@ def main() -> int:
 def revoke_to_door(revokes: int, work: Path, rng: random.Random) -> None:
     """Section 6 of the docstring: admin revoke call to the door denying the card."""
     import httpx
-    from collector_ingest import CollectorProcess
 
     from floor_agent.access import templates as sealing
     from floor_agent.access.model import AccessState as State
@@ -291,14 +301,7 @@ def revoke_to_door(revokes: int, work: Path, rng: random.Random) -> None:
     from floor_agent.collector import credentials as wire
     from floor_agent.config import AuditClientConfig, DoorConfig
 
-    collector = CollectorProcess(work / "central")
-    store = open_store(collector.config.collector.resolved_database_url())
-    try:
-        api_key = core.create_api_key(store, "bench")
-        token = core.create_token(store, "door", 600)
-    finally:
-        store.close()
-    collector.start()
+    collector, api_key, token = started_collector(work)
     site = SiteKey(os.urandom(32))
     door = DoorSection(door_id="lab", name="Lab", zone_inside="lab",
                        readers=[DoorReader(reader_id="lab-in", pcsc_reader="Virtual PCD 00 00")])
