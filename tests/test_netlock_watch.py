@@ -198,19 +198,22 @@ class WatcherProcess:
                     self.refused.append(f"{event['kind']}: {type(e).__name__}: {e}")
             self.events.put(event)
 
+    def _next(self, deadline: float, what: str, timeout: float) -> dict[str, Any]:
+        """The next event, remembered in `seen`; none by the deadline fails the test."""
+        try:
+            event = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"{what} within {timeout} s; seen: "
+                                 f"{[(e['kind'], e['data'].get('new')) for e in self.seen]}"
+                                 ) from None
+        self.seen.append(event)
+        return event
+
     def wait(self, kind: str, check: str | None = None, timeout: float = 10) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                event = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no {kind} {check or ''} within {timeout} s; seen: "
-                                     f"{[(e['kind'], e['data'].get('new')) for e in self.seen]}"
-                                     ) from None
-            self.seen.append(event)
-            ids = (event["data"].get("new", []) + event["data"].get("worse", [])
-                   + event["data"].get("recovered", []))
-            if event["kind"] == kind and (check is None or check in ids):
+            event = self._next(deadline, f"no {kind} {check or ''}", timeout)
+            if event["kind"] == kind and (check is None or check in event_checks(event["data"])):
                 return event
 
     def drain(self) -> list[dict[str, Any]]:
@@ -228,13 +231,7 @@ class WatcherProcess:
         deadline = time.monotonic() + timeout
         found: dict[tuple[str, str], dict[str, Any]] = {}
         while len(found) < len(wanted):
-            try:
-                event = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"not all of {wanted} within {timeout} s; seen: "
-                                     f"{[(e['kind'], e['data'].get('new')) for e in self.seen]}"
-                                     ) from None
-            self.seen.append(event)
+            event = self._next(deadline, f"not all of {wanted}", timeout)
             for kind, check in wanted:
                 if (kind, check) not in found and event["kind"] == kind and check in (
                         event_checks(event["data"])):
