@@ -423,13 +423,14 @@ def test_the_mark_is_read_as_the_kernel_sends_it() -> None:
 
 def test_an_unprivileged_process_cannot_pass_for_a_probe() -> None:
     """The mark that leaves a socket out of sockets.allowlist needs CAP_NET_ADMIN or
-    CAP_NET_RAW: a user's process (here uid 65534, no capabilities, in a private namespace)
-    cannot set it, so its connections stay counted; netlock's own, as root, carry it."""
+    CAP_NET_RAW: a process without them (as a user's has none; here root with every
+    capability dropped, so it can still read a checkout only root may enter) cannot set it, so
+    its connections stay counted; netlock's own, as root, carry it."""
     code = ("import socket\nfrom floor_agent.netlock.facts import mark_probe\n"
             "print(mark_probe(socket.socket()))")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    user = subprocess.run(["unshare", "-n", "setpriv", "--reuid=65534", "--regid=65534",
-                           "--clear-groups", "--inh-caps=-all", sys.executable, "-c", code],
+    user = subprocess.run(["unshare", "-n", "setpriv", "--bounding-set=-all", "--inh-caps=-all",
+                           sys.executable, "-c", code],
                           capture_output=True, text=True, timeout=30, env=env, check=False)
     assert (user.returncode, user.stdout.strip()) == (0, "False"), user.stderr
     root = subprocess.run(["unshare", "-n", sys.executable, "-c", code], capture_output=True,
