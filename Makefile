@@ -16,6 +16,7 @@ test: bootstrap lint
 bench: bootstrap
 	.venv/bin/python bench/collector_ingest.py
 	.venv/bin/python bench/netlock.py
+	.venv/bin/python bench/netlock_ruleset.py
 	.venv/bin/python bench/access.py
 	.venv/bin/python bench/usb_block.py
 	.venv/bin/python bench/cctv.py
