@@ -107,6 +107,19 @@ class AuditRecorder:
             self._tmp.cleanup()
 
 
+class SpooledEvents(list[tuple[str, str, str, dict[str, Any]]]):
+    """An emit callable that is also the list of what it emitted, as (kind, subject, severity,
+    data): each event first built, validated and chained by a real Spool (`spooled`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.audit = spooled(lambda kind, subject, severity="info", **data: self.append(
+            (kind, subject, severity, data)))
+
+    def __call__(self, kind: str, subject: str, severity: str = "info", **data: Any) -> None:
+        self.audit(kind, subject, severity, **data)
+
+
 def spooled(record: Callable[..., Any]) -> AuditRecorder:
     """A test's own emit double, behind a real Spool: `record` sees only what the chain took."""
     return AuditRecorder(then=record)

@@ -87,14 +87,21 @@ def record_scene(tmp_path: Path, script: Script, seed: int, size: tuple[int, int
     video = tmp_path / "scene.mp4"
     truths = make_scene_file(video, Scene(size[0], size[1], FPS, seed=seed), script,
                              codec=codec, preset=preset)
+    recorder, events = record_file(video, tmp_path / "footage")
+    return recorder, events, truths  # type: ignore[return-value]
+
+
+def record_file(video: Path, footage: Path) -> tuple[WatchedRecorder, list[Event]]:
+    """Record a video file as camera cam1 into `footage`, to the file's end; the recorder and
+    its events. The stored chain must verify whatever the file held."""
     events: list[Event] = []
-    config = section(tmp_path / "footage", ("cam1", str(video)))
+    config = section(footage, ("cam1", str(video)))
     with SegmentIndex.in_storage(config.storage_dir) as index:
         recorder = WatchedRecorder(config, 0, index, events)
         recorder.start()
         try:
-            assert recorder.finished.wait(60), "the scene file never played to its end"
+            assert recorder.finished.wait(60), f"{video.name} never played to its end"
         finally:
             recorder.stop()
     assert verify_storage(config).report.ok
-    return recorder, events, truths  # type: ignore[return-value]
+    return recorder, events

@@ -12,7 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from audit_events import spooled
+from audit_events import SpooledEvents
 
 from floor_agent.cctv.export import ExportError, export, record_view
 from floor_agent.cctv.index import SegmentIndex
@@ -21,20 +21,6 @@ from floor_agent.cctv.model import GENESIS_SHA256, Segment
 T0 = datetime(2025, 6, 1, 8, 0, 0, tzinfo=UTC)
 FPS = 10
 SECONDS = 3
-
-
-class Events(list):
-    """The emit callable: each event is first built, validated and chained by a real audit
-    Spool (what production would refuse fails here), then kept as (kind, subject, severity,
-    data)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.audit = spooled(lambda kind, subject, severity="info", **data: self.append(
-            (kind, subject, severity, data)))
-
-    def __call__(self, kind: str, subject: str, severity: str = "info", **data: object) -> None:
-        self.audit(kind, subject, severity, **data)
 
 
 def encode(path: Path, first_frame: int, frames: int = FPS * SECONDS) -> None:
@@ -87,7 +73,7 @@ def decoded_frames(path: Path) -> int:
 def test_clip_across_two_segments_plays_and_proves(
         recorded: tuple[Path, SegmentIndex, list[Segment]], tmp_path: Path) -> None:
     storage, index, segments = recorded
-    events = Events()
+    events = SpooledEvents()
     out = tmp_path / "clip.mp4"
     result = export(index, storage, "cam-1", T0 + timedelta(seconds=1.5),
                     T0 + timedelta(seconds=4.5), "theft at line 3, ticket 4711", "alice", out,
@@ -120,7 +106,7 @@ def test_copied_packets_are_the_cameras_own(
     storage, index, segments = recorded
     out = tmp_path / "whole.mp4"
     export(index, storage, "cam-1", T0, T0 + timedelta(seconds=2.9), "audit", "bob", out,
-           Events())
+           SpooledEvents())
     with av.open(str(storage / segments[0].path)) as src, av.open(str(out)) as clip:
         original = [bytes(p) for p in src.demux(video=0) if p.size]
         copied = [bytes(p) for p in clip.demux(video=0) if p.size]
@@ -134,7 +120,7 @@ def test_altered_source_is_refused(recorded: tuple[Path, SegmentIndex, list[Segm
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    events = Events()
+    events = SpooledEvents()
     out = tmp_path / "clip.mp4"
     with pytest.raises(ExportError, match="seq 2.*does not match its recorded SHA-256"):
         export(index, storage, "cam-1", T0, T0 + timedelta(seconds=5), "why", "who", out,
@@ -148,14 +134,14 @@ def test_who_and_why_are_required_and_nothing_overwritten(
     out = tmp_path / "clip.mp4"
     with pytest.raises(ExportError, match="reason is required"):
         export(index, storage, "cam-1", T0, T0 + timedelta(seconds=1), " ", "carol", out,
-               Events())
+               SpooledEvents())
     out.write_bytes(b"earlier export")
     with pytest.raises(ExportError, match="never overwrites"):
         export(index, storage, "cam-1", T0, T0 + timedelta(seconds=1), "why", "carol", out,
-               Events())
+               SpooledEvents())
     with pytest.raises(ExportError, match="no footage on disk"):
         export(index, storage, "cam-1", T0 + timedelta(days=1), T0 + timedelta(days=2), "why",
-               "carol", tmp_path / "none.mp4", Events())
+               "carol", tmp_path / "none.mp4", SpooledEvents())
 
 
 def test_garbage_segment_is_a_clear_error(tmp_path: Path) -> None:
@@ -170,13 +156,13 @@ def test_garbage_segment_is_a_clear_error(tmp_path: Path) -> None:
                           GENESIS_SHA256))
         with pytest.raises(ExportError, match="camera cam-9 seq 1: not a readable video"):
             export(index, storage, "cam-9", T0, T0 + timedelta(seconds=2), "why", "who",
-                   tmp_path / "x.mp4", Events())
+                   tmp_path / "x.mp4", SpooledEvents())
     assert not (tmp_path / "x.mp4").exists()
 
 
 def test_view_is_audited(recorded: tuple[Path, SegmentIndex, list[Segment]]) -> None:
     _, index, _ = recorded
-    events = Events()
+    events = SpooledEvents()
     records = index.segments("cam-1")[:2]
     record_view("cam-1", records, "dave", "shift review", events)
     ((kind, _, _, data),) = events

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from audit_events import spooled
+from audit_events import SpooledEvents
 
 from floor_agent.cctv.index import SegmentIndex, SegmentRecord
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
@@ -21,18 +21,8 @@ NOW = datetime(2025, 6, 20, 12, 0, 0, tzinfo=UTC)
 MB = 1 << 20
 
 
-class Events(list):
-    """The emit callable: each event is first built, validated and chained by a real audit
-    Spool (what production would refuse fails here), then kept as (kind, subject, severity,
-    data)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.audit = spooled(lambda kind, subject, severity="info", **data: self.append(
-            (kind, subject, severity, data)))
-
-    def __call__(self, kind: str, subject: str, severity: str = "info", **data: object) -> None:
-        self.audit(kind, subject, severity, **data)
+class Events(SpooledEvents):
+    """SpooledEvents, with the events of one kind as (severity, data)."""
 
     def of(self, kind: str) -> list[tuple[str, dict]]:
         return [(sev, d) for k, _, sev, d in self if k == kind]
