@@ -49,8 +49,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dashboard_data import SimAgent, load_state, sample  # noqa: E402
 
-from floor_agent.audit.event import utc_timestamp  # noqa: E402
 from floor_agent.audit.forwarder import pinned_client  # noqa: E402
+from floor_agent.protocol.event import utc_timestamp  # noqa: E402
 
 # ------------------------------------------------------------------------------ genuine
 BACKOFF_INITIAL = 0.5  # the forwarder's default first backoff (s)

@@ -34,12 +34,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from floor_agent.audit.chain import GENESIS_HASH, Checkpoint, link
-from floor_agent.audit.event import AuditEvent, canonical, utc_timestamp
 from floor_agent.audit.forwarder import batch_body, pinned_client
 from floor_agent.audit.keys import public_key_b64
 from floor_agent.collector.ingest import WireEvent, event_params
 from floor_agent.collector.store import Store, open_store
 from floor_agent.config import CollectorConfig, load_config
+from floor_agent.protocol.event import AuditEvent, canonical, utc_timestamp
 
 ROLES = (("workstation", 190), ("door", 4), ("cctv", 6))
 DOORS = ("front", "cleanroom", "store", "loading")

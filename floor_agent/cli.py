@@ -101,7 +101,6 @@ def cmd_collector_token(args: argparse.Namespace) -> int:
 def cmd_collector_verify(args: argparse.Namespace) -> int:
     """Every chain and agent key against the anchor public key from outside the store; the
     outcome is stored (integrity page, chain_state) and recorded on the own audit trail."""
-    from floor_agent.audit.event import utc_timestamp
     from floor_agent.collector import anchor, self_audit, server
     from floor_agent.collector.verify import (
         StoreVerification,
@@ -109,6 +108,7 @@ def cmd_collector_verify(args: argparse.Namespace) -> int:
         verify_agent,
         verify_store,
     )
+    from floor_agent.protocol.event import utc_timestamp
 
     config = _collector_config(args)
     try:
@@ -178,8 +178,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def cmd_emit(args: argparse.Namespace) -> int:
     """Record one event in the agent's spool (the running agent forwards it)."""
-    from floor_agent.audit.event import EventError
     from floor_agent.audit.spool import open_spool
+    from floor_agent.protocol.event import EventError
 
     config = _agent_config(args)
     try:

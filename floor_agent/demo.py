@@ -37,7 +37,6 @@ from floor_agent import service
 from floor_agent.access.door_io import DoorIoError
 from floor_agent.access.sim import ALWAYS, WAIT, DoorFloor, DoorFloorError, Finger, Holder
 from floor_agent.audit.agent import enroll
-from floor_agent.audit.event import utc_timestamp
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.cctv.scenes import Covered, MovingObject, Scene, Script
 from floor_agent.cctv.sim import RtspServer, make_scene_file
@@ -55,6 +54,7 @@ from floor_agent.config import (
     WorkstationConfig,
 )
 from floor_agent.netlock.sim import NamespaceRelay, Topology
+from floor_agent.protocol.event import utc_timestamp
 from floor_agent.usb_guard.sim import SimulatedUsbBus
 from floor_agent.usb_guard.sim_bus import KEYBOARD, PHONE_MTP, STICK, WACOM
 

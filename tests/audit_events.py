@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from floor_agent.audit.event import AuditEvent
 from floor_agent.audit.spool import Spool
+from floor_agent.protocol.event import AuditEvent
 
 EMITTED: set[str] = set()
 _write_one = Spool._write_one

@@ -32,7 +32,7 @@ from floor_agent.access.sim import (
     Holder,
 )
 from floor_agent.access.virtual_card import VirtualCard
-from floor_agent.audit.event import AuditEvent, utc_timestamp
+from floor_agent.protocol.event import AuditEvent, utc_timestamp
 
 ALICE_UID, BOB_UID, CAROL_UID = (bytes.fromhex(h) for h in (
     "04A224B2C35E80", "04B1C2D3E4F501", "04C0FFEE123456"))

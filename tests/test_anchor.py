@@ -23,7 +23,6 @@ from dashboard_clients import add_user, browser, csrf_of, login
 from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 
 from floor_agent.audit import chain
-from floor_agent.audit.event import AuditEvent
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.audit.keys import public_key_b64
 from floor_agent.collector import anchor, backup
@@ -31,6 +30,7 @@ from floor_agent.collector.ingest import SEVERITY_RANK
 from floor_agent.collector.store import Store, open_store
 from floor_agent.collector.store_sql import INSERT_EVENT
 from floor_agent.collector.verify import verify_agent, verify_store
+from floor_agent.protocol.event import AuditEvent
 
 # --------------------------------------------------------------------------- helpers
 

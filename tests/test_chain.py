@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from floor_agent.audit import chain
-from floor_agent.audit.event import AuditEvent, EventError, canonical
+from floor_agent.protocol.event import AuditEvent, EventError, canonical
 
 KEY = Ed25519PrivateKey.generate()
 OTHER_KEY = Ed25519PrivateKey.generate()

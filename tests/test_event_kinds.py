@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from audit_events import EMITTED, AuditRecorder, collected_modules, note_files_under
 
-from floor_agent.audit.event import EventError
 from floor_agent.collector.web.topics import FIXED_TOPICS
+from floor_agent.protocol.event import EventError
 
 ROOT = Path(__file__).resolve().parent.parent
 # the prefixes of event kinds: the agents' capabilities and the collector's own agent

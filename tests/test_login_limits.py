@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from test_web_support import WebApp
 
-from floor_agent.audit.event import utc_timestamp
 from floor_agent.collector.web import login_limits, passwords, user_admin
 from floor_agent.collector.web.login_limits import AddressThrottle, Window, address_key, admit
+from floor_agent.protocol.event import utc_timestamp
 
 
 def test_a_window_admits_limit_attempts_then_says_how_long_to_wait() -> None:

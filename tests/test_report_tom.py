@@ -22,10 +22,10 @@ import pytest
 from batches import BatchMaker
 from collector_process import CollectorProcess, wait_for_kind
 
-from floor_agent.audit.event import utc_timestamp
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector import backup, self_audit, tls
 from floor_agent.collector.verify import verify_all
+from floor_agent.protocol.event import utc_timestamp
 from floor_agent.report import cli as report_cli
 from floor_agent.report.tom import (
     MET,

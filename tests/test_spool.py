@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from floor_agent.audit import chain
-from floor_agent.audit.event import AuditEvent
 from floor_agent.audit.spool import Spool
+from floor_agent.protocol.event import AuditEvent
 
 
 def events_of(spool: Spool) -> list[AuditEvent]:

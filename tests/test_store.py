@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 
 from floor_agent.audit.chain import GENESIS_HASH, Checkpoint, link
-from floor_agent.audit.event import AuditEvent, canonical
 from floor_agent.audit.forwarder import batch_body
 from floor_agent.audit.keys import public_key_b64
 from floor_agent.audit.spool import Spool
@@ -34,6 +33,7 @@ from floor_agent.collector.store_postgres import PostgresStore, describe
 from floor_agent.collector.store_sql import INSERT_EVENT
 from floor_agent.collector.store_sqlite import SqliteStore
 from floor_agent.collector.verify import verify_agent
+from floor_agent.protocol.event import AuditEvent, canonical
 
 BOOT = "boot-1"
 

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from floor_agent.audit.event import utc_timestamp
 from floor_agent.collector.web import camera_gaps, live, overview, timefmt, topics
+from floor_agent.protocol.event import utc_timestamp
 
 NOW = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 

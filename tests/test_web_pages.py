@@ -24,9 +24,9 @@ from collector_process import CollectorProcess
 from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 from test_web_support import WebApp, csrf_of
 
-from floor_agent.audit.event import TS_RE as TS
 from floor_agent.collector import request_auth, self_audit
 from floor_agent.collector.web import user_admin
+from floor_agent.protocol.event import TS_RE as TS
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from floor_agent.audit.event import (
+from floor_agent.protocol.event import (
     AGENT_ID_RE,
     MAX_INT,
     AuditEvent,

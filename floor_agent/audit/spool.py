@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from floor_agent.audit.chain import GENESIS_HASH, link
-from floor_agent.audit.event import (
+from floor_agent.protocol.event import (
     SEVERITY_RANK,
     AuditEvent,
     EventError,

@@ -7,7 +7,7 @@ one event at a time. A camera that misbehaves (bad packets, bad frames, a lost s
 reported and keeps recording what it can; it never stops another camera: each camera has its
 own recorder and source threads.
 
-Audit data has no floats (see audit/event.py): times are milliseconds, fractions are
+Audit data has no floats (see protocol/event.py): times are milliseconds, fractions are
 per-mille, measured values strings.
 """
 

@@ -25,8 +25,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from floor_agent import __version__
-from floor_agent.audit.event import SEVERITIES, TS_RE
-from floor_agent.audit.event import utc_timestamp as now_ts
 from floor_agent.collector import api_keys
 from floor_agent.collector.core import Collector, EnrollError, secret_hash
 from floor_agent.collector.metrics import render_metrics
@@ -37,6 +35,8 @@ from floor_agent.collector.web.context import Dashboard, OwnAudit, utc_now
 from floor_agent.collector.web.live import Broadcaster
 from floor_agent.collector.web.overview import chain_state
 from floor_agent.config import DashboardSettings
+from floor_agent.protocol.event import SEVERITIES, TS_RE
+from floor_agent.protocol.event import utc_timestamp as now_ts
 
 log = logging.getLogger(__name__)
 bearer = HTTPBearer(auto_error=False, description="API key from `floor-agent collector apikey "

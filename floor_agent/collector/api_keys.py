@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from floor_agent.audit.event import parse_timestamp
+from floor_agent.protocol.event import parse_timestamp
 
 SCOPES = ("read", "ack", "credentials", "metrics")
 SCOPE_HELP = {

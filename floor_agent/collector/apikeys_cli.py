@@ -30,8 +30,8 @@ def _days(value: str) -> int:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from floor_agent.audit.event import parse_timestamp, utc_timestamp
     from floor_agent.collector import api_keys, core
+    from floor_agent.protocol.event import parse_timestamp, utc_timestamp
 
     scopes = [s for s in SCOPES if s in set(args.scope)]
     if args.never_expires and args.expires_days is not None:

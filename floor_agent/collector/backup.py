@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from floor_agent.audit.event import utc_timestamp
 from floor_agent.collector import anchor, self_audit
 from floor_agent.collector.store import Store, StoreError, open_store
 from floor_agent.collector.verify import (
@@ -53,6 +52,7 @@ from floor_agent.collector.verify import (
     verify_store,
 )
 from floor_agent.config import CollectorConfig
+from floor_agent.protocol.event import utc_timestamp
 
 FORMAT = "floor-agent-collector-backup/1"
 PREFIX = "floor-collector-"

@@ -22,11 +22,11 @@ from datetime import UTC, datetime, timedelta
 from multiprocessing import get_context
 from typing import Any
 
-from floor_agent.audit.event import AGENT_ID_RE, utc_timestamp
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 from floor_agent.collector import api_keys, ingest
 from floor_agent.collector.ingest import AlertDraft, BatchError
 from floor_agent.collector.store import Store
+from floor_agent.protocol.event import AGENT_ID_RE, utc_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from typing import Any
 import orjson
 
 from floor_agent.audit.chain import GENESIS_HASH, Checkpoint, link
-from floor_agent.audit.event import (
+from floor_agent.audit.keys import KeyFileError, public_key_from_b64
+from floor_agent.protocol.event import (
     AGENT_ID_RE,
     SEVERITY_RANK,
     AuditEvent,
@@ -30,7 +31,6 @@ from floor_agent.audit.event import (
     parse_timestamp,
     utc_timestamp,
 )
-from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 
 ALERT_RANK = SEVERITY_RANK["warning"]  # an agent's event this severe or worse is an alert
 # Alert kinds the collector raises; every anomaly becomes one of these, stored with the data.

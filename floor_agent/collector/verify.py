@@ -33,11 +33,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from floor_agent.audit import chain
-from floor_agent.audit.event import AuditEvent
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 from floor_agent.collector import anchor as trust
 from floor_agent.collector.ingest import AgentRecord
 from floor_agent.collector.store import Store
+from floor_agent.protocol.event import AuditEvent
 
 PAGE = 10_000
 UNCHECKED = "unchecked"  # no anchor key was given: the endorsement was not looked at

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from floor_agent.audit.event import parse_timestamp
+from floor_agent.protocol.event import parse_timestamp
 
 STARTS = ("cctv.camera_offline", "cctv.stream_lost")
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from floor_agent.audit import chain
-from floor_agent.audit.event import AuditEvent
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 from floor_agent.collector.store import Store
+from floor_agent.protocol.event import AuditEvent
 
 PAGE = 10_000
 MAX_WALK = 500_000

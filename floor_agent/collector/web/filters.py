@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from floor_agent.audit.event import SEVERITIES, utc_timestamp
+from floor_agent.protocol.event import SEVERITIES, utc_timestamp
 
 
 class FilterError(ValueError):

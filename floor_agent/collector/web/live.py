@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 from fastapi.concurrency import run_in_threadpool
 
-from floor_agent.audit.event import SEVERITY_RANK
 from floor_agent.collector.ingest import AlertDraft
 from floor_agent.collector.web.topics import topic_of
+from floor_agent.protocol.event import SEVERITY_RANK
 
 QUEUE_SIZE = 2000
 KEEPALIVE_SECONDS = 15.0

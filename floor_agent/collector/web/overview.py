@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from floor_agent.audit.event import SEVERITIES, parse_timestamp
 from floor_agent.collector.ingest import CHAIN_BREAKS
+from floor_agent.protocol.event import SEVERITIES, parse_timestamp
 
 RECORDING_FRESH = timedelta(minutes=5)  # a camera with no segment for longer is not recording
 

@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
-from floor_agent.audit.event import utc_timestamp
 from floor_agent.collector.web import user_admin
 from floor_agent.collector.web.auth import User, check_csrf, require
 from floor_agent.collector.web.context import dashboard_of
@@ -17,6 +16,7 @@ from floor_agent.collector.web.paths import Username
 from floor_agent.collector.web.render import csv_link, page
 from floor_agent.collector.web.tables import Table
 from floor_agent.collector.web.users import ROLES
+from floor_agent.protocol.event import utc_timestamp
 
 router = APIRouter()
 Admin = Annotated[User, Depends(require("users"))]

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from floor_agent.audit.event import utc_timestamp
 from floor_agent.collector.web import filters
 from floor_agent.collector.web.acknowledge import acknowledge
 from floor_agent.collector.web.auth import User, check_csrf, require
@@ -23,6 +22,7 @@ from floor_agent.collector.web.pages_overview import stream
 from floor_agent.collector.web.paths import RowId
 from floor_agent.collector.web.render import csv_link, page
 from floor_agent.collector.web.tables import Table
+from floor_agent.protocol.event import utc_timestamp
 
 router = APIRouter()
 LIMIT = 1000

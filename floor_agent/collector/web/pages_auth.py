@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
-from floor_agent.audit.event import utc_timestamp
 from floor_agent.collector.web import login_limits, passwords, sessions, users
 from floor_agent.collector.web.auth import PASSWORD_PATH, Forbidden, User, check_csrf, require
 from floor_agent.collector.web.context import Dashboard, dashboard_of
 from floor_agent.collector.web.render import page
+from floor_agent.protocol.event import utc_timestamp
 
 router = APIRouter()
 WRONG = "wrong user name or password"

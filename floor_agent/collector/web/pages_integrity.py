@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
-from floor_agent.audit.event import parse_timestamp, utc_timestamp
 from floor_agent.collector.ingest import CHAIN_BREAKS
 from floor_agent.collector.verify import verify_agent
 from floor_agent.collector.web.auth import User, check_csrf, require
@@ -17,6 +16,7 @@ from floor_agent.collector.web.csv_export import csv_response
 from floor_agent.collector.web.pages_events import export_allowed
 from floor_agent.collector.web.render import csv_link, page
 from floor_agent.collector.web.tables import Cell, Table
+from floor_agent.protocol.event import parse_timestamp, utc_timestamp
 
 router = APIRouter()
 COLUMNS = ["agent", "role", "last checkpoint", "checkpoint time", "age", "gaps", "forks",

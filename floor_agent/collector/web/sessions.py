@@ -7,7 +7,7 @@ import hmac
 import secrets
 from datetime import datetime, timedelta
 
-from floor_agent.audit.event import parse_timestamp
+from floor_agent.protocol.event import parse_timestamp
 
 COOKIE = "floor_session"
 LOGIN_COOKIE = "floor_login"  # the login form's CSRF token before there is a session

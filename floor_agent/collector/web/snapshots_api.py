@@ -16,9 +16,9 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from floor_agent.audit.event import utc_timestamp
 from floor_agent.collector.api_credentials import read_body
 from floor_agent.collector.web.context import dashboard_of
+from floor_agent.protocol.event import utc_timestamp
 
 router = APIRouter(tags=["cameras"])
 MAX_BYTES = 512 * 1024

@@ -7,7 +7,7 @@ one line; the year and the microseconds are one hover away, and exports keep the
 
 from __future__ import annotations
 
-from floor_agent.audit.event import TS_RE
+from floor_agent.protocol.event import TS_RE
 
 
 def short_time(ts: str | None) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from floor_agent.audit.event import utc_timestamp
+from floor_agent.protocol.event import utc_timestamp
 
 ROLES = ("viewer", "auditor", "admin")
 USERNAME_RE = re.compile(r"^[a-z][a-z0-9._-]{0,31}$")

@@ -25,10 +25,10 @@ def run_audited(args: argparse.Namespace,
          action: Callable[[argparse.Namespace, object, object, str], int]) -> int:
     """Open the store and the collector's own trail, run action(args, store, own, now); a
     refused change (ValueError) is an error message and exit status 2."""
-    from floor_agent.audit.event import utc_timestamp
     from floor_agent.collector import self_audit
     from floor_agent.collector.store import open_store
     from floor_agent.config import CollectorConfig, load_config
+    from floor_agent.protocol.event import utc_timestamp
 
     config = load_config(args.config, "collector")
     assert isinstance(config, CollectorConfig)
