@@ -10,7 +10,7 @@
    (real Spool, signed Checkpoint, forwarder.batch_body); N client threads then send them over
    HTTPS keep-alive with the pinned CA, each agent's batches in order. Only events acknowledged
    (acked_seq) count, and the store must hold all of them afterwards.
-2. raw_sqlite_insert: after each HTTPS run, the same rows (store_sql.event_params), schema,
+2. raw_sqlite_insert: after each HTTPS run, the same rows (ingest.event_params), schema,
    indexes and PRAGMAs (WAL, synchronous=FULL) into a fresh SQLite file, one transaction per
    batch of the same size: the baseline of that run's ratio. --repeat runs (fresh collector,
    fresh agents each) give medians, since this shared 2-core VM is noisy.
@@ -51,20 +51,21 @@ import orjson
 import yaml
 
 from floor_agent.audit.agent import KEY_FILE, enroll
-from floor_agent.audit.chain import Checkpoint
 from floor_agent.audit.forwarder import batch_body, pinned_client
 from floor_agent.audit.keys import load_private_key
 from floor_agent.audit.spool import Spool
 from floor_agent.collector import core, ingest, server
-from floor_agent.collector.store import EventQuery, open_store
-from floor_agent.collector.store_sql import INSERT_EVENT, event_params
-from floor_agent.collector.store_sqlite import SCHEMA, SqliteStore, connect
 from floor_agent.config import (
     AuditClientConfig,
     CollectorConfig,
     CollectorSection,
     WorkstationConfig,
 )
+from floor_agent.protocol.checkpoint import Checkpoint
+from floor_agent.store import open_store
+from floor_agent.store.interface import EventQuery
+from floor_agent.store.sql import INSERT_EVENT
+from floor_agent.store.sqlite import SCHEMA, SqliteStore, connect
 
 TARGET_EVENTS_PER_S = 20_000
 TARGET_RATIO = 0.5
@@ -302,7 +303,7 @@ def send_all(url: str, ca: Path, agents: list[AgentBatches]) -> tuple[int, float
 def raw_insert(path: Path, agents: list[AgentBatches]) -> tuple[int, float]:
     """The same rows, schema, PRAGMAs and batch size, straight into SQLite."""
     received_at = "2026-11-29T08:00:00.000000Z"
-    per_agent = [[[event_params(w, received_at) for w in ingest.parse(body, 100_000).events]
+    per_agent = [[[ingest.event_params(w, received_at) for w in ingest.parse(body, 100_000).events]
                   for body in agent.bodies] for agent in agents]
     # Interleaved as the collector sees them: one batch of each agent in turn.
     batches = [rows for group in zip(*per_agent, strict=True) for rows in group]

@@ -1,7 +1,7 @@
 """A floor's worth of audit data for the dashboard benchmark: 200 agents, 1,000,000 events.
 
 Every event is chained and every batch ends in a signed checkpoint exactly as an agent makes
-them (audit.chain, AuditEvent, Ed25519), so the store verifies and the dashboard's derived
+them (protocol.checkpoint, AuditEvent, Ed25519), so the store verifies and the dashboard's derived
 state (the `latest` table kept at ingest) is filled by the store's own commit_batch. The bulk
 load goes straight to Store.commit_batch (no HTTPS: building 1M events over the wire would take
 longer than the whole benchmark); the live load afterwards goes over HTTPS, continuing the same
@@ -33,13 +33,14 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from floor_agent.audit.chain import GENESIS_HASH, Checkpoint, link
 from floor_agent.audit.forwarder import batch_body, pinned_client
 from floor_agent.audit.keys import public_key_b64
 from floor_agent.collector.ingest import WireEvent, event_params
-from floor_agent.collector.store import Store, open_store
 from floor_agent.config import CollectorConfig, load_config
+from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, link
 from floor_agent.protocol.event import AuditEvent, canonical, utc_timestamp
+from floor_agent.store import open_store
+from floor_agent.store.interface import Store
 
 ROLES = (("workstation", 190), ("door", 4), ("cctv", 6))
 DOORS = ("front", "cleanroom", "store", "loading")

@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dashboard_clients import add_user, browser, csrf_of, login
 from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 
-from floor_agent.audit import chain
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.audit.keys import public_key_b64
 from floor_agent.collector import anchor, backup
@@ -30,6 +29,7 @@ from floor_agent.collector.ingest import SEVERITY_RANK
 from floor_agent.collector.store import Store, open_store
 from floor_agent.collector.store_sql import INSERT_EVENT
 from floor_agent.collector.verify import verify_agent, verify_store
+from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, event_hash
 from floor_agent.protocol.event import AuditEvent
 
 # --------------------------------------------------------------------------- helpers
@@ -70,15 +70,15 @@ def forge(store: Store, agent_id: str, seq: int) -> str:
     checkpoint = store.checkpoint_of(agent_id)
     assert checkpoint is not None and rows[-1][0].seq == checkpoint.seq
     key = Ed25519PrivateKey.generate()
-    current, hashes = chain.GENESIS_HASH, []
+    current, hashes = GENESIS_HASH, []
     for event, _ in rows:
         if event.seq == seq:
             event = AuditEvent(event.agent_id, event.seq, event.boot_id, event.ts, event.kind,
                                event.severity, "nothing happened here", {"forged": True})
-        current = chain.event_hash(current, event)
+        current = event_hash(current, event)
         hashes.append((current, agent_id, event.seq))
-    signed = chain.Checkpoint(agent_id, checkpoint.seq, current, checkpoint.ts,
-                              checkpoint.boot_id).sign(key)
+    signed = Checkpoint(agent_id, checkpoint.seq, current, checkpoint.ts,
+                        checkpoint.boot_id).sign(key)
     with store._write() as cur:  # the attacker writes the file, not through the collector
         cur.execute(store._q("UPDATE events SET subject = 'nothing happened here', data = ? "
                              "WHERE agent_id = ? AND seq = ?"),
@@ -99,7 +99,7 @@ def insert_row(store: Store, agent_id: str, seq: int, prev: bytes) -> bytes:
     """A fabricated event, correctly chained on `prev`; its hash."""
     event = AuditEvent(agent_id, seq, "b" * 32, "2026-12-01T00:00:00.000000Z", "usb.allowed",
                        "info", "nothing to see", {"port": "1-1"})
-    digest = chain.event_hash(prev, event)
+    digest = event_hash(prev, event)
     with store._write() as cur:
         cur.execute(store._q(INSERT_EVENT), (
             agent_id, seq, event.boot_id, event.ts, event.kind, event.severity,
@@ -329,7 +329,7 @@ def test_verify_reports_rows_past_the_head_and_orphans(
             cur.execute(store._q("UPDATE agents SET head_seq = 4, head_hash = ? "
                                  "WHERE agent_id = ?"), (head, "ws-b"))
         # rows of an agent id that never enrolled
-        prev = chain.GENESIS_HASH
+        prev = GENESIS_HASH
         for seq in (1, 2, 3):
             prev = insert_row(store, "ghost-01", seq, prev)
     finally:

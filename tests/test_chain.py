@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from floor_agent.audit import chain
+from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, chain_hashes, event_hash, link
 from floor_agent.protocol.event import AuditEvent, EventError, canonical
 
 KEY = Ed25519PrivateKey.generate()
@@ -34,10 +35,10 @@ def event_runs(draw: st.DrawFn, min_size: int = 1) -> list[AuditEvent]:
             for seq in range(1, n + 1)]
 
 
-def sign_head(events: list[AuditEvent], key: Ed25519PrivateKey = KEY) -> chain.Checkpoint:
-    hashes = chain.chain_hashes(events)
-    return chain.Checkpoint("ws-01", events[-1].seq, hashes[-1], "2026-11-29T09:00:00.000000Z",
-                            "boot-1").sign(key)
+def sign_head(events: list[AuditEvent], key: Ed25519PrivateKey = KEY) -> Checkpoint:
+    hashes = chain_hashes(events)
+    return Checkpoint("ws-01", events[-1].seq, hashes[-1], "2026-11-29T09:00:00.000000Z",
+                      "boot-1").sign(key)
 
 
 @given(event_runs())
@@ -55,12 +56,12 @@ def test_any_altered_byte_is_detected(events: list[AuditEvent], data: st.DataObj
     body = bytearray(canonical(events[index]))
     pos = data.draw(st.integers(0, len(body) - 1))
     body[pos] ^= data.draw(st.integers(1, 255))
-    hashes = chain.chain_hashes(events[:index])
-    prev = hashes[-1] if hashes else chain.GENESIS_HASH
+    hashes = chain_hashes(events[:index])
+    prev = hashes[-1] if hashes else GENESIS_HASH
     # Re-chain from the altered bytes: the attacker cannot re-sign the checkpoint.
-    current = chain.link(prev, bytes(body))
+    current = link(prev, bytes(body))
     for later in events[index + 1:]:
-        current = chain.event_hash(current, later)
+        current = event_hash(current, later)
     assert current != checkpoint.hash
 
 
@@ -140,7 +141,7 @@ def test_foreign_events_are_detected(events: list[AuditEvent]) -> None:
 def test_claimed_hashes_name_the_altered_event() -> None:
     events = [AuditEvent("ws-01", s, "b", "2026-11-29T08:00:00.000000Z", "usb.blocked", "info",
                          "s", {"n": s}) for s in range(1, 6)]
-    hashes = chain.chain_hashes(events)
+    hashes = chain_hashes(events)
     altered = list(events)
     altered[2] = dataclasses.replace(events[2], subject="changed")
     report = chain.verify(altered, sign_head(events), KEY.public_key(), claimed_hashes=hashes)
@@ -157,7 +158,7 @@ def test_canonical_form_is_stable_and_sorted() -> None:
     # the documented formula, spelled out
     import hashlib
     expected = hashlib.sha256(b"floor-agent/event/v1\x00" + bytes(32) + canonical(event))
-    assert chain.event_hash(chain.GENESIS_HASH, event) == expected.digest()
+    assert event_hash(GENESIS_HASH, event) == expected.digest()
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [

@@ -22,11 +22,11 @@ from batches import BatchMaker
 from collector_process import CollectorProcess
 from dashboard_clients import add_user, browser, login
 
-from floor_agent.audit.chain import Checkpoint, link
 from floor_agent.audit.forwarder import batch_body
 from floor_agent.collector.ingest import WireEvent, event_params
-from floor_agent.collector.store_sql import INSERT_EVENT
+from floor_agent.protocol.checkpoint import Checkpoint, link
 from floor_agent.protocol.event import AuditEvent, canonical, utc_timestamp
+from floor_agent.store.sql import INSERT_EVENT
 
 INGEST = "/api/v1/ingest"
 

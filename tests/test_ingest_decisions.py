@@ -12,11 +12,12 @@ import orjson
 import pytest
 from batches import BatchMaker
 
-from floor_agent.audit.chain import Checkpoint
 from floor_agent.audit.forwarder import batch_body
 from floor_agent.collector import ingest
-from floor_agent.collector.ingest import AgentRecord, BatchError, Clock
+from floor_agent.collector.ingest import BatchError, Clock
+from floor_agent.protocol.checkpoint import Checkpoint
 from floor_agent.protocol.event import AuditEvent, EventError, utc_timestamp
+from floor_agent.store.records import AgentRecord
 
 # The collector's clock in these tests: set afresh for each test (autouse fixture below), as
 # the agents' spools stamp with the real clock; a value from import time fell minutes behind

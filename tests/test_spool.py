@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from floor_agent.audit import chain
 from floor_agent.audit.spool import Spool
+from floor_agent.protocol.checkpoint import chain_hashes
 from floor_agent.protocol.event import AuditEvent
 
 
@@ -29,7 +29,7 @@ def test_seq_grows_by_one_across_restarts(tmp_path: Path) -> None:
     events = events_of(second)
     assert [e.seq for e in events] == [1, 2, 3, 4]
     _, pending = second.batch(10)
-    assert chain.chain_hashes(events) == [p.hash for p in pending]
+    assert chain_hashes(events) == [p.hash for p in pending]
 
 
 def test_acknowledge_forgets_only_what_was_acked(tmp_path: Path) -> None:

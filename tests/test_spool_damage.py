@@ -19,10 +19,10 @@ from pathlib import Path
 from collector_process import CollectorProcess, wait_for_kind
 
 from floor_agent.audit.agent import AuditAgent, enroll
-from floor_agent.audit.chain import link
 from floor_agent.audit.spool import DAMAGE_KIND, SPOOL_FILE, Spool
 from floor_agent.collector.ingest import CHAIN_BREAKS
-from floor_agent.collector.store import EventQuery
+from floor_agent.protocol.checkpoint import link
+from floor_agent.store.interface import EventQuery
 
 
 def wait_until(what: str, check: Callable[[], bool], seconds: float = 30) -> None:

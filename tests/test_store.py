@@ -21,19 +21,20 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 
-from floor_agent.audit.chain import GENESIS_HASH, Checkpoint, link
 from floor_agent.audit.forwarder import batch_body
 from floor_agent.audit.keys import public_key_b64
 from floor_agent.audit.spool import Spool
-from floor_agent.collector import store_postgres
 from floor_agent.collector.core import Collector, IngestResult, create_token
-from floor_agent.collector.ingest import AlertDraft, WireEvent, event_params
-from floor_agent.collector.store import EventQuery, Store, StoreError, open_store
-from floor_agent.collector.store_postgres import PostgresStore, describe
-from floor_agent.collector.store_sql import INSERT_EVENT
-from floor_agent.collector.store_sqlite import SqliteStore
+from floor_agent.collector.ingest import WireEvent, event_params
 from floor_agent.collector.verify import verify_agent
+from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, link
 from floor_agent.protocol.event import AuditEvent, canonical
+from floor_agent.store import open_store, postgres
+from floor_agent.store.interface import EventQuery, Store, StoreError
+from floor_agent.store.postgres import PostgresStore, describe
+from floor_agent.store.records import AlertDraft
+from floor_agent.store.sql import INSERT_EVENT
+from floor_agent.store.sqlite import SqliteStore
 
 BOOT = "boot-1"
 
@@ -655,7 +656,7 @@ def test_opening_a_current_postgres_store_beside_a_writer_takes_no_ddl_lock(
     PostgresStore(url).close()
     with psycopg.connect(url) as check:
         (digest,) = check.execute("SELECT digest FROM schema_mark").fetchone() or ("",)
-    assert digest == store_postgres.SCHEMA_DIGEST
+    assert digest == postgres.SCHEMA_DIGEST
 
 
 @pytest.mark.postgres

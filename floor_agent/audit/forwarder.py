@@ -20,8 +20,8 @@ import httpx
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from floor_agent.audit.chain import Checkpoint
 from floor_agent.audit.spool import Spool
+from floor_agent.protocol.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 

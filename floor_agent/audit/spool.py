@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from floor_agent.audit.chain import GENESIS_HASH, link
+from floor_agent.protocol.checkpoint import GENESIS_HASH, link
 from floor_agent.protocol.event import (
     SEVERITY_RANK,
     AuditEvent,

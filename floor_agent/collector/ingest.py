@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from floor_agent.audit.chain import GENESIS_HASH, Checkpoint, link
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
+from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, link
 from floor_agent.protocol.event import (
     AGENT_ID_RE,
     SEVERITY_RANK,

@@ -35,9 +35,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from floor_agent.audit import chain
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 from floor_agent.collector import anchor as trust
-from floor_agent.collector.ingest import AgentRecord
-from floor_agent.collector.store import Store
+from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, event_hash
 from floor_agent.protocol.event import AuditEvent
+from floor_agent.store.interface import Store
+from floor_agent.store.records import AgentRecord
 
 PAGE = 10_000
 UNCHECKED = "unchecked"  # no anchor key was given: the endorsement was not looked at
@@ -200,7 +201,7 @@ class StoredAgent:
 
     record: AgentRecord
     identity: dict[str, Any]
-    checkpoint: chain.Checkpoint | None
+    checkpoint: Checkpoint | None
     events: list[AuditEvent]
     hashes: list[bytes]
 
@@ -245,7 +246,7 @@ def judge_agent(stored: StoredAgent, anchor: Ed25519PublicKey | None = None
     hashes = [stored.hashes[i] for i in valid]
     limit = checkpoint.seq if checkpoint else record.head_seq
     anchored = [e for e in chained if e.seq <= limit]  # rows are in seq order: a prefix
-    report = chain.verify(anchored, checkpoint, _key(record.public_key), chain.GENESIS_HASH,
+    report = chain.verify(anchored, checkpoint, _key(record.public_key), GENESIS_HASH,
                           hashes[:len(anchored)])
     if anchored and anchored[0].seq != 1:
         report.problems.insert(0, chain.Problem("gap", 1, f"events 1..{anchored[0].seq - 1} "
@@ -253,9 +254,9 @@ def judge_agent(stored: StoredAgent, anchor: Ed25519PublicKey | None = None
     if checkpoint is not None and checkpoint.seq > 0 and not anchored:
         report.problems.append(chain.Problem("gap", 1, "no stored events under the checkpoint"))
     # Rows past the checkpoint cannot be anchored, but must still link up.
-    prev = hashes[len(anchored) - 1] if anchored else chain.GENESIS_HASH
+    prev = hashes[len(anchored) - 1] if anchored else GENESIS_HASH
     for event, digest in zip(chained[len(anchored):], hashes[len(anchored):], strict=True):
-        if chain.event_hash(prev, event) != digest:
+        if event_hash(prev, event) != digest:
             report.problems.append(chain.Problem("altered", event.seq,
                                                  "unanchored event does not link"))
         prev = digest

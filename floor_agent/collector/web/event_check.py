@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from floor_agent.audit import chain
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
-from floor_agent.collector.store import Store
+from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, event_hash
 from floor_agent.protocol.event import AuditEvent
+from floor_agent.store.interface import Store
 
 PAGE = 10_000
 MAX_WALK = 500_000
@@ -22,7 +22,7 @@ MAX_WALK = 500_000
 class EventCheck:
     event: dict[str, Any]
     prev_hash: str
-    checkpoint: chain.Checkpoint | None
+    checkpoint: Checkpoint | None
     problem: str | None  # None: verified
 
     @property
@@ -46,7 +46,7 @@ def check(store: Store, agent_id: str, seq: int) -> EventCheck | None:
     event, digest = found[seq]
     checkpoint = store.checkpoint_of(agent_id)
     if seq == 1:
-        prev: bytes | None = chain.GENESIS_HASH
+        prev: bytes | None = GENESIS_HASH
     else:
         prev = found[seq - 1][1] if seq - 1 in found else None
     result = EventCheck(event, prev.hex() if prev else "(missing)", checkpoint,
@@ -55,11 +55,11 @@ def check(store: Store, agent_id: str, seq: int) -> EventCheck | None:
 
 
 def problem(store: Store, agent_id: str, event: dict[str, Any], digest: bytes,
-            prev: bytes | None, checkpoint: chain.Checkpoint | None) -> str | None:
+            prev: bytes | None, checkpoint: Checkpoint | None) -> str | None:
     seq = event["seq"]
     if prev is None:
         return f"event {seq - 1} is missing from the store (gap)"
-    if chain.event_hash(prev, _audit_event(event)) != digest:
+    if event_hash(prev, _audit_event(event)) != digest:
         return "the stored event does not match its chain hash (altered)"
     if checkpoint is None or checkpoint.seq < seq:
         return "not yet covered by a signed checkpoint"
@@ -80,7 +80,7 @@ def problem(store: Store, agent_id: str, event: dict[str, Any], digest: bytes,
                                               min(checkpoint.seq, start + PAGE - 1)):
             if row["seq"] != expected:
                 return f"event {expected} is missing from the store (gap)"
-            if chain.event_hash(last, _audit_event(row)) != stored:
+            if event_hash(last, _audit_event(row)) != stored:
                 return f"event {row['seq']} after it does not link (altered)"
             last, expected = stored, expected + 1
         start += PAGE
