@@ -86,8 +86,8 @@ from floor_agent.access.model import (
 )
 from floor_agent.access.sim import ALWAYS, WAIT, DoorFloor, Finger, Holder
 from floor_agent.collector import core
-from floor_agent.collector.store import open_store
 from floor_agent.config import AccessPolicyConfig, DoorReader, DoorSection
+from floor_agent.store import open_store
 
 if TYPE_CHECKING:  # bench/collector_ingest.py, imported where it runs
     from collector_ingest import CollectorProcess

@@ -41,7 +41,6 @@ from floor_agent.audit.forwarder import pinned_client
 from floor_agent.cctv.scenes import Covered, MovingObject, Scene, Script
 from floor_agent.cctv.sim import RtspServer, make_scene_file
 from floor_agent.collector import core, self_audit, server, tls
-from floor_agent.collector.store import Store
 from floor_agent.collector.web import user_admin
 from floor_agent.config import (
     AuditClientConfig,
@@ -55,6 +54,7 @@ from floor_agent.config import (
 )
 from floor_agent.netlock.sim import NamespaceRelay, Topology
 from floor_agent.protocol.event import utc_timestamp
+from floor_agent.store.interface import Store
 from floor_agent.usb_guard.sim import SimulatedUsbBus
 from floor_agent.usb_guard.sim_bus import KEYBOARD, PHONE_MTP, STICK, WACOM
 

@@ -151,7 +151,8 @@ def find_customer_names(events: Iterable[Mapping[str, Any]],
 
 
 def _store_events(database_url: str, page_size: int = 1000) -> Iterator[dict[str, Any]]:
-    from floor_agent.collector.store import EventQuery, open_store
+    from floor_agent.store import open_store
+    from floor_agent.store.interface import EventQuery
 
     store = open_store(database_url)
     try:

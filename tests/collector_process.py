@@ -15,7 +15,6 @@ import yaml
 
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector import api_keys, core, server
-from floor_agent.collector.store import EventQuery, Store, open_store
 from floor_agent.config import (
     AuditClientConfig,
     CollectorConfig,
@@ -24,6 +23,8 @@ from floor_agent.config import (
     WorkstationConfig,
     load_config,
 )
+from floor_agent.store import open_store
+from floor_agent.store.interface import EventQuery, Store
 
 
 def free_port() -> int:

@@ -12,9 +12,9 @@ from collector_process import CollectorProcess
 from test_web_support import PASSWORD, csrf_of
 
 from floor_agent.collector import self_audit
-from floor_agent.collector.store import EventQuery
 from floor_agent.collector.web import passwords
 from floor_agent.protocol.event import utc_timestamp
+from floor_agent.store.interface import EventQuery
 
 __all__ = ["PASSWORD", "add_user", "browser", "csrf_of", "login", "login_form", "own_events",
            "post_login"]

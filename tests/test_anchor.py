@@ -26,11 +26,13 @@ from floor_agent.audit.forwarder import pinned_client
 from floor_agent.audit.keys import public_key_b64
 from floor_agent.collector import anchor, backup
 from floor_agent.collector.ingest import SEVERITY_RANK
-from floor_agent.collector.store import Store, open_store
-from floor_agent.collector.store_sql import INSERT_EVENT
 from floor_agent.collector.verify import verify_agent, verify_store
+from floor_agent.common.files import file_sha256
 from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, event_hash
 from floor_agent.protocol.event import AuditEvent
+from floor_agent.store import open_store
+from floor_agent.store.interface import Store
+from floor_agent.store.sql import INSERT_EVENT
 
 # --------------------------------------------------------------------------- helpers
 
@@ -112,7 +114,7 @@ def fix_manifest(backup_file: Path, agent_id: str, head_hash: str) -> dict[str, 
     """The manifest "fixed" as the issue did: the new sha256 and the forged head."""
     path = backup.manifest_path(backup_file)
     manifest = json.loads(path.read_text())
-    manifest["sha256"] = backup.file_sha256(backup_file)
+    manifest["sha256"] = file_sha256(backup_file)
     manifest["agents"][agent_id]["head_hash"] = head_hash
     path.write_text(json.dumps(manifest))
     return manifest
@@ -156,7 +158,7 @@ def test_forged_sqlite_backup_is_refused_naming_the_agent(tmp_path: Path) -> Non
         forged.close()
     shutil.copyfile(work, made.path)
     manifest = fix_manifest(made.path, "ws-forged", head)
-    assert manifest["sha256"] == backup.file_sha256(made.path)  # sha256 and heads agree
+    assert manifest["sha256"] == file_sha256(made.path)  # sha256 and heads agree
 
     target = CollectorProcess(tmp_path / "target",
                               anchor_dir=str(anchor.anchor_dir(source.config.collector)))
@@ -225,7 +227,7 @@ def test_edited_manifest_and_missing_anchor_key(tmp_path: Path) -> None:
     manifest = json.loads(path.read_text())
     manifest["created"] = "2026-01-01T00:00:00.000000Z"
     path.write_text(json.dumps(manifest))
-    assert manifest["sha256"] == backup.file_sha256(made.path)
+    assert manifest["sha256"] == file_sha256(made.path)
     target = CollectorProcess(tmp_path / "target",
                               anchor_dir=str(anchor.anchor_dir(source.config.collector)))
     result = cli(target.config_path, "restore", "--from", str(made.path))
@@ -453,7 +455,7 @@ def test_backup_from_before_the_anchor_restores_only_when_accepted(tmp_path: Pat
     path = backup.manifest_path(made.path)
     manifest = json.loads(path.read_text())
     del manifest[anchor.MANIFEST_FIELD]
-    manifest["sha256"] = backup.file_sha256(made.path)
+    manifest["sha256"] = file_sha256(made.path)
     path.write_text(json.dumps(manifest))
 
     target = CollectorProcess(tmp_path / "target",

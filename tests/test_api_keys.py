@@ -21,8 +21,8 @@ from dashboard_clients import own_events
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector import api_keys
 from floor_agent.collector.core import secret_hash
-from floor_agent.collector.store import open_store
 from floor_agent.protocol.event import utc_timestamp
+from floor_agent.store import open_store
 
 # Each scope's routes: (method, path, body). A route a key may use answers anything but
 # 401/403 (404 for an alert that does not exist, 422 for an empty body); one it may not: 403.

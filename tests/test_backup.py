@@ -22,7 +22,8 @@ from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixt
 from floor_agent.audit.agent import enroll
 from floor_agent.audit.spool import Spool
 from floor_agent.collector import anchor, backup, backup_cli, self_audit
-from floor_agent.collector.store import Store
+from floor_agent.common.files import file_sha256
+from floor_agent.store.interface import Store
 
 RUNNER = str(Path(__file__).with_name("agent_runner.py"))
 
@@ -103,7 +104,7 @@ def test_online_backup_while_ingesting_restores_identical_chains(
         assert result.ok and result.verified, result.reason
         assert result.path is not None and result.path.stat().st_mode & 0o777 == 0o600
         assert result.path.parent.stat().st_mode & 0o777 == 0o700
-        assert backup.file_sha256(result.path) == result.sha256
+        assert file_sha256(result.path) == result.sha256
     first, second = (json.loads(r.manifest.read_text()) for r in results if r.manifest)
     # taken while events kept arriving: the second copy is further along, both are consistent
     assert 0 < first["agents"]["ws-busy"]["head_seq"] < second["agents"]["ws-busy"]["head_seq"]
@@ -187,7 +188,7 @@ def test_corrupted_backup_fails_verification_and_is_reported(running: CollectorP
     db.commit()
     db.close()
     manifest = json.loads(result.manifest.read_text())
-    manifest["sha256"] = backup.file_sha256(result.path)
+    manifest["sha256"] = file_sha256(result.path)
     result.manifest.write_text(json.dumps(manifest))
     assert run_cli("restore", "--config", str(target.config_path), "--from",
                    str(result.path)) == 1

@@ -15,7 +15,8 @@ from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixt
 
 from floor_agent.access.model import AccessLevel, Card, Person, Template, TimeWindow
 from floor_agent.collector import credentials as wire
-from floor_agent.collector.store import RecordConflict, Store, UnknownRecord, open_store
+from floor_agent.store import open_store
+from floor_agent.store.interface import RecordConflict, Store, UnknownRecord
 
 NOW = "2026-11-29T08:00:00.000000Z"
 OFFICE = AccessLevel("office", frozenset({"door-a", "door-b"}),

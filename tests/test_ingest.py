@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from floor_agent.collector import ingest
-from floor_agent.collector.ingest import AgentRecord, BatchError
+from floor_agent.collector.ingest import BatchError
+from floor_agent.store.records import AgentRecord
 
 
 @pytest.fixture(scope="module")

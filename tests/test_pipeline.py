@@ -13,8 +13,8 @@ from pathlib import Path
 from collector_process import CollectorProcess
 
 from floor_agent.audit.agent import enroll
-from floor_agent.collector.store import EventQuery
 from floor_agent.collector.verify import verify_agent
+from floor_agent.store.interface import EventQuery
 
 RUNNER = str(Path(__file__).with_name("agent_runner.py"))
 

@@ -92,7 +92,7 @@ done
     assert (default, stick_on, keyboard_on) == ("0", "0", "1")  # ...and nothing was reopened
     store = sqlite_collector.store()
     try:
-        from floor_agent.collector.store import EventQuery
+        from floor_agent.store.interface import EventQuery
 
         events = store.query_events(EventQuery(agent_id="ws-kill", kind_prefix="usb.")).events
     finally:

@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 from floor_agent.audit.spool import Spool
 from floor_agent.collector.api import create_app
 from floor_agent.collector.core import Collector
-from floor_agent.collector.store import open_store
 from floor_agent.collector.web import passwords
 from floor_agent.config import DashboardSettings
 from floor_agent.protocol.event import utc_timestamp
+from floor_agent.store import open_store
 
 PASSWORD = "correct horse battery staple"
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from floor_agent.collector import self_audit
-from floor_agent.collector.store import open_store
 from floor_agent.collector.web import passwords, users_cli
 from floor_agent.config import CollectorConfig, CollectorSection
+from floor_agent.store import open_store
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -47,8 +47,8 @@ from floor_agent.audit.keys import (
     write_private_key,
 )
 from floor_agent.collector import self_audit
-from floor_agent.collector.store import Store
 from floor_agent.config import CollectorConfig, CollectorSection
+from floor_agent.store.interface import Store
 
 ENDORSEMENT_DOMAIN = b"floor-agent/anchor/endorsement/v1\x00"
 MANIFEST_DOMAIN = b"floor-agent/anchor/manifest/v1\x00"

@@ -28,7 +28,6 @@ from floor_agent import __version__
 from floor_agent.collector import api_keys
 from floor_agent.collector.core import Collector, EnrollError, secret_hash
 from floor_agent.collector.metrics import render_metrics
-from floor_agent.collector.store import EventQuery
 from floor_agent.collector.web.acknowledge import acknowledge
 from floor_agent.collector.web.app import install as install_dashboard
 from floor_agent.collector.web.context import Dashboard, OwnAudit, utc_now
@@ -37,6 +36,7 @@ from floor_agent.collector.web.overview import chain_state
 from floor_agent.config import DashboardSettings
 from floor_agent.protocol.event import SEVERITIES, TS_RE
 from floor_agent.protocol.event import utc_timestamp as now_ts
+from floor_agent.store.interface import EventQuery
 
 log = logging.getLogger(__name__)
 bearer = HTTPBearer(auto_error=False, description="API key from `floor-agent collector apikey "

@@ -47,9 +47,9 @@ from fastapi.responses import Response
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 from floor_agent.collector import credentials as wire
 from floor_agent.collector import request_auth
-from floor_agent.collector.ingest import AgentRecord
-from floor_agent.collector.store import RecordConflict, Store, UnknownRecord
 from floor_agent.protocol.event import utc_timestamp
+from floor_agent.store.interface import RecordConflict, Store, UnknownRecord
+from floor_agent.store.records import AgentRecord
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,6 @@ I/O is in the functions after them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -43,7 +42,6 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from floor_agent.collector import anchor, self_audit
-from floor_agent.collector.store import Store, StoreError, open_store
 from floor_agent.collector.verify import (
     KEY_PROBLEMS,
     AgentVerification,
@@ -51,8 +49,12 @@ from floor_agent.collector.verify import (
     record,
     verify_store,
 )
+from floor_agent.common.files import file_sha256
+from floor_agent.common.urls import redact_url
 from floor_agent.config import CollectorConfig
 from floor_agent.protocol.event import utc_timestamp
+from floor_agent.store import open_store
+from floor_agent.store.interface import Store, StoreError
 
 FORMAT = "floor-agent-collector-backup/1"
 PREFIX = "floor-collector-"
@@ -120,16 +122,6 @@ def backup_name(kind: str, now: datetime) -> str:
     """floor-collector-20261129T133456123Z.sqlite3: sorts by time, says what made it."""
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z"
     return f"{PREFIX}{stamp}{SUFFIXES[kind]}"
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for manifests and events."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 def contents_of(verification: StoreVerification, agents: Iterable[Mapping[str, Any]],
@@ -205,14 +197,6 @@ def manifest_data(kind: str, source: str, name: str, sha256: str, size: int, cre
 
 
 # --------------------------------------------------------------------------- file helpers
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def manifest_path(backup_file: Path) -> Path:
     return backup_file.with_name(backup_file.name + MANIFEST_SUFFIX)

@@ -77,8 +77,8 @@ def cmd_anchor_show(args: argparse.Namespace) -> int:
 def cmd_anchor_endorse(args: argparse.Namespace) -> int:
     """The one-time upgrade of a store from before the anchor; recorded on the own trail."""
     from floor_agent.collector import anchor, self_audit
-    from floor_agent.collector.store import open_store
     from floor_agent.collector.verify import endorse_existing
+    from floor_agent.store import open_store
 
     config = _config(args)
     try:

@@ -24,9 +24,10 @@ from typing import Any
 
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 from floor_agent.collector import api_keys, ingest
-from floor_agent.collector.ingest import AlertDraft, BatchError
-from floor_agent.collector.store import Store
+from floor_agent.collector.ingest import BatchError
 from floor_agent.protocol.event import AGENT_ID_RE, utc_timestamp
+from floor_agent.store.interface import Store
+from floor_agent.store.records import MAX_NOISE_SOURCES, AlertDraft
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ class Collector:
         if store_now:
             self._add_alerts([alert], now)
         if moment - self._noise_logged.get(alert.fingerprint, -60.0) >= 60.0:
-            if len(self._noise_logged) > 4 * ingest.MAX_NOISE_SOURCES:
+            if len(self._noise_logged) > 4 * MAX_NOISE_SOURCES:
                 self._noise_logged.clear()
             self._noise_logged[alert.fingerprint] = moment
             log.warning("alert %s (unauthenticated, counted per address): %s", kind,

@@ -31,6 +31,7 @@ from floor_agent.protocol.event import (
     parse_timestamp,
     utc_timestamp,
 )
+from floor_agent.store.records import AgentRecord, AlertDraft
 
 ALERT_RANK = SEVERITY_RANK["warning"]  # an agent's event this severe or worse is an alert
 # Alert kinds the collector raises; every anomaly becomes one of these, stored with the data.
@@ -42,7 +43,6 @@ ALERT_KINDS = (*CHAIN_BREAKS, "stale_checkpoint", "unknown_agent", "malformed_ba
 # address and kind on one open alert, never attributed to the agent the batch names.
 UNAUTHENTICATED = ("unknown_agent", "bad_signature", "malformed_batch")
 NOISE_SEVERITY = "warning"  # below every critical: noise never pushes a genuine one down
-MAX_NOISE_SOURCES = 64  # open noise alerts per kind; further addresses share one row
 MAX_DETAIL_CHARS = 500
 
 
@@ -73,43 +73,6 @@ class Batch:
     prev_hash: bytes
     events: list[WireEvent]
     checkpoint: Checkpoint
-
-
-@dataclass(frozen=True, slots=True)
-class AgentRecord:
-    """What the collector knows of an enrolled agent and of its chain."""
-
-    agent_id: str
-    role: str
-    public_key: str
-    head_seq: int = 0
-    head_hash: bytes = GENESIS_HASH
-    checkpoint_seq: int | None = None
-    checkpoint_ts: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AlertDraft:
-    kind: str
-    severity: str
-    agent_id: str | None  # None: not attributable to an agent (see `source`)
-    detail: str
-    seq: int | None = None
-    # an alert raised by an agent's own event: counted per (kind, agent, subject) while open,
-    # so a stick plugged ten times is one open alert seen ten times, not ten alerts
-    subject: str | None = None
-    count: int = 1  # times seen in this batch (one upsert per open alert, not per event)
-    # the client address of an unauthenticated failure: counted per (kind, source) while open
-    source: str | None = None
-
-    @property
-    def fingerprint(self) -> str:
-        """Same kind, agent and place: the same open alert, counted rather than repeated."""
-        if self.source is not None:
-            return f"src:{self.kind}:{self.source}"
-        if self.subject is not None:
-            return f"{self.kind}:{self.agent_id}:s:{self.subject}"
-        return f"{self.kind}:{self.agent_id}:{self.seq if self.seq is not None else '-'}"
 
 
 @dataclass(slots=True)
@@ -202,7 +165,7 @@ class Prepared:
 
 
 def event_params(wire: WireEvent, received_at: str) -> tuple[Any, ...]:
-    """The stored row of one event, in the column order of store_sql.INSERT_EVENT."""
+    """The stored row of one event, in the column order of floor_agent.store.sql.INSERT_EVENT."""
     e = wire.event
     return (e.agent_id, e.seq, e.boot_id, e.ts, e.kind, e.severity, SEVERITY_RANK[e.severity],
             e.subject, orjson.dumps(e.data).decode(), wire.claimed_hash, received_at)

@@ -44,10 +44,10 @@ def generate(config: CollectorConfig, out: Path, pdf: Path | None, days: int,
              now: datetime | None = None) -> dict[str, Any]:
     """Collect, render, write, record `report.generated`; returns the event's data."""
     from floor_agent.collector import self_audit, tls
-    from floor_agent.collector.backup import redact_url
-    from floor_agent.collector.store import open_store
+    from floor_agent.common.urls import redact_url
     from floor_agent.report.render import render_html, render_pdf
     from floor_agent.report.tom import collect_evidence
+    from floor_agent.store import open_store
 
     now = now or datetime.now(UTC)
     section = config.collector
@@ -78,7 +78,7 @@ def generate(config: CollectorConfig, out: Path, pdf: Path | None, days: int,
 
 
 def cmd_report_tom(args: argparse.Namespace) -> int:
-    from floor_agent.collector.store import StoreError
+    from floor_agent.store.interface import StoreError
 
     config = load_config(args.config, "collector")
     assert isinstance(config, CollectorConfig)

@@ -20,9 +20,9 @@ from typing import Any
 
 from floor_agent.collector.backup import never_reported
 from floor_agent.collector.ingest import CHAIN_BREAKS
-from floor_agent.collector.store import EventQuery, Store
 from floor_agent.collector.verify import AgentVerification, verify_all
 from floor_agent.protocol.event import parse_timestamp, utc_timestamp
+from floor_agent.store.interface import EventQuery, Store
 
 MET, NOT_MET, NO_EVIDENCE = "met", "not met", "no evidence"
 # row statuses: ok and warn count as evidence for, bad against, none as missing; info is context

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from floor_agent.collector.store import Store
 from floor_agent.collector.web.context import OwnAudit
+from floor_agent.store.interface import Store
 
 
 def acknowledge(store: Store, own_audit: OwnAudit, alert_id: int, who: str, comment: str,

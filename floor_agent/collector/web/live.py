@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 from fastapi.concurrency import run_in_threadpool
 
-from floor_agent.collector.ingest import AlertDraft
 from floor_agent.collector.web.topics import topic_of
 from floor_agent.protocol.event import SEVERITY_RANK
+from floor_agent.store.records import AlertDraft
 
 QUEUE_SIZE = 2000
 KEEPALIVE_SECONDS = 15.0
@@ -72,7 +72,7 @@ def alert_note(alert: AlertDraft, at: str) -> dict[str, Any]:
 
 
 def row_event(row: tuple[Any, ...]) -> dict[str, Any]:
-    """A stored row (store_sql.INSERT_EVENT order) as the feed's JSON object."""
+    """A stored row (floor_agent.store.sql.INSERT_EVENT order) as the feed's JSON object."""
     return {"agent_id": row[0], "seq": row[1], "boot_id": row[2], "ts": row[3], "kind": row[4],
             "severity": row[5], "subject": row[7], "data": orjson.loads(row[8]),
             "hash": bytes(row[9]).hex(), "ingested_at": row[10]}

@@ -1,7 +1,7 @@
 """What bounds password guessing before any hashing: failed logins per source address, and
 how many logins may hash at once.
 
-The per-account lockout lives in the store (one atomic statement per failure, store_sql.py);
+The per-account lockout lives in the store (one atomic statement per failure, store/sql.py);
 this module holds what is per process: a window of failed attempts per source address (an
 IPv6 client counts per /64, which one host can fill), and the admission of logins to the
 hashing slots (passwords.GATE), waited for in the event loop so a queue of logins holds no

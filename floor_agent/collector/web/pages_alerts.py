@@ -1,6 +1,6 @@
 """Alerts (`/alerts`): open and acknowledged, and acknowledging with a comment.
 
-Listed as the store orders them (store_sql.ALERT_ORDER): open first, the most severe first,
+Listed as the store orders them (store/sql.py ALERT_ORDER): open first, the most severe first,
 genuine before per-address noise, then newest: a genuine critical alert heads the page
 however many junk batches were counted.
 """

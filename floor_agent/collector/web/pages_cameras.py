@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from floor_agent.collector import self_audit
-from floor_agent.collector.store import EventQuery
 from floor_agent.collector.web import overview
 from floor_agent.collector.web.auth import User, require
 from floor_agent.collector.web.camera_gaps import recording_gaps
@@ -20,6 +19,7 @@ from floor_agent.collector.web.paths import AgentId, CameraId
 from floor_agent.collector.web.render import csv_link, page
 from floor_agent.collector.web.tables import Cell, Table, short, time_cell
 from floor_agent.collector.web.timefmt import short_time
+from floor_agent.store.interface import EventQuery
 
 router = APIRouter()
 SCAN = 2000

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from floor_agent.collector.store import EventQuery
 from floor_agent.collector.web import overview
 from floor_agent.collector.web.auth import User, require
 from floor_agent.collector.web.context import dashboard_of
@@ -17,6 +16,7 @@ from floor_agent.collector.web.pages_events import export_allowed
 from floor_agent.collector.web.paths import AgentId
 from floor_agent.collector.web.render import csv_link, page
 from floor_agent.collector.web.tables import Cell, Table, time_cell
+from floor_agent.store.interface import EventQuery
 
 router = APIRouter()
 LIMIT = 200

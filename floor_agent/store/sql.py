@@ -15,15 +15,10 @@ from typing import Any
 import orjson
 
 from floor_agent.access.model import AccessLevel, Card, Credentials, Person, Template
-from floor_agent.audit.chain import GENESIS_HASH, Checkpoint
 from floor_agent.collector import credentials as wire
-from floor_agent.collector.ingest import (
-    MAX_NOISE_SOURCES,
-    AgentRecord,
-    AlertDraft,
-    event_params,
-)
-from floor_agent.collector.store import (
+from floor_agent.collector.web.topics import FIXED_TOPICS, KEYED_TOPICS, latest_rows, topic_of
+from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint
+from floor_agent.store.interface import (
     EventPage,
     EventQuery,
     RecordConflict,
@@ -31,7 +26,7 @@ from floor_agent.collector.store import (
     Store,
     UnknownRecord,
 )
-from floor_agent.collector.web.topics import FIXED_TOPICS, KEYED_TOPICS, latest_rows, topic_of
+from floor_agent.store.records import MAX_NOISE_SOURCES, AgentRecord, AlertDraft
 
 EVENT_COLUMNS = ("id", "agent_id", "seq", "boot_id", "ts", "kind", "severity", "subject", "data",
                  "hash", "received_at")
@@ -46,8 +41,6 @@ ALERT_ORDER = ("ORDER BY CASE WHEN acked_at IS NULL THEN 0 ELSE 1 END, CASE seve
                "CASE WHEN source IS NULL THEN 0 ELSE 1 END, id DESC")
 QUARANTINE_COLUMNS = ("agent_id", "seq", "boot_id", "ts", "kind", "severity", "subject", "data",
                       "hash", "received_at")
-# event_params lives in ingest.py; re-exported here for the benchmark.
-__all__ = ["EVENT_INDEXES", "INSERT_EVENT", "SqlStore", "event_params"]
 # The event indexes both dialects create: each query shape of query_events() walks one of
 # them in (ts, id) order (bench/collector_ingest.py measures the p95).
 EVENT_INDEXES = """

@@ -3,8 +3,8 @@
 Everything the collector keeps goes through `Store`: enrolled agents and their chain heads,
 one-time enrollment tokens, API keys, events, alerts, and the door credentials (people, cards,
 access levels, holidays, sealed templates) under one version number the controllers sync by.
-The SQL is shared (store_sql.py); the dialects differ only in connection handling and DDL.
-`open_store(url)` picks one.
+The SQL is shared (sql.py); the dialects differ only in connection handling and DDL.
+`floor_agent.store.open_store(url)` picks one.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from datetime import date
 from typing import Any
 
 from floor_agent.access.model import AccessLevel, Card, Credentials, Person, Template
-from floor_agent.audit.chain import Checkpoint
-from floor_agent.collector.ingest import AgentRecord, AlertDraft
+from floor_agent.protocol.checkpoint import Checkpoint
+from floor_agent.store.records import AgentRecord, AlertDraft
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,16 +332,3 @@ class Store(ABC):
     @abstractmethod
     def orphan_events(self) -> list[tuple[str, int, int, int]]:
         """(agent_id, lowest seq, highest seq, rows) of event rows naming no enrolled agent."""
-
-
-def open_store(url: str) -> Store:
-    """A store for `sqlite:///path` or `postgresql://...`; the schema is created if missing."""
-    if url.startswith("sqlite:///"):
-        from floor_agent.collector.store_sqlite import SqliteStore
-
-        return SqliteStore(url)
-    if url.startswith(("postgresql://", "postgres://")):
-        from floor_agent.collector.store_postgres import PostgresStore
-
-        return PostgresStore(url)
-    raise StoreError(f"database_url: expected sqlite:///PATH or postgresql://..., got {url!r}")

@@ -17,8 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from floor_agent.collector.store import StoreError
-from floor_agent.collector.store_sql import (
+from floor_agent.store.interface import StoreError
+from floor_agent.store.sql import (
     ADDED_COLUMNS,
     EVENT_INDEXES,
     INSERT_EVENT,
@@ -92,7 +92,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (fingerprint) WHERE acked_at IS NULL;
 """
-# Door credentials (store_sql.CredentialSql); templates hold sealed bytes only.
+# Door credentials (sql.CredentialSql); templates hold sealed bytes only.
 CREDENTIAL_TABLES = """
 CREATE TABLE IF NOT EXISTS credentials_meta (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -149,7 +149,7 @@ CREATE TABLE IF NOT EXISTS credential_log (
     detail TEXT NOT NULL
 );
 """
-# The dashboard (store_sql.DashboardSql): users, sessions (ids stored hashed), the newest
+# The dashboard (sql.DashboardSql): users, sessions (ids stored hashed), the newest
 # state event per (agent, topic) kept at ingest, camera snapshots, last verifications.
 DASHBOARD_TABLES = """
 CREATE TABLE IF NOT EXISTS users (
@@ -257,7 +257,7 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def add_missing_columns(db: sqlite3.Connection) -> None:
-    """Columns a newer release added (store_sql.ADDED_COLUMNS), on a store made before it."""
+    """Columns a newer release added (sql.ADDED_COLUMNS), on a store made before it."""
     tables = {table for table, _, _ in ADDED_COLUMNS}
     present = {table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
                for table in tables}

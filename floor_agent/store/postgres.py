@@ -1,4 +1,4 @@
-"""PostgreSQL store, for sites that outgrow one SQLite file. Same SQL as SQLite (store_sql.py).
+"""PostgreSQL store, for sites that outgrow one SQLite file. Same SQL as SQLite (sql.py).
 
 One writer connection behind a lock, like SQLite: the shared SQL reads then writes inside one
 transaction (one-time tokens, alert dedup) and relies on writers being serialised; each write
@@ -22,8 +22,8 @@ import psycopg
 from psycopg import conninfo
 from psycopg.pq import TransactionStatus
 
-from floor_agent.collector.store import StoreError
-from floor_agent.collector.store_sql import (
+from floor_agent.store.interface import StoreError
+from floor_agent.store.sql import (
     ADDED_COLUMNS,
     EVENT_INDEXES,
     INSERT_EVENT,
@@ -95,7 +95,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (fingerprint) WHERE acked_at IS NULL;
 """
-# Door credentials (store_sql.CredentialSql); templates hold sealed bytes only.
+# Door credentials (sql.CredentialSql); templates hold sealed bytes only.
 CREDENTIAL_TABLES = """
 CREATE TABLE IF NOT EXISTS credentials_meta (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -152,7 +152,7 @@ CREATE TABLE IF NOT EXISTS credential_log (
     detail TEXT COLLATE "C" NOT NULL
 );
 """
-# The dashboard (store_sql.DashboardSql): users, sessions (ids stored hashed), the newest
+# The dashboard (sql.DashboardSql): users, sessions (ids stored hashed), the newest
 # state event per (agent, topic) kept at ingest, camera snapshots, last verifications.
 DASHBOARD_TABLES = """
 CREATE TABLE IF NOT EXISTS users (
@@ -252,7 +252,7 @@ def describe(url: str) -> str:
 
 
 def add_missing_columns(db: psycopg.Connection[Any]) -> None:
-    """Columns a newer release added (store_sql.ADDED_COLUMNS), on a store made before it."""
+    """Columns a newer release added (sql.ADDED_COLUMNS), on a store made before it."""
     present: dict[str, set[str]] = {table: set() for table, _, _ in ADDED_COLUMNS}
     rows = db.execute("SELECT table_name, column_name FROM information_schema.columns "
                       "WHERE table_schema = current_schema()").fetchall()

@@ -1,0 +1,48 @@
+"""What the store hands out and takes in besides plain dicts: an agent's chain record and the
+alerts to store. Ingest decides with them; the store keeps them (so they live here, below
+both)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from floor_agent.protocol.checkpoint import GENESIS_HASH
+
+MAX_NOISE_SOURCES = 64  # open noise alerts per kind; further addresses share one row
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    """What the collector knows of an enrolled agent and of its chain."""
+
+    agent_id: str
+    role: str
+    public_key: str
+    head_seq: int = 0
+    head_hash: bytes = GENESIS_HASH
+    checkpoint_seq: int | None = None
+    checkpoint_ts: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertDraft:
+    kind: str
+    severity: str
+    agent_id: str | None  # None: not attributable to an agent (see `source`)
+    detail: str
+    seq: int | None = None
+    # an alert raised by an agent's own event: counted per (kind, agent, subject) while open,
+    # so a stick plugged ten times is one open alert seen ten times, not ten alerts
+    subject: str | None = None
+    count: int = 1  # times seen in this batch (one upsert per open alert, not per event)
+    # the client address of an unauthenticated failure: counted per (kind, source) while open
+    source: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Same kind, agent and place: the same open alert, counted rather than repeated."""
+        if self.source is not None:
+            return f"src:{self.kind}:{self.source}"
+        if self.subject is not None:
+            return f"{self.kind}:{self.agent_id}:s:{self.subject}"
+        return f"{self.kind}:{self.agent_id}:{self.seq if self.seq is not None else '-'}"
