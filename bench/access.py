@@ -71,6 +71,7 @@ from zoneinfo import ZoneInfo
 
 from floor_agent.access import state as access_state
 from floor_agent.access.cache import CredentialsCache
+from floor_agent.access.config import AccessPolicyConfig, DoorReader, DoorSection
 from floor_agent.access.decision import check_card, evaluate
 from floor_agent.access.model import (
     AccessLevel,
@@ -86,7 +87,6 @@ from floor_agent.access.model import (
 )
 from floor_agent.access.sim import ALWAYS, WAIT, DoorFloor, Finger, Holder
 from floor_agent.collector import core
-from floor_agent.config import AccessPolicyConfig, DoorReader, DoorSection
 from floor_agent.store import open_store
 
 if TYPE_CHECKING:  # bench/collector_ingest.py, imported where it runs
@@ -293,13 +293,14 @@ def revoke_to_door(revokes: int, work: Path, rng: random.Random) -> None:
     import httpx
 
     from floor_agent.access import templates as sealing
+    from floor_agent.access.config import DoorConfig
     from floor_agent.access.model import AccessState as State
     from floor_agent.access.sitekey import SiteKey
     from floor_agent.access.sync import CredentialSync, SignedClient
     from floor_agent.audit.agent import enroll
     from floor_agent.audit.forwarder import pinned_client
     from floor_agent.collector import credentials as wire
-    from floor_agent.config import AuditClientConfig, DoorConfig
+    from floor_agent.config.audit import AuditClientConfig
 
     collector, api_key, token = started_collector(work)
     site = SiteKey(os.urandom(32))

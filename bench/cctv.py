@@ -159,9 +159,9 @@ def warm_up(path: str) -> None:
     import av
 
     from floor_agent.cctv import motion, tamper
+    from floor_agent.cctv.config import MotionConfig, TamperConfig
     from floor_agent.cctv.downscale import small_grey
     from floor_agent.cctv.model import SmallFrame
-    from floor_agent.config import MotionConfig, TamperConfig
 
     m_state, t_state = motion.MotionState(), tamper.TamperState()
     with av.open(path) as container:
@@ -231,10 +231,10 @@ def child_copy(path: str, storage: str) -> dict[str, Any]:
 
 def child_pipeline(main: str, detect: str | None, analysis_fps: float,
                    storage: str) -> dict[str, Any]:
+    from floor_agent.cctv.config import CctvSection
     from floor_agent.cctv.index import SegmentIndex
     from floor_agent.cctv.recorder import CameraRecorder
     from floor_agent.cctv.source import FrameEvent, PacketEvent, SourceFinished
-    from floor_agent.config import CctvSection
 
     camera: dict[str, Any] = {"camera_id": "cam1", "name": "bench", "url": main,
                               "motion": {"analysis_fps": analysis_fps}}
@@ -289,11 +289,11 @@ def child_stages(path: str, analysis_fps: float, storage: str) -> dict[str, Any]
     import av
 
     from floor_agent.cctv import motion, tamper
+    from floor_agent.cctv.config import MotionConfig, TamperConfig
     from floor_agent.cctv.downscale import small_grey
     from floor_agent.cctv.model import SmallFrame
     from floor_agent.cctv.segments import SegmentWriter
     from floor_agent.cctv.source import decode_for_analysis
-    from floor_agent.config import MotionConfig, TamperConfig
 
     motion_config, tamper_config = MotionConfig(analysis_fps=analysis_fps), TamperConfig()
     writer = SegmentWriter("bench", Path(storage), lambda segment: None, segment_seconds=10.0)

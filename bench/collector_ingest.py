@@ -55,13 +55,10 @@ from floor_agent.audit.forwarder import batch_body, pinned_client
 from floor_agent.audit.keys import load_private_key
 from floor_agent.audit.spool import Spool
 from floor_agent.collector import core, ingest, server
-from floor_agent.config import (
-    AuditClientConfig,
-    CollectorConfig,
-    CollectorSection,
-    WorkstationConfig,
-)
+from floor_agent.collector.config import CollectorConfig, CollectorSection
+from floor_agent.config.audit import AuditClientConfig
 from floor_agent.protocol.checkpoint import Checkpoint
+from floor_agent.roles.config import WorkstationConfig
 from floor_agent.store import open_store
 from floor_agent.store.interface import EventQuery
 from floor_agent.store.sql import INSERT_EVENT

@@ -35,8 +35,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from floor_agent.audit.forwarder import batch_body, pinned_client
 from floor_agent.audit.keys import public_key_b64
+from floor_agent.collector.config import CollectorConfig
 from floor_agent.collector.ingest import WireEvent, event_params
-from floor_agent.config import CollectorConfig, load_config
+from floor_agent.config import load_role
 from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, link
 from floor_agent.protocol.event import AuditEvent, canonical, utc_timestamp
 from floor_agent.store import open_store
@@ -279,8 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     live.add_argument("--rate", type=float, default=100.0, help="events/s over all agents")
     args = parser.parse_args(argv)
     if args.command == "build":
-        config = load_config(args.config, "collector")
-        assert isinstance(config, CollectorConfig)
+        config = load_role(args.config, CollectorConfig)
         store = open_store(config.collector.resolved_database_url())
         agents = floor_agents()
         started = time.perf_counter()

@@ -54,7 +54,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from floor_agent.config import NetlockConfig
+from floor_agent.netlock.config import NetlockConfig
 from floor_agent.netlock.sim import (
     HOLD_CONNECTION,
     INTERNET_V4,
@@ -71,7 +71,7 @@ DETECT_TARGET_MS = 1000.0
 
 APPLY = r"""
 import json, sys
-from floor_agent.config import NetlockConfig
+from floor_agent.netlock.config import NetlockConfig
 from floor_agent.netlock import firewall
 config = NetlockConfig.model_validate_json(sys.stdin.read())
 result = firewall.apply(config, source="bench/netlock.py")
@@ -81,7 +81,7 @@ print(json.dumps({"verified": result.verified, "script": result.script}))
 # A warm process in the workstation: one discarded call, then N timed collect + run.
 VERIFY = r"""
 import json, sys, time
-from floor_agent.config import NetlockConfig
+from floor_agent.netlock.config import NetlockConfig
 from floor_agent.netlock import checks, facts
 from floor_agent.netlock.allowlist import build
 

@@ -35,10 +35,10 @@ from typing import Any
 
 from netlock import note, p95  # bench/netlock.py: the same report helpers
 
-from floor_agent.config import NetlockConfig
 from floor_agent.netlock import ruleset
 from floor_agent.netlock.allowlist import Allowlist, build
 from floor_agent.netlock.checks import judge_hook
+from floor_agent.netlock.config import NetlockConfig
 
 HOLE = "tcp dport 53 accept"
 

@@ -13,16 +13,11 @@ from typing import Any
 import orjson
 
 from floor_agent import __version__, service
-from floor_agent.config import (
-    AgentConfig,
-    CctvConfig,
-    CollectorConfig,
-    ConfigError,
-    DoorConfig,
-    WorkstationConfig,
-    check_file,
-    load_config,
-)
+from floor_agent.access.config import DoorConfig
+from floor_agent.cctv.config import CctvConfig
+from floor_agent.collector.config import CollectorConfig
+from floor_agent.config import ConfigError
+from floor_agent.roles.config import AgentConfig, WorkstationConfig, check_file, load_config
 
 log = logging.getLogger("floor_agent")
 DEFAULT_CONFIG = {

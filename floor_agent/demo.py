@@ -38,23 +38,19 @@ from floor_agent.access.door_io import DoorIoError
 from floor_agent.access.sim import ALWAYS, WAIT, DoorFloor, DoorFloorError, Finger, Holder
 from floor_agent.audit.agent import enroll
 from floor_agent.audit.forwarder import pinned_client
+from floor_agent.cctv.config import CctvConfig, CctvSection
 from floor_agent.cctv.scenes import Covered, MovingObject, Scene, Script
 from floor_agent.cctv.sim import RtspServer, make_scene_file
 from floor_agent.collector import core, self_audit, server, tls
+from floor_agent.collector.config import CollectorConfig, CollectorSection
 from floor_agent.collector.web import user_admin
-from floor_agent.config import (
-    AuditClientConfig,
-    CctvConfig,
-    CctvSection,
-    CollectorConfig,
-    CollectorSection,
-    NetlockConfig,
-    UsbGuardConfig,
-    WorkstationConfig,
-)
+from floor_agent.config.audit import AuditClientConfig
+from floor_agent.netlock.config import NetlockConfig
 from floor_agent.netlock.sim import NamespaceRelay, Topology
 from floor_agent.protocol.event import utc_timestamp
+from floor_agent.roles.config import WorkstationConfig
 from floor_agent.store.interface import Store
+from floor_agent.usb_guard.config import UsbGuardConfig
 from floor_agent.usb_guard.sim import SimulatedUsbBus
 from floor_agent.usb_guard.sim_bus import KEYBOARD, PHONE_MTP, STICK, WACOM
 

@@ -168,10 +168,11 @@ def _store_events(database_url: str, page_size: int = 1000) -> Iterator[dict[str
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from floor_agent.config import CollectorConfig, ConfigError, load_config
+    from floor_agent.collector.config import CollectorConfig
+    from floor_agent.config import ConfigError, load_role
 
     try:
-        config = load_config(args.config, "collector")
+        config = load_role(args.config, CollectorConfig)
         customers = load_customers(Path(args.customers))
     except (ConfigError, CustomerListError) as e:
         print(e, file=sys.stderr)

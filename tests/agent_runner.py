@@ -12,7 +12,7 @@ import sys
 import time
 
 from floor_agent.audit.agent import AuditAgent
-from floor_agent.config import WorkstationConfig, load_config
+from floor_agent.roles.config import WorkstationConfig, load_config
 
 
 def main() -> int:

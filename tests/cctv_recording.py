@@ -12,6 +12,7 @@ from typing import Any
 
 from audit_events import AuditRecorder
 
+from floor_agent.cctv.config import CctvSection
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import SmallFrame
 from floor_agent.cctv.recorder import CameraRecorder
@@ -19,7 +20,6 @@ from floor_agent.cctv.runner import verify_storage
 from floor_agent.cctv.scenes import FrameTruth, Scene, Script
 from floor_agent.cctv.sim import make_scene_file
 from floor_agent.cctv.source import FrameEvent, SourceFinished
-from floor_agent.config import CctvSection
 
 FPS = 10
 Event = tuple[str, str, dict[str, Any]]  # kind, severity, data

@@ -15,16 +15,12 @@ import yaml
 
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector import api_keys, core, server
-from floor_agent.config import (
-    AuditClientConfig,
-    CollectorConfig,
-    CollectorSection,
-    UsbGuardConfig,
-    WorkstationConfig,
-    load_config,
-)
+from floor_agent.collector.config import CollectorConfig, CollectorSection
+from floor_agent.config.audit import AuditClientConfig
+from floor_agent.roles.config import WorkstationConfig, load_config
 from floor_agent.store import open_store
 from floor_agent.store.interface import EventQuery, Store
+from floor_agent.usb_guard.config import UsbGuardConfig
 
 
 def free_port() -> int:

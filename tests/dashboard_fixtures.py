@@ -37,7 +37,7 @@ from floor_agent.audit.forwarder import pinned_client
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
 from floor_agent.cctv.recorder import segment_event
 from floor_agent.cctv.snapshot import SnapshotUploader, encode_jpeg
-from floor_agent.config import AuditClientConfig
+from floor_agent.config.audit import AuditClientConfig
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))  # the benchmark's reporting agents, reused
@@ -322,4 +322,3 @@ def screenshot(page: Page, name: str, *dirs: Path) -> list[Path]:
     for other in paths[1:]:
         other.write_bytes(paths[0].read_bytes())
     return paths
-

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from floor_agent.config import NetlockConfig
+from floor_agent.netlock.config import NetlockConfig
 from floor_agent.netlock.sim import Topology
 
 PREFIXES: list[str] = []
@@ -41,7 +41,7 @@ def topology_fixture(tmp_path: Path) -> Iterator[Topology]:
 
 APPLY = r"""
 import json, sys
-from floor_agent.config import NetlockConfig
+from floor_agent.netlock.config import NetlockConfig
 from floor_agent.netlock import firewall
 config = NetlockConfig.model_validate_json(sys.stdin.read())
 try:

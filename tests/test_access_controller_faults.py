@@ -27,6 +27,7 @@ from audit_events import AuditRecorder, enrolled_offline
 
 from floor_agent.access import templates
 from floor_agent.access.cache import CredentialsCache
+from floor_agent.access.config import AccessPolicyConfig, DoorSection
 from floor_agent.access.controller import AccessController, DoorRunner
 from floor_agent.access.door_io import SimulatedRelay
 from floor_agent.access.fingerprint import FingerprintModule
@@ -42,7 +43,6 @@ from floor_agent.access.model import (
 from floor_agent.access.runner import open_door_io
 from floor_agent.access.sitekey import SiteKey
 from floor_agent.access.zfm_sim import SimulatedModule, char_file
-from floor_agent.config import AccessPolicyConfig, DoorSection
 
 REPO = Path(__file__).resolve().parents[1]
 SITE = SiteKey(bytes(range(32)))

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from floor_agent.access import state as access_state
+from floor_agent.access.config import AccessPolicyConfig, DoorReader, DoorSection
 from floor_agent.access.decision import check_card, evaluate, window_allows
 from floor_agent.access.model import (
     REASONS,
@@ -29,7 +30,6 @@ from floor_agent.access.model import (
     Template,
     TimeWindow,
 )
-from floor_agent.config import AccessPolicyConfig, DoorReader, DoorSection
 
 BERLIN = ZoneInfo("Europe/Berlin")
 WEEKDAYS = frozenset(range(5))

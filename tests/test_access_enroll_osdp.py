@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from collector_process import CollectorProcess
 
+from floor_agent.access.config import DoorConfig
 from floor_agent.access.osdp_sim import SimulatedReader
 from floor_agent.access.serial_line import SerialLine
 from floor_agent.access.sim import ALWAYS, VPCD_PORTS, VPCD_READERS, DoorFloor, Finger, Holder
 from floor_agent.access.virtual_card import VirtualCard
-from floor_agent.config import DoorConfig
 
 DANA_UID, EVE_UID = bytes.fromhex("04D0D0D0D0D0D0"), bytes.fromhex("04E0E0E0E0E0E0")
 NEW_FINGER = b"dana left thumb, enrolled at the door"

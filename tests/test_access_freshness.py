@@ -22,6 +22,12 @@ from audit_events import AuditRecorder
 
 from floor_agent.access import templates
 from floor_agent.access.cache import CredentialsCache
+from floor_agent.access.config import (
+    AccessPolicyConfig,
+    DoorReader,
+    DoorSection,
+    FingerprintConfig,
+)
 from floor_agent.access.controller import AccessController, DoorRunner
 from floor_agent.access.door_io import SimulatedDoorIo
 from floor_agent.access.fingerprint import FingerprintModule
@@ -43,12 +49,6 @@ from floor_agent.access.model import (
 )
 from floor_agent.access.sitekey import SiteKey
 from floor_agent.access.zfm_sim import SimulatedModule, char_file
-from floor_agent.config import (
-    AccessPolicyConfig,
-    DoorReader,
-    DoorSection,
-    FingerprintConfig,
-)
 
 SITE = SiteKey(bytes(range(32)))
 MAX_AGE = 3600.0

@@ -17,6 +17,7 @@ import osdp as libosdp
 import pytest
 from audit_events import AuditRecorder
 
+from floor_agent.access.config import DoorReader
 from floor_agent.access.model import CardRead
 from floor_agent.access.osdp import (
     FrameGuard,
@@ -31,7 +32,6 @@ from floor_agent.access.osdp import (
     socket_io,
 )
 from floor_agent.access.osdp_sim import SimulatedReader
-from floor_agent.config import DoorReader
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 OTHER_KEY = bytes.fromhex("ffeeddccbbaa99887766554433221100")

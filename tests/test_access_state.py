@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from floor_agent.access.config import AccessPolicyConfig, DoorReader, DoorSection
 from floor_agent.access.decision import evaluate
 from floor_agent.access.model import (
     AccessLevel,
@@ -22,7 +23,6 @@ from floor_agent.access.model import (
     TimeWindow,
 )
 from floor_agent.access.state import COUNTED_FAILURES, after, is_locked, prune
-from floor_agent.config import AccessPolicyConfig, DoorReader, DoorSection
 
 TZ = ZoneInfo("Europe/Berlin")
 LAB = DoorSection(door_id="lab", name="Clean room", zone_inside="cleanroom",

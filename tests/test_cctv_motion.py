@@ -7,10 +7,10 @@ from collections.abc import Iterable
 import numpy as np
 import pytest
 
+from floor_agent.cctv.config import MotionConfig
 from floor_agent.cctv.model import SmallFrame
 from floor_agent.cctv.motion import MotionResult, MotionState, mask_for, step
 from floor_agent.cctv.scenes import Lighting, MovingObject, Scene, SceneFrame, Script
-from floor_agent.config import MotionConfig
 
 FPS = 10
 CONFIG = MotionConfig(end_after_seconds=2.0)

@@ -22,12 +22,12 @@ import pytest
 import yaml
 from audit_events import enrolled_offline, spooled
 
+from floor_agent.cctv.config import CctvSection
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.recorder import CameraRecorder
 from floor_agent.cctv.runner import verify_storage
 from floor_agent.cctv.scenes import Covered, Lighting, MovingObject, Scene, Script, Turned
 from floor_agent.cctv.sim import RtspServer, free_port, make_camera_file, make_scene_file
-from floor_agent.config import CctvSection
 
 FPS = 10
 # a worker crosses, the lights go on, the lens is covered, the camera is turned

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from audit_events import SpooledEvents
 
+from floor_agent.cctv.config import CameraConfig
 from floor_agent.cctv.index import SegmentIndex, SegmentRecord
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
 from floor_agent.cctv.retention import DiskUsage, bytes_needed, plan, purge_plan, sweep
-from floor_agent.config import CameraConfig
 
 NOW = datetime(2025, 6, 20, 12, 0, 0, tzinfo=UTC)
 MB = 1 << 20

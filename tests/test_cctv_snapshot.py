@@ -12,7 +12,7 @@ from collector_process import CollectorProcess
 
 from floor_agent.audit.agent import enroll
 from floor_agent.cctv.snapshot import SnapshotUploader, encode_jpeg, snapshot_jpeg
-from floor_agent.config import AuditClientConfig
+from floor_agent.config.audit import AuditClientConfig
 
 
 def enrolled(collector: CollectorProcess, name: str, role: str) -> AuditClientConfig:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 import pytest
 
+from floor_agent.cctv.config import TamperConfig
 from floor_agent.cctv.model import SmallFrame
 from floor_agent.cctv.scenes import (
     Covered,
@@ -22,7 +23,6 @@ from floor_agent.cctv.scenes import (
     Turned,
 )
 from floor_agent.cctv.tamper import KINDS, TamperEvent, TamperState, reference_ready, step
-from floor_agent.config import TamperConfig
 
 FPS = 10
 # frozen_seconds is lowered from its 3 s default so a freeze, too, alarms within 2 s

@@ -28,8 +28,8 @@ from collector_process import CollectorProcess
 
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector import request_auth
+from floor_agent.collector.config import CollectorConfig, CollectorSection
 from floor_agent.collector.server import listener_healthy
-from floor_agent.config import CollectorConfig, CollectorSection
 from floor_agent.store.interface import EventQuery
 
 MiB = 1024 * 1024

@@ -6,7 +6,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from floor_agent.collector.web.snapshots_api import MAX_BYTES, jpeg_problem, jpeg_size
 
+from floor_agent.collector.config import CollectorSection
 from floor_agent.collector.edge import (
     BodyBudget,
     Connection,
@@ -19,8 +21,6 @@ from floor_agent.collector.edge import (
     eviction_victim,
     offender,
 )
-from floor_agent.collector.web.snapshots_api import MAX_BYTES, jpeg_problem, jpeg_size
-from floor_agent.config import CollectorSection
 
 LIMITS = EdgeLimits.of(CollectorSection(), MAX_BYTES)
 MiB = 1024 * 1024

@@ -8,31 +8,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from floor_agent import config as cfg
-from floor_agent.config import (
-    AGENT_ID_RE,
-    ROLE_MODELS,
-    ROLES,
-    AccessConfig,
-    AccessPolicyConfig,
-    AuditClientConfig,
-    CctvConfig,
-    CctvSection,
-    CollectorConfig,
-    CollectorSection,
-    CompletionMarker,
-    ConfigError,
-    DoorConfig,
-    NetlockConfig,
-    NetlockWatch,
-    OffloadConfig,
-    RetentionSection,
-    RetentionServer,
-    UsbGuardConfig,
-    WorkstationConfig,
-    check_file,
-    load_config,
-)
+from floor_agent.access.config import AccessConfig, AccessPolicyConfig, DoorConfig
+from floor_agent.cctv.config import CctvConfig, CctvSection, OffloadConfig
+from floor_agent.collector.config import CollectorConfig, CollectorSection
+from floor_agent.config import ConfigError
+from floor_agent.config import audit as audit_section
+from floor_agent.config.audit import AGENT_ID_RE, AuditClientConfig
+from floor_agent.config.base import ROLES
+from floor_agent.netlock.config import NetlockConfig, NetlockWatch
+from floor_agent.retention.config import CompletionMarker, RetentionSection, RetentionServer
+from floor_agent.roles.config import ROLE_MODELS, WorkstationConfig, check_file, load_config
+from floor_agent.usb_guard.config import UsbGuardConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
@@ -98,7 +84,7 @@ def test_shipped_collector_file_lists_every_option() -> None:
 
 
 def test_check_file_summarises_agent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cfg.socket, "gethostname", lambda: "ws-07")
+    monkeypatch.setattr(audit_section.socket, "gethostname", lambda: "ws-07")
     summary = check_file(CONFIG_DIR / "door.yaml")
     assert "\n" not in summary
     assert "role door" in summary
@@ -185,7 +171,7 @@ def test_role_only_file_and_empty_section_mean_defaults(tmp_path: Path) -> None:
 
 
 def test_resolved_agent_id_from_hostname(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cfg.socket, "gethostname", lambda: "ws-01.floor.example")
+    monkeypatch.setattr(audit_section.socket, "gethostname", lambda: "ws-01.floor.example")
     assert AuditClientConfig().resolved_agent_id("workstation") == "ws-01.floor.example-workstation"
 
 
@@ -202,14 +188,14 @@ def test_resolved_agent_id_from_hostname(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_resolved_agent_id_is_sanitised(
     monkeypatch: pytest.MonkeyPatch, hostname: str, expected: str
 ) -> None:
-    monkeypatch.setattr(cfg.socket, "gethostname", lambda: hostname)
+    monkeypatch.setattr(audit_section.socket, "gethostname", lambda: hostname)
     agent_id = AuditClientConfig().resolved_agent_id("door")
     assert agent_id == expected
     assert AGENT_ID_RE.match(agent_id)
 
 
 def test_explicit_agent_id_wins(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cfg.socket, "gethostname", lambda: "ignored")
+    monkeypatch.setattr(audit_section.socket, "gethostname", lambda: "ignored")
     assert AuditClientConfig(agent_id="cam-12").resolved_agent_id("cctv") == "cam-12"
 
 

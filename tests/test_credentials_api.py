@@ -25,6 +25,7 @@ from collector_process import CollectorProcess
 from floor_agent import cli
 from floor_agent.access import templates
 from floor_agent.access.cache import CredentialsCache
+from floor_agent.access.config import DoorConfig
 from floor_agent.access.model import Template
 from floor_agent.access.sitekey import SiteKey
 from floor_agent.access.sync import CredentialSync, SignedClient
@@ -32,7 +33,7 @@ from floor_agent.audit.agent import enroll
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector import credentials as wire
 from floor_agent.collector.request_auth import HEADER, sign_header
-from floor_agent.config import AuditClientConfig, DoorConfig
+from floor_agent.config.audit import AuditClientConfig
 
 SITE = SiteKey(bytes(range(32)))
 LEVEL = {"level_id": "cleanroom", "doors": ["door-a"], "on_holidays": False,

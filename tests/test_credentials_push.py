@@ -19,6 +19,7 @@ from test_credentials_api import add_basics, door_config, enrolled_door, sealed,
 
 from floor_agent.access import decision
 from floor_agent.access.cache import CredentialsCache
+from floor_agent.access.config import AccessPolicyConfig, DoorReader, DoorSection
 from floor_agent.access.freshness import STALE_REASON, Freshness
 from floor_agent.access.model import AccessState, CardRead, Outcome
 from floor_agent.access.runner import corrected_clock
@@ -26,7 +27,6 @@ from floor_agent.access.sync import CredentialSync, SignedClient
 from floor_agent.audit.agent import enroll
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector.request_auth import HEADER
-from floor_agent.config import AccessPolicyConfig, DoorReader, DoorSection
 
 ADA_UID = "04A224B2C35E80"
 DOOR = DoorSection(door_id="door-a", name="A", zone_inside="a",

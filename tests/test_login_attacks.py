@@ -28,7 +28,7 @@ from dashboard_clients import (
 )
 from postgres_server import PostgresServer
 
-from floor_agent.config import DashboardSettings
+from floor_agent.collector.config import DashboardSettings
 
 LOCKOUT = 5
 LOCKED = "this account is locked"
@@ -196,4 +196,3 @@ def test_forty_parallel_logins_hash_two_at_a_time(tmp_path: Path, database: str)
     assert any(r.status_code == 200 for r in answers)
     # 1 hashing slot: 64 MiB; 40 at once would be 2.5 GiB. Generous room for the rest.
     assert grown_mib < 512, f"peak resident memory grew {grown_mib:.0f} MiB"
-

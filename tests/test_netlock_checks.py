@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from floor_agent.config import NetlockConfig
 from floor_agent.netlock import checks
 from floor_agent.netlock.allowlist import Allowlist, build
 from floor_agent.netlock.checks import CHECK_IDS, Verdict, run, unconditional_accept
+from floor_agent.netlock.config import NetlockConfig
 from floor_agent.netlock.facts import (
     CLOSED,
     PROBE_MARK,

@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 from netns_topology import probe, topology_fixture  # noqa: F401
 
-from floor_agent.config import NetlockConfig
 from floor_agent.netlock.checks import CHECK_IDS
+from floor_agent.netlock.config import NetlockConfig
 from floor_agent.netlock.sim import (
     CENTRAL_V4,
     INTERNET_V4,

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from floor_agent.config import NetlockConfig
 from floor_agent.netlock import checks
 from floor_agent.netlock.allowlist import build
+from floor_agent.netlock.config import NetlockConfig
 from floor_agent.netlock.facts import (
     Facts,
     collect,
@@ -108,7 +108,7 @@ CHILD = textwrap.dedent(f"""
                 probe.close()
         time.sleep(0.2)
 
-        from floor_agent.config import NetlockConfig
+        from floor_agent.netlock.config import NetlockConfig
         from floor_agent.netlock.allowlist import build
         from floor_agent.netlock.facts import collect
         config = NetlockConfig.model_validate_json((root / "config.json").read_text())

@@ -22,8 +22,8 @@ from netns_topology import (  # noqa: F401  (topology_fixture: the `topology` fi
     topology_fixture,
 )
 
-from floor_agent.config import NetlockConfig, NetlockDestination
 from floor_agent.netlock import allowlist, firewall, sim
+from floor_agent.netlock.config import NetlockConfig, NetlockDestination
 from floor_agent.netlock.firewall import FirewallError
 
 CONFIG = NetlockConfig(

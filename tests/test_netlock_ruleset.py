@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from floor_agent.config import NetlockConfig
 from floor_agent.netlock import firewall, ruleset
 from floor_agent.netlock.allowlist import Allowlist, build
 from floor_agent.netlock.checks import Verdict, judge_hook, run
+from floor_agent.netlock.config import NetlockConfig
 from floor_agent.netlock.facts import Fact, Facts
 from floor_agent.netlock.ruleset import admits, evaluate
 

@@ -576,8 +576,8 @@ def _wait_kinds(state: Path, wanted: set[str], timeout: float = 30) -> list[str]
 def test_without_nft_the_ruleset_is_polled_and_the_watcher_stays_healthy(tmp_path: Path) -> None:
     """No `nft` for the monitor: the ruleset joins the fast poll; the thread stays up (the
     watchdog counts it); facts that cannot be collected are reported, never taken as pass."""
-    from floor_agent.config import NetlockConfig
     from floor_agent.netlock.allowlist import build
+    from floor_agent.netlock.config import NetlockConfig
     from floor_agent.netlock.facts import AREAS, Fact, Facts
     from floor_agent.netlock.watch import NetlockWatcher
 
@@ -625,8 +625,8 @@ def test_a_watcher_thread_that_dies_is_a_critical_event_and_stops_the_agent(
     good start) kills the watch loop: that is `net.watch_failed` (critical, naming the thread
     and the error), the watcher is no longer healthy, and the agent's shutdown is set so
     systemd restarts it. A deaf watcher must never look like a quiet floor."""
-    from floor_agent.config import NetlockConfig
     from floor_agent.netlock.allowlist import build
+    from floor_agent.netlock.config import NetlockConfig
     from floor_agent.netlock.facts import AREAS, Fact, Facts
     from floor_agent.netlock.watch import NetlockWatcher
 
@@ -667,8 +667,8 @@ def test_a_cause_arriving_while_the_loop_takes_the_last_ones_is_not_lost() -> No
     """The flake under load: a message that came between the loop taking the pending causes
     and clearing its wake-up flag had its wake-up cleared, and waited for the 30 s full round
     (the test waits 10 s). Forced here: the message arrives exactly then, from another thread."""
-    from floor_agent.config import NetlockConfig
     from floor_agent.netlock.allowlist import build
+    from floor_agent.netlock.config import NetlockConfig
     from floor_agent.netlock.facts import AREAS, Fact, Facts
     from floor_agent.netlock.watch import NetlockWatcher
 

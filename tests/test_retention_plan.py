@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import hypothesis.strategies as st
 from hypothesis import given, settings
 
-from floor_agent.config import CompletionMarker, RetentionServer
+from floor_agent.retention.config import CompletionMarker, RetentionServer
 from floor_agent.retention.plan import (
     Entry,
     Listing,

@@ -27,14 +27,14 @@ from collector_process import CollectorProcess
 from sshd_server import SshdServer
 
 from floor_agent.audit.agent import AuditAgent, enroll
-from floor_agent.config import (
-    AuditClientConfig,
+from floor_agent.config.audit import AuditClientConfig
+from floor_agent.privacy import Customer, find_customer_names
+from floor_agent.retention.config import (
     CompletionMarker,
     RetentionConfig,
     RetentionSection,
     RetentionServer,
 )
-from floor_agent.privacy import Customer, find_customer_names
 from floor_agent.retention.plan import event_ref, file_list_sha256, policy_of
 from floor_agent.retention.sweep import resume_note_path, sweep_server
 from floor_agent.store.interface import EventQuery

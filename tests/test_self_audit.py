@@ -11,7 +11,7 @@ import pytest
 from collector_process import CollectorProcess, wait_for_kind
 
 from floor_agent.collector import self_audit
-from floor_agent.config import CollectorConfig
+from floor_agent.collector.config import CollectorConfig
 
 
 def test_own_events_are_delivered_and_verify(tmp_path: Path) -> None:

@@ -41,11 +41,11 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
     """One request with the API key; the answer's JSON, or AdminError naming the refusal."""
     import httpx
 
+    from floor_agent.access.config import DoorConfig
     from floor_agent.audit.forwarder import pinned_client
-    from floor_agent.config import DoorConfig, load_config
+    from floor_agent.config import load_role
 
-    config = load_config(args.config, "door")
-    assert isinstance(config, DoorConfig)
+    config = load_role(args.config, DoorConfig)
     audit = config.audit
     key = _api_key(args)
     try:

@@ -25,13 +25,13 @@ from typing import Any
 
 from floor_agent.access import decision, door, state
 from floor_agent.access.cache import CredentialsCache
+from floor_agent.access.config import AccessPolicyConfig, DoorSection
 from floor_agent.access.door_io import POSITION, DoorIo
 from floor_agent.access.fingerprint import Candidate, FingerprintModule
 from floor_agent.access.freshness import Freshness
 from floor_agent.access.model import AccessState, CardRead, FingerResult, Outcome
 from floor_agent.access.sitekey import SiteKey
 from floor_agent.access.templates import TemplateError, unseal
-from floor_agent.config import AccessPolicyConfig, DoorSection
 from floor_agent.service import guarded_thread
 
 log = logging.getLogger(__name__)

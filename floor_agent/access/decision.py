@@ -43,6 +43,7 @@ import dataclasses
 from datetime import date, datetime, tzinfo
 
 from floor_agent.access import state as access_state
+from floor_agent.access.config import AccessPolicyConfig, DoorSection
 from floor_agent.access.model import (
     DIRECTIONS,
     AccessLevel,
@@ -57,7 +58,6 @@ from floor_agent.access.model import (
     Template,
     TimeWindow,
 )
-from floor_agent.config import AccessPolicyConfig, DoorSection
 
 
 def window_allows(window: TimeWindow, local: datetime) -> bool:

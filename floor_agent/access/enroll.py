@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from floor_agent.access import sitekey
+from floor_agent.access.config import DoorConfig, DoorSection
 from floor_agent.access.fingerprint import FingerprintError, FingerprintModule
 from floor_agent.access.model import CardRead, Template
 from floor_agent.access.sync import SignedClient, SyncError
 from floor_agent.access.templates import seal
-from floor_agent.config import DoorConfig, DoorSection
 
 
 class EnrollError(RuntimeError):
@@ -135,10 +135,9 @@ def enroll_finger(config: DoorConfig, person_id: str, finger: int, door_id: str 
 
 def cmd_door_enroll(args: argparse.Namespace) -> int:
     from floor_agent.audit.spool import open_spool
-    from floor_agent.config import load_config
+    from floor_agent.config import load_role
 
-    config = load_config(args.config, "door")
-    assert isinstance(config, DoorConfig)
+    config = load_role(args.config, DoorConfig)
     try:
         done = enroll_finger(config, args.person, args.finger, args.door, not args.no_card,
                              args.card_timeout)

@@ -33,7 +33,7 @@ from floor_agent.access import zfm
 from floor_agent.access.model import FingerResult, FingerSearch
 
 if TYPE_CHECKING:
-    from floor_agent.config import FingerprintConfig
+    from floor_agent.access.config import FingerprintConfig
 
 POLL_INTERVAL = 0.05  # between GenImg calls while no finger is on the glass
 READ_SLICE = 0.02  # serial read timeout; the response deadline is kept by the driver

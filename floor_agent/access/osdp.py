@@ -37,7 +37,7 @@ import osdp
 from floor_agent.access.model import CardRead
 
 if TYPE_CHECKING:
-    from floor_agent.config import DoorReader
+    from floor_agent.access.config import DoorReader
 
 SCBK_BYTES = 16
 SOM = 0x53  # start of message

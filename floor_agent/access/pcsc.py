@@ -28,8 +28,8 @@ from smartcard import scard
 
 from floor_agent.access import cardproof
 from floor_agent.access.cardproof import ProofError, ProofFailed
+from floor_agent.access.config import DoorReader
 from floor_agent.access.model import CardRead
-from floor_agent.config import DoorReader
 
 log = logging.getLogger(__name__)
 

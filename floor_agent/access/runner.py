@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from floor_agent.access import sitekey
 from floor_agent.access.cache import CacheError, CredentialsCache
+from floor_agent.access.config import DoorConfig, DoorSection
 from floor_agent.access.controller import AccessController, DoorRunner
 from floor_agent.access.door_io import DoorIo, DoorIoError, GpiodDoorIo, SimulatedDoorIo
 from floor_agent.access.fingerprint import FingerprintModule
@@ -32,7 +33,6 @@ from floor_agent.access.model import CardRead
 from floor_agent.access.sync import CredentialSync
 from floor_agent.audit.agent import AuditAgent
 from floor_agent.audit.signed_client import AgentClient
-from floor_agent.config import DoorConfig, DoorSection
 
 log = logging.getLogger(__name__)
 OSDP_POLL_SECONDS = 0.2

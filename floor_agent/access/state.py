@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
+from floor_agent.access.config import AccessPolicyConfig, DoorSection
 from floor_agent.access.model import AccessState, Lockout, Outcome
-from floor_agent.config import AccessPolicyConfig, DoorSection
 
 COUNTED_FAILURES = frozenset({
     "finger_mismatch", "finger_other_person", "finger_too_late", "clone_suspected",

@@ -37,10 +37,10 @@ from typing import Any
 import httpx
 import orjson
 
+from floor_agent.access.config import DoorConfig
 from floor_agent.access.model import Credentials, Template
 from floor_agent.audit.signed_client import AgentClient
 from floor_agent.collector import credentials as wire
-from floor_agent.config import DoorConfig
 
 log = logging.getLogger(__name__)
 

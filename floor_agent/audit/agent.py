@@ -19,7 +19,7 @@ import httpx
 from floor_agent.audit.forwarder import Forwarder, ForwarderSettings, pinned_client
 from floor_agent.audit.keys import load_or_create_private_key, load_private_key, public_key_b64
 from floor_agent.audit.spool import open_spool
-from floor_agent.config import AuditClientConfig
+from floor_agent.config.audit import AuditClientConfig
 from floor_agent.protocol.event import AuditEvent
 
 log = logging.getLogger(__name__)

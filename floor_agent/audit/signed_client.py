@@ -26,7 +26,7 @@ from floor_agent.audit.agent import KEY_FILE
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.audit.keys import load_private_key
 from floor_agent.collector.request_auth import FRESH_MS, HEADER, TIME_HEADER, sign_header
-from floor_agent.config import AuditClientConfig
+from floor_agent.config.audit import AuditClientConfig
 
 
 class AgentClient:

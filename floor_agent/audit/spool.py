@@ -48,7 +48,7 @@ from floor_agent.protocol.event import (
 )
 
 if TYPE_CHECKING:
-    from floor_agent.config import AuditClientConfig
+    from floor_agent.config.audit import AuditClientConfig
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from typing import Any
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from floor_agent.config import CctvConfig, load_config
+    from floor_agent.cctv.config import CctvConfig
+    from floor_agent.config import load_role
 
-    config = load_config(args.config, "cctv")
-    assert isinstance(config, CctvConfig)
+    config = load_role(args.config, CctvConfig)
     return config
 
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
+from floor_agent.cctv.config import MotionConfig
 from floor_agent.cctv.model import SmallFrame
-from floor_agent.config import MotionConfig
 
 SETTLE_SECONDS = 1.0  # after a recalibration, the light settles (auto exposure) this long
 GLOBAL_CHANGE_FRACTION = 0.5  # a light change moves at least this much of the frame

@@ -31,8 +31,8 @@ from pathlib import Path, PurePosixPath
 
 import paramiko
 
+from floor_agent.cctv.config import OffloadConfig
 from floor_agent.cctv.index import IndexError_, SegmentIndex, SegmentRecord
-from floor_agent.config import OffloadConfig
 from floor_agent.sftp import SftpConnectError, close_quietly, connect_pinned
 
 Emit = Callable[..., object]  # AuditAgent.emit(kind, subject, severity, **data)

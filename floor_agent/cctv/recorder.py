@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from floor_agent.cctv import motion, tamper
+from floor_agent.cctv.config import CameraConfig, CctvSection
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
 from floor_agent.cctv.segments import FrameSegmentWriter, SegmentWriter
@@ -42,7 +43,6 @@ from floor_agent.cctv.source import (
     StreamLost,
     StreamRecovered,
 )
-from floor_agent.config import CameraConfig, CctvSection
 
 log = logging.getLogger(__name__)
 
@@ -265,4 +265,3 @@ class CameraRecorder:
         self.emit("cctv.segment", self.subject, "info", **segment_event(segment))
         if self.segment_done is not None:
             self.segment_done()
-

@@ -29,8 +29,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from floor_agent.cctv.config import CameraConfig
 from floor_agent.cctv.index import SegmentIndex, SegmentRecord
-from floor_agent.config import CameraConfig
 
 Emit = Callable[..., object]  # AuditAgent.emit(kind, subject, severity, **data)
 SUBJECT = "cctv storage"

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 
 from floor_agent.audit.signed_client import AgentClient
-from floor_agent.config import AuditClientConfig
+from floor_agent.config.audit import AuditClientConfig
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from types import MappingProxyType
 import cv2
 import numpy as np
 
+from floor_agent.cctv.config import TamperConfig
 from floor_agent.cctv.model import SmallFrame
 from floor_agent.cctv.motion import checked_grey
-from floor_agent.config import TamperConfig
 
 KINDS = ("covered", "defocused", "turned", "frozen")
 REFERENCE_SECONDS = 2.0  # healthy frames the reference scene is built from

@@ -47,7 +47,7 @@ from floor_agent.audit.keys import (
     write_private_key,
 )
 from floor_agent.collector import self_audit
-from floor_agent.config import CollectorConfig, CollectorSection
+from floor_agent.collector.config import CollectorConfig, CollectorSection
 from floor_agent.store.interface import Store
 
 ENDORSEMENT_DOMAIN = b"floor-agent/anchor/endorsement/v1\x00"

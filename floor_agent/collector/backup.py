@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from floor_agent.collector import anchor, self_audit
+from floor_agent.collector.config import CollectorConfig
 from floor_agent.collector.verify import (
     KEY_PROBLEMS,
     AgentVerification,
@@ -51,7 +52,6 @@ from floor_agent.collector.verify import (
 )
 from floor_agent.common.files import file_sha256
 from floor_agent.common.urls import redact_url
-from floor_agent.config import CollectorConfig
 from floor_agent.protocol.event import utc_timestamp
 from floor_agent.store import open_store
 from floor_agent.store.interface import Store, StoreError

@@ -13,14 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from floor_agent.config import CollectorConfig, load_config
+from floor_agent.collector.config import CollectorConfig
+from floor_agent.config import load_role
 
 DEFAULT_CONFIG = "/etc/floor-agent/collector.yaml"
 
 
 def _config(args: argparse.Namespace) -> CollectorConfig:
-    config = load_config(args.config, "collector")
-    assert isinstance(config, CollectorConfig)
+    config = load_role(args.config, CollectorConfig)
     return config
 
 

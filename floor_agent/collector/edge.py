@@ -49,7 +49,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from floor_agent.config import CollectorSection, EdgeSettings
+from floor_agent.collector.config import CollectorSection, EdgeSettings
 
 log = logging.getLogger(__name__)
 

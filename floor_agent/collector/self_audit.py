@@ -19,8 +19,9 @@ from pathlib import Path
 from floor_agent.audit.agent import KEY_FILE
 from floor_agent.audit.keys import load_or_create_private_key, public_key_b64
 from floor_agent.audit.spool import Spool, open_spool
+from floor_agent.collector.config import CollectorConfig
 from floor_agent.collector.tls import TlsFiles
-from floor_agent.config import AuditClientConfig, CollectorConfig
+from floor_agent.config.audit import AuditClientConfig
 from floor_agent.protocol.event import utc_timestamp
 from floor_agent.store.interface import Store
 

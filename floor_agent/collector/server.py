@@ -24,9 +24,9 @@ from floor_agent.audit.agent import AuditAgent
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector import anchor, edge, self_audit, tls
 from floor_agent.collector.api import create_app
+from floor_agent.collector.config import CollectorConfig, CollectorSection
 from floor_agent.collector.core import Collector
 from floor_agent.collector.web.snapshots_api import MAX_BYTES as SNAPSHOT_MAX_BYTES
-from floor_agent.config import CollectorConfig, CollectorSection
 from floor_agent.store import open_store
 from floor_agent.store.interface import Store
 from floor_agent.store.sqlite import SqliteStore

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from floor_agent.config import NetlockConfig
+from floor_agent.netlock.config import NetlockConfig
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from floor_agent.config import NetlockConfig
 from floor_agent.netlock import ruleset as nft_meaning
 from floor_agent.netlock.allowlist import Allowlist
+from floor_agent.netlock.config import NetlockConfig
 from floor_agent.netlock.facts import (
     CLOSED,
     PROBE_MARK,

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from floor_agent.config import NetlockConfig
 from floor_agent.netlock.allowlist import Allowlist
+from floor_agent.netlock.config import NetlockConfig
 
 T = TypeVar("T")
 

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from floor_agent.config import NetlockConfig
 from floor_agent.netlock.allowlist import (
     Allowlist,
     AllowlistError,
@@ -35,6 +34,7 @@ from floor_agent.netlock.allowlist import (
     build,
     system_resolver,
 )
+from floor_agent.netlock.config import NetlockConfig
 
 NftCommand = str | Sequence[str]
 CHAINS = ("input", "forward", "output")
@@ -316,4 +316,3 @@ def _run_json(nft: NftCommand, args: list[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise FirewallError(f"nft {' '.join(args)} printed {type(data).__name__}, not an object")
     return data
-

@@ -14,9 +14,9 @@ import threading
 from typing import Any
 
 from floor_agent.audit.agent import AuditAgent
-from floor_agent.config import NetlockConfig
 from floor_agent.netlock import firewall
 from floor_agent.netlock.allowlist import Allowlist, AllowlistError, build
+from floor_agent.netlock.config import NetlockConfig
 from floor_agent.netlock.watch import SUBJECT, Emit, NetlockWatcher
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from floor_agent.config import NetlockConfig
+from floor_agent.netlock.config import NetlockConfig
 
 ROLES = ("ws", "rt", "cen", "net")
 WS_V4, WS_V6 = "10.77.1.2", "fd77:1::2"
@@ -120,7 +120,7 @@ sys.stdin.read()
 # they compare across namespaces) until its stdin closes: for the tests and the benchmark.
 WATCHER_SCRIPT = r"""
 import json, sys, threading, time
-from floor_agent.config import NetlockConfig
+from floor_agent.netlock.config import NetlockConfig
 from floor_agent.netlock.allowlist import build
 from floor_agent.netlock.watch import NetlockWatcher
 

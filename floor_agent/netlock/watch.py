@@ -36,11 +36,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from floor_agent.config import NetlockConfig
 from floor_agent.netlock import checks as checks_module
 from floor_agent.netlock import facts as facts_module
 from floor_agent.netlock.allowlist import Allowlist
 from floor_agent.netlock.checks import Verdict
+from floor_agent.netlock.config import NetlockConfig
 from floor_agent.service import guarded_thread
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from floor_agent.config import CollectorConfig, load_config
+from floor_agent.collector.config import CollectorConfig
+from floor_agent.config import load_role
 
 DEFAULT_CONFIG = "/etc/floor-agent/collector.yaml"
 
@@ -80,8 +81,7 @@ def generate(config: CollectorConfig, out: Path, pdf: Path | None, days: int,
 def cmd_report_tom(args: argparse.Namespace) -> int:
     from floor_agent.store.interface import StoreError
 
-    config = load_config(args.config, "collector")
-    assert isinstance(config, CollectorConfig)
+    config = load_role(args.config, CollectorConfig)
     if args.days < 1:
         print(f"--days: must be at least 1, got {args.days}", file=sys.stderr)
         return 2

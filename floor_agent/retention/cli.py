@@ -11,7 +11,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from floor_agent.config import ConfigError, RetentionConfig, load_config
+from floor_agent.config import ConfigError, load_role
+from floor_agent.retention.config import RetentionConfig
 
 if TYPE_CHECKING:
     from floor_agent.retention.sweep import SweepResult
@@ -43,7 +44,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from floor_agent.retention.sweep import sweep_server
 
     try:
-        config = load_config(args.config, "retention")
+        config = load_role(args.config, RetentionConfig)
     except ConfigError as e:
         print(e, file=sys.stderr)
         return EXIT_REFUSED

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from floor_agent.config import RetentionServer
+from floor_agent.retention.config import RetentionServer
 
 EntryKind = Literal["file", "dir", "symlink", "other"]
 JobState = Literal["due", "kept", "incomplete", "refused"]

@@ -13,7 +13,7 @@ from typing import Literal
 
 import paramiko
 
-from floor_agent.config import RetentionServer
+from floor_agent.retention.config import RetentionServer
 from floor_agent.retention.plan import (
     Entry,
     EntryKind,

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from floor_agent.config import RetentionServer
+from floor_agent.retention.config import RetentionServer
 from floor_agent.retention.plan import (
     Deletion,
     Plan,

@@ -11,8 +11,8 @@ import logging
 import threading
 
 from floor_agent.audit.agent import AuditAgent
-from floor_agent.config import UsbGuardConfig
 from floor_agent.usb_guard import sysfs
+from floor_agent.usb_guard.config import UsbGuardConfig
 from floor_agent.usb_guard.guard import UsbGuard
 from floor_agent.usb_guard.rules import RuleSyntaxError, parse_rules_file
 

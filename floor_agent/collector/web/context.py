@@ -11,11 +11,11 @@ from typing import Any, Protocol
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
+from floor_agent.collector.config import DashboardSettings
 from floor_agent.collector.web import overview
 from floor_agent.collector.web.live import Broadcaster
 from floor_agent.collector.web.login_limits import AddressThrottle, HashAdmission, LoginLimits
 from floor_agent.collector.web.timefmt import short_time
-from floor_agent.config import DashboardSettings
 from floor_agent.store.interface import Store
 
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"

@@ -1,0 +1,158 @@
+"""cctv.yaml: the recorder's cameras, motion and tamper detection, storage and offload."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from floor_agent.config.audit import AgentRoleConfig, AuditClientConfig
+from floor_agent.config.base import (
+    ConfigPath,
+    LogLevel,
+    StrictFloat,
+    StrictInt,
+    StrictModel,
+    require_unique,
+)
+
+CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+CameraId = Annotated[str, Field(strict=True, pattern=CAMERA_ID_RE.pattern)]
+Fraction = Annotated[StrictFloat, Field(ge=0, le=1)]
+
+
+class MotionConfig(StrictModel):
+    """Motion on a small grey frame (the decoder's luma plane, scaled down)."""
+
+    enabled: Annotated[bool, Field(strict=True)] = True
+    # height of the frame motion and tamper read (width follows the aspect ratio)
+    frame_height: Annotated[StrictInt, Field(ge=90, le=360)] = 144
+    # frames per second analysed (the rest are demuxed and recorded, not decoded for motion
+    # where the codec allows skipping them)
+    analysis_fps: Annotated[StrictFloat, Field(gt=0, le=30)] = 5.0
+    # the analysis decoder skips H.264/H.265's in-loop deblocking filter on frames that are
+    # not intra-coded: ~16 % of a sub-stream's decode CPU, and the small frame moves by under
+    # a grey level on average (bench/cctv.py, tests). Recording copies packets and is never
+    # touched; dashboard snapshots, taken from these frames, can show faint block edges.
+    skip_deblocking: Annotated[bool, Field(strict=True)] = True
+    # a pixel differs from the background when its grey level is this far off (0-255)
+    threshold: Annotated[StrictInt, Field(ge=1, le=255)] = 25
+    night_threshold: Annotated[StrictInt, Field(ge=1, le=255)] = 15
+    # the frame counts as night below this mean grey level
+    night_below: Annotated[StrictInt, Field(ge=0, le=255)] = 50
+    # smallest moving area, as a fraction of the frame
+    min_area: Fraction = 0.002
+    # background running-average weight per analysed frame
+    background_alpha: Fraction = 0.05
+    # a change of mean brightness this large (0-255) between two analysed frames, or against
+    # the background when most of the frame changed (lights ramping up over a few frames), is
+    # the light (lights on, IR switch): recalibrate instead of reporting motion
+    lighting_jump: Annotated[StrictInt, Field(ge=1, le=255)] = 40
+    # motion ends after this long without motion
+    end_after_seconds: Annotated[StrictFloat, Field(gt=0, le=600)] = 5.0
+    # areas never analysed: polygons in fractions of the frame, [[x, y], ...]
+    masks: list[Annotated[list[Annotated[list[Fraction], Field(min_length=2, max_length=2)]],
+                          Field(min_length=3)]] = Field(default_factory=list)
+
+
+class TamperConfig(StrictModel):
+    """Lens covered or sprayed, defocused, turned away, frozen."""
+
+    enabled: Annotated[bool, Field(strict=True)] = True
+    # a condition must last this long before the alarm (and be gone as long for recovery)
+    hold_seconds: Annotated[StrictFloat, Field(gt=0, le=60)] = 1.0
+    # covered: mean grey below this, or grey spread (std dev) below uniform_std
+    dark_below: Annotated[StrictInt, Field(ge=0, le=255)] = 12
+    uniform_std: Annotated[StrictFloat, Field(ge=0, le=128)] = 6.0
+    # defocused: sharpness (variance of the Laplacian) below this fraction of the reference
+    blur_ratio: Fraction = 0.35
+    # turned: similarity to the reference scene below this (0-1)
+    scene_similarity: Fraction = 0.5
+    # frozen: this many seconds of identical frames while packets still arrive (the issue
+    # asks every tamper kind to alarm within 2 s)
+    frozen_seconds: Annotated[StrictFloat, Field(gt=0, le=600)] = 1.5
+
+
+class CameraConfig(StrictModel):
+    """One camera: where its streams are and how long its footage may be kept."""
+
+    camera_id: CameraId
+    name: Annotated[str, Field(strict=True, min_length=1)]
+    # main stream, recorded without re-encoding: rtsp://, http(s):// (MPEG-TS), a file path,
+    # or v4l2:///dev/videoN (USB/MJPEG through OpenCV, re-encoded: the one exception)
+    url: Annotated[str, Field(strict=True, min_length=1)]
+    # optional sub-stream motion and tamper read instead of the main stream (Frigate's layout)
+    detect_url: Annotated[str, Field(strict=True, min_length=1)] | None = None
+    enabled: Annotated[bool, Field(strict=True)] = True
+    # days continuous footage is kept, and footage with motion (GDPR: as short as the purpose)
+    retain_days: Annotated[StrictFloat, Field(gt=0, le=3650)] = 3.0
+    retain_motion_days: Annotated[StrictFloat, Field(gt=0, le=3650)] = 14.0
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    tamper: TamperConfig = Field(default_factory=TamperConfig)
+
+    @model_validator(mode="after")
+    def _motion_kept_longer(self) -> CameraConfig:
+        if self.retain_motion_days < self.retain_days:
+            raise ValueError("retain_motion_days: must be >= retain_days (motion footage is "
+                             "the part worth keeping longer)")
+        return self
+
+
+class OffloadConfig(StrictModel):
+    """A second copy off the box: SFTP to central storage (paramiko)."""
+
+    enabled: Annotated[bool, Field(strict=True)] = False
+    host: Annotated[str, Field(strict=True, min_length=1)] = "127.0.0.1"
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] = 22
+    user: Annotated[str, Field(strict=True, min_length=1)] = "floor-cctv"
+    # the client key (OpenSSH private key file, mode 0600) and the server's pinned host key
+    # (one known_hosts line); an unknown or changed host key is refused, never accepted
+    key_file: ConfigPath = Path("/etc/floor-agent/cctv-offload.key")
+    known_hosts_file: ConfigPath = Path("/etc/floor-agent/cctv-offload.known_hosts")
+    remote_dir: Annotated[str, Field(strict=True, min_length=1)] = "footage"
+    # retry delay after a failed upload, growing to the max
+    backoff_initial_seconds: Annotated[StrictFloat, Field(gt=0)] = 2.0
+    backoff_max_seconds: Annotated[StrictFloat, Field(gt=0)] = 300.0
+    timeout_seconds: Annotated[StrictFloat, Field(gt=0, le=600)] = 30.0
+
+
+class CctvSection(StrictModel):
+    """The recorder: cameras, where footage goes, how long it stays."""
+
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    # footage lives under storage_dir/CAMERA/YYYY-MM-DD/HH/ (UTC)
+    storage_dir: ConfigPath = Path("/var/lib/floor-agent/cctv/footage")
+    segment_seconds: Annotated[StrictFloat, Field(ge=2, le=300)] = 10.0
+    # below this much free space the oldest footage goes first (with an alarm), long before
+    # recording could stop
+    min_free_percent: Annotated[StrictFloat, Field(ge=1, le=90)] = 10.0
+    min_free_bytes: Annotated[StrictInt, Field(ge=0)] = 1 << 30
+    # how often retention and disk space are checked
+    sweep_interval_seconds: Annotated[StrictFloat, Field(ge=1, le=86400)] = 60.0
+    # a camera without frames this long is offline (cctv.camera_offline)
+    offline_after_seconds: Annotated[StrictFloat, Field(ge=1, le=3600)] = 10.0
+    # reconnect delay after a lost stream, growing to the max
+    reconnect_initial_seconds: Annotated[StrictFloat, Field(gt=0)] = 1.0
+    reconnect_max_seconds: Annotated[StrictFloat, Field(gt=0)] = 30.0
+    offload: OffloadConfig = Field(default_factory=OffloadConfig)
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_cameras(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        require_unique((camera.camera_id for camera in cameras), "camera_id")
+        return cameras
+
+
+class CctvConfig(AgentRoleConfig):
+    """cctv.yaml: CCTV recorder agent."""
+
+    role: Literal["cctv"] = "cctv"
+    log_level: LogLevel = "info"
+    audit: AuditClientConfig = Field(default_factory=AuditClientConfig)
+    cctv: CctvSection = Field(default_factory=CctvSection)

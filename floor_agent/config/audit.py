@@ -1,0 +1,123 @@
+"""The audit-client section every agent role has (how it reaches the collector), and the base
+of the agent roles' files: the section's state_dir defaults to the role's own directory."""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from floor_agent.config.base import (
+    STATE_ROOT,
+    ConfigPath,
+    StrictFloat,
+    StrictInt,
+    StrictModel,
+    default_state_dir,
+)
+
+AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_AGENT_ID_MAX = 64
+
+
+class AuditClientConfig(StrictModel):
+    """How an agent reaches the collector; shared by the workstation, door and cctv roles."""
+
+    agent_id: Annotated[str, Field(strict=True)] | None = None
+    state_dir: ConfigPath = STATE_ROOT / "agent"
+    collector_url: Annotated[str, Field(strict=True)] = "https://127.0.0.1:8443"
+    ca_cert: ConfigPath | None = None
+    batch_max_events: Annotated[StrictInt, Field(ge=1, le=5000)] = 500
+    heartbeat_seconds: Annotated[StrictFloat, Field(ge=1, le=60)] = 30
+    spool_max_events: Annotated[StrictInt, Field(ge=100)] = 1_000_000
+    spool_alarm_ratio: Annotated[StrictFloat, Field(ge=0.1, le=0.99)] = 0.8
+    backoff_initial_seconds: Annotated[StrictFloat, Field(gt=0)] = 0.5
+    backoff_max_seconds: StrictFloat = 30
+    request_timeout_seconds: Annotated[StrictFloat, Field(gt=0)] = 10
+
+    @field_validator("agent_id")
+    @classmethod
+    def _check_agent_id(cls, value: str | None) -> str | None:
+        """The id names the agent's chain on the collector, so keep it path- and log-safe."""
+        if value is not None and not AGENT_ID_RE.match(value):
+            raise ValueError(
+                "must be 1-64 characters of letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("collector_url")
+    @classmethod
+    def _check_collector_url(cls, value: str) -> str:
+        """Events only ever travel over TLS; a plain http:// URL is a configuration error."""
+        try:
+            parts = urlsplit(value.strip())
+            _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
+        except ValueError as exc:
+            raise ValueError(f"must be an https:// URL with a host ({exc})") from None
+        if parts.scheme.lower() != "https" or not parts.hostname:
+            raise ValueError("must be an https:// URL with a host, e.g. https://collector:8443")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must not contain credentials, a query or a fragment")
+        return urlunsplit(("https", parts.netloc, parts.path.rstrip("/"), "", ""))
+
+    @field_validator("backoff_max_seconds")
+    @classmethod
+    def _check_backoff_max(cls, value: float, info: ValidationInfo) -> float:
+        """Checked on the field (not the model) so the error points at this key's line."""
+        initial = info.data.get("backoff_initial_seconds")
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        if initial is not None and value < initial:
+            raise ValueError(f"must be >= backoff_initial_seconds ({initial:g})")
+        return value
+
+    def resolved_agent_id(self, role: str) -> str:
+        """Explicit agent_id, else "<hostname>-<role>" made to match AGENT_ID_RE."""
+        if self.agent_id is not None:
+            return self.agent_id
+        suffix = f"-{role}"
+        host = re.sub(r"[^A-Za-z0-9._-]+", "-", socket.gethostname())
+        host = re.sub(r"^[^A-Za-z0-9]+", "", host) or "host"
+        host = host[: max(1, _AGENT_ID_MAX - len(suffix))]
+        return (host + suffix)[:_AGENT_ID_MAX]
+
+    def ca_path(self) -> Path:
+        """Pinned collector CA: explicit path, else the copy kept in the state directory."""
+        return self.ca_cert if self.ca_cert is not None else self.state_dir / "collector-ca.pem"
+
+
+def none_section_to_empty(data: Any, key: str) -> Any:
+    """`audit:` with every option commented out is YAML null; treat it as "all defaults"."""
+    if isinstance(data, dict) and key in data and data[key] is None:
+        data = {**data, key: {}}
+    return data
+
+
+class AgentRoleConfig(StrictModel):
+    """Shared wiring for agent roles: the audit state_dir default depends on the role."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _role_state_dir(cls, data: Any) -> Any:
+        data = none_section_to_empty(data, "audit")
+        if not isinstance(data, dict):
+            return data
+        role = cls.model_fields["role"].default
+        audit = data.get("audit", {})
+        if isinstance(audit, dict) and "state_dir" not in audit:
+            data = {**data, "audit": {**audit, "state_dir": default_state_dir(role)}}
+        elif isinstance(audit, AuditClientConfig) and "state_dir" not in audit.model_fields_set:
+            updated = audit.model_copy(update={"state_dir": default_state_dir(role)})
+            data = {**data, "audit": updated}
+        return data
+

@@ -1,0 +1,87 @@
+"""The role files: which model reads which role's YAML file, and the one loader over them.
+
+The workstation composes two capabilities (usb_guard, netlock), so its file's model lives
+here, above both; every other role's model lives beside its code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, cast
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field
+
+from floor_agent.access.config import DoorConfig
+from floor_agent.cctv.config import CctvConfig
+from floor_agent.collector.config import CollectorConfig
+from floor_agent.config.audit import AgentRoleConfig, AuditClientConfig
+from floor_agent.config.base import ROLES, LogLevel
+from floor_agent.config.loader import load_role_file
+from floor_agent.netlock.config import NetlockConfig
+from floor_agent.retention.config import RetentionConfig
+from floor_agent.usb_guard.config import UsbGuardConfig
+
+
+class WorkstationConfig(AgentRoleConfig):
+    """workstation.yaml: USB guard and network lock agent on an operator workstation."""
+
+    role: Literal["workstation"] = "workstation"
+    log_level: LogLevel = "info"
+    audit: AuditClientConfig = Field(default_factory=AuditClientConfig)
+    usb_guard: UsbGuardConfig = Field(default_factory=UsbGuardConfig)
+    netlock: NetlockConfig = Field(default_factory=NetlockConfig)
+
+
+AgentConfig = WorkstationConfig | DoorConfig | CctvConfig | RetentionConfig
+RoleConfig = CollectorConfig | AgentConfig
+ROLE_MODELS: dict[str, type[RoleConfig]] = {
+    "collector": CollectorConfig,
+    "workstation": WorkstationConfig,
+    "door": DoorConfig,
+    "cctv": CctvConfig,
+    "retention": RetentionConfig,
+}
+
+
+def load_config(path: str | Path, expected_role: str | None = None) -> RoleConfig:
+    """Load and validate one role's YAML file; raise ConfigError listing every problem."""
+    if expected_role is not None and expected_role not in ROLE_MODELS:
+        raise ValueError(f"expected_role must be one of {', '.join(ROLES)}, not {expected_role!r}")
+    return cast(RoleConfig, load_role_file(path, ROLE_MODELS, expected_role))
+
+
+def _redact_url(url: str) -> str:
+    """Keep database passwords out of terminal scrollback and support tickets."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_file(path: str | Path) -> str:
+    """One-paragraph summary for `floor-agent config check FILE`; raises ConfigError."""
+    config = load_config(path)
+    head = f"{path}: OK, role {config.role}, log level {config.log_level}."
+    if isinstance(config, CollectorConfig):
+        c = config.collector
+        return (
+            f"{head} Listening on {c.listen_host}:{c.listen_port} with a TLS certificate for "
+            f"{', '.join(c.server_names)}; state in {c.state_dir}; database "
+            f"{_redact_url(c.resolved_database_url())}; batches up to {c.max_batch_events} "
+            f"events and {c.max_request_bytes} bytes per request; an agent is stale after "
+            f"{c.stale_checkpoint_seconds} s without a checkpoint; tokens live "
+            f"{c.token_ttl_seconds} s."
+        )
+    a = config.audit
+    source = "" if a.agent_id is not None else " (from hostname)"
+    return (
+        f"{head} Agent id {a.resolved_agent_id(config.role)}{source}; reports to "
+        f"{a.collector_url} pinned to CA {a.ca_path()}; state in {a.state_dir}; heartbeat "
+        f"every {a.heartbeat_seconds:g} s; batches of up to {a.batch_max_events} events; "
+        f"spool holds {a.spool_max_events} events (alarm at {a.spool_alarm_ratio:.0%}); "
+        f"retry backoff {a.backoff_initial_seconds:g}-{a.backoff_max_seconds:g} s; "
+        f"request timeout {a.request_timeout_seconds:g} s."
+    )
