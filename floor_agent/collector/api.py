@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from floor_agent import __version__
 from floor_agent.collector import api_keys
+from floor_agent.collector.config import DashboardSettings
 from floor_agent.collector.core import Collector, EnrollError, secret_hash
 from floor_agent.collector.metrics import render_metrics
 from floor_agent.collector.web.acknowledge import acknowledge
@@ -33,7 +34,6 @@ from floor_agent.collector.web.app import install as install_dashboard
 from floor_agent.collector.web.context import Dashboard, OwnAudit, utc_now
 from floor_agent.collector.web.live import Broadcaster
 from floor_agent.collector.web.overview import chain_state
-from floor_agent.config import DashboardSettings
 from floor_agent.protocol.event import SEVERITIES, TS_RE
 from floor_agent.protocol.event import utc_timestamp as now_ts
 from floor_agent.store.interface import EventQuery

@@ -26,12 +26,12 @@ def run_audited(args: argparse.Namespace,
     """Open the store and the collector's own trail, run action(args, store, own, now); a
     refused change (ValueError) is an error message and exit status 2."""
     from floor_agent.collector import self_audit
-    from floor_agent.config import CollectorConfig, load_config
+    from floor_agent.collector.config import CollectorConfig
+    from floor_agent.config import load_role
     from floor_agent.protocol.event import utc_timestamp
     from floor_agent.store import open_store
 
-    config = load_config(args.config, "collector")
-    assert isinstance(config, CollectorConfig)
+    config = load_role(args.config, CollectorConfig)
     store = open_store(config.collector.resolved_database_url())
     try:
         self_audit.ensure_registered(store, config)
