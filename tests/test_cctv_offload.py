@@ -15,7 +15,8 @@ from sshd_server import SshdServer, make_key
 from floor_agent.cctv.config import OffloadConfig
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
-from floor_agent.cctv.offload import Offloader, backoff_delay, remote_path_of
+from floor_agent.cctv.offload import Offloader, remote_path_of
+from floor_agent.common.backoff import backoff_delay
 
 T0 = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 

@@ -21,7 +21,6 @@ from floor_agent.cctv.scenes import MovingObject, Scene, Script
 from floor_agent.cctv.segments import (
     FrameSegmentWriter,
     SegmentWriter,
-    file_sha256,
     packet_shape_problem,
     segment_relpath,
 )
@@ -48,10 +47,11 @@ from floor_agent.cctv.source import (
     SourceSettings,
     StreamLost,
     StreamRecovered,
-    backoff_delay,
     opencv_target,
-    redact_url,
 )
+from floor_agent.common.backoff import backoff_delay
+from floor_agent.common.files import file_sha256
+from floor_agent.common.urls import redact_url
 
 FPS = 10
 
@@ -295,7 +295,8 @@ def test_packet_shapes_and_names() -> None:
     when = datetime(2026, 12, 31, 23, 30, 1, 250000, tzinfo=timezone(timedelta(hours=-1)))
     assert segment_relpath("door", when) == "door/2027-01-01/00/20270101T003001.250Z.mp4"
     assert [backoff_delay(n, 1.0, 30.0) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
-    assert redact_url("rtsp://admin:hunter2@10.0.0.5:554/s1") == "rtsp://10.0.0.5:554/s1"
+    assert (redact_url("rtsp://admin:hunter2@10.0.0.5:554/s1", keep_user=False)
+            == "rtsp://10.0.0.5:554/s1")
     assert opencv_target("v4l2:///dev/video2") == 2
     with pytest.raises(ValueError, match="/dev/videoN"):
         opencv_target("v4l2:///dev/sda")

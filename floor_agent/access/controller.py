@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, tzinfo
 from typing import Any
 
 from floor_agent.access import decision, door, state
@@ -32,6 +32,7 @@ from floor_agent.access.freshness import Freshness
 from floor_agent.access.model import AccessState, CardRead, FingerResult, Outcome
 from floor_agent.access.sitekey import SiteKey
 from floor_agent.access.templates import TemplateError, unseal
+from floor_agent.common.clock import utc_now
 from floor_agent.service import guarded_thread
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,6 @@ ALARM_EVENTS = {
     "card_shared": ("door.card_shared", "critical"),
 }
 IDLE_TICK_SECONDS = 0.1  # how often the door loop looks at its timers when nothing happens
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def outcome_event(outcome: Outcome, reader_id: str) -> tuple[str, str, dict[str, Any]]:

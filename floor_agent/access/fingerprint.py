@@ -24,13 +24,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import serial
 
 from floor_agent.access import zfm
 from floor_agent.access.model import FingerResult, FingerSearch
+from floor_agent.common.clock import utc_now
 
 if TYPE_CHECKING:
     from floor_agent.access.config import FingerprintConfig
@@ -65,17 +66,13 @@ class Capture:
     detail: str = ""
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class FingerprintModule:
     """One module on one serial port; opened on first use, reopened after a transport error."""
 
     def __init__(self, port: str, baud: int = 57600, address: int = zfm.DEFAULT_ADDRESS,
                  password: int = 0, response_timeout: float = 2.0,
                  packet_size: int = zfm.DEFAULT_DATA_PACKET_SIZE, command_retries: int = 2,
-                 clock: Callable[[], datetime] = _utcnow,
+                 clock: Callable[[], datetime] = utc_now,
                  library_pages: int = LIBRARY_PAGES) -> None:
         if packet_size not in zfm.DATA_PACKET_SIZES:
             raise ValueError(f"packet_size {packet_size} not one of {zfm.DATA_PACKET_SIZES}")

@@ -23,18 +23,19 @@ import os
 import queue
 import secrets
 import socket
-import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import osdp
 
 from floor_agent.access.model import CardRead
+from floor_agent.common.clock import utc_now
+from floor_agent.common.keyfiles import read_hex_key_file
 
 if TYPE_CHECKING:
     from floor_agent.access.config import DoorReader
@@ -92,21 +93,7 @@ class OsdpReader:
 
 def load_scbk(path: Path) -> bytes:
     """The reader's secure channel base key: 32 hex characters in a file only its owner reads."""
-    try:
-        info = path.stat()
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise OsdpError(f"{path}: cannot read the SCBK ({type(e).__name__})") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise OsdpError(f"{path}: readable by others (mode {info.st_mode & 0o777:o}); "
-                        "chmod 600 it")
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) != SCBK_BYTES:
-        raise OsdpError(f"{path}: expected {SCBK_BYTES * 2} hex characters")
-    return key
+    return read_hex_key_file(path, SCBK_BYTES, "the SCBK", OsdpError)
 
 
 def install_scbk(path: Path) -> bytes:
@@ -348,7 +335,7 @@ class OsdpBus:
 
     def __init__(self, readers: Sequence[OsdpReader], read_raw: Callable[[int], bytes],
                  write_raw: Callable[[bytes], int], bus: str = "osdp",
-                 clock: Clock = lambda: datetime.now(UTC),
+                 clock: Clock = utc_now,
                  online_grace_seconds: float = ONLINE_GRACE_SECONDS) -> None:
         if not readers:
             raise OsdpError(f"{bus}: no readers")
@@ -377,7 +364,7 @@ class OsdpBus:
 
     @classmethod
     def open_serial(cls, port: str, baud: int, readers: Sequence[OsdpReader],
-                    clock: Clock = lambda: datetime.now(UTC)) -> OsdpBus:
+                    clock: Clock = utc_now) -> OsdpBus:
         read, write = serial_io(port, baud)
         return cls(readers, read, write, bus=port, clock=clock)
 

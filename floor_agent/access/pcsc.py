@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from smartcard import scard
 
@@ -30,6 +30,7 @@ from floor_agent.access import cardproof
 from floor_agent.access.cardproof import ProofError, ProofFailed
 from floor_agent.access.config import DoorReader
 from floor_agent.access.model import CardRead
+from floor_agent.common.clock import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,6 @@ class CardRemoved:
     reader_id: str
     direction: str
     at: datetime
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _message(hresult: int) -> str:
@@ -72,7 +69,7 @@ class PcscCardReader:
                  on_removed: Callable[[CardRemoved], None] | None = None,
                  card_master_key: bytes | None = None, answer_timeout: float = 0.5,
                  poll_seconds: float = 0.5,
-                 now: Callable[[], datetime] = _utc_now) -> None:
+                 now: Callable[[], datetime] = utc_now) -> None:
         self.wanted = reader
         self.door_id = door_id
         self.reader_id = reader_id

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from floor_agent.common.keyfiles import read_hex_key_file
 
 KEY_BYTES = 32
 CARD_MASTER_LABEL = b"floor-agent/card-master/v1"
@@ -57,18 +58,4 @@ def generate(path: Path) -> SiteKey:
 
 
 def load(path: Path) -> SiteKey:
-    try:
-        info = path.stat()
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise SiteKeyError(f"{path}: cannot read the site key ({e})") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SiteKeyError(f"{path}: readable by others (mode {info.st_mode & 0o777:o}); "
-                           "chmod 600 it")
-    try:
-        secret = bytes.fromhex(text)
-    except ValueError:
-        secret = b""
-    if len(secret) != KEY_BYTES:
-        raise SiteKeyError(f"{path}: expected {KEY_BYTES * 2} hex characters")
-    return SiteKey(secret)
+    return SiteKey(read_hex_key_file(path, KEY_BYTES, "the site key", SiteKeyError))

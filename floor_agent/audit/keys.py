@@ -9,6 +9,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from floor_agent.common.keyfiles import read_private_key_file
+
 
 class KeyFileError(ValueError):
     """A key file that is missing, unreadable, of the wrong type or too widely readable."""
@@ -32,15 +34,8 @@ def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
-    try:
-        mode = path.stat().st_mode & 0o777
-        data = path.read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read the agent key ({exc.strerror}); "
-                           f"run 'floor-agent enroll' first") from None
-    if mode & 0o077:
-        raise KeyFileError(f"{path}: private key is readable by others (mode {mode:o}); "
-                           f"chmod 600 it")
+    data = read_private_key_file(path, "the agent key", KeyFileError,
+                                 hint="run 'floor-agent enroll' first")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except ValueError as exc:

@@ -14,7 +14,6 @@ Neither carries footage bytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ import av
 
 from floor_agent.cctv.index import SegmentIndex, SegmentRecord
 from floor_agent.cctv.retention import footage_path
+from floor_agent.common.files import file_sha256
 
 Emit = Callable[..., object]  # AuditAgent.emit(kind, subject, severity, **data)
 
@@ -44,14 +44,6 @@ class ExportResult:
     end: datetime  # the clip's last packet
     segments: tuple[int, ...]  # source seqs
     packets: int
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _need(text: str, what: str) -> str:
@@ -79,7 +71,7 @@ def _verified_sources(index: SegmentIndex, storage_dir: Path, camera_id: str, st
         what = f"camera {camera_id} seq {seg.seq} ({seg.path})"
         try:
             path = footage_path(storage_dir, record)
-            actual = _sha256(path)
+            actual = file_sha256(path)
         except ValueError as e:
             raise ExportError(str(e)) from None
         except OSError as e:
@@ -222,7 +214,7 @@ def export(index: SegmentIndex, storage_dir: Path, camera_id: str, start: dateti
     except BaseException:
         out_path.unlink(missing_ok=True)
         raise
-    clip_sha = _sha256(out_path)
+    clip_sha = file_sha256(out_path)
     when = now or datetime.now(UTC)
     by_seq = {r.segment.seq: r.segment for r, _ in sources}
     proof = {

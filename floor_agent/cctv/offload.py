@@ -33,6 +33,8 @@ import paramiko
 
 from floor_agent.cctv.config import OffloadConfig
 from floor_agent.cctv.index import IndexError_, SegmentIndex, SegmentRecord
+from floor_agent.common.backoff import backoff_delay
+from floor_agent.common.files import file_sha256
 from floor_agent.sftp import SftpConnectError, close_quietly, connect_pinned
 
 Emit = Callable[..., object]  # AuditAgent.emit(kind, subject, severity, **data)
@@ -81,19 +83,6 @@ def remote_path_of(remote_dir: str, record: SegmentRecord) -> str:
     start = seg.start.astimezone(UTC)
     return posixpath.join(remote_dir, seg.camera_id, start.strftime("%Y-%m-%d"),
                           start.strftime("%H"), PurePosixPath(seg.path).name)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def backoff_delay(failures: int, initial: float, maximum: float) -> float:
-    """Exponential: initial, 2x, 4x ... capped at maximum (failures counts from 1)."""
-    return min(maximum, initial * (2 ** max(0, failures - 1)))
 
 
 class Offloader:

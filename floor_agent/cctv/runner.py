@@ -18,8 +18,8 @@ from floor_agent.cctv import chain, retention
 from floor_agent.cctv.config import CctvConfig, CctvSection
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.recorder import CameraRecorder, Emit
-from floor_agent.cctv.segments import file_sha256
 from floor_agent.cctv.snapshot import SnapshotUploader
+from floor_agent.common.files import file_sha256
 from floor_agent.service import guarded_thread
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,6 @@ recording. Reasons never contain footage bytes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -31,6 +30,8 @@ from pathlib import Path
 import av
 
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
+from floor_agent.common.clock import utc_now
+from floor_agent.common.files import file_sha256
 
 RECORDED_CODECS = ("h264", "hevc")
 
@@ -40,15 +41,6 @@ def segment_relpath(camera_id: str, start: datetime, suffix: str = ".mp4") -> st
     start = start.astimezone(UTC)
     stamp = start.strftime("%Y%m%dT%H%M%S") + f".{start.microsecond // 1000:03d}Z"
     return f"{camera_id}/{start:%Y-%m-%d}/{start:%H}/{stamp}{suffix}"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def packet_shape_problem(data: bytes, extradata: bytes | None, codec: str) -> str | None:
@@ -141,7 +133,7 @@ class SegmentWriter:
     def __init__(self, camera_id: str, storage_dir: Path, on_segment: Callable[[Segment], None],
                  *, segment_seconds: float = 10.0, last_seq: int = 0,
                  last_sha256: str = GENESIS_SHA256,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = utc_now) -> None:
         self.camera_id = camera_id
         self.storage_dir = Path(storage_dir)
         self.on_segment = on_segment

@@ -33,9 +33,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import av
 import cv2
@@ -43,6 +43,9 @@ import cv2
 from floor_agent.cctv.downscale import small_grey, small_size
 from floor_agent.cctv.model import CameraHealth, SmallFrame
 from floor_agent.cctv.snapshot import snapshot_jpeg
+from floor_agent.common.backoff import backoff_delay
+from floor_agent.common.clock import utc_now
+from floor_agent.common.urls import redact_url
 
 # --------------------------------------------------------------------------- events
 
@@ -135,22 +138,6 @@ SourceEvent = (Connected | ConnectFailed | PacketEvent | FrameEvent | StreamLost
                | StreamRecovered | CameraOffline | CameraOnline | BadInput | SourceFinished)
 
 # --------------------------------------------------------------------------- pure helpers
-
-
-def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
-    """Delay before reconnect attempt `attempt` (1, 2, ...): doubling from initial up to max."""
-    return min(maximum, initial * (2 ** max(0, attempt - 1)))
-
-
-def redact_url(url: str) -> str:
-    """The URL without user:password, for events and logs."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def is_file_url(url: str) -> bool:
@@ -262,7 +249,7 @@ class _Reader:
         self.stream = stream
         self.packets = packets
         self.frames = frames
-        self.shown_url = redact_url(url)
+        self.shown_url = redact_url(url, keep_user=False)
         self.thread = threading.Thread(target=self._run, name=f"cctv-{owner.camera_id}-{stream}",
                                        daemon=True)
         self.t_offset = 0.0  # keeps SmallFrame.t monotonic across reconnects
@@ -420,7 +407,7 @@ class CameraSource:
 
     def __init__(self, camera_id: str, url: str, on_event: Callable[[SourceEvent], None], *,
                  detect_url: str | None = None, settings: SourceSettings = SourceSettings(),
-                 utcnow: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 utcnow: Callable[[], datetime] = utc_now) -> None:
         self.camera_id = camera_id
         self.settings = settings
         self.utcnow = utcnow
@@ -578,7 +565,7 @@ class OpenCvSource:
         capture = cv2.VideoCapture(opencv_target(self.url))
         if not capture.isOpened():
             raise ConnectionError(f"camera {self.camera_id}: OpenCV cannot open "
-                                  f"{redact_url(self.url)}")
+                                  f"{redact_url(self.url, keep_user=False)}")
         started = time.monotonic()
         next_t, last_pos, count = 0.0, -1.0, 0
         try:
