@@ -7,7 +7,7 @@
 1. ingest_https: a real collector process (`floor-agent collector run`) on a free loopback
    port, N agents enrolled with one-time tokens (core.create_token, /api/v1/enroll). Each
    agent's batches are built before the clock starts exactly as Forwarder.step builds them
-   (real Spool, signed Checkpoint, forwarder.batch_body); N client threads then send them over
+   (real Spool, signed Checkpoint, batch.batch_body); N client threads then send them over
    HTTPS keep-alive with the pinned CA, each agent's batches in order. Only events acknowledged
    (acked_seq) count, and the store must hold all of them afterwards.
 2. raw_sqlite_insert: after each HTTPS run, the same rows (ingest.event_params), schema,
@@ -51,12 +51,13 @@ import orjson
 import yaml
 
 from floor_agent.audit.agent import KEY_FILE, enroll
-from floor_agent.audit.forwarder import batch_body, pinned_client
+from floor_agent.audit.forwarder import pinned_client
 from floor_agent.audit.keys import load_private_key
 from floor_agent.audit.spool import Spool
 from floor_agent.collector import core, ingest, server
 from floor_agent.collector.config import CollectorConfig, CollectorSection
 from floor_agent.config.audit import AuditClientConfig
+from floor_agent.protocol.batch import batch_body, parse
 from floor_agent.protocol.checkpoint import Checkpoint
 from floor_agent.roles.config import WorkstationConfig
 from floor_agent.store import open_store
@@ -300,7 +301,7 @@ def send_all(url: str, ca: Path, agents: list[AgentBatches]) -> tuple[int, float
 def raw_insert(path: Path, agents: list[AgentBatches]) -> tuple[int, float]:
     """The same rows, schema, PRAGMAs and batch size, straight into SQLite."""
     received_at = "2026-11-29T08:00:00.000000Z"
-    per_agent = [[[ingest.event_params(w, received_at) for w in ingest.parse(body, 100_000).events]
+    per_agent = [[[ingest.event_params(w, received_at) for w in parse(body, 100_000).events]
                   for body in agent.bodies] for agent in agents]
     # Interleaved as the collector sees them: one batch of each agent in turn.
     batches = [rows for group in zip(*per_agent, strict=True) for rows in group]

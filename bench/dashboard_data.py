@@ -33,11 +33,12 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from floor_agent.audit.forwarder import batch_body, pinned_client
+from floor_agent.audit.forwarder import pinned_client
 from floor_agent.audit.keys import public_key_b64
 from floor_agent.collector.config import CollectorConfig
-from floor_agent.collector.ingest import WireEvent, event_params
+from floor_agent.collector.ingest import event_params
 from floor_agent.config import load_role
+from floor_agent.protocol.batch import WireEvent, batch_body
 from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, link
 from floor_agent.protocol.event import AuditEvent, canonical, utc_timestamp
 from floor_agent.store import open_store

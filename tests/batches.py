@@ -7,9 +7,9 @@ from pathlib import Path
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from floor_agent.audit.forwarder import batch_body
 from floor_agent.audit.keys import public_key_b64
 from floor_agent.audit.spool import Spool
+from floor_agent.protocol.batch import batch_body
 from floor_agent.protocol.checkpoint import Checkpoint
 
 

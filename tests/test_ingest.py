@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from floor_agent.collector import ingest
-from floor_agent.collector.ingest import BatchError
+from floor_agent.protocol.batch import BatchError, parse
 from floor_agent.store.records import AgentRecord
 
 
@@ -59,7 +59,7 @@ def test_no_single_byte_change_gets_altered_content_stored(
 @given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
 def test_garbage_is_a_clean_4xx(raw: bytes) -> None:
     with pytest.raises(BatchError) as error:
-        ingest.parse(raw, 100)
+        parse(raw, 100)
     assert 400 <= error.value.status < 500
 
 

@@ -22,8 +22,8 @@ from batches import BatchMaker
 from collector_process import CollectorProcess
 from dashboard_clients import add_user, browser, login
 
-from floor_agent.audit.forwarder import batch_body
-from floor_agent.collector.ingest import WireEvent, event_params
+from floor_agent.collector.ingest import event_params
+from floor_agent.protocol.batch import WireEvent, batch_body
 from floor_agent.protocol.checkpoint import Checkpoint, link
 from floor_agent.protocol.event import AuditEvent, canonical, utc_timestamp
 from floor_agent.store.sql import INSERT_EVENT

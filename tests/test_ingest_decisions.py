@@ -1,4 +1,4 @@
-"""Issue 15's ingest decisions, pure (ingest.parse/plan over plain data): bounds at parse, the
+"""Issue 15's ingest decisions, pure (parse, plan over plain data): bounds at parse, the
 replay check that one bad timestamp cannot turn into a blocked agent, clock skew, and what an
 unauthenticated failure is allowed to say. The same attacks run against the real collector
 process in test_ingest_attacks.py."""
@@ -12,9 +12,9 @@ import orjson
 import pytest
 from batches import BatchMaker
 
-from floor_agent.audit.forwarder import batch_body
 from floor_agent.collector import ingest
-from floor_agent.collector.ingest import BatchError, Clock
+from floor_agent.collector.ingest import Clock
+from floor_agent.protocol.batch import BatchError, batch_body, parse
 from floor_agent.protocol.checkpoint import Checkpoint
 from floor_agent.protocol.event import AuditEvent, EventError, utc_timestamp
 from floor_agent.store.records import AgentRecord
@@ -55,7 +55,7 @@ def maker(tmp_path: Path) -> BatchMaker:
 def test_fields_are_bounded_before_anything_quotes_them(maker: BatchMaker) -> None:
     huge = orjson.dumps({"agent_id": "w" * (4 * 1024 * 1024), "events": []})
     with pytest.raises(BatchError) as caught:
-        ingest.parse(huge, 100)
+        parse(huge, 100)
     assert caught.value.agent_id is None and len(str(caught.value)) < 100
     maker.emit(1)
     batch = orjson.loads(maker.body())
@@ -66,7 +66,7 @@ def test_fields_are_bounded_before_anything_quotes_them(maker: BatchMaker) -> No
                                 ("agent_id", "x" * 10_000, "checkpoint.agent_id")):
         bad = dict(batch, checkpoint=dict(batch["checkpoint"], **{field: value}))
         with pytest.raises(BatchError) as caught:
-            ingest.parse(orjson.dumps(bad), 100)
+            parse(orjson.dumps(bad), 100)
         assert caught.value.status == 422 and words in str(caught.value)
         assert len(str(caught.value)) < 300
     event = dict(batch["events"][0]["event"], **{"k" * 100_000: 1})

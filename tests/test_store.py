@@ -21,12 +21,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 
-from floor_agent.audit.forwarder import batch_body
 from floor_agent.audit.keys import public_key_b64
 from floor_agent.audit.spool import Spool
 from floor_agent.collector.core import Collector, IngestResult, create_token
-from floor_agent.collector.ingest import WireEvent, event_params
+from floor_agent.collector.ingest import event_params
 from floor_agent.collector.verify import verify_agent
+from floor_agent.protocol.batch import WireEvent, batch_body
 from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, link
 from floor_agent.protocol.event import AuditEvent, canonical
 from floor_agent.store import open_store, postgres
@@ -693,7 +693,7 @@ def test_ingest_worker_outlives_the_thread_that_spawned_it(tmp_path: Path) -> No
     retires idle request threads, and that must not kill the worker (it did, with
     PR_SET_PDEATHSIG, which follows the spawning thread). A bad batch comes back from the
     worker as the BatchError it is, and leaves the worker in place."""
-    from floor_agent.collector.ingest import BatchError
+    from floor_agent.protocol.batch import BatchError
 
     store = open_store(f"sqlite:///{tmp_path}/c.db")
     collector = Collector(store, prepare_processes=1)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from floor_agent.audit.spool import Spool
+from floor_agent.protocol.batch import batch_body
 from floor_agent.protocol.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -32,16 +32,6 @@ def pinned_client(collector_url: str, ca_path: Path, timeout: float) -> httpx.Cl
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return httpx.Client(base_url=collector_url, verify=context, timeout=timeout,
                         headers={"content-type": "application/json"})
-
-
-def batch_body(agent_id: str, prev_hash: bytes, events: list[tuple[bytes, bytes]],
-               checkpoint: Checkpoint) -> bytes:
-    """The ingest body, assembled from the spooled canonical bytes without re-encoding them."""
-    parts = [b'{"event":' + body + b',"hash":"' + digest.hex().encode() + b'"}'
-             for body, digest in events]
-    return (b'{"agent_id":' + orjson.dumps(agent_id) + b',"prev_hash":"'
-            + prev_hash.hex().encode() + b'","events":[' + b",".join(parts)
-            + b'],"checkpoint":' + orjson.dumps(checkpoint.to_wire()) + b"}")
 
 
 @dataclass

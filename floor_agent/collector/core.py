@@ -24,7 +24,7 @@ from typing import Any
 
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 from floor_agent.collector import api_keys, ingest
-from floor_agent.collector.ingest import BatchError
+from floor_agent.protocol.batch import BatchError
 from floor_agent.protocol.event import AGENT_ID_RE, utc_timestamp
 from floor_agent.store.interface import Store
 from floor_agent.store.records import MAX_NOISE_SOURCES, AlertDraft

@@ -1,15 +1,10 @@
 """Ingest decisions, pure: parse a batch, verify it, and say what to store and what to alert.
 
-The wire format of one batch (POST /api/v1/ingest):
-
-    {"agent_id": "...", "prev_hash": "<hex of the hash before the first event>",
-     "events": [{"event": {<the 8 event fields>}, "hash": "<hex>"}, ...],
-     "checkpoint": {"agent_id", "seq", "hash", "ts", "boot_id", "signature": "<base64>"}}
-
-An empty `events` list is an idle agent's heartbeat checkpoint. The checkpoint's signature over
-the head hash authenticates every event in the batch through the chain, so one Ed25519
-verification covers the whole batch. Nothing here touches the store, the clock or the network:
-`plan()` gets the agent's record and the stored hashes it needs, and returns a Plan.
+The batch's wire format and its parsing are protocol/batch.py's (agents write it too). The
+checkpoint's signature over the head hash authenticates every event in the batch through the
+chain, so one Ed25519 verification covers the whole batch. Nothing here touches the store, the
+clock or the network: `plan()` gets the agent's record and the stored hashes it needs, and
+returns a Plan.
 """
 
 from __future__ import annotations
@@ -22,11 +17,10 @@ from typing import Any
 import orjson
 
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
+from floor_agent.protocol.batch import MAX_DETAIL_CHARS, Batch, BatchError, WireEvent, parse
 from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, link
 from floor_agent.protocol.event import (
-    AGENT_ID_RE,
     SEVERITY_RANK,
-    AuditEvent,
     EventError,
     parse_timestamp,
     utc_timestamp,
@@ -43,36 +37,6 @@ ALERT_KINDS = (*CHAIN_BREAKS, "stale_checkpoint", "unknown_agent", "malformed_ba
 # address and kind on one open alert, never attributed to the agent the batch names.
 UNAUTHENTICATED = ("unknown_agent", "bad_signature", "malformed_batch")
 NOISE_SEVERITY = "warning"  # below every critical: noise never pushes a genuine one down
-MAX_DETAIL_CHARS = 500
-
-
-class BatchError(ValueError):
-    """A batch that cannot even be read; status is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str, agent_id: str | None = None) -> None:
-        super().__init__(message[:MAX_DETAIL_CHARS])
-        self.status = status
-        self.agent_id = agent_id
-
-    def __reduce__(self) -> tuple[type[BatchError], tuple[int, str, str | None]]:
-        """Pickled whole: it travels back from the ingest worker process, and the default
-        (args only) could not be unpickled, which broke the worker pool on every bad batch."""
-        return BatchError, (self.status, str(self), self.agent_id)
-
-
-@dataclass(frozen=True, slots=True)
-class WireEvent:
-    event: AuditEvent
-    body: bytes  # canonical bytes, recomputed here: what was signed through the chain
-    claimed_hash: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    agent_id: str
-    prev_hash: bytes
-    events: list[WireEvent]
-    checkpoint: Checkpoint
 
 
 @dataclass(slots=True)
@@ -93,55 +57,6 @@ class Plan:
     @property
     def accepted(self) -> bool:
         return self.status == 200
-
-
-def parse(body: bytes, max_events: int) -> Batch:
-    """Decode and check the shape of a batch. Raises BatchError naming what is wrong."""
-    try:
-        raw = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BatchError(400, f"body is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise BatchError(422, "batch: expected a JSON object")
-    agent_id = raw.get("agent_id")
-    if not isinstance(agent_id, str):
-        raise BatchError(422, "batch.agent_id: expected a string")
-    if not AGENT_ID_RE.match(agent_id):  # before it is quoted, looked up, logged or stored
-        raise BatchError(422, "batch.agent_id: expected 1-64 of [A-Za-z0-9._-]")
-    events_raw = raw.get("events")
-    if not isinstance(events_raw, list):
-        raise BatchError(422, "batch.events: expected a list", agent_id)
-    if len(events_raw) > max_events:
-        raise BatchError(413, f"batch.events: {len(events_raw)} events, at most {max_events} "
-                              f"in one batch", agent_id)
-    try:
-        prev_text = raw.get("prev_hash", "")
-        prev_hash = bytes.fromhex(prev_text) if len(prev_text) == 64 else b""
-    except (TypeError, ValueError):
-        prev_hash = b""
-    if len(prev_hash) != 32:
-        raise BatchError(422, "batch.prev_hash: expected 64 hex digits", agent_id)
-    try:
-        checkpoint = Checkpoint.from_wire(raw.get("checkpoint"))
-    except ValueError as exc:
-        raise BatchError(422, f"batch.{exc}", agent_id) from None
-    events: list[WireEvent] = []
-    for index, item in enumerate(events_raw):
-        where = f"batch.events[{index}]"
-        if not isinstance(item, dict):
-            raise BatchError(422, f"{where}: expected an object", agent_id)
-        try:
-            event = AuditEvent.from_dict(item.get("event"), f"{where}.event")
-            claimed = bytes.fromhex(item["hash"]) if len(item["hash"]) == 64 else b""
-        except EventError as exc:
-            raise BatchError(422, str(exc), agent_id) from None
-        except (KeyError, TypeError, ValueError):
-            raise BatchError(422, f"{where}.hash: expected 64 hex digits", agent_id) from None
-        if len(claimed) != 32:
-            raise BatchError(422, f"{where}.hash: expected 64 hex digits", agent_id)
-        body_bytes = orjson.dumps(item["event"], option=orjson.OPT_SORT_KEYS)
-        events.append(WireEvent(event, body_bytes, claimed))
-    return Batch(agent_id, prev_hash, events, checkpoint)
 
 
 @dataclass(frozen=True, slots=True)
