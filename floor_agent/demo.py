@@ -19,6 +19,7 @@ dir. Every capability now runs for real: there is no sample-events agent any mor
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import socket
@@ -263,10 +264,10 @@ def main(args: argparse.Namespace) -> int:
         wait_healthy(url, files.ca_cert, proc, 30)
         relay = NamespaceRelay(network.ns["cen"], COLLECTOR_ON_FLOOR, ("127.0.0.1", port))
         relay.start()
-        for config, role, token in zip((workstation_config, cctv_config),
-                                       ("workstation", "cctv"), tokens, strict=True):
-            if not (config.audit.state_dir / "agent.key").exists():  # enrolled from the host
-                local = config.audit.model_copy(update={"collector_url": url})
+        for audit, role, token in zip((workstation_config.audit, cctv_config.audit),
+                                      ("workstation", "cctv"), tokens, strict=True):
+            if not (audit.state_dir / "agent.key").exists():  # enrolled from the host
+                local = audit.model_copy(update={"collector_url": url})
                 enroll(local, role, token, files.ca_cert)
         bus.start(["ip", "netns", "exec", network.ns["ws"], sys.executable, "-m",
                    "floor_agent.cli", "workstation", "--config", str(work / "workstation.yaml")])
@@ -330,8 +331,9 @@ Look at it:
 Ctrl-C stops everything.
 """, flush=True)
         started = time.monotonic()
-        steps = [(f"plugging {label} into demo-ws-01", lambda spec=spec: bus.plug(spec))
-                 for spec, label in PLUGS]
+        steps: list[tuple[str, Callable[[], object]]] = [
+            (f"plugging {label} into demo-ws-01", functools.partial(bus.plug, spec))
+            for spec, label in PLUGS]
         steps += door_steps(door)
         steps += [
             (f"a phone starts USB tethering on demo-ws-01 ({TETHER} appears)",

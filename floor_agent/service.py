@@ -295,7 +295,7 @@ def setup_logging(level: str, stream: TextIO | None = None) -> logging.Handler:
 
 def guarded_thread(name: str, body: Callable[[threading.Event], None],
                    shutdown: threading.Event,
-                   failed: Callable[[BaseException], None]) -> threading.Thread:
+                   failed: Callable[[BaseException], object]) -> threading.Thread:
     """A daemon thread running `body(shutdown)` whose failure stops the agent: `failed(e)`
     records and reports it, then `shutdown` is set, so the agent exits non-zero and systemd
     restarts it. A part that died silently (a deaf watcher, a door that no longer answers)

@@ -54,7 +54,9 @@ def connect_pinned(host: str, port: int, user: str, key_file: Path, known_hosts_
                        look_for_keys=False, allow_agent=False, timeout=timeout,
                        banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout)
         sftp = client.open_sftp()
-        sftp.get_channel().settimeout(timeout)
+        channel = sftp.get_channel()
+        assert channel is not None, "open_sftp runs on a channel it opened"
+        channel.settimeout(timeout)
     except paramiko.BadHostKeyException as e:
         client.close()
         raise SftpConnectError(f"{where}: host key CHANGED: the server offered "

@@ -277,8 +277,10 @@ class DoorRunner:
             change = self.io.next_change(IDLE_TICK_SECONDS)
             if change is not None:
                 if change.kind == POSITION:
-                    self._step(lambda s, now, v=change.value: door.position(
-                        s, self.params, now, v))
+                    def moved(s: door.DoorState, now: datetime,
+                              is_open: bool = change.value) -> door.DoorStep:
+                        return door.position(s, self.params, now, is_open)
+                    self._step(moved)
                 elif change.value:  # the exit button pressed (its release changes nothing)
                     self._step(lambda s, now: door.rex(s, self.params, now))
             self._step(lambda s, now: door.tick(s, self.params, now))

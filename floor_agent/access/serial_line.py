@@ -27,9 +27,10 @@ class SerialLine:
         self._thread.start()
 
     def _bridge(self) -> None:
+        ends: list[int | socket.socket] = [self._master, self._bridge_end]
         while not self._stop.is_set():
             try:
-                ready, _, _ = select.select([self._master, self._bridge_end], [], [], 0.2)
+                ready, _, _ = select.select(ends, [], [], 0.2)
             except (OSError, ValueError):
                 return
             try:

@@ -57,7 +57,8 @@ def luma_plane(frame: av.VideoFrame) -> np.ndarray | None:
     if frame.format.name not in LUMA_FORMATS:
         return None
     plane = frame.planes[0]
-    rows = np.frombuffer(plane, np.uint8)
+    # PyAV's stubs do not declare VideoPlane's buffer protocol, which it has.
+    rows = np.frombuffer(plane, np.uint8)  # type: ignore[call-overload]
     if rows.size < plane.line_size * frame.height or plane.line_size < frame.width:
         return None
     return rows[: plane.line_size * frame.height].reshape(frame.height, plane.line_size)[

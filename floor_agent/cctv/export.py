@@ -140,6 +140,7 @@ def _remux(sources: Sequence[tuple[SegmentRecord, Path]], start: datetime, end: 
                                       " export the ranges separately")
                 base: int | None = None
                 tb = in_stream.time_base
+                assert tb is not None, "a demuxed stream has a time base"
                 try:
                     for pkt in src.demux(in_stream):
                         if pkt.dts is None or pkt.size == 0:
@@ -179,6 +180,7 @@ def _mux(out: av.container.OutputContainer, stream: av.stream.Stream | None, pkt
     """Shift the packet onto the clip's time line (in its own time base) and write it."""
     tb: Fraction = pkt.time_base
     shift = round((seg_origin - clip_origin) / tb) - base
+    assert pkt.dts is not None, "packets without a dts were skipped when demuxed"
     dts = pkt.dts + shift
     pts = (pkt.pts if pkt.pts is not None else pkt.dts) + shift
     if last_dts is not None and dts <= last_dts:

@@ -23,6 +23,7 @@ import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypedDict
 
 import cv2
 import numpy as np
@@ -149,8 +150,19 @@ def _regions(grown: np.ndarray, min_area: float) -> tuple[Region, ...]:
 def _moving(frame: np.ndarray, background: np.ndarray, threshold: int,
             mask: np.ndarray | None) -> np.ndarray:
     """255 where the frame is further than the threshold off the background (and analysed)."""
-    binary = cv2.compare(cv2.absdiff(frame, background), float(threshold), cv2.CMP_GT)
+    # OpenCV's stubs know only compare(array, array): a scalar second operand is documented.
+    binary = cv2.compare(cv2.absdiff(frame, background), float(threshold),  # type: ignore[call-overload]
+                         cv2.CMP_GT)
     return binary if mask is None else cv2.bitwise_and(binary, mask)
+
+
+class _FrameFacts(TypedDict):
+    """The fields of a MotionResult known before the frame is compared."""
+
+    t: float
+    brightness: float
+    threshold: int
+    night: bool
 
 
 def _happening(state: MotionState, t: float, motion: bool | None,
@@ -188,7 +200,7 @@ def step(state: MotionState, frame: SmallFrame, config: MotionConfig,
     brightness = cv2.mean(blurred)[0]
     night = brightness < config.night_below
     threshold = config.night_threshold if night else config.threshold
-    common = dict(t=t, brightness=brightness, threshold=threshold, night=night)
+    common = _FrameFacts(t=t, brightness=brightness, threshold=threshold, night=night)
     if state.background is None or not config.enabled:
         fresh = replace(state, camera_id=frame.camera_id, shape=grey.shape, background=blurred,
                         last_t=t, last_brightness=brightness)

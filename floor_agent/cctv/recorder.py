@@ -143,6 +143,8 @@ class CameraRecorder:
         that cannot be opened or ends is reported and retried with backoff (a file ends)."""
         delay = self.section.reconnect_initial_seconds
         offline = False
+        writer = self.writer
+        assert isinstance(writer, FrameSegmentWriter), "an OpenCV camera writes decoded frames"
         while not self._stop.is_set():
             try:
                 for bgr, t, small in self._frames.frames():
@@ -152,7 +154,7 @@ class CameraRecorder:
                                   camera_id=self.camera.camera_id, offline_ms=0)
                     delay = self.section.reconnect_initial_seconds
                     with self._lock:
-                        self.writer.write_frame(bgr, t)
+                        writer.write_frame(bgr, t)
                         if small is not None:
                             self._frame(FrameEvent(small, self._opencv_snapshot(bgr, t)))
                     if self._stop.is_set():

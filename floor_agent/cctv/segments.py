@@ -331,8 +331,9 @@ class FrameSegmentWriter(SegmentWriter):
             final = self._final_path(at)
             final.parent.mkdir(parents=True, exist_ok=True)
             temp = final.with_name("." + final.stem + ".part.mp4")
-            writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*self.FOURCC),
-                                     self.fps, size)
+            # OpenCV's stubs miss the module-level VideoWriter_fourcc that cv2 has.
+            fourcc = cv2.VideoWriter_fourcc(*self.FOURCC)  # type: ignore[attr-defined]
+            writer = cv2.VideoWriter(str(temp), fourcc, self.fps, size)
             if not writer.isOpened():
                 return self._drop("OpenCV cannot open a segment for writing")
             self._cv, self._cv_paths, self._cv_size = writer, (temp, final), size

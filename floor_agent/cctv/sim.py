@@ -109,11 +109,13 @@ def encode_video(path: Path, frames: Iterable[np.ndarray], fps: int, *, codec: s
     fmt = "mpegts" if path.suffix in (".ts", ".m2ts") else "mp4"
     count = 0
     with av.open(str(path), "w", format=fmt) as out:
-        stream = None
+        stream: av.VideoStream | None = None
         for frame in frames:
             if stream is None:
                 height, width = frame.shape[:2]
-                stream = out.add_stream(ENCODERS[codec], rate=fps)
+                added = out.add_stream(ENCODERS[codec], rate=fps)
+                assert isinstance(added, av.VideoStream), "a video encoder gives a video stream"
+                stream = added
                 stream.width, stream.height = width, height
                 stream.pix_fmt = "yuv420p"
                 gop = max(1, round(fps * gop_seconds))
@@ -123,7 +125,7 @@ def encode_video(path: Path, frames: Iterable[np.ndarray], fps: int, *, codec: s
                     stream.bit_rate = bit_rate
                 else:
                     options["crf"] = "28"
-                stream.options = options
+                stream.options = dict(options)  # PyAV types options as dict[str, object]
             fmt_in = "gray" if frame.ndim == 2 else "bgr24"
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format=fmt_in)
             vf = vf.reformat(format="yuv420p")

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 import av
 import cv2
+import numpy as np
 
 from floor_agent.cctv.downscale import small_grey, small_size
 from floor_agent.cctv.model import CameraHealth, SmallFrame
@@ -266,15 +267,17 @@ class _Reader:
             try:
                 timeout = owner.settings.timeout_seconds
                 container = av.open(self.url, options=open_options(self.url, timeout),
-                                    stream_options=None if self.frames else PROBE_UNDECODED,
+                                    # PyAV's stubs say list[str]; it takes one dict a stream
+                                    stream_options=(None if self.frames  # type: ignore[arg-type]
+                                                    else PROBE_UNDECODED),
                                     timeout=timeout)
             except (av.FFmpegError, OSError, ValueError) as exc:
                 attempt += 1
                 delay = backoff_delay(attempt, owner.settings.reconnect_initial_seconds,
                                       owner.settings.reconnect_max_seconds)
-                reason = error_reason(exc)
-                owner.mark_reason(reason, self.stream)
-                owner.emit(ConnectFailed(owner.camera_id, self.stream, self.shown_url, reason,
+                failure = error_reason(exc)
+                owner.mark_reason(failure, self.stream)
+                owner.emit(ConnectFailed(owner.camera_id, self.stream, self.shown_url, failure,
                                          attempt, delay))
                 owner.stopping.wait(delay)
                 continue
@@ -559,7 +562,7 @@ class OpenCvSource:
         self.url = url
         self.settings = settings
 
-    def frames(self) -> Iterator[tuple[object, float, SmallFrame | None]]:
+    def frames(self) -> Iterator[tuple[np.ndarray, float, SmallFrame | None]]:
         """(BGR frame, t, SmallFrame at the analysis rate or None) until the source ends."""
 
         capture = cv2.VideoCapture(opencv_target(self.url))

@@ -206,6 +206,7 @@ def step(state: TamperState, frame: SmallFrame,
         pairs = jumps = 0
     elif (identical or survivable) and not covered:  # a uniform frame: covered says it
         if frozen_since is None:
+            assert state.last_t is not None, "a digest to compare means a frame came before"
             frozen_since, pairs, jumps = state.last_t, 0, 0
         pairs, jumps = (pairs + 1, jumps) if identical else (pairs, jumps + 1)
         frozen = t - frozen_since >= config.frozen_seconds

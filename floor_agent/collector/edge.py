@@ -42,7 +42,7 @@ import ssl
 import struct
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,8 @@ from floor_agent.collector.config import CollectorSection, EdgeSettings
 
 log = logging.getLogger(__name__)
 
-ASGIApp = Callable[[dict[str, Any], Callable[[], Any], Callable[[dict[str, Any]], Any]], Any]
+# The application behind the guard (FastAPI's, whose scope is any mutable mapping).
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 # Sent on every response: browsers and clients that saw the collector over HTTPS once never
 # try it over plain HTTP (a LAN attacker's downgrade) for a year.
@@ -101,7 +102,7 @@ class Connection:
     address: str
     opened: float
     busy: bool = False  # between a request's headers and its response: never evicted
-    close: Callable[[], None] = field(default=lambda: None, repr=False)
+    close: Callable[[], object] = field(default=lambda: None, repr=False)
 
 
 def admission(per_address: Mapping[str, int], total: int, address: str,

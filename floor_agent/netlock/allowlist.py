@@ -98,7 +98,16 @@ class Allowlist:
             return False
         allowed = LOOPBACK + LINK_LOCAL + MULTICAST + self.networks + tuple(
             n for d in self.destinations for n in d.networks)
-        return any(net.version == a.version and net.subnet_of(a) for a in allowed)
+        return any(_subnet_of(net, a) for a in allowed)
+
+
+def _subnet_of(net: IPNetwork, outer: IPNetwork) -> bool:
+    """Whether net lies inside outer; False across families (subnet_of would raise)."""
+    if isinstance(net, ipaddress.IPv4Network) and isinstance(outer, ipaddress.IPv4Network):
+        return net.subnet_of(outer)
+    if isinstance(net, ipaddress.IPv6Network) and isinstance(outer, ipaddress.IPv6Network):
+        return net.subnet_of(outer)
+    return False
 
 
 def system_resolver(name: str) -> list[str]:
@@ -118,9 +127,9 @@ def build(config: NetlockConfig, resolve: Resolver = system_resolver) -> Allowli
         destinations.append(AllowedDestination(
             name=entry.name, networks=tuple(_unique(networks)), tcp=tuple(entry.tcp),
             udp=tuple(entry.udp), must_reach=tuple(entry.must_reach)))
-    networks = tuple(ipaddress.ip_network(n) for n in config.networks)
+    own_networks = tuple(ipaddress.ip_network(n) for n in config.networks)
     gateways = tuple(ipaddress.ip_address(g) for g in config.gateways)
-    return Allowlist(tuple(destinations), networks, gateways)
+    return Allowlist(tuple(destinations), own_networks, gateways)
 
 
 def _parse_destination(text: str, where: str, resolve: Resolver) -> list[IPNetwork]:

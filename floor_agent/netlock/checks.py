@@ -517,7 +517,8 @@ def check_proxy_settings(facts: Facts, config: NetlockConfig, allowlist: Allowli
     cid = "proxy.settings"
     if (u := _unknown(cid, WARNING, facts.proxy)) is not None:
         return u
-    bad, context = [], []
+    bad: list[str] = []
+    context: list[str] = []
     for s in facts.proxy.value or ():
         text = f"{s.source} {s.key}={s.value}"
         why = _proxy_problem(s.host, s.port, config, allowlist)

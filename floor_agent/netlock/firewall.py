@@ -162,8 +162,10 @@ def _input_rules(allowlist: Allowlist) -> list[Rule]:
 
 def _by_family(networks: Sequence[IPNetwork]) -> list[tuple[str, list[IPNetwork]]]:
     """Networks split by family and collapsed: nft refuses overlapping elements in a set."""
-    v4 = list(ipaddress.collapse_addresses(n for n in networks if n.version == 4))
-    v6 = list(ipaddress.collapse_addresses(n for n in networks if n.version == 6))
+    v4: list[IPNetwork] = list(ipaddress.collapse_addresses(
+        n for n in networks if isinstance(n, ipaddress.IPv4Network)))
+    v6: list[IPNetwork] = list(ipaddress.collapse_addresses(
+        n for n in networks if isinstance(n, ipaddress.IPv6Network)))
     return [(family, nets) for family, nets in (("ip", v4), ("ip6", v6)) if nets]
 
 

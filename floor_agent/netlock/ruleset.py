@@ -251,8 +251,7 @@ def coalesce(region: Region) -> Region:
                 groups[key] = iv_or(groups[key], box.dims[d]) if key in groups else box.dims[d]
             if len(groups) < len(boxes):
                 changed = True
-                boxes = [Box(k[1][:d] + (v,) + k[1][d:], k[0])  # type: ignore[arg-type]
-                         for k, v in groups.items()]
+                boxes = [Box(k[1][:d] + (v,) + k[1][d:], k[0]) for k, v in groups.items()]
     return boxes
 
 
@@ -396,7 +395,8 @@ def _wildcard(name: str) -> bool:
 
 def _meta_key(left: Any) -> str | None:
     if isinstance(left, dict) and isinstance(left.get("meta"), dict):
-        return left["meta"].get("key")
+        key: str | None = left["meta"].get("key")
+        return key
     return None
 
 
@@ -630,8 +630,10 @@ class Evaluator:
                 continue
             elif key == "notrack":
                 hit = intersect(region, cond.over)
+                # CT is the last dimension: the slice plus one is five (mypy cannot count it).
                 region = subtract(region, cond.under) + [
-                    Box(b.dims[:CT] + (iv_or(b.dims[CT], ivs((4, 4))),), b.via) for b in hit]
+                    Box(b.dims[:CT] + (iv_or(b.dims[CT], ivs((4, 4))),), b.via)  # type: ignore[arg-type]
+                    for b in hit]
             elif key == "vmap":
                 vmap = value
             elif key in VERDICTS:
@@ -701,7 +703,8 @@ class Evaluator:
             return subtract(region, cond.under)
         if name in ("jump", "goto"):
             target = value.get("target") if isinstance(value, dict) else None
-            chain = self.rs.chains.get((base.family, base.table, target))
+            chain = (self.rs.chains.get((base.family, base.table, target))
+                     if isinstance(target, str) else None)
             if chain is None or depth >= MAX_DEPTH:
                 self.notes.append(f"{src.describe()}: {name} to a chain not found or too deep "
                                   "-- counted as accepting")
@@ -867,16 +870,17 @@ class Evaluator:
             return normalize((CT_STATES.index(s), CT_STATES.index(s)) for s in states)
         if kind == "iface":
             slots = self.space.interfaces
-            out: list[Interval] = []
+            hit: list[Interval] = []
             for n in _flat(v):
                 if not isinstance(n, str):
                     raise Unknown(f"interface {n!r} (an index)")
                 if _wildcard(n):  # every slot whose names start so; never the unnamed rest
-                    out += [(i, i) for i, name in enumerate(slots)
+                    hit += [(i, i) for i, name in enumerate(slots)
                             if name.startswith(n[:-1]) and (name != OTHER or n == "*")]
                 else:
-                    out.append((slots.index(n),) * 2)
-            return normalize(out)
+                    slot = slots.index(n)
+                    hit.append((slot, slot))
+            return normalize(hit)
         raise Unknown(kind)
 
     def _number(self, x: Any, names: dict[str, int]) -> int:

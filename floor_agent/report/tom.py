@@ -143,11 +143,13 @@ def _read_kind(store: Store, kind: str, since: str, agent: str | None = None
     return out, True
 
 
-def gather(store: Store, now: datetime, days: int = 30, **identity: str) -> Facts:
+def gather(store: Store, now: datetime, days: int = 30, *, site: str = "",
+           collector_id: str = "", ca_fingerprint: str = "", store_name: str = "") -> Facts:
     """Read what the measures need through Store's public API (newest first, capped)."""
     since = now - timedelta(days=days)
     period = utc_timestamp(since)
-    facts = Facts(now, since, store.list_agents(), **identity)
+    facts = Facts(now, since, store.list_agents(), site=site, collector_id=collector_id,
+                  ca_fingerprint=ca_fingerprint, store_name=store_name)
     plan: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         # role: (state kinds, read whenever they happened; activity kinds, in the period)
         "workstation": (USB_STATE + NET_STATE, ()),
@@ -453,7 +455,8 @@ def cameras(facts: Facts) -> Measure:
 
 def image_retention(facts: Facts) -> Measure:
     events = facts.of(ALL, *RETENTION)
-    rows, latest = [], {}
+    rows: list[EvidenceRow] = []
+    latest: dict[str, str] = {}
     for event in events:
         data = event["data"]
         server = str(data.get("server", "?"))

@@ -927,7 +927,8 @@ class SqlStore(DashboardSql, CredentialSql, Store):
 
     def list_alerts(self, open_only: bool = False, agent_id: str | None = None,
                     kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int] = []
         if open_only:
             where.append("acked_at IS NULL")
         if agent_id:

@@ -233,9 +233,9 @@ def change_password(request: Request, user: Annotated[User, Depends(_password_us
             return page(request, "password.html", user, 400, error=problem)
         new_hash = passwords.hash_password(new)
     except passwords.HashBusy:
-        response = page(request, "password.html", user, 503, error=BUSY)
-        response.headers["Retry-After"] = str(BUSY_RETRY_SECONDS)
-        return response
+        busy = page(request, "password.html", user, 503, error=BUSY)
+        busy.headers["Retry-After"] = str(BUSY_RETRY_SECONDS)
+        return busy
     stamp = utc_timestamp(dash.clock())
     dash.store.update_user(user.username, stamp, password_hash=new_hash, must_change=False)
     # every other session of this user ends; this one is replaced by a fresh id
