@@ -6,15 +6,12 @@ import argparse
 import logging
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from floor_agent import __version__, service
-from floor_agent.access.config import DoorConfig
-from floor_agent.cctv.config import CctvConfig
 from floor_agent.collector.config import CollectorConfig
 from floor_agent.config import ConfigError
 from floor_agent.roles.config import AgentConfig, WorkstationConfig, check_file, load_config
@@ -198,80 +195,10 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    """Run an agent role until SIGTERM/SIGINT."""
-    from floor_agent.audit.agent import AuditAgent
-    from floor_agent.audit.keys import KeyFileError
+    """Run an agent role until SIGTERM/SIGINT (its capabilities: floor_agent/roles/run.py)."""
+    from floor_agent.roles.run import run_agent
 
-    config = _agent_config(args, args.role)
-    service.setup_logging(config.log_level)
-    stop = threading.Event()
-    signalled: list[int] = []
-    service.install_shutdown_handlers(stop, signalled.append)
-    try:
-        agent = AuditAgent(config.audit, config.role)
-    except (KeyFileError, OSError, ValueError) as exc:
-        log.error("%s agent cannot start: %s", config.role, exc)
-        return 2
-    agent.start()
-    checks = [agent.healthy]
-    if isinstance(config, WorkstationConfig) and config.usb_guard.enabled:
-        from floor_agent.usb_guard.runner import UsbGuardStartError, start_usb_guard
-
-        try:
-            guard = start_usb_guard(config.usb_guard, agent, stop)
-        except UsbGuardStartError as exc:
-            log.error("usb_guard refuses to start, the bus stays locked: %s", exc)
-            agent.stop(reason="usb_guard rules invalid")
-            return 2
-        checks.append(guard.healthy)
-    access = None
-    if isinstance(config, DoorConfig) and config.access.doors:
-        from floor_agent.access.runner import AccessStartError, start_access
-
-        try:
-            access = start_access(config, agent, stop)
-        except AccessStartError as exc:
-            log.error("door controller refuses to start (doors stay locked): %s", exc)
-            agent.stop(reason="door controller config invalid")
-            return 2
-        checks.append(access.healthy)
-    cctv = None
-    if isinstance(config, CctvConfig) and config.cctv.cameras:
-        from floor_agent.cctv.runner import start_cctv
-
-        cctv = start_cctv(config, agent, stop)
-        checks.append(cctv.healthy)
-    watcher = None
-    if isinstance(config, WorkstationConfig) and config.netlock.enabled:
-        from floor_agent.netlock.runner import NetlockStartError, start_netlock
-
-        try:
-            watcher = start_netlock(config.netlock, agent, stop, source=args.config)
-        except NetlockStartError as exc:
-            log.error("netlock refuses to start: %s", exc)
-            agent.stop(reason="netlock config invalid")
-            return 2
-        checks.append(watcher.healthy)
-    watchdog = service.Watchdog(stop, lambda: all(check() for check in checks))
-    service.ready(f"{config.role} agent {agent.agent_id} running")
-    watchdog.start()
-    log.info("%s agent %s started, reporting to %s", config.role, agent.agent_id,
-             config.audit.collector_url)
-    stop.wait()
-    service.stopping()
-    if watcher is not None:
-        watcher.stop()
-    if access is not None:
-        access.stop()
-    if cctv is not None:
-        cctv.stop()
-    if not signalled:  # a component stopped us (e.g. udev events lost): exit non-zero so
-        # systemd restarts the agent, which locks down and re-evaluates every device
-        log.error("%s agent stopping because a component failed", config.role)
-        agent.stop(reason="a component failed")
-        return 1
-    agent.stop()
-    return 0
+    return run_agent(_agent_config(args, args.role), args.config)
 
 
 def cmd_usb_check_rules(args: argparse.Namespace) -> int:

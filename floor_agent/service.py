@@ -192,6 +192,16 @@ class Watchdog:
             was_healthy = healthy
 
 
+class StartRefused(RuntimeError):
+    """A part of the service cannot start (rules, site key or allowlist invalid): the service
+    exits 2, which the units' RestartPreventExitStatus=2 keeps from restarting into the same
+    refusal. The message names the file, entry or line at fault; `refusal` is what the log
+    line says before it, `stop_reason` what the agent's stop records."""
+
+    refusal = "refuses to start"
+    stop_reason = "a part refused to start"
+
+
 SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 

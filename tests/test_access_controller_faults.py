@@ -65,7 +65,7 @@ def credentials(sealing_key: SiteKey) -> Credentials:
 
 
 class Door:
-    """One door in process, opened as start_access opens it (open_door_io on the relay link)."""
+    """One door in process, as AccessRunner.start opens it (open_door_io on the relay link)."""
 
     def __init__(self, root: Path, module: SimulatedModule, sealing_key: SiteKey,
                  unlock_seconds: float = 5.0) -> None:

@@ -99,7 +99,7 @@ class Door:
         self.runner.start(self.shutdown)
 
     def freshness(self) -> Freshness:
-        """What runner.start_access builds: a restart builds it again over the same cache."""
+        """What AccessRunner.start builds: a restart builds it again over the same cache."""
         return Freshness(self.cache, MAX_AGE, self.events, "door-1", [GUARD_UID],
                          boot_id=lambda: self.clocks.boot_id,
                          boot_clock=lambda: self.clocks.boot, wall=lambda: self.clocks.wall,

@@ -1,4 +1,5 @@
-"""Start the door controller inside the door agent: site key, cache, sync, doors, readers.
+"""The door controller as the door agent's capability: site key, cache, sync, doors, readers
+(started, watched and stopped by floor_agent/roles/run.py).
 
 What cannot work is refused before any door is touched, with the reason (exit 2: a restart
 cannot fix it): an unreadable site key, a cache that cannot be opened, a door I/O that cannot
@@ -33,13 +34,17 @@ from floor_agent.access.model import CardRead
 from floor_agent.access.sync import CredentialSync
 from floor_agent.audit.agent import AuditAgent
 from floor_agent.audit.signed_client import AgentClient
+from floor_agent.service import StartRefused
 
 log = logging.getLogger(__name__)
 OSDP_POLL_SECONDS = 0.2
 
 
-class AccessStartError(RuntimeError):
+class AccessStartError(StartRefused):
     """The controller cannot start; the message says what and where."""
+
+    refusal = "door controller refuses to start (doors stay locked)"
+    stop_reason = "door controller config invalid"
 
 
 @dataclass
@@ -66,6 +71,25 @@ class RunningAccess:
         for runner in self.controller.doors.values():
             runner.stop()
         self.cache.close()
+
+
+class AccessRunner:
+    """The door controller built from the door role's file; started, watched and stopped by
+    the agent."""
+
+    def __init__(self, config: DoorConfig) -> None:
+        self.config = config
+        self.running: RunningAccess | None = None
+
+    def start(self, agent: AuditAgent, shutdown: threading.Event) -> None:
+        self.running = _start(self.config, agent, shutdown)
+
+    def healthy(self) -> bool:
+        return self.running is not None and self.running.healthy()
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop()
 
 
 def schedule_zone(name: str | None) -> tzinfo:
@@ -96,8 +120,7 @@ def open_door_io(section: DoorSection) -> DoorIo:
         raise AccessStartError(f"door {section.door_id}: {e}") from None
 
 
-def start_access(config: DoorConfig, agent: AuditAgent,
-                 shutdown: threading.Event) -> RunningAccess:
+def _start(config: DoorConfig, agent: AuditAgent, shutdown: threading.Event) -> RunningAccess:
     access = config.access
     try:
         key = sitekey.load(access.site_key_file)

@@ -1,5 +1,6 @@
-"""Start the CCTV recorder inside the cctv agent: the index, a recorder per camera, the
-retention sweep and the SFTP offload. Also `floor-agent cctv verify` and `export`.
+"""The CCTV recorder as the cctv agent's capability: the index, a recorder per camera, the
+retention sweep and the SFTP offload (started, watched and stopped by
+floor_agent/roles/run.py). Also `floor-agent cctv verify` and `export`.
 
 A camera that cannot be reached is an alarm and keeps being retried; the agent runs on with
 the others. The sweep runs first at start (footage past retention goes even if the box was
@@ -54,7 +55,26 @@ def sweep_once(section: CctvSection, index: SegmentIndex, emit: Emit) -> None:
                     min_free_bytes=section.min_free_bytes)
 
 
-def start_cctv(config: CctvConfig, agent: AuditAgent, shutdown: threading.Event) -> RunningCctv:
+class CctvRunner:
+    """The recorder built from the cctv role's file; started, watched and stopped by the
+    agent. A camera that cannot be reached is an alarm, never a refusal to start."""
+
+    def __init__(self, config: CctvConfig) -> None:
+        self.config = config
+        self.running: RunningCctv | None = None
+
+    def start(self, agent: AuditAgent, shutdown: threading.Event) -> None:
+        self.running = _start(self.config, agent, shutdown)
+
+    def healthy(self) -> bool:
+        return self.running is not None and self.running.healthy()
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop()
+
+
+def _start(config: CctvConfig, agent: AuditAgent, shutdown: threading.Event) -> RunningCctv:
     section = config.cctv
     section.storage_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     index = SegmentIndex.in_storage(section.storage_dir)

@@ -1,4 +1,5 @@
-"""Start netlock inside the workstation agent: enforce the ruleset, then watch.
+"""netlock as a capability of the workstation agent: enforce the ruleset, then watch (started,
+watched and stopped by floor_agent/roles/run.py).
 
 A config whose allowlist cannot be built (unknown host, bad network) stops the agent: it could
 neither enforce nor prove anything, and the refusal is a critical audit event. A ruleset that
@@ -18,12 +19,16 @@ from floor_agent.netlock import firewall
 from floor_agent.netlock.allowlist import Allowlist, AllowlistError, build
 from floor_agent.netlock.config import NetlockConfig
 from floor_agent.netlock.watch import SUBJECT, Emit, NetlockWatcher
+from floor_agent.service import StartRefused
 
 log = logging.getLogger(__name__)
 
 
-class NetlockStartError(RuntimeError):
+class NetlockStartError(StartRefused):
     """netlock cannot start; the message names the config entry."""
+
+    refusal = "netlock refuses to start"
+    stop_reason = "netlock config invalid"
 
 
 def enforce(config: NetlockConfig, allowlist: Allowlist, emit: Emit, *,
@@ -49,8 +54,29 @@ def _tables(ruleset: dict[str, Any]) -> list[str]:
             for t in ruleset.get("nftables", []) if isinstance(t, dict) and "table" in t]
 
 
-def start_netlock(config: NetlockConfig, agent: AuditAgent, shutdown: threading.Event, *,
-                  source: str | os.PathLike[str] | None = None) -> NetlockWatcher:
+class NetlockRunner:
+    """netlock built from its config section (and the file it came from, named in the
+    ruleset); started, watched and stopped by the agent."""
+
+    def __init__(self, config: NetlockConfig, *,
+                 source: str | os.PathLike[str] | None = None) -> None:
+        self.config = config
+        self.source = source
+        self.watcher: NetlockWatcher | None = None
+
+    def start(self, agent: AuditAgent, shutdown: threading.Event) -> None:
+        self.watcher = _start(self.config, agent, shutdown, source=self.source)
+
+    def healthy(self) -> bool:
+        return self.watcher is not None and self.watcher.healthy()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+
+
+def _start(config: NetlockConfig, agent: AuditAgent, shutdown: threading.Event, *,
+           source: str | os.PathLike[str] | None = None) -> NetlockWatcher:
     try:
         allowlist = build(config)
     except AllowlistError as e:

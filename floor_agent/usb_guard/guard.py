@@ -171,6 +171,13 @@ class UsbGuard:
         self.thread = self.monitor.start(self.handle, shutdown)
         return self.thread
 
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the event thread, whether or not the agent's shutdown was set (a capability
+        started after the guard may have refused). Devices stay as the guard left them: the
+        root hubs locked down, every decision applied."""
+        if self.monitor is not None:
+            self.monitor.stop(timeout)
+
     def healthy(self) -> bool:
         """For the watchdog: the event thread runs and its event source has not failed."""
         return (self.monitor is not None and self.thread is not None

@@ -38,12 +38,14 @@ class UdevMonitor:
             log.warning("udev monitor: could not enlarge the receive buffer: %s", e)
         self._monitor.start()  # listen now, before present devices are enumerated
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
         self.error: BaseException | None = None  # why the thread stopped, if not by shutdown
 
     def events(self, shutdown: threading.Event) -> Iterator[tuple[str, pyudev.Device]]:
-        """Yield events until `shutdown` is set (checked every POLL_SECONDS). Raises OSError
+        """Yield events until `shutdown` is set or stop() is called (checked every
+        POLL_SECONDS). Raises OSError
         when the socket fails, e.g. ENOBUFS: events were lost."""
-        while not shutdown.is_set():
+        while not shutdown.is_set() and not self._stopped.is_set():
             device = self._monitor.poll(timeout=POLL_SECONDS)
             if device is None:
                 continue
@@ -77,6 +79,12 @@ class UdevMonitor:
         self._thread = threading.Thread(target=run, name="usb-udev-monitor", daemon=True)
         self._thread.start()
         return self._thread
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the event thread (within POLL_SECONDS and the event being handled)."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
 
 def _depth_then_path(device: pyudev.Device) -> tuple[int, str]:

@@ -1,4 +1,5 @@
-"""Start usb_guard inside the workstation agent: rules from the config, audit through the agent.
+"""usb_guard as a capability of the workstation agent: rules from the config, audit through
+the agent, stopped with the agent (floor_agent/roles/run.py starts, watches and stops it).
 
 A rules file that cannot be read or parsed stops the agent, but only after the root hubs are
 locked (authorized_default 0) and the refusal is an audit event: the bus stays closed to new
@@ -11,6 +12,7 @@ import logging
 import threading
 
 from floor_agent.audit.agent import AuditAgent
+from floor_agent.service import StartRefused
 from floor_agent.usb_guard import sysfs
 from floor_agent.usb_guard.config import UsbGuardConfig
 from floor_agent.usb_guard.guard import UsbGuard
@@ -19,12 +21,32 @@ from floor_agent.usb_guard.rules import RuleSyntaxError, parse_rules_file
 log = logging.getLogger(__name__)
 
 
-class UsbGuardStartError(RuntimeError):
+class UsbGuardStartError(StartRefused):
     """The guard cannot start; the message names the file, line and column where known."""
 
+    refusal = "usb_guard refuses to start, the bus stays locked"
+    stop_reason = "usb_guard rules invalid"
 
-def start_usb_guard(config: UsbGuardConfig, agent: AuditAgent,
-                    shutdown: threading.Event) -> UsbGuard:
+
+class UsbGuardRunner:
+    """The guard built from its config section; started, watched and stopped by the agent."""
+
+    def __init__(self, config: UsbGuardConfig) -> None:
+        self.config = config
+        self.guard: UsbGuard | None = None
+
+    def start(self, agent: AuditAgent, shutdown: threading.Event) -> None:
+        self.guard = _start(self.config, agent, shutdown)
+
+    def healthy(self) -> bool:
+        return self.guard is not None and self.guard.healthy()
+
+    def stop(self) -> None:
+        if self.guard is not None:
+            self.guard.stop()
+
+
+def _start(config: UsbGuardConfig, agent: AuditAgent, shutdown: threading.Event) -> UsbGuard:
     path = config.rules_file
     try:
         rules = parse_rules_file(path.read_text(encoding="utf-8"), str(path))

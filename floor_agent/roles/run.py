@@ -1,0 +1,110 @@
+"""The one place that wires each role's capabilities and runs them under the service loop.
+
+workstation = usb_guard + netlock, door = access, cctv = cctv; retention has no agent loop (its
+sweep is a command) and the collector runs its server. Every capability is built from its own
+config section, started in order, watched by the systemd watchdog and stopped in reverse order
+when the agent stops, whether by a signal, a failing part or another capability's refusal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Protocol
+
+from floor_agent import service
+from floor_agent.access.config import DoorConfig
+from floor_agent.audit.agent import AuditAgent
+from floor_agent.cctv.config import CctvConfig
+from floor_agent.roles.config import AgentConfig, WorkstationConfig
+
+log = logging.getLogger("floor_agent")
+
+
+class Capability(Protocol):
+    """What an agent role runs: built from its config section (the constructor), then started
+    with the agent (its audit trail) and the agent's shutdown event, which it sets when a part
+    of it fails. start raises service.StartRefused when it cannot work at all."""
+
+    def start(self, agent: AuditAgent, shutdown: threading.Event) -> None: ...
+
+    def healthy(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
+def capabilities(config: AgentConfig, source: str | os.PathLike[str]) -> list[Capability]:
+    """The capabilities the role's file turns on, in start order. Imported here, not at the
+    top, so that one role's agent never loads another role's drivers."""
+    found: list[Capability] = []
+    if isinstance(config, WorkstationConfig):
+        if config.usb_guard.enabled:
+            from floor_agent.usb_guard.runner import UsbGuardRunner
+
+            found.append(UsbGuardRunner(config.usb_guard))
+        if config.netlock.enabled:
+            from floor_agent.netlock.runner import NetlockRunner
+
+            found.append(NetlockRunner(config.netlock, source=source))
+    elif isinstance(config, DoorConfig) and config.access.doors:
+        from floor_agent.access.runner import AccessRunner
+
+        found.append(AccessRunner(config))
+    elif isinstance(config, CctvConfig) and config.cctv.cameras:
+        from floor_agent.cctv.runner import CctvRunner
+
+        found.append(CctvRunner(config))
+    return found
+
+
+def stop_all(started: list[Capability]) -> None:
+    """Stop in reverse start order; one that fails to stop does not keep the others running."""
+    for capability in reversed(started):
+        try:
+            capability.stop()
+        except Exception:
+            log.exception("stopping %s failed", type(capability).__name__)
+
+
+def run_agent(config: AgentConfig, source: str | os.PathLike[str]) -> int:
+    """Run an agent role until SIGTERM/SIGINT: 0 when signalled, 1 when a part failed (systemd
+    restarts the agent), 2 when the agent or a capability refuses to start."""
+    from floor_agent.audit.keys import KeyFileError
+
+    service.setup_logging(config.log_level)
+    stop = threading.Event()
+    signalled: list[int] = []
+    service.install_shutdown_handlers(stop, signalled.append)
+    try:
+        agent = AuditAgent(config.audit, config.role)
+    except (KeyFileError, OSError, ValueError) as exc:
+        log.error("%s agent cannot start: %s", config.role, exc)
+        return 2
+    agent.start()
+    started: list[Capability] = []
+    for capability in capabilities(config, source):
+        try:
+            capability.start(agent, stop)
+        except service.StartRefused as exc:
+            log.error("%s: %s", exc.refusal, exc)
+            stop_all(started)
+            agent.stop(reason=exc.stop_reason)
+            return 2
+        started.append(capability)
+    watchdog = service.Watchdog(
+        stop, lambda: agent.healthy() and all(c.healthy() for c in started))
+    service.ready(f"{config.role} agent {agent.agent_id} running")
+    watchdog.start()
+    log.info("%s agent %s started, reporting to %s", config.role, agent.agent_id,
+             config.audit.collector_url)
+    stop.wait()
+    service.stopping()
+    stop_all(started)
+    if not signalled:  # a component stopped us (e.g. udev events lost): exit non-zero so
+        # systemd restarts the agent, which locks down and re-evaluates every device
+        log.error("%s agent stopping because a component failed", config.role)
+        agent.stop(reason="a component failed")
+        return 1
+    agent.stop()
+    return 0
