@@ -10,6 +10,8 @@ import pytest
 
 from floor_agent.collector.web import camera_gaps, live, overview, timefmt, topics
 from floor_agent.protocol.event import utc_timestamp
+from floor_agent.store.records import EventRow
+from floor_agent.store.sql import latest_rows
 
 NOW = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 
@@ -147,15 +149,15 @@ def test_topics_of_state_events_only() -> None:
 
 
 def test_latest_rows_keep_the_newest_per_topic_of_a_batch() -> None:
-    def row(seq: int, kind: str, data: dict[str, Any]) -> tuple[Any, ...]:
-        return ("box", seq, "boot", ago(100 - seq), kind, "info", 1, "s",
-                orjson.dumps(data).decode(), b"h" * 32, ago(0))
+    def row(seq: int, kind: str, data: dict[str, Any]) -> EventRow:
+        return EventRow("box", seq, "boot", ago(100 - seq), kind, "info", 1, "s",
+                        orjson.dumps(data).decode(), b"h" * 32, ago(0))
 
     rows = [row(1, "cctv.motion_start", {"camera_id": "a"}),
             row(2, "cctv.segment", {"camera_id": "a"}),
             row(3, "cctv.motion_end", {"camera_id": "a"}),
             row(4, "test.other", {})]
-    kept = {r[1]: (r[2], r[4]) for r in topics.latest_rows(rows)}
+    kept = {r[1]: (r[2], r[4]) for r in latest_rows(rows)}
     assert kept == {"cam:a:motion": (3, "cctv.motion_end"), "cam:a:segment": (2, "cctv.segment")}
 
 
@@ -187,9 +189,9 @@ def test_doors_keep_the_full_stamps_for_the_title() -> None:
 
 
 def test_only_state_topics_count_as_overview_changes() -> None:
-    def row(kind: str, data: dict[str, Any]) -> tuple[Any, ...]:
-        return ("ws-1", 1, "boot", ago(1), kind, "info", 1, "s", orjson.dumps(data).decode(),
-                b"h", ago(0))
+    def row(kind: str, data: dict[str, Any]) -> EventRow:
+        return EventRow("ws-1", 1, "boot", ago(1), kind, "info", 1, "s",
+                        orjson.dumps(data).decode(), b"h", ago(0))
 
     quiet = [row("usb.allowed", {"id": "k"}), row("agent.started", {}),
              row("door.state", {"door_id": "front"})]

@@ -17,7 +17,7 @@ from typing import Any
 
 from floor_agent.access.model import AccessLevel, Card, Credentials, Person, Template
 from floor_agent.protocol.checkpoint import Checkpoint
-from floor_agent.store.records import AgentRecord, AlertDraft
+from floor_agent.store.records import AgentRecord, AlertDraft, EventRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +133,7 @@ class Store(ABC):
         """The highest seq stored for the agent at or below at_most (None: none)."""
 
     @abstractmethod
-    def commit_batch(self, agent_id: str, events: list[tuple[Any, ...]], checkpoint: Checkpoint,
+    def commit_batch(self, agent_id: str, events: list[EventRow], checkpoint: Checkpoint,
                      new_head: tuple[int, bytes] | None, alerts: list[AlertDraft],
                      received_at: str, quarantine: Sequence[int] = ()) -> None:
         """Store event rows (ingest.event_params), the accepted checkpoint, the new head and

@@ -23,6 +23,7 @@ from psycopg import conninfo
 from psycopg.pq import TransactionStatus
 
 from floor_agent.store.interface import StoreError
+from floor_agent.store.records import EventRow
 from floor_agent.store.sql import (
     ADDED_COLUMNS,
     EVENT_INDEXES,
@@ -359,7 +360,7 @@ class PostgresStore(SqlStore):
                 cur.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
                 yield cur
 
-    def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_events(self, cur: Any, rows: list[EventRow]) -> None:
         """COPY: 2-3x the rows/s of executemany (pipelined, yet one INSERT per row).
 
         Same rows in the same order (ids), same constraints, same transaction: a duplicate

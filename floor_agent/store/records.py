@@ -1,14 +1,44 @@
-"""What the store hands out and takes in besides plain dicts: an agent's chain record and the
-alerts to store. Ingest decides with them; the store keeps them (so they live here, below
-both)."""
+"""What the store hands out and takes in besides plain dicts: an agent's chain record, the
+stored row of an event, the alerts to store. Ingest decides with them; the store keeps them
+(so they live here, below both)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from floor_agent.protocol.checkpoint import GENESIS_HASH
 
 MAX_NOISE_SOURCES = 64  # open noise alerts per kind; further addresses share one row
+
+
+class EventRow(NamedTuple):
+    """One event as stored, in the column order of sql.INSERT_EVENT (ingest.event_params
+    builds it once per event; a tuple, so it goes to executemany and COPY as it is)."""
+
+    agent_id: str
+    seq: int
+    boot_id: str
+    ts: str
+    kind: str
+    severity: str
+    severity_rank: int
+    subject: str
+    data: str  # the event's data as JSON text
+    hash: bytes  # the chain hash the agent signed through its checkpoint
+    received_at: str
+
+
+class LatestRow(NamedTuple):
+    """The newest state event of one (agent, topic): a row of the `latest` table."""
+
+    agent_id: str
+    topic: str
+    seq: int
+    ts: str
+    kind: str
+    severity: str
+    data: str
 
 
 @dataclass(frozen=True, slots=True)

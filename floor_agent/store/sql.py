@@ -16,7 +16,7 @@ import orjson
 
 from floor_agent.access.model import AccessLevel, Card, Credentials, Person, Template
 from floor_agent.collector import credentials as wire
-from floor_agent.collector.web.topics import FIXED_TOPICS, KEYED_TOPICS, latest_rows, topic_of
+from floor_agent.collector.web.topics import FIXED_TOPICS, KEYED_TOPICS, topic_of
 from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint
 from floor_agent.store.interface import (
     EventPage,
@@ -26,10 +26,17 @@ from floor_agent.store.interface import (
     Store,
     UnknownRecord,
 )
-from floor_agent.store.records import MAX_NOISE_SOURCES, AgentRecord, AlertDraft
+from floor_agent.store.records import (
+    MAX_NOISE_SOURCES,
+    AgentRecord,
+    AlertDraft,
+    EventRow,
+    LatestRow,
+)
 
 EVENT_COLUMNS = ("id", "agent_id", "seq", "boot_id", "ts", "kind", "severity", "subject", "data",
                  "hash", "received_at")
+HASH_AT = EVENT_COLUMNS.index("hash")
 ALERT_COLUMNS = ("id", "kind", "severity", "agent_id", "seq", "detail", "created_at",
                  "last_seen_at", "count", "acked_at", "acked_by", "ack_comment", "source")
 # Alert lists: open first, then the most severe, then genuine before per-address noise (an
@@ -271,6 +278,17 @@ UPSERT_LATEST = (
     "data = excluded.data WHERE excluded.seq > latest.seq")
 
 
+def latest_rows(rows: list[EventRow]) -> list[LatestRow]:
+    """The newest event row per topic of one batch (rows in seq order), as `latest` rows."""
+    newest: dict[tuple[str, str], LatestRow] = {}
+    for row in rows:
+        topic = topic_of(row.kind, row.data)
+        if topic is not None:
+            newest[(row.agent_id, topic)] = LatestRow(row.agent_id, topic, row.seq, row.ts,
+                                                      row.kind, row.severity, row.data)
+    return list(newest.values())
+
+
 class DashboardSql:
     """The dashboard part of SqlStore (mixed in): users, sessions, the `latest` state table,
     camera snapshots and the last verification per agent."""
@@ -405,12 +423,12 @@ class DashboardSql:
                                 "(locked_until IS NULL OR locked_until < ?)"), (before, before))
             return int(cur.rowcount)
 
-    def _upsert_latest(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+    def _upsert_latest(self, cur: Any, rows: list[LatestRow]) -> None:
         if rows:
             cur.executemany(self._q(UPSERT_LATEST), rows)
 
     def rebuild_latest(self) -> int:
-        newest: dict[tuple[str, str], tuple[Any, ...]] = {}
+        newest: dict[tuple[str, str], LatestRow] = {}
         with self._read() as cur:
             for kind in sorted(set(FIXED_TOPICS) | set(KEYED_TOPICS)):  # one index range each
                 cur.execute(self._q("SELECT agent_id, seq, ts, kind, severity, data FROM events "
@@ -421,9 +439,9 @@ class DashboardSql:
                         if topic is None:
                             continue
                         held = newest.get((agent_id, topic))
-                        if held is None or held[2] < seq:
-                            newest[(agent_id, topic)] = (agent_id, topic, seq, ts, kind,
-                                                         severity, data)
+                        if held is None or held.seq < seq:
+                            newest[(agent_id, topic)] = LatestRow(agent_id, topic, seq, ts, kind,
+                                                                  severity, data)
         with self._write() as cur:
             self._upsert_latest(cur, list(newest.values()))
         return len(newest)
@@ -673,7 +691,7 @@ class SqlStore(DashboardSql, CredentialSql, Store):
             row = cur.fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
-    def commit_batch(self, agent_id: str, events: list[tuple[Any, ...]],
+    def commit_batch(self, agent_id: str, events: list[EventRow],
                      checkpoint: Checkpoint, new_head: tuple[int, bytes] | None,
                      alerts: list[AlertDraft], received_at: str,
                      quarantine: Sequence[int] = ()) -> None:
@@ -731,7 +749,7 @@ class SqlStore(DashboardSql, CredentialSql, Store):
             out.append(item)
         return out
 
-    def _event_rows(self, events: list[tuple[Any, ...]]) -> Any:
+    def _event_rows(self, events: list[EventRow]) -> Any:
         """What _insert_events() takes: computed before the write lock is taken."""
         return events
 
@@ -912,7 +930,7 @@ class SqlStore(DashboardSql, CredentialSql, Store):
                                 "agent_id = ? AND seq BETWEEN ? AND ? ORDER BY seq"),
                         (agent_id, from_seq, to_seq))
             rows = cur.fetchall()
-        return [(_event_dict(row), bytes(row[9])) for row in rows]
+        return [(_event_dict(row), bytes(row[HASH_AT])) for row in rows]
 
     def checkpoint_of(self, agent_id: str) -> Checkpoint | None:
         """The last checkpoint accepted from an agent: the anchor for re-verification."""

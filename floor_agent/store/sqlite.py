@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from floor_agent.store.interface import StoreError
+from floor_agent.store.records import EventRow
 from floor_agent.store.sql import (
     ADDED_COLUMNS,
     EVENT_INDEXES,
@@ -301,7 +302,7 @@ class SqliteStore(SqlStore):
             finally:
                 cur.close()
 
-    def _event_rows(self, events: list[tuple[Any, ...]]) -> list[tuple[str, list[Any]]]:
+    def _event_rows(self, events: list[EventRow]) -> list[tuple[str, list[Any]]]:
         """The rows in order as multi-row INSERTs of power-of-two sizes (at most 11 shapes).
 
         executemany() steps the statement once per row, and the sqlite3 module lets go of the

@@ -24,7 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from floor_agent.collector.web.topics import topic_of
 from floor_agent.protocol.event import SEVERITY_RANK
-from floor_agent.store.records import AlertDraft
+from floor_agent.store.records import AlertDraft, EventRow
 
 QUEUE_SIZE = 2000
 KEEPALIVE_SECONDS = 15.0
@@ -60,9 +60,9 @@ def matches(live: LiveFilter, event: dict[str, Any]) -> bool:
     return not (live.until and event["ts"] >= live.until)
 
 
-def state_changes(rows: list[tuple[Any, ...]]) -> int:
+def state_changes(rows: list[EventRow]) -> int:
     """How many rows of a batch set a state the overview shows (pure; topics.topic_of)."""
-    return sum(1 for row in rows if topic_of(row[4], row[8]) is not None)
+    return sum(1 for row in rows if topic_of(row.kind, row.data) is not None)
 
 
 def alert_note(alert: AlertDraft, at: str) -> dict[str, Any]:
@@ -71,11 +71,12 @@ def alert_note(alert: AlertDraft, at: str) -> dict[str, Any]:
             "detail": alert.detail[:300], "at": at}
 
 
-def row_event(row: tuple[Any, ...]) -> dict[str, Any]:
+def row_event(row: EventRow) -> dict[str, Any]:
     """A stored row (floor_agent.store.sql.INSERT_EVENT order) as the feed's JSON object."""
-    return {"agent_id": row[0], "seq": row[1], "boot_id": row[2], "ts": row[3], "kind": row[4],
-            "severity": row[5], "subject": row[7], "data": orjson.loads(row[8]),
-            "hash": bytes(row[9]).hex(), "ingested_at": row[10]}
+    return {"agent_id": row.agent_id, "seq": row.seq, "boot_id": row.boot_id, "ts": row.ts,
+            "kind": row.kind, "severity": row.severity, "subject": row.subject,
+            "data": orjson.loads(row.data), "hash": bytes(row.hash).hex(),
+            "ingested_at": row.received_at}
 
 
 class Subscriber:
@@ -124,7 +125,7 @@ class Broadcaster:
         with self._lock:
             self._subscribers = [s for s in self._subscribers if s is not sub]
 
-    def publish(self, agent_id: str, rows: list[tuple[Any, ...]], received_at: str) -> None:
+    def publish(self, agent_id: str, rows: list[EventRow], received_at: str) -> None:
         """Called by Collector.ingest after commit, from an ingest thread."""
         subscribers = self._subscribers
         if not subscribers or not rows:

@@ -60,17 +60,3 @@ def topic_of(kind: str, data: str | dict[str, Any]) -> str | None:
     if not isinstance(key, str) or not key:
         return None
     return f"{keyed[0]}{key}{keyed[2]}"
-
-
-def latest_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The newest event row per topic of one batch, as `latest` rows.
-
-    rows are store rows in INSERT_EVENT order (agent_id, seq, boot_id, ts, kind, severity,
-    severity_rank, subject, data, hash, received_at), in seq order.
-    """
-    newest: dict[tuple[str, str], tuple[Any, ...]] = {}
-    for row in rows:
-        topic = topic_of(row[4], row[8])
-        if topic is not None:
-            newest[(row[0], topic)] = (row[0], topic, row[1], row[3], row[4], row[5], row[8])
-    return list(newest.values())
