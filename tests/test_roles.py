@@ -21,7 +21,6 @@ from floor_agent.roles import run
 from floor_agent.roles.config import WorkstationConfig
 from floor_agent.usb_guard.guard import UsbGuard
 from floor_agent.usb_guard.monitor import UdevMonitor
-from floor_agent.usb_guard.rule_parser import parse_rules_file
 
 RULES = Path(__file__).resolve().parents[1] / "config" / "usb-rules.conf"
 DOOR = {"door_id": "d1", "name": "Front", "zone_inside": "floor",
@@ -52,7 +51,7 @@ def test_stopping_the_usb_guard_ends_its_event_thread_without_the_agents_shutdow
     refused must not run on while the agent exits."""
     import pyudev
 
-    guard = UsbGuard(parse_rules_file(RULES.read_text(), str(RULES)), lambda *a, **k: None)
+    guard = UsbGuard([], lambda *a, **k: None)
     guard.monitor = UdevMonitor(pyudev.Context())
     shutdown = threading.Event()
     guard.thread = guard.monitor.start(guard.handle, shutdown)
