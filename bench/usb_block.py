@@ -128,7 +128,7 @@ print(json.dumps({"n": N, "miss": miss, "before": before, "after": after, "done"
 _CHILD = r"""
 import collections, json, sys, threading, time
 from floor_agent.usb_guard.guard import UsbGuard
-from floor_agent.usb_guard.rules import parse_rules_file
+from floor_agent.usb_guard.rule_parser import parse_rules_file
 
 kinds = collections.Counter()
 received = []  # monotonic time (system-wide clock) each stick 'add' left pyudev's poll
@@ -266,7 +266,8 @@ def rule_rate(seconds: float) -> None:
 
     from floor_agent.usb_guard.device import device_from_attributes, root_hub_parent_hash
     from floor_agent.usb_guard.policy import decide
-    from floor_agent.usb_guard.rules import ConditionContext, index_rules, parse_rules_file
+    from floor_agent.usb_guard.rule_parser import parse_rules_file
+    from floor_agent.usb_guard.rule_set import ConditionContext, index_rules
 
     attrs = {"idVendor": b"0781", "idProduct": b"5567", "serial": b"4C530001234567891234",
              "manufacturer": b"SanDisk", "product": b"Cruzer Blade", "busnum": b"1",

@@ -203,7 +203,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 def cmd_usb_check_rules(args: argparse.Namespace) -> int:
     from floor_agent.usb_guard.admin import check_rules
-    from floor_agent.usb_guard.rules import RuleSyntaxError, format_rule
+    from floor_agent.usb_guard.rule import format_rule
+    from floor_agent.usb_guard.rule_parser import RuleSyntaxError
 
     try:
         rules = check_rules(Path(args.file).read_text(encoding="utf-8"), str(args.file))
@@ -240,7 +241,8 @@ def cmd_usb_list(args: argparse.Namespace) -> int:
     """Every USB device with its authorization and what the configured rules decide for it."""
     from floor_agent.usb_guard import sysfs
     from floor_agent.usb_guard.policy import decide
-    from floor_agent.usb_guard.rules import ConditionContext, RuleSyntaxError, parse_rules_file
+    from floor_agent.usb_guard.rule_parser import RuleSyntaxError, parse_rules_file
+    from floor_agent.usb_guard.rule_set import ConditionContext
 
     config = load_config(args.config, "workstation")
     assert isinstance(config, WorkstationConfig)

@@ -20,7 +20,8 @@ from umockdev_bus import (
 
 from floor_agent.usb_guard.admin import check_rules, generate_policy, rule_for
 from floor_agent.usb_guard.policy import decide
-from floor_agent.usb_guard.rules import RuleSyntaxError, format_rule
+from floor_agent.usb_guard.rule import format_rule
+from floor_agent.usb_guard.rule_parser import RuleSyntaxError
 
 make = device_of
 

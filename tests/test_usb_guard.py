@@ -58,7 +58,7 @@ from floor_agent.usb_guard.guard import (
     subject_of,
 )
 from floor_agent.usb_guard.policy import Decision, decide
-from floor_agent.usb_guard.rules import parse_rules_file
+from floor_agent.usb_guard.rule_parser import parse_rules_file
 
 REPO = Path(__file__).resolve().parent.parent
 RULES_TEXT = (REPO / "config" / "usb-rules.conf").read_text()

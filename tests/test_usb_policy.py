@@ -22,7 +22,7 @@ from umockdev_bus import (
 )
 
 from floor_agent.usb_guard.policy import IMPLICIT, decide
-from floor_agent.usb_guard.rules import parse_rule, parse_rules_file
+from floor_agent.usb_guard.rule_parser import parse_rule, parse_rules_file
 
 DEFAULT_RULES = parse_rules_file(
     (Path(__file__).resolve().parents[1] / "config" / "usb-rules.conf").read_text(),

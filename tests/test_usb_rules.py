@@ -16,19 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from floor_agent.usb_guard.rules import (
-    AttributeSet,
-    Condition,
+from floor_agent.usb_guard.rule import AttributeSet, Condition, Rule, format_rule
+from floor_agent.usb_guard.rule_parser import RuleSyntaxError, parse_rule, parse_rules_file
+from floor_agent.usb_guard.rule_set import (
     ConditionContext,
     DeviceAttributes,
-    Rule,
-    RuleSyntaxError,
     evaluate,
-    format_rule,
     index_rules,
     matches,
-    parse_rule,
-    parse_rules_file,
 )
 
 RULE_PARSER = "usbguard-rule-parser"

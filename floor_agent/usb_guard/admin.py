@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from floor_agent.usb_guard.device import UsbDevice
-from floor_agent.usb_guard.rules import AttributeSet, Rule, format_rule, parse_rules_file
+from floor_agent.usb_guard.rule import AttributeSet, Rule, format_rule
+from floor_agent.usb_guard.rule_parser import parse_rules_file
 
 
 def rule_for(device: UsbDevice, target: str = "allow") -> Rule:

@@ -28,7 +28,8 @@ from floor_agent.usb_guard import sysfs
 from floor_agent.usb_guard.device import UsbDevice, device_from_udev
 from floor_agent.usb_guard.monitor import UdevMonitor, present_devices
 from floor_agent.usb_guard.policy import IMPLICIT, Decision, decide
-from floor_agent.usb_guard.rules import ConditionContext, Rule, index_rules
+from floor_agent.usb_guard.rule import Rule
+from floor_agent.usb_guard.rule_set import ConditionContext, index_rules
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from floor_agent.usb_guard.device import UsbDevice
-from floor_agent.usb_guard.rules import (
-    ConditionContext,
-    DeviceAttributes,
-    Rule,
-    RuleIndex,
-    evaluate,
-    format_rule,
-)
+from floor_agent.usb_guard.rule import Rule, format_rule
+from floor_agent.usb_guard.rule_set import ConditionContext, DeviceAttributes, RuleIndex, evaluate
 
 IMPLICIT = "implicit"
 

@@ -16,7 +16,7 @@ from floor_agent.service import StartRefused
 from floor_agent.usb_guard import sysfs
 from floor_agent.usb_guard.config import UsbGuardConfig
 from floor_agent.usb_guard.guard import UsbGuard
-from floor_agent.usb_guard.rules import RuleSyntaxError, parse_rules_file
+from floor_agent.usb_guard.rule_parser import RuleSyntaxError, parse_rules_file
 
 log = logging.getLogger(__name__)
 
