@@ -15,7 +15,8 @@ from audit_events import SpooledEvents
 from floor_agent.cctv.config import CameraConfig
 from floor_agent.cctv.index import SegmentIndex, SegmentRecord
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
-from floor_agent.cctv.retention import DiskUsage, bytes_needed, plan, purge_plan, sweep
+from floor_agent.cctv.retention_plan import bytes_needed, plan, purge_plan
+from floor_agent.cctv.retention_sweep import DiskUsage, sweep
 
 NOW = datetime(2025, 6, 20, 12, 0, 0, tzinfo=UTC)
 MB = 1 << 20

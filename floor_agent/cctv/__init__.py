@@ -3,7 +3,8 @@
 model.py (plain data), source.py (PyAV demux, reconnect, health; OpenCV for USB/MJPEG),
 segments.py (packets copied into segments, never re-encoded), chain.py (per-camera segment hash
 chain and its verification, pure), motion.py and tamper.py (pure over small grey frames),
-index.py (the segment index), retention.py (what may be kept, disk-low purge), offload.py
-(SFTP to central storage), export.py (clips with their hash proof), recorder.py (one camera's
-pipeline), sim.py (synthetic cameras and an RTSP server for tests and the demo).
+index.py (the segment index), retention_plan.py (pure: what may be kept, the disk-low
+purge) and retention_sweep.py (deleting it), offload.py (SFTP to central storage),
+export.py (clips with their hash proof), recorder.py (one camera's pipeline), sim.py
+(synthetic cameras and an RTSP server for tests and the demo).
 """

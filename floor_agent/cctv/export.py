@@ -25,7 +25,7 @@ from pathlib import Path
 import av
 
 from floor_agent.cctv.index import SegmentIndex, SegmentRecord
-from floor_agent.cctv.retention import footage_path
+from floor_agent.cctv.retention_sweep import footage_path
 from floor_agent.common.files import file_sha256
 
 Emit = Callable[..., object]  # AuditAgent.emit(kind, subject, severity, **data)

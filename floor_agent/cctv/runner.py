@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from floor_agent.audit.agent import AuditAgent
-from floor_agent.cctv import chain, retention
+from floor_agent.cctv import chain, retention_sweep
 from floor_agent.cctv.config import CctvConfig, CctvSection
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.recorder import CameraRecorder, Emit
@@ -50,7 +50,7 @@ class RunningCctv:
 
 
 def sweep_once(section: CctvSection, index: SegmentIndex, emit: Emit) -> None:
-    retention.sweep(index, section.storage_dir, {c.camera_id: c for c in section.cameras},
+    retention_sweep.sweep(index, section.storage_dir, {c.camera_id: c for c in section.cameras},
                     emit, datetime.now(UTC), min_free_percent=section.min_free_percent,
                     min_free_bytes=section.min_free_bytes)
 
