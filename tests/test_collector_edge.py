@@ -27,9 +27,9 @@ from batches import BatchMaker
 from collector_process import CollectorProcess
 
 from floor_agent.audit.forwarder import pinned_client
-from floor_agent.collector import request_auth
 from floor_agent.collector.config import CollectorConfig, CollectorSection
 from floor_agent.collector.server import listener_healthy
+from floor_agent.protocol import request_signing
 from floor_agent.store.interface import EventQuery
 
 MiB = 1024 * 1024
@@ -483,9 +483,9 @@ def test_a_snapshot_of_huge_dimensions_is_refused_before_decoding(
 
         def upload(body: bytes) -> httpx.Response:
             path = "/api/v1/snapshots/cam1"
-            header = request_auth.sign_header(maker.key, maker.agent_id, "POST", path, body)
+            header = request_signing.sign_header(maker.key, maker.agent_id, "POST", path, body)
             return client.post(path, content=body, headers={"content-type": "image/jpeg",
-                                                             request_auth.HEADER: header})
+                                                             request_signing.HEADER: header})
 
         pid = strict.proc.pid  # type: ignore[union-attr]
         before = rss_mib(pid)

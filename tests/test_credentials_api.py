@@ -32,8 +32,8 @@ from floor_agent.access.sync import CredentialSync, SignedClient
 from floor_agent.audit.agent import enroll
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector import credentials as wire
-from floor_agent.collector.request_auth import HEADER, sign_header
 from floor_agent.config.audit import AuditClientConfig
+from floor_agent.protocol.request_signing import HEADER, sign_header
 
 SITE = SiteKey(bytes(range(32)))
 LEVEL = {"level_id": "cleanroom", "doors": ["door-a"], "on_holidays": False,

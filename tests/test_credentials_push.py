@@ -26,7 +26,7 @@ from floor_agent.access.runner import corrected_clock
 from floor_agent.access.sync import CredentialSync, SignedClient
 from floor_agent.audit.agent import enroll
 from floor_agent.audit.forwarder import pinned_client
-from floor_agent.collector.request_auth import HEADER
+from floor_agent.protocol.request_signing import HEADER
 
 ADA_UID = "04A224B2C35E80"
 DOOR = DoorSection(door_id="door-a", name="A", zone_inside="a",
@@ -234,7 +234,7 @@ def test_a_corrected_clock_that_steps_back_never_signs_the_same_message_twice() 
     refuses the second as a replay). Only time-refused requests do not move the floor."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from floor_agent.collector.request_auth import TIME_HEADER, parse_header
+    from floor_agent.protocol.request_signing import TIME_HEADER, parse_header
 
     collector_ms = [1_780_000_000_000]
     stamps: list[int] = []

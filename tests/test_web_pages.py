@@ -24,8 +24,9 @@ from collector_process import CollectorProcess
 from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 from test_web_support import WebApp, csrf_of
 
-from floor_agent.collector import request_auth, self_audit
+from floor_agent.collector import self_audit
 from floor_agent.collector.web import user_admin
+from floor_agent.protocol import request_signing
 from floor_agent.protocol.event import TS_RE as TS
 
 
@@ -247,9 +248,9 @@ def jpeg(width: int = 64, height: int = 48) -> bytes:
 def upload(web: WebApp, client: httpx.Client, maker: BatchMaker, camera: str, body: bytes,
            content_type: str = "image/jpeg") -> httpx.Response:
     path = f"/api/v1/snapshots/{camera}"
-    header = request_auth.sign_header(maker.key, maker.agent_id, "POST", path, body)
+    header = request_signing.sign_header(maker.key, maker.agent_id, "POST", path, body)
     return client.post(path, content=body, headers={"content-type": content_type,
-                                                     request_auth.HEADER: header})
+                                                     request_signing.HEADER: header})
 
 
 def test_snapshots_upload_view_log_and_footage_log(web: WebApp) -> None:

@@ -2,7 +2,7 @@
 
 For agent requests that are not audit batches (a door's credentials snapshot, a sealed
 template, a camera's latest snapshot): the X-Floor-Agent header of
-floor_agent/collector/request_auth.py proves which agent sent exactly this body, now.
+floor_agent/protocol/request_signing.py proves which agent sent exactly this body, now.
 
 "Now" is the collector's: its answers carry its clock (TIME_HEADER), the client keeps the
 offset (`offset_ms`, None until an answer said it) and signs with its own clock corrected by
@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from floor_agent.audit.agent import KEY_FILE
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.audit.keys import load_private_key
-from floor_agent.collector.request_auth import FRESH_MS, HEADER, TIME_HEADER, sign_header
 from floor_agent.config.audit import AuditClientConfig
+from floor_agent.protocol.request_signing import FRESH_MS, HEADER, TIME_HEADER, sign_header
 
 
 class AgentClient:

@@ -13,7 +13,7 @@ as in credentials.py:
                                                         "action", "subject", "version",
                                                         "detail"}]}, newest first
 Door controllers (X-Floor-Agent signature of an enrolled agent of role "door", see
-request_auth.py; an API key is not accepted here):
+protocol/request_signing.py; an API key is not accepted here):
   GET  /api/v1/credentials[?since=n]  -> the snapshot (credentials.py), or 304 with no body
                                          when n is the current version
   GET  /api/v1/credentials/watch?since=n[&wait=s]
@@ -21,7 +21,7 @@ request_auth.py; an API key is not accepted here):
                                          version is not n, or after `wait` seconds (25,
                                          at most 60) with changed false: the long poll a
                                          controller holds open so a revoke reaches it at once
-Answers to door controllers carry the collector's clock (request_auth.TIME_HEADER), 401
+Answers to door controllers carry the collector's clock (request_signing.TIME_HEADER), 401
 refusals too, so a controller whose clock is off can correct the time it signs with.
   POST /api/v1/templates              template      -> 201 {"template_id", "version"}
 
@@ -46,7 +46,7 @@ from fastapi.responses import Response
 
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 from floor_agent.collector import credentials as wire
-from floor_agent.collector import request_auth
+from floor_agent.protocol import request_signing
 from floor_agent.protocol.event import utc_timestamp
 from floor_agent.store.interface import RecordConflict, Store, UnknownRecord
 from floor_agent.store.records import AgentRecord
@@ -62,8 +62,8 @@ WATCH_POLL_SECONDS = 0.2  # how often the one watcher task reads the version (an
 
 
 def time_header() -> dict[str, str]:
-    """The collector's clock for an agent's answer (request_auth.TIME_HEADER)."""
-    return {request_auth.TIME_HEADER: str(int(time.time() * 1000))}
+    """The collector's clock for an agent's answer (request_signing.TIME_HEADER)."""
+    return {request_signing.TIME_HEADER: str(int(time.time() * 1000))}
 
 
 class VersionWatch:
@@ -162,28 +162,28 @@ class AgentAuth:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.guard = request_auth.ReplayGuard()
+        self.guard = request_signing.ReplayGuard()
 
     def verified(self, request: Request, body: bytes) -> AgentRecord:
         """The enrolled agent that signed exactly this request, now; 401 otherwise."""
         try:
-            header = request_auth.parse_header(request.headers.get(request_auth.HEADER))
+            header = request_signing.parse_header(request.headers.get(request_signing.HEADER))
             self.guard.check_fresh(header, int(time.time() * 1000))
             agent = self.store.get_agent(header.agent_id)
             if agent is None:
-                raise request_auth.RequestAuthError(f"agent {header.agent_id!r} is not enrolled")
+                raise request_signing.RequestAuthError(f"agent {header.agent_id!r} is not enrolled")
             try:
                 key = public_key_from_b64(agent.public_key)
             except KeyFileError:
-                raise request_auth.RequestAuthError("the enrolled key is unusable") from None
+                raise request_signing.RequestAuthError("the enrolled key is unusable") from None
             # the path as sent (percent-encoding intact), as the agent signed it
             raw_path = request.scope.get("raw_path")
             target = raw_path.decode("latin-1") if raw_path else request.scope["path"]
             if request.scope.get("query_string"):
                 target += "?" + request.scope["query_string"].decode("latin-1")
-            request_auth.verify(header, key, request.method, target, body)
+            request_signing.verify(header, key, request.method, target, body)
             self.guard.remember(header, int(time.time() * 1000))
-        except request_auth.RequestAuthError as exc:
+        except request_signing.RequestAuthError as exc:
             log.warning("refused agent request %s %s: %s", request.method,
                         request.scope["path"], exc)
             raise HTTPException(401, str(exc), headers=time_header()) from None
