@@ -22,214 +22,12 @@ import psycopg
 from psycopg import conninfo
 from psycopg.pq import TransactionStatus
 
+from floor_agent.store import migrations, schema
 from floor_agent.store.interface import StoreError
 from floor_agent.store.records import EventRow
-from floor_agent.store.sql import (
-    ADDED_COLUMNS,
-    EVENT_INDEXES,
-    INSERT_EVENT,
-    SqlStore,
-    missing_columns,
-)
+from floor_agent.store.sql import INSERT_EVENT, SqlStore
 
-TABLES = """
-CREATE TABLE IF NOT EXISTS agents (
-    agent_id TEXT COLLATE "C" PRIMARY KEY,
-    role TEXT COLLATE "C" NOT NULL,
-    public_key TEXT COLLATE "C" NOT NULL,
-    hostname TEXT COLLATE "C" NOT NULL DEFAULT '',
-    enrolled_at TEXT COLLATE "C" NOT NULL,
-    head_seq BIGINT NOT NULL DEFAULT 0,
-    head_hash BYTEA NOT NULL,
-    checkpoint_seq BIGINT,
-    checkpoint_hash BYTEA,
-    checkpoint_ts TEXT COLLATE "C",
-    checkpoint_boot_id TEXT COLLATE "C",
-    checkpoint_sig BYTEA,
-    checkpoint_received_at TEXT COLLATE "C",
-    last_seen_at TEXT COLLATE "C",
-    events_total BIGINT NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS events (
-    id BIGSERIAL PRIMARY KEY,
-    agent_id TEXT COLLATE "C" NOT NULL,
-    seq BIGINT NOT NULL,
-    boot_id TEXT COLLATE "C" NOT NULL,
-    ts TEXT COLLATE "C" NOT NULL,
-    kind TEXT COLLATE "C" NOT NULL,
-    severity TEXT COLLATE "C" NOT NULL,
-    severity_rank BIGINT NOT NULL,
-    subject TEXT COLLATE "C" NOT NULL,
-    data TEXT COLLATE "C" NOT NULL,
-    hash BYTEA NOT NULL,
-    received_at TEXT COLLATE "C" NOT NULL,
-    UNIQUE (agent_id, seq)
-);
-CREATE TABLE IF NOT EXISTS tokens (
-    token_hash BYTEA PRIMARY KEY,
-    role TEXT COLLATE "C" NOT NULL,
-    created_at TEXT COLLATE "C" NOT NULL,
-    expires_at TEXT COLLATE "C" NOT NULL,
-    used_at TEXT COLLATE "C",
-    used_by TEXT COLLATE "C"
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_hash BYTEA PRIMARY KEY,
-    name TEXT COLLATE "C" NOT NULL,
-    created_at TEXT COLLATE "C" NOT NULL,
-    revoked_at TEXT COLLATE "C"
-);
-CREATE TABLE IF NOT EXISTS alerts (
-    id BIGSERIAL PRIMARY KEY,
-    fingerprint TEXT COLLATE "C" NOT NULL,
-    kind TEXT COLLATE "C" NOT NULL,
-    severity TEXT COLLATE "C" NOT NULL,
-    agent_id TEXT COLLATE "C",
-    seq BIGINT,
-    detail TEXT COLLATE "C" NOT NULL,
-    created_at TEXT COLLATE "C" NOT NULL,
-    last_seen_at TEXT COLLATE "C" NOT NULL,
-    count BIGINT NOT NULL DEFAULT 1,
-    acked_at TEXT COLLATE "C",
-    acked_by TEXT COLLATE "C",
-    ack_comment TEXT COLLATE "C"
-);
-CREATE INDEX IF NOT EXISTS alerts_open ON alerts (fingerprint) WHERE acked_at IS NULL;
-"""
-# Door credentials (sql.CredentialSql); templates hold sealed bytes only.
-CREDENTIAL_TABLES = """
-CREATE TABLE IF NOT EXISTS credentials_meta (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    version BIGINT NOT NULL
-);
-INSERT INTO credentials_meta (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
-CREATE TABLE IF NOT EXISTS access_levels (
-    level_id TEXT COLLATE "C" PRIMARY KEY,
-    doors TEXT COLLATE "C" NOT NULL,
-    windows TEXT COLLATE "C" NOT NULL,
-    on_holidays INTEGER NOT NULL,
-    updated_at TEXT COLLATE "C" NOT NULL
-);
-CREATE TABLE IF NOT EXISTS people (
-    person_id TEXT COLLATE "C" PRIMARY KEY,
-    name TEXT COLLATE "C" NOT NULL,
-    active INTEGER NOT NULL,
-    access_levels TEXT COLLATE "C" NOT NULL,
-    duress_fingers TEXT COLLATE "C" NOT NULL,
-    created_at TEXT COLLATE "C" NOT NULL,
-    updated_at TEXT COLLATE "C" NOT NULL,
-    revoked_at TEXT COLLATE "C"
-);
-CREATE TABLE IF NOT EXISTS cards (
-    uid TEXT COLLATE "C" PRIMARY KEY,
-    person_id TEXT COLLATE "C" NOT NULL REFERENCES people (person_id),
-    active INTEGER NOT NULL,
-    valid_from TEXT COLLATE "C",
-    valid_until TEXT COLLATE "C",
-    keyed INTEGER NOT NULL,
-    updated_at TEXT COLLATE "C" NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cards_person ON cards (person_id);
-CREATE TABLE IF NOT EXISTS holidays (
-    day TEXT COLLATE "C" PRIMARY KEY,
-    name TEXT COLLATE "C" NOT NULL,
-    updated_at TEXT COLLATE "C" NOT NULL
-);
-CREATE TABLE IF NOT EXISTS templates (
-    template_id TEXT COLLATE "C" PRIMARY KEY,
-    person_id TEXT COLLATE "C" NOT NULL REFERENCES people (person_id),
-    finger INTEGER NOT NULL,
-    sealed BYTEA NOT NULL,
-    created_at TEXT COLLATE "C" NOT NULL
-);
-CREATE INDEX IF NOT EXISTS templates_person ON templates (person_id);
-CREATE TABLE IF NOT EXISTS credential_log (
-    id BIGSERIAL PRIMARY KEY,
-    ts TEXT COLLATE "C" NOT NULL,
-    actor TEXT COLLATE "C" NOT NULL,
-    action TEXT COLLATE "C" NOT NULL,
-    subject TEXT COLLATE "C" NOT NULL,
-    version BIGINT NOT NULL,
-    detail TEXT COLLATE "C" NOT NULL
-);
-"""
-# The dashboard (sql.DashboardSql): users, sessions (ids stored hashed), the newest
-# state event per (agent, topic) kept at ingest, camera snapshots, last verifications.
-DASHBOARD_TABLES = """
-CREATE TABLE IF NOT EXISTS users (
-    username TEXT COLLATE "C" PRIMARY KEY,
-    role TEXT COLLATE "C" NOT NULL,
-    password_hash TEXT COLLATE "C" NOT NULL,
-    must_change INTEGER NOT NULL,
-    disabled INTEGER NOT NULL,
-    created_at TEXT COLLATE "C" NOT NULL,
-    updated_at TEXT COLLATE "C" NOT NULL,
-    failures INTEGER NOT NULL,
-    locked_until TEXT COLLATE "C"
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    id_hash TEXT COLLATE "C" PRIMARY KEY,
-    username TEXT COLLATE "C" NOT NULL,
-    created_at TEXT COLLATE "C" NOT NULL,
-    last_seen_at TEXT COLLATE "C" NOT NULL,
-    csrf TEXT COLLATE "C" NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sessions_user ON sessions (username);
--- failed logins of names no user has: they lock like real ones (no enumeration)
-CREATE TABLE IF NOT EXISTS login_failures (
-    username TEXT COLLATE "C" PRIMARY KEY,
-    failures INTEGER NOT NULL,
-    locked_until TEXT COLLATE "C",
-    updated_at TEXT COLLATE "C" NOT NULL
-);
-CREATE TABLE IF NOT EXISTS latest (
-    agent_id TEXT COLLATE "C" NOT NULL,
-    topic TEXT COLLATE "C" NOT NULL,
-    seq BIGINT NOT NULL,
-    ts TEXT COLLATE "C" NOT NULL,
-    kind TEXT COLLATE "C" NOT NULL,
-    severity TEXT COLLATE "C" NOT NULL,
-    data TEXT COLLATE "C" NOT NULL,
-    PRIMARY KEY (agent_id, topic)
-);
-CREATE TABLE IF NOT EXISTS snapshots (
-    agent_id TEXT COLLATE "C" NOT NULL,
-    camera_id TEXT COLLATE "C" NOT NULL,
-    jpeg BYTEA NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    received_at TEXT COLLATE "C" NOT NULL,
-    PRIMARY KEY (agent_id, camera_id)
-);
-CREATE TABLE IF NOT EXISTS verifications (
-    agent_id TEXT COLLATE "C" PRIMARY KEY,
-    verified_at TEXT COLLATE "C" NOT NULL,
-    ok INTEGER NOT NULL,
-    checkpoint_seq BIGINT,
-    stored_events BIGINT NOT NULL,
-    problems TEXT COLLATE "C" NOT NULL,
-    by_user TEXT COLLATE "C" NOT NULL
-);
--- rows found in the events table above an agent's signed head that contradict what the
--- agent then signed: moved here by ingest (kept as evidence, never served as events)
-CREATE TABLE IF NOT EXISTS quarantine (
-    id BIGSERIAL PRIMARY KEY,
-    agent_id TEXT COLLATE "C" NOT NULL,
-    seq BIGINT NOT NULL,
-    boot_id TEXT COLLATE "C" NOT NULL,
-    ts TEXT COLLATE "C" NOT NULL,
-    kind TEXT COLLATE "C" NOT NULL,
-    severity TEXT COLLATE "C" NOT NULL,
-    subject TEXT COLLATE "C" NOT NULL,
-    data TEXT COLLATE "C" NOT NULL,
-    hash BYTEA NOT NULL,
-    received_at TEXT COLLATE "C" NOT NULL,
-    quarantined_at TEXT COLLATE "C" NOT NULL,
-    reason TEXT COLLATE "C" NOT NULL
-);
-"""
-SCHEMA = TABLES + EVENT_INDEXES + CREDENTIAL_TABLES + DASHBOARD_TABLES
+SCHEMA = schema.script("postgres")
 
 
 # COPY takes the columns of INSERT_EVENT, in the order event_params() gives the values.
@@ -252,24 +50,13 @@ def describe(url: str) -> str:
     return f"{user}@{host}:{params.get('port') or 5432}/{params.get('dbname') or user}"
 
 
-def add_missing_columns(db: psycopg.Connection[Any]) -> None:
-    """Columns a newer release added (sql.ADDED_COLUMNS), on a store made before it."""
-    present: dict[str, set[str]] = {table: set() for table, _, _ in ADDED_COLUMNS}
-    rows = db.execute("SELECT table_name, column_name FROM information_schema.columns "
-                      "WHERE table_schema = current_schema()").fetchall()
-    for table, column in rows:
-        if table in present:
-            present[table].add(column)
-    for statement in missing_columns({t: c for t, c in present.items() if c},
-                                     text='TEXT COLLATE "C"'):
-        db.execute(statement)
-
-
-# What this release's schema is (its DDL and the columns it adds): stored once it is in place.
-# Opening a store whose mark matches runs no DDL at all: CREATE INDEX IF NOT EXISTS takes a
-# share lock on its table even when the index exists, and a second opener (an admin command,
-# a test) running it beside a collector's write transaction deadlocked with it.
-SCHEMA_DIGEST = hashlib.sha256((SCHEMA + repr(ADDED_COLUMNS)).encode()).hexdigest()
+# What this release's schema is: stored once it is in place. Opening a store whose mark
+# matches and whose schema is current (migrations.is_current, catalog reads only) runs no DDL
+# at all: CREATE INDEX IF NOT EXISTS takes a share lock on its table even when the index
+# exists, and a second opener (an admin command, a test) running it beside a collector's write
+# transaction deadlocked with it.
+SCHEMA_DIGEST = hashlib.sha256(
+    f"{SCHEMA}version {migrations.SCHEMA_VERSION}".encode()).hexdigest()
 SCHEMA_MARK_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_mark (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -280,18 +67,15 @@ SCHEMA_MARK = ("INSERT INTO schema_mark (id, digest) VALUES (1, %s) "
 
 
 def schema_current(db: psycopg.Connection[Any]) -> bool:
-    """Whether the store's schema is this release's: its mark, and every added column there
-    (a store restored or edited by other means may carry a mark but lack one). Reads the
-    catalogs only: takes no lock that DDL would."""
+    """Whether the store's schema is this release's: its mark, and its version and columns
+    (a store restored or edited by other means may carry a mark but lack a column)."""
     if db.execute("SELECT to_regclass('schema_mark')").fetchone() == (None,):
         return False
     row = db.execute("SELECT digest FROM schema_mark WHERE id = 1").fetchone()
     if row is None or row[0] != SCHEMA_DIGEST:
         return False
-    present = {(table, column) for table, column in db.execute(
-        "SELECT table_name, column_name FROM information_schema.columns "
-        "WHERE table_schema = current_schema()").fetchall()}
-    return all((table, column) in present for table, column, _ in ADDED_COLUMNS)
+    with db.cursor() as cur:
+        return migrations.is_current(cur, migrations.POSTGRES)
 
 
 class PostgresStore(SqlStore):
@@ -315,12 +99,11 @@ class PostgresStore(SqlStore):
                                  f"{encoding}, the collector needs UTF8 "
                                  f"(CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)")
             if not schema_current(self._writer):
-                with self._writer.transaction():
-                    self._writer.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
-                    self._writer.execute(SCHEMA)
-                    add_missing_columns(self._writer)
-                    self._writer.execute(SCHEMA_MARK_TABLE)
-                    self._writer.execute(SCHEMA_MARK, (SCHEMA_DIGEST,))
+                with self._writer.transaction(), self._writer.cursor() as cur:
+                    cur.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
+                    migrations.upgrade(cur, migrations.POSTGRES, self.where)
+                    cur.execute(SCHEMA_MARK_TABLE)
+                    cur.execute(SCHEMA_MARK, (SCHEMA_DIGEST,))
         except psycopg.Error as exc:
             self._writer.close()
             raise StoreError(f"{self.where}: cannot create the schema "

@@ -1,7 +1,7 @@
 """The SQL both stores share. Written with `?` placeholders; a dialect may rewrite them.
 
 Subclasses provide `_write()` (a cursor inside one write transaction, serialised) and
-`_read()` (a cursor for reads that may run beside writes), plus their DDL.
+`_read()` (a cursor for reads that may run beside writes); the DDL is schema.py's.
 """
 
 from __future__ import annotations
@@ -48,16 +48,9 @@ ALERT_ORDER = ("ORDER BY CASE WHEN acked_at IS NULL THEN 0 ELSE 1 END, CASE seve
                "CASE WHEN source IS NULL THEN 0 ELSE 1 END, id DESC")
 QUARANTINE_COLUMNS = ("agent_id", "seq", "boot_id", "ts", "kind", "severity", "subject", "data",
                       "hash", "received_at")
-# The event indexes both dialects create: each query shape of query_events() walks one of
-# them in (ts, id) order (bench/collector_ingest.py measures the p95).
-EVENT_INDEXES = """
-CREATE INDEX IF NOT EXISTS events_ts ON events (ts, id);
-CREATE INDEX IF NOT EXISTS events_agent_ts ON events (agent_id, ts, id);
-CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts, id);
-CREATE INDEX IF NOT EXISTS events_severity_ts ON events (severity, ts, id);
-"""
-INSERT_EVENT = ("INSERT INTO events (agent_id, seq, boot_id, ts, kind, severity, severity_rank, "
-                "subject, data, hash, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# One event row; the columns are records.EventRow's fields, in their order.
+INSERT_EVENT = (f"INSERT INTO events ({', '.join(EventRow._fields)}) "
+                f"VALUES ({', '.join('?' for _ in EventRow._fields)})")
 
 
 class CredentialSql:
@@ -522,34 +515,8 @@ class DashboardSql:
         return out
 
 
-# Columns added to tables after their first release: (table, column, type and default, in
-# SQL both dialects take). A store opened by an older release gets them at open
-# (add_missing_columns); a new store has them from the same list. Append, never edit a line.
-ADDED_COLUMNS: list[tuple[str, str, str]] = [
-    # API key scopes (space-separated, api_keys.SCOPES; NULL: a legacy key), expiry, last use
-    ("api_keys", "scopes", "TEXT"),
-    ("api_keys", "expires_at", "TEXT"),
-    ("api_keys", "last_used_at", "TEXT"),
-    # the trust anchor's endorsement of the agent's key (collector/anchor.py), base64
-    ("agents", "anchor_endorsement", "TEXT"),
-    # the client address an unauthenticated failure's alert is counted against (ingest.py)
-    ("alerts", "source", "TEXT"),
-]
-
-
-def missing_columns(present: dict[str, set[str]], text: str = "TEXT") -> list[str]:
-    """The ALTER TABLE statements that bring tables with `present` columns up to date (pure).
-
-    text: the dialect's spelling of a TEXT column (PostgreSQL's compare bytewise, COLLATE "C",
-    as every column its schema creates; SQLite knows no collation "C")."""
-    return [f"ALTER TABLE {table} ADD COLUMN {column} "
-            f"{text + ddl[4:] if ddl.startswith('TEXT') else ddl}"
-            for table, column, ddl in ADDED_COLUMNS
-            if table in present and column not in present[table]]
-
-
 class SqlStore(DashboardSql, CredentialSql, Store):
-    """Store over a DB-API connection; the dialect subclasses give connections and DDL."""
+    """Store over a DB-API connection; the dialect subclasses give the connections."""
 
     placeholder = "?"
 

@@ -17,217 +17,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from floor_agent.store import migrations, schema
 from floor_agent.store.interface import StoreError
 from floor_agent.store.records import EventRow
-from floor_agent.store.sql import (
-    ADDED_COLUMNS,
-    EVENT_INDEXES,
-    INSERT_EVENT,
-    SqlStore,
-    missing_columns,
-)
+from floor_agent.store.sql import INSERT_EVENT, SqlStore
 
 EVENT_PARAMS = INSERT_EVENT.count("?")
 
-TABLES = """
-CREATE TABLE IF NOT EXISTS agents (
-    agent_id TEXT PRIMARY KEY,
-    role TEXT NOT NULL,
-    public_key TEXT NOT NULL,
-    hostname TEXT NOT NULL DEFAULT '',
-    enrolled_at TEXT NOT NULL,
-    head_seq INTEGER NOT NULL DEFAULT 0,
-    head_hash BLOB NOT NULL,
-    checkpoint_seq INTEGER,
-    checkpoint_hash BLOB,
-    checkpoint_ts TEXT,
-    checkpoint_boot_id TEXT,
-    checkpoint_sig BLOB,
-    checkpoint_received_at TEXT,
-    last_seen_at TEXT,
-    events_total INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    agent_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    boot_id TEXT NOT NULL,
-    ts TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    severity_rank INTEGER NOT NULL,
-    subject TEXT NOT NULL,
-    data TEXT NOT NULL,
-    hash BLOB NOT NULL,
-    received_at TEXT NOT NULL,
-    UNIQUE (agent_id, seq)
-);
-CREATE TABLE IF NOT EXISTS tokens (
-    token_hash BLOB PRIMARY KEY,
-    role TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    expires_at TEXT NOT NULL,
-    used_at TEXT,
-    used_by TEXT
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_hash BLOB PRIMARY KEY,
-    name TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    revoked_at TEXT
-);
-CREATE TABLE IF NOT EXISTS alerts (
-    id INTEGER PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    agent_id TEXT,
-    seq INTEGER,
-    detail TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    last_seen_at TEXT NOT NULL,
-    count INTEGER NOT NULL DEFAULT 1,
-    acked_at TEXT,
-    acked_by TEXT,
-    ack_comment TEXT
-);
-CREATE INDEX IF NOT EXISTS alerts_open ON alerts (fingerprint) WHERE acked_at IS NULL;
-"""
-# Door credentials (sql.CredentialSql); templates hold sealed bytes only.
-CREDENTIAL_TABLES = """
-CREATE TABLE IF NOT EXISTS credentials_meta (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    version INTEGER NOT NULL
-);
-INSERT INTO credentials_meta (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
-CREATE TABLE IF NOT EXISTS access_levels (
-    level_id TEXT PRIMARY KEY,
-    doors TEXT NOT NULL,
-    windows TEXT NOT NULL,
-    on_holidays INTEGER NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS people (
-    person_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    active INTEGER NOT NULL,
-    access_levels TEXT NOT NULL,
-    duress_fingers TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    revoked_at TEXT
-);
-CREATE TABLE IF NOT EXISTS cards (
-    uid TEXT PRIMARY KEY,
-    person_id TEXT NOT NULL REFERENCES people (person_id),
-    active INTEGER NOT NULL,
-    valid_from TEXT,
-    valid_until TEXT,
-    keyed INTEGER NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cards_person ON cards (person_id);
-CREATE TABLE IF NOT EXISTS holidays (
-    day TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS templates (
-    template_id TEXT PRIMARY KEY,
-    person_id TEXT NOT NULL REFERENCES people (person_id),
-    finger INTEGER NOT NULL,
-    sealed BLOB NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS templates_person ON templates (person_id);
-CREATE TABLE IF NOT EXISTS credential_log (
-    id INTEGER PRIMARY KEY,
-    ts TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    detail TEXT NOT NULL
-);
-"""
-# The dashboard (sql.DashboardSql): users, sessions (ids stored hashed), the newest
-# state event per (agent, topic) kept at ingest, camera snapshots, last verifications.
-DASHBOARD_TABLES = """
-CREATE TABLE IF NOT EXISTS users (
-    username TEXT PRIMARY KEY,
-    role TEXT NOT NULL,
-    password_hash TEXT NOT NULL,
-    must_change INTEGER NOT NULL,
-    disabled INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    failures INTEGER NOT NULL,
-    locked_until TEXT
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    id_hash TEXT PRIMARY KEY,
-    username TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    last_seen_at TEXT NOT NULL,
-    csrf TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sessions_user ON sessions (username);
--- failed logins of names no user has: they lock like real ones (no enumeration)
-CREATE TABLE IF NOT EXISTS login_failures (
-    username TEXT PRIMARY KEY,
-    failures INTEGER NOT NULL,
-    locked_until TEXT,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS latest (
-    agent_id TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    ts TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    data TEXT NOT NULL,
-    PRIMARY KEY (agent_id, topic)
-);
-CREATE TABLE IF NOT EXISTS snapshots (
-    agent_id TEXT NOT NULL,
-    camera_id TEXT NOT NULL,
-    jpeg BLOB NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    received_at TEXT NOT NULL,
-    PRIMARY KEY (agent_id, camera_id)
-);
-CREATE TABLE IF NOT EXISTS verifications (
-    agent_id TEXT PRIMARY KEY,
-    verified_at TEXT NOT NULL,
-    ok INTEGER NOT NULL,
-    checkpoint_seq BIGINT,
-    stored_events BIGINT NOT NULL,
-    problems TEXT NOT NULL,
-    by_user TEXT NOT NULL
-);
--- rows found in the events table above an agent's signed head that contradict what the
--- agent then signed: moved here by ingest (kept as evidence, never served as events)
-CREATE TABLE IF NOT EXISTS quarantine (
-    id INTEGER PRIMARY KEY,
-    agent_id TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    boot_id TEXT NOT NULL,
-    ts TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    data TEXT NOT NULL,
-    hash BLOB NOT NULL,
-    received_at TEXT NOT NULL,
-    quarantined_at TEXT NOT NULL,
-    reason TEXT NOT NULL
-);
-"""
-SCHEMA = TABLES + EVENT_INDEXES + CREDENTIAL_TABLES + DASHBOARD_TABLES
-
+# The whole schema as one script, for a benchmark's raw store (stores use migrations.upgrade).
+SCHEMA = schema.script("sqlite")
 
 
 @lru_cache(maxsize=16)
@@ -235,6 +33,8 @@ def insert_events_sql(rows: int) -> str:
     """INSERT_EVENT with `rows` rows of placeholders in its VALUES list."""
     values = INSERT_EVENT[INSERT_EVENT.index("VALUES ") + len("VALUES "):]
     return INSERT_EVENT + (", " + values) * (rows - 1)
+
+
 MAX_IDLE_READERS = 8
 
 
@@ -257,13 +57,20 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-def add_missing_columns(db: sqlite3.Connection) -> None:
-    """Columns a newer release added (sql.ADDED_COLUMNS), on a store made before it."""
-    tables = {table for table, _, _ in ADDED_COLUMNS}
-    present = {table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-               for table in tables}
-    for statement in missing_columns(present):
-        db.execute(statement)
+def upgrade_schema(db: sqlite3.Connection, where: str) -> None:
+    """Create or upgrade the schema (migrations.py) in one immediate transaction: a second
+    process opening the same file waits, then finds it current."""
+    cur = db.cursor()
+    cur.execute("BEGIN IMMEDIATE")
+    try:
+        migrations.upgrade(cur, migrations.SQLITE, where)
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+    else:
+        cur.execute("COMMIT")
+    finally:
+        cur.close()
 
 
 class SqliteStore(SqlStore):
@@ -274,10 +81,16 @@ class SqliteStore(SqlStore):
         try:
             private_file(self.path)
             self._writer = connect(self.path)
-            self._writer.executescript(SCHEMA)
-            add_missing_columns(self._writer)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{self.path}: cannot open the SQLite store ({exc})") from None
+        try:
+            upgrade_schema(self._writer, str(self.path))
+        except sqlite3.Error as exc:
+            self._writer.close()
+            raise StoreError(f"{self.path}: cannot open the SQLite store ({exc})") from None
+        except BaseException:
+            self._writer.close()
+            raise
         # Largest power of two of rows whose parameters fit in one statement.
         limit = self._writer.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // EVENT_PARAMS
         self._max_rows_per_insert = 1 << min(10, max(0, limit.bit_length() - 1))
