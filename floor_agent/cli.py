@@ -66,11 +66,12 @@ def cmd_collector_init(args: argparse.Namespace) -> int:
 
 
 def cmd_collector_run(args: argparse.Namespace) -> int:
-    from floor_agent.collector import server
+    """Serve the collector with its dashboard (floor_agent/roles/run.py)."""
+    from floor_agent.roles.run import run_collector
 
     config = _collector_config(args)
     service.setup_logging(config.log_level)
-    return server.run(config)
+    return run_collector(config)
 
 
 def cmd_collector_token(args: argparse.Namespace) -> int:

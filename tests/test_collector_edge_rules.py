@@ -6,8 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from floor_agent.collector.web.snapshots_api import MAX_BYTES, jpeg_problem, jpeg_size
 
+from floor_agent.collector.api_snapshots import MAX_BYTES, jpeg_problem, jpeg_size
 from floor_agent.collector.config import CollectorSection
 from floor_agent.collector.edge import (
     BodyBudget,

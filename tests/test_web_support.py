@@ -22,6 +22,7 @@ from floor_agent.collector.api import create_app
 from floor_agent.collector.config import DashboardSettings
 from floor_agent.collector.core import Collector
 from floor_agent.collector.web import passwords
+from floor_agent.collector.web.app import extension
 from floor_agent.protocol.event import utc_timestamp
 from floor_agent.store import open_store
 
@@ -44,8 +45,8 @@ class WebApp:
         self.own = Spool(root / "own-audit.db", "collector-self")
         self.now = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
         self.collector = Collector(self.store)
-        self.app = create_app(self.collector, self_audit=self.own,
-                              dashboard=DashboardSettings(**settings), clock=lambda: self.now)
+        dashboard = extension(DashboardSettings(**settings), clock=lambda: self.now)
+        self.app = create_app(self.collector, self_audit=self.own, extensions=[dashboard])
         self.makers: dict[str, BatchMaker] = {}
 
     def close(self) -> None:

@@ -1,5 +1,5 @@
-"""The collector's HTTP API (FastAPI): enroll, ingest, query, alerts, metrics, health, and the
-door credentials (api_credentials.py).
+"""The collector's HTTP API (FastAPI): enroll, ingest, query, alerts, metrics, health, the
+door credentials (api_credentials.py) and the cameras' snapshots (api_snapshots.py).
 
 Agents authenticate by signature (ingest) or one-time token (enroll); people and scripts that
 read the audit trail need an API key (`floor-agent collector apikey create`). Every bad request
@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
@@ -25,15 +24,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from floor_agent import __version__
-from floor_agent.collector import api_keys
-from floor_agent.collector.config import DashboardSettings
+from floor_agent.collector import api_keys, api_snapshots
+from floor_agent.collector.alerts import acknowledge, chain_state
 from floor_agent.collector.core import Collector, EnrollError, secret_hash
+from floor_agent.collector.headers import SecurityHeaders
 from floor_agent.collector.metrics import render_metrics
-from floor_agent.collector.web.acknowledge import acknowledge
-from floor_agent.collector.web.app import install as install_dashboard
-from floor_agent.collector.web.context import Dashboard, OwnAudit, utc_now
-from floor_agent.collector.web.live import Broadcaster
-from floor_agent.collector.web.overview import chain_state
+from floor_agent.collector.self_audit import OwnAudit
+from floor_agent.common.clock import utc_now
 from floor_agent.protocol.event import SEVERITIES, TS_RE
 from floor_agent.protocol.event import utc_timestamp as now_ts
 from floor_agent.store.interface import EventQuery
@@ -42,6 +39,10 @@ log = logging.getLogger(__name__)
 bearer = HTTPBearer(auto_error=False, description="API key from `floor-agent collector apikey "
                                                   "create`")
 
+
+# Installs more routes or listeners on the collector's app (the dashboard: dashboard/app.py).
+# The composition root (`collector run`) passes them: the collector does not know its extensions.
+AppExtension = Callable[[FastAPI, Collector], None]
 
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: refuse it at the edge, not with a 500
 
@@ -123,13 +124,13 @@ def _json(content: Any, status: int = 200) -> Response:
 def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
                stale_checkpoint_seconds: int = 180,
                ingest_threads: int | None = None, *, self_audit: OwnAudit,
-               dashboard: DashboardSettings | None = None,
-               clock: Callable[[], datetime] = utc_now) -> FastAPI:
-    """The ASGI app over one Collector, with the security staff's dashboard at /.
+               extensions: Sequence[AppExtension] = ()) -> FastAPI:
+    """The ASGI app over one Collector; each extension installs itself on it (the security
+    staff's dashboard at /, given by the composition root).
 
     self_audit: the collector's own audit trail (server.run gives its AuditAgent; a test may
     give a Spool): acknowledgements, logins and footage views are recorded there, so it is
-    required. clock: the dashboard's time (session lifetimes, lockouts, heartbeat ages).
+    required.
 
     ingest_threads: at most this many batches are verified and stored at once (None: as many
     as the thread pool runs). With SQLite, 1: the store takes one writer at a time and the GIL
@@ -163,11 +164,10 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
 
     app.state.store = store
     app.state.self_audit = self_audit
-    broadcaster = Broadcaster()
-    collector.listeners.append(broadcaster.publish)
-    collector.alert_listeners.append(broadcaster.publish_alerts)
-    install_dashboard(app, Dashboard(store, dashboard or DashboardSettings(), self_audit,
-                                     broadcaster, stale_checkpoint_seconds, clock))
+    for extend in extensions:
+        extend(app, collector)
+    app.include_router(api_snapshots.router)
+    app.add_middleware(SecurityHeaders)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:
@@ -256,7 +256,7 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
     @app.get("/api/v1/agents", tags=["audit"])
     def agents(_: Reader) -> Response:
         """Enrolled agents with last seen, chain head, last checkpoint, open alert kinds, the
-        last re-verification and the chain state both decide (overview.chain_state)."""
+        last re-verification and the chain state both decide (alerts.chain_state)."""
         collector.flush_noise()
         items = store.list_agents()
         open_alerts = store.list_alerts(open_only=True, limit=100_000)

@@ -2,7 +2,7 @@
 
 Every create and revoke is an event on the collector's own audit trail (`apikey.created`,
 `apikey.revoked`: name, scopes, expiry, by whom; never the key), written through its spool
-like `collector user` changes (users_cli.run_audited) and delivered by the running collector.
+like `collector user` changes (self_audit.run_audited) and delivered by the running collector.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from floor_agent.collector.api_keys import SCOPE_HELP, SCOPES
-from floor_agent.collector.web.users_cli import run_audited
 
 DEFAULT_CONFIG = Path("/etc/floor-agent/collector.yaml")
 CLI_ACTOR = "cli"
@@ -30,7 +29,7 @@ def _days(value: str) -> int:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from floor_agent.collector import api_keys, core
+    from floor_agent.collector import api_keys, core, self_audit
     from floor_agent.protocol.event import parse_timestamp, utc_timestamp
 
     scopes = [s for s in SCOPES if s in set(args.scope)]
@@ -50,11 +49,11 @@ def cmd_create(args: argparse.Namespace) -> int:
               f"{expires_at or 'never'}; shown once, stored only hashed", file=sys.stderr)
         return 0
 
-    return run_audited(args, action)
+    return self_audit.run_audited(args, action)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from floor_agent.collector import api_keys
+    from floor_agent.collector import api_keys, self_audit
 
     def action(args: argparse.Namespace, store: Any, own: Any, now: str) -> int:
         lines = [api_keys.list_line(api_keys.record(row), now)
@@ -69,10 +68,12 @@ def cmd_list(args: argparse.Namespace) -> int:
                   "scoped key and revoke it", file=sys.stderr)
         return 0
 
-    return run_audited(args, action)
+    return self_audit.run_audited(args, action)
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
+    from floor_agent.collector import self_audit
+
     def action(args: argparse.Namespace, store: Any, own: Any, now: str) -> int:
         revoked = store.revoke_api_key(args.name, now)
         if not revoked:
@@ -82,7 +83,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         print(f"revoked API key {args.name!r}; it is refused from now on")
         return 0
 
-    return run_audited(args, action)
+    return self_audit.run_audited(args, action)
 
 
 def add_parsers(collector_subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]

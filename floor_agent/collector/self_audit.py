@@ -13,8 +13,12 @@ collector delivers what they wrote. SQLite's write lock keeps the chain linear a
 
 from __future__ import annotations
 
+import argparse
 import socket
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 from floor_agent.audit.agent import KEY_FILE
 from floor_agent.audit.keys import load_or_create_private_key, public_key_b64
@@ -26,6 +30,12 @@ from floor_agent.protocol.event import utc_timestamp
 from floor_agent.store.interface import Store
 
 ROLE = "collector"
+
+
+class OwnAudit(Protocol):
+    """The collector's own audit trail (AuditAgent or Spool): emit returns once durable."""
+
+    def emit(self, kind: str, subject: str, severity: str = "info", **data: Any) -> Any: ...
 
 
 def self_audit_config(config: CollectorConfig) -> AuditClientConfig:
@@ -74,3 +84,27 @@ def ensure_registered(store: Store, config: CollectorConfig) -> str:
 def open_writer(config: CollectorConfig) -> Spool:
     """Append-only access for other processes on the collector host (backup, timers)."""
     return open_spool(self_audit_config(config), ROLE)
+
+
+def run_audited(args: argparse.Namespace,
+                action: Callable[[argparse.Namespace, object, object, str], int]) -> int:
+    """For `collector user` and `collector apikey`: open the store and the collector's own
+    trail, run action(args, store, own, now); a refused change (ValueError) is an error message
+    and exit status 2."""
+    from floor_agent.config import load_role
+    from floor_agent.store import open_store
+
+    config = load_role(args.config, CollectorConfig)
+    store = open_store(config.collector.resolved_database_url())
+    try:
+        ensure_registered(store, config)
+        own = open_writer(config)
+        try:
+            return action(args, store, own, utc_timestamp())
+        except ValueError as exc:  # user_admin.UserError, a refused API key change
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            own.close()
+    finally:
+        store.close()

@@ -12,7 +12,7 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -23,10 +23,10 @@ from floor_agent import service
 from floor_agent.audit.agent import AuditAgent
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector import anchor, edge, self_audit, tls
-from floor_agent.collector.api import create_app
+from floor_agent.collector.api import AppExtension, create_app
+from floor_agent.collector.api_snapshots import MAX_BYTES as SNAPSHOT_MAX_BYTES
 from floor_agent.collector.config import CollectorConfig, CollectorSection
 from floor_agent.collector.core import Collector
-from floor_agent.collector.web.snapshots_api import MAX_BYTES as SNAPSHOT_MAX_BYTES
 from floor_agent.store import open_store
 from floor_agent.store.interface import Store
 from floor_agent.store.sqlite import SqliteStore
@@ -141,8 +141,9 @@ def open_collector(config: CollectorConfig) -> tuple[Store, Collector]:
                             config.collector.max_clock_skew_seconds)
 
 
-def run(config: CollectorConfig) -> int:
-    """Serve until SIGTERM/SIGINT; READY=1 once the socket listens, then watchdog pings."""
+def run(config: CollectorConfig, extensions: Sequence[AppExtension] = ()) -> int:
+    """Serve until SIGTERM/SIGINT; READY=1 once the socket listens, then watchdog pings.
+    extensions: installed on the app (the dashboard; `collector run` gives it)."""
     section = config.collector
     files = tls.TlsFiles.in_dir(section.state_dir)
     if not files.exist():
@@ -181,7 +182,7 @@ def run(config: CollectorConfig) -> int:
     # PostgreSQL overlaps round trips.
     threads = 1 + 2 * section.ingest_processes if isinstance(store, SqliteStore) else None
     app = create_app(collector, section.max_request_bytes, section.stale_checkpoint_seconds,
-                     ingest_threads=threads, self_audit=own, dashboard=section.dashboard)
+                     ingest_threads=threads, self_audit=own, extensions=extensions)
     app.state.anchor_key = signer.key.public_key()  # the integrity page checks keys with it
     limits = edge.EdgeLimits.of(section, SNAPSHOT_MAX_BYTES)
     # every connection is a file descriptor; the store, spool and workers need some more

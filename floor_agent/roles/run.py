@@ -17,6 +17,7 @@ from floor_agent import service
 from floor_agent.access.config import DoorConfig
 from floor_agent.audit.agent import AuditAgent
 from floor_agent.cctv.config import CctvConfig
+from floor_agent.collector.config import CollectorConfig
 from floor_agent.roles.config import AgentConfig, WorkstationConfig
 
 log = logging.getLogger("floor_agent")
@@ -108,3 +109,13 @@ def run_agent(config: AgentConfig, source: str | os.PathLike[str]) -> int:
         return 1
     agent.stop()
     return 0
+
+
+def run_collector(config: CollectorConfig) -> int:
+    """The collector role: its server, with the security staff's dashboard installed on its
+    app (the collector does not import the dashboard; this is where the two meet)."""
+    from floor_agent.collector import server
+    from floor_agent.collector.web.app import extension as dashboard
+
+    section = config.collector
+    return server.run(config, [dashboard(section.dashboard, section.stale_checkpoint_seconds)])

@@ -1,15 +1,17 @@
-"""Mount the dashboard on the collector's FastAPI app: routes, static files, headers, errors."""
+"""Mount the dashboard on the collector's FastAPI app: routes, static files, errors."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from floor_agent.collector.edge import HSTS
+from floor_agent.collector.api import AppExtension
+from floor_agent.collector.config import DashboardSettings
+from floor_agent.collector.core import Collector
 from floor_agent.collector.web import (
     pages_admin,
     pages_alerts,
@@ -20,7 +22,6 @@ from floor_agent.collector.web import (
     pages_integrity,
     pages_overview,
     pages_workstations,
-    snapshots_api,
 )
 from floor_agent.collector.web.auth import (
     PASSWORD_PATH,
@@ -31,41 +32,28 @@ from floor_agent.collector.web.auth import (
     session_user,
 )
 from floor_agent.collector.web.context import DASHBOARD_DIR, Dashboard
+from floor_agent.collector.web.live import Broadcaster
 from floor_agent.collector.web.render import page
-
-CSP = ("default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; "
-       "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+from floor_agent.common.clock import utc_now
 
 
-# On every response, API and pages alike, unless the route set its own.
-SECURITY_HEADERS = ((b"content-security-policy", CSP.encode()), (b"x-frame-options", b"DENY"),
-                    (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                    (b"strict-transport-security", HSTS.encode()))
+def extension(settings: DashboardSettings, stale_seconds: int = 180,
+              clock: Callable[[], datetime] = utc_now) -> AppExtension:
+    """The dashboard as an extension of the collector's app (api.create_app): its live feeds
+    listen to what the collector stores, its pages read the collector's store.
 
+    stale_seconds: a heartbeat older than this is shown stale (the collector's
+    stale_checkpoint_seconds). clock: the dashboard's time (session lifetimes, lockouts,
+    heartbeat ages)."""
 
-class SecurityHeaders:
-    """Pure ASGI middleware adding SECURITY_HEADERS (not starlette's BaseHTTPMiddleware, which
-    runs every request through an extra task and stream: measurable CPU on the one event loop
-    the collector has, under a flood of requests most of all)."""
+    def install_on(app: FastAPI, collector: Collector) -> None:
+        broadcaster = Broadcaster()
+        collector.listeners.append(broadcaster.publish)
+        collector.alert_listeners.append(broadcaster.publish_alerts)
+        install(app, Dashboard(collector.store, settings, app.state.self_audit, broadcaster,
+                               stale_seconds, clock))
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
-                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+    return install_on
 
 
 def install(app: FastAPI, dashboard: Dashboard) -> None:
@@ -74,9 +62,6 @@ def install(app: FastAPI, dashboard: Dashboard) -> None:
     for module in (pages_auth, pages_overview, pages_events, pages_alerts, pages_workstations,
                    pages_doors, pages_cameras, pages_integrity, pages_admin):
         app.include_router(module.router, include_in_schema=False)
-    app.include_router(snapshots_api.router)
-
-    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:

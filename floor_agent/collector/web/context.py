@@ -6,12 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
 from floor_agent.collector.config import DashboardSettings
+from floor_agent.collector.self_audit import OwnAudit
 from floor_agent.collector.web import overview
 from floor_agent.collector.web.live import Broadcaster
 from floor_agent.collector.web.login_limits import AddressThrottle, HashAdmission, LoginLimits
@@ -19,12 +19,6 @@ from floor_agent.collector.web.timefmt import short_time
 from floor_agent.store.interface import Store
 
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
-
-
-class OwnAudit(Protocol):
-    """The collector's own audit trail (AuditAgent or Spool): emit returns once durable."""
-
-    def emit(self, kind: str, subject: str, severity: str = "info", **data: Any) -> Any: ...
 
 
 def make_templates() -> Jinja2Templates:

@@ -108,15 +108,6 @@ def heartbeat_cell(agent: dict[str, Any], now: datetime, stale_seconds: int) -> 
     return Cell("ok", f"{seconds} s ago")
 
 
-def chain_state(open_kinds: set[str], verification: dict[str, Any] | None) -> str:
-    """broken | stale | intact: broken by an open chain-break alert or by the last
-    re-verification of the stored chain (`collector verify`, the integrity page) failing; an
-    alert acknowledged does not make a failed verification pass, only a new one that passes."""
-    if open_kinds & set(CHAIN_BREAKS) or (verification is not None and not verification["ok"]):
-        return "broken"
-    return "stale" if "stale_checkpoint" in open_kinds else "intact"
-
-
 def chain_cell(agent: dict[str, Any], open_kinds: set[str],
                verification: dict[str, Any] | None = None) -> Cell:
     breaks = sorted(open_kinds & set(CHAIN_BREAKS))

@@ -12,8 +12,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from floor_agent.collector.alerts import acknowledge
 from floor_agent.collector.web import filters
-from floor_agent.collector.web.acknowledge import acknowledge
 from floor_agent.collector.web.auth import User, check_csrf, require
 from floor_agent.collector.web.context import dashboard_of
 from floor_agent.collector.web.csv_export import csv_response

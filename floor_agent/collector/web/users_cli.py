@@ -8,8 +8,6 @@ running collector), like any other change made on the collector host.
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from floor_agent.collector.web.users import ROLES
@@ -21,33 +19,8 @@ DEFAULT_CONFIG = Path("/etc/floor-agent/collector.yaml")
 CLI_ACTOR = "cli"
 
 
-def run_audited(args: argparse.Namespace,
-         action: Callable[[argparse.Namespace, object, object, str], int]) -> int:
-    """Open the store and the collector's own trail, run action(args, store, own, now); a
-    refused change (ValueError) is an error message and exit status 2."""
-    from floor_agent.collector import self_audit
-    from floor_agent.collector.config import CollectorConfig
-    from floor_agent.config import load_role
-    from floor_agent.protocol.event import utc_timestamp
-    from floor_agent.store import open_store
-
-    config = load_role(args.config, CollectorConfig)
-    store = open_store(config.collector.resolved_database_url())
-    try:
-        self_audit.ensure_registered(store, config)
-        own = self_audit.open_writer(config)
-        try:
-            return action(args, store, own, utc_timestamp())
-        except ValueError as exc:  # user_admin.UserError, a refused API key change
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        finally:
-            own.close()
-    finally:
-        store.close()
-
-
 def cmd_create(args: argparse.Namespace) -> int:
+    from floor_agent.collector import self_audit
     from floor_agent.collector.web import user_admin
 
     def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
@@ -58,10 +31,11 @@ def cmd_create(args: argparse.Namespace) -> int:
         print(secret)
         return 0
 
-    return run_audited(args, action)
+    return self_audit.run_audited(args, action)
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
+    from floor_agent.collector import self_audit
     from floor_agent.collector.web import user_admin
 
     def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
@@ -70,10 +44,11 @@ def cmd_reset(args: argparse.Namespace) -> int:
         print(secret)
         return 0
 
-    return run_audited(args, action)
+    return self_audit.run_audited(args, action)
 
 
 def cmd_disable(args: argparse.Namespace) -> int:
+    from floor_agent.collector import self_audit
     from floor_agent.collector.web import user_admin
 
     def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
@@ -82,10 +57,11 @@ def cmd_disable(args: argparse.Namespace) -> int:
         print(f"disabled {args.username}; their sessions ended")
         return 0
 
-    return run_audited(args, action)
+    return self_audit.run_audited(args, action)
 
 
 def cmd_enable(args: argparse.Namespace) -> int:
+    from floor_agent.collector import self_audit
     from floor_agent.collector.web import user_admin
 
     def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
@@ -94,10 +70,12 @@ def cmd_enable(args: argparse.Namespace) -> int:
         print(f"enabled {args.username}")
         return 0
 
-    return run_audited(args, action)
+    return self_audit.run_audited(args, action)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from floor_agent.collector import self_audit
+
     def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
         users = store.list_users()  # type: ignore[attr-defined]
         print(f"{'username':<24} {'role':<8} {'state':<10} created")
@@ -109,7 +87,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{user['username']:<24} {user['role']:<8} {state:<10} {user['created_at']}")
         return 0
 
-    return run_audited(args, action)
+    return self_audit.run_audited(args, action)
 
 
 def add_parsers(collector_subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]

@@ -1,7 +1,7 @@
 """`POST /api/v1/snapshots/{camera}`: a cctv agent's latest frame of a camera, as a small JPEG.
 
 The collector keeps no footage; the dashboard shows each camera's latest picture. Requests are
-signed by the agent's enrolled key (request_auth.py, the X-Floor-Agent header, as the door
+signed by the agent's enrolled key (protocol/request_signing.py, the X-Floor-Agent header, as the door
 controllers' sync), only `cctv` agents may upload, the body is image/jpeg of at most 512 KiB
 and must decode as a JPEG. Only the latest per (agent, camera) is kept.
 """
@@ -17,7 +17,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from floor_agent.collector.api_credentials import read_body
-from floor_agent.collector.web.context import dashboard_of
 from floor_agent.protocol.event import utc_timestamp
 
 router = APIRouter(tags=["cameras"])
@@ -101,6 +100,6 @@ def _store_snapshot(request: Request, camera: str, body: bytes) -> JSONResponse:
     if problem:
         raise HTTPException(422, problem)
     now = utc_timestamp()
-    dashboard_of(request).store.put_snapshot(agent.agent_id, camera, body, width, height, now)
+    request.app.state.store.put_snapshot(agent.agent_id, camera, body, width, height, now)
     return JSONResponse({"agent_id": agent.agent_id, "camera": camera, "width": width,
                          "height": height, "received_at": now}, 201)
