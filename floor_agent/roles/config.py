@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal, cast
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field
 
 from floor_agent.access.config import DoorConfig
 from floor_agent.cctv.config import CctvConfig
 from floor_agent.collector.config import CollectorConfig
+from floor_agent.common.urls import redact_url
 from floor_agent.config.audit import AgentRoleConfig, AuditClientConfig
 from floor_agent.config.base import ROLES, LogLevel
 from floor_agent.config.loader import load_role_file
@@ -50,17 +50,6 @@ def load_config(path: str | Path, expected_role: str | None = None) -> RoleConfi
     return cast(RoleConfig, load_role_file(path, ROLE_MODELS, expected_role))
 
 
-def _redact_url(url: str) -> str:
-    """Keep database passwords out of terminal scrollback and support tickets."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def check_file(path: str | Path) -> str:
     """One-paragraph summary for `floor-agent config check FILE`; raises ConfigError."""
     config = load_config(path)
@@ -70,7 +59,7 @@ def check_file(path: str | Path) -> str:
         return (
             f"{head} Listening on {c.listen_host}:{c.listen_port} with a TLS certificate for "
             f"{', '.join(c.server_names)}; state in {c.state_dir}; database "
-            f"{_redact_url(c.resolved_database_url())}; batches up to {c.max_batch_events} "
+            f"{redact_url(c.resolved_database_url())}; batches up to {c.max_batch_events} "
             f"events and {c.max_request_bytes} bytes per request; an agent is stale after "
             f"{c.stale_checkpoint_seconds} s without a checkpoint; tokens live "
             f"{c.token_ttl_seconds} s."
