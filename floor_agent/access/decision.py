@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import date, datetime, tzinfo
+from typing import Literal
 
 from floor_agent.access import state as access_state
 from floor_agent.access.config import AccessPolicyConfig, DoorSection
@@ -51,6 +52,7 @@ from floor_agent.access.model import (
     Card,
     CardRead,
     Credentials,
+    DecisionReason,
     FingerResult,
     FingerSearch,
     Outcome,
@@ -83,7 +85,7 @@ def _local(now: datetime, tz: tzinfo) -> datetime:
 
 
 def schedule_verdict(levels: list[AccessLevel], holidays: frozenset[date],
-                     local: datetime) -> str | None:
+                     local: datetime) -> Literal["holiday", "outside_schedule"] | None:
     """None when a level allows `local`; else "holiday" or "outside_schedule"."""
     holiday = local.date() in holidays
     closed_by_holiday = False
@@ -105,7 +107,7 @@ def _passback(person_id: str, read: CardRead, door: DoorSection, policy: AccessP
     return state.zone_of.get(person_id) == access_state.zone_after(door, read.direction)
 
 
-def _deny(read: CardRead, reason: str, person_id: str | None = None, detail: str = "",
+def _deny(read: CardRead, reason: DecisionReason, person_id: str | None = None, detail: str = "",
           alarms: tuple[str, ...] = ()) -> Outcome:
     return Outcome(False, reason, read.door_id, read.direction, read.uid, person_id, alarms,
                    detail)
@@ -272,7 +274,7 @@ def evaluate(creds: Credentials, read: CardRead, finger: FingerResult | None,
     if isinstance(verdict, Outcome):
         return _with_lockout_alarm(verdict, policy, state, now)
     alarms: tuple[str, ...] = ()
-    reason = "granted"
+    reason: DecisionReason = "granted"
     if verdict.finger in person.duress_fingers:
         reason, alarms = "granted_duress", ("duress",)
     if policy.antipassback == "soft" and _passback(person.person_id, read, door, policy, state):

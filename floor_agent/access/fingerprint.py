@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import serial
 
@@ -61,7 +61,7 @@ class FingerprintError(Exception):
 class Capture:
     """One capture into a char buffer. `status`: ok | timeout | poor_image."""
 
-    status: str
+    status: Literal["ok", "timeout", "poor_image"]
     attempts: int  # images taken
     detail: str = ""
 

@@ -12,10 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
+from typing import Literal, get_args
+
+# The vocabularies are Literal types: on the wire and in the store they are these strings,
+# and mypy holds every producer to them; the tuples beside them are the same list at run time.
 
 # Weekdays as datetime.weekday(): Monday 0 .. Sunday 6.
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-DIRECTIONS = ("in", "out")
+Direction = Literal["in", "out"]
+DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,10 @@ class Credentials:
 
 # --- requests -----------------------------------------------------------------------------------
 
+# What a card showed of its diversified key (CardRead.proof).
+CardProof = Literal["ok", "failed", "none", "error"]
+
+
 @dataclass(frozen=True, slots=True)
 class CardRead:
     """A card presented at a reader. `proof`: "ok" the card proved its diversified key,
@@ -90,11 +99,14 @@ class CardRead:
 
     door_id: str
     reader_id: str
-    direction: str  # in | out
+    direction: Direction
     uid: str
     at: datetime  # aware, UTC
-    proof: str = "none"
+    proof: CardProof = "none"
     detail: str = ""  # what the driver saw, for the audit trail (never key material)
+
+
+SearchStatus = Literal["found", "not_found", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +116,15 @@ class FingerSearch:
     `status`: found (person_id's template_id matched) | not_found | failed (the search broke
     or timed out: nothing is known about the finger)."""
 
-    status: str
+    status: SearchStatus
     person_id: str | None = None
     template_id: str | None = None
     score: int = 0
     detail: str = ""
+
+
+FingerStatus = Literal["match", "no_match", "timeout", "poor_image", "sensor_error"]
+FINGER_STATUSES: tuple[FingerStatus, ...] = get_args(FingerStatus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +132,7 @@ class FingerResult:
     """The fingerprint step after a card: which template of the card holder matched, if any.
     `status`: match | no_match | timeout (no finger) | poor_image | sensor_error."""
 
-    status: str
+    status: FingerStatus
     at: datetime
     person_id: str | None = None  # whose template matched
     template_id: str | None = None
@@ -144,8 +160,8 @@ class AccessState:
 
 # --- outcome -----------------------------------------------------------------------------------
 
-# Why a decision came out as it did; every outcome carries exactly one.
-REASONS = (
+# Why a decision came out as it did (decision.py); every outcome carries exactly one.
+DecisionReason = Literal[
     "granted", "granted_duress",
     "unknown_card", "card_inactive", "card_not_yet_valid", "card_expired", "card_not_keyed",
     "clone_suspected", "card_error",
@@ -153,15 +169,18 @@ REASONS = (
     "no_template", "finger_mismatch", "finger_other_person", "finger_timeout",
     "finger_poor_image", "finger_too_late", "sensor_unavailable",
     "antipassback", "locked_out",
-)
+]
+REASONS: tuple[DecisionReason, ...] = get_args(DecisionReason)
+# An outcome's reason: a decision's, or the freshness gate's before any decision is made.
+Reason = DecisionReason | Literal["credentials_stale"]
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     granted: bool
-    reason: str  # one of REASONS
+    reason: Reason
     door_id: str
-    direction: str
+    direction: Direction
     uid: str
     person_id: str | None = None
     alarms: tuple[str, ...] = ()  # e.g. "duress", "clone_suspected", "lockout"

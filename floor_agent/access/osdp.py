@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import osdp
 
-from floor_agent.access.model import CardRead
+from floor_agent.access.model import CardRead, Direction
 from floor_agent.common.clock import utc_now
 from floor_agent.common.keyfiles import read_hex_key_file
 
@@ -75,7 +75,7 @@ class OsdpReader:
     door_id: str
     reader_id: str
     address: int
-    direction: str = "in"
+    direction: Direction = "in"
     scbk: bytes = field(default=b"", repr=False)
     install_mode: bool = False
 

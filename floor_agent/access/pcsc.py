@@ -29,7 +29,7 @@ from smartcard import scard
 from floor_agent.access import cardproof
 from floor_agent.access.cardproof import ProofError, ProofFailed
 from floor_agent.access.config import DoorReader
-from floor_agent.access.model import CardRead
+from floor_agent.access.model import CardProof, CardRead, Direction
 from floor_agent.common.clock import utc_now
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class CardRemoved:
 
     door_id: str
     reader_id: str
-    direction: str
+    direction: Direction
     at: datetime
 
 
@@ -64,7 +64,7 @@ def match_reader(wanted: str, readers: list[str]) -> str:
 class PcscCardReader:
     """One PC/SC reader bound to one door reader; `start()` runs it, `stop()` ends it."""
 
-    def __init__(self, reader: str, *, door_id: str, reader_id: str, direction: str = "in",
+    def __init__(self, reader: str, *, door_id: str, reader_id: str, direction: Direction = "in",
                  on_card: Callable[[CardRead], None],
                  on_removed: Callable[[CardRemoved], None] | None = None,
                  card_master_key: bytes | None = None, answer_timeout: float = 0.5,
@@ -211,7 +211,7 @@ class PcscCardReader:
 
     # --- one card --------------------------------------------------------------------------
 
-    def _card_read(self, uid: bytes, proof: str, detail: str) -> CardRead:
+    def _card_read(self, uid: bytes, proof: CardProof, detail: str) -> CardRead:
         return CardRead(door_id=self.door_id, reader_id=self.reader_id,
                         direction=self.direction, uid=uid.hex().upper(), at=self.now(),
                         proof=proof, detail=detail)

@@ -26,14 +26,14 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from floor_agent.access.config import AccessPolicyConfig, DoorSection
-from floor_agent.access.model import AccessState, Lockout, Outcome
+from floor_agent.access.model import AccessState, Direction, Lockout, Outcome, Reason
 
-COUNTED_FAILURES = frozenset({
+COUNTED_FAILURES: frozenset[Reason] = frozenset({
     "finger_mismatch", "finger_other_person", "finger_too_late", "clone_suspected",
 })
 
 
-def zone_after(door: DoorSection, direction: str) -> str:
+def zone_after(door: DoorSection, direction: Direction) -> str:
     """Where a passage through this door leads: "in" to its inside zone, "out" to its outside."""
     return door.zone_inside if direction == "in" else door.zone_outside
 
@@ -52,7 +52,7 @@ def recent_failures(lockout: Lockout | None, policy: AccessPolicyConfig,
     return tuple(t for t in lockout.failures if oldest < t <= now)
 
 
-def trips_lockout(state: AccessState, uid: str, reason: str, policy: AccessPolicyConfig,
+def trips_lockout(state: AccessState, uid: str, reason: Reason, policy: AccessPolicyConfig,
                   now: datetime) -> bool:
     """Would an outcome with this reason, now, lock the card (so it carries alarm "lockout")?"""
     if reason not in COUNTED_FAILURES or is_locked(state, uid, now):

@@ -8,18 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, event_hash
 from floor_agent.protocol.event import AuditEvent
 
+# What a verification can find wrong: the chain walk's own kinds (verify below), then those of
+# the store's verification around it (collector/verify.py: rows below seq 1 or past the signed
+# head, a rolled-back history, a key the collector's anchor did not endorse).
+ProblemKind = Literal[
+    "altered", "gap", "reordered", "duplicate", "foreign", "checkpoint", "bad_signature",
+    "inserted", "unsigned", "rollback", "unendorsed", "endorsement",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
     """One finding of a verification: what kind, at which seq, in words."""
 
-    kind: str  # altered | gap | reordered | duplicate | foreign | checkpoint | bad_signature
+    kind: ProblemKind
     seq: int | None
     detail: str
 
@@ -71,6 +80,7 @@ def verify(
                                            f"event of agent {event.agent_id!r} in {agent_id!r}"))
         if event.seq != expected_seq:
             assert expected_seq is not None
+            kind: ProblemKind
             if event.seq < expected_seq:
                 kind = "duplicate" if event.seq == expected_seq - 1 else "reordered"
             else:

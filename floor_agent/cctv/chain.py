@@ -13,15 +13,18 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final, Literal
 
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
 
-DELETED = "deleted"
-ALTERED = "altered"
-INSERTED = "inserted"
-BROKEN_LINK = "broken_link"
-MISSING_RECORD = "missing_record"
-DUPLICATE_SEQ = "duplicate_seq"
+ProblemKind = Literal["deleted", "altered", "inserted", "broken_link", "missing_record",
+                      "duplicate_seq"]
+DELETED: Final = "deleted"
+ALTERED: Final = "altered"
+INSERTED: Final = "inserted"
+BROKEN_LINK: Final = "broken_link"
+MISSING_RECORD: Final = "missing_record"
+DUPLICATE_SEQ: Final = "duplicate_seq"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +34,7 @@ class ChainProblem:
     camera_id: str
     seq: int  # 0 for a file that no record names
     path: str
-    kind: str  # deleted | altered | inserted | broken_link | missing_record | duplicate_seq
+    kind: ProblemKind
     detail: str
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -28,7 +29,9 @@ from floor_agent.cctv.config import TamperConfig
 from floor_agent.cctv.model import SmallFrame
 from floor_agent.cctv.motion import checked_grey
 
-KINDS = ("covered", "defocused", "turned", "frozen")
+# The alarms, as the cctv.tamper events name them.
+TamperKind = Literal["covered", "defocused", "turned", "frozen"]
+KINDS: tuple[TamperKind, ...] = get_args(TamperKind)
 REFERENCE_SECONDS = 2.0  # healthy frames the reference scene is built from
 REFRESH_SECONDS = 120.0  # time constant of the reference's slow refresh while healthy
 THUMB_WIDTH = 64  # the reference thumbnail's width (height follows the aspect ratio)
@@ -49,8 +52,8 @@ FROZEN_LOCAL_MAX = 8.0
 class TamperEvent:
     """An alarm starting or ending (recovery), with the measured values that decided it."""
 
-    kind: str  # covered | defocused | turned | frozen
-    phase: str  # start | end
+    kind: TamperKind
+    phase: Literal["start", "end"]
     t: float  # stream time of the deciding frame
     detail: Mapping[str, float] = field(default_factory=dict)
 
@@ -83,7 +86,7 @@ class TamperState:
     building_since: float | None = None
     building_sum: np.ndarray | None = field(default=None, repr=False)
     building_sharpness: tuple[float, ...] = ()
-    holds: Mapping[str, Hold] = field(
+    holds: Mapping[TamperKind, Hold] = field(
         default_factory=lambda: MappingProxyType({kind: Hold() for kind in KINDS}))
     last_digest: np.ndarray | None = field(default=None, repr=False)
     frozen_since: float | None = None  # the first frame of the current identical run
@@ -91,7 +94,7 @@ class TamperState:
     frozen_jumps: int = 0  # key-frame-sized jumps the run survived
 
     @property
-    def active(self) -> frozenset[str]:
+    def active(self) -> frozenset[TamperKind]:
         """The kinds alarmed now."""
         return frozenset(kind for kind, hold in self.holds.items() if hold.active)
 
@@ -216,8 +219,9 @@ def step(state: TamperState, frame: SmallFrame,
     if frozen_since is not None:
         detail["frozen_seconds"] = round(t - frozen_since, 3)
 
-    present = {"covered": covered, "defocused": defocused, "turned": turned, "frozen": frozen}
-    holds: dict[str, Hold] = {}
+    present: dict[TamperKind, bool | None] = {
+        "covered": covered, "defocused": defocused, "turned": turned, "frozen": frozen}
+    holds: dict[TamperKind, Hold] = {}
     events: list[TamperEvent] = []
     for kind in KINDS:
         before = state.holds[kind]

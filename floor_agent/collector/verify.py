@@ -42,7 +42,7 @@ from floor_agent.store.records import AgentRecord
 
 PAGE = 10_000
 UNCHECKED = "unchecked"  # no anchor key was given: the endorsement was not looked at
-KEY_PROBLEMS = ("unendorsed", "endorsement")
+KEY_PROBLEMS: tuple[chain.ProblemKind, ...] = ("unendorsed", "endorsement")
 
 
 @dataclass

@@ -12,7 +12,7 @@ import fnmatch
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal
 
 from floor_agent.netlock import ruleset as nft_meaning
 from floor_agent.netlock.allowlist import Allowlist
@@ -30,8 +30,15 @@ from floor_agent.netlock.facts import (
     join_endpoint,
 )
 
-PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
-CRITICAL, WARNING = "critical", "warning"
+# A check's outcome, and what its failing (or being unknown) means: these strings are what the
+# netlock events carry, so they are Literal types (checked by mypy), not a runtime enum.
+Status = Literal["pass", "fail", "unknown"]
+Severity = Literal["critical", "warning"]
+PASS: Final = "pass"
+FAIL: Final = "fail"
+UNKNOWN: Final = "unknown"
+CRITICAL: Final = "critical"
+WARNING: Final = "warning"
 
 CHECK_IDS = (
     "routes.default", "routes.allowlist", "firewall.input", "firewall.forward",
@@ -63,8 +70,8 @@ TABLE_NAMES = {254: "main", 255: "local", 253: "default"}
 @dataclass(frozen=True, slots=True)
 class Verdict:
     id: str
-    verdict: str  # pass | fail | unknown
-    severity: str  # critical | warning: what a fail (or unknown) of this check means
+    verdict: Status
+    severity: Severity  # what a fail (or unknown) of this check means
     summary: str
     evidence: tuple[str, ...] = ()
     # A stable identity per evidence line, for lines that carry changing detail (a probe's
@@ -84,7 +91,7 @@ class Verdict:
         return self.verdict == PASS
 
 
-def _unknown(check_id: str, severity: str, *facts: Fact[Any]) -> Verdict | None:
+def _unknown(check_id: str, severity: Severity, *facts: Fact[Any]) -> Verdict | None:
     """Unknown when any fact the check needs is missing, with the collectors' reasons."""
     errors = tuple(f.error or "no value" for f in facts if not f.ok)
     if not errors:
@@ -93,7 +100,7 @@ def _unknown(check_id: str, severity: str, *facts: Fact[Any]) -> Verdict | None:
                    errors)
 
 
-def _verdict(check_id: str, severity: str, bad: Sequence[str], good: str, bad_summary: str,
+def _verdict(check_id: str, severity: Severity, bad: Sequence[str], good: str, bad_summary: str,
              context: Iterable[str] = (), keys: Sequence[str] = ()) -> Verdict:
     if bad:
         return Verdict(check_id, FAIL, severity, bad_summary, tuple(bad), tuple(keys))

@@ -39,7 +39,7 @@ from typing import Any
 from floor_agent.netlock import checks as checks_module
 from floor_agent.netlock import facts as facts_module
 from floor_agent.netlock.allowlist import Allowlist
-from floor_agent.netlock.checks import Verdict
+from floor_agent.netlock.checks import Status, Verdict
 from floor_agent.netlock.config import NetlockConfig
 from floor_agent.service import guarded_thread
 
@@ -90,7 +90,8 @@ def verdict_data(verdict: Verdict) -> dict[str, Any]:
             "summary": verdict.summary, "evidence": list(verdict.evidence)}
 
 
-def _ids(verdicts: Mapping[str, Verdict], verdict: str, critical: bool | None = None) -> set[str]:
+def _ids(verdicts: Mapping[str, Verdict], verdict: Status,
+         critical: bool | None = None) -> set[str]:
     return {i for i, v in verdicts.items() if v.verdict == verdict
             and (critical is None or (v.severity == "critical") == critical)}
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from floor_agent.access.model import Reason
 from floor_agent.collector.backup import never_reported
 from floor_agent.collector.ingest import CHAIN_BREAKS
 from floor_agent.collector.verify import AgentVerification, verify_all
@@ -52,11 +53,14 @@ RETENTION = ("retention.receipt", "retention.residue", "retention.refused",
 BACKUP = ("collector.backup",)
 ALL = "*"
 
-BOTH_FACTORS = ("granted", "granted_duress")  # decision.evaluate: card (with proof), then finger
-FINGER_REASONS = ("no_template", "finger_mismatch", "finger_other_person", "finger_timeout",
-                  "finger_poor_image", "finger_too_late", "sensor_unavailable")
-CARD_REASONS = ("unknown_card", "card_inactive", "card_not_yet_valid", "card_expired",
-                "card_not_keyed", "clone_suspected", "card_error")
+# door outcome reasons (access/model.py): a misspelt one would silently count nothing
+BOTH_FACTORS: tuple[Reason, ...] = ("granted", "granted_duress")  # card (with proof), finger
+FINGER_REASONS: tuple[Reason, ...] = (
+    "no_template", "finger_mismatch", "finger_other_person", "finger_timeout",
+    "finger_poor_image", "finger_too_late", "sensor_unavailable")
+CARD_REASONS: tuple[Reason, ...] = (
+    "unknown_card", "card_inactive", "card_not_yet_valid", "card_expired",
+    "card_not_keyed", "clone_suspected", "card_error")
 SEVERITY_ORDER = ("critical", "error", "warning", "notice", "info", "debug")
 
 
