@@ -78,7 +78,7 @@ from dashboard_data import SimAgent, save_state  # noqa: E402
 
 from floor_agent.audit.keys import public_key_b64  # noqa: E402
 from floor_agent.collector import self_audit  # noqa: E402
-from floor_agent.collector.web import passwords, user_admin  # noqa: E402
+from floor_agent.dashboard import passwords, user_admin  # noqa: E402
 from floor_agent.protocol.event import utc_timestamp  # noqa: E402
 from floor_agent.store.interface import Store  # noqa: E402
 

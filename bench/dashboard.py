@@ -64,7 +64,7 @@ from playwright.sync_api import Browser, BrowserContext, Page  # noqa: E402
 
 from floor_agent.audit.forwarder import pinned_client  # noqa: E402
 from floor_agent.collector import self_audit  # noqa: E402
-from floor_agent.collector.web import passwords, user_admin  # noqa: E402
+from floor_agent.dashboard import passwords, user_admin  # noqa: E402
 from floor_agent.protocol.event import utc_timestamp  # noqa: E402
 from floor_agent.store import open_store  # noqa: E402
 from floor_agent.store.interface import EventQuery  # noqa: E402

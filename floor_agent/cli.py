@@ -482,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collector_verify)
     from floor_agent.collector.apikeys_cli import add_parsers as add_apikey_parsers
     from floor_agent.collector.backup_cli import add_parsers as add_backup_parsers
-    from floor_agent.collector.web.users_cli import add_parsers as add_user_parsers
+    from floor_agent.dashboard.users_cli import add_parsers as add_user_parsers
 
     add_user_parsers(col_sub)  # `collector user create|list|disable|enable|reset`
     add_apikey_parsers(col_sub)  # `collector apikey create|list|revoke`

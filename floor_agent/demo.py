@@ -44,8 +44,8 @@ from floor_agent.cctv.scenes import Covered, MovingObject, Scene, Script
 from floor_agent.cctv.sim import RtspServer, make_scene_file
 from floor_agent.collector import core, self_audit, server, tls
 from floor_agent.collector.config import CollectorConfig, CollectorSection
-from floor_agent.collector.web import user_admin
 from floor_agent.config.audit import AuditClientConfig
+from floor_agent.dashboard import user_admin
 from floor_agent.netlock.config import NetlockConfig
 from floor_agent.netlock.sim import NamespaceRelay, Topology
 from floor_agent.protocol.event import utc_timestamp

@@ -12,7 +12,7 @@ from collector_process import CollectorProcess
 from test_web_support import PASSWORD, csrf_of
 
 from floor_agent.collector import self_audit
-from floor_agent.collector.web import passwords
+from floor_agent.dashboard import passwords
 from floor_agent.protocol.event import utc_timestamp
 from floor_agent.store.interface import EventQuery
 

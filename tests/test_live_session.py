@@ -19,7 +19,7 @@ from collector_process import CollectorProcess
 from dashboard_clients import add_user, browser, csrf_of, login
 from test_web_support import WebApp
 
-from floor_agent.collector.web import auth, live, sessions
+from floor_agent.dashboard import auth, live, sessions
 from floor_agent.protocol.event import utc_timestamp
 
 STREAMS = ("/events/stream", "/alerts/stream", "/overview/stream")

@@ -1,4 +1,4 @@
-"""The per-process login limits (web/login_limits.py) and the hashing gate (passwords.GATE):
+"""The per-process login limits (dashboard/login_limits.py) and the hashing gate (passwords.GATE):
 windows per address, IPv6 counted per /64, a bounded table, refunds; a saturated gate answers
 'busy' (503, Retry-After) and counts nothing."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from test_web_support import WebApp
 
-from floor_agent.collector.web import login_limits, passwords, user_admin
-from floor_agent.collector.web.login_limits import AddressThrottle, Window, address_key, admit
+from floor_agent.dashboard import login_limits, passwords, user_admin
+from floor_agent.dashboard.login_limits import AddressThrottle, Window, address_key, admit
 from floor_agent.protocol.event import utc_timestamp
 
 
@@ -96,7 +96,7 @@ def test_password_hashing_runs_at_a_lower_cpu_priority() -> None:
     import os
     import threading
 
-    from floor_agent.collector.web import passwords
+    from floor_agent.dashboard import passwords
 
     assert not passwords.verify_password(None, "not the password")
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_web_support import PASSWORD, WebApp, csrf_of
 
-from floor_agent.collector.web import user_admin
+from floor_agent.dashboard import user_admin
 from floor_agent.protocol.event import utc_timestamp
 
 

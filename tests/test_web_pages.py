@@ -25,7 +25,7 @@ from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixt
 from test_web_support import WebApp, csrf_of
 
 from floor_agent.collector import self_audit
-from floor_agent.collector.web import user_admin
+from floor_agent.dashboard import user_admin
 from floor_agent.protocol import request_signing
 from floor_agent.protocol.event import TS_RE as TS
 

@@ -21,8 +21,8 @@ from floor_agent.audit.spool import Spool
 from floor_agent.collector.api import create_app
 from floor_agent.collector.config import DashboardSettings
 from floor_agent.collector.core import Collector
-from floor_agent.collector.web import passwords
-from floor_agent.collector.web.app import extension
+from floor_agent.dashboard import passwords
+from floor_agent.dashboard.app import extension
 from floor_agent.protocol.event import utc_timestamp
 from floor_agent.store import open_store
 

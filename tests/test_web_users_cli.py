@@ -11,7 +11,7 @@ import yaml
 
 from floor_agent.collector import self_audit
 from floor_agent.collector.config import CollectorConfig, CollectorSection
-from floor_agent.collector.web import passwords, users_cli
+from floor_agent.dashboard import passwords, users_cli
 from floor_agent.store import open_store
 
 

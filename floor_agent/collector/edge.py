@@ -227,9 +227,10 @@ OFFENCE_STATUSES = frozenset({400, 401, 404, 405, 413, 422, 429, 431})
 
 @functools.lru_cache(maxsize=65_536)
 def offender(address: str) -> str:
-    """The unit a client is counted as (offences here, failed logins in web/login_limits.py):
-    its address, an IPv6 client by its /64 (one host picks new addresses inside its prefix at
-    will), an IPv4-mapped one as IPv4; anything else as given, cut to 64 characters."""
+    """The unit a client is counted as (offences here, failed logins in the dashboard's
+    login_limits.py): its address, an IPv6 client by its /64 (one host picks new addresses
+    inside its prefix at will), an IPv4-mapped one as IPv4; anything else as given, cut to 64
+    characters."""
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:

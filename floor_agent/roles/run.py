@@ -115,7 +115,7 @@ def run_collector(config: CollectorConfig) -> int:
     """The collector role: its server, with the security staff's dashboard installed on its
     app (the collector does not import the dashboard; this is where the two meet)."""
     from floor_agent.collector import server
-    from floor_agent.collector.web.app import extension as dashboard
+    from floor_agent.dashboard.app import extension as dashboard
 
     section = config.collector
     return server.run(config, [dashboard(section.dashboard, section.stale_checkpoint_seconds)])

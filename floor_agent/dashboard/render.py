@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-from floor_agent.collector.web.auth import User
-from floor_agent.collector.web.context import dashboard_of
+from floor_agent.dashboard.auth import User
+from floor_agent.dashboard.context import dashboard_of
 
 NO_STORE = {"Cache-Control": "no-store"}
 

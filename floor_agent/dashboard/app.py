@@ -12,7 +12,8 @@ from fastapi.staticfiles import StaticFiles
 from floor_agent.collector.api import AppExtension
 from floor_agent.collector.config import DashboardSettings
 from floor_agent.collector.core import Collector
-from floor_agent.collector.web import (
+from floor_agent.common.clock import utc_now
+from floor_agent.dashboard import (
     pages_admin,
     pages_alerts,
     pages_auth,
@@ -23,7 +24,7 @@ from floor_agent.collector.web import (
     pages_overview,
     pages_workstations,
 )
-from floor_agent.collector.web.auth import (
+from floor_agent.dashboard.auth import (
     PASSWORD_PATH,
     Forbidden,
     LoginRequired,
@@ -31,10 +32,9 @@ from floor_agent.collector.web.auth import (
     login_url,
     session_user,
 )
-from floor_agent.collector.web.context import DASHBOARD_DIR, Dashboard
-from floor_agent.collector.web.live import Broadcaster
-from floor_agent.collector.web.render import page
-from floor_agent.common.clock import utc_now
+from floor_agent.dashboard.context import DASHBOARD_DIR, Dashboard
+from floor_agent.dashboard.live import Broadcaster
+from floor_agent.dashboard.render import page
 
 
 def extension(settings: DashboardSettings, stale_seconds: int = 180,

@@ -8,14 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from floor_agent.collector.web import overview
-from floor_agent.collector.web.auth import User, require
-from floor_agent.collector.web.context import dashboard_of
-from floor_agent.collector.web.csv_export import csv_response
-from floor_agent.collector.web.pages_events import export_allowed
-from floor_agent.collector.web.paths import AgentId
-from floor_agent.collector.web.render import csv_link, page
-from floor_agent.collector.web.tables import Cell, Table, time_cell
+from floor_agent.dashboard import overview
+from floor_agent.dashboard.auth import User, require
+from floor_agent.dashboard.context import dashboard_of
+from floor_agent.dashboard.csv_export import csv_response
+from floor_agent.dashboard.pages_events import export_allowed
+from floor_agent.dashboard.paths import AgentId
+from floor_agent.dashboard.render import csv_link, page
+from floor_agent.dashboard.tables import Cell, Table, time_cell
 from floor_agent.store.interface import EventQuery
 
 router = APIRouter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from floor_agent.collector.web.users import ROLES
+from floor_agent.dashboard.users import ROLES
 
 # The store, the argon2 hasher and FastAPI load only when a user command runs: this module is
 # imported whenever `floor-agent` builds its parser, by every agent's start too.
@@ -21,7 +21,7 @@ CLI_ACTOR = "cli"
 
 def cmd_create(args: argparse.Namespace) -> int:
     from floor_agent.collector import self_audit
-    from floor_agent.collector.web import user_admin
+    from floor_agent.dashboard import user_admin
 
     def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
         secret = user_admin.create(store, own, args.username, args.role,  # type: ignore[arg-type]
@@ -36,7 +36,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 def cmd_reset(args: argparse.Namespace) -> int:
     from floor_agent.collector import self_audit
-    from floor_agent.collector.web import user_admin
+    from floor_agent.dashboard import user_admin
 
     def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
         secret = user_admin.reset(store, own, args.username, CLI_ACTOR, now)  # type: ignore[arg-type]
@@ -49,7 +49,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 def cmd_disable(args: argparse.Namespace) -> int:
     from floor_agent.collector import self_audit
-    from floor_agent.collector.web import user_admin
+    from floor_agent.dashboard import user_admin
 
     def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
         user_admin.set_disabled(store, own, args.username, True, CLI_ACTOR,  # type: ignore[arg-type]
@@ -62,7 +62,7 @@ def cmd_disable(args: argparse.Namespace) -> int:
 
 def cmd_enable(args: argparse.Namespace) -> int:
     from floor_agent.collector import self_audit
-    from floor_agent.collector.web import user_admin
+    from floor_agent.dashboard import user_admin
 
     def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
         user_admin.set_disabled(store, own, args.username, False, CLI_ACTOR,  # type: ignore[arg-type]

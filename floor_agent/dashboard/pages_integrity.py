@@ -10,12 +10,12 @@ from fastapi.responses import Response
 
 from floor_agent.collector.ingest import CHAIN_BREAKS
 from floor_agent.collector.verify import verify_agent
-from floor_agent.collector.web.auth import User, check_csrf, require
-from floor_agent.collector.web.context import Dashboard, dashboard_of
-from floor_agent.collector.web.csv_export import csv_response
-from floor_agent.collector.web.pages_events import export_allowed
-from floor_agent.collector.web.render import csv_link, page
-from floor_agent.collector.web.tables import Cell, Table
+from floor_agent.dashboard.auth import User, check_csrf, require
+from floor_agent.dashboard.context import Dashboard, dashboard_of
+from floor_agent.dashboard.csv_export import csv_response
+from floor_agent.dashboard.pages_events import export_allowed
+from floor_agent.dashboard.render import csv_link, page
+from floor_agent.dashboard.tables import Cell, Table
 from floor_agent.protocol.event import parse_timestamp, utc_timestamp
 
 router = APIRouter()

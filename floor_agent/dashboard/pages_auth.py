@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
-from floor_agent.collector.web import login_limits, passwords, sessions, users
-from floor_agent.collector.web.auth import PASSWORD_PATH, Forbidden, User, check_csrf, require
-from floor_agent.collector.web.context import Dashboard, dashboard_of
-from floor_agent.collector.web.render import page
+from floor_agent.dashboard import login_limits, passwords, sessions, users
+from floor_agent.dashboard.auth import PASSWORD_PATH, Forbidden, User, check_csrf, require
+from floor_agent.dashboard.context import Dashboard, dashboard_of
+from floor_agent.dashboard.render import page
 from floor_agent.protocol.event import utc_timestamp
 
 router = APIRouter()

@@ -7,14 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
 
-from floor_agent.collector.web import event_check, filters
-from floor_agent.collector.web.auth import Forbidden, User, require, stream_guard
-from floor_agent.collector.web.context import dashboard_of
-from floor_agent.collector.web.csv_export import csv_response
-from floor_agent.collector.web.live import LiveFilter, sse
-from floor_agent.collector.web.paths import AgentId, Seq
-from floor_agent.collector.web.render import csv_link, page
-from floor_agent.collector.web.tables import Cell, Table, short, time_cell
+from floor_agent.dashboard import event_check, filters
+from floor_agent.dashboard.auth import Forbidden, User, require, stream_guard
+from floor_agent.dashboard.context import dashboard_of
+from floor_agent.dashboard.csv_export import csv_response
+from floor_agent.dashboard.live import LiveFilter, sse
+from floor_agent.dashboard.paths import AgentId, Seq
+from floor_agent.dashboard.render import csv_link, page
+from floor_agent.dashboard.tables import Cell, Table, short, time_cell
 from floor_agent.store.interface import EventQuery
 
 router = APIRouter()

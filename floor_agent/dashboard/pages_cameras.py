@@ -9,16 +9,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from floor_agent.collector import self_audit
-from floor_agent.collector.web import overview
-from floor_agent.collector.web.auth import User, require
-from floor_agent.collector.web.camera_gaps import recording_gaps
-from floor_agent.collector.web.context import dashboard_of
-from floor_agent.collector.web.csv_export import csv_response
-from floor_agent.collector.web.pages_events import export_allowed
-from floor_agent.collector.web.paths import AgentId, CameraId
-from floor_agent.collector.web.render import csv_link, page
-from floor_agent.collector.web.tables import Cell, Table, short, time_cell
-from floor_agent.collector.web.timefmt import short_time
+from floor_agent.dashboard import overview
+from floor_agent.dashboard.auth import User, require
+from floor_agent.dashboard.camera_gaps import recording_gaps
+from floor_agent.dashboard.context import dashboard_of
+from floor_agent.dashboard.csv_export import csv_response
+from floor_agent.dashboard.pages_events import export_allowed
+from floor_agent.dashboard.paths import AgentId, CameraId
+from floor_agent.dashboard.render import csv_link, page
+from floor_agent.dashboard.tables import Cell, Table, short, time_cell
+from floor_agent.dashboard.timefmt import short_time
 from floor_agent.store.interface import EventQuery
 
 router = APIRouter()

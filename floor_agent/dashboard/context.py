@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from fastapi import Request
@@ -12,13 +12,14 @@ from fastapi.templating import Jinja2Templates
 
 from floor_agent.collector.config import DashboardSettings
 from floor_agent.collector.self_audit import OwnAudit
-from floor_agent.collector.web import overview
-from floor_agent.collector.web.live import Broadcaster
-from floor_agent.collector.web.login_limits import AddressThrottle, HashAdmission, LoginLimits
-from floor_agent.collector.web.timefmt import short_time
+from floor_agent.common.clock import utc_now
+from floor_agent.dashboard import overview
+from floor_agent.dashboard.live import Broadcaster
+from floor_agent.dashboard.login_limits import AddressThrottle, HashAdmission, LoginLimits
+from floor_agent.dashboard.timefmt import short_time
 from floor_agent.store.interface import Store
 
-DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
+DASHBOARD_DIR = Path(__file__).resolve().parent  # templates/ and static/ beside the modules
 
 
 def make_templates() -> Jinja2Templates:
@@ -27,10 +28,6 @@ def make_templates() -> Jinja2Templates:
     templates.env.filters["short_time"] = short_time
     templates.env.globals.update(worst=overview.worst, problems=overview.problems)
     return templates
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -7,8 +7,8 @@ password or hash). A new or reset user gets a one-time password they must change
 from __future__ import annotations
 
 from floor_agent.collector.self_audit import OwnAudit
-from floor_agent.collector.web import passwords
-from floor_agent.collector.web.users import role_problem, username_problem
+from floor_agent.dashboard import passwords
+from floor_agent.dashboard.users import role_problem, username_problem
 from floor_agent.store.interface import Store
 
 

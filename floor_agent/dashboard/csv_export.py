@@ -8,7 +8,7 @@ import re
 
 from fastapi.responses import Response
 
-from floor_agent.collector.web.tables import Table
+from floor_agent.dashboard.tables import Table
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

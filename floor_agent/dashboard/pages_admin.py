@@ -7,15 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
-from floor_agent.collector.web import user_admin
-from floor_agent.collector.web.auth import User, check_csrf, require
-from floor_agent.collector.web.context import dashboard_of
-from floor_agent.collector.web.csv_export import csv_response
-from floor_agent.collector.web.pages_events import export_allowed
-from floor_agent.collector.web.paths import Username
-from floor_agent.collector.web.render import csv_link, page
-from floor_agent.collector.web.tables import Table
-from floor_agent.collector.web.users import ROLES
+from floor_agent.dashboard import user_admin
+from floor_agent.dashboard.auth import User, check_csrf, require
+from floor_agent.dashboard.context import dashboard_of
+from floor_agent.dashboard.csv_export import csv_response
+from floor_agent.dashboard.pages_events import export_allowed
+from floor_agent.dashboard.paths import Username
+from floor_agent.dashboard.render import csv_link, page
+from floor_agent.dashboard.tables import Table
+from floor_agent.dashboard.users import ROLES
 from floor_agent.protocol.event import utc_timestamp
 
 router = APIRouter()

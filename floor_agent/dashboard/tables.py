@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from floor_agent.collector.web.timefmt import short_time
+from floor_agent.dashboard.timefmt import short_time
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ from urllib.parse import quote
 
 from fastapi import Request
 
-from floor_agent.collector.web import sessions
-from floor_agent.collector.web.context import Dashboard, dashboard_of
-from floor_agent.collector.web.users import may
+from floor_agent.dashboard import sessions
+from floor_agent.dashboard.context import Dashboard, dashboard_of
+from floor_agent.dashboard.users import may
 from floor_agent.protocol.event import utc_timestamp
 
 PASSWORD_PATH = "/account/password"

@@ -1,7 +1,7 @@
 """The overview (`/`): the screen on the wall, its redrawable part and its live stream.
 
 An open overview does not reload itself: its script listens to `/overview/stream` (a `changed`
-note only when a state topic or an alert moved, web/live.py) and refetches `/overview/state`,
+note only when a state topic or an alert moved, live.py) and refetches `/overview/state`,
 the tables alone, at most once every few seconds (dashboard.js).
 """
 
@@ -12,11 +12,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
-from floor_agent.collector.web import overview
-from floor_agent.collector.web.auth import User, require, stream_guard
-from floor_agent.collector.web.context import dashboard_of
-from floor_agent.collector.web.live import LiveFilter, sse
-from floor_agent.collector.web.render import page
+from floor_agent.dashboard import overview
+from floor_agent.dashboard.auth import User, require, stream_guard
+from floor_agent.dashboard.context import dashboard_of
+from floor_agent.dashboard.live import LiveFilter, sse
+from floor_agent.dashboard.render import page
 
 router = APIRouter()
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import anyio
 
 from floor_agent.collector.edge import offender
-from floor_agent.collector.web import passwords
+from floor_agent.dashboard import passwords
 
 MAX_ADDRESSES = 10_000  # tracked windows; past that, new addresses share one window
 OVERFLOW = "*overflow*"
