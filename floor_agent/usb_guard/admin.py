@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from floor_agent.usb_guard.device import UsbDevice
-from floor_agent.usb_guard.rule import AttributeSet, Rule, format_rule
+from floor_agent.usb_guard.rule import AttributeSet, Rule, RuleTarget, format_rule
 from floor_agent.usb_guard.rule_parser import parse_rules_file
 
 
-def rule_for(device: UsbDevice, target: str = "allow") -> Rule:
+def rule_for(device: UsbDevice, target: RuleTarget = "allow") -> Rule:
     """The rule USBGuard's generate-policy would write for this device."""
     attributes: list[tuple[str, AttributeSet]] = [
         ("id", AttributeSet((device.id,))),

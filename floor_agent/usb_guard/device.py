@@ -240,7 +240,7 @@ def _device_from_udev(device: pyudev.Device, depth: int, with_interfaces: bool,
     descriptors = _read_sysfs(device.sys_path, "descriptors", DESCRIPTORS_MAX + 1)
     # The sysfs interface nodes are only the fallback when the descriptors list none, and
     # listing them is a libudev scan: skip it on the hot path of every plug.
-    listed = bool(descriptors) and bool(parse_descriptors(descriptors[:DESCRIPTORS_MAX]).interfaces)
+    listed = bool(descriptors and parse_descriptors(descriptors[:DESCRIPTORS_MAX]).interfaces)
     interfaces = [
         _udev_attributes(child, _INTERFACE_ATTRIBUTES)
         for child in (device.children if with_interfaces and not listed else ())

@@ -14,19 +14,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from floor_agent.usb_guard.device import UsbDevice
 from floor_agent.usb_guard.rule import Rule, format_rule
 from floor_agent.usb_guard.rule_set import ConditionContext, DeviceAttributes, RuleIndex, evaluate
 
 IMPLICIT = "implicit"
+# A device decision: a rule's verdict, or partial (device on, some interfaces off).
+Target = Literal["allow", "block", "reject", "partial"]
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What to do with one device, and why, in words an auditor can check against the rules."""
 
-    target: str  # allow | block | reject | partial (device on, some interfaces off)
+    target: Target
     rule: str  # the text of the rule that decided, or "implicit"
     allowed_interfaces: tuple[str, ...] = ()
     blocked_interfaces: tuple[str, ...] = ()

@@ -9,6 +9,7 @@ without drift. rule_set.py matches rules against devices. All three are pure (no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 __all__ = [
     "ATTRIBUTE_NAMES",
@@ -23,7 +24,8 @@ __all__ = [
 ]
 
 # "match" and "device" are accepted because USBGuard's grammar accepts them; they never decide.
-TARGETS = ("allow", "block", "reject", "match", "device")
+RuleTarget = Literal["allow", "block", "reject", "match", "device"]
+TARGETS: tuple[RuleTarget, ...] = get_args(RuleTarget)
 SET_OPERATORS = ("all-of", "one-of", "none-of", "equals-ordered", "equals", "match-all")
 # Canonical print order, which is USBGuard's (conditions come before with-connect-type).
 ATTRIBUTE_NAMES = (
@@ -66,7 +68,7 @@ class Condition:
 class AttributeSet:
     """An attribute's values with its set operator (USBGuard's default is `equals`)."""
 
-    values: tuple = ()
+    values: tuple[Any, ...] = ()  # strings; Conditions in the `condition` attribute's set
     operator: str = "equals"
 
 
@@ -74,7 +76,7 @@ class AttributeSet:
 class Rule:
     """A parsed rule; frozen so it can key the caller's applied/evaluated bookkeeping."""
 
-    target: str
+    target: RuleTarget
     attributes: tuple[tuple[str, AttributeSet], ...] = ()
 
     def get(self, name: str) -> AttributeSet | None:
@@ -119,7 +121,7 @@ def _format_value(name: str, value: object) -> str:
 
 def format_rule(rule: Rule) -> str:
     """The canonical text, identical to what `usbguard-rule-parser` prints for the rule."""
-    parts = [rule.target]
+    parts: list[str] = [rule.target]
     by_name = dict(rule.attributes)
     for name in ATTRIBUTE_NAMES:
         attr = by_name.get(name)

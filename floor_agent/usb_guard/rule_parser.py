@@ -71,9 +71,10 @@ def _localtime_range(param: str) -> tuple[int, int] | None:
         return None
     end = begin
     if end_s:
-        end = _daytime(end_s)
-        if end is None:
+        parsed_end = _daytime(end_s)
+        if parsed_end is None:
             return None
+        end = parsed_end
     if begin > end:
         return None
     return begin, end
@@ -132,7 +133,7 @@ class _LineParser:
                 + (f" {where}" if where else f", found {self.describe()}")
             )
         self.pos = len(target)
-        attrs: dict[str, tuple[str, list]] = {}
+        attrs: dict[str, tuple[str, list[str | Condition]]] = {}
         first = True
         while self.pos < len(s):
             if self.peek() == "#":
@@ -172,7 +173,7 @@ class _LineParser:
         )
         return Rule(target, ordered)
 
-    def attribute(self, attrs: dict[str, tuple[str, list]]) -> None:
+    def attribute(self, attrs: dict[str, tuple[str, list[str | Condition]]]) -> None:
         start = self.pos
         for kw in _KEYWORDS:
             if self.s.startswith(kw, start):
@@ -220,7 +221,7 @@ class _LineParser:
 
     # -- values -------------------------------------------------------------------------------
 
-    def value(self, kw: str) -> object:
+    def value(self, kw: str) -> str | Condition:
         if kw in STRING_ATTRIBUTES:
             return self.string_value()
         if kw == "id":

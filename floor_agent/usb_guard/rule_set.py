@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import time as dtime
+from typing import Literal
 
 from floor_agent.usb_guard.glibc import stod, strptime
 from floor_agent.usb_guard.rule import AttributeSet, Condition, Rule
@@ -23,6 +24,9 @@ __all__ = [
     "index_rules",
     "matches",
 ]
+
+# The targets that decide (a `match` or `device` rule never does).
+Verdict = Literal["allow", "block", "reject"]
 
 
 @dataclass(frozen=True)
@@ -258,12 +262,13 @@ def index_rules(rules: Iterable[Rule]) -> RuleIndex:
 def evaluate(
     rules: Iterable[Rule] | RuleIndex, device: DeviceAttributes,
     ctx: ConditionContext | None = None,
-) -> tuple[str, Rule | None]:
+) -> tuple[Verdict, Rule | None]:
     """First matching allow/block/reject rule decides; none matching means implicit block."""
     ctx = ctx or ConditionContext()
     if isinstance(rules, RuleIndex):
         rules = rules.candidates(device)
     for rule in rules:
-        if rule.target in ("allow", "block", "reject") and matches(rule, device, ctx):
-            return rule.target, rule
+        target = rule.target
+        if target in ("allow", "block", "reject") and matches(rule, device, ctx):
+            return target, rule
     return "block", None

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from floor_agent.usb_guard.sim_bus import HUB, UsbSpec, bus_text, device_text
 
@@ -63,7 +64,7 @@ class SimulatedUsbBus:
         if not self.control_path.exists():
             os.mkfifo(self.control_path)
         self.proc: subprocess.Popen[bytes] | None = None
-        self._control = None
+        self._control: TextIO | None = None
 
     def start(self, command: Sequence[str], **popen: object) -> subprocess.Popen[bytes]:
         self.proc = subprocess.Popen(

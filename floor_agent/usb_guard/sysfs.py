@@ -34,7 +34,7 @@ class SysfsError(Exception):
     """A sysfs read or write failed; says which operation, which file and the errno."""
 
     def __init__(self, operation: str, path: str | os.PathLike[str], err: int | None,
-                 detail: str) -> None:
+                 detail: str | None) -> None:
         self.operation = operation
         self.path = os.fspath(path)
         self.errno = err
