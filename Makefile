@@ -7,8 +7,10 @@ bootstrap:
 demo: bootstrap
 	.venv/bin/floor-agent demo
 
+# ruff for style and likely bugs; mypy for types (strict on the pure cores, see pyproject.toml).
 lint: bootstrap
 	.venv/bin/ruff check floor_agent tests bench
+	.venv/bin/mypy -p floor_agent
 
 test: bootstrap lint
 	.venv/bin/pytest -q

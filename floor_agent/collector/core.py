@@ -27,7 +27,7 @@ from floor_agent.collector import api_keys, ingest
 from floor_agent.protocol.batch import BatchError
 from floor_agent.protocol.event import AGENT_ID_RE, utc_timestamp
 from floor_agent.store.interface import Store
-from floor_agent.store.records import MAX_NOISE_SOURCES, AlertDraft
+from floor_agent.store.records import MAX_NOISE_SOURCES, AlertDraft, EventRow
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class Collector:
         self._pool_guard = threading.Lock()
         # Called after each committed batch with (agent_id, stored rows, received_at): the
         # dashboard's live feed. A listener must be quick and must not raise into ingest.
-        self.listeners: list[Callable[[str, list[tuple[Any, ...]], str], None]] = []
+        self.listeners: list[Callable[[str, list[EventRow], str], None]] = []
         # Called with (alerts, now) once alerts are stored, wherever they are raised (a batch,
         # a refused batch, an enrollment, a stale checkpoint): the dashboard's live alerts.
         self.alert_listeners: list[Callable[[list[AlertDraft], str], None]] = []
