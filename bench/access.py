@@ -73,20 +73,17 @@ from floor_agent.access import state as access_state
 from floor_agent.access.cache import CredentialsCache
 from floor_agent.access.config import AccessPolicyConfig, DoorReader, DoorSection
 from floor_agent.access.decision import check_card, evaluate
-from floor_agent.access.model import (
+from floor_agent.access.model import AccessState, CardRead, FingerResult, Outcome
+from floor_agent.access.sim import ALWAYS, WAIT, DoorFloor, Finger, Holder
+from floor_agent.collector import core
+from floor_agent.protocol.credentials import (
     AccessLevel,
-    AccessState,
     Card,
-    CardRead,
     Credentials,
-    FingerResult,
-    Outcome,
     Person,
     Template,
     TimeWindow,
 )
-from floor_agent.access.sim import ALWAYS, WAIT, DoorFloor, Finger, Holder
-from floor_agent.collector import core
 from floor_agent.store import open_store
 
 if TYPE_CHECKING:  # bench/collector_ingest.py, imported where it runs
@@ -299,8 +296,8 @@ def revoke_to_door(revokes: int, work: Path, rng: random.Random) -> None:
     from floor_agent.access.sync import CredentialSync, SignedClient
     from floor_agent.audit.agent import enroll
     from floor_agent.audit.forwarder import pinned_client
-    from floor_agent.collector import credentials as wire
     from floor_agent.config.audit import AuditClientConfig
+    from floor_agent.protocol import credentials as wire
 
     collector, api_key, token = started_collector(work)
     site = SiteKey(os.urandom(32))

@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 
 from floor_agent.access.cache import CacheError, CredentialsCache
-from floor_agent.access.model import (
+from floor_agent.access.model import AccessState, Lockout
+from floor_agent.protocol.credentials import (
     AccessLevel,
-    AccessState,
     Card,
     Credentials,
-    Lockout,
     Person,
     Template,
     TimeWindow,

@@ -17,15 +17,17 @@ from floor_agent.access.config import AccessPolicyConfig, DoorReader, DoorSectio
 from floor_agent.access.decision import check_card, evaluate, window_allows
 from floor_agent.access.model import (
     REASONS,
-    AccessLevel,
     AccessState,
-    Card,
     CardRead,
-    Credentials,
     FingerResult,
     FingerSearch,
     Lockout,
     Outcome,
+)
+from floor_agent.protocol.credentials import (
+    AccessLevel,
+    Card,
+    Credentials,
     Person,
     Template,
     TimeWindow,

@@ -38,17 +38,17 @@ from floor_agent.access.freshness import (
     SyncMark,
     age_now,
 )
-from floor_agent.access.model import (
+from floor_agent.access.model import CardRead
+from floor_agent.access.sitekey import SiteKey
+from floor_agent.access.zfm_sim import SimulatedModule, char_file
+from floor_agent.protocol.credentials import (
     AccessLevel,
     Card,
-    CardRead,
     Credentials,
     Person,
     Template,
     TimeWindow,
 )
-from floor_agent.access.sitekey import SiteKey
-from floor_agent.access.zfm_sim import SimulatedModule, char_file
 
 SITE = SiteKey(bytes(range(32)))
 MAX_AGE = 3600.0

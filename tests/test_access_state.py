@@ -9,20 +9,16 @@ import pytest
 
 from floor_agent.access.config import AccessPolicyConfig, DoorReader, DoorSection
 from floor_agent.access.decision import evaluate
-from floor_agent.access.model import (
+from floor_agent.access.model import AccessState, CardRead, FingerResult, Lockout, Outcome
+from floor_agent.access.state import COUNTED_FAILURES, after, is_locked, prune
+from floor_agent.protocol.credentials import (
     AccessLevel,
-    AccessState,
     Card,
-    CardRead,
     Credentials,
-    FingerResult,
-    Lockout,
-    Outcome,
     Person,
     Template,
     TimeWindow,
 )
-from floor_agent.access.state import COUNTED_FAILURES, after, is_locked, prune
 
 TZ = ZoneInfo("Europe/Berlin")
 LAB = DoorSection(door_id="lab", name="Clean room", zone_inside="cleanroom",

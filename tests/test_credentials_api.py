@@ -26,13 +26,13 @@ from floor_agent import cli
 from floor_agent.access import templates
 from floor_agent.access.cache import CredentialsCache
 from floor_agent.access.config import DoorConfig
-from floor_agent.access.model import Template
 from floor_agent.access.sitekey import SiteKey
 from floor_agent.access.sync import CredentialSync, SignedClient
 from floor_agent.audit.agent import enroll
 from floor_agent.audit.forwarder import pinned_client
-from floor_agent.collector import credentials as wire
 from floor_agent.config.audit import AuditClientConfig
+from floor_agent.protocol import credentials as wire
+from floor_agent.protocol.credentials import Template
 from floor_agent.protocol.request_signing import HEADER, sign_header
 
 SITE = SiteKey(bytes(range(32)))

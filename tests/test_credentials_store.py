@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 
-from floor_agent.access.model import AccessLevel, Card, Person, Template, TimeWindow
-from floor_agent.collector import credentials as wire
+from floor_agent.protocol import credentials as wire
+from floor_agent.protocol.credentials import AccessLevel, Card, Person, Template, TimeWindow
 from floor_agent.store import open_store
 from floor_agent.store.interface import RecordConflict, Store, UnknownRecord
 

@@ -228,7 +228,7 @@ def test_doors_access_log_filters(web: WebApp) -> None:
 def test_people_page_for_admins(web: WebApp) -> None:
     from datetime import time as clock
 
-    from floor_agent.access.model import AccessLevel, Person, TimeWindow
+    from floor_agent.protocol.credentials import AccessLevel, Person, TimeWindow
 
     window = TimeWindow(frozenset(range(5)), clock(8), clock(18))
     web.store.put_level(AccessLevel("day", frozenset({"main"}), (window,)), "admin",

@@ -1,6 +1,6 @@
 """`floor-agent door people|cards|levels|holidays ...`: credential administration on the collector.
 
-Each command checks its input with the same rules the collector applies (credentials.py), so a
+Each command checks its input with the collector's own rules (protocol/credentials.py), so a
 typo is refused here with the field named, then sends one request over the pinned HTTPS client
 with an API key (`--api-key-file FILE`, else the FLOOR_AGENT_API_KEY environment variable).
 The collector URL and CA come from the door config's audit section. Exit codes: 0 done, 1 the
@@ -69,7 +69,7 @@ class RefusedError(AdminError):
 
 
 def _run(action: Any) -> int:
-    from floor_agent.collector.credentials import CredentialError
+    from floor_agent.protocol.credentials import CredentialError
 
     try:
         print(action())
@@ -83,7 +83,7 @@ def _run(action: Any) -> int:
 
 
 def cmd_people_add(args: argparse.Namespace) -> int:
-    from floor_agent.collector import credentials as wire
+    from floor_agent.protocol import credentials as wire
 
     def action() -> str:
         person = wire.person_from_json({
@@ -117,7 +117,7 @@ def cmd_people_list(args: argparse.Namespace) -> int:
 
 
 def cmd_people_revoke(args: argparse.Namespace) -> int:
-    from floor_agent.collector import credentials as wire
+    from floor_agent.protocol import credentials as wire
 
     def action() -> str:
         person_id = wire.check_id(args.person_id, "person")
@@ -130,7 +130,7 @@ def cmd_people_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_cards_add(args: argparse.Namespace) -> int:
-    from floor_agent.collector import credentials as wire
+    from floor_agent.protocol import credentials as wire
 
     def action() -> str:
         card = wire.card_from_json({
@@ -145,7 +145,7 @@ def cmd_cards_add(args: argparse.Namespace) -> int:
 
 
 def cmd_levels_add(args: argparse.Namespace) -> int:
-    from floor_agent.collector import credentials as wire
+    from floor_agent.protocol import credentials as wire
 
     def action() -> str:
         windows = [wire.parse_window(w, f"--window {w!r}") for w in args.window]
@@ -159,7 +159,7 @@ def cmd_levels_add(args: argparse.Namespace) -> int:
 
 
 def cmd_holidays_add(args: argparse.Namespace) -> int:
-    from floor_agent.collector import credentials as wire
+    from floor_agent.protocol import credentials as wire
 
     def action() -> str:
         day, name = wire.holiday_from_json({"date": args.date, "name": args.name or ""})

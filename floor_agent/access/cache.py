@@ -27,17 +27,16 @@ from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
 from floor_agent.access.freshness import SyncMark
-from floor_agent.access.model import (
+from floor_agent.access.model import AccessState, Lockout
+from floor_agent.private_db import open_private_db
+from floor_agent.protocol.credentials import (
     AccessLevel,
-    AccessState,
     Card,
     Credentials,
-    Lockout,
     Person,
     Template,
     TimeWindow,
 )
-from floor_agent.private_db import open_private_db
 
 SCHEMA_VERSION = 1
 _UID_RE = re.compile(r"[0-9A-F]{2,64}")

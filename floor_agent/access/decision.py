@@ -47,15 +47,17 @@ from floor_agent.access import state as access_state
 from floor_agent.access.config import AccessPolicyConfig, DoorSection
 from floor_agent.access.model import (
     DIRECTIONS,
-    AccessLevel,
     AccessState,
-    Card,
     CardRead,
-    Credentials,
     DecisionReason,
     FingerResult,
     FingerSearch,
     Outcome,
+)
+from floor_agent.protocol.credentials import (
+    AccessLevel,
+    Card,
+    Credentials,
     Person,
     Template,
     TimeWindow,

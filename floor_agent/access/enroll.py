@@ -24,9 +24,10 @@ from typing import Any
 from floor_agent.access import sitekey
 from floor_agent.access.config import DoorConfig, DoorSection
 from floor_agent.access.fingerprint import FingerprintError, FingerprintModule
-from floor_agent.access.model import CardRead, Template
+from floor_agent.access.model import CardRead
 from floor_agent.access.sync import SignedClient, SyncError
 from floor_agent.access.templates import seal
+from floor_agent.protocol.credentials import Template
 
 
 class EnrollError(RuntimeError):

@@ -1,8 +1,9 @@
 """The plain data of access control, shared by every part of `access/`.
 
-Credentials (people, cards, access levels, holidays, sealed fingerprint templates) come from
-the collector and live in the controller's cache; requests (a card read, a fingerprint result)
-come from the drivers; `decision.evaluate` turns them into an Outcome. No biometric data and no
+Credentials (people, cards, access levels, holidays, sealed fingerprint templates) are the
+records of protocol/credentials.py: they come from the collector and live in the controller's
+cache. Here are the door's own types: requests (a card read, a fingerprint result) come from
+the drivers; `decision.evaluate` turns them into an Outcome. No biometric data and no
 card key ever appears here in clear: templates are `sealed` (AES-GCM under the site key, see
 templates.py) and card keys are derived on the controller when needed, never stored.
 """
@@ -11,78 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import datetime
 from typing import Literal, get_args
 
 # The vocabularies are Literal types: on the wire and in the store they are these strings,
 # and mypy holds every producer to them; the tuples beside them are the same list at run time.
 
-# Weekdays as datetime.weekday(): Monday 0 .. Sunday 6.
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Direction = Literal["in", "out"]
 DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
-
-
-@dataclass(frozen=True, slots=True)
-class Person:
-    person_id: str
-    name: str
-    active: bool = True
-    access_levels: tuple[str, ...] = ()
-    # fingers (ISO/IEC 19794 finger positions 1-10) whose match means "under duress": the door
-    # opens and a silent alarm goes out
-    duress_fingers: frozenset[int] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class Card:
-    uid: str  # upper-case hex, as `FF CA 00 00 00` returns it (e.g. "04A224B2C35E80")
-    person_id: str
-    active: bool = True
-    valid_from: datetime | None = None  # aware datetimes (UTC)
-    valid_until: datetime | None = None
-    # the card carries a diversified key and must prove it (clone-resistant mode); a card
-    # without one opens no door where the site requires the proof
-    keyed: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class TimeWindow:
-    """Weekly window in the door's local time: days (0=Mon..6=Sun), start <= t < end."""
-
-    days: frozenset[int]
-    start: time
-    end: time
-
-
-@dataclass(frozen=True, slots=True)
-class AccessLevel:
-    level_id: str
-    doors: frozenset[str]
-    windows: tuple[TimeWindow, ...]
-    on_holidays: bool = False  # holidays close the level unless this says otherwise
-
-
-@dataclass(frozen=True, slots=True)
-class Template:
-    """One enrolled finger of one person, sealed under the site key (never in clear here)."""
-
-    template_id: str
-    person_id: str
-    finger: int  # 1-10
-    sealed: bytes = field(repr=False)  # templates.seal(): nonce + AES-GCM ciphertext + tag
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """A consistent snapshot of the controller's cache (what a decision is made from)."""
-
-    people: Mapping[str, Person]
-    cards: Mapping[str, Card]  # by uid
-    levels: Mapping[str, AccessLevel]
-    holidays: frozenset[date] = frozenset()
-    templates: Mapping[str, tuple[Template, ...]] = field(default_factory=dict)  # by person
-    version: int = 0  # the collector's credentials version this snapshot reflects
 
 
 # --- requests -----------------------------------------------------------------------------------

@@ -24,13 +24,13 @@ from floor_agent.access import sitekey
 from floor_agent.access.config import DoorConfig
 from floor_agent.access.door_io import SimulatedRelay
 from floor_agent.access.fingerprint import FingerprintModule
-from floor_agent.access.model import Template
 from floor_agent.access.sync import SignedClient
 from floor_agent.access.templates import seal
 from floor_agent.access.virtual_card import VirtualCard
 from floor_agent.audit.agent import enroll
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.config.audit import AuditClientConfig
+from floor_agent.protocol.credentials import Template
 
 if TYPE_CHECKING:
     from floor_agent.access.zfm_sim import SimulatedModule

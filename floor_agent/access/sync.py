@@ -2,7 +2,7 @@
 
 `CredentialSync` is one thread: it fetches GET /api/v1/credentials at start and then every
 `sync_interval_seconds` (asking ?since=<version it has>, so an unchanged snapshot costs a 304),
-checks the snapshot record by record (collector/credentials.py) and hands a model.Credentials
+checks the snapshot record by record (protocol/credentials.py) and hands the Credentials
 to `replace` (CredentialsCache.replace). When the collector is unreachable or answers badly the
 cache keeps the last snapshot and the doors keep deciding from it; the outage is logged once
 and recorded once (door.sync_failed), and its end too (door.sync_recovered). For how long
@@ -38,9 +38,9 @@ import httpx
 import orjson
 
 from floor_agent.access.config import DoorConfig
-from floor_agent.access.model import Credentials, Template
 from floor_agent.audit.signed_client import AgentClient
-from floor_agent.collector import credentials as wire
+from floor_agent.protocol import credentials as wire
+from floor_agent.protocol.credentials import Credentials, Template
 
 log = logging.getLogger(__name__)
 

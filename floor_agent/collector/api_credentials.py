@@ -45,7 +45,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
-from floor_agent.collector import credentials as wire
+from floor_agent.protocol import credentials as wire
 from floor_agent.protocol import request_signing
 from floor_agent.protocol.event import utc_timestamp
 from floor_agent.store.interface import RecordConflict, Store, UnknownRecord

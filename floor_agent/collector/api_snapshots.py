@@ -1,9 +1,9 @@
 """`POST /api/v1/snapshots/{camera}`: a cctv agent's latest frame of a camera, as a small JPEG.
 
 The collector keeps no footage; the dashboard shows each camera's latest picture. Requests are
-signed by the agent's enrolled key (protocol/request_signing.py, the X-Floor-Agent header, as the door
-controllers' sync), only `cctv` agents may upload, the body is image/jpeg of at most 512 KiB
-and must decode as a JPEG. Only the latest per (agent, camera) is kept.
+signed by the agent's enrolled key (protocol/request_signing.py, the X-Floor-Agent header,
+as the door controllers' sync), only `cctv` agents may upload, the body is image/jpeg of at
+most 512 KiB and must decode as a JPEG. Only the latest per (agent, camera) is kept.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from floor_agent.access.model import AccessLevel, Card, Credentials, Person, Template
 from floor_agent.protocol.checkpoint import Checkpoint
+from floor_agent.protocol.credentials import AccessLevel, Card, Credentials, Person, Template
 from floor_agent.store.records import AgentRecord, AlertDraft, EventRow
 
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
-from floor_agent.access.model import AccessLevel, Card, Credentials, Person, Template
-from floor_agent.collector import credentials as wire
 from floor_agent.collector.web.topics import FIXED_TOPICS, KEYED_TOPICS, topic_of
+from floor_agent.protocol import credentials as wire
 from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint
+from floor_agent.protocol.credentials import AccessLevel, Card, Credentials, Person, Template
 from floor_agent.store.interface import (
     EventPage,
     EventQuery,
@@ -58,7 +58,7 @@ class CredentialSql:
     holidays, templates, the version in credentials_meta and the credential_log.
 
     Nested values (a person's levels, a level's windows) are stored as the API's JSON, so the
-    collector keeps exactly what credentials.py validated and sends it back unchanged.
+    collector keeps exactly what protocol/credentials.py validated and sends it back unchanged.
     """
 
     # How a consistent read starts; PostgreSQL asks for a repeatable-read snapshot.

@@ -1,8 +1,10 @@
-"""Credential records on the wire: validation, normalisation, and JSON <-> model.Credentials.
+"""Credential records and their wire form: validation, normalisation, JSON <-> Credentials.
 
-The collector's API checks what admins and controllers send with these functions, and the door
-controller checks the snapshot it fetches with the same ones: one definition of each record,
-and every refusal is a CredentialError naming the field (``cards[3].uid: ...``).
+The records (people, cards, access levels, sealed templates) are what the collector stores and
+serves and what the door controller caches and decides from. The collector's API checks what
+admins and controllers send with these functions, and the door controller checks the snapshot
+it fetches with the same ones: one definition of each record, and every refusal is a
+CredentialError naming the field (``cards[3].uid: ...``).
 
 JSON shapes (the API and the snapshot use exactly these):
 
@@ -34,18 +36,75 @@ import base64
 import binascii
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from floor_agent.access.model import (
-    WEEKDAYS,
-    AccessLevel,
-    Card,
-    Credentials,
-    Person,
-    Template,
-    TimeWindow,
-)
+# Weekdays as datetime.weekday(): Monday 0 .. Sunday 6.
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    person_id: str
+    name: str
+    active: bool = True
+    access_levels: tuple[str, ...] = ()
+    # fingers (ISO/IEC 19794 finger positions 1-10) whose match means "under duress": the door
+    # opens and a silent alarm goes out
+    duress_fingers: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    uid: str  # upper-case hex, as `FF CA 00 00 00` returns it (e.g. "04A224B2C35E80")
+    person_id: str
+    active: bool = True
+    valid_from: datetime | None = None  # aware datetimes (UTC)
+    valid_until: datetime | None = None
+    # the card carries a diversified key and must prove it (clone-resistant mode); a card
+    # without one opens no door where the site requires the proof
+    keyed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """Weekly window in the door's local time: days (0=Mon..6=Sun), start <= t < end."""
+
+    days: frozenset[int]
+    start: time
+    end: time
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLevel:
+    level_id: str
+    doors: frozenset[str]
+    windows: tuple[TimeWindow, ...]
+    on_holidays: bool = False  # holidays close the level unless this says otherwise
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """One enrolled finger of one person, sealed under the site key (never in clear here)."""
+
+    template_id: str
+    person_id: str
+    finger: int  # 1-10
+    sealed: bytes = field(repr=False)  # templates.seal(): nonce + AES-GCM ciphertext + tag
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A consistent snapshot of the controller's cache (what a decision is made from)."""
+
+    people: Mapping[str, Person]
+    cards: Mapping[str, Card]  # by uid
+    levels: Mapping[str, AccessLevel]
+    holidays: frozenset[date] = frozenset()
+    templates: Mapping[str, tuple[Template, ...]] = field(default_factory=dict)  # by person
+    version: int = 0  # the collector's credentials version this snapshot reflects
+
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 UID_BYTES = (4, 7, 10)
