@@ -33,11 +33,11 @@ from floor_agent.access.model import AccessState, CardRead, FingerResult, Outcom
 from floor_agent.access.sitekey import SiteKey
 from floor_agent.access.templates import TemplateError, unseal
 from floor_agent.common.clock import utc_now
+from floor_agent.protocol.emit import Emit
 from floor_agent.service import guarded_thread
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[..., object]  # AuditAgent.emit(kind, subject, severity, **data)
 Clock = Callable[[], datetime]
 
 # alarm -> (event kind, severity): raised beside the door.granted / door.denied event

@@ -28,16 +28,16 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 from floor_agent.access.model import CardRead, Outcome
+from floor_agent.protocol.emit import Emit
 
 log = logging.getLogger(__name__)
 
 STALE_REASON: Final = "credentials_stale"  # the gate's reason code, beside decision.py's
 CHECKPOINT_SECONDS = 60.0
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
-Emit = Callable[..., Any]
 
 
 @dataclass(frozen=True, slots=True)

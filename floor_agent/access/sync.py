@@ -41,10 +41,10 @@ from floor_agent.access.config import DoorConfig
 from floor_agent.audit.signed_client import AgentClient
 from floor_agent.protocol import credentials as wire
 from floor_agent.protocol.credentials import Credentials, Template
+from floor_agent.protocol.emit import Emit
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[..., Any]  # AuditAgent.emit(kind, subject, severity, **data)
 
 
 class SyncError(RuntimeError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -27,8 +27,7 @@ import av
 from floor_agent.cctv.index import SegmentIndex, SegmentRecord
 from floor_agent.cctv.retention_sweep import footage_path
 from floor_agent.common.files import file_sha256
-
-Emit = Callable[..., object]  # AuditAgent.emit(kind, subject, severity, **data)
+from floor_agent.protocol.emit import Emit
 
 
 class ExportError(Exception):

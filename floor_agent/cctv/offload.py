@@ -35,9 +35,9 @@ from floor_agent.cctv.config import OffloadConfig
 from floor_agent.cctv.index import IndexError_, SegmentIndex, SegmentRecord
 from floor_agent.common.backoff import backoff_delay
 from floor_agent.common.files import file_sha256
+from floor_agent.protocol.emit import Emit
 from floor_agent.sftp import SftpConnectError, close_quietly, connect_pinned
 
-Emit = Callable[..., object]  # AuditAgent.emit(kind, subject, severity, **data)
 Progress = Callable[[SegmentRecord, int], object]  # (segment, bytes on the server so far)
 SUBJECT = "cctv offload"
 CHUNK = 256 * 1024

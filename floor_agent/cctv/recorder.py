@@ -43,10 +43,10 @@ from floor_agent.cctv.source import (
     StreamLost,
     StreamRecovered,
 )
+from floor_agent.protocol.emit import Emit
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[..., object]  # AuditAgent.emit(kind, subject, severity, **data)
 BAD_INPUT_REPEAT_SECONDS = 60.0  # the same bad-input reason is reported at most this often
 
 

@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 from floor_agent.cctv.config import CameraConfig
 from floor_agent.cctv.index import SegmentIndex, SegmentRecord
 from floor_agent.cctv.retention_plan import bytes_needed, plan, purge_plan
+from floor_agent.protocol.emit import Emit
 
-Emit = Callable[..., object]  # AuditAgent.emit(kind, subject, severity, **data)
 SUBJECT = "cctv storage"
 
 

@@ -18,9 +18,10 @@ from floor_agent.audit.agent import AuditAgent
 from floor_agent.cctv import chain, retention_sweep
 from floor_agent.cctv.config import CctvConfig, CctvSection
 from floor_agent.cctv.index import SegmentIndex
-from floor_agent.cctv.recorder import CameraRecorder, Emit
+from floor_agent.cctv.recorder import CameraRecorder
 from floor_agent.cctv.snapshot import SnapshotUploader
 from floor_agent.common.files import file_sha256
+from floor_agent.protocol.emit import Emit
 from floor_agent.service import guarded_thread
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from floor_agent.audit.agent import AuditAgent
 from floor_agent.netlock import firewall
 from floor_agent.netlock.allowlist import Allowlist, AllowlistError, build
 from floor_agent.netlock.config import NetlockConfig
-from floor_agent.netlock.watch import SUBJECT, Emit, NetlockWatcher
+from floor_agent.netlock.watch import SUBJECT, NetlockWatcher
+from floor_agent.protocol.emit import Emit
 from floor_agent.service import StartRefused
 
 log = logging.getLogger(__name__)

@@ -41,11 +41,11 @@ from floor_agent.netlock import facts as facts_module
 from floor_agent.netlock.allowlist import Allowlist
 from floor_agent.netlock.checks import Status, Verdict
 from floor_agent.netlock.config import NetlockConfig
+from floor_agent.protocol.emit import Emit
 from floor_agent.service import guarded_thread
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[..., object]  # AuditAgent.emit(kind, subject, severity, **data)
 SUBJECT = "netlock"
 
 # Which checks a partial collection decides (the rest keep their last verdict).

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from floor_agent.protocol.emit import Emit
 from floor_agent.retention.config import RetentionServer
 from floor_agent.retention.plan import (
     Deletion,
@@ -42,7 +43,6 @@ from floor_agent.retention.plan import (
 from floor_agent.retention.sftp_tree import ConnectionLost, NotRemovable, RootUnusable, SftpTree
 from floor_agent.sftp import SftpConnectError
 
-Emit = Callable[..., object]  # AuditAgent.emit(kind, subject, severity, **data)
 OnRemoved = Callable[[Deletion], object]
 MAX_LISTED = 200  # paths listed in one event; counts and hashes always cover everything
 

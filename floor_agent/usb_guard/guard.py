@@ -24,6 +24,7 @@ from typing import Any
 
 import pyudev
 
+from floor_agent.protocol.emit import Emit
 from floor_agent.usb_guard import sysfs
 from floor_agent.usb_guard.device import UsbDevice, device_from_udev
 from floor_agent.usb_guard.monitor import UdevMonitor, present_devices
@@ -33,7 +34,6 @@ from floor_agent.usb_guard.rule_set import ConditionContext, index_rules
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[..., object]  # AuditAgent.emit(kind, subject, severity, **data)
 
 # target -> (event kind, severity)
 EVENT_KINDS: Mapping[str, tuple[str, str]] = {

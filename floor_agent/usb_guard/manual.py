@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from floor_agent.protocol.emit import Emit
 from floor_agent.usb_guard import sysfs
 from floor_agent.usb_guard.device import (
     DESCRIPTORS_MAX,
@@ -27,7 +28,7 @@ from floor_agent.usb_guard.device import (
     device_from_attributes,
     root_hub_parent_hash,
 )
-from floor_agent.usb_guard.guard import INTERFACE_ATTRIBUTES, Emit, device_data, subject_of
+from floor_agent.usb_guard.guard import INTERFACE_ATTRIBUTES, device_data, subject_of
 
 DEVICE_NAME = re.compile(r"\d+-\d+(\.\d+)*")  # "1-2", "1-2.3": not interfaces ("1-2:1.0")
 ROOT_HUB_NAME = re.compile(r"usb\d+")
