@@ -86,20 +86,23 @@ class Prepared:
                                     self.problem)
 
 
+_new_row = tuple.__new__
+
+
 def _unpickle_prepared(agent_id: str, prev_hash: bytes, checkpoint: Checkpoint, seqs: list[int],
                        hashes: list[bytes], rows: list[tuple[Any, ...]],
                        problem: tuple[int, str, str, int | None] | None) -> Prepared:
-    make = tuple.__new__
     return Prepared(agent_id, prev_hash, checkpoint, seqs, hashes,
-                    [make(EventRow, row) for row in rows], problem)
+                    [_new_row(EventRow, row) for row in rows], problem)
 
 
 def event_params(wire: WireEvent, received_at: str) -> EventRow:
     """The stored row of one event, in the column order of floor_agent.store.sql.INSERT_EVENT."""
     e = wire.event
-    return EventRow(e.agent_id, e.seq, e.boot_id, e.ts, e.kind, e.severity,
-                    SEVERITY_RANK[e.severity], e.subject, orjson.dumps(e.data).decode(),
-                    wire.claimed_hash, received_at)
+    # tuple.__new__: half the cost of EventRow(...)'s keyword-capable __new__, once per event
+    return _new_row(EventRow, (e.agent_id, e.seq, e.boot_id, e.ts, e.kind, e.severity,
+                               SEVERITY_RANK[e.severity], e.subject,
+                               orjson.dumps(e.data).decode(), wire.claimed_hash, received_at))
 
 
 def prepare(body: bytes, max_events: int, received_at: str) -> Prepared:
