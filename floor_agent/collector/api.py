@@ -40,8 +40,9 @@ bearer = HTTPBearer(auto_error=False, description="API key from `floor-agent col
                                                   "create`")
 
 
-# Installs more routes or listeners on the collector's app (the dashboard: dashboard/app.py).
-# The composition root (`collector run`) passes them: the collector does not know its extensions.
+# Installs more routes or listeners on the collector's app (the dashboard:
+# floor_agent/dashboard/app.py). The composition root (roles/run.py) passes them: the collector
+# does not know its extensions.
 AppExtension = Callable[[FastAPI, Collector], None]
 
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: refuse it at the edge, not with a 500
