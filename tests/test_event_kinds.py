@@ -1,9 +1,12 @@
-"""Every event kind the code can emit is built at least once by a test through a real Spool.
+"""Every event kind the code can emit is declared, and built at least once by a test through a
+real Spool.
 
 The kinds are read from the source (a string constant that looks like `<capability>.<name>`),
 so a new `emit("door.something", ...)` joins the list by itself; topic names and file names
-that look alike are not kinds. The check needs the whole suite in one session: run alone, or
-with a selection, it skips and says why.
+that look alike are not kinds. Every one of them must be declared as a typed constant in
+floor_agent/protocol/kinds/ (the dashboard's state topics are derived from there). The
+coverage check needs the whole suite in one session: run alone, or with a selection, it skips
+and says why.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from pathlib import Path
 import pytest
 from audit_events import EMITTED, AuditRecorder, collected_modules, note_files_under
 
-from floor_agent.collector.web.topics import FIXED_TOPICS
 from floor_agent.protocol.event import EventError
+from floor_agent.protocol.kinds import KINDS
+from floor_agent.protocol.topics import FIXED_TOPICS
 
 ROOT = Path(__file__).resolve().parent.parent
 # the prefixes of event kinds: the agents' capabilities and the collector's own agent
@@ -27,11 +31,11 @@ KIND = re.compile(rf"^(?:{'|'.join(CAPABILITIES)})\.[a-z][a-z0-9_]*$")
 FILE_SUFFIXES = (".yaml", ".sock", ".db", ".log", ".key", ".pem", ".html", ".conf", ".pub")
 
 
-def emittable_kinds() -> set[str]:
-    """String constants in floor_agent/ shaped like an event kind, less topics and files."""
+def emittable_kinds(root: Path = ROOT / "floor_agent") -> set[str]:
+    """String constants under `root` shaped like an event kind, less topics and files."""
     topics = set(FIXED_TOPICS.values())
     kinds: set[str] = set()
-    for path in (ROOT / "floor_agent").rglob("*.py"):
+    for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) \
                     and KIND.match(node.value) and node.value not in topics \
@@ -45,6 +49,18 @@ def test_the_source_scan_finds_kinds_and_leaves_topics_and_files() -> None:
     assert {"door.sync_recovered", "cctv.offload_recovered", "net.breach", "usb.blocked",
             "agent.started", "dashboard.login"} <= kinds
     assert not {"door.sync", "net.state", "usb.lock", "door.yaml", "collector.yaml"} & kinds
+
+
+def test_every_kind_in_the_source_is_declared() -> None:
+    undeclared = sorted(emittable_kinds() - KINDS)
+    assert not undeclared, (
+        f"event kind(s) not declared in floor_agent/protocol/kinds/: {undeclared}")
+
+
+def test_an_undeclared_kind_is_found(tmp_path: Path) -> None:
+    (tmp_path / "capability.py").write_text(
+        'emit("door.granted", "door d")\nemit("door.not_declared", "door d")\n')
+    assert emittable_kinds(tmp_path) - KINDS == {"door.not_declared"}
 
 
 def test_the_recorder_refuses_what_the_chain_refuses(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from floor_agent.collector.web import topics
 from floor_agent.dashboard import camera_gaps, live, overview, timefmt
+from floor_agent.protocol import topics
 from floor_agent.protocol.event import utc_timestamp
 from floor_agent.store.records import EventRow
 from floor_agent.store.sql import latest_rows

@@ -4,7 +4,7 @@ gets what its page needs.
 Ingest threads call `Broadcaster.publish` after the batch's transaction committed (so a browser
 never sees an event the store does not hold), and `publish_alerts` once alerts are stored.
 Three channels: `events` (the /events feed: every matching event), `overview` (only a small
-`changed` note when a state topic (web/topics.py) or an alert moved: the overview refetches its
+`changed` note when a state topic (protocol/topics.py) or an alert moved: the overview refetches its
 fragment, throttled, instead of reloading on every event) and `alerts` (the /alerts page: one
 `alert` note per new or re-seen alert). Each subscriber has a bounded queue in the event loop:
 a slow browser loses its oldest-unsent messages (and is told how many) instead of slowing
@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 from fastapi.concurrency import run_in_threadpool
 
-from floor_agent.collector.web.topics import topic_of
 from floor_agent.protocol.event import SEVERITY_RANK
+from floor_agent.protocol.topics import topic_of
 from floor_agent.store.records import AlertDraft, EventRow
 
 QUEUE_SIZE = 2000
@@ -61,7 +61,7 @@ def matches(live: LiveFilter, event: dict[str, Any]) -> bool:
 
 
 def state_changes(rows: list[EventRow]) -> int:
-    """How many rows of a batch set a state the overview shows (pure; topics.topic_of)."""
+    """How many rows of a batch set a state the overview shows (pure; protocol.topics.topic_of)."""
     return sum(1 for row in rows if topic_of(row.kind, row.data) is not None)
 
 

@@ -1,7 +1,7 @@
 """The overview's state of each workstation, door and camera, from their newest events (pure).
 
 Inputs are plain data: the agents (store.list_agents), the newest event per (agent, topic)
-(store.latest_states, web/topics.py), the open alerts and the time. Every cell is `ok`, `bad`
+(store.latest_states, protocol/topics.py), the open alerts and the time. Every cell is `ok`, `bad`
 or `unknown`: unknown whenever the evidence is missing, never a guess towards ok.
 """
 

@@ -287,7 +287,7 @@ class Store(ABC):
 
     @abstractmethod
     def latest_states(self, agent_id: str | None = None) -> list[dict[str, Any]]:
-        """The newest event per (agent, topic) (web/topics.py), kept at ingest."""
+        """The newest event per (agent, topic) (protocol/topics.py), kept at ingest."""
 
     @abstractmethod
     def get_alert(self, alert_id: int) -> dict[str, Any] | None: ...

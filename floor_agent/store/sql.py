@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
-from floor_agent.collector.web.topics import FIXED_TOPICS, KEYED_TOPICS, topic_of
 from floor_agent.protocol import credentials as wire
 from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint
 from floor_agent.protocol.credentials import AccessLevel, Card, Credentials, Person, Template
+from floor_agent.protocol.topics import STATE_KINDS, topic_of
 from floor_agent.store.interface import (
     EventPage,
     EventQuery,
@@ -423,7 +423,7 @@ class DashboardSql:
     def rebuild_latest(self) -> int:
         newest: dict[tuple[str, str], LatestRow] = {}
         with self._read() as cur:
-            for kind in sorted(set(FIXED_TOPICS) | set(KEYED_TOPICS)):  # one index range each
+            for kind in sorted(STATE_KINDS):  # one index range each
                 cur.execute(self._q("SELECT agent_id, seq, ts, kind, severity, data FROM events "
                                     "WHERE kind = ?"), (kind,))
                 while rows := cur.fetchmany(10_000):

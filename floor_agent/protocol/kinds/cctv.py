@@ -1,0 +1,47 @@
+"""What a CCTV recorder (cctv/) records."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from floor_agent.protocol.kinds.topic import Topic
+
+
+class CctvKind(StrEnum):
+    CAMERA_ONLINE = "cctv.camera_online"
+    CAMERA_OFFLINE = "cctv.camera_offline"
+    STREAM_LOST = "cctv.stream_lost"
+    STREAM_GAP = "cctv.stream_gap"
+    BAD_INPUT = "cctv.bad_input"
+    SEGMENT = "cctv.segment"
+    MOTION_START = "cctv.motion_start"
+    MOTION_END = "cctv.motion_end"
+    TAMPER = "cctv.tamper"
+    TAMPER_CLEARED = "cctv.tamper_cleared"
+    OFFLOADED = "cctv.offloaded"
+    OFFLOAD_FAILED = "cctv.offload_failed"
+    OFFLOAD_REFUSED = "cctv.offload_refused"
+    OFFLOAD_MISMATCH = "cctv.offload_mismatch"
+    OFFLOAD_RECOVERED = "cctv.offload_recovered"
+    RETENTION_SWEEP = "cctv.retention_sweep"
+    SWEEP_FAILED = "cctv.sweep_failed"
+    DISK_LOW = "cctv.disk_low"
+    EXPORT = "cctv.export"
+    VIEW = "cctv.view"
+
+
+CAMERA_LINK = Topic("cam:", "camera_id", ":conn")
+CAMERA_TAMPER = Topic("cam:", "camera_id", ":tamper")
+CAMERA_MOTION = Topic("cam:", "camera_id", ":motion")
+# the kinds that set a camera's current state, and the state they set
+STATES: dict[CctvKind, Topic] = {
+    CctvKind.CAMERA_ONLINE: CAMERA_LINK,
+    CctvKind.CAMERA_OFFLINE: CAMERA_LINK,
+    CctvKind.STREAM_LOST: CAMERA_LINK,
+    CctvKind.STREAM_GAP: CAMERA_LINK,
+    CctvKind.TAMPER: CAMERA_TAMPER,
+    CctvKind.TAMPER_CLEARED: CAMERA_TAMPER,
+    CctvKind.MOTION_START: CAMERA_MOTION,
+    CctvKind.MOTION_END: CAMERA_MOTION,
+    CctvKind.SEGMENT: Topic("cam:", "camera_id", ":segment"),
+}
