@@ -30,7 +30,7 @@ Prints one line per figure on stdout; progress goes to stderr.
    changed is written, synchronous=FULL). Not part of the decision: the controller persists
    the state after it has driven the relay; reported so its cost is known.
 5. `access_end_to_end_p50/p99/max`: the whole door on the simulated stack of
-   floor_agent.access.sim.DoorFloor (a real collector process, `floor-agent door` as its own
+   floor_agent.simulated.door_floor.DoorFloor (a real collector, `floor-agent door` as its own
    process, a real pcscd with the vpcd readers, the fingerprint module simulator on a pty, the
    simulated door on a Unix socket). --presentations (20) times a right card (keyed with the
    site's key) with the right finger already on the sensor, at the entry and then the exit
@@ -74,7 +74,6 @@ from floor_agent.access.cache import CredentialsCache
 from floor_agent.access.config import AccessPolicyConfig, DoorReader, DoorSection
 from floor_agent.access.decision import check_card, evaluate
 from floor_agent.access.model import AccessState, CardRead, FingerResult, Outcome
-from floor_agent.access.sim import ALWAYS, WAIT, DoorFloor, Finger, Holder
 from floor_agent.collector import core
 from floor_agent.protocol.credentials import (
     AccessLevel,
@@ -84,6 +83,7 @@ from floor_agent.protocol.credentials import (
     Template,
     TimeWindow,
 )
+from floor_agent.simulated.door_floor import ALWAYS, WAIT, DoorFloor, Finger, Holder
 from floor_agent.store import open_store
 
 if TYPE_CHECKING:  # bench/collector_ingest.py, imported where it runs

@@ -7,7 +7,7 @@ bare PyAV decode of the same streams, and cameras per 2-core box.
 
 Prints one line per figure on stdout; progress goes to stderr.
 
-Streams: the simple scene of floor_agent.cctv.sim (textured wall, a moving bright box) with
+Streams: the simple scene of floor_agent.simulated.camera (textured wall, a moving bright box) with
 Gaussian sensor noise, 15 fps, a key frame every second, `--seconds` long; a main stream at
 1920x1080 / 4 Mbit/s and a sub-stream at 640x360 / 512 kbit/s (a camera's typical one), in
 two sets (`--streams`), each described on stdout with its bitrate measured from the file:
@@ -95,7 +95,7 @@ def encode_camera_like(path: Path, width: int, height: int, seconds: float, bit_
                        noise: float) -> None:
     """The simple scene encoded as IP cameras encode: H.264 High profile (CABAC, 8x8 transform,
     deblocking; libx264 preset medium), no B-frames, a key frame every second, fixed bitrate."""
-    from floor_agent.cctv import sim
+    from floor_agent.simulated import camera as sim
 
     script = sim.SimpleScript(seconds=seconds, noise=noise)
     sim.encode_video(path, sim.simple_scene(width, height, FPS, script), FPS,
@@ -105,7 +105,7 @@ def encode_camera_like(path: Path, width: int, height: int, seconds: float, bit_
 def make_streams(directory: Path, seconds: float, kind: str) -> tuple[Path, Path]:
     """(main 1080p15, sub 640x360 15 fps) of one kind: "camera" (camera-like encoding, noise
     std CAMERA_NOISE) or "sim" (sim.make_benchmark_file: baseline, ultrafast, noise std 3)."""
-    from floor_agent.cctv import sim
+    from floor_agent.simulated import camera as sim
 
     main = directory / f"{kind}_main_1080p15.mp4"
     sub = directory / f"{kind}_sub_360p15.mp4"

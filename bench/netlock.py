@@ -4,7 +4,7 @@
     .venv/bin/python bench/netlock.py --runs 20 --repeat 3 --skip-drop
 
 Prints one line per figure on stdout; progress goes to stderr. Needs root, iproute2, nftables
-and dnsmasq. Everything runs in a fresh `netlock.sim.Topology` (workstation, router, central
+and dnsmasq. Everything runs in a fresh `simulated.network.Topology` (workstation, router, central
 server and "internet" host in their own network namespaces; traffic never leaves them), with
 the topology's config (2 canaries v4+v6 with TCP 8443/443/80 and UDP 443/9999, central's 8443
 as must_reach, 3 public names asked of 2 resolvers) and `firewall.apply` run in the
@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from floor_agent.netlock.config import NetlockConfig
-from floor_agent.netlock.sim import (
+from floor_agent.simulated.network import (
     HOLD_CONNECTION,
     INTERNET_V4,
     INTERNET_V6,

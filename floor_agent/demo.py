@@ -7,11 +7,11 @@ network (namespaces: workstation, router, central server, an "internet" host) wh
 loads and watches; a phone then starts USB tethering (usb0 appears) and is unplugged again:
 a breach and its recovery. The workstation reaches the collector through the central server's
 address, relayed to the host. A door controller runs as its own process too (`floor-agent
-door`, enrolled with the collector) on the simulated door floor of access/sim.py: a real pcscd
+door`, enrolled with the collector) on the door floor of simulated/door_floor.py: a real pcscd
 with virtual readers and cards, a fingerprint module simulator, a simulated door; Alice gets in
 with her card and finger, a clone of her card is refused with an alarm. A camera box runs as its
 own process too (`floor-agent cctv`, enrolled with the collector) recording a synthetic camera: a
-scripted scene (cctv.scenes: a worker walks across, the lens gets covered) encoded to H.264 and
+scripted scene (camera_scenes: a worker walks across, the lens gets covered) encoded to H.264 and
 served by a real RTSP server (GStreamer); its footage, hash-chained segments, stays in the work
 dir. Every capability now runs for real: there is no sample-events agent any more.
 """
@@ -36,24 +36,24 @@ import yaml
 
 from floor_agent import service
 from floor_agent.access.door_io import DoorIoError
-from floor_agent.access.sim import ALWAYS, WAIT, DoorFloor, DoorFloorError, Finger, Holder
 from floor_agent.audit.agent import enroll
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.cctv.config import CctvConfig, CctvSection
-from floor_agent.cctv.scenes import Covered, MovingObject, Scene, Script
-from floor_agent.cctv.sim import RtspServer, make_scene_file
 from floor_agent.collector import core, self_audit, server, tls
 from floor_agent.collector.config import CollectorConfig, CollectorSection
 from floor_agent.config.audit import AuditClientConfig
 from floor_agent.dashboard import user_admin
 from floor_agent.netlock.config import NetlockConfig
-from floor_agent.netlock.sim import NamespaceRelay, Topology
 from floor_agent.protocol.event import utc_timestamp
 from floor_agent.roles.config import WorkstationConfig
+from floor_agent.simulated.camera import RtspServer, make_scene_file
+from floor_agent.simulated.camera_scenes import Covered, MovingObject, Scene, Script
+from floor_agent.simulated.door_floor import ALWAYS, WAIT, DoorFloor, DoorFloorError, Finger, Holder
+from floor_agent.simulated.network import NamespaceRelay, Topology
+from floor_agent.simulated.usb_bus import SimulatedUsbBus
+from floor_agent.simulated.usb_devices import KEYBOARD, PHONE_MTP, STICK, WACOM
 from floor_agent.store.interface import Store
 from floor_agent.usb_guard.config import UsbGuardConfig
-from floor_agent.usb_guard.sim import SimulatedUsbBus
-from floor_agent.usb_guard.sim_bus import KEYBOARD, PHONE_MTP, STICK, WACOM
 
 DEFAULT_USB_RULES = Path(__file__).resolve().parents[1] / "config" / "usb-rules.conf"
 PLUGS = ((STICK, "a SanDisk stick"), (PHONE_MTP, "a phone in MTP mode"))

@@ -17,9 +17,9 @@ from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import SmallFrame
 from floor_agent.cctv.recorder import CameraRecorder
 from floor_agent.cctv.runner import verify_storage
-from floor_agent.cctv.scenes import FrameTruth, Scene, Script
-from floor_agent.cctv.sim import make_scene_file
 from floor_agent.cctv.source import FrameEvent, SourceFinished
+from floor_agent.simulated.camera import make_scene_file
+from floor_agent.simulated.camera_scenes import FrameTruth, Scene, Script
 
 FPS = 10
 Event = tuple[str, str, dict[str, Any]]  # kind, severity, data

@@ -1,4 +1,4 @@
-"""The namespace floor for netlock tests: a fixture around `netlock.sim.Topology`, and helpers
+"""The namespace floor for netlock tests: a fixture around `simulated.network.Topology`, and helpers
 that run things inside the workstation (apply, TCP/UDP probes).
 
 Import the fixtures into a test module: `from netns_topology import topology_fixture  # noqa: F401`.
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from floor_agent.netlock.config import NetlockConfig
-from floor_agent.netlock.sim import Topology
+from floor_agent.simulated.network import Topology
 
 PREFIXES: list[str] = []
 

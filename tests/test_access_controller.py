@@ -22,7 +22,8 @@ from collector_process import CollectorProcess
 from floor_agent.access import zfm
 from floor_agent.access.controller import outcome_event
 from floor_agent.access.model import Outcome
-from floor_agent.access.sim import (
+from floor_agent.protocol.event import AuditEvent, utc_timestamp
+from floor_agent.simulated.door_floor import (
     ALWAYS,
     EVERY_DAY,
     VPCD_PORTS,
@@ -31,8 +32,7 @@ from floor_agent.access.sim import (
     Finger,
     Holder,
 )
-from floor_agent.access.virtual_card import VirtualCard
-from floor_agent.protocol.event import AuditEvent, utc_timestamp
+from floor_agent.simulated.smart_card import VirtualCard
 
 ALICE_UID, BOB_UID, CAROL_UID = (bytes.fromhex(h) for h in (
     "04A224B2C35E80", "04B1C2D3E4F501", "04C0FFEE123456"))
@@ -45,7 +45,7 @@ HELD_OPEN = 1.0
 
 
 class Floor(DoorFloor):
-    """The shared door floor (floor_agent.access.sim), with the collector process that the
+    """The shared door floor (floor_agent.simulated.door_floor), with the collector process that the
     tests stop and start again."""
 
     def __init__(self, collector: CollectorProcess, root: Path) -> None:

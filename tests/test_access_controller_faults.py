@@ -29,12 +29,10 @@ from floor_agent.access import templates
 from floor_agent.access.cache import CredentialsCache
 from floor_agent.access.config import AccessPolicyConfig, DoorSection
 from floor_agent.access.controller import AccessController, DoorRunner
-from floor_agent.access.door_io import SimulatedRelay
 from floor_agent.access.fingerprint import FingerprintModule
 from floor_agent.access.model import CardRead
 from floor_agent.access.runner import open_door_io
 from floor_agent.access.sitekey import SiteKey
-from floor_agent.access.zfm_sim import SimulatedModule, char_file
 from floor_agent.protocol.credentials import (
     AccessLevel,
     Card,
@@ -43,6 +41,8 @@ from floor_agent.protocol.credentials import (
     Template,
     TimeWindow,
 )
+from floor_agent.simulated.door import SimulatedRelay
+from floor_agent.simulated.fingerprint_module import SimulatedModule, char_file
 
 REPO = Path(__file__).resolve().parents[1]
 SITE = SiteKey(bytes(range(32)))

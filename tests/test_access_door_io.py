@@ -22,8 +22,8 @@ from floor_agent.access.door_io import (
     DoorIoError,
     InputChange,
     SimulatedDoorIo,
-    SimulatedRelay,
 )
+from floor_agent.simulated.door import SimulatedRelay
 
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 WAIT = 10.0  # generous bound for a child process to start or die; not a timing target

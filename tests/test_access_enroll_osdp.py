@@ -20,10 +20,17 @@ import pytest
 from collector_process import CollectorProcess
 
 from floor_agent.access.config import DoorConfig
-from floor_agent.access.osdp_sim import SimulatedReader
 from floor_agent.access.serial_line import SerialLine
-from floor_agent.access.sim import ALWAYS, VPCD_PORTS, VPCD_READERS, DoorFloor, Finger, Holder
-from floor_agent.access.virtual_card import VirtualCard
+from floor_agent.simulated.door_floor import (
+    ALWAYS,
+    VPCD_PORTS,
+    VPCD_READERS,
+    DoorFloor,
+    Finger,
+    Holder,
+)
+from floor_agent.simulated.osdp_reader import SimulatedReader
+from floor_agent.simulated.smart_card import VirtualCard
 
 DANA_UID, EVE_UID = bytes.fromhex("04D0D0D0D0D0D0"), bytes.fromhex("04E0E0E0E0E0E0")
 NEW_FINGER = b"dana left thumb, enrolled at the door"

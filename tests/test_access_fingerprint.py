@@ -14,7 +14,7 @@ from floor_agent.access import zfm
 from floor_agent.access.fingerprint import Candidate, FingerprintError, FingerprintModule
 from floor_agent.access.model import FingerResult, FingerSearch
 from floor_agent.access.templates import TemplateError, seal, unseal
-from floor_agent.access.zfm_sim import SimulatedModule, char_file
+from floor_agent.simulated.fingerprint_module import SimulatedModule, char_file
 
 ALICE_INDEX = b"alice/right-index"
 ALICE_THUMB = b"alice/right-thumb"

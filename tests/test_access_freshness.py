@@ -40,7 +40,6 @@ from floor_agent.access.freshness import (
 )
 from floor_agent.access.model import CardRead
 from floor_agent.access.sitekey import SiteKey
-from floor_agent.access.zfm_sim import SimulatedModule, char_file
 from floor_agent.protocol.credentials import (
     AccessLevel,
     Card,
@@ -49,6 +48,7 @@ from floor_agent.protocol.credentials import (
     Template,
     TimeWindow,
 )
+from floor_agent.simulated.fingerprint_module import SimulatedModule, char_file
 
 SITE = SiteKey(bytes(range(32)))
 MAX_AGE = 3600.0

@@ -31,7 +31,7 @@ from floor_agent.access.osdp import (
     reader_from_config,
     socket_io,
 )
-from floor_agent.access.osdp_sim import SimulatedReader
+from floor_agent.simulated.osdp_reader import SimulatedReader
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 OTHER_KEY = bytes.fromhex("ffeeddccbbaa99887766554433221100")

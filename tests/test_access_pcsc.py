@@ -30,9 +30,9 @@ from floor_agent.access.cardproof import (
 from floor_agent.access.config import DoorReader
 from floor_agent.access.model import CardRead
 from floor_agent.access.pcsc import CardRemoved, PcscCardReader, match_reader
-from floor_agent.access.sim import PcscDaemon, pcsc_readers
 from floor_agent.access.sitekey import SiteKey
-from floor_agent.access.virtual_card import CardLogic, Late, Reply, Silent, VirtualCard
+from floor_agent.simulated.door_floor import PcscDaemon, pcsc_readers
+from floor_agent.simulated.smart_card import CardLogic, Late, Reply, Silent, VirtualCard
 
 READER = "Virtual PCD 00 00"
 OTHER_READER = "Virtual PCD 00 01"

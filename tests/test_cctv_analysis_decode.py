@@ -14,7 +14,6 @@ import pytest
 
 from floor_agent.cctv.model import SmallFrame
 from floor_agent.cctv.segments import SegmentWriter
-from floor_agent.cctv.sim import SimpleScript, encode_video, simple_scene
 from floor_agent.cctv.source import (
     CameraSource,
     Connected,
@@ -24,6 +23,7 @@ from floor_agent.cctv.source import (
     SourceFinished,
     SourceSettings,
 )
+from floor_agent.simulated.camera import SimpleScript, encode_video, simple_scene
 
 FPS = 10
 

@@ -17,10 +17,10 @@ from floor_agent.cctv.export import export
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import Segment
 from floor_agent.cctv.runner import verify_storage
-from floor_agent.cctv.scenes import Covered, MovingObject, Script
 from floor_agent.cctv.segments import SegmentWriter, packet_shape_problem
-from floor_agent.cctv.sim import RtspServer, file_launch, make_camera_file
 from floor_agent.cctv.source import CameraSource, PacketEvent, SourceSettings, StreamLost
+from floor_agent.simulated.camera import RtspServer, file_launch, make_camera_file
+from floor_agent.simulated.camera_scenes import Covered, MovingObject, Script
 
 SCRIPT = Script(12.0, (
     MovingObject("worker", 1.0, 5.0, (-0.1, 0.55), (1.1, 0.45)),

@@ -10,7 +10,7 @@ import pytest
 from floor_agent.cctv.config import MotionConfig
 from floor_agent.cctv.model import SmallFrame
 from floor_agent.cctv.motion import MotionResult, MotionState, mask_for, step
-from floor_agent.cctv.scenes import Lighting, MovingObject, Scene, SceneFrame, Script
+from floor_agent.simulated.camera_scenes import Lighting, MovingObject, Scene, SceneFrame, Script
 
 FPS = 10
 CONFIG = MotionConfig(end_after_seconds=2.0)

@@ -25,7 +25,8 @@ from cctv_recording import (
 from floor_agent.cctv import motion
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.runner import verify_storage
-from floor_agent.cctv.scenes import (
+from floor_agent.simulated.camera import RtspServer, free_port, live_launch, make_scene_file
+from floor_agent.simulated.camera_scenes import (
     Defocused,
     Frozen,
     Happening,
@@ -33,7 +34,6 @@ from floor_agent.cctv.scenes import (
     Scene,
     Script,
 )
-from floor_agent.cctv.sim import RtspServer, free_port, live_launch, make_scene_file
 
 
 def test_a_dropped_stream_reconnects_reports_the_gap_and_records_on(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """The recorder end to end: a scripted synthetic camera (H.264 made with PyAV from
-cctv.scenes), recorded by CameraRecorder (the agent's own pipeline: source, segment writer,
+camera_scenes), recorded by CameraRecorder (the agent's own pipeline: source, segment writer,
 motion, tamper, index, events), then verified and tampered with; and `floor-agent cctv` as its
 own process on a real RTSP server, with `cctv verify` and `cctv export` as an admin runs them.
 """
@@ -26,8 +26,15 @@ from floor_agent.cctv.config import CctvSection
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.recorder import CameraRecorder
 from floor_agent.cctv.runner import verify_storage
-from floor_agent.cctv.scenes import Covered, Lighting, MovingObject, Scene, Script, Turned
-from floor_agent.cctv.sim import RtspServer, free_port, make_camera_file, make_scene_file
+from floor_agent.simulated.camera import RtspServer, free_port, make_camera_file, make_scene_file
+from floor_agent.simulated.camera_scenes import (
+    Covered,
+    Lighting,
+    MovingObject,
+    Scene,
+    Script,
+    Turned,
+)
 
 FPS = 10
 # a worker crosses, the lights go on, the lens is covered, the camera is turned

@@ -17,20 +17,11 @@ import pytest
 
 from floor_agent.cctv.chain import ALTERED, DELETED, INSERTED, verify
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
-from floor_agent.cctv.scenes import MovingObject, Scene, Script
 from floor_agent.cctv.segments import (
     FrameSegmentWriter,
     SegmentWriter,
     packet_shape_problem,
     segment_relpath,
-)
-from floor_agent.cctv.sim import (
-    RtspServer,
-    SimpleScript,
-    free_port,
-    make_camera_file,
-    make_scene_file,
-    simple_scene,
 )
 from floor_agent.cctv.source import (
     BadInput,
@@ -52,6 +43,15 @@ from floor_agent.cctv.source import (
 from floor_agent.common.backoff import backoff_delay
 from floor_agent.common.files import file_sha256
 from floor_agent.common.urls import redact_url
+from floor_agent.simulated.camera import (
+    RtspServer,
+    SimpleScript,
+    free_port,
+    make_camera_file,
+    make_scene_file,
+    simple_scene,
+)
+from floor_agent.simulated.camera_scenes import MovingObject, Scene, Script
 
 FPS = 10
 

@@ -10,7 +10,8 @@ import pytest
 
 from floor_agent.cctv.config import TamperConfig
 from floor_agent.cctv.model import SmallFrame
-from floor_agent.cctv.scenes import (
+from floor_agent.cctv.tamper import KINDS, TamperEvent, TamperState, reference_ready, step
+from floor_agent.simulated.camera_scenes import (
     Covered,
     Defocused,
     Frozen,
@@ -22,7 +23,6 @@ from floor_agent.cctv.scenes import (
     Script,
     Turned,
 )
-from floor_agent.cctv.tamper import KINDS, TamperEvent, TamperState, reference_ready, step
 
 FPS = 10
 # frozen_seconds is lowered from its 3 s default so a freeze, too, alarms within 2 s

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 from collector_process import CollectorProcess
 
-from floor_agent.access.sim import pcsc_readers
 from floor_agent.audit.agent import enroll
+from floor_agent.simulated.door_floor import pcsc_readers
 
 ROOT = Path(__file__).resolve().parents[1]
 

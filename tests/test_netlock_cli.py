@@ -15,7 +15,7 @@ from netns_topology import probe, topology_fixture  # noqa: F401
 
 from floor_agent.netlock.checks import CHECK_IDS
 from floor_agent.netlock.config import NetlockConfig
-from floor_agent.netlock.sim import (
+from floor_agent.simulated.network import (
     CENTRAL_V4,
     INTERNET_V4,
     INTERNET_V6,

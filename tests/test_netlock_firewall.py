@@ -22,9 +22,10 @@ from netns_topology import (  # noqa: F401  (topology_fixture: the `topology` fi
     topology_fixture,
 )
 
-from floor_agent.netlock import allowlist, firewall, sim
+from floor_agent.netlock import allowlist, firewall
 from floor_agent.netlock.config import NetlockConfig, NetlockDestination
 from floor_agent.netlock.firewall import FirewallError
+from floor_agent.simulated import network
 
 CONFIG = NetlockConfig(
     enabled=True,
@@ -154,14 +155,14 @@ def test_apply_refuses_a_config_with_no_allowlist() -> None:
 
 # --------------------------------------------------------------------------- on the floor
 
-INTERNET = [("tcp", sim.INTERNET_V4, 443), ("tcp", sim.INTERNET_V6, 80),
-            ("tcp", sim.INTERNET_V4, 8443), ("udp", sim.INTERNET_V4, 9999),
-            ("udp", sim.INTERNET_V6, 443)]
-CENTRAL = [("tcp", sim.CENTRAL_V4, 8443), ("tcp", sim.CENTRAL_V6, 8443),
-           ("tcp", sim.FILES_V6, 445)]
+INTERNET = [("tcp", network.INTERNET_V4, 443), ("tcp", network.INTERNET_V6, 80),
+            ("tcp", network.INTERNET_V4, 8443), ("udp", network.INTERNET_V4, 9999),
+            ("udp", network.INTERNET_V6, 443)]
+CENTRAL = [("tcp", network.CENTRAL_V4, 8443), ("tcp", network.CENTRAL_V6, 8443),
+           ("tcp", network.FILES_V6, 445)]
 
 
-def test_topology_reaches_the_internet_once_routed(topology: sim.Topology) -> None:
+def test_topology_reaches_the_internet_once_routed(topology: network.Topology) -> None:
     """Without the lock the floor works end to end: the blocks below are the firewall's."""
     unrouted = probe(topology, INTERNET[:1], timeout=0.5)
     assert unrouted[0]["error"] == "ENETUNREACH"
@@ -172,7 +173,7 @@ def test_topology_reaches_the_internet_once_routed(topology: sim.Topology) -> No
     assert results[-3]["reply"] == "central 8443"
 
 
-def test_apply_locks_the_workstation(topology: sim.Topology) -> None:
+def test_apply_locks_the_workstation(topology: network.Topology) -> None:
     topology.add_default_route()  # a way out exists: only the firewall stands in it
     result = apply_in(topology, topology.config())
     assert "error" not in result, result
@@ -180,7 +181,7 @@ def test_apply_locks_the_workstation(topology: sim.Topology) -> None:
         == {"input": ("input", "drop"), "forward": ("forward", "drop"),
             "output": ("output", "drop")}
     assert result["previous"]["nftables"][1:] == []  # nothing loaded before: metainfo only
-    blocked = probe(topology, INTERNET + [("tcp", sim.CENTRAL_V4, 443)])
+    blocked = probe(topology, INTERNET + [("tcp", network.CENTRAL_V4, 443)])
     for r in blocked:
         assert not r["ok"], r
         assert r["error"] in ("ECONNREFUSED", "EPERM", "EHOSTUNREACH"), r
@@ -190,7 +191,7 @@ def test_apply_locks_the_workstation(topology: sim.Topology) -> None:
     assert [r["reply"] for r in allowed] == ["central 8443", "central 8443", "central 445"]
 
 
-def test_loaded_table_reads_back(topology: sim.Topology) -> None:
+def test_loaded_table_reads_back(topology: network.Topology) -> None:
     config = topology.config()
     result = firewall.apply(config, nft=topology.nft())
     listing = json.loads(topology.exec("ws", ["nft", "-j", "list", "ruleset"]).stdout)
@@ -202,7 +203,7 @@ def test_loaded_table_reads_back(topology: sim.Topology) -> None:
 
 
 @pytest.mark.parametrize("breach", ["flush_ruleset", "set_output_policy_accept"])
-def test_verify_notices_a_tampered_table(topology: sim.Topology, breach: str) -> None:
+def test_verify_notices_a_tampered_table(topology: network.Topology, breach: str) -> None:
     config = topology.config()
     firewall.apply(config, nft=topology.nft())
     getattr(topology, breach)()
@@ -212,7 +213,7 @@ def test_verify_notices_a_tampered_table(topology: sim.Topology, breach: str) ->
 
 def _bad_port(config: NetlockConfig) -> NetlockConfig:
     """A port nft refuses (70000): pydantic would stop it, so it is built past validation."""
-    bad = NetlockDestination.model_construct(name="central", addresses=[sim.CENTRAL_V4],
+    bad = NetlockDestination.model_construct(name="central", addresses=[network.CENTRAL_V4],
                                              tcp=[70000], udp=[], must_reach=[])
     return config.model_copy(update={"allow": [bad]})
 
@@ -229,7 +230,7 @@ BROKEN = {
 }
 
 
-def test_broken_configs_leave_the_running_ruleset_alone(topology: sim.Topology) -> None:
+def test_broken_configs_leave_the_running_ruleset_alone(topology: network.Topology) -> None:
     good = topology.config()
     topology.exec("ws", ["nft", "add table inet admin; add chain inet admin out "
                                 "{ type filter hook output priority 10; policy accept; }"])
@@ -252,7 +253,7 @@ def test_broken_configs_leave_the_running_ruleset_alone(topology: sim.Topology) 
     assert not probe(topology, INTERNET[:1], timeout=0.5)[0]["ok"]
 
 
-def test_apply_replaces_its_table_and_remove_deletes_only_it(topology: sim.Topology) -> None:
+def test_apply_replaces_its_table_and_remove_deletes_only_it(topology: network.Topology) -> None:
     config = topology.config()
     topology.exec("ws", ["nft", "add table inet admin"])
     firewall.apply(config, nft=topology.nft())
@@ -267,14 +268,14 @@ def test_apply_replaces_its_table_and_remove_deletes_only_it(topology: sim.Topol
     assert topology.list_ruleset().strip() == "table inet admin {\n}"
 
 
-def test_resolvers_and_breach_helpers(topology: sim.Topology) -> None:
+def test_resolvers_and_breach_helpers(topology: network.Topology) -> None:
     lookup = ("import dns.resolver, sys\n"
               "r = dns.resolver.Resolver(filename=sys.argv[1])\n"
               "for name in sys.argv[2:]:\n"
               "    try: print(name, r.resolve(name, 'A')[0])\n"
               "    except Exception as e: print(name, type(e).__name__)\n")
     firewall.apply(topology.config(), nft=topology.nft())
-    names = [f"central.{sim.LAN_DOMAIN}", "example.com"]
+    names = [f"central.{network.LAN_DOMAIN}", "example.com"]
     out = topology.python("ws", lookup, str(topology.resolv_path), *names).stdout
     assert out.splitlines() == ["central.floor.lan 10.77.1.10", "example.com NXDOMAIN"]
     topology.answering_resolver()
@@ -284,7 +285,7 @@ def test_resolvers_and_breach_helpers(topology: sim.Topology) -> None:
     with topology.open_connection_to_internet() as held:
         assert held.banner == "internet 443"
         sockets = topology.exec("ws", ["ss", "-Htn", "state", "established"]).stdout
-        assert f"{sim.INTERNET_V4}:443" in sockets
+        assert f"{network.INTERNET_V4}:443" in sockets
         assert topology.list_ruleset("ws", "-s") == before  # the hole is closed again
         assert "10.77.9.9" not in topology.exec("ws", ["ip", "route"]).stdout
     topology.add_tether_interface()
@@ -296,24 +297,24 @@ def test_resolvers_and_breach_helpers(topology: sim.Topology) -> None:
 
 def test_namespaces_are_deleted_when_a_test_fails(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="test failed"), floor(tmp_path) as topo:
-        assert len(sim.namespaces(topo.prefix)) == 4
+        assert len(network.namespaces(topo.prefix)) == 4
         raise RuntimeError("test failed")
-    assert sim.namespaces(topo.prefix) == []
+    assert network.namespaces(topo.prefix) == []
 
 
 def test_namespaces_are_deleted_when_setup_fails_halfway(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(self: sim.Topology) -> None:
-        raise sim.TopologyError("dnsmasq missing")
+    def broken(self: network.Topology) -> None:
+        raise network.TopologyError("dnsmasq missing")
 
-    monkeypatch.setattr(sim.Topology, "_start_servers", broken)
-    topo = sim.Topology(workdir=tmp_path)
-    with pytest.raises(sim.TopologyError):
+    monkeypatch.setattr(network.Topology, "_start_servers", broken)
+    topo = network.Topology(workdir=tmp_path)
+    with pytest.raises(network.TopologyError):
         topo.start()
-    assert sim.namespaces(topo.prefix) == []
+    assert network.namespaces(topo.prefix) == []
 
 
 def test_no_namespace_is_left_behind() -> None:
     """Runs last in this file: every fixture's namespaces are gone, failed tests included."""
     assert PREFIXES
-    assert [n for prefix in PREFIXES for n in sim.namespaces(prefix)] == []
+    assert [n for prefix in PREFIXES for n in network.namespaces(prefix)] == []

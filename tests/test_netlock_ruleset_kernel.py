@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from floor_agent.netlock import ruleset
-from floor_agent.netlock.sim import namespaces, new_prefix
+from floor_agent.simulated.network import namespaces, new_prefix
 
 EXAMPLES = 600
 SND_V4, RCV_V4 = "10.200.0.1", "10.200.0.2"

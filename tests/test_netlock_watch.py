@@ -26,14 +26,6 @@ from audit_events import AuditRecorder, enrolled_offline
 from netns_topology import apply_in, topology_fixture  # noqa: F401
 
 from floor_agent.netlock.checks import Verdict
-from floor_agent.netlock.sim import (
-    INTERNET_V4,
-    INTERNET_V6,
-    ROUTER_LAN_V4,
-    WATCHER_SCRIPT,
-    WS_V4,
-    Topology,
-)
 from floor_agent.netlock.watch import (
     SUBJECT,
     Cause,
@@ -41,6 +33,14 @@ from floor_agent.netlock.watch import (
     event_checks,
     summary_data,
     transitions,
+)
+from floor_agent.simulated.network import (
+    INTERNET_V4,
+    INTERNET_V6,
+    ROUTER_LAN_V4,
+    WATCHER_SCRIPT,
+    WS_V4,
+    Topology,
 )
 
 # the allowed server must answer within this: generous, because a loaded CI box can stall a

@@ -1,13 +1,13 @@
-"""The simulated USB devices of floor_agent.usb_guard.sim_bus, under the name tests import."""
+"""The simulated USB devices of floor_agent.simulated.usb_devices, under the name tests import."""
 
-from floor_agent.usb_guard.device import UsbDevice, device_from_attributes  # noqa: E402
-from floor_agent.usb_guard.sim_bus import *  # noqa: F403
-from floor_agent.usb_guard.sim_bus import (  # noqa: F401  (names starting with _ and constants)
+from floor_agent.simulated.usb_devices import *  # noqa: F403
+from floor_agent.simulated.usb_devices import (  # noqa: F401  (names starting with _ and constants)
     HCD,
     HUB,
     HUB_INTERFACE,
     HUB_PORTS,
 )
+from floor_agent.usb_guard.device import UsbDevice, device_from_attributes  # noqa: E402
 
 # Printed by `usbguard generate-policy` (Debian usbguard 1.1.2) for this bus's root hub.
 ROOT_HUB_HASH = "eS4qZavZPoQWZl6KcqYoHFr4MU8JAU0oho6oYZvtC6k="

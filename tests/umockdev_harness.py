@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from floor_agent.usb_guard.sim_bus import (  # noqa: F401  (re-exported for the tests)
+from floor_agent.simulated.usb_devices import (  # noqa: F401  (re-exported for the tests)
     SECOND_HUB,
     bus_text,
     device_text,

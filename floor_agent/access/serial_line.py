@@ -1,7 +1,7 @@
 """A simulated serial line (RS-485 bus or UART) for tests and the demo: a pseudo-terminal whose
 slave path the controller opens with pyserial, exactly as it opens /dev/ttyUSB0, bridged to a
-socket the simulated device (e.g. osdp_sim.SimulatedReader) talks on. Bytes pass unchanged in
-both directions; closing the line ends the bridge.
+socket the simulated device (e.g. floor_agent.simulated.osdp_reader's SimulatedReader) talks
+on. Bytes pass unchanged in both directions; closing the line ends the bridge.
 """
 
 from __future__ import annotations

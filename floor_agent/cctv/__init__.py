@@ -5,6 +5,6 @@ segments.py (packets copied into segments, never re-encoded), chain.py (per-came
 chain and its verification, pure), motion.py and tamper.py (pure over small grey frames),
 index.py (the segment index), retention_plan.py (pure: what may be kept, the disk-low
 purge) and retention_sweep.py (deleting it), offload.py (SFTP to central storage),
-export.py (clips with their hash proof), recorder.py (one camera's pipeline), sim.py
-(synthetic cameras and an RTSP server for tests and the demo).
+export.py (clips with their hash proof), recorder.py (one camera's pipeline). The synthetic
+cameras and RTSP server of the tests and the demo are floor_agent/simulated/camera.py.
 """

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from floor_agent.usb_guard.sim_bus import HUB, UsbSpec, bus_text, device_text
+from floor_agent.simulated.usb_devices import HUB, UsbSpec, bus_text, device_text
 
 PARENT = r"""
 import json, os, signal, subprocess, sys

@@ -238,7 +238,7 @@ WELL_FORMED = (STICK, KEYBOARD, WACOM, COMPOSITE, PHONE_MTP, PHONE_RNDIS, RNDIS_
                EXT_HUB, BEHIND_HUB)
 
 
-# Buses and hot-plugged devices as the kernel shows them (see floor_agent/usb_guard/sim.py).
+# Buses and hot-plugged devices as the kernel shows them (see floor_agent/simulated/usb_bus.py).
 SECOND_HUB = "/devices/pci0000:00/0000:00:1d.0/usb2"
 
 

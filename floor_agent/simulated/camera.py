@@ -4,7 +4,7 @@ server.
 Tests and the demo need cameras that behave like the floor's: H.264 with a key frame every
 second, a stream that can drop and come back, several cameras at once. The scene here is a
 simple one of our own (a moving bright box, optional light switch, covered lens, frozen image);
-`cctv/scenes.py` gives richer scripted scenes with ground truth, and any iterable of grey frames
+`camera_scenes.py` gives richer scripted scenes with ground truth, and any iterable of grey frames
 can be encoded with `encode_video`.
 
 `RtspServer` runs GStreamer's gst-rtsp-server (Debian's python3-gi, so /usr/bin/python3 as a

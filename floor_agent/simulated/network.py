@@ -495,7 +495,7 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 def main() -> None:
-    """`python -m floor_agent.netlock.sim`: bring a floor up for a demo until Ctrl-C."""
+    """`python -m floor_agent.simulated.network`: bring a floor up for a demo until Ctrl-C."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # cleaned up on TERM too
     with Topology() as topo:
         for role, name in topo.ns.items():

@@ -1,7 +1,7 @@
 """The door's simulated hardware in one place, for tests, the demo and the benchmark: a real
-pcscd with vsmartcard's virtual readers (cards are virtual_card.VirtualCard threads), the
-fingerprint module on a pseudo-terminal (zfm_sim), the door on a Unix socket (door_io's
-SimulatedRelay). Each speaks the real protocol at the bottom of the stack, so the controller's
+pcscd with vsmartcard's virtual readers (cards are smart_card.VirtualCard threads), the
+fingerprint module on a pseudo-terminal (fingerprint_module), the door on a Unix socket
+(door.SimulatedRelay). Each speaks the real protocol at the bottom of the stack, so the controller's
 own drivers run unchanged.
 """
 
@@ -22,18 +22,18 @@ import yaml
 
 from floor_agent.access import sitekey
 from floor_agent.access.config import DoorConfig
-from floor_agent.access.door_io import SimulatedRelay
 from floor_agent.access.fingerprint import FingerprintModule
 from floor_agent.access.sync import SignedClient
 from floor_agent.access.templates import seal
-from floor_agent.access.virtual_card import VirtualCard
 from floor_agent.audit.agent import enroll
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.config.audit import AuditClientConfig
 from floor_agent.protocol.credentials import Template
+from floor_agent.simulated.door import SimulatedRelay
+from floor_agent.simulated.smart_card import VirtualCard
 
 if TYPE_CHECKING:
-    from floor_agent.access.zfm_sim import SimulatedModule
+    from floor_agent.simulated.fingerprint_module import SimulatedModule
 
 VPCD_READERS = ("Virtual PCD 00 00", "Virtual PCD 00 01")
 VPCD_PORTS = {VPCD_READERS[0]: 35963, VPCD_READERS[1]: 35964}
@@ -205,7 +205,7 @@ class DoorFloor:
                            "held_open_seconds": timing["held_open_seconds"]}}]}})
 
     def __enter__(self) -> DoorFloor:
-        from floor_agent.access.zfm_sim import SimulatedModule
+        from floor_agent.simulated.fingerprint_module import SimulatedModule
 
         self.root.mkdir(parents=True, exist_ok=True)
         try:
@@ -219,7 +219,7 @@ class DoorFloor:
             # events of an earlier run in the same directory are not this floor's
             self.seen.update(e["seq"] for e in self.events())
             self._credentials()
-            self.config_path.write_text("# written by floor_agent.access.sim.DoorFloor\n"
+            self.config_path.write_text("# written by floor_agent.simulated.door_floor.DoorFloor\n"
                                         + yaml.safe_dump(config.model_dump(mode="json"),
                                                          sort_keys=False))
             if not (config.audit.state_dir / "agent.key").exists():
