@@ -14,6 +14,7 @@ import orjson
 from floor_agent import __version__, service
 from floor_agent.collector.config import CollectorConfig
 from floor_agent.config import ConfigError
+from floor_agent.protocol.kinds.collector import CollectorKind
 from floor_agent.roles.config import AgentConfig, WorkstationConfig, check_file, load_config
 
 log = logging.getLogger("floor_agent")
@@ -147,7 +148,8 @@ def cmd_collector_verify(args: argparse.Namespace) -> int:
         print(f"STORE: {line}")
     writer = self_audit.open_writer(config)
     try:
-        writer.emit("integrity.verified", "audit chains", "notice" if result.ok else "warning",
+        writer.emit(CollectorKind.INTEGRITY_VERIFIED, "audit chains",
+                    "notice" if result.ok else "warning",
                     who="collector verify", agents=len(result.agents), anchor=trusted.key_id,
                     failed=[a.agent_id for a in result.agents if not a.ok],
                     orphans=[o.agent_id for o in result.orphans])

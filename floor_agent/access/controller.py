@@ -34,6 +34,7 @@ from floor_agent.access.sitekey import SiteKey
 from floor_agent.access.templates import TemplateError, unseal
 from floor_agent.common.clock import utc_now
 from floor_agent.protocol.emit import Emit
+from floor_agent.protocol.kinds.door import DoorKind
 from floor_agent.service import guarded_thread
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,12 @@ Clock = Callable[[], datetime]
 
 # alarm -> (event kind, severity): raised beside the door.granted / door.denied event
 ALARM_EVENTS = {
-    "duress": ("door.duress", "critical"),
-    "clone_suspected": ("door.clone_suspected", "critical"),
-    "lockout": ("door.lockout", "warning"),
-    "antipassback": ("door.antipassback", "warning"),
+    "duress": (DoorKind.DURESS, "critical"),
+    "clone_suspected": (DoorKind.CLONE_SUSPECTED, "critical"),
+    "lockout": (DoorKind.LOCKOUT, "warning"),
+    "antipassback": (DoorKind.ANTIPASSBACK, "warning"),
     # a card presented with another enrolled person's finger: lent, or taken by a colleague
-    "card_shared": ("door.card_shared", "critical"),
+    "card_shared": (DoorKind.CARD_SHARED, "critical"),
 }
 IDLE_TICK_SECONDS = 0.1  # how often the door loop looks at its timers when nothing happens
 
@@ -55,9 +56,9 @@ IDLE_TICK_SECONDS = 0.1  # how often the door loop looks at its timers when noth
 def outcome_event(outcome: Outcome, reader_id: str) -> tuple[str, str, dict[str, Any]]:
     """(kind, severity, data) of a decision's audit event (pure)."""
     if outcome.granted:
-        kind, severity = "door.granted", "info"
+        kind, severity = DoorKind.GRANTED, "info"
     else:
-        kind = "door.denied"
+        kind = DoorKind.DENIED
         severity = "warning" if outcome.alarms else "notice"
     data = {"door_id": outcome.door_id, "reader_id": reader_id, "direction": outcome.direction,
             "uid": outcome.uid, "person_id": outcome.person_id, "reason": outcome.reason,
@@ -165,7 +166,7 @@ class DoorRunner:
 
     def _failed(self, e: BaseException) -> None:
         self.error = e
-        self.c.emit("door.controller_failed", self.subject, "critical",
+        self.c.emit(DoorKind.CONTROLLER_FAILED, self.subject, "critical",
                     error=f"{type(e).__name__}: {e}")
 
     # -- cards --
@@ -183,7 +184,7 @@ class DoorRunner:
                 self.handle(read)
             except Exception as e:  # never an unlock: a denial the staff can see
                 log.exception("%s: request failed", self.subject)
-                self.c.emit("door.error", self.subject, "critical", door_id=read.door_id,
+                self.c.emit(DoorKind.ERROR, self.subject, "critical", door_id=read.door_id,
                             reader_id=read.reader_id, uid=read.uid,
                             error=f"{type(e).__name__}: {e}")
 
@@ -234,7 +235,7 @@ class DoorRunner:
             except TemplateError:
                 broken.append(template.template_id)
         if broken:
-            self.c.emit("door.template_invalid", self.subject, "critical",
+            self.c.emit(DoorKind.TEMPLATE_INVALID, self.subject, "critical",
                         door_id=self.section.door_id, person_id=person, templates=broken)
         if not clear:
             return FingerResult("sensor_error", self.c.clock(),

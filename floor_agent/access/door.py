@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from floor_agent.protocol.kinds.door import DoorKind
+
 FAIL_MODES = ("secure", "safe")
 CRITICAL_FACTOR = 2  # held open this many times held_open_seconds: the warning turns critical
 
@@ -103,7 +105,7 @@ def start(door_id: str, params: DoorParams, now: datetime) -> DoorStep:
     """A controller taking over a door locks it first, whatever the relay was left in."""
     state = DoorState(door_id)
     return DoorStep(state, (_lock(params, False),),
-                    (DoorEvent("door.relocked", "info", door_id, now, "controller start"),))
+                    (DoorEvent(DoorKind.RELOCKED, "info", door_id, now, "controller start"),))
 
 
 def _unlock(state: DoorState, params: DoorParams, now: datetime, seconds: float,
@@ -115,7 +117,7 @@ def _unlock(state: DoorState, params: DoorParams, now: datetime, seconds: float,
         until = state.unlocked_until  # a second grant never shortens the first
     commands = () if state.unlocked else (_lock(params, True),)
     new = replace(state, unlocked_until=until, unlock_cause=cause)
-    event = DoorEvent("door.unlocked", "info", state.door_id, now,
+    event = DoorEvent(DoorKind.UNLOCKED, "info", state.door_id, now,
                       f"{cause}: unlocked for {seconds:g} s")
     return DoorStep(new, commands, (event,))
 
@@ -140,22 +142,22 @@ def position(state: DoorState, params: DoorParams, now: datetime, is_open: bool)
     if is_open:
         if state.unlocked:
             new = replace(state, is_open=True, opened_at=now, legit_opening=True)
-            return DoorStep(new, (), (DoorEvent("door.opened", "info", door, now,
+            return DoorStep(new, (), (DoorEvent(DoorKind.OPENED, "info", door, now,
                                                 f"after {state.unlock_cause}"),))
         new = replace(state, is_open=True, opened_at=now, legit_opening=False)
         return DoorStep(new, (), (
-            DoorEvent("door.opened", "info", door, now, "while locked"),
-            DoorEvent("door.forced", "critical", door, now,
+            DoorEvent(DoorKind.OPENED, "info", door, now, "while locked"),
+            DoorEvent(DoorKind.FORCED, "critical", door, now,
                       "opened while locked, without a grant or the exit button")))
-    events = [DoorEvent("door.closed", "info", door, now,
+    events = [DoorEvent(DoorKind.CLOSED, "info", door, now,
                         f"open {_seconds(state.opened_at, now)}")]
     if state.held_open_level:
-        events.append(DoorEvent("door.held_open_cleared", "info", door, now,
+        events.append(DoorEvent(DoorKind.HELD_OPEN_CLEARED, "info", door, now,
                                 f"closed after {_seconds(state.opened_at, now)}"))
     commands: tuple[LockCommand, ...] = ()
     if state.unlocked:
         commands = (_lock(params, False),)
-        events.append(DoorEvent("door.relocked", "info", door, now, "door closed"))
+        events.append(DoorEvent(DoorKind.RELOCKED, "info", door, now, "door closed"))
     new = DoorState(door)
     return DoorStep(new, commands, tuple(events))
 
@@ -173,13 +175,13 @@ def tick(state: DoorState, params: DoorParams, now: datetime) -> DoorStep:
         elif held >= params.held_open_seconds:
             level = "warning"
         if level and level != state.held_open_level:
-            event = DoorEvent("door.held_open", level, door, now,
+            event = DoorEvent(DoorKind.HELD_OPEN, level, door, now,
                               f"open {held:.0f} s, limit {params.held_open_seconds:g} s")
             return DoorStep(replace(state, held_open_level=level), (), (event,))
         return DoorStep(state)
     if state.unlocked_until is not None and now >= state.unlocked_until:
         return DoorStep(DoorState(door), (_lock(params, False),),
-                        (DoorEvent("door.relocked", "info", door, now,
+                        (DoorEvent(DoorKind.RELOCKED, "info", door, now,
                                    "unlock time ran out without an opening"),))
     return DoorStep(state)
 

@@ -28,6 +28,7 @@ from floor_agent.access.model import CardRead
 from floor_agent.access.sync import SignedClient, SyncError
 from floor_agent.access.templates import seal
 from floor_agent.protocol.credentials import Template
+from floor_agent.protocol.kinds.door import DoorKind
 
 
 class EnrollError(RuntimeError):
@@ -147,7 +148,7 @@ def cmd_door_enroll(args: argparse.Namespace) -> int:
         return 2
     spool = open_spool(config.audit, config.role)
     try:
-        spool.emit("door.template_enrolled", f"person {done.person_id}", "notice",
+        spool.emit(DoorKind.TEMPLATE_ENROLLED, f"person {done.person_id}", "notice",
                    person_id=done.person_id, finger=done.finger, template_id=done.template_id,
                    credentials_version=done.version, card_checked=not args.no_card)
     finally:

@@ -32,6 +32,7 @@ from typing import Final, Protocol
 
 from floor_agent.access.model import CardRead, Outcome
 from floor_agent.protocol.emit import Emit
+from floor_agent.protocol.kinds.door import DoorKind
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +171,12 @@ class Freshness:
             log.critical("credentials %s: doors deny every card but %d emergency card(s)",
                          "never verified" if age is None else f"{int(age)} s old",
                          len(self.emergency_uids))
-            self.emit("door.credentials_stale", self.subject, "critical",
+            self.emit(DoorKind.CREDENTIALS_STALE, self.subject, "critical",
                       age_seconds=None if age is None else int(age),
                       max_age_seconds=int(self.max_age), cached_version=self._version(),
                       emergency_cards=len(self.emergency_uids))
         else:
             stale_for = 0 if since is None else int(self._boot_clock() - since)
             log.warning("credentials fresh again after %d s stale", stale_for)
-            self.emit("door.credentials_fresh", self.subject, "notice",
+            self.emit(DoorKind.CREDENTIALS_FRESH, self.subject, "notice",
                       stale_seconds=stale_for, version=self._version())

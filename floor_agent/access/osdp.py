@@ -36,6 +36,7 @@ import osdp
 from floor_agent.access.model import CardRead, Direction
 from floor_agent.common.clock import utc_now
 from floor_agent.common.keyfiles import read_hex_key_file
+from floor_agent.protocol.kinds.door import DoorKind
 
 if TYPE_CHECKING:
     from floor_agent.access.config import DoorReader
@@ -315,7 +316,7 @@ def card_read_of(reader: OsdpReader, event: dict[str, Any], now: datetime,
 
 
 def _error(reader: OsdpReader, now: datetime, detail: str) -> ReaderEvent:
-    return ReaderEvent("door.reader_error", "warning", reader.door_id, reader.reader_id, now,
+    return ReaderEvent(DoorKind.READER_ERROR, "warning", reader.door_id, reader.reader_id, now,
                        detail)
 
 
@@ -472,10 +473,10 @@ class OsdpBus:
             status = self._status[reader.address]
             was, status.tamper = status.tamper, tamper
         if tamper and not was:
-            return ReaderEvent("door.reader_tamper", "critical", reader.door_id,
+            return ReaderEvent(DoorKind.READER_TAMPER, "critical", reader.door_id,
                                reader.reader_id, now, f"{self.bus}: reader reports tamper")
         if was and not tamper:
-            return ReaderEvent("door.reader_tamper_cleared", "info", reader.door_id,
+            return ReaderEvent(DoorKind.READER_TAMPER_CLEARED, "info", reader.door_id,
                                reader.reader_id, now, f"{self.bus}: tamper cleared")
         return None
 
@@ -493,7 +494,7 @@ class OsdpBus:
             if up:
                 status.online = status.ever_online = True
                 status.sc_failed = status.reported_offline = False
-                return ReaderEvent("door.reader_online", "info", reader.door_id,
+                return ReaderEvent(DoorKind.READER_ONLINE, "info", reader.door_id,
                                    reader.reader_id, now, f"{self.bus}: secure channel up")
             status.online = False
             status.reported_offline = True
@@ -501,7 +502,7 @@ class OsdpBus:
             if status.sc_failed:
                 why = ("secure channel refused: the reader's SCBK does not match "
                        "(or it is not in install mode)")
-        return ReaderEvent("door.reader_offline", "critical", reader.door_id, reader.reader_id,
+        return ReaderEvent(DoorKind.READER_OFFLINE, "critical", reader.door_id, reader.reader_id,
                            now, f"{self.bus}: {why}")
 
     def _check_never_online(self) -> None:
@@ -516,12 +517,12 @@ class OsdpBus:
                     continue
                 status.reported_offline = True
             self._items.put(ReaderEvent(
-                "door.reader_offline", "critical", reader.door_id, reader.reader_id, now,
+                DoorKind.READER_OFFLINE, "critical", reader.door_id, reader.reader_id, now,
                 f"{self.bus}: reader never came online since start"))
 
     def _garbage(self, found: list[str]) -> None:
         first = self.readers[0]
         self._items.put(ReaderEvent(
-            "door.reader_garbage", "warning", first.door_id, "", self._clock(),
+            DoorKind.READER_GARBAGE, "warning", first.door_id, "", self._clock(),
             f"{self.bus}: dropped malformed data ({'; '.join(found[:5])}"
             f"{'; ...' if len(found) > 5 else ''})"))

@@ -34,6 +34,7 @@ from floor_agent.access.model import CardRead
 from floor_agent.access.sync import CredentialSync
 from floor_agent.audit.agent import AuditAgent
 from floor_agent.audit.signed_client import AgentClient
+from floor_agent.protocol.kinds.door import DoorKind
 from floor_agent.service import StartRefused
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def _start(config: DoorConfig, agent: AuditAgent, shutdown: threading.Event) -> 
     try:
         key = sitekey.load(access.site_key_file)
     except sitekey.SiteKeyError as e:
-        agent.emit("door.config_invalid", "door", "critical", error=str(e))
+        agent.emit(DoorKind.CONFIG_INVALID, "door", "critical", error=str(e))
         raise AccessStartError(str(e)) from None
     tz = schedule_zone(access.policy.timezone)
     cache_path = access.cache_file or config.audit.state_dir / "credentials.db"
@@ -200,7 +201,7 @@ def _start_osdp_bus(port: str, baud: int, members: list[tuple[str, Any]],
         readers = [reader_from_config(door_id, reader) for door_id, reader in members]
         bus = OsdpBus.open_serial(port, baud, readers)
     except (OsdpError, OSError) as e:  # the bus is an alarm, the other doors go on
-        controller.emit("door.reader_offline", f"osdp {port}", "critical",
+        controller.emit(DoorKind.READER_OFFLINE, f"osdp {port}", "critical",
                         detail=f"OSDP bus {port} cannot be opened: {e}")
         return
     for door_id, _ in members:

@@ -42,6 +42,7 @@ from floor_agent.audit.signed_client import AgentClient
 from floor_agent.protocol import credentials as wire
 from floor_agent.protocol.credentials import Credentials, Template
 from floor_agent.protocol.emit import Emit
+from floor_agent.protocol.kinds.door import DoorKind
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ class CredentialSync:
         if self._outage_since is not None:
             outage = time.monotonic() - self._outage_since
             log.warning("credentials sync recovered after %.0f s", outage)
-            self.emit("door.sync_recovered", self.client.agent_id, "notice",
+            self.emit(DoorKind.SYNC_RECOVERED, self.client.agent_id, "notice",
                       outage_seconds=round(outage),  # whole seconds: no floats in audit data
                       version=credentials.version if credentials else self.version)
         self._outage_since = None
@@ -197,7 +198,7 @@ class CredentialSync:
         if credentials is not None:
             log.info("credentials version %d: %d people, %d cards", credentials.version,
                      len(credentials.people), len(credentials.cards))
-            self.emit("door.credentials_updated", self.client.agent_id, "info",
+            self.emit(DoorKind.CREDENTIALS_UPDATED, self.client.agent_id, "info",
                       version=credentials.version, previous=self.version,
                       people=len(credentials.people), cards=len(credentials.cards))
             self.version = credentials.version
@@ -216,13 +217,13 @@ class CredentialSync:
             log.warning("this controller's clock is %+.1f s off the collector's (host "
                         "time-sync: %s); signing and schedules use the collector's time",
                         offset, synchronized)
-            self.emit("door.clock_skew", self.client.agent_id, "warning",
+            self.emit(DoorKind.CLOCK_SKEW, self.client.agent_id, "warning",
                       offset_seconds=int(round(offset)), alarm_seconds=int(self.skew_alarm),
                       host_time_synchronized=synchronized)
         elif self.skewed and abs(offset) <= self.skew_alarm / 2:
             self.skewed = False
             log.warning("controller clock back within %.1f s of the collector's", offset)
-            self.emit("door.clock_skew_resolved", self.client.agent_id, "notice",
+            self.emit(DoorKind.CLOCK_SKEW_RESOLVED, self.client.agent_id, "notice",
                       offset_seconds=int(round(offset)))
 
     def _failed(self, reason: str) -> None:
@@ -231,7 +232,7 @@ class CredentialSync:
             self._outage_since = time.monotonic()
             log.warning("credentials sync failed, doors keep deciding from the cached version "
                         "%s: %s", self.version, reason)
-            self.emit("door.sync_failed", self.client.agent_id, "warning", reason=reason,
+            self.emit(DoorKind.SYNC_FAILED, self.client.agent_id, "warning", reason=reason,
                       cached_version=self.version)
         else:
             log.debug("credentials sync still failing: %s", reason)

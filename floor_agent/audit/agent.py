@@ -21,6 +21,7 @@ from floor_agent.audit.keys import load_or_create_private_key, load_private_key,
 from floor_agent.audit.spool import open_spool
 from floor_agent.config.audit import AuditClientConfig
 from floor_agent.protocol.event import AuditEvent
+from floor_agent.protocol.kinds.agent import AgentKind
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class AuditAgent:
             audit.backoff_max_seconds), self.stop_event)
 
     def start(self) -> None:
-        self.emit("agent.started", self.agent_id, "notice", role=self.role,
+        self.emit(AgentKind.STARTED, self.agent_id, "notice", role=self.role,
                   kernel_boot_id=kernel_boot_id(), pending=self.spool.pending_count())
         self.forwarder.start()
 
@@ -68,7 +69,7 @@ class AuditAgent:
 
     def stop(self, drain_seconds: float = 5.0, reason: str = "shutdown") -> None:
         """Record the stop, give the forwarder a moment to deliver, then close."""
-        self.emit("agent.stopped", self.agent_id, "notice", reason=reason)
+        self.emit(AgentKind.STOPPED, self.agent_id, "notice", reason=reason)
         deadline = time.monotonic() + drain_seconds
         while self.spool.pending_count() and time.monotonic() < deadline \
                 and self.forwarder.last_error is None:

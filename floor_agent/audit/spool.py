@@ -46,6 +46,7 @@ from floor_agent.protocol.event import (
     parse_timestamp,
     utc_timestamp,
 )
+from floor_agent.protocol.kinds.agent import AgentKind
 
 if TYPE_CHECKING:
     from floor_agent.config.audit import AuditClientConfig
@@ -86,7 +87,7 @@ CREATE TABLE IF NOT EXISTS damaged_rows (   -- altered rows, moved aside as they
 # can still be delivered with its original chain hash.
 ADDED_COLUMNS = (("pending", "prev", "BLOB"),)
 SECURITY_RANK = SEVERITY_RANK["warning"]
-DAMAGE_KIND = "audit.spool_damaged"
+DAMAGE_KIND = AgentKind.SPOOL_DAMAGED
 MAX_REPORTED_RANGES = 50  # per audit.spool_damaged event; the totals are always exact
 
 
@@ -439,7 +440,7 @@ class Spool:
             seq, count = seq + 1, count + 1
             written.append(event)
             if count == self.alarm_at:
-                alarms.append(("agent.spool_high", self.agent_id, "critical",
+                alarms.append((AgentKind.SPOOL_HIGH, self.agent_id, "critical",
                                {"pending": count, "max_events": self.max_events}))
         if dropped:
             total = self.dropped_count() + dropped
@@ -448,7 +449,7 @@ class Spool:
                       count, dropped, total)
             if self._meta("full_reported") != "1":  # one alarm per episode, not per drop
                 self._put_meta("full_reported", "1")
-                alarms.append(("agent.spool_full", self.agent_id, "critical",
+                alarms.append((AgentKind.SPOOL_FULL, self.agent_id, "critical",
                                {"pending": count, "max_events": self.max_events,
                                 "dropped_low_severity_total": total}))
         for kind, subject, severity, data in alarms:
@@ -546,7 +547,7 @@ class Spool:
                 self._put_meta("full_reported", "0")
                 head = self.head()
                 _, digest = self._write_one(
-                    head.seq + 1, head.hash, "agent.spool_recovered", self.agent_id,
+                    head.seq + 1, head.hash, AgentKind.SPOOL_RECOVERED, self.agent_id,
                     "warning", {"pending": self.pending_count(),
                                 "dropped_low_severity_total": self.dropped_count()})
                 self._put_meta("head_seq", str(head.seq + 1))

@@ -28,6 +28,7 @@ from floor_agent.cctv.index import SegmentIndex, SegmentRecord
 from floor_agent.cctv.retention_sweep import footage_path
 from floor_agent.common.files import file_sha256
 from floor_agent.protocol.emit import Emit
+from floor_agent.protocol.kinds.cctv import CctvKind
 
 
 class ExportError(Exception):
@@ -238,7 +239,7 @@ def export(index: SegmentIndex, storage_dir: Path, camera_id: str, start: dateti
     with os.fdopen(fd, "w") as f:
         json.dump(proof, f, indent=2)
         f.write("\n")
-    emit("cctv.export", f"camera {camera_id}", "notice", camera_id=camera_id, who=who,
+    emit(CctvKind.EXPORT, f"camera {camera_id}", "notice", camera_id=camera_id, who=who,
          why=reason, start=first.isoformat(), end=last.isoformat(), segments=used,
          clip_sha256=clip_sha, clip=str(out_path))
     return ExportResult(out_path, proof_path, clip_sha, first, last, tuple(used), packets)
@@ -270,6 +271,6 @@ def record_view(camera_id: str, segments: SegmentRecord | Sequence[SegmentRecord
     start = min((r.segment.start for r in items), default=None)
     end = max((r.segment.start + timedelta(seconds=r.segment.duration) for r in items),
               default=None)
-    emit("cctv.view", f"camera {camera_id}", "notice", camera_id=camera_id, who=who, why=why,
+    emit(CctvKind.VIEW, f"camera {camera_id}", "notice", camera_id=camera_id, who=who, why=why,
          segments=[r.segment.seq for r in items],
          start=start.isoformat() if start else None, end=end.isoformat() if end else None)

@@ -36,6 +36,7 @@ from floor_agent.cctv.index import IndexError_, SegmentIndex, SegmentRecord
 from floor_agent.common.backoff import backoff_delay
 from floor_agent.common.files import file_sha256
 from floor_agent.protocol.emit import Emit
+from floor_agent.protocol.kinds.cctv import CctvKind
 from floor_agent.sftp import SftpConnectError, close_quietly, connect_pinned
 
 Progress = Callable[[SegmentRecord, int], object]  # (segment, bytes on the server so far)
@@ -164,7 +165,7 @@ class Offloader:
                     break
                 sftp.remove(remote)
                 retries += 1
-                self.emit("cctv.offload_mismatch", f"camera {seg.camera_id}", "warning",
+                self.emit(CctvKind.OFFLOAD_MISMATCH, f"camera {seg.camera_id}", "warning",
                           camera_id=seg.camera_id, seq=seg.seq, remote_path=remote,
                           attempt=retries)
                 if retries > self.max_hash_retries:
@@ -245,7 +246,7 @@ class Offloader:
                 except FootageAltered as e:
                     self._refused.add(key)
                     result.refused.append(str(e))
-                    self.emit("cctv.offload_refused", f"camera {key[0]}", "critical",
+                    self.emit(CctvKind.OFFLOAD_REFUSED, f"camera {key[0]}", "critical",
                               camera_id=key[0], seq=key[1], error=str(e))
         except (OffloadError, IndexError_) as e:
             result.error = str(e)
@@ -253,7 +254,7 @@ class Offloader:
             cameras: dict[str, int] = {}
             for u in result.uploads:
                 cameras[u.camera_id] = cameras.get(u.camera_id, 0) + 1
-            self.emit("cctv.offloaded", SUBJECT, "info", count=len(result.uploads),
+            self.emit(CctvKind.OFFLOADED, SUBJECT, "info", count=len(result.uploads),
                       bytes=result.bytes, cameras=cameras,
                       resumed=sum(1 for u in result.uploads if u.resumed_from))
         self._account(result)
@@ -266,10 +267,10 @@ class Offloader:
             self.last_error = result.error
             if self.outage_since is None:
                 self.outage_since = time.monotonic()
-                self.emit("cctv.offload_failed", SUBJECT, "warning", host=self.config.host,
+                self.emit(CctvKind.OFFLOAD_FAILED, SUBJECT, "warning", host=self.config.host,
                           port=self.config.port, error=result.error)
         elif result.uploads and self.outage_since is not None:
-            self.emit("cctv.offload_recovered", SUBJECT, "notice", host=self.config.host,
+            self.emit(CctvKind.OFFLOAD_RECOVERED, SUBJECT, "notice", host=self.config.host,
                       port=self.config.port, failed_attempts=self.failures,
                       outage_seconds=round(time.monotonic() - self.outage_since))  # int: no floats
             self.failures = 0

@@ -44,6 +44,7 @@ from floor_agent.cctv.source import (
     StreamRecovered,
 )
 from floor_agent.protocol.emit import Emit
+from floor_agent.protocol.kinds.cctv import CctvKind
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class CameraRecorder:
                 for bgr, t, small in self._frames.frames():
                     if offline:
                         offline = False
-                        self.emit("cctv.camera_online", self.subject, "notice",
+                        self.emit(CctvKind.CAMERA_ONLINE, self.subject, "notice",
                                   camera_id=self.camera.camera_id, offline_ms=0)
                     delay = self.section.reconnect_initial_seconds
                     with self._lock:
@@ -168,7 +169,7 @@ class CameraRecorder:
                 reason = str(e)
             if not offline:
                 offline = True
-                self.emit("cctv.camera_offline", self.subject, "critical",
+                self.emit(CctvKind.CAMERA_OFFLINE, self.subject, "critical",
                           camera_id=self.camera.camera_id, reason=reason,
                           since=datetime.now(UTC).isoformat())
             if self._stop.wait(delay):
@@ -195,19 +196,19 @@ class CameraRecorder:
         elif isinstance(event, StreamLost):
             if event.stream == "main":
                 self.writer.cut()
-            self.emit("cctv.stream_lost", self.subject, "warning",
+            self.emit(CctvKind.STREAM_LOST, self.subject, "warning",
                       camera_id=self.camera.camera_id, stream=event.stream, reason=event.reason)
         elif isinstance(event, StreamRecovered):
-            self.emit("cctv.stream_gap", self.subject, "warning",
+            self.emit(CctvKind.STREAM_GAP, self.subject, "warning",
                       camera_id=self.camera.camera_id, stream=event.stream,
                       gap_ms=round(event.gap_seconds * 1000),
                       lost_at=event.lost_at.isoformat(), recovered_at=event.at.isoformat())
         elif isinstance(event, CameraOffline):
-            self.emit("cctv.camera_offline", self.subject, "critical",
+            self.emit(CctvKind.CAMERA_OFFLINE, self.subject, "critical",
                       camera_id=self.camera.camera_id, reason=event.reason,
                       since=event.since.isoformat())
         elif isinstance(event, CameraOnline):
-            self.emit("cctv.camera_online", self.subject, "notice",
+            self.emit(CctvKind.CAMERA_ONLINE, self.subject, "notice",
                       camera_id=self.camera.camera_id,
                       offline_ms=round(event.offline_seconds * 1000))
         elif isinstance(event, BadInput):
@@ -222,7 +223,7 @@ class CameraRecorder:
                 < BAD_INPUT_REPEAT_SECONDS:
             return
         self._bad_reported[key] = now
-        self.emit("cctv.bad_input", self.subject, "warning", camera_id=self.camera.camera_id,
+        self.emit(CctvKind.BAD_INPUT, self.subject, "warning", camera_id=self.camera.camera_id,
                   stream=stream, reason=reason)
 
     def _frame(self, event: FrameEvent) -> None:
@@ -243,7 +244,7 @@ class CameraRecorder:
                 if result.motion:
                     self._motion_in_segment = True
                 if result.event is not None:
-                    self.emit(f"cctv.{result.event}", self.subject, "info",
+                    self.emit(CctvKind(f"cctv.{result.event}"), self.subject, "info",
                               camera_id=self.camera.camera_id, t_ms=round(result.t * 1000),
                               regions=len(result.regions),
                               moving_permille=round(result.moving_fraction * 1000))
@@ -251,7 +252,7 @@ class CameraRecorder:
                 self._tamper, alarms = tamper.step(self._tamper, frame, self.camera.tamper)
                 for alarm in alarms:
                     start = alarm.phase == "start"
-                    self.emit("cctv.tamper" if start else "cctv.tamper_cleared", self.subject,
+                    self.emit(CctvKind.TAMPER if start else CctvKind.TAMPER_CLEARED, self.subject,
                               "critical" if start else "notice",
                               camera_id=self.camera.camera_id, tamper=alarm.kind,
                               t_ms=round(alarm.t * 1000), detail=_plain(alarm.detail))
@@ -264,6 +265,6 @@ class CameraRecorder:
         self._motion_in_segment = self._motion.in_motion  # motion going on: the next too
         self.index.add(segment)
         self.segments += 1
-        self.emit("cctv.segment", self.subject, "info", **segment_event(segment))
+        self.emit(CctvKind.SEGMENT, self.subject, "info", **segment_event(segment))
         if self.segment_done is not None:
             self.segment_done()

@@ -18,6 +18,7 @@ from floor_agent.cctv.config import CameraConfig
 from floor_agent.cctv.index import SegmentIndex, SegmentRecord
 from floor_agent.cctv.retention_plan import bytes_needed, plan, purge_plan
 from floor_agent.protocol.emit import Emit
+from floor_agent.protocol.kinds.cctv import CctvKind
 
 SUBJECT = "cctv storage"
 
@@ -122,14 +123,14 @@ def sweep(index: SegmentIndex, storage_dir: Path, cameras: Mapping[str, CameraCo
         result.free_after = int(after.free)
         result.still_low = bytes_needed(int(after.free), int(after.total), min_free_percent,
                                         min_free_bytes) > 0
-        emit("cctv.disk_low", SUBJECT, "critical", free_before=result.free_before,
+        emit(CctvKind.DISK_LOW, SUBJECT, "critical", free_before=result.free_before,
              free_after=result.free_after, total=int(usage.total),
              needed=need, purged=result.count("disk_low"),
              purged_by_camera={c: n["disk_low"] for c, n in result.segments.items()
                                if "disk_low" in n},
              still_low=result.still_low)
     if result.count() or result.failed:
-        emit("cctv.retention_sweep", SUBJECT, "warning" if result.failed else "info",
+        emit(CctvKind.RETENTION_SWEEP, SUBJECT, "warning" if result.failed else "info",
              segments=result.segments, bytes=result.bytes, missing=result.missing,
              failed=result.failed[:20], failed_count=len(result.failed))
     return result

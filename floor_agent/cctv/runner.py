@@ -22,6 +22,7 @@ from floor_agent.cctv.recorder import CameraRecorder
 from floor_agent.cctv.snapshot import SnapshotUploader
 from floor_agent.common.files import file_sha256
 from floor_agent.protocol.emit import Emit
+from floor_agent.protocol.kinds.cctv import CctvKind
 from floor_agent.service import guarded_thread
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def _start(config: CctvConfig, agent: AuditAgent, shutdown: threading.Event) -> 
             sweep_once(section, index, agent.emit)
 
     sweep = guarded_thread("cctv-sweep", sweeper, shutdown, lambda e: agent.emit(
-        "cctv.sweep_failed", "cctv storage", "critical", error=f"{type(e).__name__}: {e}"))
+        CctvKind.SWEEP_FAILED, "cctv storage", "critical", error=f"{type(e).__name__}: {e}"))
     sweep.start()
     running.threads.append(sweep)
     for recorder in running.recorders.values():

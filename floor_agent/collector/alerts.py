@@ -8,6 +8,7 @@ from typing import Any
 
 from floor_agent.collector.ingest import CHAIN_BREAKS
 from floor_agent.collector.self_audit import OwnAudit
+from floor_agent.protocol.kinds.collector import CollectorKind
 from floor_agent.store.interface import Store
 
 
@@ -20,7 +21,8 @@ def acknowledge(store: Store, own_audit: OwnAudit, alert_id: int, who: str, comm
         return False
     if not store.ack_alert(alert_id, who, comment, now):
         return False
-    own_audit.emit("alert.acknowledged", f"alert {alert_id}", "notice", alert_id=alert_id,
+    own_audit.emit(CollectorKind.ALERT_ACKNOWLEDGED, f"alert {alert_id}", "notice",
+                   alert_id=alert_id,
                    alert_kind=alert["kind"], alert_agent=alert["agent_id"],
                    alert_severity=alert["severity"], who=who, comment=comment, acked_at=now,
                    via=via)

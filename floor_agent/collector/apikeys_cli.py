@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from floor_agent.collector.api_keys import SCOPE_HELP, SCOPES
+from floor_agent.protocol.kinds.collector import CollectorKind
 
 DEFAULT_CONFIG = Path("/etc/floor-agent/collector.yaml")
 CLI_ACTOR = "cli"
@@ -42,7 +43,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         expires_at = None if days is None else utc_timestamp(
             parse_timestamp(now) + timedelta(days=days))
         key = core.create_api_key(store, args.name, scopes, expires_at)
-        own.emit("apikey.created", args.name, "notice", name=args.name, scopes=scopes,
+        own.emit(CollectorKind.APIKEY_CREATED, args.name, "notice", name=args.name, scopes=scopes,
                  expires_at=expires_at, by=CLI_ACTOR)
         print(key)
         print(f"# API key {args.name!r}: scopes {api_keys.stored_scopes(scopes)}, expires "
@@ -78,7 +79,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         revoked = store.revoke_api_key(args.name, now)
         if not revoked:
             raise ValueError(f"name: no unrevoked API key named {args.name!r}")
-        own.emit("apikey.revoked", args.name, "notice", name=args.name, keys=revoked,
+        own.emit(CollectorKind.APIKEY_REVOKED, args.name, "notice", name=args.name, keys=revoked,
                  by=CLI_ACTOR)
         print(f"revoked API key {args.name!r}; it is refused from now on")
         return 0

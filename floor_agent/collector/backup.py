@@ -53,6 +53,7 @@ from floor_agent.collector.verify import (
 from floor_agent.common.files import file_sha256
 from floor_agent.common.urls import redact_url
 from floor_agent.protocol.event import utc_timestamp
+from floor_agent.protocol.kinds.collector import CollectorKind
 from floor_agent.store import open_store
 from floor_agent.store.interface import Store, StoreError
 
@@ -411,7 +412,7 @@ def backup(config: CollectorConfig, now: datetime | None = None) -> BackupResult
         result = _backup(config, now or datetime.now(UTC))
     except (BackupError, StoreError, anchor.AnchorError, OSError, sqlite3.Error) as exc:
         result = BackupResult(False, None, None, reason=str(exc))
-    _record(config, "collector.backup", result.path.name if result.path else "backup",
+    _record(config, CollectorKind.BACKUP, result.path.name if result.path else "backup",
             result.ok, store=store_kind(config.collector.resolved_database_url()),
             sha256=result.sha256, bytes=result.bytes, agents=result.agents,
             events=result.events, verified=result.verified, reason=result.reason,
@@ -555,7 +556,7 @@ def restore(config: CollectorConfig, backup_file: Path, force: bool = False,
         result.ok, result.reason = False, f"{type(exc).__name__}: {exc}"
     if result.reason and not result.problems:
         result.problems = [result.reason]
-    _record(config, "collector.restore", backup_file.name, result.ok, refused=result.refused,
+    _record(config, CollectorKind.RESTORE, backup_file.name, result.ok, refused=result.refused,
             target=result.target, agents=result.agents, events=result.events,
             forced=force, reason=result.reason, anchor=result.anchor,
             allow_unanchored=allow_unanchored, problems=result.problems[:50])

@@ -15,6 +15,7 @@ from typing import Any
 
 from floor_agent.collector.config import CollectorConfig
 from floor_agent.config import load_role
+from floor_agent.protocol.kinds.collector import CollectorKind
 
 DEFAULT_CONFIG = "/etc/floor-agent/collector.yaml"
 
@@ -94,7 +95,7 @@ def cmd_anchor_endorse(args: argparse.Namespace) -> int:
         store.close()
     writer = self_audit.open_writer(config)
     try:
-        writer.emit("collector.anchor.endorse", "agent keys",
+        writer.emit(CollectorKind.ANCHOR_ENDORSE, "agent keys",
                     "warning" if outcome.refused else "notice", ok=not outcome.refused,
                     anchor=signer.key_id, endorsed=outcome.endorsed,
                     refused=outcome.refused[:50])

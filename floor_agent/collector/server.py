@@ -27,6 +27,7 @@ from floor_agent.collector.api import AppExtension, create_app
 from floor_agent.collector.api_snapshots import MAX_BYTES as SNAPSHOT_MAX_BYTES
 from floor_agent.collector.config import CollectorConfig, CollectorSection
 from floor_agent.collector.core import Collector
+from floor_agent.protocol.kinds.collector import CollectorKind
 from floor_agent.store import open_store
 from floor_agent.store.interface import Store
 from floor_agent.store.sqlite import SqliteStore
@@ -105,7 +106,7 @@ def shut_out_recorder(own: AuditAgent) -> Callable[[str, float, dict[str, int]],
 
     def record(address: str, seconds: float, reasons: dict[str, int]) -> None:
         asyncio.get_running_loop().run_in_executor(None, functools.partial(
-            own.emit, "collector.shut_out", edge.offender(address), "info",
+            own.emit, CollectorKind.SHUT_OUT, edge.offender(address), "info",
             address=address, seconds=int(seconds), offences=reasons))
 
     return record

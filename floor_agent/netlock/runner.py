@@ -20,6 +20,7 @@ from floor_agent.netlock.allowlist import Allowlist, AllowlistError, build
 from floor_agent.netlock.config import NetlockConfig
 from floor_agent.netlock.watch import SUBJECT, NetlockWatcher
 from floor_agent.protocol.emit import Emit
+from floor_agent.protocol.kinds.net import NetKind
 from floor_agent.service import StartRefused
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,10 @@ def enforce(config: NetlockConfig, allowlist: Allowlist, emit: Emit, *,
     try:
         result = firewall.apply(config, allowlist, source=source)
     except firewall.FirewallError as e:
-        emit("net.enforce_failed", SUBJECT, "critical", error=str(e), where=e.where,
+        emit(NetKind.ENFORCE_FAILED, SUBJECT, "critical", error=str(e), where=e.where,
              stderr=e.stderr[-2000:], table=config.table)
         raise
-    emit("net.enforced", SUBJECT, "info", table=f"inet {config.table}",
+    emit(NetKind.ENFORCED, SUBJECT, "info", table=f"inet {config.table}",
          chains=result.verified, previous_tables=_tables(result.previous),
          source=None if source is None else os.fspath(source))
     return result
@@ -81,7 +82,7 @@ def _start(config: NetlockConfig, agent: AuditAgent, shutdown: threading.Event, 
     try:
         allowlist = build(config)
     except AllowlistError as e:
-        agent.emit("net.config_invalid", SUBJECT, "critical", error=str(e), where=e.where)
+        agent.emit(NetKind.CONFIG_INVALID, SUBJECT, "critical", error=str(e), where=e.where)
         raise NetlockStartError(str(e)) from None
     if config.enforce:
         try:

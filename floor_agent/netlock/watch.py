@@ -42,6 +42,7 @@ from floor_agent.netlock.allowlist import Allowlist
 from floor_agent.netlock.checks import Status, Verdict
 from floor_agent.netlock.config import NetlockConfig
 from floor_agent.protocol.emit import Emit
+from floor_agent.protocol.kinds.net import NetKind
 from floor_agent.service import guarded_thread
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def transitions(before: Mapping[str, Verdict],
     new = breached - breached_before
     worse = {i for i in breached & breached_before if new_evidence(before.get(i), after[i])}
     if new or worse:
-        events.append(("net.breach", "critical", {
+        events.append((NetKind.BREACH, "critical", {
             "new": sorted(new), "worse": sorted(worse),
             "summary": "; ".join(_change_summary(before.get(i), after[i])
                                  for i in sorted(new | worse)),
@@ -129,7 +130,7 @@ def transitions(before: Mapping[str, Verdict],
     recovered = sorted(i for i in problems_before if i in after and after[i].ok)
     if recovered:
         still = sorted(breached)
-        events.append(("net.recovered", "warning" if still else "notice", {
+        events.append((NetKind.RECOVERED, "warning" if still else "notice", {
             "recovered": recovered, "still_failing": still,
             "checks": [verdict_data(after[i]) for i in recovered]}))
     warned_before = _ids(before, "fail", False)
@@ -138,14 +139,14 @@ def transitions(before: Mapping[str, Verdict],
                     if new_evidence(before.get(i), after[i])}
     if warned or warned_worse:
         changed = sorted(warned | warned_worse)
-        events.append(("net.warning", "warning", {
+        events.append((NetKind.WARNING, "warning", {
             "new": sorted(warned), "worse": sorted(warned_worse),
             "summary": "; ".join(_change_summary(before.get(i), after[i]) for i in changed),
             "new_evidence": {i: new_evidence(before.get(i), after[i]) for i in changed},
             "checks": [verdict_data(after[i]) for i in changed]}))
     unknown = _ids(after, "unknown") - _ids(before, "unknown")
     if unknown:
-        events.append(("net.unverifiable", "warning", {
+        events.append((NetKind.UNVERIFIABLE, "warning", {
             "new": sorted(unknown),
             "summary": "; ".join(after[i].summary for i in sorted(unknown)),
             "checks": [verdict_data(after[i]) for i in sorted(unknown)]}))
@@ -366,7 +367,7 @@ class NetlockWatcher:
         except Exception as e:  # sock_diag unavailable: polls fall back to psutil
             log.warning("netlock: sock_diag unavailable, polling sockets with psutil: %s", e)
         verdicts = self.verify(reason="start")
-        self.emit("net.verified", SUBJECT, "info", **summary_data(verdicts, self.last_ms))
+        self.emit(NetKind.VERIFIED, SUBJECT, "info", **summary_data(verdicts, self.last_ms))
         self._threads = [
             guarded_thread(name, body, shutdown, self._failed(name))
             for name, body in (("netlock-netlink", self._netlink),
@@ -397,7 +398,7 @@ class NetlockWatcher:
     def _failed(self, thread: str) -> Callable[[BaseException], None]:
         def failed(e: BaseException) -> None:
             self.error = e
-            self.emit("net.watch_failed", SUBJECT, "critical", error=f"{type(e).__name__}: {e}",
+            self.emit(NetKind.WATCH_FAILED, SUBJECT, "critical", error=f"{type(e).__name__}: {e}",
                       thread=thread)
         return failed
 
@@ -480,7 +481,7 @@ class NetlockWatcher:
                 try:
                     self.closed_connections(source.read())
                 except OSError as e:  # ENOBUFS: notifications were lost
-                    self.emit("net.unverifiable", SUBJECT, "warning", new=["sockets.allowlist"],
+                    self.emit(NetKind.UNVERIFIABLE, SUBJECT, "warning", new=["sockets.allowlist"],
                               summary=f"ended connections may have been missed: {e}",
                               checks=[], trigger="sock_diag")
         finally:

@@ -17,6 +17,7 @@ from typing import Any
 
 from floor_agent.collector.config import CollectorConfig
 from floor_agent.config import load_role
+from floor_agent.protocol.kinds.collector import CollectorKind
 
 DEFAULT_CONFIG = "/etc/floor-agent/collector.yaml"
 
@@ -72,7 +73,7 @@ def generate(config: CollectorConfig, out: Path, pdf: Path | None, days: int,
                             "period_end": evidence.period_end, "verdicts": evidence.verdicts}
     writer = self_audit.open_writer(config)
     try:
-        writer.emit("report.generated", f"tom report {out.name}", "notice", **data)
+        writer.emit(CollectorKind.REPORT_GENERATED, f"tom report {out.name}", "notice", **data)
     finally:
         writer.close()
     return data

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from floor_agent.protocol.emit import Emit
+from floor_agent.protocol.kinds.retention import RetentionKind
 from floor_agent.retention.config import RetentionServer
 from floor_agent.retention.plan import (
     Deletion,
@@ -147,11 +148,11 @@ def sweep_server(server: RetentionServer, emit: Emit | None, state_dir: Path, *,
             listing = tree.listing(server.completion.manifest)
         except (SftpConnectError, ConnectionLost) as e:
             result.error = str(e)
-            record("retention.sweep_failed", "error", stage="connect", error=str(e))
+            record(RetentionKind.SWEEP_FAILED, "error", stage="connect", error=str(e))
             return result
         except RootUnusable as e:
             result.refused = str(e)
-            record("retention.refused", "error", reason=str(e))
+            record(RetentionKind.REFUSED, "error", reason=str(e))
             return result
         p = plan(listing, policy, now or datetime.now(UTC), force=force)
         result.plan = p
@@ -164,11 +165,11 @@ def sweep_server(server: RetentionServer, emit: Emit | None, state_dir: Path, *,
         if p.blocked:
             result.refused = p.blocked
             severity = "warning" if p.deletions else "error"
-            record("retention.refused", severity, reason=p.blocked,
+            record(RetentionKind.REFUSED, severity, reason=p.blocked,
                    planned_file_count=len(p.deletions), total_files=p.total_files)
             return result
         if p.refusals or p.unexpected:
-            record("retention.refused", "warning", reason="entries left alone",
+            record(RetentionKind.REFUSED, "warning", reason="entries left alone",
                    left_alone=[{"path": event_ref(r.path, policy), "reason": r.reason}
                                for r in p.refusals[:MAX_LISTED]],
                    left_alone_count=len(p.refusals),
@@ -177,7 +178,7 @@ def sweep_server(server: RetentionServer, emit: Emit | None, state_dir: Path, *,
         note_path = resume_note_path(state_dir, server.name)
         previous = _read_note(note_path)
         _write_note(note_path, result.sweep_id, p)
-        record("retention.sweep_started", "info", jobs=p.job_codes,
+        record(RetentionKind.SWEEP_STARTED, "info", jobs=p.job_codes,
                file_count=len(p.deletions), total_bytes=p.total_bytes,
                file_list_sha256=p.file_list_sha256, total_files=p.total_files,
                retention_days=server.retention_days, force=force,
@@ -186,7 +187,7 @@ def sweep_server(server: RetentionServer, emit: Emit | None, state_dir: Path, *,
         if result.error is None:
             _recheck(tree, p, result)
         if result.error is not None:
-            record("retention.sweep_failed", "error", stage="delete", error=result.error,
+            record(RetentionKind.SWEEP_FAILED, "error", stage="delete", error=result.error,
                    removed_count=len(result.removed),
                    removed_bytes=sum(d.size for d in result.removed),
                    removed_file_list_sha256=file_list_sha256(
@@ -194,10 +195,10 @@ def sweep_server(server: RetentionServer, emit: Emit | None, state_dir: Path, *,
                    planned_file_count=len(p.deletions),
                    planned_file_list_sha256=p.file_list_sha256)
             return result
-        record("retention.receipt", "notice", **_receipt(server, p, result, previous, listing,
+        record(RetentionKind.RECEIPT, "notice", **_receipt(server, p, result, previous, listing,
                                                          started))
         if result.residue:
-            record("retention.residue", "critical", count=len(result.residue),
+            record(RetentionKind.RESIDUE, "critical", count=len(result.residue),
                    files=_listed(result.residue, policy), errors=result.failed[:MAX_LISTED],
                    total_bytes=sum(d.size for d in result.residue))
         note_path.unlink(missing_ok=True)

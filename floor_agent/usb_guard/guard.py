@@ -25,6 +25,7 @@ from typing import Any
 import pyudev
 
 from floor_agent.protocol.emit import Emit
+from floor_agent.protocol.kinds.usb import UsbKind
 from floor_agent.usb_guard import sysfs
 from floor_agent.usb_guard.device import UsbDevice, device_from_udev
 from floor_agent.usb_guard.monitor import UdevMonitor, present_devices
@@ -37,10 +38,10 @@ log = logging.getLogger(__name__)
 
 # target -> (event kind, severity)
 EVENT_KINDS: Mapping[str, tuple[str, str]] = {
-    "allow": ("usb.allowed", "info"),
-    "partial": ("usb.partial", "notice"),
-    "block": ("usb.blocked", "warning"),
-    "reject": ("usb.rejected", "critical"),
+    "allow": (UsbKind.ALLOWED, "info"),
+    "partial": (UsbKind.PARTIAL, "notice"),
+    "block": (UsbKind.BLOCKED, "warning"),
+    "reject": (UsbKind.REJECTED, "critical"),
 }
 INTERFACE_ATTRIBUTES = ("bInterfaceClass", "bInterfaceSubClass", "bInterfaceProtocol")
 
@@ -84,7 +85,7 @@ def failure_event(device: UsbDevice, target: str,
         "errno_name": errno.errorcode.get(error.errno) if error.errno is not None else None,
         "error": str(error),
     }
-    return "usb.enforcement_failed", "critical", data
+    return UsbKind.ENFORCEMENT_FAILED, "critical", data
 
 
 def interface_class(attrs: Mapping[str, str]) -> str | None:
@@ -157,10 +158,10 @@ class UsbGuard:
         self.monitor = UdevMonitor(self.context)  # first: nothing plugged from now is missed
         self.lockdown = sysfs.lock_down(self.sys_root)
         if self.lockdown.ok:
-            self.emit("usb.locked_down", "usb", "info", hubs=self.lockdown.locked,
+            self.emit(UsbKind.LOCKED_DOWN, "usb", "info", hubs=self.lockdown.locked,
                       changed=self.lockdown.changed)
         else:
-            self.emit("usb.lockdown_failed", "usb", "critical", hubs=self.lockdown.locked,
+            self.emit(UsbKind.LOCKDOWN_FAILED, "usb", "critical", hubs=self.lockdown.locked,
                       changed=self.lockdown.changed,
                       failures=[{"path": e.path, "errno": e.errno, "error": str(e)}
                                 for e in self.lockdown.failed])

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from floor_agent.protocol.emit import Emit
+from floor_agent.protocol.kinds.usb import UsbKind
 from floor_agent.usb_guard import sysfs
 from floor_agent.usb_guard.device import (
     DESCRIPTORS_MAX,
@@ -151,7 +152,7 @@ def manual_event(device: UsbDevice, allow: bool, who: str, uid: int, reason: str
     data.update(who=who, uid=uid, reason=reason, action=action,
                 interfaces_authorized=list(interfaces), was_authorized=was_authorized,
                 note=TEMPORARY)
-    kind = "usb.manual_allow" if allow else "usb.manual_block"
+    kind = UsbKind.MANUAL_ALLOW if allow else UsbKind.MANUAL_BLOCK
     return kind, subject_of(device), "warning", data
 
 

@@ -12,6 +12,7 @@ import logging
 import threading
 
 from floor_agent.audit.agent import AuditAgent
+from floor_agent.protocol.kinds.usb import UsbKind
 from floor_agent.service import StartRefused
 from floor_agent.usb_guard import sysfs
 from floor_agent.usb_guard.config import UsbGuardConfig
@@ -53,7 +54,7 @@ def _start(config: UsbGuardConfig, agent: AuditAgent, shutdown: threading.Event)
     except (OSError, UnicodeDecodeError, RuleSyntaxError) as exc:
         reason = str(exc) if isinstance(exc, RuleSyntaxError) else f"{path}: cannot read ({exc})"
         locked = sysfs.lock_down(config.sys_root)
-        agent.emit("usb.rules_invalid", str(path), "critical", error=reason,
+        agent.emit(UsbKind.RULES_INVALID, str(path), "critical", error=reason,
                    hubs_locked=[str(p) for p in locked.locked],
                    lockdown_failures=[str(e) for e in locked.failed])
         raise UsbGuardStartError(reason) from None
