@@ -12,8 +12,8 @@ from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, event_hash
-from floor_agent.protocol.event import AuditEvent
+from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, link
+from floor_agent.protocol.event import AuditEvent, canonical
 
 # What a verification can find wrong: the chain walk's own kinds (verify below), then those of
 # the store's verification around it (collector/verify.py: rows below seq 1 or past the signed
@@ -48,12 +48,56 @@ class Report:
         return not self.problems
 
 
+@dataclass(frozen=True, slots=True)
+class Break:
+    """Where a run stops being one chain: the event at `index` (its `seq`) came out of order
+    (`expected` is the seq that should have come) or, with `expected` None, does not hash to
+    the hash claimed for it."""
+
+    index: int
+    seq: int
+    expected: int | None
+
+
+@dataclass(slots=True)
+class Walk:
+    head: bytes  # the hash after the last event walked (a claimed one after an altered event)
+    breaks: list[Break]
+
+
+def walk(prev_hash: bytes, seqs: Sequence[int], bodies: Sequence[bytes],
+         claimed: Sequence[bytes | None] | None = None, *, first_only: bool = False) -> Walk:
+    """The one chain walk, over canonical event bytes: what verify() and the collector's
+    ingest both run. Each event must follow the one before (seq + 1) and, where a hash is
+    claimed for it, hash to exactly that. An altered event is reported once: the walk goes on
+    from its claimed hash. `first_only` stops at the first break (ingest refuses the batch)."""
+    breaks: list[Break] = []
+    current = prev_hash
+    expected = seqs[0] if seqs else 0
+    claims: Sequence[bytes | None] = claimed if claimed is not None else ()
+    count = len(claims)
+    for index, seq in enumerate(seqs):
+        if seq != expected:
+            breaks.append(Break(index, seq, expected))
+            if first_only:
+                return Walk(current, breaks)
+        expected = seq + 1
+        current = link(current, bodies[index])
+        claim = claims[index] if index < count else None
+        if claim is not None and claim != current:
+            breaks.append(Break(index, seq, None))
+            if first_only:
+                return Walk(current, breaks)
+            current = claim
+    return Walk(current, breaks)
+
+
 def verify(
     events: Sequence[AuditEvent],
     checkpoint: Checkpoint | None,
     key: Ed25519PublicKey | None,
     prev_hash: bytes = GENESIS_HASH,
-    claimed_hashes: Sequence[bytes] | None = None,
+    claimed_hashes: Sequence[bytes | None] | None = None,
 ) -> Report:
     """Verify a contiguous run of one agent's events, ending at a signed checkpoint.
 
@@ -70,32 +114,26 @@ def verify(
     elif key is None or not checkpoint.signature_valid(key):
         report.problems.append(Problem("bad_signature", checkpoint.seq,
                                        "checkpoint signature does not verify"))
-    expected_seq = events[0].seq if events else None
-    current = prev_hash
-    for index, event in enumerate(events):
-        if index == 0:
-            report.first_seq = event.seq
-        if event.agent_id != agent_id:
-            report.problems.append(Problem("foreign", event.seq,
-                                           f"event of agent {event.agent_id!r} in {agent_id!r}"))
-        if event.seq != expected_seq:
-            assert expected_seq is not None
-            kind: ProblemKind
-            if event.seq < expected_seq:
-                kind = "duplicate" if event.seq == expected_seq - 1 else "reordered"
-            else:
-                kind = "gap"
-            report.problems.append(Problem(kind, event.seq,
-                                           f"expected seq {expected_seq}, found {event.seq}"))
-        expected_seq = event.seq + 1
-        current = event_hash(current, event)
-        claimed = claimed_hashes[index] if claimed_hashes and index < len(claimed_hashes) else None
-        if claimed is not None and claimed != current:
-            report.problems.append(Problem("altered", event.seq,
-                                           "event does not hash to its recorded hash"))
-            current = claimed  # resynchronise: report each altered event once
-        report.last_seq = event.seq
-        report.verified += 1
+    walked = walk(prev_hash, [event.seq for event in events],
+                  [canonical(event) for event in events], claimed_hashes)
+    # each event's findings in the order it always had: foreign, then order, then altered
+    found = [(index, 0, Problem("foreign", event.seq,
+                                f"event of agent {event.agent_id!r} in {agent_id!r}"))
+             for index, event in enumerate(events) if event.agent_id != agent_id]
+    for brk in walked.breaks:
+        if brk.expected is None:
+            found.append((brk.index, 2, Problem("altered", brk.seq,
+                                                "event does not hash to its recorded hash")))
+        else:
+            kind: ProblemKind = "gap" if brk.seq > brk.expected else (
+                "duplicate" if brk.seq == brk.expected - 1 else "reordered")
+            found.append((brk.index, 1, Problem(kind, brk.seq, f"expected seq {brk.expected}, "
+                                                               f"found {brk.seq}")))
+    report.problems += [problem for _, _, problem in sorted(found, key=lambda f: f[:2])]
+    if events:
+        report.first_seq, report.last_seq = events[0].seq, events[-1].seq
+        report.verified = len(events)
+    current = walked.head
     if checkpoint is not None:
         head_seq = report.last_seq if events else None
         if events and checkpoint.seq == head_seq and checkpoint.hash != current:

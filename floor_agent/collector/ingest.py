@@ -16,9 +16,10 @@ from typing import Any
 
 import orjson
 
+from floor_agent.audit import chain
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 from floor_agent.protocol.batch import MAX_DETAIL_CHARS, Batch, BatchError, WireEvent, parse
-from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, link
+from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint
 from floor_agent.protocol.event import (
     SEVERITY_RANK,
     EventError,
@@ -108,13 +109,18 @@ def event_params(wire: WireEvent, received_at: str) -> EventRow:
 def prepare(body: bytes, max_events: int, received_at: str) -> Prepared:
     """Parse and check a batch as far as it can be without the store. Raises BatchError."""
     batch = parse(body, max_events)
-    return Prepared(batch.agent_id, batch.prev_hash, batch.checkpoint,
-                    [w.event.seq for w in batch.events], [w.claimed_hash for w in batch.events],
-                    [event_params(w, received_at) for w in batch.events], _chain_problem(batch))
+    seqs = [w.event.seq for w in batch.events]
+    hashes = [w.claimed_hash for w in batch.events]
+    return Prepared(batch.agent_id, batch.prev_hash, batch.checkpoint, seqs, hashes,
+                    [event_params(w, received_at) for w in batch.events],
+                    _chain_problem(batch, seqs, hashes))
 
 
-def _chain_problem(batch: Batch) -> tuple[int, str, str, int | None] | None:
-    """The first event of another agent, or break in the chain from prev_hash to the head."""
+def _chain_problem(batch: Batch, seqs: list[int], hashes: list[bytes]
+                   ) -> tuple[int, str, str, int | None] | None:
+    """The first event of another agent, or break in the chain from prev_hash to the head:
+    the one chain walk (audit/chain.walk) over the batch's canonical bytes, reported as the
+    ingest alert that refuses the batch."""
     for wire in batch.events:
         if wire.event.agent_id != batch.agent_id:
             return (422, "replay", f"batch carries an event of agent {wire.event.agent_id!r} "
@@ -122,25 +128,22 @@ def _chain_problem(batch: Batch) -> tuple[int, str, str, int | None] | None:
                     wire.event.seq)
     if not batch.events:
         return None
-    current = batch.prev_hash
-    expected = batch.events[0].event.seq
-    if expected == 1 and batch.prev_hash != GENESIS_HASH:
+    if seqs[0] == 1 and batch.prev_hash != GENESIS_HASH:
         return (422, "altered_event",
                 "first event of the chain does not start from the genesis hash", 1)
-    for wire in batch.events:
-        seq = wire.event.seq
-        if seq != expected:
+    walked = chain.walk(batch.prev_hash, seqs, [w.body for w in batch.events], hashes,
+                        first_only=True)
+    if walked.breaks:
+        brk = walked.breaks[0]
+        if brk.expected is not None:
             return (422, "altered_event",
-                    f"events out of order: expected seq {expected}, found {seq}", seq)
-        current = link(current, wire.body)
-        if current != wire.claimed_hash:
-            return (422, "altered_event", f"event seq {seq} ({wire.event.kind}) does not hash "
-                                          f"to its chain hash: altered", seq)
-        expected = seq + 1
+                    f"events out of order: expected seq {brk.expected}, found {brk.seq}", brk.seq)
+        return (422, "altered_event", f"event seq {brk.seq} ({batch.events[brk.index].event.kind}) "
+                                      f"does not hash to its chain hash: altered", brk.seq)
     cp = batch.checkpoint
-    if cp.seq != batch.events[-1].event.seq or cp.hash != current:
+    if cp.seq != seqs[-1] or cp.hash != walked.head:
         return (422, "altered_event", f"signed checkpoint (seq {cp.seq}) does not match the "
-                                      f"batch head (seq {batch.events[-1].event.seq})", cp.seq)
+                                      f"batch head (seq {seqs[-1]})", cp.seq)
     return None
 
 
