@@ -15,6 +15,7 @@ from floor_agent.dashboard.auth import PASSWORD_PATH, Forbidden, User, check_csr
 from floor_agent.dashboard.context import Dashboard, dashboard_of
 from floor_agent.dashboard.render import page
 from floor_agent.protocol.event import utc_timestamp
+from floor_agent.protocol.kinds.dashboard import DashboardKind
 
 router = APIRouter()
 WRONG = "wrong user name or password"
@@ -91,7 +92,7 @@ def check_login(dash: Dashboard, username: str, password: str) -> Outcome:
         locked_until = dash.store.login_locked_until(username) if plausible else None
 
     def refused(reason: str) -> None:
-        dash.own_audit.emit("dashboard.login_failed", shown, "warning", username=shown,
+        dash.own_audit.emit(DashboardKind.LOGIN_FAILED, shown, "warning", username=shown,
                             reason=reason, known_user=user is not None)
 
     if users.is_locked(locked_until, now):
@@ -117,7 +118,7 @@ def check_login(dash: Dashboard, username: str, password: str) -> Outcome:
         return Outcome(error=_locked_message(dash))
     refused("disabled" if user and user["disabled"] else "password")
     if counted[1] is not None:
-        dash.own_audit.emit("dashboard.locked", shown, "warning", username=shown,
+        dash.own_audit.emit(DashboardKind.LOCKED, shown, "warning", username=shown,
                             locked_until=counted[1], known_user=user is not None)
         return Outcome(error=_locked_message(dash))
     return Outcome(error=WRONG)
@@ -136,14 +137,14 @@ def _open_session(dash: Dashboard, user: dict[str, Any], stamp: str) -> str:
     session_id = sessions.new_secret()
     dash.store.add_session(sessions.id_hash(session_id), user["username"],
                            sessions.new_secret(), stamp)
-    dash.own_audit.emit("dashboard.login", user["username"], "notice",
+    dash.own_audit.emit(DashboardKind.LOGIN, user["username"], "notice",
                         username=user["username"], role=user["role"])
     return session_id
 
 
 def _throttled(dash: Dashboard, verdict: login_limits.Verdict) -> None:
     """Recorded once per address and window, when the throttle first engages."""
-    dash.own_audit.emit("dashboard.login_throttled", verdict.key, "warning", address=verdict.key,
+    dash.own_audit.emit(DashboardKind.LOGIN_THROTTLED, verdict.key, "warning", address=verdict.key,
                         failures=dash.settings.address_failures,
                         window_minutes=dash.settings.address_minutes,
                         retry_after=verdict.retry_after)
@@ -199,7 +200,7 @@ def logout(request: Request, user: Annotated[User, Depends(require("read"))],
     check_csrf(user, csrf_token)
     dash = dashboard_of(request)
     dash.store.delete_session(user.session_hash)
-    dash.own_audit.emit("dashboard.logout", user.username, "info", username=user.username)
+    dash.own_audit.emit(DashboardKind.LOGOUT, user.username, "info", username=user.username)
     response = RedirectResponse("/login", 303)
     response.delete_cookie(sessions.COOKIE, path="/")
     return response
@@ -243,7 +244,7 @@ def change_password(request: Request, user: Annotated[User, Depends(_password_us
     session_id = sessions.new_secret()
     dash.store.add_session(sessions.id_hash(session_id), user.username, sessions.new_secret(),
                            stamp)
-    dash.own_audit.emit("dashboard.password_changed", user.username, "notice",
+    dash.own_audit.emit(DashboardKind.PASSWORD_CHANGED, user.username, "notice",
                         username=user.username, by=user.username)
     response = RedirectResponse("/", 303)
     set_session_cookie(response, dash, session_id)

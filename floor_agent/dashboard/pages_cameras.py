@@ -19,6 +19,7 @@ from floor_agent.dashboard.paths import AgentId, CameraId
 from floor_agent.dashboard.render import csv_link, page
 from floor_agent.dashboard.tables import Cell, Table, short, time_cell
 from floor_agent.dashboard.timefmt import short_time
+from floor_agent.protocol.kinds.dashboard import DashboardKind
 from floor_agent.store.interface import EventQuery
 
 router = APIRouter()
@@ -140,8 +141,9 @@ def snapshot(request: Request, agent_id: AgentId, camera: CameraId,
     if shot is None:
         return Response("no snapshot", 404, media_type="text/plain")
     # footage leaves the camera box only as this picture: who looked is on the record
-    dash.own_audit.emit("footage.viewed", f"camera {camera}", "notice", who=user.username,
-                        role=user.role, camera_agent=agent_id, camera_id=camera,
+    dash.own_audit.emit(DashboardKind.FOOTAGE_VIEWED, f"camera {camera}", "notice",
+                        who=user.username, role=user.role, camera_agent=agent_id,
+                        camera_id=camera,
                         what="snapshot", snapshot_at=shot["received_at"])
     return Response(shot["jpeg"], media_type="image/jpeg",
                     headers={"Cache-Control": "no-store"})

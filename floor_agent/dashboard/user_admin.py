@@ -9,6 +9,7 @@ from __future__ import annotations
 from floor_agent.collector.self_audit import OwnAudit
 from floor_agent.dashboard import passwords
 from floor_agent.dashboard.users import role_problem, username_problem
+from floor_agent.protocol.kinds.dashboard import DashboardKind
 from floor_agent.store.interface import Store
 
 
@@ -32,7 +33,7 @@ def create(store: Store, own: OwnAudit, username: str, role: str, by: str, now: 
     secret = passwords.one_time_password()
     if not store.add_user(username, role, _hashed(secret), True, now):
         raise UserError(f"username: {username!r} exists already")
-    own.emit("dashboard.user_created", username, "notice", username=username, role=role, by=by)
+    own.emit(DashboardKind.USER_CREATED, username, "notice", username=username, role=role, by=by)
     return secret
 
 
@@ -50,7 +51,7 @@ def reset(store: Store, own: OwnAudit, username: str, by: str, now: str) -> str:
     store.update_user(username, now, password_hash=_hashed(secret), must_change=True,
                       failures=0, locked_until=None)
     store.delete_sessions_of(username)
-    own.emit("dashboard.user_reset", username, "notice", username=username, by=by)
+    own.emit(DashboardKind.USER_RESET, username, "notice", username=username, by=by)
     return secret
 
 
@@ -62,7 +63,7 @@ def set_disabled(store: Store, own: OwnAudit, username: str, disabled: bool, by:
     store.update_user(username, now, disabled=disabled)
     if disabled:
         store.delete_sessions_of(username)
-    own.emit("dashboard.user_disabled" if disabled else "dashboard.user_enabled", username,
+    own.emit(DashboardKind.USER_DISABLED if disabled else DashboardKind.USER_ENABLED, username,
              "notice", username=username, by=by)
 
 
@@ -74,5 +75,5 @@ def set_role(store: Store, own: OwnAudit, username: str, role: str, by: str, now
     if username == by and role != "admin":
         raise UserError("you cannot take the admin role from yourself")
     store.update_user(username, now, role=role)
-    own.emit("dashboard.user_role_changed", username, "notice", username=username,
+    own.emit(DashboardKind.USER_ROLE_CHANGED, username, "notice", username=username,
              old_role=str(user["role"]), new_role=role, by=by)
