@@ -33,6 +33,7 @@ from floor_agent.access.freshness import Freshness
 from floor_agent.access.model import CardRead
 from floor_agent.access.sync import CredentialSync
 from floor_agent.audit.agent import AuditAgent
+from floor_agent.audit.capability import CapabilityRunner
 from floor_agent.audit.signed_client import AgentClient
 from floor_agent.protocol.kinds.door import DoorKind
 from floor_agent.service import StartRefused
@@ -74,23 +75,12 @@ class RunningAccess:
         self.cache.close()
 
 
-class AccessRunner:
+class AccessRunner(CapabilityRunner[DoorConfig, RunningAccess]):
     """The door controller built from the door role's file; started, watched and stopped by
     the agent."""
 
-    def __init__(self, config: DoorConfig) -> None:
-        self.config = config
-        self.running: RunningAccess | None = None
-
-    def start(self, agent: AuditAgent, shutdown: threading.Event) -> None:
-        self.running = _start(self.config, agent, shutdown)
-
-    def healthy(self) -> bool:
-        return self.running is not None and self.running.healthy()
-
-    def stop(self) -> None:
-        if self.running is not None:
-            self.running.stop()
+    def launch(self, agent: AuditAgent, shutdown: threading.Event) -> RunningAccess:
+        return _start(self.config, agent, shutdown)
 
 
 def schedule_zone(name: str | None) -> tzinfo:

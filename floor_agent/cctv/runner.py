@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from floor_agent.audit.agent import AuditAgent
+from floor_agent.audit.capability import CapabilityRunner
 from floor_agent.cctv import chain, retention_sweep
 from floor_agent.cctv.config import CctvConfig, CctvSection
 from floor_agent.cctv.index import SegmentIndex
@@ -57,23 +58,12 @@ def sweep_once(section: CctvSection, index: SegmentIndex, emit: Emit) -> None:
                     min_free_bytes=section.min_free_bytes)
 
 
-class CctvRunner:
+class CctvRunner(CapabilityRunner[CctvConfig, RunningCctv]):
     """The recorder built from the cctv role's file; started, watched and stopped by the
     agent. A camera that cannot be reached is an alarm, never a refusal to start."""
 
-    def __init__(self, config: CctvConfig) -> None:
-        self.config = config
-        self.running: RunningCctv | None = None
-
-    def start(self, agent: AuditAgent, shutdown: threading.Event) -> None:
-        self.running = _start(self.config, agent, shutdown)
-
-    def healthy(self) -> bool:
-        return self.running is not None and self.running.healthy()
-
-    def stop(self) -> None:
-        if self.running is not None:
-            self.running.stop()
+    def launch(self, agent: AuditAgent, shutdown: threading.Event) -> RunningCctv:
+        return _start(self.config, agent, shutdown)
 
 
 def _start(config: CctvConfig, agent: AuditAgent, shutdown: threading.Event) -> RunningCctv:

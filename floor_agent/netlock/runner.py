@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from floor_agent.audit.agent import AuditAgent
+from floor_agent.audit.capability import CapabilityRunner
 from floor_agent.netlock import firewall
 from floor_agent.netlock.allowlist import Allowlist, AllowlistError, build
 from floor_agent.netlock.config import NetlockConfig
@@ -56,25 +57,17 @@ def _tables(ruleset: dict[str, Any]) -> list[str]:
             for t in ruleset.get("nftables", []) if isinstance(t, dict) and "table" in t]
 
 
-class NetlockRunner:
+class NetlockRunner(CapabilityRunner[NetlockConfig, NetlockWatcher]):
     """netlock built from its config section (and the file it came from, named in the
     ruleset); started, watched and stopped by the agent."""
 
     def __init__(self, config: NetlockConfig, *,
                  source: str | os.PathLike[str] | None = None) -> None:
-        self.config = config
+        super().__init__(config)
         self.source = source
-        self.watcher: NetlockWatcher | None = None
 
-    def start(self, agent: AuditAgent, shutdown: threading.Event) -> None:
-        self.watcher = _start(self.config, agent, shutdown, source=self.source)
-
-    def healthy(self) -> bool:
-        return self.watcher is not None and self.watcher.healthy()
-
-    def stop(self) -> None:
-        if self.watcher is not None:
-            self.watcher.stop()
+    def launch(self, agent: AuditAgent, shutdown: threading.Event) -> NetlockWatcher:
+        return _start(self.config, agent, shutdown, source=self.source)
 
 
 def _start(config: NetlockConfig, agent: AuditAgent, shutdown: threading.Event, *,

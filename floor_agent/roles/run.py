@@ -11,28 +11,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Protocol
 
 from floor_agent import service
 from floor_agent.access.config import DoorConfig
 from floor_agent.audit.agent import AuditAgent
+from floor_agent.audit.capability import Capability
 from floor_agent.cctv.config import CctvConfig
 from floor_agent.collector.config import CollectorConfig
 from floor_agent.roles.config import AgentConfig, WorkstationConfig
 
 log = logging.getLogger("floor_agent")
-
-
-class Capability(Protocol):
-    """What an agent role runs: built from its config section (the constructor), then started
-    with the agent (its audit trail) and the agent's shutdown event, which it sets when a part
-    of it fails. start raises service.StartRefused when it cannot work at all."""
-
-    def start(self, agent: AuditAgent, shutdown: threading.Event) -> None: ...
-
-    def healthy(self) -> bool: ...
-
-    def stop(self) -> None: ...
 
 
 def capabilities(config: AgentConfig, source: str | os.PathLike[str]) -> list[Capability]:

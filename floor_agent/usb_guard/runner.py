@@ -12,6 +12,7 @@ import logging
 import threading
 
 from floor_agent.audit.agent import AuditAgent
+from floor_agent.audit.capability import CapabilityRunner
 from floor_agent.protocol.kinds.usb import UsbKind
 from floor_agent.service import StartRefused
 from floor_agent.usb_guard import sysfs
@@ -29,22 +30,11 @@ class UsbGuardStartError(StartRefused):
     stop_reason = "usb_guard rules invalid"
 
 
-class UsbGuardRunner:
+class UsbGuardRunner(CapabilityRunner[UsbGuardConfig, UsbGuard]):
     """The guard built from its config section; started, watched and stopped by the agent."""
 
-    def __init__(self, config: UsbGuardConfig) -> None:
-        self.config = config
-        self.guard: UsbGuard | None = None
-
-    def start(self, agent: AuditAgent, shutdown: threading.Event) -> None:
-        self.guard = _start(self.config, agent, shutdown)
-
-    def healthy(self) -> bool:
-        return self.guard is not None and self.guard.healthy()
-
-    def stop(self) -> None:
-        if self.guard is not None:
-            self.guard.stop()
+    def launch(self, agent: AuditAgent, shutdown: threading.Event) -> UsbGuard:
+        return _start(self.config, agent, shutdown)
 
 
 def _start(config: UsbGuardConfig, agent: AuditAgent, shutdown: threading.Event) -> UsbGuard:
