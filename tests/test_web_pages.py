@@ -110,6 +110,14 @@ def test_events_page_filters_and_detail_verifies_the_chain(web: WebApp) -> None:
         "/events/ws-1/2").text
     assert "not verified: event 3 after it does not link" not in client.get(
         "/events/ws-1/1").text
+    assert "not verified: event 2 after it does not link (altered)" in client.get(
+        "/events/ws-1/1").text
+    db = sqlite3.connect(web.store.path)  # type: ignore[attr-defined]
+    db.execute("DELETE FROM events WHERE agent_id = 'ws-1' AND seq = 2")
+    db.commit()
+    db.close()
+    assert "not verified: event 2 is missing from the store (gap)" in client.get(
+        "/events/ws-1/1").text
     assert client.get("/events/ws-1/99").status_code == 404
 
 

@@ -1,7 +1,8 @@
 """One stored event's place in its chain, re-verified: the auditor's "is this record intact".
 
 The event links to the stored one before it, every stored event from it up to the agent's last
-signed checkpoint links on, and that checkpoint's signature verifies with the enrolled key.
+signed checkpoint links on (audit/chain.walk, the walk ingest and `collector verify` run), and
+that checkpoint's signature verifies with the enrolled key.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from floor_agent.audit import chain
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
-from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, event_hash
-from floor_agent.protocol.event import AuditEvent
+from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint
+from floor_agent.protocol.event import AuditEvent, canonical
 from floor_agent.store.interface import Store
 
 PAGE = 10_000
@@ -59,7 +61,7 @@ def problem(store: Store, agent_id: str, event: dict[str, Any], digest: bytes,
     seq = event["seq"]
     if prev is None:
         return f"event {seq - 1} is missing from the store (gap)"
-    if event_hash(prev, _audit_event(event)) != digest:
+    if chain.walk(prev, [seq], [canonical(_audit_event(event))], [digest]).breaks:
         return "the stored event does not match its chain hash (altered)"
     if checkpoint is None or checkpoint.seq < seq:
         return "not yet covered by a signed checkpoint"
@@ -76,13 +78,19 @@ def problem(store: Store, agent_id: str, event: dict[str, Any], digest: bytes,
     last, expected = digest, seq + 1
     start = seq + 1
     while start <= checkpoint.seq:
-        for row, stored in store.chain_events(agent_id, start,
-                                              min(checkpoint.seq, start + PAGE - 1)):
-            if row["seq"] != expected:
+        page = store.chain_events(agent_id, start, min(checkpoint.seq, start + PAGE - 1))
+        if page:
+            if page[0][0]["seq"] != expected:
                 return f"event {expected} is missing from the store (gap)"
-            if event_hash(last, _audit_event(row)) != stored:
-                return f"event {row['seq']} after it does not link (altered)"
-            last, expected = stored, expected + 1
+            run = chain.walk(last, [row["seq"] for row, _ in page],
+                             [canonical(_audit_event(row)) for row, _ in page],
+                             [stored for _, stored in page], first_only=True)
+            if run.breaks:
+                found = run.breaks[0]
+                if found.expected is not None:
+                    return f"event {found.expected} is missing from the store (gap)"
+                return f"event {found.seq} after it does not link (altered)"
+            last, expected = run.head, page[-1][0]["seq"] + 1
         start += PAGE
     if expected != checkpoint.seq + 1:
         return f"event {expected} is missing from the store (gap)"
