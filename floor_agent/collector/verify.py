@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from floor_agent.audit import chain
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 from floor_agent.collector import anchor as trust
-from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, event_hash
-from floor_agent.protocol.event import AuditEvent
+from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint
+from floor_agent.protocol.event import AuditEvent, canonical
 from floor_agent.store.interface import Store
 from floor_agent.store.records import AgentRecord
 
@@ -253,13 +253,14 @@ def judge_agent(stored: StoredAgent, anchor: Ed25519PublicKey | None = None
                                                           f"are missing from the store"))
     if checkpoint is not None and checkpoint.seq > 0 and not anchored:
         report.problems.append(chain.Problem("gap", 1, "no stored events under the checkpoint"))
-    # Rows past the checkpoint cannot be anchored, but must still link up.
+    # Rows past the checkpoint cannot be anchored, but must still link up (their seqs are
+    # judged by beyond_head above, so only the walk's hash breaks count here).
     prev = hashes[len(anchored) - 1] if anchored else GENESIS_HASH
-    for event, digest in zip(chained[len(anchored):], hashes[len(anchored):], strict=True):
-        if event_hash(prev, event) != digest:
-            report.problems.append(chain.Problem("altered", event.seq,
-                                                 "unanchored event does not link"))
-        prev = digest
+    unanchored = chained[len(anchored):]
+    run = chain.walk(prev, [e.seq for e in unanchored], [canonical(e) for e in unanchored],
+                     hashes[len(anchored):])
+    report.problems += [chain.Problem("altered", found.seq, "unanchored event does not link")
+                        for found in run.breaks if found.expected is None]
     report.problems += stray
     status = UNCHECKED
     if anchor is not None:
