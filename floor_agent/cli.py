@@ -13,7 +13,7 @@ import orjson
 
 from floor_agent import __version__, service
 from floor_agent.collector.config import CollectorConfig
-from floor_agent.config import ConfigError
+from floor_agent.config import ConfigError, load_role
 from floor_agent.protocol.kinds.collector import CollectorKind
 from floor_agent.roles.config import AgentConfig, WorkstationConfig, check_file, load_config
 
@@ -30,9 +30,7 @@ ENROLLABLE_ROLES = (*AGENT_ROLES, "retention")
 
 
 def _collector_config(args: argparse.Namespace) -> CollectorConfig:
-    config = load_config(args.config, "collector")
-    assert isinstance(config, CollectorConfig)
-    return config
+    return load_role(args.config, CollectorConfig)
 
 
 def _agent_config(args: argparse.Namespace, role: str | None = None) -> AgentConfig:
@@ -247,8 +245,7 @@ def cmd_usb_list(args: argparse.Namespace) -> int:
     from floor_agent.usb_guard.rule_parser import RuleSyntaxError, parse_rules_file
     from floor_agent.usb_guard.rule_set import ConditionContext
 
-    config = load_config(args.config, "workstation")
-    assert isinstance(config, WorkstationConfig)
+    config = load_role(args.config, WorkstationConfig)
     rules_file = config.usb_guard.rules_file
     try:
         rules = parse_rules_file(rules_file.read_text(encoding="utf-8"), str(rules_file))
@@ -274,8 +271,7 @@ def _netlock_setup(args: argparse.Namespace) -> tuple[Any, Any] | None:
     """(netlock config, allowlist) of the workstation config, or None after printing why."""
     from floor_agent.netlock.allowlist import AllowlistError, build
 
-    config = load_config(args.config, "workstation")
-    assert isinstance(config, WorkstationConfig)
+    config = load_role(args.config, WorkstationConfig)
     try:
         return config, build(config.netlock)
     except AllowlistError as exc:
@@ -382,8 +378,7 @@ def cmd_usb_manual(args: argparse.Namespace) -> int:
     from floor_agent.audit.spool import open_spool
     from floor_agent.usb_guard.manual import ManualError, run_manual
 
-    config = load_config(args.config, "workstation")
-    assert isinstance(config, WorkstationConfig)
+    config = load_role(args.config, WorkstationConfig)
     audit = config.audit
     try:  # before touching sysfs: no manual change that cannot be recorded
         spool = open_spool(audit, config.role)
