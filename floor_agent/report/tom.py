@@ -23,6 +23,12 @@ from floor_agent.collector.backup import never_reported
 from floor_agent.collector.ingest import CHAIN_BREAKS
 from floor_agent.collector.verify import AgentVerification, verify_all
 from floor_agent.protocol.event import parse_timestamp, utc_timestamp
+from floor_agent.protocol.kinds.cctv import CctvKind
+from floor_agent.protocol.kinds.collector import CollectorKind
+from floor_agent.protocol.kinds.door import DoorKind
+from floor_agent.protocol.kinds.net import NetKind
+from floor_agent.protocol.kinds.retention import RetentionKind
+from floor_agent.protocol.kinds.usb import UsbKind
 from floor_agent.store.interface import EventQuery, Store
 
 MET, NOT_MET, NO_EVIDENCE = "met", "not met", "no evidence"
@@ -39,18 +45,20 @@ RECORDING_STALE = timedelta(minutes=15)  # a camera without a segment this long 
 BACKUP_STALE = timedelta(hours=48)  # the timer runs daily; one miss is tolerated
 CHECKPOINT_STALE = timedelta(hours=1)
 
-USB_STATE = ("usb.locked_down", "usb.lockdown_failed", "usb.enforcement_failed",
-             "usb.rules_invalid")
-USB_ACTIVITY = ("usb.blocked", "usb.rejected")
-NET_STATE = ("net.verified", "net.breach", "net.recovered", "net.enforced", "net.enforce_failed",
-             "net.watch_failed", "net.config_invalid")
-NET_FAILURES = ("net.enforce_failed", "net.watch_failed", "net.config_invalid")
-DOOR_ACTIVITY = ("door.granted", "door.denied", "door.forced", "door.held_open")
-CCTV_STATE = ("cctv.camera_offline", "cctv.camera_online", "cctv.tamper", "cctv.tamper_cleared")
-CCTV_ACTIVITY = ("cctv.segment", "cctv.retention_sweep", "cctv.sweep_failed", "cctv.disk_low")
-RETENTION = ("retention.receipt", "retention.residue", "retention.refused",
-             "retention.sweep_failed")
-BACKUP = ("collector.backup",)
+USB_STATE = (UsbKind.LOCKED_DOWN, UsbKind.LOCKDOWN_FAILED, UsbKind.ENFORCEMENT_FAILED,
+             UsbKind.RULES_INVALID)
+USB_ACTIVITY = (UsbKind.BLOCKED, UsbKind.REJECTED)
+NET_STATE = (NetKind.VERIFIED, NetKind.BREACH, NetKind.RECOVERED, NetKind.ENFORCED,
+             NetKind.ENFORCE_FAILED, NetKind.WATCH_FAILED, NetKind.CONFIG_INVALID)
+NET_FAILURES = (NetKind.ENFORCE_FAILED, NetKind.WATCH_FAILED, NetKind.CONFIG_INVALID)
+DOOR_ACTIVITY = (DoorKind.GRANTED, DoorKind.DENIED, DoorKind.FORCED, DoorKind.HELD_OPEN)
+CCTV_STATE = (CctvKind.CAMERA_OFFLINE, CctvKind.CAMERA_ONLINE, CctvKind.TAMPER,
+              CctvKind.TAMPER_CLEARED)
+CCTV_ACTIVITY = (CctvKind.SEGMENT, CctvKind.RETENTION_SWEEP, CctvKind.SWEEP_FAILED,
+                 CctvKind.DISK_LOW)
+RETENTION = (RetentionKind.RECEIPT, RetentionKind.RESIDUE, RetentionKind.REFUSED,
+             RetentionKind.SWEEP_FAILED)
+BACKUP = (CollectorKind.BACKUP,)
 ALL = "*"
 
 # door outcome reasons (access/model.py): a misspelt one would silently count nothing
@@ -277,11 +285,11 @@ def _summary(statuses: list[str], noun: str) -> str:
 def workstations(facts: Facts) -> Measure:
     rows = []
     for ident in _role_ids(facts, "workstation"):
-        lock = newest(facts.of(ident, "usb.locked_down", "usb.lockdown_failed"))
-        failure = newest(facts.of(ident, "usb.enforcement_failed", "usb.rules_invalid"))
+        lock = newest(facts.of(ident, UsbKind.LOCKED_DOWN, UsbKind.LOCKDOWN_FAILED))
+        failure = newest(facts.of(ident, UsbKind.ENFORCEMENT_FAILED, UsbKind.RULES_INVALID))
         if lock is None:
             usb, usb_status = "no lock-down recorded", NONE
-        elif lock["kind"] == "usb.lockdown_failed":
+        elif lock["kind"] == UsbKind.LOCKDOWN_FAILED:
             usb, usb_status = f"lock-down FAILED {when(lock['ts'])}", BAD
         elif newer(failure, lock):
             assert failure is not None
@@ -293,11 +301,11 @@ def workstations(facts: Facts) -> Measure:
             usb_status = OK
         decisions = ", ".join(f"{count_of(facts, ident, k)} {k.split('.')[1]}"
                               for k in USB_ACTIVITY)
-        verified = newest(facts.of(ident, "net.verified"))
-        breach = newest(facts.of(ident, "net.breach"))
-        recovered = newest(facts.of(ident, "net.recovered"))
+        verified = newest(facts.of(ident, NetKind.VERIFIED))
+        breach = newest(facts.of(ident, NetKind.BREACH))
+        recovered = newest(facts.of(ident, NetKind.RECOVERED))
         net_failed = newest(facts.of(ident, *NET_FAILURES))
-        last_check = newest(facts.of(ident, "net.verified", "net.recovered"))
+        last_check = newest(facts.of(ident, NetKind.VERIFIED, NetKind.RECOVERED))
         if verified is None and last_check is None:
             net, net_status = "never verified", NONE
         elif newer(breach, recovered) or (recovered and recovered["data"].get("still_failing")):
@@ -344,16 +352,16 @@ def doors(facts: Facts) -> Measure:
                 per.setdefault((door, ident), {}).setdefault(kind, []).append(event)
     rows = []
     for (door, ident), kinds in sorted(per.items()):
-        grants = kinds.get("door.granted", [])
-        denials = kinds.get("door.denied", [])
+        grants = kinds.get(DoorKind.GRANTED, [])
+        denials = kinds.get(DoorKind.DENIED, [])
         both = [g for g in grants if g["data"].get("reason") in BOTH_FACTORS
                 and g["data"].get("uid")]
         weak = len(grants) - len(both)
         by_finger = [d for d in denials if d["data"].get("reason") in FINGER_REASONS]
         by_card = [d for d in denials if d["data"].get("reason") in CARD_REASONS]
         other = [d for d in denials if d not in by_finger and d not in by_card]
-        forced = kinds.get("door.forced", [])
-        held = kinds.get("door.held_open", [])
+        forced = kinds.get(DoorKind.FORCED, [])
+        held = kinds.get(DoorKind.HELD_OPEN, [])
         last = newest(sorted(grants + denials, key=lambda e: (e["ts"], e["id"]), reverse=True))
         if weak or forced:
             status = BAD
@@ -386,9 +394,9 @@ def doors(facts: Facts) -> Measure:
 
 
 def _camera_ids(facts: Facts, ident: str) -> list[str]:
-    ids = {str(e["data"].get("camera_id")) for k in CCTV_STATE + ("cctv.segment",)
+    ids = {str(e["data"].get("camera_id")) for k in CCTV_STATE + (CctvKind.SEGMENT,)
            for e in facts.of(ident, k) if e["data"].get("camera_id")}
-    for sweep in facts.of(ident, "cctv.retention_sweep"):
+    for sweep in facts.of(ident, CctvKind.RETENTION_SWEEP):
         segments = sweep["data"].get("segments")
         if isinstance(segments, dict):
             ids |= set(segments)
@@ -402,17 +410,17 @@ def _of_camera(events: list[dict[str, Any]], camera: str) -> list[dict[str, Any]
 def cameras(facts: Facts) -> Measure:
     rows = []
     for ident in _role_ids(facts, "cctv"):
-        sweeps = facts.of(ident, "cctv.retention_sweep")
-        sweep_failed = newest(facts.of(ident, "cctv.sweep_failed"))
+        sweeps = facts.of(ident, CctvKind.RETENTION_SWEEP)
+        sweep_failed = newest(facts.of(ident, CctvKind.SWEEP_FAILED))
         for camera in _camera_ids(facts, ident):
-            segments = _of_camera(facts.of(ident, "cctv.segment"), camera)
+            segments = _of_camera(facts.of(ident, CctvKind.SEGMENT), camera)
             last = newest(segments)
-            link = newest(_of_camera(facts.of(ident, "cctv.camera_offline",
-                                              "cctv.camera_online"), camera))
-            tamper = newest(_of_camera(facts.of(ident, "cctv.tamper", "cctv.tamper_cleared"),
+            link = newest(_of_camera(facts.of(ident, CctvKind.CAMERA_OFFLINE,
+                                              CctvKind.CAMERA_ONLINE), camera))
+            tamper = newest(_of_camera(facts.of(ident, CctvKind.TAMPER, CctvKind.TAMPER_CLEARED),
                                        camera))
             stale = last is None or (age(last["ts"], facts.now) or timedelta()) > RECORDING_STALE
-            if link is not None and link["kind"] == "cctv.camera_offline":
+            if link is not None and link["kind"] == CctvKind.CAMERA_OFFLINE:
                 recording, rec_status = f"OFFLINE since {when(link['ts'])}", BAD
             elif stale:
                 recording = "no recent segment recorded" if last is None else \
@@ -420,7 +428,7 @@ def cameras(facts: Facts) -> Measure:
                 rec_status = BAD
             else:
                 recording, rec_status = "recording", OK
-            if tamper is not None and tamper["kind"] == "cctv.tamper":
+            if tamper is not None and tamper["kind"] == CctvKind.TAMPER:
                 recording += f"; TAMPER ({tamper['data'].get('tamper')}) since " \
                              f"{when(tamper['ts'])}"
                 rec_status = BAD
@@ -442,7 +450,7 @@ def cameras(facts: Facts) -> Measure:
                 ret_status = BAD
             rows.append(EvidenceRow(
                 (camera, ident, recording, when(last["ts"]) if last else "-",
-                 count(segments, (ident, "cctv.segment") in facts.truncated),
+                 count(segments, (ident, CctvKind.SEGMENT) in facts.truncated),
                  retention), worst(rec_status, ret_status)))
     statuses = [r.status for r in rows]
     return Measure(
