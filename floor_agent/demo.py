@@ -45,6 +45,7 @@ from floor_agent.config.audit import AuditClientConfig
 from floor_agent.dashboard import user_admin
 from floor_agent.netlock.config import NetlockConfig
 from floor_agent.protocol.event import utc_timestamp
+from floor_agent.protocol.kinds.door import DoorKind
 from floor_agent.roles.config import WorkstationConfig
 from floor_agent.simulated.camera import RtspServer, make_scene_file
 from floor_agent.simulated.camera_scenes import Covered, MovingObject, Scene, Script
@@ -145,7 +146,7 @@ def door_steps(door: DoorFloor) -> list[tuple[str, Callable[[], None]]]:
             alarms = ", ".join(event["data"]["alarms"]) or "none"
             print(f"demo:   {event['kind']} ({event['data']['reason']}; alarms: {alarms})",
                   flush=True)
-            if walk_through and event["kind"] == "door.granted":
+            if walk_through and event["kind"] == DoorKind.GRANTED:
                 assert door.relay is not None
                 if not door.relay.wait_for(True, WAIT):
                     raise DoorFloorError("granted, but the lock relay was never energised")
@@ -162,7 +163,7 @@ def door_steps(door: DoorFloor) -> list[tuple[str, Callable[[], None]]]:
         try:
             assert door.relay is not None
             door.relay.open_door()  # the lock is engaged: nobody was granted
-            event = door.wait_event("door.forced")
+            event = door.wait_event(DoorKind.FORCED)
             print(f"demo:   {event['kind']} ({event['severity']}): the door opened while "
                   f"locked", flush=True)
             door.relay.close_door()

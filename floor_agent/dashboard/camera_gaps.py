@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from floor_agent.protocol.event import parse_timestamp
+from floor_agent.protocol.kinds.cctv import CctvKind
 
-STARTS = ("cctv.camera_offline", "cctv.stream_lost")
+STARTS = (CctvKind.CAMERA_OFFLINE, CctvKind.STREAM_LOST)
 
 
 def duration_text(ms: int) -> str:
@@ -37,13 +38,13 @@ def recording_gaps(events: list[dict[str, Any]]) -> list[tuple[dict[str, Any], s
     offline_at: dict[str, Any] | None = None
     for e in reversed(events):  # oldest first, to pair offline..online
         kind, data = e["kind"], e["data"]
-        if kind == "cctv.stream_gap":
+        if kind == CctvKind.STREAM_GAP:
             out.append((e, duration_text(_ms(data.get("gap_ms")))))
         elif kind in STARTS:
-            if kind == "cctv.camera_offline":
+            if kind == CctvKind.CAMERA_OFFLINE:
                 offline_at = e
             out.append((e, ""))
-        elif kind == "cctv.camera_online":
+        elif kind == CctvKind.CAMERA_ONLINE:
             reported = _ms(data.get("offline_ms"))
             if reported > 0:
                 out.append((e, duration_text(reported)))

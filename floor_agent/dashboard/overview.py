@@ -14,6 +14,10 @@ from typing import Any
 
 from floor_agent.collector.ingest import CHAIN_BREAKS
 from floor_agent.protocol.event import SEVERITIES, parse_timestamp
+from floor_agent.protocol.kinds.cctv import CctvKind
+from floor_agent.protocol.kinds.door import DOOR_ACCESS, DOOR_STATE, DoorKind
+from floor_agent.protocol.kinds.net import NET_STATE, NetKind
+from floor_agent.protocol.kinds.usb import USB_LOCK, UsbKind
 
 RECORDING_FRESH = timedelta(minutes=5)  # a camera with no segment for longer is not recording
 
@@ -70,7 +74,7 @@ def alerts_by_severity(open_alerts: list[dict[str, Any]]) -> dict[str, int]:
 def usb_cell(event: dict[str, Any] | None) -> Cell:
     if event is None:
         return Cell("unknown", "no lock-down reported")
-    if event["kind"] == "usb.locked_down":
+    if event["kind"] == UsbKind.LOCKED_DOWN:
         return Cell("ok", "locked")
     return Cell("bad", event["kind"].removeprefix("usb.").replace("_", " "))
 
@@ -79,7 +83,7 @@ def isolation_cell(event: dict[str, Any] | None) -> Cell:
     if event is None:
         return Cell("unknown", "not verified")
     kind, data = event["kind"], event["data"]
-    if kind == "net.verified":
+    if kind == NetKind.VERIFIED:
         critical = [c.get("id") for c in data.get("checks", [])
                     if c.get("verdict") == "fail" and c.get("severity") == "critical"]
         if critical:
@@ -87,12 +91,12 @@ def isolation_cell(event: dict[str, Any] | None) -> Cell:
         if data.get("unknown"):
             return Cell("unknown", f"{data['unknown']} checks unverifiable")
         return Cell("ok", "isolated")
-    if kind == "net.recovered":
+    if kind == NetKind.RECOVERED:
         still = data.get("still_failing") or []
         return Cell("bad", "breach: " + ", ".join(still)) if still else Cell("ok", "isolated")
-    if kind == "net.enforced":
+    if kind == NetKind.ENFORCED:
         return Cell("unknown", "enforced, not yet verified")
-    if kind == "net.breach":
+    if kind == NetKind.BREACH:
         return Cell("bad", "breach: " + ", ".join(map(str, data.get("new", []))))
     return Cell("bad", kind.removeprefix("net.").replace("_", " "))
 
@@ -123,17 +127,18 @@ def chain_cell(agent: dict[str, Any], open_kinds: set[str],
 
 
 DOOR_STATES = {
-    "door.relocked": ("locked", "ok"), "door.closed": ("closed", "ok"),
-    "door.held_open_cleared": ("closed", "ok"), "door.unlocked": ("unlocked", "ok"),
-    "door.opened": ("open", "ok"), "door.held_open": ("held open", "bad"),
-    "door.forced": ("forced", "bad"), "door.error": ("error", "bad"),
+    DoorKind.RELOCKED: ("locked", "ok"), DoorKind.CLOSED: ("closed", "ok"),
+    DoorKind.HELD_OPEN_CLEARED: ("closed", "ok"), DoorKind.UNLOCKED: ("unlocked", "ok"),
+    DoorKind.OPENED: ("open", "ok"), DoorKind.HELD_OPEN: ("held open", "bad"),
+    DoorKind.FORCED: ("forced", "bad"), DoorKind.ERROR: ("error", "bad"),
 }
 
 
 def door_rows(latest: list[dict[str, Any]]) -> list[Door]:
-    access = {e["topic"].removeprefix("door.access:"): e for e in latest
-              if e["topic"].startswith("door.access:")}
-    doors = {e["topic"].removeprefix("door:"): e for e in latest if e["topic"].startswith("door:")}
+    access = {e["topic"].removeprefix(DOOR_ACCESS.name): e for e in latest
+              if e["topic"].startswith(DOOR_ACCESS.name)}
+    doors = {e["topic"].removeprefix(DOOR_STATE.name): e for e in latest
+             if e["topic"].startswith(DOOR_STATE.name)}
     out = []
     for name in sorted(set(doors) | set(access)):
         event = doors.get(name)
@@ -155,17 +160,17 @@ def camera_state(topics: dict[str, dict[str, Any]], now: datetime,
     """(state, detail) of one camera from its conn/tamper/motion/segment topics."""
     conn, tamper = topics.get("conn"), topics.get("tamper")
     motion, segment = topics.get("motion"), topics.get("segment")
-    if conn is not None and conn["kind"] in ("cctv.camera_offline", "cctv.stream_lost"):
+    if conn is not None and conn["kind"] in (CctvKind.CAMERA_OFFLINE, CctvKind.STREAM_LOST):
         return "offline", conn["data"].get("reason", "") or conn["kind"]
     if not agent_fresh and (conn or segment):
         return "offline", "no heartbeat from the camera box"
-    if tamper is not None and tamper["kind"] == "cctv.tamper":
+    if tamper is not None and tamper["kind"] == CctvKind.TAMPER:
         return "tamper", str(tamper["data"].get("tamper", ""))
-    if motion is not None and motion["kind"] == "cctv.motion_start":
+    if motion is not None and motion["kind"] == CctvKind.MOTION_START:
         return "motion", f"since {motion['ts'][11:19]}"
     if segment is not None and now - parse_timestamp(segment["ts"]) <= RECORDING_FRESH:
         return "recording", f"segment {segment['data'].get('seq', '')} at {segment['ts'][11:19]}"
-    if conn is not None and conn["kind"] in ("cctv.camera_online", "cctv.stream_gap"):
+    if conn is not None and conn["kind"] in (CctvKind.CAMERA_ONLINE, CctvKind.STREAM_GAP):
         return "unknown", "online, no recent segment"
     return "unknown", "no recent status"
 
@@ -207,8 +212,8 @@ def build(agents: list[dict[str, Any]], latest: list[dict[str, Any]],
             continue
         topics = by_agent.get(ident, {})
         view.workstations.append(Workstation(
-            ident, agent.get("hostname") or "", usb_cell(topics.get("usb.lock")),
-            isolation_cell(topics.get("net.state")), heartbeat,
+            ident, agent.get("hostname") or "", usb_cell(topics.get(USB_LOCK.name)),
+            isolation_cell(topics.get(NET_STATE.name)), heartbeat,
             chain_cell(agent, open_kinds.get(ident, set()),
                        (verifications or {}).get(ident))))
     # problems first: on a wall of 200 workstations the broken ones must be on screen

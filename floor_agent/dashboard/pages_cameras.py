@@ -19,13 +19,15 @@ from floor_agent.dashboard.paths import AgentId, CameraId
 from floor_agent.dashboard.render import csv_link, page
 from floor_agent.dashboard.tables import Cell, Table, short, time_cell
 from floor_agent.dashboard.timefmt import short_time
+from floor_agent.protocol.kinds.cctv import CctvKind
 from floor_agent.protocol.kinds.dashboard import DashboardKind
 from floor_agent.store.interface import EventQuery
 
 router = APIRouter()
 SCAN = 2000
-MOTION_KINDS = ("cctv.motion_start", "cctv.motion_end", "cctv.tamper", "cctv.tamper_cleared")
-FOOTAGE_KINDS = ("cctv.view", "cctv.export")
+MOTION_KINDS = (CctvKind.MOTION_START, CctvKind.MOTION_END, CctvKind.TAMPER,
+                CctvKind.TAMPER_CLEARED)
+FOOTAGE_KINDS = (CctvKind.VIEW, CctvKind.EXPORT)
 
 
 def _cameras(request: Request) -> list[overview.Camera]:
@@ -101,7 +103,7 @@ def camera_page(request: Request, agent_id: AgentId, camera: CameraId,
     if user.may("footage_log"):
         own = self_audit_id(request)
         if own:
-            views = store.query_events(EventQuery(agent_id=own, kind="footage.viewed",
+            views = store.query_events(EventQuery(agent_id=own, kind=DashboardKind.FOOTAGE_VIEWED,
                                                   limit=SCAN)).events
             for e in views:
                 d = e["data"]

@@ -15,6 +15,7 @@ from floor_agent.dashboard.csv_export import csv_response
 from floor_agent.dashboard.pages_events import export_allowed
 from floor_agent.dashboard.render import csv_link, page
 from floor_agent.dashboard.tables import Table, short, time_cell
+from floor_agent.protocol.kinds.door import DoorKind
 from floor_agent.store.interface import EventQuery
 
 router = APIRouter()
@@ -59,8 +60,8 @@ def doors(request: Request, user: Annotated[User, Depends(require("read"))],
         return page(request, "list.html", user, 422, title="Doors", tables=[("", table)],
                     fields=FIELDS, form=form, error=str(exc), csv_url=None)
     found: list[dict[str, Any]] = []
-    for kind in ("door.granted", "door.denied"):
-        if outcome and kind != f"door.{outcome}":
+    for name, kind in (("granted", DoorKind.GRANTED), ("denied", DoorKind.DENIED)):
+        if outcome and outcome != name:
             continue
         events = dash.store.query_events(EventQuery(kind=kind, since=start, until=end,
                                                     limit=SCAN)).events
@@ -68,7 +69,7 @@ def doors(request: Request, user: Annotated[User, Depends(require("read"))],
     found.sort(key=lambda e: (e["ts"], e["id"]), reverse=True)
     for e in found[:SHOWN]:
         d = e["data"]
-        granted = e["kind"] == "door.granted"
+        granted = e["kind"] == DoorKind.GRANTED
         table.add([str(d.get("person_id") or ""), short(str(d.get("uid") or "")),
                    short(str(d.get("door_id") or "")),
                    short("granted" if granted else "denied", cls="ok" if granted else "bad"),

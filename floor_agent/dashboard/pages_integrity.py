@@ -17,6 +17,7 @@ from floor_agent.dashboard.pages_events import export_allowed
 from floor_agent.dashboard.render import csv_link, page
 from floor_agent.dashboard.tables import Cell, Table
 from floor_agent.protocol.event import parse_timestamp, utc_timestamp
+from floor_agent.protocol.kinds.collector import CollectorKind
 
 router = APIRouter()
 COLUMNS = ["agent", "role", "last checkpoint", "checkpoint time", "age", "gaps", "forks",
@@ -97,7 +98,8 @@ def verify(request: Request, user: Annotated[User, Depends(require("verify"))],
                                problems, user.username, utc_timestamp(dash.clock()))
         results.append((ident, checked.ok, checked.stored_events, problems))
     failed = [r[0] for r in results if not r[1]]
-    dash.own_audit.emit("integrity.verified", "audit chains", "warning" if failed else "notice",
-                        who=user.username, agents=len(results), failed=failed)
+    dash.own_audit.emit(CollectorKind.INTEGRITY_VERIFIED, "audit chains",
+                        "warning" if failed else "notice", who=user.username, agents=len(results),
+                        failed=failed)
     return page(request, "integrity.html", user, table=integrity_table(dash), results=results,
                 csv_url=csv_link(request))

@@ -16,6 +16,7 @@ from floor_agent.dashboard.pages_events import export_allowed
 from floor_agent.dashboard.paths import AgentId
 from floor_agent.dashboard.render import csv_link, page
 from floor_agent.dashboard.tables import Cell, Table, time_cell
+from floor_agent.protocol.kinds.usb import UsbKind
 from floor_agent.store.interface import EventQuery
 
 router = APIRouter()
@@ -84,7 +85,7 @@ def workstation(request: Request, agent_id: AgentId,
                          str(d.get("port", "")), str(d.get("rule", "")), str(d.get("action", ""))],
                         data_testid="device-row")
             combined.add([e["ts"], "devices", e["kind"], e["severity"], _device(e)])
-        if e["kind"] in ("usb.blocked", "usb.rejected"):
+        if e["kind"] in (UsbKind.BLOCKED, UsbKind.REJECTED):
             blocked.add([time_cell(e["ts"], link=link), e["kind"], _device(e),
                          str(d.get("serial", "")), str(d.get("port", "")),
                          str(d.get("reason", ""))], data_testid="blocked-row")

@@ -29,6 +29,7 @@ from floor_agent.audit.agent import enroll
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.config.audit import AuditClientConfig
 from floor_agent.protocol.credentials import Template
+from floor_agent.protocol.kinds.door import DoorKind
 from floor_agent.simulated.door import SimulatedRelay
 from floor_agent.simulated.smart_card import VirtualCard
 
@@ -104,7 +105,7 @@ ALWAYS: tuple[dict[str, Any], ...] = (
     {"days": list(EVERY_DAY), "start": "00:00", "end": "00:00"},)  # 00:00-00:00: whole days
 DOOR_ID = "front"
 WAIT = 20.0  # seconds any single step of the floor may take before it is reported stuck
-DECISIONS = ("door.granted", "door.denied")
+DECISIONS = (DoorKind.GRANTED, DoorKind.DENIED)
 
 
 class DoorFloorError(RuntimeError):
@@ -226,7 +227,7 @@ class DoorFloor:
                 enroll(config.audit, "door", self.door_token(), self.ca)
             self._upload_fingers()
             self.start_agent()
-            self.wait_event("door.credentials_updated")
+            self.wait_event(DoorKind.CREDENTIALS_UPDATED)
             if not self.relay.wait_for(False, WAIT, connected=True):  # the agent holds the door
                 raise DoorFloorError(f"the door agent never took the door: {self._log_tail()}")
         except BaseException:
