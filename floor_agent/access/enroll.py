@@ -23,7 +23,6 @@ from typing import Any
 
 from floor_agent.access import sitekey
 from floor_agent.access.config import DoorConfig, DoorSection
-from floor_agent.access.fingerprint import FingerprintError, FingerprintModule
 from floor_agent.access.model import CardRead
 from floor_agent.access.sync import SignedClient, SyncError
 from floor_agent.access.templates import seal
@@ -118,6 +117,10 @@ def enroll_finger(config: DoorConfig, person_id: str, finger: int, door_id: str 
                        config.access.policy.require_card_proof)
         print(f"place finger {finger} on the sensor twice ...", file=sys.stderr)
         fp = door.fingerprint
+        # Here, not at the top: `floor-agent` builds every role's parser, and pyserial is the
+        # door's dependency alone (tests/test_role_imports.py).
+        from floor_agent.access.fingerprint import FingerprintError, FingerprintModule
+
         try:
             with FingerprintModule.from_config(fp) as module:
                 clear = module.enroll(fp.capture_timeout_seconds, fp.retries)
