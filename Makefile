@@ -1,5 +1,5 @@
 # The two commands of the README, plus the benchmarks. Each installs what it needs first.
-.PHONY: demo test lint bench bootstrap
+.PHONY: demo test lint bench bootstrap packages vm-test
 
 bootstrap:
 	bash scripts/bootstrap.sh
@@ -15,6 +15,11 @@ lint: bootstrap
 test: bootstrap lint
 	.venv/bin/pytest -q
 
+# The workstation on a real kernel under systemd as PID 1: a Debian 12 VM in QEMU (root; the
+# image is cached in /var/cache/floor-agent-vm). Not part of `make test`: see vmtests/README.md.
+vm-test: bootstrap
+	.venv/bin/pytest -q -p no:cacheprovider vmtests
+
 bench: bootstrap
 	.venv/bin/python bench/collector_ingest.py
 	.venv/bin/python bench/netlock.py
@@ -24,3 +29,8 @@ bench: bootstrap
 	.venv/bin/python bench/cctv.py
 	.venv/bin/python bench/dashboard.py
 	.venv/bin/python bench/collector_attack.py
+
+# One Debian package per role (and floor-agent-common) into dist/, from the committed HEAD;
+# see packaging/build-debs.sh. Not part of `make test`.
+packages:
+	bash packaging/build-debs.sh
