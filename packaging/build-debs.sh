@@ -52,7 +52,7 @@ WHEEL=$(ls "$WORK"/wheel/floor_agent-*.whl)
 
 # role -> units (from systemd/), units to enable, system user, extra groups, state dirs,
 # conffiles (from config/), Debian run-time dependencies.
-declare -A UNITS ENABLE USERS SUPPL STATE CONF DEPS
+declare -A UNITS ENABLE USERS SUPPL STATE KEEPS CONF DEPS
 UNITS[workstation]="floor-agent.service";          ENABLE[workstation]="floor-agent.service"
 UNITS[door]="floor-door.service";                  ENABLE[door]="floor-door.service"
 UNITS[cctv]="floor-cctv.service";                  ENABLE[cctv]="floor-cctv.service"
@@ -67,6 +67,12 @@ SUPPL[door]=dialout  # the fingerprint module's and OSDP bus's serial ports (doo
 SUPPL[cctv]=video    # USB cameras
 STATE[workstation]=workstation;  STATE[door]=door;  STATE[cctv]=cctv
 STATE[collector]="collector backups";  STATE[retention]=retention
+# What purge leaves in the state directories (postrm says so).
+KEEPS[workstation]="the agent key and the audit spool"
+KEEPS[door]="the agent key, the audit spool and the credentials cache"
+KEEPS[cctv]="the agent key, the audit spool and the footage"
+KEEPS[collector]="the CA, the anchor key, the audit store and its backups"
+KEEPS[retention]="the agent key, the audit spool and the sweeps' resume notes"
 CONF[workstation]="workstation.yaml usb-rules.conf"
 CONF[door]=door.yaml;  CONF[cctv]=cctv.yaml;  CONF[collector]=collector.yaml
 CONF[retention]=retention.yaml
@@ -95,7 +101,8 @@ doc() {  # doc <package> <root>
     "$VERSION" "$COMMIT" > "$2/usr/share/doc/$1/copyright"
 }
 
-rm -f "$OUT"/floor-agent-*.deb
+rm -f "$OUT"/floor-agent-common_*.deb
+for role in $ROLES; do rm -f "$OUT/floor-agent-${role}"_*.deb; done
 
 # floor-agent-common: the shared /usr/bin/floor-agent and /etc/floor-agent.
 R=$WORK/floor-agent-common
@@ -178,10 +185,10 @@ EOF
   for script in postinst prerm postrm; do
     sed -e "s/@ROLE@/$role/g" -e "s/@PACKAGE@/$pkg/g" -e "s/@USER@/${USERS[$role]}/g" \
         -e "s/@GROUPS@/${SUPPL[$role]:-}/g" -e "s/@STATE@/${STATE[$role]}/g" \
-        -e "s/@UNITS@/${UNITS[$role]}/g" -e "s/@ENABLE@/${ENABLE[$role]}/g" \
+        -e "s/@UNITS@/${UNITS[$role]}/g" -e "s/@ENABLE@/${ENABLE[$role]}/g" -e "s/@KEEPS@/${KEEPS[$role]}/g" \
         "packaging/maintscript/$script" > "$R/DEBIAN/$script"
     chmod 0755 "$R/DEBIAN/$script"
   done
   finish "$pkg" "$R"
 done
-ls -l "$OUT"/*.deb
+ls -l "$OUT"/floor-agent-*.deb
