@@ -49,6 +49,14 @@ VERSION=$UPSTREAM-$DEB_REVISION
 echo "build-debs: floor-agent $VERSION from commit $COMMIT ($ARCH)"
 "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$WORK/wheel" "$WORK/src"
 WHEEL=$(ls "$WORK"/wheel/floor_agent-*.whl)
+# Every file of the package that is not Python (templates, static files) must be in the wheel:
+# an editable install finds them in the checkout, a package only if package-data names them.
+missing=$(comm -23 <(cd "$WORK/src" && find floor_agent -type f ! -name '*.py' | sort) \
+  <("$PYTHON" -c 'import sys, zipfile; print("\n".join(zipfile.ZipFile(sys.argv[1]).namelist()))' \
+    "$WHEEL" | sort))
+if [ -n "$missing" ]; then
+  echo "build-debs: not in the wheel (pyproject.toml package-data): $missing" >&2; exit 1
+fi
 
 # role -> units (from systemd/), units to enable, system user, extra groups, state dirs,
 # conffiles (from config/), Debian run-time dependencies.
