@@ -12,10 +12,9 @@ from pydantic import (
     model_validator,
 )
 
-from floor_agent.config.audit import AgentRoleConfig, AuditClientConfig
+from floor_agent.config.audit import AgentRoleConfig
 from floor_agent.config.base import (
     ConfigPath,
-    LogLevel,
     StrictFloat,
     StrictInt,
     StrictModel,
@@ -153,6 +152,4 @@ class DoorConfig(AgentRoleConfig):
     """door.yaml: door access controller agent."""
 
     role: Literal["door"] = "door"
-    log_level: LogLevel = "info"
-    audit: AuditClientConfig = Field(default_factory=AuditClientConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)

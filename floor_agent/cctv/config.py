@@ -12,10 +12,9 @@ from pydantic import (
     model_validator,
 )
 
-from floor_agent.config.audit import AgentRoleConfig, AuditClientConfig
+from floor_agent.config.audit import AgentRoleConfig
 from floor_agent.config.base import (
     ConfigPath,
-    LogLevel,
     StrictFloat,
     StrictInt,
     StrictModel,
@@ -153,6 +152,4 @@ class CctvConfig(AgentRoleConfig):
     """cctv.yaml: CCTV recorder agent."""
 
     role: Literal["cctv"] = "cctv"
-    log_level: LogLevel = "info"
-    audit: AuditClientConfig = Field(default_factory=AuditClientConfig)
     cctv: CctvSection = Field(default_factory=CctvSection)

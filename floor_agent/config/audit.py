@@ -19,6 +19,7 @@ from pydantic import (
 from floor_agent.config.base import (
     STATE_ROOT,
     ConfigPath,
+    LogLevel,
     StrictFloat,
     StrictInt,
     StrictModel,
@@ -104,7 +105,12 @@ def none_section_to_empty(data: Any, key: str) -> Any:
 
 
 class AgentRoleConfig(StrictModel):
-    """Shared wiring for agent roles: the audit state_dir default depends on the role."""
+    """What every agent role's file has (log level, audit client), and the shared wiring: the
+    audit state_dir default depends on the role."""
+
+    role: str  # each role narrows it to its own literal; declared here so it comes first
+    log_level: LogLevel = "info"
+    audit: AuditClientConfig = Field(default_factory=AuditClientConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -13,10 +13,9 @@ from pydantic import (
     model_validator,
 )
 
-from floor_agent.config.audit import AgentRoleConfig, AuditClientConfig
+from floor_agent.config.audit import AgentRoleConfig
 from floor_agent.config.base import (
     ConfigPath,
-    LogLevel,
     StrictFloat,
     StrictInt,
     StrictModel,
@@ -142,6 +141,4 @@ class RetentionConfig(AgentRoleConfig):
     """retention.yaml: the image retention sweep and its receipts in the audit chain."""
 
     role: Literal["retention"] = "retention"
-    log_level: LogLevel = "info"
-    audit: AuditClientConfig = Field(default_factory=AuditClientConfig)
     retention: RetentionSection = Field(default_factory=RetentionSection)

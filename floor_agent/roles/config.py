@@ -14,8 +14,8 @@ from floor_agent.access.config import DoorConfig
 from floor_agent.cctv.config import CctvConfig
 from floor_agent.collector.config import CollectorConfig
 from floor_agent.common.urls import redact_url
-from floor_agent.config.audit import AgentRoleConfig, AuditClientConfig
-from floor_agent.config.base import ROLES, LogLevel
+from floor_agent.config.audit import AgentRoleConfig
+from floor_agent.config.base import ROLES
 from floor_agent.config.loader import load_role_file
 from floor_agent.netlock.config import NetlockConfig
 from floor_agent.retention.config import RetentionConfig
@@ -26,8 +26,6 @@ class WorkstationConfig(AgentRoleConfig):
     """workstation.yaml: USB guard and network lock agent on an operator workstation."""
 
     role: Literal["workstation"] = "workstation"
-    log_level: LogLevel = "info"
-    audit: AuditClientConfig = Field(default_factory=AuditClientConfig)
     usb_guard: UsbGuardConfig = Field(default_factory=UsbGuardConfig)
     netlock: NetlockConfig = Field(default_factory=NetlockConfig)
 
