@@ -366,7 +366,12 @@ def cmd_netlock_render(args: argparse.Namespace) -> int:
     setup = _netlock_setup(args)
     if setup is None:
         return 2
-    sys.stdout.write(firewall.render(setup[0].netlock, setup[1], source=args.config))
+    try:
+        ruleset = firewall.render(setup[0].netlock, setup[1], source=args.config)
+    except firewall.FirewallError as exc:  # e.g. an empty allowlist: nothing to print
+        print(f"netlock render: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(ruleset)
     return 0
 
 

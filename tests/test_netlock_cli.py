@@ -158,6 +158,20 @@ def test_render_prints_the_ruleset_without_loading_it(topology: Topology,
     assert topology.list_ruleset("ws", "-a", "-s") == before
 
 
+def test_render_of_an_empty_allowlist_is_a_clear_refusal_not_a_traceback(tmp_path: Path) -> None:
+    """The shipped example has no allowlist yet: render says why it prints nothing."""
+    config = tmp_path / "ws.yaml"
+    data = yaml.safe_load((Path(__file__).parent.parent / "config" / "workstation.yaml")
+                          .read_text())
+    data["netlock"] = {**(data.get("netlock") or {}), "allow": []}
+    config.write_text(yaml.safe_dump(data))
+    out = subprocess.run([sys.executable, "-m", "floor_agent.cli", "netlock", "render",
+                          "--config", str(config)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.startswith("netlock render: netlock.allow: empty"), out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+
+
 def test_apply_without_the_privilege_to_load_is_a_recorded_failure(topology: Topology,
                                                                    tmp_path: Path) -> None:
     """`netlock apply` run without CAP_NET_ADMIN (a unit whose CapabilityBoundingSet lacks it,
