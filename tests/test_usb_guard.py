@@ -303,16 +303,23 @@ def test_a_composite_keyboard_and_disk_is_rejected_by_default(default_run: dict)
 
 
 def _composite_partial(tb: BusHandle) -> dict[str, Any]:
+    # kernel: the bus's drivers_probe (a plain file here: it keeps what the guard writes)
+    probe = Path(tb.root()) / "sys" / "bus" / "usb" / "drivers_probe"
+    probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.write_bytes(b"")
     floor = Floor(tb, NO_REJECT)
     floor.start()
     present = floor.state(COMPOSITE)  # configured before the guard: interfaces were on
+    probed_at_start = probe.read_bytes()
     plugged = dataclasses.replace(COMPOSITE, port=8, devnum=9)
     hot = floor.plug(plugged)
+    probed = probe.read_bytes()
     storage = ifaces(plugged)[1]
     tb.uevent(storage, "bind")  # a bind on the disk interface must not turn it on
     floor.wait("bind", storage)
     hot_after_bind = floor.state(plugged)
     return {"present": present, "hot": hot, "hot_after_bind": hot_after_bind,
+            "probed_at_start": probed_at_start.decode(), "probed": probed.decode(),
             "events": [e for e in floor.events if e["data"].get("port") in ("1-4", "1-8")],
             "stop": floor.stop()}
 
@@ -324,6 +331,10 @@ def test_without_reject_rules_a_composite_keeps_its_keyboard_only(tmp_path: Path
     # plugged later: interfaces appear off (interface_authorized_default=0), HID turned on
     assert out["hot"] == {"authorized": True, "remove": "", "interfaces": [True, False]}
     assert out["hot_after_bind"] == out["hot"]
+    # the kernel probed the new interfaces while they were off: the one turned on is probed
+    # again (drivers_probe), or the keyboard would be on with no driver; nothing else is
+    assert out["probed_at_start"] == ""  # present interfaces were on, bound at boot
+    assert out["probed"] == "1-8:1.0"
     assert [(e["kind"], e["severity"], e["data"]["port"]) for e in out["events"]] == [
         ("usb.partial", "notice", "1-4"), ("usb.partial", "notice", "1-8")]
     data = out["events"][1]["data"]

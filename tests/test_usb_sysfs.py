@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from umockdev_bus import BEHIND_HUB, COMPOSITE, EXT_HUB, HUB, KEYBOARD, STICK
 from umockdev_harness import (
     SECOND_HUB,
@@ -306,3 +307,19 @@ def test_a_failing_event_source_shuts_the_agent_down(tmp_path: Path) -> None:
     assert {k: out[k] for k in ("stopped", "shutdown", "error")} == {
         "stopped": True, "shutdown": True, "error": "OSError"}
     assert "non-socket" in out["message"]  # ENOTSOCK from the monitor's recvmsg
+
+
+def test_probe_interface_names_the_interface_to_the_bus(tmp_path: Path) -> None:
+    """An interface authorized after the kernel configured it is probed again by name; a bus
+    without drivers_probe (a simulated sysfs) is not an error; a probe the kernel refuses is."""
+    interface = "/sys/devices/pci0000:00/0000:00:14.0/usb1/1-3/1-3:1.0"
+    assert sysfs.probe_interface(interface, tmp_path) is False
+    probe = tmp_path / "bus" / "usb" / "drivers_probe"
+    probe.parent.mkdir(parents=True)
+    probe.write_bytes(b"")
+    assert sysfs.probe_interface(interface + "/", tmp_path) is True
+    assert probe.read_bytes() == b"1-3:1.0"
+    probe.unlink()
+    probe.mkdir()  # a write the kernel refuses (here: EISDIR) names the path
+    with pytest.raises(sysfs.SysfsError, match="drivers_probe"):
+        sysfs.probe_interface(interface, tmp_path)

@@ -321,6 +321,8 @@ class UsbGuard:
             except sysfs.SysfsError:
                 pass  # unreadable: write what the decision says, and report if that fails
             sysfs.authorize_interface(interface_path, allow)
+            if allow:
+                sysfs.probe_interface(interface_path, self.sys_root)
         except sysfs.SysfsError as e:
             self._failed(enforced.device, enforced.decision.target, e)
 

@@ -131,15 +131,18 @@ def invoking_user(env: Mapping[str, str], uid: int) -> str:
         return f"uid {uid}"
 
 
-def apply(path: Path, allow: bool) -> tuple[str, tuple[str, ...]]:
-    """Authorize (device, then each interface) or deauthorize (the device: the kernel unbinds
-    every interface). Returns the action and the interfaces written; SysfsError on failure."""
+def apply(path: Path, allow: bool, sys_root: str | os.PathLike[str] = sysfs.DEFAULT_SYS_ROOT
+          ) -> tuple[str, tuple[str, ...]]:
+    """Authorize (device, then each interface, each probed for its driver) or deauthorize (the
+    device: the kernel unbinds every interface). Returns the action and the interfaces
+    written; SysfsError on failure."""
     sysfs.authorize(path, allow)
     if not allow:
         return "deauthorized", ()
     written = []
     for interface in interfaces_of(path):  # configured by the kernel once authorized
         sysfs.authorize_interface(interface, True)
+        sysfs.probe_interface(interface, sys_root)
         written.append(interface.name)
     return "authorized", tuple(written)
 
@@ -170,7 +173,7 @@ def run_manual(device: str, allow: bool, reason: str, sys_root: str | os.PathLik
     except sysfs.SysfsError:
         was = None
     try:
-        action, interfaces = apply(path, allow)
+        action, interfaces = apply(path, allow, sys_root)
         ok = True
     except sysfs.SysfsError as e:
         action, interfaces, ok = f"failed: {e}", (), False

@@ -13,6 +13,8 @@ Kernel behaviour this relies on (Documentation/usb/authorization.rst):
   start unauthorized and get no driver until their own `authorized` is set to 1, so a composite
   device can keep its HID interface while its storage interface stays off. This applies to hub
   interfaces too: devices behind an external hub appear only once its interface is authorized.
+- An interface authorized after the kernel configured it gets no driver until something writes
+  its name to `/sys/bus/usb/drivers_probe` (probe_interface).
 - `remove` (write-only, where the kernel has it): logically disconnects the device, which is
   what USBGuard's reject does.
 """
@@ -158,6 +160,22 @@ def authorize_interface(interface_sys_path: str | os.PathLike[str], allow: bool)
     """Write 1 or 0 to one interface's `authorized` (kernel >= 4.4): a composite device keeps
     the interfaces policy allows and loses the others."""
     _write(Path(interface_sys_path) / "authorized", b"1" if allow else b"0")
+
+
+def probe_interface(interface_sys_path: str | os.PathLike[str],
+                    sys_root: str | os.PathLike[str] = DEFAULT_SYS_ROOT) -> bool:
+    """Ask the kernel to bind a driver to an interface authorized after it was configured.
+
+    Under `interface_authorized_default=0` the kernel probes a new interface while it is still
+    unauthorized and refuses it; authorizing it later does not probe again (authorization.rst:
+    write the interface's name to /sys/bus/usb/drivers_probe). Without this an allowed keyboard
+    is on with no driver. Returns False where the bus has no `drivers_probe` (a simulated sysfs);
+    the kernel answers success for an interface that has a driver or for which none exists."""
+    probe = Path(sys_root) / "bus" / "usb" / "drivers_probe"
+    if not os.path.lexists(probe):
+        return False
+    _write(probe, os.path.basename(os.fspath(interface_sys_path).rstrip("/")).encode())
+    return True
 
 
 def reject(device_sys_path: str | os.PathLike[str]) -> str:
