@@ -166,20 +166,38 @@ def _install_test_channel(root: Path) -> None:
 def _project_inputs() -> list[bytes]:
     """What the installed project is made of: the tracked sources and packaging files."""
     listed = subprocess.run(["git", "ls-files", "floor_agent", "pyproject.toml", "systemd",
-                             "config", "dist"], cwd=REPO, capture_output=True, text=True,
+                             "config"], cwd=REPO, capture_output=True, text=True,
                             check=True).stdout.split()
     parts = [name.encode() + (REPO / name).read_bytes()
              for name in listed if (REPO / name).is_file()]
-    parts += [p.name.encode() + p.read_bytes() for p in sorted(REPO.glob("dist/*.deb"))]
+    parts += [p.name.encode() + p.read_bytes() for name in ("common", ROLE)
+              for p in sorted(REPO.glob(f"dist/floor-agent-{name}_*.deb"))]
     return parts
 
 
-def build() -> Image:
+# A candidate for the zero window at boot (vmtests/test_boot_lock.py proves it): usbcore is a
+# module of Debian's kernel, loaded from the initramfs, and takes its options from
+# /etc/modprobe.d there, so every root hub starts with authorized_default=0 before the first
+# device is enumerated. Not installed by the package yet: the image adds it only when asked.
+BOOT_LOCK_FILE = "etc/modprobe.d/floor-agent-usb-lock.conf"
+BOOT_LOCK = ("# floor-agent: no USB device is authorized before the workstation agent judges it,\n"
+             "# from the first moment of boot (the initramfs loads usbcore with this option).\n"
+             "options usbcore authorized_default=0\n")
+
+
+def _add_boot_lock(root: Path) -> None:
+    (root / BOOT_LOCK_FILE).write_text(BOOT_LOCK)
+    _chroot(root, "update-initramfs", "-u")
+
+
+def build(boot_lock: bool = False) -> Image:
+    """The image (cached); `boot_lock` adds BOOT_LOCK to it, in its own cache entry."""
     base = base_rootfs()
-    key = _digest(base.parent.name.encode(), INSTALL.encode(),
+    variant = "bootlock" if boot_lock else "plain"
+    key = _digest(base.parent.name.encode(), INSTALL.encode(), variant.encode(),
                   *(p.read_bytes() for p in GUEST_FILES), *_project_inputs(),
                   Path(__file__).read_bytes())
-    out = CACHE / f"disk-{key}"
+    out = CACHE / f"disk-{variant}-{key}"
     image = Image(out / "vmlinuz", out / "initrd.img", out / "disk.img")
     with _locked("disk"):
         if (out / "done").exists():
@@ -193,6 +211,9 @@ def build() -> Image:
         _install_test_channel(work)
         _log("installing the project")
         install_project(work)
+        if boot_lock:
+            _log("adding the boot lock and rebuilding the initramfs")
+            _add_boot_lock(work)
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(sorted((work / "boot").glob("vmlinuz-*"))[-1], image.kernel)
         shutil.copy(sorted((work / "boot").glob("initrd.img-*"))[-1], image.initrd)
@@ -204,7 +225,7 @@ def build() -> Image:
         shutil.rmtree(work)
         (out / "done").touch()
         # Older disks of this cache are stale: keep the newest only.
-        for stale in CACHE.glob("disk-*"):
+        for stale in CACHE.glob(f"disk-{variant}-*"):
             if stale != out:
                 shutil.rmtree(stale, ignore_errors=True)
         _log(f"image built in {time.monotonic() - t0:.0f} s")

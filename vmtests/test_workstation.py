@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime
 
 import pytest
 from conftest import HostCollector, timing
@@ -64,11 +65,16 @@ def test_agent_runs_from_its_unit_and_locked_the_bus(guest: Guest,
 
 def test_stick_stays_off_and_its_block_reaches_the_collector(guest: Guest,
                                                              collector: HostCollector) -> None:
-    before = uptime(guest)
+    clocks = guest.run("cat /proc/uptime; date +%s.%N").stdout.split()
+    before, wall_before = float(clocks[0]), float(clocks[2])
+    plugged = time.monotonic()
     guest.plug_stick("stick1", serial="VMSTICK1")
     path, authorized = usb_device(guest, "VMSTICK1")
     assert authorized == "0"
     event = collector.wait_event("usb.blocked", serial="VMSTICK1")
+    timing("plug_to_usb_blocked_at_collector_host_clock", time.monotonic() - plugged)
+    timing("plug_to_usb_blocked_stamped_by_agent",
+           datetime.fromisoformat(event["ts"]).timestamp() - wall_before)
     assert event["data"]["rule"] == "block with-interface one-of { 08:*:* }"
     # Give the kernel every chance to bind usb-storage, then look: nothing may have come up.
     guest.run("udevadm settle", timeout=60)
@@ -169,3 +175,38 @@ def test_killed_agent_is_restarted_and_the_bus_stays_locked_meanwhile(
     assert block_devices(guest) == []
     guest.unplug("stick2")
     guest.wait_until(f"test ! -e {path}")
+
+
+def test_stick_plugged_across_a_reboot_never_becomes_a_disk(guest: Guest,
+                                                            collector: HostCollector) -> None:
+    guest.plug_stick("stick3", serial="VMSTICK3")
+    usb_device(guest, "VMSTICK3")
+    old_boot = guest.run("cat /proc/sys/kernel/random/boot_id").stdout.strip()
+    reset = time.monotonic()
+    guest.reset()
+    ready = guest.wait_ready(600)
+    assert ready["boot_id"] != old_boot
+    guest.run("systemctl is-system-running --wait", timeout=600, check=False)
+    agent = unit_show(guest, "ActiveState", "ActiveEnterTimestampMonotonic", "NRestarts")
+    assert agent["ActiveState"] == "active", agent
+    timing("reboot_kernel_start_to_agent_ready_guest_clock",
+           int(agent["ActiveEnterTimestampMonotonic"]) / 1e6)
+    timing("reset_to_system_running_host_clock", time.monotonic() - reset)
+    path, authorized = usb_device(guest, "VMSTICK3")
+    kernel_log = guest.run("journalctl -b -k --no-pager -o short-monotonic").stdout
+    stick_lines = [line for line in kernel_log.splitlines()
+                   if re.search(r"\bsd[a-z]*\b|usb-storage|uas|SCSI|VMSTICK3|"
+                                + re.escape(path.rsplit("/", 1)[1]) + ":", line)]
+    assert authorized == "0"
+    assert block_devices(guest) == []   # now, with the agent running
+    disk = [line for line in stick_lines
+            if re.search(r"\bsd[a-z]+\b|usb-storage [0-9]|Attached SCSI", line)]
+    boot_lock = guest.run("cat /sys/module/usbcore/parameters/authorized_default").stdout
+    if disk and boot_lock.strip() == "-1":
+        # Known (issue 18): nothing installed locks the bus before the agent starts, so a
+        # stick in its port at boot is a disk (/dev/sda) until the agent deauthorizes it.
+        # test_boot_lock.py proves the mechanism that closes this window.
+        pytest.xfail("no boot lock installed: the stick was a disk from "
+                     f"{disk[0].split(']')[0]}] until the agent started "
+                     f"({int(agent['ActiveEnterTimestampMonotonic']) / 1e6:.1f} s)")
+    assert not disk, stick_lines

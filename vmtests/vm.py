@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,19 @@ class GuestError(RuntimeError):
     pass
 
 
+def stick_image(path: Path) -> Path:
+    """A blank 16 MiB file for a usb-storage stick."""
+    with path.open("wb") as f:
+        f.truncate(16 << 20)
+    return path
+
+
+def stick_at_power_on(path: Path, serial: str) -> tuple[str, ...]:
+    """QEMU arguments for a stick that is in its port before the machine is powered on."""
+    return ("-drive", f"if=none,id=bootstick,format=raw,file={stick_image(path)}",
+            "-device", f"usb-storage,bus=xhci.0,drive=bootstick,serial={serial}")
+
+
 class Guest:
     """QEMU with software emulation (KVM hangs Debian's kernel on these hosts), the cached
     disk under snapshot=on (each run starts clean; a guest reboot keeps this run's writes),
@@ -28,7 +42,8 @@ class Guest:
     way out is the host's collector, the project over 9p, QMP and the test channel."""
 
     def __init__(self, image: Image, workdir: Path, collector_port: int,
-                 append: str = "", memory_mb: int = 1024) -> None:
+                 append: str = "", memory_mb: int = 1024,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.qmp_path = workdir / "qmp.sock"
@@ -54,6 +69,7 @@ class Guest:
             "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0",
             "-virtfs", f"local,path={REPO},mount_tag=proj,security_model=none,readonly=on",
             "-device", "qemu-xhci,id=xhci,p2=8,p3=8",
+            *extra_args,
         ]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL,
@@ -153,9 +169,7 @@ class Guest:
 
     def plug_stick(self, device_id: str, serial: str) -> None:
         """A usb-storage stick backed by a fresh 16 MiB image file."""
-        backing = self.workdir / f"{device_id}.img"
-        with backing.open("wb") as f:
-            f.truncate(16 << 20)
+        backing = stick_image(self.workdir / f"{device_id}.img")
         self.qmp.cmd("blockdev-add", **{"node-name": f"{device_id}-disk", "driver": "raw",
                                         "file": {"driver": "file", "filename": str(backing)}})
         self.plug("usb-storage", device_id, drive=f"{device_id}-disk", serial=serial)
@@ -179,5 +193,7 @@ class Guest:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        self.qmp.close()
+        # QEMU quit first: its end of the socket is gone, which is the point.
+        with contextlib.suppress(EOFError, OSError):
+            self.qmp.close()
         self._channel.close()
