@@ -9,7 +9,7 @@ demo: bootstrap
 
 # ruff for style and likely bugs; mypy for types (strict on the pure cores, see pyproject.toml).
 lint: bootstrap
-	.venv/bin/ruff check floor_agent tests bench
+	.venv/bin/ruff check floor_agent tests bench vmtests
 	.venv/bin/mypy -p floor_agent
 
 test: bootstrap lint
