@@ -161,6 +161,14 @@ for role in $ROLES; do
     install -m 0644 "$WORK/src/config/$f" "$R/etc/floor-agent/$f"
     echo "/etc/floor-agent/$f" >> "$R/DEBIAN/conffiles"
   done
+  if [ "$role" = workstation ]; then
+    # The boot lock: usbcore (a module in Debian's kernel, loaded from the initramfs) starts
+    # with authorized_default=0, so a stick in its port at power-on is never a disk before the
+    # agent judges it. postinst rebuilds the initramfs; vmtests/test_boot_lock.py proves it.
+    install -D -m 0644 packaging/floor-agent-usb-lock.conf \
+      "$R/etc/modprobe.d/floor-agent-usb-lock.conf"
+    echo "/etc/modprobe.d/floor-agent-usb-lock.conf" >> "$R/DEBIAN/conffiles"
+  fi
   doc "$pkg" "$R"
   deps="$COMMON_DEPS${DEPS[$role]:+, ${DEPS[$role]}}"
   extra=""

@@ -180,9 +180,7 @@ def _project_inputs() -> list[bytes]:
 # /etc/modprobe.d there, so every root hub starts with authorized_default=0 before the first
 # device is enumerated. Not installed by the package yet: the image adds it only when asked.
 BOOT_LOCK_FILE = "etc/modprobe.d/floor-agent-usb-lock.conf"
-BOOT_LOCK = ("# floor-agent: no USB device is authorized before the workstation agent judges it,\n"
-             "# from the first moment of boot (the initramfs loads usbcore with this option).\n"
-             "options usbcore authorized_default=0\n")
+BOOT_LOCK = (REPO / "packaging" / "floor-agent-usb-lock.conf").read_text()  # as shipped
 
 
 def _add_boot_lock(root: Path) -> None:
