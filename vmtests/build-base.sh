@@ -23,6 +23,9 @@ done
 [ -n "$SRC" ] || { echo "build-base.sh: no bookworm apt source on this host" >&2; exit 1; }
 
 PACKAGES=systemd-sysv,udev,kmod,linux-image-amd64,initramfs-tools,python3,python3-venv,nftables,usbutils,procps,iproute2,usbguard,ca-certificates
+# The collector package's Debian dependencies (WeasyPrint's Pango, its font): the guest has no
+# package index, so apt installs dist/floor-agent-collector_*.deb from these.
+PACKAGES=$PACKAGES,libpango-1.0-0,libpangoft2-1.0-0,fonts-dejavu-core
 
 rm -rf "$OUT/rootfs"
 mkdir -p "$OUT"

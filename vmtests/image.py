@@ -76,7 +76,7 @@ def base_rootfs() -> Path:
     return out / "rootfs"
 
 
-def project_wheels() -> list[Path]:
+def project_wheels(role: str = ROLE) -> list[Path]:
     """The project's wheel and every dependency's, built on the host from its package index."""
     wheels = CACHE / "wheels"
     with _locked("wheels"):
@@ -84,7 +84,7 @@ def project_wheels() -> list[Path]:
         for old in wheels.glob("floor_agent-*.whl"):
             old.unlink()
         subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(wheels),
-                        "--find-links", str(wheels), f"{REPO}[{ROLE}]"], check=True)
+                        "--find-links", str(wheels), f"{REPO}[{role}]"], check=True)
     return sorted(wheels.glob("*.whl"))
 
 
@@ -95,12 +95,13 @@ def _chroot(root: Path, *argv: str) -> None:
         "HOME": "/root", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"})
 
 
-def install_project(root: Path) -> None:
-    """Install floor-agent's workstation role into the root file system `root`, as an admin
-    would. The one place that says how: the role's Debian package once `make packages` has
-    built it, until then the project's wheels into /opt/floor-agent/venv (the unit's path)."""
+def install_project(root: Path, role: str = ROLE) -> None:
+    """Install floor-agent's `role` (the workstation unless told) into the root file system
+    `root`, as an admin would. The one place that says how: the role's Debian package once
+    `make packages` has built it, until then (workstation only) the project's wheels into
+    /opt/floor-agent/venv (the unit's path)."""
     debs = [sorted((REPO / "dist").glob(f"floor-agent-{name}_*.deb"))
-            for name in ("common", ROLE)]
+            for name in ("common", role)]
     if all(debs) and INSTALL != "wheels":
         _log(f"installing {', '.join(found[-1].name for found in debs)}")
         names = [found[-1].name for found in debs]
@@ -118,8 +119,9 @@ def install_project(root: Path) -> None:
             for name in names:
                 (root / "tmp" / name).unlink()
     else:
-        if INSTALL == "deb":
-            raise RuntimeError("FLOOR_VM_INSTALL=deb but dist/ has no packages: make packages")
+        if INSTALL == "deb" or role != ROLE:
+            raise RuntimeError(f"dist/ has no floor-agent-{role} package (or FLOOR_VM_INSTALL="
+                               f"wheels): ROLES={role} make packages")
         _log("no packages in dist/: installing the wheels into /opt/floor-agent/venv")
         wheels = project_wheels()
         staging = root / "tmp" / "wheels"
@@ -139,6 +141,8 @@ def install_project(root: Path) -> None:
         _chroot(root, "systemctl", "enable", "floor-agent.service")
         (root / "usr" / "local" / "bin" / "floor-agent").symlink_to(
             "/opt/floor-agent/venv/bin/floor-agent")
+    if role != ROLE:
+        return      # a collector listens; it has no collector_url to point anywhere
     # This site's collector address: the one line an admin edits before enrolling.
     config = root / "etc" / "floor-agent" / "workstation.yaml"
     text = config.read_text()
@@ -163,14 +167,14 @@ def _install_test_channel(root: Path) -> None:
         fstab.write("proj /mnt/proj 9p trans=virtio,version=9p2000.L,ro,nofail,noauto 0 0\n")
 
 
-def _project_inputs() -> list[bytes]:
+def _project_inputs(role: str = ROLE) -> list[bytes]:
     """What the installed project is made of: the tracked sources and packaging files."""
     listed = subprocess.run(["git", "ls-files", "floor_agent", "pyproject.toml", "systemd",
                              "config"], cwd=REPO, capture_output=True, text=True,
                             check=True).stdout.split()
     parts = [name.encode() + (REPO / name).read_bytes()
              for name in listed if (REPO / name).is_file()]
-    parts += [p.name.encode() + p.read_bytes() for name in ("common", ROLE)
+    parts += [p.name.encode() + p.read_bytes() for name in ("common", role)
               for p in sorted(REPO.glob(f"dist/floor-agent-{name}_*.deb"))]
     return parts
 
@@ -188,12 +192,15 @@ def _add_boot_lock(root: Path) -> None:
     _chroot(root, "update-initramfs", "-u")
 
 
-def build(boot_lock: bool = False) -> Image:
-    """The image (cached); `boot_lock` adds BOOT_LOCK to it, in its own cache entry."""
+def build(boot_lock: bool = False, role: str = ROLE) -> Image:
+    """The image (cached); `boot_lock` adds BOOT_LOCK to it, another `role` (e.g. "collector")
+    installs that role's package instead of the workstation's, each in its own cache entry."""
     base = base_rootfs()
     variant = "bootlock" if boot_lock else "plain"
+    if role != ROLE:
+        variant = f"{role}-{variant}"
     key = _digest(base.parent.name.encode(), INSTALL.encode(), variant.encode(),
-                  *(p.read_bytes() for p in GUEST_FILES), *_project_inputs(),
+                  *(p.read_bytes() for p in GUEST_FILES), *_project_inputs(role),
                   Path(__file__).read_bytes())
     out = CACHE / f"disk-{variant}-{key}"
     image = Image(out / "vmlinuz", out / "initrd.img", out / "disk.img")
@@ -208,7 +215,7 @@ def build(boot_lock: bool = False) -> Image:
         subprocess.run(["cp", "-a", str(base), str(work)], check=True)
         _install_test_channel(work)
         _log("installing the project")
-        install_project(work)
+        install_project(work, role)
         if boot_lock:
             _log("adding the boot lock and rebuilding the initramfs")
             _add_boot_lock(work)
