@@ -9,6 +9,7 @@ capabilities; each capability's runner.py says only how it starts.
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from typing import Generic, Protocol, TypeVar
 
 from floor_agent.audit.agent import AuditAgent
@@ -38,7 +39,7 @@ ConfigT = TypeVar("ConfigT")
 RunningT = TypeVar("RunningT", bound=Running)
 
 
-class CapabilityRunner(Generic[ConfigT, RunningT]):
+class CapabilityRunner(ABC, Generic[ConfigT, RunningT]):
     """A capability around what its `launch` starts: not started is not healthy, and stop
     stops what was started (nothing, if start refused)."""
 
@@ -46,8 +47,9 @@ class CapabilityRunner(Generic[ConfigT, RunningT]):
         self.config = config
         self.running: RunningT | None = None
 
+    @abstractmethod
     def launch(self, agent: AuditAgent, shutdown: threading.Event) -> RunningT:
-        raise NotImplementedError
+        """Start the capability (service.StartRefused when it cannot work at all)."""
 
     def start(self, agent: AuditAgent, shutdown: threading.Event) -> None:
         self.running = self.launch(agent, shutdown)
