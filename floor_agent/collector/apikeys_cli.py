@@ -11,10 +11,14 @@ import argparse
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from floor_agent.collector.api_keys import SCOPE_HELP, SCOPES
 from floor_agent.protocol.kinds.collector import CollectorKind
+
+if TYPE_CHECKING:
+    from floor_agent.collector.self_audit import OwnAudit
+    from floor_agent.store.interface import Store
 
 DEFAULT_CONFIG = Path("/etc/floor-agent/collector.yaml")
 CLI_ACTOR = "cli"
@@ -39,7 +43,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         return 2
     days = None if args.never_expires else (args.expires_days or DEFAULT_EXPIRY_DAYS)
 
-    def action(args: argparse.Namespace, store: Any, own: Any, now: str) -> int:
+    def action(args: argparse.Namespace, store: Store, own: OwnAudit, now: str) -> int:
         expires_at = None if days is None else utc_timestamp(
             parse_timestamp(now) + timedelta(days=days))
         key = core.create_api_key(store, args.name, scopes, expires_at)
@@ -56,7 +60,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from floor_agent.collector import api_keys, self_audit
 
-    def action(args: argparse.Namespace, store: Any, own: Any, now: str) -> int:
+    def action(args: argparse.Namespace, store: Store, own: OwnAudit, now: str) -> int:
         lines = [api_keys.list_line(api_keys.record(row), now)
                  for row in store.list_api_keys()]
         header = {"name": "name", "scopes": "scopes", "state": "state", "created": "created",
@@ -75,7 +79,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     from floor_agent.collector import self_audit
 
-    def action(args: argparse.Namespace, store: Any, own: Any, now: str) -> int:
+    def action(args: argparse.Namespace, store: Store, own: OwnAudit, now: str) -> int:
         revoked = store.revoke_api_key(args.name, now)
         if not revoked:
             raise ValueError(f"name: no unrevoked API key named {args.name!r}")

@@ -87,7 +87,7 @@ def open_writer(config: CollectorConfig) -> Spool:
 
 
 def run_audited(args: argparse.Namespace,
-                action: Callable[[argparse.Namespace, object, object, str], int]) -> int:
+                action: Callable[[argparse.Namespace, Store, OwnAudit, str], int]) -> int:
     """For `collector user` and `collector apikey`: open the store and the collector's own
     trail, run action(args, store, own, now); a refused change (ValueError) is an error message
     and exit status 2."""

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from floor_agent.dashboard.users import ROLES
+
+if TYPE_CHECKING:
+    from floor_agent.collector.self_audit import OwnAudit
+    from floor_agent.store.interface import Store
 
 # The store, the argon2 hasher and FastAPI load only when a user command runs: this module is
 # imported whenever `floor-agent` builds its parser, by every agent's start too.
@@ -23,8 +28,8 @@ def cmd_create(args: argparse.Namespace) -> int:
     from floor_agent.collector import self_audit
     from floor_agent.dashboard import user_admin
 
-    def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
-        secret = user_admin.create(store, own, args.username, args.role,  # type: ignore[arg-type]
+    def action(args: argparse.Namespace, store: Store, own: OwnAudit, now: str) -> int:
+        secret = user_admin.create(store, own, args.username, args.role,
                                    CLI_ACTOR, now)
         print(f"created {args.role} {args.username}; one-time password (shown once, must be "
               f"changed at first login):")
@@ -38,8 +43,8 @@ def cmd_reset(args: argparse.Namespace) -> int:
     from floor_agent.collector import self_audit
     from floor_agent.dashboard import user_admin
 
-    def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
-        secret = user_admin.reset(store, own, args.username, CLI_ACTOR, now)  # type: ignore[arg-type]
+    def action(args: argparse.Namespace, store: Store, own: OwnAudit, now: str) -> int:
+        secret = user_admin.reset(store, own, args.username, CLI_ACTOR, now)
         print(f"reset {args.username}; one-time password (shown once):")
         print(secret)
         return 0
@@ -51,8 +56,8 @@ def cmd_disable(args: argparse.Namespace) -> int:
     from floor_agent.collector import self_audit
     from floor_agent.dashboard import user_admin
 
-    def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
-        user_admin.set_disabled(store, own, args.username, True, CLI_ACTOR,  # type: ignore[arg-type]
+    def action(args: argparse.Namespace, store: Store, own: OwnAudit, now: str) -> int:
+        user_admin.set_disabled(store, own, args.username, True, CLI_ACTOR,
                                 now)
         print(f"disabled {args.username}; their sessions ended")
         return 0
@@ -64,8 +69,8 @@ def cmd_enable(args: argparse.Namespace) -> int:
     from floor_agent.collector import self_audit
     from floor_agent.dashboard import user_admin
 
-    def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
-        user_admin.set_disabled(store, own, args.username, False, CLI_ACTOR,  # type: ignore[arg-type]
+    def action(args: argparse.Namespace, store: Store, own: OwnAudit, now: str) -> int:
+        user_admin.set_disabled(store, own, args.username, False, CLI_ACTOR,
                                 now)
         print(f"enabled {args.username}")
         return 0
@@ -76,8 +81,8 @@ def cmd_enable(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from floor_agent.collector import self_audit
 
-    def action(args: argparse.Namespace, store: object, own: object, now: str) -> int:
-        users = store.list_users()  # type: ignore[attr-defined]
+    def action(args: argparse.Namespace, store: Store, own: OwnAudit, now: str) -> int:
+        users = store.list_users()
         print(f"{'username':<24} {'role':<8} {'state':<10} created")
         for user in users:
             state = "disabled" if user["disabled"] else (
