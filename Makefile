@@ -1,5 +1,5 @@
 # The two commands of the README, plus the benchmarks. Each installs what it needs first.
-.PHONY: demo test lint bench bootstrap packages vm-test
+.PHONY: demo test lint bench bootstrap packages vm-test fresh-root
 
 bootstrap:
 	bash scripts/bootstrap.sh
@@ -34,3 +34,8 @@ bench: bootstrap
 # see packaging/build-debs.sh. Not part of `make test`.
 packages:
 	bash packaging/build-debs.sh
+
+# The README's two commands on a Debian 12 root that never ran anything (mmdebstrap + chroot,
+# a clean clone of HEAD): see scripts/fresh-root.sh. About 40 minutes; not part of CI.
+fresh-root:
+	bash scripts/fresh-root.sh
