@@ -21,15 +21,17 @@
 # 12's python3 is): $PYTHON, default .venv/bin/python (`make bootstrap`, which also installs the
 # build dependencies of the sdists, e.g. libpcsclite-dev for pyscard).
 # Environment: DEB_REVISION (default 1) makes the version <project version>-<revision>;
-# ROLES (default all five) builds a subset.
+# ROLES (default all five) builds a subset; DIST (default dist/) is the output directory and
+# DEB_WORK (default build/debs/, emptied first) the staging one (relative: to the checkout), e.g. for a second revision
+# built beside dist/ (vmtests/test_packages.py upgrades to one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 ROLES=${ROLES:-workstation door cctv collector retention}
 DEB_REVISION=${DEB_REVISION:-1}
-OUT=$ROOT/dist
-WORK=$ROOT/build/debs
+OUT=$(realpath -m "${DIST:-$ROOT/dist}")
+WORK=$(realpath -m "${DEB_WORK:-$ROOT/build/debs}")
 
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' || {
   echo "build-debs: $PYTHON must be CPython 3.11 (Debian 12's python3)" >&2; exit 1; }
