@@ -22,8 +22,8 @@
 # build dependencies of the sdists, e.g. libpcsclite-dev for pyscard).
 # Environment: DEB_REVISION (default 1) makes the version <project version>-<revision>;
 # ROLES (default all five) builds a subset; DIST (default dist/) is the output directory and
-# DEB_WORK (default build/debs/, emptied first) the staging one (relative: to the checkout), e.g. for a second revision
-# built beside dist/ (vmtests/test_packages.py upgrades to one).
+# DEB_WORK (default build/debs/, emptied first) the staging one, relative to the checkout, e.g.
+# for a second revision built beside dist/ (vmtests/test_packages.py upgrades to one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
