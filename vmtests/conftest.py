@@ -63,17 +63,20 @@ class HostCollector:
         self.log = (root / "collector.log").open("wb")
         self.proc = subprocess.Popen([*FLOOR_AGENT, "collector", "run", "--config",
                                       str(self.path)], stdout=self.log, stderr=subprocess.STDOUT)
+        # Whose events events() reads: a module testing another role sets its agent's id.
+        self.agent_id = AGENT_ID
 
-    def token(self) -> str:
+    def token(self, role: str = "workstation") -> str:
         out = subprocess.run([*FLOOR_AGENT, "collector", "token", "create", "--role",
-                              "workstation", "--config", str(self.path)],
+                              role, "--config", str(self.path)],
                              check=True, capture_output=True, text=True).stdout
         return next(line for line in out.splitlines() if line.startswith("fa-enroll-"))
 
     def events(self, kind: str, **match: Any) -> list[dict[str, Any]]:
         store = open_store(self.config.collector.resolved_database_url())
         try:
-            rows = store.query_events(EventQuery(agent_id=AGENT_ID, kind=kind, limit=500)).events
+            rows = store.query_events(EventQuery(agent_id=self.agent_id, kind=kind,
+                                                 limit=500)).events
         finally:
             store.close()
         return [row for row in rows

@@ -43,7 +43,8 @@ class Guest:
 
     def __init__(self, image: Image, workdir: Path, collector_port: int,
                  append: str = "", memory_mb: int = 1024,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (),
+                 forwards: tuple[tuple[str, int, int], ...] = ()) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.qmp_path = workdir / "qmp.sock"
@@ -54,6 +55,9 @@ class Guest:
         relay = Path(__file__).resolve().parent / "relay.py"
         netdev = (f"user,id=net0,restrict=on,guestfwd=tcp:{COLLECTOR_GUEST_ADDRESS}:"
                   f"{COLLECTOR_GUEST_PORT}-cmd:{sys.executable} {relay} {collector_port}")
+        # More ways out, each (guest address, guest port, host loopback port), e.g. an sshd.
+        for address, port, host_port in forwards:
+            netdev += f",guestfwd=tcp:{address}:{port}-cmd:{sys.executable} {relay} {host_port}"
         self.argv = [
             "nice", "-n", "10", "qemu-system-x86_64",
             "-accel", "tcg,tb-size=256", "-cpu", "max", "-m", str(memory_mb), "-smp", "1",
