@@ -62,7 +62,7 @@ fi
 
 # role -> units (from systemd/), units to enable, system user, extra groups, state dirs,
 # conffiles (from config/), Debian run-time dependencies.
-declare -A UNITS ENABLE USERS SUPPL STATE KEEPS CONF DEPS
+declare -A UNITS ENABLE USERS SUPPL STATE KEEPS ADVICE CONF DEPS
 UNITS[workstation]="floor-agent.service";          ENABLE[workstation]="floor-agent.service"
 UNITS[door]="floor-door.service";                  ENABLE[door]="floor-door.service"
 UNITS[cctv]="floor-cctv.service";                  ENABLE[cctv]="floor-cctv.service"
@@ -77,12 +77,18 @@ SUPPL[door]=dialout  # the fingerprint module's and OSDP bus's serial ports (doo
 SUPPL[cctv]=video    # USB cameras
 STATE[workstation]=workstation;  STATE[door]=door;  STATE[cctv]=cctv
 STATE[collector]="collector backups";  STATE[retention]=retention
-# What purge leaves in the state directories (postrm says so).
+# What purge leaves in the role's state directory (postrm says so).
 KEEPS[workstation]="the agent key and the audit spool"
 KEEPS[door]="the agent key, the audit spool and the credentials cache"
 KEEPS[cctv]="the agent key, the audit spool and the footage"
-KEEPS[collector]="the CA, the anchor key, the audit store and its backups"
+KEEPS[collector]="the CA, the anchor key and the audit store"  # backups: postrm
 KEEPS[retention]="the agent key, the audit spool and the sweeps' resume notes"
+# ... and what to do before removing it by hand.
+ADVICE[workstation]="make sure the collector has every event"
+ADVICE[door]=${ADVICE[workstation]};  ADVICE[retention]=${ADVICE[workstation]}
+ADVICE[cctv]="make sure the collector has every event and the footage its second copy"
+ADVICE[collector]="it is the floor's audit record: keep a verified backup off this host"
+ADVICE[collector]+=" (floor-agent collector backup)"
 CONF[workstation]="workstation.yaml usb-rules.conf"
 CONF[door]=door.yaml;  CONF[cctv]=cctv.yaml;  CONF[collector]=collector.yaml
 CONF[retention]=retention.yaml
@@ -204,6 +210,7 @@ EOF
     sed -e "s/@ROLE@/$role/g" -e "s/@PACKAGE@/$pkg/g" -e "s/@USER@/${USERS[$role]}/g" \
         -e "s/@GROUPS@/${SUPPL[$role]:-}/g" -e "s/@STATE@/${STATE[$role]}/g" \
         -e "s/@UNITS@/${UNITS[$role]}/g" -e "s/@ENABLE@/${ENABLE[$role]}/g" -e "s/@KEEPS@/${KEEPS[$role]}/g" \
+        -e "s/@ADVICE@/${ADVICE[$role]}/g" \
         "packaging/maintscript/$script" > "$R/DEBIAN/$script"
     chmod 0755 "$R/DEBIAN/$script"
   done
