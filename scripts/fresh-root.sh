@@ -52,6 +52,14 @@ log "mmdebstrap bookworm minbase + make into $R"
 nice -n 5 mmdebstrap --mode=root --variant=minbase --include=make \
   --aptopt='Acquire::Check-Valid-Until "false"' bookworm "$R" "$SRC" >/dev/null
 cp /etc/resolv.conf "$R/etc/resolv.conf"
+# The site's network, not our state: a host whose HTTPS goes through an inspecting proxy trusts
+# its CA (/usr/local/share/ca-certificates, picked up when bootstrap installs ca-certificates)
+# and may point pip at the system bundle (/etc/pip.conf); a machine on that network needs both.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  mkdir -p "$R/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$R/usr/local/share/ca-certificates/"
+fi
+[ -f /etc/pip.conf ] && cp /etc/pip.conf "$R/etc/pip.conf"
 git clone -q "$REPO" "$R/root/floor"
 log "clean clone of $(git -C "$R/root/floor" rev-parse --short HEAD) in /root/floor"
 
