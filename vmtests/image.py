@@ -111,9 +111,23 @@ def install_project(root: Path, role: str = ROLE) -> None:
         policy = root / "usr" / "sbin" / "policy-rc.d"
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
+        install = ("apt-get", "install", "-y", "--no-install-recommends",
+                   *(f"/tmp/{name}" for name in names))
         try:
-            _chroot(root, "apt-get", "install", "-y", "--no-install-recommends",
-                    *(f"/tmp/{name}" for name in names))
+            # The base has no package index: a role whose Debian dependencies are not in it
+            # (the door's pcscd) gets them from the base's own sources, as an admin's apt
+            # would; the index is dropped again afterwards.
+            probe = subprocess.run(["chroot", str(root), *install[:3], "--simulate",
+                                    *install[3:]], capture_output=True)
+            indexed = probe.returncode != 0
+            if indexed:
+                _log("dependencies outside the base: apt-get update in the image")
+                _chroot(root, "apt-get", "update", "-q")
+            _chroot(root, *install)
+            if indexed:
+                _chroot(root, "apt-get", "clean")
+                for lists in (root / "var" / "lib" / "apt" / "lists").glob("*_*"):
+                    lists.unlink()
         finally:
             policy.unlink()
             for name in names:
