@@ -23,13 +23,16 @@
 # Environment: DEB_REVISION (default 1) makes the version <project version>-<revision>;
 # ROLES (default all five) builds a subset; DIST (default dist/) is the output directory and
 # DEB_WORK (default build/debs/, emptied first) the staging one, relative to the checkout, e.g.
-# for a second revision built beside dist/ (vmtests/test_packages.py upgrades to one).
+# for a second revision built beside dist/ (vmtests/test_packages.py upgrades to one);
+# DEB_COMPRESS (default xz) is dpkg-deb's -Z: xz takes minutes on the cctv and collector trees,
+# `none` no time (that test's throwaway revision).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 ROLES=${ROLES:-workstation door cctv collector retention}
 DEB_REVISION=${DEB_REVISION:-1}
+DEB_COMPRESS=${DEB_COMPRESS:-xz}
 OUT=$(realpath -m "${DIST:-$ROOT/dist}")
 WORK=$(realpath -m "${DEB_WORK:-$ROOT/build/debs}")
 
@@ -107,7 +110,7 @@ finish() {  # finish <package> <root>: normalise the tree, then dpkg-deb it into
   local pkg=$1 root=$2
   find "$root" -exec touch --no-dereference --date="@$SOURCE_DATE_EPOCH" {} +
   chmod -R go-w "$root"
-  dpkg-deb --root-owner-group -Zxz --build "$root" "$OUT/${pkg}_${VERSION}_$(
+  dpkg-deb --root-owner-group -Z"$DEB_COMPRESS" --build "$root" "$OUT/${pkg}_${VERSION}_$(
     sed -n 's/^Architecture: //p' "$root/DEBIAN/control").deb" >/dev/null
 }
 
