@@ -6,15 +6,18 @@ Every assertion reads the guest's kernel (sysfs, /dev, dmesg, the network links)
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import datetime
 
 import pytest
+import yaml
 from conftest import HostCollector, timing
 from vm import Guest, GuestError
 
 UNIT = "floor-agent.service"
+CONFIG = "/etc/floor-agent/workstation.yaml"
 
 # One line per USB device: "<sysfs name> <authorized> <serial>".
 LIST_USB = ("for d in /sys/bus/usb/devices/*; do case ${d##*/} in *:*|usb*) continue;; esac; "
@@ -177,6 +180,62 @@ def test_killed_agent_is_restarted_and_the_bus_stays_locked_meanwhile(
     guest.wait_until(f"test ! -e {path}")
 
 
+# netlock as an admin of an offline floor configures it: the collector is the one allowed
+# destination (a literal address: the ruleset is rendered before any resolver is reachable),
+# the floor's LAN the one network, no default route. The canaries are documentation addresses
+# (RFC 5737/3849) and the resolver is the guest's own loopback, so every probe netlock sends
+# ends inside the guest (and QEMU's restrict=on drops anything that would not).
+NETLOCK = {
+    "enabled": True,
+    "allow": [{"name": "collector", "addresses": ["10.0.2.100"], "tcp": [8443],
+               "must_reach": [8443]}],
+    "networks": ["10.0.2.0/24"],
+    "canaries": [{"address": "192.0.2.1"}, {"address": "2001:db8::1"}],
+    "resolv_conf": "/etc/floor-agent/resolv.conf",
+    # The collector is QEMU's guestfwd, which starts relay.py for every connection: a connect
+    # takes ~0.1-1 s under emulation where a floor's LAN answers in a millisecond.
+    "probe_timeout_ms": 3000,
+}
+NETLOCK_TABLE = "floor_netlock"
+
+
+def test_netlock_enforces_its_ruleset_and_verifies(guest: Guest,
+                                                   collector: HostCollector) -> None:
+    """Enabled in workstation.yaml and the unit restarted: the default-deny table is in the
+    kernel and every check passes, as the agent reports to the collector. (The reboot test
+    below then boots with this config.)"""
+    config = yaml.safe_load(guest.read(CONFIG))
+    config["netlock"].update(NETLOCK)
+    guest.write(CONFIG, yaml.safe_dump(config, sort_keys=False).encode())
+    guest.write("/etc/floor-agent/resolv.conf", b"nameserver 127.0.0.1\n")
+    guest.run(["floor-agent", "config", "check", CONFIG])
+    before = len(collector.events("net.verified"))
+    guest.run(f"systemctl restart {UNIT}", timeout=300)
+    collector.wait_event("net.enforced", table=f"inet {NETLOCK_TABLE}")
+    deadline = time.monotonic() + 120
+    while len(collector.events("net.verified")) <= before:
+        assert time.monotonic() < deadline, "no net.verified after the restart"
+        time.sleep(0.2)
+    verified = collector.events("net.verified")[0]["data"]
+    assert verified["fail"] == 0, [c for c in verified["checks"] if c["verdict"] != "pass"]
+    _assert_default_deny(guest)
+
+
+def _assert_default_deny(guest: Guest) -> None:
+    """netlock's table is in the kernel with default-deny output and forward chains, and a
+    host on the floor's own network that the allowlist does not name (QEMU's gateway, which
+    has a route) is refused by it: dropped in output, the connect fails at once with EPERM."""
+    table = guest.run(["nft", "-j", "list", "table", "inet", NETLOCK_TABLE]).stdout
+    chains = {item["chain"]["name"]: item["chain"] for item in json.loads(table)["nftables"]
+              if "chain" in item}
+    assert {chains[name].get("policy") for name in ("output", "forward")} == {"drop"}, chains
+    probe = guest.run(["python3", "-c", "import socket; s = socket.socket(); s.settimeout(3)\n"
+                       "try:\n s.connect(('10.0.2.2', 443)); print('open')\n"
+                       "except OSError as e:\n print(type(e).__name__, e.errno)"]).stdout
+    assert probe.split()[0] in ("PermissionError", "ConnectionRefusedError"), probe
+    assert guest.run("ip route get 10.0.2.2", check=False).returncode == 0
+
+
 def test_stick_plugged_across_a_reboot_never_becomes_a_disk(guest: Guest,
                                                             collector: HostCollector) -> None:
     guest.plug_stick("stick3", serial="VMSTICK3")
@@ -210,3 +269,33 @@ def test_stick_plugged_across_a_reboot_never_becomes_a_disk(guest: Guest,
                      f"{disk[0].split(']')[0]}] until the agent started "
                      f"({int(agent['ActiveEnterTimestampMonotonic']) / 1e6:.1f} s)")
     assert not disk, stick_lines
+
+
+def test_netlock_ruleset_is_loaded_before_the_network_comes_up(
+        guest: Guest, collector: HostCollector) -> None:
+    """In the boot after the reset above: the agent (Before=network-pre.target, Type=notify)
+    was ready, its ruleset loaded and verified, before systemd-networkd started and before
+    networkd brought the link up; the table is there and default-deny after boot."""
+    agent = unit_show(guest, "ActiveEnterTimestampMonotonic")
+    ready = int(agent["ActiveEnterTimestampMonotonic"]) / 1e6
+    networkd = guest.run(["systemctl", "show", "systemd-networkd.service",
+                          "--property=ExecMainStartTimestampMonotonic",
+                          "--value"]).stdout.strip()
+    pre = guest.run(["systemctl", "show", "network-pre.target",
+                     "--property=ActiveEnterTimestampMonotonic", "--value"]).stdout.strip()
+    journal = guest.run("journalctl -b -o short-monotonic --no-pager "
+                        "-u systemd-networkd.service -u floor-agent.service").stdout
+    link_up = [float(m.group(1)) for m in re.finditer(
+        r"^\[\s*([\d.]+)\] .*systemd-networkd.*: (Link UP|Gained carrier|Configured)",
+        journal, re.M)]
+    enforced = [float(m.group(1)) for m in re.finditer(
+        r"^\[\s*([\d.]+)\] .*netlock watching", journal, re.M)]
+    assert link_up and enforced, journal[-3000:]
+    timing("reboot_agent_ready_before_networkd_start_s",
+           int(networkd) / 1e6 - ready)
+    assert ready < int(pre) / 1e6 <= int(networkd) / 1e6, (ready, pre, networkd)
+    assert enforced[0] < ready < link_up[0], (enforced, ready, link_up, journal[-3000:])
+    _assert_default_deny(guest)
+    # This boot's enforcement and verification reached the collector too.
+    boots = collector.events("net.enforced", table=f"inet {NETLOCK_TABLE}")
+    assert len(boots) >= 2, boots
