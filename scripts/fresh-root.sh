@@ -63,6 +63,8 @@ fi
 git clone -q "$REPO" "$R/root/floor"
 log "clean clone of $(git -C "$R/root/floor" rev-parse --short HEAD) in /root/floor"
 
+# A machine's / is a mount point (`ip netns exec` remounts it rslave): bind the root onto itself.
+mount --bind "$R" "$R"
 mount -t proc proc "$R/proc"
 mount -t sysfs sysfs "$R/sys"
 mount --rbind /dev "$R/dev" && mount --make-rslave "$R/dev"
