@@ -180,6 +180,12 @@ for role in $ROLES; do
       "$R/etc/modprobe.d/floor-agent-usb-lock.conf"
     echo "/etc/modprobe.d/floor-agent-usb-lock.conf" >> "$R/DEBIAN/conffiles"
   fi
+  if [ "$role" = cctv ]; then
+    # videodev at boot: the unit's DeviceAllow=char-video4linux needs the class in
+    # /proc/devices when it starts (the file says why; postinst loads it at install).
+    install -D -m 0644 packaging/floor-agent-cctv-modules.conf \
+      "$R/usr/lib/modules-load.d/floor-agent-cctv.conf"
+  fi
   doc "$pkg" "$R"
   deps="$COMMON_DEPS${DEPS[$role]:+, ${DEPS[$role]}}"
   extra=""
