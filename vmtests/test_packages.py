@@ -8,7 +8,8 @@ two roles cannot sit at different revisions). Debian's policy-rc.d protocol (exi
 every service from starting; `systemctl is-enabled` reads the unit links offline. The upgrade
 goes to revision N+1 of dist/'s packages, built once per session from HEAD into a temporary
 directory (`DIST=... DEB_REVISION=N+1 make packages`). apt fetches the roles' Debian
-dependencies the base lacks (pcscd) from the host's own apt sources and lists.
+dependencies the base lacks (pcscd) from the host's own apt sources and lists. Last, every
+role at once on the one host, and which tree /usr/bin/floor-agent runs.
 
 The chroot's initramfs-tools is set to MODULES=list (an initramfs in 4 s instead of 45): the
 packages' update-initramfs still runs for real, and `lsinitramfs` shows whether the boot lock
@@ -108,19 +109,19 @@ class Chroot:
             raise AssertionError(f"{' '.join(argv)}: exit {proc.returncode}\n{proc.stdout}")
         return proc
 
-    def apt(self, *argv: str) -> str:
+    def apt(self, *argv: str, label: str = "") -> str:
         t0 = time.monotonic()
         out = self.run("apt-get", "-y", "--no-install-recommends", *argv).stdout
         # e.g. packages_install_floor-agent-door_0.1.0-2 (the last argument: the role's)
-        timing(f"packages_{argv[0]}_{Path(argv[-1]).name.rsplit('_', 1)[0]}",
+        timing(f"packages_{argv[0]}_{label or Path(argv[-1]).name.rsplit('_', 1)[0]}",
                time.monotonic() - t0)
         return out
 
-    def install(self, *packages: Path) -> str:
+    def install(self, *packages: Path, label: str = "") -> str:
         for deb in packages:
             shutil.copy(deb, self.path("/tmp") / deb.name)
         try:
-            return self.apt("install", *(f"/tmp/{deb.name}" for deb in packages))
+            return self.apt("install", *(f"/tmp/{deb.name}" for deb in packages), label=label)
         finally:
             for deb in packages:
                 self.path("/tmp").joinpath(deb.name).unlink()
@@ -416,3 +417,42 @@ class TestLifeCycle:
         assert not chroot.status("floor-agent-common")
         assert not chroot.path("/usr/bin/floor-agent").exists()
         assert not chroot.path("/etc/floor-agent").exists()
+
+
+def test_every_role_on_one_host(chroot: Chroot, next_revision: Path) -> None:
+    """The README's "a host may carry several roles": every role's package at once (no file
+    of one is another's), and /usr/bin/floor-agent runs the tree of the role the command
+    names, else of its --config file, else the first installed."""
+    built = [role for role in ROLES if debs(next_revision, role)]
+    if len(built) < 2:
+        pytest.skip("fewer than two roles in dist/: make packages")
+    installed = ["floor-agent-common", *(f"floor-agent-{role}" for role in built)]
+    leftover = [p for p in installed if chroot.status(p)]
+    if leftover:
+        chroot.apt("purge", *leftover)
+    chroot.install(*(debs(next_revision, name)[-1] for name in ("common", *built)),
+                   label="every_role")
+    for package in installed:
+        assert chroot.status(package).startswith("ii "), package
+
+    def runs(*argv: str) -> str:
+        """The tree /usr/bin/floor-agent hands `argv` to (which must then succeed)."""
+        trace = chroot.run("sh", "-x", "/usr/bin/floor-agent", *argv).stdout
+        execs = re.findall(r"^\+ exec /usr/lib/floor-agent/(\w+)/bin/floor-agent ", trace,
+                           re.MULTILINE)
+        assert len(execs) == 1, trace
+        return execs[0]
+
+    cases = {("usb", "--help"): "workstation", ("netlock", "--help"): "workstation",
+             ("door", "--help"): "door", ("cctv", "--help"): "cctv",
+             ("report", "--help"): "collector", ("privacy", "--help"): "collector",
+             ("collector", "--help"): "collector", ("retention", "--help"): "retention",
+             ("enroll", "--config", "/etc/floor-agent/door.yaml", "--help"): "door",
+             ("enroll", "--config=/etc/floor-agent/retention.yaml", "--help"): "retention",
+             ("--help",): built[0]}
+    for argv, role in cases.items():
+        if role in built:
+            assert runs(*argv) == role, argv
+    chroot.apt("purge", *installed, label="every_role")
+    for package in installed:
+        assert not chroot.status(package), package
