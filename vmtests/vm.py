@@ -167,6 +167,28 @@ class Guest:
                                  f"{done.stdout}{done.stderr}")
             time.sleep(interval)
 
+    def boot(self, seconds: float = 600) -> float:
+        """Wait for the test channel and for systemd to finish starting the system (degraded
+        or not: the tests judge the units they care about); seconds since QEMU started."""
+        self.wait_ready(seconds)
+        self.run("systemctl is-system-running --wait", timeout=seconds, check=False)
+        return time.monotonic() - self.started
+
+    def fire_timer_now(self, timer: str, service: str, seconds: float = 300) -> float:
+        """Move `timer` to fire 5 s from now (a drop-in in /run clears its calendar and random
+        delay) and wait until `service` has run once more and finished; seconds that took."""
+        ran = self.run(["systemctl", "show", service, "--value",
+                        "--property=ExecMainExitTimestampMonotonic"]).stdout.strip()
+        self.run(f"mkdir -p /run/systemd/system/{timer}.d && printf '[Timer]\\n"
+                 "OnCalendar=\\nRandomizedDelaySec=0\\nAccuracySec=1s\\nOnActiveSec=5s\\n' > "
+                 f"/run/systemd/system/{timer}.d/now.conf && systemctl daemon-reload && "
+                 f"systemctl restart {timer}")
+        t0 = time.monotonic()
+        self.wait_until(f"test \"$(systemctl show {service} --value "
+                        f"--property=ExecMainExitTimestampMonotonic)\" != {ran} && "
+                        f"! systemctl is-active -q {service}", seconds=seconds, interval=2)
+        return time.monotonic() - t0
+
     # --- USB over QMP -------------------------------------------------------------------
     def plug(self, driver: str, device_id: str, **properties: Any) -> None:
         self.qmp.cmd("device_add", driver=driver, bus="xhci.0", id=device_id, **properties)
