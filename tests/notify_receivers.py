@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import logging
 import os
 import shutil
 import signal
@@ -71,6 +72,7 @@ class Mail:
     message: email.message.EmailMessage
     tls: bool
     login: str | None
+    received: float  # time.time() when the DATA was taken
 
 
 class SmtpReceiver:
@@ -89,7 +91,7 @@ class SmtpReceiver:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         login = session.auth_data.decode() if isinstance(session.auth_data, bytes) else None
         self.mails.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), message,  # type: ignore[arg-type]
-                               session.ssl is not None, login))
+                               session.ssl is not None, login, time.time()))
         return "250 OK"
 
     def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
@@ -101,6 +103,8 @@ class SmtpReceiver:
         return AuthResult(success=ok, handled=False, auth_data=auth_data.login if ok else None)
 
     def start(self) -> None:
+        # aiosmtpd warns of its own deprecated attribute on every login
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
         self._controller = Controller(
             self, hostname="127.0.0.1", port=self.port, tls_context=self._certs.server_context(),
             require_starttls=True, auth_required=True, auth_require_tls=True,
@@ -191,6 +195,7 @@ module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1"
        StreamDriver.AuthMode="anon")
 input(type="imtcp" address="127.0.0.1" port="{port}")
 template(name="fields" type="list") {{
+  property(name="timegenerated" dateFormat="rfc3339") constant(value="|")
   property(name="syslogseverity-text") constant(value="|")
   property(name="syslogfacility") constant(value="|")
   property(name="app-name") constant(value="|")
@@ -204,7 +209,8 @@ action(type="omfile" file="{work}/fields.log" template="fields")
 
 class Rsyslog:
     """Debian's rsyslogd in the foreground with a private config: TLS on a loopback port,
-    each message's parsed RFC 5424 fields written to fields.log, one line each."""
+    each message's parsed RFC 5424 fields written to fields.log, one line each: the time
+    rsyslog received it|severity|facility|app-name|msgid|structured data|message."""
 
     def __init__(self, root: Path, certs: Certs) -> None:
         self.binary = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"

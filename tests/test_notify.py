@@ -5,8 +5,10 @@ real Spool, and the tests' own clock (escalation and digests without waiting).""
 
 from __future__ import annotations
 
+import socket
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -278,14 +280,14 @@ def test_syslog_rfc5424_and_cef_reach_rsyslog_over_tls(store: Store, trail: Trai
         (alert_id,) = raise_alerts(store, clock)
         n.tick()
         lines = wait_until(lambda: len(rsyslog.lines()) >= 2 and rsyslog.lines())
-        by_facility = {line.split("|")[1]: line for line in lines}
+        by_facility = {line.split("|")[2]: line for line in lines}
         plain, cef = by_facility["10"], by_facility["16"]  # authpriv, local0
-        severity, _, app, msgid, sd, msg = plain.split("|", 5)
+        _, severity, _, app, msgid, sd, msg = plain.split("|", 6)
         assert (severity, app, msgid) == ("crit", "floor-agent", "alert")
         assert f'id="{alert_id}"' in sd and 'kind="door.forced"' in sd
         assert 'agent_id="door-a-1"' in sd
         assert msg.strip() == "CRITICAL door.forced on door-a-1"
-        assert cef.split("|", 5)[5].strip().startswith(
+        assert cef.split("|", 6)[6].strip().startswith(
             "CEF:0|floor-agent|floor-agent|0.1.0|door.forced|CRITICAL door.forced on "
             "door-a-1|10|")
         assert f"cs1={alert_id}" in cef
@@ -382,3 +384,39 @@ def test_a_secret_that_cannot_be_read_is_named_not_shown(tmp_path: Path) -> None
     with pytest.raises(SecretError, match=r"hook.key: readable by others \(mode 644\)") as e:
         make_senders(settings)
     assert HOOK_KEY.decode() not in str(e.value)
+
+
+def test_a_receiver_that_hangs_delays_only_its_own_channel(
+        store: Store, trail: Trail, webhook: WebhookReceiver, hook_key_file: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The notifier's own threads, the real clock: an SMTP server that takes the connection and
+    never answers holds its channel until the timeout; the webhook goes out meanwhile."""
+    webhook.start()
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(8)  # the kernel completes the handshake; nobody ever answers
+    monkeypatch.setenv("FLOOR_TEST_SMTP_HANG", "pw")
+    settings = NotificationSettings.model_validate({
+        "channels": {"mail": {"type": "email", "host": "127.0.0.1",
+                              "port": hanging.getsockname()[1], "username": "u",
+                              "password": {"env": "FLOOR_TEST_SMTP_HANG"},
+                              "from_address": "a@b.example", "to": ["c@d.example"],
+                              "timeout_seconds": 3.0},
+                     "hook": webhook_channel(webhook, hook_key_file)},
+        "routes": [{"name": "all", "to": ["mail", "hook"]}], "poll_seconds": 0.5})
+    n = Notifier(store, settings, trail, make_senders(settings))
+    n.start()
+    try:
+        real = Clock()
+        real.now = datetime.now(UTC)
+        started = time.monotonic()
+        raise_alerts(store, real)
+        n.alert_listener([], "")
+        wait_until(lambda: webhook.hooks, 3.0, 0.01)
+        assert time.monotonic() - started < 1.5
+        (failed,) = wait_until(lambda: trail.of("collector.notification_failed"), 10.0)
+        assert failed["channel"] == "mail" and "timed out" in failed["error"]
+        assert time.monotonic() - started >= 3.0
+    finally:
+        n.stop()
+        hanging.close()

@@ -1,7 +1,9 @@
 """Notifications: the collector's alerts handed to people and systems, through a durable outbox.
 
-One thread (started by server.run) runs `tick()` whenever an alert is stored (the collector's
-alert listeners wake it) and every poll_seconds besides:
+One thread (started by server.run) runs steps 1-3 whenever an alert is stored (the collector's
+alert listeners wake it) and every poll_seconds besides, and wakes one delivery thread per
+channel for step 4 (a receiver that hangs until its timeout delays its own channel only);
+`tick()` runs all four in the caller's thread (the tests, with their own clock):
 
 1. plan: the alerts stored since its place in the alerts table are routed (notify_rules) and
    written to the outbox together with the new place, in one transaction (store/outbox_sql);
@@ -57,7 +59,8 @@ class Notifier:
         self._blocked_until: dict[str, datetime] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._channel_wake = {name: threading.Event() for name in self.senders}
         self._tick_lock = threading.Lock()
 
     @property
@@ -70,14 +73,21 @@ class Notifier:
         self._wake.set()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="notifier", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name="notifier", daemon=True)]
+        self._threads += [threading.Thread(target=self._run_channel, args=(name,),
+                                           name=f"notify-{name}", daemon=True)
+                          for name in self.senders]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for event in self._channel_wake.values():
+            event.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         for sender in self.senders.values():
             sender.close()
 
@@ -88,9 +98,28 @@ class Notifier:
             if self._stop.is_set():
                 break
             try:
-                self.tick()
+                with self._tick_lock:
+                    now = self.clock()
+                    self.plan(now)
+                    self.escalate(now)
+                    self.fold(now)
             except Exception:  # the store away for a moment: the outbox keeps it all
-                log.exception("notifications: tick failed; trying again")
+                log.exception("notifications: planning failed; trying again")
+                self._stop.wait(self.settings.poll_seconds)
+            for event in self._channel_wake.values():
+                event.set()
+
+    def _run_channel(self, channel: str) -> None:
+        wake = self._channel_wake[channel]
+        while not self._stop.is_set():
+            wake.wait(self.settings.poll_seconds)
+            wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.deliver(self.clock(), channel)
+            except Exception:
+                log.exception("notifications: delivery to %s failed; trying again", channel)
                 self._stop.wait(self.settings.poll_seconds)
 
     # -- one round --------------------------------------------------------------------------
@@ -156,10 +185,10 @@ class Notifier:
             made += 1
         return made
 
-    def deliver(self, now: datetime) -> int:
-        """Hand the due notifications over; how many were taken."""
+    def deliver(self, now: datetime, only: str | None = None) -> int:
+        """Hand the due notifications (of one channel, `only`) over; how many were taken."""
         sent = 0
-        for row in self.store.due_notifications(utc_timestamp(now)):
+        for row in self.store.due_notifications(utc_timestamp(now), channel=only):
             channel = row["channel"]
             if self._stop.is_set():
                 break

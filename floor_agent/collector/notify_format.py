@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -116,6 +117,14 @@ def _cef_ext(value: object) -> str:
             .replace("\n", "\\n"))
 
 
+def _epoch_ms(timestamp: str) -> int | str:
+    """CEF's rt: milliseconds since the epoch (the spec's unambiguous form)."""
+    try:
+        return int(datetime.fromisoformat(timestamp).timestamp() * 1000)
+    except ValueError:
+        return timestamp
+
+
 def cef(doc: dict[str, Any]) -> str:
     """CEF:0|floor-agent|floor-agent|version|signature|name|severity|extension."""
     if doc["type"] == "digest":
@@ -126,7 +135,7 @@ def cef(doc: dict[str, Any]) -> str:
     else:
         alert = doc["alert"]
         signature_id, severity = alert["kind"], alert["severity"]
-        ext = {"rt": alert["created_at"], "msg": alert["detail"],
+        ext = {"rt": _epoch_ms(str(alert["created_at"])), "msg": alert["detail"],
                "cs1Label": "alertId", "cs1": alert["id"],
                "cs2Label": "notification", "cs2": doc["id"]}
         if alert.get("agent_id"):

@@ -354,8 +354,10 @@ class Store(ABC):
         """channel -> alert notifications (single or folded) created since `since`."""
 
     @abstractmethod
-    def due_notifications(self, now: str, limit: int = 100) -> list[dict[str, Any]]:
-        """Pending notifications whose next attempt is due, oldest first (payload parsed)."""
+    def due_notifications(self, now: str, limit: int = 100, channel: str | None = None
+                          ) -> list[dict[str, Any]]:
+        """Pending notifications whose next attempt is due, oldest first (payload parsed);
+        of one channel when given."""
 
     @abstractmethod
     def notification_sent(self, notification_id: int, now: str) -> None: ...

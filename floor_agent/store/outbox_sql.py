@@ -79,11 +79,13 @@ class OutboxSql:
                                 "created_at >= ? AND kind = 'alert' GROUP BY channel"), (since,))
             return {str(channel): int(n) for channel, n in cur.fetchall()}
 
-    def due_notifications(self, now: str, limit: int = 100) -> list[dict[str, Any]]:
+    def due_notifications(self, now: str, limit: int = 100, channel: str | None = None
+                          ) -> list[dict[str, Any]]:
+        where = "state = 'pending' AND next_at <= ?" + (" AND channel = ?" if channel else "")
+        params = (now, channel, limit) if channel else (now, limit)
         with self._read() as cur:
             cur.execute(self._q(f"SELECT {', '.join(NOTIFICATION_COLUMNS)} FROM notifications "
-                                f"WHERE state = 'pending' AND next_at <= ? ORDER BY id LIMIT ?"),
-                        (now, limit))
+                                f"WHERE {where} ORDER BY id LIMIT ?"), params)
             return [_row(row) for row in cur.fetchall()]
 
     def notification_sent(self, notification_id: int, now: str) -> None:
