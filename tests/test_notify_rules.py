@@ -16,6 +16,7 @@ from floor_agent.collector.notify_config import NotificationSettings
 from floor_agent.config import load_role
 from floor_agent.config.loader import ConfigError
 from floor_agent.protocol.event import utc_timestamp
+from floor_agent.roles.config import check_file
 
 CHANNELS: dict[str, Any] = {
     "mail": {"type": "email", "host": "mail.example", "username": "fa",
@@ -232,5 +233,10 @@ def test_the_example_in_collector_yaml_is_a_valid_routing_config(tmp_path: Path)
                     + "\n".join("    " + line for line in example.splitlines()) + "\n")
     notifications = load_role(path, CollectorConfig).collector.notifications
     assert list(notifications.channels) == ["security-mail", "pager", "siem"]
+    summary = check_file(path)
+    assert ("notifications to security-mail (email), pager (webhook), siem (syslog) by 3 "
+            "route(s), times in UTC, more than 10 per 300 s folded into a digest.") in summary
+    assert "notifications off (no channels)" in check_file(
+        Path(__file__).parent.parent / "config" / "collector.yaml")
     assert [r.name for r in notifications.routes] == ["doors at night", "hall A critical",
                                                       "everything to the SIEM"]
