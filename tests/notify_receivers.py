@@ -140,11 +140,12 @@ class WebhookReceiver:
     status: int = 200
     hooks: list[Hook] = field(default_factory=list)
     on_hook: Callable[[Hook], None] | None = None
+    certs: Certs | None = None  # HTTPS with this server certificate
     _server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"{'https' if self.certs else 'http'}://127.0.0.1:{self.port}/hook"
 
     def start(self) -> None:
         receiver = self
@@ -171,6 +172,9 @@ class WebhookReceiver:
         ThreadingHTTPServer.allow_reuse_address = True
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
+        if self.certs is not None:
+            self._server.socket = self.certs.server_context().wrap_socket(
+                self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
 

@@ -420,3 +420,53 @@ def test_a_receiver_that_hangs_delays_only_its_own_channel(
     finally:
         n.stop()
         hanging.close()
+
+
+def test_an_https_webhook_is_sent_only_to_the_pinned_ca(store: Store, trail: Trail,
+                                                         certs: Certs, hook_key_file: Path,
+                                                         tmp_path: Path) -> None:
+    receiver = WebhookReceiver(HOOK_KEY, certs=certs)
+    receiver.start()
+    try:
+        other = Certs.make(tmp_path / "other-ca")
+        clock = Clock()
+        channel = webhook_channel(receiver, hook_key_file)
+        n = notifier(store, trail, clock,
+                     channels={"good": channel | {"ca_file": str(certs.files.ca_cert)},
+                               "bad": channel | {"ca_file": str(other.files.ca_cert)}},
+                     routes=[{"name": "all", "to": ["good", "bad"]}])
+        raise_alerts(store, clock)
+        n.tick()
+        (hook,) = receiver.hooks
+        assert hook.verified and hook.doc["alert"]["kind"] == "door.forced"
+        (failed,) = trail.of("collector.notification_failed")
+        assert failed["channel"] == "bad" and "CERTIFICATE_VERIFY_FAILED" in failed["error"]
+    finally:
+        receiver.stop()
+
+
+def test_killed_between_hand_off_and_commit_the_same_id_goes_again(
+        store: Store, trail: Trail, webhook: WebhookReceiver, hook_key_file: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outbox's guarantee, at its edge: the receiver took the notification, the process
+    died before the store said sent. The restarted notifier sends it again with the same id
+    (X-Floor-Notification), which is how a receiver tells a repeat from a new notification."""
+    webhook.start()
+    clock = Clock()
+    config = {"channels": {"hook": webhook_channel(webhook, hook_key_file)},
+              "routes": [{"name": "all", "to": ["hook"]}]}
+    dying = notifier(store, trail, clock, **config)
+
+    def die(notification_id: int, now: str) -> None:
+        raise SystemExit("killed between the hand-off and the commit")
+
+    monkeypatch.setattr(store, "notification_sent", die)
+    raise_alerts(store, clock)
+    with pytest.raises(SystemExit):
+        dying.tick()
+    monkeypatch.undo()
+    restarted = notifier(store, trail, clock, **config)
+    restarted.tick()
+    restarted.tick()
+    assert len(webhook.hooks) == 2 and len(set(webhook.ids())) == 1
+    assert [r["state"] for r in store.list_notifications()] == ["sent"]

@@ -66,6 +66,15 @@ def test_routes_by_kind_severity_agent_site_and_time_of_day() -> None:
     assert rules.channels_for(alert(agent=None), s, DAY) == ["siem"]  # noise: no agent, no site
 
 
+def test_time_of_day_is_the_alerts_not_the_planners() -> None:
+    """Planned at 11:00 (after a restart), an alert raised at 03:00 still goes the night way."""
+    s = settings(timezone="Europe/Berlin", routes=[
+        {"name": "night", "hours": "22:00-06:00", "to": ["mail"]},
+        {"name": "day", "hours": "06:00-22:00", "to": ["hook"]}])
+    plan = rules.plan_alerts([alert(created=NIGHT)], s, DAY, {}, "w")
+    assert [d.channel for d in plan.drafts] == ["mail"]
+
+
 def test_a_stop_route_ends_the_walk_and_hour_ranges_hold_at_their_edges() -> None:
     s = settings(routes=[{"name": "critical", "min_severity": "critical", "to": ["hook"],
                           "stop": True},

@@ -103,6 +103,7 @@ class Notifier:
                     self.plan(now)
                     self.escalate(now)
                     self.fold(now)
+                    self.deliver_orphans(now)
             except Exception:  # the store away for a moment: the outbox keeps it all
                 log.exception("notifications: planning failed; trying again")
                 self._stop.wait(self.settings.poll_seconds)
@@ -197,6 +198,13 @@ class Notifier:
                 continue
             sent += self._deliver_one(row)
         return sent
+
+    def deliver_orphans(self, now: datetime) -> None:
+        """Notifications for a channel no longer configured: no channel thread looks at them,
+        so they fail here (with backoff, on the trail) until the channel is back."""
+        for row in self.store.due_notifications(utc_timestamp(now)):
+            if row["channel"] not in self.senders:
+                self._deliver_one(row)
 
     def _deliver_one(self, row: dict[str, Any]) -> int:
         channel = row["channel"]

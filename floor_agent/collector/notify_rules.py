@@ -99,6 +99,15 @@ def channels_for(alert: AlertFacts, settings: NotificationSettings, now: datetim
     return out
 
 
+def raised_at(alert: AlertFacts, fallback: datetime) -> datetime:
+    """When the alert was raised: routes by time of day go by it, not by when it is planned
+    (a door forced at 03:00 and planned after a restart at 08:00 is still a night alert)."""
+    try:
+        return datetime.fromisoformat(alert.created_at)
+    except ValueError:
+        return fallback
+
+
 def window_of(now: datetime, window_seconds: int) -> datetime:
     """The start of the digest window holding `now` (windows are aligned to the epoch)."""
     epoch = int(now.timestamp())
@@ -123,7 +132,7 @@ def plan_alerts(alerts: list[AlertFacts], settings: NotificationSettings, now: d
     counts = Counter(sent_in_window)
     plan = Plan()
     for alert in alerts:
-        channels = channels_for(alert, settings, now)
+        channels = channels_for(alert, settings, raised_at(alert, now))
         if channels:
             plan.routed += 1
         document = alert.document(site_of(alert.agent_id, settings.sites))
