@@ -470,3 +470,22 @@ def test_killed_between_hand_off_and_commit_the_same_id_goes_again(
     restarted.tick()
     assert len(webhook.hooks) == 2 and len(set(webhook.ids())) == 1
     assert [r["state"] for r in store.list_notifications()] == ["sent"]
+
+
+def test_sent_notifications_are_pruned_after_keep_days(any_store: Store, trail: Trail,
+                                                       webhook: WebhookReceiver,
+                                                       hook_key_file: Path) -> None:
+    webhook.start()
+    clock = Clock()
+    n = notifier(any_store, trail, clock, keep_days=30,
+                 channels={"hook": webhook_channel(webhook, hook_key_file),
+                           "down": webhook_channel(WebhookReceiver(HOOK_KEY), hook_key_file)},
+                 routes=[{"name": "all", "to": ["hook", "down"]}])
+    raise_alerts(any_store, clock, 2)
+    n.tick()
+    assert any_store.notification_counts() == {("hook", "sent"): 2, ("down", "pending"): 2}
+    clock.advance(days=30)
+    assert n.prune(clock.now) == 0  # 30 days to the microsecond: kept
+    clock.advance(seconds=1)
+    assert n.prune(clock.now) == 2
+    assert any_store.notification_counts() == {("down", "pending"): 2}  # never lost

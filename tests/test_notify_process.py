@@ -16,6 +16,7 @@ import pytest
 from batches import BatchMaker
 from collector_process import CollectorProcess
 from notify_receivers import WebhookReceiver, wait_until
+from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector import self_audit
@@ -61,12 +62,21 @@ def trail_kinds(collector: CollectorProcess, kind: str) -> list[dict[str, Any]]:
         store.close()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    if request.param == "sqlite":
+        return None
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.new_database()
+
+
 def test_killed_with_notifications_pending_the_restarted_collector_sends_each_once(
-        tmp_path: Path, webhook: WebhookReceiver) -> None:
+        tmp_path: Path, webhook: WebhookReceiver, database_url: str | None) -> None:
     key_file = tmp_path / "hook.key"
     key_file.write_bytes(KEY)
     key_file.chmod(0o600)
-    collector = CollectorProcess(tmp_path / "c", notifications=notifications(webhook, key_file))
+    collector = CollectorProcess(tmp_path / "c", database_url,
+                                 notifications=notifications(webhook, key_file))
     collector.start()
     try:
         maker = BatchMaker(tmp_path, "door-1")
@@ -106,5 +116,9 @@ def test_killed_with_notifications_pending_the_restarted_collector_sends_each_on
         assert sorted(e["data"]["notification_id"] for e in sent) == sorted(webhook.ids())
         failed = trail_kinds(collector, "collector.notification_failed")
         assert failed and all(e["data"]["channel"] == "hook" for e in failed)
+        with pinned_client(collector.url, collector.ca, 10.0) as client:
+            metrics = client.get("/metrics", headers={
+                "authorization": f"Bearer {collector.api_key()}"}).text
+        assert 'floor_notifications{channel="hook",state="sent"} 15.0' in metrics
     finally:
         collector.stop()

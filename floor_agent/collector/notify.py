@@ -43,6 +43,7 @@ from floor_agent.store.records import AlertDraft
 log = logging.getLogger(__name__)
 
 PLAN_BATCH = 500
+PRUNE_SECONDS = 3600.0  # the outbox's old sent rows are looked for hourly
 
 
 class Notifier:
@@ -62,6 +63,7 @@ class Notifier:
         self._threads: list[threading.Thread] = []
         self._channel_wake = {name: threading.Event() for name in self.senders}
         self._tick_lock = threading.Lock()
+        self._next_prune = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -104,6 +106,9 @@ class Notifier:
                     self.escalate(now)
                     self.fold(now)
                     self.deliver_orphans(now)
+                    if time.monotonic() >= self._next_prune:
+                        self.prune(now)
+                        self._next_prune = time.monotonic() + PRUNE_SECONDS
             except Exception:  # the store away for a moment: the outbox keeps it all
                 log.exception("notifications: planning failed; trying again")
                 self._stop.wait(self.settings.poll_seconds)
@@ -130,6 +135,7 @@ class Notifier:
             self.plan(now)
             self.escalate(now)
             self.fold(now)
+            self.prune(now)
             self.deliver(now)
 
     def plan(self, now: datetime) -> int:
@@ -185,6 +191,11 @@ class Notifier:
             self.store.fold_into_digest([r["id"] for r in rows], digest, utc_timestamp(now))
             made += 1
         return made
+
+    def prune(self, now: datetime) -> int:
+        """Forget sent notifications older than keep_days (the trail keeps their record)."""
+        return self.store.prune_notifications(
+            utc_timestamp(now - timedelta(days=self.settings.keep_days)))
 
     def deliver(self, now: datetime, only: str | None = None) -> int:
         """Hand the due notifications (of one channel, `only`) over; how many were taken."""

@@ -149,6 +149,9 @@ class NotificationSettings(StrictModel):
     digest: DigestSettings = Field(default_factory=DigestSettings)
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
+    # sent (and digested) notifications are kept this long in the outbox, then deleted; the
+    # trail keeps its record of each for good
+    keep_days: Annotated[StrictInt, Field(ge=1, le=3650)] = 30
     # how often the outbox is looked at besides being woken by a new alert
     poll_seconds: Annotated[StrictFloat, Field(gt=0, le=60)] = 1.0
 

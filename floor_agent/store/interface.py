@@ -382,3 +382,11 @@ class Store(ABC):
     @abstractmethod
     def list_notifications(self, state: str | None = None, limit: int = 1000
                            ) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def notification_counts(self) -> dict[tuple[str, str], int]:
+        """(channel, state) -> notifications in the outbox (/metrics)."""
+
+    @abstractmethod
+    def prune_notifications(self, before: str) -> int:
+        """Delete sent and digested notifications created before `before`; how many."""

@@ -139,3 +139,15 @@ class OutboxSql:
         with self._read() as cur:
             cur.execute(self._q(sql + " ORDER BY id LIMIT ?"), [*params, limit])
             return [_row(row) for row in cur.fetchall()]
+
+    def notification_counts(self) -> dict[tuple[str, str], int]:
+        with self._read() as cur:
+            cur.execute("SELECT channel, state, count(*) FROM notifications "
+                        "GROUP BY channel, state")
+            return {(str(c), str(s)): int(n) for c, s, n in cur.fetchall()}
+
+    def prune_notifications(self, before: str) -> int:
+        with self._write() as cur:
+            cur.execute(self._q("DELETE FROM notifications WHERE created_at < ? AND "
+                                "state IN ('sent', 'digested')"), (before,))
+            return int(cur.rowcount)
