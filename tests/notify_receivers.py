@@ -189,7 +189,7 @@ class WebhookReceiver:
 
 
 # -- rsyslog ----------------------------------------------------------------------------------
-RSYSLOG_CONF = """\
+RSYSLOG_TLS = """\
 global(workDirectory="{work}"
        defaultNetstreamDriver="gtls"
        defaultNetstreamDriverCAFile="{ca}"
@@ -197,6 +197,12 @@ global(workDirectory="{work}"
        defaultNetstreamDriverKeyFile="{key}")
 module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1"
        StreamDriver.AuthMode="anon")
+"""
+RSYSLOG_PLAIN = """\
+global(workDirectory="{work}")
+module(load="imtcp")
+"""
+RSYSLOG_CONF = """\
 input(type="imtcp" address="127.0.0.1" port="{port}")
 template(name="fields" type="list") {{
   property(name="timegenerated" dateFormat="rfc3339") constant(value="|")
@@ -216,7 +222,7 @@ class Rsyslog:
     each message's parsed RFC 5424 fields written to fields.log, one line each: the time
     rsyslog received it|severity|facility|app-name|msgid|structured data|message."""
 
-    def __init__(self, root: Path, certs: Certs) -> None:
+    def __init__(self, root: Path, certs: Certs, tls: bool = True) -> None:
         self.binary = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
         self.root = root
         self.port = free_port()
@@ -224,7 +230,7 @@ class Rsyslog:
         self.proc: subprocess.Popen[bytes] | None = None
         root.mkdir(parents=True, exist_ok=True)
         self.conf = root / "rsyslog.conf"
-        self.conf.write_text(RSYSLOG_CONF.format(
+        self.conf.write_text(((RSYSLOG_TLS if tls else RSYSLOG_PLAIN) + RSYSLOG_CONF).format(
             work=root, ca=certs.files.ca_cert, cert=certs.files.server_cert,
             key=certs.files.server_key, port=self.port))
         self.log = root / "fields.log"

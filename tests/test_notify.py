@@ -301,6 +301,34 @@ def test_syslog_rfc5424_and_cef_reach_rsyslog_over_tls(store: Store, trail: Trai
     assert {f["channel"] for f in trail.of("collector.notification_failed")} == {"plain", "siem"}
 
 
+def test_syslog_refuses_a_receiver_of_another_ca_and_speaks_plain_tcp_when_told(
+        store: Store, trail: Trail, certs: Certs, tmp_path: Path) -> None:
+    tls_syslog = Rsyslog(tmp_path / "tls", certs)
+    plain_syslog = Rsyslog(tmp_path / "plain", certs, tls=False)
+    tls_syslog.start()
+    plain_syslog.start()
+    try:
+        other = Certs.make(tmp_path / "other-ca")
+        clock = Clock()
+        n = notifier(store, trail, clock, channels={
+            "impostor": {"type": "syslog", "host": "127.0.0.1", "port": tls_syslog.port,
+                         "ca_file": str(other.files.ca_cert)},
+            "lan": {"type": "syslog", "host": "127.0.0.1", "port": plain_syslog.port,
+                    "tls": False}},
+            routes=[{"name": "all", "to": ["impostor", "lan"]}])
+        raise_alerts(store, clock)
+        n.tick()
+        (line,) = wait_until(plain_syslog.lines)
+        assert line.split("|")[4] == "alert"
+        (failed,) = trail.of("collector.notification_failed")
+        assert failed["channel"] == "impostor"
+        assert "CERTIFICATE_VERIFY_FAILED" in failed["error"]
+        assert tls_syslog.lines() == []
+    finally:
+        tls_syslog.stop()
+        plain_syslog.stop()
+
+
 def test_a_flood_is_folded_into_one_digest(any_store: Store, trail: Trail,
                                            webhook: WebhookReceiver, hook_key_file: Path
                                            ) -> None:
