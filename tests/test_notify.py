@@ -517,3 +517,19 @@ def test_sent_notifications_are_pruned_after_keep_days(any_store: Store, trail: 
     clock.advance(seconds=1)
     assert n.prune(clock.now) == 2
     assert any_store.notification_counts() == {("down", "pending"): 2}  # never lost
+
+
+def test_a_long_queue_is_delivered_in_one_pass_and_a_huge_digest_lists_a_part(
+        store: Store, trail: Trail, webhook: WebhookReceiver, hook_key_file: Path) -> None:
+    webhook.start()
+    clock = Clock()
+    n = notifier(store, trail, clock, channels={"hook": webhook_channel(webhook, hook_key_file)},
+                 routes=[{"name": "all", "to": ["hook"]}],
+                 digest={"window_seconds": 60, "max_per_window": 250})
+    raise_alerts(store, clock, 500, kind="usb.blocked", agent="ws-9", severity="warning")
+    n.tick()
+    assert len(webhook.hooks) == 250  # more than one batch of 100, in one pass
+    clock.advance(seconds=60)
+    n.tick()
+    digest = webhook.hooks[-1].doc["digest"]
+    assert digest["count"] == 250 and len(digest["alerts"]) == 200

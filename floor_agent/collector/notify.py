@@ -43,6 +43,7 @@ from floor_agent.store.records import AlertDraft
 log = logging.getLogger(__name__)
 
 PLAN_BATCH = 500
+DELIVER_BATCH = 100
 PRUNE_SECONDS = 3600.0  # the outbox's old sent rows are looked for hourly
 
 
@@ -198,16 +199,23 @@ class Notifier:
             utc_timestamp(now - timedelta(days=self.settings.keep_days)))
 
     def deliver(self, now: datetime, only: str | None = None) -> int:
-        """Hand the due notifications (of one channel, `only`) over; how many were taken."""
+        """Hand the due notifications (of one channel, `only`) over, DELIVER_BATCH at a time
+        while every one of a batch was taken; how many were taken."""
         sent = 0
-        for row in self.store.due_notifications(utc_timestamp(now), channel=only):
-            channel = row["channel"]
-            if self._stop.is_set():
-                break
-            blocked = self._blocked_until.get(channel)
-            if blocked is not None and self.clock() < blocked:
-                continue
-            sent += self._deliver_one(row)
+        while not self._stop.is_set():
+            rows = self.store.due_notifications(utc_timestamp(now), DELIVER_BATCH, only)
+            taken = 0
+            for row in rows:
+                channel = row["channel"]
+                if self._stop.is_set():
+                    break
+                blocked = self._blocked_until.get(channel)
+                if blocked is not None and self.clock() < blocked:
+                    continue
+                taken += self._deliver_one(row)
+            sent += taken
+            if len(rows) < DELIVER_BATCH or taken < len(rows):
+                return sent
         return sent
 
     def deliver_orphans(self, now: datetime) -> None:

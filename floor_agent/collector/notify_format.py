@@ -75,6 +75,8 @@ def email_text(doc: dict[str, Any]) -> str:
                   f"   source: {alert['source'] or '-'}",
                   f"  raised: {alert['created_at']}",
                   f"  {alert['detail']}", ""]
+    if doc["type"] == "digest" and doc["digest"]["count"] > len(alerts):
+        lines += [f"... and {doc['digest']['count'] - len(alerts)} more (on the dashboard)", ""]
     lines.append(f"notification {doc['id']} ({doc['type']}); acknowledge on the dashboard.")
     return "\n".join(lines) + "\n"
 

@@ -145,6 +145,9 @@ def plan_alerts(alerts: list[AlertFacts], settings: NotificationSettings, now: d
     return plan
 
 
+DIGEST_LISTED = 200  # alerts a digest lists one by one; its count and kinds cover them all
+
+
 def plan_digest(channel: str, window: str, folded: list[dict[str, Any]]) -> NotificationDraft:
     """One digest for a channel's window from its folded rows' payloads."""
     alerts = [row["alert"] for row in folded]
@@ -153,7 +156,8 @@ def plan_digest(channel: str, window: str, folded: list[dict[str, Any]]) -> Noti
                 default="info")
     return NotificationDraft(f"digest:{channel}:{window}", channel, "digest",
                        {"digest": {"window": window, "count": len(alerts), "severity": worst,
-                                   "kinds": dict(sorted(kinds.items())), "alerts": alerts}})
+                                   "kinds": dict(sorted(kinds.items())),
+                                   "alerts": alerts[:DIGEST_LISTED]}})
 
 
 def escalations_due(open_critical: list[AlertFacts], escalated: set[int], now: datetime,
