@@ -16,12 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from audit_events import AuditRecorder
 from notify_receivers import Certs, Rsyslog, SmtpReceiver, WebhookReceiver, free_port, wait_until
 from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 
+from floor_agent import cli
 from floor_agent.collector import notify_format as fmt
 from floor_agent.collector.alerts import acknowledge
+from floor_agent.collector.config import CollectorConfig, CollectorSection
 from floor_agent.collector.notify import Notifier
 from floor_agent.collector.notify_config import NotificationSettings
 from floor_agent.collector.notify_senders import SecretError, make_senders
@@ -533,3 +536,40 @@ def test_a_long_queue_is_delivered_in_one_pass_and_a_huge_digest_lists_a_part(
     n.tick()
     digest = webhook.hooks[-1].doc["digest"]
     assert digest["count"] == 250 and len(digest["alerts"]) == 200
+
+
+def test_notify_test_and_list_from_the_command_line(tmp_path: Path, webhook: WebhookReceiver,
+                                                    hook_key_file: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    config = CollectorConfig(collector=CollectorSection(
+        state_dir=tmp_path / "state", notifications=NotificationSettings.model_validate({
+            "channels": {"hook": webhook_channel(webhook, hook_key_file),
+                         "down": webhook_channel(WebhookReceiver(HOOK_KEY), hook_key_file)},
+            "routes": [{"name": "all", "to": ["hook", "down"]}]})))
+    path = tmp_path / "collector.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    webhook.start()
+    assert cli.main(["collector", "notify", "test", "--config", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "hook: taken by the receiver" in out
+    assert "down: FAILED: webhook: " in out
+    (hook,) = webhook.hooks
+    assert hook.verified and hook.doc["type"] == "test" and hook.doc["id"] == 0
+    assert cli.main(["collector", "notify", "test", "--channel", "hook",
+                     "--config", str(path)]) == 0
+    assert cli.main(["collector", "notify", "test", "--channel", "nope",
+                     "--config", str(path)]) == 2
+    assert "no channel 'nope'" in capsys.readouterr().err
+
+    store = open_store(config.collector.resolved_database_url())
+    try:
+        store.add_alerts([AlertDraft("door.forced", "critical", "door-1", "forced")],
+                         utc_timestamp())
+        Notifier(store, config.collector.notifications, Trail(tmp_path / "state"),
+                 clock=Clock()).tick()
+    finally:
+        store.close()
+    assert cli.main(["collector", "notify", "list", "--config", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "down  alert  alert 1  pending" in captured.out and "  hook  " not in captured.out
+    assert "# 1 waiting, 1 sent or digested in the outbox" in captured.err
