@@ -66,10 +66,6 @@ class Notifier:
         self._tick_lock = threading.Lock()
         self._next_prune = 0.0
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.settings.channels)
-
     # -- the thread -------------------------------------------------------------------------
     def alert_listener(self, alerts: list[AlertDraft], now: str) -> None:
         """Collector.alert_listeners: a stored alert wakes the thread (quick, never raises)."""

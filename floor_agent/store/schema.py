@@ -213,6 +213,8 @@ INDEXES: tuple[Index, ...] = (
     Index("sessions_user", "sessions", "username"),
     Index("notifications_due", "notifications", "state, next_at, id"),
     Index("notifications_created", "notifications", "created_at, channel"),
+    # escalation looks up whether an open critical alert has escalated yet, every poll
+    Index("notifications_alert", "notifications", "alert_id, kind"),
 )
 
 # Rows every store starts with, by table: the credentials version the controllers sync by,
