@@ -498,6 +498,9 @@ def test_killed_between_hand_off_and_commit_the_same_id_goes_again(
     monkeypatch.undo()
     restarted = notifier(store, trail, clock, **config)
     restarted.tick()
+    assert len(webhook.hooks) == 1  # still claimed by the hand-off that died: its timeouts
+    clock.advance(seconds=10 + 3 * 2.0)
+    restarted.tick()
     restarted.tick()
     assert len(webhook.hooks) == 2 and len(set(webhook.ids())) == 1
     assert [r["state"] for r in store.list_notifications()] == ["sent"]
@@ -573,3 +576,24 @@ def test_notify_test_and_list_from_the_command_line(tmp_path: Path, webhook: Web
     captured = capsys.readouterr()
     assert "down  alert  alert 1  pending" in captured.out and "  hook  " not in captured.out
     assert "# 1 waiting, 1 sent or digested in the outbox" in captured.err
+
+
+def test_two_collectors_on_one_database_send_each_notification_once(
+        any_store: Store, trail: Trail, webhook: WebhookReceiver, hook_key_file: Path) -> None:
+    """Each hand-off claims its notification first: two deliverers racing over one outbox
+    (threads here, two collectors on one PostgreSQL in a plant) never both send one."""
+    webhook.start()
+    clock = Clock()
+    config = {"channels": {"hook": webhook_channel(webhook, hook_key_file)},
+              "routes": [{"name": "all", "to": ["hook"]}],
+              "digest": {"max_per_window": 1000}}
+    first, second = (notifier(any_store, trail, clock, **config) for _ in range(2))
+    raise_alerts(any_store, clock, 60)
+    first.plan(clock.now)
+    racers = [threading.Thread(target=n.deliver, args=(clock.now,)) for n in (first, second)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(60)
+    assert len(webhook.hooks) == 60 and len(set(webhook.ids())) == 60
+    assert {r["state"] for r in any_store.list_notifications()} == {"sent"}

@@ -43,6 +43,9 @@ from floor_agent.store.records import AlertDraft
 log = logging.getLogger(__name__)
 
 PLAN_BATCH = 500
+# a hand-off's claim on a notification lasts its channel's timeouts (connect, TLS, answer)
+# and this much more; a deliverer that died during one leaves it due again after that
+CLAIM_SECONDS = 10.0
 DELIVER_BATCH = 100
 PRUNE_SECONDS = 3600.0  # the outbox's old sent rows are looked for hourly
 
@@ -225,6 +228,11 @@ class Notifier:
         channel = row["channel"]
         doc = fmt.document(row["id"], row["kind"], row["payload"], row["created_at"])
         sender = self.senders.get(channel)
+        lease = self.clock() + timedelta(seconds=CLAIM_SECONDS + (
+            self.settings.channels[channel].timeout_seconds * 3
+            if channel in self.settings.channels else 0))
+        if not self.store.claim_notification(row["id"], row["next_at"], utc_timestamp(lease)):
+            return 0  # another deliverer (a second collector on this database) has it
         started = time.monotonic()
         try:
             if sender is None:

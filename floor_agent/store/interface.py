@@ -360,6 +360,11 @@ class Store(ABC):
         of one channel when given."""
 
     @abstractmethod
+    def claim_notification(self, notification_id: int, due_at: str, until: str) -> bool:
+        """Move a pending notification's next attempt from due_at (as read) to until, the
+        end of the hand-off about to start; False when someone else moved it first."""
+
+    @abstractmethod
     def notification_sent(self, notification_id: int, now: str) -> None: ...
 
     @abstractmethod

@@ -5,7 +5,9 @@ same transaction that moves the notifier's place in the alerts table: an alert i
 exactly once, and a plan is never lost between the two. Delivery marks a row sent only after
 the receiver took it; a process killed between the two sends that row again on restart, with
 the same id, which receivers deduplicate by (the outbox's guarantee: at least once, and
-exactly once unless the collector dies during a hand-off).
+exactly once unless the collector dies during a hand-off). A sender claims a row before the
+hand-off (its next attempt moved past the hand-off's timeout, only if no one moved it
+first), so two collectors delivering from one database do not both send it.
 """
 
 from __future__ import annotations
@@ -87,6 +89,13 @@ class OutboxSql:
             cur.execute(self._q(f"SELECT {', '.join(NOTIFICATION_COLUMNS)} FROM notifications "
                                 f"WHERE {where} ORDER BY id LIMIT ?"), params)
             return [_row(row) for row in cur.fetchall()]
+
+    def claim_notification(self, notification_id: int, due_at: str, until: str) -> bool:
+        with self._write() as cur:
+            cur.execute(self._q("UPDATE notifications SET next_at = ? WHERE id = ? AND "
+                                "state = 'pending' AND next_at = ?"),
+                        (until, notification_id, due_at))
+            return bool(cur.rowcount == 1)
 
     def notification_sent(self, notification_id: int, now: str) -> None:
         with self._write() as cur:
