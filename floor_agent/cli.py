@@ -484,11 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collector_verify)
     from floor_agent.collector.apikeys_cli import add_parsers as add_apikey_parsers
     from floor_agent.collector.backup_cli import add_parsers as add_backup_parsers
+    from floor_agent.collector.notify_cli import add_parsers as add_notify_parsers
     from floor_agent.dashboard.users_cli import add_parsers as add_user_parsers
 
     add_user_parsers(col_sub)  # `collector user create|list|disable|enable|reset`
     add_apikey_parsers(col_sub)  # `collector apikey create|list|revoke`
     add_backup_parsers(col_sub)  # `collector backup`, `collector restore`
+    add_notify_parsers(col_sub)  # `collector notify test|list`
 
     p = sub.add_parser("enroll", help="register this agent with the collector")
     p.add_argument("--config", type=Path, required=True, help="the agent role's YAML file")

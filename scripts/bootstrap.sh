@@ -17,7 +17,9 @@ cd "$(dirname "$0")/.."
 # openssh-server (a real sshd on loopback for the SFTP offload tests) for cctv; chromium
 # (the dashboard's browser tests drive Debian's build, never a downloaded one), the Pango
 # libraries and a font WeasyPrint renders the TOM report's PDF with, and poppler-utils
-# (pdftoppm turns that PDF into PNG pages in the tests).
+# (pdftoppm turns that PDF into PNG pages in the tests); rsyslog with its GnuTLS driver (the
+# notification tests start Debian's rsyslogd with a private config on a loopback TCP/TLS port:
+# the collector's RFC 5424 and CEF messages are received by the syslog daemon sites run).
 PACKAGES=(python3 python3-venv python3-dev gcc systemd postgresql-15 sqlite3 curl ca-certificates
           umockdev gir1.2-umockdev-1.0 python3-gi usbguard udev util-linux
           nftables iproute2 dnsmasq-base
@@ -25,7 +27,8 @@ PACKAGES=(python3 python3-venv python3-dev gcc systemd postgresql-15 sqlite3 cur
           gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-good
           gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
           gstreamer1.0-tools ffmpeg openssh-server openssh-client
-          chromium libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core poppler-utils)
+          chromium libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core poppler-utils
+          rsyslog rsyslog-gnutls)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -32,7 +32,9 @@ from floor_agent.store.interface import Store, StoreError
 DATA = Path(__file__).parent / "data"
 ROWS = orjson.loads((DATA / "store_v1_rows.json").read_bytes())
 # the tables the version-1 store has (schema_mark: PostgreSQL's, outside schema.py)
-V1_TABLES = [t.name for t in schema.TABLES if t.name != "schema_version"]
+V1_TABLES = [t.name for t in schema.TABLES if t.name != "schema_version" and t.since == 1]
+# the tables later steps added (a version-1 store lacks them)
+LATER = ["schema_version", *(t.name for t in schema.TABLES if t.since > 1)]
 
 
 @dataclass
@@ -157,11 +159,15 @@ def open_(database: Database, opened: list[Store]) -> Store:
     return store
 
 
-def without(schema_: dict[str, Any], table: str) -> dict[str, Any]:
-    """A schema description without one table (its columns, constraints, indexes)."""
+def without(schema_: dict[str, Any], tables: list[str]) -> dict[str, Any]:
+    """A schema description without some tables (their columns, constraints, indexes and
+    sequences)."""
     if "columns" not in schema_:
-        return {k: v for k, v in schema_.items() if k != table}
-    return {part: [row for row in rows if row[0] != table] for part, rows in schema_.items()}
+        indexes = {i.name for i in schema.INDEXES if i.table in tables}
+        return {k: v for k, v in schema_.items() if k not in tables and k not in indexes}
+    return {part: [row for row in rows if row[0] not in tables
+                   and not any(str(row[0]).startswith(f"{t}_") for t in tables)]
+            for part, rows in schema_.items()}
 
 
 def test_a_new_store_has_the_schema_of_the_release_before_the_version_table(
@@ -172,7 +178,7 @@ def test_a_new_store_has_the_schema_of_the_release_before_the_version_table(
     new, old = databases(), databases()
     open_(new, opened)
     old.make_v1(with_rows=False)
-    assert without(new.schema(), "schema_version") == old.schema()
+    assert without(new.schema(), LATER) == old.schema()
 
 
 def test_an_upgraded_store_has_the_schema_of_a_new_one(
@@ -183,7 +189,7 @@ def test_an_upgraded_store_has_the_schema_of_a_new_one(
     open_(old, opened)
     assert old.schema() == new.schema()
     assert [v for v, *_ in old.query("SELECT version, applied_at, note FROM schema_version")
-            ] == [2]
+            ] == [2, 3]
     assert [v for v, *_ in new.query("SELECT version, applied_at, note FROM schema_version")
             ] == [migrations.SCHEMA_VERSION]
 
@@ -194,7 +200,7 @@ def test_a_store_of_the_release_before_the_version_keeps_its_data_and_chains(
     database.make_v1()
     store = open_(database, opened)
 
-    assert migrations.SCHEMA_VERSION == 2
+    assert migrations.SCHEMA_VERSION == 3
     (note,) = database.query("SELECT note FROM schema_version WHERE version = 2")
     assert "schema_version" in note[0]
     for table in V1_TABLES:
@@ -257,7 +263,7 @@ def test_a_store_newer_than_the_code_is_refused(
     finally:
         db.close()
     with pytest.raises(StoreError, match=r"schema is version 99, this release of floor-agent "
-                                         r"knows versions up to 2"):
+                                         r"knows versions up to 3"):
         open_store(database.url)
 
 
@@ -272,12 +278,13 @@ def test_a_failed_upgrade_leaves_the_store_as_it_was(
     before = database.schema()
 
     def broken(cur: Any, dialect: migrations.Dialect) -> None:
-        raise RuntimeError("step 3 failed")
+        raise RuntimeError("the last step failed")
 
-    monkeypatch.setattr(migrations, "SCHEMA_VERSION", 3)
+    last = migrations.SCHEMA_VERSION + 1
+    monkeypatch.setattr(migrations, "SCHEMA_VERSION", last)
     monkeypatch.setattr(migrations, "STEPS",
-                        (*migrations.STEPS, migrations.Step(3, "breaks", broken)))
-    with pytest.raises(RuntimeError, match="step 3 failed"):
+                        (*migrations.STEPS, migrations.Step(last, "breaks", broken)))
+    with pytest.raises(RuntimeError, match="the last step failed"):
         open_store(database.url)
     assert database.schema() == before
     assert database.version() == 1
@@ -301,3 +308,17 @@ def test_an_unversioned_store_of_an_older_release_gains_what_it_lacked(
     open_(old, opened)
     assert old.schema() == new.schema()
     assert old.query("SELECT agent_id, anchor_endorsement FROM agents") == [("ws-9", None)]
+
+
+def test_an_upgraded_store_notifies_from_its_newest_alert_on(
+        databases: Callable[[], Database], opened: list[Store]) -> None:
+    """Step 3 (the notifications' outbox) starts the notifier after the alerts the store
+    holds: an upgrade neither notifies nor escalates the past; a new store starts at 0."""
+    old, new = databases(), databases()
+    old.make_v1()
+    store = open_(old, opened)
+    newest = max(row[0] for row in old.query("SELECT id FROM alerts"))
+    assert newest > 0
+    assert store.notify_position() == (newest, newest)
+    assert store.alerts_after(newest) == []
+    assert open_(new, opened).notify_position() == (0, 0)

@@ -12,6 +12,7 @@ from pydantic import (
     model_validator,
 )
 
+from floor_agent.collector.notify_config import NotificationSettings
 from floor_agent.config.audit import none_section_to_empty
 from floor_agent.config.base import (
     STATE_ROOT,
@@ -129,6 +130,8 @@ class CollectorSection(StrictModel):
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
+    # where alerts go (collector/notify_config.py); no channels: no notifications
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     # The trust anchor (collector/anchor.py): an Ed25519 key outside the store that endorses
     # every enrolled agent key and signs every backup manifest. Its directory (0700; key 0600,
     # public half anchor.pub); null = "anchor" in state_dir, beside the TLS files.

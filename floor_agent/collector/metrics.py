@@ -42,6 +42,13 @@ class _CollectorMetrics(MetricSource):
         for kind, count in sorted(stats["open_alerts"].items()):
             open_alerts.add_metric([kind], count)
         yield open_alerts
+        outbox = GaugeMetricFamily(
+            "floor_notifications", "Notifications in the outbox by channel and state "
+            "(pending: not yet taken by the receiver; folded: waiting for a digest)",
+            labels=["channel", "state"])
+        for (channel, state), count in sorted(self.collector.store.notification_counts().items()):
+            outbox.add_metric([channel, state], count)
+        yield outbox
 
 
 def render_metrics(collector: Collector) -> tuple[bytes, str]:

@@ -27,6 +27,8 @@ from floor_agent.collector.api import AppExtension, create_app
 from floor_agent.collector.api_snapshots import MAX_BYTES as SNAPSHOT_MAX_BYTES
 from floor_agent.collector.config import CollectorConfig, CollectorSection
 from floor_agent.collector.core import Collector
+from floor_agent.collector.notify import Notifier
+from floor_agent.collector.notify_senders import SecretError, make_senders
 from floor_agent.protocol.kinds.collector import CollectorKind
 from floor_agent.store import open_store
 from floor_agent.store.interface import Store
@@ -156,6 +158,11 @@ def run(config: CollectorConfig, extensions: Sequence[AppExtension] = ()) -> int
     except anchor.AnchorError as exc:
         log.error("%s", exc)
         return 2
+    try:  # the secrets are read now: one that cannot be read stops the start
+        senders = make_senders(section.notifications)
+    except SecretError as exc:
+        log.error("notifications: %s", exc)
+        return 2
     store, collector = open_collector(config)
     self_audit.ensure_registered(store, config)
     collector.anchor = signer.endorse_own(store, config)
@@ -163,6 +170,11 @@ def run(config: CollectorConfig, extensions: Sequence[AppExtension] = ()) -> int
     # from the start, delivered over its own listener once that listens.
     own = AuditAgent(self_audit.self_audit_config(config), self_audit.ROLE)
     stop = threading.Event()
+    notifier = None
+    if senders:  # alerts to people: the outbox, delivered from its own thread
+        notifier = Notifier(store, section.notifications, own, senders)
+        collector.alert_listeners.append(notifier.alert_listener)
+        notifier.start()
 
     url = health_url(section)
 
@@ -206,6 +218,8 @@ def run(config: CollectorConfig, extensions: Sequence[AppExtension] = ()) -> int
     finally:
         stop.set()
         service.stopping()
+        if notifier is not None:
+            notifier.stop()
         if own.forwarder.alive:
             own.stop(drain_seconds=0, reason="shutdown")
         else:

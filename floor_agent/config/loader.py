@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar, cast, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -221,14 +221,26 @@ def _describe(node: Node, value: Any, *, wants_text: bool = False) -> str:
 
 
 def _section_model(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model that owns the mapping at loc, used for key suggestions."""
+    """The pydantic model that owns the mapping at loc, used for key suggestions; through
+    lists and mappings of models too (a list of routes: routes.0.<key>)."""
+    current: Any = model
     for part in loc:
-        field = model.model_fields.get(str(part))
-        annotation = field.annotation if field is not None else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif get_origin(current) is list and get_args(current):
+            current = get_args(current)[0]
+        elif get_origin(current) is dict and len(get_args(current)) == 2:
+            current = get_args(current)[1]
+        else:
             return None
-        model = annotation
-    return model
+        while get_origin(current) is Annotated:
+            current = get_args(current)[0]
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return current
+    return None
 
 
 def _unknown_key_message(key: str, model: type[BaseModel] | None, present: set[str]) -> str:

@@ -13,6 +13,7 @@ from pydantic import Field
 from floor_agent.access.config import DoorConfig
 from floor_agent.cctv.config import CctvConfig
 from floor_agent.collector.config import CollectorConfig
+from floor_agent.collector.notify_config import NotificationSettings
 from floor_agent.common.urls import redact_url
 from floor_agent.config.audit import AgentRoleConfig
 from floor_agent.config.base import ROLES
@@ -48,6 +49,17 @@ def load_config(path: str | Path, expected_role: str | None = None) -> RoleConfi
     return cast(RoleConfig, load_role_file(path, ROLE_MODELS, expected_role))
 
 
+def _notifications(n: NotificationSettings) -> str:
+    if not n.channels:
+        return "notifications off (no channels)"
+    channels = ", ".join(f"{name} ({channel.type})" for name, channel in n.channels.items())
+    escalation = (f", critical alerts unacknowledged for {n.escalation.after_minutes} min "
+                  f"escalate to {', '.join(n.escalation.to)}" if n.escalation.to else "")
+    return (f"notifications to {channels} by {len(n.routes)} route(s), times in "
+            f"{n.timezone}, more than {n.digest.max_per_window} per "
+            f"{n.digest.window_seconds} s folded into a digest{escalation}")
+
+
 def check_file(path: str | Path) -> str:
     """One-paragraph summary for `floor-agent config check FILE`; raises ConfigError."""
     config = load_config(path)
@@ -60,7 +72,7 @@ def check_file(path: str | Path) -> str:
             f"{redact_url(c.resolved_database_url())}; batches up to {c.max_batch_events} "
             f"events and {c.max_request_bytes} bytes per request; an agent is stale after "
             f"{c.stale_checkpoint_seconds} s without a checkpoint; tokens live "
-            f"{c.token_ttl_seconds} s."
+            f"{c.token_ttl_seconds} s; {_notifications(c.notifications)}."
         )
     a = config.audit
     source = "" if a.agent_id is not None else " (from hostname)"

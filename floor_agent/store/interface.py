@@ -17,7 +17,7 @@ from typing import Any
 
 from floor_agent.protocol.checkpoint import Checkpoint
 from floor_agent.protocol.credentials import AccessLevel, Card, Credentials, Person, Template
-from floor_agent.store.records import AgentRecord, AlertDraft, EventRow
+from floor_agent.store.records import AgentRecord, AlertDraft, EventRow, NotificationDraft
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,3 +332,66 @@ class Store(ABC):
     @abstractmethod
     def orphan_events(self) -> list[tuple[str, int, int, int]]:
         """(agent_id, lowest seq, highest seq, rows) of event rows naming no enrolled agent."""
+
+    # the notifications' outbox (store/outbox_sql.py, collector/notify.py)
+    @abstractmethod
+    def notify_position(self) -> tuple[int, int]:
+        """(the last alert id the notifier planned, the alert id it started after)."""
+
+    @abstractmethod
+    def alerts_after(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
+        """Alerts (id, kind, severity, agent_id, seq, detail, created_at, source) by id."""
+
+    @abstractmethod
+    def enqueue_notifications(self, drafts: Sequence[NotificationDraft], now: str,
+                              seen: tuple[int, int] | None = None) -> bool:
+        """Add drafts (a dedupe already there is skipped) and, with seen=(old, new), move the
+        notifier's place from old to new in the same transaction; False (nothing added) when
+        the place was no longer old."""
+
+    @abstractmethod
+    def notifications_since(self, since: str) -> dict[str, int]:
+        """channel -> alert notifications (single or folded) created since `since`."""
+
+    @abstractmethod
+    def due_notifications(self, now: str, limit: int = 100, channel: str | None = None
+                          ) -> list[dict[str, Any]]:
+        """Pending notifications whose next attempt is due, oldest first (payload parsed);
+        of one channel when given."""
+
+    @abstractmethod
+    def claim_notification(self, notification_id: int, due_at: str, until: str) -> bool:
+        """Move a pending notification's next attempt from due_at (as read) to until, the
+        end of the hand-off about to start; False when someone else moved it first."""
+
+    @abstractmethod
+    def notification_sent(self, notification_id: int, now: str) -> None: ...
+
+    @abstractmethod
+    def notification_failed(self, notification_id: int, next_at: str, error: str) -> int:
+        """Count a failed attempt and set the next one; the attempts so far."""
+
+    @abstractmethod
+    def folded_notifications(self) -> list[dict[str, Any]]:
+        """Notifications waiting for their window's digest."""
+
+    @abstractmethod
+    def fold_into_digest(self, folded_ids: Sequence[int], digest: NotificationDraft,
+                         now: str) -> None:
+        """Add the digest and mark the folded rows digested, in one transaction."""
+
+    @abstractmethod
+    def unescalated_critical_alerts(self, after_id: int) -> list[dict[str, Any]]:
+        """Open critical alerts above after_id with no escalation in the outbox yet."""
+
+    @abstractmethod
+    def list_notifications(self, state: str | None = None, limit: int = 1000
+                           ) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def notification_counts(self) -> dict[tuple[str, str], int]:
+        """(channel, state) -> notifications in the outbox (/metrics)."""
+
+    @abstractmethod
+    def prune_notifications(self, before: str) -> int:
+        """Delete sent and digested notifications created before `before`; how many."""

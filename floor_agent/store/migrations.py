@@ -27,7 +27,7 @@ from floor_agent.protocol.event import utc_timestamp
 from floor_agent.store import schema
 from floor_agent.store.interface import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +60,22 @@ def _version_table(cur: Any, dialect: Dialect) -> None:
     cur.execute(schema.table("schema_version").create(dialect.name))
 
 
+def _notifications(cur: Any, dialect: Dialect) -> None:
+    """The notifications' outbox and the notifier's place: it starts after the alerts the
+    store already holds (an upgrade does not notify, nor escalate, the past)."""
+    added = tuple(t for t in schema.TABLES if t.since == 3)
+    for statement in schema.create_statements(dialect.name, added):
+        if not statement.startswith("INSERT"):
+            cur.execute(statement)
+    cur.execute("INSERT INTO notify_state (id, alerts_seen, first_alert) "
+                "SELECT 1, coalesce(max(id), 0), coalesce(max(id), 0) FROM alerts")
+
+
 # Appended, never edited: a store at version n runs STEPS[n - 1:].
 STEPS: tuple[Step, ...] = (
     Step(2, "schema_version: the store's schema is versioned", _version_table),
+    Step(3, "notifications: the outbox and the notifier's place in the alerts",
+         _notifications),
 )
 assert [step.version for step in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 
@@ -126,7 +139,8 @@ def upgrade(cur: Any, dialect: Dialect, where: str) -> list[int]:
     if version == 1:
         # what the releases before the version table did at every open: create the tables
         # a store of an older release still lacks
-        version_1 = tuple(t for t in schema.TABLES if t.name != "schema_version")
+        version_1 = tuple(t for t in schema.TABLES
+                          if t.name != "schema_version" and t.since == 1)
         for statement in schema.create_statements(dialect.name, version_1):
             cur.execute(statement)
     for table_name, column in missing_late_columns(cur, dialect):

@@ -5,7 +5,7 @@ stored row of an event, the alerts to store. Ingest decides with them; the store
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from floor_agent.protocol.checkpoint import GENESIS_HASH
 
@@ -76,3 +76,17 @@ class AlertDraft:
         if self.subject is not None:
             return f"{self.kind}:{self.agent_id}:s:{self.subject}"
         return f"{self.kind}:{self.agent_id}:{self.seq if self.seq is not None else '-'}"
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationDraft:
+    """One notification to put in the outbox (collector/notify_rules.py plans them). dedupe is
+    unique in the outbox: planning the same thing twice (a restart) adds it once."""
+
+    dedupe: str
+    channel: str
+    kind: str  # alert | escalation | digest
+    payload: dict[str, Any]
+    alert_id: int | None = None
+    state: str = "pending"  # or folded: waits for its window's digest
+    digest_window: str | None = None

@@ -77,6 +77,7 @@ class Table:
     name: str
     columns: tuple[Column, ...]
     constraints: tuple[str, ...] = ()  # table constraints: "UNIQUE (agent_id, seq)"
+    since: int = 1  # the schema version that added it (migrations.py creates it then)
 
     def create(self, dialect: str) -> str:
         lines = [c.ddl(dialect) for c in self.columns] + list(self.constraints)
@@ -182,6 +183,21 @@ TABLES: tuple[Table, ...] = (
         col("hash", BYTES), col("received_at"), col("quarantined_at"), col("reason"))),
     # one row per schema version this store went through (migrations.py)
     Table("schema_version", (pk("version", INT), col("applied_at"), col("note"))),
+    # The notifications' durable outbox (collector/notify.py): one row per (alert, channel),
+    # escalation or digest, unique by `dedupe`; pending until the receiver took it (sent),
+    # folded while it waits for its window's digest (then digested).
+    Table("notifications", (
+        pk("id", ROW_ID), col("dedupe"), col("channel"), col("kind"),
+        col("alert_id", BIGINT, null=True), col("payload"), col("state"),
+        col("digest_window", null=True), col("created_at"), col("next_at"),
+        col("attempts", INT, default="0"), col("last_error", null=True),
+        col("sent_at", null=True)),
+        ("UNIQUE (dedupe)",), since=3),
+    # how far the notifier has read the alerts table (alerts_seen) and where it started
+    # (first_alert: older alerts never escalate)
+    Table("notify_state", (
+        pk("id", INT, check="id = 1"), col("alerts_seen", BIGINT), col("first_alert", BIGINT)),
+        since=3),
 )
 
 INDEXES: tuple[Index, ...] = (
@@ -195,10 +211,20 @@ INDEXES: tuple[Index, ...] = (
     Index("cards_person", "cards", "person_id"),
     Index("templates_person", "templates", "person_id"),
     Index("sessions_user", "sessions", "username"),
+    Index("notifications_due", "notifications", "state, next_at, id"),
+    Index("notifications_created", "notifications", "created_at, channel"),
+    # escalation looks up whether an open critical alert has escalated yet, every poll
+    Index("notifications_alert", "notifications", "alert_id, kind"),
 )
 
-# Rows every store starts with: the credentials version the controllers sync by.
-SEED = ("INSERT INTO credentials_meta (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",)
+# Rows every store starts with, by table: the credentials version the controllers sync by,
+# the notifier's place in the alerts (a new store: from the start).
+SEED: tuple[tuple[str, str], ...] = (
+    ("credentials_meta",
+     "INSERT INTO credentials_meta (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING"),
+    ("notify_state", "INSERT INTO notify_state (id, alerts_seen, first_alert) VALUES (1, 0, 0) "
+                     "ON CONFLICT (id) DO NOTHING"),
+)
 
 DIALECTS = ("sqlite", "postgres")
 
@@ -213,7 +239,8 @@ def create_statements(dialect: str, tables: tuple[Table, ...] = TABLES) -> list[
         raise ValueError(f"dialect: expected one of {DIALECTS}, got {dialect!r}")
     names = {t.name for t in tables}
     return ([t.create(dialect) for t in tables]
-            + [i.create() for i in INDEXES if i.table in names] + list(SEED))
+            + [i.create() for i in INDEXES if i.table in names]
+            + [sql for name, sql in SEED if name in names])
 
 
 def script(dialect: str) -> str:

@@ -26,6 +26,7 @@ from floor_agent.store.interface import (
     Store,
     UnknownRecord,
 )
+from floor_agent.store.outbox_sql import OutboxSql
 from floor_agent.store.records import (
     MAX_NOISE_SOURCES,
     AgentRecord,
@@ -515,7 +516,7 @@ class DashboardSql:
         return out
 
 
-class SqlStore(DashboardSql, CredentialSql, Store):
+class SqlStore(OutboxSql, DashboardSql, CredentialSql, Store):
     """Store over a DB-API connection; the dialect subclasses give the connections."""
 
     placeholder = "?"

@@ -11,6 +11,11 @@ class CollectorKind(StrEnum):
     SHUT_OUT = "collector.shut_out"
     ANCHOR_ENDORSE = "collector.anchor.endorse"
     ALERT_ACKNOWLEDGED = "alert.acknowledged"
+    # notifications (collector/notify.py): an alert unacknowledged too long, handed on; each
+    # notification handed to its receiver, or an attempt that failed (it stays in the outbox)
+    ALERT_ESCALATED = "alert.escalated"
+    NOTIFICATION_SENT = "collector.notification_sent"
+    NOTIFICATION_FAILED = "collector.notification_failed"
     APIKEY_CREATED = "apikey.created"
     APIKEY_REVOKED = "apikey.revoked"
     INTEGRITY_VERIFIED = "integrity.verified"
