@@ -47,7 +47,9 @@ def cameras(request: Request, user: Annotated[User, Depends(require("read"))],
     table = Table(["camera", "camera box", "state", "detail", "snapshot"], testid="cameras")
     for c in _cameras(request):
         shot = shots.get((c.agent_id, c.camera))
-        table.add([Cell(c.camera, link=f"/cameras/{c.agent_id}/{c.camera}"), c.agent_id,
+        # a camera's name comes from its events: a long one breaks instead of widening
+        table.add([Cell(c.camera, link=f"/cameras/{c.agent_id}/{c.camera}", cls="data"),
+                   c.agent_id,
                    Cell(c.state, cls=c.cls, testid="camera-state"), c.detail,
                    time_cell(shot["received_at"]) if shot else ""],
                   data_testid="camera-row", data_camera=c.camera, data_agent=c.agent_id)

@@ -21,6 +21,7 @@ from floor_agent.protocol.kinds.door import DoorKind
 
 router = APIRouter()
 STATE_ROWS = 5000
+HALF = 640  # the logical width of the charts drawn side by side (about their size at 1366 px)
 DEVICE_ROWS = 2000
 
 
@@ -40,15 +41,15 @@ def charts_page(request: Request, user: Annotated[User, Depends(require("read"))
     events = bar_chart(shown, charts.per_capability(
         store.count_events(w.since, w.until, w.bucket_chars), labels),
         f"events {per_hour} by capability, the last {hours} h", "chart-events",
-        empty="no events in this window")
+        empty="no events in this window", width=HALF)
     alerts = bar_chart(shown, charts.per_capability(
         store.count_alerts(w.since, w.until, w.bucket_chars), labels),
         f"alerts raised {per_hour} by capability, the last {hours} h", "chart-alerts",
-        empty="no alerts in this window")
+        empty="no alerts in this window", width=HALF)
     doors = bar_chart([f"{h:02d}" for h in range(24)], charts.door_traffic(
         store.count_events(w.since, w.until, 13, (DoorKind.GRANTED, DoorKind.DENIED))),
         f"door decisions by hour of the day (UTC), the last {hours} h", "chart-doors",
-        empty="no door decisions in this window", label_every=1)
+        empty="no door decisions in this window", label_every=1, width=HALF)
     agents = store.list_agents()
     states = store.timeline_events((*charts.USB_STATE_KINDS, *charts.NET_STATE_KINDS),
                                    w.since, w.until, limit=STATE_ROWS)

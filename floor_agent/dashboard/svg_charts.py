@@ -59,6 +59,11 @@ def compact(n: int) -> str:
     return str(n)
 
 
+def _tick(value: float) -> str:
+    """An axis value: compact when whole (the top of 5 has its half at 2.5, not 2)."""
+    return compact(int(value)) if value == int(value) else f"{value:g}"
+
+
 def colour_of(name: str) -> str:
     return COLOURS.get(name, OTHER)
 
@@ -113,17 +118,17 @@ def _empty(parts: list[str], height: int, message: str, width: int = WIDTH) -> s
 
 def bar_chart(labels: Sequence[str], series: Sequence[Series], title: str, testid: str,
               height: int = 240, empty: str = "nothing in this window",
-              label_every: int = 0) -> str:
+              label_every: int = 0, width: int = WIDTH) -> str:
     """Stacked bars: one bar per label (a time bucket or an hour), one stack per series.
 
     labels: the x axis (each series has one value per label). label_every: write every n-th
-    label (0: as many as fit)."""
-    parts = _open(testid, height, title)
+    label (0: as many as fit). width: the logical width (the plot is 60..width-10)."""
+    parts = _open(testid, height, title, width)
     n = len(labels)
     totals = [sum(max(0, int(s.values[i])) for s in series) for i in range(n)]
     if n == 0 or not any(totals):
-        return _empty(parts, height, empty)
-    left, right, top, bottom = 60, WIDTH - 10, 24, height - 44
+        return _empty(parts, height, empty, width)
+    left, right, top, bottom = 60, width - 10, 24, height - 44
     top_value = _nice_max(max(totals))
     # the grid and the y axis: 0, half, top
     for frac in (0.0, 0.5, 1.0):
@@ -131,7 +136,7 @@ def bar_chart(labels: Sequence[str], series: Sequence[Series], title: str, testi
         parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" '
                      f'stroke="{GRID}" stroke-width="1"/>'
                      f'<text x="{left - 6}" y="{y + 4:.1f}" fill="{AXIS}" font-size="12" '
-                     f'text-anchor="end">{esc(compact(round(top_value * frac)))}</text>')
+                     f'text-anchor="end">{esc(_tick(top_value * frac))}</text>')
     slot = (right - left) / n
     bar = max(1.0, slot * 0.8)
     every = label_every or max(1, -(-n * 44 // (right - left)))  # about 44 units per label
@@ -154,7 +159,8 @@ def bar_chart(labels: Sequence[str], series: Sequence[Series], title: str, testi
             parts.append(f'<text x="{left + slot * i + slot / 2:.1f}" y="{bottom + 16}" '
                          f'fill="{AXIS}" font-size="12" text-anchor="middle">'
                          f'{esc(cut(label, 8))}</text>')
-    parts.extend(_legend([(s.name, s.fill) for s in series if any(s.values)], height - 8))
+    parts.extend(_legend([(s.name, s.fill) for s in series if any(s.values)], height - 8,
+                         width=width))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -219,10 +225,13 @@ def timeline(lanes: Sequence[Lane], ticks: Sequence[tuple[float, str]], title: s
                          f'</rect>')
         y += lane_h + gap
     for frac, label in ticks:
-        x = left + span_w * min(max(frac, 0.0), 1.0)
+        at = min(max(frac, 0.0), 1.0)
+        x = left + span_w * at
+        # the last label ends at the edge, so it is never cut off
+        anchor = "end" if at > 0.95 else "middle"
         parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{y}" stroke="{GRID}" '
                      f'stroke-width="1"/><text x="{x:.1f}" y="{y + 14}" fill="{AXIS}" '
-                     f'font-size="12" text-anchor="middle">{esc(cut(label, 12))}</text>')
+                     f'font-size="12" text-anchor="{anchor}">{esc(cut(label, 12))}</text>')
     parts.extend(_legend([(s, STATE_COLOURS.get(s, OTHER)) for s in legend], height - 8,
                          min(left, 60), width))
     parts.append("</svg>")
