@@ -198,6 +198,9 @@ def check_queries(web: WebApp) -> None:
     counts = store.count_events(since, until)
     assert {(k, n) for b, k, n in counts if b >= hour[:10]} >= {
         ("door.granted", 2), ("door.denied", 1), ("cctv.segment", 3)}
+    assert {k for _, k, _ in counts} >= {"usb.blocked", "net.breach", "cctv.tamper"}
+    store.MAX_KINDS = 1  # type: ignore[misc]  # more kinds than that: rows read, same counts
+    assert store.count_events(since, until) == counts
     cam1 = store.count_events(since, until, 15, ("cctv.segment",), "box-1", "camera cam1")
     assert sum(n for _, _, n in cam1) == 2 and all(len(b) == 15 for b, _, _ in cam1)
     assert store.count_events(until, utc_timestamp(now + timedelta(2))) == []
