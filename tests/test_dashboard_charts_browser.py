@@ -317,3 +317,54 @@ def test_charts_need_a_login(browser: Browser, floor: CollectorProcess) -> None:
         context.close()
     with pinned_client(floor.url, floor.ca, 10.0) as client:
         assert client.get("/cameras/tiles").status_code == 303
+
+
+# --- hostile and extreme data, drawn by the same code, in the same browser --------------------
+
+INJECT = '<img src=x onerror="window.__injected=1"><script>window.__injected=2</script>'
+
+
+def test_hostile_and_extreme_charts_keep_their_layout(browser: Browser, floor: CollectorProcess,
+                                                      tmp_path: Path) -> None:
+    """A million-count bar beside a one-event bar, labels with markup, a 200-character lane,
+    a chart with nothing: drawn by svg_charts into a page with the dashboard's stylesheet at
+    1366 px. Nothing runs, nothing overflows, the small bar is still on screen."""
+    labels = [INJECT, "b", "c", "d"]
+    huge = svg_charts.bar_chart(labels, [svg_charts.Series(INJECT, [1_000_000, 0, 1, 0],
+                                                           svg_charts.COLOURS["usb"])],
+                                INJECT, "huge", width=640)
+    lanes = [svg_charts.Lane(LONG_AGENT + INJECT, [svg_charts.Span(0.2, 0.9, "bad", INJECT)])]
+    lane = svg_charts.timeline(lanes, [(0.0, INJECT), (1.0, "now")], INJECT, "lane")
+    nothing = svg_charts.bar_chart(labels, [], "empty", "nothing", width=640)
+    css = (Path(svg_charts.__file__).parent / "static" / "dashboard.css").read_text()
+    html = (f"<!doctype html><html><head><style>{css}</style></head><body><main>"
+            f"<div class='charts'><section>{huge}</section><section>{nothing}</section>"
+            f"<section class='wide'>{lane}</section></div></main></body></html>")
+    context = new_context(browser)
+    try:
+        page = context.new_page()
+        page.set_content(html)
+        page.wait_for_timeout(300)  # an onerror would have fired by now
+        assert page.evaluate("window.__injected") is None
+        assert page.locator("main img, main script").count() == 0
+        scroll = page.evaluate("[document.scrollingElement.scrollWidth, "
+                               "document.scrollingElement.clientWidth]")
+        assert scroll[0] <= DESKTOP["width"] and scroll[0] <= scroll[1], scroll
+        screenshot(page, "charts-hostile", ARTIFACTS, tmp_path)
+        png = page.get_by_test_id("huge").screenshot()
+        scale, logical = drawn(page, "huge", png)
+        blue = pixels_of(png, svg_charts.COLOURS["usb"])
+        plot = [(int(y), int(x)) for y, x in blue if y < PLOT_BOTTOM * scale]
+        slot = (logical - 10 - PLOT_LEFT) / 4 * scale
+        columns = {int((x - PLOT_LEFT * scale) // slot) for _, x in plot}
+        assert columns == {0, 2}, columns  # the million and the one, nothing else
+        tallest = min(y for y, _ in plot)
+        assert tallest >= 24 * scale - 2  # the million stays inside the plot
+        assert any(x >= PLOT_LEFT * scale + 2 * slot for _, x in plot)  # the one is visible
+        lane_png = page.get_by_test_id("lane").screenshot()
+        assert len(pixels_of(lane_png, svg_charts.STATE_COLOURS["bad"])) > 100
+        box = page.get_by_test_id("lane").bounding_box()
+        assert box is not None and box["x"] + box["width"] <= DESKTOP["width"]
+        assert "nothing in this window" in (page.get_by_test_id("nothing").text_content() or "")
+    finally:
+        context.close()

@@ -22,6 +22,7 @@ from datetime import datetime
 
 WIDTH = 1000  # the logical width every chart is drawn at (scaled to its column)
 LABEL_CHARS = 22  # longer lane labels are cut (the full text is in the tooltip)
+MIN_BAR = 3.0  # the least height of a bar with any count, in logical units
 AXIS = "#8a98a6"
 GRID = "#26313b"
 TEXT = "#cfd8e0"
@@ -148,10 +149,11 @@ def bar_chart(labels: Sequence[str], series: Sequence[Series], title: str, testi
             value = max(0, int(s.values[i]))
             if not value:
                 continue
-            h = (bottom - top) * value / top_value
+            # one event beside a million is still a visible bar (its count is in the tooltip)
+            h = max((bottom - top) * value / top_value, MIN_BAR)
             y -= h
             stack.append(f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" '
-                         f'height="{max(h, 0.5):.1f}" fill="{s.fill}" '
+                         f'height="{h:.1f}" fill="{s.fill}" '
                          f'data-series="{esc(s.name)}"><title>{esc(cut(label, 40))} '
                          f'{esc(cut(s.name, 40))}: {value}</title></rect>')
         parts.extend(stack)
