@@ -5,9 +5,9 @@ stamp (`2026-11-29T14` is an hour, `2026-11-29T14:3` ten minutes): the stamps ar
 ISO form (protocol.event.TS_RE), so `substr` buckets them alike in SQLite and PostgreSQL and a
 window of a million events comes back as a few hundred rows. Counting every kind names the
 stored kinds first (one index seek each), so the count reads the (kind, ts) index alone:
-about 1 s for a million events in a day on SQLite, against 6 s reading the rows. The state events a timeline
-draws (a camera's motion, tamper and gaps, a workstation's lock and isolation) are changes,
-not a stream, and are read as rows, bounded.
+about 1 s for a million events in a day on SQLite, against 6 s reading the rows. The state
+events a timeline draws (a camera's motion, tamper and gaps, a workstation's lock and
+isolation) are changes, not a stream, and are read as rows, bounded.
 """
 
 from __future__ import annotations
