@@ -17,7 +17,9 @@ from floor_agent.dashboard import (
     pages_admin,
     pages_alerts,
     pages_auth,
+    pages_camera_tiles,
     pages_cameras,
+    pages_charts,
     pages_doors,
     pages_events,
     pages_integrity,
@@ -60,7 +62,8 @@ def install(app: FastAPI, dashboard: Dashboard) -> None:
     app.state.dashboard = dashboard
     app.mount("/static", StaticFiles(directory=str(DASHBOARD_DIR / "static")), name="static")
     for module in (pages_auth, pages_overview, pages_events, pages_alerts, pages_workstations,
-                   pages_doors, pages_cameras, pages_integrity, pages_admin):
+                   pages_doors, pages_camera_tiles, pages_cameras, pages_charts,
+                   pages_integrity, pages_admin):
         app.include_router(module.router, include_in_schema=False)
 
     @app.exception_handler(LoginRequired)

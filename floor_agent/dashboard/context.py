@@ -17,6 +17,7 @@ from floor_agent.dashboard import overview
 from floor_agent.dashboard.live import Broadcaster
 from floor_agent.dashboard.login_limits import AddressThrottle, HashAdmission, LoginLimits
 from floor_agent.dashboard.timefmt import short_time
+from floor_agent.dashboard.view_log import ViewThrottle
 from floor_agent.store.interface import Store
 
 DASHBOARD_DIR = Path(__file__).resolve().parent  # templates/ and static/ beside the modules
@@ -39,6 +40,8 @@ class Dashboard:
     stale_seconds: int = 180
     clock: Callable[[], datetime] = utc_now
     templates: Jinja2Templates = field(default_factory=make_templates)
+    # snapshot views on the own trail: a refreshing tile is not recorded every refresh
+    views: ViewThrottle = field(default_factory=ViewThrottle)
     # failed logins per source address and the hashing admission (login_limits.py)
     limits: LoginLimits = field(init=False)
 

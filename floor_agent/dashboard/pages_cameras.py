@@ -3,13 +3,14 @@ footage view/export log."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from floor_agent.collector import self_audit
-from floor_agent.dashboard import overview
+from floor_agent.dashboard import camera_tiles, overview
 from floor_agent.dashboard.auth import User, require
 from floor_agent.dashboard.camera_gaps import recording_gaps
 from floor_agent.dashboard.context import dashboard_of
@@ -46,14 +47,16 @@ def cameras(request: Request, user: Annotated[User, Depends(require("read"))],
     table = Table(["camera", "camera box", "state", "detail", "snapshot"], testid="cameras")
     for c in _cameras(request):
         shot = shots.get((c.agent_id, c.camera))
-        table.add([Cell(c.camera, link=f"/cameras/{c.agent_id}/{c.camera}"), c.agent_id,
+        # a camera's name comes from its events: a long one breaks instead of widening
+        table.add([Cell(c.camera, link=f"/cameras/{c.agent_id}/{c.camera}", cls="data"),
+                   c.agent_id,
                    Cell(c.state, cls=c.cls, testid="camera-state"), c.detail,
                    time_cell(shot["received_at"]) if shot else ""],
                   data_testid="camera-row", data_camera=c.camera, data_agent=c.agent_id)
     if export_allowed(user, format):
         return csv_response(table, "cameras")
-    return page(request, "list.html", user, title="Cameras", tables=[("", table)], fields=None,
-                form={}, csv_url=csv_link(request) if user.may("export") else None)
+    return page(request, "cameras.html", user, table=table, tiles=camera_tiles.tiles(dash),
+                csv_url=csv_link(request) if user.may("export") else None)
 
 
 def _of_camera(events: list[dict[str, Any]], camera: str) -> list[dict[str, Any]]:
@@ -122,6 +125,7 @@ def camera_page(request: Request, agent_id: AgentId, camera: CameraId,
         return csv_response(combined, f"camera-{camera}")
     shot = store.get_snapshot(agent_id, camera)
     return page(request, "camera.html", user, agent_id=agent_id, camera=camera, state=state,
+                timeline=camera_tiles.camera_timeline(dash, agent_id, camera, 1000),
                 snapshot_at=shot["received_at"] if shot else None, gaps=gaps, motion=motion,
                 footage=footage if user.may("footage_log") else None,
                 csv_url=csv_link(request) if user.may("export") else None)
@@ -142,10 +146,14 @@ def snapshot(request: Request, agent_id: AgentId, camera: CameraId,
     shot = dash.store.get_snapshot(agent_id, camera)
     if shot is None:
         return Response("no snapshot", 404, media_type="text/plain")
-    # footage leaves the camera box only as this picture: who looked is on the record
-    dash.own_audit.emit(DashboardKind.FOOTAGE_VIEWED, f"camera {camera}", "notice",
-                        who=user.username, role=user.role, camera_agent=agent_id,
-                        camera_id=camera,
-                        what="snapshot", snapshot_at=shot["received_at"])
+    # footage leaves the camera box only as this picture: who looked is on the record (a
+    # refreshing tile: the first look, then once per view_log.REPEAT_SECONDS)
+    if dash.views.record(user.username, agent_id, camera, time.monotonic()):
+        dash.own_audit.emit(DashboardKind.FOOTAGE_VIEWED, f"camera {camera}", "notice",
+                            who=user.username, role=user.role, camera_agent=agent_id,
+                            camera_id=camera,
+                            what="snapshot", snapshot_at=shot["received_at"])
+    # never cached (footage stays off the viewer's disk); the tiles' URL adds ?at=<received
+    # at> (ignored here) so a redraw keeps an unchanged picture instead of fetching it
     return Response(shot["jpeg"], media_type="image/jpeg",
                     headers={"Cache-Control": "no-store"})

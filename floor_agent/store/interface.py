@@ -316,6 +316,33 @@ class Store(ABC):
     @abstractmethod
     def list_verifications(self) -> dict[str, dict[str, Any]]: ...
 
+    # the dashboard's charts (store/chart_sql.py): counted by the database, per time bucket
+    @abstractmethod
+    def count_events(self, since: str, until: str, bucket_chars: int = 13,
+                     kinds: Sequence[str] = (), agent_id: str | None = None,
+                     subject: str | None = None) -> list[tuple[str, str, int]]:
+        """(bucket, kind, events) of the events stamped in [since, until), optionally of
+        these kinds, one agent, one subject; the bucket is the stamp's first bucket_chars
+        characters (10 a day, 13 an hour, 15 ten minutes, 16 a minute), ascending."""
+
+    @abstractmethod
+    def count_alerts(self, since: str, until: str, bucket_chars: int = 13
+                     ) -> list[tuple[str, str, int]]:
+        """(bucket, kind, alerts) of the alerts created in [since, until), as count_events."""
+
+    @abstractmethod
+    def timeline_events(self, kinds: Sequence[str], since: str, until: str,
+                        agent_id: str | None = None, subject: str | None = None,
+                        limit: int = 5000) -> list[dict[str, Any]]:
+        """The newest `limit` events of these kinds stamped in [since, until), oldest first
+        (agent_id, seq, ts, kind, severity, subject, data): state changes for a timeline."""
+
+    @abstractmethod
+    def last_kinds_before(self, kinds: Sequence[str], before: str,
+                          agent_id: str | None = None) -> list[tuple[str, str, str, str]]:
+        """(agent_id, subject, kind, newest stamp) of these kinds stamped before `before`:
+        which state each lane was in when a timeline's window opens."""
+
     # the trust anchor (collector/anchor.py) and the verifier (collector/verify.py)
     @abstractmethod
     def agent_identity(self, agent_id: str) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ from floor_agent.protocol import credentials as wire
 from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint
 from floor_agent.protocol.credentials import AccessLevel, Card, Credentials, Person, Template
 from floor_agent.protocol.topics import STATE_KINDS, topic_of
+from floor_agent.store.chart_sql import ChartSql
 from floor_agent.store.interface import (
     EventPage,
     EventQuery,
@@ -516,7 +517,7 @@ class DashboardSql:
         return out
 
 
-class SqlStore(OutboxSql, DashboardSql, CredentialSql, Store):
+class SqlStore(ChartSql, OutboxSql, DashboardSql, CredentialSql, Store):
     """Store over a DB-API connection; the dialect subclasses give the connections."""
 
     placeholder = "?"

@@ -77,7 +77,8 @@
   var state = document.getElementById("overview-state");
   var wall = !!document.body.dataset.wall;
   var MIN_GAP_MS = wall ? 3000 : 5000;   // at most one redraw per this, however busy the floor
-  var PERIODIC_MS = 30000;               // heartbeat ages move without any event
+  // heartbeat ages move without any event; camera pictures arrive without one
+  var PERIODIC_MS = (state && Number(state.dataset.periodicMs)) || 30000;
   var lastDraw = Date.now();
   var timer = null;
   var fetching = false;
@@ -94,12 +95,26 @@
       })
       .then(function (html) {
         if (html !== null) {
-          state.innerHTML = html;
+          swap(html);
           document.body.dataset.redraws = String(Number(document.body.dataset.redraws || 0) + 1);
         }
       })
       .catch(function () { set("offline"); })
       .then(function () { fetching = false; });
+  }
+
+  // Swap in the redrawn part, keeping each picture whose address did not change (the camera
+  // tiles: a picture is fetched again only when a newer one arrived, as its ?at= says).
+  function swap(html) {
+    var kept = {};
+    state.querySelectorAll("img[src]").forEach(function (img) { kept[img.getAttribute("src")] = img; });
+    var next = document.createElement("template");
+    next.innerHTML = html;
+    next.content.querySelectorAll("img[src]").forEach(function (img) {
+      var old = kept[img.getAttribute("src")];
+      if (old) { img.replaceWith(old); }
+    });
+    state.replaceChildren(next.content);
   }
 
   function schedule() {
