@@ -14,6 +14,7 @@ import orjson
 from floor_agent import __version__, service
 from floor_agent.collector.config import CollectorConfig
 from floor_agent.config import ConfigError, load_role
+from floor_agent.config.cli_option import add_config_option
 from floor_agent.protocol.kinds.collector import CollectorKind
 from floor_agent.roles.config import AgentConfig, WorkstationConfig, check_file, load_config
 
@@ -457,9 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     col_sub = col.add_subparsers(dest="action", required=True)
 
     def with_config(p: argparse.ArgumentParser, role: str) -> argparse.ArgumentParser:
-        p.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG[role]),
-                       help=f"YAML file (default {DEFAULT_CONFIG[role]})")
-        return p
+        return add_config_option(p, DEFAULT_CONFIG[role])
 
     p = with_config(col_sub.add_parser("init", help="create CA, server certificate, store"),
                     "collector")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from floor_agent.collector.api_keys import SCOPE_HELP, SCOPES
+from floor_agent.config.cli_option import add_config_option
 from floor_agent.protocol.kinds.collector import CollectorKind
 
 if TYPE_CHECKING:
@@ -98,12 +99,8 @@ def add_parsers(collector_subparsers: argparse._SubParsersAction,  # type: ignor
                                                             "integrations")
     actions = apikey.add_subparsers(dest="key_action", required=True)
 
-    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", type=Path, default=default_config,
-                       help=f"YAML file (default {default_config})")
-        return p
-
-    p = with_config(actions.add_parser("create", help="print a new API key (shown once)"))
+    p = add_config_option(actions.add_parser("create", help="print a new API key (shown once)"),
+                          default_config)
     p.add_argument("--name", required=True,
                    help="who uses it (recorded on acknowledgements); unique among unrevoked "
                         "keys")
@@ -113,9 +110,10 @@ def add_parsers(collector_subparsers: argparse._SubParsersAction,  # type: ignor
                    help=f"valid for this many days (default {DEFAULT_EXPIRY_DAYS})")
     p.add_argument("--never-expires", action="store_true", help="no expiry (not advised)")
     p.set_defaults(func=cmd_create)
-    p = with_config(actions.add_parser("list", help="name, scopes, created, expires, last "
-                                                    "used, revoked (never the key)"))
+    p = add_config_option(actions.add_parser("list", help="name, scopes, created, expires, last "
+                                             "used, revoked (never the key)"), default_config)
     p.set_defaults(func=cmd_list)
-    p = with_config(actions.add_parser("revoke", help="refuse a key from now on"))
+    p = add_config_option(actions.add_parser("revoke", help="refuse a key from now on"),
+                          default_config)
     p.add_argument("name", help="the key's name")
     p.set_defaults(func=cmd_revoke)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from floor_agent.config.cli_option import add_config_option
 from floor_agent.protocol.kinds.collector import CollectorKind
 
 if TYPE_CHECKING:
@@ -100,15 +101,11 @@ def add_parsers(collector_subparsers: argparse._SubParsersAction,  # type: ignor
                                                             "the outbox")
     actions = notify.add_subparsers(dest="notify_action", required=True)
 
-    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", type=Path, default=default_config,
-                       help=f"YAML file (default {default_config})")
-        return p
-
-    p = with_config(actions.add_parser("test", help="send a test notification to each "
-                                                    "channel now"))
+    p = add_config_option(actions.add_parser("test", help="send a test notification to each "
+                                                          "channel now"), default_config)
     p.add_argument("--channel", help="only this channel")
     p.set_defaults(func=cmd_test)
-    p = with_config(actions.add_parser("list", help="notifications not yet sent"))
+    p = add_config_option(actions.add_parser("list", help="notifications not yet sent"),
+                          default_config)
     p.add_argument("--limit", type=int, default=1000)
     p.set_defaults(func=cmd_list)

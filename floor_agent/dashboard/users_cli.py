@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from floor_agent.config.cli_option import add_config_option
 from floor_agent.dashboard.users import ROLES
 
 if TYPE_CHECKING:
@@ -101,21 +102,16 @@ def add_parsers(collector_subparsers: argparse._SubParsersAction,  # type: ignor
     user = collector_subparsers.add_parser("user", help="dashboard users")
     actions = user.add_subparsers(dest="user_action", required=True)
 
-    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", type=Path, default=default_config,
-                       help=f"YAML file (default {default_config})")
-        return p
-
-    p = with_config(actions.add_parser("create", help="create a user; prints a one-time "
-                                                      "password"))
+    p = add_config_option(actions.add_parser("create", help="create a user; prints a one-time "
+                                                            "password"), default_config)
     p.add_argument("--username", required=True)
     p.add_argument("--role", required=True, choices=ROLES)
     p.set_defaults(func=cmd_create)
-    p = with_config(actions.add_parser("list", help="list users"))
+    p = add_config_option(actions.add_parser("list", help="list users"), default_config)
     p.set_defaults(func=cmd_list)
     for name, func, text in (("disable", cmd_disable, "disable a user and end their sessions"),
                              ("enable", cmd_enable, "enable a disabled user"),
                              ("reset", cmd_reset, "new one-time password; lifts a lockout")):
-        p = with_config(actions.add_parser(name, help=text))
+        p = add_config_option(actions.add_parser(name, help=text), default_config)
         p.add_argument("--username", required=True)
         p.set_defaults(func=func)
