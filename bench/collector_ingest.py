@@ -60,7 +60,7 @@ from floor_agent.config.audit import AuditClientConfig
 from floor_agent.protocol.batch import batch_body, parse
 from floor_agent.protocol.checkpoint import Checkpoint
 from floor_agent.roles.config import WorkstationConfig
-from floor_agent.store import open_store
+from floor_agent.store import migrations, open_store
 from floor_agent.store.interface import EventQuery
 from floor_agent.store.sql import INSERT_EVENT
 from floor_agent.store.sqlite import SCHEMA, SqliteStore, connect
@@ -485,7 +485,9 @@ def build_store(path: Path, n: int) -> None:
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
     db.execute("PRAGMA cache_size=-1000000")
-    db.executescript(SCHEMA)
+    # Created (and version-stamped) as the store creates itself, so the store opens it as
+    # current rather than as a version 1 store to upgrade.
+    migrations.upgrade(db.cursor(), migrations.SQLITE, str(path))
     indexes = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index' "
                                         "AND tbl_name='events' AND sql IS NOT NULL")]
     for name in indexes:
