@@ -318,7 +318,10 @@ def step(state: TamperState, frame: SmallFrame,
     if reference is not None:
         similarity = _similarity(m.thumb, reference.thumb, analysed)
         detail["similarity"] = round(similarity, 3)
-        covered = dark_or_uniform and similarity < config.scene_similarity
+        # turned away, the view is unlike the reference anyway: only no structure is covered
+        structure_lost = (m.coherence < STRUCTURE_COHERENCE if state.holds["turned"].active
+                          else similarity < config.scene_similarity)
+        covered = dark_or_uniform and structure_lost
         if not covered:
             ratio = m.sharpness / max(reference.sharpness, 1e-9)
             detail["sharpness_ratio"] = round(ratio, 3)
