@@ -4,9 +4,10 @@ state plus events out.
 Four kinds, each measured against what the camera saw while healthy (its reference scene, built
 from the first REFERENCE_SECONDS of usable frames and refreshed slowly while all is well):
 - covered: the lens covered or sprayed: the frame dark (median below dark_below) or uniform
-  (robust grey spread below uniform_std) AND its structure gone (no longer like the reference;
-  before there is one: no coherent structure at all). A dark room at night keeps its structure
-  (normalised, it is the daytime scene), so it is not covered;
+  (robust grey spread below uniform_std) AND its structure gone: no coherent structure (what
+  is left is noise: blurring the thumbnail takes most of its spread away) and nothing like the
+  reference. A dark room at night keeps its structure (normalised, it is the daytime scene),
+  so it is not covered; a dark view with structure of its own is turned;
 - defocused: sharpness (variance of the Laplacian, divided by the frame's own variance so a
   dimmer light does not read as blur) below blur_ratio of the reference's;
 - turned: the scene's structure no longer matches the reference: the correlation of normalised,
@@ -237,7 +238,13 @@ def _measure(grey: np.ndarray, overlay: Overlay | None) -> _Measures:
     smooth = cv2.GaussianBlur(grey, (3, 3), 0)
     laplacian_var = _variance(cv2.Laplacian(smooth, cv2.CV_16S), frame_mask)
     sharpness = laplacian_var / max(_variance(smooth, frame_mask), 1.0)
-    blurred = cv2.GaussianBlur(digest, (5, 5), 0)
+    # the overlay's cells filled with the picture's level first: blurred, they would bleed
+    # into the analysed cells around them
+    filled = digest
+    if analysed is not None:
+        filled = digest.copy()
+        filled[~analysed] = p50
+    blurred = cv2.GaussianBlur(filled, (5, 5), 0)
     thumb = _normalised(blurred, analysed)
     raw_std = float(values.std())
     blurred_values = blurred if analysed is None else blurred[analysed]
@@ -310,7 +317,8 @@ def step(state: TamperState, frame: SmallFrame,
     analysed = None if overlay is None else overlay.analysed
     dark_or_uniform = m.level < config.dark_below or m.spread < config.uniform_std
     detail: dict[str, float] = {"mean": round(m.mean, 2), "level": round(m.level, 2),
-                                "spread": round(m.spread, 2)}
+                                "spread": round(m.spread, 2),
+                                "coherence": round(m.coherence, 3)}
 
     defocused: bool | None = None
     turned: bool | None = None
@@ -318,17 +326,16 @@ def step(state: TamperState, frame: SmallFrame,
     if reference is not None:
         similarity = _similarity(m.thumb, reference.thumb, analysed)
         detail["similarity"] = round(similarity, 3)
-        # turned away, the view is unlike the reference anyway: only no structure is covered
-        structure_lost = (m.coherence < STRUCTURE_COHERENCE if state.holds["turned"].active
-                          else similarity < config.scene_similarity)
-        covered = dark_or_uniform and structure_lost
+        # no structure left, and not the reference's (a dark view with structure of its own,
+        # e.g. the floor of a camera knocked down at night, is turned)
+        covered = (dark_or_uniform and m.coherence < STRUCTURE_COHERENCE
+                   and similarity < config.scene_similarity)
         if not covered:
             ratio = m.sharpness / max(reference.sharpness, 1e-9)
             detail["sharpness_ratio"] = round(ratio, 3)
             defocused = ratio < config.blur_ratio
             turned = similarity < config.scene_similarity
     else:
-        detail["coherence"] = round(m.coherence, 3)
         covered = dark_or_uniform and m.coherence < STRUCTURE_COHERENCE
 
     # what changed since the last frame: the picture (off the overlay) and the overlay's cells
