@@ -137,6 +137,11 @@ class Overlay:
     analysed: np.ndarray = field(repr=False)
     frame_mask: np.ndarray | None = field(default=None, repr=False)
 
+    @property
+    def mask(self) -> np.ndarray:
+        """`analysed` as OpenCV's masks are: uint8, 255 analysed."""
+        return self.analysed.view(np.uint8) * np.uint8(255)
+
 
 def _no_holds() -> Mapping[str, Hold]:
     return MappingProxyType({name: Hold() for name in (*KINDS[:3], *EVIDENCE)})
@@ -193,13 +198,22 @@ class _Measures:
     coherence: float  # std of the blurred thumbnail / std of the thumbnail: 1 smooth shapes
 
 
-def _normalised(image: np.ndarray, analysed: np.ndarray | None) -> np.ndarray:
-    values = image if analysed is None else image[analysed]
-    mean, std = float(values.mean()), float(values.std())
+def _normalised(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Mean 0, std 1 over `mask` (uint8, 255 analysed; None: all), 0 off it."""
+    mean, std = (float(v[0][0]) for v in cv2.meanStdDev(image, mask=mask))
     out = (image - np.float32(mean)) / np.float32(std if std > 1e-6 else 1.0)
-    if analysed is not None:
-        out[~analysed] = 0.0
-    return out
+    if mask is None:
+        return out
+    return cv2.bitwise_and(out, out, mask=mask)  # zero where not analysed
+
+
+def _percentiles(image: np.ndarray, mask: np.ndarray | None,
+                 fractions: tuple[float, ...]) -> list[float]:
+    """Percentiles of a uint8 image over `mask` from its histogram (np.percentile sorts)."""
+    histogram = cv2.calcHist([image], [0], mask, [256], [0, 256]).ravel()
+    cumulative = np.cumsum(histogram)
+    total = cumulative[-1] if cumulative[-1] > 0 else 1.0
+    return [float(np.searchsorted(cumulative, f * total)) for f in fractions]
 
 
 def _variance(image: np.ndarray, mask: np.ndarray | None) -> float:
@@ -230,32 +244,29 @@ def _factor(shape: tuple[int, ...]) -> int:
 
 
 def _measure(grey: np.ndarray, overlay: Overlay | None) -> _Measures:
-    analysed = None if overlay is None else overlay.analysed
+    mask = None if overlay is None else overlay.mask
     frame_mask = None if overlay is None else overlay.frame_mask
-    digest = _thumbnail(grey).astype(np.float32)
-    values = digest if analysed is None else digest[analysed]
-    p16, p50, p84 = (float(v) for v in np.percentile(values, (16, 50, 84)))
+    digest = _thumbnail(grey)
+    p16, p50, p84 = _percentiles(digest, mask, (0.16, 0.5, 0.84))
+    mean, raw_std = (float(v[0][0]) for v in cv2.meanStdDev(digest, mask=mask))
     smooth = cv2.GaussianBlur(grey, (3, 3), 0)
     laplacian_var = _variance(cv2.Laplacian(smooth, cv2.CV_16S), frame_mask)
     sharpness = laplacian_var / max(_variance(smooth, frame_mask), 1.0)
     # the overlay's cells filled with the picture's level first: blurred, they would bleed
     # into the analysed cells around them
-    filled = digest
-    if analysed is not None:
-        filled = digest.copy()
-        filled[~analysed] = p50
+    filled = digest.astype(np.float32)
+    if overlay is not None:
+        filled[~overlay.analysed] = p50
     blurred = cv2.GaussianBlur(filled, (5, 5), 0)
-    thumb = _normalised(blurred, analysed)
-    raw_std = float(values.std())
-    blurred_values = blurred if analysed is None else blurred[analysed]
-    coherence = float(blurred_values.std()) / raw_std if raw_std > 1e-6 else 0.0
-    return _Measures(p50, (p84 - p16) / 2, float(values.mean()), sharpness, digest, thumb,
-                     coherence)
+    thumb = _normalised(blurred, mask)
+    blurred_std = float(cv2.meanStdDev(blurred, mask=mask)[1][0][0])
+    coherence = blurred_std / raw_std if raw_std > 1e-6 else 0.0
+    return _Measures(p50, (p84 - p16) / 2, mean, sharpness, digest, thumb, coherence)
 
 
-def _similarity(a: np.ndarray, b: np.ndarray, analysed: np.ndarray | None = None) -> float:
+def _similarity(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Correlation of two normalised thumbnails: 1 the same structure, 0 unrelated."""
-    count = a.size if analysed is None else max(1, int(np.count_nonzero(analysed)))
+    count = a.size if mask is None else max(1, cv2.countNonZero(mask))
     return float(np.dot(a.ravel(), b.ravel())) / count
 
 
@@ -314,7 +325,7 @@ def step(state: TamperState, frame: SmallFrame,
 
     overlay = state.overlay
     m = _measure(grey, overlay)
-    analysed = None if overlay is None else overlay.analysed
+    mask = None if overlay is None else overlay.mask
     dark_or_uniform = m.level < config.dark_below or m.spread < config.uniform_std
     detail: dict[str, float] = {"mean": round(m.mean, 2), "level": round(m.level, 2),
                                 "spread": round(m.spread, 2),
@@ -324,7 +335,7 @@ def step(state: TamperState, frame: SmallFrame,
     turned: bool | None = None
     reference = state.reference
     if reference is not None:
-        similarity = _similarity(m.thumb, reference.thumb, analysed)
+        similarity = _similarity(m.thumb, reference.thumb, mask)
         detail["similarity"] = round(similarity, 3)
         # no structure left, and not the reference's (a dark view with structure of its own,
         # e.g. the floor of a camera knocked down at night, is turned)
@@ -345,12 +356,11 @@ def step(state: TamperState, frame: SmallFrame,
     dt = 0.0 if state.last_t is None else t - state.last_t
     if state.last_digest is not None:
         difference = cv2.absdiff(m.digest, state.last_digest)
-        off = difference if analysed is None else difference[analysed]
-        change = float(off.mean())
-        local = float(off.max()) if off.size else 0.0
+        change = cv2.mean(difference, mask=mask)[0]
+        local = cv2.minMaxLoc(difference, mask=mask)[1]
         still = change <= FROZEN_JUMP and local <= FROZEN_LOCAL_MAX
         identical = still and change <= FROZEN_TOLERANCE
-        noise = float(np.median(difference)) * 1.4826
+        noise = _percentiles(difference, None, (0.5,))[0] * 1.4826
         changed = difference > max(CELL_CHANGE, 4.0 * noise)
         if overlay is not None:
             ticked = bool(np.any(changed & overlay.cells))
@@ -409,7 +419,7 @@ def step(state: TamperState, frame: SmallFrame,
     elif reference is not None and healthy and not identical and state.last_t is not None:
         weight = min(1.0, max(0.0, dt) / REFRESH_SECONDS)
         new = replace(new, reference=Reference(
-            _normalised((1 - weight) * reference.thumb + weight * m.thumb, analysed),
+            _normalised((1 - weight) * reference.thumb + weight * m.thumb, mask),
             (1 - weight) * reference.sharpness + weight * m.sharpness))
     return new, events
 
@@ -461,8 +471,8 @@ def _build(state: TamperState, m: _Measures, t: float) -> TamperState:
     total = m.thumb.copy() if state.building_sum is None else state.building_sum + m.thumb
     sharpness = (*state.building_sharpness, m.sharpness)
     if t - since >= REFERENCE_SECONDS and len(sharpness) >= 3:
-        analysed = None if state.overlay is None else state.overlay.analysed
-        reference = Reference(_normalised(total, analysed), float(np.median(sharpness)))
+        mask = None if state.overlay is None else state.overlay.mask
+        reference = Reference(_normalised(total, mask), float(np.median(sharpness)))
         return replace(state, reference=reference, building_since=None, building_sum=None,
                        building_sharpness=())
     return replace(state, building_since=since, building_sum=total,
