@@ -284,3 +284,15 @@ def test_with_the_defaults_a_freeze_alarms_after_frozen_seconds() -> None:
     _, events = run(clocked(Frozen(20, 60), duration=64), defaults)
     assert [(e.kind, e.phase) for e in events] == [("frozen", "start"), ("frozen", "end")]
     assert events[0].t - 20 == pytest.approx(defaults.frozen_seconds, abs=FRAME + 1e-9)
+
+
+@pytest.mark.parametrize(("settings", "words"), [
+    ({"frozen_seconds": 1.5}, "frozen_seconds"),
+    ({"overlay_learn_seconds": 1}, "overlay_learn_seconds"),
+    ({"frozen_seconds": 30.0, "frozen_picture_only_seconds": 10.0},
+     "frozen_picture_only_seconds: must be >= frozen_seconds"),
+    ({"frozen_second": 30.0}, "frozen_second"),  # a typo never leaves a default in place
+])
+def test_the_frozen_knobs_are_validated(settings: dict[str, object], words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        TamperConfig.model_validate(settings)
