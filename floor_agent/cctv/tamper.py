@@ -82,7 +82,11 @@ OVERLAY_QUIET_FRACTION = 0.03
 OVERLAY_TICKS = 6.0  # learned at this many changes (decayed with overlay_learn_seconds)
 OVERLAY_MAX_FRACTION = 0.1  # never more than this share of the cells
 OSD_BAND = 0.2  # learned cells in the top or bottom fifth: their whole text line is left out
-STRUCTURE_COHERENCE = 0.5  # no reference: a frame with less coherent structure is covered
+# No structure: a grey spread under STRUCTURE_FLOOR (no scene has so little contrast: an office
+# at night has 5), or what spread there is incoherent (blurring the thumbnail takes more than
+# half of it away: noise, not shapes).
+STRUCTURE_FLOOR = 2.0
+STRUCTURE_COHERENCE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +331,7 @@ def step(state: TamperState, frame: SmallFrame,
     m = _measure(grey, overlay)
     mask = None if overlay is None else overlay.mask
     dark_or_uniform = m.level < config.dark_below or m.spread < config.uniform_std
+    structureless = m.spread < STRUCTURE_FLOOR or m.coherence < STRUCTURE_COHERENCE
     detail: dict[str, float] = {"mean": round(m.mean, 2), "level": round(m.level, 2),
                                 "spread": round(m.spread, 2),
                                 "coherence": round(m.coherence, 3)}
@@ -339,7 +344,7 @@ def step(state: TamperState, frame: SmallFrame,
         detail["similarity"] = round(similarity, 3)
         # no structure left, and not the reference's (a dark view with structure of its own,
         # e.g. the floor of a camera knocked down at night, is turned)
-        covered = (dark_or_uniform and m.coherence < STRUCTURE_COHERENCE
+        covered = (dark_or_uniform and structureless
                    and similarity < config.scene_similarity)
         if not covered:
             ratio = m.sharpness / max(reference.sharpness, 1e-9)
@@ -347,7 +352,7 @@ def step(state: TamperState, frame: SmallFrame,
             defocused = ratio < config.blur_ratio
             turned = similarity < config.scene_similarity
     else:
-        covered = dark_or_uniform and m.coherence < STRUCTURE_COHERENCE
+        covered = dark_or_uniform and structureless
 
     # what changed since the last frame: the picture (off the overlay) and the overlay's cells
     still = identical = False
