@@ -172,7 +172,9 @@ class TamperState:
     frozen_jumps: int = 0  # key-frame-sized jumps the run survived
     # the overlay being learned: each cell's decayed count of changes, which changed last
     overlay_score: np.ndarray | None = field(default=None, repr=False)
+    overlay_score_t: float = 0.0  # the stream time the scores are decayed to
     last_changed: np.ndarray | None = field(default=None, repr=False)
+    last_changed_count: int = 0
     overlay: Overlay | None = None
     last_tick_t: float | None = None  # the overlay last changed
     # the stream's packets
@@ -202,9 +204,12 @@ class _Measures:
     coherence: float  # std of the blurred thumbnail / std of the thumbnail: 1 smooth shapes
 
 
-def _normalised(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Mean 0, std 1 over `mask` (uint8, 255 analysed; None: all), 0 off it."""
-    mean, std = (float(v[0][0]) for v in cv2.meanStdDev(image, mask=mask))
+def _normalised(image: np.ndarray, mask: np.ndarray | None,
+                stats: tuple[float, float] | None = None) -> np.ndarray:
+    """Mean 0, std 1 over `mask` (uint8, 255 analysed; None: all), 0 off it. `stats`: the
+    image's (mean, std) over the mask when known."""
+    mean, std = stats if stats is not None else (
+        float(v[0][0]) for v in cv2.meanStdDev(image, mask=mask))
     out = (image - np.float32(mean)) / np.float32(std if std > 1e-6 else 1.0)
     if mask is None:
         return out
@@ -262,8 +267,8 @@ def _measure(grey: np.ndarray, overlay: Overlay | None) -> _Measures:
     if overlay is not None:
         filled[~overlay.analysed] = p50
     blurred = cv2.GaussianBlur(filled, (5, 5), 0)
-    thumb = _normalised(blurred, mask)
-    blurred_std = float(cv2.meanStdDev(blurred, mask=mask)[1][0][0])
+    blurred_mean, blurred_std = (float(v[0][0]) for v in cv2.meanStdDev(blurred, mask=mask))
+    thumb = _normalised(blurred, mask, (blurred_mean, blurred_std))
     coherence = blurred_std / raw_std if raw_std > 1e-6 else 0.0
     return _Measures(p50, (p84 - p16) / 2, mean, sharpness, digest, thumb, coherence)
 
@@ -365,7 +370,8 @@ def step(state: TamperState, frame: SmallFrame,
         local = cv2.minMaxLoc(difference, mask=mask)[1]
         still = change <= FROZEN_JUMP and local <= FROZEN_LOCAL_MAX
         identical = still and change <= FROZEN_TOLERANCE
-        noise = _percentiles(difference, None, (0.5,))[0] * 1.4826
+        # the noise's std dev from the mean absolute difference (a Gaussian's: 0.8 sigma)
+        noise = cv2.mean(difference)[0] * 1.2533
         changed = difference > max(CELL_CHANGE, 4.0 * noise)
         if overlay is not None:
             ticked = bool(np.any(changed & overlay.cells))
@@ -415,7 +421,7 @@ def step(state: TamperState, frame: SmallFrame,
                   last_tick_t=last_tick_t)
     healthy = not covered and not any(h.active or h.since is not None for h in holds.values())
     if changed is not None:
-        new = _learn_overlay(new, changed, dt, healthy, grey.shape, config)
+        new = _learn_overlay(new, changed, t, healthy, grey.shape, config)
         if new.overlay is not overlay:  # the measures read other cells: a new reference
             return replace(new, reference=None, building_since=None, building_sum=None,
                            building_sharpness=()), events
@@ -429,26 +435,34 @@ def step(state: TamperState, frame: SmallFrame,
     return new, events
 
 
-def _learn_overlay(state: TamperState, changed: np.ndarray, dt: float, healthy: bool,
+def _learn_overlay(state: TamperState, changed: np.ndarray, t: float, healthy: bool,
                    shape: tuple[int, int], config: TamperConfig) -> TamperState:
     """Count each cell's short changes while the rest is quiet; latch the cells that reach
-    OVERLAY_TICKS (only while all is well: a new overlay means a new reference)."""
+    OVERLAY_TICKS (only while all is well: a new overlay means a new reference). The scores
+    decay with overlay_learn_seconds, applied when they next change (a still frame after a
+    still frame costs nothing)."""
+    count = cv2.countNonZero(changed.view(np.uint8))
+    previous = state.last_changed
+    if count == 0 and state.last_changed_count == 0 and previous is not None \
+            and previous.shape == changed.shape:
+        return state
     score = state.overlay_score
     if score is None or score.shape != changed.shape:
         score = np.zeros(changed.shape, np.float32)
-    previous = state.last_changed
     if previous is None or previous.shape != changed.shape:
         previous = np.zeros(changed.shape, bool)
-    score = score * np.float32(math.exp(-max(0.0, dt) / config.overlay_learn_seconds))
-    if float(changed.mean()) <= OVERLAY_QUIET_FRACTION:
-        score = score + (changed & ~previous).astype(np.float32)
     overlay = state.overlay
-    cells = np.zeros(changed.shape, bool) if overlay is None else overlay.cells
-    learned = (score >= OVERLAY_TICKS) & ~cells
-    if healthy and learned.any() and \
-            int(np.count_nonzero(cells | learned)) <= OVERLAY_MAX_FRACTION * cells.size:
-        overlay = _overlay(cells | learned, shape)
-    return replace(state, overlay_score=score, last_changed=changed, overlay=overlay)
+    if count and count <= OVERLAY_QUIET_FRACTION * changed.size:
+        decay = math.exp(-max(0.0, t - state.overlay_score_t) / config.overlay_learn_seconds)
+        score = score * np.float32(decay) + (changed & ~previous).astype(np.float32)
+        cells = np.zeros(changed.shape, bool) if overlay is None else overlay.cells
+        learned = (score >= OVERLAY_TICKS) & ~cells
+        if healthy and learned.any() and \
+                int(np.count_nonzero(cells | learned)) <= OVERLAY_MAX_FRACTION * cells.size:
+            overlay = _overlay(cells | learned, shape)
+        return replace(state, overlay_score=score, overlay_score_t=t, last_changed=changed,
+                       last_changed_count=count, overlay=overlay)
+    return replace(state, overlay_score=score, last_changed=changed, last_changed_count=count)
 
 
 def _overlay(cells: np.ndarray, shape: tuple[int, int]) -> Overlay:
