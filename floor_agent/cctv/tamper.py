@@ -11,8 +11,10 @@ from the first REFERENCE_SECONDS of usable frames and refreshed slowly while all
 - defocused: sharpness (variance of the Laplacian, divided by the frame's own variance so a
   dimmer light does not read as blur) below blur_ratio of the reference's;
 - turned: the scene's structure no longer matches the reference: the correlation of normalised,
-  blurred thumbnails (brightness and contrast cancel out, so a light change is no turn) below
-  scene_similarity (a pan of 45 % of the view: about 0);
+  blurred thumbnails (brightness and contrast cancel out, so a light change is no turn) less
+  their coarsest shading (the lens' vignetting and the light's fall-off stay with the camera
+  when it turns: left in, a heavily vignetted camera panned by 45 % still correlated ~0.4)
+  below scene_similarity (a pan of 45 % of the view: about 0);
 - frozen: the picture stopped changing, which an empty room's picture also does: a camera's
   encoder skips a still scene's sensor noise, so its decoded frames are identical between key
   frames. So frozen needs evidence beyond a still picture, for `frozen_seconds` (tens of
@@ -63,6 +65,7 @@ Severity = Literal["warning", "critical"]
 REFERENCE_SECONDS = 2.0  # healthy frames the reference scene is built from
 REFRESH_SECONDS = 120.0  # time constant of the reference's slow refresh while healthy
 THUMB_WIDTH = 64  # the reference thumbnail's width (height follows the aspect ratio)
+LOW_PASS = 8  # the turned comparison leaves out what is this many times coarser than it
 # Still: nothing moved between two frames: the mean absolute thumbnail difference at most
 # FROZEN_JUMP and no thumbnail pixel further than FROZEN_LOCAL_MAX. A still scene's sensor noise
 # (0.4-1.0 grey levels raw, 0.3-0.9 at an encoder's key frames) and a frozen image re-encoded
@@ -204,12 +207,9 @@ class _Measures:
     coherence: float  # std of the blurred thumbnail / std of the thumbnail: 1 smooth shapes
 
 
-def _normalised(image: np.ndarray, mask: np.ndarray | None,
-                stats: tuple[float, float] | None = None) -> np.ndarray:
-    """Mean 0, std 1 over `mask` (uint8, 255 analysed; None: all), 0 off it. `stats`: the
-    image's (mean, std) over the mask when known."""
-    mean, std = stats if stats is not None else (
-        float(v[0][0]) for v in cv2.meanStdDev(image, mask=mask))
+def _normalised(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Mean 0, std 1 over `mask` (uint8, 255 analysed; None: all), 0 off it."""
+    mean, std = (float(v[0][0]) for v in cv2.meanStdDev(image, mask=mask))
     out = (image - np.float32(mean)) / np.float32(std if std > 1e-6 else 1.0)
     if mask is None:
         return out
@@ -267,8 +267,14 @@ def _measure(grey: np.ndarray, overlay: Overlay | None) -> _Measures:
     if overlay is not None:
         filled[~overlay.analysed] = p50
     blurred = cv2.GaussianBlur(filled, (5, 5), 0)
-    blurred_mean, blurred_std = (float(v[0][0]) for v in cv2.meanStdDev(blurred, mask=mask))
-    thumb = _normalised(blurred, mask, (blurred_mean, blurred_std))
+    blurred_std = float(cv2.meanStdDev(blurred, mask=mask)[1][0][0])
+    # the scene's shapes without what stays with the camera when it turns (the lens'
+    # vignetting, the light's fall-off): the blurred thumbnail less an eighth-size version
+    rows, cols = filled.shape
+    low = cv2.resize(cv2.resize(filled, (max(1, cols // LOW_PASS), max(1, rows // LOW_PASS)),
+                                interpolation=cv2.INTER_AREA), (cols, rows),
+                     interpolation=cv2.INTER_LINEAR)
+    thumb = _normalised(blurred - low, mask)
     coherence = blurred_std / raw_std if raw_std > 1e-6 else 0.0
     return _Measures(p50, (p84 - p16) / 2, mean, sharpness, digest, thumb, coherence)
 
