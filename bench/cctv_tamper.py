@@ -9,11 +9,13 @@ frames the analysis reads (256x144, 5 a second), as tests/test_cctv_tamper_reali
 - empty scenes, `--minutes` (10) each: `still` (sensor noise as a camera's encoder delivers a
   still scene: new only at key frames, every second), `still-raw-noise` (new noise on every
   frame), `clock` (the burned-in clock, vignetting), `night` (low light, noise std 6, clock),
-  `lights-off` (the office lights go off after a minute);
+  `lights-off` (the office lights go off after a minute), `vignetted` (corners 45 % darker,
+  clock);
 - tampers starting at 40 s on the `clock` (day) and `night` scenes: covered, sprayed,
   defocused, panned 45 %, tilted 45 %, knocked down, frozen (the picture and its clock stop);
   and `frozen-stream` (no clock; the camera repeats one packet with its timestamp standing,
-  fed as packet facts, which the old detector cannot read).
+  fed as packet facts, which the old detector cannot read); and a 45 % pan on the `vignetted`
+  scene over 8 worlds.
 
 A false alarm is an alarm start (`cctv.tamper`) on an empty scene, of any kind and severity;
 the latency is the first alarm of the right kind after the tamper began, in stream time.
@@ -62,7 +64,9 @@ SCENES: dict[str, tuple[dict[str, Any], tuple[Happening, ...]]] = {
     "night": ({"key_every": FPS, "noise": 6.0, "vignette": 0.3}, (Clock(), NIGHT)),
     "lights-off": ({"key_every": FPS, "noise": 6.0, "vignette": 0.3},
                    (Clock(), Lighting(60, gain=0.12, offset=4))),
+    "vignetted": ({"key_every": FPS, "vignette": 0.9}, (Clock(),)),  # corners 45 % darker
 }
+VIGNETTED_SEEDS = 8  # the pan on the heavily vignetted camera, over more worlds
 TAMPERS: dict[str, tuple[str, Happening]] = {
     "covered": ("covered", Covered(START, START + 40)),
     "sprayed": ("covered", Covered(START, START + 40, level=140)),
@@ -195,6 +199,16 @@ def main() -> int:
             if "old" in found:
                 line += f", old {fmt(found['old'])} s"
             print(line + " after it began (per seed)", flush=True)
+    found = {}
+    pan = TAMPERS["panned-45"][1]
+    for seed in range(1, max(args.seeds, VIGNETTED_SEEDS) + 1):
+        for who, run in play("vignetted", seed, START + 5, (pan,), old).items():
+            hits = [t - START for k, t, _ in run.starts if k == "turned" and t >= START]
+            found.setdefault(who, []).append(hits[0] if hits else None)
+    line = f"cctv_tamper_latency_panned-45_vignetted: new {fmt(found['new'])} s"
+    if "old" in found:
+        line += f", old {fmt(found['old'])} s"
+    print(line + " after it began (per seed; corners 45 % darker, clock)", flush=True)
     found = {}
     for seed in seeds:
         for who, run in frozen_stream(seed, old).items():
