@@ -164,3 +164,15 @@ def test_a_frozen_stream_is_frozen_after_the_window_without_a_clock() -> None:
     assert [(e.kind, e.phase, e.evidence) for e in events] == [("frozen", "start", "stream")]
     assert events[0].detail["stalled_seconds"] == pytest.approx(DEFAULTS.frozen_seconds,
                                                                  abs=FRAME + 1e-9)
+
+
+@pytest.mark.parametrize("fps", [1, 2, 15])
+def test_the_clock_is_learned_at_any_analysis_rate(fps: int) -> None:
+    """analysis_fps 1 (key frames only) sees a tick on every frame, 15 sees most frames
+    unchanged: either way the clock is learned and its stopping is the evidence."""
+    scene = Scene(256, 144, fps, 3, key_every=fps, vignette=0.3)
+    frames = scene.frames(Script(95, (Clock(), Frozen(60, 95))))
+    state, events = run(frames)
+    assert overlay_cells(state) > 0
+    assert [(e.kind, e.phase, e.evidence) for e in events] == [("frozen", "start", "clock")]
+    assert events[0].t - 60 == pytest.approx(DEFAULTS.frozen_seconds, abs=1 / fps + 1e-9)
