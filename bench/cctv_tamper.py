@@ -54,17 +54,18 @@ from floor_agent.simulated.camera_scenes import (  # noqa: E402
     Turned,
 )
 
+CLOCK = Clock()  # the camera's burned-in clock
 FPS = 5
 START = 40.0
 NIGHT = Lighting(0, gain=0.12, offset=4)
 SCENES: dict[str, tuple[dict[str, Any], tuple[Happening, ...]]] = {
     "still": ({"key_every": FPS}, ()),
     "still-raw-noise": ({}, ()),
-    "clock": ({"key_every": FPS, "vignette": 0.3}, (Clock(),)),
-    "night": ({"key_every": FPS, "noise": 6.0, "vignette": 0.3}, (Clock(), NIGHT)),
+    "clock": ({"key_every": FPS, "vignette": 0.3}, (CLOCK,)),
+    "night": ({"key_every": FPS, "noise": 6.0, "vignette": 0.3}, (CLOCK, NIGHT)),
     "lights-off": ({"key_every": FPS, "noise": 6.0, "vignette": 0.3},
-                   (Clock(), Lighting(60, gain=0.12, offset=4))),
-    "vignetted": ({"key_every": FPS, "vignette": 0.9}, (Clock(),)),  # corners 45 % darker
+                   (CLOCK, Lighting(60, gain=0.12, offset=4))),
+    "vignetted": ({"key_every": FPS, "vignette": 0.9}, (CLOCK,)),  # corners 45 % darker
 }
 VIGNETTED_SEEDS = 8  # the pan on the heavily vignetted camera, over more worlds
 TAMPERS: dict[str, tuple[str, Happening]] = {

@@ -8,8 +8,11 @@ from the first REFERENCE_SECONDS of usable frames and refreshed slowly while all
   is left is noise: blurring the thumbnail takes most of its spread away) and nothing like the
   reference. A dark room at night keeps its structure (normalised, it is the daytime scene),
   so it is not covered; a dark view with structure of its own is turned;
-- defocused: sharpness (variance of the Laplacian, divided by the frame's own variance so a
-  dimmer light does not read as blur) below blur_ratio of the reference's;
+- defocused: sharpness (the Laplacian's energy, divided by the frame's own variance so a
+  dimmer light does not read as blur) below blur_ratio of the reference's. The energy is the
+  mean over the thumbnail's cells less the sharpest tenth: a camera's burned-in text (its
+  name, its clock) is drawn after the lens, stays sharp when the lens is not, and would
+  otherwise outweigh the whole scene;
 - turned: the scene's structure no longer matches the reference: the correlation of normalised,
   blurred thumbnails (brightness and contrast cancel out, so a light change is no turn) less
   their coarsest shading (the lens' vignetting and the light's fall-off stay with the camera
@@ -65,6 +68,7 @@ Severity = Literal["warning", "critical"]
 REFERENCE_SECONDS = 2.0  # healthy frames the reference scene is built from
 REFRESH_SECONDS = 120.0  # time constant of the reference's slow refresh while healthy
 THUMB_WIDTH = 64  # the reference thumbnail's width (height follows the aspect ratio)
+SHARPEST_LEFT_OUT = 0.1  # the sharpest cells the defocus measure leaves out (OSD text)
 LOW_PASS = 8  # the turned comparison leaves out what is this many times coarser than it
 # Still: nothing moved between two frames: the mean absolute thumbnail difference at most
 # FROZEN_JUMP and no thumbnail pixel further than FROZEN_LOCAL_MAX. A still scene's sensor noise
@@ -259,8 +263,16 @@ def _measure(grey: np.ndarray, overlay: Overlay | None) -> _Measures:
     p16, p50, p84 = _percentiles(digest, mask, (0.16, 0.5, 0.84))
     mean, raw_std = (float(v[0][0]) for v in cv2.meanStdDev(digest, mask=mask))
     smooth = cv2.GaussianBlur(grey, (3, 3), 0)
-    laplacian_var = _variance(cv2.Laplacian(smooth, cv2.CV_16S), frame_mask)
-    sharpness = laplacian_var / max(_variance(smooth, frame_mask), 1.0)
+    laplacian = cv2.Laplacian(smooth, cv2.CV_32F)
+    factor = _factor(grey.shape)
+    rows, cols = digest.shape
+    energy = cv2.resize(cv2.multiply(laplacian[: rows * factor, : cols * factor],
+                                     laplacian[: rows * factor, : cols * factor]),
+                        (cols, rows), interpolation=cv2.INTER_AREA)
+    cells = energy.ravel() if overlay is None else energy[overlay.analysed]
+    keep = max(1, int(cells.size * (1 - SHARPEST_LEFT_OUT)))
+    kept = np.partition(cells, keep - 1)[:keep]
+    sharpness = float(kept.mean()) / max(_variance(smooth, frame_mask), 1.0)
     # the overlay's cells filled with the picture's level first: blurred, they would bleed
     # into the analysed cells around them
     filled = digest.astype(np.float32)

@@ -100,12 +100,14 @@ class Clock:
     """The camera's burned-in clock (OSD): "YYYY-MM-DD HH:MM:SS" in white with a dark outline,
     `height` of the frame high, in the top left corner, showing `epoch` + stream time. Drawn by
     the camera after the lens and the sensor: covered, defocused or turned, it stays readable;
-    frozen, it stops with the picture."""
+    frozen, it stops with the picture. `caption`: the camera's name as cameras show it too,
+    bottom left, the same size, never changing."""
 
     start: float = 0.0
     end: float = math.inf
     epoch: float = 1_796_000_000.0  # 2026-11-28, seconds since 1970
     height: float = 0.045
+    caption: str = ""
 
 
 Happening = MovingObject | Lighting | Covered | Defocused | Turned | Frozen | Clock
@@ -309,11 +311,17 @@ class Scene:
         return SceneFrame(t, grey, FrameTruth(index, t, objects, conditions))
 
     def _clock(self, grey: np.ndarray, clock: Clock, t: float) -> None:
-        """Burn the clock in: drawn four times larger, then scaled down by area as a camera's
-        1080p OSD reaches the small frame (soft strokes, not single bright pixels)."""
+        """Burn the clock (and its caption) in."""
         text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(clock.epoch + t)))
+        self._osd(grey, text, clock.height, bottom=False)
+        if clock.caption:
+            self._osd(grey, clock.caption, clock.height, bottom=True)
+
+    def _osd(self, grey: np.ndarray, text: str, height: float, *, bottom: bool) -> None:
+        """Burn a line of text in: drawn four times larger, then scaled down by area as a
+        camera's 1080p OSD reaches the small frame (soft strokes, not single bright pixels)."""
         scale = 4
-        text_h = max(4, round(clock.height * self.height))
+        text_h = max(4, round(height * self.height))
         font_scale = text_h * scale / 22.0  # FONT_HERSHEY_SIMPLEX is ~22 px high at 1.0
         thick = max(1, round(text_h * scale / 9))
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thick + 2)
@@ -332,6 +340,8 @@ class Scene:
         a = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255
         v = cv2.resize(value, size, interpolation=cv2.INTER_AREA).astype(np.float32)
         x0, y0 = max(1, self.width // 40), max(1, self.height // 40)
+        if bottom:
+            y0 = max(0, self.height - y0 - size[1])
         region = grey[y0:y0 + size[1], x0:x0 + size[0]]
         h, w = region.shape
         mixed = region * (1 - a[:h, :w]) + v[:h, :w]
