@@ -54,7 +54,8 @@ from floor_agent.simulated.camera_scenes import (  # noqa: E402
     Turned,
 )
 
-CLOCK = Clock()  # the camera's burned-in clock
+# the camera's burned-in clock, and its name as cameras show it too (static)
+CLOCK = Clock(caption="CAM 03 FLOOR A NORTH")
 FPS = 5
 START = 40.0
 NIGHT = Lighting(0, gain=0.12, offset=4)

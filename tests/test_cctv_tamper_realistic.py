@@ -1,7 +1,7 @@
 """cctv tamper on realistic streams, fed to the detector as the small frames the analysis reads
 (5 a second, 256x144): 10 minutes of an empty room (sensor noise as a camera's encoder delivers
-a still scene, the burned-in clock, lens vignetting, night with low light and heavy noise, the
-office lights going off) raise no tamper alarm at all, while each real tamper on the same
+a still scene, the burned-in clock and camera name, vignetting, night with low light and heavy
+noise, the office lights going off) raise no tamper alarm at all, while each real tamper on the same
 streams is caught: covered, sprayed, defocused, panned or tilted by 45 %, knocked down within
 about a second (the hold plus a frame), a camera that freezes by repeating one frame while its
 clock stops after its frozen window, and a frozen camera whose stream repeats one packet with
@@ -39,7 +39,8 @@ from floor_agent.simulated.camera_scenes import (
     Turned,
 )
 
-CLOCK = Clock()  # the camera's burned-in clock
+# the camera's burned-in clock, and its name as cameras show it too (static)
+CLOCK = Clock(caption="CAM 03 FLOOR A NORTH")
 FPS = 5  # the analysis rate (MotionConfig.analysis_fps' default)
 FRAME = 1 / FPS
 TEN_MINUTES = 600.0

@@ -31,9 +31,11 @@ from the first REFERENCE_SECONDS of usable frames and refreshed slowly while all
 
 The overlay: a thumbnail cell that keeps changing on its own, a short change at a time, while
 the rest of the picture is quiet (OVERLAY_TICKS changes within about overlay_learn_seconds) is
-a scheduled region (the clock's seconds; a blinking LED). Learned cells, and the text line they
-belong to when they lie in the top or bottom band of the frame (a camera's OSD: its date and
-hours do not tick but do not move with the scene either), are left out of every measure above;
+a scheduled region (the clock's seconds; a blinking LED). Learned cells, and when they lie in
+the top or bottom band of the frame (a camera's OSD) the text line they belong to (the date and
+hours do not tick but do not move with the scene either) and the same line at the other edge
+(where cameras put their name: static, never learned, and at night brighter than the whole
+dim picture), are left out of every measure above;
 their ticking is the "clock" evidence that the picture is alive. A camera whose sensor freezes
 while its OSD keeps ticking, without a repeated packet or a stalled timestamp, cannot be told
 from an empty room and raises nothing by default.
@@ -485,13 +487,16 @@ def _learn_overlay(state: TamperState, changed: np.ndarray, t: float, healthy: b
 
 def _overlay(cells: np.ndarray, shape: tuple[int, int]) -> Overlay:
     """The analysed cells for learned overlay `cells`: the cells and, for those in the top or
-    bottom band, their whole text line (one cell row more above and below)."""
+    bottom band, their whole text line and the other edge's (one cell row more above and
+    below each)."""
     rows, _ = cells.shape
     hidden = cells.copy()
     band = max(1, round(OSD_BAND * rows))
     for row in np.flatnonzero(cells.any(axis=1)):
         if row < band or row >= rows - band:
-            hidden[max(0, row - 1): row + 2, :] = True
+            mirrored = rows - 1 - row  # the other edge's line: a camera's name, its caption
+            for line in (row, mirrored):
+                hidden[max(0, line - 1): line + 2, :] = True
     analysed = ~hidden
     factor = _factor(shape)
     frame_mask = np.zeros(shape, np.uint8)
