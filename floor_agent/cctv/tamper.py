@@ -8,7 +8,7 @@ from the first REFERENCE_SECONDS of usable frames and refreshed slowly while all
   is left is noise: blurring the thumbnail takes most of its spread away) and nothing like the
   reference. A dark room at night keeps its structure (normalised, it is the daytime scene),
   so it is not covered; a dark view with structure of its own is turned;
-- defocused: sharpness (the Laplacian's energy, divided by the frame's own variance so a
+- defocused: sharpness (the Laplacian's energy, divided by the thumbnail's own variance so a
   dimmer light does not read as blur) below blur_ratio of the reference's. The energy is the
   mean over the thumbnail's cells less the sharpest tenth: a camera's burned-in text (its
   name, its clock) is drawn after the lens, stays sharp when the lens is not, and would
@@ -143,12 +143,10 @@ class Reference:
 @dataclass(frozen=True, slots=True, eq=False)
 class Overlay:
     """The learned scheduled regions. `cells`: bool per thumbnail pixel that ticks; `analysed`:
-    bool per thumbnail pixel the measures read (not the cells, not their OSD line);
-    `frame_mask`: the same at the small frame's size (uint8, 255 analysed) or None (all)."""
+    bool per thumbnail pixel the measures read (not the cells, not their OSD lines)."""
 
     cells: np.ndarray = field(repr=False)
     analysed: np.ndarray = field(repr=False)
-    frame_mask: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def mask(self) -> np.ndarray:
@@ -229,18 +227,6 @@ def _percentiles(image: np.ndarray, mask: np.ndarray | None,
     cumulative = np.cumsum(histogram)
     total = cumulative[-1] if cumulative[-1] > 0 else 1.0
     return [float(np.searchsorted(cumulative, f * total)) for f in fractions]
-
-
-def _variance(image: np.ndarray, mask: np.ndarray | None) -> float:
-    """The population variance of a one-channel image over `mask` (OpenCV's vectorised sums:
-    meanStdDev has no fast path for 16-bit images)."""
-    if mask is None:
-        count = image.size
-        mean = cv2.sumElems(image)[0] / count
-        return max(0.0, cv2.norm(image, cv2.NORM_L2SQR) / count - mean * mean)
-    count = max(1, cv2.countNonZero(mask))
-    mean = cv2.mean(image, mask)[0]
-    return max(0.0, cv2.norm(image, cv2.NORM_L2SQR, mask=mask) / count - mean * mean)
 
 
 def _thumbnail(grey: np.ndarray) -> np.ndarray:
@@ -445,7 +431,7 @@ def step(state: TamperState, frame: SmallFrame,
                   last_tick_t=last_tick_t)
     healthy = not covered and not any(h.active or h.since is not None for h in holds.values())
     if changed is not None:
-        new = _learn_overlay(new, changed, t, healthy, grey.shape, config)
+        new = _learn_overlay(new, changed, t, healthy, config)
         if new.overlay is not overlay:  # the measures read other cells: a new reference
             return replace(new, reference=None, building_since=None, building_sum=None,
                            building_sharpness=()), events
@@ -460,7 +446,7 @@ def step(state: TamperState, frame: SmallFrame,
 
 
 def _learn_overlay(state: TamperState, changed: np.ndarray, t: float, healthy: bool,
-                   shape: tuple[int, int], config: TamperConfig) -> TamperState:
+                   config: TamperConfig) -> TamperState:
     """Count each cell's short changes while the rest is quiet; latch the cells that reach
     OVERLAY_TICKS (only while all is well: a new overlay means a new reference). The scores
     decay with overlay_learn_seconds, applied when they next change (a still frame after a
@@ -483,13 +469,13 @@ def _learn_overlay(state: TamperState, changed: np.ndarray, t: float, healthy: b
         learned = (score >= OVERLAY_TICKS) & ~cells
         if healthy and learned.any() and \
                 int(np.count_nonzero(cells | learned)) <= OVERLAY_MAX_FRACTION * cells.size:
-            overlay = _overlay(cells | learned, shape)
+            overlay = _overlay(cells | learned)
         return replace(state, overlay_score=score, overlay_score_t=t, last_changed=changed,
                        last_changed_count=count, overlay=overlay)
     return replace(state, overlay_score=score, last_changed=changed, last_changed_count=count)
 
 
-def _overlay(cells: np.ndarray, shape: tuple[int, int]) -> Overlay:
+def _overlay(cells: np.ndarray) -> Overlay:
     """The analysed cells for learned overlay `cells`: the cells and, for those in the top or
     bottom band, their whole text line and the other edge's (one cell row more above and
     below each)."""
@@ -501,14 +487,7 @@ def _overlay(cells: np.ndarray, shape: tuple[int, int]) -> Overlay:
             mirrored = rows - 1 - row  # the other edge's line: a camera's name, its caption
             for line in (row, mirrored):
                 hidden[max(0, line - 1): line + 2, :] = True
-    analysed = ~hidden
-    factor = _factor(shape)
-    frame_mask = np.zeros(shape, np.uint8)
-    grown = cv2.resize(analysed.astype(np.uint8) * 255, (cells.shape[1] * factor,
-                                                         rows * factor),
-                       interpolation=cv2.INTER_NEAREST)
-    frame_mask[: grown.shape[0], : grown.shape[1]] = grown
-    return Overlay(cells, analysed, frame_mask)
+    return Overlay(cells, ~hidden)
 
 
 def _build(state: TamperState, m: _Measures, t: float) -> TamperState:
