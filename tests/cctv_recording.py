@@ -25,12 +25,14 @@ FPS = 10
 Event = tuple[str, str, dict[str, Any]]  # kind, severity, data
 
 
-def section(storage: Path, *cameras: tuple[str, str]) -> CctvSection:
+def section(storage: Path, *cameras: tuple[str, str],
+            tamper: dict[str, Any] | None = None) -> CctvSection:
     config = CctvSection.model_validate({
         "storage_dir": str(storage), "segment_seconds": 2.0, "offline_after_seconds": 2.0,
         "reconnect_initial_seconds": 0.2, "reconnect_max_seconds": 0.5,
         "cameras": [{"camera_id": camera_id, "name": f"Floor {camera_id}", "url": url,
-                     "motion": {"analysis_fps": float(FPS)}} for camera_id, url in cameras]})
+                     "motion": {"analysis_fps": float(FPS)}, "tamper": tamper or {}}
+                    for camera_id, url in cameras]})
     config.storage_dir.mkdir(parents=True, exist_ok=True)
     return config
 
@@ -79,23 +81,26 @@ def of_kind(events: list[Event], kind: str, camera_id: str | None = None
 
 
 def record_scene(tmp_path: Path, script: Script, seed: int, size: tuple[int, int] = (256, 144),
-                 preset: str | None = None, codec: str = "h264"
+                 preset: str | None = None, codec: str = "h264",
+                 tamper: dict[str, Any] | None = None, **traits: Any
                  ) -> tuple[WatchedRecorder, list[Event], list[FrameTruth]]:
     """Encode the scripted scene (`tmp_path`/scene.mp4: H.264 or H.265, at `preset`: see
     sim.encode_video) and record it as a camera into `tmp_path`/footage, to the file's end;
-    the recorder, its events and each encoded frame's truth."""
+    the recorder, its events and each encoded frame's truth. `traits`: the camera's
+    (camera_scenes.Scene: noise, key_every, vignette); `tamper`: the camera's tamper config."""
     video = tmp_path / "scene.mp4"
-    truths = make_scene_file(video, Scene(size[0], size[1], FPS, seed=seed), script,
+    truths = make_scene_file(video, Scene(size[0], size[1], FPS, seed=seed, **traits), script,
                              codec=codec, preset=preset)
-    recorder, events = record_file(video, tmp_path / "footage")
+    recorder, events = record_file(video, tmp_path / "footage", tamper)
     return recorder, events, truths  # type: ignore[return-value]
 
 
-def record_file(video: Path, footage: Path) -> tuple[WatchedRecorder, list[Event]]:
+def record_file(video: Path, footage: Path, tamper: dict[str, Any] | None = None
+                ) -> tuple[WatchedRecorder, list[Event]]:
     """Record a video file as camera cam1 into `footage`, to the file's end; the recorder and
     its events. The stored chain must verify whatever the file held."""
     events: list[Event] = []
-    config = section(footage, ("cam1", str(video)))
+    config = section(footage, ("cam1", str(video)), tamper=tamper)
     with SegmentIndex.in_storage(config.storage_dir) as index:
         recorder = WatchedRecorder(config, 0, index, events)
         recorder.start()

@@ -66,16 +66,35 @@ class TamperConfig(StrictModel):
     enabled: Annotated[bool, Field(strict=True)] = True
     # a condition must last this long before the alarm (and be gone as long for recovery)
     hold_seconds: Annotated[StrictFloat, Field(gt=0, le=60)] = 1.0
-    # covered: mean grey below this, or grey spread (std dev) below uniform_std
+    # covered: the frame dark (median grey below dark_below) or uniform (robust grey spread
+    # below uniform_std) AND its structure gone: a dark room at night keeps its structure and
+    # is not covered
     dark_below: Annotated[StrictInt, Field(ge=0, le=255)] = 12
     uniform_std: Annotated[StrictFloat, Field(ge=0, le=128)] = 6.0
     # defocused: sharpness (variance of the Laplacian) below this fraction of the reference
     blur_ratio: Fraction = 0.35
     # turned: similarity to the reference scene below this (0-1)
     scene_similarity: Fraction = 0.5
-    # frozen: this many seconds of identical frames while packets still arrive (the issue
-    # asks every tamper kind to alarm within 2 s)
-    frozen_seconds: Annotated[StrictFloat, Field(gt=0, le=600)] = 1.5
+    # frozen: the picture stopped changing for this long AND there is evidence beyond a still
+    # picture (an empty room's picture is still too): the learned clock overlay stopped, or
+    # the camera repeats one packet or its timestamps stand while packets arrive
+    frozen_seconds: Annotated[StrictFloat, Field(ge=2, le=3600)] = 30.0
+    # small regions that change on their own schedule (the burned-in clock, a blinking LED)
+    # are learned over about this long, left out of every measure, and their ticking is the
+    # evidence that the picture is alive
+    overlay_learn_seconds: Annotated[StrictFloat, Field(ge=5, le=3600)] = 60.0
+    # a picture identical this long is frozen on its own, without a stopped clock or the
+    # stream's evidence, as a warning; null (the default): never, since an empty room's
+    # picture looks exactly like that. For cameras that always see movement (a road).
+    frozen_picture_only_seconds: Annotated[StrictFloat, Field(ge=2, le=86400)] | None = None
+
+    @model_validator(mode="after")
+    def _picture_only_after_evidence(self) -> TamperConfig:
+        if (self.frozen_picture_only_seconds is not None
+                and self.frozen_picture_only_seconds < self.frozen_seconds):
+            raise ValueError("frozen_picture_only_seconds: must be >= frozen_seconds (a picture "
+                             "alone is weaker evidence than a stopped clock or stream)")
+        return self
 
 
 class CameraConfig(StrictModel):

@@ -14,6 +14,7 @@ per-mille, measured values strings.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import threading
 import time
@@ -190,6 +191,8 @@ class CameraRecorder:
 
     def _handle(self, event: object) -> None:
         if isinstance(event, PacketEvent):
+            if self.camera.tamper.enabled:
+                self._packet_facts(event)
             self.writer.write(event.packet, event.at)
         elif isinstance(event, FrameEvent):
             self._frame(event)
@@ -250,14 +253,30 @@ class CameraRecorder:
                               moving_permille=round(result.moving_fraction * 1000))
             if self.camera.tamper.enabled:
                 self._tamper, alarms = tamper.step(self._tamper, frame, self.camera.tamper)
-                for alarm in alarms:
-                    start = alarm.phase == "start"
-                    self.emit(CctvKind.TAMPER if start else CctvKind.TAMPER_CLEARED, self.subject,
-                              "critical" if start else "notice",
-                              camera_id=self.camera.camera_id, tamper=alarm.kind,
-                              t_ms=round(alarm.t * 1000), detail=_plain(alarm.detail))
+                self._tamper_alarms(alarms)
         except ValueError as e:  # a frame the analysis refuses: reported, recording goes on
             self._bad_input("analysis", f"frame: {e}")
+
+    def _packet_facts(self, event: PacketEvent) -> None:
+        """The stream's own evidence of a freeze: each main-stream packet's timestamp, size and
+        a hash of its bytes (never the bytes) for tamper.observe_packet."""
+        packet = event.packet
+        pts = None
+        if packet.pts is not None and packet.time_base is not None:
+            pts = float(packet.pts * packet.time_base)
+        facts = tamper.PacketFacts(event.at.timestamp(), pts, packet.size,
+                                   hashlib.blake2b(bytes(packet), digest_size=16).digest())
+        self._tamper, alarms = tamper.observe_packet(self._tamper, facts, self.camera.tamper)
+        self._tamper_alarms(alarms)
+
+    def _tamper_alarms(self, alarms: list[tamper.TamperEvent]) -> None:
+        for alarm in alarms:
+            start = alarm.phase == "start"
+            extra = {} if alarm.evidence is None else {"evidence": alarm.evidence}
+            self.emit(CctvKind.TAMPER if start else CctvKind.TAMPER_CLEARED, self.subject,
+                      alarm.severity if start else "notice",
+                      camera_id=self.camera.camera_id, tamper=alarm.kind,
+                      t_ms=round(alarm.t * 1000), detail=_plain(alarm.detail), **extra)
 
     def _segment(self, segment: Segment) -> None:
         """A completed segment (called by the writer, under our lock)."""

@@ -1,22 +1,53 @@
-"""Camera tampering on a small grey frame: pure, a state in and a new state plus events out.
+"""Camera tampering on a small grey frame and the stream's packets: pure, a state in and a new
+state plus events out.
 
 Four kinds, each measured against what the camera saw while healthy (its reference scene, built
 from the first REFERENCE_SECONDS of usable frames and refreshed slowly while all is well):
-- covered: the lens covered or sprayed, the frame dark (mean below dark_below) or uniform (grey
-  spread below uniform_std);
-- defocused: sharpness (variance of the Laplacian, divided by the frame's own variance so a
-  dimmer light does not read as blur) below blur_ratio of the reference's;
+- covered: the lens covered or sprayed: the frame dark (median below dark_below) or uniform
+  (robust grey spread below uniform_std) AND its structure gone: no coherent structure (what
+  is left is noise: blurring the thumbnail takes most of its spread away) and nothing like the
+  reference. A dark room at night keeps its structure (normalised, it is the daytime scene),
+  so it is not covered; a dark view with structure of its own is turned;
+- defocused: sharpness (the Laplacian's energy, divided by the thumbnail's own variance so a
+  dimmer light does not read as blur) below blur_ratio of the reference's. The energy is the
+  mean over the thumbnail's cells less the sharpest tenth: a camera's burned-in text (its
+  name, its clock) is drawn after the lens, stays sharp when the lens is not, and would
+  otherwise outweigh the whole scene;
 - turned: the scene's structure no longer matches the reference: the correlation of normalised,
-  blurred thumbnails (brightness and contrast cancel out, so a light change is no turn) below
-  scene_similarity;
-- frozen: near-identical frames for frozen_seconds while packets still arrive.
-A condition must hold `hold_seconds` (frozen: frozen_seconds) before its alarm starts, and be
-gone `hold_seconds` before the alarm ends (the recovery). While the lens is covered, blur and
-turning cannot be judged, and a frozen judgement needs a live stream: those stay as they were.
+  blurred thumbnails (brightness and contrast cancel out, so a light change is no turn) less
+  their coarsest shading (the lens' vignetting and the light's fall-off stay with the camera
+  when it turns: left in, a heavily vignetted camera panned by 45 % still correlated ~0.4)
+  below scene_similarity (a pan of 45 % of the view: about 0);
+- frozen: the picture stopped changing, which an empty room's picture also does: a camera's
+  encoder skips a still scene's sensor noise, so its decoded frames are identical between key
+  frames. So frozen needs evidence beyond a still picture, for `frozen_seconds` (tens of
+  seconds):
+  - "clock": the picture is still AND the small regions that used to change on their own
+    schedule (the burned-in clock, learned below) stopped changing too;
+  - "stream": the camera sends the same packet again and again, or its timestamps stopped
+    advancing while packets arrive (`observe_packet`, fed the main stream's packet facts);
+  - "picture": only if `frozen_picture_only_seconds` is set: a picture identical that long on
+    its own (a warning, not critical: an empty room looks exactly like that).
+
+The overlay: a thumbnail cell that keeps changing on its own, a short change at a time, while
+the rest of the picture is quiet (OVERLAY_TICKS changes within about overlay_learn_seconds) is
+a scheduled region (the clock's seconds; a blinking LED). Learned cells, and when they lie in
+the top or bottom band of the frame (a camera's OSD) the text line they belong to (the date and
+hours do not tick but do not move with the scene either) and the same line at the other edge
+(where cameras put their name: static, never learned, and at night brighter than the whole
+dim picture), are left out of every measure above;
+their ticking is the "clock" evidence that the picture is alive. A camera whose sensor freezes
+while its OSD keeps ticking, without a repeated packet or a stalled timestamp, cannot be told
+from an empty room and raises nothing by default.
+
+A condition must hold `hold_seconds` (frozen: its window) before its alarm starts, and be gone
+`hold_seconds` before the alarm ends (the recovery). While the lens is covered, blur and turning
+cannot be judged, and a frozen judgement needs a live stream: those stay as they were.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -32,20 +63,39 @@ from floor_agent.cctv.motion import checked_grey
 # The alarms, as the cctv.tamper events name them.
 TamperKind = Literal["covered", "defocused", "turned", "frozen"]
 KINDS: tuple[TamperKind, ...] = get_args(TamperKind)
+# What a frozen alarm rests on (see the module's docstring).
+FrozenEvidence = Literal["clock", "stream", "picture"]
+EVIDENCE: tuple[FrozenEvidence, ...] = get_args(FrozenEvidence)
+Severity = Literal["warning", "critical"]
 REFERENCE_SECONDS = 2.0  # healthy frames the reference scene is built from
 REFRESH_SECONDS = 120.0  # time constant of the reference's slow refresh while healthy
 THUMB_WIDTH = 64  # the reference thumbnail's width (height follows the aspect ratio)
-FROZEN_TOLERANCE = 0.1  # mean absolute thumbnail difference (grey levels) still "identical"
-# A frozen image through a real encoder is identical between key frames, but each key frame
-# re-encodes it, and the P-frames after it refine it: small jumps (0.1-0.65 grey levels here
-# at crf 28) on up to half the pairs. A run of identical frames survives such jumps while they
-# stay below FROZEN_JUMP and are at most FROZEN_JUMP_SHARE of its pairs; live sensor noise
-# differs on every pair (0.4-1.0 here), so it never starts a run.
+SHARPEST_LEFT_OUT = 0.1  # the sharpest cells the defocus measure leaves out (OSD text)
+LOW_PASS = 8  # the turned comparison leaves out what is this many times coarser than it
+# Still: nothing moved between two frames: the mean absolute thumbnail difference at most
+# FROZEN_JUMP and no thumbnail pixel further than FROZEN_LOCAL_MAX. A still scene's sensor noise
+# (0.4-1.0 grey levels raw, 0.3-0.9 at an encoder's key frames) and a frozen image re-encoded
+# (0.1-0.65) are both still; anything that moves shifts some pixel by 30+.
 FROZEN_JUMP = 2.0
-FROZEN_JUMP_SHARE = 1 / 2
-# ... and no thumbnail pixel may move more than this: re-encoding shifts every pixel a little
-# (at most 3 grey levels here), anything that moves in the picture shifts some a lot (30+).
 FROZEN_LOCAL_MAX = 8.0
+# Identical (the picture-only evidence): FROZEN_TOLERANCE on at least half of the pairs, the
+# rest still (the key frames that re-encode a frozen image).
+FROZEN_TOLERANCE = 0.1
+FROZEN_JUMP_SHARE = 1 / 2
+# The overlay: a cell changed when its thumbnail pixel moved CELL_CHANGE grey levels (or four
+# times the frame's noise); a change counts towards the overlay while at most
+# OVERLAY_QUIET_FRACTION of the cells changed (a person crossing moves more) and the cell did
+# not change on the frame before (a clock's digit changes once; someone working moves on).
+CELL_CHANGE = 6.0
+OVERLAY_QUIET_FRACTION = 0.03
+OVERLAY_TICKS = 6.0  # learned at this many changes (decayed with overlay_learn_seconds)
+OVERLAY_MAX_FRACTION = 0.1  # never more than this share of the cells
+OSD_BAND = 0.2  # learned cells in the top or bottom fifth: their whole text line is left out
+# No structure: a grey spread under STRUCTURE_FLOOR (no scene has so little contrast: an office
+# at night has 5), or what spread there is incoherent (blurring the thumbnail takes more than
+# half of it away: noise, not shapes).
+STRUCTURE_FLOOR = 2.0
+STRUCTURE_COHERENCE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +104,28 @@ class TamperEvent:
 
     kind: TamperKind
     phase: Literal["start", "end"]
-    t: float  # stream time of the deciding frame
+    t: float  # stream time of the deciding frame (stream evidence: of the last analysed one)
     detail: Mapping[str, float] = field(default_factory=dict)
+    severity: Severity = "critical"
+    evidence: FrozenEvidence | None = None  # frozen only: what it rests on
+
+
+@dataclass(frozen=True, slots=True)
+class PacketFacts:
+    """What the recorder knows of one packet of the recorded stream, without its bytes:
+    `arrival` (seconds, wall clock or monotonic: only differences count), `pts` (seconds from
+    the stream's time base, None when the packet has none), `size` (bytes) and `digest` (a
+    hash of its bytes)."""
+
+    arrival: float
+    pts: float | None
+    size: int
+    digest: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """One kind's debounce: since when its condition is seen (or gone, while alarmed)."""
+    """One condition's debounce: since when it is seen (or gone, while alarmed)."""
 
     active: bool = False
     since: float | None = None  # condition seen since (not active) / gone since (active)
@@ -68,10 +133,29 @@ class Hold:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Reference:
-    """The healthy scene: a blurred thumbnail (normalised to mean 0, std 1) and its sharpness."""
+    """The healthy scene: a blurred thumbnail (normalised to mean 0, std 1 over the analysed
+    cells, 0 on the overlay) and its sharpness."""
 
     thumb: np.ndarray = field(repr=False)
     sharpness: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Overlay:
+    """The learned scheduled regions. `cells`: bool per thumbnail pixel that ticks; `analysed`:
+    bool per thumbnail pixel the measures read (not the cells, not their OSD lines)."""
+
+    cells: np.ndarray = field(repr=False)
+    analysed: np.ndarray = field(repr=False)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """`analysed` as OpenCV's masks are: uint8, 255 analysed."""
+        return self.analysed.view(np.uint8) * np.uint8(255)
+
+
+def _no_holds() -> Mapping[str, Hold]:
+    return MappingProxyType({name: Hold() for name in (*KINDS[:3], *EVIDENCE)})
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -86,64 +170,123 @@ class TamperState:
     building_since: float | None = None
     building_sum: np.ndarray | None = field(default=None, repr=False)
     building_sharpness: tuple[float, ...] = ()
-    holds: Mapping[TamperKind, Hold] = field(
-        default_factory=lambda: MappingProxyType({kind: Hold() for kind in KINDS}))
+    # covered, defocused, turned, and frozen's three evidences (frozen: any of them)
+    holds: Mapping[str, Hold] = field(default_factory=_no_holds)
     last_digest: np.ndarray | None = field(default=None, repr=False)
+    still_since: float | None = None  # the first frame of the current still run
     frozen_since: float | None = None  # the first frame of the current identical run
     frozen_pairs: int = 0  # identical consecutive pairs in the run
     frozen_jumps: int = 0  # key-frame-sized jumps the run survived
+    # the overlay being learned: each cell's decayed count of changes, which changed last
+    overlay_score: np.ndarray | None = field(default=None, repr=False)
+    overlay_score_t: float = 0.0  # the stream time the scores are decayed to
+    last_changed: np.ndarray | None = field(default=None, repr=False)
+    last_changed_count: int = 0
+    overlay: Overlay | None = None
+    last_tick_t: float | None = None  # the overlay last changed
+    # the stream's packets
+    last_arrival: float | None = None
+    last_pts: float | None = None
+    last_packet: tuple[int, bytes] | None = field(default=None, repr=False)
+    stalled_since: float | None = None  # arrival before the first packet whose pts stood
+    repeated_since: float | None = None  # arrival of the first of identical packets
 
     @property
     def active(self) -> frozenset[TamperKind]:
         """The kinds alarmed now."""
-        return frozenset(kind for kind, hold in self.holds.items() if hold.active)
+        kinds: set[TamperKind] = {kind for kind in KINDS[:3] if self.holds[kind].active}
+        if any(self.holds[e].active for e in EVIDENCE):
+            kinds.add("frozen")
+        return frozenset(kinds)
 
 
 @dataclass(frozen=True, slots=True)
 class _Measures:
+    level: float  # median grey (thumbnail, analysed cells)
+    spread: float  # robust std dev: (84th - 16th percentile) / 2
     mean: float
-    std: float
     sharpness: float
     digest: np.ndarray
-    thumb: np.ndarray  # blurred and normalised
+    thumb: np.ndarray  # blurred and normalised (0 off the analysed cells)
+    coherence: float  # std of the blurred thumbnail / std of the thumbnail: 1 smooth shapes
 
 
-def _normalised(image: np.ndarray) -> np.ndarray:
-    mean, std = (float(v[0][0]) for v in cv2.meanStdDev(image))
-    return (image - np.float32(mean)) / np.float32(std if std > 1e-6 else 1.0)
+def _normalised(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Mean 0, std 1 over `mask` (uint8, 255 analysed; None: all), 0 off it."""
+    mean, std = (float(v[0][0]) for v in cv2.meanStdDev(image, mask=mask))
+    out = (image - np.float32(mean)) / np.float32(std if std > 1e-6 else 1.0)
+    if mask is None:
+        return out
+    return cv2.bitwise_and(out, out, mask=mask)  # zero where not analysed
 
 
-def _variance(image: np.ndarray) -> float:
-    """The population variance of a one-channel image (OpenCV's vectorised sums: meanStdDev
-    has no fast path for 16-bit images)."""
-    count = image.size
-    mean = cv2.sumElems(image)[0] / count
-    return max(0.0, cv2.norm(image, cv2.NORM_L2SQR) / count - mean * mean)
+def _percentiles(image: np.ndarray, mask: np.ndarray | None,
+                 fractions: tuple[float, ...]) -> list[float]:
+    """Percentiles of a uint8 image over `mask` from its histogram (np.percentile sorts)."""
+    histogram = cv2.calcHist([image], [0], mask, [256], [0, 256]).ravel()
+    cumulative = np.cumsum(histogram)
+    total = cumulative[-1] if cumulative[-1] > 0 else 1.0
+    return [float(np.searchsorted(cumulative, f * total)) for f in fractions]
 
 
 def _thumbnail(grey: np.ndarray) -> np.ndarray:
     """About THUMB_WIDTH wide, each pixel the mean of a whole number of the frame's pixels
     (OpenCV's integer area path: a fraction of the cost of a fractional one)."""
+    factor = _factor(grey.shape)
     height, width = grey.shape
-    factor = max(1, min(round(width / THUMB_WIDTH), height))
     rows, cols = height // factor, width // factor
     return cv2.resize(grey[: rows * factor, : cols * factor], (cols, rows),
                       interpolation=cv2.INTER_AREA)
 
 
-def _measure(grey: np.ndarray) -> _Measures:
-    mean, std = (float(v[0][0]) for v in cv2.meanStdDev(grey))
-    smooth = cv2.GaussianBlur(grey, (3, 3), 0)
-    laplacian_var = _variance(cv2.Laplacian(smooth, cv2.CV_16S))
-    sharpness = laplacian_var / max(_variance(smooth), 1.0)
-    digest = _thumbnail(grey).astype(np.float32)
-    thumb = _normalised(cv2.GaussianBlur(digest, (5, 5), 0))
-    return _Measures(mean, std, sharpness, digest, thumb)
+def _factor(shape: tuple[int, ...]) -> int:
+    height, width = shape[:2]
+    return max(1, min(round(width / THUMB_WIDTH), height))
 
 
-def _similarity(a: np.ndarray, b: np.ndarray) -> float:
+def _measure(grey: np.ndarray, overlay: Overlay | None) -> _Measures:
+    mask = None if overlay is None else overlay.mask
+    digest = _thumbnail(grey)
+    p16, p50, p84 = _percentiles(digest, mask, (0.16, 0.5, 0.84))
+    mean, raw_std = (float(v[0][0]) for v in cv2.meanStdDev(digest, mask=mask))
+    # the Laplacian's energy per thumbnail cell, on the frame at half size where the cells
+    # are whole pixels there (a quarter of the work; a defocus blurs far more than a pixel)
+    factor = _factor(grey.shape)
+    rows, cols = digest.shape
+    region = grey[: rows * factor, : cols * factor]
+    if factor % 2 == 0:
+        region = cv2.resize(region, (cols * factor // 2, rows * factor // 2),
+                            interpolation=cv2.INTER_AREA)
+    laplacian = cv2.Laplacian(cv2.GaussianBlur(region, (3, 3), 0), cv2.CV_32F)
+    energy = cv2.resize(cv2.multiply(laplacian, laplacian), (cols, rows),
+                        interpolation=cv2.INTER_AREA)
+    cells = energy.ravel() if overlay is None else energy[overlay.analysed]
+    keep = max(1, int(cells.size * (1 - SHARPEST_LEFT_OUT)))
+    kept = np.partition(cells, keep - 1)[:keep]
+    # against the picture's own contrast (the thumbnail's: a dimmer light is no blur)
+    sharpness = float(kept.mean()) / max(raw_std * raw_std, 1.0)
+    # the overlay's cells filled with the picture's level first: blurred, they would bleed
+    # into the analysed cells around them
+    filled = digest.astype(np.float32)
+    if overlay is not None:
+        filled[~overlay.analysed] = p50
+    blurred = cv2.GaussianBlur(filled, (5, 5), 0)
+    blurred_std = float(cv2.meanStdDev(blurred, mask=mask)[1][0][0])
+    # the scene's shapes without what stays with the camera when it turns (the lens'
+    # vignetting, the light's fall-off): the blurred thumbnail less an eighth-size version
+    rows, cols = filled.shape
+    low = cv2.resize(cv2.resize(filled, (max(1, cols // LOW_PASS), max(1, rows // LOW_PASS)),
+                                interpolation=cv2.INTER_AREA), (cols, rows),
+                     interpolation=cv2.INTER_LINEAR)
+    thumb = _normalised(blurred - low, mask)
+    coherence = blurred_std / raw_std if raw_std > 1e-6 else 0.0
+    return _Measures(p50, (p84 - p16) / 2, mean, sharpness, digest, thumb, coherence)
+
+
+def _similarity(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Correlation of two normalised thumbnails: 1 the same structure, 0 unrelated."""
-    return float(np.dot(a.ravel(), b.ravel())) / a.size
+    count = a.size if mask is None else max(1, cv2.countNonZero(mask))
+    return float(np.dot(a.ravel(), b.ravel())) / count
 
 
 def _hold(hold: Hold, present: bool | None, t: float, needed: float, recover: float) -> Hold:
@@ -159,6 +302,28 @@ def _hold(hold: Hold, present: bool | None, t: float, needed: float, recover: fl
         return Hold(True, None)
     since = t if hold.since is None else hold.since
     return Hold() if t - since >= recover else Hold(True, since)
+
+
+def _frozen_active(holds: Mapping[str, Hold]) -> bool:
+    return any(holds[e].active for e in EVIDENCE)
+
+
+def _transitions(before: Mapping[str, Hold], after: Mapping[str, Hold], t: float,
+                 detail: Mapping[str, float], config: TamperConfig) -> list[TamperEvent]:
+    """The alarms that started or ended between two sets of holds."""
+    frozen_detail = MappingProxyType(dict(detail))
+    events: list[TamperEvent] = []
+    for kind in KINDS[:3]:
+        if after[kind].active != before[kind].active:
+            events.append(TamperEvent(kind, "start" if after[kind].active else "end", t,
+                                      frozen_detail))
+    was, now = _frozen_active(before), _frozen_active(after)
+    if was != now:
+        evidence = next((e for e in EVIDENCE if (after if now else before)[e].active), None)
+        severity: Severity = "warning" if evidence == "picture" else "critical"
+        events.append(TamperEvent("frozen", "start" if now else "end", t, frozen_detail,
+                                  severity, evidence))
+    return events
 
 
 def step(state: TamperState, frame: SmallFrame,
@@ -177,74 +342,152 @@ def step(state: TamperState, frame: SmallFrame,
     if not config.enabled:
         return replace(state, camera_id=frame.camera_id, shape=grey.shape, last_t=t), []
 
-    m = _measure(grey)
-    covered = m.mean < config.dark_below or m.std < config.uniform_std
-    detail: dict[str, float] = {"mean": round(m.mean, 2), "std": round(m.std, 2)}
+    overlay = state.overlay
+    m = _measure(grey, overlay)
+    mask = None if overlay is None else overlay.mask
+    dark_or_uniform = m.level < config.dark_below or m.spread < config.uniform_std
+    structureless = m.spread < STRUCTURE_FLOOR or m.coherence < STRUCTURE_COHERENCE
+    detail: dict[str, float] = {"mean": round(m.mean, 2), "level": round(m.level, 2),
+                                "spread": round(m.spread, 2),
+                                "coherence": round(m.coherence, 3)}
 
     defocused: bool | None = None
     turned: bool | None = None
     reference = state.reference
-    if reference is not None and not covered:
-        ratio = m.sharpness / max(reference.sharpness, 1e-9)
-        similarity = _similarity(m.thumb, reference.thumb)
-        detail["sharpness_ratio"] = round(ratio, 3)
+    if reference is not None:
+        similarity = _similarity(m.thumb, reference.thumb, mask)
         detail["similarity"] = round(similarity, 3)
-        defocused = ratio < config.blur_ratio
-        turned = similarity < config.scene_similarity
+        # no structure left, and not the reference's (a dark view with structure of its own,
+        # e.g. the floor of a camera knocked down at night, is turned)
+        covered = (dark_or_uniform and structureless
+                   and similarity < config.scene_similarity)
+        if not covered:
+            ratio = m.sharpness / max(reference.sharpness, 1e-9)
+            detail["sharpness_ratio"] = round(ratio, 3)
+            defocused = ratio < config.blur_ratio
+            turned = similarity < config.scene_similarity
+    else:
+        covered = dark_or_uniform and structureless
 
-    change: float | None = None
-    local = False  # nothing moved anywhere in the picture
+    # what changed since the last frame: the picture (off the overlay) and the overlay's cells
+    still = identical = False
+    changed: np.ndarray | None = None
+    ticked = False
+    dt = 0.0 if state.last_t is None else t - state.last_t
     if state.last_digest is not None:
         difference = cv2.absdiff(m.digest, state.last_digest)
-        change = cv2.mean(difference)[0]
-        local = cv2.minMaxLoc(difference)[1] <= FROZEN_LOCAL_MAX
+        change = cv2.mean(difference, mask=mask)[0]
+        local = cv2.minMaxLoc(difference, mask=mask)[1]
+        still = change <= FROZEN_JUMP and local <= FROZEN_LOCAL_MAX
+        identical = still and change <= FROZEN_TOLERANCE
+        # the noise's std dev from the mean absolute difference (a Gaussian's: 0.8 sigma)
+        noise = cv2.mean(difference)[0] * 1.2533
+        changed = difference > max(CELL_CHANGE, 4.0 * noise)
+        if overlay is not None:
+            ticked = bool(np.any(changed & overlay.cells))
+        detail["change"] = round(change, 3)
+    live = frame.packets_alive
+    still_since = (state.still_since if state.still_since is not None else state.last_t) \
+        if still and live else None
+    last_tick_t = t if ticked else state.last_tick_t
+
     frozen_since, pairs, jumps = state.frozen_since, state.frozen_pairs, state.frozen_jumps
-    identical = change is not None and local and change <= FROZEN_TOLERANCE
-    survivable = (change is not None and local and frozen_since is not None
-                  and change <= FROZEN_JUMP
+    survivable = (still and not identical and frozen_since is not None
                   and jumps + 1 <= FROZEN_JUMP_SHARE * (pairs + jumps + 1))
-    frozen: bool | None
-    if not frame.packets_alive:
-        frozen, frozen_since = None, None  # a dead stream is the recorder's "offline"
-        pairs = jumps = 0
-    elif (identical or survivable) and not covered:  # a uniform frame: covered says it
+    if live and (identical or survivable) and not covered:
         if frozen_since is None:
             assert state.last_t is not None, "a digest to compare means a frame came before"
             frozen_since, pairs, jumps = state.last_t, 0, 0
         pairs, jumps = (pairs + 1, jumps) if identical else (pairs, jumps + 1)
-        frozen = t - frozen_since >= config.frozen_seconds
     else:
-        frozen, frozen_since = False, None
-        pairs = jumps = 0
-    if frozen_since is not None:
-        detail["frozen_seconds"] = round(t - frozen_since, 3)
+        frozen_since, pairs, jumps = None, 0, 0
 
-    present: dict[TamperKind, bool | None] = {
-        "covered": covered, "defocused": defocused, "turned": turned, "frozen": frozen}
-    holds: dict[TamperKind, Hold] = {}
-    events: list[TamperEvent] = []
-    for kind in KINDS:
-        before = state.holds[kind]
-        # frozen's own duration is its hold: it is present only once frozen_seconds passed
-        needed = 0.0 if kind == "frozen" else config.hold_seconds
-        after = _hold(before, present[kind], t, needed, config.hold_seconds)
-        holds[kind] = after
-        if after.active != before.active:
-            events.append(TamperEvent(kind, "start" if after.active else "end", t,
-                                      MappingProxyType(dict(detail))))
+    window = config.frozen_seconds
+    clock: bool | None = None
+    picture: bool | None = None
+    if live:
+        clock = (overlay is not None and still_since is not None and last_tick_t is not None
+                 and not covered and t - still_since >= window and t - last_tick_t >= window)
+        if config.frozen_picture_only_seconds is not None:
+            picture = (frozen_since is not None
+                       and t - frozen_since >= config.frozen_picture_only_seconds)
+    if still_since is not None:
+        detail["still_seconds"] = round(t - still_since, 3)
+    if overlay is not None and last_tick_t is not None:
+        detail["clock_stopped_seconds"] = round(t - last_tick_t, 3)
+
+    present: dict[str, bool | None] = {
+        "covered": covered, "defocused": defocused, "turned": turned,
+        "clock": clock, "picture": picture, "stream": None}
+    holds: dict[str, Hold] = {}
+    for name, before in state.holds.items():
+        needed = 0.0 if name in EVIDENCE else config.hold_seconds  # frozen: its window
+        holds[name] = _hold(before, present[name], t, needed, config.hold_seconds)
+    events = _transitions(state.holds, holds, t, detail, config)
 
     new = replace(state, camera_id=frame.camera_id, shape=grey.shape, last_t=t,
-                  holds=MappingProxyType(holds), last_digest=m.digest,
-                  frozen_since=frozen_since, frozen_pairs=pairs, frozen_jumps=jumps)
+                  holds=MappingProxyType(holds), last_digest=m.digest, still_since=still_since,
+                  frozen_since=frozen_since, frozen_pairs=pairs, frozen_jumps=jumps,
+                  last_tick_t=last_tick_t)
     healthy = not covered and not any(h.active or h.since is not None for h in holds.values())
+    if changed is not None:
+        new = _learn_overlay(new, changed, t, healthy, config)
+        if new.overlay is not overlay:  # the measures read other cells: a new reference
+            return replace(new, reference=None, building_since=None, building_sum=None,
+                           building_sharpness=()), events
     if reference is None and not covered:
         new = _build(new, m, t)
     elif reference is not None and healthy and not identical and state.last_t is not None:
-        weight = min(1.0, max(0.0, t - state.last_t) / REFRESH_SECONDS)
+        weight = min(1.0, max(0.0, dt) / REFRESH_SECONDS)
         new = replace(new, reference=Reference(
-            _normalised((1 - weight) * reference.thumb + weight * m.thumb),
+            _normalised((1 - weight) * reference.thumb + weight * m.thumb, mask),
             (1 - weight) * reference.sharpness + weight * m.sharpness))
     return new, events
+
+
+def _learn_overlay(state: TamperState, changed: np.ndarray, t: float, healthy: bool,
+                   config: TamperConfig) -> TamperState:
+    """Count each cell's short changes while the rest is quiet; latch the cells that reach
+    OVERLAY_TICKS (only while all is well: a new overlay means a new reference). The scores
+    decay with overlay_learn_seconds, applied when they next change (a still frame after a
+    still frame costs nothing)."""
+    count = cv2.countNonZero(changed.view(np.uint8))
+    previous = state.last_changed
+    if count == 0 and state.last_changed_count == 0 and previous is not None \
+            and previous.shape == changed.shape:
+        return state
+    score = state.overlay_score
+    if score is None or score.shape != changed.shape:
+        score = np.zeros(changed.shape, np.float32)
+    if previous is None or previous.shape != changed.shape:
+        previous = np.zeros(changed.shape, bool)
+    overlay = state.overlay
+    if count and count <= OVERLAY_QUIET_FRACTION * changed.size:
+        decay = math.exp(-max(0.0, t - state.overlay_score_t) / config.overlay_learn_seconds)
+        score = score * np.float32(decay) + (changed & ~previous).astype(np.float32)
+        cells = np.zeros(changed.shape, bool) if overlay is None else overlay.cells
+        learned = (score >= OVERLAY_TICKS) & ~cells
+        if healthy and learned.any() and \
+                int(np.count_nonzero(cells | learned)) <= OVERLAY_MAX_FRACTION * cells.size:
+            overlay = _overlay(cells | learned)
+        return replace(state, overlay_score=score, overlay_score_t=t, last_changed=changed,
+                       last_changed_count=count, overlay=overlay)
+    return replace(state, overlay_score=score, last_changed=changed, last_changed_count=count)
+
+
+def _overlay(cells: np.ndarray) -> Overlay:
+    """The analysed cells for learned overlay `cells`: the cells and, for those in the top or
+    bottom band, their whole text line and the other edge's (one cell row more above and
+    below each)."""
+    rows, _ = cells.shape
+    hidden = cells.copy()
+    band = max(1, round(OSD_BAND * rows))
+    for row in np.flatnonzero(cells.any(axis=1)):
+        if row < band or row >= rows - band:
+            mirrored = rows - 1 - row  # the other edge's line: a camera's name, its caption
+            for line in (row, mirrored):
+                hidden[max(0, line - 1): line + 2, :] = True
+    return Overlay(cells, ~hidden)
 
 
 def _build(state: TamperState, m: _Measures, t: float) -> TamperState:
@@ -253,13 +496,53 @@ def _build(state: TamperState, m: _Measures, t: float) -> TamperState:
     total = m.thumb.copy() if state.building_sum is None else state.building_sum + m.thumb
     sharpness = (*state.building_sharpness, m.sharpness)
     if t - since >= REFERENCE_SECONDS and len(sharpness) >= 3:
-        reference = Reference(_normalised(total), float(np.median(sharpness)))
+        mask = None if state.overlay is None else state.overlay.mask
+        reference = Reference(_normalised(total, mask), float(np.median(sharpness)))
         return replace(state, reference=reference, building_since=None, building_sum=None,
                        building_sharpness=())
     return replace(state, building_since=since, building_sum=total,
                    building_sharpness=sharpness)
 
 
+def observe_packet(state: TamperState, packet: PacketFacts,
+                   config: TamperConfig) -> tuple[TamperState, list[TamperEvent]]:
+    """One packet of the recorded stream: the "stream" evidence of a freeze (the same packet
+    again and again, or timestamps that stopped while packets arrive), judged on arrival time
+    (a stalled camera's frames never reach the analysis, its stream time stands still)."""
+    if not config.enabled:
+        return state, []
+    arrival = float(packet.arrival)
+    stalled, repeated = state.stalled_since, state.repeated_since
+    previous = state.last_arrival
+    if previous is None or arrival < previous:  # the first, or the wall clock went back
+        stalled = repeated = None
+    else:
+        advancing = packet.pts is None or state.last_pts is None or packet.pts > state.last_pts
+        stalled = None if advancing else (previous if stalled is None else stalled)
+        same = state.last_packet == (packet.size, packet.digest)
+        repeated = None if not same else (previous if repeated is None else repeated)
+    since = min((s for s in (stalled, repeated) if s is not None), default=None)
+    present = since is not None and arrival - since >= config.frozen_seconds
+    holds = dict(state.holds)
+    holds["stream"] = _hold(state.holds["stream"], present, arrival, 0.0, config.hold_seconds)
+    detail: dict[str, float] = {}
+    if stalled is not None:
+        detail["stalled_seconds"] = round(arrival - stalled, 3)
+    if repeated is not None:
+        detail["repeated_seconds"] = round(arrival - repeated, 3)
+    t = state.last_t if state.last_t is not None else 0.0
+    events = _transitions(state.holds, holds, t, detail, config)
+    pts = packet.pts if packet.pts is not None else state.last_pts
+    return replace(state, holds=MappingProxyType(holds), last_arrival=arrival, last_pts=pts,
+                   last_packet=(packet.size, packet.digest), stalled_since=stalled,
+                   repeated_since=repeated), events
+
+
 def reference_ready(state: TamperState) -> bool:
     """Defocus and turning can be judged (the healthy scene is known)."""
     return state.reference is not None
+
+
+def overlay_cells(state: TamperState) -> int:
+    """How many thumbnail cells were learned as a scheduled overlay (the clock)."""
+    return 0 if state.overlay is None else int(np.count_nonzero(state.overlay.cells))

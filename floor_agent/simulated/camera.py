@@ -163,6 +163,36 @@ def make_scene_file(path: Path, scene: object, script: object, *,
     return truths
 
 
+def repeat_frame_from(source: Path, path: Path, from_seconds: float) -> int:
+    """A camera whose image pipeline hangs: `source` (an MP4 file) copied packet for packet
+    into `path` until `from_seconds`, then its last key frame before that sent again, the same
+    bytes, in every frame's slot to the end (timestamps still advancing: the stream itself is
+    alive). Returns the number of repeated packets."""
+    repeated = 0
+    with av.open(str(source)) as inp, av.open(str(path), "w", format="mp4") as out:
+        video = inp.streams.video[0]
+        stream = out.add_stream_from_template(video)
+        key: bytes | None = None
+        for packet in inp.demux(video):
+            if packet.dts is None:
+                continue  # the demuxer's flush packet
+            if packet.pts is not None and video.time_base is not None and \
+                    packet.pts * video.time_base >= from_seconds and key is not None:
+                again = av.Packet(key)
+                again.pts, again.dts, again.time_base = packet.pts, packet.dts, packet.time_base
+                again.duration = packet.duration
+                again.is_keyframe = True
+                again.stream = stream
+                out.mux(again)
+                repeated += 1
+                continue
+            if packet.is_keyframe:
+                key = bytes(packet)
+            packet.stream = stream
+            out.mux(packet)
+    return repeated
+
+
 def make_benchmark_file(path: Path, seconds: float = 20.0) -> Path:
     """A realistic 1080p15 stream with sensor noise at about 4 Mbit/s, for bench/."""
     script = SimpleScript(seconds=seconds, noise=3.0)

@@ -7,17 +7,27 @@ switched on (brightness jumps, structure unchanged), the lens covered, defocused
 turned to another part of the world, the image frozen. Every frame comes with its truth, so a
 detector's precision and recall can be measured frame by frame.
 
-Pure numpy and deterministic: the same seed gives the same world, and frame i's noise depends only
-on (seed, i), so any frame can be regenerated on its own.
+What a real camera adds is there too, for the tamper tests' realistic streams: sensor noise of
+any strength (`noise`: a dark room at night is a noisy picture), the noise as a camera's encoder
+delivers a still scene (`key_every`: x264 at a camera's settings skips the unchanged blocks of a
+still scene, so the decoded noise changes only at key frames: 0.0-0.1 grey levels between key
+frames, 0.3-0.9 at them, measured on the small frame), the lens' fall-off towards the corners
+(`vignette`, which stays with the camera when it turns) and the burned-in clock every IP camera
+overlays (`Clock`, drawn on the sensor's picture: it stops when the image freezes).
+
+Numpy (and OpenCV's text for the clock) and deterministic: the same seed gives the same world, and
+frame i's noise depends only on (seed, i), so any frame can be regenerated on its own.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 
 WORLD_SCALE = (3, 2)  # the world is this many views wide and high
@@ -85,7 +95,22 @@ class Frozen:
     end: float = math.inf
 
 
-Happening = MovingObject | Lighting | Covered | Defocused | Turned | Frozen
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """The camera's burned-in clock (OSD): "YYYY-MM-DD HH:MM:SS" in white with a dark outline,
+    `height` of the frame high, in the top left corner, showing `epoch` + stream time. Drawn by
+    the camera after the lens and the sensor: covered, defocused or turned, it stays readable;
+    frozen, it stops with the picture. `caption`: the camera's name as cameras show it too,
+    bottom left, the same size, never changing."""
+
+    start: float = 0.0
+    end: float = math.inf
+    epoch: float = 1_796_000_000.0  # 2026-11-28, seconds since 1970
+    height: float = 0.045
+    caption: str = ""
+
+
+Happening = MovingObject | Lighting | Covered | Defocused | Turned | Frozen | Clock
 
 CONDITION_NAMES: dict[type, str] = {
     Lighting: "light", Covered: "covered", Defocused: "defocused", Turned: "turned",
@@ -163,7 +188,13 @@ class Scene:
     """A fixed camera's view of a textured world. `frames(script)` yields SceneFrame(t, grey,
     truth) at `fps`, grey frames of `height` x `width`."""
 
-    def __init__(self, width: int, height: int, fps: float, seed: int = 0) -> None:
+    def __init__(self, width: int, height: int, fps: float, seed: int = 0, *,
+                 noise: float = NOISE_SIGMA, key_every: int | None = None,
+                 vignette: float = 0.0) -> None:
+        """`noise`: the sensor noise's std dev (grey levels); `key_every`: the noise is new only
+        every this many frames, as a camera's encoder delivers a still scene (None: every
+        frame); `vignette`: the corners this much darker than the centre (0-1), fixed to the
+        frame."""
         if width < 16 or height < 16:
             raise ValueError(f"scene size {width}x{height}: at least 16x16 pixels")
         if not fps > 0:
@@ -172,6 +203,15 @@ class Scene:
         self.height = height
         self.fps = float(fps)
         self.seed = seed
+        if noise < 0 or not 0 <= vignette < 1 or (key_every is not None and key_every < 1):
+            raise ValueError(f"scene noise {noise}, vignette {vignette}, key_every {key_every}: "
+                             "noise >= 0, 0 <= vignette < 1, key_every >= 1")
+        self.noise = float(noise)
+        self.key_every = key_every
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        r2 = ((xx - (width - 1) / 2) / (width / 2)) ** 2 + ((yy - (height - 1) / 2)
+                                                             / (height / 2)) ** 2
+        self.falloff = (1.0 - vignette * r2 / 2.0).astype(np.float32)  # corners: r2 == 2
         self.world = self._world()
 
     def __repr__(self) -> str:
@@ -235,7 +275,7 @@ class Scene:
         """Frame `index` of the script, computed on its own (frozen frames repeat their start)."""
         t = index / self.fps
         on = [h for h in script.happenings if not isinstance(h, MovingObject) and _active(h, t)]
-        conditions = frozenset(CONDITION_NAMES[type(h)] for h in on)
+        conditions = frozenset(CONDITION_NAMES[type(h)] for h in on if type(h) in CONDITION_NAMES)
         frozen = next((h for h in on if isinstance(h, Frozen)), None)
         if frozen is not None:
             source = min(index, int(math.ceil(frozen.start * self.fps - 1e-9)))
@@ -256,14 +296,56 @@ class Scene:
         for h in on:
             if isinstance(h, Defocused):
                 image = _box_blur(image, max(1, int(round(h.radius * self.width))))
-        rng = np.random.default_rng([self.seed, index])
-        image = image + rng.normal(0.0, NOISE_SIGMA, size=image.shape)
+        image = image * self.falloff
+        noise_index = index if self.key_every is None else index - index % self.key_every
+        rng = np.random.default_rng([self.seed, noise_index])
+        image = image + rng.normal(0.0, self.noise, size=image.shape)
         for h in on:
             if isinstance(h, Covered):
-                image = h.level + rng.normal(0.0, 1.0, size=image.shape)
+                image = h.level + rng.normal(0.0, min(1.0, self.noise), size=image.shape)
                 objects = ()
         grey = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+        for h in on:
+            if isinstance(h, Clock):
+                self._clock(grey, h, t)
         return SceneFrame(t, grey, FrameTruth(index, t, objects, conditions))
+
+    def _clock(self, grey: np.ndarray, clock: Clock, t: float) -> None:
+        """Burn the clock (and its caption) in."""
+        text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(clock.epoch + t)))
+        self._osd(grey, text, clock.height, bottom=False)
+        if clock.caption:
+            self._osd(grey, clock.caption, clock.height, bottom=True)
+
+    def _osd(self, grey: np.ndarray, text: str, height: float, *, bottom: bool) -> None:
+        """Burn a line of text in: drawn four times larger, then scaled down by area as a
+        camera's 1080p OSD reaches the small frame (soft strokes, not single bright pixels)."""
+        scale = 4
+        text_h = max(4, round(height * self.height))
+        font_scale = text_h * scale / 22.0  # FONT_HERSHEY_SIMPLEX is ~22 px high at 1.0
+        thick = max(1, round(text_h * scale / 9))
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thick + 2)
+        box_h, box_w = th + base + 4 * scale, tw + 4 * scale
+        box_h += -box_h % scale
+        box_w += -box_w % scale
+        box_w = min(box_w, self.width * scale - 2 * scale)
+        value = np.zeros((box_h, box_w), np.uint8)
+        alpha = np.zeros((box_h, box_w), np.uint8)
+        origin = (2 * scale, th + 2 * scale)
+        cv2.putText(alpha, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 255, thick + 2 *
+                    scale, cv2.LINE_AA)
+        cv2.putText(value, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 235, thick,
+                    cv2.LINE_AA)
+        size = (box_w // scale, box_h // scale)
+        a = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+        v = cv2.resize(value, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+        x0, y0 = max(1, self.width // 40), max(1, self.height // 40)
+        if bottom:
+            y0 = max(0, self.height - y0 - size[1])
+        region = grey[y0:y0 + size[1], x0:x0 + size[0]]
+        h, w = region.shape
+        mixed = region * (1 - a[:h, :w]) + v[:h, :w]
+        region[...] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
     def frames(self, script: Script) -> Iterator[SceneFrame]:
         """Every frame of the script, in order."""
