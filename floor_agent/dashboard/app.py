@@ -20,6 +20,7 @@ from floor_agent.dashboard import (
     pages_cameras,
     pages_doors,
     pages_events,
+    pages_footage,
     pages_integrity,
     pages_overview,
     pages_workstations,
@@ -60,7 +61,7 @@ def install(app: FastAPI, dashboard: Dashboard) -> None:
     app.state.dashboard = dashboard
     app.mount("/static", StaticFiles(directory=str(DASHBOARD_DIR / "static")), name="static")
     for module in (pages_auth, pages_overview, pages_events, pages_alerts, pages_workstations,
-                   pages_doors, pages_cameras, pages_integrity, pages_admin):
+                   pages_doors, pages_cameras, pages_integrity, pages_admin, pages_footage):
         app.include_router(module.router, include_in_schema=False)
 
     @app.exception_handler(LoginRequired)
