@@ -63,7 +63,8 @@ def floor(tmp_path_factory: pytest.TempPathFactory, sshd: SshdServer
                  "remote_dir": "central", "timeout_seconds": 10.0},
         "cameras": [
             {"agent_id": BOX, "camera_id": "cam1", "doors": ["front"], "zones": ["hall"]},
-            {"agent_id": BOX, "camera_id": "cam2", "doors": ["loading"], "zones": ["yard"]}]})
+            {"agent_id": BOX, "camera_id": "cam2", "doors": ["loading"],
+             "zones": ["yard", "hall"]}]})
     proc = CollectorProcess(root, dashboard=DashboardSettings(footage=settings))
     proc.start()
     try:
@@ -117,6 +118,8 @@ def camera_box(floor: CollectorProcess, sshd: SshdServer,
         offload = OffloadConfig(enabled=True, host="127.0.0.1", port=sshd.port, user=sshd.user,
                                 key_file=sshd.client_key, known_hosts_file=sshd.write_known_hosts(
                                     root / "known"), remote_dir="central")
+        # a camera alert too: cam1's lens covered, as the recorder reports it
+        agent.emit("cctv.tamper", "camera cam1", "critical", camera_id="cam1", tamper="covered")
         offloader = Offloader(offload, index, config.storage_dir, agent.emit)
         done = offloader.run_once()
         offloader.close()
@@ -148,10 +151,12 @@ def alerts(floor: CollectorProcess, camera_box: SegmentIndex) -> dict[str, int]:
     store = floor.store()
     try:
         found = {a["detail"]: a["id"] for a in store.list_alerts(kind="door.forced")}
+        ids = {door: next(i for text, i in found.items() if text.endswith(f"door {door}"))
+               for door in ("front", "loading", "back")}
+        ids["tamper"] = next(a["id"] for a in store.list_alerts(kind="cctv.tamper")
+                             if a["detail"].endswith("camera cam1"))
     finally:
         store.close()
-    ids = {door: next(i for text, i in found.items() if text.endswith(f"door {door}"))
-           for door in ("front", "loading", "back")}
     return ids
 
 
@@ -273,6 +278,20 @@ def test_h265_camera_clip_is_offered_for_download(
     assert got.content[4:8] == b"ftyp" and (b"hvc1" in head or b"hev1" in head)
 
 
+def test_a_camera_alert_offers_the_camera_and_its_zone(
+        floor: CollectorProcess, alerts: dict[str, int],
+        viewer: tuple[BrowserContext, Page]) -> None:
+    with _client(floor, viewer[0]) as client:
+        assert f'href="/footage/alert/{alerts["tamper"]}"' in client.get("/alerts").text
+        form = client.get(f"/footage/alert/{alerts['tamper']}").text
+        assert "camera cam1" in form
+        assert f'value="{BOX}/cam1"' in form and f'value="{BOX}/cam2"' in form  # same zone
+        got = _form(client, alerts["tamper"], f"{BOX}/cam2", "what covered cam1: the hall")
+        assert got.status_code == 303, got.text[:500]
+        clip = client.get(got.headers["location"]).text
+        assert "cctv.tamper" in clip and "hevc" in clip
+
+
 def test_a_reason_is_required(floor: CollectorProcess, alerts: dict[str, int],
                               viewer: tuple[BrowserContext, Page]) -> None:
     before = len(_own_events(floor, "footage.viewed"))
@@ -298,6 +317,9 @@ def test_a_role_without_the_permission_is_refused(
             assert got.status_code == 403
             # and no footage link on the auditor's alerts page
             assert 'data-testid="footage-link"' not in otto.get("/alerts").text
+            # the auditor reads who watched and why: the camera's footage log
+            log = otto.get(f"/cameras/{BOX}/cam1").text
+            assert REASON in log and "victor" in log and "clip of alert" in log
     finally:
         context.close()
     # victor's clip is victor's: an admin gives her own reason for her own view
