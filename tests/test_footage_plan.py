@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import av
@@ -22,7 +23,10 @@ from floor_agent.cctv.offload import remote_path_of
 from floor_agent.cctv.recorder import segment_event
 from floor_agent.collector import footage
 from floor_agent.collector.footage_config import FootageSettings
+from floor_agent.dashboard import pages_footage
 from floor_agent.dashboard.pages_footage import sweep_clips
+from floor_agent.protocol.event import utc_timestamp
+from floor_agent.store.interface import EventPage, EventQuery
 
 T0 = datetime(2026, 12, 7, 3, 0, 0, tzinfo=UTC)
 SETTINGS = FootageSettings.model_validate({
@@ -194,3 +198,41 @@ def test_old_clips_are_swept(tmp_path: Path) -> None:
     os.utime(tmp_path / ".work-1", (past, past))
     assert sweep_clips(settings) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["new.mp4"]
+
+
+class PagedStore:
+    """query_events as the store pages it: newest first, `limit` at a time, by cursor."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = sorted(events, key=lambda e: (e["ts"], e["id"]), reverse=True)
+        self.queries: list[EventQuery] = []
+
+    def query_events(self, query: EventQuery) -> EventPage:
+        self.queries.append(query)
+        rows = [e for e in self.events if query.since <= e["ts"] <= query.until
+                and (query.cursor is None or (e["ts"], e["id"]) < query.cursor)]
+        page = EventPage(rows[:query.limit])
+        if len(rows) > query.limit:
+            page.next_cursor = (rows[query.limit - 1]["ts"], rows[query.limit - 1]["id"])
+        return page
+
+
+def test_every_page_of_segment_events_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pages_footage, "PAGE", 7)
+    camera = SETTINGS.cameras[0]
+    events = []
+    for n in range(1, 61):  # 60 segments of 1 s of four cameras of one box: 240 events
+        for other, name in enumerate(("hall", "stairs", "lobby", "dock")):
+            start = T0 - timedelta(seconds=30) + timedelta(seconds=n)
+            e = event(seg(n, start, camera=name))
+            e |= {"id": n * 4 + other, "ts": utc_timestamp(start + timedelta(seconds=1))}
+            events.append(e)
+    store = PagedStore(events)
+    cover = footage.coverage(SETTINGS, "door.forced", "d", {"door_id": "front"},
+                             utc_timestamp(T0))
+    assert cover is not None
+    found = pages_footage._segment_events(SimpleNamespace(store=store),  # type: ignore[arg-type]
+                                          camera, cover)
+    assert len(found) == 240 and len(store.queries) == 35
+    got = footage.segments_of(found, camera, cover.start, cover.end)
+    assert [s.seq for s in got] == list(range(1, 41))  # 10 s segments up to T0 + 10 s

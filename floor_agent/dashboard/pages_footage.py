@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +31,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from floor_agent.collector import footage
-from floor_agent.collector.footage_config import FootageSettings
+from floor_agent.collector.footage_config import FootageCamera, FootageSettings
 from floor_agent.dashboard.auth import User, check_csrf, require
 from floor_agent.dashboard.context import Dashboard, dashboard_of
 from floor_agent.dashboard.paths import RowId
@@ -45,6 +46,10 @@ PERMISSION = "footage"
 ClipId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{22,64}$")]
 REASON_MIN = 3
 LINKS_AT_MOST = 200  # alerts on one /alerts page looked up for a footage link
+EVENTS_AT_MOST = 20_000  # cctv.segment events of one camera box read for one clip
+PAGE = 500
+# clips made at once by this process (each reads over SFTP and remuxes: I/O and a little CPU)
+MAKING = threading.BoundedSemaphore(2)
 H265_NOTE = ("This camera records H.265 (HEVC). Chromium as shipped by Debian cannot decode "
              "H.265 (Chrome and Edge only with the system's hardware decoder, Firefox not at "
              "all, Safari can): download the clip and open it in a player such as VLC or mpv. "
@@ -179,17 +184,45 @@ def sweep_clips(settings: FootageSettings, now: float | None = None) -> int:
     return gone
 
 
-def _clip(dash: Dashboard, user: User, why: str, alert: dict[str, Any],
-          cover: footage.Coverage, camera: Any) -> str:
-    """Fetch, verify, remux; the view recorded; the clip's id."""
-    settings = settings_of(dash)
-    sweep_clips(settings)
+def _segment_events(dash: Dashboard, camera: FootageCamera, cover: footage.Coverage
+                    ) -> list[dict[str, Any]]:
+    """The camera box's cctv.segment events that may hold the range: sealed (and so sent)
+    from the range's start to a segment's greatest length after its end, page by page."""
     since = cover.start - timedelta(seconds=60)
     until = cover.end + timedelta(seconds=footage.MAX_SEGMENT_SECONDS + 60)
-    events = dash.store.query_events(EventQuery(
-        agent_id=camera.agent_id, kind=CctvKind.SEGMENT, since=utc_timestamp(since),
-        until=utc_timestamp(until), limit=settings.max_segments * 4 + 10)).events
-    segments = footage.segments_of(events, camera, cover.start, cover.end)
+    events: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        found = dash.store.query_events(EventQuery(
+            agent_id=camera.agent_id, kind=CctvKind.SEGMENT, since=utc_timestamp(since),
+            until=utc_timestamp(until), limit=PAGE, cursor=cursor))
+        events += found.events
+        cursor = found.next_cursor
+        if cursor is None:
+            return events
+        if len(events) >= EVENTS_AT_MOST:
+            raise footage.FootageError(f"camera box {camera.agent_id}: more than "
+                                       f"{EVENTS_AT_MOST} segments reported around the alert")
+
+
+def _clip(dash: Dashboard, user: User, why: str, alert: dict[str, Any],
+          cover: footage.Coverage, camera: FootageCamera) -> str:
+    """Fetch, verify, remux; the view recorded; the clip's id."""
+    if not MAKING.acquire(timeout=10):
+        raise footage.FootageError("other clips are being made right now; try again in a "
+                                   "moment")
+    try:
+        return _make(dash, user, why, alert, cover, camera)
+    finally:
+        MAKING.release()
+
+
+def _make(dash: Dashboard, user: User, why: str, alert: dict[str, Any],
+          cover: footage.Coverage, camera: FootageCamera) -> str:
+    settings = settings_of(dash)
+    sweep_clips(settings)
+    segments = footage.segments_of(_segment_events(dash, camera, cover), camera, cover.start,
+                                   cover.end)
     if not segments:
         raise footage.FootageError(f"camera {camera.camera_id}: no recorded segment between "
                                    f"{cover.start:%H:%M:%S} and {cover.end:%H:%M:%S} UTC has "
