@@ -369,6 +369,26 @@ def test_an_altered_segment_is_refused(floor: CollectorProcess, sshd: SshdServer
     assert refused[0]["data"]["who"] == "victor"
 
 
+def test_central_storage_down_is_said_and_recorded(
+        floor: CollectorProcess, sshd: SshdServer, alerts: dict[str, int],
+        viewer: tuple[BrowserContext, Page]) -> None:
+    sshd.stop()
+    try:
+        with _client(floor, viewer[0]) as client:
+            got = _form(client, alerts["front"], f"{BOX}/cam1", "storage down: still try")
+    finally:
+        sshd.start()
+    assert got.status_code == 503, got.status_code
+    assert "central footage storage" in got.text and f"127.0.0.1:{sshd.port}" in got.text
+    assert "REFUSED" not in got.text
+    deadline = time.monotonic() + 20
+    while not (refused := [e for e in _own_events(floor, "footage.refused")
+                           if e["data"]["why"] == "storage down: still try"]):
+        assert time.monotonic() < deadline, "no footage.refused for the outage"
+        time.sleep(0.2)
+    assert refused[0]["severity"] == "warning" and refused[0]["data"]["altered"] is False
+
+
 @pytest.mark.parametrize("path", [
     "/footage/alert/0", "/footage/alert/-1", "/footage/alert/abc",
     "/footage/alert/99999999999999999999999", "/footage/alert/1%00",

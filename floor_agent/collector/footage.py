@@ -164,6 +164,8 @@ def fetch_verified(sftp_settings: FootageSftp, segments: Sequence[Segment], work
                    ) -> Fetched:
     """Download each segment into workdir and check it against its record and the chain;
     FootageAltered when any file differs, FootageError when storage cannot be read."""
+    import paramiko
+
     from floor_agent.sftp import SftpConnectError, close_quietly, connect_pinned
 
     s = sftp_settings
@@ -201,9 +203,10 @@ def fetch_verified(sftp_settings: FootageSftp, segments: Sequence[Segment], work
                     out.write(chunk)
             hashes[seg.path] = digest.hexdigest()
             result.files.append((seg, local))
-    except OSError as e:
+    except (OSError, EOFError, paramiko.SSHException) as e:
         raise FootageError(f"central footage storage {s.user}@{s.host}:{s.port}: "
-                           f"{getattr(e, 'strerror', None) or e}") from None
+                           f"{getattr(e, 'strerror', None) or e or type(e).__name__}"
+                           ) from None
     finally:
         close_quietly(sftp, client)
     missing = {(seg.camera_id, seg.seq) for seg in result.missing}
