@@ -53,6 +53,10 @@ class FootageAltered(FootageError):
     """A segment does not match the chain: the clip is refused."""
 
 
+class FootageUnavailable(FootageError):
+    """The range has no footage to show (not recorded, not reported, not offloaded yet)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Coverage:
     """The cameras that cover an alert's place and the time range of its clip."""

@@ -153,7 +153,8 @@ def make_alert_clip(request: Request, alert_id: RowId,
                             role=user.role, why=why, alert_id=alert_id,
                             camera_agent=chosen.agent_id, camera_id=chosen.camera_id,
                             altered=altered, error=str(e)[:1000])
-        return _form(request, user, alert, cover, 409 if altered else 503,
+        status = 409 if altered else 404 if isinstance(e, footage.FootageUnavailable) else 503
+        return _form(request, user, alert, cover, status,
                      ("REFUSED: " if altered else "") + str(e), why, camera)
     return RedirectResponse(f"/footage/clips/{clip_id}", 303)
 
@@ -224,9 +225,9 @@ def _make(dash: Dashboard, user: User, why: str, alert: dict[str, Any],
     segments = footage.segments_of(_segment_events(dash, camera, cover), camera, cover.start,
                                    cover.end)
     if not segments:
-        raise footage.FootageError(f"camera {camera.camera_id}: no recorded segment between "
-                                   f"{cover.start:%H:%M:%S} and {cover.end:%H:%M:%S} UTC has "
-                                   "reached the collector")
+        raise footage.FootageUnavailable(
+            f"camera {camera.camera_id}: no recorded segment between {cover.start:%H:%M:%S} "
+            f"and {cover.end:%H:%M:%S} UTC has reached the collector")
     if len(segments) > settings.max_segments:
         raise footage.FootageError(f"camera {camera.camera_id}: {len(segments)} segments in "
                                    f"range, more than max_segments ({settings.max_segments})")
@@ -236,7 +237,7 @@ def _make(dash: Dashboard, user: User, why: str, alert: dict[str, Any],
     try:
         fetched = footage.fetch_verified(settings.sftp, segments, work)
         if not fetched.files:
-            raise footage.FootageError(
+            raise footage.FootageUnavailable(
                 f"camera {camera.camera_id}: none of the {len(segments)} segments in range is "
                 "at central storage yet (the camera box offloads each within seconds of "
                 "sealing it; try again shortly) or retention removed them")
