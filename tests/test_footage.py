@@ -238,8 +238,15 @@ def test_door_alert_clip_is_verified_played_in_chromium_and_logged(
     assert size == [320, 180]
 
     # served with range requests, and only to its viewer
-    url = page.locator("[data-testid=clip-video]").get_attribute("src")
-    assert url is not None
+    src = page.locator("[data-testid=clip-video]").get_attribute("src")
+    assert src is not None and "#t=" in src
+    url, start_at = src.split("#t=")
+    # the door was forced after the recording ended: the player starts 5 s before the end
+    offset = float(page.locator("[data-testid=clip-video]").get_attribute("data-alert-offset")
+                   or "nan")
+    assert abs(offset - duration) < 0.6 and float(start_at) == pytest.approx(offset - 5, abs=0.1)
+    current = page.evaluate("document.querySelector('[data-testid=clip-video]').currentTime")
+    assert abs(current - float(start_at)) < 1.0, (current, start_at)
     with _client(floor, context) as client:
         part = client.get(url, headers={"Range": "bytes=0-99"})
         assert part.status_code == 206 and len(part.content) == 100, part.status_code

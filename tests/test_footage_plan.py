@@ -129,6 +129,20 @@ def test_hostile_segment_event_data_is_skipped(changes: dict[str, Any]) -> None:
                                T0 + timedelta(hours=1)) == []
 
 
+def test_the_alerts_moment_in_the_clip() -> None:
+    a = seg(1, T0)  # 10 s each
+    b = seg(2, T0 + timedelta(seconds=10))
+    c = seg(3, T0 + timedelta(seconds=60))  # after a 40 s gap, closed up in the clip
+    at = footage.offset_in_clip
+    assert at([a, b, c], T0 - timedelta(seconds=5)) == 0.0
+    assert at([a, b, c], T0 + timedelta(seconds=3.5)) == 3.5
+    assert at([a, b, c], T0 + timedelta(seconds=12)) == 12.0
+    assert at([a, b, c], T0 + timedelta(seconds=30)) == 20.0  # in the gap: where it closes
+    assert at([a, b, c], T0 + timedelta(seconds=61)) == 21.0
+    assert at([a, b, c], T0 + timedelta(hours=1)) == 30.0
+    assert at([], T0) == 0.0
+
+
 def test_the_remote_path_is_the_offloads() -> None:
     for start in (T0, T0 + timedelta(hours=21, milliseconds=7)):
         s = seg(3, start)

@@ -148,6 +148,21 @@ def segments_of(events: Iterable[Mapping[str, Any]], camera: FootageCamera, star
     return [found[seq] for seq in sorted(found)]
 
 
+def offset_in_clip(segments: Sequence[Segment], at: datetime) -> float:
+    """Where `at` falls in a clip of these segments played one after another (gaps between
+    them closed up), in seconds from its start (pure): 0 before the first, the end after
+    the last, the end of the segment before a gap when `at` falls in that gap."""
+    elapsed = 0.0
+    for seg in segments:
+        into = (at - seg.start).total_seconds()
+        if into < 0:
+            return elapsed
+        if into < seg.duration:
+            return elapsed + into
+        elapsed += seg.duration
+    return elapsed
+
+
 def remote_path(remote_dir: str, seg: Segment) -> str:
     """Where the camera box's offload put it (cctv/offload.remote_path_of): remote_dir/CAMERA/
     YYYY-MM-DD/HH/<file>, from the segment's UTC start."""

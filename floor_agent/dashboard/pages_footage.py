@@ -45,6 +45,7 @@ router = APIRouter()
 PERMISSION = "footage"
 ClipId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{22,64}$")]
 REASON_MIN = 3
+LEAD_SECONDS = 5.0  # the player starts this long before the alert's moment
 LINKS_AT_MOST = 200  # alerts on one /alerts page looked up for a footage link
 EVENTS_AT_MOST = 20_000  # cctv.segment events of one camera box read for one clip
 PAGE = 500
@@ -262,6 +263,8 @@ def _make(dash: Dashboard, user: User, why: str, alert: dict[str, Any],
             "camera_agent": camera.agent_id, "camera_id": camera.camera_id, "why": why,
             "codec": clip.codec, "width": clip.width, "height": clip.height,
             "seconds": round(clip.seconds, 1), "sha256": clip.sha256,
+            "alert_at": cover.at.isoformat(),
+            "alert_offset": round(footage.offset_in_clip(used, cover.at), 1),
             "segments": [{"seq": s.seq, "start": s.start.isoformat(), "sha256": s.sha256}
                          for s in used],
             "missing": [s.seq for s in fetched.missing],
@@ -300,7 +303,9 @@ def clip_page(request: Request, clip_id: ClipId,
                 note=None if playable else (H265_NOTE if meta["codec"] == "hevc" else
                                             f"This camera records {meta['codec']}, which "
                                             "browsers do not play from MP4: download the clip."),
-                video_url=f"/footage/clips/{clip_id}/video.mp4")
+                video_url=f"/footage/clips/{clip_id}/video.mp4",
+                # the player starts a few seconds before the alert's moment (a media fragment)
+                start_at=max(0.0, float(meta.get("alert_offset", 0.0)) - LEAD_SECONDS))
 
 
 @router.get("/footage/clips/{clip_id}/video.mp4")
