@@ -16,6 +16,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+import yaml
 
 from floor_agent.cctv.index import SegmentRecord
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
@@ -23,9 +24,11 @@ from floor_agent.cctv.offload import remote_path_of
 from floor_agent.cctv.recorder import segment_event
 from floor_agent.collector import footage
 from floor_agent.collector.footage_config import FootageSettings
+from floor_agent.config.loader import ConfigError
 from floor_agent.dashboard import pages_footage
 from floor_agent.dashboard.pages_footage import sweep_clips
 from floor_agent.protocol.event import utc_timestamp
+from floor_agent.roles.config import check_file
 from floor_agent.store.interface import EventPage, EventQuery
 
 T0 = datetime(2026, 12, 7, 3, 0, 0, tzinfo=UTC)
@@ -250,3 +253,33 @@ def test_every_page_of_segment_events_is_read(monkeypatch: pytest.MonkeyPatch) -
     assert len(found) == 240 and len(store.queries) == 35
     got = footage.segments_of(found, camera, cover.start, cover.end)
     assert [s.seq for s in got] == list(range(1, 41))  # 10 s segments up to T0 + 10 s
+
+
+def test_config_check_names_the_footage_settings(tmp_path: Path) -> None:
+    path = tmp_path / "collector.yaml"
+    path.write_text("role: collector\n")
+    assert "footage behind alerts off" in check_file(path)
+    path.write_text(yaml.safe_dump({"role": "collector", "collector": {"dashboard": {"footage": {
+        "enabled": True, "sftp": {"host": "store.floor", "user": "reader"},
+        "cameras": [{"agent_id": "box-1", "camera_id": "cam1", "doors": ["front"]}]}}}}))
+    said = check_file(path)
+    assert "footage behind alerts from 1 camera(s), 30 s before to 30 s after, read from " \
+        "reader@store.floor:22 'footage'" in said
+    path.write_text(yaml.safe_dump({"role": "collector", "collector": {"dashboard": {
+        "footage": {"enabled": True}}}}))
+    with pytest.raises(ConfigError, match="at least one camera"):
+        check_file(path)
+
+
+def test_the_footage_example_in_collector_yaml_is_valid() -> None:
+    lines = (Path(__file__).parent.parent / "config" / "collector.yaml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "# --- footage example" in line)
+    end = next(i for i, line in enumerate(lines) if "# --- end of the footage example" in line)
+    example = yaml.safe_load("\n".join(line.replace("# ", "", 1)[6:]
+                                       for line in lines[start + 1:end]))
+    settings = FootageSettings.model_validate({"enabled": True, **example})
+    assert [(c.camera_id, c.doors, c.zones) for c in settings.cameras] == [
+        ("cam1", ["front"], ["hall-a"]), ("cam2", [], ["hall-a"])]
+    cover = footage.coverage(settings, "door.forced", "door-1", {"door_id": "front"},
+                             "2026-12-07T03:00:00.000000Z")
+    assert cover is not None and [c.camera_id for c in cover.cameras] == ["cam1"]

@@ -60,6 +60,9 @@ class FootageSettings(StrictModel):
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> FootageSettings:
+        if self.enabled and not self.cameras:
+            raise ValueError("enabled: true needs at least one camera under cameras (which "
+                             "camera box records it, the doors and zones it covers)")
         seen: set[tuple[str, str]] = set()
         for camera in self.cameras:
             key = (camera.agent_id, camera.camera_id)
