@@ -27,7 +27,7 @@ EXTRA_MODULES: dict[str, frozenset[str]] = {
     "collector": frozenset({
         "fastapi", "starlette", "uvicorn", "httptools", "uvloop", "watchfiles", "websockets",
         "psycopg", "psycopg_binary", "prometheus_client", "cv2", "numpy", "jinja2", "argon2",
-        "multipart", "python_multipart", "weasyprint"}),
+        "multipart", "python_multipart", "weasyprint", "paramiko", "av"}),
     "retention": frozenset({"paramiko"}),
 }
 # The test extra's: no role may import them.

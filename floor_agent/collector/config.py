@@ -12,6 +12,7 @@ from pydantic import (
     model_validator,
 )
 
+from floor_agent.collector.footage_config import FootageSettings
 from floor_agent.collector.notify_config import NotificationSettings
 from floor_agent.config.audit import none_section_to_empty
 from floor_agent.config.base import (
@@ -41,6 +42,8 @@ class DashboardSettings(StrictModel):
     login_wait_seconds: Annotated[StrictFloat, Field(gt=0, le=60)] = 3.0
     # Cookies carry Secure: the collector only serves HTTPS; off only for a test on plain HTTP.
     secure_cookies: Annotated[bool, Field(strict=True)] = True
+    # clips behind alerts, from the central SFTP copy (collector/footage.py)
+    footage: FootageSettings = Field(default_factory=FootageSettings)
 
 
 class BackupSettings(StrictModel):

@@ -123,6 +123,7 @@ DESCRIPTIONS = {
     "export": "export CSV",
     "verify": "verify the audit chains",
     "footage_log": "see the footage log",
+    "footage": "watch footage",
     "users": "manage users",
     "people": "see the door people and their access levels",
 }

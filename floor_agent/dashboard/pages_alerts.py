@@ -18,6 +18,7 @@ from floor_agent.dashboard.auth import User, check_csrf, require
 from floor_agent.dashboard.context import dashboard_of
 from floor_agent.dashboard.csv_export import csv_response
 from floor_agent.dashboard.pages_events import export_allowed
+from floor_agent.dashboard.pages_footage import footage_links
 from floor_agent.dashboard.pages_overview import stream
 from floor_agent.dashboard.paths import RowId
 from floor_agent.dashboard.render import csv_link, page
@@ -73,6 +74,7 @@ def alerts_page(request: Request, user: Annotated[User, Depends(require("read"))
         return csv_response(alerts_table(found), "alerts")
     return page(request, "alerts.html", user, alerts=found, form=form,
                 error=error if error in ACK_ERRORS else None,
+                footage=footage_links(request, user, found),
                 csv_url=csv_link(request) if user.may("export") else None)
 
 

@@ -111,12 +111,10 @@ def camera_page(request: Request, agent_id: AgentId, camera: CameraId,
             for e in views:
                 d = e["data"]
                 if d.get("camera_id") == camera and d.get("camera_agent") == agent_id:
+                    why, what = _own_view(d)
                     footage.add([time_cell(e["ts"], link=f"/events/{own}/{e['seq']}"), e["kind"],
-                                 str(d.get("who", "")), "dashboard snapshot",
-                                 f"snapshot of {short_time(d.get('snapshot_at', ''))}"],
-                                data_testid="footage-row")
-                    combined.add([e["ts"], "footage", e["kind"], str(d.get("who", "")),
-                                  "dashboard snapshot"])
+                                 str(d.get("who", "")), why, what], data_testid="footage-row")
+                    combined.add([e["ts"], "footage", e["kind"], str(d.get("who", "")), why])
         footage.rows.sort(key=lambda r: r.cells[0].title or r.cells[0].text, reverse=True)
     else:
         combined.rows = [r for r in combined.rows if r.cells[1].text != "footage"]
@@ -129,6 +127,15 @@ def camera_page(request: Request, agent_id: AgentId, camera: CameraId,
                 snapshot_at=shot["received_at"] if shot else None, gaps=gaps, motion=motion,
                 footage=footage if user.may("footage_log") else None,
                 csv_url=csv_link(request) if user.may("export") else None)
+
+
+def _own_view(d: dict[str, Any]) -> tuple[str, str]:
+    """(why, what) of a footage.viewed on the collector's trail: a snapshot or an alert's clip
+    (pages_footage.py)."""
+    if d.get("what") == "clip":
+        return (str(d.get("why", "")), f"clip of alert #{d.get('alert_id')}, segments "
+                f"{d.get('segments')} from {str(d.get('start', ''))[:19].replace('T', ' ')}")
+    return "dashboard snapshot", f"snapshot of {short_time(d.get('snapshot_at', ''))}"
 
 
 def self_audit_id(request: Request) -> str | None:

@@ -15,11 +15,14 @@ USERNAME_RE = re.compile(r"^[a-z][a-z0-9._-]{0,31}$")
 
 # What each role may do. viewer: the security staff on the floor (read, acknowledge);
 # auditor: reads everything, exports, re-verifies, sees the footage log, changes nothing;
-# admin: everything, plus users and the door people.
+# admin: everything, plus users and the door people. `footage`: watch the clips behind alerts
+# (each view recorded with who and why): the security staff and admins, not the auditor, who
+# reads the footage log instead.
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "viewer": frozenset({"read", "ack"}),
+    "viewer": frozenset({"read", "ack", "footage"}),
     "auditor": frozenset({"read", "export", "verify", "footage_log"}),
-    "admin": frozenset({"read", "ack", "export", "verify", "footage_log", "users", "people"}),
+    "admin": frozenset({"read", "ack", "export", "verify", "footage_log", "footage", "users",
+                        "people"}),
 }
 
 

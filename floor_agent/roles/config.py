@@ -13,6 +13,7 @@ from pydantic import Field
 from floor_agent.access.config import DoorConfig
 from floor_agent.cctv.config import CctvConfig
 from floor_agent.collector.config import CollectorConfig
+from floor_agent.collector.footage_config import FootageSettings
 from floor_agent.collector.notify_config import NotificationSettings
 from floor_agent.common.urls import redact_url
 from floor_agent.config.audit import AgentRoleConfig
@@ -60,6 +61,15 @@ def _notifications(n: NotificationSettings) -> str:
             f"{n.digest.window_seconds} s folded into a digest{escalation}")
 
 
+def _footage(f: FootageSettings) -> str:
+    if not f.enabled:
+        return "footage behind alerts off"
+    s = f.sftp
+    return (f"footage behind alerts from {len(f.cameras)} camera(s), {f.before_seconds} s "
+            f"before to {f.after_seconds} s after, read from {s.user}@{s.host}:{s.port} "
+            f"{s.remote_dir!r} (host key pinned in {s.known_hosts_file})")
+
+
 def check_file(path: str | Path) -> str:
     """One-paragraph summary for `floor-agent config check FILE`; raises ConfigError."""
     config = load_config(path)
@@ -72,7 +82,8 @@ def check_file(path: str | Path) -> str:
             f"{redact_url(c.resolved_database_url())}; batches up to {c.max_batch_events} "
             f"events and {c.max_request_bytes} bytes per request; an agent is stale after "
             f"{c.stale_checkpoint_seconds} s without a checkpoint; tokens live "
-            f"{c.token_ttl_seconds} s; {_notifications(c.notifications)}."
+            f"{c.token_ttl_seconds} s; {_footage(c.dashboard.footage)}; "
+            f"{_notifications(c.notifications)}."
         )
     a = config.audit
     source = "" if a.agent_id is not None else " (from hostname)"

@@ -18,3 +18,4 @@ class DashboardKind(StrEnum):
     USER_RESET = "dashboard.user_reset"
     USER_ROLE_CHANGED = "dashboard.user_role_changed"
     FOOTAGE_VIEWED = "footage.viewed"
+    FOOTAGE_REFUSED = "footage.refused"
