@@ -25,7 +25,7 @@ def document(version: int = 5, agent_id: str = "ws-1", **changes: object) -> Pol
         issuer="site-collector", agent_id=agent_id, group="editors", version=version,
         issued_at="2026-12-07T10:00:00.000000Z",
         usb_rules="allow with-interface equals { 03:*:* }\nreject with-interface 08:*:*\n",
-        netlock_allow=({"name": "collector", "addresses": ["10.0.0.5"], "ports": [8443]},),
+        netlock_allow=({"name": "collector", "addresses": ["10.0.0.5"], "tcp": [8443]},),
         exceptions=(TABLET,))
     return PolicyDocument(**{**{f: getattr(base, f) for f in base.__slots__}, **changes})
 
@@ -47,7 +47,7 @@ def test_a_signed_document_round_trips_and_verifies() -> None:
     (("document", "agent_id"), "ws-2"),
     (("document", "exceptions", 0, "expires_at"), None),
     (("document", "exceptions", 0, "scope"), "all"),
-    (("document", "netlock_allow", 0, "ports"), [8443, 443]),
+    (("document", "netlock_allow", 0, "tcp"), [8443, 443]),
 ])
 def test_any_change_after_signing_is_refused(path: tuple[object, ...], value: object) -> None:
     envelope = copy.deepcopy(policy.sign(document(), KEY))

@@ -24,14 +24,15 @@ Envelope on the wire and in the workstation's cache:
 document:
     {"issuer": "site-collector", "agent_id": "ws-12", "group": "editors", "version": 41,
      "issued_at": "2026-12-07T10:00:00.000000Z", "usb_rules": "allow with-interface ...\n",
-     "netlock_allow": [{"name": "collector", "addresses": ["10.0.0.5"], "ports": [8443],
-                        "protocol": "tcp"}],
+     "netlock_allow": [{"name": "collector", "addresses": ["10.0.0.5"], "tcp": [8443],
+                        "udp": [], "must_reach": [8443]}],
      "exceptions": [{"exception_id": "x-7", "rule": "allow id 056a:0374 hash \"...\"",
                      "scope": "agent:ws-12", "reason": "new tablet model",
                      "approved_by": "alice", "approved_at": "...", "expires_at": null}]}
 The collector checks `usb_rules` with the project's rule parser and `netlock_allow` with the
-netlock config model before it signs; this module checks the shape only (it imports nothing of
-the project's capabilities), and the workstation parses both again before applying them.
+netlock config model (each entry a workstation.yaml `netlock.allow` entry) before it signs;
+this module checks the shape only (it imports nothing of the project's capabilities), and the
+workstation parses both again before applying them.
 """
 
 from __future__ import annotations
