@@ -9,10 +9,19 @@ from the first REFERENCE_SECONDS of usable frames and refreshed slowly while all
   reference. A dark room at night keeps its structure (normalised, it is the daytime scene),
   so it is not covered; a dark view with structure of its own is turned;
 - defocused: sharpness (the Laplacian's energy, divided by the thumbnail's own variance so a
-  dimmer light does not read as blur) below blur_ratio of the reference's. The energy is the
-  mean over the thumbnail's cells less the sharpest tenth: a camera's burned-in text (its
-  name, its clock) is drawn after the lens, stays sharp when the lens is not, and would
-  otherwise outweigh the whole scene;
+  dimmer light does not read as blur) below blur_ratio of the reference's, at either of two
+  scales. The energy is the mean over the thumbnail's cells less the sharpest tenth: a
+  camera's burned-in text (its name, its clock) is drawn after the lens, stays sharp when the
+  lens is not, and would otherwise outweigh the whole scene. The fine scale (the frame at half
+  size) sees a mild defocus, but at night the sensor's noise, added after the lens, is far
+  sharper than the dim scene there, and a blurred lens changes little of what it measures.
+  The coarse scale (the thumbnail itself: a defocus takes its mid frequencies too, while the
+  noise, averaged over a cell's pixels, keeps a quarter of its variance there) is judged
+  above the noise floor: the noise's expected share of the energy and of the variance is
+  taken off, its strength estimated on each frame (a second-difference filter's response over
+  the half-size frame, the quieter half of its pixels, so that edges and text stay out). A
+  scene with no coarse structure above that floor (a bare wall at night) is judged at the
+  fine scale alone;
 - turned: the scene's structure no longer matches the reference: the correlation of normalised,
   blurred thumbnails (brightness and contrast cancel out, so a light change is no turn) less
   their coarsest shading (the lens' vignetting and the light's fall-off stay with the camera
@@ -48,6 +57,7 @@ cannot be judged, and a frozen judgement needs a live stream: those stay as they
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -91,6 +101,30 @@ OVERLAY_QUIET_FRACTION = 0.03
 OVERLAY_TICKS = 6.0  # learned at this many changes (decayed with overlay_learn_seconds)
 OVERLAY_MAX_FRACTION = 0.1  # never more than this share of the cells
 OSD_BAND = 0.2  # learned cells in the top or bottom fifth: their whole text line is left out
+# The coarse defocus measure: the noise's expected energy under the thumbnail's Laplacian, per
+# unit of noise variance. The Laplacian (3x3 Gaussian first) of white noise is Gaussian, with
+# the variance of its kernel's (the response to one bright pixel) squared sum; squared, a
+# chi-square with one degree of freedom, of which the measure keeps the quieter
+# 1 - SHARPEST_LEFT_OUT: their mean is P(chi2_3 <= q) / (1 - SHARPEST_LEFT_OUT) of the whole
+# mean, q the kept share's quantile (0.63 of it).
+_IMPULSE = np.zeros((9, 9), np.float64)
+_IMPULSE[4, 4] = 1.0
+_Q = statistics.NormalDist().inv_cdf(1 - SHARPEST_LEFT_OUT / 2) ** 2
+NOISE_ENERGY = float(np.sum(cv2.Laplacian(cv2.GaussianBlur(_IMPULSE, (3, 3), 0),
+                                          cv2.CV_64F) ** 2)) * (
+    math.erf(math.sqrt(_Q / 2)) - math.sqrt(2 * _Q / math.pi) * math.exp(-_Q / 2)
+) / (1 - SHARPEST_LEFT_OUT)
+# The noise's strength: the response of Immerkaer's second-difference kernel (blind to flat
+# areas and gradients; std 6 sigma for white noise of std sigma): the mean of the quieter half
+# of its absolute values is 4 * (phi(0) - phi(its median)) = 0.3247 of that std.
+_NOISE_KERNEL = np.array([1, -2, 1], np.float32)  # separable: this across, this down
+_LEVELS = np.arange(256, dtype=np.float64)
+_STANDARD = statistics.NormalDist()
+_HALF_NORMAL_LOWER_MEAN = 4 * (_STANDARD.pdf(0) - _STANDARD.pdf(_STANDARD.inv_cdf(0.75)))
+QUANTISATION = 1 / 12  # the uint8 thumbnail's rounding, as a noise variance
+# The coarse measure is judged only when the reference's coarse structure is above the noise
+# floor by this factor: a scene with none there (a bare wall at night) has nothing to lose.
+COARSE_MIN_SNR = 1.0
 # No structure: a grey spread under STRUCTURE_FLOOR (no scene has so little contrast: an office
 # at night has 5), or what spread there is incoherent (blurring the thumbnail takes more than
 # half of it away: noise, not shapes).
@@ -134,10 +168,13 @@ class Hold:
 @dataclass(frozen=True, slots=True, eq=False)
 class Reference:
     """The healthy scene: a blurred thumbnail (normalised to mean 0, std 1 over the analysed
-    cells, 0 on the overlay) and its sharpness."""
+    cells, 0 on the overlay), its sharpness, its coarse sharpness above the noise floor and
+    that floor."""
 
     thumb: np.ndarray = field(repr=False)
     sharpness: float = 0.0
+    coarse: float = 0.0
+    floor: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -169,7 +206,7 @@ class TamperState:
     reference: Reference | None = None
     building_since: float | None = None
     building_sum: np.ndarray | None = field(default=None, repr=False)
-    building_sharpness: tuple[float, ...] = ()
+    building_sharpness: tuple[tuple[float, float, float], ...] = ()  # fine, coarse, floor
     # covered, defocused, turned, and frozen's three evidences (frozen: any of them)
     holds: Mapping[str, Hold] = field(default_factory=_no_holds)
     last_digest: np.ndarray | None = field(default=None, repr=False)
@@ -206,6 +243,8 @@ class _Measures:
     spread: float  # robust std dev: (84th - 16th percentile) / 2
     mean: float
     sharpness: float
+    coarse: float  # the thumbnail's sharpness above the noise floor
+    floor: float  # the noise's share the coarse sharpness had taken off
     digest: np.ndarray
     thumb: np.ndarray  # blurred and normalised (0 off the analysed cells)
     coherence: float  # std of the blurred thumbnail / std of the thumbnail: 1 smooth shapes
@@ -244,6 +283,29 @@ def _factor(shape: tuple[int, ...]) -> int:
     return max(1, min(round(width / THUMB_WIDTH), height))
 
 
+def _trimmed_mean(energy: np.ndarray, overlay: Overlay | None) -> float:
+    """The mean energy over the analysed cells less the sharpest SHARPEST_LEFT_OUT."""
+    cells = energy.ravel() if overlay is None else energy[overlay.analysed]
+    keep = max(1, int(cells.size * (1 - SHARPEST_LEFT_OUT)))
+    return float(np.partition(cells, keep - 1)[:keep].mean())
+
+
+def _noise_sigma(region: np.ndarray) -> float:
+    """The std dev of `region`'s (uint8) white noise, from Immerkaer's kernel: its absolute
+    response as uint8 (an integer), the mean of the quieter half from its histogram."""
+    if min(region.shape) < 3:
+        return 0.0
+    response = cv2.convertScaleAbs(
+        cv2.sepFilter2D(region, cv2.CV_16S, _NOISE_KERNEL, _NOISE_KERNEL)[1:-1, 1:-1])
+    histogram = cv2.calcHist([response], [0], None, [256], [0, 256]).ravel()
+    cumulative = np.cumsum(histogram)
+    half = float(cumulative[-1]) / 2
+    median = int(np.searchsorted(cumulative, half))
+    below = float(cumulative[median - 1]) if median else 0.0
+    total = float(histogram[:median] @ _LEVELS[:median]) + (half - below) * median
+    return total / half / (6 * _HALF_NORMAL_LOWER_MEAN)
+
+
 def _measure(grey: np.ndarray, overlay: Overlay | None) -> _Measures:
     mask = None if overlay is None else overlay.mask
     digest = _thumbnail(grey)
@@ -254,17 +316,28 @@ def _measure(grey: np.ndarray, overlay: Overlay | None) -> _Measures:
     factor = _factor(grey.shape)
     rows, cols = digest.shape
     region = grey[: rows * factor, : cols * factor]
+    region_factor = 1  # the region's pixels per frame pixel, across
     if factor % 2 == 0:
         region = cv2.resize(region, (cols * factor // 2, rows * factor // 2),
                             interpolation=cv2.INTER_AREA)
+        region_factor = 2
     laplacian = cv2.Laplacian(cv2.GaussianBlur(region, (3, 3), 0), cv2.CV_32F)
     energy = cv2.resize(cv2.multiply(laplacian, laplacian), (cols, rows),
                         interpolation=cv2.INTER_AREA)
-    cells = energy.ravel() if overlay is None else energy[overlay.analysed]
-    keep = max(1, int(cells.size * (1 - SHARPEST_LEFT_OUT)))
-    kept = np.partition(cells, keep - 1)[:keep]
     # against the picture's own contrast (the thumbnail's: a dimmer light is no blur)
-    sharpness = float(kept.mean()) / max(raw_std * raw_std, 1.0)
+    variance = raw_std * raw_std
+    sharpness = _trimmed_mean(energy, overlay) / max(variance, 1.0)
+    # the coarse scale, above the noise floor: the region's noise averaged over a cell's
+    # (factor / region_factor)^2 of its pixels (white noise: the variance falls with their
+    # count; a real sensor's, correlated a little, falls less, and is then under-counted)
+    noise = (_noise_sigma(region) * region_factor / factor) ** 2 + QUANTISATION
+    coarse_laplacian = cv2.Laplacian(cv2.GaussianBlur(digest.astype(np.float32), (3, 3), 0),
+                                     cv2.CV_32F)  # in float: the digest's rounding is counted
+    noise_energy = NOISE_ENERGY * noise
+    signal_variance = max(variance - noise, 1.0)
+    coarse_energy = _trimmed_mean(cv2.multiply(coarse_laplacian, coarse_laplacian), overlay)
+    coarse = max(coarse_energy - noise_energy, 0.0) / signal_variance
+    floor = noise_energy / signal_variance
     # the overlay's cells filled with the picture's level first: blurred, they would bleed
     # into the analysed cells around them
     filled = digest.astype(np.float32)
@@ -280,7 +353,8 @@ def _measure(grey: np.ndarray, overlay: Overlay | None) -> _Measures:
                      interpolation=cv2.INTER_LINEAR)
     thumb = _normalised(blurred - low, mask)
     coherence = blurred_std / raw_std if raw_std > 1e-6 else 0.0
-    return _Measures(p50, (p84 - p16) / 2, mean, sharpness, digest, thumb, coherence)
+    return _Measures(p50, (p84 - p16) / 2, mean, sharpness, coarse, floor, digest, thumb,
+                     coherence)
 
 
 def _similarity(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -365,6 +439,10 @@ def step(state: TamperState, frame: SmallFrame,
             ratio = m.sharpness / max(reference.sharpness, 1e-9)
             detail["sharpness_ratio"] = round(ratio, 3)
             defocused = ratio < config.blur_ratio
+            if reference.coarse > COARSE_MIN_SNR * reference.floor:
+                coarse_ratio = m.coarse / reference.coarse
+                detail["coarse_sharpness_ratio"] = round(coarse_ratio, 3)
+                defocused = defocused or coarse_ratio < config.blur_ratio
             turned = similarity < config.scene_similarity
     else:
         covered = dark_or_uniform and structureless
@@ -441,7 +519,9 @@ def step(state: TamperState, frame: SmallFrame,
         weight = min(1.0, max(0.0, dt) / REFRESH_SECONDS)
         new = replace(new, reference=Reference(
             _normalised((1 - weight) * reference.thumb + weight * m.thumb, mask),
-            (1 - weight) * reference.sharpness + weight * m.sharpness))
+            (1 - weight) * reference.sharpness + weight * m.sharpness,
+            (1 - weight) * reference.coarse + weight * m.coarse,
+            (1 - weight) * reference.floor + weight * m.floor))
     return new, events
 
 
@@ -494,10 +574,11 @@ def _build(state: TamperState, m: _Measures, t: float) -> TamperState:
     """Gather healthy frames until REFERENCE_SECONDS have passed, then fix the reference."""
     since = t if state.building_since is None else state.building_since
     total = m.thumb.copy() if state.building_sum is None else state.building_sum + m.thumb
-    sharpness = (*state.building_sharpness, m.sharpness)
+    sharpness = (*state.building_sharpness, (m.sharpness, m.coarse, m.floor))
     if t - since >= REFERENCE_SECONDS and len(sharpness) >= 3:
         mask = None if state.overlay is None else state.overlay.mask
-        reference = Reference(_normalised(total, mask), float(np.median(sharpness)))
+        fine, coarse, floor = (float(v) for v in np.median(np.array(sharpness), axis=0))
+        reference = Reference(_normalised(total, mask), fine, coarse, floor)
         return replace(state, reference=reference, building_since=None, building_sum=None,
                        building_sharpness=())
     return replace(state, building_since=since, building_sum=total,
