@@ -71,7 +71,8 @@ class TamperConfig(StrictModel):
     # is not covered
     dark_below: Annotated[StrictInt, Field(ge=0, le=255)] = 12
     uniform_std: Annotated[StrictFloat, Field(ge=0, le=128)] = 6.0
-    # defocused: sharpness (variance of the Laplacian) below this fraction of the reference
+    # defocused: sharpness (the Laplacian's energy) below this fraction of the reference's, at
+    # the fine scale or at the thumbnail's, there above the sensor's noise floor (at night)
     blur_ratio: Fraction = 0.35
     # turned: similarity to the reference scene below this (0-1)
     scene_similarity: Fraction = 0.5

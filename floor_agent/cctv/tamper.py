@@ -9,10 +9,22 @@ from the first REFERENCE_SECONDS of usable frames and refreshed slowly while all
   reference. A dark room at night keeps its structure (normalised, it is the daytime scene),
   so it is not covered; a dark view with structure of its own is turned;
 - defocused: sharpness (the Laplacian's energy, divided by the thumbnail's own variance so a
-  dimmer light does not read as blur) below blur_ratio of the reference's. The energy is the
-  mean over the thumbnail's cells less the sharpest tenth: a camera's burned-in text (its
-  name, its clock) is drawn after the lens, stays sharp when the lens is not, and would
-  otherwise outweigh the whole scene;
+  dimmer light does not read as blur) below blur_ratio of the reference's, at either of two
+  scales. The energy is the mean over the thumbnail's cells less the sharpest tenth: a
+  camera's burned-in text (its name, its clock) is drawn after the lens, stays sharp when the
+  lens is not, and would otherwise outweigh the whole scene. The fine scale (the frame at half
+  size) sees a mild defocus, but at night the sensor's noise, added after the lens, is far
+  sharper than the dim scene there, and a blurred lens changes little of what it measures.
+  The coarse scale (the thumbnail itself: a defocus takes its mid frequencies too, while the
+  noise, averaged over a cell's pixels, keeps a quarter of its variance there) is judged
+  above the noise floor: the noise's expected share of the energy and of the variance is
+  taken off, its strength estimated on each frame (a second-difference filter's response over
+  the half-size frame, the quieter half of its pixels, so that edges and text stay out). Each
+  scale is judged only while the reference's structure there is above its noise floor: a
+  bare wall at night has nothing to lose at the coarse scale, and a fine sharpness that was
+  mostly noise cannot fall below blur_ratio for a blur, only when the noise goes (the lights
+  coming on after a noisy night: it called that defocused, for good, since the reference is
+  not refreshed while alarmed);
 - turned: the scene's structure no longer matches the reference: the correlation of normalised,
   blurred thumbnails (brightness and contrast cancel out, so a light change is no turn) less
   their coarsest shading (the lens' vignetting and the light's fall-off stay with the camera
@@ -48,10 +60,11 @@ cannot be judged, and a frozen judgement needs a live stream: those stay as they
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 import cv2
 import numpy as np
@@ -91,6 +104,35 @@ OVERLAY_QUIET_FRACTION = 0.03
 OVERLAY_TICKS = 6.0  # learned at this many changes (decayed with overlay_learn_seconds)
 OVERLAY_MAX_FRACTION = 0.1  # never more than this share of the cells
 OSD_BAND = 0.2  # learned cells in the top or bottom fifth: their whole text line is left out
+# The noise's expected energy under the Laplacian (3x3 Gaussian first), per unit of noise
+# variance: the Laplacian of white noise is Gaussian, with the variance of its kernel's (the
+# response to one bright pixel) squared sum. The coarse measure: squared, a chi-square with
+# one degree of freedom, of which it keeps the quieter 1 - SHARPEST_LEFT_OUT: their mean is
+# P(chi2_3 <= q) / (1 - SHARPEST_LEFT_OUT) of the whole mean, q the kept share's quantile
+# (0.63 of it). The fine measure (its floor only a guard) takes the whole mean, which its
+# kept cells' means of a few pixels lie below, and the uint8 blur's rounding (a variance of
+# QUANTISATION) under the plain Laplacian.
+_IMPULSE = np.zeros((9, 9), np.float64)
+_IMPULSE[4, 4] = 1.0
+_Q = statistics.NormalDist().inv_cdf(1 - SHARPEST_LEFT_OUT / 2) ** 2
+_LOG_ENERGY = float(np.sum(cv2.Laplacian(cv2.GaussianBlur(_IMPULSE, (3, 3), 0),
+                                         cv2.CV_64F) ** 2))
+NOISE_ENERGY = _LOG_ENERGY * (
+    math.erf(math.sqrt(_Q / 2)) - math.sqrt(2 * _Q / math.pi) * math.exp(-_Q / 2)
+) / (1 - SHARPEST_LEFT_OUT)
+ROUNDING_ENERGY = float(np.sum(cv2.Laplacian(_IMPULSE, cv2.CV_64F) ** 2)) / 12
+# The noise's strength: the response of Immerkaer's second-difference kernel (blind to flat
+# areas and gradients; std 6 sigma for white noise of std sigma): the mean of the quieter half
+# of its absolute values is 4 * (phi(0) - phi(its median)) = 0.3247 of that std.
+_NOISE_KERNEL = np.array([1, -2, 1], np.float32)  # separable: this across, this down
+_LEVELS = np.arange(256, dtype=np.float64)
+_STANDARD = statistics.NormalDist()
+_HALF_NORMAL_LOWER_MEAN = 4 * (_STANDARD.pdf(0) - _STANDARD.pdf(_STANDARD.inv_cdf(0.75)))
+QUANTISATION = 1 / 12  # a uint8 image's rounding, as a noise variance
+# A scale of the defocus measure is judged only when the reference's structure there is above
+# its noise floor by this factor (the fine scale could see a blur only from 1.9 up: a blurred
+# picture keeps all of the noise, and blur_ratio is 0.35).
+MIN_SIGNAL_TO_NOISE = 1.0
 # No structure: a grey spread under STRUCTURE_FLOOR (no scene has so little contrast: an office
 # at night has 5), or what spread there is incoherent (blurring the thumbnail takes more than
 # half of it away: noise, not shapes).
@@ -131,13 +173,31 @@ class Hold:
     since: float | None = None  # condition seen since (not active) / gone since (active)
 
 
+class Sharpness(NamedTuple):
+    """The defocus measure, each divided by the thumbnail's variance: `fine` (the half-size
+    frame's Laplacian energy, its noise in) and the noise's share of it, `fine_floor`;
+    `coarse` (the thumbnail's, above the noise floor: the noise's share taken off, of the
+    variance too) and the share taken off, `coarse_floor`."""
+
+    fine: float = 0.0
+    fine_floor: float = 0.0
+    coarse: float = 0.0
+    coarse_floor: float = 0.0
+
+    def judged(self) -> tuple[bool, bool]:
+        """As a reference: whether its fine and its coarse scale have structure above their
+        noise floor (MIN_SIGNAL_TO_NOISE)."""
+        return (self.fine - self.fine_floor > MIN_SIGNAL_TO_NOISE * self.fine_floor,
+                self.coarse > MIN_SIGNAL_TO_NOISE * self.coarse_floor)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Reference:
     """The healthy scene: a blurred thumbnail (normalised to mean 0, std 1 over the analysed
     cells, 0 on the overlay) and its sharpness."""
 
     thumb: np.ndarray = field(repr=False)
-    sharpness: float = 0.0
+    sharpness: Sharpness = Sharpness()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -169,7 +229,7 @@ class TamperState:
     reference: Reference | None = None
     building_since: float | None = None
     building_sum: np.ndarray | None = field(default=None, repr=False)
-    building_sharpness: tuple[float, ...] = ()
+    building_sharpness: tuple[Sharpness, ...] = ()
     # covered, defocused, turned, and frozen's three evidences (frozen: any of them)
     holds: Mapping[str, Hold] = field(default_factory=_no_holds)
     last_digest: np.ndarray | None = field(default=None, repr=False)
@@ -205,7 +265,7 @@ class _Measures:
     level: float  # median grey (thumbnail, analysed cells)
     spread: float  # robust std dev: (84th - 16th percentile) / 2
     mean: float
-    sharpness: float
+    sharpness: Sharpness
     digest: np.ndarray
     thumb: np.ndarray  # blurred and normalised (0 off the analysed cells)
     coherence: float  # std of the blurred thumbnail / std of the thumbnail: 1 smooth shapes
@@ -244,6 +304,29 @@ def _factor(shape: tuple[int, ...]) -> int:
     return max(1, min(round(width / THUMB_WIDTH), height))
 
 
+def _trimmed_mean(energy: np.ndarray, overlay: Overlay | None) -> float:
+    """The mean energy over the analysed cells less the sharpest SHARPEST_LEFT_OUT."""
+    cells = energy.ravel() if overlay is None else energy[overlay.analysed]
+    keep = max(1, int(cells.size * (1 - SHARPEST_LEFT_OUT)))
+    return cv2.sumElems(np.partition(cells, keep - 1)[:keep])[0] / keep
+
+
+def _noise_sigma(region: np.ndarray) -> float:
+    """The std dev of `region`'s (uint8) white noise, from Immerkaer's kernel: its absolute
+    response as uint8 (an integer), the mean of the quieter half from its histogram."""
+    if min(region.shape) < 3:
+        return 0.0
+    response = cv2.convertScaleAbs(
+        cv2.sepFilter2D(region, cv2.CV_16S, _NOISE_KERNEL, _NOISE_KERNEL)[1:-1, 1:-1])
+    histogram = cv2.calcHist([response], [0], None, [256], [0, 256]).ravel()
+    cumulative = np.cumsum(histogram)
+    half = float(cumulative[-1]) / 2
+    median = int(np.searchsorted(cumulative, half))
+    below = float(cumulative[median - 1]) if median else 0.0
+    total = float(histogram[:median] @ _LEVELS[:median]) + (half - below) * median
+    return total / half / (6 * _HALF_NORMAL_LOWER_MEAN)
+
+
 def _measure(grey: np.ndarray, overlay: Overlay | None) -> _Measures:
     mask = None if overlay is None else overlay.mask
     digest = _thumbnail(grey)
@@ -254,17 +337,31 @@ def _measure(grey: np.ndarray, overlay: Overlay | None) -> _Measures:
     factor = _factor(grey.shape)
     rows, cols = digest.shape
     region = grey[: rows * factor, : cols * factor]
+    region_factor = 1  # the region's pixels per frame pixel, across
     if factor % 2 == 0:
         region = cv2.resize(region, (cols * factor // 2, rows * factor // 2),
                             interpolation=cv2.INTER_AREA)
+        region_factor = 2
     laplacian = cv2.Laplacian(cv2.GaussianBlur(region, (3, 3), 0), cv2.CV_32F)
     energy = cv2.resize(cv2.multiply(laplacian, laplacian), (cols, rows),
                         interpolation=cv2.INTER_AREA)
-    cells = energy.ravel() if overlay is None else energy[overlay.analysed]
-    keep = max(1, int(cells.size * (1 - SHARPEST_LEFT_OUT)))
-    kept = np.partition(cells, keep - 1)[:keep]
     # against the picture's own contrast (the thumbnail's: a dimmer light is no blur)
-    sharpness = float(kept.mean()) / max(raw_std * raw_std, 1.0)
+    variance = max(raw_std * raw_std, 1.0)
+    region_noise = _noise_sigma(region) ** 2
+    fine = _trimmed_mean(energy, overlay) / variance
+    fine_floor = (_LOG_ENERGY * region_noise + ROUNDING_ENERGY) / variance
+    # the coarse scale, above the noise floor: the region's noise averaged over a cell's
+    # (factor / region_factor)^2 of its pixels (white noise: the variance falls with their
+    # count; a real sensor's, correlated a little, falls less, and is then under-counted)
+    noise = region_noise * (region_factor / factor) ** 2 + QUANTISATION
+    coarse_laplacian = cv2.Laplacian(cv2.GaussianBlur(digest.astype(np.float32), (3, 3), 0),
+                                     cv2.CV_32F)  # in float: the digest's rounding is counted
+    noise_energy = NOISE_ENERGY * noise
+    signal_variance = max(raw_std * raw_std - noise, 1.0)
+    coarse_energy = _trimmed_mean(cv2.multiply(coarse_laplacian, coarse_laplacian), overlay)
+    sharpness = Sharpness(fine, fine_floor,
+                          max(coarse_energy - noise_energy, 0.0) / signal_variance,
+                          noise_energy / signal_variance)
     # the overlay's cells filled with the picture's level first: blurred, they would bleed
     # into the analysed cells around them
     filled = digest.astype(np.float32)
@@ -362,9 +459,17 @@ def step(state: TamperState, frame: SmallFrame,
         covered = (dark_or_uniform and structureless
                    and similarity < config.scene_similarity)
         if not covered:
-            ratio = m.sharpness / max(reference.sharpness, 1e-9)
-            detail["sharpness_ratio"] = round(ratio, 3)
-            defocused = ratio < config.blur_ratio
+            # at either scale judged (its structure above its noise floor); neither: unknown
+            fine_judged, coarse_judged = reference.sharpness.judged()
+            ratios: dict[str, float] = {}
+            if fine_judged:
+                ratios["sharpness_ratio"] = m.sharpness.fine / reference.sharpness.fine
+            if coarse_judged:
+                ratios["coarse_sharpness_ratio"] = (m.sharpness.coarse
+                                                    / reference.sharpness.coarse)
+            detail.update((key, round(ratio, 3)) for key, ratio in ratios.items())
+            if ratios:
+                defocused = min(ratios.values()) < config.blur_ratio
             turned = similarity < config.scene_similarity
     else:
         covered = dark_or_uniform and structureless
@@ -441,7 +546,8 @@ def step(state: TamperState, frame: SmallFrame,
         weight = min(1.0, max(0.0, dt) / REFRESH_SECONDS)
         new = replace(new, reference=Reference(
             _normalised((1 - weight) * reference.thumb + weight * m.thumb, mask),
-            (1 - weight) * reference.sharpness + weight * m.sharpness))
+            Sharpness(*((1 - weight) * old + weight * now
+                        for old, now in zip(reference.sharpness, m.sharpness, strict=True)))))
     return new, events
 
 
@@ -497,7 +603,8 @@ def _build(state: TamperState, m: _Measures, t: float) -> TamperState:
     sharpness = (*state.building_sharpness, m.sharpness)
     if t - since >= REFERENCE_SECONDS and len(sharpness) >= 3:
         mask = None if state.overlay is None else state.overlay.mask
-        reference = Reference(_normalised(total, mask), float(np.median(sharpness)))
+        median = Sharpness(*(float(v) for v in np.median(np.array(sharpness), axis=0)))
+        reference = Reference(_normalised(total, mask), median)
         return replace(state, reference=reference, building_since=None, building_sum=None,
                        building_sharpness=())
     return replace(state, building_since=since, building_sum=total,
