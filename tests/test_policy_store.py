@@ -301,3 +301,15 @@ def test_checks_name_where_the_input_is_wrong() -> None:
     assert rule == ('allow id 056a:0374 serial "a\\"b\\\\c\\xc3\\xa9" hash "' + HASH_A + '"')
     with pytest.raises(PolicyInputError, match="device.id"):
         policy.check_device({"id": "*:*", "hash": HASH_A})
+
+
+def test_no_document_while_the_group_has_no_rules(store: Store, own: OwnTrail) -> None:
+    """An exception for all does not make a document of no rules (the workstation keeps its
+    own until its group has rules); once it has, the document carries both."""
+    policy_admin.approve(store, own, "alice", "all", "site-wide tablet", device=TABLET, now=NOW)
+    assert store.policy_inputs("ws-1", "office") is None
+    policy_admin.set_group(store, own, "alice", "office", RULES_OFFICE, ALLOW, "base", NOW)
+    inputs = store.policy_inputs("ws-1", "office")
+    assert inputs is not None and inputs["version"] == 2
+    assert [e["exception_id"] for e in inputs["exceptions"]] == ["x-1"]
+    assert own.of(CollectorKind.POLICY_CHANGED)[0]["created"] is True

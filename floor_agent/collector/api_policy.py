@@ -23,7 +23,7 @@ Workstations (X-Floor-Agent signature of an enrolled agent of role "workstation"
 unsigned, 403 another role), answers carry the collector's clock like the door routes:
   GET  /api/v1/policy[?since=n]   -> the signed envelope made for the calling workstation
                                      (protocol/policy.sign), 304 when n is its version, 404
-                                     when no change has shaped its policy yet
+                                     while its group has no rules set
   GET  /api/v1/policy/watch?since=n[&wait=s]
                                   -> {"version": v, "changed": v != n}: as soon as its version
                                      is not n, or after `wait` seconds (25, at most 60)
@@ -230,7 +230,8 @@ def build_router(store: Store, api_user: Callable[[str], Callable[..., str]],
         made = policy_admin.document_for(store, agent_id, default_group,
                                          serving.issuer if serving else "collector")
         if made is None:
-            raise HTTPException(404, f"agent_id: no policy shapes {agent_id!r} yet")
+            raise HTTPException(404, f"agent_id: no policy for {agent_id!r} yet (its group "
+                                     f"has no rules)")
         return _json({"document": wire.document_to_json(made),
                       "content_hash": wire.content_hash(made)})
 

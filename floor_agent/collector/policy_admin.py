@@ -46,6 +46,12 @@ def _workstation(store: Store, agent_id: str, field: str) -> str:
     return agent_id
 
 
+def _before(store: Store, change: int) -> Any:
+    """What a change replaced, as recorded in its own transaction (the change log)."""
+    row = store.policy_change(change)
+    return None if row is None else row["before"]
+
+
 def set_group(store: Store, own: OwnAudit, actor: str, group: str, usb_rules: Any,
               netlock_allow: Any, reason: Any, now: str | None = None) -> int:
     """Create or replace a group's USB rules and netlock allowlist; the change number."""
@@ -53,8 +59,8 @@ def set_group(store: Store, own: OwnAudit, actor: str, group: str, usb_rules: An
     rules = policy.check_usb_rules(usb_rules)
     allow = policy.check_netlock_allow(netlock_allow)
     why = policy.check_reason(reason)
-    old = store.policy_group(group)
     change = store.put_policy_group(group, rules, allow, actor, why, now or utc_timestamp())
+    old = _before(store, change)  # as the change's own transaction saw it
     own.emit(CollectorKind.POLICY_CHANGED, group, "notice", group=group, change=change,
              by=actor, reason=why, created=old is None,
              rules_changed=old is None or old["usb_rules"] != rules,
@@ -71,10 +77,9 @@ def assign(store: Store, own: OwnAudit, actor: str, agent_id: str, group: str, r
     group = policy.check_group(group)
     why = policy.check_reason(reason)
     _workstation(store, agent_id, "agent_id")
-    before = next((a["group"] for a in store.policy_assignments()
-                   if a["agent_id"] == agent_id), default_group)
     change = store.assign_policy_group(agent_id, group, actor, why, now or utc_timestamp(),
                                        default_group)
+    before = (_before(store, change) or {}).get("group", default_group)
     own.emit(CollectorKind.POLICY_ASSIGNED, agent_id, "notice", agent_id=agent_id,
              group=group, previous_group=before, change=change, by=actor, reason=why)
     return change
@@ -145,7 +150,7 @@ def expire_due(store: Store, own: OwnAudit, now: str | None = None) -> list[dict
 
 def document_for(store: Store, agent_id: str, default_group: str, issuer: str,
                  now: str | None = None) -> wire.PolicyDocument | None:
-    """The document a workstation gets now; None when no change has shaped it yet."""
+    """The document a workstation gets now; None while its group has no rules set."""
     inputs = store.policy_inputs(agent_id, default_group)
     if inputs is None:
         return None

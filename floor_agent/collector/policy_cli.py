@@ -172,7 +172,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             document = policy_admin.document_for(store, args.agent, default,
                                                  self_audit.agent_id(config))
             if document is None:
-                print(f"error: no policy shapes {args.agent!r} yet", file=sys.stderr)
+                print(f"error: no policy for {args.agent!r} yet (its group has no rules)",
+                      file=sys.stderr)
                 return 1
             _print_json(wire.document_to_json(document))
             return 0

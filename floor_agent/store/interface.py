@@ -495,7 +495,7 @@ class Store(ABC):
     def policy_inputs(self, agent_id: str, default_group: str) -> dict[str, Any] | None:
         """What a workstation's document is made of, from one consistent read: {"agent_id",
         "group", "version", "usb_rules", "netlock_allow", "exceptions" (in force, in scope)};
-        None when no change has shaped it yet."""
+        None while its group (assigned, else `default_group`) has no rules set."""
 
     @abstractmethod
     def policy_event(self, event_id: int) -> dict[str, Any] | None:

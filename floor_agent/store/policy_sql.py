@@ -299,11 +299,10 @@ class PolicySql:
         version = max([assigned, 0 if content is None else content["changed"]]
                       + [e["approved_change"] for e in exceptions]
                       + [e["ended_change"] for e in exceptions if e["ended_change"] is not None])
-        if version == 0:
-            return None
+        if content is None:  # a group without rules (the default group before an admin set
+            return None      # it): no document, the workstation keeps what it has
         return {"agent_id": agent_id, "group": group, "version": version,
-                "usb_rules": "" if content is None else content["usb_rules"],
-                "netlock_allow": [] if content is None else content["netlock_allow"],
+                "usb_rules": content["usb_rules"], "netlock_allow": content["netlock_allow"],
                 "exceptions": [e for e in exceptions if e["active"]]}
 
     def policy_event(self, event_id: int) -> dict[str, Any] | None:
