@@ -83,7 +83,9 @@ def check_file(path: str | Path) -> str:
             f"events and {c.max_request_bytes} bytes per request; an agent is stale after "
             f"{c.stale_checkpoint_seconds} s without a checkpoint; tokens live "
             f"{c.token_ttl_seconds} s; {_footage(c.dashboard.footage)}; "
-            f"{_notifications(c.notifications)}."
+            f"{_notifications(c.notifications)}; policy: unassigned workstations in group "
+            f"{c.policy.default_group!r}, expired device exceptions looked for every "
+            f"{c.policy.expiry_check_seconds} s."
         )
     a = config.audit
     source = "" if a.agent_id is not None else " (from hostname)"
