@@ -308,3 +308,26 @@ def test_without_a_pinned_key_nothing_is_applied(tmp_path: Path, events: AuditRe
     assert e.offer(signed(document(1), KEY)) is False
     assert events.of("policy.refused")[-1]["reason"] == "no_key"
     assert policy.FORMAT == 1
+
+
+def test_enrollment_pins_the_policy_key_it_is_given_and_never_another(tmp_path: Path) -> None:
+    import base64
+
+    import httpx
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from floor_agent.audit.agent import _pin_policy_key
+
+    def b64(key: Ed25519PrivateKey) -> str:
+        return base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+                                ).decode()
+
+    _pin_policy_key(tmp_path, httpx.Response(201, json={"agent_id": AGENT}))
+    assert read_pinned(tmp_path) is None  # a collector without policies: pinned on first use
+    _pin_policy_key(tmp_path, httpx.Response(201, json={"policy_key": b64(KEY)}))
+    pinned = read_pinned(tmp_path)
+    assert pinned is not None and pinned[1] == b64(KEY)
+    _pin_policy_key(tmp_path, httpx.Response(
+        201, json={"policy_key": b64(Ed25519PrivateKey.generate())}))
+    pinned = read_pinned(tmp_path)
+    assert pinned is not None and pinned[1] == b64(KEY)
