@@ -125,3 +125,59 @@ def test_a_policy_allowlist_is_loaded_and_proved_at_once(topology: Topology,
     refused = [e for e in out["events"] if e["kind"] == "policy.refused"]
     assert [e["data"]["reason"] for e in refused] == ["invalid_allowlist"]
     assert "nas.nowhere.invalid" in refused[0]["data"]["detail"]
+
+
+def test_the_agent_restarted_without_the_collector_enforces_the_cached_policy(
+        topology: Topology, tmp_path: Path) -> None:
+    """`floor-agent workstation` with the central policy on, its collector out of reach (the
+    central host answers 8443 but is no collector): the cached policy, verified again with the
+    pinned key, is the ruleset netlock loads at start, and the outage is recorded."""
+    import base64
+    import signal
+    import subprocess
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    from test_netlock_watch import REPO, _events, _wait_kinds, _workstation_config
+    from ws_policy_docs import document, signed
+
+    from floor_agent.audit.policy_key import pin
+    from floor_agent.ws_policy.cache import PolicyCache
+
+    config = topology.config(probe_timeout_ms=PROBE_TIMEOUT_MS)
+    data = json.loads(config.model_dump_json())
+    central, files = data["allow"]
+    data["allow"] = [central]  # the bootstrap: central only
+    topology.flush_ruleset()
+    state = tmp_path / "state"
+    path = _workstation_config(tmp_path, state, data)
+    text = path.read_text() + ("policy: {enabled: true, backoff_initial_seconds: 0.2, "
+                               "backoff_max_seconds: 1}\n")
+    path.write_text(text.replace("agent_id: ws-netlock", "agent_id: ws-12"))
+    key = Ed25519PrivateKey.generate()
+    pin(state, base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+                                ).decode())
+    PolicyCache(state).store(signed(document(5, netlock_allow=(central, files)), key))
+    agent = topology.popen("ws", [str(REPO / ".venv/bin/floor-agent"), "workstation",
+                                  "--config", str(path)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        kinds = _wait_kinds(state, {"policy.applied", "net.enforced", "net.verified",
+                                    "policy.sync_failed"})
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(15)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+    stderr = agent.stderr.read() if agent.stderr else ""
+    assert agent.returncode == 0, stderr
+    assert kinds.index("policy.applied") < kinds.index("net.enforced")
+    rows = _events(state)
+    applied = next(d for k, _, d in rows if k == "policy.applied")
+    assert (applied["source"], applied["version"]) == ("cache", 5)
+    assert applied["netlock_allow"] == ["central", "files"]
+    listed = topology.exec("ws", ["nft", "list", "table", "inet", config.table]).stdout
+    assert FILES_V4 in listed  # the policy's allowlist, not the bootstrap's
+    failed = next(d for k, _, d in rows if k == "policy.sync_failed")
+    assert failed["enforced_version"] == 5
