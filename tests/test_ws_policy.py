@@ -331,3 +331,12 @@ def test_enrollment_pins_the_policy_key_it_is_given_and_never_another(tmp_path: 
         201, json={"policy_key": b64(Ed25519PrivateKey.generate())}))
     pinned = read_pinned(tmp_path)
     assert pinned is not None and pinned[1] == b64(KEY)
+
+
+def test_the_applied_policy_is_the_workstations_current_state() -> None:
+    """Ingest keeps the newest `policy.applied` per workstation (the `policy` topic), so the
+    dashboard shows the policy each one enforces; a refusal does not replace it."""
+    from floor_agent.protocol.topics import topic_of
+
+    assert topic_of("policy.applied", {"version": 3}) == "policy"
+    assert topic_of("policy.refused", {"reason": "rollback"}) is None

@@ -24,6 +24,7 @@ from floor_agent.ws_policy.cache import PolicyCache
 
 # the same model (0781:5567 SanDisk Cruzer Blade), another serial, another port
 OTHER = dataclasses.replace(STICK, port=5, devnum=6, serial=b"4C530009999999999999")
+THIRD = dataclasses.replace(STICK, port=6, devnum=7, serial=b"4C530008888888888888")
 
 
 class Clock:
@@ -59,6 +60,10 @@ def _one_stick_excepted(tb: BusHandle) -> dict[str, Any]:
     tb.add(interfaces_text(STICK, authorized=default))
     floor.wait("add", ifaces(STICK)[0])
     out["applied"] = [floor.state(STICK), floor.state(OTHER, configured=False)]
+    # plugged now, a third of the model is judged by the udev loop under the new rules: the
+    # exception is the one stick's, not the model's
+    out["third"] = floor.plug(THIRD)
+    out["third_rule"] = floor.guard.decisions()[dev(THIRD)].decision.rule
 
     # forged, replayed, for another agent: refused, the guard's decisions stay
     before = len(floor.events)
@@ -95,6 +100,8 @@ def test_an_exception_pinned_to_one_stick_allows_it_and_expires(tmp_path: Path) 
     assert rule.startswith('allow id 0781:5567 hash "')
     assert out["applied"] == [{"authorized": True, "remove": "", "interfaces": [True]},
                               blocked]
+    assert out["third"] == blocked
+    assert out["third_rule"] == "block with-interface one-of { 08:*:* }"
     assert out["refused"] == [False, False, False]
     assert out["after_refusals"] == out["applied"]
     assert out["refusal_events"] == [["policy.refused", "bad_signature"],
