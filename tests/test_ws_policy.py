@@ -340,3 +340,21 @@ def test_the_applied_policy_is_the_workstations_current_state() -> None:
 
     assert topic_of("policy.applied", {"version": 3}) == "policy"
     assert topic_of("policy.refused", {"reason": "rollback"}) is None
+
+
+def test_a_workstation_with_the_central_policy_starts_its_bootstrap_first_and_its_sync_last(
+        ) -> None:
+    from floor_agent.roles.config import WorkstationConfig
+    from floor_agent.roles.run import capabilities
+    from floor_agent.usb_guard.runner import UsbGuardRunner
+    from floor_agent.ws_policy.runner import PolicyBootstrap, WorkstationPolicy
+
+    config = WorkstationConfig.model_validate({"role": "workstation",
+                                               "policy": {"enabled": True}})
+    found = capabilities(config, "workstation.yaml")
+    assert [type(c) for c in found] == [PolicyBootstrap, UsbGuardRunner, WorkstationPolicy]
+    policy = found[2]
+    assert isinstance(policy, WorkstationPolicy) and policy.bootstrap is found[0]
+    assert policy.usb is found[1] and policy.netlock is None
+    off = WorkstationConfig.model_validate({"role": "workstation"})
+    assert [type(c) for c in capabilities(off, "workstation.yaml")] == [UsbGuardRunner]
