@@ -184,10 +184,13 @@ def test_a_ruleset_that_does_not_load_refuses_the_policy_and_the_guard_keeps_its
     assert e.offer(signed(document(6, netlock_allow=(CENTRAL, FILES)), KEY)) is False
     assert targets.calls == [] and e.version == 5
     assert events.of("policy.refused")[0]["reason"] == "enforce_failed"
-    # the next version that loads is applied (its own version, not the refused one)
+    # the machine's moment, not the document: the same version is tried again (the sync
+    # backs off instead of waiting for a newer one) and applied once the ruleset loads
+    assert e.refused_version == 0
     targets.fail_load = False
-    assert e.offer(signed(document(7, netlock_allow=(CENTRAL, FILES)), KEY))
+    assert e.offer(signed(document(6, netlock_allow=(CENTRAL, FILES)), KEY))
     assert [c[0] for c in targets.calls] == ["ruleset", "netlock", "usb"]
+    assert e.version == 6
 
 
 def test_a_new_version_with_the_same_content_changes_nothing_but_the_version(

@@ -68,6 +68,8 @@ SUBJECT = "policy"
 # the others say the document cannot be enforced here (the policy's author acts)
 CRITICAL_REASONS = frozenset({"bad_signature", "wrong_agent", "rollback", "conflict",
                               "key_changed"})
+# refusals of this machine's moment, not of the document: the same version is tried again
+RETRIED_REASONS = frozenset({"enforce_failed"})
 
 
 class UsbTarget(Protocol):
@@ -325,7 +327,7 @@ class PolicyEnforcer:
     def _refuse(self, exc: PolicyRefused, raw: bytes, source: str) -> None:
         self.last_refusal = exc.reason
         version = offered_version(raw)
-        if version is not None:
+        if version is not None and exc.reason not in RETRIED_REASONS:
             self.refused_version = max(self.refused_version, version)
         key = (source, version, exc.reason)
         if key in self._refused:

@@ -8,7 +8,9 @@ over the pinned-CA channel (audit/signed_client.py). When the collector is out o
 workstation keeps enforcing the last verified policy; the outage is recorded once
 (policy.sync_failed) and its end too (policy.sync_recovered), and it retries with a growing
 delay (common/backoff.py). A collector without the watch route is asked every
-`watch_wait_seconds` instead.
+`watch_wait_seconds` instead. A version refused for what it says is not asked for again (the
+long poll waits for a newer one); one refused because this machine could not load it
+(`enforce_failed`: nft failed) is tried again after the same growing delay.
 
 The policy key: pinned at enrollment (audit/policy_key.py), else fetched here once from
 GET /api/v1/policy/key and pinned (trust on first use, `policy.key_pinned`). A version whose
@@ -31,7 +33,7 @@ from floor_agent.common.backoff import backoff_delay
 from floor_agent.protocol.emit import Emit
 from floor_agent.protocol.kinds.policy import PolicyKind
 from floor_agent.protocol.policy import MAX_ENVELOPE_BYTES
-from floor_agent.ws_policy.apply import SUBJECT, PolicyEnforcer
+from floor_agent.ws_policy.apply import RETRIED_REASONS, SUBJECT, PolicyEnforcer
 from floor_agent.ws_policy.config import PolicyConfig
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,8 @@ class PolicySync:
         self.may_pin = may_pin  # False: a policy.pub is there but unreadable; never replaced
         self.watching = True
         self.failures = 0
+        self.retry = False  # the last version offered is to be tried again (enforce_failed)
+        self.retries = 0
         self.last_error: str | None = None
         self._outage_since: float | None = None
         self.stop_event = threading.Event()
@@ -132,9 +136,11 @@ class PolicySync:
             if self.pinned_text is None and not self._pin_on_first_use():
                 return False
             raw = self.client.fetch_policy(self.enforcer.version)
-            if raw is not None and not self.enforcer.offer(raw) and \
-                    self.enforcer.last_refusal == "bad_signature":
-                self._check_key(raw)
+            self.retry = False
+            if raw is not None and not self.enforcer.offer(raw):
+                if self.enforcer.last_refusal == "bad_signature":
+                    self._check_key(raw)
+                self.retry = self.enforcer.last_refusal in RETRIED_REASONS
         except SyncError as exc:
             self._failed(str(exc))
             return False
@@ -146,6 +152,7 @@ class PolicySync:
         self._outage_since = None
         self.failures = 0
         self.last_error = None
+        self.retries = self.retries + 1 if self.retry else 0
         return True
 
     def _pin_on_first_use(self) -> bool:
@@ -199,11 +206,14 @@ class PolicySync:
                 log.exception("policy sync step failed")
             if self.stop_event.is_set():
                 return
-            if ok and self.watching and self._watch():
+            if ok and not self.retry and self.watching and self._watch():
                 continue  # changed, or a quiet long poll: pull (a 304 when unchanged)
-            delay = (backoff_delay(max(1, self.failures), self.config.backoff_initial_seconds,
-                                   self.config.backoff_max_seconds)
-                     if not ok else self.config.watch_wait_seconds)
+            if not ok or self.retry:
+                delay = backoff_delay(max(1, self.failures, self.retries),
+                                      self.config.backoff_initial_seconds,
+                                      self.config.backoff_max_seconds)
+            else:
+                delay = self.config.watch_wait_seconds
             self.stop_event.wait(delay)
 
     def _watch(self) -> bool:
