@@ -235,3 +235,56 @@ def test_a_restart_without_the_collector_starts_the_guard_with_the_cached_policy
         policy.stop()
     assert not policy.healthy()
     assert orjson.loads((state / "policy.json").read_bytes())["document"]["version"] == 7
+
+
+def test_the_expiry_timer_drops_an_exception_at_its_time_without_the_collector(
+        tmp_path: Path, events: AuditRecorder) -> None:
+    from datetime import timedelta
+
+    from ws_policy_docs import exception
+
+    from floor_agent.common.clock import utc_now
+
+    key = Ed25519PrivateKey.generate()
+    state = tmp_path / "state"
+    state.mkdir()
+    pin(state, b64(key))
+    rule = 'allow id 0781:5567 hash "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/ABCD="'
+    expires = utc_now() + timedelta(seconds=1.5)
+    PolicyCache(state).store(signed(document(
+        8, usb_rules="block\n", exceptions=(exception(rule, expires=expires),)), key))
+    usb = UsbGuardRunner(UsbGuardConfig(rules_file=tmp_path / "absent.conf"))
+    audit = AuditClientConfig(agent_id=AGENT, state_dir=state,
+                              collector_url="https://collector.test")
+    collector = Collector(key)
+    collector.down = True
+    policy = WorkstationPolicy(CONFIG, audit, "workstation", usb=usb, netlock=None,
+                               client=lambda: client(collector))
+    handed: list[list[str]] = []
+
+    class Guard:
+        def replace_rules(self, rules: list[Any]) -> None:
+            handed.append([format_rule(r) for r in rules])
+
+        def healthy(self) -> bool:
+            return True
+
+        def stop(self) -> None:
+            pass
+
+    class Agent:
+        agent_id = AGENT
+        emit = events
+
+    policy.bootstrap.start(Agent(), threading.Event())  # type: ignore[arg-type]
+    assert usb.rules is not None and [format_rule(r) for r in usb.rules[0]] == [rule, "block"]
+    usb.running = Guard()  # type: ignore[assignment]
+    policy.start(Agent(), threading.Event())  # type: ignore[arg-type]
+    try:
+        wait_for(lambda: bool(handed), seconds=10)
+    finally:
+        policy.stop()
+    assert handed == [["block"]]
+    assert utc_now() >= expires
+    expiry = events.of("policy.applied")[-1]
+    assert (expiry["source"], expiry["expired"]) == ("expiry", ["x-7"])
