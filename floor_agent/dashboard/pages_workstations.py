@@ -40,7 +40,8 @@ def workstations(request: Request, user: Annotated[User, Depends(require("read")
     info = {a["agent_id"]: a for a in agents}
     enforcement = pages_policy.enforcement_of(store, pages_policy.default_group(request))
     table = Table(["workstation", "hostname", "enrolled", "events", "USB", "isolation",
-                   "heartbeat", "chain", "enforces", "applied", "served", "policy"], testid="workstations")
+                   "heartbeat", "chain", "enforces", "applied", "served", "policy"],
+                  testid="workstations")
     for w in view.workstations:
         agent = info[w.agent_id]
         e = enforcement.get(w.agent_id) or policy_view.enforcement(None, None)
