@@ -255,3 +255,39 @@ def test_assignment_moves_a_workstation_and_the_workstations_page_shows_versions
     assert 'data-agent="ws-2"' in group and 'data-agent="ws-1"' not in group
     viewer = web.logged_in("vic", "viewer")
     assert ">behind<" in viewer.get("/workstations").text
+
+
+def test_change_log_pages_newest_first(web: WebApp) -> None:
+    web.agent("ws-1")
+    admin = web.logged_in("ada", "admin")
+    for n in range(30):
+        _set_group(admin, "default", OFFICE + f"allow id 1d6b:{n:04x}\n", "", f"step {n}")
+    first = admin.get("/policy/changes").text
+    numbers = [int(n) for n in re.findall(r'data-change="(\d+)"', first)]
+    assert numbers == list(range(30, 5, -1))
+    older = re.search(r'href="(/policy/changes\?before=\d+)" data-testid="older-changes"', first)
+    assert older is not None
+    second = admin.get(html.unescape(older[1])).text
+    assert [int(n) for n in re.findall(r'data-change="(\d+)"', second)] == [5, 4, 3, 2, 1]
+    assert 'data-testid="older-changes"' not in second
+    assert admin.get("/policy/changes?before=0").status_code == 422
+
+
+def test_blocked_list_keeps_the_newest_per_workstation_and_device() -> None:
+    from floor_agent.dashboard.policy_view import blocked_devices
+
+    def event(row: int, agent: str, digest: str, ts: str) -> dict[str, object]:
+        return {"id": row, "agent_id": agent, "seq": row, "ts": ts, "kind": "usb.blocked",
+                "data": {"hash": digest}}
+
+    events = [event(1, "ws-1", "h1", "2026-11-29T08:00:00.000000Z"),
+              event(2, "ws-1", "h1", "2026-11-29T09:00:00.000000Z"),
+              event(3, "ws-2", "h1", "2026-11-29T07:00:00.000000Z"),
+              event(4, "ws-2", "h2", "2026-11-29T10:00:00.000000Z"),
+              event(5, "ws-3", "h1", "2026-11-29T10:00:00.000000Z")]
+    exceptions = [{"active": True, "scope": "group:lab", "device": {"hash": "h1"}},
+                  {"active": False, "scope": "all", "device": {"hash": "h2"}}]
+    out = blocked_devices(events, exceptions, {"ws-3": "lab"}, "default")
+    assert [(e["agent_id"], e["id"]) for e in out] == [("ws-2", 4), ("ws-1", 2), ("ws-2", 3)]
+    everywhere = [{"active": True, "scope": "all", "device": {"hash": "h1"}}]
+    assert [e["id"] for e in blocked_devices(events, everywhere, {}, "default")] == [4]
