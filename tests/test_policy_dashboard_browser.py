@@ -53,6 +53,21 @@ def admin(floor: CollectorProcess) -> Iterator[Page]:
             context.close()
 
 
+def default_group(admin: Page, floor: CollectorProcess) -> None:
+    """The default group's rules, set through the groups page's form (once)."""
+    admin.goto(f"{floor.url}/policy")
+    if admin.locator("[data-testid=policy-group-row][data-group=default]").count():
+        return
+    admin.fill("form#group-form input[name=group]", "default")
+    admin.fill("form#group-form textarea[name=usb_rules]", RULES)
+    admin.fill("form#group-form textarea[name=netlock_allow]",
+               "- name: collector\n  addresses: [10.0.0.5]\n  tcp: [8443]\n")
+    admin.fill("form#group-form input[name=reason]", "ticket 41: the floor's rules")
+    with admin.expect_navigation():
+        admin.click("form#group-form button[type=submit]")
+    expect(admin.get_by_test_id("policy-message")).to_contain_text("group default saved")
+
+
 def workstation(floor: CollectorProcess, name: str) -> BatchMaker:
     maker = BatchMaker(floor.root, name)
     with pinned_client(floor.url, floor.ca, 10.0) as client:
@@ -64,15 +79,7 @@ def workstation(floor: CollectorProcess, name: str) -> BatchMaker:
 def test_admin_approves_a_blocked_device_by_clicking(admin: Page, floor: CollectorProcess,
                                                      tmp_path: Path) -> None:
     station = workstation(floor, "ws-floor-7")
-    admin.goto(f"{floor.url}/policy")
-    admin.fill("form#group-form input[name=group]", "default")
-    admin.fill("form#group-form textarea[name=usb_rules]", RULES)
-    admin.fill("form#group-form textarea[name=netlock_allow]",
-               "- name: collector\n  addresses: [10.0.0.5]\n  tcp: [8443]\n")
-    admin.fill("form#group-form input[name=reason]", "ticket 41: the floor's rules")
-    with admin.expect_navigation():
-        admin.click("form#group-form button[type=submit]")
-    expect(admin.get_by_test_id("policy-message")).to_contain_text("group default saved")
+    default_group(admin, floor)
 
     station.spool.emit_many([("usb.blocked", "usb 1-2", "warning", STICK)])
     send_pending(floor, station)
@@ -115,6 +122,7 @@ PAGES = ("/policy", "/policy/groups/default", "/policy/assignments", "/policy/ch
 
 def test_policy_pages_fit_1366(admin: Page, floor: CollectorProcess, tmp_path: Path) -> None:
     admin.set_viewport_size(DESKTOP)
+    default_group(admin, floor)
     elsewhere: list[str] = []
     errors: list[str] = []
     admin.on("request", lambda r: None if r.url.startswith(floor.url) else elsewhere.append(r.url))
