@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 from test_web_support import WebApp, csrf_of
 
 from floor_agent.collector.api_policy import PolicyServing
@@ -34,13 +35,18 @@ POSTS = {"/policy/groups": {"group": "office", "usb_rules": OFFICE, "netlock_all
          "/policy/blocked/approve": {"event_id": "1", "scope": "agent", "reason": "r"}}
 
 
-@pytest.fixture
-def web(tmp_path: Path) -> Iterator[WebApp]:
+def _web(tmp_path: Path, database_url: str | None = None) -> WebApp:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    app = WebApp(tmp_path)
+    app = WebApp(tmp_path, database_url)
     app.now = datetime.now(UTC)
     app.app.state.policy = PolicyServing(Ed25519PrivateKey.generate(), "default", "collector")
+    return app
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[WebApp]:
+    app = _web(tmp_path)
     try:
         yield app
     finally:
@@ -291,3 +297,18 @@ def test_blocked_list_keeps_the_newest_per_workstation_and_device() -> None:
     assert [(e["agent_id"], e["id"]) for e in out] == [("ws-2", 4), ("ws-1", 2), ("ws-2", 3)]
     everywhere = [{"active": True, "scope": "all", "device": {"hash": "h1"}}]
     assert [e["id"] for e in blocked_devices(events, everywhere, {}, "default")] == [4]
+
+
+def test_policy_pages_on_postgresql(tmp_path: Path,
+                                    postgres_server: PostgresServer) -> None:  # noqa: F811
+    for n, test in enumerate((
+            test_approve_from_a_blocked_event_makes_one_exception_and_a_new_version,
+            test_assignment_moves_a_workstation_and_the_workstations_page_shows_versions)):
+        web = _web(tmp_path / str(n), postgres_server.new_database())
+        try:
+            test(web)
+            admin = web.logged_in("pg", "admin")
+            log = admin.get("/policy/changes").text
+            assert log.count('data-testid="policy-change"') == web.store.policy_change_number()
+        finally:
+            web.close()
