@@ -170,6 +170,9 @@ def test_hostile_names_rules_and_reasons_are_escaped(web: WebApp) -> None:
                                                              "serial": f'"{evil}'})])
     text = admin.get("/policy/blocked").text
     assert evil not in text and "&lt;script&gt;" in text
+    odd = {**STICK, "hash": "D" * 42 + "E=", "interfaces": 5, "rule": None, "id": ["x"]}
+    web.send("ws-1", [("usb.rejected", "usb 1-3", "warning", odd)])
+    assert admin.get("/policy/blocked").text.count('data-testid="blocked-device"') == 2
 
 
 def test_approve_from_a_blocked_event_makes_one_exception_and_a_new_version(

@@ -111,8 +111,22 @@ def blocked_devices(events: Iterable[Mapping[str, Any]], exceptions: Iterable[Ma
         if any((e.get("device") or {}).get("hash") == digest
                and covers(e["scope"], agent_id, group) for e in active):
             continue
-        out.append({**event, "group": group})
+        out.append({**event, "group": group, "device": shown_device(event.get("data") or {})})
     out.sort(key=lambda e: (e["ts"], e["id"]), reverse=True)
+    return out
+
+
+SHOWN_FIELDS = ("id", "name", "manufacturer", "serial", "hash", "rule", "reason", "port")
+
+
+def shown_device(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What the blocked-devices page shows of an event's device, as text whatever an agent
+    sent (interfaces: a list of text)."""
+    out: dict[str, Any] = {key: "" if data.get(key) is None else str(data.get(key))
+                           for key in SHOWN_FIELDS}
+    interfaces = data.get("interfaces")
+    out["interfaces"] = [str(i) for i in interfaces] if isinstance(interfaces, list) else (
+        [] if interfaces is None else [str(interfaces)])
     return out
 
 
