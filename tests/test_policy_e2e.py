@@ -6,7 +6,9 @@ workstations' sysfs shows and what the collector's stored events report."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +19,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 from collector_process import CollectorProcess
+from netns_topology import (
+    probe,
+    topology_fixture,  # noqa: F401
+)
 from policy_floor import (
     BOOTSTRAP_RULES,
     REPO,
@@ -30,7 +37,9 @@ from policy_floor import (
 )
 from umockdev_bus import KEYBOARD, STICK
 
+from floor_agent.audit.agent import enroll
 from floor_agent.protocol.event import utc_timestamp
+from floor_agent.simulated.network import CENTRAL_V4, CENTRAL_V6, FILES_V4, NamespaceRelay, Topology
 
 # the same model (0781:5567 SanDisk Cruzer Blade) with another serial, on another port
 OTHER = dataclasses.replace(STICK, port=5, devnum=6, serial=b"4C530009999999999999")
@@ -287,3 +296,91 @@ def test_the_last_policy_holds_while_the_collector_is_down(floor: Floor,
     assert recovered
     failed = events.of("ws-a", "policy.sync_failed")
     assert failed and all(e["data"]["enforced_version"] == version for e in failed)
+
+
+COLLECTOR_ON_FLOOR = (CENTRAL_V4, 9443)  # the central server's address, relayed to loopback
+
+
+def test_a_group_allowlist_change_reloads_netlock_and_is_verified_again(
+        topology: Topology, tmp_path: Path) -> None:
+    """`floor-agent workstation` (netlock on, usb_guard off) in the workstation's namespace,
+    its collector reached through the central server's address (relayed to the collector on
+    this machine's loopback). The group's allowlist gains the file server: the ruleset is
+    reloaded and the file server (another namespace) answers only after; an allowlist whose
+    server does not answer makes the re-verification fail at once (probes.allowed: a
+    net.warning naming the policy version), the next version recovers it."""
+    collector = CollectorProcess(tmp_path / "floor", policy={"expiry_check_seconds": 1},
+                                 server_names=["localhost", "127.0.0.1", CENTRAL_V4])
+    collector.start()
+    relays = [NamespaceRelay(topology.ns["cen"], (address, COLLECTOR_ON_FLOOR[1]),
+                             ("127.0.0.1", collector.port)).start()
+              for address in (CENTRAL_V4, CENTRAL_V6)]  # central is allowed over both
+    agent = None
+    try:
+        admin, events = PolicyAdmin(collector), Events(collector)
+        config = collector.agent_config("ws-net")
+        enroll(config.audit, "workstation", collector.token(), None)
+        netlock = json.loads(topology.config(probe_timeout_ms=1000).model_dump_json())
+        central = dict(netlock["allow"][0], tcp=[COLLECTOR_ON_FLOOR[1], 53],
+                       must_reach=[COLLECTOR_ON_FLOOR[1]])
+        files = {"name": "files", "addresses": [FILES_V4], "tcp": [445], "must_reach": [445]}
+        dead = {"name": "scanner", "addresses": [FILES_V4], "tcp": [139], "must_reach": [139]}
+        netlock["allow"] = [central]  # the bootstrap: the collector only
+        data = config.model_dump(mode="json")
+        data["audit"]["collector_url"] = "https://{}:{}".format(*COLLECTOR_ON_FLOOR)
+        data["netlock"] = netlock
+        data["policy"] = {"enabled": True, "watch_wait_seconds": 20,
+                          "backoff_initial_seconds": 0.2, "backoff_max_seconds": 1}
+        path = tmp_path / "ws-net.yaml"
+        path.write_text(yaml.safe_dump(data))
+        admin.set_group("floor2", BOOTSTRAP_RULES, [central])
+        first = admin.assign("ws-net", "floor2")
+        topology.flush_ruleset()
+        agent = topology.popen("ws", [sys.executable, "-m", "floor_agent.cli", "workstation",
+                                      "--config", str(path)],
+                               env=dict(os.environ, PYTHONPATH=str(REPO)),
+                               stdout=subprocess.DEVNULL,
+                               stderr=(tmp_path / "agent.log").open("w"))
+        assert events.applied("ws-net", first)["data"]["netlock_allow"] == ["central"]
+        verified = wait_until("net.verified", lambda: events.of("ws-net", "net.verified"))
+        assert verified[0]["data"]["fail"] == 0, [
+            c for c in verified[0]["data"]["checks"] if c["verdict"] != "pass"]
+        assert not probe(topology, [("tcp", FILES_V4, 445)])[0]["ok"]
+
+        added = admin.set_group("floor2", BOOTSTRAP_RULES, [central, files],
+                                reason="the file server for the scans")
+        applied = events.applied("ws-net", added)
+        assert applied["data"]["netlock_allow"] == ["central", "files"]
+        wait_until("the file server reached", lambda: probe(
+            topology, [("tcp", FILES_V4, 445)])[0]["ok"], 20, 0.2)
+        assert FILES_V4 in topology.list_ruleset()
+        enforced = [e["data"] for e in events.of("ws-net", "net.enforced")]
+        assert len(enforced) >= 2, enforced  # at start, then for this version
+
+        broken = admin.set_group("floor2", BOOTSTRAP_RULES, [central, files, dead],
+                                 reason="the scanner")
+        events.applied("ws-net", broken)
+        warning = wait_until("net.warning after the reload", lambda: events.of(
+            "ws-net", "net.warning"), 20, 0.2)[0]
+        assert warning["data"]["new"] == ["probes.allowed"], warning["data"]
+        assert f"{FILES_V4}:139" in str(warning["data"]["new_evidence"]), warning["data"]
+        # woken by the reload's own nftables messages
+        assert "nft delete rule inet floor_netlock" in warning["data"]["trigger"], warning["data"]
+        fixed = admin.set_group("floor2", BOOTSTRAP_RULES, [central, files],
+                                reason="no scanner after all")
+        events.applied("ws-net", fixed)
+        recovered = wait_until("net.recovered", lambda: events.of("ws-net", "net.recovered"),
+                               20, 0.2)
+        assert recovered
+        assert probe(topology, [("tcp", FILES_V4, 445)])[0]["ok"]
+    finally:
+        if agent is not None:
+            agent.send_signal(signal.SIGTERM)
+            try:
+                agent.wait(20)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()
+        for relay in relays:
+            relay.close()
+        collector.stop()
