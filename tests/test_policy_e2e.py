@@ -384,3 +384,20 @@ def test_a_group_allowlist_change_reloads_netlock_and_is_verified_again(
         for relay in relays:
             relay.close()
         collector.stop()
+
+
+def test_stopping_the_agent_records_no_outage(floor: Floor) -> None:
+    """SIGTERM while the sync holds its long poll: the poll is cut by the agent's own stop,
+    which is no collector outage (no policy.sync_failed delivered or left in the spool)."""
+    admin, events = floor.admin, floor.events
+    station = floor.workstation("ws-a")
+    admin.set_group("retouch", BOOTSTRAP_RULES)
+    version = admin.assign("ws-a", "retouch")
+    station.start()
+    events.applied("ws-a", version)
+    time.sleep(1)  # the long poll held
+    station.stop()
+    wait_until("agent.stopped delivered", lambda: events.of("ws-a", "agent.stopped"))
+    assert events.of("ws-a", "policy.sync_failed") == []
+    assert [e["kind"] for e in spooled(station) if e["kind"].startswith("policy.")] == []
+    assert "Traceback" not in station.log(), station.log()
