@@ -6,7 +6,8 @@ to 200 workstations.
     .venv/bin/python bench/policy.py --skip-rollout           # only the approvals
 
 Needs root and Debian's umockdev, gir1.2-umockdev-1.0, python3-gi (scripts/bootstrap.sh).
-Prints one line per figure on stdout (and a JSON summary last); progress goes to stderr.
+Prints one line per figure on stdout (and a JSON summary last); progress goes to stderr. Exit
+status 1 when the approval's p95 is past its target.
 
 1. policy_approval_*: a real collector process and one real `floor-agent workstation` process
    (enrolled with a token, `policy.enabled: true`, usb_guard on) on a umockdev bus with a USB
@@ -328,7 +329,8 @@ def main() -> int:
                 figure(f"policy_rollout_{name[:-8]}_s", f"p50 {s['p50']}, max {s['max']}",
                        f"over {s['n']} rollouts to {result['workstations']} workstations")
         print(json.dumps(summary), flush=True)
-        return 0
+        missed = "approval" in summary and summary["approval"]["seconds"]["p95"] > 3
+        return 1 if missed else 0
     finally:
         collector.stop()
         if args.keep:
