@@ -363,7 +363,9 @@ def test_a_group_allowlist_change_reloads_netlock_and_is_verified_again(
         warning = wait_until("net.warning after the reload", lambda: events.of(
             "ws-net", "net.warning"), 20, 0.2)[0]
         assert warning["data"]["new"] == ["probes.allowed"], warning["data"]
-        assert f"{FILES_V4}:139" in str(warning["data"]["new_evidence"]), warning["data"]
+        [evidence] = warning["data"]["new_evidence"]["probes.allowed"]
+        assert evidence.startswith(f"tcp {FILES_V4}:139 refused"), evidence
+        assert evidence.endswith("[scanner]"), evidence  # the entry that asked, not "files"
         # woken by the reload's own nftables messages
         assert "nft delete rule inet floor_netlock" in warning["data"]["trigger"], warning["data"]
         fixed = admin.set_group("floor2", BOOTSTRAP_RULES, [central, files],
