@@ -403,3 +403,48 @@ def test_stopping_the_agent_records_no_outage(floor: Floor) -> None:
     assert events.of("ws-a", "policy.sync_failed") == []
     assert [e["kind"] for e in spooled(station) if e["kind"].startswith("policy.")] == []
     assert "Traceback" not in station.log(), station.log()
+
+
+def policy_cli(collector: CollectorProcess, *args: str) -> str:
+    """`floor-agent collector policy ...` on the collector's machine (its store), while the
+    collector runs."""
+    done = subprocess.run(
+        [sys.executable, "-m", "floor_agent.cli", "collector", "policy", *args, "--config",
+         str(collector.config_path)], capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_group_exception_from_the_cli_reaches_the_whole_group_and_is_withdrawn(
+        floor: Floor) -> None:
+    """Approved with the CLI for a group (the running collector sees the change in its store
+    and wakes the long polls): that stick works on both workstations of the group, the other
+    serial of its model does not; withdrawn with the CLI, it is blocked on both again."""
+    admin, events = floor.admin, floor.events
+    a = floor.workstation("ws-a", (STICK, OTHER, KEYBOARD))
+    b = floor.workstation("ws-b", (STICK, KEYBOARD))
+    admin.set_group("retouch", BOOTSTRAP_RULES)
+    versions = {"ws-a": admin.assign("ws-a", "retouch"), "ws-b": admin.assign("ws-b", "retouch")}
+    a.start()
+    b.start()
+    for agent, version in versions.items():
+        events.applied(agent, version)
+    blocked = events.blocked("ws-b", STICK.serial.decode())
+    out = policy_cli(floor.collector, "approve", "--event-id", str(blocked["id"]),
+                     "--scope", "group:retouch", "--reason", "client sticks for retouch")
+    exception_id = out.split()[1]
+    assert out.startswith(f"exception {exception_id} (group:retouch): allow id 0781:5567 ")
+    for station in (a, b):
+        station.wait_authorized(STICK, "1", 10)
+    assert a.authorized(OTHER) == "0"
+    policy_cli(floor.collector, "withdraw", exception_id, "--reason", "job done")
+    for station in (a, b):
+        station.wait_authorized(STICK, "0", 10)
+    assert a.authorized(OTHER) == "0"
+    withdrawn = wait_until("policy.exception_withdrawn at the collector", lambda: [
+        e for e in events.of(None, "policy.exception_withdrawn")
+        if e["data"]["exception_id"] == exception_id])
+    assert withdrawn[0]["data"]["by"]
+    for agent in ("ws-a", "ws-b"):
+        events.applied(agent, withdrawn[0]["data"]["change"])
