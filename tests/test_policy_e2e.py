@@ -143,6 +143,9 @@ def test_forged_and_replayed_versions_are_refused(floor: Floor) -> None:
         rollback = events.refused("ws-a", "rollback")
         assert rollback["data"]["version"] == old["data"]["version"]
         assert old["data"]["version"] in proxy.served[-1:]
+        served = len(proxy.served)
+        time.sleep(2)  # refused once, not pulled again and again: the long poll waits
+        assert len(proxy.served) - served <= 1, proxy.served
         # through all of it: the stick stayed off, the version enforced stayed
         assert station.authorized(STICK) == "0"
         applied = [e["data"]["version"] for e in events.of("ws-a", "policy.applied")]
