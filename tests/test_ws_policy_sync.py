@@ -153,6 +153,35 @@ def test_first_use_pins_the_key_pulls_and_the_long_poll_brings_a_new_version_at_
     assert "/api/v1/policy?since=1" in collector.requests  # asked with what it enforces
 
 
+def test_a_collector_serving_an_older_version_is_not_asked_again_and_again(
+        tmp_path: Path, events: AuditRecorder) -> None:
+    """A collector restored from an older backup (its version below the one enforced), or a
+    proxy replaying an old envelope: refused once (rollback), then the long poll waits for the
+    collector's version to change instead of pulling the same refused answer in a loop (200
+    workstations doing that would flood the collector)."""
+    key = Ed25519PrivateKey.generate()
+    collector = Collector(key)
+    collector.publish(5)
+    sync = sync_for(tmp_path, events, collector, pinned=key)
+    assert sync.step() and sync.enforcer.version == 5
+    collector.publish(3)  # the restored collector
+    sync.start()
+    try:
+        wait_for(lambda: events.of("policy.refused"))
+        time.sleep(1.0)
+        pulls = [r for r in collector.requests if r.startswith("/api/v1/policy?")]
+        assert len(pulls) <= 3, f"{len(pulls)} pulls in a second"
+        assert collector.requests[-1].startswith("/api/v1/policy/watch?since=3&")
+        collector.publish(6)  # a new change on the restored collector: pulled at once
+        wait_for(lambda: sync.enforcer.version == 6)
+    finally:
+        sync.stop_event.set()
+        collector.publish(7)
+        sync.stop(5)
+    [refused] = events.of("policy.refused")
+    assert (refused["reason"], refused["version"]) == ("rollback", 3)
+
+
 def test_an_unchanged_policy_is_a_304_and_nothing_is_offered(tmp_path: Path,
                                                              events: AuditRecorder) -> None:
     key = Ed25519PrivateKey.generate()

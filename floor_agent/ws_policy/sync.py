@@ -8,8 +8,10 @@ over the pinned-CA channel (audit/signed_client.py). When the collector is out o
 workstation keeps enforcing the last verified policy; the outage is recorded once
 (policy.sync_failed) and its end too (policy.sync_recovered), and it retries with a growing
 delay (common/backoff.py). A collector without the watch route is asked every
-`watch_wait_seconds` instead. A version refused for what it says is not asked for again (the
-long poll waits for a newer one); one refused because this machine could not load it
+`watch_wait_seconds` instead. A version refused for what it says is not asked for again: the
+long poll waits for the collector's version to change (also when what came was older than the
+one enforced: a collector restored from an older backup, a replayed envelope; pulled again at
+once, 200 workstations would flood it); one refused because this machine could not load it
 (`enforce_failed`: nft failed) is tried again after the same growing delay.
 
 The policy key: pinned at enrollment (audit/policy_key.py), else fetched here once from
@@ -33,7 +35,7 @@ from floor_agent.common.backoff import backoff_delay
 from floor_agent.protocol.emit import Emit
 from floor_agent.protocol.kinds.policy import PolicyKind
 from floor_agent.protocol.policy import MAX_ENVELOPE_BYTES
-from floor_agent.ws_policy.apply import RETRIED_REASONS, SUBJECT, PolicyEnforcer
+from floor_agent.ws_policy.apply import RETRIED_REASONS, SUBJECT, PolicyEnforcer, offered_version
 from floor_agent.ws_policy.config import PolicyConfig
 
 log = logging.getLogger(__name__)
@@ -70,9 +72,10 @@ class PolicyClient(AgentClient):
             raise SyncError(f"policy answer larger than {MAX_ENVELOPE_BYTES} bytes")
         return response.content
 
-    def watch(self, since: int, wait: float) -> bool:
-        """Hold a long poll until the collector's version is not `since` (True) or `wait`
-        seconds pass (False). WatchUnsupported from a collector without the route."""
+    def watch(self, since: int, wait: float) -> int:
+        """Hold a long poll until the collector's version for this workstation is not `since`
+        or `wait` seconds pass; the version it then says. WatchUnsupported from a collector
+        without the route."""
         timeout = wait + (self.client.timeout.read or 10.0)
         try:
             response = self.request("GET", f"/api/v1/policy/watch?since={since}&wait={wait:g}",
@@ -84,9 +87,12 @@ class PolicyClient(AgentClient):
         if response.status_code != 200:
             raise SyncError(f"collector refused the policy watch ({answer_detail(response)})")
         try:
-            return bool(response.json()["changed"])
+            version = response.json()["version"]
         except (ValueError, KeyError, TypeError):
-            raise SyncError("policy watch answer is not {\"changed\": ...}") from None
+            raise SyncError("policy watch answer is not {\"version\": ...}") from None
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise SyncError(f"policy watch answer's version is {version!r}")
+        return version
 
     def fetch_key(self) -> str:
         """The collector's policy public key, base64 (checked to be one)."""
@@ -123,6 +129,11 @@ class PolicySync:
         self.retry = False  # the last version offered is to be tried again (enforce_failed)
         self.retries = 0
         self.last_error: str | None = None
+        # the collector's version whose answer was refused for what it says: the long poll
+        # waits for that version to change instead of pulling the same answer again (a
+        # collector restored from an older backup, a proxy replaying an old envelope)
+        self.held: int | None = None
+        self.watched: int | None = None  # the version the last long poll reported
         self._outage_since: float | None = None
         self.stop_event = threading.Event()
         self._thread: threading.Thread | None = None
@@ -137,10 +148,14 @@ class PolicySync:
                 return False
             raw = self.client.fetch_policy(self.enforcer.version)
             self.retry = False
+            self.held = None
             if raw is not None and not self.enforcer.offer(raw):
                 if self.enforcer.last_refusal == "bad_signature":
                     self._check_key(raw)
                 self.retry = self.enforcer.last_refusal in RETRIED_REASONS
+                if not self.retry:
+                    self.held = self.watched if self.watched is not None \
+                        else offered_version(raw)
         except SyncError as exc:
             self._failed(str(exc))
             return False
@@ -219,8 +234,10 @@ class PolicySync:
     def _watch(self) -> bool:
         """One long poll; False when it failed (the thread then waits before pulling)."""
         since = max(self.enforcer.version or 0, self.enforcer.refused_version)
+        if self.held is not None:
+            since = self.held
         try:
-            self.client.watch(since, self.config.watch_wait_seconds)
+            self.watched = self.client.watch(since, self.config.watch_wait_seconds)
         except WatchUnsupported as exc:
             log.warning("collector has no policy watch (%s): asking every %.0f s", exc,
                         self.config.watch_wait_seconds)
