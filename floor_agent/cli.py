@@ -49,7 +49,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_collector_init(args: argparse.Namespace) -> int:
-    from floor_agent.collector import anchor, server, tls
+    from floor_agent.collector import anchor, policy_key, server, tls
 
     config = _collector_config(args)
     try:
@@ -62,6 +62,10 @@ def cmd_collector_init(args: argparse.Namespace) -> int:
     trusted = anchor.trusted_key(config)
     print(f"trust anchor {trusted.key_id}: {trusted.source} (pin its key elsewhere: "
           f"'floor-agent collector anchor show'; keep anchor.key offline too)")
+    signing = policy_key.load(config.collector)
+    print(f"policy key {policy_key.fingerprint(signing)}: "
+          f"{policy_key.key_dir(config.collector) / policy_key.PUBLIC_FILE} (workstations pin "
+          f"it at enrollment)")
     return 0
 
 
@@ -484,12 +488,14 @@ def build_parser() -> argparse.ArgumentParser:
     from floor_agent.collector.apikeys_cli import add_parsers as add_apikey_parsers
     from floor_agent.collector.backup_cli import add_parsers as add_backup_parsers
     from floor_agent.collector.notify_cli import add_parsers as add_notify_parsers
+    from floor_agent.collector.policy_cli import add_parsers as add_policy_parsers
     from floor_agent.dashboard.users_cli import add_parsers as add_user_parsers
 
     add_user_parsers(col_sub)  # `collector user create|list|disable|enable|reset`
     add_apikey_parsers(col_sub)  # `collector apikey create|list|revoke`
     add_backup_parsers(col_sub)  # `collector backup`, `collector restore`
     add_notify_parsers(col_sub)  # `collector notify test|list`
+    add_policy_parsers(col_sub)  # `collector policy set-group|assign|approve|withdraw|...`
 
     p = sub.add_parser("enroll", help="register this agent with the collector")
     p.add_argument("--config", type=Path, required=True, help="the agent role's YAML file")

@@ -19,6 +19,7 @@ from floor_agent.netlock.config import NetlockConfig, NetlockWatch
 from floor_agent.retention.config import CompletionMarker, RetentionSection, RetentionServer
 from floor_agent.roles.config import ROLE_MODELS, WorkstationConfig, check_file, load_config
 from floor_agent.usb_guard.config import UsbGuardConfig
+from floor_agent.ws_policy.config import PolicyConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
@@ -64,6 +65,7 @@ def test_shipped_agent_files_list_every_option(role: str) -> None:
         assert set(data["usb_guard"]) == set(UsbGuardConfig.model_fields)
         assert set(data["netlock"]) == set(NetlockConfig.model_fields)
         assert set(data["netlock"]["watch"]) == set(NetlockWatch.model_fields)
+        assert set(data["policy"]) == set(PolicyConfig.model_fields)
     if role == "cctv":
         assert set(data["cctv"]) == set(CctvSection.model_fields)
         assert set(data["cctv"]["offload"]) == set(OffloadConfig.model_fields)
@@ -91,6 +93,20 @@ def test_check_file_summarises_agent(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "ws-07-door (from hostname)" in summary
     assert "https://127.0.0.1:8443" in summary
     assert "/var/lib/floor-agent/door/collector-ca.pem" in summary
+
+
+def test_check_file_shows_the_workstation_policy(tmp_path: Path) -> None:
+    assert "Central policy off: /etc/floor-agent/usb-rules.conf" in check_file(
+        CONFIG_DIR / "workstation.yaml")
+    path = tmp_path / "workstation.yaml"
+    path.write_text((CONFIG_DIR / "workstation.yaml").read_text().replace(
+        "policy:\n  # Off: the rules file and the netlock section are the policy, as before.\n"
+        "  enabled: false", "policy:\n  enabled: true"))
+    summary = check_file(path)
+    assert ("Central policy on: signed by the collector's key pinned in "
+            "/var/lib/floor-agent/workstation/policy.pub") in summary
+    assert "long polls of 25 s, retry backoff 2-300 s" in summary
+    assert "netlock.allow are only the bootstrap" in summary
 
 
 def test_check_file_summarises_collector_and_redacts_password(tmp_path: Path) -> None:

@@ -26,9 +26,10 @@ from floor_agent.protocol.topics import FIXED_TOPICS
 ROOT = Path(__file__).resolve().parent.parent
 # the prefixes of event kinds: the agents' capabilities and the collector's own agent
 CAPABILITIES = ("agent", "audit", "usb", "net", "door", "cctv", "retention", "dashboard",
-                "collector", "apikey", "alert", "footage", "integrity", "report")
+                "collector", "apikey", "alert", "footage", "integrity", "report", "policy")
 KIND = re.compile(rf"^(?:{'|'.join(CAPABILITIES)})\.[a-z][a-z0-9_]*$")
-FILE_SUFFIXES = (".yaml", ".sock", ".db", ".log", ".key", ".pem", ".html", ".conf", ".pub")
+FILE_SUFFIXES = (".yaml", ".sock", ".db", ".log", ".key", ".pem", ".html", ".conf", ".pub",
+                 ".json")
 
 
 def emittable_kinds(root: Path = ROOT / "floor_agent") -> set[str]:

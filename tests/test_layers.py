@@ -23,7 +23,7 @@ FLOORS: dict[str, int] = {
     "config": 2, "service": 2, "sftp": 2, "private_db": 2,
     "audit": 3,
     "usb_guard": 4, "netlock": 4, "access": 4, "cctv": 4, "retention": 4,
-    "simulated": 5,
+    "simulated": 5, "ws_policy": 5,  # ws_policy steers two capabilities: above both
     "store": 6,
     "collector": 7,
     "dashboard": 8,

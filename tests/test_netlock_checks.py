@@ -460,6 +460,21 @@ def test_allowed_server_answering_passes() -> None:
     assert v.evidence == ("tcp 10.99.0.5:443 connected (0.4 ms) [central]",)
 
 
+def test_a_probe_is_named_by_the_entry_whose_must_reach_it_tests() -> None:
+    """Two entries on one address (a central policy's per-service entries on a shared host):
+    the failing probe names the entry that asked for its port, not the first on the address."""
+    config = CONFIG.model_copy(update={"allow": [
+        *CONFIG.allow,
+        *NetlockConfig.model_validate({"enabled": True, "allow": [
+            {"name": "scanner", "addresses": ["10.99.0.5"], "tcp": [139],
+             "must_reach": [139]}]}).allow]})
+    allow = build(config, resolve=lambda name: ["10.99.0.6"])
+    reach = Fact((Probe("tcp", "10.99.0.5", 443, True, "connected", 0.4),
+                  Probe("tcp", "10.99.0.5", 139, False, "refused", 0.2)))
+    (v,) = run(good_facts(reach=reach), config, allow, only=["probes.allowed"])
+    assert v.evidence == ("tcp 10.99.0.5:139 refused (0.2 ms) [scanner]",)
+
+
 def test_allowed_unknown_without_must_reach() -> None:
     v = verdict("probes.allowed", good_facts(reach=Fact(())))
     assert (v.verdict, v.severity) == ("unknown", "warning")

@@ -35,7 +35,7 @@ TEST_ONLY = frozenset({"pytest", "hypothesis", "playwright", "schemathesis", "my
 
 # The floor_agent packages and modules that belong to each role: all imported in the probe.
 ROLE_PACKAGES: dict[str, list[str]] = {
-    "workstation": ["floor_agent.usb_guard", "floor_agent.netlock"],
+    "workstation": ["floor_agent.usb_guard", "floor_agent.netlock", "floor_agent.ws_policy"],
     "door": ["floor_agent.access"],
     "cctv": ["floor_agent.cctv"],
     "collector": ["floor_agent.collector", "floor_agent.dashboard", "floor_agent.store",

@@ -158,11 +158,12 @@ def test_one_time_password_must_be_changed_first(web: WebApp) -> None:
 ROLE_ANSWERS = {
     "viewer": {"/": 200, "/events": 200, "/alerts": 200, "/workstations": 200, "/doors": 200,
                "/cameras": 200, "/integrity": 403, "/admin/users": 403, "/doors/people": 403,
-               "/events?format=csv": 403, "/doors?format=csv": 403},
+               "/events?format=csv": 403, "/doors?format=csv": 403, "/policy": 403,
+               "/policy/blocked": 403},
     "auditor": {"/integrity": 200, "/events?format=csv": 200, "/admin/users": 403,
-                "/doors/people": 403, "/cameras": 200},
+                "/doors/people": 403, "/cameras": 200, "/policy": 403, "/policy/changes": 403},
     "admin": {"/admin/users": 200, "/doors/people": 200, "/integrity": 200,
-              "/alerts?format=csv": 200},
+              "/alerts?format=csv": 200, "/policy": 200, "/policy/blocked": 200},
 }
 
 

@@ -38,7 +38,7 @@ import httpx
 import orjson
 
 from floor_agent.access.config import DoorConfig
-from floor_agent.audit.signed_client import AgentClient
+from floor_agent.audit.signed_client import AgentClient, answer_detail
 from floor_agent.protocol import credentials as wire
 from floor_agent.protocol.credentials import Credentials, Template
 from floor_agent.protocol.emit import Emit
@@ -74,14 +74,6 @@ def host_time_synchronized() -> bool | None:
     return {"yes": True, "no": False}.get(value) if answer.returncode == 0 else None
 
 
-def _detail(response: httpx.Response) -> str:
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = response.text[:200]
-    return f"{response.status_code}: {detail}"
-
-
 class SignedClient(AgentClient):
     """The door controller's requests to the collector: credentials and sealed templates."""
 
@@ -95,7 +87,8 @@ class SignedClient(AgentClient):
         if response.status_code == 304:
             return None
         if response.status_code != 200:
-            raise SyncError(f"collector refused the credentials request ({_detail(response)})")
+            raise SyncError(f"collector refused the credentials request "
+                            f"({answer_detail(response)})")
         try:
             return wire.credentials_from_json(orjson.loads(response.content))
         except orjson.JSONDecodeError as exc:
@@ -113,9 +106,9 @@ class SignedClient(AgentClient):
         except httpx.HTTPError as exc:
             raise SyncError(f"collector unreachable: {exc.__class__.__name__}: {exc}") from None
         if response.status_code in (404, 405):
-            raise WatchUnsupported(_detail(response))
+            raise WatchUnsupported(answer_detail(response))
         if response.status_code != 200:
-            raise SyncError(f"collector refused the watch ({_detail(response)})")
+            raise SyncError(f"collector refused the watch ({answer_detail(response)})")
         try:
             return bool(response.json()["changed"])
         except (ValueError, KeyError, TypeError):
@@ -129,7 +122,7 @@ class SignedClient(AgentClient):
         except httpx.HTTPError as exc:
             raise SyncError(f"collector unreachable: {exc.__class__.__name__}: {exc}") from None
         if response.status_code != 201:
-            raise SyncError(f"collector refused the template ({_detail(response)})")
+            raise SyncError(f"collector refused the template ({answer_detail(response)})")
         return int(response.json()["version"])
 
 

@@ -18,6 +18,7 @@ import httpx
 
 from floor_agent.audit.forwarder import Forwarder, ForwarderSettings, pinned_client
 from floor_agent.audit.keys import load_or_create_private_key, load_private_key, public_key_b64
+from floor_agent.audit.policy_key import PolicyKeyError, pin, read_pinned
 from floor_agent.audit.spool import open_spool
 from floor_agent.config.audit import AuditClientConfig
 from floor_agent.protocol.event import AuditEvent
@@ -112,5 +113,33 @@ def enroll(audit: AuditClientConfig, role: str, token: str, ca_file: Path | None
         except ValueError:
             detail = response.text[:200]
         raise EnrollmentError(f"collector refused enrollment ({response.status_code}): {detail}")
+    _pin_policy_key(state, response)
     log.info("enrolled as %s with %s", agent_id, audit.collector_url)
     return agent_id
+
+
+def _pin_policy_key(state: Path, response: httpx.Response) -> None:
+    """Pin the collector's policy key from the enroll answer (a workstation's central policy
+    is signed with it), unless one is pinned already: a different key is never taken over a
+    pinned one (the admin replaces state/policy.pub). A collector without policies sends
+    none; the workstation then pins it on first use."""
+    try:
+        offered = response.json().get("policy_key")
+    except (ValueError, AttributeError):
+        return
+    if not isinstance(offered, str) or not offered:
+        return
+    try:
+        pinned = read_pinned(state)
+    except PolicyKeyError as exc:
+        raise EnrollmentError(f"pinned policy key unreadable: {exc}") from None
+    if pinned is not None:
+        if pinned[1] != offered.strip():
+            log.warning("the collector offers another policy key than the one pinned in %s; "
+                        "kept the pinned one (replace the file to accept the new key)", state)
+        return
+    try:
+        pin(state, offered)
+    except PolicyKeyError as exc:
+        raise EnrollmentError(f"collector's policy_key refused: {exc}") from None
+    log.info("pinned the collector's policy key in %s", state)

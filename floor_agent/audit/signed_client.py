@@ -108,3 +108,13 @@ def collector_time_ms(response: httpx.Response) -> int | None:
         return int(email.utils.parsedate_to_datetime(date).timestamp() * 1000) + 500
     except (TypeError, ValueError):
         return None
+
+
+def answer_detail(response: httpx.Response) -> str:
+    """"<status>: <detail>" of a refusal, for logs and events (the collector's `detail`, else
+    the start of the body)."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = response.text[:200]
+    return f"{response.status_code}: {detail}"

@@ -24,8 +24,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from floor_agent import __version__
-from floor_agent.collector import api_keys, api_snapshots
+from floor_agent.collector import api_keys, api_policy, api_snapshots
 from floor_agent.collector.alerts import acknowledge, chain_state
+from floor_agent.collector.api_policy import PolicyServing
 from floor_agent.collector.core import Collector, EnrollError, secret_hash
 from floor_agent.collector.headers import SecurityHeaders
 from floor_agent.collector.metrics import render_metrics
@@ -125,13 +126,18 @@ def _json(content: Any, status: int = 200) -> Response:
 def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
                stale_checkpoint_seconds: int = 180,
                ingest_threads: int | None = None, *, self_audit: OwnAudit,
-               extensions: Sequence[AppExtension] = ()) -> FastAPI:
+               extensions: Sequence[AppExtension] = (),
+               policy: PolicyServing | None = None) -> FastAPI:
     """The ASGI app over one Collector; each extension installs itself on it (the security
     staff's dashboard at /, given by the composition root).
 
     self_audit: the collector's own audit trail (server.run gives its AuditAgent; a test may
     give a Spool): acknowledgements, logins and footage views are recorded there, so it is
     required.
+
+    policy: the policy key, default group and issuer the workstation policy routes sign with
+    (api_policy.py; server.run gives it); None: those routes answer 503 and the enrollment
+    answer carries no policy key.
 
     ingest_threads: at most this many batches are verified and stored at once (None: as many
     as the thread pool runs). With SQLite, 1: the store takes one writer at a time and the GIL
@@ -178,13 +184,18 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
 
     @app.post("/api/v1/enroll", status_code=201, tags=["agents"])
     def enroll(body: EnrollRequest, request: Request) -> dict[str, str]:
-        """Register an agent's public key with a one-time token."""
+        """Register an agent's public key with a one-time token. The answer carries the
+        collector's policy public key (`policy_key`, base64 raw Ed25519): a workstation pins
+        it and accepts only policy signed by it (protocol/policy.py)."""
         try:
             collector.enroll(body.token, body.agent_id, body.role, body.public_key,
                              body.hostname, request.client.host if request.client else "unknown")
         except EnrollError as exc:
             raise HTTPException(exc.status, str(exc)) from None
-        return {"agent_id": body.agent_id, "status": "enrolled"}
+        answer = {"agent_id": body.agent_id, "status": "enrolled"}
+        if policy is not None:
+            answer["policy_key"] = policy.public_b64
+        return answer
 
     @app.post("/api/v1/ingest", tags=["agents"], response_model=IngestAnswer,
               responses={400: {}, 401: {}, 409: {}, 413: {}, 422: {}},
@@ -303,6 +314,8 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
     # memory for every route that takes them
     app.state.agent_auth = AgentAuth(store)
     app.include_router(build_router(store, api_user, app.state.agent_auth))
+    # -- workstation policy: admin routes and workstation sync (api_policy.py) -------------
+    app.include_router(api_policy.build_router(store, api_user, app.state.agent_auth, policy))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

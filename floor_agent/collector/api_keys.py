@@ -21,14 +21,17 @@ from typing import Any
 
 from floor_agent.protocol.event import parse_timestamp
 
-SCOPES = ("read", "ack", "credentials", "metrics")
+SCOPES = ("read", "ack", "credentials", "metrics", "policy")
 SCOPE_HELP = {
     "read": "events, agents and alerts",
     "ack": "acknowledge alerts",
     "credentials": "the door people, cards, access levels and holidays (admin)",
     "metrics": "the Prometheus metrics",
+    "policy": "the workstations' USB and network policy and device exceptions (admin)",
 }
-LEGACY_SCOPES = frozenset(SCOPES)  # what a key from before scopes could do: everything
+# what a key from before scopes could do: everything there was then (never policy, which
+# came later: an old key is not silently given the right to change workstations' rules)
+LEGACY_SCOPES = frozenset(("read", "ack", "credentials", "metrics"))
 TOUCH_EVERY = timedelta(minutes=1)  # last use is written at most this often per key
 
 

@@ -111,6 +111,22 @@ class EdgeSettings(StrictModel):
         return self
 
 
+class PolicySettings(StrictModel):
+    """Central USB and network policy (collector/policy.py): the group a workstation is in
+    until an admin assigns it, how often expired device exceptions are looked for, and where
+    the policy key lives."""
+
+    # The group of a workstation no admin has assigned (protocol/policy.GROUP_RE).
+    default_group: Annotated[str, Field(strict=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+                             ] = "default"
+    # Seconds between looks for device exceptions past their expiry (each one found is
+    # recorded as a change, a new version for the workstations in its scope, and an event).
+    expiry_check_seconds: Annotated[StrictInt, Field(ge=1, le=3600)] = 30
+    # The policy key's directory (0700; policy.key 0600, policy.pub); null = "policy" in
+    # state_dir, beside the TLS files.
+    key_dir: ConfigPath | None = None
+
+
 class CollectorSection(StrictModel):
     """Collector listener, storage and limits."""
 
@@ -135,6 +151,8 @@ class CollectorSection(StrictModel):
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
     # where alerts go (collector/notify_config.py); no channels: no notifications
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    # central USB and network policy for the workstations (collector/policy.py)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
     # The trust anchor (collector/anchor.py): an Ed25519 key outside the store that endorses
     # every enrolled agent key and signs every backup manifest. Its directory (0700; key 0600,
     # public half anchor.pub); null = "anchor" in state_dir, beside the TLS files.

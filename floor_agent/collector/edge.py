@@ -60,6 +60,10 @@ ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 # try it over plain HTTP (a LAN attacker's downgrade) for a year.
 HSTS = "max-age=31536000"
 SNAPSHOT_PATH = "/api/v1/snapshots/"
+# a workstation group's rules and allowlist (collector/api_policy.py): USB rules up to 256 KiB
+# (protocol/policy.MAX_RULES_CHARS), JSON-escaped, and the allowlist
+POLICY_GROUP_PATH = "/api/v1/policy/groups/"
+POLICY_GROUP_BODY = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,8 @@ def body_limit(method: str, path: str, limits: EdgeLimits) -> int:
         return limits.snapshot_body
     if path in ("/api/v1/enroll", "/login"):
         return limits.small_body
+    if path.startswith(POLICY_GROUP_PATH):
+        return max(limits.form_body, POLICY_GROUP_BODY)
     return limits.form_body
 
 

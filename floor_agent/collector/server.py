@@ -22,13 +22,15 @@ from uvicorn.config import STARTUP_FAILURE
 from floor_agent import service
 from floor_agent.audit.agent import AuditAgent
 from floor_agent.audit.forwarder import pinned_client
-from floor_agent.collector import anchor, edge, self_audit, tls
+from floor_agent.collector import anchor, edge, policy_key, self_audit, tls
 from floor_agent.collector.api import AppExtension, create_app
+from floor_agent.collector.api_policy import PolicyServing
 from floor_agent.collector.api_snapshots import MAX_BYTES as SNAPSHOT_MAX_BYTES
 from floor_agent.collector.config import CollectorConfig, CollectorSection
 from floor_agent.collector.core import Collector
 from floor_agent.collector.notify import Notifier
 from floor_agent.collector.notify_senders import SecretError, make_senders
+from floor_agent.collector.policy_admin import ExpiryWatch
 from floor_agent.protocol.kinds.collector import CollectorKind
 from floor_agent.store import open_store
 from floor_agent.store.interface import Store
@@ -123,6 +125,7 @@ def init(config: CollectorConfig, force_certs: bool = False) -> tls.TlsFiles:
     if force_certs or not files.exist():
         tls.create(files, section.server_names, force=False)
     signer = anchor.create(config)  # the trust anchor, outside the store (collector/anchor.py)
+    policy_key.create(section)  # signs the workstations' policy (collector/policy_key.py)
     store = open_store(section.resolved_database_url())
     try:
         self_audit.ensure_registered(store, config)
@@ -163,6 +166,11 @@ def run(config: CollectorConfig, extensions: Sequence[AppExtension] = ()) -> int
     except SecretError as exc:
         log.error("notifications: %s", exc)
         return 2
+    try:  # made when missing: a collector upgraded from a release before central policy
+        signing_key = policy_key.create(section)
+    except (policy_key.PolicyKeyError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
     store, collector = open_collector(config)
     self_audit.ensure_registered(store, config)
     collector.anchor = signer.endorse_own(store, config)
@@ -194,8 +202,14 @@ def run(config: CollectorConfig, extensions: Sequence[AppExtension] = ()) -> int
     # processes a few, so one inserts while others wait for their batch to be parsed.
     # PostgreSQL overlaps round trips.
     threads = 1 + 2 * section.ingest_processes if isinstance(store, SqliteStore) else None
+    serving = PolicyServing(signing_key, section.policy.default_group,
+                            self_audit.agent_id(config))
     app = create_app(collector, section.max_request_bytes, section.stale_checkpoint_seconds,
-                     ingest_threads=threads, self_audit=own, extensions=extensions)
+                     ingest_threads=threads, self_audit=own, extensions=extensions,
+                     policy=serving)
+    app.state.policy = serving  # the dashboard's policy pages use it (default group, key)
+    expiry = ExpiryWatch(store, own, section.policy.expiry_check_seconds)
+    expiry.start()
     app.state.anchor_key = signer.key.public_key()  # the integrity page checks keys with it
     limits = edge.EdgeLimits.of(section, SNAPSHOT_MAX_BYTES)
     # every connection is a file descriptor; the store, spool and workers need some more
@@ -218,6 +232,7 @@ def run(config: CollectorConfig, extensions: Sequence[AppExtension] = ()) -> int
     finally:
         stop.set()
         service.stopping()
+        expiry.stop()
         if notifier is not None:
             notifier.stop()
         if own.forwarder.alive:

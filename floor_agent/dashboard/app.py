@@ -25,6 +25,7 @@ from floor_agent.dashboard import (
     pages_footage,
     pages_integrity,
     pages_overview,
+    pages_policy,
     pages_workstations,
 )
 from floor_agent.dashboard.auth import (
@@ -64,7 +65,7 @@ def install(app: FastAPI, dashboard: Dashboard) -> None:
     app.mount("/static", StaticFiles(directory=str(DASHBOARD_DIR / "static")), name="static")
     for module in (pages_auth, pages_overview, pages_events, pages_alerts, pages_workstations,
                    pages_doors, pages_camera_tiles, pages_cameras, pages_charts,
-                   pages_integrity, pages_admin, pages_footage):
+                   pages_integrity, pages_admin, pages_footage, pages_policy):
         app.include_router(module.router, include_in_schema=False)
 
     @app.exception_handler(LoginRequired)

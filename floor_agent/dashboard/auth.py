@@ -126,6 +126,7 @@ DESCRIPTIONS = {
     "footage": "watch footage",
     "users": "manage users",
     "people": "see the door people and their access levels",
+    "policy": "see or change the workstations' policy",
 }
 
 

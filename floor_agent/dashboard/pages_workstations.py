@@ -1,5 +1,6 @@
-"""Workstations: their state at a glance, and per workstation the devices seen, the blocked
-attempts and the isolation checks."""
+"""Workstations: their state at a glance (with the central policy version each enforces, from
+its latest `policy.applied`, beside the version the collector would serve it now), and per
+workstation the devices seen, the blocked attempts and the isolation checks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from floor_agent.dashboard import overview
+from floor_agent.dashboard import overview, pages_policy, policy_view
 from floor_agent.dashboard.auth import User, require
 from floor_agent.dashboard.context import dashboard_of
 from floor_agent.dashboard.csv_export import csv_response
@@ -37,14 +38,21 @@ def workstations(request: Request, user: Annotated[User, Depends(require("read")
                           store.list_alerts(open_only=True, limit=100_000), dash.clock(),
                           dash.stale_seconds, store.list_verifications())
     info = {a["agent_id"]: a for a in agents}
+    enforcement = pages_policy.enforcement_of(store, pages_policy.default_group(request))
     table = Table(["workstation", "hostname", "enrolled", "events", "USB", "isolation",
-                   "heartbeat", "chain"], testid="workstations")
+                   "heartbeat", "chain", "enforces", "applied", "served", "policy"],
+                  testid="workstations")
     for w in view.workstations:
         agent = info[w.agent_id]
+        e = enforcement.get(w.agent_id) or policy_view.enforcement(None, None)
         table.add([Cell(w.agent_id, link=f"/workstations/{w.agent_id}"), w.hostname,
                    time_cell(agent["enrolled_at"]), str(agent["events_total"]),
                    _cell(w.usb, "usb"), _cell(w.isolation, "isolation"),
-                   _cell(w.heartbeat, "heartbeat"), _cell(w.chain, "chain")],
+                   _cell(w.heartbeat, "heartbeat"), _cell(w.chain, "chain"),
+                   Cell(e.enforced, cls="nowrap", testid="policy-enforced"),
+                   time_cell(e.applied_at) if e.applied_at else Cell("-", cls="nowrap"),
+                   Cell(e.served, cls="nowrap", testid="policy-served"),
+                   Cell(e.state, cls=f"{e.cls} nowrap".strip(), testid="policy-state")],
                   data_testid="workstation-row", data_agent=w.agent_id)
     if export_allowed(user, format):
         return csv_response(table, "workstations")

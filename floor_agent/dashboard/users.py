@@ -17,12 +17,13 @@ USERNAME_RE = re.compile(r"^[a-z][a-z0-9._-]{0,31}$")
 # auditor: reads everything, exports, re-verifies, sees the footage log, changes nothing;
 # admin: everything, plus users and the door people. `footage`: watch the clips behind alerts
 # (each view recorded with who and why): the security staff and admins, not the auditor, who
-# reads the footage log instead.
+# reads the footage log instead. `policy`: the workstations' central USB and network policy
+# (groups, assignments, device exceptions): admins only.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"read", "ack", "footage"}),
     "auditor": frozenset({"read", "export", "verify", "footage_log"}),
     "admin": frozenset({"read", "ack", "export", "verify", "footage_log", "footage", "users",
-                        "people"}),
+                        "people", "policy"}),
 }
 
 

@@ -56,15 +56,18 @@ class Allowlist:
     networks: tuple[IPNetwork, ...]  # netlock.networks: where routes may lead
     gateways: tuple[IPAddress, ...]
 
-    def destination_of(self, address: str | IPAddress) -> AllowedDestination | None:
-        """The allow entry covering this address, if any."""
+    def destination_of(self, address: str | IPAddress, must_reach: int | None = None
+                       ) -> AllowedDestination | None:
+        """The allow entry covering this address, if any; with `must_reach`, the one among
+        them that asks for that port to answer first (entries may share an address)."""
         ip = _address(address)
         if ip is None:
             return None
-        for destination in self.destinations:
-            if any(ip in n for n in destination.networks if n.version == ip.version):
-                return destination
-        return None
+        covering = [d for d in self.destinations
+                    if any(ip in n for n in d.networks if n.version == ip.version)]
+        asking = [d for d in covering if must_reach is not None and must_reach in d.must_reach]
+        found = asking or covering
+        return found[0] if found else None
 
     def allows(self, address: str | IPAddress, proto: str, port: int) -> bool:
         """Whether the firewall lets the workstation open `proto` (tcp/udp) to address:port."""

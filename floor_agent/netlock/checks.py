@@ -387,7 +387,7 @@ def check_probes_allowed(facts: Facts, config: NetlockConfig, allowlist: Allowli
                        ("netlock.allow[].must_reach is empty: blocked cannot be told from "
                         "down",))
     def named(p: Probe) -> str:
-        d = allowlist.destination_of(p.address)
+        d = allowlist.destination_of(p.address, must_reach=p.port)
         return describe_probe(p) + (f" [{d.name}]" if d else "")
     failed = [p for p in probes if not p.reached]
     return _verdict(cid, WARNING, [named(p) for p in failed], "every allowed server answered",

@@ -246,6 +246,18 @@ class NetlockWatcher:
         self._closed: list[facts_module.Socket] = []
         self._probe_targets = checks_module.probe_targets(config, allowlist)
 
+    def replace_allowlist(self, config: NetlockConfig, allowlist: Allowlist,
+                          reason: str = "policy") -> None:
+        """Prove against a new allowlist from now on (a central policy's; the caller has
+        loaded its ruleset already) and verify everything again at once, in the watcher's own
+        loop like any change (`reason` names it in the events' trigger). A round running
+        meanwhile finishes under the old allowlist, the next runs under the new."""
+        with self._lock:
+            self.config = config
+            self.allowlist = allowlist
+            self._probe_targets = checks_module.probe_targets(config, allowlist)
+        self.trigger(Cause(reason, "ruleset"))
+
     # -- verification --
 
     def verify(self, areas: frozenset[str] | None = None, reason: str = "",

@@ -61,7 +61,7 @@ def generate(config: CollectorConfig, out: Path, pdf: Path | None, days: int,
             store, now, days, site=socket.gethostname(),
             collector_id=self_audit.agent_id(config),
             ca_fingerprint=tls.fingerprint(ca) if ca.exists() else "no CA in " + str(ca.parent),
-            store_name=redact_url(url))
+            store_name=redact_url(url), default_group=section.policy.default_group)
     finally:
         store.close()
     html = render_html(evidence).encode()

@@ -27,6 +27,7 @@ from floor_agent.protocol.kinds.cctv import CctvKind
 from floor_agent.protocol.kinds.collector import CollectorKind
 from floor_agent.protocol.kinds.door import DoorKind
 from floor_agent.protocol.kinds.net import NetKind
+from floor_agent.protocol.kinds.policy import POLICY
 from floor_agent.protocol.kinds.retention import RetentionKind
 from floor_agent.protocol.kinds.usb import UsbKind
 from floor_agent.store.interface import EventQuery, Store
@@ -92,6 +93,20 @@ class Measure:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyEvidence:
+    """The central workstation policy as it stands (not a measure with a verdict: the USB and
+    isolation measure judges what is enforced; this lists what was decided and by whom):
+    each group with its current version, each workstation with the version it enforces, the
+    device exceptions in force."""
+
+    default_group: str
+    change_number: int
+    groups: tuple[tuple[str, ...], ...]  # group, version, last changed, workstations
+    workstations: tuple[EvidenceRow, ...]  # workstation, group, enforces, applied, served
+    exceptions: tuple[tuple[str, ...], ...]  # device, scope, reason, approver, expiry
+
+
+@dataclass(frozen=True, slots=True)
 class TomEvidence:
     site: str
     collector_id: str
@@ -101,6 +116,7 @@ class TomEvidence:
     period_end: str
     generated_at: str
     measures: tuple[Measure, ...]
+    policy: PolicyEvidence | None = None
 
     def measure(self, key: str) -> Measure:
         return next(m for m in self.measures if m.key == key)
@@ -125,6 +141,10 @@ class Facts:
     collector_id: str = ""
     ca_fingerprint: str = ""
     store_name: str = ""
+    # central workstation policy (None: not read): {"default_group", "change", "groups",
+    # "assignments", "exceptions" (in force), "served" {agent: version or None}, "applied"
+    # {agent: latest policy.applied event}}
+    policy: dict[str, Any] | None = None
 
     def of(self, agent: str, *kinds: str) -> list[dict[str, Any]]:
         """Events of these kinds (from this agent, or ALL), newest first."""
@@ -155,8 +175,25 @@ def _read_kind(store: Store, kind: str, since: str, agent: str | None = None
     return out, True
 
 
+def gather_policy(store: Store, agents: list[dict[str, Any]], default_group: str
+                  ) -> dict[str, Any]:
+    """The central policy's groups, assignments, exceptions in force, and per workstation the
+    version it would be served now and its latest policy.applied."""
+    workstations = [a["agent_id"] for a in agents if a["role"] == "workstation"]
+    served = {}
+    for ident in workstations:
+        inputs = store.policy_inputs(ident, default_group)
+        served[ident] = None if inputs is None else int(inputs["version"])
+    applied = {s["agent_id"]: s for s in store.latest_states() if s["topic"] == POLICY.name}
+    return {"default_group": default_group, "change": store.policy_change_number(),
+            "groups": store.policy_groups(), "assignments": store.policy_assignments(),
+            "exceptions": store.policy_exceptions(active_only=True), "served": served,
+            "applied": applied}
+
+
 def gather(store: Store, now: datetime, days: int = 30, *, site: str = "",
-           collector_id: str = "", ca_fingerprint: str = "", store_name: str = "") -> Facts:
+           collector_id: str = "", ca_fingerprint: str = "", store_name: str = "",
+           default_group: str = "default") -> Facts:
     """Read what the measures need through Store's public API (newest first, capped)."""
     since = now - timedelta(days=days)
     period = utc_timestamp(since)
@@ -193,14 +230,16 @@ def gather(store: Store, now: datetime, days: int = 30, *, site: str = "",
         facts.events[(ALL, kind)] = _read(store, None, kind, period, CAP)
     facts.verifications = verify_all(store)
     facts.open_alerts = store.list_alerts(open_only=True, limit=10_000)
+    facts.policy = gather_policy(store, facts.agents, default_group)
     return facts
 
 
 def collect_evidence(store: Store, now: datetime, days: int = 30, *, site: str = "",
                      collector_id: str = "", ca_fingerprint: str = "",
-                     store_name: str = "") -> TomEvidence:
+                     store_name: str = "", default_group: str = "default") -> TomEvidence:
     return evaluate(gather(store, now, days, site=site, collector_id=collector_id,
-                           ca_fingerprint=ca_fingerprint, store_name=store_name))
+                           ca_fingerprint=ca_fingerprint, store_name=store_name,
+                           default_group=default_group))
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -594,13 +633,60 @@ def alerts(facts: Facts) -> Measure:
         tuple(rows[:300]))
 
 
+def policy_evidence(facts: Facts) -> PolicyEvidence | None:
+    """The policy section: groups with their current versions, workstations with the version
+    each enforces (behind or on the bootstrap: warn), exceptions in force."""
+    p = facts.policy
+    if p is None:
+        return None
+    default = p["default_group"]
+    group_of = {a["agent_id"]: a["group"] for a in p["assignments"]}
+    members: dict[str, list[str]] = {}
+    for ident in _role_ids(facts, "workstation"):
+        members.setdefault(group_of.get(ident, default), []).append(ident)
+    groups = tuple(
+        (g["group"], str(g["changed"]), f"{when(g['updated_at'])} by {g['updated_by']}",
+         ", ".join(members.get(g["group"], [])) or "none") for g in p["groups"])
+    known = {g["group"] for g in p["groups"]}
+    rows = []
+    for ident in _role_ids(facts, "workstation"):
+        group = group_of.get(ident, default)
+        served = p["served"].get(ident)
+        applied = p["applied"].get(ident)
+        data = applied["data"] if applied else {}
+        version = data.get("version")
+        if applied is None:
+            enforces, status = "not reported", NONE
+        elif data.get("source") == "bootstrap" or not isinstance(version, int):
+            enforces, status = "bootstrap (local files)", WARN
+        else:
+            enforces = str(version)
+            status = WARN if served is not None and version < served else OK
+            if status == WARN:
+                enforces += " (behind)"
+        rows.append(EvidenceRow(
+            (ident, group if group in known else f"{group} (no rules set)", enforces,
+             when(applied["ts"]) if applied else "-", "-" if served is None else str(served)),
+            status))
+    exceptions = []
+    for e in p["exceptions"]:
+        device = e.get("device") or {}
+        exceptions.append((
+            f"{device.get('id', '')} serial {device.get('serial') or '-'} "
+            f"hash {device.get('hash', '')}", e["scope"], e["reason"],
+            f"{e['approved_by']} {when(e['approved_at'])}",
+            when(e["expires_at"]) if e["expires_at"] else "none"))
+    return PolicyEvidence(default, int(p["change"]), groups, tuple(rows), tuple(exceptions))
+
+
 def evaluate(facts: Facts) -> TomEvidence:
     """The verdicts and evidence rows of every measure (pure: facts in, report data out)."""
     measures = (workstations(facts), doors(facts), cameras(facts), image_retention(facts),
                 backups(facts), chains(facts), alerts(facts))
     return TomEvidence(facts.site, facts.collector_id, facts.ca_fingerprint, facts.store_name,
                        when(utc_timestamp(facts.since)), when(utc_timestamp(facts.now)),
-                       facts.now.strftime("%Y-%m-%d %H:%M:%S UTC"), measures)
+                       facts.now.strftime("%Y-%m-%d %H:%M:%S UTC"), measures,
+                       policy_evidence(facts))
 
 
 def verdict_counts(evidence: TomEvidence) -> Mapping[str, int]:

@@ -22,6 +22,7 @@ from floor_agent.config.loader import load_role_file
 from floor_agent.netlock.config import NetlockConfig
 from floor_agent.retention.config import RetentionConfig
 from floor_agent.usb_guard.config import UsbGuardConfig
+from floor_agent.ws_policy.config import PolicyConfig
 
 
 class WorkstationConfig(AgentRoleConfig):
@@ -30,6 +31,9 @@ class WorkstationConfig(AgentRoleConfig):
     role: Literal["workstation"] = "workstation"
     usb_guard: UsbGuardConfig = Field(default_factory=UsbGuardConfig)
     netlock: NetlockConfig = Field(default_factory=NetlockConfig)
+    # the collector's signed policy for this workstation; usb_guard.rules_file and
+    # netlock.allow are then only the bootstrap
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
 
 
 AgentConfig = WorkstationConfig | DoorConfig | CctvConfig | RetentionConfig
@@ -70,6 +74,19 @@ def _footage(f: FootageSettings) -> str:
             f"{s.remote_dir!r} (host key pinned in {s.known_hosts_file})")
 
 
+def _policy(config: WorkstationConfig) -> str:
+    p = config.policy
+    if not p.enabled:
+        return (f"Central policy off: {config.usb_guard.rules_file} and the netlock section "
+                "are the policy.")
+    return (f"Central policy on: signed by the collector's key pinned in "
+            f"{config.audit.state_dir}/policy.pub (at enrollment, else on first use), the "
+            f"last verified one cached in {config.audit.state_dir}/policy.json; watched with "
+            f"long polls of {p.watch_wait_seconds:g} s, retry backoff "
+            f"{p.backoff_initial_seconds:g}-{p.backoff_max_seconds:g} s; "
+            f"{config.usb_guard.rules_file} and netlock.allow are only the bootstrap.")
+
+
 def check_file(path: str | Path) -> str:
     """One-paragraph summary for `floor-agent config check FILE`; raises ConfigError."""
     config = load_config(path)
@@ -83,15 +100,18 @@ def check_file(path: str | Path) -> str:
             f"events and {c.max_request_bytes} bytes per request; an agent is stale after "
             f"{c.stale_checkpoint_seconds} s without a checkpoint; tokens live "
             f"{c.token_ttl_seconds} s; {_footage(c.dashboard.footage)}; "
-            f"{_notifications(c.notifications)}."
+            f"{_notifications(c.notifications)}; policy: unassigned workstations in group "
+            f"{c.policy.default_group!r}, expired device exceptions looked for every "
+            f"{c.policy.expiry_check_seconds} s."
         )
     a = config.audit
     source = "" if a.agent_id is not None else " (from hostname)"
+    policy = f" {_policy(config)}" if isinstance(config, WorkstationConfig) else ""
     return (
         f"{head} Agent id {a.resolved_agent_id(config.role)}{source}; reports to "
         f"{a.collector_url} pinned to CA {a.ca_path()}; state in {a.state_dir}; heartbeat "
         f"every {a.heartbeat_seconds:g} s; batches of up to {a.batch_max_events} events; "
         f"spool holds {a.spool_max_events} events (alarm at {a.spool_alarm_ratio:.0%}); "
         f"retry backoff {a.backoff_initial_seconds:g}-{a.backoff_max_seconds:g} s; "
-        f"request timeout {a.request_timeout_seconds:g} s."
+        f"request timeout {a.request_timeout_seconds:g} s.{policy}"
     )

@@ -28,15 +28,8 @@ def capabilities(config: AgentConfig, source: str | os.PathLike[str]) -> list[Ca
     top, so that one role's agent never loads another role's drivers."""
     found: list[Capability] = []
     if isinstance(config, WorkstationConfig):
-        if config.usb_guard.enabled:
-            from floor_agent.usb_guard.runner import UsbGuardRunner
-
-            found.append(UsbGuardRunner(config.usb_guard))
-        if config.netlock.enabled:
-            from floor_agent.netlock.runner import NetlockRunner
-
-            found.append(NetlockRunner(config.netlock, source=source))
-    elif isinstance(config, DoorConfig) and config.access.doors:
+        return _workstation(config, source)
+    if isinstance(config, DoorConfig) and config.access.doors:
         from floor_agent.access.runner import AccessRunner
 
         found.append(AccessRunner(config))
@@ -45,6 +38,25 @@ def capabilities(config: AgentConfig, source: str | os.PathLike[str]) -> list[Ca
 
         found.append(CctvRunner(config))
     return found
+
+
+def _workstation(config: WorkstationConfig, source: str | os.PathLike[str]
+                 ) -> list[Capability]:
+    """usb_guard and netlock; with a central policy, its bootstrap before them (what they
+    start with: the cached policy, verified again) and its sync after them."""
+    from floor_agent.netlock.runner import NetlockRunner
+    from floor_agent.usb_guard.runner import UsbGuardRunner
+
+    usb = UsbGuardRunner(config.usb_guard) if config.usb_guard.enabled else None
+    netlock = NetlockRunner(config.netlock, source=source) if config.netlock.enabled else None
+    parts: list[Capability] = [c for c in (usb, netlock) if c is not None]
+    if not config.policy.enabled:
+        return parts
+    from floor_agent.ws_policy.runner import WorkstationPolicy
+
+    policy = WorkstationPolicy(config.policy, config.audit, config.role, usb=usb,
+                               netlock=netlock, source=source)
+    return [policy.bootstrap, *parts, policy]
 
 
 def stop_all(started: list[Capability]) -> None:

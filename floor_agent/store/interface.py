@@ -422,3 +422,81 @@ class Store(ABC):
     @abstractmethod
     def prune_notifications(self, before: str) -> int:
         """Delete sent and digested notifications created before `before`; how many."""
+
+    # -- central workstation policy (store/policy_sql.py) ----------------------------------
+    # Every change takes the next site-wide change number (returned) and writes one
+    # policy_changes row (who, why, when, before/after), in one write transaction. Rows are
+    # plain dicts: groups {"group", "usb_rules", "netlock_allow", "changed", "updated_at",
+    # "updated_by", "agents"}; changes {"change", "kind", "group", "agent_id", "exception_id",
+    # "actor", "reason", "at", "before", "after"}; exceptions {"exception_id", "rule", "scope",
+    # "device", "reason", "approved_by", "approved_at", "expires_at", "approved_change",
+    # "ended_change", "ended_at", "ended_by", "end_reason", "active"}.
+
+    @abstractmethod
+    def put_policy_group(self, group: str, usb_rules: str, netlock_allow: list[dict[str, Any]],
+                         actor: str, reason: str, now: str) -> int:
+        """Create or replace a group's rules and allowlist (validated by the caller)."""
+
+    @abstractmethod
+    def assign_policy_group(self, agent_id: str, group: str, actor: str, reason: str, now: str,
+                            default_group: str) -> int:
+        """Move a workstation to a group; UnknownRecord for a group with no rules,
+        RecordConflict when it is already assigned there."""
+
+    @abstractmethod
+    def add_policy_exception(self, rule: str, scope: str, device: dict[str, Any], reason: str,
+                             actor: str, now: str, expires_at: str | None) -> dict[str, Any]:
+        """Approve a device exception (id "x-<change>"); UnknownRecord for group:<unknown>."""
+
+    @abstractmethod
+    def end_policy_exception(self, exception_id: str, how: str, actor: str, reason: str,
+                             now: str) -> int | None:
+        """End an exception in force (how: "withdrawn" or "expired"); the change number, or
+        None when there is no such exception in force."""
+
+    @abstractmethod
+    def expire_policy_exceptions(self, now: str, actor: str) -> list[dict[str, Any]]:
+        """End every exception in force whose expiry is at or before `now`, one change each;
+        the exceptions ended (with their ended_change)."""
+
+    @abstractmethod
+    def policy_change_number(self) -> int:
+        """The newest site-wide change number (0: no policy yet)."""
+
+    @abstractmethod
+    def policy_groups(self) -> list[dict[str, Any]]:
+        """Every group with its content and the workstations assigned to it."""
+
+    @abstractmethod
+    def policy_group(self, group: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def policy_assignments(self) -> list[dict[str, Any]]:
+        """{"agent_id", "group", "changed", "assigned_at", "assigned_by"} per assigned one."""
+
+    @abstractmethod
+    def policy_changes(self, limit: int = 100, group: str | None = None,
+                       agent_id: str | None = None, before: int | None = None
+                       ) -> list[dict[str, Any]]:
+        """The change log, newest first, with before/after (the diff view's data); `before`:
+        only changes numbered below it (paging)."""
+
+    @abstractmethod
+    def policy_change(self, change: int) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def policy_exceptions(self, active_only: bool = False) -> list[dict[str, Any]]:
+        """Device exceptions, newest first."""
+
+    @abstractmethod
+    def policy_exception(self, exception_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def policy_inputs(self, agent_id: str, default_group: str) -> dict[str, Any] | None:
+        """What a workstation's document is made of, from one consistent read: {"agent_id",
+        "group", "version", "usb_rules", "netlock_allow", "exceptions" (in force, in scope)};
+        None while its group (assigned, else `default_group`) has no rules set."""
+
+    @abstractmethod
+    def policy_event(self, event_id: int) -> dict[str, Any] | None:
+        """A stored event by row id: {"id", "agent_id", "seq", "ts", "kind", "data"}."""

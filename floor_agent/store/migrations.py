@@ -27,7 +27,7 @@ from floor_agent.protocol.event import utc_timestamp
 from floor_agent.store import schema
 from floor_agent.store.interface import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +71,21 @@ def _notifications(cur: Any, dialect: Dialect) -> None:
                 "SELECT 1, coalesce(max(id), 0), coalesce(max(id), 0) FROM alerts")
 
 
+def _policy(cur: Any, dialect: Dialect) -> None:
+    """Central workstation policy: groups, the change log, assignments, device exceptions,
+    and the site-wide change number (starting at 0: no policy yet)."""
+    added = tuple(t for t in schema.TABLES if t.since == 4)
+    for statement in schema.create_statements(dialect.name, added):
+        cur.execute(statement)
+
+
 # Appended, never edited: a store at version n runs STEPS[n - 1:].
 STEPS: tuple[Step, ...] = (
     Step(2, "schema_version: the store's schema is versioned", _version_table),
     Step(3, "notifications: the outbox and the notifier's place in the alerts",
          _notifications),
+    Step(4, "policy: workstation groups, policy changes, assignments, device exceptions",
+         _policy),
 )
 assert [step.version for step in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 

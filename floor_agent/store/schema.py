@@ -198,6 +198,32 @@ TABLES: tuple[Table, ...] = (
     Table("notify_state", (
         pk("id", INT, check="id = 1"), col("alerts_seen", BIGINT), col("first_alert", BIGINT)),
         since=3),
+    # Central workstation policy (store/policy_sql.py, collector/policy.py). policy_meta holds
+    # the site-wide change number every change takes (under the store's write lock); each
+    # change is one row of policy_changes with who, why and the before/after (JSON).
+    Table("policy_meta", (pk("id", INT, check="id = 1"), col("change_no", BIGINT)), since=4),
+    # a group's current USB rules (USBGuard text) and netlock allowlist (JSON list), and the
+    # change that last set them
+    Table("policy_groups", (
+        pk("group_name"), col("usb_rules"), col("netlock_allow"), col("changed", BIGINT),
+        col("updated_at"), col("updated_by")), since=4),
+    Table("policy_changes", (
+        pk("change_no", BIGINT), col("kind"), col("group_name", null=True),
+        col("agent_id", null=True), col("exception_id", null=True), col("actor"),
+        col("reason"), col("at"), col("before_json", null=True), col("after_json", null=True)),
+        since=4),
+    # a workstation's group, when an admin chose one (else the configured default group)
+    Table("policy_assignments", (
+        pk("agent_id"), col("group_name"), col("changed", BIGINT), col("assigned_at"),
+        col("assigned_by")), since=4),
+    # device exceptions: one rule pinned to a device's hash, for "agent:<id>", "group:<g>" or
+    # "all"; in force until ended (expired or withdrawn: ended_change, end_reason)
+    Table("policy_exceptions", (
+        pk("exception_id"), col("rule"), col("scope"), col("device"), col("reason"),
+        col("approved_by"), col("approved_at"), col("expires_at", null=True),
+        col("approved_change", BIGINT), col("ended_change", BIGINT, null=True),
+        col("ended_at", null=True), col("ended_by", null=True),
+        col("end_reason", null=True)), since=4),
 )
 
 INDEXES: tuple[Index, ...] = (
@@ -215,6 +241,10 @@ INDEXES: tuple[Index, ...] = (
     Index("notifications_created", "notifications", "created_at, channel"),
     # escalation looks up whether an open critical alert has escalated yet, every poll
     Index("notifications_alert", "notifications", "alert_id, kind"),
+    Index("policy_changes_group", "policy_changes", "group_name, change_no"),
+    Index("policy_changes_agent", "policy_changes", "agent_id, change_no"),
+    Index("policy_exceptions_open", "policy_exceptions", "expires_at",
+          where="ended_change IS NULL"),
 )
 
 # Rows every store starts with, by table: the credentials version the controllers sync by,
@@ -224,6 +254,8 @@ SEED: tuple[tuple[str, str], ...] = (
      "INSERT INTO credentials_meta (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING"),
     ("notify_state", "INSERT INTO notify_state (id, alerts_seen, first_alert) VALUES (1, 0, 0) "
                      "ON CONFLICT (id) DO NOTHING"),
+    ("policy_meta",
+     "INSERT INTO policy_meta (id, change_no) VALUES (1, 0) ON CONFLICT (id) DO NOTHING"),
 )
 
 DIALECTS = ("sqlite", "postgres")

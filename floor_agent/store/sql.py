@@ -28,6 +28,7 @@ from floor_agent.store.interface import (
     UnknownRecord,
 )
 from floor_agent.store.outbox_sql import OutboxSql
+from floor_agent.store.policy_sql import PolicySql
 from floor_agent.store.records import (
     MAX_NOISE_SOURCES,
     AgentRecord,
@@ -517,7 +518,7 @@ class DashboardSql:
         return out
 
 
-class SqlStore(ChartSql, OutboxSql, DashboardSql, CredentialSql, Store):
+class SqlStore(ChartSql, OutboxSql, PolicySql, DashboardSql, CredentialSql, Store):
     """Store over a DB-API connection; the dialect subclasses give the connections."""
 
     placeholder = "?"

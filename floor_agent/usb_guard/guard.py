@@ -144,6 +144,9 @@ class UsbGuard:
         self.lockdown: sysfs.LockDown | None = None
         self._enforced: dict[str, Enforced] = {}
         self._lock = threading.Lock()
+        # held while a device is judged and enforced (the udev thread) and while the rules are
+        # replaced and every device judged again (replace_rules): one judge at a time
+        self._judging = threading.RLock()
 
     # -- lifecycle --
 
@@ -194,6 +197,10 @@ class UsbGuard:
 
     def handle(self, action: str, device: pyudev.Device, *, present: bool = False) -> None:
         """One udev event; present devices at start come as "add" with `present=True`."""
+        with self._judging:
+            self._handle(action, device, present=present)
+
+    def _handle(self, action: str, device: pyudev.Device, *, present: bool) -> None:
         if device.device_type == "usb_interface":
             if action in ("add", "bind"):
                 self._interface(device.sys_path)
@@ -236,16 +243,63 @@ class UsbGuard:
         if known is not None and known.device.hash == device.hash \
                 and self._still_enforced(known):
             return None
-        try:
-            decision = decide(self._index, device, ConditionContext(now=self.clock()))
-        except Exception as e:  # a rule that cannot be evaluated: fail closed
-            log.exception("usb guard: deciding on %s failed", device.sys_path)
-            decision = Decision("block", IMPLICIT, blocked_interfaces=device.interfaces,
-                                reason=f"evaluation failed, fail closed: {e}")
+        decision = self._decide(device)
         enforced = self._enforce(device, decision)
         kind, severity, data = decision_event(device, decision, enforced.action)
         self.emit(kind, subject_of(device), severity, **data)
         return enforced
+
+    # -- a new rule set --
+
+    def replace_rules(self, rules: list[Rule]) -> list[Enforced]:
+        """Enforce `rules` from now on and judge every known device again under them, parents
+        first; returns the devices whose decision changed (each also an audit event, as on
+        plug). A device allowed before and blocked now is deauthorized, one blocked before and
+        allowed now is authorized (its interfaces as the new decision allows). Thread-safe
+        against the udev event thread: no event is judged while the rules change, and an event
+        waiting meanwhile is judged under the new rules."""
+        index = index_rules(list(rules))  # before taking the lock: nothing changes on failure
+        changed: list[Enforced] = []
+        with self._judging:
+            self.rules = list(rules)
+            self._index = index
+            known = sorted(self.decisions().values(),
+                           key=lambda e: (e.device.sys_path.count("/"), e.device.sys_path))
+            for before in known:
+                try:
+                    after = self._rejudge(before)
+                except Exception:  # one odd device must not keep the others unjudged
+                    log.exception("usb guard: judging %s again failed", before.device.sys_path)
+                    continue
+                if after is not None:
+                    changed.append(after)
+        return changed
+
+    def _rejudge(self, before: Enforced) -> Enforced | None:
+        """One known device under the current rules; None when its decision is the same."""
+        device = before.device
+        if before.action == "removed" or device.sys_path not in self.decisions():
+            return None  # on its way out
+        decision = self._decide(device)
+        old = before.decision
+        if (decision.target, decision.allowed_interfaces) == (old.target,
+                                                              old.allowed_interfaces):
+            if decision.rule != old.rule or decision.reason != old.reason:
+                with self._lock:  # same effect, another rule: remember which one decides now
+                    self._enforced[device.sys_path] = Enforced(device, decision, before.action)
+            return None
+        enforced = self._enforce(device, decision)
+        kind, severity, data = decision_event(device, decision, enforced.action)
+        self.emit(kind, subject_of(device), severity, **data)
+        return enforced
+
+    def _decide(self, device: UsbDevice) -> Decision:
+        try:
+            return decide(self._index, device, ConditionContext(now=self.clock()))
+        except Exception as e:  # a rule that cannot be evaluated: fail closed
+            log.exception("usb guard: deciding on %s failed", device.sys_path)
+            return Decision("block", IMPLICIT, blocked_interfaces=device.interfaces,
+                            reason=f"evaluation failed, fail closed: {e}")
 
     # -- enforcement --
 

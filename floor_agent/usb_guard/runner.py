@@ -4,6 +4,11 @@ the agent, stopped with the agent (floor_agent/roles/run.py starts, watches and 
 A rules file that cannot be read or parsed stops the agent, but only after the root hubs are
 locked (authorized_default 0) and the refusal is an audit event: the bus stays closed to new
 devices, and the security staff see why.
+
+The rules file is the bootstrap: when the workstation enforces a central policy
+(floor_agent/ws_policy/), its verified rules are handed in as `rules` before the guard starts
+(so no device is ever judged under the bootstrap first), and later ones through
+`UsbGuard.replace_rules`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from floor_agent.service import StartRefused
 from floor_agent.usb_guard import sysfs
 from floor_agent.usb_guard.config import UsbGuardConfig
 from floor_agent.usb_guard.guard import UsbGuard
+from floor_agent.usb_guard.rule import Rule
 from floor_agent.usb_guard.rule_parser import RuleSyntaxError, parse_rules_file
 
 log = logging.getLogger(__name__)
@@ -33,7 +39,19 @@ class UsbGuardStartError(StartRefused):
 class UsbGuardRunner(CapabilityRunner[UsbGuardConfig, UsbGuard]):
     """The guard built from its config section; started, watched and stopped by the agent."""
 
+    def __init__(self, config: UsbGuardConfig) -> None:
+        super().__init__(config)
+        # (parsed rules, where they came from) to start with instead of the rules file: set by
+        # the workstation's policy before the guard starts
+        self.rules: tuple[list[Rule], str] | None = None
+
     def launch(self, agent: AuditAgent, shutdown: threading.Event) -> UsbGuard:
+        if self.rules is not None:
+            rules, source = self.rules
+            guard = UsbGuard(rules, agent.emit, sys_root=str(self.config.sys_root))
+            guard.start(shutdown)
+            log.info("usb_guard enforcing %d rule(s) from %s", len(rules), source)
+            return guard
         return _start(self.config, agent, shutdown)
 
 

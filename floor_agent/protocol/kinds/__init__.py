@@ -9,16 +9,27 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from floor_agent.protocol.kinds import agent, cctv, collector, dashboard, door, net, retention, usb
+from floor_agent.protocol.kinds import (
+    agent,
+    cctv,
+    collector,
+    dashboard,
+    door,
+    net,
+    policy,
+    retention,
+    usb,
+)
 from floor_agent.protocol.kinds.topic import Topic
 
 DECLARED: tuple[type[StrEnum], ...] = (
     agent.AgentKind, usb.UsbKind, net.NetKind, door.DoorKind, cctv.CctvKind,
     retention.RetentionKind, collector.CollectorKind, dashboard.DashboardKind,
+    policy.PolicyKind,
 )
 KINDS: frozenset[str] = frozenset(str(kind) for enum in DECLARED for kind in enum)
 STATES: dict[str, Topic] = {
     str(kind): topic
-    for declared in (usb.STATES, net.STATES, door.STATES, cctv.STATES)
+    for declared in (usb.STATES, net.STATES, door.STATES, cctv.STATES, policy.STATES)
     for kind, topic in declared.items()
 }

@@ -20,3 +20,10 @@ class CollectorKind(StrEnum):
     APIKEY_REVOKED = "apikey.revoked"
     INTEGRITY_VERIFIED = "integrity.verified"
     REPORT_GENERATED = "report.generated"
+    # central workstation policy (collector/policy_admin.py): a group's rules or allowlist
+    # set, a workstation moved to a group, a device exception approved, expired or withdrawn
+    POLICY_CHANGED = "policy.changed"
+    POLICY_ASSIGNED = "policy.assigned"
+    POLICY_EXCEPTION_APPROVED = "policy.exception_approved"
+    POLICY_EXCEPTION_EXPIRED = "policy.exception_expired"
+    POLICY_EXCEPTION_WITHDRAWN = "policy.exception_withdrawn"
