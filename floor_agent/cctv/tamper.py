@@ -124,7 +124,6 @@ ROUNDING_ENERGY = float(np.sum(cv2.Laplacian(_IMPULSE, cv2.CV_64F) ** 2)) / 12
 # The noise's strength: the response of Immerkaer's second-difference kernel (blind to flat
 # areas and gradients; std 6 sigma for white noise of std sigma): the mean of the quieter half
 # of its absolute values is 4 * (phi(0) - phi(its median)) = 0.3247 of that std.
-_NOISE_KERNEL = np.array([1, -2, 1], np.float32)  # separable: this across, this down
 _LEVELS = np.arange(256, dtype=np.float64)
 _STANDARD = statistics.NormalDist()
 _HALF_NORMAL_LOWER_MEAN = 4 * (_STANDARD.pdf(0) - _STANDARD.pdf(_STANDARD.inv_cdf(0.75)))
@@ -207,11 +206,11 @@ class Overlay:
 
     cells: np.ndarray = field(repr=False)
     analysed: np.ndarray = field(repr=False)
+    # `analysed` as OpenCV's masks are: uint8, 255 analysed (made once: read on every frame)
+    mask: np.ndarray = field(init=False, repr=False)
 
-    @property
-    def mask(self) -> np.ndarray:
-        """`analysed` as OpenCV's masks are: uint8, 255 analysed."""
-        return self.analysed.view(np.uint8) * np.uint8(255)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mask", self.analysed.view(np.uint8) * np.uint8(255))
 
 
 def _no_holds() -> Mapping[str, Hold]:
@@ -316,8 +315,8 @@ def _noise_sigma(region: np.ndarray) -> float:
     response as uint8 (an integer), the mean of the quieter half from its histogram."""
     if min(region.shape) < 3:
         return 0.0
-    response = cv2.convertScaleAbs(
-        cv2.sepFilter2D(region, cv2.CV_16S, _NOISE_KERNEL, _NOISE_KERNEL)[1:-1, 1:-1])
+    # the kernel is Sobel's second difference across and down ([1, -2, 1] each way)
+    response = cv2.convertScaleAbs(cv2.Sobel(region, cv2.CV_16S, 2, 2, ksize=3)[1:-1, 1:-1])
     histogram = cv2.calcHist([response], [0], None, [256], [0, 256]).ravel()
     cumulative = np.cumsum(histogram)
     half = float(cumulative[-1]) / 2
@@ -342,8 +341,9 @@ def _measure(grey: np.ndarray, overlay: Overlay | None) -> _Measures:
         region = cv2.resize(region, (cols * factor // 2, rows * factor // 2),
                             interpolation=cv2.INTER_AREA)
         region_factor = 2
-    laplacian = cv2.Laplacian(cv2.GaussianBlur(region, (3, 3), 0), cv2.CV_32F)
-    energy = cv2.resize(cv2.multiply(laplacian, laplacian), (cols, rows),
+    # in integers (exact, and cheaper than float), squared into float32 (still exact)
+    laplacian = cv2.Laplacian(cv2.GaussianBlur(region, (3, 3), 0), cv2.CV_16S)
+    energy = cv2.resize(cv2.multiply(laplacian, laplacian, dtype=cv2.CV_32F), (cols, rows),
                         interpolation=cv2.INTER_AREA)
     # against the picture's own contrast (the thumbnail's: a dimmer light is no blur)
     variance = max(raw_std * raw_std, 1.0)
@@ -423,6 +423,12 @@ def _transitions(before: Mapping[str, Hold], after: Mapping[str, Hold], t: float
     return events
 
 
+def _rounded(detail: Mapping[str, float]) -> dict[str, float]:
+    """An event's detail as reported: grey levels to 2 places, the rest to 3."""
+    return {key: round(value, 2 if key in ("mean", "level", "spread") else 3)
+            for key, value in detail.items()}
+
+
 def step(state: TamperState, frame: SmallFrame,
          config: TamperConfig) -> tuple[TamperState, list[TamperEvent]]:
     """One analysed frame: the new state and the alarms that started or ended on it. Raises
@@ -444,16 +450,16 @@ def step(state: TamperState, frame: SmallFrame,
     mask = None if overlay is None else overlay.mask
     dark_or_uniform = m.level < config.dark_below or m.spread < config.uniform_std
     structureless = m.spread < STRUCTURE_FLOOR or m.coherence < STRUCTURE_COHERENCE
-    detail: dict[str, float] = {"mean": round(m.mean, 2), "level": round(m.level, 2),
-                                "spread": round(m.spread, 2),
-                                "coherence": round(m.coherence, 3)}
+    # rounded only for an event (_rounded)
+    detail: dict[str, float] = {"mean": m.mean, "level": m.level, "spread": m.spread,
+                                "coherence": m.coherence}
 
     defocused: bool | None = None
     turned: bool | None = None
     reference = state.reference
     if reference is not None:
         similarity = _similarity(m.thumb, reference.thumb, mask)
-        detail["similarity"] = round(similarity, 3)
+        detail["similarity"] = similarity
         # no structure left, and not the reference's (a dark view with structure of its own,
         # e.g. the floor of a camera knocked down at night, is turned)
         covered = (dark_or_uniform and structureless
@@ -467,7 +473,7 @@ def step(state: TamperState, frame: SmallFrame,
             if coarse_judged:
                 ratios["coarse_sharpness_ratio"] = (m.sharpness.coarse
                                                     / reference.sharpness.coarse)
-            detail.update((key, round(ratio, 3)) for key, ratio in ratios.items())
+            detail.update(ratios)
             if ratios:
                 defocused = min(ratios.values()) < config.blur_ratio
             turned = similarity < config.scene_similarity
@@ -490,7 +496,7 @@ def step(state: TamperState, frame: SmallFrame,
         changed = difference > max(CELL_CHANGE, 4.0 * noise)
         if overlay is not None:
             ticked = bool(np.any(changed & overlay.cells))
-        detail["change"] = round(change, 3)
+        detail["change"] = change
     live = frame.packets_alive
     still_since = (state.still_since if state.still_since is not None else state.last_t) \
         if still and live else None
@@ -517,9 +523,9 @@ def step(state: TamperState, frame: SmallFrame,
             picture = (frozen_since is not None
                        and t - frozen_since >= config.frozen_picture_only_seconds)
     if still_since is not None:
-        detail["still_seconds"] = round(t - still_since, 3)
+        detail["still_seconds"] = t - still_since
     if overlay is not None and last_tick_t is not None:
-        detail["clock_stopped_seconds"] = round(t - last_tick_t, 3)
+        detail["clock_stopped_seconds"] = t - last_tick_t
 
     present: dict[str, bool | None] = {
         "covered": covered, "defocused": defocused, "turned": turned,
@@ -528,7 +534,9 @@ def step(state: TamperState, frame: SmallFrame,
     for name, before in state.holds.items():
         needed = 0.0 if name in EVIDENCE else config.hold_seconds  # frozen: its window
         holds[name] = _hold(before, present[name], t, needed, config.hold_seconds)
-    events = _transitions(state.holds, holds, t, detail, config)
+    events = (_transitions(state.holds, holds, t, _rounded(detail), config)
+              if any(holds[name].active != state.holds[name].active for name in holds)
+              else [])
 
     new = replace(state, camera_id=frame.camera_id, shape=grey.shape, last_t=t,
                   holds=MappingProxyType(holds), last_digest=m.digest, still_since=still_since,
