@@ -14,10 +14,10 @@ per-mille, measured values strings.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -264,8 +264,11 @@ class CameraRecorder:
         pts = None
         if packet.pts is not None and packet.time_base is not None:
             pts = float(packet.pts * packet.time_base)
+        # CRC-32 of the packet's buffer, read in place: a repeat is the same size and CRC on
+        # every packet for frozen_seconds (hundreds of packets), which distinct packets never
+        # are by chance; 5x cheaper than a 16-byte BLAKE2b (~7 us for a 35 kB packet)
         facts = tamper.PacketFacts(event.at.timestamp(), pts, packet.size,
-                                   hashlib.blake2b(bytes(packet), digest_size=16).digest())
+                                   zlib.crc32(packet).to_bytes(4, "big"))
         self._tamper, alarms = tamper.observe_packet(self._tamper, facts, self.camera.tamper)
         self._tamper_alarms(alarms)
 

@@ -55,6 +55,13 @@ from an empty room and raises nothing by default.
 A condition must hold `hold_seconds` (frozen: its window) before its alarm starts, and be gone
 `hold_seconds` before the alarm ends (the recovery). While the lens is covered, blur and turning
 cannot be judged, and a frozen judgement needs a live stream: those stay as they were.
+
+The sharpness (the costliest measure) is taken on every other frame while no defocus is
+pending; the frame between is judged later, with the next one, whenever its judgement could
+have started the hold counting, so the hold counts from the frame a judgement on every frame
+would count from (TamperState.deferred). The reference's sharpness is refreshed on the frames
+that measure it (an average of half the frames: a ratio on the blur_ratio's edge can then
+fall on the other side of it).
 """
 
 from __future__ import annotations
@@ -124,7 +131,6 @@ ROUNDING_ENERGY = float(np.sum(cv2.Laplacian(_IMPULSE, cv2.CV_64F) ** 2)) / 12
 # The noise's strength: the response of Immerkaer's second-difference kernel (blind to flat
 # areas and gradients; std 6 sigma for white noise of std sigma): the mean of the quieter half
 # of its absolute values is 4 * (phi(0) - phi(its median)) = 0.3247 of that std.
-_NOISE_KERNEL = np.array([1, -2, 1], np.float32)  # separable: this across, this down
 _LEVELS = np.arange(256, dtype=np.float64)
 _STANDARD = statistics.NormalDist()
 _HALF_NORMAL_LOWER_MEAN = 4 * (_STANDARD.pdf(0) - _STANDARD.pdf(_STANDARD.inv_cdf(0.75)))
@@ -207,11 +213,11 @@ class Overlay:
 
     cells: np.ndarray = field(repr=False)
     analysed: np.ndarray = field(repr=False)
+    # `analysed` as OpenCV's masks are: uint8, 255 analysed (made once: read on every frame)
+    mask: np.ndarray = field(init=False, repr=False)
 
-    @property
-    def mask(self) -> np.ndarray:
-        """`analysed` as OpenCV's masks are: uint8, 255 analysed."""
-        return self.analysed.view(np.uint8) * np.uint8(255)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mask", self.analysed.view(np.uint8) * np.uint8(255))
 
 
 def _no_holds() -> Mapping[str, Hold]:
@@ -250,6 +256,13 @@ class TamperState:
     last_packet: tuple[int, bytes] | None = field(default=None, repr=False)
     stalled_since: float | None = None  # arrival before the first packet whose pts stood
     repeated_since: float | None = None  # arrival of the first of identical packets
+    # the sharpness is measured on every other frame while no defocus is pending (the hold not
+    # counting): the frame between, not measured, is kept as (t, its dt, grey) and judged with
+    # the next only when the next one's judgement differs from the hold's state, i.e. only
+    # when it could have started counting the hold. As a hold_seconds above 0 can start or
+    # end no alarm on the frame it starts counting, the alarms and their times are those of a
+    # judgement on every frame.
+    deferred: tuple[float, float, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def active(self) -> frozenset[TamperKind]:
@@ -265,7 +278,7 @@ class _Measures:
     level: float  # median grey (thumbnail, analysed cells)
     spread: float  # robust std dev: (84th - 16th percentile) / 2
     mean: float
-    sharpness: Sharpness
+    sharpness: Sharpness | None  # None: not measured on this frame (deferred)
     digest: np.ndarray
     thumb: np.ndarray  # blurred and normalised (0 off the analysed cells)
     coherence: float  # std of the blurred thumbnail / std of the thumbnail: 1 smooth shapes
@@ -316,8 +329,8 @@ def _noise_sigma(region: np.ndarray) -> float:
     response as uint8 (an integer), the mean of the quieter half from its histogram."""
     if min(region.shape) < 3:
         return 0.0
-    response = cv2.convertScaleAbs(
-        cv2.sepFilter2D(region, cv2.CV_16S, _NOISE_KERNEL, _NOISE_KERNEL)[1:-1, 1:-1])
+    # the kernel is Sobel's second difference across and down ([1, -2, 1] each way)
+    response = cv2.convertScaleAbs(cv2.Sobel(region, cv2.CV_16S, 2, 2, ksize=3)[1:-1, 1:-1])
     histogram = cv2.calcHist([response], [0], None, [256], [0, 256]).ravel()
     cumulative = np.cumsum(histogram)
     half = float(cumulative[-1]) / 2
@@ -327,11 +340,10 @@ def _noise_sigma(region: np.ndarray) -> float:
     return total / half / (6 * _HALF_NORMAL_LOWER_MEAN)
 
 
-def _measure(grey: np.ndarray, overlay: Overlay | None) -> _Measures:
-    mask = None if overlay is None else overlay.mask
-    digest = _thumbnail(grey)
-    p16, p50, p84 = _percentiles(digest, mask, (0.16, 0.5, 0.84))
-    mean, raw_std = (float(v[0][0]) for v in cv2.meanStdDev(digest, mask=mask))
+def _sharpness(grey: np.ndarray, digest: np.ndarray, raw_std: float,
+               overlay: Overlay | None) -> Sharpness:
+    """The defocus measure of a frame whose thumbnail is `digest` (its std dev over the
+    analysed cells `raw_std`)."""
     # the Laplacian's energy per thumbnail cell, on the frame at half size where the cells
     # are whole pixels there (a quarter of the work; a defocus blurs far more than a pixel)
     factor = _factor(grey.shape)
@@ -342,8 +354,9 @@ def _measure(grey: np.ndarray, overlay: Overlay | None) -> _Measures:
         region = cv2.resize(region, (cols * factor // 2, rows * factor // 2),
                             interpolation=cv2.INTER_AREA)
         region_factor = 2
-    laplacian = cv2.Laplacian(cv2.GaussianBlur(region, (3, 3), 0), cv2.CV_32F)
-    energy = cv2.resize(cv2.multiply(laplacian, laplacian), (cols, rows),
+    # in integers (exact, and cheaper than float), squared into float32 (still exact)
+    laplacian = cv2.Laplacian(cv2.GaussianBlur(region, (3, 3), 0), cv2.CV_16S)
+    energy = cv2.resize(cv2.multiply(laplacian, laplacian, dtype=cv2.CV_32F), (cols, rows),
                         interpolation=cv2.INTER_AREA)
     # against the picture's own contrast (the thumbnail's: a dimmer light is no blur)
     variance = max(raw_std * raw_std, 1.0)
@@ -359,9 +372,17 @@ def _measure(grey: np.ndarray, overlay: Overlay | None) -> _Measures:
     noise_energy = NOISE_ENERGY * noise
     signal_variance = max(raw_std * raw_std - noise, 1.0)
     coarse_energy = _trimmed_mean(cv2.multiply(coarse_laplacian, coarse_laplacian), overlay)
-    sharpness = Sharpness(fine, fine_floor,
-                          max(coarse_energy - noise_energy, 0.0) / signal_variance,
-                          noise_energy / signal_variance)
+    return Sharpness(fine, fine_floor, max(coarse_energy - noise_energy, 0.0) / signal_variance,
+                     noise_energy / signal_variance)
+
+
+def _measure(grey: np.ndarray, overlay: Overlay | None, sharp: bool = True) -> _Measures:
+    """The frame's measures; its sharpness (the costliest) only if `sharp`."""
+    mask = None if overlay is None else overlay.mask
+    digest = _thumbnail(grey)
+    p16, p50, p84 = _percentiles(digest, mask, (0.16, 0.5, 0.84))
+    mean, raw_std = (float(v[0][0]) for v in cv2.meanStdDev(digest, mask=mask))
+    sharpness = _sharpness(grey, digest, raw_std, overlay) if sharp else None
     # the overlay's cells filled with the picture's level first: blurred, they would bleed
     # into the analysed cells around them
     filled = digest.astype(np.float32)
@@ -423,6 +444,12 @@ def _transitions(before: Mapping[str, Hold], after: Mapping[str, Hold], t: float
     return events
 
 
+def _rounded(detail: Mapping[str, float]) -> dict[str, float]:
+    """An event's detail as reported: grey levels to 2 places, the rest to 3."""
+    return {key: round(value, 2 if key in ("mean", "level", "spread") else 3)
+            for key, value in detail.items()}
+
+
 def step(state: TamperState, frame: SmallFrame,
          config: TamperConfig) -> tuple[TamperState, list[TamperEvent]]:
     """One analysed frame: the new state and the alarms that started or ended on it. Raises
@@ -437,39 +464,40 @@ def step(state: TamperState, frame: SmallFrame,
         raise ValueError(f"{where}: stream time went backwards (last frame at "
                          f"t={state.last_t!r})")
     if not config.enabled:
-        return replace(state, camera_id=frame.camera_id, shape=grey.shape, last_t=t), []
+        return replace(state, camera_id=frame.camera_id, shape=grey.shape, last_t=t,
+                       deferred=None), []
 
     overlay = state.overlay
-    m = _measure(grey, overlay)
+    reference = state.reference
+    hold = state.holds["defocused"]
+    # the sharpness (the costliest measure) every other frame while no defocus is pending
+    # (see TamperState.deferred); a pending one is judged on every frame
+    defer = (reference is not None and state.deferred is None and hold.since is None
+             and config.hold_seconds > 0)
+    m = _measure(grey, overlay, sharp=not defer)
     mask = None if overlay is None else overlay.mask
     dark_or_uniform = m.level < config.dark_below or m.spread < config.uniform_std
     structureless = m.spread < STRUCTURE_FLOOR or m.coherence < STRUCTURE_COHERENCE
-    detail: dict[str, float] = {"mean": round(m.mean, 2), "level": round(m.level, 2),
-                                "spread": round(m.spread, 2),
-                                "coherence": round(m.coherence, 3)}
+    # rounded only for an event (_rounded)
+    detail: dict[str, float] = {"mean": m.mean, "level": m.level, "spread": m.spread,
+                                "coherence": m.coherence}
 
     defocused: bool | None = None
     turned: bool | None = None
-    reference = state.reference
+    deferred: tuple[float, float, np.ndarray] | None = None
     if reference is not None:
         similarity = _similarity(m.thumb, reference.thumb, mask)
-        detail["similarity"] = round(similarity, 3)
+        detail["similarity"] = similarity
         # no structure left, and not the reference's (a dark view with structure of its own,
         # e.g. the floor of a camera knocked down at night, is turned)
         covered = (dark_or_uniform and structureless
                    and similarity < config.scene_similarity)
         if not covered:
-            # at either scale judged (its structure above its noise floor); neither: unknown
-            fine_judged, coarse_judged = reference.sharpness.judged()
-            ratios: dict[str, float] = {}
-            if fine_judged:
-                ratios["sharpness_ratio"] = m.sharpness.fine / reference.sharpness.fine
-            if coarse_judged:
-                ratios["coarse_sharpness_ratio"] = (m.sharpness.coarse
-                                                    / reference.sharpness.coarse)
-            detail.update((key, round(ratio, 3)) for key, ratio in ratios.items())
-            if ratios:
-                defocused = min(ratios.values()) < config.blur_ratio
+            if m.sharpness is None:  # judged with the next frame's, if that one needs it
+                deferred = (t, 0.0 if state.last_t is None else t - state.last_t, grey.copy())
+            else:
+                defocused, ratios = _defocused(m.sharpness, reference, config)
+                detail.update(ratios)
             turned = similarity < config.scene_similarity
     else:
         covered = dark_or_uniform and structureless
@@ -490,7 +518,7 @@ def step(state: TamperState, frame: SmallFrame,
         changed = difference > max(CELL_CHANGE, 4.0 * noise)
         if overlay is not None:
             ticked = bool(np.any(changed & overlay.cells))
-        detail["change"] = round(change, 3)
+        detail["change"] = change
     live = frame.packets_alive
     still_since = (state.still_since if state.still_since is not None else state.last_t) \
         if still and live else None
@@ -517,9 +545,9 @@ def step(state: TamperState, frame: SmallFrame,
             picture = (frozen_since is not None
                        and t - frozen_since >= config.frozen_picture_only_seconds)
     if still_since is not None:
-        detail["still_seconds"] = round(t - still_since, 3)
+        detail["still_seconds"] = t - still_since
     if overlay is not None and last_tick_t is not None:
-        detail["clock_stopped_seconds"] = round(t - last_tick_t, 3)
+        detail["clock_stopped_seconds"] = t - last_tick_t
 
     present: dict[str, bool | None] = {
         "covered": covered, "defocused": defocused, "turned": turned,
@@ -527,28 +555,65 @@ def step(state: TamperState, frame: SmallFrame,
     holds: dict[str, Hold] = {}
     for name, before in state.holds.items():
         needed = 0.0 if name in EVIDENCE else config.hold_seconds  # frozen: its window
+        if name == "defocused" and state.deferred is not None and reference is not None \
+                and defocused != hold.active:
+            # the deferred frame's judgement can change the hold: judged now, in its place
+            deferred_t, _, deferred_grey = state.deferred
+            before = _hold(before, _defocused(_sharpness_of(deferred_grey, overlay), reference,
+                                              config)[0], deferred_t, needed,
+                           config.hold_seconds)
         holds[name] = _hold(before, present[name], t, needed, config.hold_seconds)
-    events = _transitions(state.holds, holds, t, detail, config)
+    events = (_transitions(state.holds, holds, t, _rounded(detail), config)
+              if any(holds[name].active != state.holds[name].active for name in holds)
+              else [])
 
     new = replace(state, camera_id=frame.camera_id, shape=grey.shape, last_t=t,
                   holds=MappingProxyType(holds), last_digest=m.digest, still_since=still_since,
                   frozen_since=frozen_since, frozen_pairs=pairs, frozen_jumps=jumps,
-                  last_tick_t=last_tick_t)
+                  last_tick_t=last_tick_t, deferred=deferred)
     healthy = not covered and not any(h.active or h.since is not None for h in holds.values())
     if changed is not None:
         new = _learn_overlay(new, changed, t, healthy, config)
         if new.overlay is not overlay:  # the measures read other cells: a new reference
             return replace(new, reference=None, building_since=None, building_sum=None,
-                           building_sharpness=()), events
+                           building_sharpness=(), deferred=None), events
     if reference is None and not covered:
         new = _build(new, m, t)
     elif reference is not None and healthy and not identical and state.last_t is not None:
         weight = min(1.0, max(0.0, dt) / REFRESH_SECONDS)
+        sharpness = reference.sharpness
+        if m.sharpness is not None:  # for this frame's time and a deferred one's before it
+            since = dt + (state.deferred[1] if state.deferred is not None else 0.0)
+            both = min(1.0, max(0.0, since) / REFRESH_SECONDS)
+            sharpness = Sharpness(*((1 - both) * old + both * now
+                                    for old, now in zip(sharpness, m.sharpness, strict=True)))
         new = replace(new, reference=Reference(
-            _normalised((1 - weight) * reference.thumb + weight * m.thumb, mask),
-            Sharpness(*((1 - weight) * old + weight * now
-                        for old, now in zip(reference.sharpness, m.sharpness, strict=True)))))
+            _normalised((1 - weight) * reference.thumb + weight * m.thumb, mask), sharpness))
     return new, events
+
+
+def _defocused(sharpness: Sharpness, reference: Reference,
+               config: TamperConfig) -> tuple[bool | None, dict[str, float]]:
+    """Whether a frame's `sharpness` is a defocus against the reference's (None: neither scale
+    judged), and the ratios that say so."""
+    # at either scale judged (its structure above its noise floor); neither: unknown
+    fine_judged, coarse_judged = reference.sharpness.judged()
+    ratios: dict[str, float] = {}
+    if fine_judged:
+        ratios["sharpness_ratio"] = sharpness.fine / reference.sharpness.fine
+    if coarse_judged:
+        ratios["coarse_sharpness_ratio"] = sharpness.coarse / reference.sharpness.coarse
+    if not ratios:
+        return None, ratios
+    return min(ratios.values()) < config.blur_ratio, ratios
+
+
+def _sharpness_of(grey: np.ndarray, overlay: Overlay | None) -> Sharpness:
+    """The defocus measure of a frame on its own (a deferred one)."""
+    digest = _thumbnail(grey)
+    mask = None if overlay is None else overlay.mask
+    raw_std = float(cv2.meanStdDev(digest, mask=mask)[1][0][0])
+    return _sharpness(grey, digest, raw_std, overlay)
 
 
 def _learn_overlay(state: TamperState, changed: np.ndarray, t: float, healthy: bool,
@@ -600,6 +665,7 @@ def _build(state: TamperState, m: _Measures, t: float) -> TamperState:
     """Gather healthy frames until REFERENCE_SECONDS have passed, then fix the reference."""
     since = t if state.building_since is None else state.building_since
     total = m.thumb.copy() if state.building_sum is None else state.building_sum + m.thumb
+    assert m.sharpness is not None, "measured on every frame until the reference is known"
     sharpness = (*state.building_sharpness, m.sharpness)
     if t - since >= REFERENCE_SECONDS and len(sharpness) >= 3:
         mask = None if state.overlay is None else state.overlay.mask
