@@ -119,6 +119,10 @@ class CameraRecorder:
         self._tamper = tamper.TamperState()
         self._mask: np.ndarray | None = None
         self._mask_shape: tuple[int, int] | None = None
+        # motion's mask without the learned overlay (_motion_mask), and what it was made from
+        self._overlay_seen: tamper.Overlay | None = None
+        self._mask_base: np.ndarray | None = None
+        self._motion_mask_cached: np.ndarray | None = None
         self._motion_in_segment = False
         self._bad_reported: dict[str, float] = {}
         self.segments = 0
@@ -243,7 +247,7 @@ class CameraRecorder:
         try:
             if self.camera.motion.enabled:
                 self._motion, result = motion.step(self._motion, frame, self.camera.motion,
-                                                   self._mask)
+                                                   self._motion_mask())
                 if result.motion:
                     self._motion_in_segment = True
                 if result.event is not None:
@@ -256,6 +260,17 @@ class CameraRecorder:
                 self._tamper_alarms(alarms)
         except ValueError as e:  # a frame the analysis refuses: reported, recording goes on
             self._bad_input("analysis", f"frame: {e}")
+
+    def _motion_mask(self) -> np.ndarray | None:
+        """The camera's motion mask without the overlay the tamper detector learned (its clock),
+        made again only when the learned overlay changes."""
+        overlay = self._tamper.overlay if self.camera.tamper.enabled else None
+        if overlay is not self._overlay_seen or self._mask is not self._mask_base:
+            self._overlay_seen, self._mask_base = overlay, self._mask
+            self._motion_mask_cached = (
+                self._mask if self._mask_shape is None
+                else tamper.overlay_motion_mask(self._tamper, self._mask_shape, self._mask))
+        return self._motion_mask_cached
 
     def _packet_facts(self, event: PacketEvent) -> None:
         """The stream's own evidence of a freeze: each main-stream packet's timestamp, size and

@@ -716,6 +716,21 @@ def reference_ready(state: TamperState) -> bool:
     return state.reference is not None
 
 
+def overlay_motion_mask(state: TamperState, shape: tuple[int, int],
+                        mask: np.ndarray | None) -> np.ndarray | None:
+    """`mask` (motion's analysis mask at the frame's `shape`: 255 analysed, or None for all)
+    with the learned overlay taken out too: the clock's ticking cells and their OSD lines at
+    the frame's resolution. A burned-in clock is not motion (10 minutes of an empty room
+    with one raised 17 motion starts); the tamper detector learns where it is, motion reuses
+    that. Unchanged while nothing is learned."""
+    overlay = state.overlay
+    if overlay is None or bool(overlay.analysed.all()):
+        return mask
+    height, width = shape
+    frame_mask = cv2.resize(overlay.mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    return frame_mask if mask is None else cv2.bitwise_and(mask, frame_mask)
+
+
 def overlay_cells(state: TamperState) -> int:
     """How many thumbnail cells were learned as a scheduled overlay (the clock)."""
     return 0 if state.overlay is None else int(np.count_nonzero(state.overlay.cells))
