@@ -45,7 +45,7 @@ BITS_PER_PIXEL = 2_000_000 / (1920 * 1080 * FPS)  # 2 Mbit/s at 1080p
 DEFAULTS = TamperConfig()
 WINDOW = DEFAULTS.frozen_seconds
 HOLD = DEFAULTS.hold_seconds
-LIVE = 150.0  # seconds of a live still room before any freeze (five frozen windows)
+LIVE = 150.0  # seconds of a live still room before a freeze (five frozen windows)
 FROZEN = WINDOW + 8.0  # seconds frozen at the end of a stream
 CLOCK = Clock(caption="CAM 03 FLOOR A NORTH")
 NIGHT = Lighting(0, gain=0.12, offset=4)
@@ -113,10 +113,16 @@ class Run:
     starts: list[list[tuple[str, str | None, float]]] = field(
         default_factory=lambda: [[] for _ in range(PHASES)])
     clock_stopped: list[float] = field(default_factory=lambda: [0.0] * PHASES)
+    # while live: the longest run of identical packets or standing timestamps (seconds)
+    stream_stopped: float = 0.0
 
-    def packet(self, facts: PacketFacts) -> None:
+    def packet(self, facts: PacketFacts, live: bool) -> None:
         for phase in range(PHASES):
             self.states[phase], events = observe_packet(self.states[phase], facts, DEFAULTS)
+            since = [s for s in (self.states[phase].repeated_since,
+                                 self.states[phase].stalled_since) if s is not None]
+            if live and since:
+                self.stream_stopped = max(self.stream_stopped, facts.arrival - min(since))
             self.starts[phase] += [(e.kind, e.evidence, facts.arrival - ARRIVAL) for e in events
                                    if e.phase == "start"]
 
@@ -129,8 +135,9 @@ class Run:
             self.clock_stopped[phase] = max(self.clock_stopped[phase], t - state.last_tick_t)
 
 
-def analyse(path: Path, variants: tuple[str, ...]) -> dict[str, Run]:
-    """Demux and decode `path` once, feeding each variant's detectors as the recorder would:
+def analyse(path: Path, variants: tuple[str, ...], frozen_at: float | None) -> dict[str, Run]:
+    """Demux and decode `path` (its picture frozen from `frozen_at`) once, feeding each
+    variant's detectors as the recorder would:
     "as-is"; "repeated" (from STUCK_AT, the last key frame's packet again in every slot,
     timestamps advancing: its picture is that key frame's); "stalled" (from STUCK_AT, the
     packets' timestamps standing at the last one's)."""
@@ -145,7 +152,8 @@ def analyse(path: Path, variants: tuple[str, ...]) -> dict[str, Run]:
                 continue
             pts = float(packet.pts * packet.time_base)
             arrival = ARRIVAL + pts  # a live camera: it arrives when it is taken
-            stuck = pts >= STUCK_AT
+            stuck = pts >= STUCK_AT  # the stuck encoder's variants: from here on
+            frozen = frozen_at is not None and pts >= frozen_at
             facts = PacketFacts(arrival, pts, packet.size,
                                 zlib.crc32(packet).to_bytes(4, "big"))
             if packet.is_keyframe and not stuck:
@@ -161,15 +169,16 @@ def analyse(path: Path, variants: tuple[str, ...]) -> dict[str, Run]:
                 if name == "repeated" and stuck:
                     assert key is not None and key[1] is not None
                     run.packet(PacketFacts(arrival, pts, len(key[0]),
-                                           zlib.crc32(key[0]).to_bytes(4, "big")))
+                                           zlib.crc32(key[0]).to_bytes(4, "big")), False)
                     run.frame(index, key[1], False)
                     continue
                 if name == "stalled" and stuck:
-                    run.packet(PacketFacts(arrival, stalled_pts, facts.size, facts.digest))
+                    run.packet(PacketFacts(arrival, stalled_pts, facts.size, facts.digest),
+                               False)
                 else:
-                    run.packet(facts)
+                    run.packet(facts, not frozen and not (stuck and name != "as-is"))
                 for grey in greys:
-                    run.frame(index, grey, not stuck)
+                    run.frame(index, grey, not frozen and not (stuck and name != "as-is"))
     return runs
 
 
@@ -182,14 +191,15 @@ def analysed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Ru
         encode_video(path, frames(stream), FPS, gop_seconds=stream.gop, preset="veryfast",
                      bit_rate=round(stream.bits_per_pixel * WIDTH * HEIGHT * FPS))
         variants = ("as-is",) if stream.clock else ("as-is", "repeated", "stalled")
-        out[name] = analyse(path, variants)
+        out[name] = analyse(path, variants, stream.frozen_at)
         runs = out[name]
         for variant, run in runs.items():
             since = stream.frozen_at if stream.frozen_at is not None else STUCK_AT
             after = [[(e, round(at - since, 2)) for _, e, at in s] for s in run.starts]
             print(f"{name} {variant}: alarms per offset (evidence, s after the freeze) "
                   f"{after}; clock stopped while live at most "
-                  f"{[round(c, 1) for c in run.clock_stopped]} s")
+                  f"{[round(c, 1) for c in run.clock_stopped]} s, packets repeated or "
+                  f"timestamps standing at most {run.stream_stopped:.2f} s")
     return out
 
 
@@ -197,8 +207,9 @@ def analysed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Ru
 def test_a_live_starved_stream_raises_nothing_at_any_offset(
         analysed: dict[str, dict[str, Run]], name: str) -> None:
     stream = STREAMS[name]
-    end = stream.frozen_at if stream.frozen_at is not None else STUCK_AT
+    end = stream.frozen_at if stream.frozen_at is not None else stream.duration
     run = analysed[name]["as-is"]
+    assert run.stream_stopped == 0.0, name  # no two packets alike, timestamps advancing
     for phase in range(PHASES):
         assert [s for s in run.starts[phase] if s[2] < end] == [], (name, phase)
         if stream.clock:  # learned, and ticking: far from a stopped clock's window
