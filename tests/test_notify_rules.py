@@ -244,7 +244,7 @@ def test_the_example_in_collector_yaml_is_a_valid_routing_config(tmp_path: Path)
     assert list(notifications.channels) == ["security-mail", "pager", "siem"]
     summary = check_file(path)
     assert ("notifications to security-mail (email), pager (webhook), siem (syslog) by 3 "
-            "route(s), times in UTC, more than 10 per 300 s folded into a digest.") in summary
+            "route(s), times in UTC, more than 10 per 300 s folded into a digest;") in summary
     assert "notifications off (no channels)" in check_file(
         Path(__file__).parent.parent / "config" / "collector.yaml")
     assert [r.name for r in notifications.routes] == ["doors at night", "hall A critical",
