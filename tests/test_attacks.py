@@ -79,7 +79,11 @@ def test_replayed_batch_rejected_and_flagged(collector: CollectorProcess, client
     maker.emit(3)
     body = maker.body()
     assert ingest(client, body).status_code == 200
-    replay = ingest(client, body)
+    again = ingest(client, body)  # the agent's retry (no answer came): a duplicate
+    assert again.status_code == 200 and again.json()["acked_seq"] == 3, again.text
+    assert alert_kinds(api, "ws-replay") == []
+    # the old checkpoint over other content: a replay
+    replay = ingest(client, alter_event(body, 0, subject="nothing to see here"))
     assert replay.status_code == 409
     assert "replay" in replay.json()["detail"]
     assert alert_kinds(api, "ws-replay") == ["replay"]

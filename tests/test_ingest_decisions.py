@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from batches import BatchMaker
+from batches import BatchMaker, alter_event
 
 from floor_agent.collector import ingest
 from floor_agent.collector.ingest import Clock
@@ -103,18 +103,30 @@ def test_a_future_checkpoint_is_refused_and_a_bad_mark_blocks_nobody(maker: Batc
     assert decide(heartbeat(maker, 0, bytes(32), utc_timestamp(NOW + timedelta(seconds=200))),
                   agent).accepted  # within the skew
     # a store whose mark is in 2099 or not a time at all (accepted before these checks):
-    # the agent's new events go in, an old checkpoint behind the stored one is still a replay
+    # the agent's new events go in; an old checkpoint behind the stored one is a replay
+    # unless it signs exactly what is stored (then a duplicate: acknowledged, nothing moves)
     for mark in ("2099-01-01T00:00:00.000000Z", "zzz"):
         stuck = AgentRecord("ws-1", "workstation", maker.public_key, 0, bytes(32), 0, mark)
         assert decide(body, stuck, stored).accepted
         ahead = AgentRecord("ws-1", "workstation", maker.public_key, 3, head.hash, 3, mark)
-        assert decide(heartbeat(maker, 1, pending[0].hash, utc_timestamp(NOW)), ahead,
-                      {1: pending[0].hash}).status == 409
-    # with a sound mark: the same batch again is a replay; new ground is never one
+        old = heartbeat(maker, 1, pending[0].hash, utc_timestamp(NOW))
+        assert decide(old, ahead, {1: pending[1].hash}).status == 409  # not what is stored
+        assert decide(old, ahead, {}).status == 409  # no longer stored
+        same = decide(old, ahead, {1: pending[0].hash})
+        assert (same.status, same.duplicate, same.acked_seq, same.alerts) == (200, True, 1, [])
+    # with a sound mark: the same batch again is a duplicate, unless the store lacks or holds
+    # other events than it carries; new ground is never a replay
     sent = AgentRecord("ws-1", "workstation", maker.public_key, 3, head.hash, 3,
                        utc_timestamp())  # accepted after the batch was signed
-    assert decide(body, sent, {0: bytes(32), 1: pending[0].hash, 2: pending[1].hash,
-                               3: head.hash}).status == 409
+    held = {0: bytes(32), 1: pending[0].hash, 2: pending[1].hash, 3: head.hash}
+    again = decide(body, sent, held)
+    assert (again.status, again.duplicate, again.store, again.new_head, again.alerts) == \
+        (200, True, [], None, [])
+    for seq, other in ((2, None), (2, bytes(32)), (0, pending[0].hash)):
+        differs = {k: v for k, v in held.items() if k != seq} | ({seq: other} if other else {})
+        plan = decide(body, sent, differs)
+        assert (plan.status, [a.kind for a in plan.alerts]) == (409, ["replay"]), seq
+    assert decide(alter_event(body, 1, subject="rewritten"), sent, held).status == 409
     assert acked.seq == 0
 
 

@@ -522,7 +522,12 @@ def _replayed_batch(agent: FakeAgent) -> IngestResult:
     agent.emit(2)
     body = agent.body()
     assert agent.deliver(body).status == 200
-    return agent.deliver(body)  # the very same batch, checkpoint and all
+    # the very same batch again is the agent's own retry: a duplicate, acknowledged
+    again = agent.collector.ingest(body)
+    assert (again.status, again.stored, again.acked_seq) == (200, 0, 7), again.message
+    assert agent.collector.store.list_alerts() == []
+    # its old checkpoint presented again over other content: a replay
+    return agent.deliver(alter(body, 1, subject="/dev/nothing-to-see"))
 
 
 def _fork(agent: FakeAgent) -> IngestResult:
@@ -587,7 +592,7 @@ def test_repeated_attacks_count_on_one_open_alert(store: Store, tmp_path: Path) 
     body = agent.body()
     assert agent.deliver(body).status == 200
     for _ in range(3):
-        assert agent.deliver(body).status == 409
+        assert agent.deliver(alter(body, 0, subject="rewritten")).status == 409
     (replay,) = store.list_alerts()
     assert (replay["kind"], replay["count"]) == ("replay", 3)
     assert collector.counters["alert_replay"] == 3

@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -27,7 +27,7 @@ from floor_agent.collector import api_keys, ingest
 from floor_agent.protocol.batch import BatchError
 from floor_agent.protocol.event import AGENT_ID_RE, utc_timestamp
 from floor_agent.store.interface import Store
-from floor_agent.store.records import MAX_NOISE_SOURCES, AlertDraft, EventRow
+from floor_agent.store.records import MAX_NOISE_SOURCES, AgentRecord, AlertDraft, EventRow
 
 log = logging.getLogger(__name__)
 
@@ -287,29 +287,33 @@ class Collector:
             self.counters["batch_malformed"] += 1
             self._noise("malformed_batch", source, exc.agent_id, ingest.error_reason(exc), now)
             return IngestResult(exc.status, str(exc))
+        clock = ingest.Clock(moment, self.max_clock_skew)
+
+        def decide(agent: AgentRecord | None, stored: Mapping[int, bytes],
+                   last_stored: int | None) -> ingest.Plan:
+            return ingest.plan(batch, agent, stored, last_stored=last_stored, clock=clock)
+
+        # The store reads, decides and writes in one transaction under the agent's lock (its
+        # row, across collectors); this lock only keeps one process's threads from queueing
+        # on that row.
         with self._lock_for(batch.agent_id):
-            agent = self.store.get_agent(batch.agent_id)
-            stored: dict[int, bytes] = {}
-            last_stored = None
-            if agent is not None:
-                stored = self.store.stored_hashes(batch.agent_id, ingest.needed_seqs(batch))
-                last_stored = self.store.last_stored_seq(batch.agent_id, agent.head_seq)
-            plan = ingest.plan(batch, agent, stored, last_stored=last_stored,
-                               clock=ingest.Clock(moment, self.max_clock_skew))
-            if plan.noise is not None:
-                self.counters["batch_rejected"] += 1
-                self._noise(plan.noise, source, batch.agent_id, plan.message, now)
-                return IngestResult(plan.status, plan.message)
-            for alert in plan.alerts:
-                self.counters[f"alert_{alert.kind}"] += 1
-                log.warning("alert %s on %s: %s", alert.kind, alert.agent_id, alert.detail)
-            if not plan.accepted:
-                self.counters["batch_rejected"] += 1
-                self._add_alerts(plan.alerts, now)
-                return IngestResult(plan.status, plan.message,
-                                    problem=plan.alerts[0].kind if plan.alerts else None)
-            self.store.commit_batch(batch.agent_id, plan.store, batch.checkpoint, plan.new_head,
-                                    plan.alerts, now, quarantine=plan.quarantine)
+            plan = self.store.ingest_batch(batch.agent_id, ingest.needed_seqs(batch),
+                                           batch.checkpoint, now, decide, batch.rows)
+        if plan.noise is not None:
+            self.counters["batch_rejected"] += 1
+            self._noise(plan.noise, source, batch.agent_id, plan.message, now)
+            return IngestResult(plan.status, plan.message)
+        for alert in plan.alerts:
+            self.counters[f"alert_{alert.kind}"] += 1
+            log.warning("alert %s on %s: %s", alert.kind, alert.agent_id, alert.detail)
+        if not plan.accepted:
+            self.counters["batch_rejected"] += 1
+            self._alerts_stored(plan.alerts, now)  # stored with the decision
+            return IngestResult(plan.status, plan.message,
+                                problem=plan.alerts[0].kind if plan.alerts else None)
+        if plan.duplicate:
+            self.counters["batch_duplicate"] += 1
+            return IngestResult(200, plan.message, plan.acked_seq, 0)
         self.counters["batch_accepted"] += 1
         self.counters["events_stored"] += len(plan.store)
         for listener in self.listeners:

@@ -54,6 +54,9 @@ class Plan:
     quarantine: list[int] = field(default_factory=list)
     # set when refused before authentication: the alert kind to count against the source
     noise: str | None = None
+    # acknowledged, nothing written: every event (or a heartbeat's head) already stored as
+    # the agent signed it, under an older checkpoint than the stored one
+    duplicate: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -222,6 +225,9 @@ def plan(batch: Prepared, agent: AgentRecord | None, stored: Mapping[int, bytes]
                        f"{int(clock.max_skew.total_seconds())} s): refused, the agent keeps its "
                        f"events until its clock is right", cp.seq, subject="checkpoint")
     if _replayed(cp, agent, clock):
+        if batch.problem is None and _all_stored(batch, stored):
+            return Plan(200, f"duplicate: {len(batch.seqs)} event(s) to seq {cp.seq} already "
+                             f"stored", acked_seq=cp.seq, duplicate=True)
         return _reject(409, "replay", "critical", agent.agent_id,
                        f"checkpoint of {cp.ts} is not newer than the last accepted one "
                        f"({agent.checkpoint_ts}): replayed batch", cp.seq)
@@ -235,6 +241,23 @@ def plan(batch: Prepared, agent: AgentRecord | None, stored: Mapping[int, bytes]
         if skewed is not None:
             result.alerts.append(skewed)
     return result
+
+
+def _all_stored(batch: Prepared, stored: Mapping[int, bytes]) -> bool:
+    """Whether the store already holds exactly what this (authenticated) batch says: every
+    event at its seq with its hash, chained from the stored predecessor; for a heartbeat, the
+    event its checkpoint signs. Such a batch is the agent's own retry (sent again after a
+    timeout, to this collector or another, or overtaken by its next batch): storing it again
+    would change nothing, and refusing it raised a false replay alarm. A copy replayed by
+    someone else is the same bytes and is answered the same: it moves no checkpoint, no head
+    and no last-seen time, so it cannot make a silent agent look alive nor roll anything back.
+    What differs from the store (an event missing or other) stays a replay."""
+    cp = batch.checkpoint
+    if not batch.seqs:
+        return (GENESIS_HASH if cp.seq == 0 else stored.get(cp.seq)) == cp.hash
+    return (stored.get(batch.seqs[0] - 1) == batch.prev_hash
+            and all(stored.get(seq) == digest
+                    for seq, digest in zip(batch.seqs, batch.hashes, strict=True)))
 
 
 def _trusted_mark(agent: AgentRecord, clock: Clock | None) -> str | None:

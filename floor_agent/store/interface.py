@@ -10,10 +10,10 @@ The SQL is shared (sql.py); the dialects differ only in connection handling and 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from floor_agent.protocol.checkpoint import Checkpoint
 from floor_agent.protocol.credentials import AccessLevel, Card, Credentials, Person, Template
@@ -42,6 +42,26 @@ class EventQuery:
 class EventPage:
     events: list[dict[str, Any]] = field(default_factory=list)
     next_cursor: tuple[str, int] | None = None
+
+
+class BatchDecision(Protocol):
+    """What an ingest decision (collector/ingest.Plan) tells the store to write."""
+
+    store: list[EventRow]
+    alerts: list[AlertDraft]
+    new_head: tuple[int, bytes] | None
+    quarantine: list[int]
+    noise: str | None  # refused before authentication: nothing written here
+    duplicate: bool  # already stored as it is: nothing written
+
+    @property
+    def accepted(self) -> bool: ...
+
+
+D = TypeVar("D", bound=BatchDecision)
+# decide(agent record or None, stored hashes at the asked seqs, highest seq stored at or below
+# the agent's head): pure, called by the store under the agent's lock
+Decide = Callable[[AgentRecord | None, Mapping[int, bytes], int | None], D]
 
 
 class StoreError(RuntimeError):
@@ -131,6 +151,16 @@ class Store(ABC):
     @abstractmethod
     def last_stored_seq(self, agent_id: str, at_most: int) -> int | None:
         """The highest seq stored for the agent at or below at_most (None: none)."""
+
+    @abstractmethod
+    def ingest_batch(self, agent_id: str, seqs: list[int], checkpoint: Checkpoint,
+                     received_at: str, decide: Decide[D], rows: Sequence[EventRow] = ()) -> D:
+        """Read the agent's record and chain, decide, and write what was decided, in one
+        transaction under a lock of this agent alone (across processes): an accepted batch
+        (events, checkpoint, head compare-and-set, alerts), or a refusal's alerts; nothing
+        for a duplicate or an unauthenticated batch. `seqs`: the seqs decide() needs the
+        stored hashes of (ingest.needed_seqs); `rows`: the batch's rows, encoded for the
+        database before the transaction. Returns the decision."""
 
     @abstractmethod
     def commit_batch(self, agent_id: str, events: list[EventRow], checkpoint: Checkpoint,

@@ -1,13 +1,17 @@
 """PostgreSQL store, for sites that outgrow one SQLite file. Same SQL as SQLite (sql.py).
 
-One writer connection behind a lock, like SQLite: the shared SQL reads then writes inside one
-transaction (one-time tokens, alert dedup) and relies on writers being serialised; each write
-transaction also takes a transaction-level advisory lock so that still holds when another
-process (the CLI, a second collector) writes to the same database. Reads use a small set of
-autocommit connections, checked out per call and returned, so they run beside ingest and a
-thread pool that recycles its threads does not leak connections. Every text column is
-COLLATE "C": comparisons and ORDER BY on timestamps and kinds are bytewise, exactly as in
-SQLite, whatever locale the database was created with.
+Two kinds of write. Ingest (a batch, its alerts, enrollment tokens, touches) runs on pooled
+connections with no site-wide lock: a batch's transaction holds its agent's row FOR UPDATE
+from the first read to commit, so collectors sharing the database decide an agent's batches
+one at a time while other agents' batches commit beside them; a new alert row takes the
+alerts advisory lock (ids in commit order, one open row per fingerprint). The rare writes that
+read then write across tables (enrollment, credentials, policy, users, the outbox) keep one
+writer connection behind a lock, and each of their transactions takes the site-wide advisory
+lock WRITE_LOCK_KEY, so that still holds when another process (the CLI, a second collector)
+writes to the same database. Reads use the same pool of autocommit connections, checked out
+per call and returned, so a thread pool that recycles its threads does not leak connections.
+Every text column is COLLATE "C": comparisons and ORDER BY on timestamps and kinds are
+bytewise, exactly as in SQLite, whatever locale the database was created with.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ COPY_EVENTS = ("COPY events (" + INSERT_EVENT[INSERT_EVENT.index("(") + 1:INSERT
 # pg_advisory_xact_lock key of the collector's write lock ("floorag" in ASCII).
 WRITE_LOCK_KEY = 0x666C6F6F72_6167
 SCHEMA_LOCK_KEY = WRITE_LOCK_KEY + 1
+ALERTS_LOCK_KEY = WRITE_LOCK_KEY + 2  # held by a transaction that inserts an alert row
 
 
 def describe(url: str) -> str:
@@ -81,6 +86,9 @@ def schema_current(db: psycopg.Connection[Any]) -> bool:
 class PostgresStore(SqlStore):
     placeholder = "%s"
     snapshot_begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+    lock_agent_row = " FOR UPDATE"
+    # two batches whose alerts lock rows in crossing order: PostgreSQL aborts one, run again
+    retry_errors = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
     def __init__(self, url: str, connect_timeout: int = 10, max_idle_readers: int = 16) -> None:
         self.url = url
@@ -143,6 +151,14 @@ class PostgresStore(SqlStore):
                 cur.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
                 yield cur
 
+    @contextmanager
+    def _row_write(self) -> Iterator[Any]:
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield cur
+
+    def _lock_alerts(self, cur: Any) -> None:
+        cur.execute(f"SELECT pg_advisory_xact_lock({ALERTS_LOCK_KEY})")
+
     def _insert_events(self, cur: Any, rows: list[EventRow]) -> None:
         """COPY: 2-3x the rows/s of executemany (pipelined, yet one INSERT per row).
 
@@ -155,6 +171,12 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _read(self) -> Iterator[Any]:
+        with self._connection() as conn, conn.cursor() as cur:
+            yield cur
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled autocommit connection, given back idle (or closed) after use."""
         with self._readers_lock:
             if self._closed:
                 raise StoreError(f"{self.where}: store is closed")
@@ -162,8 +184,7 @@ class PostgresStore(SqlStore):
         if conn is None:
             conn = self._connect()
         try:
-            with conn.cursor() as cur:
-                yield cur
+            yield conn
         except psycopg.OperationalError:
             # Most likely the server went away: the idle connections are dead as well.
             conn.close()

@@ -1,11 +1,15 @@
 """The SQL both stores share. Written with `?` placeholders; a dialect may rewrite them.
 
-Subclasses provide `_write()` (a cursor inside one write transaction, serialised) and
+Subclasses provide `_write()` (a cursor inside one write transaction, serialised site-wide:
+enrollment, credentials, policy, users, the outbox: rare writes that read then write),
+`_row_write()` (a write transaction that takes no site-wide lock: what it changes is guarded by
+row locks, the agent's row on ingest, or a lock of its own such as the alerts lock) and
 `_read()` (a cursor for reads that may run beside writes); the DDL is schema.py's.
 """
 
 from __future__ import annotations
 
+import itertools
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -20,11 +24,15 @@ from floor_agent.protocol.credentials import AccessLevel, Card, Credentials, Per
 from floor_agent.protocol.topics import STATE_KINDS, topic_of
 from floor_agent.store.chart_sql import ChartSql
 from floor_agent.store.interface import (
+    BatchDecision,
+    D,
+    Decide,
     EventPage,
     EventQuery,
     RecordConflict,
     Revocation,
     Store,
+    StoreError,
     UnknownRecord,
 )
 from floor_agent.store.outbox_sql import OutboxSql
@@ -532,22 +540,37 @@ class SqlStore(ChartSql, OutboxSql, PolicySql, DashboardSql, CredentialSql, Stor
     @abstractmethod
     def _read(self) -> AbstractContextManager[Any]: ...
 
+    def _row_write(self) -> AbstractContextManager[Any]:
+        """A write transaction without the site-wide lock (see the module's docstring)."""
+        return self._write()
+
+    # how the agent's row is read on ingest: PostgreSQL locks it (FOR UPDATE) until commit
+    lock_agent_row = ""
+    # errors after which an ingest transaction is run again from its first read (a deadlock
+    # PostgreSQL broke by aborting this side); SQLite takes one writer at a time and has none
+    retry_errors: tuple[type[BaseException], ...] = ()
+    MAX_TRANSACTION_ATTEMPTS = 5
+
+    def _lock_alerts(self, cur: Any) -> None:
+        """Held to commit by a transaction that inserts an alert row: alert ids are then given
+        in commit order, which the notifier's place (notify_state.alerts_seen) relies on, and
+        two open rows of one fingerprint cannot both be inserted. SQLite: its one writer."""
+
     # -- enrollment ----------------------------------------------------------------------
     def add_token(self, token_hash: bytes, role: str, created_at: str, expires_at: str) -> None:
-        with self._write() as cur:
+        with self._row_write() as cur:
             cur.execute(self._q("INSERT INTO tokens (token_hash, role, created_at, expires_at) "
                                 "VALUES (?, ?, ?, ?)"), (token_hash, role, created_at, expires_at))
 
     def consume_token(self, token_hash: bytes, now: str, agent_id: str) -> str | None:
-        with self._write() as cur:
-            cur.execute(self._q("SELECT role, expires_at, used_at FROM tokens "
-                                "WHERE token_hash = ?"), (token_hash,))
+        # one conditional UPDATE: of two enrollments racing with one token (two collectors),
+        # the row lock lets one through and the other finds it used
+        with self._row_write() as cur:
+            cur.execute(self._q("UPDATE tokens SET used_at = ?, used_by = ? WHERE token_hash = ? "
+                                "AND used_at IS NULL AND expires_at > ? RETURNING role"),
+                        (now, agent_id, token_hash, now))
             row = cur.fetchone()
-            if row is None or row[2] is not None or row[1] <= now:
-                return None
-            cur.execute(self._q("UPDATE tokens SET used_at = ?, used_by = ? WHERE token_hash = ?"),
-                        (now, agent_id, token_hash))
-            return str(row[0])
+        return None if row is None else str(row[0])
 
     def add_agent(self, agent_id: str, role: str, public_key: str, hostname: str,
                   enrolled_at: str) -> bool:
@@ -573,10 +596,13 @@ class SqlStore(ChartSql, OutboxSql, PolicySql, DashboardSql, CredentialSql, Stor
 
     def get_agent(self, agent_id: str) -> AgentRecord | None:
         with self._read() as cur:
-            cur.execute(self._q("SELECT agent_id, role, public_key, head_seq, head_hash, "
-                                "checkpoint_seq, checkpoint_ts FROM agents WHERE agent_id = ?"),
-                        (agent_id,))
-            row = cur.fetchone()
+            return self._agent_record(cur, agent_id)
+
+    def _agent_record(self, cur: Any, agent_id: str, lock: str = "") -> AgentRecord | None:
+        cur.execute(self._q("SELECT agent_id, role, public_key, head_seq, head_hash, "
+                            "checkpoint_seq, checkpoint_ts FROM agents WHERE agent_id = ?"
+                            + lock), (agent_id,))
+        row = cur.fetchone()
         if row is None:
             return None
         return AgentRecord(row[0], row[1], row[2], int(row[3]), bytes(row[4]),
@@ -642,13 +668,16 @@ class SqlStore(ChartSql, OutboxSql, PolicySql, DashboardSql, CredentialSql, Stor
 
     # -- ingest --------------------------------------------------------------------------
     def stored_hashes(self, agent_id: str, seqs: list[int]) -> dict[int, bytes]:
+        with self._read() as cur:
+            return self._stored_hashes(cur, agent_id, seqs)
+
+    def _stored_hashes(self, cur: Any, agent_id: str, seqs: list[int]) -> dict[int, bytes]:
         if not seqs:
             return {}
         low, high = min(seqs), max(seqs)
-        with self._read() as cur:
-            cur.execute(self._q("SELECT seq, hash FROM events WHERE agent_id = ? "
-                                "AND seq BETWEEN ? AND ?"), (agent_id, low, high))
-            found = {int(seq): bytes(digest) for seq, digest in cur.fetchall()}
+        cur.execute(self._q("SELECT seq, hash FROM events WHERE agent_id = ? "
+                            "AND seq BETWEEN ? AND ?"), (agent_id, low, high))
+        found = {int(seq): bytes(digest) for seq, digest in cur.fetchall()}
         if low <= 0:
             found[0] = GENESIS_HASH
         return found
@@ -656,19 +685,74 @@ class SqlStore(ChartSql, OutboxSql, PolicySql, DashboardSql, CredentialSql, Stor
     def last_stored_seq(self, agent_id: str, at_most: int) -> int | None:
         """The highest seq stored for the agent at or below at_most (one index seek)."""
         with self._read() as cur:
-            cur.execute(self._q("SELECT max(seq) FROM events WHERE agent_id = ? AND seq <= ?"),
-                        (agent_id, at_most))
-            row = cur.fetchone()
+            return self._last_stored_seq(cur, agent_id, at_most)
+
+    def _last_stored_seq(self, cur: Any, agent_id: str, at_most: int) -> int | None:
+        cur.execute(self._q("SELECT max(seq) FROM events WHERE agent_id = ? AND seq <= ?"),
+                    (agent_id, at_most))
+        row = cur.fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+    def ingest_batch(self, agent_id: str, seqs: list[int], checkpoint: Checkpoint,
+                     received_at: str, decide: Decide[D], rows: Sequence[EventRow] = ()) -> D:
+        """Decided and written in one transaction holding the agent's row (PostgreSQL: FOR
+        UPDATE; SQLite: its one writer): a copy of the batch at another collector, or the
+        agent's heartbeat racing its next batch, is decided on what the other one committed,
+        never on what it read before. No site-wide lock: other agents' batches run beside.
+        `rows`, the batch's rows, are put in the dialect's insert form before the transaction
+        starts (the usual decision stores them all)."""
+        encoded = self._event_rows(list(rows)) if rows else None
+        for attempt in itertools.count(1):
+            try:
+                with self._row_write() as cur:
+                    agent = self._agent_record(cur, agent_id, self.lock_agent_row)
+                    stored: dict[int, bytes] = {}
+                    last = None
+                    if agent is not None:
+                        stored = self._stored_hashes(cur, agent_id, seqs)
+                        last = self._last_stored_seq(cur, agent_id, agent.head_seq)
+                    decision = decide(agent, stored, last)
+                    if agent is not None and decision.noise is None:
+                        self._write_decision(cur, agent, checkpoint, received_at, decision,
+                                             encoded if decision.store is rows else None)
+                    return decision
+            except self.retry_errors:
+                if attempt >= self.MAX_TRANSACTION_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _write_decision(self, cur: Any, agent: AgentRecord, checkpoint: Checkpoint,
+                        received_at: str, decision: BatchDecision, encoded: Any) -> None:
+        if decision.duplicate:
+            return
+        if not decision.accepted:
+            self._upsert_alerts(cur, decision.alerts, received_at)
+            return
+        if encoded is None and decision.store:
+            encoded = self._event_rows(decision.store)
+        self._commit(cur, agent.agent_id, encoded, decision.store, checkpoint,
+                     decision.new_head, decision.alerts, received_at, decision.quarantine,
+                     expect_head=agent.head_seq)
 
     def commit_batch(self, agent_id: str, events: list[EventRow],
                      checkpoint: Checkpoint, new_head: tuple[int, bytes] | None,
                      alerts: list[AlertDraft], received_at: str,
                      quarantine: Sequence[int] = ()) -> None:
-        # Everything that needs no database is done before the write lock: ingest threads
-        # queue on that lock, so what it covers bounds the ingest rate.
+        # What needs no database is done before the transaction starts.
         rows = self._event_rows(events) if events else None
-        latest = latest_rows(events) if events else []
+        with self._row_write() as cur:
+            if self.lock_agent_row:
+                self._agent_record(cur, agent_id, self.lock_agent_row)
+            self._commit(cur, agent_id, rows, events, checkpoint, new_head, alerts, received_at,
+                         quarantine)
+
+    def _commit(self, cur: Any, agent_id: str, rows: Any, events: list[EventRow],
+                checkpoint: Checkpoint, new_head: tuple[int, bytes] | None,
+                alerts: list[AlertDraft], received_at: str, quarantine: Sequence[int],
+                expect_head: int | None = None) -> None:
+        """The batch's writes inside the caller's transaction; with expect_head, the head
+        moves only from the head the decision was made on (compare-and-set): a writer that
+        bypassed the agent's lock makes the whole batch roll back instead of going stale."""
         sets = ("checkpoint_seq = ?, checkpoint_hash = ?, checkpoint_ts = ?, checkpoint_sig = ?, "
                 "checkpoint_boot_id = ?, checkpoint_received_at = ?, last_seen_at = ?, "
                 "events_total = events_total + ?")
@@ -678,15 +762,21 @@ class SqlStore(ChartSql, OutboxSql, PolicySql, DashboardSql, CredentialSql, Stor
         if new_head is not None:
             sets += ", head_seq = ?, head_hash = ?"
             params += (new_head[0], new_head[1])
-        with self._write() as cur:
-            if quarantine:
-                self._quarantine(cur, agent_id, quarantine, received_at)
-            if rows is not None:
-                self._insert_events(cur, rows)
-                self._upsert_latest(cur, latest)
-            cur.execute(self._q(f"UPDATE agents SET {sets} WHERE agent_id = ?"),
-                        (*params, agent_id))
-            self._upsert_alerts(cur, alerts, received_at)
+        where = "agent_id = ?"
+        key: tuple[Any, ...] = (agent_id,)
+        if expect_head is not None:
+            where += " AND head_seq = ?"
+            key += (expect_head,)
+        if quarantine:
+            self._quarantine(cur, agent_id, quarantine, received_at)
+        if rows is not None:
+            self._insert_events(cur, rows)
+            self._upsert_latest(cur, latest_rows(events))
+        cur.execute(self._q(f"UPDATE agents SET {sets} WHERE {where}"), (*params, *key))
+        if expect_head is not None and cur.rowcount != 1:
+            raise StoreError(f"agent {agent_id}: its head moved from {expect_head} while its "
+                             f"batch was decided (a writer without the agent's lock)")
+        self._upsert_alerts(cur, alerts, received_at)
 
     def _quarantine(self, cur: Any, agent_id: str, seqs: Sequence[int], now: str) -> None:
         """Move stored rows the agent's signed batch contradicts out of `events` (above its
@@ -729,11 +819,32 @@ class SqlStore(ChartSql, OutboxSql, PolicySql, DashboardSql, CredentialSql, Stor
 
     def add_alerts(self, alerts: list[AlertDraft], now: str) -> None:
         if alerts:
-            with self._write() as cur:
+            with self._row_write() as cur:
                 self._upsert_alerts(cur, alerts, now)
 
     def _upsert_alerts(self, cur: Any, alerts: list[AlertDraft], now: str) -> None:
-        for alert in alerts:
+        """Count each alert on its open row, else insert it under the alerts lock.
+
+        An open alert seen again (a stick plugged again) is one UPDATE of its row: batches of
+        different agents do not wait for each other. Only a new row takes the alerts lock
+        (_lock_alerts), re-reading under it. Fingerprint order: two batches touching the same
+        rows take them in one order.
+        """
+        if not alerts:
+            return
+        missed: set[int] = set()
+        for index in sorted(range(len(alerts)), key=lambda i: alerts[i].fingerprint):
+            alert = alerts[index]
+            cur.execute(self._q(
+                "UPDATE alerts SET count = count + ?, last_seen_at = ?, detail = ? WHERE id = "
+                "(SELECT min(id) FROM alerts WHERE fingerprint = ? AND acked_at IS NULL)"),
+                (alert.count, now, alert.detail, alert.fingerprint))
+            if cur.rowcount != 1:
+                missed.add(index)
+        if not missed:
+            return
+        self._lock_alerts(cur)
+        for alert in (alerts[i] for i in sorted(missed)):  # new rows in the order given
             fingerprint, source = alert.fingerprint, alert.source
             cur.execute(self._q("SELECT id FROM alerts WHERE fingerprint = ? AND acked_at IS NULL"),
                         (fingerprint,))
@@ -763,7 +874,7 @@ class SqlStore(ChartSql, OutboxSql, PolicySql, DashboardSql, CredentialSql, Stor
                      alert.detail, now, now, alert.count, source))
 
     def touch_agent(self, agent_id: str, now: str) -> None:
-        with self._write() as cur:
+        with self._row_write() as cur:
             cur.execute(self._q("UPDATE agents SET last_seen_at = ? WHERE agent_id = ?"),
                         (now, agent_id))
 
