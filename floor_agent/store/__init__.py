@@ -7,7 +7,9 @@ implementations, so neither imports the other.
 
 from __future__ import annotations
 
-from floor_agent.store.interface import Store, StoreError
+from floor_agent.store.interface import Store, StoreError, StoreUnavailable
+
+__all__ = ["Store", "StoreError", "StoreUnavailable", "open_store"]
 
 
 def open_store(url: str) -> Store:

@@ -68,6 +68,12 @@ class StoreError(RuntimeError):
     """The database refused or is unreachable; the message says which and why."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now (stopped, restarting, failing over, a
+    standby not yet promoted): nothing was decided, the same call may succeed later. The
+    collector answers 503 with Retry-After for it, so agents keep their events spooled."""
+
+
 class UnknownRecord(LookupError):
     """A credential change names a record that does not exist; `field` says which name."""
 
@@ -95,6 +101,10 @@ class Store(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    @abstractmethod
+    def ping(self) -> None:
+        """One round trip to the database; StoreUnavailable when it cannot be reached."""
 
     # enrollment and credentials
     @abstractmethod

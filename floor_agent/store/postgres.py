@@ -27,7 +27,7 @@ from psycopg import conninfo
 from psycopg.pq import TransactionStatus
 
 from floor_agent.store import migrations, schema
-from floor_agent.store.interface import StoreError
+from floor_agent.store.interface import StoreError, StoreUnavailable
 from floor_agent.store.records import EventRow
 from floor_agent.store.sql import INSERT_EVENT, SqlStore
 
@@ -42,6 +42,27 @@ COPY_EVENTS = ("COPY events (" + INSERT_EVENT[INSERT_EVENT.index("(") + 1:INSERT
 WRITE_LOCK_KEY = 0x666C6F6F72_6167
 SCHEMA_LOCK_KEY = WRITE_LOCK_KEY + 1
 ALERTS_LOCK_KEY = WRITE_LOCK_KEY + 2  # held by a transaction that inserts an alert row
+
+
+# SQLSTATEs that say "this server cannot take the work now", not "the work is wrong": the
+# server shutting down, crashed or still starting (57P01-57P03), and a read-only transaction
+# (25006: a standby answered, or a primary demoted under us). Class 08 is the connection's.
+UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "25006"})
+
+# TCP keepalives and a send timeout unless the URL sets them: a primary that vanishes without
+# a reset (its host powered off in a failover) is given up after about 25 s, not the kernel's
+# 2 h, so the next attempt goes to the host that now takes writes.
+KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5",
+              "keepalives_count": "3", "tcp_user_timeout": "25000"}
+
+
+def unavailable(exc: psycopg.Error, connection_lost: bool) -> bool:
+    """Whether an error means the database is away for now (answer 503, retry later) rather
+    than a refusal of this work: the connection was lost, or the server said so."""
+    if connection_lost:
+        return True
+    state = exc.sqlstate
+    return state is not None and (state.startswith("08") or state in UNAVAILABLE_STATES)
 
 
 def describe(url: str) -> str:
@@ -131,6 +152,7 @@ class PostgresStore(SqlStore):
                                  "application_name": "floor-agent collector"}
         if "connect_timeout" not in params:
             extra["connect_timeout"] = self._connect_timeout
+        extra.update({name: value for name, value in KEEPALIVES.items() if name not in params})
         try:
             return psycopg.connect(self.url, autocommit=True, **extra)
         except psycopg.Error as exc:
@@ -138,7 +160,18 @@ class PostgresStore(SqlStore):
             password = params.get("password")
             if password:
                 message = message.replace(str(password), "***")
-            raise StoreError(f"{self.where}: cannot connect to PostgreSQL ({message})") from None
+            # refused, timed out, shutting down, no read-write host among a multi-host URL's
+            kind = StoreUnavailable if isinstance(exc, psycopg.OperationalError) else StoreError
+            raise kind(f"{self.where}: cannot connect to PostgreSQL ({message})") from None
+
+    def _lost(self, conn: psycopg.Connection[Any], exc: psycopg.Error) -> StoreUnavailable | None:
+        """StoreUnavailable for an error that means the database is away (the connection is
+        closed then), None for one that refuses this work on a sound connection."""
+        if not unavailable(exc, conn.closed or conn.broken):
+            return None
+        conn.close()
+        return StoreUnavailable(f"{self.where}: the database went away "
+                                f"({' '.join(str(exc).split())[:200]})")
 
     @contextmanager
     def _write(self) -> Iterator[Any]:
@@ -147,9 +180,16 @@ class PostgresStore(SqlStore):
                 raise StoreError(f"{self.where}: store is closed")
             if self._writer.closed:  # lost with the server (restart, failover): reconnect
                 self._writer = self._connect()
-            with self._writer.transaction(), self._writer.cursor() as cur:
-                cur.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
-                yield cur
+            writer = self._writer
+            try:
+                with writer.transaction(), writer.cursor() as cur:
+                    cur.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+                    yield cur
+            except psycopg.Error as exc:
+                lost = self._lost(writer, exc)
+                if lost is None:
+                    raise
+                raise lost from exc
 
     @contextmanager
     def _row_write(self) -> Iterator[Any]:
@@ -185,11 +225,12 @@ class PostgresStore(SqlStore):
             conn = self._connect()
         try:
             yield conn
-        except psycopg.OperationalError:
-            # Most likely the server went away: the idle connections are dead as well.
-            conn.close()
-            self._drop_idle_readers()
-            raise
+        except psycopg.Error as exc:
+            lost = self._lost(conn, exc)
+            if lost is None:  # a refusal of this work (a deadlock to retry, a constraint)
+                raise
+            self._drop_idle_readers()  # the server went away: the idle ones are dead as well
+            raise lost from exc
         finally:
             self._give_back(conn)
 

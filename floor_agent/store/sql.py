@@ -551,6 +551,11 @@ class SqlStore(ChartSql, OutboxSql, PolicySql, DashboardSql, CredentialSql, Stor
     retry_errors: tuple[type[BaseException], ...] = ()
     MAX_TRANSACTION_ATTEMPTS = 5
 
+    def ping(self) -> None:
+        with self._read() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+
     def _lock_alerts(self, cur: Any) -> None:
         """Held to commit by a transaction that inserts an alert row: alert ids are then given
         in commit order, which the notifier's place (notify_state.alerts_seen) relies on, and
