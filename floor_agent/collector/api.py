@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
@@ -25,16 +27,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from floor_agent import __version__
 from floor_agent.collector import api_keys, api_policy, api_snapshots
+from floor_agent.collector import database_health as db_health
 from floor_agent.collector.alerts import acknowledge, chain_state
 from floor_agent.collector.api_policy import PolicyServing
 from floor_agent.collector.core import Collector, EnrollError, secret_hash
+from floor_agent.collector.database_watch import DatabaseWatch
 from floor_agent.collector.headers import SecurityHeaders
 from floor_agent.collector.metrics import render_metrics
 from floor_agent.collector.self_audit import OwnAudit
 from floor_agent.common.clock import utc_now
 from floor_agent.protocol.event import SEVERITIES, TS_RE
 from floor_agent.protocol.event import utc_timestamp as now_ts
-from floor_agent.store.interface import EventQuery
+from floor_agent.store.interface import EventQuery, StoreUnavailable
 
 log = logging.getLogger(__name__)
 bearer = HTTPBearer(auto_error=False, description="API key from `floor-agent collector apikey "
@@ -87,10 +91,17 @@ class IngestAnswer(BaseModel):
     message: str
 
 
+# key hash -> (the key as last read, when): what api_user may judge a metrics key on while
+# the database is away (api_keys.OFFLINE_SCOPES); bounded, emptied when full
+_keys_read: dict[bytes, tuple[api_keys.KeyRecord | None, datetime]] = {}
+MAX_KEYS_READ = 256
+
+
 def api_user(scope: str) -> Callable[..., str]:
     """A dependency giving the name of the API key presented, if it may use `scope`
     (api_keys.SCOPES): 401 without a valid, unexpired, unrevoked key, 403 naming the scope
-    the key lacks. The key's last use is recorded, at most once a minute."""
+    the key lacks. The key's last use is recorded, at most once a minute. While the database
+    is away, a metrics key is judged on what this process last read of it (api_keys.py)."""
 
     def dependency(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None,
                                                        Depends(bearer)]) -> str:
@@ -99,16 +110,29 @@ def api_user(scope: str) -> Callable[..., str]:
                                 headers={"WWW-Authenticate": "Bearer"})
         store = request.app.state.store
         key_hash = secret_hash(creds.credentials)
-        row = store.get_api_key(key_hash)
-        key = None if row is None else api_keys.record(row)
         now = utc_now()
+        try:
+            row = store.get_api_key(key_hash)
+        except StoreUnavailable:
+            key, read_at = _keys_read.get(key_hash, (None, None))
+            if not api_keys.usable_offline(scope, read_at, now):
+                raise
+        else:
+            key = None if row is None else api_keys.record(row)
+            if len(_keys_read) >= MAX_KEYS_READ:
+                _keys_read.clear()
+            _keys_read[key_hash] = (key, now)
         refused = api_keys.refusal(key, scope, now_ts(now))
         if refused is not None or key is None:
             status, reason = refused or (401, "unknown API key")
             raise HTTPException(status, reason, headers={"WWW-Authenticate": "Bearer"}
                                 if status == 401 else None)
         if api_keys.needs_touch(key, now):
-            store.touch_api_key(key_hash, now_ts(now))
+            try:
+                store.touch_api_key(key_hash, now_ts(now))
+            except StoreUnavailable:
+                if scope not in api_keys.OFFLINE_SCOPES:
+                    raise
         return key.name
 
     return dependency
@@ -127,7 +151,8 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
                stale_checkpoint_seconds: int = 180,
                ingest_threads: int | None = None, *, self_audit: OwnAudit,
                extensions: Sequence[AppExtension] = (),
-               policy: PolicyServing | None = None) -> FastAPI:
+               policy: PolicyServing | None = None,
+               database: DatabaseWatch | None = None) -> FastAPI:
     """The ASGI app over one Collector; each extension installs itself on it (the security
     staff's dashboard at /, given by the composition root).
 
@@ -139,12 +164,17 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
     (api_policy.py; server.run gives it); None: those routes answer 503 and the enrollment
     answer carries no policy key.
 
+    database: the database's reachability (database_watch.py; made here when not given),
+    probed while the app runs: /healthz and /metrics report it, and a request that finds the
+    database away is answered 503 with Retry-After, logged once per outage.
+
     ingest_threads: at most this many batches are verified and stored at once (None: as many
     as the thread pool runs). With SQLite, 1: the store takes one writer at a time and the GIL
     one parser, so more threads only add GIL hand-offs inside the write lock (measured: 4
     concurrent ingest threads store ~20-30% fewer events/s than 1; bench/collector_ingest.py).
     """
     ingest_limiter: list[anyio.CapacityLimiter] = []  # made on first use, inside the loop
+    watch = database if database is not None else DatabaseWatch(collector.store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -152,17 +182,24 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
             period = max(5.0, min(30.0, stale_checkpoint_seconds / 3))
             while True:
                 await asyncio.sleep(period)
+                if not db_health.stale_sweep_due(watch.state, time.time(),
+                                                 stale_checkpoint_seconds):
+                    continue  # agents could not deliver while the database was away
                 try:
                     await run_in_threadpool(collector.flag_stale_checkpoints,
                                             stale_checkpoint_seconds)
+                except StoreUnavailable as exc:  # said once by the watch, not per sweep
+                    watch.failed(exc)
                 except Exception:  # a database hiccup must not end the watch
                     log.exception("stale checkpoint check failed")
 
+        watch.start()
         task = asyncio.create_task(watch_stale())
         try:
             yield
         finally:
             task.cancel()
+            await run_in_threadpool(watch.stop)
 
     app = FastAPI(title="floor-agent collector", version=__version__, lifespan=lifespan,
                   description="Central audit collector: signed, hash-chained events from every "
@@ -171,16 +208,20 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
 
     app.state.store = store
     app.state.self_audit = self_audit
+    app.state.database = watch
     for extend in extensions:
         extend(app, collector)
     app.include_router(api_snapshots.router)
     app.add_middleware(SecurityHeaders)
 
     @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, Any]:
-        """Liveness and store reachability; no authentication, no data."""
-        store.stats()
-        return {"status": "ok", "version": __version__}
+    async def healthz() -> dict[str, Any]:
+        """Liveness of this process (200 whenever it answers) and the database's state as
+        last seen (`database.state` up or down, since when); no authentication, no data.
+        Answered on the event loop without a database call: the watchdog asks it, and a
+        database outage must not get a healthy collector restarted."""
+        return {"status": "ok", "version": __version__,
+                "database": db_health.report(watch.state, time.time())}
 
     @app.post("/api/v1/enroll", status_code=201, tags=["agents"])
     def enroll(body: EnrollRequest, request: Request) -> dict[str, str]:
@@ -304,7 +345,7 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     def metrics(_: MetricsReader) -> Response:
         """Prometheus text format."""
-        body, content_type = render_metrics(collector)
+        body, content_type = render_metrics(collector, watch)
         return Response(body, media_type=content_type)
 
     # -- door credentials: admin routes and controller sync (api_credentials.py) ------------
@@ -316,6 +357,16 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
     app.include_router(build_router(store, api_user, app.state.agent_auth))
     # -- workstation policy: admin routes and workstation sync (api_policy.py) -------------
     app.include_router(api_policy.build_router(store, api_user, app.state.agent_auth, policy))
+
+    @app.exception_handler(StoreUnavailable)
+    async def database_away(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        """503 with Retry-After: the agent keeps its events spooled and sends them again (a
+        batch whose commit was cut off is then a duplicate, acknowledged once); one log line
+        per outage (database_watch.py), not a traceback per request."""
+        watch.failed(exc, refused=True)
+        return JSONResponse({"detail": "the collector's database is unavailable; retry later",
+                             "problem": "database_unavailable"}, 503,
+                            headers={"Retry-After": str(db_health.RETRY_AFTER_SECONDS)})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

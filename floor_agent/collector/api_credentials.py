@@ -48,7 +48,7 @@ from floor_agent.audit.keys import KeyFileError, public_key_from_b64
 from floor_agent.protocol import credentials as wire
 from floor_agent.protocol import request_signing
 from floor_agent.protocol.event import utc_timestamp
-from floor_agent.store.interface import RecordConflict, Store, UnknownRecord
+from floor_agent.store.interface import RecordConflict, Store, StoreUnavailable, UnknownRecord
 from floor_agent.store.records import AgentRecord
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,8 @@ class VersionWatch:
         while self._waiters > 0:
             try:
                 version = await run_in_threadpool(self._read)
+            except StoreUnavailable:  # the database away: said once (database_watch.py)
+                pass
             except Exception:  # the store hiccupped: the waiters time out, nothing else
                 log.exception("credentials version watch: store read failed")
             else:

@@ -33,6 +33,11 @@ SCOPE_HELP = {
 # came later: an old key is not silently given the right to change workstations' rules)
 LEGACY_SCOPES = frozenset(("read", "ack", "credentials", "metrics"))
 TOUCH_EVERY = timedelta(minutes=1)  # last use is written at most this often per key
+# While the database is away a key cannot be read, nor its revocation: the scopes a key may
+# still use then, on what this process read of it at most OFFLINE_TRUST ago. Only the
+# metrics, which must be able to show the outage itself; everything else needs the database.
+OFFLINE_SCOPES = frozenset(("metrics",))
+OFFLINE_TRUST = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,12 @@ def refusal(key: KeyRecord | None, scope: str, now: str) -> tuple[int, str] | No
         return 403, (f"API key {key.name!r} lacks the scope {scope!r} (it has "
                      f"{', '.join(sorted(key.scopes))}); create a key with --scope {scope}")
     return None
+
+
+def usable_offline(scope: str, read_at: datetime | None, now: datetime) -> bool:
+    """Whether a key read at read_at may be judged on that reading for `scope` while the
+    database is away (refusal() still decides, on the record read then)."""
+    return scope in OFFLINE_SCOPES and read_at is not None and now - read_at <= OFFLINE_TRUST
 
 
 def needs_touch(key: KeyRecord, now: datetime) -> bool:

@@ -1,24 +1,55 @@
-"""Prometheus metrics of the collector, rendered from its counters and the store."""
+"""Prometheus metrics of the collector, rendered from its counters and the store.
+
+The database's reachability comes first and needs no database: while it is away, the
+families read from the store are left out and the rest is still served."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector as MetricSource
 
+from floor_agent.collector import database_health as db_health
+from floor_agent.store.interface import StoreUnavailable
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from floor_agent.collector.core import Collector
+    from floor_agent.collector.database_watch import DatabaseWatch
 
 
 class _CollectorMetrics(MetricSource):
-    def __init__(self, collector: Collector) -> None:
+    def __init__(self, collector: Collector, database: DatabaseWatch | None = None) -> None:
         self.collector = collector
+        self.database = database
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        if self.database is not None:
+            state, now = self.database.state, time.time()
+            yield GaugeMetricFamily("floor_collector_database_up",
+                                    "1 when the collector's database answers, 0 during an "
+                                    "outage", value=int(state.up))
+            yield GaugeMetricFamily("floor_collector_database_down_seconds",
+                                    "Seconds the current database outage has lasted (0 "
+                                    "while up)", value=db_health.down_seconds(state, now))
+            yield CounterMetricFamily("floor_collector_database_outages",
+                                      "Database outages seen since the collector started",
+                                      value=state.outages)
+        yield from self._counted()
+        try:
+            families = list(self._stored())
+        except StoreUnavailable as exc:
+            if self.database is not None:
+                self.database.failed(exc)
+            return
+        yield from families
+
+    def _counted(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """This process's counters: no database needed."""
         counters = self.collector.counters
         batches = CounterMetricFamily("floor_ingest_batches", "Ingest batches by result",
                                       labels=["result"])
@@ -33,6 +64,9 @@ class _CollectorMetrics(MetricSource):
             if key.startswith("alert_"):
                 raised.add_metric([key.removeprefix("alert_")], value)
         yield raised
+
+    def _stored(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """What the store holds (every collector on the database sees the same)."""
         stats = self.collector.store.stats()
         yield GaugeMetricFamily("floor_agents_enrolled", "Enrolled agents", value=stats["agents"])
         yield GaugeMetricFamily("floor_events_in_store", "Events in the store",
@@ -51,7 +85,8 @@ class _CollectorMetrics(MetricSource):
         yield outbox
 
 
-def render_metrics(collector: Collector) -> tuple[bytes, str]:
+def render_metrics(collector: Collector,
+                   database: DatabaseWatch | None = None) -> tuple[bytes, str]:
     registry = CollectorRegistry()
-    registry.register(_CollectorMetrics(collector))
+    registry.register(_CollectorMetrics(collector, database))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -37,7 +37,7 @@ from floor_agent.common.backoff import backoff_delay
 from floor_agent.common.clock import utc_now
 from floor_agent.protocol.event import utc_timestamp
 from floor_agent.protocol.kinds.collector import CollectorKind
-from floor_agent.store.interface import Store
+from floor_agent.store.interface import Store, StoreUnavailable
 from floor_agent.store.records import AlertDraft
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,8 @@ class Notifier:
                     if time.monotonic() >= self._next_prune:
                         self.prune(now)
                         self._next_prune = time.monotonic() + PRUNE_SECONDS
+            except StoreUnavailable:  # the database away: said once (database_watch.py)
+                self._stop.wait(self.settings.poll_seconds)
             except Exception:  # the store away for a moment: the outbox keeps it all
                 log.exception("notifications: planning failed; trying again")
                 self._stop.wait(self.settings.poll_seconds)
@@ -124,6 +126,8 @@ class Notifier:
                 break
             try:
                 self.deliver(self.clock(), channel)
+            except StoreUnavailable:  # the database away: said once (database_watch.py)
+                self._stop.wait(self.settings.poll_seconds)
             except Exception:
                 log.exception("notifications: delivery to %s failed; trying again", channel)
                 self._stop.wait(self.settings.poll_seconds)

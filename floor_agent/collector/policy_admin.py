@@ -24,7 +24,7 @@ from floor_agent.collector.self_audit import OwnAudit
 from floor_agent.protocol import policy as wire
 from floor_agent.protocol.event import utc_timestamp
 from floor_agent.protocol.kinds.collector import CollectorKind
-from floor_agent.store.interface import Store, UnknownRecord
+from floor_agent.store.interface import Store, StoreUnavailable, UnknownRecord
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,8 @@ class ExpiryWatch:
         while not self._stop.is_set():
             try:
                 expire_due(self.store, self.own)
+            except StoreUnavailable:  # the database away: said once (database_watch.py)
+                pass
             except Exception:  # a store hiccup must not end the watch
                 log.exception("policy exception expiry check failed")
             self._stop.wait(self.period)

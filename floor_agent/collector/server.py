@@ -46,12 +46,21 @@ class EdgeServer(uvicorn.Server):
 
     def __init__(self, config: uvicorn.Config, limits: edge.EdgeLimits,
                  context: ssl.SSLContext, on_listening: Callable[[], None],
-                 warden: edge.Warden | None = None) -> None:
+                 warden: edge.Warden | None = None,
+                 on_stopping: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self._limits = limits
         self._context = context
         self._on_listening = on_listening
         self._warden = warden
+        self._on_stopping = on_stopping
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # the listener closes first: the watchdog must stop asking it (a stopping collector
+        # is not an unhealthy one), then uvicorn drains the requests in flight
+        if self._on_stopping is not None:
+            self._on_stopping()
+        await super().shutdown(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         # uvicorn's own startup, with EdgeListener in place of loop.create_server
@@ -91,9 +100,11 @@ def health_url(section: CollectorSection) -> str:
 
 def listener_healthy(url: str, ca: Path, server_name: str, timeout: float = 5.0) -> bool:
     """One real request to the collector's own listener, over TLS pinned to its CA: true only
-    when the listener admits, handshakes and answers /healthz (which reaches the store) in
-    time, so a collector that serves nobody (a wedged loop, a saturated listener) is not
-    called healthy. server_name: a name the certificate carries (the URL may be loopback)."""
+    when the listener admits, handshakes and answers /healthz in time, so a collector that
+    serves nobody (a wedged loop, a saturated listener) is not called healthy. /healthz makes
+    no database call: a database outage is the database's, the collector answers agents 503
+    meanwhile and a restart would change nothing (it reconnects by itself).
+    server_name: a name the certificate carries (the URL may be loopback)."""
     try:
         with pinned_client(url, ca, timeout) as client:
             answer = client.get("/healthz", extensions={"sni_hostname": server_name})
@@ -222,7 +233,7 @@ def run(config: CollectorConfig, extensions: Sequence[AppExtension] = ()) -> int
         port=section.listen_port, log_level=config.log_level, access_log=False,
         timeout_graceful_shutdown=10, timeout_keep_alive=section.edge.idle_timeout_seconds,
         backlog=512,
-    ), limits, tls.server_context(files), on_ready, warden)
+    ), limits, tls.server_context(files), on_ready, warden, on_stopping=stop.set)
     # uvicorn handles SIGTERM/SIGINT itself, drains requests, then re-raises the signal to the
     # handler that was there before it: make that a no-op, so the cleanup below runs.
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -24,6 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from floor_agent.protocol.event import SEVERITY_RANK
 from floor_agent.protocol.topics import topic_of
+from floor_agent.store.interface import StoreUnavailable
 from floor_agent.store.records import AlertDraft, EventRow
 
 QUEUE_SIZE = 2000
@@ -178,7 +179,12 @@ async def sse(broadcaster: Broadcaster, live: LiveFilter,
         if allowed is None or loop.time() - checked < recheck:
             return True
         checked = loop.time()
-        return await run_in_threadpool(allowed)
+        try:
+            return await run_in_threadpool(allowed)
+        except StoreUnavailable:
+            # the database away: no session can be ended or changed meanwhile either, so the
+            # feed goes on (an ended stream answered 503 is one a browser never reopens)
+            return True
 
     try:
         yield b"retry: 2000\n: connected\n\n"
