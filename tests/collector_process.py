@@ -86,11 +86,13 @@ class CollectorProcess:
         finally:
             store.close()
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = 30, env: dict[str, str] | None = None) -> None:
+        """Run it and wait until /healthz answers; env: variables added (NOTIFY_SOCKET...)."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "floor_agent.cli", "collector", "run", "--config",
-             str(self.config_path)], stdout=log, stderr=subprocess.STDOUT)
+             str(self.config_path)], stdout=log, stderr=subprocess.STDOUT,
+            env=None if env is None else os.environ | env)
         deadline = time.monotonic() + timeout
         with pinned_client(self.url, self.ca, 2.0) as client:
             while time.monotonic() < deadline:

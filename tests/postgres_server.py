@@ -38,9 +38,17 @@ def _free_port() -> int:
 class PostgresServer:
     """A PostgreSQL cluster of its own; use as a context manager or start()/stop()."""
 
-    def __init__(self, dbname: str = "floor_test", start_timeout: float = 60.0) -> None:
+    # fsync, synchronous commit and full-page writes off: nothing here outlives the session
+    DEFAULT_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                        "max_connections": "300"}
+
+    def __init__(self, dbname: str = "floor_test", start_timeout: float = 60.0,
+                 settings: dict[str, str] | None = None) -> None:
+        """settings: server settings over DEFAULT_SETTINGS (a replicated primary turns
+        synchronous commit and full-page writes back on)."""
         self.dbname = dbname
         self.start_timeout = start_timeout
+        self.settings = self.DEFAULT_SETTINGS | (settings or {})
         self.port = 0
         self.dir: Path | None = None
         self._started = False
@@ -90,14 +98,30 @@ class PostgresServer:
         """pg_ctl start on a free port; another process may grab it first, so retry."""
         for attempt in range(5):
             self.port = _free_port()
-            options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                       f"-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                       f"-c max_connections=300")
-            result = self._run("pg_ctl", "-D", str(self.dir / "data"), "-o", options,
-                               "-l", str(self.dir / "log"), "-w", "-t",
-                               str(int(self.start_timeout)), "start", check=attempt == 4)
-            if result.returncode == 0:
+            if self._pg_ctl_start(check=attempt == 4).returncode == 0:
                 return
+
+    def _pg_ctl_start(self, check: bool = True) -> subprocess.CompletedProcess[str]:
+        assert self.dir is not None
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 " + " ".join(
+            f"-c {name}={value}" for name, value in self.settings.items())
+        return self._run("pg_ctl", "-D", str(self.dir / "data"), "-o", options,
+                         "-l", str(self.dir / "log"), "-w", "-t",
+                         str(int(self.start_timeout)), "start", check=check)
+
+    # -- outages (tests of what the collector does while its database is away) -----------
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server, keeping its data and port: fast (clients are told, as at a
+        planned stop) or immediate (no shutdown at all, as at a crash)."""
+        assert self.dir is not None and self._started
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", mode, "-w", "stop")
+        self._started = False
+
+    def resume(self) -> None:
+        """Start a halted server again on the same port, with the same data."""
+        self._pg_ctl_start()
+        self._started = True
+        self._wait_ready()
 
     def _wait_ready(self) -> None:
         """pg_ctl -w already waits; also make sure TCP connections get through."""

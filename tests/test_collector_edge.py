@@ -25,6 +25,7 @@ import pytest
 import yaml
 from batches import BatchMaker
 from collector_process import CollectorProcess
+from sd_notify_socket import Notifications
 
 from floor_agent.audit.forwarder import pinned_client
 from floor_agent.collector.config import CollectorConfig, CollectorSection
@@ -174,39 +175,6 @@ def start(root: Path, env: dict[str, str] | None = None, **section: object) -> C
 
 
 SOFT_FILES = 1024
-
-
-class Notifications:
-    """A NOTIFY_SOCKET for the collector: counts its WATCHDOG=1 pings."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.path = path
-        self.pings: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if b"WATCHDOG=1" in data.split(b"\n"):
-                self.pings.append(time.monotonic())
-
-    def pinged_since(self, moment: float) -> bool:
-        return any(t > moment for t in self.pings)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
