@@ -30,7 +30,7 @@ from floor_agent.protocol.batch import WireEvent, batch_body
 from floor_agent.protocol.checkpoint import GENESIS_HASH, Checkpoint, link
 from floor_agent.protocol.event import AuditEvent, canonical
 from floor_agent.store import open_store, postgres
-from floor_agent.store.interface import EventQuery, Store, StoreError
+from floor_agent.store.interface import EventQuery, Store, StoreError, StoreUnavailable
 from floor_agent.store.postgres import PostgresStore, describe
 from floor_agent.store.records import AlertDraft
 from floor_agent.store.sql import INSERT_EVENT
@@ -678,10 +678,11 @@ def test_postgres_store_recovers_when_the_server_drops_its_connections(
                           "WHERE datname = %s", (dbname,))
 
         def eventually(call: Callable[[], Any]) -> Any:
-            """The call that meets a dead connection fails; the next one reconnects."""
+            """The call that meets a dead connection fails as StoreUnavailable (the API
+            answers it 503), whatever the driver raised; the next one reconnects."""
             try:
                 return call()
-            except psycopg.OperationalError:
+            except StoreUnavailable:
                 return call()
 
         eventually(lambda: store.touch_agent("ws-1", ts(9)))
