@@ -189,7 +189,7 @@ def test_an_upgraded_store_has_the_schema_of_a_new_one(
     open_(old, opened)
     assert old.schema() == new.schema()
     assert [v for v, *_ in old.query("SELECT version, applied_at, note FROM schema_version")
-            ] == [2, 3, 4]
+            ] == [2, 3, 4, 5]
     assert [v for v, *_ in new.query("SELECT version, applied_at, note FROM schema_version")
             ] == [migrations.SCHEMA_VERSION]
 
@@ -200,7 +200,7 @@ def test_a_store_of_the_release_before_the_version_keeps_its_data_and_chains(
     database.make_v1()
     store = open_(database, opened)
 
-    assert migrations.SCHEMA_VERSION == 4
+    assert migrations.SCHEMA_VERSION == 5
     (note,) = database.query("SELECT note FROM schema_version WHERE version = 2")
     assert "schema_version" in note[0]
     for table in V1_TABLES:
@@ -263,7 +263,7 @@ def test_a_store_newer_than_the_code_is_refused(
     finally:
         db.close()
     with pytest.raises(StoreError, match=r"schema is version 99, this release of floor-agent "
-                                         r"knows versions up to 4"):
+                                         r"knows versions up to 5"):
         open_store(database.url)
 
 

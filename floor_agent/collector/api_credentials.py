@@ -45,6 +45,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from floor_agent.audit.keys import KeyFileError, public_key_from_b64
+from floor_agent.collector.replay_memory import StoreReplayGuard
 from floor_agent.protocol import credentials as wire
 from floor_agent.protocol import request_signing
 from floor_agent.protocol.event import utc_timestamp
@@ -160,11 +161,12 @@ def _change(call: Callable[[], Any]) -> Any:
 
 
 class AgentAuth:
-    """Verifies X-Floor-Agent against the enrolled key; one replay memory per app."""
+    """Verifies X-Floor-Agent against the enrolled key; the replay memory is the site's, in
+    the store (replay_memory.py): a request replayed to another collector is refused too."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.guard = request_signing.ReplayGuard()
+        self.guard = StoreReplayGuard(store)
 
     def verified(self, request: Request, body: bytes) -> AgentRecord:
         """The enrolled agent that signed exactly this request, now; 401 otherwise."""

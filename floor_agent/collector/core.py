@@ -73,6 +73,7 @@ def create_api_key(store: Store, name: str, scopes: Iterable[str] = api_keys.SCO
 NOISE_FLUSH_SECONDS = 0.5
 MAX_NOISE_PENDING = 1024
 AGENT_LOCKS = 64
+STALE_SWEEP = "stale-checkpoints"  # the duty store.lead() elects one collector for
 
 
 class EnrollError(ValueError):
@@ -141,6 +142,10 @@ class Collector:
         # a refused batch, an enrollment, a stale checkpoint): the dashboard's live alerts.
         self.alert_listeners: list[Callable[[list[AlertDraft], str], None]] = []
         self.anchor: Any = None  # collector/anchor.Anchor: endorses enrolled keys (server.run)
+        self._sweeping: bool | None = None  # whether this one led the last stale sweep
+        # whether anyone watches the live feeds now (the dashboard's open browsers): a batch
+        # another collector of the site stored is read back for them only then (site_feed.py)
+        self.watching: list[Callable[[], bool]] = []
 
     def _alerts_stored(self, alerts: list[AlertDraft], now: str) -> None:
         """Tell the alert listeners; like listeners, they must be quick and never raise."""
@@ -325,7 +330,18 @@ class Collector:
         return IngestResult(200, plan.message, plan.acked_seq, len(plan.store))
 
     def flag_stale_checkpoints(self, stale_seconds: int) -> list[str]:
-        """Raise stale_checkpoint for agents silent too long: their tail may be cut off."""
+        """Raise stale_checkpoint for agents silent too long: their tail may be cut off.
+
+        One collector of a site sweeps (store.lead: the one holding the duty's lock, taken
+        over when it dies); the others return [] without reading, so an alert's count is
+        one per sweep of the site, not one per collector."""
+        leading = self.store.lead(STALE_SWEEP)
+        if leading != self._sweeping:
+            self._sweeping = leading
+            log.info("stale checkpoint sweep: %s", "this collector leads it" if leading
+                     else "another collector of the site leads it")
+        if not leading:
+            return []
         now = datetime.now(UTC)
         older = utc_timestamp(now - timedelta(seconds=stale_seconds))
         stale = self.store.agents_with_stale_checkpoint(older)

@@ -31,6 +31,7 @@ from floor_agent.collector.core import Collector
 from floor_agent.collector.notify import Notifier
 from floor_agent.collector.notify_senders import SecretError, make_senders
 from floor_agent.collector.policy_admin import ExpiryWatch
+from floor_agent.collector.site_feed import SiteFeed
 from floor_agent.protocol.kinds.collector import CollectorKind
 from floor_agent.store import open_store
 from floor_agent.store.interface import Store
@@ -221,6 +222,8 @@ def run(config: CollectorConfig, extensions: Sequence[AppExtension] = ()) -> int
     app.state.policy = serving  # the dashboard's policy pages use it (default group, key)
     expiry = ExpiryWatch(store, own, section.policy.expiry_check_seconds)
     expiry.start()
+    # the site's other collectors (PostgreSQL): our commits to their live feeds, theirs to ours
+    feed = SiteFeed.start(store, collector)
     app.state.anchor_key = signer.key.public_key()  # the integrity page checks keys with it
     limits = edge.EdgeLimits.of(section, SNAPSHOT_MAX_BYTES)
     # every connection is a file descriptor; the store, spool and workers need some more
@@ -244,6 +247,8 @@ def run(config: CollectorConfig, extensions: Sequence[AppExtension] = ()) -> int
         stop.set()
         service.stopping()
         expiry.stop()
+        if feed is not None:
+            feed.stop()
         if notifier is not None:
             notifier.stop()
         if own.forwarder.alive:

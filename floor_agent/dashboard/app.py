@@ -54,6 +54,8 @@ def extension(settings: DashboardSettings, stale_seconds: int = 180,
         broadcaster = Broadcaster()
         collector.listeners.append(broadcaster.publish)
         collector.alert_listeners.append(broadcaster.publish_alerts)
+        # the other collectors' batches are read back only while a browser watches
+        collector.watching.append(lambda: broadcaster.subscribers > 0)
         install(app, Dashboard(collector.store, settings, app.state.self_audit, broadcaster,
                                stale_seconds, clock))
 

@@ -16,8 +16,9 @@ over the message (UTF-8, lines joined by "\\n"):
 
 The collector accepts it when the agent is enrolled, the signature verifies against its public
 key, ts is within FRESH_MS of the collector's clock (old and future requests are refused), and
-that signature has not been seen within the window (a replay is refused). The seen-signature
-memory is per collector process: a restart forgets it, which is why the window is short.
+that signature has not been seen within the window (a replay is refused). ReplayGuard here
+remembers in memory; the collector remembers in its store instead
+(collector/replay_memory.py), so every collector of a site, and a restarted one, refuses it.
 
 Every answer to an agent request, a refusal too, carries the collector's clock in TIME_HEADER,
 so an agent whose clock is off can measure the offset and sign the next request (a new

@@ -64,6 +64,22 @@ D = TypeVar("D", bound=BatchDecision)
 Decide = Callable[[AgentRecord | None, Mapping[int, bytes], int | None], D]
 
 
+NOTE_BYTES = 7000  # PostgreSQL's NOTIFY payload is below 8000 bytes
+
+
+class FeedChannel(Protocol):
+    """Short notes between the collectors of one database (each at most NOTE_BYTES); a note
+    is sent to every listener, the sender's own included. send() and receive() may each be
+    called from one thread of their own; both raise StoreError when the database is gone."""
+
+    def send(self, notes: Sequence[str]) -> None: ...
+
+    def receive(self, timeout: float) -> list[str]:
+        """The notes that arrived, waiting at most timeout seconds for the first."""
+
+    def close(self) -> None: ...
+
+
 class StoreError(RuntimeError):
     """The database refused or is unreachable; the message says which and why."""
 
@@ -319,6 +335,33 @@ class Store(ABC):
     @abstractmethod
     def prune_login_failures(self, before: str) -> int:
         """Forget unknown names whose last failure is older than `before` and not locked."""
+
+    # per-site state several collectors on one database share (issue 23, point 4)
+    @abstractmethod
+    def remember_request(self, signature: bytes, agent_id: str, keep_until_ms: int) -> bool:
+        """Remember an accepted agent-signed request's signature until keep_until_ms (Unix
+        ms); False, remembering nothing, when it is already remembered: a replay, at this
+        collector or another on the same database."""
+
+    @abstractmethod
+    def forget_requests(self, now_ms: int) -> int:
+        """Forget the signatures kept until before now_ms; how many."""
+
+    @abstractmethod
+    def lead(self, duty: str) -> bool:
+        """Whether this store instance leads `duty` (a sweep one collector of the site runs):
+        taken when no other holds it, kept until this instance closes or its process dies
+        (PostgreSQL: a session advisory lock on a connection of its own; SQLite, one box:
+        always)."""
+
+    @abstractmethod
+    def feed_channel(self) -> FeedChannel | None:
+        """A channel to the other collectors on this database (PostgreSQL: LISTEN/NOTIFY),
+        for the live feeds; None when no other collector can share the store (SQLite)."""
+
+    @abstractmethod
+    def event_rows(self, agent_id: str, low: int, high: int) -> list[EventRow]:
+        """An agent's stored rows with seq in [low, high], in seq order (a feed note's)."""
 
     @abstractmethod
     def rebuild_latest(self) -> int:

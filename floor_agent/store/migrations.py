@@ -27,7 +27,7 @@ from floor_agent.protocol.event import utc_timestamp
 from floor_agent.store import schema
 from floor_agent.store.interface import StoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,14 @@ def _policy(cur: Any, dialect: Dialect) -> None:
         cur.execute(statement)
 
 
+def _site_state(cur: Any, dialect: Dialect) -> None:
+    """Per-site state several collectors share: the replay memory of agent-signed requests
+    (empty: what one process remembered before the upgrade is within its minute anyway)."""
+    added = tuple(t for t in schema.TABLES if t.since == 5)
+    for statement in schema.create_statements(dialect.name, added):
+        cur.execute(statement)
+
+
 # Appended, never edited: a store at version n runs STEPS[n - 1:].
 STEPS: tuple[Step, ...] = (
     Step(2, "schema_version: the store's schema is versioned", _version_table),
@@ -86,6 +94,8 @@ STEPS: tuple[Step, ...] = (
          _notifications),
     Step(4, "policy: workstation groups, policy changes, assignments, device exceptions",
          _policy),
+    Step(5, "request_signatures: the signed-request replay memory, shared by collectors",
+         _site_state),
 )
 assert [step.version for step in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 

@@ -27,7 +27,8 @@ from psycopg import conninfo
 from psycopg.pq import TransactionStatus
 
 from floor_agent.store import migrations, schema
-from floor_agent.store.interface import StoreError, StoreUnavailable
+from floor_agent.store.interface import FeedChannel, StoreError, StoreUnavailable
+from floor_agent.store.pg_feed import PgFeedChannel
 from floor_agent.store.records import EventRow
 from floor_agent.store.sql import INSERT_EVENT, SqlStore
 
@@ -42,6 +43,8 @@ COPY_EVENTS = ("COPY events (" + INSERT_EVENT[INSERT_EVENT.index("(") + 1:INSERT
 WRITE_LOCK_KEY = 0x666C6F6F72_6167
 SCHEMA_LOCK_KEY = WRITE_LOCK_KEY + 1
 ALERTS_LOCK_KEY = WRITE_LOCK_KEY + 2  # held by a transaction that inserts an alert row
+# pg_try_advisory_lock keys (session level) of the duties one collector of a site leads
+LEAD_KEYS = {"stale-checkpoints": WRITE_LOCK_KEY + 3}
 
 
 # SQLSTATEs that say "this server cannot take the work now", not "the work is wrong": the
@@ -120,6 +123,11 @@ class PostgresStore(SqlStore):
         self._readers_lock = threading.Lock()
         self._idle_readers: list[psycopg.Connection[Any]] = []
         self._closed = False
+        # the connection holding the session advisory locks of the duties this instance
+        # leads (lead()): they go when it closes, or with the process however it dies
+        self._lead_lock = threading.Lock()
+        self._leader: psycopg.Connection[Any] | None = None
+        self._leading: set[str] = set()
         self._writer = self._connect()
         try:
             encoding = self._writer.info.parameter_status("server_encoding")
@@ -252,9 +260,43 @@ class PostgresStore(SqlStore):
         for conn in idle:
             conn.close()
 
+    def lead(self, duty: str) -> bool:
+        key = LEAD_KEYS.get(duty)
+        if key is None:
+            raise ValueError(f"duty: expected one of {sorted(LEAD_KEYS)}, got {duty!r}")
+        with self._lead_lock:
+            if self._closed:
+                raise StoreError(f"{self.where}: store is closed")
+            try:
+                if self._leader is not None and not self._leader.closed:
+                    # the lock lives as long as this session: if it answers, it is ours
+                    self._leader.execute("SELECT 1")
+                    if duty in self._leading:
+                        return True
+                else:
+                    self._leader, self._leading = self._connect(), set()
+                row = self._leader.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            except psycopg.Error as exc:
+                if self._leader is not None:
+                    self._leader.close()
+                self._leader, self._leading = None, set()
+                raise StoreError(f"{self.where}: cannot take the lead of {duty} "
+                                 f"({' '.join(str(exc).split())})") from None
+            if row is not None and row[0]:
+                self._leading.add(duty)
+                return True
+            return False
+
+    def feed_channel(self) -> FeedChannel:
+        return PgFeedChannel(self._connect, self.where)
+
     def close(self) -> None:
         with self._readers_lock:
             self._closed = True
         self._drop_idle_readers()
+        with self._lead_lock:
+            if self._leader is not None:
+                self._leader.close()
+            self._leader, self._leading = None, set()
         with self._write_lock:
             self._writer.close()

@@ -224,6 +224,11 @@ TABLES: tuple[Table, ...] = (
         col("approved_change", BIGINT), col("ended_change", BIGINT, null=True),
         col("ended_at", null=True), col("ended_by", null=True),
         col("end_reason", null=True)), since=4),
+    # Per-site state several collectors share (issue 23): the signatures of agent-signed
+    # requests accepted within their freshness window (protocol/request_signing.py), so one
+    # replayed to another collector finds its row; kept until keep_until (Unix ms).
+    Table("request_signatures", (
+        pk("signature", BYTES), col("agent_id"), col("keep_until", BIGINT)), since=5),
 )
 
 INDEXES: tuple[Index, ...] = (
@@ -245,6 +250,7 @@ INDEXES: tuple[Index, ...] = (
     Index("policy_changes_agent", "policy_changes", "agent_id, change_no"),
     Index("policy_exceptions_open", "policy_exceptions", "expires_at",
           where="ended_change IS NULL"),
+    Index("request_signatures_expiry", "request_signatures", "keep_until"),
 )
 
 # Rows every store starts with, by table: the credentials version the controllers sync by,

@@ -44,6 +44,7 @@ from floor_agent.store.records import (
     EventRow,
     LatestRow,
 )
+from floor_agent.store.site_sql import SiteSql
 
 EVENT_COLUMNS = ("id", "agent_id", "seq", "boot_id", "ts", "kind", "severity", "subject", "data",
                  "hash", "received_at")
@@ -526,7 +527,7 @@ class DashboardSql:
         return out
 
 
-class SqlStore(ChartSql, OutboxSql, PolicySql, DashboardSql, CredentialSql, Store):
+class SqlStore(ChartSql, OutboxSql, PolicySql, DashboardSql, CredentialSql, SiteSql, Store):
     """Store over a DB-API connection; the dialect subclasses give the connections."""
 
     placeholder = "?"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from floor_agent.store import migrations, schema
-from floor_agent.store.interface import StoreError
+from floor_agent.store.interface import FeedChannel, StoreError
 from floor_agent.store.records import EventRow
 from floor_agent.store.sql import INSERT_EVENT, SqlStore
 
@@ -155,6 +155,14 @@ class SqliteStore(SqlStore):
                     self._idle_readers.append(db)
             if not keep:
                 db.close()
+
+    def lead(self, duty: str) -> bool:
+        """One box, one collector: it leads every duty."""
+        return True
+
+    def feed_channel(self) -> FeedChannel | None:
+        """No other collector shares a SQLite store: the live feeds stay in the process."""
+        return None
 
     def close(self) -> None:
         with self._write_lock:
