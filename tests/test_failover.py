@@ -3,9 +3,15 @@ and a switch said once per real change of collector, whatever the order of failu
 
 from __future__ import annotations
 
+import logging
+
+import httpx
+import pytest
+from collector_process import free_port
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from floor_agent.audit.collector_link import FAILOVER_ERRORS, CollectorLink
 from floor_agent.audit.failover import Route, Switch, after_answer, after_failure, before_request
 
 A, B, C = "https://a:8443", "https://b:8443", "https://c:8443"
@@ -133,3 +139,27 @@ def test_any_order_of_failures_and_answers_keeps_the_promises(n: int, ops: list)
                 assert route == before
         assert 0 <= route.index < n and 0 <= route.answered < n
         assert (route.left_first_at is None) == (route.index == 0)
+
+
+def test_link_says_a_lost_collector_once_while_every_one_refuses(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The shell over real refused connections: attempts cycle through the list, the loss is
+    one warning however long all stay down, and a failed return probe says nothing new."""
+    ports = [free_port(), free_port()]  # nothing listens: every connect is refused
+    clients = [httpx.Client(base_url=f"https://127.0.0.1:{port}", timeout=2) for port in ports]
+    link = CollectorLink(clients, return_after=RETURN, clock=lambda: 0.0)
+    tried = []
+    said = []
+    with caplog.at_level(logging.DEBUG, logger="floor_agent.audit.collector_link"):
+        for _ in range(6):
+            client = link.pick()
+            tried.append(client)
+            with pytest.raises(FAILOVER_ERRORS) as refused:
+                client.get("/healthz")
+            said.append(link.failed(client, refused.value))
+    link.close()
+    assert tried == clients * 3
+    assert said == [True] + [False] * 5
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage().split(" (")[0] for r in warnings] == [
+        f"collector https://127.0.0.1:{ports[0]} unreachable"]

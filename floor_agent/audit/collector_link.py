@@ -50,6 +50,7 @@ class CollectorLink:
         self.on_switch = on_switch
         self._clock = clock
         self._lock = threading.Lock()
+        self._loss_said = False  # the collector that answered last is gone, and we said so
         self.route = Route(tuple(str(c.base_url).rstrip("/") for c in self.clients))
 
     @classmethod
@@ -86,27 +87,34 @@ class CollectorLink:
             if client is not self.current:
                 return
             self.route, switch = failover.after_answer(self.route)
+            self._loss_said = False
         if switch is not None:
             log.warning("now reporting to collector %s (before: %s, %s)", switch.to_url,
                         switch.from_url, switch.reason)
             if self.on_switch is not None:
                 self.on_switch(switch)
 
-    def failed(self, client: httpx.Client, error: BaseException) -> None:
+    def failed(self, client: httpx.Client, error: BaseException) -> bool:
         """`client` got no answer (FAILOVER_ERRORS): move on to the next URL. Said once per
-        loss of the collector that answered last, not at every attempt while all are down."""
+        loss of the collector that answered last, not at every attempt while all are down
+        nor at a return to the first that finds it still down; True when said now."""
         with self._lock:
             if client is not self.current:  # another thread moved on already
-                return
-            lost = self.route.index == self.route.answered
+                return False
+            say = self.route.index == self.route.answered and not self._loss_said
+            self._loss_said = self._loss_said or say
             before = self.route.url
             self.route = failover.after_failure(self.route, self._clock())
             after = self.route.url
-        if lost and after != before:
+        if after == before:
+            return False  # one URL: the caller says it, as it always did
+        if say:
             log.warning("collector %s unreachable (%s: %s); trying %s", before,
                         error.__class__.__name__, error, after)
-        elif after != before:
-            log.debug("collector %s unreachable too; trying %s", before, after)
+        else:
+            log.debug("collector %s unreachable (%s); trying %s", before,
+                      error.__class__.__name__, after)
+        return say
 
     def close(self) -> None:
         for client in self.clients:

@@ -102,9 +102,11 @@ class Forwarder:
         try:
             response = client.post("/api/v1/ingest", content=body)
         except httpx.HTTPError as exc:
-            if isinstance(exc, FAILOVER_ERRORS):
-                self.link.failed(client, exc)  # the next try goes to the next collector
-            return self._backoff(f"collector unreachable: {exc.__class__.__name__}: {exc}")
+            quiet = False
+            if isinstance(exc, FAILOVER_ERRORS):  # the next try goes to the next collector
+                quiet = not self.link.failed(client, exc) and len(self.link.clients) > 1
+            return self._backoff(f"collector unreachable: {exc.__class__.__name__}: {exc}",
+                                 quiet)
         self.link.answered(client)
         if response.status_code == 413 and len(pending) > 1:
             # The collector takes smaller batches than configured here: halve and go on,
@@ -134,9 +136,10 @@ class Forwarder:
         self.last_success = time.time()
         return 0.0 if pending else min(self.settings.heartbeat_seconds, 1.0)
 
-    def _backoff(self, reason: str) -> float:
-        """Exponential backoff with full jitter; the reason is logged once per change."""
-        if reason != self.last_error:
+    def _backoff(self, reason: str, quiet: bool = False) -> float:
+        """Exponential backoff with full jitter; the reason is logged once per change (not
+        when quiet: the collector link has said it, or had nothing new to say)."""
+        if reason != self.last_error and not quiet:
             log.warning("%s; events stay in the spool (%d pending)", reason,
                         self.spool.pending_count())
         self.last_error = reason
