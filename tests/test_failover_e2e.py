@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from collector_process import CollectorProcess
 from postgres_server import PostgresServer
 from test_pipeline import RUNNER, all_events
 
-from floor_agent.audit.agent import enroll
+from floor_agent.audit.agent import AuditAgent, enroll
 from floor_agent.collector import tls
 from floor_agent.collector.ingest import CHAIN_BREAKS
 from floor_agent.collector.verify import verify_agent
@@ -78,15 +79,33 @@ def stored_count(collector: CollectorProcess, agent: str) -> int:
         store.close()
 
 
-def test_kill_9_collector_a_under_load_agents_fail_over_to_b(
-        postgres_server: PostgresServer, tmp_path: Path) -> None:
+@pytest.fixture
+def two_collectors(postgres_server: PostgresServer, tmp_path: Path
+                   ) -> Iterator[tuple[CollectorProcess, CollectorProcess]]:
+    """A and B, both running, on one new database."""
     database_url = postgres_server.new_database()
     a = CollectorProcess(tmp_path / "a", database_url)
     b = second_collector(a, tmp_path / "b", database_url)
-    runners: list[Runner] = []
     try:
         a.start()
         b.start()
+        yield a, b
+    finally:
+        b.stop()
+        a.stop()
+
+
+def kill_9(collector: CollectorProcess) -> None:
+    assert collector.proc is not None
+    collector.proc.send_signal(signal.SIGKILL)
+    collector.proc.wait()
+
+
+def test_kill_9_collector_a_under_load_agents_fail_over_to_b(
+        two_collectors: tuple[CollectorProcess, CollectorProcess], tmp_path: Path) -> None:
+    a, b = two_collectors
+    runners: list[Runner] = []
+    try:
         for name in AGENTS:
             config = a.agent_config(name, collector_url=[a.url, b.url], batch_max_events=100,
                                     collector_return_after_seconds=2.0)
@@ -99,9 +118,7 @@ def test_kill_9_collector_a_under_load_agents_fail_over_to_b(
             assert time.monotonic() < deadline, "collector A never got the first events"
             time.sleep(0.05)
         assert all("emitted" not in r.lines for r in runners), "emitting ended too soon"
-        assert a.proc is not None
-        a.proc.send_signal(signal.SIGKILL)
-        a.proc.wait()
+        kill_9(a)
         killed_at = {name: stored_count(b, name) for name in AGENTS}
         codes = [r.finish(300) for r in runners]
         assert codes == [0, 0], [r.log.read_text()[-2000:] for r in runners]
@@ -137,5 +154,49 @@ def test_kill_9_collector_a_under_load_agents_fail_over_to_b(
             if runner.proc.poll() is None:
                 runner.proc.kill()
                 runner.proc.wait()
-        b.stop()
-        a.stop()
+
+
+def test_agent_returns_to_the_first_collector_once_it_is_back(
+        two_collectors: tuple[CollectorProcess, CollectorProcess]) -> None:
+    """A killed, the agent on B; A started again: after collector_return_after_seconds the
+    real forwarder (in this process) is back on A by itself, every event stored once."""
+    a, b = two_collectors
+    config = a.agent_config("ws-back", collector_url=[a.url, b.url],
+                            collector_return_after_seconds=1.0)
+    enroll(config.audit, "workstation", a.token(), None)
+    agent = AuditAgent(config.audit, "workstation")
+    agent.start()
+    try:
+        kill_9(a)
+        n = 0
+
+        def switches() -> list[tuple[str, str, str]]:
+            events = sorted(all_events(b, "ws-back"), key=lambda e: e["seq"])
+            return [(e["data"]["from_url"], e["data"]["to_url"], e["data"]["reason"])
+                    for e in events if e["kind"] == AgentKind.COLLECTOR_SWITCHED]
+
+        def emit_until(done: Callable[[], bool]) -> None:
+            nonlocal n
+            deadline = time.monotonic() + 60
+            while not done():
+                assert time.monotonic() < deadline, switches()
+                agent.emit("test.load", f"item {n}", "info", n=n)
+                n += 1
+                time.sleep(0.1)
+
+        emit_until(lambda: switches() == [(a.url, b.url, "failover")])
+        a.start()
+        emit_until(lambda: len(switches()) == 2)
+        assert switches() == [(a.url, b.url, "failover"), (b.url, a.url, "return")]
+        assert agent.link.url == a.url
+    finally:
+        agent.stop(drain_seconds=30)
+    events = all_events(a, "ws-back")
+    assert sorted(e["seq"] for e in events) == list(range(1, len(events) + 1))
+    assert sorted(e["data"]["n"] for e in events if e["kind"] == "test.load") == list(range(n))
+    store = a.store()
+    try:
+        assert verify_agent(store, "ws-back").ok
+        assert store.list_alerts(agent_id="ws-back") == []
+    finally:
+        store.close()
