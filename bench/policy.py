@@ -74,6 +74,7 @@ from policy_floor import (  # noqa: E402
 from umockdev_bus import KEYBOARD, STICK  # noqa: E402
 
 from floor_agent.audit.agent import AuditAgent, enroll  # noqa: E402
+from floor_agent.audit.collector_link import CollectorLink  # noqa: E402
 from floor_agent.audit.policy_key import read_pinned  # noqa: E402
 from floor_agent.roles.config import WorkstationConfig, load_config  # noqa: E402
 from floor_agent.store.interface import EventQuery  # noqa: E402
@@ -240,10 +241,10 @@ def worker(configs: list[tuple[str, str]], pipe: Any) -> None:
         assert isinstance(config, WorkstationConfig)
         audit = config.audit
         agent = AuditAgent(audit, "workstation")
-        agent.client.close()
-        agent.client = bound_client(audit.collector_url, audit.ca_path(),
-                                    audit.request_timeout_seconds, address)
-        agent.forwarder.client = agent.client
+        agent.link.close()
+        agent.link = CollectorLink([bound_client(audit.collector_url[0], audit.ca_path(),
+                                                 audit.request_timeout_seconds, address)])
+        agent.forwarder.link = agent.link
         agent.start()
         pinned = read_pinned(audit.state_dir)
         assert pinned is not None, f"{audit.state_dir}: no policy key pinned at enrollment"
@@ -259,7 +260,7 @@ def worker(configs: list[tuple[str, str]], pipe: Any) -> None:
 
         enforcer = PolicyEnforcer(agent.agent_id, emit, PolicyCache(audit.state_dir), key, None)
         enforcer.usb = SimulatedGuard()
-        client = PolicyClient(bound_client(audit.collector_url, audit.ca_path(),
+        client = PolicyClient(bound_client(audit.collector_url[0], audit.ca_path(),
                                            audit.request_timeout_seconds, address),
                               agent.key, agent.agent_id)
         sync = PolicySync(client, enforcer, emit, config.policy, audit.state_dir, text)

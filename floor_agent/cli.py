@@ -170,7 +170,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     except EnrollmentError as exc:
         print(f"enroll: {exc}", file=sys.stderr)
         return 1
-    print(f"enrolled {agent_id} ({config.role}) with {config.audit.collector_url}")
+    print(f"enrolled {agent_id} ({config.role}) with {', '.join(config.audit.collector_url)}")
     return 0
 
 

@@ -210,7 +210,7 @@ def main(args: argparse.Namespace) -> int:
     netlock["allow"][0]["tcp"].append(floor_port)
     workstation_config = WorkstationConfig(
         audit=AuditClientConfig(agent_id="demo-ws-01", state_dir=work / "workstation",
-                                collector_url=f"https://{floor_host}:{floor_port}",
+                                collector_url=(f"https://{floor_host}:{floor_port}",),
                                 heartbeat_seconds=10),
         usb_guard=UsbGuardConfig(rules_file=DEFAULT_USB_RULES),
         netlock=NetlockConfig.model_validate(netlock))
@@ -218,7 +218,7 @@ def main(args: argparse.Namespace) -> int:
     camera = RtspServer({"floor-a": camera_file(work)})
     cctv_config = CctvConfig(
         audit=AuditClientConfig(agent_id="demo-cctv-01", state_dir=work / "cctv",
-                                collector_url=url, heartbeat_seconds=10),
+                                collector_url=(url,), heartbeat_seconds=10),
         cctv=CctvSection.model_validate({
             "storage_dir": str(work / "cctv" / "footage"), "segment_seconds": 4.0,
             "offline_after_seconds": 5.0, "reconnect_initial_seconds": 0.5,
@@ -268,7 +268,7 @@ def main(args: argparse.Namespace) -> int:
         for audit, role, token in zip((workstation_config.audit, cctv_config.audit),
                                       ("workstation", "cctv"), tokens, strict=True):
             if not (audit.state_dir / "agent.key").exists():  # enrolled from the host
-                local = audit.model_copy(update={"collector_url": url})
+                local = audit.model_copy(update={"collector_url": (url,)})
                 enroll(local, role, token, files.ca_cert)
         bus.start(["ip", "netns", "exec", network.ns["ws"], sys.executable, "-m",
                    "floor_agent.cli", "workstation", "--config", str(work / "workstation.yaml")])

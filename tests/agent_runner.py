@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
@@ -16,6 +17,8 @@ from floor_agent.roles.config import WorkstationConfig, load_config
 
 
 def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)  # what an agent says: stderr
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     config = load_config(sys.argv[1], "workstation")
     assert isinstance(config, WorkstationConfig)
     mode = sys.argv[2]

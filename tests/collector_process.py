@@ -14,7 +14,7 @@ import httpx
 import yaml
 
 from floor_agent.audit.forwarder import pinned_client
-from floor_agent.collector import api_keys, core, server
+from floor_agent.collector import api_keys, core, server, tls
 from floor_agent.collector.config import CollectorConfig, CollectorSection
 from floor_agent.config.audit import AuditClientConfig
 from floor_agent.roles.config import WorkstationConfig, load_config
@@ -44,8 +44,11 @@ class CollectorProcess:
     """`floor-agent collector run` in its own process, with its config, CA and store."""
 
     def __init__(self, root: Path, database_url: str | None = None,
-                 **section: object) -> None:
+                 hostname: str | None = None, **section: object) -> None:
+        """hostname: run init and the process as on a host of that name (its own UTS
+        namespace), so a second collector on one store has an audit identity of its own."""
         self.root = root
+        self.hostname = hostname
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
@@ -55,7 +58,11 @@ class CollectorProcess:
         self.config_path = root / "collector.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config.model_dump(mode="json")))
         assert isinstance(load_config(self.config_path, "collector"), CollectorConfig)
-        self.files = server.init(self.config)
+        if hostname is None:
+            self.files = server.init(self.config)
+        else:
+            subprocess.run(self._command("init"), check=True, capture_output=True, timeout=120)
+            self.files = tls.TlsFiles.in_dir(self.config.collector.state_dir)
         self.ca = self.files.ca_cert
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "collector.log"
@@ -89,10 +96,8 @@ class CollectorProcess:
     def start(self, timeout: float = 30, env: dict[str, str] | None = None) -> None:
         """Run it and wait until /healthz answers; env: variables added (NOTIFY_SOCKET...)."""
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "floor_agent.cli", "collector", "run", "--config",
-             str(self.config_path)], stdout=log, stderr=subprocess.STDOUT,
-            env=None if env is None else os.environ | env)
+        self.proc = subprocess.Popen(self._command("run"), stdout=log, stderr=subprocess.STDOUT,
+                                     env=None if env is None else os.environ | env)
         deadline = time.monotonic() + timeout
         with pinned_client(self.url, self.ca, 2.0) as client:
             while time.monotonic() < deadline:
@@ -104,6 +109,16 @@ class CollectorProcess:
                 except httpx.HTTPError:
                     time.sleep(0.05)
         raise RuntimeError("collector did not become healthy")
+
+    def _command(self, action: str) -> list[str]:
+        """`floor-agent collector ACTION`, under self.hostname when one is set."""
+        command = [sys.executable, "-m", "floor_agent.cli", "collector", action, "--config",
+                   str(self.config_path)]
+        if self.hostname is None:
+            return command
+        as_root = [] if os.geteuid() == 0 else ["--map-root-user"]
+        return ["unshare", "--uts", *as_root, "sh", "-c", 'hostname "$0" && exec "$@"',
+                self.hostname, *command]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -234,8 +234,57 @@ def test_resolved_database_url() -> None:
 
 def test_collector_url_is_normalised() -> None:
     assert AuditClientConfig(collector_url="https://c.floor:8443/").collector_url == (
-        "https://c.floor:8443"
+        "https://c.floor:8443",
     )
+
+
+def test_collector_url_list_keeps_the_order(tmp_path: Path) -> None:
+    """One URL is a list of one; a list is the failover order (audit/failover.py)."""
+    path = write(tmp_path, """
+        role: door
+        audit:
+          collector_url: ["https://b.floor:8443/", "https://a.floor:8443", "https://[::1]:9"]
+          collector_return_after_seconds: 60
+    """)
+    config = load_config(path)
+    assert config.audit.collector_url == (
+        "https://b.floor:8443", "https://a.floor:8443", "https://[::1]:9")
+    assert config.audit.collector_return_after_seconds == 60
+    reloaded = write(tmp_path, yaml.safe_dump(config.model_dump(mode="json")), "again.yaml")
+    assert load_config(reloaded) == config
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("[]", "must be an https:// URL or a non-empty list of them"),
+        ("[https://a:1, http://b:1]", "entry 2 must be an https:// URL with a host"),
+        ("[https://a:1, https://a:1/]", "entry 2 'https://a:1' appears twice"),
+        ("[https://a:1, 8443]", "entry 2 must be an https:// URL, not 8443"),
+        ("[https://a:1, 'https://u:p@b']", "entry 2 must not contain credentials"),
+        ("{a: https://a:1}", "must be an https:// URL or a non-empty list of them"),
+    ],
+)
+def test_collector_url_list_errors_point_at_the_key(tmp_path: Path, value: str,
+                                                    expected: str) -> None:
+    path = write(tmp_path, f"role: workstation\naudit:\n  collector_url: {value}\n")
+    (only,) = lines_of(path)
+    assert only.startswith(f"{path}:3: audit.collector_url: {expected}"), only
+
+
+def test_check_file_shows_the_collectors_in_order(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        role: cctv
+        audit:
+          collector_url:
+            - https://collector-b.floor:8443
+            - https://collector-a.floor:8443
+          collector_return_after_seconds: 120
+    """)
+    summary = check_file(path)
+    assert ("reports to 2 collectors in order (1. https://collector-b.floor:8443, "
+            "2. https://collector-a.floor:8443; the next on no answer, back to the first "
+            "after 120 s) pinned to CA") in summary
 
 
 # --------------------------------------------------------------------------- file errors
@@ -468,6 +517,8 @@ def test_collector_field_errors(tmp_path: Path, line: str, expected: str) -> Non
             "collector_url: must be an https:// URL with a host (Port out of range",
         ),
         ("collector_url: 'https://u:p@c'", "collector_url: must not contain credentials"),
+        ("collector_return_after_seconds: 0",
+         "collector_return_after_seconds: Input should be greater than 0 (got 0)"),
         (
             "agent_id: '-lead'",
             "agent_id: must be 1-64 characters of letters, digits, "

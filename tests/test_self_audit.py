@@ -56,4 +56,4 @@ def test_replaced_key_is_refused(tmp_path: Path) -> None:
 def test_wildcard_listener_is_reached_on_loopback() -> None:
     config = CollectorConfig.model_validate({"collector": {"listen_host": "0.0.0.0",
                                                            "listen_port": 9443}})
-    assert self_audit.self_audit_config(config).collector_url == "https://127.0.0.1:9443"
+    assert self_audit.self_audit_config(config).collector_url == ("https://127.0.0.1:9443",)

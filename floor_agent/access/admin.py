@@ -42,19 +42,27 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
     import httpx
 
     from floor_agent.access.config import DoorConfig
-    from floor_agent.audit.forwarder import pinned_client
+    from floor_agent.audit.collector_link import pinned_client
     from floor_agent.config import load_role
 
     config = load_role(args.config, DoorConfig)
     audit = config.audit
     key = _api_key(args)
-    try:
-        with pinned_client(audit.collector_url, audit.ca_path(),
-                           audit.request_timeout_seconds) as client:
-            response = client.request(method, path, json=body,
-                                      headers={"authorization": f"Bearer {key}"})
-    except (httpx.HTTPError, OSError) as exc:
-        raise AdminError(f"{audit.collector_url}: cannot reach the collector ({exc})") from None
+    response = None
+    # the first collector that takes the connection (they share a database); only a request
+    # never sent goes on to the next, so an admin change is never made twice
+    for url in audit.collector_url:
+        try:
+            with pinned_client(url, audit.ca_path(), audit.request_timeout_seconds) as client:
+                response = client.request(method, path, json=body,
+                                          headers={"authorization": f"Bearer {key}"})
+            break
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            if url == audit.collector_url[-1]:
+                raise AdminError(f"{url}: cannot reach the collector ({exc})") from None
+        except (httpx.HTTPError, OSError) as exc:
+            raise AdminError(f"{url}: cannot reach the collector ({exc})") from None
+    assert response is not None
     if response.status_code >= 300:
         try:
             detail = response.json().get("detail")

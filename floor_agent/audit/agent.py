@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 
-from floor_agent.audit.forwarder import Forwarder, ForwarderSettings, pinned_client
+from floor_agent.audit.collector_link import FAILOVER_ERRORS, CollectorLink, pinned_client
+from floor_agent.audit.failover import Switch
+from floor_agent.audit.forwarder import Forwarder, ForwarderSettings
 from floor_agent.audit.keys import load_or_create_private_key, load_private_key, public_key_b64
 from floor_agent.audit.policy_key import PolicyKeyError, pin, read_pinned
 from floor_agent.audit.spool import open_spool
@@ -46,9 +48,10 @@ class AuditAgent:
         self.stop_event = threading.Event()
         self.key = load_private_key(audit.state_dir / KEY_FILE)
         self.spool = open_spool(audit, role)
-        self.client = pinned_client(audit.collector_url, audit.ca_path(),
-                                    audit.request_timeout_seconds)
-        self.forwarder = Forwarder(self.spool, self.key, self.client, ForwarderSettings(
+        self.link = CollectorLink.pinned(audit.collector_url, audit.ca_path(),
+                                         audit.request_timeout_seconds,
+                                         audit.collector_return_after_seconds, self._switched)
+        self.forwarder = Forwarder(self.spool, self.key, self.link, ForwarderSettings(
             audit.batch_max_events, audit.heartbeat_seconds, audit.backoff_initial_seconds,
             audit.backoff_max_seconds), self.stop_event)
 
@@ -63,6 +66,11 @@ class AuditAgent:
         event = self.spool.emit(kind, subject, severity, **data)
         self.forwarder.wake.set()
         return event
+
+    def _switched(self, switch: Switch) -> None:
+        """On the agent's own trail: which collector holds its events from here on."""
+        self.emit(AgentKind.COLLECTOR_SWITCHED, self.agent_id, "notice",
+                  from_url=switch.from_url, to_url=switch.to_url, reason=switch.reason)
 
     def healthy(self) -> bool:
         """For the systemd watchdog: the forwarder thread is alive."""
@@ -79,7 +87,7 @@ class AuditAgent:
         self.stop_event.set()
         self.forwarder.wake.set()
         self.forwarder.join(timeout=self.config.request_timeout_seconds + 1)
-        self.client.close()
+        self.link.close()
         self.spool.close()
 
 
@@ -101,12 +109,7 @@ def enroll(audit: AuditClientConfig, role: str, token: str, ca_file: Path | None
     agent_id = audit.resolved_agent_id(role)
     payload = {"token": token, "agent_id": agent_id, "role": role,
                "public_key": public_key_b64(key), "hostname": socket.gethostname()}
-    try:
-        with pinned_client(audit.collector_url, ca_path, audit.request_timeout_seconds) as client:
-            response = client.post("/api/v1/enroll", json=payload)
-    except httpx.HTTPError as exc:
-        raise EnrollmentError(f"{audit.collector_url}: cannot reach the collector ({exc})"
-                              ) from None
+    url, response = _first_answer(audit, ca_path, "/api/v1/enroll", payload)
     if response.status_code != 201:
         try:
             detail = response.json().get("detail")
@@ -114,8 +117,24 @@ def enroll(audit: AuditClientConfig, role: str, token: str, ca_file: Path | None
             detail = response.text[:200]
         raise EnrollmentError(f"collector refused enrollment ({response.status_code}): {detail}")
     _pin_policy_key(state, response)
-    log.info("enrolled as %s with %s", agent_id, audit.collector_url)
+    log.info("enrolled as %s with %s", agent_id, url)
     return agent_id
+
+
+def _first_answer(audit: AuditClientConfig, ca_path: Path, path: str,
+                  payload: dict[str, Any]) -> tuple[str, httpx.Response]:
+    """POST to the collectors in order until one answers; its URL and answer. Every collector
+    shares one database, so the first answer (a refusal too) is the site's."""
+    unreachable: list[str] = []
+    for url in audit.collector_url:
+        try:
+            with pinned_client(url, ca_path, audit.request_timeout_seconds) as client:
+                return url, client.post(path, json=payload)
+        except FAILOVER_ERRORS as exc:
+            unreachable.append(f"{url}: {exc.__class__.__name__}: {exc}")
+        except httpx.HTTPError as exc:
+            raise EnrollmentError(f"{url}: cannot reach the collector ({exc})") from None
+    raise EnrollmentError("cannot reach any collector (" + "; ".join(unreachable) + ")")
 
 
 def _pin_policy_key(state: Path, response: httpx.Response) -> None:

@@ -3,35 +3,29 @@
 One thread per agent. Each batch ends with a freshly signed checkpoint; an idle agent sends a
 checkpoint alone every `heartbeat_seconds`. Failures back off exponentially with full jitter,
 so two hundred workstations coming back after a collector outage do not arrive in lockstep.
+A batch that gets no answer moves the agent to its next collector URL (audit/collector_link.py),
+paced by the same backoff.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from floor_agent.audit.collector_link import FAILOVER_ERRORS, CollectorLink
+from floor_agent.audit.collector_link import pinned_client as pinned_client  # re-exported
 from floor_agent.audit.spool import Spool
 from floor_agent.protocol.batch import batch_body
 from floor_agent.protocol.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def pinned_client(collector_url: str, ca_path: Path, timeout: float) -> httpx.Client:
-    """HTTPS client that trusts only the collector's own CA (never the system store)."""
-    context = ssl.create_default_context(cafile=str(ca_path))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return httpx.Client(base_url=collector_url, verify=context, timeout=timeout,
-                        headers={"content-type": "application/json"})
 
 
 @dataclass
@@ -45,12 +39,12 @@ class ForwarderSettings:
 class Forwarder:
     """Sends the spool's pending events in order; sole writer of the spool's acked head."""
 
-    def __init__(self, spool: Spool, key: Ed25519PrivateKey, client: httpx.Client,
+    def __init__(self, spool: Spool, key: Ed25519PrivateKey, link: CollectorLink,
                  settings: ForwarderSettings, stop: threading.Event,
                  rng: Callable[[float, float], float] = random.uniform) -> None:
         self.spool = spool
         self.key = key
-        self.client = client
+        self.link = link
         self.settings = settings
         self.stop = stop
         self.wake = threading.Event()
@@ -104,10 +98,16 @@ class Forwarder:
                                 self.spool.next_checkpoint_ts(), self.spool.boot_id).sign(self.key)
         body = batch_body(self.spool.agent_id, start.hash,
                           [(p.body, p.hash) for p in pending], checkpoint)
+        client = self.link.pick()
         try:
-            response = self.client.post("/api/v1/ingest", content=body)
+            response = client.post("/api/v1/ingest", content=body)
         except httpx.HTTPError as exc:
-            return self._backoff(f"collector unreachable: {exc.__class__.__name__}: {exc}")
+            quiet = False
+            if isinstance(exc, FAILOVER_ERRORS):  # the next try goes to the next collector
+                quiet = not self.link.failed(client, exc) and len(self.link.clients) > 1
+            return self._backoff(f"collector unreachable: {exc.__class__.__name__}: {exc}",
+                                 quiet)
+        self.link.answered(client)
         if response.status_code == 413 and len(pending) > 1:
             # The collector takes smaller batches than configured here: halve and go on,
             # rather than retrying a batch that can never fit.
@@ -136,9 +136,10 @@ class Forwarder:
         self.last_success = time.time()
         return 0.0 if pending else min(self.settings.heartbeat_seconds, 1.0)
 
-    def _backoff(self, reason: str) -> float:
-        """Exponential backoff with full jitter; the reason is logged once per change."""
-        if reason != self.last_error:
+    def _backoff(self, reason: str, quiet: bool = False) -> float:
+        """Exponential backoff with full jitter; the reason is logged once per change (not
+        when quiet: the collector link has said it, or had nothing new to say)."""
+        if reason != self.last_error and not quiet:
             log.warning("%s; events stay in the spool (%d pending)", reason,
                         self.spool.pending_count())
         self.last_error = reason

@@ -9,6 +9,10 @@ offset (`offset_ms`, None until an answer said it) and signs with its own clock 
 it. A request refused because its time was outside the collector's window is signed again,
 once, with the offset that refusal gave (a new signature: the collector's replay memory and
 window stay as strict as before).
+
+Requests go to the agent's collector URLs with the forwarder's failover (audit/collector_link.py):
+a request that gets no answer moves this client to the next URL, and the caller's own retry
+(its backoff) goes there.
 """
 
 from __future__ import annotations
@@ -23,18 +27,18 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from floor_agent.audit.agent import KEY_FILE
-from floor_agent.audit.forwarder import pinned_client
+from floor_agent.audit.collector_link import FAILOVER_ERRORS, CollectorLink
 from floor_agent.audit.keys import load_private_key
 from floor_agent.config.audit import AuditClientConfig
 from floor_agent.protocol.request_signing import FRESH_MS, HEADER, TIME_HEADER, sign_header
 
 
 class AgentClient:
-    """The pinned-CA HTTPS client and the agent's key; `request` signs each request."""
+    """The pinned-CA HTTPS clients and the agent's key; `request` signs each request."""
 
-    def __init__(self, client: httpx.Client, key: Ed25519PrivateKey, agent_id: str,
-                 wall: Callable[[], float] | None = None) -> None:
-        self.client = client
+    def __init__(self, client: httpx.Client | CollectorLink, key: Ed25519PrivateKey,
+                 agent_id: str, wall: Callable[[], float] | None = None) -> None:
+        self.link = client if isinstance(client, CollectorLink) else CollectorLink([client])
         self._key = key
         self.agent_id = agent_id
         self.wall = wall or (lambda: time.time())  # this host's clock, read when asked
@@ -44,18 +48,24 @@ class AgentClient:
         self._last_ts_ms = 0
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.agent_id!r}, {self.client.base_url})"
+        return f"{type(self).__name__}({self.agent_id!r}, {self.link.url})"
+
+    @property
+    def client(self) -> httpx.Client:
+        """The client of the collector in use now (its timeout, its base URL)."""
+        return self.link.current
 
     @classmethod
     def from_config(cls, audit: AuditClientConfig, role: str = "door") -> Any:
         """The agent's key and pinned CA from its audit section (as `enroll` left them)."""
         key = load_private_key(audit.state_dir / KEY_FILE)
-        client = pinned_client(audit.collector_url, audit.ca_path(),
-                               audit.request_timeout_seconds)
-        return cls(client, key, audit.resolved_agent_id(role))
+        link = CollectorLink.pinned(audit.collector_url, audit.ca_path(),
+                                    audit.request_timeout_seconds,
+                                    audit.collector_return_after_seconds)
+        return cls(link, key, audit.resolved_agent_id(role))
 
     def close(self) -> None:
-        self.client.close()
+        self.link.close()
 
     def corrected_time(self) -> float:
         """Our clock corrected by the measured offset (Unix seconds); uncorrected while the
@@ -74,8 +84,9 @@ class AgentClient:
                 content_type = content_type or "application/json"
         headers = {"Content-Type": content_type} if content_type else None
         response = None
+        client = self.link.pick()
         for _ in range(2):
-            request = self.client.build_request(
+            request = client.build_request(
                 method, path, content=content, headers=headers,
                 timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
             target = request.url.raw_path.decode("ascii")
@@ -83,7 +94,12 @@ class AgentClient:
             ts_ms = max(int(sent * 1000) + (self.offset_ms or 0), self._last_ts_ms + 1)
             request.headers[HEADER] = sign_header(self._key, self.agent_id, method, target,
                                                   content, ts_ms)
-            response = self.client.send(request)
+            try:
+                response = client.send(request)
+            except FAILOVER_ERRORS as exc:
+                self.link.failed(client, exc)  # the caller's retry goes to the next collector
+                raise
+            self.link.answered(client)
             collector_ms = collector_time_ms(response)
             if collector_ms is not None and not (held and response.status_code != 401):
                 self.offset_ms = collector_ms - int((sent + self.wall()) * 500)

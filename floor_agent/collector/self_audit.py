@@ -48,7 +48,7 @@ def self_audit_config(config: CollectorConfig) -> AuditClientConfig:
         host = f"[{host}]"
     return AuditClientConfig(
         state_dir=section.state_dir / "self-audit",
-        collector_url=f"https://{host}:{section.listen_port}",
+        collector_url=(f"https://{host}:{section.listen_port}",),
         ca_cert=TlsFiles.in_dir(section.state_dir).ca_cert,
         heartbeat_seconds=5,
     )

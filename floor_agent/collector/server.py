@@ -255,7 +255,7 @@ def run(config: CollectorConfig, extensions: Sequence[AppExtension] = ()) -> int
             own.stop(drain_seconds=0, reason="shutdown")
         else:
             own.spool.close()
-            own.client.close()
+            own.link.close()
         collector.close()
         store.close()
     return 0

@@ -35,7 +35,9 @@ class AuditClientConfig(StrictModel):
 
     agent_id: Annotated[str, Field(strict=True)] | None = None
     state_dir: ConfigPath = STATE_ROOT / "agent"
-    collector_url: Annotated[str, Field(strict=True)] = "https://127.0.0.1:8443"
+    # one URL, or a list in order of preference (audit/failover.py): always a tuple here
+    collector_url: tuple[str, ...] = ("https://127.0.0.1:8443",)
+    collector_return_after_seconds: Annotated[StrictFloat, Field(gt=0)] = 300
     ca_cert: ConfigPath | None = None
     batch_max_events: Annotated[StrictInt, Field(ge=1, le=5000)] = 500
     heartbeat_seconds: Annotated[StrictFloat, Field(ge=1, le=60)] = 30
@@ -56,20 +58,27 @@ class AuditClientConfig(StrictModel):
             )
         return value
 
-    @field_validator("collector_url")
+    @field_validator("collector_url", mode="before")
     @classmethod
-    def _check_collector_url(cls, value: str) -> str:
-        """Events only ever travel over TLS; a plain http:// URL is a configuration error."""
-        try:
-            parts = urlsplit(value.strip())
-            _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
-        except ValueError as exc:
-            raise ValueError(f"must be an https:// URL with a host ({exc})") from None
-        if parts.scheme.lower() != "https" or not parts.hostname:
-            raise ValueError("must be an https:// URL with a host, e.g. https://collector:8443")
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ValueError("must not contain credentials, a query or a fragment")
-        return urlunsplit(("https", parts.netloc, parts.path.rstrip("/"), "", ""))
+    def _check_collector_urls(cls, value: Any) -> tuple[str, ...]:
+        """One URL is a list of one; a list is the collectors in order of preference, each
+        named once (they share the pinned CA: ca_cert)."""
+        if isinstance(value, str):
+            return (_check_collector_url(value),)
+        if not isinstance(value, list | tuple) or not value:
+            raise ValueError("must be an https:// URL or a non-empty list of them")
+        urls: list[str] = []
+        for n, item in enumerate(value, 1):
+            if not isinstance(item, str):
+                raise ValueError(f"entry {n} must be an https:// URL, not {item!r}")
+            try:
+                url = _check_collector_url(item)
+            except ValueError as exc:
+                raise ValueError(f"entry {n} {exc}") from None
+            if url in urls:
+                raise ValueError(f"entry {n} {url!r} appears twice")
+            urls.append(url)
+        return tuple(urls)
 
     @field_validator("backoff_max_seconds")
     @classmethod
@@ -95,6 +104,20 @@ class AuditClientConfig(StrictModel):
     def ca_path(self) -> Path:
         """Pinned collector CA: explicit path, else the copy kept in the state directory."""
         return self.ca_cert if self.ca_cert is not None else self.state_dir / "collector-ca.pem"
+
+
+def _check_collector_url(value: str) -> str:
+    """Events only ever travel over TLS; a plain http:// URL is a configuration error."""
+    try:
+        parts = urlsplit(value.strip())
+        _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise ValueError(f"must be an https:// URL with a host ({exc})") from None
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        raise ValueError("must be an https:// URL with a host, e.g. https://collector:8443")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must not contain credentials, a query or a fragment")
+    return urlunsplit(("https", parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
 def none_section_to_empty(data: Any, key: str) -> Any:

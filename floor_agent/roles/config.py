@@ -87,6 +87,14 @@ def _policy(config: WorkstationConfig) -> str:
             f"{config.usb_guard.rules_file} and netlock.allow are only the bootstrap.")
 
 
+def _collectors(urls: tuple[str, ...], return_after: float) -> str:
+    if len(urls) == 1:
+        return urls[0]
+    order = ", ".join(f"{n}. {url}" for n, url in enumerate(urls, 1))
+    return (f"{len(urls)} collectors in order ({order}; the next on no answer, back to the "
+            f"first after {return_after:g} s)")
+
+
 def check_file(path: str | Path) -> str:
     """One-paragraph summary for `floor-agent config check FILE`; raises ConfigError."""
     config = load_config(path)
@@ -109,7 +117,8 @@ def check_file(path: str | Path) -> str:
     policy = f" {_policy(config)}" if isinstance(config, WorkstationConfig) else ""
     return (
         f"{head} Agent id {a.resolved_agent_id(config.role)}{source}; reports to "
-        f"{a.collector_url} pinned to CA {a.ca_path()}; state in {a.state_dir}; heartbeat "
+        f"{_collectors(a.collector_url, a.collector_return_after_seconds)} pinned to CA "
+        f"{a.ca_path()}; state in {a.state_dir}; heartbeat "
         f"every {a.heartbeat_seconds:g} s; batches of up to {a.batch_max_events} events; "
         f"spool holds {a.spool_max_events} events (alarm at {a.spool_alarm_ratio:.0%}); "
         f"retry backoff {a.backoff_initial_seconds:g}-{a.backoff_max_seconds:g} s; "

@@ -97,8 +97,8 @@ def run_agent(config: AgentConfig, source: str | os.PathLike[str]) -> int:
         stop, lambda: agent.healthy() and all(c.healthy() for c in started))
     service.ready(f"{config.role} agent {agent.agent_id} running")
     watchdog.start()
-    log.info("%s agent %s started, reporting to %s", config.role, agent.agent_id,
-             config.audit.collector_url)
+    log.info("%s agent %s started, reporting to %s (in that order)", config.role, agent.agent_id,
+             ", ".join(config.audit.collector_url))
     stop.wait()
     service.stopping()
     stop_all(started)
