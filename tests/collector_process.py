@@ -14,7 +14,7 @@ import httpx
 import yaml
 
 from floor_agent.audit.forwarder import pinned_client
-from floor_agent.collector import api_keys, core, server
+from floor_agent.collector import api_keys, core, server, tls
 from floor_agent.collector.config import CollectorConfig, CollectorSection
 from floor_agent.config.audit import AuditClientConfig
 from floor_agent.roles.config import WorkstationConfig, load_config
@@ -43,8 +43,10 @@ def wait_for_kind(store: Store, agent: str, kind: str, seconds: float = 20) -> d
 class CollectorProcess:
     """`floor-agent collector run` in its own process, with its config, CA and store."""
 
-    def __init__(self, root: Path, database_url: str | None = None,
+    def __init__(self, root: Path, database_url: str | None = None, init: bool = True,
                  **section: object) -> None:
+        """init=False: no CA or certificate made here; a collector that joins a site gets them
+        from 'collector join' (tests/test_collector_join.py)."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -55,7 +57,8 @@ class CollectorProcess:
         self.config_path = root / "collector.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config.model_dump(mode="json")))
         assert isinstance(load_config(self.config_path, "collector"), CollectorConfig)
-        self.files = server.init(self.config)
+        self.files = server.init(self.config) if init \
+            else tls.TlsFiles.in_dir(self.config.collector.state_dir)
         self.ca = self.files.ca_cert
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "collector.log"
