@@ -104,6 +104,19 @@ def test_join_gives_the_new_collector_its_certificate_keys_and_identity_not_the_
     with pytest.raises(tls.JoinedCollectorError):
         server.init(second, force_certs=True)
 
+    # renewal: asked for explicitly, same id and audit key, a new server key and certificate
+    with pytest.raises(JoinError, match="--renew"):
+        make_join_request(second, tmp_path / "again")
+    old_cert = mine.server_cert.read_bytes()
+    again = make_join_request(second, tmp_path / "again", renew=True)[0]
+    assert mine.server_cert.read_bytes() == old_cert  # untouched until the bundle is in
+    assert install_bundle(second, sign_collector(first, again, None, None, None)[0], None
+                          )["collector_id"] == b_id
+    renewed = x509.load_pem_x509_certificate(mine.server_cert.read_bytes())
+    assert renewed.serial_number != cert.serial_number
+    renewed.verify_directly_issued_by(ca)
+    tls.server_context(mine)  # the new key goes with the new certificate
+
 
 def test_a_request_is_signed_only_on_the_ca_box_and_made_only_on_a_fresh_one(
         site: tuple[CollectorConfig, CollectorConfig], tmp_path: Path) -> None:

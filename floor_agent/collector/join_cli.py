@@ -27,6 +27,7 @@ DEFAULT_CONFIG = "/etc/floor-agent/collector.yaml"
 JOIN_DIR = "join"  # in state_dir, until the bundle is installed: the request and the join key
 REQUEST_FILE = "request.json"
 JOIN_KEY_FILE = "join.key"
+SERVER_KEY_FILE = "server.key"  # the new server key, until its certificate is installed
 
 
 def _private_write(path: Path, data: bytes) -> None:
@@ -47,7 +48,8 @@ def _read(path: Path, what: str) -> bytes:
         raise JoinError(f"{path}: cannot read the {what} ({exc.strerror})") from None
 
 
-def make_join_request(config: CollectorConfig, out: Path | None) -> tuple[Path, str, str]:
+def make_join_request(config: CollectorConfig, out: Path | None, renew: bool = False
+                      ) -> tuple[Path, str, str]:
     """On the new box: its server key, join key and audit key, the request file; returns
     (request path, fingerprint, collector id)."""
     from floor_agent.audit.agent import KEY_FILE
@@ -61,9 +63,10 @@ def make_join_request(config: CollectorConfig, out: Path | None) -> tuple[Path, 
         raise JoinError(f"{files.ca_key} exists: this is a site's first collector, which signs "
                         f"requests ('collector sign-collector'); a joining collector needs a "
                         f"state_dir of its own")
-    if files.server_cert.exists():
-        raise JoinError(f"{files.server_cert} exists: this collector has its certificate "
-                        f"already; a fresh state_dir makes a new collector")
+    if files.server_cert.exists() and not renew:
+        raise JoinError(f"{files.server_cert} exists: this collector has joined already; "
+                        f"--renew asks for a new certificate (same id, new server key), a fresh "
+                        f"state_dir makes a new collector")
     section.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(section.state_dir, 0o700)
     audit_key = load_or_create_private_key(section.state_dir / "self-audit" / KEY_FILE)
@@ -74,8 +77,8 @@ def make_join_request(config: CollectorConfig, out: Path | None) -> tuple[Path, 
         (section.state_dir / self_audit.ID_FILE).write_text(collector_id + "\n")
     server_key = ec.generate_private_key(ec.SECP256R1())
     join_key = X25519PrivateKey.generate()
-    tls.write_pem(files.server_key, tls.key_pem(server_key), private=True)
-    pending = section.state_dir / JOIN_DIR
+    pending = section.state_dir / JOIN_DIR  # tls/ changes only when the bundle is installed
+    _private_write(pending / SERVER_KEY_FILE, tls.key_pem(server_key))
     _private_write(pending / JOIN_KEY_FILE, join_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
@@ -157,11 +160,13 @@ def install_bundle(config: CollectorConfig, bundle_path: Path, ca_fingerprint: s
     pending = section.state_dir / JOIN_DIR
     if files.ca_key.exists():
         raise JoinError(f"{files.ca_key} exists: this is a site's first collector")
-    if not (pending / REQUEST_FILE).exists() or not (pending / JOIN_KEY_FILE).exists():
+    if not all((pending / name).exists() for name in (REQUEST_FILE, JOIN_KEY_FILE,
+                                                      SERVER_KEY_FILE)):
         raise JoinError(f"{pending}: no pending join request; run 'floor-agent collector "
                         f"join-request' first")
     join_key = serialization.load_pem_private_key((pending / JOIN_KEY_FILE).read_bytes(), None)
-    server_key = serialization.load_pem_private_key(files.server_key.read_bytes(), None)
+    server_key = serialization.load_pem_private_key((pending / SERVER_KEY_FILE).read_bytes(),
+                                                    None)
     assert isinstance(join_key, X25519PrivateKey)
     assert isinstance(server_key, ec.EllipticCurvePrivateKey)
     collector_id = self_audit.agent_id(config)
@@ -192,6 +197,7 @@ def install_bundle(config: CollectorConfig, bundle_path: Path, ca_fingerprint: s
                             f"set another collector_id and run join-request again")
         tls.write_pem(files.ca_cert, bundle.ca_certificate.public_bytes(
             serialization.Encoding.PEM), private=False)
+        tls.write_pem(files.server_key, tls.key_pem(server_key), private=True)
         tls.write_pem(files.server_cert, bundle.certificate.public_bytes(
             serialization.Encoding.PEM), private=False)
         for path, key in ((anchor.anchor_dir(section) / anchor.KEY_FILE, bundle.anchor_key),
@@ -214,7 +220,7 @@ def install_bundle(config: CollectorConfig, bundle_path: Path, ca_fingerprint: s
                     site=bundle.site["collector_id"], ca=tls.fingerprint(files.ca_cert))
     finally:
         writer.close()
-    for name in (JOIN_KEY_FILE, REQUEST_FILE):
+    for name in (JOIN_KEY_FILE, SERVER_KEY_FILE, REQUEST_FILE):
         (pending / name).unlink()
     pending.rmdir()
     return {"collector_id": collector_id, "site": bundle.site["collector_id"],
@@ -235,7 +241,8 @@ def _config(args: argparse.Namespace) -> CollectorConfig:
 
 def cmd_join_request(args: argparse.Namespace) -> int:
     try:
-        path, fingerprint, collector_id = make_join_request(_config(args), args.out)
+        path, fingerprint, collector_id = make_join_request(_config(args), args.out,
+                                                            args.renew)
     except JoinError as exc:
         print(f"join-request: {exc}", file=sys.stderr)
         return 2
@@ -280,6 +287,8 @@ def add_parsers(collector_subparsers: Any) -> None:
         "join-request", help="on a new collector: its key and the request for the site's CA")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="collector.yaml")
     p.add_argument("--out", type=Path, help="request file (default ./<collector-id>.join-request)")
+    p.add_argument("--renew", action="store_true",
+                   help="a joined collector asks for a new certificate (its id and keys stay)")
     p.set_defaults(func=cmd_join_request)
     p = collector_subparsers.add_parser(
         "sign-collector", help="on the first collector: sign a join request, make the bundle")
