@@ -287,7 +287,12 @@ def open_bundle(raw: bytes, request_digest: str, join_key: X25519PrivateKey,
     if doc.get("request") != request_digest:
         raise JoinError(f"{what}: it answers request {doc.get('request')}, this collector's "
                         f"pending request is {request_digest}")
-    secrets = orjson.loads(unseal(join_key, request_digest.encode(), doc.get("secrets")))
+    try:
+        secrets = orjson.loads(unseal(join_key, request_digest.encode(), doc.get("secrets")))
+    except orjson.JSONDecodeError:
+        secrets = None
+    if not isinstance(secrets, dict):
+        raise JoinError(f"{what}: its secrets are not the keys a bundle carries")
     signer = _ed25519(secrets.get("anchor_key"))
     policy = _ed25519(secrets.get("policy_key"))
     if doc.get("anchor_public_key") != public_key_b64(signer) or \
