@@ -54,7 +54,8 @@ def cmd_collector_init(args: argparse.Namespace) -> int:
     config = _collector_config(args)
     try:
         files = server.init(config, force_certs=args.renew_certificate)
-    except anchor.AnchorError as exc:  # e.g. anchor.key is not the pinned anchor_public_key
+    except (anchor.AnchorError, tls.JoinedCollectorError) as exc:
+        # anchor.key is not the pinned anchor_public_key; a new CA asked of a joined collector
         print(f"init: {exc}", file=sys.stderr)
         return 2
     print(f"collector initialised in {config.collector.state_dir}")
@@ -487,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collector_verify)
     from floor_agent.collector.apikeys_cli import add_parsers as add_apikey_parsers
     from floor_agent.collector.backup_cli import add_parsers as add_backup_parsers
+    from floor_agent.collector.join_cli import add_parsers as add_join_parsers
     from floor_agent.collector.notify_cli import add_parsers as add_notify_parsers
     from floor_agent.collector.policy_cli import add_parsers as add_policy_parsers
     from floor_agent.dashboard.users_cli import add_parsers as add_user_parsers
@@ -496,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_backup_parsers(col_sub)  # `collector backup`, `collector restore`
     add_notify_parsers(col_sub)  # `collector notify test|list`
     add_policy_parsers(col_sub)  # `collector policy set-group|assign|approve|withdraw|...`
+    add_join_parsers(col_sub)  # `collector join-request`, `sign-collector`, `join`
 
     p = sub.add_parser("enroll", help="register this agent with the collector")
     p.add_argument("--config", type=Path, required=True, help="the agent role's YAML file")

@@ -43,10 +43,12 @@ def wait_for_kind(store: Store, agent: str, kind: str, seconds: float = 20) -> d
 class CollectorProcess:
     """`floor-agent collector run` in its own process, with its config, CA and store."""
 
-    def __init__(self, root: Path, database_url: str | None = None,
+    def __init__(self, root: Path, database_url: str | None = None, init: bool = True,
                  hostname: str | None = None, **section: object) -> None:
-        """hostname: run init and the process as on a host of that name (its own UTS
-        namespace), so a second collector on one store has an audit identity of its own."""
+        """init=False: no CA or certificate made here; a collector that joins a site gets them
+        from 'collector join' (tests/test_collector_join.py). hostname: run init and the
+        process as on a host of that name (its own UTS namespace), so a second collector on
+        one store has an audit identity of its own."""
         self.root = root
         self.hostname = hostname
         root.mkdir(parents=True, exist_ok=True)
@@ -58,7 +60,9 @@ class CollectorProcess:
         self.config_path = root / "collector.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config.model_dump(mode="json")))
         assert isinstance(load_config(self.config_path, "collector"), CollectorConfig)
-        if hostname is None:
+        if not init:
+            self.files = tls.TlsFiles.in_dir(self.config.collector.state_dir)
+        elif hostname is None:
             self.files = server.init(self.config)
         else:
             subprocess.run(self._command("init"), check=True, capture_output=True, timeout=120)

@@ -130,6 +130,11 @@ class PolicySettings(StrictModel):
 class CollectorSection(StrictModel):
     """Collector listener, storage and limits."""
 
+    # The collector's own audit-trail identity (collector/self_audit.py). null: the id that
+    # 'collector join-request' wrote to state_dir/collector-id, else "<hostname>-collector".
+    # Every collector of a site needs its own (the store refuses a second key for one id).
+    collector_id: Annotated[str, Field(strict=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+                            ] | None = None
     listen_host: Annotated[str, Field(strict=True, min_length=1)] = "127.0.0.1"
     listen_port: Annotated[StrictInt, Field(ge=1, le=65535)] = 8443
     state_dir: ConfigPath = STATE_ROOT / "collector"

@@ -30,6 +30,7 @@ from floor_agent.protocol.event import utc_timestamp
 from floor_agent.store.interface import Store
 
 ROLE = "collector"
+ID_FILE = "collector-id"  # in state_dir, written by 'collector join-request'
 
 
 class OwnAudit(Protocol):
@@ -47,11 +48,23 @@ def self_audit_config(config: CollectorConfig) -> AuditClientConfig:
     if ":" in host:
         host = f"[{host}]"
     return AuditClientConfig(
+        agent_id=section.collector_id or joined_id(section.state_dir),
         state_dir=section.state_dir / "self-audit",
         collector_url=(f"https://{host}:{section.listen_port}",),
         ca_cert=TlsFiles.in_dir(section.state_dir).ca_cert,
         heartbeat_seconds=5,
     )
+
+
+def joined_id(state_dir: Path) -> str | None:
+    """The id 'collector join-request' chose for a second collector (state_dir/collector-id):
+    two collectors on one host name would otherwise both be "<host>-collector" and the store
+    would refuse the second key."""
+    try:
+        text = (state_dir / ID_FILE).read_text().strip()
+    except FileNotFoundError:
+        return None
+    return text or None
 
 
 def agent_id(config: CollectorConfig) -> str:

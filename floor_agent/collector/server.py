@@ -22,7 +22,7 @@ from uvicorn.config import STARTUP_FAILURE
 from floor_agent import service
 from floor_agent.audit.agent import AuditAgent
 from floor_agent.audit.forwarder import pinned_client
-from floor_agent.collector import anchor, edge, policy_key, self_audit, tls
+from floor_agent.collector import anchor, edge, policy_key, self_audit, state_lock, tls
 from floor_agent.collector.api import AppExtension, create_app
 from floor_agent.collector.api_policy import PolicyServing
 from floor_agent.collector.api_snapshots import MAX_BYTES as SNAPSHOT_MAX_BYTES
@@ -168,6 +168,20 @@ def run(config: CollectorConfig, extensions: Sequence[AppExtension] = ()) -> int
         log.error("no TLS files in %s: run 'floor-agent collector init' first",
                   files.ca_cert.parent)
         return 2
+    try:  # one collector per state dir: two would forward one audit chain twice
+        lock = state_lock.hold(section.state_dir)
+    except state_lock.StateDirBusy as exc:
+        log.error("%s", exc)
+        return 2
+    try:
+        return _serve(config, files, extensions)
+    finally:
+        os.close(lock)
+
+
+def _serve(config: CollectorConfig, files: tls.TlsFiles,
+           extensions: Sequence[AppExtension]) -> int:
+    section = config.collector
     try:
         signer = anchor.load(config)
     except anchor.AnchorError as exc:
@@ -178,8 +192,10 @@ def run(config: CollectorConfig, extensions: Sequence[AppExtension] = ()) -> int
     except SecretError as exc:
         log.error("notifications: %s", exc)
         return 2
-    try:  # made when missing: a collector upgraded from a release before central policy
-        signing_key = policy_key.create(section)
+    try:  # made when missing: a collector upgraded from a release before central policy;
+        # never on a joined collector (no CA key): a key of its own would fork the site's policy
+        signing_key = policy_key.create(section) if files.ca_key.exists() \
+            else policy_key.load(section)
     except (policy_key.PolicyKeyError, OSError) as exc:
         log.error("%s", exc)
         return 2

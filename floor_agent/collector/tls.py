@@ -21,6 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
+class JoinedCollectorError(RuntimeError):
+    """A CA operation asked of a collector that joined a site (it has the CA certificate but
+    never the CA key): making a new CA there would fork the site's trust."""
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     ca_cert: Path
@@ -68,7 +73,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def _san(names: list[str]) -> x509.SubjectAlternativeName:
+def san(names: list[str]) -> x509.SubjectAlternativeName:
     entries: list[x509.GeneralName] = []
     for name in names:
         try:
@@ -82,6 +87,11 @@ def create(files: TlsFiles, server_names: list[str], organisation: str = "floor-
            days: int = 3650, force: bool = False) -> None:
     """Make the CA (unless it exists) and a fresh server certificate for server_names."""
     now = datetime.now(UTC)
+    if not force and files.ca_cert.exists() and not files.ca_key.exists():
+        raise JoinedCollectorError(
+            f"{files.ca_cert.parent}: this collector joined a site and holds no CA key; its "
+            f"certificate is renewed by the site's first collector: 'floor-agent collector "
+            f"join-request' here, 'sign-collector' there, then 'join' (docs/ADMIN.md)")
     if force or not files.ca_cert.exists() or not files.ca_key.exists():
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
@@ -103,21 +113,40 @@ def create(files: TlsFiles, server_names: list[str], organisation: str = "floor-
     assert isinstance(ca_key_loaded, ec.EllipticCurvePrivateKey)
     ca_cert_loaded = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
+    cert = server_certificate(key.public_key(), server_names, ca_cert_loaded, ca_key_loaded, now)
+    _write(files.server_key, _key_pem(key), 0o600)
+    _write(files.server_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def server_certificate(public_key: ec.EllipticCurvePublicKey, server_names: list[str],
+                       ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
+                       now: datetime, days: int = 825) -> x509.Certificate:
+    """A collector's server certificate for server_names, signed by the site's CA: the first
+    collector's own (create) and a joining collector's, from its request (collector/join.py).
+    Never past the CA's own end."""
+    not_after = min(now + timedelta(days=days), ca_cert.not_valid_after_utc)
+    return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_names[0])]))
-        .issuer_name(ca_cert_loaded.subject).public_key(key.public_key())
+        .issuer_name(ca_cert.subject).public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=825))
-        .add_extension(_san(server_names), critical=False)
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(not_after)
+        .add_extension(san(server_names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            ca_key_loaded.public_key()), critical=False)
-        .sign(ca_key_loaded, hashes.SHA256())
+            ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
     )
-    _write(files.server_key, _key_pem(key), 0o600)
-    _write(files.server_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def write_pem(path: Path, data: bytes, private: bool) -> None:
+    """A certificate (0644) or key (0600) in the tls directory (0700)."""
+    _write(path, data, 0o600 if private else 0o644)
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return _key_pem(key)
 
 
 def fingerprint(cert_path: Path) -> str:

@@ -10,6 +10,9 @@ class CollectorKind(StrEnum):
     RESTORE = "collector.restore"
     SHUT_OUT = "collector.shut_out"
     ANCHOR_ENDORSE = "collector.anchor.endorse"
+    # a second collector joined the site (collector/join.py): its request signed on the
+    # collector holding the CA (step "signed"), its bundle installed on the new one ("installed")
+    JOINED = "collector.joined"
     ALERT_ACKNOWLEDGED = "alert.acknowledged"
     # notifications (collector/notify.py): an alert unacknowledged too long, handed on; each
     # notification handed to its receiver, or an attempt that failed (it stays in the outbox)
