@@ -355,7 +355,7 @@ def test_two_collectors_join_run_and_serve_one_site_on_postgres(
         # an agent enrolled at A (pinning A's CA) delivers to B: B's certificate verifies
         config = a.agent_config("ws-1")
         enroll(config.audit, "workstation", a.token(), None)
-        moved = config.audit.model_copy(update={"collector_url": b.url})
+        moved = config.audit.model_copy(update={"collector_url": (b.url,)})  # a list of one
         agent = AuditAgent(moved, "workstation")
         agent.start()
         try:
