@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +30,7 @@ from floor_agent.cctv import motion, tamper
 from floor_agent.cctv.config import CameraConfig, CctvSection
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
-from floor_agent.cctv.segments import FrameSegmentWriter, SegmentWriter
+from floor_agent.cctv.segments import FrameSegmentWriter, SegmentWriter, lost_reasons
 from floor_agent.cctv.snapshot import SNAPSHOT_SECONDS, bgr_snapshot_jpeg
 from floor_agent.cctv.source import (
     BadInput,
@@ -58,7 +59,7 @@ def segment_event(segment: Segment) -> dict[str, Any]:
             "start": segment.start.isoformat(), "duration_ms": round(segment.duration * 1000),
             "size": segment.size, "sha256": segment.sha256, "prev_sha256": segment.prev_sha256,
             "packets": segment.packets, "keyframe_start": segment.keyframe_start,
-            "motion": segment.motion}
+            "motion": segment.motion, "leading": segment.leading, "lost": segment.lost}
 
 
 OPENCV_SUFFIXES = (".mjpg", ".mjpeg", ".avi")
@@ -143,6 +144,9 @@ class CameraRecorder:
             self._thread.join(10)
         with self._lock:
             self.writer.close()
+            lost, since, until = self.writer.take_lost()  # lost after the last segment
+            if lost and since is not None and until is not None:
+                self._packets_lost(lost, since, until)
 
     def _opencv_loop(self) -> None:
         """Frames from OpenCV (USB/MJPEG) into re-encoded segments and the analysis; a camera
@@ -222,6 +226,16 @@ class CameraRecorder:
             self._bad_input(event.stream, event.reason)
         elif isinstance(event, SourceFinished) and event.stream == "main":
             self.writer.close()
+
+    def _packets_lost(self, lost: Counter[str], since: datetime, until: datetime,
+                      seq: int | None = None) -> None:
+        """Packets the camera sent that no segment has: camera, time range, count and why
+        (`seq`: the segment whose record counts them; none when recording stopped first)."""
+        extra = {} if seq is None else {"seq": seq}
+        self.emit(CctvKind.PACKETS_LOST, self.subject, "warning",
+                  camera_id=self.camera.camera_id, since=since.isoformat(),
+                  until=until.isoformat(), count=sum(lost.values()),
+                  reasons=lost_reasons(lost), **extra)
 
     def _bad_input(self, stream: str, reason: str) -> None:
         now = time.monotonic()
@@ -303,5 +317,9 @@ class CameraRecorder:
         self.index.add(segment)
         self.segments += 1
         self.emit(CctvKind.SEGMENT, self.subject, "info", **segment_event(segment))
+        if segment.lost:
+            lost, since, until = self.writer.last_lost
+            self._packets_lost(lost, since or segment.start, until or segment.start,
+                               seq=segment.seq)
         if self.segment_done is not None:
             self.segment_done()
