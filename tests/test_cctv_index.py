@@ -170,11 +170,12 @@ def test_an_index_of_schema_1_is_migrated_and_lost_packets_are_kept(tmp_path: Pa
     db.commit()
     db.close()
     new = replace(seg("cam-1", 2, 10, prev=old.sha256), leading=3, lost=5,
-                  lost_reasons="waiting for a key frame: 4; empty packet: 1")
+                  lost_reasons="waiting for a key frame: 4; empty packet: 1", damaged=2)
     with SegmentIndex.in_storage(tmp_path) as idx:
         assert idx._read("SELECT value FROM meta WHERE key = 'schema'") == [("2",)]
         idx.add(new)
     with SegmentIndex.in_storage(tmp_path) as idx:
         first, second = idx.segments("cam-1")
-    assert first.segment == old and (first.segment.lost, first.segment.leading) == (0, 0)
+    assert first.segment == old
+    assert (first.segment.lost, first.segment.leading, first.segment.damaged) == (0, 0, 0)
     assert second.segment == new

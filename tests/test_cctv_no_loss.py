@@ -26,10 +26,12 @@ from pathlib import Path
 
 import av
 import pytest
+from audit_events import SpooledEvents
 from cctv_recording import Event, WatchedRecorder, of_kind, section
 from numbered_video import decode_numbers, encode_numbered
 
 from floor_agent.cctv.chain import verify
+from floor_agent.cctv.export import export
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import Segment
 from floor_agent.cctv.segments import SegmentWriter
@@ -41,6 +43,7 @@ from floor_agent.cctv.source import (
     SourceSettings,
     StreamLost,
 )
+from floor_agent.collector.footage import make_clip
 from floor_agent.common.files import file_sha256
 from floor_agent.simulated.camera import RtspServer
 
@@ -148,6 +151,36 @@ def test_a_stream_that_never_sends_a_decode_timestamp_loses_nothing(tmp_path: Pa
     assert decode_numbers([tmp_path / "footage" / s.path for s in segments]) == numbers
 
 
+def test_an_export_and_an_alert_clip_of_open_gop_segments_show_every_frame(
+        tmp_path: Path) -> None:
+    """The leading pictures kept in each segment decode in a clip made of the segments in
+    sequence: `cctv export` on the box and the collector's clip behind an alert."""
+    video = tmp_path / "camera.mp4"
+    numbers = encode_numbered(video, 60, shape="open_gop", gop=10, fps=FPS)
+    storage = tmp_path / "footage"
+    t0 = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    segments: list[Segment] = []
+    writer = SegmentWriter("cam1", storage, segments.append, segment_seconds=1.0)
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            if packet.size:
+                assert packet.pts is not None and stream.time_base is not None
+                writer.write(packet, t0 + timedelta(seconds=float(packet.pts
+                                                                  * stream.time_base)))
+    writer.close()
+    assert sum(s.leading for s in segments) == len(segments) - 1
+    with SegmentIndex.in_storage(storage) as index:
+        for seg in segments:
+            index.add(seg)
+        out = tmp_path / "export.mp4"
+        result = export(index, storage, "cam1", t0, t0 + timedelta(seconds=10), "test",
+                        "tester", out, SpooledEvents())
+    assert result.packets == 60 and decode_numbers([out]) == numbers
+    clip = make_clip([(s, storage / s.path) for s in segments], tmp_path / "clip.mp4")
+    assert clip.packets == 60 and decode_numbers([tmp_path / "clip.mp4"]) == numbers
+
+
 class Glue:
     """Source events into a SegmentWriter; the packets each connection delivered counted."""
 
@@ -216,8 +249,9 @@ def test_an_open_gop_rtsp_camera_loses_nothing_across_a_reconnect(tmp_path: Path
 
 
 def test_what_cannot_be_kept_is_counted_per_segment_and_raised(tmp_path: Path) -> None:
-    """Packets before the first key frame and a damaged packet: counted in the index for the
-    segment they fall in, and a `cctv.packets_lost` event with camera, time range, count."""
+    """Packets before the first key frame and a packet not H.264-shaped: counted in the index
+    for the segment they fall in, and a `cctv.packets_lost` event with camera, time range,
+    count; packets the demuxer flagged corrupt are kept and counted as damaged."""
     video = tmp_path / "camera.mp4"
     encode_numbered(video, 40, shape="open_gop", gop=10, fps=FPS)
     events: list[Event] = []
@@ -231,22 +265,24 @@ def test_what_cannot_be_kept_is_counted_per_segment_and_raised(tmp_path: Path) -
             for i, packet in enumerate(packets[3:], start=3):  # joined 3 packets late
                 at = t0 + timedelta(seconds=i / FPS)
                 if i == 33:
-                    damaged = av.Packet(b"\x00\x00\x00\xff" + b"\x17" * 60)
-                    damaged.stream, damaged.pts, damaged.dts = stream, packet.pts, packet.dts
-                    recorder.on_event(PacketEvent("cam1", damaged, at))
+                    garbage = av.Packet(b"\x00\x00\x00\xff" + b"\x17" * 60)
+                    garbage.stream, garbage.pts, garbage.dts = stream, packet.pts, packet.dts
+                    recorder.on_event(PacketEvent("cam1", garbage, at))
+                if i in (12, 14):  # data lost on the way: the demuxer flags it, it is kept
+                    packet.is_corrupt = True
                 recorder.on_event(PacketEvent("cam1", packet, at))
         recorder.stop()
         records = index.segments("cam1")
     # the key frames come at decode positions 0, 9, 19, 29 (B-frames delay them): packets
     # 3-8 came before the first key frame seen; segments cut at 9 and 29 (2 s)
     assert [i for i, p in enumerate(packets) if p.is_keyframe] == [0, 9, 19, 29]
-    assert [r.segment.lost for r in records] == [6, 1]
+    assert [(r.segment.lost, r.segment.damaged) for r in records] == [(6, 2), (1, 0)]
     assert records[0].segment.lost_reasons == "waiting for a key frame: 6"
     assert records[1].segment.lost_reasons.startswith("NAL unit length")
     assert sum(r.segment.packets for r in records) == 40 - 3 - 6
     lost = of_kind(events, "cctv.packets_lost", "cam1")
-    assert [(e["count"], e["seq"]) for e in lost] == [(6, 1), (1, 2)]
+    assert [(e["count"], e["damaged"], e["seq"]) for e in lost] == [(6, 2, 1), (1, 0, 2)]
     assert lost[0]["since"] == (t0 + timedelta(seconds=0.3)).isoformat()
-    assert lost[0]["until"] == (t0 + timedelta(seconds=0.8)).isoformat()
+    assert lost[0]["until"] == (t0 + timedelta(seconds=1.4)).isoformat()
     assert lost[1]["since"] == lost[1]["until"] == (t0 + timedelta(seconds=3.3)).isoformat()
     assert [e["lost"] for e in of_kind(events, "cctv.segment")] == [6, 1]

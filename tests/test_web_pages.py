@@ -227,7 +227,7 @@ def test_packets_a_camera_lost_are_on_its_page(web: WebApp) -> None:
     floor(web)
     web.send("box-1", [
         ("cctv.packets_lost", "camera cam1", "warning", {
-            "camera_id": "cam1", "seq": 41, "count": 6,
+            "camera_id": "cam1", "seq": 41, "count": 6, "damaged": 2,
             "since": "2026-12-07T06:00:00.300000+00:00",
             "until": "2026-12-07T06:00:00.800000+00:00",
             "reasons": "waiting for a key frame: 6"}),
@@ -243,9 +243,10 @@ def test_packets_a_camera_lost_are_on_its_page(web: WebApp) -> None:
     rows = [r[:r.index("</tr>")] for r in table.split('data-testid="lost-row"')[1:]]
     assert len(rows) == 2, rows
     assert ">42<" in rows[0] and ">1<" in rows[0] and "NAL unit length" in rows[0]
-    assert ">41<" in rows[1] and ">6<" in rows[1] and ">12-07 06:00:00.300<" in rows[1]
+    assert ">41<" in rows[1] and ">6<" in rows[1] and ">2<" in rows[1]
+    assert ">12-07 06:00:00.300<" in rows[1]
     assert "waiting for a key frame: 6" in rows[1] and ">12-07 06:00:00.800<" in rows[1]
-    assert '<p data-testid="lost-total">7 packets' in html
+    assert '<p data-testid="lost-total">7 packets' in html and "2 kept damaged" in html
     exported = web.logged_in("audrey", "auditor").get("/cameras/box-1/cam1?format=csv").text
     assert exported.count(",lost,cctv.packets_lost,") == 2
 

@@ -36,26 +36,27 @@ CREATE TABLE IF NOT EXISTS segments (
     packets INTEGER NOT NULL, keyframe_start INTEGER NOT NULL, motion INTEGER NOT NULL,
     retired_at TEXT, retired_reason TEXT, offloaded_at TEXT, remote_path TEXT,
     leading INTEGER NOT NULL DEFAULT 0, lost INTEGER NOT NULL DEFAULT 0,
-    lost_reasons TEXT NOT NULL DEFAULT '',
+    lost_reasons TEXT NOT NULL DEFAULT '', damaged INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (camera_id, seq));
 CREATE INDEX IF NOT EXISTS segments_by_time ON segments (start_ts);
 CREATE INDEX IF NOT EXISTS segments_pending ON segments (offloaded_at, retired_at, start_ts);
 """
 _COLUMNS = ("camera_id, seq, path, start, duration, size, sha256, prev_sha256, packets, "
             "keyframe_start, motion, retired_at, retired_reason, offloaded_at, remote_path, "
-            "leading, lost, lost_reasons")
-# schema 1 -> 2: what each segment lost and its open-GOP leading pictures (issue 22)
+            "leading, lost, lost_reasons, damaged")
+# schema 1 -> 2: what each segment lost or has damaged, its open-GOP leading pictures (issue 22)
 _MIGRATE_1_TO_2 = (
     "ALTER TABLE segments ADD COLUMN leading INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE segments ADD COLUMN lost INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE segments ADD COLUMN lost_reasons TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE segments ADD COLUMN damaged INTEGER NOT NULL DEFAULT 0",
     "UPDATE meta SET value = '2' WHERE key = 'schema'",
 )
 
 
 def _migrate(path: Path) -> None:
     """Bring an index of schema 1 to 2 in one transaction (its rows: nothing lost, no leading
-    pictures recorded, as schema 1 knew neither). Anything else is left to open_private_db."""
+    pictures recorded, as schema 1 knew none of it). Anything else is left to open_private_db."""
     if not path.exists():
         return
     try:
@@ -205,14 +206,14 @@ class SegmentIndex:
     def _record(self, row: tuple) -> SegmentRecord:
         (camera_id, seq, path, start, duration, size, sha256, prev, packets, keyframe_start,
          motion, retired_at, retired_reason, offloaded_at, remote_path, leading, lost,
-         lost_reasons) = row
+         lost_reasons, damaged) = row
         try:
             segment = Segment(camera_id=str(camera_id), seq=int(seq), path=str(path),
                               start=datetime.fromisoformat(start), duration=float(duration),
                               size=int(size), sha256=str(sha256), prev_sha256=str(prev),
                               packets=int(packets), keyframe_start=bool(keyframe_start),
                               motion=bool(motion), leading=int(leading), lost=int(lost),
-                              lost_reasons=str(lost_reasons))
+                              lost_reasons=str(lost_reasons), damaged=int(damaged))
             return SegmentRecord(
                 segment,
                 datetime.fromisoformat(retired_at) if retired_at else None,
@@ -238,12 +239,12 @@ class SegmentIndex:
                                   "is already recorded (seqs are never reused)")
             db.execute(
                 "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, "
-                "NULL, NULL, ?, ?, ?)",
+                "NULL, NULL, ?, ?, ?, ?)",
                 (segment.camera_id, segment.seq, segment.path, segment.start.isoformat(),
                  start_ts, start_ts + segment.duration, segment.duration, segment.size,
                  segment.sha256, segment.prev_sha256, segment.packets,
                  int(segment.keyframe_start), int(segment.motion), segment.leading,
-                 segment.lost, segment.lost_reasons))
+                 segment.lost, segment.lost_reasons, segment.damaged))
 
         self._write(write)
 

@@ -35,6 +35,8 @@ class Segment:
     # packet, packets before the first key frame of a connection), and why
     lost: int = 0
     lost_reasons: str = ""
+    # packets in it the demuxer flagged corrupt (data lost on the way): kept as they came
+    damaged: int = 0
 
 
 @dataclass(frozen=True, slots=True)

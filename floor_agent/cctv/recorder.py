@@ -59,7 +59,8 @@ def segment_event(segment: Segment) -> dict[str, Any]:
             "start": segment.start.isoformat(), "duration_ms": round(segment.duration * 1000),
             "size": segment.size, "sha256": segment.sha256, "prev_sha256": segment.prev_sha256,
             "packets": segment.packets, "keyframe_start": segment.keyframe_start,
-            "motion": segment.motion, "leading": segment.leading, "lost": segment.lost}
+            "motion": segment.motion, "leading": segment.leading, "lost": segment.lost,
+            "damaged": segment.damaged}
 
 
 OPENCV_SUFFIXES = (".mjpg", ".mjpeg", ".avi")
@@ -228,13 +229,14 @@ class CameraRecorder:
             self.writer.close()
 
     def _packets_lost(self, lost: Counter[str], since: datetime, until: datetime,
-                      seq: int | None = None) -> None:
-        """Packets the camera sent that no segment has: camera, time range, count and why
-        (`seq`: the segment whose record counts them; none when recording stopped first)."""
+                      seq: int | None = None, damaged: int = 0) -> None:
+        """Packets the camera sent that no segment has (`count`, and why) and packets kept
+        damaged (`damaged`): camera, time range (`seq`: the segment whose record counts them;
+        none when recording stopped first)."""
         extra = {} if seq is None else {"seq": seq}
         self.emit(CctvKind.PACKETS_LOST, self.subject, "warning",
                   camera_id=self.camera.camera_id, since=since.isoformat(),
-                  until=until.isoformat(), count=sum(lost.values()),
+                  until=until.isoformat(), count=sum(lost.values()), damaged=damaged,
                   reasons=lost_reasons(lost), **extra)
 
     def _bad_input(self, stream: str, reason: str) -> None:
@@ -317,9 +319,9 @@ class CameraRecorder:
         self.index.add(segment)
         self.segments += 1
         self.emit(CctvKind.SEGMENT, self.subject, "info", **segment_event(segment))
-        if segment.lost:
+        if segment.lost or segment.damaged:
             lost, since, until = self.writer.last_lost
             self._packets_lost(lost, since or segment.start, until or segment.start,
-                               seq=segment.seq)
+                               seq=segment.seq, damaged=segment.damaged)
         if self.segment_done is not None:
             self.segment_done()

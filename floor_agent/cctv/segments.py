@@ -24,7 +24,9 @@ No silent loss: every packet the camera sent goes into a segment, or is counted.
   first key frame, going backwards) is dropped and counted by reason (`dropped`), never a
   crash: a camera's bad bytes do not stop its recording. What was lost since the previous
   segment is counted in the next segment's record (`Segment.lost`, `lost_reasons`), which the
-  recorder raises as `cctv.packets_lost`. Reasons never contain footage bytes.
+  recorder raises as `cctv.packets_lost`. A packet the demuxer flags corrupt (TS packets or
+  RTP packets lost on the way) is kept as it came, and counted (`Segment.damaged`, raised in
+  the same event). Reasons never contain footage bytes.
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ class _OpenSegment:
         self.frame_step: int = 0  # last positive pts step, for packets without a duration
         self.packets = 0
         self.leading = 0  # leading pictures (open GOP), shown before the key frame
+        self.damaged = 0  # packets the demuxer flagged corrupt, kept as they came
 
     def seconds_since_start(self, pts: int) -> float:
         if self.first_pts is None:
@@ -297,10 +300,13 @@ class SegmentWriter:
         next finished segment (`Segment.lost`)."""
         self.dropped[reason] += count
         self.lost[reason] += count
-        at = self._at or self.clock()
+        self._note(self._at or self.clock())
+        return False
+
+    def _note(self, at: datetime) -> None:
+        """A packet lost or damaged at `at`: the time range the next record reports."""
         self.lost_since = at if self.lost_since is None else min(self.lost_since, at)
         self.lost_until = at if self.lost_until is None else max(self.lost_until, at)
-        return False
 
     def take_lost(self) -> tuple[Counter[str], datetime | None, datetime | None]:
         """What was lost since the last segment, its time range; and start counting afresh."""
@@ -342,6 +348,7 @@ class SegmentWriter:
         base = min(base, seg.first_pts)
         step = pts - (seg.last_dts if seg.last_dts is not None else pts)
         duration = packet.duration or (step if step > 0 else seg.frame_step)
+        corrupt = packet.is_corrupt  # read before muxing: the muxer takes the packet over
         try:
             packet.stream = seg.out_stream
             packet.time_base = seg.time_base
@@ -357,6 +364,9 @@ class SegmentWriter:
         seg.last_dts = dts
         seg.end_pts = max(seg.end_pts, pts + (duration or 0))
         seg.packets += 1
+        if corrupt:  # kept as the camera sent it (decoders conceal), and counted
+            seg.damaged += 1
+            self._note(self._at or self.clock())
         return True
 
     def _finish(self) -> Segment | None:
@@ -374,10 +384,10 @@ class SegmentWriter:
             self._drop(f"segment could not be finished: {type(exc).__name__}", seg.packets)
             return None
         return self._seal(seg.temp, seg.final, seg.start, seg.duration(), seg.packets,
-                          seg.keyframe_start, seg.leading)
+                          seg.keyframe_start, seg.leading, seg.damaged)
 
     def _seal(self, temp: Path, final: Path, start: datetime, duration: float, packets: int,
-              keyframe_start: bool, leading: int = 0) -> Segment | None:
+              keyframe_start: bool, leading: int = 0, damaged: int = 0) -> Segment | None:
         """Hash the finished temporary file, rename it to its final name, link it in."""
         try:
             with open(temp, "rb+") as f:
@@ -398,7 +408,8 @@ class SegmentWriter:
             path=final.relative_to(self.storage_dir).as_posix(), start=start,
             duration=round(duration, 3), size=size, sha256=digest,
             prev_sha256=self.last_sha256, packets=packets, keyframe_start=keyframe_start,
-            leading=leading, lost=sum(lost.values()), lost_reasons=lost_reasons(lost))
+            leading=leading, lost=sum(lost.values()), lost_reasons=lost_reasons(lost),
+            damaged=damaged)
         self.last_sha256 = digest
         self.on_segment(record)
         return record

@@ -95,9 +95,9 @@ def camera_page(request: Request, agent_id: AgentId, camera: CameraId,
                     message=f"nothing known about camera {camera!r} of {agent_id!r}")
     gaps = Table(["time", "event", "lasted", "detail"], testid="recording-gaps",
                  empty="no recording gap")
-    lost = Table(["time", "segment", "packets lost", "from", "until", "why"],
+    lost = Table(["time", "segment", "packets lost", "kept damaged", "from", "until", "why"],
                  testid="packets-lost", empty="no packet lost")
-    lost_total = 0
+    lost_total = damaged_total = 0
     motion = Table(["time", "event", "detail"], testid="motion-events")
     footage = Table(["time", "event", "who", "why", "detail"], testid="footage-log")
     combined = Table(["time", "section", "event", "who", "detail"])
@@ -112,8 +112,11 @@ def camera_page(request: Request, agent_id: AgentId, camera: CameraId,
         if e["kind"] == CctvKind.PACKETS_LOST:
             d = e["data"]
             count = d.get("count") if isinstance(d.get("count"), int) else 0
+            damaged = d.get("damaged") if isinstance(d.get("damaged"), int) else 0
             lost_total += count
+            damaged_total += damaged
             lost.add([time_cell(e["ts"], link=link), str(d.get("seq", "")), str(count),
+                      str(damaged),
                       _instant(d.get("since")), _instant(d.get("until")),
                       Cell(str(d.get("reasons", "")), cls="data")], data_testid="lost-row")
             combined.add([e["ts"], "lost", e["kind"], "", _describe(e)])
@@ -148,7 +151,7 @@ def camera_page(request: Request, agent_id: AgentId, camera: CameraId,
     return page(request, "camera.html", user, agent_id=agent_id, camera=camera, state=state,
                 timeline=camera_tiles.camera_timeline(dash, agent_id, camera, 1000),
                 snapshot_at=shot["received_at"] if shot else None, gaps=gaps, motion=motion,
-                lost=lost, lost_total=lost_total,
+                lost=lost, lost_total=lost_total, damaged_total=damaged_total,
                 footage=footage if user.may("footage_log") else None,
                 csv_url=csv_link(request) if user.may("export") else None)
 
