@@ -49,7 +49,8 @@ def read_number(grey: np.ndarray) -> int:
 
 
 def encoder_options(shape: str, gop: int) -> tuple[str, dict[str, str]]:
-    """(encoder, options) for a stream shape: "open_gop", "closed_gop_b", "plain", "hevc"."""
+    """(encoder, options) for a stream shape: "open_gop", "closed_gop_b", "plain", "hevc",
+    "hevc_open_gop"."""
     base = f"keyint={gop}:min-keyint={gop}:scenecut=0"
     if shape == "open_gop":
         return "libx264", {"preset": "veryfast", "profile": "high",
@@ -59,6 +60,9 @@ def encoder_options(shape: str, gop: int) -> tuple[str, dict[str, str]]:
                            "x264-params": f"{base}:bframes=3:b-adapt=0:open-gop=0"}
     if shape == "plain":
         return "libx264", {"preset": "ultrafast", "tune": "zerolatency", "x264-params": base}
+    if shape == "hevc_open_gop":
+        return "libx265", {"preset": "ultrafast", "x265-params":
+                           f"{base}:bframes=3:b-adapt=0:open-gop=1:log-level=error"}
     if shape == "hevc":
         return "libx265", {"preset": "ultrafast",
                            "x265-params": f"{base}:bframes=2:log-level=error"}

@@ -83,6 +83,7 @@ SHAPES = {
     "closed_gop_b_frames": ("closed_gop_b", 95, 10, {}, False),
     "no_b_frames": ("plain", 95, 10, {}, False),
     "hevc_b_frames": ("hevc", 95, 10, {}, False),
+    "hevc_open_gop": ("hevc_open_gop", 95, 10, {}, True),  # CRA + RASL pictures
     "gop_20_s_open": ("open_gop", 450, 200, {}, True),
     "variable_rate_3_s_hole": ("open_gop", 95, 10, {"hole": (43, 3.0)}, True),
 }
