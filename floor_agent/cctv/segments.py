@@ -194,7 +194,8 @@ class SegmentWriter:
         A connection's first packets without a decode timestamp (RTSP sends B-frame streams so)
         are held until the first packet that has one, then given the dts the stream implies
         (one frame duration apart, back from that packet) and written in order: never dropped
-        as "going backwards". Held packets count as written (True)."""
+        as "going backwards". A held packet returns True; should it still be refused when
+        released, that is counted in `dropped` and `lost` like any other."""
         stream = packet.stream
         if stream is not None and id(stream) != self._dts_stream:
             if packet.dts is None and stream.type == "video":
