@@ -269,7 +269,7 @@ def test_what_cannot_be_kept_is_counted_per_segment_and_raised(tmp_path: Path) -
                     garbage = av.Packet(b"\x00\x00\x00\xff" + b"\x17" * 60)
                     garbage.stream, garbage.pts, garbage.dts = stream, packet.pts, packet.dts
                     recorder.on_event(PacketEvent("cam1", garbage, at))
-                if i in (12, 14):  # data lost on the way: the demuxer flags it, it is kept
+                if i in (35, 37):  # data lost on the way: the demuxer flags it, it is kept
                     packet.is_corrupt = True
                 recorder.on_event(PacketEvent("cam1", packet, at))
         recorder.stop()
@@ -277,13 +277,18 @@ def test_what_cannot_be_kept_is_counted_per_segment_and_raised(tmp_path: Path) -
     # the key frames come at decode positions 0, 9, 19, 29 (B-frames delay them): packets
     # 3-8 came before the first key frame seen; segments cut at 9 and 29 (2 s)
     assert [i for i, p in enumerate(packets) if p.is_keyframe] == [0, 9, 19, 29]
-    assert [(r.segment.lost, r.segment.damaged) for r in records] == [(6, 2), (1, 0)]
+    assert [(r.segment.lost, r.segment.damaged) for r in records] == [(6, 0), (1, 2)]
     assert records[0].segment.lost_reasons == "waiting for a key frame: 6"
     assert records[1].segment.lost_reasons.startswith("NAL unit length")
     assert sum(r.segment.packets for r in records) == 40 - 3 - 6
     lost = of_kind(events, "cctv.packets_lost", "cam1")
-    assert [(e["count"], e["damaged"], e["seq"]) for e in lost] == [(6, 2, 1), (1, 0, 2)]
+    assert [(e["count"], e["damaged"], e["seq"]) for e in lost] == [(6, 0, 1), (1, 2, 2)]
     assert lost[0]["since"] == (t0 + timedelta(seconds=0.3)).isoformat()
-    assert lost[0]["until"] == (t0 + timedelta(seconds=1.4)).isoformat()
-    assert lost[1]["since"] == lost[1]["until"] == (t0 + timedelta(seconds=3.3)).isoformat()
+    assert lost[0]["until"] == (t0 + timedelta(seconds=0.8)).isoformat()
+    assert lost[1]["since"] == (t0 + timedelta(seconds=3.3)).isoformat()
+    assert lost[1]["until"] == (t0 + timedelta(seconds=3.7)).isoformat()
+    # before the first key frame only: a notice (the start or reconnect is reported anyway);
+    # a packet refused or damaged: a warning, an alert for security staff
+    assert [sev for kind, sev, _ in events if kind == "cctv.packets_lost"] == [
+        "notice", "warning"]
     assert [e["lost"] for e in of_kind(events, "cctv.segment")] == [6, 1]

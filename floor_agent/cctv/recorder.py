@@ -30,7 +30,12 @@ from floor_agent.cctv import motion, tamper
 from floor_agent.cctv.config import CameraConfig, CctvSection
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
-from floor_agent.cctv.segments import FrameSegmentWriter, SegmentWriter, lost_reasons
+from floor_agent.cctv.segments import (
+    KEYFRAME_WAIT,
+    FrameSegmentWriter,
+    SegmentWriter,
+    lost_reasons,
+)
 from floor_agent.cctv.snapshot import SNAPSHOT_SECONDS, bgr_snapshot_jpeg
 from floor_agent.cctv.source import (
     BadInput,
@@ -234,7 +239,10 @@ class CameraRecorder:
         damaged (`damaged`): camera, time range (`seq`: the segment whose record counts them;
         none when recording stopped first)."""
         extra = {} if seq is None else {"seq": seq}
-        self.emit(CctvKind.PACKETS_LOST, self.subject, "warning",
+        # packets before a connection's first key frame alone are a notice: the reconnect
+        # (or the start) is reported already; anything else is an alert for security staff
+        expected = not damaged and set(lost) <= {KEYFRAME_WAIT}
+        self.emit(CctvKind.PACKETS_LOST, self.subject, "notice" if expected else "warning",
                   camera_id=self.camera.camera_id, since=since.isoformat(),
                   until=until.isoformat(), count=sum(lost.values()), damaged=damaged,
                   reasons=lost_reasons(lost), **extra)

@@ -47,6 +47,7 @@ from floor_agent.common.clock import utc_now
 from floor_agent.common.files import file_sha256
 
 RECORDED_CODECS = ("h264", "hevc")
+KEYFRAME_WAIT = "waiting for a key frame"  # why a packet before a connection's first is lost
 HOLD_PACKETS = 64  # packets held at most while waiting for the first decode timestamp
 # No MP4 edit list: FFmpeg's muxer starts it at the first packet's (the key frame's) time, and
 # readers then discard an open GOP's leading pictures, shown before the key frame, as outside
@@ -277,7 +278,7 @@ class SegmentWriter:
             seg = None
         if seg is None:
             if not packet.is_keyframe:
-                return self._drop("waiting for a key frame")
+                return self._drop(KEYFRAME_WAIT)
             try:
                 seg = self._open(stream, shape, at or self.clock())
             except (av.FFmpegError, OSError, ValueError) as exc:
