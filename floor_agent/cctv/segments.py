@@ -198,6 +198,8 @@ class SegmentWriter:
         as "going backwards". A held packet returns True; should it still be refused when
         released, that is counted in `dropped` and `lost` like any other."""
         stream = packet.stream
+        if self._held and self._held[0][0].stream is not stream:
+            self._release_held(None)  # another connection's: nothing of this one to go by
         if stream is not None and id(stream) != self._dts_stream:
             if packet.dts is None and stream.type == "video":
                 self._held.append((packet, at))
