@@ -34,7 +34,7 @@ from floor_agent.cctv.chain import verify
 from floor_agent.cctv.export import export
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import Segment
-from floor_agent.cctv.segments import SegmentWriter
+from floor_agent.cctv.segments import NUMBERING_GAP, SegmentWriter
 from floor_agent.cctv.source import (
     CameraSource,
     Connected,
@@ -180,6 +180,31 @@ def test_an_export_and_an_alert_clip_of_open_gop_segments_show_every_frame(
     assert result.packets == 60 and decode_numbers([out]) == numbers
     clip = make_clip([(s, storage / s.path) for s in segments], tmp_path / "clip.mp4")
     assert clip.packets == 60 and decode_numbers([tmp_path / "clip.mp4"]) == numbers
+
+
+def test_pictures_the_camera_numbered_but_never_sent_are_counted(tmp_path: Path) -> None:
+    """Reference pictures missing from the stream (lost before the recorder got them): the
+    H.264 slice headers' frame_num skips; each is counted once, with the segment it falls in,
+    while every packet that came is kept."""
+    video = tmp_path / "camera.mp4"
+    encode_numbered(video, 40, shape="open_gop", gop=10, fps=FPS)
+    segments: list[Segment] = []
+    writer = SegmentWriter("cam1", tmp_path / "footage", segments.append, segment_seconds=1.0)
+    with av.open(str(video)) as container:  # open while its packets are written
+        packets = [p for p in container.demux(video=0) if p.size]
+        # nal_ref_idc of each packet's first slice (x264 puts an SEI first only in the first)
+        refs = [i for i, p in enumerate(packets)
+                if i and not p.is_keyframe and bytes(p)[4] & 0x60]
+        gone = {refs[1], refs[2], refs[-2]}  # two in the first segment, one in the last
+        for i, packet in enumerate(packets):
+            if i not in gone:
+                assert writer.write(packet)
+        writer.close()
+    assert not writer.dropped and sum(s.packets for s in segments) == 40 - 3
+    assert sum(s.lost for s in segments) == 3
+    assert {s.lost_reasons for s in segments if s.lost} == {
+        f"{NUMBERING_GAP}: 2", f"{NUMBERING_GAP}: 1"}
+    assert segments[0].lost == 2 and segments[-1].lost == 1
 
 
 class Glue:

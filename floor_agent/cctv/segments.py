@@ -24,7 +24,9 @@ No silent loss: every packet the camera sent goes into a segment, or is counted.
   first key frame, going backwards) is dropped and counted by reason (`dropped`), never a
   crash: a camera's bad bytes do not stop its recording. What was lost since the previous
   segment is counted in the next segment's record (`Segment.lost`, `lost_reasons`), which the
-  recorder raises as `cctv.packets_lost`. A packet the demuxer flags corrupt (TS packets or
+  recorder raises as `cctv.packets_lost`. So are H.264 reference pictures the camera numbered
+  that never came (numbering.py: a gap in the slice headers' frame_num; counted, not
+  dropped: they never reached us). A packet the demuxer flags corrupt (TS packets or
   RTP packets lost on the way) is kept as it came, and counted (`Segment.damaged`, raised in
   the same event). Reasons never contain footage bytes.
 """
@@ -43,11 +45,14 @@ from pathlib import Path
 import av
 
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
+from floor_agent.cctv.numbering import FrameNumbering
 from floor_agent.common.clock import utc_now
 from floor_agent.common.files import file_sha256
 
 RECORDED_CODECS = ("h264", "hevc")
 KEYFRAME_WAIT = "waiting for a key frame"  # why a packet before a connection's first is lost
+# why reference pictures the camera numbered never came (lost before they reached us)
+NUMBERING_GAP = "missing from the camera's frame numbering"
 HOLD_PACKETS = 64  # packets held at most while waiting for the first decode timestamp
 # No MP4 edit list: FFmpeg's muxer starts it at the first packet's (the key frame's) time, and
 # readers then discard an open GOP's leading pictures, shown before the key frame, as outside
@@ -182,6 +187,9 @@ class SegmentWriter:
         self._in_dts: int | None = None  # the last input dts, for a packet without one
         self._in_step = 0
         self._at: datetime | None = None
+        # the H.264 stream's own picture numbering (numbering.py), per stream and shape
+        self._numbering: FrameNumbering | None = None
+        self._numbering_key: tuple[int, StreamShape] | None = None
         # what the last finished segment's record counted as lost, and when (for its event)
         self.last_lost: tuple[Counter[str], datetime | None, datetime | None] = (
             Counter(), None, None)
@@ -267,6 +275,8 @@ class SegmentWriter:
         problem = packet_shape_problem(data, shape.extradata, shape.codec)
         if problem is not None:
             return self._drop(problem)
+        if shape.codec == "h264":
+            self._check_numbering(stream, shape, data)
         seg = self._seg
         if seg is not None and (id(stream) != self._stream_key or shape != seg.shape):
             self._finish()  # a new connection, resolution or codec: a new file
@@ -298,6 +308,18 @@ class SegmentWriter:
         return self.cut()
 
     # ----------------------------------------------------------------- internals
+
+    def _check_numbering(self, stream: av.video.stream.VideoStream, shape: StreamShape,
+                         data: bytes) -> None:
+        """Count the reference pictures the camera's own numbering says never came."""
+        key = (id(stream), shape)
+        if self._numbering is None or key != self._numbering_key:
+            self._numbering, self._numbering_key = FrameNumbering.for_extradata(
+                shape.extradata), key
+        missing = self._numbering.step(data)
+        if missing:
+            self.lost[NUMBERING_GAP] += missing
+            self._note(self._at or self.clock())
 
     def _drop(self, reason: str, count: int = 1) -> bool:
         """A packet the camera sent that no segment will have: counted, and recorded with the
