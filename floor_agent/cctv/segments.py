@@ -276,7 +276,7 @@ class SegmentWriter:
         if problem is not None:
             return self._drop(problem)
         if shape.codec == "h264":
-            self._check_numbering(stream, shape, data)
+            self._check_numbering(stream, shape, data, packet.is_corrupt)
         seg = self._seg
         if seg is not None and (id(stream) != self._stream_key or shape != seg.shape):
             self._finish()  # a new connection, resolution or codec: a new file
@@ -310,12 +310,17 @@ class SegmentWriter:
     # ----------------------------------------------------------------- internals
 
     def _check_numbering(self, stream: av.video.stream.VideoStream, shape: StreamShape,
-                         data: bytes) -> None:
-        """Count the reference pictures the camera's own numbering says never came."""
+                         data: bytes, corrupt: bool) -> None:
+        """Count the reference pictures the camera's own numbering says never came. A packet
+        flagged corrupt is counted as damaged instead; its number is not trusted, and the
+        numbering starts again after it."""
         key = (id(stream), shape)
         if self._numbering is None or key != self._numbering_key:
             self._numbering, self._numbering_key = FrameNumbering.for_extradata(
                 shape.extradata), key
+        if corrupt:
+            self._numbering.prev_ref = None
+            return
         missing = self._numbering.step(data)
         if missing:
             self.lost[NUMBERING_GAP] += missing
