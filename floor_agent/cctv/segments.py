@@ -301,6 +301,7 @@ class SegmentWriter:
         """End the current segment now (a discontinuity); the next starts on a key frame."""
         self._release_held(None)
         self._dts_stream = None
+        self._numbering = None  # the next connection's numbering is its own
         self._inferred_pts = None
         return self._finish()
 
