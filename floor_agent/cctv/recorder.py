@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +30,12 @@ from floor_agent.cctv import motion, tamper
 from floor_agent.cctv.config import CameraConfig, CctvSection
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
-from floor_agent.cctv.segments import FrameSegmentWriter, SegmentWriter
+from floor_agent.cctv.segments import (
+    KEYFRAME_WAIT,
+    FrameSegmentWriter,
+    SegmentWriter,
+    lost_reasons,
+)
 from floor_agent.cctv.snapshot import SNAPSHOT_SECONDS, bgr_snapshot_jpeg
 from floor_agent.cctv.source import (
     BadInput,
@@ -58,7 +64,8 @@ def segment_event(segment: Segment) -> dict[str, Any]:
             "start": segment.start.isoformat(), "duration_ms": round(segment.duration * 1000),
             "size": segment.size, "sha256": segment.sha256, "prev_sha256": segment.prev_sha256,
             "packets": segment.packets, "keyframe_start": segment.keyframe_start,
-            "motion": segment.motion}
+            "motion": segment.motion, "leading": segment.leading, "lost": segment.lost,
+            "damaged": segment.damaged}
 
 
 OPENCV_SUFFIXES = (".mjpg", ".mjpeg", ".avi")
@@ -143,6 +150,9 @@ class CameraRecorder:
             self._thread.join(10)
         with self._lock:
             self.writer.close()
+            lost, since, until = self.writer.take_lost()  # lost after the last segment
+            if lost and since is not None and until is not None:
+                self._packets_lost(lost, since, until)
 
     def _opencv_loop(self) -> None:
         """Frames from OpenCV (USB/MJPEG) into re-encoded segments and the analysis; a camera
@@ -222,6 +232,20 @@ class CameraRecorder:
             self._bad_input(event.stream, event.reason)
         elif isinstance(event, SourceFinished) and event.stream == "main":
             self.writer.close()
+
+    def _packets_lost(self, lost: Counter[str], since: datetime, until: datetime,
+                      seq: int | None = None, damaged: int = 0) -> None:
+        """Packets the camera sent that no segment has (`count`, and why) and packets kept
+        damaged (`damaged`): camera, time range (`seq`: the segment whose record counts them;
+        none when recording stopped first)."""
+        extra = {} if seq is None else {"seq": seq}
+        # packets before a connection's first key frame alone are a notice: the reconnect
+        # (or the start) is reported already; anything else is an alert for security staff
+        expected = not damaged and set(lost) <= {KEYFRAME_WAIT}
+        self.emit(CctvKind.PACKETS_LOST, self.subject, "notice" if expected else "warning",
+                  camera_id=self.camera.camera_id, since=since.isoformat(),
+                  until=until.isoformat(), count=sum(lost.values()), damaged=damaged,
+                  reasons=lost_reasons(lost), **extra)
 
     def _bad_input(self, stream: str, reason: str) -> None:
         now = time.monotonic()
@@ -303,5 +327,9 @@ class CameraRecorder:
         self.index.add(segment)
         self.segments += 1
         self.emit(CctvKind.SEGMENT, self.subject, "info", **segment_event(segment))
+        if segment.lost or segment.damaged:
+            lost, since, until = self.writer.last_lost
+            self._packets_lost(lost, since or segment.start, until or segment.start,
+                               seq=segment.seq, damaged=segment.damaged)
         if self.segment_done is not None:
             self.segment_done()

@@ -11,9 +11,24 @@ in exchange MP4 has exact per-frame timestamps and durations, a small index for 
 export, and plays in every player an investigator has. MPEG-TS would survive truncation we never
 keep, at 5-10 % more bytes.
 
-A packet that cannot be muxed (empty, not H.264/H.265-shaped, no timestamp, going backwards) is
-dropped and counted by reason (`dropped`), never a crash: a camera's bad bytes do not stop its
-recording. Reasons never contain footage bytes.
+No silent loss: every packet the camera sent goes into a segment, or is counted.
+- Open GOP (B-frames after a key frame in decode order that are shown before it and reference
+  the previous GOP too, as Hikvision/Dahua-class cameras encode): these leading pictures stay
+  in the segment of the key frame they follow, as the camera sent them (`Segment.leading`
+  counts them). They decode with the previous segment before them (segments played in
+  sequence, an export); a segment opened on its own shows every picture but those. The MP4
+  is written without an edit list, which would hide them (see MP4_OPTIONS).
+- RTSP gives a connection's first packets no decode timestamp: they are held until the first
+  packet with one and given the dts the stream implies, never dropped as going backwards.
+- A packet that still cannot be muxed (empty, not H.264/H.265-shaped, before a connection's
+  first key frame, going backwards) is dropped and counted by reason (`dropped`), never a
+  crash: a camera's bad bytes do not stop its recording. What was lost since the previous
+  segment is counted in the next segment's record (`Segment.lost`, `lost_reasons`), which the
+  recorder raises as `cctv.packets_lost`. So are H.264 reference pictures the camera numbered
+  that never came (numbering.py: a gap in the slice headers' frame_num; counted, not
+  dropped: they never reached us). A packet the demuxer flags corrupt (TS packets or
+  RTP packets lost on the way) is kept as it came, and counted (`Segment.damaged`, raised in
+  the same event). Reasons never contain footage bytes.
 """
 
 from __future__ import annotations
@@ -30,10 +45,19 @@ from pathlib import Path
 import av
 
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
+from floor_agent.cctv.numbering import FrameNumbering
 from floor_agent.common.clock import utc_now
 from floor_agent.common.files import file_sha256
 
 RECORDED_CODECS = ("h264", "hevc")
+KEYFRAME_WAIT = "waiting for a key frame"  # why a packet before a connection's first is lost
+# why reference pictures the camera numbered never came (lost before they reached us)
+NUMBERING_GAP = "missing from the camera's frame numbering"
+HOLD_PACKETS = 64  # packets held at most while waiting for the first decode timestamp
+# No MP4 edit list: FFmpeg's muxer starts it at the first packet's (the key frame's) time, and
+# readers then discard an open GOP's leading pictures, shown before the key frame, as outside
+# the edit; without one every packet in the file is presented at its own timestamp.
+MP4_OPTIONS = {"use_editlist": "0"}
 
 
 def segment_relpath(camera_id: str, start: datetime, suffix: str = ".mp4") -> str:
@@ -41,6 +65,11 @@ def segment_relpath(camera_id: str, start: datetime, suffix: str = ".mp4") -> st
     start = start.astimezone(UTC)
     stamp = start.strftime("%Y%m%dT%H%M%S") + f".{start.microsecond // 1000:03d}Z"
     return f"{camera_id}/{start:%Y-%m-%d}/{start:%H}/{stamp}{suffix}"
+
+
+def lost_reasons(lost: Counter[str]) -> str:
+    """Lost packets by reason as one line, most first: "waiting for a key frame: 4; ..."."""
+    return "; ".join(f"{reason}: {n}" for reason, n in lost.most_common())
 
 
 def packet_shape_problem(data: bytes, extradata: bytes | None, codec: str) -> str | None:
@@ -97,7 +126,7 @@ class _OpenSegment:
         self.time_base: Fraction = in_stream.time_base or Fraction(1, 90000)
         self.keyframe_start = keyframe_start
         final.parent.mkdir(parents=True, exist_ok=True)
-        self.container = av.open(str(self.temp), "w", format="mp4")
+        self.container = av.open(str(self.temp), "w", format="mp4", options=MP4_OPTIONS)
         self.out_stream = self.container.add_stream_from_template(in_stream)
         self.first_pts: int | None = None
         self.first_dts: int | None = None
@@ -105,6 +134,8 @@ class _OpenSegment:
         self.end_pts: int = 0  # greatest pts + duration seen
         self.frame_step: int = 0  # last positive pts step, for packets without a duration
         self.packets = 0
+        self.leading = 0  # leading pictures (open GOP), shown before the key frame
+        self.damaged = 0  # packets the demuxer flagged corrupt, kept as they came
 
     def seconds_since_start(self, pts: int) -> float:
         if self.first_pts is None:
@@ -142,15 +173,97 @@ class SegmentWriter:
         self.last_sha256 = last_sha256
         self.clock = clock
         self.dropped: Counter[str] = Counter()
+        # what was lost since the last finished segment: it goes into the next one's record
+        self.lost: Counter[str] = Counter()
+        self.lost_since: datetime | None = None
+        self.lost_until: datetime | None = None
         self._seg: _OpenSegment | None = None
         self._stream_key: int | None = None  # id() of the input stream being recorded
         self._inferred_pts: int | None = None
+        # packets held until their decode timestamps are known (RTSP: the first packets of a
+        # connection come without one), and the input stream whose dts are known
+        self._held: list[tuple[av.Packet, datetime | None]] = []
+        self._dts_stream: int | None = None
+        self._in_dts: int | None = None  # the last input dts, for a packet without one
+        self._in_step = 0
+        self._at: datetime | None = None
+        # the H.264 stream's own picture numbering (numbering.py), per stream and shape
+        self._numbering: FrameNumbering | None = None
+        self._numbering_key: tuple[int, StreamShape] | None = None
+        # what the last finished segment's record counted as lost, and when (for its event)
+        self.last_lost: tuple[Counter[str], datetime | None, datetime | None] = (
+            Counter(), None, None)
 
     # ----------------------------------------------------------------- feeding
 
     def write(self, packet: av.Packet, at: datetime | None = None) -> bool:
         """Copy one packet into the current segment (opening or cutting as needed). False when
-        the packet was dropped; the reason is counted in `dropped`."""
+        the packet was dropped; the reason is counted in `dropped` and `lost`.
+
+        A connection's first packets without a decode timestamp (RTSP sends B-frame streams so)
+        are held until the first packet that has one, then given the dts the stream implies
+        (one frame duration apart, back from that packet) and written in order: never dropped
+        as "going backwards". A held packet returns True; should it still be refused when
+        released, that is counted in `dropped` and `lost` like any other."""
+        stream = packet.stream
+        if self._held and self._held[0][0].stream is not stream:
+            self._release_held(None)  # another connection's: nothing of this one to go by
+        if stream is not None and id(stream) != self._dts_stream:
+            if packet.dts is None and stream.type == "video":
+                self._held.append((packet, at))
+                if len(self._held) >= HOLD_PACKETS:  # no dts in sight: derive from pts order,
+                    self._release_held(None)  # then one frame duration after the last
+                    self._dts_stream = id(stream)
+                return True
+            self._release_held(packet)
+            self._dts_stream = id(stream)
+            self._in_dts = None
+        elif stream is not None and packet.dts is None and self._in_dts is not None \
+                and self._in_step:
+            packet.dts = self._in_dts + self._in_step  # a dts lost mid-stream: the next one
+        if stream is not None and packet.dts is not None:
+            if self._in_dts is not None and packet.dts > self._in_dts:
+                self._in_step = packet.duration or (packet.dts - self._in_dts)
+            self._in_dts = packet.dts
+        return self._write(packet, at)
+
+    def _release_held(self, known: av.Packet | None) -> None:
+        """Give the held packets decode timestamps and write them: one frame duration apart
+        back from `known` (the first packet with a dts), or, with none, from their
+        presentation order (each dts the n-th smallest pts, shifted back as far as needed for
+        dts <= pts). A held packet without a pts (the key frame RTSP starts on) is shown one
+        frame before the earliest pts after it."""
+        held, self._held = self._held, []
+        if not held:
+            return
+        packets = [p for p, _ in held]
+        step = (known.duration if known is not None else 0) or \
+            max((p.duration or 0 for p in packets), default=0)
+        shown = [p.pts for p in packets if p.pts is not None]
+        if known is not None and known.pts is not None:
+            shown.append(known.pts)
+        if known is not None and known.dts is not None and step:
+            dts = [known.dts - (len(packets) - i) * step for i in range(len(packets))]
+        else:
+            order = sorted(shown)
+            if len(order) < len(packets) or not step:
+                for p, at in held:  # nothing to derive from: as before, by pts
+                    self._write(p, at)
+                return
+            dts = order[:len(packets)]
+            back = max([0] + [d - p.pts for d, p in zip(dts, packets, strict=True)
+                              if p.pts is not None])
+            dts = [d - back for d in dts]
+        first_shown = min(shown) if shown else None
+        for (p, at), d in zip(held, dts, strict=True):
+            if p.pts is None:
+                p.pts = max(d, first_shown - step) if first_shown is not None and step else d
+            p.dts = min(d, p.pts)
+            self._in_dts, self._in_step = p.dts, step
+            self._write(p, at)
+
+    def _write(self, packet: av.Packet, at: datetime | None) -> bool:
+        self._at = at
         stream = packet.stream
         if stream is None or stream.type != "video":
             return self._drop("not a video packet")
@@ -162,6 +275,8 @@ class SegmentWriter:
         problem = packet_shape_problem(data, shape.extradata, shape.codec)
         if problem is not None:
             return self._drop(problem)
+        if shape.codec == "h264":
+            self._check_numbering(stream, shape, data, packet.is_corrupt)
         seg = self._seg
         if seg is not None and (id(stream) != self._stream_key or shape != seg.shape):
             self._finish()  # a new connection, resolution or codec: a new file
@@ -175,7 +290,7 @@ class SegmentWriter:
             seg = None
         if seg is None:
             if not packet.is_keyframe:
-                return self._drop("waiting for a key frame")
+                return self._drop(KEYFRAME_WAIT)
             try:
                 seg = self._open(stream, shape, at or self.clock())
             except (av.FFmpegError, OSError, ValueError) as exc:
@@ -184,6 +299,9 @@ class SegmentWriter:
 
     def cut(self) -> Segment | None:
         """End the current segment now (a discontinuity); the next starts on a key frame."""
+        self._release_held(None)
+        self._dts_stream = None
+        self._numbering = None  # the next connection's numbering is its own
         self._inferred_pts = None
         return self._finish()
 
@@ -192,9 +310,41 @@ class SegmentWriter:
 
     # ----------------------------------------------------------------- internals
 
-    def _drop(self, reason: str) -> bool:
-        self.dropped[reason] += 1
+    def _check_numbering(self, stream: av.video.stream.VideoStream, shape: StreamShape,
+                         data: bytes, corrupt: bool) -> None:
+        """Count the reference pictures the camera's own numbering says never came. A packet
+        flagged corrupt is counted as damaged instead; its number is not trusted, and the
+        numbering starts again after it."""
+        key = (id(stream), shape)
+        if self._numbering is None or key != self._numbering_key:
+            self._numbering, self._numbering_key = FrameNumbering.for_extradata(
+                shape.extradata), key
+        if corrupt:
+            self._numbering.prev_ref = None
+            return
+        missing = self._numbering.step(data)
+        if missing:
+            self.lost[NUMBERING_GAP] += missing
+            self._note(self._at or self.clock())
+
+    def _drop(self, reason: str, count: int = 1) -> bool:
+        """A packet the camera sent that no segment will have: counted, and recorded with the
+        next finished segment (`Segment.lost`)."""
+        self.dropped[reason] += count
+        self.lost[reason] += count
+        self._note(self._at or self.clock())
         return False
+
+    def _note(self, at: datetime) -> None:
+        """A packet lost or damaged at `at`: the time range the next record reports."""
+        self.lost_since = at if self.lost_since is None else min(self.lost_since, at)
+        self.lost_until = at if self.lost_until is None else max(self.lost_until, at)
+
+    def take_lost(self) -> tuple[Counter[str], datetime | None, datetime | None]:
+        """What was lost since the last segment, its time range; and start counting afresh."""
+        lost, since, until = self.lost, self.lost_since, self.lost_until
+        self.lost, self.lost_since, self.lost_until = Counter(), None, None
+        return lost, since, until
 
     def _timestamp(self, packet: av.Packet, seg: _OpenSegment | None) -> int | None:
         """The packet's pts; RTSP leaves the first packets without one: follow the last."""
@@ -222,11 +372,15 @@ class SegmentWriter:
         if seg.first_pts is None:
             seg.first_pts, seg.first_dts = pts, dts
         if pts < seg.first_pts:
-            return self._drop("timestamp before the segment start")
+            # a leading picture (open GOP: a B-frame after the key frame in decode order,
+            # shown before it, referencing the previous GOP too): kept here, after its key
+            # frame as the camera sent it; it decodes with the previous segment before it
+            seg.leading += 1
         base = seg.first_dts if seg.first_dts is not None else seg.first_pts
         base = min(base, seg.first_pts)
         step = pts - (seg.last_dts if seg.last_dts is not None else pts)
         duration = packet.duration or (step if step > 0 else seg.frame_step)
+        corrupt = packet.is_corrupt  # read before muxing: the muxer takes the packet over
         try:
             packet.stream = seg.out_stream
             packet.time_base = seg.time_base
@@ -242,6 +396,9 @@ class SegmentWriter:
         seg.last_dts = dts
         seg.end_pts = max(seg.end_pts, pts + (duration or 0))
         seg.packets += 1
+        if corrupt:  # kept as the camera sent it (decoders conceal), and counted
+            seg.damaged += 1
+            self._note(self._at or self.clock())
         return True
 
     def _finish(self) -> Segment | None:
@@ -256,13 +413,13 @@ class SegmentWriter:
             seg.container.close()
         except (av.FFmpegError, OSError, ValueError) as exc:
             seg.discard()
-            self.dropped[f"segment could not be finished: {type(exc).__name__}"] += seg.packets
+            self._drop(f"segment could not be finished: {type(exc).__name__}", seg.packets)
             return None
         return self._seal(seg.temp, seg.final, seg.start, seg.duration(), seg.packets,
-                          seg.keyframe_start)
+                          seg.keyframe_start, seg.leading, seg.damaged)
 
     def _seal(self, temp: Path, final: Path, start: datetime, duration: float, packets: int,
-              keyframe_start: bool) -> Segment | None:
+              keyframe_start: bool, leading: int = 0, damaged: int = 0) -> Segment | None:
         """Hash the finished temporary file, rename it to its final name, link it in."""
         try:
             with open(temp, "rb+") as f:
@@ -273,14 +430,18 @@ class SegmentWriter:
             _fsync_dir(final.parent)
         except OSError as exc:
             temp.unlink(missing_ok=True)
-            self.dropped[f"segment could not be finished: {type(exc).__name__}"] += packets
+            self._drop(f"segment could not be finished: {type(exc).__name__}", packets)
             return None
         self.last_seq += 1
+        self.last_lost = self.take_lost()
+        lost = self.last_lost[0]
         record = Segment(
             camera_id=self.camera_id, seq=self.last_seq,
             path=final.relative_to(self.storage_dir).as_posix(), start=start,
             duration=round(duration, 3), size=size, sha256=digest,
-            prev_sha256=self.last_sha256, packets=packets, keyframe_start=keyframe_start)
+            prev_sha256=self.last_sha256, packets=packets, keyframe_start=keyframe_start,
+            leading=leading, lost=sum(lost.values()), lost_reasons=lost_reasons(lost),
+            damaged=damaged)
         self.last_sha256 = digest
         self.on_segment(record)
         return record

@@ -13,6 +13,7 @@ class CctvKind(StrEnum):
     STREAM_LOST = "cctv.stream_lost"
     STREAM_GAP = "cctv.stream_gap"
     BAD_INPUT = "cctv.bad_input"
+    PACKETS_LOST = "cctv.packets_lost"
     SEGMENT = "cctv.segment"
     MOTION_START = "cctv.motion_start"
     MOTION_END = "cctv.motion_end"
