@@ -18,14 +18,16 @@ import av
 import numpy as np
 import pytest
 from audit_events import SpooledEvents
-from cctv_recording import Event, WatchedRecorder, of_kind, section
+from cctv_recording import Event, WatchedRecorder, of_kind, section, wait_for
 
 from floor_agent.cctv.config import CctvSection
 from floor_agent.cctv.export import export
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.runner import verify_storage
 from floor_agent.cctv.segments import audio_storable
+from floor_agent.cctv.source import PacketEvent
 from floor_agent.collector.footage import make_clip
+from floor_agent.simulated.camera import RtspServer
 
 FPS = 10
 SECONDS = 7
@@ -208,3 +210,80 @@ def test_a_codec_mp4_cannot_store_is_named_and_the_video_is_recorded(tmp_path: P
     assert severity == "warning"
     assert data["camera_id"] == "cam1" and data["codec"] == "pcm_alaw"
     assert "pcm_alaw" in data["reason"] and "cannot be stored" in data["reason"]
+
+
+class CountingRecorder(WatchedRecorder):
+    """The real recorder; it also counts the packets the source hands it, by kind (read
+    before the writer takes the packet over)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.handed: dict[str, int] = {"video": 0, "audio": 0}
+
+    def on_event(self, event: object) -> None:
+        if isinstance(event, PacketEvent) and event.packet.size:
+            self.handed[event.packet.stream.type] += 1
+        super().on_event(event)
+
+
+def record_rtsp(launch: str, footage: Path, *, until: str, segments: int = 2
+                ) -> tuple[CctvSection, list[Event], CountingRecorder]:
+    """Record a real GStreamer RTSP server's mount (audio: true) until `until` is emitted
+    (after `segments` segments), then stop; the chain must verify."""
+    events: list[Event] = []
+    with RtspServer({"cam1": launch}) as server:
+        config = section(footage, ("cam1", server.url("cam1")))
+        config = CctvSection.model_validate(
+            config.model_dump() | {"cameras": [config.cameras[0].model_dump() |
+                                               {"audio": True}]})
+        with SegmentIndex.in_storage(config.storage_dir) as index:
+            recorder = CountingRecorder(config, 0, index, events)
+            recorder.start()
+            try:
+                wait_for(lambda: len(of_kind(events, "cctv.segment")) >= segments
+                         and bool(of_kind(events, until)), 60, f"{segments} segments, {until}")
+            finally:
+                recorder.stop()
+    assert verify_storage(config).report.ok
+    return config, events, recorder
+
+
+def test_aac_over_rtsp_every_audio_packet_handed_on_is_in_a_segment_or_counted(
+        tmp_path: Path) -> None:
+    video = tmp_path / "cam.mp4"
+    make_av_file(video, seconds=6)
+    launch = (f"( filesrc location={video} ! qtdemux name=d d.video_0 ! queue ! h264parse ! "
+              "rtph264pay name=pay0 pt=96 config-interval=1 d.audio_0 ! queue ! aacparse ! "
+              "rtpmp4gpay name=pay1 pt=97 )")
+    config, events, recorder = record_rtsp(launch, tmp_path / "footage",
+                                           until="cctv.stream_lost")
+    files = segment_files(config)
+    in_files = [count_packets(f) for f in files]
+    video_kept, audio_kept = sum(v for v, _ in in_files), sum(a for _, a in in_files)
+    handed, dropped = recorder.handed, recorder.writer.dropped
+    assert handed["audio"] > 50 and audio_kept > 0
+    # nothing silent: what the source handed on is in the segments or counted as lost
+    assert video_kept + audio_kept + sum(dropped.values()) == handed["video"] + handed["audio"]
+    assert set(dropped) <= {"waiting for a key frame"}, dict(dropped)
+    assert sum(s["audio_packets"] for s in of_kind(events, "cctv.segment")) == audio_kept
+    assert not of_kind(events, "cctv.audio_not_recorded")
+
+
+def test_g711_over_rtsp_is_named_and_the_video_recorded(tmp_path: Path) -> None:
+    launch = ("( videotestsrc is-live=true pattern=ball ! video/x-raw,width=160,height=96,"
+              "framerate=10/1 ! videoconvert ! x264enc tune=zerolatency key-int-max=10 "
+              "speed-preset=ultrafast ! video/x-h264,profile=baseline ! "
+              "rtph264pay name=pay0 pt=96 config-interval=1 "
+              "audiotestsrc is-live=true ! audio/x-raw,rate=8000,channels=1 ! alawenc ! "
+              "rtppcmapay name=pay1 pt=8 )")
+    config, events, recorder = record_rtsp(launch, tmp_path / "footage",
+                                           until="cctv.audio_not_recorded")
+    said = [(sev, data) for kind, sev, data in events if kind == "cctv.audio_not_recorded"]
+    assert said[0][0] == "warning"
+    assert said[0][1]["camera_id"] == "cam1" and said[0][1]["codec"] == "pcm_alaw"
+    assert recorder.handed["audio"] > 0
+    files = segment_files(config)
+    assert len(files) >= 2 and all(count_packets(f) == (count_packets(f)[0], 0) for f in files)
+    assert sum(count_packets(f)[0] for f in files) > 0
+    assert not [d for d in of_kind(events, "cctv.packets_lost")
+                if "audio" in d["reasons"]], "a whole track left out is the warning, not loss"
