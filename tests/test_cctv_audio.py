@@ -20,13 +20,16 @@ import pytest
 from audit_events import SpooledEvents
 from cctv_recording import Event, WatchedRecorder, of_kind, section, wait_for
 
+from floor_agent.cctv.chain import verify
 from floor_agent.cctv.config import CctvSection
 from floor_agent.cctv.export import export
 from floor_agent.cctv.index import SegmentIndex
+from floor_agent.cctv.model import Segment
 from floor_agent.cctv.runner import verify_storage
-from floor_agent.cctv.segments import audio_storable
+from floor_agent.cctv.segments import SegmentWriter, audio_storable
 from floor_agent.cctv.source import PacketEvent
 from floor_agent.collector.footage import make_clip
+from floor_agent.common.files import file_sha256
 from floor_agent.simulated.camera import RtspServer
 
 FPS = 10
@@ -184,6 +187,21 @@ def test_audio_on_keeps_every_audio_packet_and_export_and_the_clip_keep_it(
                         clip, SpooledEvents())
     assert result.packets == sent_video
     assert count_packets(clip) == (sent_video, kept)
+    # a range from mid-segment: the audio from the clip's first picture to its last
+    with SegmentIndex.in_storage(config.storage_dir) as index:
+        part = tmp_path / "part.mp4"
+        export(index, config.storage_dir, "cam1", first.start + timedelta(seconds=2.5),
+               first.start + timedelta(seconds=4.5), "audio test", "tester", part,
+               SpooledEvents())
+    with av.open(str(part)) as container:
+        spans: dict[str, list[float]] = {"video": [], "audio": []}
+        for p in container.demux():
+            if p.size:
+                spans[p.stream.type].append(float(p.pts * p.time_base))
+    assert spans["audio"], "the part has its sound"
+    assert min(spans["audio"]) >= min(spans["video"]) - 1e-6
+    assert max(spans["audio"]) <= max(spans["video"]) + 0.1 + 1024 / RATE
+    assert len(spans["audio"]) >= (max(spans["video"]) - min(spans["video"])) * RATE / 1024 - 2
 
     collector_clip = tmp_path / "collector.mp4"
     with SegmentIndex.in_storage(config.storage_dir) as index:
@@ -287,3 +305,31 @@ def test_g711_over_rtsp_is_named_and_the_video_recorded(tmp_path: Path) -> None:
     assert sum(count_packets(f)[0] for f in files) > 0
     assert not [d for d in of_kind(events, "cctv.packets_lost")
                 if "audio" in d["reasons"]], "a whole track left out is the warning, not loss"
+
+
+def test_audio_follows_the_video_across_a_new_connection(tmp_path: Path) -> None:
+    """Two streams one after the other (a reconnect, as the writer sees it): each
+    connection's audio goes into its own segments, none left behind, none before its first
+    picture kept (counted instead)."""
+    files = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    for path in files:
+        make_av_file(path, seconds=3)
+    segments: list[Segment] = []
+    writer = SegmentWriter("cam1", tmp_path / "footage", segments.append, segment_seconds=1.0,
+                           audio=True)
+    for path in files:
+        with av.open(str(path)) as container:
+            for packet in container.demux(container.streams.video[0],
+                                          container.streams.audio[0]):
+                if packet.size:
+                    writer.write(packet)
+    writer.close()
+    sent = [count_packets(path) for path in files]
+    early = sum(audio_before_first_picture(path) for path in files)
+    stored = [count_packets(tmp_path / "footage" / s.path) for s in segments]
+    assert [s.audio_packets for s in segments] == [a for _, a in stored]
+    assert sum(v for v, _ in stored) == sum(v for v, _ in sent)
+    assert sum(a for _, a in stored) == sum(a for _, a in sent) - early
+    assert dict(writer.dropped) == {"waiting for a key frame": early}
+    assert [s.seq for s in segments] == list(range(1, len(segments) + 1))
+    assert verify(segments, lambda p: file_sha256(tmp_path / "footage" / p)).ok
