@@ -114,6 +114,15 @@ class CameraConfig(StrictModel):
     retain_motion_days: Annotated[StrictFloat, Field(gt=0, le=3650)] = 14.0
     motion: MotionConfig = Field(default_factory=MotionConfig)
     tamper: TamperConfig = Field(default_factory=TamperConfig)
+    # the camera's audio track. Off by default, by decision: recording the spoken word at a
+    # workplace is unlawful in many EU states (e.g. Germany's StGB section 201), whatever the
+    # video's purpose. Off: the audio is never demuxed into footage, and a camera that sends
+    # some says so once per connection (cctv.audio_not_recorded, info). On (only with a legal
+    # basis of its own, documented in the TOM report): the audio packets are copied, never
+    # re-encoded, into the same segments as the video. MP4 segments store AAC (and Opus, MP3),
+    # not G.711 (PCMA/PCMU) or G.726: a camera sending those records its video alone, with
+    # cctv.audio_not_recorded (warning) naming the camera and the codec.
+    audio: Annotated[bool, Field(strict=True)] = False
 
     @model_validator(mode="after")
     def _motion_kept_longer(self) -> CameraConfig:

@@ -37,6 +37,9 @@ class Segment:
     lost_reasons: str = ""
     # packets in it the demuxer flagged corrupt (data lost on the way): kept as they came
     damaged: int = 0
+    # the camera's audio packets in it (CameraConfig.audio; 0 when audio is not recorded);
+    # `packets` counts the video's
+    audio_packets: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,10 +34,12 @@ from floor_agent.cctv.segments import (
     KEYFRAME_WAIT,
     FrameSegmentWriter,
     SegmentWriter,
+    audio_storable,
     lost_reasons,
 )
 from floor_agent.cctv.snapshot import SNAPSHOT_SECONDS, bgr_snapshot_jpeg
 from floor_agent.cctv.source import (
+    AudioTrack,
     BadInput,
     CameraOffline,
     CameraOnline,
@@ -65,7 +67,7 @@ def segment_event(segment: Segment) -> dict[str, Any]:
             "size": segment.size, "sha256": segment.sha256, "prev_sha256": segment.prev_sha256,
             "packets": segment.packets, "keyframe_start": segment.keyframe_start,
             "motion": segment.motion, "leading": segment.leading, "lost": segment.lost,
-            "damaged": segment.damaged}
+            "damaged": segment.damaged, "audio_packets": segment.audio_packets}
 
 
 OPENCV_SUFFIXES = (".mjpg", ".mjpeg", ".avi")
@@ -116,7 +118,7 @@ class CameraRecorder:
         else:
             self.writer = SegmentWriter(camera.camera_id, section.storage_dir, self._segment,
                                         segment_seconds=section.segment_seconds, last_seq=seq,
-                                        last_sha256=sha)
+                                        last_sha256=sha, audio=camera.audio)
             self.source = CameraSource(camera.camera_id, camera.url, self.on_event,
                                        detect_url=camera.detect_url, settings=settings)
         self._stop = threading.Event()
@@ -205,7 +207,7 @@ class CameraRecorder:
 
     def _handle(self, event: object) -> None:
         if isinstance(event, PacketEvent):
-            if self.camera.tamper.enabled:
+            if self.camera.tamper.enabled and event.packet.stream.type == "video":
                 self._packet_facts(event)
             self.writer.write(event.packet, event.at)
         elif isinstance(event, FrameEvent):
@@ -230,6 +232,8 @@ class CameraRecorder:
                       offline_ms=round(event.offline_seconds * 1000))
         elif isinstance(event, BadInput):
             self._bad_input(event.stream, event.reason)
+        elif isinstance(event, AudioTrack):
+            self._audio_track(event)
         elif isinstance(event, SourceFinished) and event.stream == "main":
             self.writer.close()
 
@@ -246,6 +250,22 @@ class CameraRecorder:
                   camera_id=self.camera.camera_id, since=since.isoformat(),
                   until=until.isoformat(), count=sum(lost.values()), damaged=damaged,
                   reasons=lost_reasons(lost), **extra)
+
+    def _audio_track(self, event: AudioTrack) -> None:
+        """Audio is recorded by decision only: what is not, said once per connection (an
+        auditor reads that the camera's sound was left out, and why)."""
+        camera_id = self.camera.camera_id
+        if event.codec is None:
+            self.emit(CctvKind.AUDIO_NOT_RECORDED, self.subject, "notice", camera_id=camera_id,
+                      codec=None, reason="audio: true, but the camera sends no audio")
+        elif not event.recorded:
+            self.emit(CctvKind.AUDIO_NOT_RECORDED, self.subject, "info", camera_id=camera_id,
+                      codec=event.codec, reason="not recorded by policy (audio: false)")
+        elif not audio_storable(event.codec):
+            self.emit(CctvKind.AUDIO_NOT_RECORDED, self.subject, "warning",
+                      camera_id=camera_id, codec=event.codec,
+                      reason=f"audio: true, but the audio codec {event.codec} cannot be stored "
+                             "in MP4 segments; the video is recorded without it")
 
     def _bad_input(self, stream: str, reason: str) -> None:
         now = time.monotonic()

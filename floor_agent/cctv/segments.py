@@ -29,11 +29,26 @@ No silent loss: every packet the camera sent goes into a segment, or is counted.
   dropped: they never reached us). A packet the demuxer flags corrupt (TS packets or
   RTP packets lost on the way) is kept as it came, and counted (`Segment.damaged`, raised in
   the same event). Reasons never contain footage bytes.
+
+Audio, by decision (CameraConfig.audio, off by default: recording the spoken word at a
+workplace is unlawful in many EU states). Off: the source never hands an audio packet on.
+On: the camera's audio packets are copied, never re-encoded, into the same segment as its
+video, interleaved by time (the muxer orders them) and cut with it at the video's key frames;
+every audio packet is counted like a video one (`Segment.audio_packets`, or `lost` with its
+reason). An audio packet that comes before the first key frame of a connection is held and
+written at the start of the segment that key frame opens (audio precedes the first picture;
+never dropped for want of a key frame). MP4 stores AAC (and Opus, MP3) but not G.711
+(PCMA/PCMU) or G.726, which many IP cameras send: `audio_storable` says which, the recorder
+raises `cctv.audio_not_recorded` naming the camera and the codec once per connection, and the
+video is recorded without the audio (those packets are not counted as lost: the event says
+the whole track is not recorded).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -58,6 +73,19 @@ HOLD_PACKETS = 64  # packets held at most while waiting for the first decode tim
 # readers then discard an open GOP's leading pictures, shown before the key frame, as outside
 # the edit; without one every packet in the file is presented at its own timestamp.
 MP4_OPTIONS = {"use_editlist": "0"}
+HOLD_AUDIO = 512  # audio packets held at most before a connection's first key frame
+AUDIO_UNSTORABLE = "audio codec cannot be stored in MP4"
+
+
+@functools.lru_cache(maxsize=32)
+def audio_storable(codec: str) -> bool:
+    """Whether the segments' container (MP4) takes this audio codec without re-encoding:
+    AAC, Opus, MP3 yes; G.711 (pcm_alaw, pcm_mulaw) and G.726 no (FFmpeg's mp4 muxer)."""
+    with contextlib.suppress(av.FFmpegError, ValueError), \
+            av.open(io.BytesIO(), "w", format="mp4") as probe:
+        probe.add_stream(codec)
+        return True
+    return False
 
 
 def segment_relpath(camera_id: str, start: datetime, suffix: str = ".mp4") -> str:
@@ -128,6 +156,12 @@ class _OpenSegment:
         final.parent.mkdir(parents=True, exist_ok=True)
         self.container = av.open(str(self.temp), "w", format="mp4", options=MP4_OPTIONS)
         self.out_stream = self.container.add_stream_from_template(in_stream)
+        # the camera's audio track, when kept and storable (SegmentWriter.audio)
+        self.audio_in: av.audio.stream.AudioStream | None = None
+        self.audio_out: av.audio.stream.AudioStream | None = None
+        self.audio_base: int | None = None  # the video's base, in the audio's time base
+        self.audio_last_dts: int | None = None
+        self.audio_packets = 0
         self.first_pts: int | None = None
         self.first_dts: int | None = None
         self.last_dts: int | None = None
@@ -164,8 +198,16 @@ class SegmentWriter:
     def __init__(self, camera_id: str, storage_dir: Path, on_segment: Callable[[Segment], None],
                  *, segment_seconds: float = 10.0, last_seq: int = 0,
                  last_sha256: str = GENESIS_SHA256,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now, audio: bool = False) -> None:
         self.camera_id = camera_id
+        # keep the camera's audio track (CameraConfig.audio); off: audio packets are refused
+        self.audio = audio
+        # audio before a connection's first key frame, and id() of its input container (a
+        # packet's stream must not be read once its container is closed)
+        self._held_audio: list[tuple[av.Packet, datetime | None]] = []
+        self._held_audio_from: int | None = None
+        self._closing: _OpenSegment | None = None  # cut, open for its last audio (_finish)
+        self.audio_unrecorded = 0  # audio packets of a codec MP4 cannot store (not "lost")
         self.storage_dir = Path(storage_dir)
         self.on_segment = on_segment
         self.segment_seconds = segment_seconds
@@ -206,6 +248,8 @@ class SegmentWriter:
         as "going backwards". A held packet returns True; should it still be refused when
         released, that is counted in `dropped` and `lost` like any other."""
         stream = packet.stream
+        if stream is not None and stream.type == "audio":
+            return self._write_audio(packet, at)
         if self._held and self._held[0][0].stream is not stream:
             self._release_held(None)  # another connection's: nothing of this one to go by
         if stream is not None and id(stream) != self._dts_stream:
@@ -286,7 +330,7 @@ class SegmentWriter:
             return self._drop("no timestamp")
         if seg is not None and packet.is_keyframe and \
                 seg.seconds_since_start(pts) >= self.segment_seconds:
-            self._finish()
+            self._finish(audio_to_come=True)
             seg = None
         if seg is None:
             if not packet.is_keyframe:
@@ -297,9 +341,107 @@ class SegmentWriter:
                 return self._drop(f"cannot open a segment: {type(exc).__name__}")
         return self._mux(seg, packet, pts)
 
+    def _write_audio(self, packet: av.Packet, at: datetime | None) -> bool:
+        """An audio packet into the current segment, beside the video of its connection; held
+        (up to HOLD_AUDIO) until a key frame opens one."""
+        self._at = at
+        stream = packet.stream
+        if not self.audio:
+            return self._drop("audio is not recorded (audio: false)")
+        if not audio_storable(stream.codec_context.name):
+            self.audio_unrecorded += 1  # the whole track: cctv.audio_not_recorded says so
+            return False
+        seg = self._seg
+        closing = self._closing
+        if closing is not None and closing.audio_in is stream:
+            dts = packet.dts if packet.dts is not None else packet.pts
+            if seg is None or seg.audio_base is None or (dts is not None
+                                                         and dts < seg.audio_base):
+                return self._mux_audio(closing, packet)  # timed before the cut
+            self._finish_closing()
+        if seg is None or seg.audio_in is not stream:
+            if seg is not None and seg.in_stream.container is stream.container:
+                return self._drop("audio stream not in the segment")
+            if self._held_audio and self._held_audio_from != id(stream.container):
+                self._drop(KEYFRAME_WAIT, len(self._held_audio))  # an earlier connection's
+                self._held_audio = []
+            self._held_audio_from = id(stream.container)
+            self._held_audio.append((packet, at))
+            if len(self._held_audio) > HOLD_AUDIO:
+                self._held_audio.pop(0)
+                return self._drop(KEYFRAME_WAIT)
+            return True
+        return self._mux_audio(seg, packet)
+
+    def _mux_audio(self, seg: _OpenSegment, packet: av.Packet,
+                   early: str = "audio timed before its segment") -> bool:
+        """One audio packet into `seg`, on its video's time line; `early`: why a packet timed
+        before the segment's first picture is lost (it cannot be stored without shifting the
+        whole file: MP4 without an edit list)."""
+        if packet.size == 0:
+            return self._drop("empty packet")
+        tb = seg.audio_in.time_base if seg.audio_in is not None else None
+        if seg.audio_out is None or tb is None or seg.audio_base is None:
+            return self._drop("audio stream not in the segment")
+        dts = packet.dts if packet.dts is not None else packet.pts
+        if dts is None:
+            if seg.audio_last_dts is None or not packet.duration:
+                return self._drop("no timestamp")
+            dts = seg.audio_last_dts + seg.audio_base + packet.duration
+        pts = packet.pts if packet.pts is not None else dts
+        rel_dts, rel_pts = dts - seg.audio_base, pts - seg.audio_base
+        if rel_dts < 0:  # before the segment's first picture: MP4 without an edit list would
+            # shift the whole file (the video's timing too) to fit it
+            return self._drop(early)
+        if seg.audio_last_dts is not None and rel_dts <= seg.audio_last_dts:
+            return self._drop("timestamps going backwards")
+        try:
+            packet.stream = seg.audio_out
+            packet.time_base = tb
+            packet.dts, packet.pts = rel_dts, rel_pts
+            seg.container.mux(packet)
+        except (av.FFmpegError, ValueError, OSError) as exc:
+            return self._drop(f"mux refused the packet: {type(exc).__name__}")
+        seg.audio_last_dts = rel_dts
+        seg.audio_packets += 1
+        return True
+
+    def _add_audio(self, seg: _OpenSegment) -> None:
+        """The connection's audio track into a segment being opened (before its first packet:
+        MP4's header names every track)."""
+        if not self.audio:
+            return
+        container = seg.in_stream.container
+        audio_in = next(iter(container.streams.audio), None) if container else None
+        if audio_in is None or not audio_storable(audio_in.codec_context.name):
+            return
+        seg.audio_out = seg.container.add_stream_from_template(audio_in)
+        seg.audio_in = audio_in
+
+    def _start_audio(self, seg: _OpenSegment, base: int) -> None:
+        """After the segment's first video packet: the audio's time origin (the video's, in
+        the audio's time base) and the audio held until this key frame, written first."""
+        held, self._held_audio = self._held_audio, []
+        if seg.audio_in is None:
+            if held:
+                self._drop("audio stream not in the segment", len(held))
+            return
+        a_tb = seg.audio_in.time_base or Fraction(1, seg.audio_in.codec_context.sample_rate
+                                                  or 8000)
+        seg.audio_base = round(base * seg.time_base / a_tb)
+        for packet, at in held:
+            self._at = at
+            if packet.stream is seg.audio_in:  # before the first picture: lost, counted
+                self._mux_audio(seg, packet, early=KEYFRAME_WAIT)
+            else:
+                self._drop(KEYFRAME_WAIT)
+
     def cut(self) -> Segment | None:
         """End the current segment now (a discontinuity); the next starts on a key frame."""
         self._release_held(None)
+        if self._held_audio:  # audio of a connection that never gave a key frame
+            self._drop(KEYFRAME_WAIT, len(self._held_audio))
+            self._held_audio = []
         self._dts_stream = None
         self._numbering = None  # the next connection's numbering is its own
         self._inferred_pts = None
@@ -363,6 +505,12 @@ class SegmentWriter:
         final = self._final_path(at)
         self._seg = _OpenSegment(final, at, stream, shape, keyframe_start=True)
         self._stream_key = id(stream)
+        try:
+            self._add_audio(self._seg)
+        except (av.FFmpegError, ValueError):
+            self._seg.discard()
+            self._seg = None
+            raise
         return self._seg
 
     def _mux(self, seg: _OpenSegment, packet: av.Packet, pts: int) -> bool:
@@ -396,16 +544,34 @@ class SegmentWriter:
         seg.last_dts = dts
         seg.end_pts = max(seg.end_pts, pts + (duration or 0))
         seg.packets += 1
+        if seg.packets == 1 and self.audio:
+            self._start_audio(seg, base)
         if corrupt:  # kept as the camera sent it (decoders conceal), and counted
             seg.damaged += 1
             self._note(self._at or self.clock())
         return True
 
-    def _finish(self) -> Segment | None:
+    def _finish_closing(self) -> Segment | None:
+        """Seal the segment kept open for its last audio (see `_finish`)."""
+        seg, self._closing = self._closing, None
+        return None if seg is None else self._seal_open(seg)
+
+    def _finish(self, audio_to_come: bool = False) -> Segment | None:
+        """Seal the current segment. `audio_to_come` (a cut at a key frame, audio kept): it
+        stays open for the audio packets timed before the cut that the camera sends after the
+        key frame (audio and video come interleaved, not in strict time order), until the
+        first audio packet of the next segment's time, the next cut or the end."""
+        self._finish_closing()
         seg, self._seg = self._seg, None
         self._stream_key = None
         if seg is None:
             return None
+        if audio_to_come and seg.audio_in is not None and seg.packets:
+            self._closing = seg
+            return None
+        return self._seal_open(seg)
+
+    def _seal_open(self, seg: _OpenSegment) -> Segment | None:
         if seg.packets == 0:
             seg.discard()
             return None
@@ -416,10 +582,11 @@ class SegmentWriter:
             self._drop(f"segment could not be finished: {type(exc).__name__}", seg.packets)
             return None
         return self._seal(seg.temp, seg.final, seg.start, seg.duration(), seg.packets,
-                          seg.keyframe_start, seg.leading, seg.damaged)
+                          seg.keyframe_start, seg.leading, seg.damaged, seg.audio_packets)
 
     def _seal(self, temp: Path, final: Path, start: datetime, duration: float, packets: int,
-              keyframe_start: bool, leading: int = 0, damaged: int = 0) -> Segment | None:
+              keyframe_start: bool, leading: int = 0, damaged: int = 0,
+              audio_packets: int = 0) -> Segment | None:
         """Hash the finished temporary file, rename it to its final name, link it in."""
         try:
             with open(temp, "rb+") as f:
@@ -441,7 +608,7 @@ class SegmentWriter:
             duration=round(duration, 3), size=size, sha256=digest,
             prev_sha256=self.last_sha256, packets=packets, keyframe_start=keyframe_start,
             leading=leading, lost=sum(lost.values()), lost_reasons=lost_reasons(lost),
-            damaged=damaged)
+            damaged=damaged, audio_packets=audio_packets)
         self.last_sha256 = digest
         self.on_segment(record)
         return record
@@ -504,9 +671,9 @@ class FrameSegmentWriter(SegmentWriter):
         self._cv_frames += 1
         return True
 
-    def _finish(self) -> Segment | None:
+    def _finish(self, audio_to_come: bool = False) -> Segment | None:
         if self._cv is None:
-            return super()._finish()
+            return super()._finish(audio_to_come)
         writer, self._cv = self._cv, None
         writer.release()  # type: ignore[attr-defined]
         assert self._cv_paths is not None

@@ -19,6 +19,9 @@ produces them:
 - `CameraOffline` (no packets for `offline_after_seconds`) / `CameraOnline` (with the time
   it was offline): cctv.camera_offline / cctv.camera_online
 - `BadInput` (a packet the decoder refused, a zero-size frame: counted, the camera goes on)
+- `AudioTrack` (once per connection of the main stream: the camera's audio codec, or None
+  when it sends none, and whether its packets are handed on: `SourceSettings.audio`; off,
+  the audio is never demuxed)
 - `SourceFinished` (a file source reached its end; files are not reopened)
 
 Reasons and events carry no credentials (URLs are shown without user:password) and no footage.
@@ -129,6 +132,16 @@ class BadInput:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioTrack:
+    """The main stream's audio at a connection: `codec` (None: the camera sends none) and
+    whether its packets come as `PacketEvent`s (`recorded`: SourceSettings.audio)."""
+
+    camera_id: str
+    codec: str | None
+    recorded: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SourceFinished:
     camera_id: str
     stream: str
@@ -136,7 +149,8 @@ class SourceFinished:
 
 
 SourceEvent = (Connected | ConnectFailed | PacketEvent | FrameEvent | StreamLost
-               | StreamRecovered | CameraOffline | CameraOnline | BadInput | SourceFinished)
+               | StreamRecovered | CameraOffline | CameraOnline | BadInput | SourceFinished
+               | AudioTrack)
 
 # --------------------------------------------------------------------------- pure helpers
 
@@ -227,6 +241,7 @@ class SourceSettings:
     skip_deblocking: bool = True  # in the analysis decoder, on frames that are not intra
     realtime_files: bool = False  # pace a file by its timestamps, as a live camera would
     snapshot_seconds: float = 0.0  # a JPEG for the dashboard this often (0: none)
+    audio: bool = False  # hand the main stream's audio packets on (CameraConfig.audio)
 
     @staticmethod
     def of(section: object, camera: object) -> SourceSettings:
@@ -237,7 +252,8 @@ class SourceSettings:
             reconnect_max_seconds=section.reconnect_max_seconds,  # type: ignore[attr-defined]
             analysis_fps=camera.motion.analysis_fps,  # type: ignore[attr-defined]
             frame_height=camera.motion.frame_height,  # type: ignore[attr-defined]
-            skip_deblocking=camera.motion.skip_deblocking)  # type: ignore[attr-defined]
+            skip_deblocking=camera.motion.skip_deblocking,  # type: ignore[attr-defined]
+            audio=camera.audio)  # type: ignore[attr-defined]
 
 
 class _Reader:
@@ -321,6 +337,15 @@ class _Reader:
                                 keyframes_only=owner.settings.analysis_fps <= 1.0)
         owner.emit(Connected(owner.camera_id, self.stream, self.shown_url, ctx.name,
                              ctx.width, ctx.height))
+        audio = None
+        if self.packets:  # the main stream: its audio said once per connection
+            audio = next(iter(container.streams.audio), None)
+            if audio is not None or owner.settings.audio:
+                owner.emit(AudioTrack(owner.camera_id,
+                                      None if audio is None else audio.codec_context.name,
+                                      owner.settings.audio))
+            if not owner.settings.audio:
+                audio = None
         file_source = is_file_url(self.url)
         started, opened_at = time.monotonic(), owner.utcnow()
         first_pts: float | None = None
@@ -328,11 +353,15 @@ class _Reader:
         conn_base: float | None = None
         # a float once per connection: Fraction arithmetic on every packet costs more
         seconds_per_tick = float(stream.time_base) if stream.time_base else 0.0
-        for packet in container.demux(stream):
+        for packet in container.demux(stream) if audio is None else \
+                container.demux(stream, audio):
             if owner.stopping.is_set():
                 return "stopped"
             if packet.size == 0 and packet.pts is None:
                 continue  # the demuxer's flush packet
+            if audio is not None and packet.stream is audio:  # copied as it came, no analysis
+                owner.emit(PacketEvent(owner.camera_id, packet, self._last_packet_at))
+                continue
             now_mono = time.monotonic()
             at = owner.utcnow()
             pts_s = packet.pts * seconds_per_tick if packet.pts is not None and \

@@ -14,6 +14,10 @@ class CctvKind(StrEnum):
     STREAM_GAP = "cctv.stream_gap"
     BAD_INPUT = "cctv.bad_input"
     PACKETS_LOST = "cctv.packets_lost"
+    # the camera sends audio that is not recorded: by policy (audio: false, info) or because
+    # the segments cannot store its codec (audio: true, warning); or audio: true and the
+    # camera sends none (notice). Once per connection.
+    AUDIO_NOT_RECORDED = "cctv.audio_not_recorded"
     SEGMENT = "cctv.segment"
     MOTION_START = "cctv.motion_start"
     MOTION_END = "cctv.motion_end"
