@@ -42,6 +42,7 @@ from floor_agent.cctv.source import (
     CameraOffline,
     CameraOnline,
     CameraSource,
+    ClockDrift,
     FrameEvent,
     OpenCvSource,
     PacketEvent,
@@ -133,6 +134,10 @@ class CameraRecorder:
         self._motion_in_segment = False
         self._bad_reported: dict[str, float] = {}
         self.segments = 0
+        # how far behind real time the last written packet arrived (source.py's `behind`), and
+        # since when (monotonic) the camera has been lagging, None while it is not
+        self.lag_seconds = 0.0
+        self._lagging_since: float | None = None
 
     def start(self) -> None:
         if self.source is not None:
@@ -208,6 +213,12 @@ class CameraRecorder:
             if self.camera.tamper.enabled:
                 self._packet_facts(event)
             self.writer.write(event.packet, event.at)
+            self._lag(event.behind)
+        elif isinstance(event, ClockDrift):
+            self.emit(CctvKind.CLOCK_DRIFT, self.subject, "warning",
+                      camera_id=self.camera.camera_id, stream=event.stream,
+                      drift_ms=round(event.drift_seconds * 1000),
+                      bound_ms=round(event.bound_seconds * 1000))
         elif isinstance(event, FrameEvent):
             self._frame(event)
         elif isinstance(event, StreamLost):
@@ -232,6 +243,23 @@ class CameraRecorder:
             self._bad_input(event.stream, event.reason)
         elif isinstance(event, SourceFinished) and event.stream == "main":
             self.writer.close()
+
+    def _lag(self, behind: float) -> None:
+        """`cctv.lagging` once the last written packet is more than `lag_alarm_seconds` behind
+        real time; `cctv.lag_recovered` once it is back under half of that."""
+        self.lag_seconds = behind
+        bound = self.section.lag_alarm_seconds
+        if self._lagging_since is None and behind > bound:
+            self._lagging_since = time.monotonic()
+            self.emit(CctvKind.LAGGING, self.subject, "warning",
+                      camera_id=self.camera.camera_id, lag_ms=round(behind * 1000),
+                      bound_ms=round(bound * 1000))
+        elif self._lagging_since is not None and behind < bound / 2:
+            lagged = time.monotonic() - self._lagging_since
+            self._lagging_since = None
+            self.emit(CctvKind.LAG_RECOVERED, self.subject, "notice",
+                      camera_id=self.camera.camera_id, lag_ms=round(behind * 1000),
+                      lagging_ms=round(lagged * 1000))
 
     def _packets_lost(self, lost: Counter[str], since: datetime, until: datetime,
                       seq: int | None = None, damaged: int = 0) -> None:
