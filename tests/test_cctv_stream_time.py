@@ -219,3 +219,32 @@ def test_a_camera_falling_behind_real_time_is_lagging_until_it_catches_up(
     kinds = [k for k, _, _ in events]
     assert kinds.index("cctv.lagging") < kinds.index("cctv.lag_recovered")
     assert not of_kind(events, "cctv.packets_lost")  # slow, yet nothing lost
+
+
+def test_the_tamper_detector_gets_arrival_times_not_the_stream_clock(
+        tmp_path: Path, b_frames_video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream whose timestamps stand while packets keep arriving is frozen evidence: the
+    packet facts must keep arrival times (on the stream's clock they would stand too)."""
+    from floor_agent.cctv import recorder as recorder_module
+
+    seen: list[float] = []
+    real = recorder_module.tamper.observe_packet
+
+    def spy(state: object, facts: object, config: object) -> object:
+        seen.append(facts.arrival)  # type: ignore[attr-defined]
+        return real(state, facts, config)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(recorder_module.tamper, "observe_packet", spy)
+    config = section(tmp_path / "footage", ("cam1", "rtsp://127.0.0.1:9/cam1"))
+    events: list[Event] = []
+    stream_at = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    with SegmentIndex.in_storage(config.storage_dir) as index, \
+            av.open(str(b_frames_video)) as container:
+        recorder = WatchedRecorder(config, 0, index, events)
+        try:
+            packet = next(iter(container.demux(container.streams.video[0])))
+            arrived = stream_at + timedelta(seconds=7)
+            recorder.on_event(PacketEvent("cam1", packet, stream_at, 0.0, arrived))
+        finally:
+            recorder.stop()
+    assert seen == [arrived.timestamp()]

@@ -95,6 +95,7 @@ class PacketEvent:
     # (RTSP's first after a connect) has its arrival time here, the writer derives its own
     at: datetime
     behind: float = 0.0  # seconds it arrived after its anchored time: the camera's lag
+    arrived: datetime | None = None  # wall-clock arrival (a file: its time), UTC
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,7 +413,7 @@ class _Reader:
                 self._analyse(packet, t)
             owner.packet_arrived(self.stream, at, now_mono)
             if self.packets:
-                owner.emit(PacketEvent(owner.camera_id, packet, stream_at, behind))
+                owner.emit(PacketEvent(owner.camera_id, packet, stream_at, behind, at))
         return None if file_source else "stream ended"
 
     def _rtcp_base(self, container: av.container.InputContainer,
