@@ -21,7 +21,7 @@ from pathlib import Path
 import av
 import pytest
 from cctv_recording import Event, WatchedRecorder, of_kind, section, wait_for
-from numbered_video import encode_numbered
+from numbered_video import decode_numbers, encode_numbered
 
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import Segment
@@ -248,3 +248,53 @@ def test_the_tamper_detector_gets_arrival_times_not_the_stream_clock(
         finally:
             recorder.stop()
     assert seen == [arrived.timestamp()]
+
+
+class StarvedRecorder(WatchedRecorder):
+    """A recorder on a starved box: each packet takes 0.15 s (the stream sends one every
+    0.1 s) while `slow` is set, until it is told to stop."""
+
+    slow = threading.Event()
+    first_arrival: float | None = None
+
+    def on_event(self, event: object) -> None:
+        if isinstance(event, PacketEvent):
+            self.first_arrival = self.first_arrival or time.monotonic()
+            if self.slow.is_set() and not self._stop.is_set():
+                time.sleep(0.15)
+        super().on_event(event)
+
+
+def test_a_stop_writes_what_the_camera_sent_before_it(tmp_path: Path,
+                                                      b_frames_video: Path) -> None:
+    """Was: a lagging camera's backlog (sent, waiting in the socket) was never written when
+    the service stopped. The server plays the file in real time from the session's start: by
+    the stop it had sent (stop - first packet) x FPS frames, and that many are in the
+    segments, decodable, in order (within two frames: the timing of the first packet)."""
+    events: list[Event] = []
+    with RtspServer({"cam1": b_frames_video}) as server:
+        config = section(tmp_path / "footage", ("cam1", server.url("cam1")))
+        with SegmentIndex.in_storage(config.storage_dir) as index:
+            recorder = StarvedRecorder(config, 0, index, events)
+            recorder.start()
+            try:
+                wait_for(lambda: recorder.segments >= 1, 30, "a segment")
+                recorder.slow.set()
+                wait_for(lambda: recorder.lag_seconds > 2.0, 30, "2 s of lag")
+                stopped = time.monotonic()
+                recorder.stop()
+                took = time.monotonic() - stopped
+            finally:
+                recorder.slow.clear()
+                recorder.stop()
+            segments = [r.segment for r in index.segments(include_retired=True)]
+    assert recorder.first_arrival is not None
+    sent = (stopped - recorder.first_arrival) * FPS
+    numbers = decode_numbers([tmp_path / "footage" / s.path for s in segments])
+    # from the first frame, none missing, in order (the last few may skip numbers: B-frames
+    # shown before the last P-frame that the server had not sent yet)
+    assert numbers[:-4] == list(range(len(numbers) - 4)), numbers[-8:]
+    assert numbers == sorted(set(numbers))
+    assert len(numbers) >= sent - 2, (len(numbers), sent)
+    assert took < 3.0 + 1.0  # stop_drain_seconds, and the rest of the stop
+    assert not of_kind(events, "cctv.packets_lost")

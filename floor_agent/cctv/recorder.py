@@ -147,8 +147,15 @@ class CameraRecorder:
                                             name=f"cctv-{self.camera.camera_id}", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
+    def begin_stop(self) -> None:
+        """Tell the camera to stop (its source drains what was sent, source.py) without
+        waiting: the runner stops every camera at once, then waits for each."""
         self._stop.set()
+        if self.source is not None:
+            self.source.stopping.set()
+
+    def stop(self) -> None:
+        self.begin_stop()
         if self.source is not None:
             self.source.stop()
         if self._thread is not None:

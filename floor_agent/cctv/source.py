@@ -23,6 +23,11 @@ produces them:
 - `BadInput` (a packet the decoder refused, a zero-size frame: counted, the camera goes on)
 - `SourceFinished` (a file source reached its end; files are not reopened)
 
+`stop()` does not drop what the camera already sent: a main stream that is behind real time
+(packets waiting in the socket) is read on until a packet is within CAUGHT_UP_SECONDS of real
+time, for at most `stop_drain_seconds` (3 s; then at most the socket timeout for a packet that
+does not come), every packet handed on as usual before the reader ends.
+
 Time from the stream (issue 22): a live packet's time is not its arrival. Once per connection
 the arrival of the first packet with a timestamp anchors the stream's PTS to the box's clock;
 every later packet is that anchor plus its PTS difference (moved earlier only when a packet
@@ -168,6 +173,8 @@ SourceEvent = (Connected | ConnectFailed | PacketEvent | FrameEvent | StreamLost
 
 # --------------------------------------------------------------------------- pure helpers
 
+CAUGHT_UP_SECONDS = 0.2  # a packet this little behind real time: nothing waits behind it
+
 
 def is_file_url(url: str) -> bool:
     scheme = urlsplit(url).scheme
@@ -257,6 +264,8 @@ class SourceSettings:
     snapshot_seconds: float = 0.0  # a JPEG for the dashboard this often (0: none)
     # RTCP wall time further than this from the box's clock: ClockDrift, arrival anchor used
     clock_drift_seconds: float = 2.0
+    # at stop, a lagging stream is read on (what the camera sent is written) this long at most
+    stop_drain_seconds: float = 3.0
 
     @staticmethod
     def of(section: object, camera: object) -> SourceSettings:
@@ -364,9 +373,17 @@ class _Reader:
         anchor: tuple[datetime, float, float] | None = None
         rtcp_base: float | None = None
         rtcp_judged = file_source
+        behind, drain_until = 0.0, None
         for packet in container.demux(stream):
             if owner.stopping.is_set():
-                return "stopped"
+                # what the camera sent before the stop is written first: read on while the
+                # last packet was behind real time (the rest waits in the socket), for at
+                # most `stop_drain_seconds`
+                now_mono = time.monotonic()
+                drain_until = drain_until or now_mono + owner.settings.stop_drain_seconds
+                if file_source or self.stream != "main" or behind <= CAUGHT_UP_SECONDS \
+                        or now_mono >= drain_until:
+                    return "stopped"
             if packet.size == 0 and packet.pts is None:
                 continue  # the demuxer's flush packet
             now_mono = time.monotonic()
