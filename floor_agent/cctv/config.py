@@ -168,6 +168,12 @@ class CctvSection(StrictModel):
     # reconnect delay after a lost stream, growing to the max
     reconnect_initial_seconds: Annotated[StrictFloat, Field(gt=0)] = 1.0
     reconnect_max_seconds: Annotated[StrictFloat, Field(gt=0)] = 30.0
+    # a camera whose last written packet is further behind real time than this is lagging
+    # (cctv.lagging, then cctv.lag_recovered once back under half of it)
+    lag_alarm_seconds: Annotated[StrictFloat, Field(gt=0, le=3600)] = 5.0
+    # a camera whose own clock (RTCP sender reports) is further than this from the box's
+    # raises cctv.clock_drift; its footage is then timed by the box's clock (arrival anchor)
+    clock_drift_seconds: Annotated[StrictFloat, Field(gt=0, le=86400)] = 2.0
     offload: OffloadConfig = Field(default_factory=OffloadConfig)
 
     @field_validator("cameras")

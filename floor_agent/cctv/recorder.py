@@ -44,6 +44,7 @@ from floor_agent.cctv.source import (
     CameraOffline,
     CameraOnline,
     CameraSource,
+    ClockDrift,
     FrameEvent,
     OpenCvSource,
     PacketEvent,
@@ -135,6 +136,10 @@ class CameraRecorder:
         self._motion_in_segment = False
         self._bad_reported: dict[str, float] = {}
         self.segments = 0
+        # how far behind real time the last written packet arrived (source.py's `behind`), and
+        # since when (monotonic) the camera has been lagging, None while it is not
+        self.lag_seconds = 0.0
+        self._lagging_since: float | None = None
 
     def start(self) -> None:
         if self.source is not None:
@@ -144,8 +149,15 @@ class CameraRecorder:
                                             name=f"cctv-{self.camera.camera_id}", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
+    def begin_stop(self) -> None:
+        """Tell the camera to stop (its source drains what was sent, source.py) without
+        waiting: the runner stops every camera at once, then waits for each."""
         self._stop.set()
+        if self.source is not None:
+            self.source.stopping.set()
+
+    def stop(self) -> None:
+        self.begin_stop()
         if self.source is not None:
             self.source.stop()
         if self._thread is not None:
@@ -210,6 +222,12 @@ class CameraRecorder:
             if self.camera.tamper.enabled and event.packet.stream.type == "video":
                 self._packet_facts(event)
             self.writer.write(event.packet, event.at)
+            self._lag(event.behind)
+        elif isinstance(event, ClockDrift):
+            self.emit(CctvKind.CLOCK_DRIFT, self.subject, "warning",
+                      camera_id=self.camera.camera_id, stream=event.stream,
+                      drift_ms=round(event.drift_seconds * 1000),
+                      bound_ms=round(event.bound_seconds * 1000))
         elif isinstance(event, FrameEvent):
             self._frame(event)
         elif isinstance(event, StreamLost):
@@ -236,6 +254,23 @@ class CameraRecorder:
             self._audio_track(event)
         elif isinstance(event, SourceFinished) and event.stream == "main":
             self.writer.close()
+
+    def _lag(self, behind: float) -> None:
+        """`cctv.lagging` once the last written packet is more than `lag_alarm_seconds` behind
+        real time; `cctv.lag_recovered` once it is back under half of that."""
+        self.lag_seconds = behind
+        bound = self.section.lag_alarm_seconds
+        if self._lagging_since is None and behind > bound:
+            self._lagging_since = time.monotonic()
+            self.emit(CctvKind.LAGGING, self.subject, "warning",
+                      camera_id=self.camera.camera_id, lag_ms=round(behind * 1000),
+                      bound_ms=round(bound * 1000))
+        elif self._lagging_since is not None and behind < bound / 2:
+            lagged = time.monotonic() - self._lagging_since
+            self._lagging_since = None
+            self.emit(CctvKind.LAG_RECOVERED, self.subject, "notice",
+                      camera_id=self.camera.camera_id, lag_ms=round(behind * 1000),
+                      lagging_ms=round(lagged * 1000))
 
     def _packets_lost(self, lost: Counter[str], since: datetime, until: datetime,
                       seq: int | None = None, damaged: int = 0) -> None:
@@ -326,7 +361,10 @@ class CameraRecorder:
         # CRC-32 of the packet's buffer, read in place: a repeat is the same size and CRC on
         # every packet for frozen_seconds (hundreds of packets), which distinct packets never
         # are by chance; 5x cheaper than a 16-byte BLAKE2b (~7 us for a 35 kB packet)
-        facts = tamper.PacketFacts(event.at.timestamp(), pts, packet.size,
+        # arrival, not the stream's time: a stream whose timestamps stand while packets
+        # arrive is evidence of a freeze
+        arrived = event.arrived or event.at
+        facts = tamper.PacketFacts(arrived.timestamp(), pts, packet.size,
                                    zlib.crc32(packet).to_bytes(4, "big"))
         self._tamper, alarms = tamper.observe_packet(self._tamper, facts, self.camera.tamper)
         self._tamper_alarms(alarms)

@@ -42,6 +42,16 @@ never dropped for want of a key frame). MP4 stores AAC (and Opus, MP3) but not G
 raises `cctv.audio_not_recorded` naming the camera and the codec once per connection, and the
 video is recorded without the audio (those packets are not counted as lost: the event says
 the whole track is not recorded).
+
+Time from the stream: a segment starts at its key frame's time on the stream's own clock, as
+the source gives it with each timed packet (source.py: the arrival anchor, or RTCP once the
+camera's first sender report came) until the connection's first segment is finished, then
+fixed for the connection (so that segment has RTCP's time when the report came while it was
+written, and segments of one connection follow each other exactly); so the key frame RTSP
+sends without a pts (given one when its held packets are released) has its true time. A start
+before the previous segment's end (a new connection whose clock disagrees) is moved to that
+end, and that connection's clock with it: segments never overlap in the index. A segment's
+duration is what FFmpeg reads from the finished file.
 """
 
 from __future__ import annotations
@@ -53,7 +63,7 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 
@@ -235,6 +245,12 @@ class SegmentWriter:
         # what the last finished segment's record counted as lost, and when (for its event)
         self.last_lost: tuple[Counter[str], datetime | None, datetime | None] = (
             Counter(), None, None)
+        # the stream's clock: UTC of pts 0 of the input stream `_clock_stream` (set by its
+        # first packet with a pts and a time); where the last segment ended
+        self._clock: datetime | None = None
+        self._clock_stream: int | None = None
+        self._clock_fixed = False
+        self._prev_end: datetime | None = None
 
     # ----------------------------------------------------------------- feeding
 
@@ -252,6 +268,14 @@ class SegmentWriter:
             return self._write_audio(packet, at)
         if self._held and self._held[0][0].stream is not stream:
             self._release_held(None)  # another connection's: nothing of this one to go by
+        if stream is not None and at is not None and packet.pts is not None \
+                and stream.time_base and (id(stream) != self._clock_stream
+                                          or not self._clock_fixed):
+            # followed until the connection's first segment is finished (the source moves to
+            # RTCP's clock at the first sender report), then fixed for the connection
+            self._clock = at - timedelta(seconds=float(packet.pts * stream.time_base))
+            self._clock_fixed = self._clock_fixed and id(stream) == self._clock_stream
+            self._clock_stream = id(stream)
         if stream is not None and id(stream) != self._dts_stream:
             if packet.dts is None and stream.type == "video":
                 self._held.append((packet, at))
@@ -336,7 +360,7 @@ class SegmentWriter:
             if not packet.is_keyframe:
                 return self._drop(KEYFRAME_WAIT)
             try:
-                seg = self._open(stream, shape, at or self.clock())
+                seg = self._open(stream, shape, self._start_time(stream, pts, at))
             except (av.FFmpegError, OSError, ValueError) as exc:
                 return self._drop(f"cannot open a segment: {type(exc).__name__}")
         return self._mux(seg, packet, pts)
@@ -443,6 +467,7 @@ class SegmentWriter:
             self._drop(KEYFRAME_WAIT, len(self._held_audio))
             self._held_audio = []
         self._dts_stream = None
+        self._clock_stream, self._clock_fixed = None, False  # the next one anchors its own
         self._numbering = None  # the next connection's numbering is its own
         self._inferred_pts = None
         return self._finish()
@@ -498,6 +523,20 @@ class SegmentWriter:
             step = packet.duration or seg.frame_step
             return seg.end_pts if not step else max(seg.end_pts, (seg.last_dts or 0) + step)
         return 0 if packet.is_keyframe else None
+
+    def _start_time(self, stream: av.video.stream.VideoStream, pts: int,
+                    at: datetime | None) -> datetime:
+        """A segment's start: its key frame on the stream's clock, never before the previous
+        segment's end."""
+        start = at or self.clock()
+        timed = self._clock is not None and id(stream) == self._clock_stream
+        if timed and self._clock is not None and stream.time_base:
+            start = self._clock + timedelta(seconds=float(pts * stream.time_base))
+        if self._prev_end is not None and start < self._prev_end:
+            if timed and self._clock is not None:  # the connection's clock moves with it
+                self._clock += self._prev_end - start
+            start = self._prev_end
+        return start
 
     def _open(self, stream: av.video.stream.VideoStream, shape: StreamShape,
               at: datetime) -> _OpenSegment:
@@ -577,12 +616,22 @@ class SegmentWriter:
             return None
         try:
             seg.container.close()
+            if seg.first_pts is not None:  # its start on the stream's clock as it is now
+                start = self._start_time(seg.in_stream, seg.first_pts, seg.start)
+                self._clock_fixed = self._clock_fixed or id(seg.in_stream) == self._clock_stream
+                if start != seg.start:
+                    seg.final, seg.start = self._final_path(start), start
+                    seg.final.parent.mkdir(parents=True, exist_ok=True)
         except (av.FFmpegError, OSError, ValueError) as exc:
             seg.discard()
             self._drop(f"segment could not be finished: {type(exc).__name__}", seg.packets)
             return None
-        return self._seal(seg.temp, seg.final, seg.start, seg.duration(), seg.packets,
-                          seg.keyframe_start, seg.leading, seg.damaged, seg.audio_packets)
+        duration = file_duration(seg.temp, seg.duration())
+        record = self._seal(seg.temp, seg.final, seg.start, duration, seg.packets,
+                            seg.keyframe_start, seg.leading, seg.damaged, seg.audio_packets)
+        if record is not None:
+            self._prev_end = record.start + timedelta(seconds=record.duration)
+        return record
 
     def _seal(self, temp: Path, final: Path, start: datetime, duration: float, packets: int,
               keyframe_start: bool, leading: int = 0, damaged: int = 0,
@@ -680,6 +729,20 @@ class FrameSegmentWriter(SegmentWriter):
         temp, final = self._cv_paths
         return self._seal(temp, final, self._cv_start, self._cv_frames / self.fps,
                           self._cv_frames, True)
+
+
+def file_duration(path: Path, counted: float) -> float:
+    """A finished segment's duration as FFmpeg (ffprobe, a player, an export) reads the file:
+    the index says what the file holds. It differs from the timestamps counted while writing
+    where the pictures a packet's timestamp leaves room for never came (a segment cut by a
+    stop before a GOP's B-frames). `counted` where the file cannot be read back."""
+    try:
+        with av.open(str(path)) as container:
+            if container.duration is not None and container.duration > 0:
+                return container.duration / 1_000_000
+    except (av.FFmpegError, OSError, ValueError):
+        pass
+    return counted
 
 
 def _fsync_dir(path: Path) -> None:

@@ -12,8 +12,10 @@ threads one at a time; nothing is raised out of a thread. Events, in the order a
 produces them:
 
 - `Connected` (stream opened: codec, size) / `ConnectFailed` (reason, attempt, retry delay)
-- `PacketEvent` (a video packet to record, with its arrival time) and `FrameEvent` (a
-  `SmallFrame` for motion/tamper)
+- `PacketEvent` (a video packet to record, with its time on the stream's own clock and how far
+  behind real time it arrived) and `FrameEvent` (a `SmallFrame` for motion/tamper)
+- `ClockDrift` (the camera's own wall clock, from its RTCP sender reports, differs from the
+  box's by more than `clock_drift_seconds`: its reports are not trusted for this connection)
 - `StreamLost` (the stream ended or failed, with the reason) and, after reconnecting,
   `StreamRecovered` (with the gap in seconds: the hole in the footage, an audit event)
 - `CameraOffline` (no packets for `offline_after_seconds`) / `CameraOnline` (with the time
@@ -23,6 +25,22 @@ produces them:
   when it sends none, and whether its packets are handed on: `SourceSettings.audio`; off,
   the audio is never demuxed)
 - `SourceFinished` (a file source reached its end; files are not reopened)
+
+`stop()` does not drop what the camera already sent: a main stream that is behind real time
+(packets waiting in the socket) is read on until a packet is within CAUGHT_UP_SECONDS of real
+time, for at most `stop_drain_seconds` (3 s; then at most the socket timeout for a packet that
+does not come), every packet handed on as usual before the reader ends.
+
+Time from the stream (issue 22): a live packet's time is not its arrival. Once per connection
+the arrival of the first packet with a timestamp anchors the stream's PTS to the box's clock;
+every later packet is that anchor plus its PTS difference (moved earlier only when a packet
+arrives before the anchor says it can have been sent: the first packet was held up). Where
+the camera sends RTCP sender reports, FFmpeg's `start_time_realtime` gives the NTP wall time
+of PTS 0 and that is used instead, unless it differs from the arrival anchor by more than
+`clock_drift_seconds` (`ClockDrift`; the arrival anchor is used). How far a packet arrives
+behind its anchored time (`PacketEvent.behind`) is the camera's lag: a reader that falls
+behind real time (CPU starvation) reads packets ever later than the stream's clock says they
+were sent.
 
 Reasons and events carry no credentials (URLs are shown without user:password) and no footage.
 `v4l2:///dev/videoN` and MJPEG sources are read through OpenCV: see `OpenCvSource`.
@@ -36,7 +54,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -81,7 +99,21 @@ class PacketEvent:
 
     camera_id: str
     packet: av.Packet = field(repr=False)
-    at: datetime  # wall-clock arrival, UTC
+    # UTC, on the stream's own clock (see the module's docstring); a packet without a pts
+    # (RTSP's first after a connect) has its arrival time here, the writer derives its own
+    at: datetime
+    behind: float = 0.0  # seconds it arrived after its anchored time: the camera's lag
+    arrived: datetime | None = None  # wall-clock arrival (a file: its time), UTC
+
+
+@dataclass(frozen=True, slots=True)
+class ClockDrift:
+    """The camera's clock (RTCP sender reports) against the box's at a connection's start."""
+
+    camera_id: str
+    stream: str
+    drift_seconds: float  # camera minus box (positive: the camera's clock is ahead)
+    bound_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +182,11 @@ class SourceFinished:
 
 SourceEvent = (Connected | ConnectFailed | PacketEvent | FrameEvent | StreamLost
                | StreamRecovered | CameraOffline | CameraOnline | BadInput | SourceFinished
-               | AudioTrack)
+               | AudioTrack | ClockDrift)
 
 # --------------------------------------------------------------------------- pure helpers
+
+CAUGHT_UP_SECONDS = 0.2  # a packet this little behind real time: nothing waits behind it
 
 
 def is_file_url(url: str) -> bool:
@@ -242,6 +276,10 @@ class SourceSettings:
     realtime_files: bool = False  # pace a file by its timestamps, as a live camera would
     snapshot_seconds: float = 0.0  # a JPEG for the dashboard this often (0: none)
     audio: bool = False  # hand the main stream's audio packets on (CameraConfig.audio)
+    # RTCP wall time further than this from the box's clock: ClockDrift, arrival anchor used
+    clock_drift_seconds: float = 2.0
+    # at stop, a lagging stream is read on (what the camera sent is written) this long at most
+    stop_drain_seconds: float = 3.0
 
     @staticmethod
     def of(section: object, camera: object) -> SourceSettings:
@@ -253,7 +291,8 @@ class SourceSettings:
             analysis_fps=camera.motion.analysis_fps,  # type: ignore[attr-defined]
             frame_height=camera.motion.frame_height,  # type: ignore[attr-defined]
             skip_deblocking=camera.motion.skip_deblocking,  # type: ignore[attr-defined]
-            audio=camera.audio)  # type: ignore[attr-defined]
+            audio=camera.audio,  # type: ignore[attr-defined]
+            clock_drift_seconds=section.clock_drift_seconds)  # type: ignore[attr-defined]
 
 
 class _Reader:
@@ -353,19 +392,36 @@ class _Reader:
         conn_base: float | None = None
         # a float once per connection: Fraction arithmetic on every packet costs more
         seconds_per_tick = float(stream.time_base) if stream.time_base else 0.0
+        # the stream's clock on the box's: arrival of the first timed packet (wall, monotonic)
+        # and its pts; RTCP's wall time of pts 0 once known and trusted (None: not (yet))
+        anchor: tuple[datetime, float, float] | None = None
+        rtcp_base: float | None = None
+        rtcp_judged = file_source
+        behind, drain_until = 0.0, None
+        last_stream_at: datetime | None = None  # audio goes by its video's clock
         for packet in container.demux(stream) if audio is None else \
                 container.demux(stream, audio):
             if owner.stopping.is_set():
-                return "stopped"
+                # what the camera sent before the stop is written first: read on while the
+                # last packet was behind real time (the rest waits in the socket), for at
+                # most `stop_drain_seconds`
+                now_mono = time.monotonic()
+                drain_until = drain_until or now_mono + owner.settings.stop_drain_seconds
+                if file_source or self.stream != "main" or behind <= CAUGHT_UP_SECONDS \
+                        or now_mono >= drain_until:
+                    return "stopped"
             if packet.size == 0 and packet.pts is None:
                 continue  # the demuxer's flush packet
             if audio is not None and packet.stream is audio:  # copied as it came, no analysis
-                owner.emit(PacketEvent(owner.camera_id, packet, self._last_packet_at))
+                owner.emit(PacketEvent(owner.camera_id, packet,
+                                       last_stream_at or self._last_packet_at, behind,
+                                       self._last_packet_at))
                 continue
             now_mono = time.monotonic()
             at = owner.utcnow()
             pts_s = packet.pts * seconds_per_tick if packet.pts is not None and \
                 seconds_per_tick else None
+            behind = 0.0
             if file_source and pts_s is not None:
                 # a file has no arrival time: its packets are as late as their timestamps
                 first_pts = pts_s if first_pts is None else first_pts
@@ -375,6 +431,19 @@ class _Reader:
                     if owner.stopping.wait(wait):
                         return "stopped"
                     now_mono = time.monotonic()
+            stream_at = at  # arrival, or a file's time: what the packet is timed by
+            if not file_source and pts_s is not None:
+                if anchor is None:
+                    anchor = (at, now_mono, pts_s)
+                behind = (now_mono - anchor[1]) - (pts_s - anchor[2])
+                if behind < 0:  # sent before the anchor says it could be: the anchor was late
+                    anchor = (at, now_mono, pts_s)
+                    behind = 0.0
+                if not rtcp_judged:
+                    rtcp_base, rtcp_judged = self._rtcp_base(container, anchor)
+                stream_at = (datetime.fromtimestamp(rtcp_base + pts_s, UTC)
+                             if rtcp_base is not None
+                             else anchor[0] + timedelta(seconds=pts_s - anchor[2]))
             if not self._got_packets:
                 self._got_packets = True
                 if lost_at is not None:
@@ -392,8 +461,26 @@ class _Reader:
                 self._analyse(packet, t)
             owner.packet_arrived(self.stream, at, now_mono)
             if self.packets:
-                owner.emit(PacketEvent(owner.camera_id, packet, at))
+                owner.emit(PacketEvent(owner.camera_id, packet, stream_at, behind, at))
+            last_stream_at = stream_at
         return None if file_source else "stream ended"
+
+    def _rtcp_base(self, container: av.container.InputContainer,
+                   anchor: tuple[datetime, float, float]) -> tuple[float | None, bool]:
+        """The camera's wall time (seconds since the epoch) of pts 0 from its RTCP sender
+        reports, and whether that is settled for this connection: (None, False) while no
+        report came; (None, True) when it is too far from the arrival anchor (ClockDrift)."""
+        realtime = container.start_time_realtime
+        if realtime is None or realtime <= 0:
+            return None, False
+        base = realtime / 1_000_000
+        drift = (base + anchor[2]) - anchor[0].timestamp()
+        bound = self.owner.settings.clock_drift_seconds
+        if abs(drift) > bound:
+            self.owner.emit(ClockDrift(self.owner.camera_id, self.stream, round(drift, 3),
+                                       bound))
+            return None, True
+        return base, True
 
     def _analyse(self, packet: av.Packet, t: float) -> None:
         """Decode the packet (always: later frames need it) and, at the analysis rate, hand

@@ -18,6 +18,9 @@ class CctvKind(StrEnum):
     # the segments cannot store its codec (audio: true, warning); or audio: true and the
     # camera sends none (notice). Once per connection.
     AUDIO_NOT_RECORDED = "cctv.audio_not_recorded"
+    LAGGING = "cctv.lagging"
+    LAG_RECOVERED = "cctv.lag_recovered"
+    CLOCK_DRIFT = "cctv.clock_drift"
     SEGMENT = "cctv.segment"
     MOTION_START = "cctv.motion_start"
     MOTION_END = "cctv.motion_end"
