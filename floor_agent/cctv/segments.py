@@ -607,6 +607,9 @@ class SegmentWriter:
             return None
         if audio_to_come and seg.audio_in is not None and seg.packets:
             self._closing = seg
+            # its pictures' end: the next segment starts there, not over it (sealed later)
+            self._prev_end = max(self._prev_end or seg.start,
+                                 seg.start + timedelta(seconds=seg.duration()))
             return None
         return self._seal_open(seg)
 
@@ -666,7 +669,9 @@ class SegmentWriter:
         rel = segment_relpath(self.camera_id, at)
         final = self.storage_dir / rel
         n = 1
-        while final.exists():  # two starts within a millisecond: keep both
+        # two starts within a millisecond: keep both (a segment still open has only its
+        # temporary file)
+        while final.exists() or final.with_name("." + final.name + ".part").exists():
             n += 1
             final = self.storage_dir / segment_relpath(self.camera_id, at, f"-{n}.mp4")
         return final
