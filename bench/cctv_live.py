@@ -23,7 +23,8 @@ arrived), sampled every 0.1 s; the trial's lag is the largest over cameras and t
 camera's segments are decoded back in index order and the barcodes read: lost = numbers the
 server sent that no segment holds, plus any repeated. Clean: 0 lost, 0 repeated and lag < 2 s.
 
-"busy": a separate process spinning in pure Python (one core, nice 0) for the whole trial,
+"busy": a separate process spinning in pure Python (one core, nice 0, its own session so the
+scheduler's autogroups give it a core as another service would take) for the whole trial,
 started before the RTSP server and the recorder. Counts are tried in ascending order per
 condition; the first count that is not clean ends that condition's ladder.
 """
@@ -176,7 +177,10 @@ def child_record(urls: list[str], storage: str, seconds: float) -> dict[str, Any
 
 
 def busy_core() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    """One core's worth of another service: a pure-Python spin in its own session, so the
+    kernel's autogroup scheduling weighs it as one process against the recorder's many
+    threads (in the recorder's session it would get one thread's share of the two cores)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
 
 
 def trial(source: Path, frames: int, count: int, busy: bool, seconds: float,
