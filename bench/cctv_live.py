@@ -14,6 +14,11 @@ frame every second, sensor noise std 6) with each picture's number as a barcode 
 (floor_agent.simulated.camera.RtspServer, its own process) serves it on one mount per camera;
 each session plays the file once, in real time, from its start.
 
+The barcode band flips large black and white blocks with every picture, which no real scene
+does: the tamper detector reads it as the view changing and raises a "turned" alarm in each
+trial's first seconds (listed in the trial's events). The trials count frames and lag, not
+alarms; the tamper figures are bench/cctv_tamper.py's.
+
 A trial: N cameras, all in one recorder process as the cctv agent runs them (a
 `CameraRecorder` per camera on one `SegmentIndex`, the agent's defaults: motion and tamper at
 5 fps on the main stream), recording until every camera's stream has ended (the file played
