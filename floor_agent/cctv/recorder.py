@@ -45,6 +45,7 @@ from floor_agent.cctv.source import (
     CameraOnline,
     CameraSource,
     ClockDrift,
+    Connected,
     FrameEvent,
     OpenCvSource,
     PacketEvent,
@@ -135,6 +136,7 @@ class CameraRecorder:
         self._motion_mask_cached: np.ndarray | None = None
         self._motion_in_segment = False
         self._bad_reported: dict[str, float] = {}
+        self._codec: str | None = None  # the main stream's codec on its last connection
         self.segments = 0
         # how far behind real time the last written packet arrived (source.py's `behind`), and
         # since when (monotonic) the camera has been lagging, None while it is not
@@ -250,6 +252,8 @@ class CameraRecorder:
                       offline_ms=round(event.offline_seconds * 1000))
         elif isinstance(event, BadInput):
             self._bad_input(event.stream, event.reason)
+        elif isinstance(event, Connected) and event.stream == "main":
+            self._connected(event)
         elif isinstance(event, AudioTrack):
             self._audio_track(event)
         elif isinstance(event, SourceFinished) and event.stream == "main":
@@ -301,6 +305,16 @@ class CameraRecorder:
                       camera_id=camera_id, codec=event.codec,
                       reason=f"audio: true, but the audio codec {event.codec} cannot be stored "
                              "in MP4 segments; the video is recorded without it")
+
+    def _connected(self, event: Connected) -> None:
+        """A camera that comes back with another codec (reconfigured, replaced, or another
+        device answering on its URL) is named: its footage goes on in new segments of that
+        codec, the segments recorded before stay as they are."""
+        before, self._codec = self._codec, event.codec
+        if before is not None and before != event.codec:
+            self._bad_input("main", f"codec changed from {before} to {event.codec} "
+                                    f"({event.width}x{event.height}) on reconnecting; "
+                                    "recording goes on in new segments")
 
     def _bad_input(self, stream: str, reason: str) -> None:
         now = time.monotonic()
