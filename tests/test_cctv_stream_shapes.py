@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 import pytest
-from cctv_recording import Event, WatchedRecorder, of_kind, section, wait_for
+from cctv_recording import Event, WatchedRecorder, of_kind, record_file, section, wait_for
 from numbered_video import (
     decode_numbers,
     encode_numbered,
@@ -256,3 +257,84 @@ def test_a_camera_that_switches_codec_is_named_and_what_was_recorded_stays(
 
 def test_the_scenario_stays_short(scenario: Scenario) -> None:
     assert scenario.took < 90, scenario.took
+
+
+# --------------------------------------------------------------------------- bad input
+# A camera's file or stream that is damaged: a clear event naming the camera and what was
+# wrong, every good frame recorded, and what the storage already held left intact.
+
+
+def _stored(config: CctvSection) -> list[Segment]:
+    with SegmentIndex.in_storage(config.storage_dir) as index:
+        # by seq: a file is read faster than real time and timed by its own timestamps from
+        # the moment it opened, so a second run's segments can start before the first run's
+        # end (the writer keeps segments from overlapping only within one run)
+        return sorted((r.segment for r in index.segments("cam1")), key=lambda s: s.seq)
+
+
+def test_a_truncated_file_is_named_and_nothing_recorded_before_is_lost(tmp_path: Path) -> None:
+    """The camera's MPEG-TS file, then the same file cut off inside a transport packet
+    (recorded on the same storage, as the next run of the service): `cctv.bad_input` says
+    the file is truncated; every picture before the cut is recorded, the first run's
+    segments are untouched and the chain verifies. An MP4 cut off (its index lost) does not
+    open at all: the camera is offline with FFmpeg's reason."""
+    good, cut, cut_mp4 = tmp_path / "good.ts", tmp_path / "cut.ts", tmp_path / "cut.mp4"
+    numbers = encode_numbered(good, 40, shape="open_gop", gop=10, fps=FPS)
+    data = good.read_bytes()
+    cut.write_bytes(data[:len(data) * 6 // 10 + 100])
+    footage = tmp_path / "footage"
+    _, events = record_file(good, footage)
+    config = section(footage, ("cam1", str(good)))
+    first = _stored(config)
+    assert decode_numbers([footage / s.path for s in first]) == numbers
+    _, events = record_file(cut, footage)  # the chain verifies (record_file)
+    bad = of_kind(events, "cctv.bad_input", "cam1")
+    assert len(bad) == 1 and bad[0]["reason"].startswith("file truncated: it ends "), bad
+    stored = _stored(config)
+    assert stored[:len(first)] == first  # the first run's records and files as they were
+    assert decode_numbers([footage / s.path for s in first]) == numbers
+    again = decode_numbers([footage / s.path for s in stored[len(first):]])
+    # up to the cut: the pictures of every packet that came before it, in order
+    kept = sum(s.packets for s in stored[len(first):])
+    assert again == sent_numbers(good, kept) and kept >= 20
+    encode_numbered(tmp_path / "good.mp4", 40, shape="open_gop", gop=10, fps=FPS)
+    whole = (tmp_path / "good.mp4").read_bytes()
+    cut_mp4.write_bytes(whole[:len(whole) * 6 // 10])
+    events = []
+    config = section(footage, ("cam1", str(cut_mp4)))
+    with SegmentIndex.in_storage(footage) as index:
+        recorder = WatchedRecorder(config, 0, index, events)
+        recorder.start()
+        try:
+            wait_for(lambda: bool(of_kind(events, "cctv.camera_offline")), 20, "offline")
+        finally:
+            recorder.stop()
+    offline = of_kind(events, "cctv.camera_offline", "cam1")
+    assert "InvalidDataError" in offline[0]["reason"], offline
+    assert _stored(config) == stored and verify_storage(config).report.ok
+
+
+def test_garbage_packets_in_a_stream_are_named_and_every_frame_is_kept(tmp_path: Path) -> None:
+    """Twenty transport packets of random bytes on the video's PID in the middle of an
+    MPEG-TS stream: the picture they fall into is flagged corrupt by the demuxer, kept as
+    it came and counted (`damaged`, `cctv.packets_lost`); `cctv.bad_input` names the camera
+    and the place; every picture is recorded, in order."""
+    clean = tmp_path / "clean.ts"
+    numbers = encode_numbered(clean, 60, shape="open_gop", gop=10, fps=FPS)
+    data = clean.read_bytes()
+    packets = [data[i:i + 188] for i in range(0, len(data), 188)]
+    rng = np.random.default_rng(1)
+    garbage = [b"\x47\x41\x00" + bytes([0x10 | i % 16]) + rng.bytes(184) for i in range(20)]
+    mid = len(packets) // 2
+    damaged = tmp_path / "damaged.ts"
+    damaged.write_bytes(b"".join(packets[:mid] + garbage + packets[mid:]))
+    _, events = record_file(damaged, tmp_path / "footage")  # the chain verifies
+    bad = of_kind(events, "cctv.bad_input", "cam1")
+    assert bad and bad[0]["stream"] == "main" and bad[0]["reason"].startswith(
+        "corrupt packet at "), bad
+    lost = of_kind(events, "cctv.packets_lost", "cam1")
+    assert sum(e["damaged"] for e in lost) >= 1 and sum(e["count"] for e in lost) == 0
+    config = section(tmp_path / "footage", ("cam1", str(damaged)))
+    stored = _stored(config)
+    assert sum(s.packets for s in stored) == 60
+    assert decode_numbers([tmp_path / "footage" / s.path for s in stored]) == numbers

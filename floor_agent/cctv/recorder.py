@@ -21,6 +21,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -80,6 +81,27 @@ def uses_opencv(url: str) -> bool:
     and re-encoded (the one exception); everything else is demuxed and copied with PyAV."""
     lowered = url.lower().split("?", 1)[0]
     return lowered.startswith("v4l2://") or lowered.endswith(OPENCV_SUFFIXES)
+
+
+TS_PACKET = {".ts": 188, ".m2ts": 192}  # an MPEG-TS file is a whole number of these
+
+
+def truncated_ts(url: str) -> str | None:
+    """Why an MPEG-TS file played to its end was cut off, or None: a file that ends inside
+    a transport packet (a copy or a write cut short). Its last picture may be incomplete;
+    everything before it is recorded. Other files end cleanly or do not open at all."""
+    path = Path(url.removeprefix("file://"))
+    size = TS_PACKET.get(path.suffix.lower())
+    if size is None or "://" in url.removeprefix("file://"):
+        return None
+    try:
+        length = path.stat().st_size
+    except OSError:
+        return None
+    if length % size == 0:
+        return None
+    return (f"file truncated: it ends {length % size} bytes into a {size}-byte transport "
+            "packet; recorded up to there")
 
 
 def _plain(detail: Any) -> dict[str, str]:
@@ -258,6 +280,9 @@ class CameraRecorder:
             self._audio_track(event)
         elif isinstance(event, SourceFinished) and event.stream == "main":
             self.writer.close()
+            truncated = truncated_ts(self.camera.url)
+            if truncated is not None:
+                self._bad_input("main", truncated)
 
     def _lag(self, behind: float) -> None:
         """`cctv.lagging` once the last written packet is more than `lag_alarm_seconds` behind
