@@ -71,10 +71,13 @@ def encoder_options(shape: str, gop: int) -> tuple[str, dict[str, str]]:
 
 def encode_numbered(path: Path, frames: int, *, shape: str = "open_gop", fps: int = 10,
                     gop: int = 10, size: tuple[int, int] = (192, 96),
-                    hole: tuple[int, float] | None = None, first: int = 0) -> list[int]:
+                    hole: tuple[int, float] | None = None, first: int = 0,
+                    pts_from: int = 0) -> list[int]:
     """Encode `frames` numbered pictures (numbers first, first+1, ...) into `path` (MP4, or
     MPEG-TS by suffix). `hole`: (at frame, seconds) a jump in the timestamps (variable frame
-    rate: the camera sent nothing for that long). Returns the numbers written, in order."""
+    rate: the camera sent nothing for that long). `pts_from`: the first picture's timestamp,
+    in frames (a file that continues another's time line). Returns the numbers written, in
+    order."""
     encoder, options = encoder_options(shape, gop)
     fmt = "mpegts" if Path(path).suffix in (".ts", ".m2ts") else "mp4"
     written: list[int] = []
@@ -85,7 +88,7 @@ def encode_numbered(path: Path, frames: int, *, shape: str = "open_gop", fps: in
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop
         stream.options = dict(options, crf="23")
-        pts = 0
+        pts = pts_from
         for i in range(frames):
             n = first + i
             if hole is not None and i == hole[0]:
@@ -100,6 +103,40 @@ def encode_numbered(path: Path, frames: int, *, shape: str = "open_gop", fps: in
         for pkt in stream.encode(None):
             out.mux(pkt)
     return written
+
+
+def encode_resolution_change(path: Path, sizes: list[tuple[int, int]], frames: int, *,
+                             shape: str = "open_gop", fps: int = 10, gop: int = 10
+                             ) -> list[int]:
+    """One MPEG-TS stream (`path`, .ts) whose resolution changes: `frames` numbered pictures
+    at each of `sizes` in turn, on one time line, each part opening with its new parameter
+    sets (as a camera reconfigured while streaming sends them). Returns the numbers written."""
+    numbers: list[int] = []
+    with open(path, "wb") as out:
+        for part, size in enumerate(sizes):
+            piece = Path(path).with_name(f".{Path(path).stem}-{part}.ts")
+            # every part starts a GOP later on the time line: the first part's B-frames then
+            # need no negative decode timestamps, which the muxer would shift that part alone
+            numbers += encode_numbered(piece, frames, shape=shape, fps=fps, gop=gop, size=size,
+                                       first=len(numbers), pts_from=gop + len(numbers))
+            out.write(piece.read_bytes())
+            piece.unlink()
+    return numbers
+
+
+def numbers_in_decode_order(path: Path) -> list[int]:
+    """The frame number of each packet of an encode_numbered file, in the order the packets
+    are sent (decode order): the n-th smallest timestamp is the n-th picture written."""
+    with av.open(str(path)) as container:
+        stamps = [p.pts for p in container.demux(video=0) if p.size and p.pts is not None]
+    rank = {pts: n for n, pts in enumerate(sorted(stamps))}
+    return [rank[pts] for pts in stamps]
+
+
+def sent_numbers(path: Path, packets: int) -> list[int]:
+    """The numbers a connection that got the first `packets` packets of `path` (from its
+    start, in order, none missing) can show, in display order."""
+    return sorted(numbers_in_decode_order(path)[:packets])
 
 
 def decode_numbers(paths: Iterable[Path], *, together: bool = True) -> list[int]:

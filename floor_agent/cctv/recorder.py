@@ -21,6 +21,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -45,6 +46,7 @@ from floor_agent.cctv.source import (
     CameraOnline,
     CameraSource,
     ClockDrift,
+    Connected,
     FrameEvent,
     OpenCvSource,
     PacketEvent,
@@ -79,6 +81,27 @@ def uses_opencv(url: str) -> bool:
     and re-encoded (the one exception); everything else is demuxed and copied with PyAV."""
     lowered = url.lower().split("?", 1)[0]
     return lowered.startswith("v4l2://") or lowered.endswith(OPENCV_SUFFIXES)
+
+
+TS_PACKET = {".ts": 188, ".m2ts": 192}  # an MPEG-TS file is a whole number of these
+
+
+def truncated_ts(url: str) -> str | None:
+    """Why an MPEG-TS file played to its end was cut off, or None: a file that ends inside
+    a transport packet (a copy or a write cut short). Its last picture may be incomplete;
+    everything before it is recorded. Other files end cleanly or do not open at all."""
+    path = Path(url.removeprefix("file://"))
+    size = TS_PACKET.get(path.suffix.lower())
+    if size is None or "://" in url.removeprefix("file://"):
+        return None
+    try:
+        length = path.stat().st_size
+    except OSError:
+        return None
+    if length % size == 0:
+        return None
+    return (f"file truncated: it ends {length % size} bytes into a {size}-byte transport "
+            "packet; recorded up to there")
 
 
 def _plain(detail: Any) -> dict[str, str]:
@@ -135,6 +158,7 @@ class CameraRecorder:
         self._motion_mask_cached: np.ndarray | None = None
         self._motion_in_segment = False
         self._bad_reported: dict[str, float] = {}
+        self._codec: str | None = None  # the main stream's codec on its last connection
         self.segments = 0
         # how far behind real time the last written packet arrived (source.py's `behind`), and
         # since when (monotonic) the camera has been lagging, None while it is not
@@ -250,10 +274,15 @@ class CameraRecorder:
                       offline_ms=round(event.offline_seconds * 1000))
         elif isinstance(event, BadInput):
             self._bad_input(event.stream, event.reason)
+        elif isinstance(event, Connected) and event.stream == "main":
+            self._connected(event)
         elif isinstance(event, AudioTrack):
             self._audio_track(event)
         elif isinstance(event, SourceFinished) and event.stream == "main":
             self.writer.close()
+            truncated = truncated_ts(self.camera.url)
+            if truncated is not None:
+                self._bad_input("main", truncated)
 
     def _lag(self, behind: float) -> None:
         """`cctv.lagging` once the last written packet is more than `lag_alarm_seconds` behind
@@ -301,6 +330,16 @@ class CameraRecorder:
                       camera_id=camera_id, codec=event.codec,
                       reason=f"audio: true, but the audio codec {event.codec} cannot be stored "
                              "in MP4 segments; the video is recorded without it")
+
+    def _connected(self, event: Connected) -> None:
+        """A camera that comes back with another codec (reconfigured, replaced, or another
+        device answering on its URL) is named: its footage goes on in new segments of that
+        codec, the segments recorded before stay as they are."""
+        before, self._codec = self._codec, event.codec
+        if before is not None and before != event.codec:
+            self._bad_input("main", f"codec changed from {before} to {event.codec} "
+                                    f"({event.width}x{event.height}) on reconnecting; "
+                                    "recording goes on in new segments")
 
     def _bad_input(self, stream: str, reason: str) -> None:
         now = time.monotonic()
