@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -254,6 +254,13 @@ class SegmentIndex:
         rows = self._read("SELECT seq, sha256 FROM segments WHERE camera_id = ? "
                           "ORDER BY seq DESC LIMIT 1", (camera_id,))
         return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def last_end(self, camera_id: str) -> datetime | None:
+        """Where the camera's footage in the index ends (retired or not): a restarted writer's
+        first segment starts no earlier, so segments never overlap across runs."""
+        rows = self._read("SELECT MAX(end_ts) FROM segments WHERE camera_id = ?", (camera_id,))
+        return datetime.fromtimestamp(float(rows[0][0]), UTC) if rows and rows[0][0] is not None \
+            else None
 
     def set_motion(self, camera_id: str, seq: int) -> None:
         """Motion was seen during the segment (motion may end after the segment was closed)."""

@@ -142,7 +142,8 @@ class CameraRecorder:
         else:
             self.writer = SegmentWriter(camera.camera_id, section.storage_dir, self._segment,
                                         segment_seconds=section.segment_seconds, last_seq=seq,
-                                        last_sha256=sha, audio=camera.audio)
+                                        last_sha256=sha, audio=camera.audio,
+                                        last_end=index.last_end(camera.camera_id))
             self.source = CameraSource(camera.camera_id, camera.url, self.on_event,
                                        detect_url=camera.detect_url, settings=settings)
         self._stop = threading.Event()

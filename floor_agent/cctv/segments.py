@@ -208,7 +208,8 @@ class SegmentWriter:
     def __init__(self, camera_id: str, storage_dir: Path, on_segment: Callable[[Segment], None],
                  *, segment_seconds: float = 10.0, last_seq: int = 0,
                  last_sha256: str = GENESIS_SHA256,
-                 clock: Callable[[], datetime] = utc_now, audio: bool = False) -> None:
+                 clock: Callable[[], datetime] = utc_now, audio: bool = False,
+                 last_end: datetime | None = None) -> None:
         self.camera_id = camera_id
         # keep the camera's audio track (CameraConfig.audio); off: audio packets are refused
         self.audio = audio
@@ -250,7 +251,9 @@ class SegmentWriter:
         self._clock: datetime | None = None
         self._clock_stream: int | None = None
         self._clock_fixed = False
-        self._prev_end: datetime | None = None
+        # where the camera's last indexed segment ended (`last_end`: before a restart), so
+        # a new run's first segment never starts inside it
+        self._prev_end: datetime | None = last_end
 
     # ----------------------------------------------------------------- feeding
 
