@@ -171,6 +171,10 @@ class CctvSection(StrictModel):
     # a camera whose last written packet is further behind real time than this is lagging
     # (cctv.lagging, then cctv.lag_recovered once back under half of it)
     lag_alarm_seconds: Annotated[StrictFloat, Field(gt=0, le=3600)] = 5.0
+    # a camera whose reader is further behind real time than this (a starved CPU) sheds
+    # analysis first: motion and tamper read key frames only (cctv.analysis_shed) until it is
+    # back under half of it (cctv.analysis_restored); recording is never shed. 0: never shed.
+    shed_analysis_seconds: Annotated[StrictFloat, Field(ge=0, le=3600)] = 1.0
     # a camera whose own clock (RTCP sender reports) is further than this from the box's
     # raises cctv.clock_drift; its footage is then timed by the box's clock (arrival anchor)
     clock_drift_seconds: Annotated[StrictFloat, Field(gt=0, le=86400)] = 2.0

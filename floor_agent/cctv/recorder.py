@@ -40,6 +40,8 @@ from floor_agent.cctv.segments import (
 )
 from floor_agent.cctv.snapshot import SNAPSHOT_SECONDS, bgr_snapshot_jpeg
 from floor_agent.cctv.source import (
+    AnalysisRestored,
+    AnalysisShed,
     AudioTrack,
     BadInput,
     CameraOffline,
@@ -165,6 +167,7 @@ class CameraRecorder:
         # since when (monotonic) the camera has been lagging, None while it is not
         self.lag_seconds = 0.0
         self._lagging_since: float | None = None
+        self.analysis_shed = False  # motion and tamper on key frames only (the camera lags)
 
     def start(self) -> None:
         if self.source is not None:
@@ -279,6 +282,8 @@ class CameraRecorder:
             self._connected(event)
         elif isinstance(event, AudioTrack):
             self._audio_track(event)
+        elif isinstance(event, AnalysisShed | AnalysisRestored):
+            self._analysis_rate(event)
         elif isinstance(event, SourceFinished) and event.stream == "main":
             self.writer.close()
             truncated = truncated_ts(self.camera.url)
@@ -301,6 +306,27 @@ class CameraRecorder:
             self.emit(CctvKind.LAG_RECOVERED, self.subject, "notice",
                       camera_id=self.camera.camera_id, lag_ms=round(behind * 1000),
                       lagging_ms=round(lagged * 1000))
+
+    def _analysis_rate(self, event: AnalysisShed | AnalysisRestored) -> None:
+        """`cctv.analysis_shed` / `cctv.analysis_restored`: the analysis rate in force, named
+        for the auditor (what a shed camera still detects: README, cctv section)."""
+        configured = self.camera.motion.analysis_fps
+        rate = f"{configured:g} fps" if configured > 1.0 else "key frames only"
+        if isinstance(event, AnalysisRestored):
+            self.analysis_shed = False
+            self.emit(CctvKind.ANALYSIS_RESTORED, self.subject, "notice",
+                      camera_id=self.camera.camera_id, analysis=rate,
+                      lag_ms=round(event.behind * 1000), shed_ms=round(event.shed_seconds * 1000))
+            return
+        self.analysis_shed = True
+        every = event.keyframe_seconds
+        shed = ("key frames only" if every is None
+                else f"key frames only (one every {every:.2f} s: "
+                     f"{min(configured, 1.0 / every):.2g} fps)")
+        self.emit(CctvKind.ANALYSIS_SHED, self.subject, "warning",
+                  camera_id=self.camera.camera_id, analysis=shed, configured=rate,
+                  lag_ms=round(event.behind * 1000),
+                  bound_ms=round(event.bound_seconds * 1000))
 
     def _packets_lost(self, lost: Counter[str], since: datetime, until: datetime,
                       seq: int | None = None, damaged: int = 0) -> None:
@@ -424,7 +450,9 @@ class CameraRecorder:
         self._motion_in_segment = self._motion.in_motion  # motion going on: the next too
         self.index.add(segment)
         self.segments += 1
-        self.emit(CctvKind.SEGMENT, self.subject, "info", **segment_event(segment))
+        # the camera's lag rides on its periodic segment event: the collector's gauge
+        self.emit(CctvKind.SEGMENT, self.subject, "info", **segment_event(segment),
+                  lag_ms=round(self.lag_seconds * 1000))
         if segment.lost or segment.damaged:
             lost, since, until = self.writer.last_lost
             self._packets_lost(lost, since or segment.start, until or segment.start,

@@ -21,6 +21,8 @@ produces them:
 - `CameraOffline` (no packets for `offline_after_seconds`) / `CameraOnline` (with the time
   it was offline): cctv.camera_offline / cctv.camera_online
 - `BadInput` (a packet the decoder refused, a zero-size frame: counted, the camera goes on)
+- `AnalysisShed` / `AnalysisRestored` (the main stream's lag crossed `shed_analysis_seconds`:
+  analysis on key frames only, and back)
 - `AudioTrack` (once per connection of the main stream: the camera's audio codec, or None
   when it sends none, and whether its packets are handed on: `SourceSettings.audio`; off,
   the audio is never demuxed)
@@ -41,6 +43,13 @@ of PTS 0 and that is used instead, unless it differs from the arrival anchor by 
 behind its anchored time (`PacketEvent.behind`) is the camera's lag: a reader that falls
 behind real time (CPU starvation) reads packets ever later than the stream's clock says they
 were sent.
+
+Analysis is shed before recording (issue 22): while the main stream's reader is more than
+`shed_analysis_seconds` behind real time (`AnalysisShed`), every reader that decodes for motion
+and tamper decodes key frames only (FFmpeg's skip_frame NONKEY: the cheapest decode there is,
+the frames between are not even parsed into pictures); once the lag is back under half of that
+(`AnalysisRestored`) it decodes at its configured rate again from the next key frame. Every
+packet is still handed on to the recording either way.
 
 Reasons and events carry no credentials (URLs are shown without user:password) and no footage.
 `v4l2:///dev/videoN` and MJPEG sources are read through OpenCV: see `OpenCvSource`.
@@ -117,6 +126,28 @@ class ClockDrift:
 
 
 @dataclass(frozen=True, slots=True)
+class AnalysisShed:
+    """The main stream's reader fell `behind` real time by more than `bound_seconds`: the
+    analysis decoder now decodes key frames only (one every `keyframe_seconds` of the
+    stream, None: not measured yet), recording goes on with every packet."""
+
+    camera_id: str
+    behind: float
+    bound_seconds: float
+    keyframe_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisRestored:
+    """The reader caught up (under half the bound): the analysis decodes at its configured
+    rate again, from the next key frame; `shed_seconds`: how long it was shed."""
+
+    camera_id: str
+    behind: float
+    shed_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class FrameEvent:
     frame: SmallFrame = field(repr=False)
     snapshot: bytes | None = field(default=None, repr=False)  # JPEG, every SNAPSHOT_SECONDS
@@ -182,7 +213,7 @@ class SourceFinished:
 
 SourceEvent = (Connected | ConnectFailed | PacketEvent | FrameEvent | StreamLost
                | StreamRecovered | CameraOffline | CameraOnline | BadInput | SourceFinished
-               | AudioTrack | ClockDrift)
+               | AudioTrack | ClockDrift | AnalysisShed | AnalysisRestored)
 
 # --------------------------------------------------------------------------- pure helpers
 
@@ -210,7 +241,8 @@ def decode_for_analysis(ctx: av.codec.context.CodecContext, *, skip_deblocking: 
     - `skip_deblocking`: no in-loop deblocking filter on frames that are not intra, ~16 % of
       the decode for a fraction of a grey level on the small frame (its drift ends at each
       intra frame; tests/test_cctv_analysis_decode.py);
-    - `keyframes_only` (analysis at 1 fps or less): nothing else is decoded."""
+    - `keyframes_only` (analysis at 1 fps or less, or shed while the camera lags: `_Reader._shed`
+      sets it on an open decoder too): nothing else is decoded."""
     ctx.thread_count = 1
     if skip_deblocking:
         ctx.options = {"skip_loop_filter": "nointra"}
@@ -280,6 +312,10 @@ class SourceSettings:
     clock_drift_seconds: float = 2.0
     # at stop, a lagging stream is read on (what the camera sent is written) this long at most
     stop_drain_seconds: float = 3.0
+    # the main stream's reader this far behind real time: analysis decodes key frames only
+    # (AnalysisShed) until it is back under half of it (AnalysisRestored); recording is never
+    # shed. 0: never shed.
+    shed_analysis_seconds: float = 1.0
 
     @staticmethod
     def of(section: object, camera: object) -> SourceSettings:
@@ -292,7 +328,8 @@ class SourceSettings:
             frame_height=camera.motion.frame_height,  # type: ignore[attr-defined]
             skip_deblocking=camera.motion.skip_deblocking,  # type: ignore[attr-defined]
             audio=camera.audio,  # type: ignore[attr-defined]
-            clock_drift_seconds=section.clock_drift_seconds)  # type: ignore[attr-defined]
+            clock_drift_seconds=section.clock_drift_seconds,  # type: ignore[attr-defined]
+            shed_analysis_seconds=section.shed_analysis_seconds)  # type: ignore[attr-defined]
 
 
 class _Reader:
@@ -312,6 +349,11 @@ class _Reader:
         self.last_t = 0.0
         self.next_analysis_t = 0.0
         self.next_snapshot_t = 0.0
+        # the analysis decoder's context while connected, and whether it is shed (key frames
+        # only because the camera lags) at the moment
+        self.ctx: av.codec.context.CodecContext | None = None
+        self.shedding = False
+        self.last_key_pts: float | None = None
 
     def _run(self) -> None:
         owner = self.owner
@@ -372,8 +414,10 @@ class _Reader:
         stream = container.streams.video[0]
         ctx = stream.codec_context
         if self.frames:
+            self.ctx, self.shedding, self.last_key_pts = ctx, owner.analysis_shed, None
             decode_for_analysis(ctx, skip_deblocking=owner.settings.skip_deblocking,
-                                keyframes_only=owner.settings.analysis_fps <= 1.0)
+                                keyframes_only=owner.settings.analysis_fps <= 1.0
+                                or self.shedding)
         owner.emit(Connected(owner.camera_id, self.stream, self.shown_url, ctx.name,
                              ctx.width, ctx.height))
         audio = None
@@ -444,6 +488,8 @@ class _Reader:
                 stream_at = (datetime.fromtimestamp(rtcp_base + pts_s, UTC)
                              if rtcp_base is not None
                              else anchor[0] + timedelta(seconds=pts_s - anchor[2]))
+                if self.packets:
+                    owner.judge_lag(behind)
             if not self._got_packets:
                 self._got_packets = True
                 if lost_at is not None:
@@ -458,6 +504,11 @@ class _Reader:
                     conn_base = pts_s
                 t = self.t_offset + ((pts_s - conn_base) if pts_s is not None and
                                      conn_base is not None else now_mono - started)
+                if packet.is_keyframe and pts_s is not None:
+                    if self.last_key_pts is not None and pts_s > self.last_key_pts:
+                        owner.keyframe_seconds = pts_s - self.last_key_pts
+                    self.last_key_pts = pts_s
+                self._shed(packet)
                 self._analyse(packet, t)
             owner.packet_arrived(self.stream, at, now_mono)
             if self.packets:
@@ -481,6 +532,17 @@ class _Reader:
                                        bound))
             return None, True
         return base, True
+
+    def _shed(self, packet: av.Packet) -> None:
+        """Follow the camera's shed state (CameraSource.judge_lag) in this reader's analysis
+        decoder: key frames only at once; the configured rate again from a key frame (the
+        frames between need the ones skipped)."""
+        shed, ctx = self.owner.analysis_shed, self.ctx
+        if ctx is None or shed == self.shedding or (not shed and not packet.is_keyframe):
+            return
+        self.shedding = shed
+        ctx.skip_frame = "NONKEY" if shed or self.owner.settings.analysis_fps <= 1.0 \
+            else "DEFAULT"
 
     def _analyse(self, packet: av.Packet, t: float) -> None:
         """Decode the packet (always: later frames need it) and, at the analysis rate, hand
@@ -546,6 +608,10 @@ class CameraSource:
         self._stalls = 0
         self._reason = "not started"
         self._done: set[str] = set()
+        # analysis shed (key frames only) while the main stream lags: since when (monotonic)
+        self.analysis_shed = False
+        self._shed_since = 0.0
+        self.keyframe_seconds: float | None = None  # the analysed stream's key-frame interval
         self._readers = [_Reader(self, url, "main", packets=True, frames=detect_url is None)]
         if detect_url is not None:
             self._readers.append(_Reader(self, detect_url, "detect", packets=False, frames=True))
@@ -615,6 +681,21 @@ class CameraSource:
             self._online, self._offline_reported = True, False
         if back:
             self.emit(CameraOnline(self.camera_id, round(offline_for, 3)))
+
+    def judge_lag(self, behind: float) -> None:
+        """The main stream's lag against `shed_analysis_seconds`: analysis shed above it,
+        restored under half of it (the readers follow at their next packet, _Reader._shed)."""
+        bound = self.settings.shed_analysis_seconds
+        if bound <= 0:
+            return
+        if not self.analysis_shed and behind > bound:
+            self.analysis_shed, self._shed_since = True, time.monotonic()
+            self.emit(AnalysisShed(self.camera_id, round(behind, 3), bound,
+                                   self.keyframe_seconds))
+        elif self.analysis_shed and behind < bound / 2:
+            self.analysis_shed = False
+            self.emit(AnalysisRestored(self.camera_id, round(behind, 3),
+                                       round(time.monotonic() - self._shed_since, 3)))
 
     def finished(self, stream: str) -> None:
         with self._state:

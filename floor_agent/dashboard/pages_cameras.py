@@ -45,13 +45,15 @@ def cameras(request: Request, user: Annotated[User, Depends(require("read"))],
             format: str | None = None) -> Response:  # noqa: A002
     dash = dashboard_of(request)
     shots = {(s["agent_id"], s["camera_id"]): s for s in dash.store.list_snapshots()}
-    table = Table(["camera", "camera box", "state", "detail", "snapshot"], testid="cameras")
+    table = Table(["camera", "camera box", "state", "detail", "lag", "snapshot"],
+                  testid="cameras")
     for c in _cameras(request):
         shot = shots.get((c.agent_id, c.camera))
         # a camera's name comes from its events: a long one breaks instead of widening
         table.add([Cell(c.camera, link=f"/cameras/{c.agent_id}/{c.camera}", cls="data"),
                    c.agent_id,
                    Cell(c.state, cls=c.cls, testid="camera-state"), c.detail,
+                   Cell(c.lag, cls=c.lag_cls, testid="camera-lag"),
                    time_cell(shot["received_at"]) if shot else ""],
                   data_testid="camera-row", data_camera=c.camera, data_agent=c.agent_id)
     if export_allowed(user, format):
