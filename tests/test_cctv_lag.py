@@ -27,6 +27,7 @@ from test_cctv_tamper import CONFIG, clocked, run
 from test_web_support import WebApp
 
 from floor_agent.cctv.index import SegmentIndex
+from floor_agent.cctv.shedding import ShedState, judge
 from floor_agent.cctv.source import AnalysisRestored, AnalysisShed, FrameEvent, PacketEvent
 from floor_agent.collector.camera_lag import camera_lags
 from floor_agent.collector.metrics import render_metrics
@@ -67,6 +68,7 @@ def test_a_starved_camera_sheds_analysis_never_recording(tmp_path: Path,
     with RtspServer({"cam1": numbered_video}) as server:
         config = section(tmp_path / "footage", ("cam1", server.url("cam1")))
         config = config.model_copy(update={"shed_analysis_seconds": 1.0,
+                                           "shed_restore_seconds": 1.0,
                                            "lag_alarm_seconds": 30.0})
         with SegmentIndex.in_storage(config.storage_dir) as index:
             recorder = StarvedRecorder(config, 0, index, events)
@@ -247,3 +249,29 @@ def test_the_lag_is_a_metric_and_on_the_dashboard(web: WebApp) -> None:
     html = viewer.get("/cameras").text
     row = html.split('data-testid="camera-row" data-camera="cam2"')[1].split("</tr>")[0]
     assert ">0.1 s<" in row and "lagging" not in row
+
+
+def test_a_box_at_its_limit_does_not_flap_between_shed_and_full_analysis() -> None:
+    """The judgement (cctv/shedding.py): shed at once above the bound; restored only after the
+    lag stayed under half of it for the hold; a lag back over half restarts the hold; shed
+    again soon after a restore doubles the hold (up to the cap), later it starts afresh."""
+    state, t = ShedState(), 0.0
+
+    def at(behind: float, when: float) -> str | None:
+        nonlocal state
+        state, action = judge(state, behind, when, 1.0, 10.0, 40.0)
+        return action
+
+    assert at(0.9, 0.0) is None and at(1.2, 1.0) == "shed" and at(1.5, 1.5) is None
+    assert at(0.4, 2.0) is None and at(0.4, 11.0) is None  # 9 s calm: not yet
+    assert at(0.6, 11.5) is None  # over half the bound: the hold starts again
+    assert at(0.4, 12.0) is None and at(0.4, 21.9) is None and at(0.4, 22.0) == "restore"
+    assert at(1.1, 30.0) == "shed" and state.hold == 20.0  # within 2 x 10 s of the restore
+    assert at(0.1, 31.0) is None and at(0.1, 50.0) is None and at(0.1, 51.0) == "restore"
+    assert at(1.1, 60.0) == "shed" and state.hold == 40.0
+    assert at(0.1, 61.0) is None and at(0.1, 101.0) == "restore"
+    assert at(1.1, 102.0) == "shed" and state.hold == 40.0  # the cap
+    assert at(0.1, 103.0) is None and at(0.1, 143.0) == "restore"
+    t = 143.0 + 2 * 40.0 + 1  # restored long enough: the next shed starts from the hold
+    assert at(1.1, t) == "shed" and state.hold == 10.0
+    assert judge(ShedState(), 99.0, 0.0, 0.0, 10.0, 40.0) == (ShedState(), None)  # 0: never

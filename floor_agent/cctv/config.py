@@ -175,6 +175,9 @@ class CctvSection(StrictModel):
     # analysis first: motion and tamper read key frames only (cctv.analysis_shed) until it is
     # back under half of it (cctv.analysis_restored); recording is never shed. 0: never shed.
     shed_analysis_seconds: Annotated[StrictFloat, Field(ge=0, le=3600)] = 1.0
+    # shed, full analysis comes back once the lag stayed under half of shed_analysis_seconds
+    # this long (doubled when shed again within twice the hold, up to 600 s): no flapping
+    shed_restore_seconds: Annotated[StrictFloat, Field(ge=0, le=3600)] = 10.0
     # a camera whose own clock (RTCP sender reports) is further than this from the box's
     # raises cctv.clock_drift; its footage is then timed by the box's clock (arrival anchor)
     clock_drift_seconds: Annotated[StrictFloat, Field(gt=0, le=86400)] = 2.0

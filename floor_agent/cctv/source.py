@@ -47,8 +47,10 @@ were sent.
 Analysis is shed before recording (issue 22): while the main stream's reader is more than
 `shed_analysis_seconds` behind real time (`AnalysisShed`), every reader that decodes for motion
 and tamper decodes key frames only (FFmpeg's skip_frame NONKEY: the cheapest decode there is,
-the frames between are not even parsed into pictures); once the lag is back under half of that
-(`AnalysisRestored`) it decodes at its configured rate again from the next key frame. Every
+the frames between are not even parsed into pictures); once the lag has stayed under half of
+that for `shed_restore_seconds` (`AnalysisRestored`; the hold doubles when it is shed again
+soon after, up to MAX_RESTORE_HOLD_SECONDS: shedding.py) it decodes at its configured rate
+again from the next key frame. Every
 packet is still handed on to the recording either way.
 
 Reasons and events carry no credentials (URLs are shown without user:password) and no footage.
@@ -71,6 +73,7 @@ import av
 import cv2
 import numpy as np
 
+from floor_agent.cctv import shedding
 from floor_agent.cctv.downscale import small_grey, small_size
 from floor_agent.cctv.model import CameraHealth, SmallFrame
 from floor_agent.cctv.snapshot import snapshot_jpeg
@@ -218,6 +221,7 @@ SourceEvent = (Connected | ConnectFailed | PacketEvent | FrameEvent | StreamLost
 # --------------------------------------------------------------------------- pure helpers
 
 CAUGHT_UP_SECONDS = 0.2  # a packet this little behind real time: nothing waits behind it
+MAX_RESTORE_HOLD_SECONDS = 600.0  # a flapping camera's restore hold doubles up to this
 
 
 def is_file_url(url: str) -> bool:
@@ -316,6 +320,8 @@ class SourceSettings:
     # (AnalysisShed) until it is back under half of it (AnalysisRestored); recording is never
     # shed. 0: never shed.
     shed_analysis_seconds: float = 1.0
+    # shed, full analysis comes back once the lag stayed under half the bound this long
+    shed_restore_seconds: float = 10.0
 
     @staticmethod
     def of(section: object, camera: object) -> SourceSettings:
@@ -329,7 +335,8 @@ class SourceSettings:
             skip_deblocking=camera.motion.skip_deblocking,  # type: ignore[attr-defined]
             audio=camera.audio,  # type: ignore[attr-defined]
             clock_drift_seconds=section.clock_drift_seconds,  # type: ignore[attr-defined]
-            shed_analysis_seconds=section.shed_analysis_seconds)  # type: ignore[attr-defined]
+            shed_analysis_seconds=section.shed_analysis_seconds,  # type: ignore[attr-defined]
+            shed_restore_seconds=section.shed_restore_seconds)  # type: ignore[attr-defined]
 
 
 class _Reader:
@@ -610,7 +617,7 @@ class CameraSource:
         self._done: set[str] = set()
         # analysis shed (key frames only) while the main stream lags: since when (monotonic)
         self.analysis_shed = False
-        self._shed_since = 0.0
+        self._shed_state = shedding.ShedState()
         self.keyframe_seconds: float | None = None  # the analysed stream's key-frame interval
         self._readers = [_Reader(self, url, "main", packets=True, frames=detect_url is None)]
         if detect_url is not None:
@@ -684,18 +691,21 @@ class CameraSource:
 
     def judge_lag(self, behind: float) -> None:
         """The main stream's lag against `shed_analysis_seconds`: analysis shed above it,
-        restored under half of it (the readers follow at their next packet, _Reader._shed)."""
-        bound = self.settings.shed_analysis_seconds
-        if bound <= 0:
-            return
-        if not self.analysis_shed and behind > bound:
-            self.analysis_shed, self._shed_since = True, time.monotonic()
-            self.emit(AnalysisShed(self.camera_id, round(behind, 3), bound,
-                                   self.keyframe_seconds))
-        elif self.analysis_shed and behind < bound / 2:
+        restored once under half of it for `shed_restore_seconds` (doubled after a re-shed,
+        shedding.py); the readers follow at their next packet (_Reader._shed)."""
+        settings = self.settings
+        now = time.monotonic()
+        self._shed_state, action = shedding.judge(
+            self._shed_state, behind, now, settings.shed_analysis_seconds,
+            settings.shed_restore_seconds, MAX_RESTORE_HOLD_SECONDS)
+        if action == "shed":
+            self.analysis_shed = True
+            self.emit(AnalysisShed(self.camera_id, round(behind, 3),
+                                   settings.shed_analysis_seconds, self.keyframe_seconds))
+        elif action == "restore":
             self.analysis_shed = False
             self.emit(AnalysisRestored(self.camera_id, round(behind, 3),
-                                       round(time.monotonic() - self._shed_since, 3)))
+                                       round(now - self._shed_state.since, 3)))
 
     def finished(self, stream: str) -> None:
         with self._state:
