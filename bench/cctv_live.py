@@ -231,8 +231,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0,
                         help="stream length per camera (30)")
-    parser.add_argument("--counts", default="8,12,16,20,24",
-                        help="camera counts to try, ascending (8,12,16,20,24)")
+    parser.add_argument("--counts", default="8,16,24,32",
+                        help="camera counts to try, ascending (8,16,24,32)")
     parser.add_argument("--busy", choices=("both", "no", "yes"), default="both",
                         help="idle box, one core busy, or both (both)")
     parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
