@@ -450,6 +450,7 @@ class _Reader:
         # the stream's clock on the box's: arrival of the first timed packet (wall, monotonic)
         # and its pts; RTCP's wall time of pts 0 once known and trusted (None: not (yet))
         anchor: tuple[datetime, float, float] | None = None
+        lag_anchor: tuple[float, float] | None = None  # (monotonic, dts) for the lag
         rtcp_base: float | None = None
         rtcp_judged = file_source
         self._rtcp_seen = None
@@ -491,10 +492,16 @@ class _Reader:
             if not file_source and pts_s is not None:
                 if anchor is None:
                     anchor = (at, now_mono, pts_s)
-                behind = (now_mono - anchor[1]) - (pts_s - anchor[2])
-                if behind < 0:  # sent before the anchor says it could be: the anchor was late
-                    anchor = (at, now_mono, pts_s)
-                    behind = 0.0
+                if (now_mono - anchor[1]) - (pts_s - anchor[2]) < 0:
+                    anchor = (at, now_mono, pts_s)  # sent before the anchor allows: it was late
+                # the lag goes by decode order (dts: packets arrive in it); by pts, a B-frame
+                # stream's reordering read as a lag of up to its reorder delay on every GOP
+                dts_s = packet.dts * seconds_per_tick if packet.dts is not None else pts_s
+                if lag_anchor is None:
+                    lag_anchor = (now_mono, dts_s)
+                behind = (now_mono - lag_anchor[0]) - (dts_s - lag_anchor[1])
+                if behind < 0:
+                    lag_anchor, behind = (now_mono, dts_s), 0.0
                 if not rtcp_judged:
                     rtcp_base, rtcp_judged = self._rtcp_base(container, anchor)
                 stream_at = (datetime.fromtimestamp(rtcp_base + pts_s, UTC)
