@@ -18,7 +18,7 @@ import av
 import numpy as np
 import pytest
 from audit_events import SpooledEvents
-from cctv_recording import Event, WatchedRecorder, of_kind, section, wait_for
+from cctv_recording import Event, WatchedRecorder, of_kind, record_file, section, wait_for
 
 from floor_agent.cctv.chain import verify
 from floor_agent.cctv.config import CctvSection
@@ -96,22 +96,10 @@ def count_packets(path: Path) -> tuple[int, int]:
 def record(video: Path, footage: Path, audio: bool | None) -> tuple[CctvSection, list[Event],
                                                                      WatchedRecorder]:
     """Record `video` as camera cam1 through the real recorder (events through a real
-    spool), to the file's end; the chain must verify."""
-    events: list[Event] = []
-    config = section(footage, ("cam1", str(video)))
-    if audio is not None:
-        config = CctvSection.model_validate(
-            config.model_dump() | {"cameras": [config.cameras[0].model_dump() |
-                                               {"audio": audio}]})
-    with SegmentIndex.in_storage(config.storage_dir) as index:
-        recorder = WatchedRecorder(config, 0, index, events)
-        recorder.start()
-        try:
-            assert recorder.finished.wait(60), f"{video.name} never played to its end"
-        finally:
-            recorder.stop()
-    assert verify_storage(config).report.ok
-    return config, events, recorder
+    spool), to the file's end; the chain must verify (cctv_recording.record_file)."""
+    recorder, events = record_file(video, footage, **({} if audio is None else
+                                                      {"audio": audio}))
+    return recorder.section, events, recorder
 
 
 def segment_files(config: CctvSection) -> list[Path]:
@@ -250,10 +238,7 @@ def record_rtsp(launch: str, footage: Path, *, until: str, segments: int = 2
     (after `segments` segments), then stop; the chain must verify."""
     events: list[Event] = []
     with RtspServer({"cam1": launch}) as server:
-        config = section(footage, ("cam1", server.url("cam1")))
-        config = CctvSection.model_validate(
-            config.model_dump() | {"cameras": [config.cameras[0].model_dump() |
-                                               {"audio": True}]})
+        config = section(footage, ("cam1", server.url("cam1")), audio=True)
         with SegmentIndex.in_storage(config.storage_dir) as index:
             recorder = CountingRecorder(config, 0, index, events)
             recorder.start()

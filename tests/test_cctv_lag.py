@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -185,16 +183,6 @@ def test_the_lag_figure_is_the_newest_reported() -> None:
     cam1 = lags[("box-1", "cam1")]
     assert (cam1.seconds, cam1.lagging, cam1.analysis_shed) == (5.2, True, True)
     assert lags[("box-1", "cam2")].seconds is None
-
-
-@pytest.fixture
-def web(tmp_path: Path) -> Iterator[WebApp]:
-    app = WebApp(tmp_path)
-    app.now = datetime.now(UTC)
-    try:
-        yield app
-    finally:
-        app.close()
 
 
 def segment(camera: str, seq: int, lag_ms: int) -> tuple[str, str, str, dict[str, Any]]:

@@ -30,16 +30,6 @@ from floor_agent.protocol import request_signing
 from floor_agent.protocol.event import TS_RE as TS
 
 
-@pytest.fixture
-def web(tmp_path: Path) -> Iterator[WebApp]:
-    app = WebApp(tmp_path)
-    app.now = datetime.now(UTC)  # the agents' events carry the real time
-    try:
-        yield app
-    finally:
-        app.close()
-
-
 def floor(web: WebApp) -> None:
     """A small floor: a workstation, a door controller and a camera box, all reporting."""
     web.agent("ws-1")
