@@ -93,29 +93,11 @@ def make_source(path: Path, seconds: float) -> int:
 
 
 def read_numbers(paths: list[str]) -> list[int]:
-    """The barcodes of every picture in `paths`, decoded as one stream in order."""
-    import av
-    from numbered_video import read_number
+    """The barcodes of every picture in `paths` (the band at the top), decoded as one
+    stream in order (tests/numbered_video.decode_numbers)."""
+    from numbered_video import decode_numbers
 
-    numbers: list[int] = []
-    decoder = None
-    for path in paths:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            if decoder is None:
-                decoder = av.CodecContext.create(stream.codec_context.name, "r")
-                decoder.extradata = stream.codec_context.extradata
-                decoder.thread_type = "AUTO"
-            for packet in container.demux(stream):
-                if packet.size == 0:
-                    continue
-                for frame in decoder.decode(packet):
-                    grey = frame.to_ndarray(format="gray")
-                    numbers.append(read_number(grey[:2 * BAND]))
-    if decoder is not None:
-        for frame in decoder.decode(None):
-            numbers.append(read_number(frame.to_ndarray(format="gray")[:2 * BAND]))
-    return numbers
+    return decode_numbers([Path(p) for p in paths], rows=2 * BAND)
 
 
 # --------------------------------------------------------------------------- the recorder

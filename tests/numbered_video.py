@@ -139,10 +139,12 @@ def sent_numbers(path: Path, packets: int) -> list[int]:
     return sorted(numbers_in_decode_order(path)[:packets])
 
 
-def decode_numbers(paths: Iterable[Path], *, together: bool = True) -> list[int]:
+def decode_numbers(paths: Iterable[Path], *, together: bool = True,
+                   rows: int | None = None) -> list[int]:
     """The frame numbers in recorded segment files, decoded in display order. `together`:
     one decoder over all files in turn (as a player concatenating segments, or an export);
-    else each file with its own decoder (as a file opened on its own)."""
+    else each file with its own decoder (as a file opened on its own). `rows`: the barcode
+    picture is the top `rows` rows of each frame (a band over another scene), not all of it."""
     numbers: list[int] = []
     decoder = None
     for path in paths:
@@ -150,26 +152,26 @@ def decode_numbers(paths: Iterable[Path], *, together: bool = True) -> list[int]
             stream = container.streams.video[0]
             if decoder is None or not together or decoder.name != stream.codec_context.name:
                 if decoder is not None:
-                    numbers.extend(_flush(decoder))
+                    numbers.extend(_flush(decoder, rows))
                 decoder = av.CodecContext.create(stream.codec_context.name, "r")
                 decoder.extradata = stream.codec_context.extradata
             elif stream.codec_context.extradata != decoder.extradata:
-                numbers.extend(_flush(decoder))
+                numbers.extend(_flush(decoder, rows))
                 decoder = av.CodecContext.create(stream.codec_context.name, "r")
                 decoder.extradata = stream.codec_context.extradata
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
                 for frame in decoder.decode(packet):
-                    numbers.append(read_number(frame.to_ndarray(format="gray")))
+                    numbers.append(read_number(frame.to_ndarray(format="gray")[:rows]))
         if not together and decoder is not None:
-            numbers.extend(_flush(decoder))
+            numbers.extend(_flush(decoder, rows))
             decoder = None
     if decoder is not None:
-        numbers.extend(_flush(decoder))
+        numbers.extend(_flush(decoder, rows))
     return numbers
 
 
-def _flush(decoder: av.CodecContext) -> Iterator[int]:
+def _flush(decoder: av.CodecContext, rows: int | None = None) -> Iterator[int]:
     for frame in decoder.decode(None):
-        yield read_number(frame.to_ndarray(format="gray"))
+        yield read_number(frame.to_ndarray(format="gray")[:rows])

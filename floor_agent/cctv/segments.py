@@ -87,6 +87,11 @@ HOLD_AUDIO = 512  # audio packets held at most before a connection's first key f
 AUDIO_UNSTORABLE = "audio codec cannot be stored in MP4"
 
 
+def temp_path(final: Path) -> Path:
+    """Where a segment is written until it is sealed and renamed to `final`."""
+    return final.with_name("." + final.name + ".part")
+
+
 @functools.lru_cache(maxsize=32)
 def audio_storable(codec: str) -> bool:
     """Whether the segments' container (MP4) takes this audio codec without re-encoding:
@@ -157,7 +162,7 @@ class _OpenSegment:
     def __init__(self, final: Path, start: datetime, in_stream: av.video.stream.VideoStream,
                  shape: StreamShape, keyframe_start: bool) -> None:
         self.final = final
-        self.temp = final.with_name("." + final.name + ".part")
+        self.temp = temp_path(final)
         self.start = start
         self.shape = shape
         self.in_stream = in_stream
@@ -674,7 +679,7 @@ class SegmentWriter:
         n = 1
         # two starts within a millisecond: keep both (a segment still open has only its
         # temporary file)
-        while final.exists() or final.with_name("." + final.name + ".part").exists():
+        while final.exists() or temp_path(final).exists():
             n += 1
             final = self.storage_dir / segment_relpath(self.camera_id, at, f"-{n}.mp4")
         return final

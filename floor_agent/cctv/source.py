@@ -50,8 +50,7 @@ and tamper decodes key frames only (FFmpeg's skip_frame NONKEY: the cheapest dec
 the frames between are not even parsed into pictures); once the lag has stayed under half of
 that for `shed_restore_seconds` (`AnalysisRestored`; the hold doubles when it is shed again
 soon after, up to MAX_RESTORE_HOLD_SECONDS: shedding.py) it decodes at its configured rate
-again from the next key frame. Every
-packet is still handed on to the recording either way.
+again from the next key frame. Every packet is still handed on to the recording either way.
 
 Reasons and events carry no credentials (URLs are shown without user:password) and no footage.
 `v4l2:///dev/videoN` and MJPEG sources are read through OpenCV: see `OpenCvSource`.
@@ -639,8 +638,7 @@ class CameraSource:
         self._stalls = 0
         self._reason = "not started"
         self._done: set[str] = set()
-        # analysis shed (key frames only) while the main stream lags: since when (monotonic)
-        self.analysis_shed = False
+        # analysis shed (key frames only) while the main stream lags (shedding.py)
         self._shed_state = shedding.ShedState()
         self.keyframe_seconds: float | None = None  # the analysed stream's key-frame interval
         self._readers = [_Reader(self, url, "main", packets=True, frames=detect_url is None)]
@@ -713,6 +711,11 @@ class CameraSource:
         if back:
             self.emit(CameraOnline(self.camera_id, round(offline_for, 3)))
 
+    @property
+    def analysis_shed(self) -> bool:
+        """Whether analysis is on key frames only because the main stream lags."""
+        return self._shed_state.shed
+
     def judge_lag(self, behind: float) -> None:
         """The main stream's lag against `shed_analysis_seconds`: analysis shed above it,
         restored once under half of it for `shed_restore_seconds` (doubled after a re-shed,
@@ -723,11 +726,9 @@ class CameraSource:
             self._shed_state, behind, now, settings.shed_analysis_seconds,
             settings.shed_restore_seconds, MAX_RESTORE_HOLD_SECONDS)
         if action == "shed":
-            self.analysis_shed = True
             self.emit(AnalysisShed(self.camera_id, round(behind, 3),
                                    settings.shed_analysis_seconds, self.keyframe_seconds))
         elif action == "restore":
-            self.analysis_shed = False
             self.emit(AnalysisRestored(self.camera_id, round(behind, 3),
                                        round(now - self._shed_state.since, 3)))
 
