@@ -27,6 +27,7 @@ bench: bootstrap
 	.venv/bin/python bench/access.py
 	.venv/bin/python bench/usb_block.py
 	.venv/bin/python bench/cctv.py
+	.venv/bin/python bench/cctv.py --live
 	.venv/bin/python bench/dashboard.py
 	.venv/bin/python bench/collector_attack.py
 	.venv/bin/python bench/policy.py

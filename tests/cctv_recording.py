@@ -26,12 +26,14 @@ Event = tuple[str, str, dict[str, Any]]  # kind, severity, data
 
 
 def section(storage: Path, *cameras: tuple[str, str],
-            tamper: dict[str, Any] | None = None) -> CctvSection:
+            tamper: dict[str, Any] | None = None, **camera: Any) -> CctvSection:
+    """The cctv section the recorder tests use; `camera`: more fields for every camera (e.g.
+    audio=True)."""
     config = CctvSection.model_validate({
         "storage_dir": str(storage), "segment_seconds": 2.0, "offline_after_seconds": 2.0,
         "reconnect_initial_seconds": 0.2, "reconnect_max_seconds": 0.5,
         "cameras": [{"camera_id": camera_id, "name": f"Floor {camera_id}", "url": url,
-                     "motion": {"analysis_fps": float(FPS)}, "tamper": tamper or {}}
+                     "motion": {"analysis_fps": float(FPS)}, "tamper": tamper or {}} | camera
                     for camera_id, url in cameras]})
     config.storage_dir.mkdir(parents=True, exist_ok=True)
     return config
@@ -95,12 +97,12 @@ def record_scene(tmp_path: Path, script: Script, seed: int, size: tuple[int, int
     return recorder, events, truths  # type: ignore[return-value]
 
 
-def record_file(video: Path, footage: Path, tamper: dict[str, Any] | None = None
-                ) -> tuple[WatchedRecorder, list[Event]]:
+def record_file(video: Path, footage: Path, tamper: dict[str, Any] | None = None,
+                **camera: Any) -> tuple[WatchedRecorder, list[Event]]:
     """Record a video file as camera cam1 into `footage`, to the file's end; the recorder and
     its events. The stored chain must verify whatever the file held."""
     events: list[Event] = []
-    config = section(footage, ("cam1", str(video)), tamper=tamper)
+    config = section(footage, ("cam1", str(video)), tamper=tamper, **camera)
     with SegmentIndex.in_storage(config.storage_dir) as index:
         recorder = WatchedRecorder(config, 0, index, events)
         recorder.start()

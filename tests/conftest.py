@@ -38,3 +38,20 @@ def sqlite_collector(tmp_path: Path) -> Iterator[CollectorProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[object]:
+    """The dashboard app on a real store (test_web_support.WebApp) whose clock is the real time,
+    as the agents' events carry it; modules that need other settings define their own."""
+    from datetime import UTC, datetime
+
+    from test_web_support import WebApp
+
+    app = WebApp(tmp_path)
+    app.now = datetime.now(UTC)
+    try:
+        yield app
+    finally:
+        app.close()
+

@@ -143,3 +143,39 @@ def test_damaged_file_and_row_are_named(tmp_path: Path) -> None:
     with SegmentIndex.in_storage(other) as idx, \
             pytest.raises(IndexError_, match="camera 'cam-1' seq 7 cannot be read"):
         idx.segments()
+
+
+SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE segments (
+    camera_id TEXT NOT NULL, seq INTEGER NOT NULL, path TEXT NOT NULL,
+    start TEXT NOT NULL, start_ts REAL NOT NULL, end_ts REAL NOT NULL, duration REAL NOT NULL,
+    size INTEGER NOT NULL, sha256 TEXT NOT NULL, prev_sha256 TEXT NOT NULL,
+    packets INTEGER NOT NULL, keyframe_start INTEGER NOT NULL, motion INTEGER NOT NULL,
+    retired_at TEXT, retired_reason TEXT, offloaded_at TEXT, remote_path TEXT,
+    PRIMARY KEY (camera_id, seq));
+INSERT INTO meta VALUES ('schema', '1');
+"""
+
+
+def test_an_index_of_schema_1_is_migrated_and_lost_packets_are_kept(tmp_path: Path) -> None:
+    """Schema 2 adds what each segment lost and its open-GOP leading pictures; an index
+    recorded before keeps its rows (nothing lost known) and goes on."""
+    old = seg("cam-1", 1, 0)
+    db = sqlite3.connect(tmp_path / "index.db")
+    db.executescript(SCHEMA_1)
+    db.execute("INSERT INTO segments VALUES (?, 1, ?, ?, 0, 10, 10.0, 1000, ?, ?, 150, 1, 0, "
+               "NULL, NULL, NULL, NULL)", ("cam-1", old.path, old.start.isoformat(),
+                                           old.sha256, old.prev_sha256))
+    db.commit()
+    db.close()
+    new = replace(seg("cam-1", 2, 10, prev=old.sha256), leading=3, lost=5,
+                  lost_reasons="waiting for a key frame: 4; empty packet: 1", damaged=2)
+    with SegmentIndex.in_storage(tmp_path) as idx:
+        assert idx._read("SELECT value FROM meta WHERE key = 'schema'") == [("2",)]
+        idx.add(new)
+    with SegmentIndex.in_storage(tmp_path) as idx:
+        first, second = idx.segments("cam-1")
+    assert first.segment == old
+    assert (first.segment.lost, first.segment.leading, first.segment.damaged) == (0, 0, 0)
+    assert second.segment == new

@@ -113,6 +113,10 @@ def test_a_stream_damaged_on_the_wire_is_reported_and_recorded_on(tmp_path: Path
     assert bad[0]["reason"].startswith("corrupt packet at "), bad
     assert severities_of(events, "cctv.bad_input") == {"warning"}
     assert of_kind(events, "cctv.segment"), "recording stopped at the damage"
+    # the damaged packets are kept as they came, and counted (issue 22: no silent loss)
+    segments = of_kind(events, "cctv.segment")
+    reported = of_kind(events, "cctv.packets_lost", "cam1")
+    assert sum(e["damaged"] for e in segments) == sum(e["damaged"] for e in reported) > 0
 
 
 def _position(events: list[Event], data: dict[str, Any]) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -217,16 +216,6 @@ def check_queries(web: WebApp) -> None:
     assert store.last_kinds_before(("usb.locked_down",), since) == []
     with pytest.raises(ValueError, match="bucket"):
         store.count_events(since, until, 7)
-
-
-@pytest.fixture
-def web(tmp_path: Path) -> Iterator[WebApp]:
-    app = WebApp(tmp_path)
-    app.now = datetime.now(UTC)
-    try:
-        yield app
-    finally:
-        app.close()
 
 
 def test_the_store_counts_by_bucket_on_sqlite(web: WebApp) -> None:

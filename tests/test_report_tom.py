@@ -32,6 +32,7 @@ from floor_agent.report.tom import (
     NO_EVIDENCE,
     NOT_MET,
     Facts,
+    audio_state,
     collect_evidence,
     evaluate,
 )
@@ -160,6 +161,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProcess]
             ])
             cctv = enroll(site, client, root, "cctv-box-1", "cctv")
             send(client, cctv, [segment("cam-1", n) for n in range(1, 6)] + [
+                ("cctv.audio_not_recorded", "camera cam-1", "info",
+                 {"camera_id": "cam-1", "codec": "aac",
+                  "reason": "not recorded by policy (audio: false)"}),
                 ("cctv.retention_sweep", "cctv storage", "info",
                  {"segments": {"cam-1": {"retention": 40}}, "bytes": {"cam-1": {
                      "retention": 40_000_000}}, "missing": {}, "failed": [],
@@ -231,6 +235,8 @@ def test_report_verdicts_and_evidence_rows(site: CollectorProcess,
     ((cam_status, cam),) = m["cameras"]["rows"]
     assert cam_status == "ok" and cam[0] == "cam-1" and cam[2] == "recording" and cam[4] == "5"
     assert "40 (retention)" in cam[5]
+    # its sound is not recorded, by policy, and the report says so
+    assert cam[6] == "not recorded (policy, audio: false; the camera sends aac)"
     # 4. the failed sweep was followed by a clean receipt: the latest decides
     assert m["retention"]["verdict"] == MET
     receipt, failed = m["retention"]["rows"]
@@ -354,3 +360,17 @@ def test_collect_evidence_over_the_live_store_matches_the_report(
     finally:
         store.close()
     assert evidence.verdicts == {k: v["verdict"] for k, v in measures(rendered[0]).items()}
+
+
+def test_the_report_says_which_cameras_record_sound() -> None:
+    def seg(audio: int) -> dict[str, Any]:
+        return {"ts": "2026-11-29T13:00:00.000Z", "data": {"audio_packets": audio}}
+
+    note = {"ts": "2026-11-29T13:00:00.000Z", "severity": "warning",
+            "data": {"codec": "pcm_alaw", "reason": "audio: true, but the audio codec pcm_alaw "
+                     "cannot be stored in MP4 segments; the video is recorded without it"}}
+    assert audio_state([seg(0), seg(40), seg(38)], []) == \
+        "RECORDED (2 segments with audio, audio: true)"
+    assert audio_state([seg(0)], []) == "video only"
+    assert audio_state([seg(0)], [note]).startswith("not recorded: audio: true, but the audio "
+                                                    "codec pcm_alaw cannot be stored")

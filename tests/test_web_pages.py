@@ -30,16 +30,6 @@ from floor_agent.protocol import request_signing
 from floor_agent.protocol.event import TS_RE as TS
 
 
-@pytest.fixture
-def web(tmp_path: Path) -> Iterator[WebApp]:
-    app = WebApp(tmp_path)
-    app.now = datetime.now(UTC)  # the agents' events carry the real time
-    try:
-        yield app
-    finally:
-        app.close()
-
-
 def floor(web: WebApp) -> None:
     """A small floor: a workstation, a door controller and a camera box, all reporting."""
     web.agent("ws-1")
@@ -219,6 +209,36 @@ def test_recording_gaps_leave_out_a_camera_coming_online(web: WebApp) -> None:
     assert "cctv.camera_offline" in rows[1]
     assert "cctv.stream_gap" in rows[2] and "900 ms" in rows[2]
     assert "offline_ms=0" not in gaps
+
+
+def test_packets_a_camera_lost_are_on_its_page(web: WebApp) -> None:
+    """`cctv.packets_lost` (issue 22: no silent loss): each with its segment, count, time range
+    and why, and the total, on the camera's page and in its CSV."""
+    floor(web)
+    web.send("box-1", [
+        ("cctv.packets_lost", "camera cam1", "warning", {
+            "camera_id": "cam1", "seq": 41, "count": 6, "damaged": 2,
+            "since": "2026-12-07T06:00:00.300000+00:00",
+            "until": "2026-12-07T06:00:00.800000+00:00",
+            "reasons": "waiting for a key frame: 6"}),
+        ("cctv.packets_lost", "camera cam1", "warning", {
+            "camera_id": "cam1", "seq": 42, "count": 1,
+            "since": "2026-12-07T06:00:03.300000+00:00",
+            "until": "2026-12-07T06:00:03.300000+00:00",
+            "reasons": "NAL unit length 255 at byte 0 runs past the packet (64 bytes)"})])
+    client = web.logged_in("ann", "viewer")
+    html = client.get("/cameras/box-1/cam1").text
+    table = html[html.index('data-testid="packets-lost"'):]
+    table = table[:table.index("</table>")]
+    rows = [r[:r.index("</tr>")] for r in table.split('data-testid="lost-row"')[1:]]
+    assert len(rows) == 2, rows
+    assert ">42<" in rows[0] and ">1<" in rows[0] and "NAL unit length" in rows[0]
+    assert ">41<" in rows[1] and ">6<" in rows[1] and ">2<" in rows[1]
+    assert ">12-07 06:00:00.300<" in rows[1]
+    assert "waiting for a key frame: 6" in rows[1] and ">12-07 06:00:00.800<" in rows[1]
+    assert '<p data-testid="lost-total">7 packets' in html and "2 kept damaged" in html
+    exported = web.logged_in("audrey", "auditor").get("/cameras/box-1/cam1?format=csv").text
+    assert exported.count(",lost,cctv.packets_lost,") == 2
 
 
 def test_doors_access_log_filters(web: WebApp) -> None:

@@ -114,6 +114,15 @@ class CameraConfig(StrictModel):
     retain_motion_days: Annotated[StrictFloat, Field(gt=0, le=3650)] = 14.0
     motion: MotionConfig = Field(default_factory=MotionConfig)
     tamper: TamperConfig = Field(default_factory=TamperConfig)
+    # the camera's audio track. Off by default, by decision: recording the spoken word at a
+    # workplace is unlawful in many EU states (e.g. Germany's StGB section 201), whatever the
+    # video's purpose. Off: the audio is never demuxed into footage, and a camera that sends
+    # some says so once per connection (cctv.audio_not_recorded, info). On (only with a legal
+    # basis of its own, documented in the TOM report): the audio packets are copied, never
+    # re-encoded, into the same segments as the video. MP4 segments store AAC (and Opus, MP3),
+    # not G.711 (PCMA/PCMU) or G.726: a camera sending those records its video alone, with
+    # cctv.audio_not_recorded (warning) naming the camera and the codec.
+    audio: Annotated[bool, Field(strict=True)] = False
 
     @model_validator(mode="after")
     def _motion_kept_longer(self) -> CameraConfig:
@@ -159,6 +168,19 @@ class CctvSection(StrictModel):
     # reconnect delay after a lost stream, growing to the max
     reconnect_initial_seconds: Annotated[StrictFloat, Field(gt=0)] = 1.0
     reconnect_max_seconds: Annotated[StrictFloat, Field(gt=0)] = 30.0
+    # a camera whose last written packet is further behind real time than this is lagging
+    # (cctv.lagging, then cctv.lag_recovered once back under half of it)
+    lag_alarm_seconds: Annotated[StrictFloat, Field(gt=0, le=3600)] = 5.0
+    # a camera whose reader is further behind real time than this (a starved CPU) sheds
+    # analysis first: motion and tamper read key frames only (cctv.analysis_shed) until it is
+    # back under half of it (cctv.analysis_restored); recording is never shed. 0: never shed.
+    shed_analysis_seconds: Annotated[StrictFloat, Field(ge=0, le=3600)] = 1.0
+    # shed, full analysis comes back once the lag stayed under half of shed_analysis_seconds
+    # this long (doubled when shed again within twice the hold, up to 600 s): no flapping
+    shed_restore_seconds: Annotated[StrictFloat, Field(ge=0, le=3600)] = 10.0
+    # a camera whose own clock (RTCP sender reports) is further than this from the box's
+    # raises cctv.clock_drift; its footage is then timed by the box's clock (arrival anchor)
+    clock_drift_seconds: Annotated[StrictFloat, Field(gt=0, le=86400)] = 2.0
     offload: OffloadConfig = Field(default_factory=OffloadConfig)
 
     @field_validator("cameras")

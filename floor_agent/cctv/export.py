@@ -8,6 +8,10 @@ sha256 and prev_sha256 (the chain an auditor re-checks against the `cctv.segment
 clip's own sha256, who, why and when. A source file whose hash differs from its record is
 refused: altered footage is never exported silently.
 
+A camera recorded with its audio (CameraConfig.audio) has it in the clip too, copied the same
+way, from the clip's first picture on; the clip has an audio track when its first segment has
+one (a later segment's audio of another codec is left out: MP4 fixes its tracks up front).
+
 Every export and every view is an audit event with who and why (`cctv.export`, `cctv.view`).
 Neither carries footage bytes.
 """
@@ -93,10 +97,20 @@ class _Clip:
     origin: float | None = None  # wall time of the first packet
     last_wall: float = 0.0
     last_dts: int | None = None
-    packets: int = 0
+    packets: int = 0  # video packets
     used: list[int] | None = None
+    audio: av.stream.Stream | None = None  # the camera's audio track, when recorded
+    audio_last_dts: int | None = None
+    audio_packets: int = 0
 
     def write(self, pkt: av.Packet, wall: float, seg_origin: float, base: int, seq: int) -> None:
+        if pkt.stream.type == "audio":
+            if self.origin is None or wall < self.origin:
+                return  # before the clip's first picture
+            self.audio_last_dts = _mux(self.out, self.audio, pkt, self.origin, seg_origin,
+                                       base, self.audio_last_dts)
+            self.audio_packets += 1
+            return
         if self.origin is None:
             self.origin = wall
         self.last_dts = _mux(self.out, self.stream, pkt, self.origin, seg_origin, base,
@@ -132,18 +146,37 @@ def _remux(sources: Sequence[tuple[SegmentRecord, Path]], start: datetime, end: 
                 in_stream = src.streams.video[0]
                 ctx = in_stream.codec_context
                 these = (ctx.name, ctx.width, ctx.height)
+                audio_in = next(iter(src.streams.audio), None)
                 if params is None:
                     params = these
                     clip.stream = out.add_stream_from_template(in_stream)
-                elif these != params:
+                    if audio_in is not None:
+                        clip.audio = out.add_stream_from_template(audio_in)
+                if audio_in is not None and (clip.audio is None or audio_in.codec_context.name
+                                             != clip.audio.codec_context.name):
+                    audio_in = None
+                if these != params:
                     raise ExportError(f"{what}: stream {these} differs from the clip's {params};"
                                       " export the ranges separately")
                 base: int | None = None
                 tb = in_stream.time_base
                 assert tb is not None, "a demuxed stream has a time base"
+                # the segment's tracks start together at 0 (segments.py): the audio's own
+                # base is 0 too, its packets placed by their own time base
+                streams = [in_stream] if audio_in is None else [in_stream, audio_in]
                 try:
-                    for pkt in src.demux(in_stream):
+                    for pkt in src.demux(*streams):
                         if pkt.dts is None or pkt.size == 0:
+                            continue
+                        if pkt.stream.type == "audio":
+                            a_tb = pkt.time_base
+                            a_wall = seg_origin + float(
+                                (pkt.pts if pkt.pts is not None else pkt.dts) * a_tb)
+                            a_item = (pkt, a_wall, seg_origin, 0, seg.seq)
+                            if clip.origin is not None:
+                                clip.write(*a_item)
+                            elif pending:
+                                pending.append(a_item)
                             continue
                         if base is None:
                             base = pkt.dts if pkt.pts is None else min(pkt.pts, pkt.dts)

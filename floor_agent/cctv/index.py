@@ -11,11 +11,12 @@ the camera and the seq; the index never guesses.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -23,7 +24,7 @@ from typing import TypeVar
 from floor_agent.cctv.model import Segment
 from floor_agent.private_db import open_private_db
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RETIRE_REASONS = ("retention", "disk_low")
 
 _SCHEMA = """
@@ -34,12 +35,51 @@ CREATE TABLE IF NOT EXISTS segments (
     size INTEGER NOT NULL, sha256 TEXT NOT NULL, prev_sha256 TEXT NOT NULL,
     packets INTEGER NOT NULL, keyframe_start INTEGER NOT NULL, motion INTEGER NOT NULL,
     retired_at TEXT, retired_reason TEXT, offloaded_at TEXT, remote_path TEXT,
+    leading INTEGER NOT NULL DEFAULT 0, lost INTEGER NOT NULL DEFAULT 0,
+    lost_reasons TEXT NOT NULL DEFAULT '', damaged INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (camera_id, seq));
 CREATE INDEX IF NOT EXISTS segments_by_time ON segments (start_ts);
 CREATE INDEX IF NOT EXISTS segments_pending ON segments (offloaded_at, retired_at, start_ts);
 """
 _COLUMNS = ("camera_id, seq, path, start, duration, size, sha256, prev_sha256, packets, "
-            "keyframe_start, motion, retired_at, retired_reason, offloaded_at, remote_path")
+            "keyframe_start, motion, retired_at, retired_reason, offloaded_at, remote_path, "
+            "leading, lost, lost_reasons, damaged")
+# schema 1 -> 2: what each segment lost or has damaged, its open-GOP leading pictures (issue 22)
+_MIGRATE_1_TO_2 = (
+    "ALTER TABLE segments ADD COLUMN leading INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE segments ADD COLUMN lost INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE segments ADD COLUMN lost_reasons TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE segments ADD COLUMN damaged INTEGER NOT NULL DEFAULT 0",
+    "UPDATE meta SET value = '2' WHERE key = 'schema'",
+)
+
+
+def _migrate(path: Path) -> None:
+    """Bring an index of schema 1 to 2 in one transaction (its rows: nothing lost, no leading
+    pictures recorded, as schema 1 knew none of it). Anything else is left to open_private_db."""
+    if not path.exists():
+        return
+    try:
+        db = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.Error:
+        return
+    try:
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        except sqlite3.Error:
+            return  # not an index (open_private_db says so)
+        if row is None or row[0] != "1":
+            return
+        db.execute("BEGIN IMMEDIATE")
+        for sql in _MIGRATE_1_TO_2:
+            db.execute(sql)
+        db.execute("COMMIT")
+    except sqlite3.Error as e:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise IndexError_(f"{path}: segment index schema 1 cannot be migrated ({e})") from None
+    finally:
+        db.close()
 
 T = TypeVar("T")
 
@@ -115,6 +155,7 @@ class SegmentIndex:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        _migrate(self.path)
         self._db = open_private_db(self.path, _SCHEMA, SCHEMA_VERSION, "segment index",
                                    IndexError_)
 
@@ -164,13 +205,15 @@ class SegmentIndex:
 
     def _record(self, row: tuple) -> SegmentRecord:
         (camera_id, seq, path, start, duration, size, sha256, prev, packets, keyframe_start,
-         motion, retired_at, retired_reason, offloaded_at, remote_path) = row
+         motion, retired_at, retired_reason, offloaded_at, remote_path, leading, lost,
+         lost_reasons, damaged) = row
         try:
             segment = Segment(camera_id=str(camera_id), seq=int(seq), path=str(path),
                               start=datetime.fromisoformat(start), duration=float(duration),
                               size=int(size), sha256=str(sha256), prev_sha256=str(prev),
                               packets=int(packets), keyframe_start=bool(keyframe_start),
-                              motion=bool(motion))
+                              motion=bool(motion), leading=int(leading), lost=int(lost),
+                              lost_reasons=str(lost_reasons), damaged=int(damaged))
             return SegmentRecord(
                 segment,
                 datetime.fromisoformat(retired_at) if retired_at else None,
@@ -196,11 +239,12 @@ class SegmentIndex:
                                   "is already recorded (seqs are never reused)")
             db.execute(
                 "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, "
-                "NULL, NULL)",
+                "NULL, NULL, ?, ?, ?, ?)",
                 (segment.camera_id, segment.seq, segment.path, segment.start.isoformat(),
                  start_ts, start_ts + segment.duration, segment.duration, segment.size,
                  segment.sha256, segment.prev_sha256, segment.packets,
-                 int(segment.keyframe_start), int(segment.motion)))
+                 int(segment.keyframe_start), int(segment.motion), segment.leading,
+                 segment.lost, segment.lost_reasons, segment.damaged))
 
         self._write(write)
 
@@ -210,6 +254,13 @@ class SegmentIndex:
         rows = self._read("SELECT seq, sha256 FROM segments WHERE camera_id = ? "
                           "ORDER BY seq DESC LIMIT 1", (camera_id,))
         return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def last_end(self, camera_id: str) -> datetime | None:
+        """Where the camera's footage in the index ends (retired or not): a restarted writer's
+        first segment starts no earlier, so segments never overlap across runs."""
+        rows = self._read("SELECT MAX(end_ts) FROM segments WHERE camera_id = ?", (camera_id,))
+        return datetime.fromtimestamp(float(rows[0][0]), UTC) if rows and rows[0][0] is not None \
+            else None
 
     def set_motion(self, camera_id: str, seq: int) -> None:
         """Motion was seen during the segment (motion may end after the segment was closed)."""

@@ -27,6 +27,19 @@ class Segment:
     packets: int = 0
     keyframe_start: bool = True  # begins on a key frame (every segment but a forced one)
     motion: bool = False  # motion was seen during it (kept for retain_motion_days)
+    # open GOP: pictures after the key frame in decode order but shown before it; they
+    # reference the previous segment's pictures too, so they decode with it (played or
+    # exported in sequence), not from this file alone
+    leading: int = 0
+    # packets the camera sent since the previous segment that no segment has (a corrupt
+    # packet, packets before the first key frame of a connection), and why
+    lost: int = 0
+    lost_reasons: str = ""
+    # packets in it the demuxer flagged corrupt (data lost on the way): kept as they came
+    damaged: int = 0
+    # the camera's audio packets in it (CameraConfig.audio; 0 when audio is not recorded);
+    # `packets` counts the video's
+    audio_packets: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,10 @@ import logging
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -29,13 +31,24 @@ from floor_agent.cctv import motion, tamper
 from floor_agent.cctv.config import CameraConfig, CctvSection
 from floor_agent.cctv.index import SegmentIndex
 from floor_agent.cctv.model import GENESIS_SHA256, Segment
-from floor_agent.cctv.segments import FrameSegmentWriter, SegmentWriter
+from floor_agent.cctv.segments import (
+    KEYFRAME_WAIT,
+    FrameSegmentWriter,
+    SegmentWriter,
+    audio_storable,
+    lost_reasons,
+)
 from floor_agent.cctv.snapshot import SNAPSHOT_SECONDS, bgr_snapshot_jpeg
 from floor_agent.cctv.source import (
+    AnalysisRestored,
+    AnalysisShed,
+    AudioTrack,
     BadInput,
     CameraOffline,
     CameraOnline,
     CameraSource,
+    ClockDrift,
+    Connected,
     FrameEvent,
     OpenCvSource,
     PacketEvent,
@@ -58,7 +71,8 @@ def segment_event(segment: Segment) -> dict[str, Any]:
             "start": segment.start.isoformat(), "duration_ms": round(segment.duration * 1000),
             "size": segment.size, "sha256": segment.sha256, "prev_sha256": segment.prev_sha256,
             "packets": segment.packets, "keyframe_start": segment.keyframe_start,
-            "motion": segment.motion}
+            "motion": segment.motion, "leading": segment.leading, "lost": segment.lost,
+            "damaged": segment.damaged, "audio_packets": segment.audio_packets}
 
 
 OPENCV_SUFFIXES = (".mjpg", ".mjpeg", ".avi")
@@ -69,6 +83,27 @@ def uses_opencv(url: str) -> bool:
     and re-encoded (the one exception); everything else is demuxed and copied with PyAV."""
     lowered = url.lower().split("?", 1)[0]
     return lowered.startswith("v4l2://") or lowered.endswith(OPENCV_SUFFIXES)
+
+
+TS_PACKET = {".ts": 188, ".m2ts": 192}  # an MPEG-TS file is a whole number of these
+
+
+def truncated_ts(url: str) -> str | None:
+    """Why an MPEG-TS file played to its end was cut off, or None: a file that ends inside
+    a transport packet (a copy or a write cut short). Its last picture may be incomplete;
+    everything before it is recorded. Other files end cleanly or do not open at all."""
+    path = Path(url.removeprefix("file://"))
+    size = TS_PACKET.get(path.suffix.lower())
+    if size is None or "://" in url.removeprefix("file://"):
+        return None
+    try:
+        length = path.stat().st_size
+    except OSError:
+        return None
+    if length % size == 0:
+        return None
+    return (f"file truncated: it ends {length % size} bytes into a {size}-byte transport "
+            "packet; recorded up to there")
 
 
 def _plain(detail: Any) -> dict[str, str]:
@@ -109,7 +144,8 @@ class CameraRecorder:
         else:
             self.writer = SegmentWriter(camera.camera_id, section.storage_dir, self._segment,
                                         segment_seconds=section.segment_seconds, last_seq=seq,
-                                        last_sha256=sha)
+                                        last_sha256=sha, audio=camera.audio,
+                                        last_end=index.last_end(camera.camera_id))
             self.source = CameraSource(camera.camera_id, camera.url, self.on_event,
                                        detect_url=camera.detect_url, settings=settings)
         self._stop = threading.Event()
@@ -125,7 +161,13 @@ class CameraRecorder:
         self._motion_mask_cached: np.ndarray | None = None
         self._motion_in_segment = False
         self._bad_reported: dict[str, float] = {}
+        self._codec: str | None = None  # the main stream's codec on its last connection
         self.segments = 0
+        # how far behind real time the last written packet arrived (source.py's `behind`), and
+        # since when (monotonic) the camera has been lagging, None while it is not
+        self.lag_seconds = 0.0
+        self._lagging_since: float | None = None
+        self.analysis_shed = False  # motion and tamper on key frames only (the camera lags)
 
     def start(self) -> None:
         if self.source is not None:
@@ -135,14 +177,24 @@ class CameraRecorder:
                                             name=f"cctv-{self.camera.camera_id}", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
+    def begin_stop(self) -> None:
+        """Tell the camera to stop (its source drains what was sent, source.py) without
+        waiting: the runner stops every camera at once, then waits for each."""
         self._stop.set()
+        if self.source is not None:
+            self.source.stopping.set()
+
+    def stop(self) -> None:
+        self.begin_stop()
         if self.source is not None:
             self.source.stop()
         if self._thread is not None:
             self._thread.join(10)
         with self._lock:
             self.writer.close()
+            lost, since, until = self.writer.take_lost()  # lost after the last segment
+            if lost and since is not None and until is not None:
+                self._packets_lost(lost, since, until)
 
     def _opencv_loop(self) -> None:
         """Frames from OpenCV (USB/MJPEG) into re-encoded segments and the analysis; a camera
@@ -195,9 +247,15 @@ class CameraRecorder:
 
     def _handle(self, event: object) -> None:
         if isinstance(event, PacketEvent):
-            if self.camera.tamper.enabled:
+            if self.camera.tamper.enabled and event.packet.stream.type == "video":
                 self._packet_facts(event)
             self.writer.write(event.packet, event.at)
+            self._lag(event.behind)
+        elif isinstance(event, ClockDrift):
+            self.emit(CctvKind.CLOCK_DRIFT, self.subject, "warning",
+                      camera_id=self.camera.camera_id, stream=event.stream,
+                      drift_ms=round(event.drift_seconds * 1000),
+                      bound_ms=round(event.bound_seconds * 1000))
         elif isinstance(event, FrameEvent):
             self._frame(event)
         elif isinstance(event, StreamLost):
@@ -220,8 +278,95 @@ class CameraRecorder:
                       offline_ms=round(event.offline_seconds * 1000))
         elif isinstance(event, BadInput):
             self._bad_input(event.stream, event.reason)
+        elif isinstance(event, Connected) and event.stream == "main":
+            self._connected(event)
+        elif isinstance(event, AudioTrack):
+            self._audio_track(event)
+        elif isinstance(event, AnalysisShed | AnalysisRestored):
+            self._analysis_rate(event)
         elif isinstance(event, SourceFinished) and event.stream == "main":
             self.writer.close()
+            truncated = truncated_ts(self.camera.url)
+            if truncated is not None:
+                self._bad_input("main", truncated)
+
+    def _lag(self, behind: float) -> None:
+        """`cctv.lagging` once the last written packet is more than `lag_alarm_seconds` behind
+        real time; `cctv.lag_recovered` once it is back under half of that."""
+        self.lag_seconds = behind
+        bound = self.section.lag_alarm_seconds
+        if self._lagging_since is None and behind > bound:
+            self._lagging_since = time.monotonic()
+            self.emit(CctvKind.LAGGING, self.subject, "warning",
+                      camera_id=self.camera.camera_id, lag_ms=round(behind * 1000),
+                      bound_ms=round(bound * 1000))
+        elif self._lagging_since is not None and behind < bound / 2:
+            lagged = time.monotonic() - self._lagging_since
+            self._lagging_since = None
+            self.emit(CctvKind.LAG_RECOVERED, self.subject, "notice",
+                      camera_id=self.camera.camera_id, lag_ms=round(behind * 1000),
+                      lagging_ms=round(lagged * 1000))
+
+    def _analysis_rate(self, event: AnalysisShed | AnalysisRestored) -> None:
+        """`cctv.analysis_shed` / `cctv.analysis_restored`: the analysis rate in force, named
+        for the auditor (what a shed camera still detects: README, cctv section)."""
+        configured = self.camera.motion.analysis_fps
+        rate = f"{configured:g} fps" if configured > 1.0 else "key frames only"
+        if isinstance(event, AnalysisRestored):
+            self.analysis_shed = False
+            self.emit(CctvKind.ANALYSIS_RESTORED, self.subject, "notice",
+                      camera_id=self.camera.camera_id, analysis=rate,
+                      lag_ms=round(event.behind * 1000), shed_ms=round(event.shed_seconds * 1000))
+            return
+        self.analysis_shed = True
+        every = event.keyframe_seconds
+        shed = ("key frames only" if every is None
+                else f"key frames only (one every {every:.2f} s: "
+                     f"{min(configured, 1.0 / every):.2g} fps)")
+        self.emit(CctvKind.ANALYSIS_SHED, self.subject, "warning",
+                  camera_id=self.camera.camera_id, analysis=shed, configured=rate,
+                  lag_ms=round(event.behind * 1000),
+                  bound_ms=round(event.bound_seconds * 1000))
+
+    def _packets_lost(self, lost: Counter[str], since: datetime, until: datetime,
+                      seq: int | None = None, damaged: int = 0) -> None:
+        """Packets the camera sent that no segment has (`count`, and why) and packets kept
+        damaged (`damaged`): camera, time range (`seq`: the segment whose record counts them;
+        none when recording stopped first)."""
+        extra = {} if seq is None else {"seq": seq}
+        # packets before a connection's first key frame alone are a notice: the reconnect
+        # (or the start) is reported already; anything else is an alert for security staff
+        expected = not damaged and set(lost) <= {KEYFRAME_WAIT}
+        self.emit(CctvKind.PACKETS_LOST, self.subject, "notice" if expected else "warning",
+                  camera_id=self.camera.camera_id, since=since.isoformat(),
+                  until=until.isoformat(), count=sum(lost.values()), damaged=damaged,
+                  reasons=lost_reasons(lost), **extra)
+
+    def _audio_track(self, event: AudioTrack) -> None:
+        """Audio is recorded by decision only: what is not, said once per connection (an
+        auditor reads that the camera's sound was left out, and why)."""
+        camera_id = self.camera.camera_id
+        if event.codec is None:
+            self.emit(CctvKind.AUDIO_NOT_RECORDED, self.subject, "notice", camera_id=camera_id,
+                      codec=None, reason="audio: true, but the camera sends no audio")
+        elif not event.recorded:
+            self.emit(CctvKind.AUDIO_NOT_RECORDED, self.subject, "info", camera_id=camera_id,
+                      codec=event.codec, reason="not recorded by policy (audio: false)")
+        elif not audio_storable(event.codec):
+            self.emit(CctvKind.AUDIO_NOT_RECORDED, self.subject, "warning",
+                      camera_id=camera_id, codec=event.codec,
+                      reason=f"audio: true, but the audio codec {event.codec} cannot be stored "
+                             "in MP4 segments; the video is recorded without it")
+
+    def _connected(self, event: Connected) -> None:
+        """A camera that comes back with another codec (reconfigured, replaced, or another
+        device answering on its URL) is named: its footage goes on in new segments of that
+        codec, the segments recorded before stay as they are."""
+        before, self._codec = self._codec, event.codec
+        if before is not None and before != event.codec:
+            self._bad_input("main", f"codec changed from {before} to {event.codec} "
+                                    f"({event.width}x{event.height}) on reconnecting; "
+                                    "recording goes on in new segments")
 
     def _bad_input(self, stream: str, reason: str) -> None:
         now = time.monotonic()
@@ -282,7 +427,10 @@ class CameraRecorder:
         # CRC-32 of the packet's buffer, read in place: a repeat is the same size and CRC on
         # every packet for frozen_seconds (hundreds of packets), which distinct packets never
         # are by chance; 5x cheaper than a 16-byte BLAKE2b (~7 us for a 35 kB packet)
-        facts = tamper.PacketFacts(event.at.timestamp(), pts, packet.size,
+        # arrival, not the stream's time: a stream whose timestamps stand while packets
+        # arrive is evidence of a freeze
+        arrived = event.arrived or event.at
+        facts = tamper.PacketFacts(arrived.timestamp(), pts, packet.size,
                                    zlib.crc32(packet).to_bytes(4, "big"))
         self._tamper, alarms = tamper.observe_packet(self._tamper, facts, self.camera.tamper)
         self._tamper_alarms(alarms)
@@ -302,6 +450,12 @@ class CameraRecorder:
         self._motion_in_segment = self._motion.in_motion  # motion going on: the next too
         self.index.add(segment)
         self.segments += 1
-        self.emit(CctvKind.SEGMENT, self.subject, "info", **segment_event(segment))
+        # the camera's lag rides on its periodic segment event: the collector's gauge
+        self.emit(CctvKind.SEGMENT, self.subject, "info", **segment_event(segment),
+                  lag_ms=round(self.lag_seconds * 1000))
+        if segment.lost or segment.damaged:
+            lost, since, until = self.writer.last_lost
+            self._packets_lost(lost, since or segment.start, until or segment.start,
+                               seq=segment.seq, damaged=segment.damaged)
         if self.segment_done is not None:
             self.segment_done()

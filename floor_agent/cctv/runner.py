@@ -43,6 +43,8 @@ class RunningCctv:
         return offload_ok and snapshots_ok and all(t.is_alive() for t in self.threads)
 
     def stop(self) -> None:
+        for recorder in self.recorders.values():  # all drain at once (stop_drain_seconds)
+            recorder.begin_stop()
         for recorder in self.recorders.values():
             recorder.stop()
         if self.offloader is not None:

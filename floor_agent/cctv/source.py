@@ -12,14 +12,45 @@ threads one at a time; nothing is raised out of a thread. Events, in the order a
 produces them:
 
 - `Connected` (stream opened: codec, size) / `ConnectFailed` (reason, attempt, retry delay)
-- `PacketEvent` (a video packet to record, with its arrival time) and `FrameEvent` (a
-  `SmallFrame` for motion/tamper)
+- `PacketEvent` (a video packet to record, with its time on the stream's own clock and how far
+  behind real time it arrived) and `FrameEvent` (a `SmallFrame` for motion/tamper)
+- `ClockDrift` (the camera's own wall clock, from its RTCP sender reports, differs from the
+  box's by more than `clock_drift_seconds`: its reports are not trusted for this connection)
 - `StreamLost` (the stream ended or failed, with the reason) and, after reconnecting,
   `StreamRecovered` (with the gap in seconds: the hole in the footage, an audit event)
 - `CameraOffline` (no packets for `offline_after_seconds`) / `CameraOnline` (with the time
   it was offline): cctv.camera_offline / cctv.camera_online
 - `BadInput` (a packet the decoder refused, a zero-size frame: counted, the camera goes on)
+- `AnalysisShed` / `AnalysisRestored` (the main stream's lag crossed `shed_analysis_seconds`:
+  analysis on key frames only, and back)
+- `AudioTrack` (once per connection of the main stream: the camera's audio codec, or None
+  when it sends none, and whether its packets are handed on: `SourceSettings.audio`; off,
+  the audio is never demuxed)
 - `SourceFinished` (a file source reached its end; files are not reopened)
+
+`stop()` does not drop what the camera already sent: a main stream that is behind real time
+(packets waiting in the socket) is read on until a packet is within CAUGHT_UP_SECONDS of real
+time, for at most `stop_drain_seconds` (3 s; then at most the socket timeout for a packet that
+does not come), every packet handed on as usual before the reader ends.
+
+Time from the stream (issue 22): a live packet's time is not its arrival. Once per connection
+the arrival of the first packet with a timestamp anchors the stream's PTS to the box's clock;
+every later packet is that anchor plus its PTS difference (moved earlier only when a packet
+arrives before the anchor says it can have been sent: the first packet was held up). Where
+the camera sends RTCP sender reports, FFmpeg's `start_time_realtime` gives the NTP wall time
+of PTS 0 and that is used instead, unless it differs from the arrival anchor by more than
+`clock_drift_seconds` (`ClockDrift`; the arrival anchor is used). How far a packet arrives
+behind its anchored time (`PacketEvent.behind`) is the camera's lag: a reader that falls
+behind real time (CPU starvation) reads packets ever later than the stream's clock says they
+were sent.
+
+Analysis is shed before recording (issue 22): while the main stream's reader is more than
+`shed_analysis_seconds` behind real time (`AnalysisShed`), every reader that decodes for motion
+and tamper decodes key frames only (FFmpeg's skip_frame NONKEY: the cheapest decode there is,
+the frames between are not even parsed into pictures); once the lag has stayed under half of
+that for `shed_restore_seconds` (`AnalysisRestored`; the hold doubles when it is shed again
+soon after, up to MAX_RESTORE_HOLD_SECONDS: shedding.py) it decodes at its configured rate
+again from the next key frame. Every packet is still handed on to the recording either way.
 
 Reasons and events carry no credentials (URLs are shown without user:password) and no footage.
 `v4l2:///dev/videoN` and MJPEG sources are read through OpenCV: see `OpenCvSource`.
@@ -33,7 +64,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,6 +72,7 @@ import av
 import cv2
 import numpy as np
 
+from floor_agent.cctv import shedding
 from floor_agent.cctv.downscale import small_grey, small_size
 from floor_agent.cctv.model import CameraHealth, SmallFrame
 from floor_agent.cctv.snapshot import snapshot_jpeg
@@ -78,7 +110,43 @@ class PacketEvent:
 
     camera_id: str
     packet: av.Packet = field(repr=False)
-    at: datetime  # wall-clock arrival, UTC
+    # UTC, on the stream's own clock (see the module's docstring); a packet without a pts
+    # (RTSP's first after a connect) has its arrival time here, the writer derives its own
+    at: datetime
+    behind: float = 0.0  # seconds it arrived after its anchored time: the camera's lag
+    arrived: datetime | None = None  # wall-clock arrival (a file: its time), UTC
+
+
+@dataclass(frozen=True, slots=True)
+class ClockDrift:
+    """The camera's clock (RTCP sender reports) against the box's at a connection's start."""
+
+    camera_id: str
+    stream: str
+    drift_seconds: float  # camera minus box (positive: the camera's clock is ahead)
+    bound_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisShed:
+    """The main stream's reader fell `behind` real time by more than `bound_seconds`: the
+    analysis decoder now decodes key frames only (one every `keyframe_seconds` of the
+    stream, None: not measured yet), recording goes on with every packet."""
+
+    camera_id: str
+    behind: float
+    bound_seconds: float
+    keyframe_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisRestored:
+    """The reader caught up (under half the bound): the analysis decodes at its configured
+    rate again, from the next key frame; `shed_seconds`: how long it was shed."""
+
+    camera_id: str
+    behind: float
+    shed_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +197,16 @@ class BadInput:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioTrack:
+    """The main stream's audio at a connection: `codec` (None: the camera sends none) and
+    whether its packets come as `PacketEvent`s (`recorded`: SourceSettings.audio)."""
+
+    camera_id: str
+    codec: str | None
+    recorded: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SourceFinished:
     camera_id: str
     stream: str
@@ -136,9 +214,16 @@ class SourceFinished:
 
 
 SourceEvent = (Connected | ConnectFailed | PacketEvent | FrameEvent | StreamLost
-               | StreamRecovered | CameraOffline | CameraOnline | BadInput | SourceFinished)
+               | StreamRecovered | CameraOffline | CameraOnline | BadInput | SourceFinished
+               | AudioTrack | ClockDrift | AnalysisShed | AnalysisRestored)
 
 # --------------------------------------------------------------------------- pure helpers
+
+CAUGHT_UP_SECONDS = 0.2  # a packet this little behind real time: nothing waits behind it
+# a camera's RTCP time that disagrees with the arrival anchor is judged again for this long
+# (the anchor settles as the packets buffered while connecting drain) before cctv.clock_drift
+RTCP_SETTLE_SECONDS = 5.0
+MAX_RESTORE_HOLD_SECONDS = 600.0  # a flapping camera's restore hold doubles up to this
 
 
 def is_file_url(url: str) -> bool:
@@ -162,7 +247,8 @@ def decode_for_analysis(ctx: av.codec.context.CodecContext, *, skip_deblocking: 
     - `skip_deblocking`: no in-loop deblocking filter on frames that are not intra, ~16 % of
       the decode for a fraction of a grey level on the small frame (its drift ends at each
       intra frame; tests/test_cctv_analysis_decode.py);
-    - `keyframes_only` (analysis at 1 fps or less): nothing else is decoded."""
+    - `keyframes_only` (analysis at 1 fps or less, or shed while the camera lags: `_Reader._shed`
+      sets it on an open decoder too): nothing else is decoded."""
     ctx.thread_count = 1
     if skip_deblocking:
         ctx.options = {"skip_loop_filter": "nointra"}
@@ -227,6 +313,17 @@ class SourceSettings:
     skip_deblocking: bool = True  # in the analysis decoder, on frames that are not intra
     realtime_files: bool = False  # pace a file by its timestamps, as a live camera would
     snapshot_seconds: float = 0.0  # a JPEG for the dashboard this often (0: none)
+    audio: bool = False  # hand the main stream's audio packets on (CameraConfig.audio)
+    # RTCP wall time further than this from the box's clock: ClockDrift, arrival anchor used
+    clock_drift_seconds: float = 2.0
+    # at stop, a lagging stream is read on (what the camera sent is written) this long at most
+    stop_drain_seconds: float = 3.0
+    # the main stream's reader this far behind real time: analysis decodes key frames only
+    # (AnalysisShed) until it is back under half of it (AnalysisRestored); recording is never
+    # shed. 0: never shed.
+    shed_analysis_seconds: float = 1.0
+    # shed, full analysis comes back once the lag stayed under half the bound this long
+    shed_restore_seconds: float = 10.0
 
     @staticmethod
     def of(section: object, camera: object) -> SourceSettings:
@@ -237,7 +334,11 @@ class SourceSettings:
             reconnect_max_seconds=section.reconnect_max_seconds,  # type: ignore[attr-defined]
             analysis_fps=camera.motion.analysis_fps,  # type: ignore[attr-defined]
             frame_height=camera.motion.frame_height,  # type: ignore[attr-defined]
-            skip_deblocking=camera.motion.skip_deblocking)  # type: ignore[attr-defined]
+            skip_deblocking=camera.motion.skip_deblocking,  # type: ignore[attr-defined]
+            audio=camera.audio,  # type: ignore[attr-defined]
+            clock_drift_seconds=section.clock_drift_seconds,  # type: ignore[attr-defined]
+            shed_analysis_seconds=section.shed_analysis_seconds,  # type: ignore[attr-defined]
+            shed_restore_seconds=section.shed_restore_seconds)  # type: ignore[attr-defined]
 
 
 class _Reader:
@@ -250,6 +351,7 @@ class _Reader:
         self.stream = stream
         self.packets = packets
         self.frames = frames
+        self._rtcp_seen: float | None = None  # when a report first disagreed (monotonic)
         self.shown_url = redact_url(url, keep_user=False)
         self.thread = threading.Thread(target=self._run, name=f"cctv-{owner.camera_id}-{stream}",
                                        daemon=True)
@@ -257,6 +359,11 @@ class _Reader:
         self.last_t = 0.0
         self.next_analysis_t = 0.0
         self.next_snapshot_t = 0.0
+        # the analysis decoder's context while connected, and whether it is shed (key frames
+        # only because the camera lags) at the moment
+        self.ctx: av.codec.context.CodecContext | None = None
+        self.shedding = False
+        self.last_key_pts: float | None = None
 
     def _run(self) -> None:
         owner = self.owner
@@ -317,10 +424,21 @@ class _Reader:
         stream = container.streams.video[0]
         ctx = stream.codec_context
         if self.frames:
+            self.ctx, self.shedding, self.last_key_pts = ctx, owner.analysis_shed, None
             decode_for_analysis(ctx, skip_deblocking=owner.settings.skip_deblocking,
-                                keyframes_only=owner.settings.analysis_fps <= 1.0)
+                                keyframes_only=owner.settings.analysis_fps <= 1.0
+                                or self.shedding)
         owner.emit(Connected(owner.camera_id, self.stream, self.shown_url, ctx.name,
                              ctx.width, ctx.height))
+        audio = None
+        if self.packets:  # the main stream: its audio said once per connection
+            audio = next(iter(container.streams.audio), None)
+            if audio is not None or owner.settings.audio:
+                owner.emit(AudioTrack(owner.camera_id,
+                                      None if audio is None else audio.codec_context.name,
+                                      owner.settings.audio))
+            if not owner.settings.audio:
+                audio = None
         file_source = is_file_url(self.url)
         started, opened_at = time.monotonic(), owner.utcnow()
         first_pts: float | None = None
@@ -328,15 +446,38 @@ class _Reader:
         conn_base: float | None = None
         # a float once per connection: Fraction arithmetic on every packet costs more
         seconds_per_tick = float(stream.time_base) if stream.time_base else 0.0
-        for packet in container.demux(stream):
+        # the stream's clock on the box's: arrival of the first timed packet (wall, monotonic)
+        # and its pts; RTCP's wall time of pts 0 once known and trusted (None: not (yet))
+        anchor: tuple[datetime, float, float] | None = None
+        lag_anchor: tuple[float, float] | None = None  # (monotonic, dts) for the lag
+        rtcp_base: float | None = None
+        rtcp_judged = file_source
+        self._rtcp_seen = None
+        behind, drain_until = 0.0, None
+        last_stream_at: datetime | None = None  # audio goes by its video's clock
+        for packet in container.demux(stream) if audio is None else \
+                container.demux(stream, audio):
             if owner.stopping.is_set():
-                return "stopped"
+                # what the camera sent before the stop is written first: read on while the
+                # last packet was behind real time (the rest waits in the socket), for at
+                # most `stop_drain_seconds`
+                now_mono = time.monotonic()
+                drain_until = drain_until or now_mono + owner.settings.stop_drain_seconds
+                if file_source or self.stream != "main" or behind <= CAUGHT_UP_SECONDS \
+                        or now_mono >= drain_until:
+                    return "stopped"
             if packet.size == 0 and packet.pts is None:
                 continue  # the demuxer's flush packet
+            if audio is not None and packet.stream is audio:  # copied as it came, no analysis
+                owner.emit(PacketEvent(owner.camera_id, packet,
+                                       last_stream_at or self._last_packet_at, behind,
+                                       self._last_packet_at))
+                continue
             now_mono = time.monotonic()
             at = owner.utcnow()
             pts_s = packet.pts * seconds_per_tick if packet.pts is not None and \
                 seconds_per_tick else None
+            behind = 0.0
             if file_source and pts_s is not None:
                 # a file has no arrival time: its packets are as late as their timestamps
                 first_pts = pts_s if first_pts is None else first_pts
@@ -346,6 +487,27 @@ class _Reader:
                     if owner.stopping.wait(wait):
                         return "stopped"
                     now_mono = time.monotonic()
+            stream_at = at  # arrival, or a file's time: what the packet is timed by
+            if not file_source and pts_s is not None:
+                if anchor is None:
+                    anchor = (at, now_mono, pts_s)
+                if (now_mono - anchor[1]) - (pts_s - anchor[2]) < 0:
+                    anchor = (at, now_mono, pts_s)  # sent before the anchor allows: it was late
+                # the lag goes by decode order (dts: packets arrive in it); by pts, a B-frame
+                # stream's reordering read as a lag of up to its reorder delay on every GOP
+                dts_s = packet.dts * seconds_per_tick if packet.dts is not None else pts_s
+                if lag_anchor is None:
+                    lag_anchor = (now_mono, dts_s)
+                behind = (now_mono - lag_anchor[0]) - (dts_s - lag_anchor[1])
+                if behind < 0:
+                    lag_anchor, behind = (now_mono, dts_s), 0.0
+                if not rtcp_judged:
+                    rtcp_base, rtcp_judged = self._rtcp_base(container, anchor)
+                stream_at = (datetime.fromtimestamp(rtcp_base + pts_s, UTC)
+                             if rtcp_base is not None
+                             else anchor[0] + timedelta(seconds=pts_s - anchor[2]))
+                if self.packets:
+                    owner.judge_lag(behind)
             if not self._got_packets:
                 self._got_packets = True
                 if lost_at is not None:
@@ -360,11 +522,57 @@ class _Reader:
                     conn_base = pts_s
                 t = self.t_offset + ((pts_s - conn_base) if pts_s is not None and
                                      conn_base is not None else now_mono - started)
+                if packet.is_keyframe and pts_s is not None:
+                    if self.last_key_pts is not None and pts_s > self.last_key_pts:
+                        owner.keyframe_seconds = pts_s - self.last_key_pts
+                    self.last_key_pts = pts_s
+                self._shed(packet)
                 self._analyse(packet, t)
             owner.packet_arrived(self.stream, at, now_mono)
             if self.packets:
-                owner.emit(PacketEvent(owner.camera_id, packet, at))
+                owner.emit(PacketEvent(owner.camera_id, packet, stream_at, behind, at))
+            last_stream_at = stream_at
         return None if file_source else "stream ended"
+
+    def _rtcp_base(self, container: av.container.InputContainer,
+                   anchor: tuple[datetime, float, float]) -> tuple[float | None, bool]:
+        """The camera's wall time (seconds since the epoch) of pts 0 from its RTCP sender
+        reports, and whether that is settled for this connection: (None, False) while no
+        report came, or while one disagrees with an anchor not yet settled; (None, True) when
+        it is still too far from the arrival anchor RTCP_SETTLE_SECONDS after the first
+        report (ClockDrift).
+
+        The anchor is the first packet's arrival, late by however long the connection took to
+        hand it over (FFmpeg probes an RTSP stream before the first packet comes out, longer
+        on a starved box), and moved earlier as the packets buffered meanwhile drain. Judged
+        at the first report, 24 cameras connecting on a box with one core busy raised false
+        `cctv.clock_drift` (bench/cctv_live.py); the verdict waits for the anchor to settle."""
+        realtime = container.start_time_realtime
+        if realtime is None or realtime <= 0:
+            return None, False
+        base = realtime / 1_000_000
+        drift = (base + anchor[2]) - anchor[0].timestamp()
+        bound = self.owner.settings.clock_drift_seconds
+        if abs(drift) > bound:
+            now = time.monotonic()
+            self._rtcp_seen = self._rtcp_seen or now
+            if now - self._rtcp_seen < RTCP_SETTLE_SECONDS:
+                return None, False
+            self.owner.emit(ClockDrift(self.owner.camera_id, self.stream, round(drift, 3),
+                                       bound))
+            return None, True
+        return base, True
+
+    def _shed(self, packet: av.Packet) -> None:
+        """Follow the camera's shed state (CameraSource.judge_lag) in this reader's analysis
+        decoder: key frames only at once; the configured rate again from a key frame (the
+        frames between need the ones skipped)."""
+        shed, ctx = self.owner.analysis_shed, self.ctx
+        if ctx is None or shed == self.shedding or (not shed and not packet.is_keyframe):
+            return
+        self.shedding = shed
+        ctx.skip_frame = "NONKEY" if shed or self.owner.settings.analysis_fps <= 1.0 \
+            else "DEFAULT"
 
     def _analyse(self, packet: av.Packet, t: float) -> None:
         """Decode the packet (always: later frames need it) and, at the analysis rate, hand
@@ -430,6 +638,9 @@ class CameraSource:
         self._stalls = 0
         self._reason = "not started"
         self._done: set[str] = set()
+        # analysis shed (key frames only) while the main stream lags (shedding.py)
+        self._shed_state = shedding.ShedState()
+        self.keyframe_seconds: float | None = None  # the analysed stream's key-frame interval
         self._readers = [_Reader(self, url, "main", packets=True, frames=detect_url is None)]
         if detect_url is not None:
             self._readers.append(_Reader(self, detect_url, "detect", packets=False, frames=True))
@@ -499,6 +710,27 @@ class CameraSource:
             self._online, self._offline_reported = True, False
         if back:
             self.emit(CameraOnline(self.camera_id, round(offline_for, 3)))
+
+    @property
+    def analysis_shed(self) -> bool:
+        """Whether analysis is on key frames only because the main stream lags."""
+        return self._shed_state.shed
+
+    def judge_lag(self, behind: float) -> None:
+        """The main stream's lag against `shed_analysis_seconds`: analysis shed above it,
+        restored once under half of it for `shed_restore_seconds` (doubled after a re-shed,
+        shedding.py); the readers follow at their next packet (_Reader._shed)."""
+        settings = self.settings
+        now = time.monotonic()
+        self._shed_state, action = shedding.judge(
+            self._shed_state, behind, now, settings.shed_analysis_seconds,
+            settings.shed_restore_seconds, MAX_RESTORE_HOLD_SECONDS)
+        if action == "shed":
+            self.emit(AnalysisShed(self.camera_id, round(behind, 3),
+                                   settings.shed_analysis_seconds, self.keyframe_seconds))
+        elif action == "restore":
+            self.emit(AnalysisRestored(self.camera_id, round(behind, 3),
+                                       round(now - self._shed_state.since, 3)))
 
     def finished(self, stream: str) -> None:
         with self._state:

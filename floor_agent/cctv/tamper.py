@@ -48,9 +48,13 @@ the top or bottom band of the frame (a camera's OSD) the text line they belong t
 hours do not tick but do not move with the scene either) and the same line at the other edge
 (where cameras put their name: static, never learned, and at night brighter than the whole
 dim picture), are left out of every measure above;
-their ticking is the "clock" evidence that the picture is alive. A camera whose sensor freezes
-while its OSD keeps ticking, without a repeated packet or a stalled timestamp, cannot be told
-from an empty room and raises nothing by default.
+their ticking is the "clock" evidence that the picture is alive. Frames more than
+CLOCK_SAMPLE_SECONDS apart (a camera whose analysis is shed to key frames while it lags, or
+one analysed at 1 fps or less) can land on the same digit every time (a key frame every 10 s
+shows the same second each time): such a gap counts as a tick, so sparse frames never make a
+stopped clock; the stream evidence, judged on every packet, is unaffected. A camera whose
+sensor freezes while its OSD keeps ticking, without a repeated packet or a stalled timestamp,
+cannot be told from an empty room and raises nothing by default.
 
 A condition must hold `hold_seconds` (frozen: its window) before its alarm starts, and be gone
 `hold_seconds` before the alarm ends (the recovery). While the lens is covered, blur and turning
@@ -107,6 +111,7 @@ FROZEN_JUMP_SHARE = 1 / 2
 # OVERLAY_QUIET_FRACTION of the cells changed (a person crossing moves more) and the cell did
 # not change on the frame before (a clock's digit changes once; someone working moves on).
 CELL_CHANGE = 6.0
+CLOCK_SAMPLE_SECONDS = 1.1  # frames further apart cannot tell a stopped clock (see step)
 OVERLAY_QUIET_FRACTION = 0.03
 OVERLAY_TICKS = 6.0  # learned at this many changes (decayed with overlay_learn_seconds)
 OVERLAY_MAX_FRACTION = 0.1  # never more than this share of the cells
@@ -517,7 +522,11 @@ def step(state: TamperState, frame: SmallFrame,
         noise = cv2.mean(difference)[0] * 1.2533
         changed = difference > max(CELL_CHANGE, 4.0 * noise)
         if overlay is not None:
-            ticked = bool(np.any(changed & overlay.cells))
+            # frames further apart than a clock's second (analysis shed to key frames, or
+            # set to 1 fps or less) may fall on the same digit or LED phase each time: such a
+            # gap counts as a tick, never as a stopped clock (the clock evidence rests on
+            # frames close enough to see it tick)
+            ticked = bool(np.any(changed & overlay.cells)) or dt > CLOCK_SAMPLE_SECONDS
         detail["change"] = change
     live = frame.packets_alive
     still_since = (state.still_since if state.still_since is not None else state.last_t) \

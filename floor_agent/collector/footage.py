@@ -255,7 +255,9 @@ class Clip:
 def make_clip(files: Sequence[tuple[Segment, Path]], out_path: Path) -> Clip:
     """The segments' packets one after another in one MP4 (its index at the front), never
     re-encoded; a recording gap between segments is closed up (the page lists each segment's
-    start). FootageError when a file does not demux or the camera's stream changed."""
+    start). FootageError when a file does not demux or the camera's stream changed. A camera
+    recorded with its audio (cctv CameraConfig.audio) keeps it: the clip has the first
+    segment's audio track, each segment's audio placed on the same time line as its video."""
     import av
 
     if not files:
@@ -265,6 +267,9 @@ def make_clip(files: Sequence[tuple[Segment, Path]], out_path: Path) -> Clip:
     offset = 0
     last_dts: int | None = None
     packets = 0
+    audio_out: Any = None  # the clip's audio track, as the first segment's
+    audio_tb: Fraction | None = None
+    audio_last: int | None = None
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
     try:
@@ -283,19 +288,45 @@ def make_clip(files: Sequence[tuple[Segment, Path]], out_path: Path) -> Clip:
                     stream = src.streams.video[0]
                     ctx = stream.codec_context
                     these = (ctx.name, ctx.width, ctx.height)
+                    audio_in = next(iter(src.streams.audio), None)
                     if shape is None:
                         shape, ref_tb = these, stream.time_base
                         out_stream = out.add_stream_from_template(stream)
+                        if audio_in is not None:
+                            audio_out = out.add_stream_from_template(audio_in)
+                            audio_tb = audio_in.time_base
                     elif these != shape:
                         raise FootageError(f"{what}: the camera's stream changed to {these} "
                                            f"from {shape} within the clip")
                     tb = stream.time_base
                     assert tb is not None and ref_tb is not None and out_stream is not None
+                    if audio_in is not None and (audio_out is None or audio_in.codec_context.name
+                                                 != audio_out.codec_context.name):
+                        audio_in = None
                     first: int | None = None
                     end = offset
+                    # the segment's tracks start together at 0 (cctv/segments.py): its audio
+                    # goes where its video goes, `offset` on
+                    a_offset = 0 if audio_tb is None else round(offset * ref_tb / audio_tb)
+                    streams = [stream] if audio_in is None else [stream, audio_in]
                     try:
-                        for pkt in src.demux(stream):
+                        for pkt in src.demux(*streams):
                             if pkt.dts is None or pkt.size == 0:
+                                continue
+                            if pkt.stream.type == "audio":
+                                assert audio_tb is not None
+                                a_scale = pkt.time_base / audio_tb
+                                dts = a_offset + round(pkt.dts * a_scale)
+                                pts = a_offset + round(
+                                    (pkt.pts if pkt.pts is not None else pkt.dts) * a_scale)
+                                if audio_last is not None and dts <= audio_last:
+                                    bump = audio_last + 1 - dts
+                                    dts, pts = dts + bump, pts + bump
+                                pkt.dts, pkt.pts = dts, max(pts, dts)
+                                pkt.time_base = audio_tb
+                                pkt.stream = audio_out
+                                out.mux(pkt)
+                                audio_last = dts
                                 continue
                             pts0 = pkt.pts if pkt.pts is not None else pkt.dts
                             if first is None:

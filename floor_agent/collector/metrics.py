@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector as MetricSource
 
 from floor_agent.collector import database_health as db_health
+from floor_agent.collector.camera_lag import camera_lags
 from floor_agent.store.interface import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -83,6 +84,31 @@ class _CollectorMetrics(MetricSource):
         for (channel, state), count in sorted(self.collector.store.notification_counts().items()):
             outbox.add_metric([channel, state], count)
         yield outbox
+        yield from _camera_metrics(self.collector)
+
+
+def _camera_metrics(collector: Collector) -> Iterator[GaugeMetricFamily]:
+    """Each camera's lag (issue 22), from its box's newest cctv.segment / cctv.lagging /
+    cctv.analysis_shed events (collector/camera_lag.py)."""
+    labels = ["agent_id", "camera"]
+    lag = GaugeMetricFamily(
+        "floor_cctv_lag_seconds", "How far behind real time each camera's last written packet "
+        "was, as its box last reported (every segment, and at each lag alarm)", labels=labels)
+    lagging = GaugeMetricFamily(
+        "floor_cctv_lagging", "1 while a camera is lagging (cctv.lagging, until "
+        "cctv.lag_recovered)", labels=labels)
+    shed = GaugeMetricFamily(
+        "floor_cctv_analysis_shed", "1 while a camera's motion and tamper analysis is shed to "
+        "key frames (cctv.analysis_shed, until cctv.analysis_restored); recording is never shed",
+        labels=labels)
+    for (agent_id, camera), figure in camera_lags(collector.store.latest_states()).items():
+        if figure.seconds is not None:
+            lag.add_metric([agent_id, camera], figure.seconds)
+        lagging.add_metric([agent_id, camera], int(figure.lagging))
+        shed.add_metric([agent_id, camera], int(figure.analysis_shed))
+    yield lag
+    yield lagging
+    yield shed
 
 
 def render_metrics(collector: Collector,

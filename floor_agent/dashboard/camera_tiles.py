@@ -31,6 +31,8 @@ class Tile:
     state: str
     cls: str
     detail: str
+    lag: str  # how far behind real time, "" when never reported (overview.lag_text)
+    lag_cls: str
     snapshot_at: str | None
     timeline: str  # SVG text, escaped by svg_charts
 
@@ -60,6 +62,6 @@ def tiles(dash: Dashboard) -> list[Tile]:
     # a camera that sent a picture but no event yet still gets its tile
     cameras += [overview.Camera(a, c, "unknown", "unknown", "no status yet")
                 for a, c in sorted(shots) if (a, c) not in known]
-    return [Tile(c.agent_id, c.camera, c.state, c.cls, c.detail,
+    return [Tile(c.agent_id, c.camera, c.state, c.cls, c.detail, c.lag, c.lag_cls,
                  shots.get((c.agent_id, c.camera)),
                  camera_timeline(dash, c.agent_id, c.camera)) for c in cameras]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from floor_agent.collector.camera_lag import CameraLag, camera_lags
 from floor_agent.collector.ingest import CHAIN_BREAKS
 from floor_agent.protocol.event import SEVERITIES, parse_timestamp
 from floor_agent.protocol.kinds.cctv import CctvKind
@@ -56,6 +57,10 @@ class Camera:
     state: str  # recording | motion | tamper | offline | unknown
     cls: str
     detail: str
+    # how far behind real time its last written packet was ("" when never reported), and
+    # ok | bad (lagging, or its analysis shed) | unknown
+    lag: str = ""
+    lag_cls: str = "unknown"
 
 
 @dataclass(slots=True)
@@ -175,6 +180,18 @@ def camera_state(topics: dict[str, dict[str, Any]], now: datetime,
     return "unknown", "no recent status"
 
 
+def lag_text(lag: CameraLag | None) -> tuple[str, str]:
+    """(text, class) of a camera's lag: "0.2 s", "7.1 s, lagging, analysis shed"."""
+    if lag is None or (lag.seconds is None and not lag.lagging and not lag.analysis_shed):
+        return "", "unknown"
+    words = ["unknown" if lag.seconds is None else f"{lag.seconds:.1f} s"]
+    if lag.lagging:
+        words.append("lagging")
+    if lag.analysis_shed:
+        words.append("analysis shed")
+    return ", ".join(words), "bad" if lag.lagging or lag.analysis_shed else "ok"
+
+
 def worst(w: Workstation) -> str:
     """The workstation's tile colour on the wall: bad beats unknown beats ok."""
     states = {c.state for c in (w.usb, w.isolation, w.heartbeat, w.chain)}
@@ -225,8 +242,10 @@ def build(agents: list[dict[str, Any]], latest: list[dict[str, Any]],
         if event["topic"].startswith("cam:"):
             camera, _, part = event["topic"].removeprefix("cam:").rpartition(":")
             cameras.setdefault((event["agent_id"], camera), {})[part] = event
+    lags = camera_lags(latest)
     for (agent_id, camera), topics in sorted(cameras.items()):
         state, detail = camera_state(topics, now, fresh.get(agent_id, False))
         cls = {"recording": "ok", "motion": "ok", "unknown": "unknown"}.get(state, "bad")
-        view.cameras.append(Camera(agent_id, camera, state, cls, detail))
+        view.cameras.append(Camera(agent_id, camera, state, cls, detail,
+                                   *lag_text(lags.get((agent_id, camera)))))
     return view

@@ -1,9 +1,10 @@
-"""Cameras: status, the latest snapshot (viewing it is logged), recording gaps, motion, and the
-footage view/export log."""
+"""Cameras: status, the latest snapshot (viewing it is logged), recording gaps, packets the
+recorder could not keep, motion, and the footage view/export log."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -18,7 +19,7 @@ from floor_agent.dashboard.csv_export import csv_response
 from floor_agent.dashboard.pages_events import export_allowed
 from floor_agent.dashboard.paths import AgentId, CameraId
 from floor_agent.dashboard.render import csv_link, page
-from floor_agent.dashboard.tables import Cell, Table, short, time_cell
+from floor_agent.dashboard.tables import NOWRAP, Cell, Table, short, time_cell
 from floor_agent.dashboard.timefmt import short_time
 from floor_agent.protocol.kinds.cctv import CctvKind
 from floor_agent.protocol.kinds.dashboard import DashboardKind
@@ -44,13 +45,15 @@ def cameras(request: Request, user: Annotated[User, Depends(require("read"))],
             format: str | None = None) -> Response:  # noqa: A002
     dash = dashboard_of(request)
     shots = {(s["agent_id"], s["camera_id"]): s for s in dash.store.list_snapshots()}
-    table = Table(["camera", "camera box", "state", "detail", "snapshot"], testid="cameras")
+    table = Table(["camera", "camera box", "state", "detail", "lag", "snapshot"],
+                  testid="cameras")
     for c in _cameras(request):
         shot = shots.get((c.agent_id, c.camera))
         # a camera's name comes from its events: a long one breaks instead of widening
         table.add([Cell(c.camera, link=f"/cameras/{c.agent_id}/{c.camera}", cls="data"),
                    c.agent_id,
                    Cell(c.state, cls=c.cls, testid="camera-state"), c.detail,
+                   Cell(c.lag, cls=c.lag_cls, testid="camera-lag"),
                    time_cell(shot["received_at"]) if shot else ""],
                   data_testid="camera-row", data_camera=c.camera, data_agent=c.agent_id)
     if export_allowed(user, format):
@@ -61,6 +64,17 @@ def cameras(request: Request, user: Annotated[User, Depends(require("read"))],
 
 def _of_camera(events: list[dict[str, Any]], camera: str) -> list[dict[str, Any]]:
     return [e for e in events if e["data"].get("camera_id") == camera]
+
+
+def _instant(value: Any) -> Cell:
+    """A camera box's ISO time as MM-DD HH:MM:SS.mmm UTC (lost packets are a fraction of a
+    second apart), the stamp as sent in its title; anything else as it came."""
+    text = str(value or "")
+    try:
+        at = datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError:
+        return short(text)
+    return Cell(f"{at:%m-%d %H:%M:%S}.{at.microsecond // 1000:03d}", cls=NOWRAP, title=text)
 
 
 def _describe(e: dict[str, Any]) -> str:
@@ -83,6 +97,9 @@ def camera_page(request: Request, agent_id: AgentId, camera: CameraId,
                     message=f"nothing known about camera {camera!r} of {agent_id!r}")
     gaps = Table(["time", "event", "lasted", "detail"], testid="recording-gaps",
                  empty="no recording gap")
+    lost = Table(["time", "segment", "packets lost", "kept damaged", "from", "until", "why"],
+                 testid="packets-lost", empty="no packet lost")
+    lost_total = damaged_total = 0
     motion = Table(["time", "event", "detail"], testid="motion-events")
     footage = Table(["time", "event", "who", "why", "detail"], testid="footage-log")
     combined = Table(["time", "section", "event", "who", "detail"])
@@ -94,7 +111,18 @@ def camera_page(request: Request, agent_id: AgentId, camera: CameraId,
                                                                             _describe(e))))])
     for e in events:
         link = f"/events/{agent_id}/{e['seq']}"
-        if e["kind"] in MOTION_KINDS:
+        if e["kind"] == CctvKind.PACKETS_LOST:
+            d = e["data"]
+            count = d.get("count") if isinstance(d.get("count"), int) else 0
+            damaged = d.get("damaged") if isinstance(d.get("damaged"), int) else 0
+            lost_total += count
+            damaged_total += damaged
+            lost.add([time_cell(e["ts"], link=link), str(d.get("seq", "")), str(count),
+                      str(damaged),
+                      _instant(d.get("since")), _instant(d.get("until")),
+                      Cell(str(d.get("reasons", "")), cls="data")], data_testid="lost-row")
+            combined.add([e["ts"], "lost", e["kind"], "", _describe(e)])
+        elif e["kind"] in MOTION_KINDS:
             motion.add([time_cell(e["ts"], link=link), e["kind"], _describe(e)],
                        data_testid="motion-row")
             combined.add([e["ts"], "motion", e["kind"], "", _describe(e)])
@@ -125,6 +153,7 @@ def camera_page(request: Request, agent_id: AgentId, camera: CameraId,
     return page(request, "camera.html", user, agent_id=agent_id, camera=camera, state=state,
                 timeline=camera_tiles.camera_timeline(dash, agent_id, camera, 1000),
                 snapshot_at=shot["received_at"] if shot else None, gaps=gaps, motion=motion,
+                lost=lost, lost_total=lost_total, damaged_total=damaged_total,
                 footage=footage if user.may("footage_log") else None,
                 csv_url=csv_link(request) if user.may("export") else None)
 

@@ -56,7 +56,7 @@ DOOR_ACTIVITY = (DoorKind.GRANTED, DoorKind.DENIED, DoorKind.FORCED, DoorKind.HE
 CCTV_STATE = (CctvKind.CAMERA_OFFLINE, CctvKind.CAMERA_ONLINE, CctvKind.TAMPER,
               CctvKind.TAMPER_CLEARED)
 CCTV_ACTIVITY = (CctvKind.SEGMENT, CctvKind.RETENTION_SWEEP, CctvKind.SWEEP_FAILED,
-                 CctvKind.DISK_LOW)
+                 CctvKind.DISK_LOW, CctvKind.AUDIO_NOT_RECORDED)
 RETENTION = (RetentionKind.RECEIPT, RetentionKind.RESIDUE, RetentionKind.REFUSED,
              RetentionKind.SWEEP_FAILED)
 BACKUP = (CollectorKind.BACKUP,)
@@ -446,6 +446,21 @@ def _of_camera(events: list[dict[str, Any]], camera: str) -> list[dict[str, Any]
     return [e for e in events if e["data"].get("camera_id") == camera]
 
 
+def audio_state(segments: list[dict[str, Any]], notes: list[dict[str, Any]]) -> str:
+    """Whether a camera recorded sound in the period, from its cctv.segment events (their
+    audio_packets) and its cctv.audio_not_recorded events (newest first)."""
+    with_audio = sum(1 for s in segments if int(s["data"].get("audio_packets") or 0) > 0)
+    if with_audio:
+        return f"RECORDED ({with_audio} segments with audio, audio: true)"
+    note = newest(notes)
+    if note is None:
+        return "video only"
+    codec = note["data"].get("codec")
+    if note["severity"] == "info":
+        return f"not recorded (policy, audio: false; the camera sends {codec})"
+    return f"not recorded: {note['data'].get('reason')}"
+
+
 def cameras(facts: Facts) -> Measure:
     rows = []
     for ident in _role_ids(facts, "cctv"):
@@ -487,21 +502,30 @@ def cameras(facts: Facts) -> Measure:
                 assert sweep_failed is not None
                 retention += f"; sweep FAILED {when(sweep_failed['ts'])}"
                 ret_status = BAD
+            audio = audio_state(segments, _of_camera(
+                facts.of(ident, CctvKind.AUDIO_NOT_RECORDED), camera))
             rows.append(EvidenceRow(
                 (camera, ident, recording, when(last["ts"]) if last else "-",
                  count(segments, (ident, CctvKind.SEGMENT) in facts.truncated),
-                 retention), worst(rec_status, ret_status)))
+                 retention, audio), worst(rec_status, ret_status)))
     statuses = [r.status for r in rows]
+    with_audio = sum(1 for r in rows if r.cells[6].startswith("RECORDED"))
     return Measure(
         "cameras", 3, "Cameras: recording, footage kept no longer than allowed",
         "Every camera records continuously into hash-chained segments, and footage past its "
-        "retention is deleted (GDPR: as short as the purpose).",
+        "retention is deleted (GDPR: as short as the purpose). Sound is not recorded unless a "
+        "camera is configured for it (audio: true; off by default, since recording the "
+        "spoken word at a workplace is unlawful in many EU states).",
         verdict_of(statuses),
-        _summary(statuses, "cameras") if rows else "no camera recorder is enrolled",
+        (_summary(statuses, "cameras") + f"; {with_audio} recording audio") if rows
+        else "no camera recorder is enrolled",
         ("Camera", "Recorder", "State", "Last segment", "Segments (period)",
-         "Last retention sweep"), tuple(rows),
+         "Last retention sweep", "Audio"), tuple(rows),
         (f"A camera without a cctv.segment for {int(RECORDING_STALE.total_seconds() // 60)} min,"
-         " offline or tampered fails the measure; so does a sweep that could not delete.",))
+         " offline or tampered fails the measure; so does a sweep that could not delete.",
+         "Audio: RECORDED when a segment of the period holds audio packets (the camera has "
+         "audio: true, which needs a legal basis of its own); a camera whose audio was left "
+         "out says so once per connection (cctv.audio_not_recorded).",))
 
 
 def image_retention(facts: Facts) -> Measure:
