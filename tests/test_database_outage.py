@@ -57,10 +57,12 @@ class Emitters:
     """Real agents (spool, forwarder, pinned HTTPS) emitting in their own threads until
     stopped; each event's n is its agent's count, so loss and duplicates are countable."""
 
-    def __init__(self, collector: CollectorProcess, prefix: str) -> None:
+    def __init__(self, collector: CollectorProcess, prefix: str, **audit: object) -> None:
+        """audit: agent settings over the defaults (collector_url: an ordered list)."""
         self.agents: list[AuditAgent] = []
         for i in range(AGENTS):
-            config = collector.agent_config(f"{prefix}-{i}", batch_max_events=200)
+            config = collector.agent_config(f"{prefix}-{i}", **({"batch_max_events": 200}
+                                                                 | audit))
             enroll(config.audit, "workstation", collector.token(), None)
             self.agents.append(AuditAgent(config.audit, "workstation"))
         self.emitted = [0] * AGENTS

@@ -31,15 +31,17 @@ AGENTS = ("ws-fo-1", "ws-fo-2")
 EVENTS = 6000  # per agent
 
 
-def second_collector(first: CollectorProcess, root: Path, database_url: str) -> CollectorProcess:
+def second_collector(first: CollectorProcess, root: Path, database_url: str,
+                     **section: object) -> CollectorProcess:
     """Collector B on A's database, as another host: its own state dir, audit identity and
-    server key, its certificate signed by A's CA (the CA key stays in A's directory)."""
+    server key, its certificate signed by A's CA (the CA key stays in A's directory).
+    section: collector settings, as for CollectorProcess."""
     mine = tls.TlsFiles.in_dir(root / "collector")
     tls.create(tls.TlsFiles(first.files.ca_cert, first.files.ca_key, mine.server_cert,
                             mine.server_key), ["localhost", "127.0.0.1"])
     shutil.copyfile(first.files.ca_cert, mine.ca_cert)
     assert not mine.ca_key.exists()
-    return CollectorProcess(root, database_url, hostname="collector-b")
+    return CollectorProcess(root, database_url, hostname="collector-b", **section)
 
 
 class Runner:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -251,12 +252,17 @@ class Served:
 class Stream:
     """One SSE stream read in a thread; its events collected as (name, payload)."""
 
-    def __init__(self, url: str, path: str, session: str) -> None:
+    def __init__(self, url: str, path: str, session: str, ca: Path | None = None) -> None:
+        """ca: the CA to pin for an https url (a collector process)."""
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.arrived = threading.Condition()
         self.opened = threading.Event()
+        verify: ssl.SSLContext | bool = True
+        if ca is not None:
+            verify = ssl.create_default_context(cafile=str(ca))
         self.client = httpx.Client(base_url=url, timeout=httpx.Timeout(10, read=120),
-                                   headers={"cookie": f"{sessions.COOKIE}={session}"})
+                                   headers={"cookie": f"{sessions.COOKIE}={session}"},
+                                   verify=verify)
         self.thread = threading.Thread(target=self._read, args=(path,), daemon=True)
         self.thread.start()
         assert self.opened.wait(30), f"{path} did not open"
