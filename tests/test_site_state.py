@@ -214,6 +214,26 @@ def test_the_stale_sweep_runs_at_one_collector_and_moves_when_it_dies(
     assert other.store.list_alerts(kind="stale_checkpoint")[0]["count"] == 22
 
 
+@pytest.mark.postgres
+def test_a_leader_that_closes_has_let_go_when_close_returns(
+        postgres_server: PostgresServer) -> None:  # noqa: F811  (the fixture)
+    """A collector stopped cleanly hands its duty over at once: the next collector to ask
+    leads (before: the lock went only when the server had ended the closed session)."""
+    from floor_agent.store import open_store
+    from floor_agent.store.postgres import LEAD_KEYS
+
+    url = postgres_server.new_database()
+    key = LEAD_KEYS["stale-checkpoints"]
+    with psycopg.connect(url, autocommit=True) as other:
+        for round_ in range(30):
+            leader = open_store(url)
+            assert leader.lead("stale-checkpoints")
+            leader.close()
+            taken = other.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            assert taken == (True,), round_
+            other.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
 def test_a_sqlite_collector_leads_every_sweep(tmp_path: Path) -> None:
     web = WebApp(tmp_path)
     try:

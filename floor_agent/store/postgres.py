@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -296,6 +296,11 @@ class PostgresStore(SqlStore):
         self._drop_idle_readers()
         with self._lead_lock:
             if self._leader is not None:
+                if self._leading and not self._leader.closed:
+                    # let go now: a closed socket frees the lock only once the server has
+                    # ended the session, and the next collector may ask before that
+                    with suppress(psycopg.Error):
+                        self._leader.execute("SELECT pg_advisory_unlock_all()")
                 self._leader.close()
             self._leader, self._leading = None, set()
         with self._write_lock:
