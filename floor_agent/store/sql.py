@@ -829,19 +829,24 @@ class SqlStore(ChartSql, OutboxSql, PolicySql, DashboardSql, CredentialSql, Site
                 self._upsert_alerts(cur, alerts, now)
 
     def _upsert_alerts(self, cur: Any, alerts: list[AlertDraft], now: str) -> None:
-        """Count each alert on its open row, or open one: one INSERT ... ON CONFLICT on the
-        unique index of open fingerprints, so collectors side by side raise alerts with no
-        lock between them and never open one fingerprint twice. Fingerprint order: two
-        batches touching the same rows take their row locks in one order.
+        """Count each alert on its open row, or open one, with no lock between collectors.
+
+        An open alert seen again (a stick plugged again) is one UPDATE of its row, in
+        fingerprint order so that two batches touching the same rows take them in one order.
+        The rest open in the order given (their ids) by INSERT ... ON CONFLICT on the unique
+        index of open fingerprints: when another collector opened the same one meanwhile, it
+        is counted there, never opened twice.
 
         Alerts counted against a client address (unauthenticated noise, never on an agent's
         batch) keep a bounded number of open rows per kind: past MAX_NOISE_SOURCES addresses
-        share one row. Counting them and choosing is one decision, so a new noise row takes
-        the noise lock (_lock_noise_alerts) first; an address already open does not.
+        share one row. Counting those and choosing is one decision, so opening such a row
+        takes the noise lock (_lock_noise_alerts) first.
         """
-        for alert in sorted(alerts, key=lambda a: a.fingerprint):
+        missed = [i for i in sorted(range(len(alerts)), key=lambda i: alerts[i].fingerprint)
+                  if not self._count_open_alert(cur, alerts[i], now)]
+        for alert in (alerts[i] for i in sorted(missed)):
             fingerprint, source = alert.fingerprint, alert.source
-            if source is not None and not self._count_open_alert(cur, alert, now):
+            if source is not None:
                 self._lock_noise_alerts(cur)
                 prefix = f"src:{alert.kind}:"  # the open-alerts index, one range of it
                 cur.execute(self._q("SELECT count(*) FROM alerts WHERE fingerprint >= ? AND "
