@@ -187,3 +187,39 @@ def test_one_token_enrolls_one_agent_whichever_collector_gets_it(
                     digest, "2000-01-01T00:00:00.000000Z", f"door-{n}")
                 for n, store in enumerate((a, b) * 4)])
             assert sorted(roles, key=str) == [None] * 7 + ["door"], round_no
+
+
+@pytest.mark.postgres
+def test_an_alert_committed_after_a_newer_one_is_still_planned(
+        postgres_server: PostgresServer) -> None:  # noqa: F811  (the fixture)
+    """Alerts are opened without a lock between collectors, so ids no longer come in commit
+    order: collector A opens alert 1 in a batch still committing while B opens and commits
+    alert 2, and the notifier plans alert 2. Old code kept a place in the table (the highest
+    id planned) and passed alert 1 over for ever; each alert now marks itself planned."""
+    url = postgres_server.new_database()
+    a, b = open_store(url), open_store(url)
+    try:
+        opened, commit = threading.Event(), threading.Event()
+
+        def slow_batch() -> None:
+            # the store's own batch transaction, held open as a batch with many rows is
+            with a._row_write() as cur:  # noqa: SLF001
+                a._upsert_alerts(cur, [AlertDraft("usb.blocked", "warning", "ws-1", "slow",  # noqa: SLF001
+                                                  subject="/dev/sdb")], "2026-12-07T10:00:00Z")
+                opened.set()
+                assert commit.wait(30)
+
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(slow_batch)
+            assert opened.wait(30)
+            b.add_alerts([AlertDraft("usb.blocked", "warning", "ws-2", "fast",
+                                     subject="/dev/sdc")], "2026-12-07T10:00:01Z")
+            (fast,) = b.unplanned_alerts()
+            assert b.enqueue_notifications([], "2026-12-07T10:00:02Z", [fast["id"]])
+            commit.set()
+            first.result()
+        (slow,) = b.unplanned_alerts()
+        assert slow["detail"] == "slow" and slow["id"] < fast["id"]
+    finally:
+        a.close()
+        b.close()

@@ -31,7 +31,7 @@ from floor_agent.collector.notify_senders import SecretError, make_senders
 from floor_agent.protocol.event import utc_timestamp
 from floor_agent.store import open_store
 from floor_agent.store.interface import Store
-from floor_agent.store.records import AlertDraft
+from floor_agent.store.records import AlertDraft, NotificationDraft
 
 HOOK_KEY = b"hook-key-0123456789abcdef"
 SMTP_PASSWORD = "s3cret-smtp-pw"
@@ -396,13 +396,14 @@ def test_planning_is_exactly_once_whoever_plans(any_store: Store, trail: Trail,
               "routes": [{"name": "all", "to": ["hook"]}]}
     first, second = (notifier(any_store, trail, clock, **config) for _ in range(2))
     ids = raise_alerts(any_store, clock, 3)
-    seen, _ = any_store.notify_position()
     first.plan(clock.now)
     second.plan(clock.now)
     assert [r["alert_id"] for r in any_store.list_notifications()] == ids
-    # a plan made from a stale place is refused whole
-    assert not any_store.enqueue_notifications([], utc_timestamp(clock.now), (seen, ids[-1]))
-    assert any_store.notify_position()[0] == ids[-1]
+    assert any_store.unplanned_alerts() == []
+    # a plan of alerts another notifier marked first is refused whole: nothing added
+    late = NotificationDraft("late", "hook", "alert", {}, ids[0])
+    assert not any_store.enqueue_notifications([late], utc_timestamp(clock.now), ids)
+    assert [r["alert_id"] for r in any_store.list_notifications()] == ids
 
 
 def test_a_secret_that_cannot_be_read_is_named_not_shown(tmp_path: Path) -> None:

@@ -631,10 +631,11 @@ def test_postgres_schema_is_created_once_and_reopened(
         collations = conn.execute(
             "SELECT table_name, column_name, collation_name FROM information_schema.columns "
             "WHERE table_schema = 'public' AND data_type = 'text'").fetchall()
-        partial = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'alerts_open'"
-                               ).fetchone()
+        partial = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = "
+                               "'alerts_open_fingerprint'").fetchone()
     assert collations and {c for _, _, c in collations} == {"C"}
     assert partial is not None and "WHERE (acked_at IS NULL)" in partial[0]
+    assert partial[0].startswith("CREATE UNIQUE INDEX")
 
 
 @pytest.mark.postgres

@@ -28,6 +28,7 @@ from floor_agent.protocol.checkpoint import Checkpoint, link
 from floor_agent.protocol.event import AuditEvent, canonical, utc_timestamp
 from floor_agent.store import migrations, open_store, schema
 from floor_agent.store.interface import Store, StoreError
+from floor_agent.store.records import AlertDraft
 
 DATA = Path(__file__).parent / "data"
 ROWS = orjson.loads((DATA / "store_v1_rows.json").read_bytes())
@@ -170,15 +171,36 @@ def without(schema_: dict[str, Any], tables: list[str]) -> dict[str, Any]:
             for part, rows in schema_.items()}
 
 
+# what schema 6 changed in a table of version 1: the alerts' planned column, and the open
+# alerts' index made unique (renamed) beside a new one of the unplanned
+SCHEMA_6_INDEXES = ("alerts_open", "alerts_open_fingerprint", "alerts_unplanned")
+
+
+def without_schema_6(schema_: dict[str, Any]) -> dict[str, Any]:
+    """A schema description without what step 6 changed in the alerts table."""
+    if "columns" not in schema_:
+        out = {k: v for k, v in schema_.items() if k not in SCHEMA_6_INDEXES}
+        kind, sql = out["alerts"]
+        out["alerts"] = (kind, sql.replace(",plannedINTEGERNOTNULLDEFAULT0", ""))
+        return out
+    out = dict(schema_)
+    out["columns"] = [row for row in schema_["columns"] if row[:1] != ("alerts",)
+                      or row[2] != "planned"]
+    out["indexes"] = [row for row in schema_["indexes"] if row[1] not in SCHEMA_6_INDEXES]
+    return out
+
+
 def test_a_new_store_has_the_schema_of_the_release_before_the_version_table(
         databases: Callable[[], Database], opened: list[Store]) -> None:
     """The DDL rendered from schema.py is the DDL that release wrote by hand, table for table,
     column for column (types, NOT NULL, defaults, checks, keys, indexes, the partial one);
-    the only difference is the version table."""
+    the only differences are the tables of later versions (the version table first) and
+    what step 6 changed in the alerts table, checked here to be just that."""
     new, old = databases(), databases()
     open_(new, opened)
     old.make_v1(with_rows=False)
-    assert without(new.schema(), LATER) == old.schema()
+    assert without_schema_6(without(new.schema(), LATER)) == without_schema_6(old.schema())
+    assert without(new.schema(), LATER) != old.schema()
 
 
 def test_an_upgraded_store_has_the_schema_of_a_new_one(
@@ -189,7 +211,7 @@ def test_an_upgraded_store_has_the_schema_of_a_new_one(
     open_(old, opened)
     assert old.schema() == new.schema()
     assert [v for v, *_ in old.query("SELECT version, applied_at, note FROM schema_version")
-            ] == [2, 3, 4, 5]
+            ] == [2, 3, 4, 5, 6]
     assert [v for v, *_ in new.query("SELECT version, applied_at, note FROM schema_version")
             ] == [migrations.SCHEMA_VERSION]
 
@@ -200,7 +222,7 @@ def test_a_store_of_the_release_before_the_version_keeps_its_data_and_chains(
     database.make_v1()
     store = open_(database, opened)
 
-    assert migrations.SCHEMA_VERSION == 5
+    assert migrations.SCHEMA_VERSION == 6
     (note,) = database.query("SELECT note FROM schema_version WHERE version = 2")
     assert "schema_version" in note[0]
     for table in V1_TABLES:
@@ -263,7 +285,7 @@ def test_a_store_newer_than_the_code_is_refused(
     finally:
         db.close()
     with pytest.raises(StoreError, match=r"schema is version 99, this release of floor-agent "
-                                         r"knows versions up to 5"):
+                                         r"knows versions up to 6"):
         open_store(database.url)
 
 
@@ -319,6 +341,36 @@ def test_an_upgraded_store_notifies_from_its_newest_alert_on(
     store = open_(old, opened)
     newest = max(row[0] for row in old.query("SELECT id FROM alerts"))
     assert newest > 0
-    assert store.notify_position() == (newest, newest)
-    assert store.alerts_after(newest) == []
-    assert open_(new, opened).notify_position() == (0, 0)
+    assert store.notify_first_alert() == newest
+    assert store.unplanned_alerts() == []  # step 6 marks what the notifier had passed
+    assert open_(new, opened).notify_first_alert() == 0
+
+
+def test_a_second_open_row_of_one_fingerprint_is_closed_by_step_6(
+        databases: Callable[[], Database], opened: list[Store]) -> None:
+    """Step 6 makes one open row per fingerprint a unique index. A store holding two (none
+    should: one writer made them) is not refused: the newer is closed with a note naming why,
+    the oldest stays open and counts what comes next."""
+    old = databases()
+    old.make_v1()
+    db = old.connect()
+    try:
+        db.execute("INSERT INTO alerts (id, fingerprint, kind, severity, agent_id, seq, detail, "
+                   "created_at, last_seen_at, count) SELECT 99, fingerprint, kind, severity, "
+                   "agent_id, seq, detail, created_at, last_seen_at, count FROM alerts "
+                   "WHERE id = 1")
+        if old.path is not None:
+            db.commit()
+    finally:
+        db.close()
+    store = open_(old, opened)
+    rows = {a["id"]: a for a in store.list_alerts() if a["id"] in (1, 99)}
+    assert rows[1]["acked_at"] is None
+    assert rows[99]["acked_by"] == "floor-agent schema 6"
+    assert "second open row" in rows[99]["ack_comment"]
+    again = AlertDraft("usb.blocked", "warning", "ws-1", "usb.blocked: /dev/sdz", 20,
+                       subject="/dev/sdz")
+    assert again.fingerprint == ROWS["tables"]["alerts"]["rows"][0][1]
+    store.add_alerts([again], utc_timestamp())
+    assert {a["id"]: a["count"] for a in store.list_alerts()
+            if a["id"] in (1, 99)} == {1: 2, 99: 1}

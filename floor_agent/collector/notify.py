@@ -146,8 +146,7 @@ class Notifier:
         """Route the alerts stored since the notifier's place; how many were routed."""
         routed = 0
         while True:
-            seen, _ = self.store.notify_position()
-            rows = self.store.alerts_after(seen, PLAN_BATCH)
+            rows = self.store.unplanned_alerts(PLAN_BATCH)
             if not rows:
                 return routed
             window = rules.window_of(now, self.settings.digest.window_seconds)
@@ -155,7 +154,7 @@ class Notifier:
             plan = rules.plan_alerts([rules.AlertFacts.of(r) for r in rows], self.settings, now,
                                      self.store.notifications_since(window_ts), window_ts)
             if self.store.enqueue_notifications(plan.drafts, utc_timestamp(now),
-                                                (seen, int(rows[-1]["id"]))):
+                                                [int(row["id"]) for row in rows]):
                 routed += plan.routed
                 self.counters["folded"] += sum(d.state == "folded" for d in plan.drafts)
             if len(rows) < PLAN_BATCH:
@@ -164,7 +163,7 @@ class Notifier:
     def escalate(self, now: datetime) -> list[int]:
         if not self.settings.escalation.to:
             return []
-        _, first = self.store.notify_position()
+        first = self.store.notify_first_alert()
         candidates = [rules.AlertFacts.of(r)
                       for r in self.store.unescalated_critical_alerts(first)]
         due = rules.escalations_due(candidates, set(), now,

@@ -445,19 +445,20 @@ class Store(ABC):
 
     # the notifications' outbox (store/outbox_sql.py, collector/notify.py)
     @abstractmethod
-    def notify_position(self) -> tuple[int, int]:
-        """(the last alert id the notifier planned, the alert id it started after)."""
+    def notify_first_alert(self) -> int:
+        """The alert id the notifier started after (older alerts never escalate)."""
 
     @abstractmethod
-    def alerts_after(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
-        """Alerts (id, kind, severity, agent_id, seq, detail, created_at, source) by id."""
+    def unplanned_alerts(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Alerts the notifier has not routed yet (id, kind, severity, agent_id, seq, detail,
+        created_at, source), by id."""
 
     @abstractmethod
     def enqueue_notifications(self, drafts: Sequence[NotificationDraft], now: str,
-                              seen: tuple[int, int] | None = None) -> bool:
-        """Add drafts (a dedupe already there is skipped) and, with seen=(old, new), move the
-        notifier's place from old to new in the same transaction; False (nothing added) when
-        the place was no longer old."""
+                              planned: Sequence[int] = ()) -> bool:
+        """Add drafts (a dedupe already there is skipped) and mark the alerts `planned`
+        routed, in one transaction; False (nothing added, nothing marked) when another
+        notifier marked one of them first."""
 
     @abstractmethod
     def notifications_since(self, since: str) -> dict[str, int]:

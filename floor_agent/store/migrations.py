@@ -27,7 +27,7 @@ from floor_agent.protocol.event import utc_timestamp
 from floor_agent.store import schema
 from floor_agent.store.interface import StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,31 @@ def _site_state(cur: Any, dialect: Dialect) -> None:
         cur.execute(statement)
 
 
+def _alerts_without_lock(cur: Any, dialect: Dialect) -> None:
+    """One open alert per fingerprint by a unique index, and each alert's own `planned`
+    mark: alert rows are then inserted without a lock between collectors (ON CONFLICT), and
+    the notifier no longer needs their ids in commit order. Alerts the notifier had passed
+    (id <= alerts_seen) are marked planned. A second open row of one fingerprint (none
+    should exist: one writer made them) is closed with a note naming the row that stays."""
+    p = dialect.placeholder
+    planned = next(c for c in schema.table("alerts").columns if c.name == "planned")
+    cur.execute(dialect.columns_sql, ("alerts",))
+    if "planned" not in {str(row[0]) for row in cur.fetchall()}:  # a table made at step 1 has it
+        cur.execute(schema.add_column("alerts", planned, dialect.name))
+    cur.execute("UPDATE alerts SET planned = 1 WHERE id <= "
+                "(SELECT alerts_seen FROM notify_state WHERE id = 1)")
+    cur.execute(f"UPDATE alerts SET acked_at = {p}, acked_by = {p}, ack_comment = {p} "
+                "WHERE acked_at IS NULL AND id > (SELECT min(o.id) FROM alerts o "
+                "WHERE o.fingerprint = alerts.fingerprint AND o.acked_at IS NULL)",
+                (utc_timestamp(datetime.now(UTC)), "floor-agent schema 6",
+                 "closed by the upgrade: a second open row of its fingerprint (the oldest "
+                 "stays open)"))
+    cur.execute("DROP INDEX IF EXISTS alerts_open")
+    for index in schema.INDEXES:
+        if index.since == 6:
+            cur.execute(index.create())
+
+
 # Appended, never edited: a store at version n runs STEPS[n - 1:].
 STEPS: tuple[Step, ...] = (
     Step(2, "schema_version: the store's schema is versioned", _version_table),
@@ -96,6 +121,8 @@ STEPS: tuple[Step, ...] = (
          _policy),
     Step(5, "request_signatures: the signed-request replay memory, shared by collectors",
          _site_state),
+    Step(6, "alerts: one open row per fingerprint (unique index), each alert marked planned",
+         _alerts_without_lock),
 )
 assert [step.version for step in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 
@@ -161,7 +188,7 @@ def upgrade(cur: Any, dialect: Dialect, where: str) -> list[int]:
         # a store of an older release still lacks
         version_1 = tuple(t for t in schema.TABLES
                           if t.name != "schema_version" and t.since == 1)
-        for statement in schema.create_statements(dialect.name, version_1):
+        for statement in schema.create_statements(dialect.name, version_1, version=1):
             cur.execute(statement)
     for table_name, column in missing_late_columns(cur, dialect):
         cur.execute(schema.add_column(table_name, column, dialect.name))

@@ -1,8 +1,10 @@
 """The notifications' outbox, in SQL both stores share (mixed into sql.SqlStore).
 
 A row is written once per (alert, channel), escalation or digest (unique `dedupe`), in the
-same transaction that moves the notifier's place in the alerts table: an alert is planned
-exactly once, and a plan is never lost between the two. Delivery marks a row sent only after
+same transaction that marks the alerts it routes planned (alerts.planned): an alert is planned
+exactly once, and a plan is never lost between the two. The mark is the alert's own, not a
+place in the table, so an alert committed after one with a higher id (two collectors raise
+alerts side by side, without a lock) is still planned. Delivery marks a row sent only after
 the receiver took it; a process killed between the two sends that row again on restart, with
 the same id, which receivers deduplicate by (the outbox's guarantee: at least once, and
 exactly once unless the collector dies during a hand-off). A sender claims a row before the
@@ -32,6 +34,10 @@ def _row(row: Sequence[Any]) -> dict[str, Any]:
     return out
 
 
+class _PlannedElsewhere(Exception):
+    """Rolls back a plan whose alerts another notifier marked first (theirs stands)."""
+
+
 class OutboxSql:
     """The outbox part of SqlStore; see interface.Store for what each method promises."""
 
@@ -40,16 +46,16 @@ class OutboxSql:
     _write: Any
     _read: Any
 
-    def notify_position(self) -> tuple[int, int]:
+    def notify_first_alert(self) -> int:
         with self._read() as cur:
-            cur.execute("SELECT alerts_seen, first_alert FROM notify_state WHERE id = 1")
+            cur.execute("SELECT first_alert FROM notify_state WHERE id = 1")
             row = cur.fetchone()
-        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+        return 0 if row is None else int(row[0])
 
-    def alerts_after(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
+    def unplanned_alerts(self, limit: int = 500) -> list[dict[str, Any]]:
         with self._read() as cur:
             cur.execute(self._q(f"SELECT {', '.join(OUTBOX_ALERT_COLUMNS)} FROM alerts "
-                                f"WHERE id > ? ORDER BY id LIMIT ?"), (after_id, limit))
+                                f"WHERE planned = 0 ORDER BY id LIMIT ?"), (limit,))
             return [dict(zip(OUTBOX_ALERT_COLUMNS, row, strict=True))
                     for row in cur.fetchall()]
 
@@ -65,14 +71,17 @@ class OutboxSql:
                  d.digest_window, now, now))
 
     def enqueue_notifications(self, drafts: Sequence[NotificationDraft], now: str,
-                              seen: tuple[int, int] | None = None) -> bool:
-        with self._write() as cur:
-            if seen is not None:
-                cur.execute(self._q("UPDATE notify_state SET alerts_seen = ? "
-                                    "WHERE id = 1 AND alerts_seen = ?"), (seen[1], seen[0]))
-                if cur.rowcount != 1:
-                    return False  # planned by someone else meanwhile: theirs stands
-            self._insert_notifications(cur, drafts, now)
+                              planned: Sequence[int] = ()) -> bool:
+        try:
+            with self._write() as cur:
+                for alert_id in sorted(set(planned)):
+                    cur.execute(self._q("UPDATE alerts SET planned = 1 WHERE id = ? AND "
+                                        "planned = 0"), (alert_id,))
+                    if cur.rowcount != 1:
+                        raise _PlannedElsewhere
+                self._insert_notifications(cur, drafts, now)
+        except _PlannedElsewhere:
+            return False  # the whole transaction rolled back: nothing added, nothing marked
         return True
 
     def notifications_since(self, since: str) -> dict[str, int]:

@@ -3,8 +3,10 @@
 Two kinds of write. Ingest (a batch, its alerts, enrollment tokens, touches) runs on pooled
 connections with no site-wide lock: a batch's transaction holds its agent's row FOR UPDATE
 from the first read to commit, so collectors sharing the database decide an agent's batches
-one at a time while other agents' batches commit beside them; a new alert row takes the
-alerts advisory lock (ids in commit order, one open row per fingerprint). The rare writes that
+one at a time while other agents' batches commit beside them; alerts are opened or counted
+with INSERT ... ON CONFLICT on the unique index of open fingerprints, with no lock between
+collectors (only unauthenticated noise from client addresses, bounded per kind, takes an
+advisory lock to open a row). The rare writes that
 read then write across tables (enrollment, credentials, policy, users, the outbox) keep one
 writer connection behind a lock, and each of their transactions takes the site-wide advisory
 lock WRITE_LOCK_KEY, so that still holds when another process (the CLI, a second collector)
@@ -42,7 +44,7 @@ COPY_EVENTS = ("COPY events (" + INSERT_EVENT[INSERT_EVENT.index("(") + 1:INSERT
 # pg_advisory_xact_lock key of the collector's write lock ("floorag" in ASCII).
 WRITE_LOCK_KEY = 0x666C6F6F72_6167
 SCHEMA_LOCK_KEY = WRITE_LOCK_KEY + 1
-ALERTS_LOCK_KEY = WRITE_LOCK_KEY + 2  # held by a transaction that inserts an alert row
+NOISE_ALERTS_LOCK_KEY = WRITE_LOCK_KEY + 2  # held to open an alert row of a client address
 # pg_try_advisory_lock keys (session level) of the duties one collector of a site leads
 LEAD_KEYS = {"stale-checkpoints": WRITE_LOCK_KEY + 3}
 
@@ -204,8 +206,8 @@ class PostgresStore(SqlStore):
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
             yield cur
 
-    def _lock_alerts(self, cur: Any) -> None:
-        cur.execute(f"SELECT pg_advisory_xact_lock({ALERTS_LOCK_KEY})")
+    def _lock_noise_alerts(self, cur: Any) -> None:
+        cur.execute(f"SELECT pg_advisory_xact_lock({NOISE_ALERTS_LOCK_KEY})")
 
     def _insert_events(self, cur: Any, rows: list[EventRow]) -> None:
         """COPY: 2-3x the rows/s of executemany (pipelined, yet one INSERT per row).

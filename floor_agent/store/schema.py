@@ -94,10 +94,14 @@ class Index:
     table: str
     columns: str
     where: str | None = None  # a partial index
+    unique: bool = False
+    since: int = 1  # the schema version that added it to a table of an earlier version
 
     def create(self) -> str:
         where = f" WHERE {self.where}" if self.where else ""
-        return f"CREATE INDEX IF NOT EXISTS {self.name} ON {self.table} ({self.columns}){where}"
+        kind = "UNIQUE INDEX" if self.unique else "INDEX"
+        return (f"CREATE {kind} IF NOT EXISTS {self.name} ON {self.table} "
+                f"({self.columns}){where}")
 
 
 TABLES: tuple[Table, ...] = (
@@ -130,7 +134,10 @@ TABLES: tuple[Table, ...] = (
         col("created_at"), col("last_seen_at"), col("count", BIGINT, default="1"),
         col("acked_at", null=True), col("acked_by", null=True), col("ack_comment", null=True),
         # the client address an unauthenticated failure's alert is counted against
-        col("source", null=True, late=True))),
+        col("source", null=True, late=True),
+        # 1 once the notifier routed it (schema 6): each alert marks itself, so alerts
+        # committed out of id order by collectors side by side are never passed over
+        col("planned", INT, default="0"))),
     # Door credentials (sql.CredentialSql); templates hold sealed bytes only.
     Table("credentials_meta", (pk("id", INT, check="id = 1"), col("version", BIGINT))),
     Table("access_levels", (
@@ -193,8 +200,8 @@ TABLES: tuple[Table, ...] = (
         col("attempts", INT, default="0"), col("last_error", null=True),
         col("sent_at", null=True)),
         ("UNIQUE (dedupe)",), since=3),
-    # how far the notifier has read the alerts table (alerts_seen) and where it started
-    # (first_alert: older alerts never escalate)
+    # where the notifier started (first_alert: older alerts never escalate); alerts_seen was
+    # its place in the alerts table until schema 6 (kept, no longer read: alerts.planned)
     Table("notify_state", (
         pk("id", INT, check="id = 1"), col("alerts_seen", BIGINT), col("first_alert", BIGINT)),
         since=3),
@@ -232,7 +239,11 @@ TABLES: tuple[Table, ...] = (
 )
 
 INDEXES: tuple[Index, ...] = (
-    Index("alerts_open", "alerts", "fingerprint", where="acked_at IS NULL"),
+    # one open row per fingerprint, kept by the database (INSERT ... ON CONFLICT), so
+    # collectors side by side raise an alert without a lock between them (schema 6)
+    Index("alerts_open_fingerprint", "alerts", "fingerprint", where="acked_at IS NULL",
+          unique=True, since=6),
+    Index("alerts_unplanned", "alerts", "id", where="planned = 0", since=6),
     # each query shape of query_events() walks one of these in (ts, id) order
     # (bench/collector_ingest.py measures the p95)
     Index("events_ts", "events", "ts, id"),
@@ -271,13 +282,16 @@ def table(name: str) -> Table:
     return next(t for t in TABLES if t.name == name)
 
 
-def create_statements(dialect: str, tables: tuple[Table, ...] = TABLES) -> list[str]:
-    """CREATE TABLE / CREATE INDEX (all IF NOT EXISTS) and the seed rows, in order."""
+def create_statements(dialect: str, tables: tuple[Table, ...] = TABLES,
+                      version: int | None = None) -> list[str]:
+    """CREATE TABLE / CREATE INDEX (all IF NOT EXISTS) and the seed rows, in order; with
+    version, only the indexes that schema version had (a step adds its own later)."""
     if dialect not in DIALECTS:
         raise ValueError(f"dialect: expected one of {DIALECTS}, got {dialect!r}")
     names = {t.name for t in tables}
     return ([t.create(dialect) for t in tables]
-            + [i.create() for i in INDEXES if i.table in names]
+            + [i.create() for i in INDEXES if i.table in names
+               and (version is None or i.since <= version)]
             + [sql for name, sql in SEED if name in names])
 
 

@@ -3,7 +3,7 @@
 Subclasses provide `_write()` (a cursor inside one write transaction, serialised site-wide:
 enrollment, credentials, policy, users, the outbox: rare writes that read then write),
 `_row_write()` (a write transaction that takes no site-wide lock: what it changes is guarded by
-row locks, the agent's row on ingest, or a lock of its own such as the alerts lock) and
+row locks, the agent's row on ingest, an open alert's row, or the noise alerts' lock) and
 `_read()` (a cursor for reads that may run beside writes); the DDL is schema.py's.
 """
 
@@ -557,10 +557,10 @@ class SqlStore(ChartSql, OutboxSql, PolicySql, DashboardSql, CredentialSql, Site
             cur.execute("SELECT 1")
             cur.fetchone()
 
-    def _lock_alerts(self, cur: Any) -> None:
-        """Held to commit by a transaction that inserts an alert row: alert ids are then given
-        in commit order, which the notifier's place (notify_state.alerts_seen) relies on, and
-        two open rows of one fingerprint cannot both be inserted. SQLite: its one writer."""
+    def _lock_noise_alerts(self, cur: Any) -> None:
+        """Held to commit by a transaction that opens an alert row counted against a client
+        address: the bound on such rows per kind is then kept across collectors. SQLite: its
+        one writer. Agents' batches never take it."""
 
     # -- enrollment ----------------------------------------------------------------------
     def add_token(self, token_hash: bytes, role: str, created_at: str, expires_at: str) -> None:
@@ -829,34 +829,25 @@ class SqlStore(ChartSql, OutboxSql, PolicySql, DashboardSql, CredentialSql, Site
                 self._upsert_alerts(cur, alerts, now)
 
     def _upsert_alerts(self, cur: Any, alerts: list[AlertDraft], now: str) -> None:
-        """Count each alert on its open row, else insert it under the alerts lock.
+        """Count each alert on its open row, or open one, with no lock between collectors.
 
-        An open alert seen again (a stick plugged again) is one UPDATE of its row: batches of
-        different agents do not wait for each other. Only a new row takes the alerts lock
-        (_lock_alerts), re-reading under it. Fingerprint order: two batches touching the same
-        rows take them in one order.
+        An open alert seen again (a stick plugged again) is one UPDATE of its row, in
+        fingerprint order so that two batches touching the same rows take them in one order.
+        The rest open in the order given (their ids) by INSERT ... ON CONFLICT on the unique
+        index of open fingerprints: when another collector opened the same one meanwhile, it
+        is counted there, never opened twice.
+
+        Alerts counted against a client address (unauthenticated noise, never on an agent's
+        batch) keep a bounded number of open rows per kind: past MAX_NOISE_SOURCES addresses
+        share one row. Counting those and choosing is one decision, so opening such a row
+        takes the noise lock (_lock_noise_alerts) first.
         """
-        if not alerts:
-            return
-        missed: set[int] = set()
-        for index in sorted(range(len(alerts)), key=lambda i: alerts[i].fingerprint):
-            alert = alerts[index]
-            cur.execute(self._q(
-                "UPDATE alerts SET count = count + ?, last_seen_at = ?, detail = ? WHERE id = "
-                "(SELECT min(id) FROM alerts WHERE fingerprint = ? AND acked_at IS NULL)"),
-                (alert.count, now, alert.detail, alert.fingerprint))
-            if cur.rowcount != 1:
-                missed.add(index)
-        if not missed:
-            return
-        self._lock_alerts(cur)
-        for alert in (alerts[i] for i in sorted(missed)):  # new rows in the order given
+        missed = [i for i in sorted(range(len(alerts)), key=lambda i: alerts[i].fingerprint)
+                  if not self._count_open_alert(cur, alerts[i], now)]
+        for alert in (alerts[i] for i in sorted(missed)):
             fingerprint, source = alert.fingerprint, alert.source
-            cur.execute(self._q("SELECT id FROM alerts WHERE fingerprint = ? AND acked_at IS NULL"),
-                        (fingerprint,))
-            row = cur.fetchone()
-            if row is None and source is not None:
-                # a bounded number of open rows per noise kind: past it, addresses share one
+            if source is not None:
+                self._lock_noise_alerts(cur)
                 prefix = f"src:{alert.kind}:"  # the open-alerts index, one range of it
                 cur.execute(self._q("SELECT count(*) FROM alerts WHERE fingerprint >= ? AND "
                                     "fingerprint < ? AND acked_at IS NULL"),
@@ -864,20 +855,22 @@ class SqlStore(ChartSql, OutboxSql, PolicySql, DashboardSql, CredentialSql, Site
                 if int(cur.fetchone()[0]) >= MAX_NOISE_SOURCES:
                     source = "other addresses"
                     fingerprint = f"src:{alert.kind}:*"
-                    cur.execute(self._q("SELECT id FROM alerts WHERE fingerprint = ? "
-                                        "AND acked_at IS NULL"), (fingerprint,))
-                    row = cur.fetchone()
-            if row is not None:
-                cur.execute(self._q("UPDATE alerts SET count = count + ?, last_seen_at = ?, "
-                                    "detail = ? WHERE id = ?"),
-                            (alert.count, now, alert.detail, row[0]))
-            else:
-                cur.execute(self._q(
-                    "INSERT INTO alerts (fingerprint, kind, severity, agent_id, seq, detail, "
-                    "created_at, last_seen_at, count, source) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                    (fingerprint, alert.kind, alert.severity, alert.agent_id, alert.seq,
-                     alert.detail, now, now, alert.count, source))
+            cur.execute(self._q(
+                "INSERT INTO alerts (fingerprint, kind, severity, agent_id, seq, detail, "
+                "created_at, last_seen_at, count, source) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (fingerprint) WHERE acked_at IS NULL DO UPDATE SET "
+                "count = alerts.count + excluded.count, "
+                "last_seen_at = excluded.last_seen_at, detail = excluded.detail"),
+                (fingerprint, alert.kind, alert.severity, alert.agent_id, alert.seq,
+                 alert.detail, now, now, alert.count, source))
+
+    def _count_open_alert(self, cur: Any, alert: AlertDraft, now: str) -> bool:
+        """Count the alert on its open row; False when its fingerprint has none open."""
+        cur.execute(self._q("UPDATE alerts SET count = count + ?, last_seen_at = ?, detail = ? "
+                            "WHERE fingerprint = ? AND acked_at IS NULL"),
+                    (alert.count, now, alert.detail, alert.fingerprint))
+        return bool(cur.rowcount == 1)
 
     def touch_agent(self, agent_id: str, now: str) -> None:
         with self._row_write() as cur:
