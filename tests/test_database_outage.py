@@ -462,3 +462,34 @@ def test_a_database_that_answers_no_stops_the_start_at_once(
     assert "cannot start" in output and expected in output, output
     assert "Traceback" not in output and "waiting for the database" not in output, output
     assert not notifications.ready
+
+
+def test_a_refusal_found_after_waiting_still_stops_the_collector(
+        tmp_path: Path, notifications: Notifications) -> None:
+    """Away at start, then back but refusing (its database gone): the collector waited while
+    nothing answered, and stops with the reason once something says no (exit status 2)."""
+    server = PostgresServer().start()
+    collector: CollectorProcess | None = None
+    try:
+        url = server.new_database()
+        collector = CollectorProcess(tmp_path, database_url=url)
+        with psycopg.connect(server.admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{url.rsplit("/", 1)[1]}"')
+        server.halt()
+        watched(collector, notifications)  # serves: nothing answers yet
+        assert collector.proc is not None
+        with pinned_client(collector.url, collector.ca, 10) as client:
+            assert health(client)["database"]["starting"] is True
+        server.resume()
+        assert collector.proc.wait(60) == 2
+        lines = log_lines(collector)
+        assert len([line for line in lines if "waiting for the database" in line]) == 1, lines
+        refused = [line for line in lines if "cannot start" in line]
+        assert len(refused) == 1 and "does not exist" in refused[0], lines
+        assert not [line for line in lines if "Traceback" in line], "\n".join(lines[-80:])
+    finally:
+        if collector is not None and collector.proc is not None \
+                and collector.proc.poll() is None:
+            collector.proc.kill()
+            collector.proc.wait()
+        server.stop()
