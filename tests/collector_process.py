@@ -114,6 +114,12 @@ class CollectorProcess:
                     time.sleep(0.05)
         raise RuntimeError("collector did not become healthy")
 
+    def run_to_exit(self, timeout: float = 60,
+                    env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """`collector run` when it is meant to stop by itself (a start refused): its output."""
+        return subprocess.run(self._command("run"), capture_output=True, text=True,
+                              timeout=timeout, env=None if env is None else os.environ | env)
+
     def _command(self, action: str) -> list[str]:
         """`floor-agent collector ACTION`, under self.hostname when one is set."""
         command = [sys.executable, "-m", "floor_agent.cli", "collector", action, "--config",

@@ -4,7 +4,8 @@ One thread per agent. Each batch ends with a freshly signed checkpoint; an idle 
 checkpoint alone every `heartbeat_seconds`. Failures back off exponentially with full jitter,
 so two hundred workstations coming back after a collector outage do not arrive in lockstep.
 A batch that gets no answer moves the agent to its next collector URL (audit/collector_link.py),
-paced by the same backoff.
+paced by the same backoff. A 503 or 429 with Retry-After is waited at least that long, new
+events or not (audit/backoff.py), and keeps the agent where it is: that collector answered.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from floor_agent.audit import backoff
 from floor_agent.audit.collector_link import FAILOVER_ERRORS, CollectorLink
 from floor_agent.audit.collector_link import pinned_client as pinned_client  # re-exported
 from floor_agent.audit.spool import Spool
@@ -51,6 +54,7 @@ class Forwarder:
         self._rng = rng
         self._failures = 0
         self._last_checkpoint = 0.0
+        self._hold_until = 0.0  # monotonic: no try before this (the collector's Retry-After)
         self.batch_limit = settings.batch_max_events
         self.last_error: str | None = None
         self.last_success: float | None = None
@@ -78,6 +82,16 @@ class Forwarder:
             if delay > 0:
                 self.wake.wait(delay)
                 self.wake.clear()
+                self._hold()
+
+    def _hold(self) -> None:
+        """Stay away until the wait the collector asked for has passed: new events wake the
+        forwarder from its backoff, but not from that."""
+        while not self.stop.is_set():
+            left = self._hold_until - time.monotonic()
+            if left <= 0:
+                return
+            self.stop.wait(left)
 
     def step(self) -> float:
         """Send one batch (or a heartbeat when due); returns how long to wait before the next.
@@ -121,7 +135,10 @@ class Forwarder:
                 # our checkpoint was stamped in the future: stamp the next one by the clock
                 # again, or a clock that once ran ahead would be refused for ever
                 self.spool.restart_checkpoint_clock()
-            return self._backoff(f"collector refused batch ({response.status_code}): {detail}")
+            asked = backoff.retry_after(response.status_code,
+                                        response.headers.get("retry-after"), datetime.now(UTC))
+            return self._backoff(f"collector refused batch ({response.status_code}): {detail}",
+                                 asked=asked)
         acked_seq = _acked_seq(response)
         if pending and (acked_seq is None or acked_seq < last_seq):
             return self._backoff(f"collector answered 200 but acknowledged seq {acked_seq}, "
@@ -136,17 +153,21 @@ class Forwarder:
         self.last_success = time.time()
         return 0.0 if pending else min(self.settings.heartbeat_seconds, 1.0)
 
-    def _backoff(self, reason: str, quiet: bool = False) -> float:
-        """Exponential backoff with full jitter; the reason is logged once per change (not
+    def _backoff(self, reason: str, quiet: bool = False, asked: float | None = None) -> float:
+        """Exponential backoff with full jitter, at least `asked` seconds (the collector's
+        Retry-After) up to backoff_max_seconds; the reason is logged once per change (not
         when quiet: the collector link has said it, or had nothing new to say)."""
         if reason != self.last_error and not quiet:
             log.warning("%s; events stay in the spool (%d pending)", reason,
                         self.spool.pending_count())
         self.last_error = reason
         self._failures += 1
-        ceiling = min(self.settings.backoff_max_seconds,
-                      self.settings.backoff_initial_seconds * 2 ** min(self._failures - 1, 30))
-        return self._rng(self.settings.backoff_initial_seconds / 2, ceiling)
+        settings = self.settings
+        drawn = self._rng(settings.backoff_initial_seconds / 2, backoff.ceiling(
+            self._failures, settings.backoff_initial_seconds, settings.backoff_max_seconds))
+        delay = backoff.wait(drawn, asked, settings.backoff_max_seconds)
+        self._hold_until = time.monotonic() + delay if asked is not None else 0.0
+        return delay
 
 
 def _answer(response: httpx.Response, name: str) -> object:

@@ -35,6 +35,7 @@ from floor_agent.collector.database_watch import DatabaseWatch
 from floor_agent.collector.headers import SecurityHeaders
 from floor_agent.collector.metrics import render_metrics
 from floor_agent.collector.self_audit import OwnAudit
+from floor_agent.collector.start_gate import StartGate
 from floor_agent.common.clock import utc_now
 from floor_agent.protocol.event import SEVERITIES, TS_RE
 from floor_agent.protocol.event import utc_timestamp as now_ts
@@ -166,7 +167,9 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
 
     database: the database's reachability (database_watch.py; made here when not given),
     probed while the app runs: /healthz and /metrics report it, and a request that finds the
-    database away is answered 503 with Retry-After, logged once per outage.
+    database away is answered 503 with Retry-After, logged once per outage. A watch made
+    with the rest of a start that waits for the database (server.py) keeps every route but
+    /healthz at 503 until that start has run (start_gate.py).
 
     ingest_threads: at most this many batches are verified and stored at once (None: as many
     as the thread pool runs). With SQLite, 1: the store takes one writer at a time and the GIL
@@ -212,6 +215,7 @@ def create_app(collector: Collector, max_request_bytes: int = 16 * 1024 * 1024,
     for extend in extensions:
         extend(app, collector)
     app.include_router(api_snapshots.router)
+    app.add_middleware(StartGate, watch=watch)  # inside SecurityHeaders: its 503s get them
     app.add_middleware(SecurityHeaders)
 
     @app.get("/healthz", tags=["ops"])

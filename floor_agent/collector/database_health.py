@@ -31,11 +31,23 @@ class DatabaseHealth:
     outages: int = 0
     # when the last outage ended (epoch seconds), None when there was none
     back_at: float | None = None
+    # the database has not been reached since the process started: the collector serves
+    # /healthz and answers the rest 503 until it is, then does what its start does
+    starting: bool = False
 
 
 def started(now: float) -> DatabaseHealth:
     """The state at start: the store was opened, so the database answered."""
     return DatabaseHealth(up=True, since=now)
+
+
+def waiting(now: float, reason: str) -> tuple[DatabaseHealth, str]:
+    """The state at a start that found the database away, and the one line that says so
+    (counted as an outage: the database was away while the collector ran)."""
+    state = DatabaseHealth(up=False, since=now, reason=reason, outages=1, starting=True)
+    return state, (f"waiting for the database: {reason}; serving /healthz and answering "
+                   f"everything else 503 (agents keep their events spooled), trying again "
+                   f"every second")
 
 
 def failed(state: DatabaseHealth, now: float, reason: str,
@@ -55,7 +67,11 @@ def answered(state: DatabaseHealth, now: float) -> tuple[DatabaseHealth, str | N
     if state.up:
         return state, None
     away = max(0.0, now - state.since)
-    new = replace(state, up=True, since=now, reason=None, refused=0, back_at=now)
+    new = replace(state, up=True, since=now, reason=None, refused=0, back_at=now,
+                  starting=False)
+    if state.starting:
+        return new, (f"database reachable after {away:.1f} s waiting for it since start; "
+                     f"started ({state.refused} requests answered 503 meanwhile)")
     return new, (f"database reachable again after {away:.1f} s "
                  f"({state.refused} requests answered 503 meanwhile)")
 
@@ -72,6 +88,8 @@ def report(state: DatabaseHealth, now: float) -> dict[str, Any]:
     if not state.up:
         out["down_seconds"] = round(down_seconds(state, now), 1)
         out["reason"] = state.reason
+    if state.starting:
+        out["starting"] = True  # not started yet: everything but /healthz is answered 503
     return out
 
 

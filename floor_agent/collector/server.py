@@ -1,4 +1,7 @@
-"""Run the collector: TLS files, store, uvicorn over HTTPS, sd_notify and the watchdog."""
+"""Run the collector: TLS files, store, uvicorn over HTTPS, sd_notify and the watchdog.
+
+A database that is away at start is waited for while serving (database_start.py); one that
+answers no stops the start with its reason (exit status 2), as a missing TLS file does."""
 
 from __future__ import annotations
 
@@ -28,13 +31,12 @@ from floor_agent.collector.api_policy import PolicyServing
 from floor_agent.collector.api_snapshots import MAX_BYTES as SNAPSHOT_MAX_BYTES
 from floor_agent.collector.config import CollectorConfig, CollectorSection
 from floor_agent.collector.core import Collector
-from floor_agent.collector.notify import Notifier
+from floor_agent.collector.database_start import DatabaseStart, rebuild_latest_if_needed
+from floor_agent.collector.database_watch import DatabaseWatch
 from floor_agent.collector.notify_senders import SecretError, make_senders
-from floor_agent.collector.policy_admin import ExpiryWatch
-from floor_agent.collector.site_feed import SiteFeed
 from floor_agent.protocol.kinds.collector import CollectorKind
 from floor_agent.store import open_store
-from floor_agent.store.interface import Store
+from floor_agent.store.interface import Store, StoreError, StoreRefused, StoreUnavailable
 from floor_agent.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -147,16 +149,17 @@ def init(config: CollectorConfig, force_certs: bool = False) -> tls.TlsFiles:
     return files
 
 
+def collector_over(config: CollectorConfig, store: Store) -> Collector:
+    section = config.collector
+    return Collector(store, section.max_batch_events, section.ingest_processes,
+                     section.max_clock_skew_seconds)
+
+
 def open_collector(config: CollectorConfig) -> tuple[Store, Collector]:
+    """The store, opened now, and a collector over it (for the admin commands)."""
     store = open_store(config.collector.resolved_database_url())
-    if not store.latest_states() and store.stats()["events"]:
-        # a store from before the dashboard: the overview's state comes from the newest state
-        # event per agent and topic, kept at ingest from now on; fill it once from the events
-        rows = store.rebuild_latest()
-        log.info("dashboard state rebuilt from the stored events: %d entries", rows)
-    return store, Collector(store, config.collector.max_batch_events,
-                            config.collector.ingest_processes,
-                            config.collector.max_clock_skew_seconds)
+    rebuild_latest_if_needed(store)
+    return store, collector_over(config, store)
 
 
 def run(config: CollectorConfig, extensions: Sequence[AppExtension] = ()) -> int:
@@ -199,18 +202,40 @@ def _serve(config: CollectorConfig, files: tls.TlsFiles,
     except (policy_key.PolicyKeyError, OSError) as exc:
         log.error("%s", exc)
         return 2
-    store, collector = open_collector(config)
-    self_audit.ensure_registered(store, config)
-    collector.anchor = signer.endorse_own(store, config)
+    # PostgreSQL: nothing reached yet; the start below reaches it now or, when it is away,
+    # once it answers (database_start.py), the collector serving meanwhile
+    store = open_store(section.resolved_database_url(), wait=True)
+    collector = collector_over(config, store)
     # The collector's own events (acknowledgements, logins, footage views, backups): spooled
     # from the start, delivered over its own listener once that listens.
     own = AuditAgent(self_audit.self_audit_config(config), self_audit.ROLE)
+    start = DatabaseStart(config, store, collector, signer, own, senders)
     stop = threading.Event()
-    notifier = None
-    if senders:  # alerts to people: the outbox, delivered from its own thread
-        notifier = Notifier(store, section.notifications, own, senders)
-        collector.alert_listeners.append(notifier.alert_listener)
-        notifier.start()
+    exit_code = [0]
+    server: EdgeServer | None = None
+
+    def start_refused(exc: BaseException) -> None:
+        """The database answered no, or the start failed for good: stop, with the reason."""
+        log.error("cannot start: %s", " ".join(str(exc).split()) or exc.__class__.__name__)
+        exit_code[0] = 2
+        if server is not None:
+            server.should_exit = True
+
+    watch = DatabaseWatch(store)
+    try:
+        start.run()
+    except StoreRefused as exc:
+        start_refused(exc)
+    except StoreUnavailable as exc:  # away: serve, and start once it answers
+        watch.wait_to_start(exc, start.run, start_refused)
+    except (StoreError, RuntimeError, OSError) as exc:  # refused, or not this collector's
+        start_refused(exc)
+    if exit_code[0]:
+        own.spool.close()
+        own.link.close()
+        collector.close()
+        store.close()
+        return exit_code[0]
 
     url = health_url(section)
 
@@ -234,12 +259,8 @@ def _serve(config: CollectorConfig, files: tls.TlsFiles,
                             self_audit.agent_id(config))
     app = create_app(collector, section.max_request_bytes, section.stale_checkpoint_seconds,
                      ingest_threads=threads, self_audit=own, extensions=extensions,
-                     policy=serving)
+                     policy=serving, database=watch)
     app.state.policy = serving  # the dashboard's policy pages use it (default group, key)
-    expiry = ExpiryWatch(store, own, section.policy.expiry_check_seconds)
-    expiry.start()
-    # the site's other collectors (PostgreSQL): our commits to their live feeds, theirs to ours
-    feed = SiteFeed.start(store, collector)
     app.state.anchor_key = signer.key.public_key()  # the integrity page checks keys with it
     limits = edge.EdgeLimits.of(section, SNAPSHOT_MAX_BYTES)
     # every connection is a file descriptor; the store, spool and workers need some more
@@ -262,11 +283,7 @@ def _serve(config: CollectorConfig, files: tls.TlsFiles,
     finally:
         stop.set()
         service.stopping()
-        expiry.stop()
-        if feed is not None:
-            feed.stop()
-        if notifier is not None:
-            notifier.stop()
+        start.stop()
         if own.forwarder.alive:
             own.stop(drain_seconds=0, reason="shutdown")
         else:
@@ -274,4 +291,4 @@ def _serve(config: CollectorConfig, files: tls.TlsFiles,
             own.link.close()
         collector.close()
         store.close()
-    return 0
+    return exit_code[0]

@@ -7,13 +7,18 @@ implementations, so neither imports the other.
 
 from __future__ import annotations
 
-from floor_agent.store.interface import Store, StoreError, StoreUnavailable
+from floor_agent.store.interface import Store, StoreError, StoreRefused, StoreUnavailable
 
-__all__ = ["Store", "StoreError", "StoreUnavailable", "open_store"]
+__all__ = ["Store", "StoreError", "StoreRefused", "StoreUnavailable", "open_store"]
 
 
-def open_store(url: str) -> Store:
-    """A store for `sqlite:///path` or `postgresql://...`; the schema is created if missing."""
+def open_store(url: str, wait: bool = False) -> Store:
+    """A store for `sqlite:///path` or `postgresql://...`; the schema is created if missing.
+
+    wait: a PostgreSQL store is made without reaching its database; its open() connects and
+    brings the schema up to date, and until then every call raises StoreUnavailable (a
+    collector that starts before its database serves meanwhile). SQLite is a local file: it
+    is opened at once either way."""
     if url.startswith("sqlite:///"):
         from floor_agent.store.sqlite import SqliteStore
 
@@ -21,5 +26,5 @@ def open_store(url: str) -> Store:
     if url.startswith(("postgresql://", "postgres://")):
         from floor_agent.store.postgres import PostgresStore  # psycopg only when asked for
 
-        return PostgresStore(url)
+        return PostgresStore(url, connect=not wait)
     raise StoreError(f"database_url: expected sqlite:///PATH or postgresql://..., got {url!r}")

@@ -90,6 +90,13 @@ class StoreUnavailable(StoreError):
     collector answers 503 with Retry-After for it, so agents keep their events spooled."""
 
 
+class StoreRefused(StoreUnavailable):
+    """The database server answered and refused the connection (a wrong password, no such
+    role or database, no pg_hba entry): waiting will not fix it. A collector starting stops on
+    it with this message; one already serving answers it 503 like any outage (a password
+    rotated under it), so its agents keep their events spooled while someone fixes it."""
+
+
 class UnknownRecord(LookupError):
     """A credential change names a record that does not exist; `field` says which name."""
 
@@ -117,6 +124,12 @@ class Store(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    @abstractmethod
+    def open(self) -> None:
+        """Reach the database and bring its schema to this release's; idempotent. A store made
+        to wait for its database (open_store(url, wait=True)) answers StoreUnavailable until
+        this succeeded; the others are opened when made, so this does nothing for them."""
 
     @abstractmethod
     def ping(self) -> None:

@@ -28,8 +28,13 @@ import psycopg
 from psycopg import conninfo
 from psycopg.pq import TransactionStatus
 
-from floor_agent.store import migrations, schema
-from floor_agent.store.interface import FeedChannel, StoreError, StoreUnavailable
+from floor_agent.store import migrations, pg_refusal, schema
+from floor_agent.store.interface import (
+    FeedChannel,
+    StoreError,
+    StoreRefused,
+    StoreUnavailable,
+)
 from floor_agent.store.pg_feed import PgFeedChannel
 from floor_agent.store.records import EventRow
 from floor_agent.store.sql import INSERT_EVENT, SqlStore
@@ -116,7 +121,9 @@ class PostgresStore(SqlStore):
     # two batches whose alerts lock rows in crossing order: PostgreSQL aborts one, run again
     retry_errors = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
-    def __init__(self, url: str, connect_timeout: int = 10, max_idle_readers: int = 16) -> None:
+    def __init__(self, url: str, connect_timeout: int = 10, max_idle_readers: int = 16,
+                 connect: bool = True) -> None:
+        """connect=False: nothing is reached until open() (see open_store(wait=True))."""
         self.url = url
         self.where = describe(url)
         self._connect_timeout = connect_timeout
@@ -130,26 +137,49 @@ class PostgresStore(SqlStore):
         self._lead_lock = threading.Lock()
         self._leader: psycopg.Connection[Any] | None = None
         self._leading: set[str] = set()
-        self._writer = self._connect()
-        try:
-            encoding = self._writer.info.parameter_status("server_encoding")
-            if encoding != "UTF8":
-                raise StoreError(f"{self.where}: the database encoding is "
-                                 f"{encoding}, the collector needs UTF8 "
-                                 f"(CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)")
-            if not schema_current(self._writer):
-                with self._writer.transaction(), self._writer.cursor() as cur:
-                    cur.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
-                    migrations.upgrade(cur, migrations.POSTGRES, self.where)
-                    cur.execute(SCHEMA_MARK_TABLE)
-                    cur.execute(SCHEMA_MARK, (SCHEMA_DIGEST,))
-        except psycopg.Error as exc:
-            self._writer.close()
-            raise StoreError(f"{self.where}: cannot create the schema "
-                             f"({' '.join(str(exc).split())})") from None
-        except BaseException:
-            self._writer.close()
-            raise
+        self._writer: psycopg.Connection[Any] | None = None  # set by open()
+        if connect:
+            self.open()
+
+    def open(self) -> None:
+        """Connect, check the encoding, bring the schema to this release's (idempotent).
+        StoreUnavailable when the database is away (try again later), StoreRefused when it
+        refused the connection, StoreError when it cannot be used (encoding, a newer schema)."""
+        with self._write_lock:
+            if self._closed:
+                raise StoreError(f"{self.where}: store is closed")
+            if self._writer is not None:
+                return
+            writer = self._connect()
+            try:
+                encoding = writer.info.parameter_status("server_encoding")
+                if encoding != "UTF8":
+                    raise StoreError(f"{self.where}: the database encoding is "
+                                     f"{encoding}, the collector needs UTF8 "
+                                     f"(CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)")
+                if not schema_current(writer):
+                    with writer.transaction(), writer.cursor() as cur:
+                        cur.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
+                        migrations.upgrade(cur, migrations.POSTGRES, self.where)
+                        cur.execute(SCHEMA_MARK_TABLE)
+                        cur.execute(SCHEMA_MARK, (SCHEMA_DIGEST,))
+            except psycopg.Error as exc:
+                lost = self._lost(writer, exc)  # the database went away halfway: later
+                writer.close()
+                if lost is not None:
+                    raise lost from None
+                raise StoreError(f"{self.where}: cannot create the schema "
+                                 f"({' '.join(str(exc).split())})") from None
+            except BaseException:
+                writer.close()
+                raise
+            self._writer = writer
+
+    def _opened(self) -> None:
+        """StoreUnavailable until open() succeeded: no call runs on a schema not checked."""
+        if self._writer is None and not self._closed:
+            raise StoreUnavailable(f"{self.where}: the database has not been reached since "
+                                   f"the collector started")
 
     def _connect(self) -> psycopg.Connection[Any]:
         """An autocommit connection, or a StoreError naming the server without the password."""
@@ -170,8 +200,11 @@ class PostgresStore(SqlStore):
             password = params.get("password")
             if password:
                 message = message.replace(str(password), "***")
-            # refused, timed out, shutting down, no read-write host among a multi-host URL's
-            kind = StoreUnavailable if isinstance(exc, psycopg.OperationalError) else StoreError
+            # refused, timed out, shutting down, no read-write host among a multi-host URL's;
+            # a server that answered no (password, role, database) is a refusal
+            kind: type[StoreError] = StoreError
+            if isinstance(exc, psycopg.OperationalError):
+                kind = StoreRefused if pg_refusal.refused(message) else StoreUnavailable
             raise kind(f"{self.where}: cannot connect to PostgreSQL ({message})") from None
 
     def _lost(self, conn: psycopg.Connection[Any], exc: psycopg.Error) -> StoreUnavailable | None:
@@ -188,6 +221,8 @@ class PostgresStore(SqlStore):
         with self._write_lock:
             if self._closed:
                 raise StoreError(f"{self.where}: store is closed")
+            self._opened()
+            assert self._writer is not None
             if self._writer.closed:  # lost with the server (restart, failover): reconnect
                 self._writer = self._connect()
             writer = self._writer
@@ -230,6 +265,7 @@ class PostgresStore(SqlStore):
         with self._readers_lock:
             if self._closed:
                 raise StoreError(f"{self.where}: store is closed")
+            self._opened()
             conn = self._idle_readers.pop() if self._idle_readers else None
         if conn is None:
             conn = self._connect()
@@ -269,6 +305,7 @@ class PostgresStore(SqlStore):
         with self._lead_lock:
             if self._closed:
                 raise StoreError(f"{self.where}: store is closed")
+            self._opened()
             try:
                 if self._leader is not None and not self._leader.closed:
                     # the lock lives as long as this session: if it answers, it is ours
@@ -306,4 +343,5 @@ class PostgresStore(SqlStore):
                 self._leader.close()
             self._leader, self._leading = None, set()
         with self._write_lock:
-            self._writer.close()
+            if self._writer is not None:
+                self._writer.close()

@@ -164,6 +164,10 @@ class SqliteStore(SqlStore):
         """No other collector shares a SQLite store: the live feeds stay in the process."""
         return None
 
+    def open(self) -> None:
+        """A local file, opened (and its schema brought up to date) when the store was made:
+        there is no database to wait for."""
+
     def close(self) -> None:
         with self._write_lock:
             self._writer.close()
