@@ -18,6 +18,9 @@ that are in a statement or a transaction (busy) and those of them waiting for a 
 waiting samples / busy samples: the share of the time the database spent on ingest that was
 spent waiting for a lock.
 
+Exit status 1 when the lock waits reach 20 % in any run, or, on a machine of SPEEDUP_CORES
+cores or more, when two collectors reach less than 1.6x one (fewer cores: printed, not judged).
+
 Without --database-url a throwaway PostgreSQL 15 is started (tests/postgres_server.py: fsync
 and synchronous_commit off, as in the tests), so the figures are CPU-bound, not disk-bound.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import os
 import random
 import statistics
 import sys
@@ -57,6 +61,10 @@ from floor_agent.store import open_store  # noqa: E402
 
 TARGET_LOCK_SHARE = 0.20
 TARGET_SPEEDUP = 1.6
+# the 1.6x is judged where the second collector gets cores of its own: each collector's ingest
+# is one busy core (parsing and Ed25519 under the GIL) and PostgreSQL takes about as much again,
+# so two collectors and their database need 4 or more; on fewer, the speedup is printed, not judged
+SPEEDUP_CORES = 4
 APP = "floor-agent collector"  # the store's application_name
 
 
@@ -267,7 +275,18 @@ def main(argv: list[str] | None = None) -> int:
                                   f"(per run: {listing([s for _, s in one], '.1%')})")
     figure("lock_wait_share_two", f"{statistics.median(s for _, s in two):.1%} "
                                   f"(per run: {listing([s for _, s in two], '.1%')})")
-    return 0 if max(shares) < TARGET_LOCK_SHARE else 1
+    cores = os.cpu_count() or 1
+    judged = cores >= SPEEDUP_CORES
+    speedup = statistics.median(speedups)
+    figure("machine", f"{cores} cores; the {TARGET_SPEEDUP}x goal is "
+                      + (f"judged here: {'met' if speedup >= TARGET_SPEEDUP else 'NOT met'}"
+                         if judged else f"not judged on fewer than {SPEEDUP_CORES} cores (two "
+                                        f"collectors and PostgreSQL would share them)"))
+    figure("lock_wait_goal", f"under {TARGET_LOCK_SHARE:.0%}: "
+                             + ("met" if max(shares) < TARGET_LOCK_SHARE else "NOT met")
+                             + f" (highest run {max(shares):.1%})")
+    met = max(shares) < TARGET_LOCK_SHARE and (not judged or speedup >= TARGET_SPEEDUP)
+    return 0 if met else 1
 
 
 if __name__ == "__main__":
