@@ -31,6 +31,7 @@ bench: bootstrap
 	.venv/bin/python bench/dashboard.py
 	.venv/bin/python bench/collector_attack.py
 	.venv/bin/python bench/policy.py
+	.venv/bin/python bench/collector_scale.py
 
 # One Debian package per role (and floor-agent-common) into dist/, from the committed HEAD;
 # see packaging/build-debs.sh. Not part of `make test`.
