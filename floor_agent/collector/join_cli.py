@@ -1,5 +1,6 @@
 """`floor-agent collector join-request | sign-collector | join`: a second collector for a site
-(the checks are join.py's; this is the files, the store and the words for the admin).
+(the checks are join.py's; this is the files, the store and the words for the admin), and
+`join --via-ssh`, the three in one command run on the new box (the ssh leg is join_ssh.py).
 
 Exit status: 0 done, 2 refused (the message says why; nothing was signed or installed).
 """
@@ -38,9 +39,14 @@ def _private_write(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
+STDIO = Path("-")  # sign-collector's request from stdin, its bundle to stdout (join --via-ssh)
+
+
 def _read(path: Path, what: str) -> bytes:
     from floor_agent.collector.join import MAX_FILE_BYTES
 
+    if path == STDIO:
+        return sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
     try:
         with open(path, "rb") as handle:
             return handle.read(MAX_FILE_BYTES + 1)
@@ -52,6 +58,15 @@ def make_join_request(config: CollectorConfig, out: Path | None, renew: bool = F
                       ) -> tuple[Path, str, str]:
     """On the new box: its server key, join key and audit key, the request file; returns
     (request path, fingerprint, collector id)."""
+    raw, fingerprint, collector_id = new_request(config, renew)
+    target = out if out is not None else Path(f"{collector_id}.join-request")
+    target.write_bytes(raw)
+    return target, fingerprint, collector_id
+
+
+def new_request(config: CollectorConfig, renew: bool = False) -> tuple[bytes, str, str]:
+    """The pending request in state_dir/join (keys kept there until the bundle is installed);
+    returns (the request's bytes, its fingerprint, the collector id)."""
     from floor_agent.audit.agent import KEY_FILE
     from floor_agent.audit.keys import load_or_create_private_key
     from floor_agent.collector import join, self_audit, tls
@@ -85,15 +100,15 @@ def make_join_request(config: CollectorConfig, out: Path | None, renew: bool = F
     raw = join.make_request(collector_id, list(section.server_names), server_key, join_key,
                             audit_key)
     _private_write(pending / REQUEST_FILE, raw)
-    target = out if out is not None else Path(f"{collector_id}.join-request")
-    target.write_bytes(raw)
-    return target, join.digest(raw), collector_id
+    return raw, join.digest(raw), collector_id
 
 
 def sign_collector(config: CollectorConfig, request_path: Path, out: Path | None,
                    server_names: list[str] | None, fingerprint: str | None) -> tuple[Path, Any]:
     """On the collector holding the CA: check the request, issue, answer with the bundle, and
-    record it on this collector's own audit trail; returns (bundle path, the request)."""
+    record it on this collector's own audit trail; returns (bundle path, the request).
+    request_path "-": read from stdin; out "-" (and the default with a request from stdin):
+    the bundle goes to stdout, as `join --via-ssh` reads it over ssh."""
     from floor_agent.collector import anchor, join, policy_key, self_audit, tls
     from floor_agent.store import migrations, open_store
 
@@ -134,8 +149,13 @@ def sign_collector(config: CollectorConfig, request_path: Path, out: Path | None
                                   migrations.SCHEMA_VERSION, datetime.now(UTC))
     finally:
         store.close()
-    target = out if out is not None else request_path.with_suffix(".join-bundle")
-    _private_write(target, bundle)
+    target = out if out is not None else (
+        STDIO if request_path == STDIO else request_path.with_suffix(".join-bundle"))
+    if target == STDIO:
+        sys.stdout.buffer.write(bundle)
+        sys.stdout.buffer.flush()
+    else:
+        _private_write(target, bundle)
     writer = self_audit.open_writer(config)
     try:
         writer.emit(CollectorKind.JOINED, request.collector_id, "notice", step="signed",
@@ -146,10 +166,11 @@ def sign_collector(config: CollectorConfig, request_path: Path, out: Path | None
     return target, request
 
 
-def install_bundle(config: CollectorConfig, bundle_path: Path, ca_fingerprint: str | None
-         ) -> dict[str, str]:
-    """On the new box: check the bundle and the database, then install; returns what the
-    admin is told."""
+def install_bundle(config: CollectorConfig, bundle_path: Path | bytes,
+                   ca_fingerprint: str | None, via: str | None = None) -> dict[str, str]:
+    """On the new box: check the bundle (a file, or the bytes join --via-ssh read) and the
+    database, then install; returns what the admin is told. via: how the bundle came, put on
+    the `installed` event."""
     from floor_agent.audit.agent import KEY_FILE as AGENT_KEY_FILE
     from floor_agent.audit.keys import load_private_key, public_key_b64, write_private_key
     from floor_agent.collector import anchor, join, policy_key, self_audit, tls
@@ -170,8 +191,9 @@ def install_bundle(config: CollectorConfig, bundle_path: Path, ca_fingerprint: s
     assert isinstance(join_key, X25519PrivateKey)
     assert isinstance(server_key, ec.EllipticCurvePrivateKey)
     collector_id = self_audit.agent_id(config)
+    raw = bundle_path if isinstance(bundle_path, bytes) else _read(bundle_path, "join bundle")
     bundle = join.open_bundle(
-        _read(bundle_path, "join bundle"), join.digest((pending / REQUEST_FILE).read_bytes()),
+        raw, join.digest((pending / REQUEST_FILE).read_bytes()),
         join_key, server_key.public_key(), list(section.server_names), collector_id,
         datetime.now(UTC), section.anchor_public_key, ca_fingerprint)
     if bundle.schema_version != migrations.SCHEMA_VERSION:
@@ -217,7 +239,8 @@ def install_bundle(config: CollectorConfig, bundle_path: Path, ca_fingerprint: s
     writer = self_audit.open_writer(config)
     try:
         writer.emit(CollectorKind.JOINED, collector_id, "notice", step="installed",
-                    site=bundle.site["collector_id"], ca=tls.fingerprint(files.ca_cert))
+                    site=bundle.site["collector_id"], ca=tls.fingerprint(files.ca_cert),
+                    **({"via": via} if via else {}))
     finally:
         writer.close()
     for name in (JOIN_KEY_FILE, SERVER_KEY_FILE, REQUEST_FILE):
@@ -226,6 +249,19 @@ def install_bundle(config: CollectorConfig, bundle_path: Path, ca_fingerprint: s
     return {"collector_id": collector_id, "site": bundle.site["collector_id"],
             "ca": tls.fingerprint(files.ca_cert), "anchor": signer.key_id,
             "policy_key": policy_key.fingerprint(bundle.policy_key)}
+
+
+def join_via_ssh(config: CollectorConfig, plan: Any, ca_fingerprint: str | None,
+                 renew: bool = False) -> tuple[dict[str, str], str]:
+    """The three steps from the new box: the request made here, signed by the first collector
+    over ssh (join_ssh.py), the bundle installed here with every check `join` makes. A refusal
+    anywhere leaves the pending request as the three-step form does and installs nothing.
+    Returns (what the admin is told, what the first collector said)."""
+    from floor_agent.collector import join_ssh
+
+    raw, fingerprint, _ = new_request(config, renew)
+    bundle, said = join_ssh.run(plan, raw, fingerprint)
+    return install_bundle(config, bundle, ca_fingerprint, via=f"ssh {plan.target}"), said
 
 
 def _ed25519_pem(key: Any) -> bytes:
@@ -261,17 +297,33 @@ def cmd_sign_collector(args: argparse.Namespace) -> int:
     except JoinError as exc:
         print(f"sign-collector: {exc}", file=sys.stderr)
         return 2
+    say = sys.stderr if path == STDIO else sys.stdout  # stdout is the bundle's alone
     print(f"signed collector {request.collector_id} for {', '.join(request.server_names)} "
-          f"(request {request.digest})")
-    print(f"bundle: {path} (the site's anchor and policy keys inside are sealed to the new "
-          f"collector's join key)")
-    print(f"on the new collector: floor-agent collector join {path.name}")
+          f"(request {request.digest})", file=say)
+    if path != STDIO:
+        print(f"bundle: {path} (the site's anchor and policy keys inside are sealed to the new "
+              f"collector's join key)")
+        print(f"on the new collector: floor-agent collector join {path.name}")
     return 0
 
 
 def cmd_join(args: argparse.Namespace) -> int:
+    if (args.bundle is None) == (args.via_ssh is None):
+        print("join: give the bundle file, or --via-ssh [user@]first-collector to have it "
+              "signed there now", file=sys.stderr)
+        return 2
+    ssh_only = [flag for flag, value in (("--remote-config", args.remote_config),
+                                         ("--server-names", args.server_names),
+                                         ("--ssh-config", args.ssh_config),
+                                         ("--renew", args.renew)) if value]
+    if args.via_ssh is None and ssh_only:
+        print(f"join: {', '.join(ssh_only)} go with --via-ssh", file=sys.stderr)
+        return 2
     try:
-        done = install_bundle(_config(args), args.bundle, args.ca_fingerprint)
+        if args.via_ssh is None:
+            done = install_bundle(_config(args), args.bundle, args.ca_fingerprint)
+        else:
+            done = _join_via_ssh(args)
     except JoinError as exc:
         print(f"join: {exc}", file=sys.stderr)
         return 2
@@ -279,6 +331,19 @@ def cmd_join(args: argparse.Namespace) -> int:
           f"CA {done['ca']}, anchor {done['anchor']}, policy key {done['policy_key']}")
     print("start it: floor-agent collector run (agents pinned to this CA can use it now)")
     return 0
+
+
+def _join_via_ssh(args: argparse.Namespace) -> dict[str, str]:
+    from floor_agent.collector import join_ssh
+
+    names = tuple(n.strip() for n in args.server_names.split(",")) if args.server_names \
+        else None
+    plan = join_ssh.SshSigning(args.via_ssh, args.remote_command, args.remote_config, names,
+                               args.ssh_config)
+    done, said = join_via_ssh(_config(args), plan, args.ca_fingerprint, args.renew)
+    for line in said.splitlines():
+        print(f"{args.via_ssh}: {line}")
+    return done
 
 
 def add_parsers(collector_subparsers: Any) -> None:
@@ -293,9 +358,11 @@ def add_parsers(collector_subparsers: Any) -> None:
     p = collector_subparsers.add_parser(
         "sign-collector", help="on the first collector: sign a join request, make the bundle")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="collector.yaml")
-    p.add_argument("request", type=Path, help="the file 'collector join-request' wrote")
+    p.add_argument("request", type=Path, help="the file 'collector join-request' wrote "
+                                              "('-': stdin, as join --via-ssh sends it)")
     p.add_argument("--out", type=Path, help="bundle file (default: the request's name, "
-                                            ".join-bundle)")
+                                            ".join-bundle; '-' and with a request from "
+                                            "stdin: stdout)")
     p.add_argument("--server-names", metavar="NAME,NAME",
                    help="the names the new collector may carry; refused unless the request "
                         "asks for exactly these")
@@ -303,9 +370,25 @@ def add_parsers(collector_subparsers: Any) -> None:
                    help="the request's fingerprint as join-request printed it on the new box")
     p.set_defaults(func=cmd_sign_collector)
     p = collector_subparsers.add_parser(
-        "join", help="on the new collector: check and install the bundle, check the database")
+        "join", help="on the new collector: check and install the bundle, check the database; "
+                     "with --via-ssh, the whole join in one command")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="collector.yaml")
-    p.add_argument("bundle", type=Path, help="the file 'collector sign-collector' wrote")
+    p.add_argument("bundle", type=Path, nargs="?",
+                   help="the file 'collector sign-collector' wrote (not with --via-ssh)")
     p.add_argument("--ca-fingerprint", metavar="SHA256",
                    help="the site CA's fingerprint (as 'collector init' printed it), checked")
+    p.add_argument("--via-ssh", metavar="[USER@]HOST",
+                   help="make the request here, have the first collector sign it over ssh "
+                        "(its host key checked against known_hosts), install the bundle")
+    p.add_argument("--remote-command", default="floor-agent", metavar="WORDS",
+                   help="how the first collector's CLI is run there (default floor-agent; "
+                        "logged in as root: 'runuser -u floor-collector -- floor-agent')")
+    p.add_argument("--remote-config", metavar="PATH",
+                   help="the first collector's collector.yaml (default: its CLI's default)")
+    p.add_argument("--server-names", metavar="NAME,NAME",
+                   help="the names this collector may carry: the first collector refuses "
+                        "unless the request asks for exactly these")
+    p.add_argument("--ssh-config", metavar="FILE", help="ssh -F FILE (default: ssh's own)")
+    p.add_argument("--renew", action="store_true",
+                   help="with --via-ssh: a joined collector gets a new certificate")
     p.set_defaults(func=cmd_join)
