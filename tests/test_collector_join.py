@@ -352,35 +352,39 @@ def test_two_collectors_join_run_and_serve_one_site_on_postgres(
         assert f"pid {a.proc.pid}" in refused.stderr and "state_dir of its own" in \
             refused.stderr  # type: ignore[union-attr]
 
-        # an agent enrolled at A (pinning A's CA) delivers to B: B's certificate verifies
-        config = a.agent_config("ws-1")
-        enroll(config.audit, "workstation", a.token(), None)
-        moved = config.audit.model_copy(update={"collector_url": (b.url,)})  # a list of one
-        agent = AuditAgent(moved, "workstation")
-        agent.start()
-        try:
-            for n in range(50):
-                agent.emit("test.load", f"item {n}", "info", n=n)
-            deadline = time.monotonic() + 60
-            while agent.spool.pending_count() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert agent.spool.pending_count() == 0
-        finally:
-            agent.stop(drain_seconds=10)
-        store = a.store()
-        try:
-            page = store.query_events(EventQuery(agent_id="ws-1", kind="test.load", limit=100))
-            assert sorted(e["data"]["n"] for e in page.events) == list(range(50))
-            # both collectors' own trails, stored side by side: A's record of signing, B's of
-            # its install, each under its own id, endorsed by the one anchor
-            a_id, b_id = self_audit.agent_id(a.config), self_audit.agent_id(b.config)
-            assert a_id != b_id
-            assert wait_for_kind(store, a_id, "collector.joined")["subject"] == b_id
-            assert wait_for_kind(store, b_id, "collector.joined")["data"]["site"] == a_id
-            assert not [x for x in store.list_alerts() if x["kind"] in
-                        ("replay", "rollback", "fork", "gap", "bad_signature")]
-        finally:
-            store.close()
+        _an_agent_enrolled_at_a_delivers_to_b(a, b)
     finally:
         b.stop()
         a.stop()
+
+
+def _an_agent_enrolled_at_a_delivers_to_b(a: CollectorProcess, b: CollectorProcess) -> None:
+    """With A and B running: an agent enrolled at A (pinning A's CA) delivers to B, so B's
+    certificate verifies; both collectors' own trails record the join (A's signing, B's
+    install), each under its own id; no chain alert. (Also tests/test_collector_join_ssh.py.)"""
+    config = a.agent_config("ws-1")
+    enroll(config.audit, "workstation", a.token(), None)
+    moved = config.audit.model_copy(update={"collector_url": (b.url,)})  # a list of one
+    agent = AuditAgent(moved, "workstation")
+    agent.start()
+    try:
+        for n in range(50):
+            agent.emit("test.load", f"item {n}", "info", n=n)
+        deadline = time.monotonic() + 60
+        while agent.spool.pending_count() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert agent.spool.pending_count() == 0
+    finally:
+        agent.stop(drain_seconds=10)
+    store = a.store()
+    try:
+        page = store.query_events(EventQuery(agent_id="ws-1", kind="test.load", limit=100))
+        assert sorted(e["data"]["n"] for e in page.events) == list(range(50))
+        a_id, b_id = self_audit.agent_id(a.config), self_audit.agent_id(b.config)
+        assert a_id != b_id
+        assert wait_for_kind(store, a_id, "collector.joined")["subject"] == b_id
+        assert wait_for_kind(store, b_id, "collector.joined")["data"]["site"] == a_id
+        assert not [x for x in store.list_alerts() if x["kind"] in
+                    ("replay", "rollback", "fork", "gap", "bad_signature")]
+    finally:
+        store.close()
