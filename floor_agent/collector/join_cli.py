@@ -317,7 +317,7 @@ def cmd_join(args: argparse.Namespace) -> int:
                                          ("--ssh-config", args.ssh_config),
                                          ("--renew", args.renew)) if value]
     if args.via_ssh is None and ssh_only:
-        print(f"join: {', '.join(ssh_only)} go with --via-ssh", file=sys.stderr)
+        print(f"join: {', '.join(ssh_only)}: only with --via-ssh", file=sys.stderr)
         return 2
     try:
         if args.via_ssh is None:
