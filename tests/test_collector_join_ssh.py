@@ -218,9 +218,14 @@ def test_a_refusing_installs_nothing_and_b_says_a_s_words(
                     "--remote-config", a.config_path)
     assert missing.returncode == 2 and "--remote-command" in missing.stderr, missing.stderr
     _not_installed(b.config)
+    # A signs, but the admin gave a CA fingerprint that is not A's: still checked, refused
+    wrong_ca = _join(b, ssh_config, "--remote-config", a.config_path,
+                     "--ca-fingerprint", "sha256:" + "1" * 64)
+    assert wrong_ca.returncode == 2 and "you expected sha256:111" in wrong_ca.stderr
+    _not_installed(b.config)
     # the three-step form's file still installs after all that: the pending request B holds
     # is the last one made, signed on A from the file
-    assert _sessions(sshd) == 3
+    assert _sessions(sshd) == 4
     request = b.config.collector.state_dir / "join" / "request.json"
     signed = _cli("sign-collector", "--config", a.config_path, request, "--fingerprint",
                   join.digest(request.read_bytes()), "--out", tmp_path / "b.bundle")
