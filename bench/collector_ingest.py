@@ -49,6 +49,7 @@ from typing import IO, Any
 import httpx
 import orjson
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from floor_agent.audit.agent import KEY_FILE, enroll
 from floor_agent.audit.forwarder import pinned_client
@@ -230,9 +231,21 @@ def build_batches(collector: CollectorProcess, agent_id: str, token: str, events
     config = WorkstationConfig(audit=audit)
     enroll(config.audit, "workstation", token, collector.files.ca_cert)
     key = load_private_key(audit.state_dir / KEY_FILE)
-    spool = Spool(audit.state_dir / "spool.db", agent_id, max_events=max(1_000_000, 2 * events))
-    rng = random.Random(seed)
     out = AgentBatches(agent_id)
+    out.bodies, out.last_seqs = signed_batches(audit.state_dir / "spool.db", agent_id, key,
+                                               events, batch, seed)
+    return out
+
+
+def signed_batches(spool_path: Path, agent_id: str, key: Ed25519PrivateKey, events: int,
+                   batch: int, seed: int) -> tuple[list[bytes], list[int]]:
+    """Spool `events` realistic workstation events and sign every batch as Forwarder.step
+    builds them, each chained on the one before (as once the collector acknowledged it): the
+    bodies and each one's last seq."""
+    spool = Spool(spool_path, agent_id, max_events=max(1_000_000, 2 * events))
+    rng = random.Random(seed)
+    bodies: list[bytes] = []
+    last_seqs: list[int] = []
     try:
         done = 0
         while done < events:
@@ -246,15 +259,13 @@ def build_batches(collector: CollectorProcess, agent_id: str, token: str, events
                 break
             checkpoint = Checkpoint(agent_id, pending[-1].seq, pending[-1].hash,
                                     spool.next_checkpoint_ts(), spool.boot_id).sign(key)
-            out.bodies.append(batch_body(agent_id, acked.hash,
-                                         [(p.body, p.hash) for p in pending], checkpoint))
-            out.last_seqs.append(pending[-1].seq)
-            # What the forwarder does once the collector acknowledged: the next batch chains
-            # on from this one's head.
+            bodies.append(batch_body(agent_id, acked.hash, [(p.body, p.hash) for p in pending],
+                                     checkpoint))
+            last_seqs.append(pending[-1].seq)
             spool.acknowledge(pending[-1].seq)
     finally:
         spool.close()
-    return out
+    return bodies, last_seqs
 
 
 def send_all(url: str, ca: Path, agents: list[AgentBatches]) -> tuple[int, float]:

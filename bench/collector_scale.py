@@ -31,7 +31,6 @@ import argparse
 import logging
 import multiprocessing
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -49,14 +48,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # postgres_server (tests/ is no package)
 sys.path.insert(0, str(REPO / "bench"))
 
-from collector_ingest import WORKSTATION_KINDS, pick, sample_event  # noqa: E402
+from collector_ingest import signed_batches  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 from floor_agent.audit.keys import public_key_b64  # noqa: E402
-from floor_agent.audit.spool import Spool  # noqa: E402
 from floor_agent.collector.core import Collector, create_token  # noqa: E402
-from floor_agent.protocol.batch import batch_body  # noqa: E402
-from floor_agent.protocol.checkpoint import Checkpoint  # noqa: E402
 from floor_agent.store import open_store  # noqa: E402
 
 TARGET_LOCK_SHARE = 0.20
@@ -87,27 +83,7 @@ class Agent:
 def build_agent(root: Path, agent_id: str, events: int, batch: int, seed: int) -> Agent:
     """Spool and sign every batch of one agent as Forwarder.step builds them."""
     key = Ed25519PrivateKey.generate()
-    spool = Spool(root / f"{agent_id}.db", agent_id, max_events=max(1_000_000, 2 * events))
-    rng = random.Random(seed)
-    bodies: list[bytes] = []
-    try:
-        done = 0
-        while done < events:
-            n = min(5000, events - done)
-            spool.emit_many([sample_event(rng, "workstation", k, s, done + i)
-                             for i, (k, s) in enumerate(pick(rng, WORKSTATION_KINDS, n))])
-            done += n
-        while True:
-            acked, pending = spool.batch(batch)
-            if not pending:
-                break
-            checkpoint = Checkpoint(agent_id, pending[-1].seq, pending[-1].hash,
-                                    spool.next_checkpoint_ts(), spool.boot_id).sign(key)
-            bodies.append(batch_body(agent_id, acked.hash, [(p.body, p.hash) for p in pending],
-                                     checkpoint))
-            spool.acknowledge(pending[-1].seq)
-    finally:
-        spool.close()
+    bodies, _ = signed_batches(root / f"{agent_id}.db", agent_id, key, events, batch, seed)
     return Agent(agent_id, public_key_b64(key), bodies, events)
 
 

@@ -11,25 +11,25 @@ day: A killed -9 and then the primary lost under load, with nothing lost or doub
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 from batches import BatchMaker, alter_event
 from collector_process import CollectorProcess
+from parallel_calls import at_once
 from postgres_replication import PRIMARY_SETTINGS, StandbyServer
 from postgres_server import PostgresServer
 from test_database_outage import (
     Emitters,
+    assert_one_outage_logged,
     every_event_once,
-    log_lines,
     stored_seqs,
     wait_for_database,
     wait_for_stored,
@@ -48,7 +48,6 @@ from floor_agent.store.interface import Store
 
 pytestmark = pytest.mark.postgres
 
-T = TypeVar("T")
 ROUNDS = 100
 CREDENTIALS = "/api/v1/credentials"
 # The signed-batch agents of the first tests fall silent when their test ends; a
@@ -93,16 +92,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             standby.stop()
         primary.stop()
 
-
-def at_once(pool: ThreadPoolExecutor, calls: list[Callable[[], T]]) -> list[T]:
-    """Run the calls in parallel threads released together by a barrier."""
-    barrier = threading.Barrier(len(calls))
-
-    def run(call: Callable[[], T]) -> T:
-        barrier.wait()
-        return call()
-
-    return [future.result() for future in [pool.submit(run, call) for call in calls]]
 
 
 def enrolled(site: Site, agent_id: str, role: str = "workstation") -> BatchMaker:
@@ -151,7 +140,7 @@ def test_the_same_batch_at_both_collectors_and_twice_at_one_is_stored_once(
                 if round_no == 3:
                     old, old_head = first, head + count
                 # first to A and B at once, and each gets the retry as well: twice at one
-                answers = at_once(pool, [
+                answers = at_once(pool=pool, calls=[
                     lambda c=client, body=body: c.post(  # type: ignore[misc]
                         "/api/v1/ingest", content=body)
                     for client, body in zip(clients, (first, first, retry, retry),
@@ -181,7 +170,7 @@ def test_the_same_batch_at_both_collectors_and_twice_at_one_is_stored_once(
     forged = alter_event(old, 0, subject="/dev/elsewhere")
     with ThreadPoolExecutor(2) as pool, pinned_client(site.a.url, site.a.ca, 30) as to_a, \
             pinned_client(site.b.url, site.a.ca, 30) as to_b:
-        refused = at_once(pool, [lambda: to_a.post("/api/v1/ingest", content=forged),
+        refused = at_once(pool=pool, calls=[lambda: to_a.post("/api/v1/ingest", content=forged),
                                  lambda: to_b.post("/api/v1/ingest", content=forged)])
         assert [(r.status_code, r.json().get("problem")) for r in refused] == \
             [(409, "replay")] * 2, [r.text for r in refused]
@@ -226,7 +215,7 @@ def test_a_signed_request_accepted_at_one_collector_is_refused_at_the_other(
             for round_no in range(20):
                 header = sign_header(door.key, "door-tier", "GET", CREDENTIALS, b"", now)
                 now += 1
-                answers = at_once(pool, [lambda c=c, h=header: get(c, h)  # type: ignore[misc]
+                answers = at_once(pool=pool, calls=[lambda c=c, h=header: get(c, h)  # type: ignore[misc]
                                          for c in (to_a, to_b, to_a, to_b)])
                 assert sorted(r.status_code for r in answers) == [200, 401, 401, 401], \
                     (round_no, [r.text for r in answers])
@@ -351,7 +340,4 @@ def test_collector_killed_then_primary_lost_under_load(site: Site) -> None:
             assert agent is not None and agent.checkpoint_seq == agent.head_seq
     finally:
         store.close()
-    lines = log_lines(b)
-    assert len([line for line in lines if "database unreachable" in line]) == 1, lines[-80:]
-    assert len([line for line in lines if "database reachable again" in line]) == 1
-    assert not [line for line in lines if "Traceback" in line], "\n".join(lines[-80:])
+    assert_one_outage_logged(b)

@@ -190,6 +190,14 @@ def log_lines(collector: CollectorProcess) -> list[str]:
     return collector.log_path.read_text(errors="replace").splitlines()
 
 
+def assert_one_outage_logged(collector: CollectorProcess) -> None:
+    """One line when the database went, one when it came back, and never a traceback."""
+    lines = log_lines(collector)
+    assert len([line for line in lines if "database unreachable" in line]) == 1, lines[-80:]
+    assert len([line for line in lines if "database reachable again" in line]) == 1, lines[-80:]
+    assert not [line for line in lines if "Traceback" in line], "\n".join(lines[-80:])
+
+
 def test_database_stopped_longer_than_the_watchdog(tmp_path: Path,
                                                    notifications: Notifications) -> None:
     server = PostgresServer().start()
@@ -243,10 +251,7 @@ def test_database_stopped_longer_than_the_watchdog(tmp_path: Path,
             emitters.drain()
         assert collector.proc.poll() is None and collector.proc.pid == pid  # no restart
         every_event_once(url, emitters, "out")
-        lines = log_lines(collector)
-        assert len([line for line in lines if "database unreachable" in line]) == 1, lines
-        assert len([line for line in lines if "database reachable again" in line]) == 1
-        assert not [line for line in lines if "Traceback" in line], "\n".join(lines[-80:])
+        assert_one_outage_logged(collector)
     finally:
         if emitters is not None:
             emitters.close()
@@ -289,10 +294,7 @@ def test_primary_lost_and_standby_promoted_under_load(tmp_path: Path,
             emitters.drain()
         assert collector.proc.poll() is None and collector.proc.pid == pid  # followed, alive
         every_event_once(standby.url, emitters, "fo")
-        lines = log_lines(collector)
-        assert len([line for line in lines if "database unreachable" in line]) == 1, lines
-        assert len([line for line in lines if "database reachable again" in line]) == 1
-        assert not [line for line in lines if "Traceback" in line], "\n".join(lines[-80:])
+        assert_one_outage_logged(collector)
     finally:
         if emitters is not None:
             emitters.close()

@@ -12,13 +12,13 @@ together behind a barrier.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from batches import BatchMaker, alter_event
+from parallel_calls import at_once
 from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 
 from floor_agent.collector.core import Collector, create_token, secret_hash
@@ -28,7 +28,6 @@ from floor_agent.store.interface import Store
 from floor_agent.store.records import AlertDraft
 
 ROUNDS = 100
-T = TypeVar("T")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -55,16 +54,6 @@ def enrolled(collector: Collector, root: Path, agent_id: str = "ws-1") -> BatchM
     return maker
 
 
-def at_once(pool: ThreadPoolExecutor, calls: list[Callable[[], T]]) -> list[T]:
-    """Run the calls in parallel threads released together; any exception is raised here."""
-    barrier = threading.Barrier(len(calls))
-
-    def run(call: Callable[[], T]) -> T:
-        barrier.wait()
-        return call()
-
-    return [future.result() for future in [pool.submit(run, call) for call in calls]]
-
 
 def assert_whole(store: Store, maker: BatchMaker, head: int) -> None:
     """Every event once, in order, the chain re-verifies, the checkpoint is at the head."""
@@ -87,7 +76,7 @@ def test_the_same_batch_at_both_collectors_and_twice_at_one_is_stored_once(
             maker.emit(1 + round_no % 7)
             first = maker.body()
             retry = maker.body()  # the same events under a newer checkpoint
-            results = at_once(pool, [lambda c=c, body=body: c.ingest(body)  # type: ignore[misc]
+            results = at_once(pool=pool, calls=[lambda c=c, body=body: c.ingest(body)  # type: ignore[misc]
                                      for body in (first, retry) for c in (a, b)])
             head += 1 + round_no % 7
             assert [(r.status, r.acked_seq) for r in results] == [(200, head)] * 4, \
@@ -121,7 +110,7 @@ def test_a_heartbeat_racing_the_next_batch_leaves_the_checkpoint_at_the_head(
             beat = maker.body()
             maker.emit(1 + round_no % 5)
             batch = maker.body()
-            results = at_once(pool, [lambda c=c, body=body: c.ingest(body)  # type: ignore[misc]
+            results = at_once(pool=pool, calls=[lambda c=c, body=body: c.ingest(body)  # type: ignore[misc]
                                      for c, body in ((a, beat), (b, batch))])
             assert [r.status for r in results] == [200, 200], [r.message for r in results]
             head += 1 + round_no % 5
@@ -147,7 +136,7 @@ def test_a_genuine_replay_is_still_refused_and_alarmed_at_either_collector(
     # the old checkpoint over events other than those it signed, to both at once
     forged = alter_event(old, 2, subject="/dev/elsewhere")
     with ThreadPoolExecutor(2) as pool:
-        results = at_once(pool, [lambda: a.ingest(forged), lambda: b.ingest(forged)])
+        results = at_once(pool=pool, calls=[lambda: a.ingest(forged), lambda: b.ingest(forged)])
     assert [(r.status, r.problem) for r in results] == [(409, "replay")] * 2
     (alert,) = a.store.list_alerts()
     assert (alert["kind"], alert["severity"], alert["count"]) == ("replay", "critical", 2)
@@ -165,7 +154,7 @@ def test_an_alert_raised_at_both_collectors_at_once_is_one_open_row(
     with ThreadPoolExecutor(8) as pool:
         for round_no in range(20):
             now = f"2026-01-01T00:00:{round_no:02d}Z"
-            at_once(pool, [lambda s=store, now=now: s.add_alerts(  # type: ignore[misc]
+            at_once(pool=pool, calls=[lambda s=store, now=now: s.add_alerts(  # type: ignore[misc]
                 [alert], now) for store in (a, b) * 4])
             if round_no == 9:  # acknowledged: the next one opens a new row
                 (open_row,) = a.list_alerts(open_only=True)
@@ -182,7 +171,7 @@ def test_one_token_enrolls_one_agent_whichever_collector_gets_it(
     with ThreadPoolExecutor(8) as pool:
         for round_no in range(20):
             digest = secret_hash(create_token(a, "door", 600))
-            roles = at_once(pool, [
+            roles = at_once(pool=pool, calls=[
                 lambda s=store, n=n, digest=digest: s.consume_token(  # type: ignore[misc]
                     digest, "2000-01-01T00:00:00.000000Z", f"door-{n}")
                 for n, store in enumerate((a, b) * 4)])

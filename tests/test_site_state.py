@@ -19,15 +19,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import orjson
 import psycopg
 import pytest
 import uvicorn
+from parallel_calls import at_once
 from postgres_server import PostgresServer, postgres_server  # noqa: F401  (fixture)
 from test_web_support import WebApp, csrf_of
 
@@ -46,7 +46,6 @@ from floor_agent.store import pg_feed
 from floor_agent.store.interface import NOTE_BYTES
 from floor_agent.store.records import AlertDraft, EventRow
 
-T = TypeVar("T")
 LOCKOUT = 5
 LOCKED = "this account is locked"
 WRONG = "wrong user name"
@@ -57,17 +56,6 @@ SETTINGS: dict[str, Any] = {"lockout_failures": LOCKOUT, "address_failures": 100
                             "login_wait_seconds": 60.0, "secure_cookies": False}
 
 
-def at_once(calls: list[Callable[[], T]]) -> list[T]:
-    """Run the calls in parallel threads released together by a barrier."""
-    barrier = threading.Barrier(len(calls))
-
-    def run(call: Callable[[], T]) -> T:
-        barrier.wait()
-        return call()
-
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return [f.result() for f in [pool.submit(run, call) for call in calls]]
-
 
 def database_url(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> str:
     if kind == "sqlite":
@@ -76,10 +64,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> s
     return server.new_database()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def two(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[WebApp, WebApp]]:
-    """Collectors A and B on one database (SQLite: one file, as on one box)."""
-    url = database_url(request, tmp_path, request.param)
+def pair(url: str, tmp_path: Path) -> Iterator[tuple[WebApp, WebApp]]:
+    """Collectors A and B on one database, closed after."""
     a = WebApp(tmp_path / "a", url, **SETTINGS)
     b = WebApp(tmp_path / "b", url, **SETTINGS)
     try:
@@ -87,18 +73,17 @@ def two(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[WebApp
     finally:
         a.close()
         b.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def two(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[WebApp, WebApp]]:
+    """Collectors A and B on one database (SQLite: one file, as on one box)."""
+    yield from pair(database_url(request, tmp_path, request.param), tmp_path)
 
 
 @pytest.fixture
 def two_pg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[WebApp, WebApp]]:
-    url = database_url(request, tmp_path, "postgres")
-    a = WebApp(tmp_path / "a", url, **SETTINGS)
-    b = WebApp(tmp_path / "b", url, **SETTINGS)
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
+    yield from pair(database_url(request, tmp_path, "postgres"), tmp_path)
 
 
 # -- signed-request replay memory -----------------------------------------------------------
