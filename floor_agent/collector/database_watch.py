@@ -100,14 +100,11 @@ class DatabaseWatch:
     def _try_start(self, start: Callable[[], None]) -> bool:
         try:
             start()
-        except StoreUnavailable as exc:
-            if not isinstance(exc, StoreRefused):  # away still (or again, halfway): later
-                self.failed(exc)
-                return False
-            self._refused(exc)
-            return False
-        except Exception as exc:  # a refusal, or anything else waiting will not fix
-            self._refused(exc)
+        except Exception as exc:
+            if isinstance(exc, StoreUnavailable) and not isinstance(exc, StoreRefused):
+                self.failed(exc)  # away still (or again, halfway): later
+            else:  # a refusal, or anything else waiting will not fix
+                self._refused(exc)
             return False
         self._start = None  # the gate opens: requests reach the store from now on
         self.answered()

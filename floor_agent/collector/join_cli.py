@@ -12,7 +12,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -23,6 +23,9 @@ from floor_agent.collector.config import CollectorConfig
 from floor_agent.collector.join import JoinError
 from floor_agent.config import load_role
 from floor_agent.protocol.kinds.collector import CollectorKind
+
+if TYPE_CHECKING:
+    from floor_agent.collector.join_ssh import SshSigning
 
 DEFAULT_CONFIG = "/etc/floor-agent/collector.yaml"
 JOIN_DIR = "join"  # in state_dir, until the bundle is installed: the request and the join key
@@ -251,7 +254,7 @@ def install_bundle(config: CollectorConfig, bundle_path: Path | bytes,
             "policy_key": policy_key.fingerprint(bundle.policy_key)}
 
 
-def join_via_ssh(config: CollectorConfig, plan: Any, ca_fingerprint: str | None,
+def join_via_ssh(config: CollectorConfig, plan: SshSigning, ca_fingerprint: str | None,
                  renew: bool = False) -> tuple[dict[str, str], str]:
     """The three steps from the new box: the request made here, signed by the first collector
     over ssh (join_ssh.py), the bundle installed here with every check `join` makes. A refusal
